@@ -1,0 +1,191 @@
+"""The per-stream SHA-256 hash chain: sealing new events and verifying stored ones."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import ValidationError
+
+from llm_ledger.events.canonical import CanonicalizationError, canonical_json, sha256_hex
+from llm_ledger.events.ids import uuid7
+from llm_ledger.events.model import (
+    EVENT_TYPES,
+    SCHEMA_VERSION,
+    EventEnvelope,
+    Payload,
+    parse_event,
+)
+
+
+def compute_hash(record: Mapping[str, Any]) -> str:
+    """SHA-256 over the canonical JSON of a stored record, without its own ``hash`` field."""
+    return sha256_hex(canonical_json({key: value for key, value in record.items() if key != "hash"}))
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHeader:
+    """The envelope fields shared by every event of one stream."""
+
+    stream_id: UUID
+    tenant_id: str
+    agent_id: str | None = None
+    session_id: str | None = None
+    turn_id: str | None = None
+    step: str | None = None
+
+
+def seal_event(
+    header: StreamHeader,
+    *,
+    position: int,
+    prev_hash: str | None,
+    payload: Payload,
+    event_type: str,
+    occurred_at: datetime,
+    trace_id: str | None = None,
+    span_id: str | None = None,
+    event_id: UUID | None = None,
+) -> EventEnvelope:
+    """Build the event at ``position`` of a stream, linked to ``prev_hash`` and carrying its own hash."""
+    cls = EVENT_TYPES[event_type]
+    unsealed = cls(
+        event_id=event_id or uuid7(),
+        event_type=event_type,
+        schema_version=SCHEMA_VERSION,
+        stream_id=header.stream_id,
+        stream_position=position,
+        tenant_id=header.tenant_id,
+        agent_id=header.agent_id,
+        session_id=header.session_id,
+        turn_id=header.turn_id,
+        step=header.step,
+        occurred_at=occurred_at,
+        trace_id=trace_id,
+        span_id=span_id,
+        prev_hash=prev_hash,
+        payload=payload,
+        hash=_UNSEALED,
+    )
+    # Hash the exact stored form (what ``to_record`` gives back after a round trip through a store).
+    return unsealed.model_copy(update={"hash": compute_hash(unsealed.to_record())})
+
+
+_UNSEALED = "0" * 64
+
+
+BreakKind = Literal[
+    "invalid",
+    "hash_mismatch",
+    "prev_hash_mismatch",
+    "position_gap",
+    "duplicate_position",
+    "stream_mismatch",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ChainBreak:
+    """One event that breaks its stream's chain, and why."""
+
+    index: int
+    """Position of the event in the sequence given to ``verify_chain``."""
+    event_id: str | None
+    stream_id: str | None
+    stream_position: int | None
+    kind: BreakKind
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"event {self.event_id} (stream {self.stream_id}, position {self.stream_position})"
+        return f"{where}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    """The outcome of ``verify_chain``; truthy when every stream is intact."""
+
+    events_checked: int
+    streams_checked: int
+    breaks: tuple[ChainBreak, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not self.breaks
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"{self.events_checked} events in {self.streams_checked} streams: chain intact"
+        return "\n".join(str(b) for b in self.breaks)
+
+
+@dataclass(slots=True)
+class _StreamState:
+    expected_position: int = 0
+    prev_hash: str | None = None
+
+
+def verify_chain(events: Iterable[EventEnvelope | Mapping[str, Any]]) -> ChainReport:
+    """Check the hash chain of every stream in ``events`` (stored records or event models).
+
+    Events of each stream must come in position order; streams may interleave. Each event is checked
+    on its own (its hash recomputed from its content) and against its predecessor (its ``prev_hash``
+    and position), so an altered event, a removed one and a reordering are each named.
+    """
+    states: dict[str, _StreamState] = {}
+    breaks: list[ChainBreak] = []
+    count = 0
+    for index, item in enumerate(events):
+        count += 1
+        record = item.to_record() if isinstance(item, EventEnvelope) else dict(item)
+        event_id = _text(record.get("event_id"))
+        stream_id = _text(record.get("stream_id"))
+        position = record.get("stream_position")
+        position = position if isinstance(position, int) else None
+
+        def report(kind: BreakKind, reason: str) -> None:
+            breaks.append(ChainBreak(index, event_id, stream_id, position, kind, reason))  # noqa: B023
+
+        try:
+            parse_event(record)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(part) for part in first["loc"])
+            report("invalid", f"not a valid event ({loc}: {first['msg']})")
+        try:
+            actual = compute_hash(record)
+        except CanonicalizationError as exc:
+            report("invalid", f"cannot be canonicalized: {exc}")
+            actual = None
+        stored = record.get("hash")
+        if actual is not None and actual != stored:
+            report("hash_mismatch", f"content does not match its hash (stored {stored}, computed {actual})")
+        if stream_id is None or position is None:
+            continue
+        state = states.setdefault(stream_id, _StreamState())
+        if position < state.expected_position:
+            report(
+                "duplicate_position", f"position {position} repeats or goes back (expected {state.expected_position})"
+            )
+        elif position > state.expected_position:
+            missing = f"{state.expected_position}..{position - 1}"
+            report("position_gap", f"positions {missing} are missing before this event")
+        if record.get("prev_hash") != state.prev_hash:
+            expected = state.prev_hash or "none (first event of the stream)"
+            report(
+                "prev_hash_mismatch",
+                f"prev_hash {record.get('prev_hash')} does not link to the previous event's hash {expected}",
+            )
+        state.expected_position = max(state.expected_position, position + 1)
+        state.prev_hash = stored if isinstance(stored, str) else actual
+    return ChainReport(events_checked=count, streams_checked=len(states), breaks=tuple(breaks))
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)

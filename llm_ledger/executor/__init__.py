@@ -1,0 +1,90 @@
+"""The audited LLM executor: routing, retries, fallback chain, context and events."""
+
+from llm_ledger.events import TokenUsage
+from llm_ledger.executor.client import CallParams, Completion, ModelClient
+from llm_ledger.executor.config import PipelineConfig, StepConfig
+from llm_ledger.executor.context import (
+    ExecutionContext,
+    clear_execution_context,
+    execution_context,
+    get_execution_context,
+    set_execution_context,
+)
+from llm_ledger.executor.errors import (
+    AllModelsFailedError,
+    AuthenticationError,
+    ConfigurationError,
+    ContentFilterError,
+    ContextLengthError,
+    DeadlineExceededError,
+    InvalidOutputError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    ProviderConnectionError,
+    ProviderError,
+    RateLimitError,
+    ServerError,
+    StreamInterruptedError,
+    TimeoutError,
+)
+from llm_ledger.executor.executor import LLMExecutor
+from llm_ledger.executor.mock import MockBehaviour, register_mock
+from llm_ledger.executor.policy import RetryPolicy, is_retryable, should_fall_back
+from llm_ledger.executor.routing import PROVIDERS, ModelRoute, ProviderSettings, parse_model_string
+from llm_ledger.executor.sink import (
+    EventSink,
+    FanOutSink,
+    InMemorySink,
+    RingBufferSink,
+    get_default_sink,
+    set_default_sink,
+)
+from llm_ledger.executor.types import AttemptSummary, LLMMessage, LLMResponse
+
+__all__ = [
+    "PROVIDERS",
+    "AllModelsFailedError",
+    "AttemptSummary",
+    "AuthenticationError",
+    "CallParams",
+    "Completion",
+    "ConfigurationError",
+    "ProviderConnectionError",
+    "ContentFilterError",
+    "ContextLengthError",
+    "DeadlineExceededError",
+    "EventSink",
+    "ExecutionContext",
+    "FanOutSink",
+    "InMemorySink",
+    "InvalidOutputError",
+    "InvalidRequestError",
+    "LLMExecutor",
+    "LLMMessage",
+    "LLMResponse",
+    "MockBehaviour",
+    "ModelClient",
+    "ModelNotFoundError",
+    "ModelRoute",
+    "PipelineConfig",
+    "ProviderError",
+    "ProviderSettings",
+    "RateLimitError",
+    "RetryPolicy",
+    "RingBufferSink",
+    "ServerError",
+    "StepConfig",
+    "StreamInterruptedError",
+    "TimeoutError",
+    "TokenUsage",
+    "clear_execution_context",
+    "execution_context",
+    "get_default_sink",
+    "get_execution_context",
+    "is_retryable",
+    "parse_model_string",
+    "register_mock",
+    "set_default_sink",
+    "set_execution_context",
+    "should_fall_back",
+]

@@ -1,0 +1,482 @@
+"""One execution: the attempt loop over the chain, with its events. The policy decides, this obeys."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+from uuid import UUID
+
+from llm_ledger.events import (
+    AttemptFailedPayload,
+    AttemptStartedPayload,
+    AttemptSucceededPayload,
+    CapturePolicy,
+    ExecutionFailedPayload,
+    ExecutionStartedPayload,
+    ExecutionSucceededPayload,
+    FallbackTriggeredPayload,
+    Operation,
+    RequestParameters,
+    Scrubber,
+    StreamHeader,
+    TokenUsage,
+    record_input,
+    record_output,
+    uuid7,
+)
+from llm_ledger.executor.client import CallParams, Completion, ModelClient
+from llm_ledger.executor.context import ExecutionContext
+from llm_ledger.executor.errors import (
+    CANCELLED,
+    AllModelsFailedError,
+    DeadlineExceededError,
+    ProviderError,
+    StreamInterruptedError,
+    TimeoutError,
+)
+from llm_ledger.executor.policy import Decision, RetryPolicy
+from llm_ledger.executor.recorder import StreamRecorder
+from llm_ledger.executor.sink import EventSink
+from llm_ledger.executor.types import AttemptSummary, LLMMessage, LLMResponse
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionPlan:
+    """Everything one execution needs, resolved from the executor, the configuration and the call."""
+
+    operation: Operation
+    context: ExecutionContext
+    chain: tuple[str, ...]
+    clients: tuple[ModelClient, ...]
+    messages: tuple[LLMMessage, ...]
+    params: RequestParameters
+    json_schema: dict[str, Any] | None
+    schema_name: str | None
+    max_retries: int
+    timeout_seconds: float
+    attempt_timeout_seconds: float
+    capture: CapturePolicy
+    policy: RetryPolicy
+    sink: EventSink
+    scrubber: Scrubber
+
+
+class _Attempt:
+    """Bookkeeping of the attempt in progress."""
+
+    __slots__ = ("client", "index", "number", "retry", "started")
+
+    def __init__(self, number: int, index: int, retry: int, client: ModelClient) -> None:
+        self.number = number
+        self.index = index
+        self.retry = retry
+        self.client = client
+        self.started = time.perf_counter()
+
+    def elapsed_ms(self) -> float:
+        return round((time.perf_counter() - self.started) * 1000, 3)
+
+
+class Execution(Generic[T]):
+    """Runs one plan to its end and records it. ``parse`` turns a completion into the caller's value
+    (structured output raises InvalidOutputError there, which counts as a failed attempt)."""
+
+    def __init__(self, plan: ExecutionPlan) -> None:
+        self.plan = plan
+        self.execution_id: UUID = uuid7()
+        ctx = plan.context
+        self.recorder = StreamRecorder(
+            StreamHeader(
+                stream_id=self.execution_id,
+                tenant_id=ctx.tenant_id,
+                agent_id=ctx.agent_id,
+                session_id=ctx.session_id,
+                turn_id=ctx.turn_id,
+                step=ctx.step,
+            ),
+            plan.sink,
+        )
+        self.summaries: list[AttemptSummary] = []
+        self.errors: list[ProviderError] = []
+        self.usage: TokenUsage | None = None
+        self._started = time.perf_counter()
+        self._deadline = time.monotonic() + plan.timeout_seconds
+        self._attempts = 0
+        self._finished = False
+
+    # --- recording ----------------------------------------------------------------------------
+
+    def _elapsed_ms(self) -> float:
+        return round((time.perf_counter() - self._started) * 1000, 3)
+
+    def _start(self) -> None:
+        p = self.plan
+        self.recorder.record(
+            "ExecutionStarted",
+            ExecutionStartedPayload(
+                operation=p.operation,
+                chain=p.chain,
+                max_retries=p.max_retries,
+                timeout_seconds=p.timeout_seconds,
+                attempt_timeout_seconds=p.attempt_timeout_seconds,
+                parameters=p.params,
+                input=record_input([(m.role, m.content) for m in p.messages], p.capture, p.scrubber),
+                output_schema=p.schema_name,
+                capture=p.capture,
+            ),
+        )
+
+    def _begin_attempt(self, index: int, retry: int, timeout: float) -> _Attempt:
+        self._attempts += 1
+        client = self.plan.clients[index]
+        attempt = _Attempt(self._attempts, index, retry, client)
+        self.recorder.record(
+            "AttemptStarted",
+            AttemptStartedPayload(
+                attempt=attempt.number,
+                model=client.route.model,
+                provider=client.route.provider.name,
+                fallback_index=index,
+                retry=retry,
+                timeout_seconds=round(timeout, 6),
+            ),
+        )
+        return attempt
+
+    def _attempt_succeeded(self, attempt: _Attempt, completion: Completion, ttfc_ms: float | None) -> float:
+        latency = attempt.elapsed_ms()
+        route = attempt.client.route
+        self.recorder.record(
+            "AttemptSucceeded",
+            AttemptSucceededPayload(
+                attempt=attempt.number,
+                model=route.model,
+                provider=route.provider.name,
+                latency_ms=latency,
+                usage=completion.usage,
+                finish_reason=completion.finish_reason,
+                request_id=completion.request_id,
+                response_id=completion.response_id,
+                response_model=completion.response_model,
+                time_to_first_chunk_ms=ttfc_ms,
+                output=record_output(completion.text, self.plan.capture, self.plan.scrubber),
+            ),
+        )
+        self.summaries.append(
+            AttemptSummary(
+                attempt=attempt.number,
+                model=route.model,
+                provider=route.provider.name,
+                fallback_index=attempt.index,
+                retry=attempt.retry,
+                outcome="succeeded",
+                latency_ms=latency,
+            )
+        )
+        if completion.usage is not None:
+            self.usage = completion.usage if self.usage is None else self.usage + completion.usage
+        return latency
+
+    def _attempt_failed(
+        self,
+        attempt: _Attempt,
+        error: ProviderError,
+        error_type: str,
+        decision: Decision,
+        *,
+        chunks_delivered: int = 0,
+    ) -> None:
+        latency = attempt.elapsed_ms()
+        route = attempt.client.route
+        message = self.plan.scrubber.scrub(error.message)
+        self.recorder.record(
+            "AttemptFailed",
+            AttemptFailedPayload(
+                attempt=attempt.number,
+                model=route.model,
+                provider=route.provider.name,
+                latency_ms=latency,
+                error_type=error_type,
+                error_class=type(error).__name__,
+                message=message,
+                status_code=error.status_code,
+                request_id=error.request_id,
+                retry_after_seconds=error.retry_after,
+                next_action=decision.action,
+                backoff_seconds=round(decision.delay, 6) if decision.action == "retry" else None,
+                chunks_delivered=chunks_delivered,
+            ),
+        )
+        self.summaries.append(
+            AttemptSummary(
+                attempt=attempt.number,
+                model=route.model,
+                provider=route.provider.name,
+                fallback_index=attempt.index,
+                retry=attempt.retry,
+                outcome="failed",
+                latency_ms=latency,
+                error_type=error_type,
+                error_message=message,
+                status_code=error.status_code,
+            )
+        )
+
+    def _fallback(self, index: int, reason: str) -> None:
+        chain = self.plan.chain
+        self.recorder.record(
+            "FallbackTriggered",
+            FallbackTriggeredPayload(
+                from_model=chain[index], to_model=chain[index + 1], from_index=index, to_index=index + 1, reason=reason
+            ),
+        )
+
+    def _succeeded(self, attempt: _Attempt, completion: Completion) -> LLMResponse:
+        latency = self._elapsed_ms()
+        route = attempt.client.route
+        self._finished = True
+        self.recorder.record(
+            "ExecutionSucceeded",
+            ExecutionSucceededPayload(
+                model=route.model,
+                provider=route.provider.name,
+                attempts=self._attempts,
+                fallback_used=attempt.index > 0,
+                latency_ms=latency,
+                usage=self.usage,
+                finish_reason=completion.finish_reason,
+                output=record_output(completion.text, self.plan.capture, self.plan.scrubber),
+            ),
+        )
+        return LLMResponse(
+            content=completion.text,
+            model=route.model,
+            finish_reason=completion.finish_reason,
+            usage=completion.usage,
+            latency_ms=latency,
+            request_id=completion.request_id,
+            metadata=self.plan.context.as_metadata(),
+            execution_id=self.execution_id,
+            attempts=tuple(self.summaries),
+            fallback_used=attempt.index > 0,
+        )
+
+    def _failed(self, error_type: str, message: str, *, chunks_delivered: int = 0) -> None:
+        self._finished = True
+        last = self.summaries[-1].model if self.summaries else None
+        self.recorder.record(
+            "ExecutionFailed",
+            ExecutionFailedPayload(
+                error_type=error_type,
+                message=self.plan.scrubber.scrub(message),
+                attempts=self._attempts,
+                latency_ms=self._elapsed_ms(),
+                last_model=last,
+                chunks_delivered=chunks_delivered,
+            ),
+        )
+
+    def _cancelled(self, attempt: _Attempt | None, *, chunks_delivered: int = 0) -> None:
+        if self._finished:
+            return
+        if attempt is not None:
+            error = ProviderError("cancelled by the caller", model=attempt.client.route.model)
+            self._attempt_failed(attempt, error, CANCELLED, Decision("fail"), chunks_delivered=chunks_delivered)
+        self._failed(CANCELLED, "cancelled by the caller", chunks_delivered=chunks_delivered)
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def _time_left(self) -> float:
+        return self._deadline - time.monotonic()
+
+    def _attempt_timeout(self) -> tuple[float, bool]:
+        """The timeout of the next attempt, and whether the deadline (not the per-attempt limit) sets it."""
+        left = self._time_left()
+        per_attempt = self.plan.attempt_timeout_seconds
+        return (left, True) if left < per_attempt else (per_attempt, False)
+
+    def _classify_timeout(self, attempt: _Attempt, timeout: float, by_deadline: bool) -> ProviderError:
+        route = attempt.client.route
+        if by_deadline:
+            return DeadlineExceededError(
+                f"execution deadline of {self.plan.timeout_seconds:g} s reached during the attempt",
+                model=route.model,
+                provider=route.provider.name,
+            )
+        return TimeoutError(f"no answer within {timeout:g} s", model=route.model, provider=route.provider.name)
+
+    def _deadline_error(self) -> DeadlineExceededError:
+        last = self.errors[-1] if self.errors else None
+        return DeadlineExceededError(
+            f"execution deadline of {self.plan.timeout_seconds:g} s reached",
+            model=last.model if last else None,
+            provider=last.provider if last else None,
+        )
+
+    def _decide(self, error: ProviderError, attempt: _Attempt) -> Decision:
+        if isinstance(error, DeadlineExceededError) or self._time_left() <= 0:
+            return Decision("fail")
+        return self.plan.policy.decide(
+            error,
+            retries_done=attempt.retry,
+            max_retries=self.plan.max_retries,
+            has_next_model=attempt.index + 1 < len(self.plan.chain),
+            time_left=self._time_left(),
+        )
+
+    def _give_up(self, error: ProviderError) -> ProviderError:
+        self.errors.append(error)
+        final: ProviderError
+        if isinstance(error, DeadlineExceededError):
+            final = error
+        elif self._time_left() <= 0:
+            final = self._deadline_error()
+        else:
+            summary = "; ".join(f"{e.model}: {e.error_type}" for e in self.errors)
+            final = AllModelsFailedError(
+                f"all {len(self.plan.chain)} model(s) failed after {self._attempts} attempt(s): {summary}",
+                errors=self.errors,
+            )
+        self._failed(final.error_type, str(final))
+        return final
+
+    async def _after_failure(self, attempt: _Attempt, error: ProviderError) -> tuple[int, int] | None:
+        """Record the failure and carry out the decision. Returns the next (index, retry), or None to stop."""
+        decision = self._decide(error, attempt)
+        self._attempt_failed(attempt, error, error.error_type, decision)
+        if decision.action == "retry":
+            self.errors.append(error)
+            await asyncio.sleep(decision.delay)
+            return attempt.index, attempt.retry + 1
+        if decision.action == "fall_back":
+            self.errors.append(error)
+            self._fallback(attempt.index, error.error_type)
+            return attempt.index + 1, 0
+        return None
+
+    async def run(self, parse: Callable[[Completion, ModelClient], T]) -> tuple[T, LLMResponse]:
+        """Run a non-streaming execution to its end."""
+        self._start()
+        index, retry = 0, 0
+        attempt: _Attempt | None = None
+        try:
+            while True:
+                timeout, by_deadline = self._attempt_timeout()
+                if timeout <= 0:
+                    raise self._give_up(self._deadline_error())
+                attempt = self._begin_attempt(index, retry, timeout)
+                params = self._call_params(timeout)
+                try:
+                    async with asyncio.timeout(timeout):
+                        completion = await attempt.client.complete(self.plan.messages, params)
+                    value = parse(completion, attempt.client)
+                except ProviderError as exc:
+                    error: ProviderError = exc
+                except builtins.TimeoutError:
+                    error = self._classify_timeout(attempt, timeout, by_deadline)
+                else:
+                    self._attempt_succeeded(attempt, completion, None)
+                    return value, self._succeeded(attempt, completion)
+                next_step = await self._after_failure(attempt, error)
+                if next_step is None:
+                    raise self._give_up(error)
+                index, retry = next_step
+        except asyncio.CancelledError:
+            self._cancelled(attempt if attempt and len(self.summaries) < attempt.number else None)
+            raise
+        except BaseException as exc:
+            if not self._finished:
+                self._failed("internal_error", f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _call_params(self, timeout: float) -> CallParams:
+        p = self.plan.params
+        return CallParams(
+            timeout=timeout,
+            temperature=p.temperature,
+            max_tokens=p.max_tokens,
+            stop_sequences=p.stop_sequences,
+            json_schema=self.plan.json_schema,
+        )
+
+    async def stream(self) -> AsyncIterator[str]:
+        """Run a streaming execution, yielding text chunks. Falls back only before the first chunk."""
+        self._start()
+        index, retry = 0, 0
+        attempt: _Attempt | None = None
+        delivered = 0
+        try:
+            while True:
+                timeout, by_deadline = self._attempt_timeout()
+                if timeout <= 0:
+                    raise self._give_up(self._deadline_error())
+                attempt = self._begin_attempt(index, retry, timeout)
+                completion = Completion()
+                chunks = attempt.client.stream(self.plan.messages, self._call_params(timeout), completion)
+                attempt_deadline = time.monotonic() + timeout
+                first_chunk_ms: float | None = None
+                error: ProviderError | None = None
+                try:
+                    while True:
+                        try:
+                            async with asyncio.timeout_at(_loop_time_for(attempt_deadline)):
+                                chunk = await anext(chunks)
+                        except StopAsyncIteration:
+                            break
+                        except builtins.TimeoutError:
+                            raise self._classify_timeout(attempt, timeout, by_deadline) from None
+                        if first_chunk_ms is None:
+                            first_chunk_ms = attempt.elapsed_ms()
+                        if chunk:
+                            delivered += 1
+                            yield chunk
+                except ProviderError as exc:
+                    error = exc
+                finally:
+                    await _close(chunks)
+                if error is None:
+                    self._attempt_succeeded(attempt, completion, first_chunk_ms)
+                    self._succeeded(attempt, completion)
+                    return
+                if delivered:
+                    self._attempt_failed(attempt, error, error.error_type, Decision("fail"), chunks_delivered=delivered)
+                    self.errors.append(error)
+                    interrupted = StreamInterruptedError(
+                        f"stream failed after {delivered} chunk(s) reached the caller: {error.message}",
+                        cause=error,
+                        chunks_delivered=delivered,
+                    )
+                    self._failed(interrupted.error_type, str(interrupted), chunks_delivered=delivered)
+                    raise interrupted from error
+                next_step = await self._after_failure(attempt, error)
+                if next_step is None:
+                    raise self._give_up(error)
+                index, retry = next_step
+        except (asyncio.CancelledError, GeneratorExit):
+            in_progress = attempt if attempt and len(self.summaries) < attempt.number else None
+            self._cancelled(in_progress, chunks_delivered=delivered)
+            raise
+        except BaseException as exc:
+            if not self._finished:
+                self._failed("internal_error", f"{type(exc).__name__}: {exc}", chunks_delivered=delivered)
+            raise
+
+
+def _loop_time_for(monotonic_deadline: float) -> float:
+    loop = asyncio.get_running_loop()
+    return loop.time() + (monotonic_deadline - time.monotonic())
+
+
+async def _close(chunks: AsyncIterator[str]) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        # Closing a failed provider stream must not mask the error that ended it.
+        with contextlib.suppress(Exception):
+            await aclose()

@@ -1,0 +1,111 @@
+"""Where the executor hands its events: a narrow, non-blocking seam."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Iterable
+from typing import Protocol, runtime_checkable
+from uuid import UUID
+
+from llm_ledger.events import Event
+
+log = logging.getLogger("llm_ledger.executor")
+
+
+@runtime_checkable
+class EventSink(Protocol):
+    """Accepts events as they happen. ``emit`` must return at once: it may queue, never wait for IO."""
+
+    def emit(self, event: Event) -> None: ...
+
+
+class InMemorySink:
+    """Keeps every event in memory, in emission order. For tests, demos and short scripts."""
+
+    def __init__(self) -> None:
+        self._events: list[Event] = []
+        self._lock = threading.Lock()
+
+    def emit(self, event: Event) -> None:
+        with self._lock:
+            self._events.append(event)
+
+    @property
+    def events(self) -> list[Event]:
+        with self._lock:
+            return list(self._events)
+
+    def stream(self, stream_id: UUID) -> list[Event]:
+        """The events of one execution, in position order."""
+        return sorted((e for e in self.events if e.stream_id == stream_id), key=lambda e: e.stream_position)
+
+    def stream_ids(self) -> list[UUID]:
+        """Every execution seen, in the order it started."""
+        return list(dict.fromkeys(e.stream_id for e in self.events))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._events.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._events)
+
+
+class RingBufferSink:
+    """Keeps the most recent ``capacity`` events; counts and reports (once) what it had to drop."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._events: deque[Event] = deque(maxlen=capacity)
+        self._lock = threading.Lock()
+        self.dropped = 0
+
+    def emit(self, event: Event) -> None:
+        with self._lock:
+            if len(self._events) == self._events.maxlen:
+                if self.dropped == 0:
+                    log.warning(
+                        "llm-ledger: the in-memory event buffer is full (%d events); older events are being "
+                        "dropped. Configure a persistent sink to keep every event.",
+                        self._events.maxlen,
+                    )
+                self.dropped += 1
+            self._events.append(event)
+
+    @property
+    def events(self) -> list[Event]:
+        with self._lock:
+            return list(self._events)
+
+
+class FanOutSink:
+    """Hands every event to several sinks."""
+
+    def __init__(self, sinks: Iterable[EventSink]) -> None:
+        self._sinks = tuple(sinks)
+
+    def emit(self, event: Event) -> None:
+        for sink in self._sinks:
+            sink.emit(event)
+
+
+_default_sink: EventSink | None = None
+_default_lock = threading.Lock()
+
+
+def set_default_sink(sink: EventSink | None) -> None:
+    """Set the sink of executors built without ``sink=`` (None restores the built-in default)."""
+    global _default_sink
+    with _default_lock:
+        _default_sink = sink
+
+
+def get_default_sink() -> EventSink:
+    """The process-wide sink of executors built without ``sink=``."""
+    global _default_sink
+    with _default_lock:
+        if _default_sink is None:
+            _default_sink = RingBufferSink()
+        return _default_sink

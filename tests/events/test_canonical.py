@@ -1,0 +1,54 @@
+"""Canonical JSON must equal RFC 8785 byte for byte, so an auditor can recompute hashes elsewhere."""
+
+import math
+import struct
+
+import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llm_ledger.events import CanonicalizationError, canonical_json
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.characters(codec="utf-8", max_codepoint=0xFFFF)),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(alphabet=st.characters(codec="utf-8", max_codepoint=0xFFFF), max_size=5), children,
+                      max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(json_values)
+def test_matches_an_independent_rfc8785_implementation(value: object) -> None:
+    assert canonical_json(value) == rfc8785.dumps(value)
+
+
+def test_floats_that_python_writes_with_an_exponent_are_written_as_ecmascript_does() -> None:
+    for value in [1e-7, 1.5e-7, 1e21, 1.2345678901234567e20, 1e16, -2.5e-9, 5e-324, 1.7976931348623157e308]:
+        assert canonical_json([value]) == rfc8785.dumps([value]), value
+
+
+def test_random_bit_patterns_of_floats_match() -> None:
+    import random
+
+    rng = random.Random(1)
+    for _ in range(20_000):
+        (value,) = struct.unpack("d", struct.pack("Q", rng.getrandbits(64)))
+        if math.isfinite(value):
+            assert canonical_json([value]) == rfc8785.dumps([value])
+
+
+def test_keys_are_sorted_and_there_is_no_whitespace() -> None:
+    assert canonical_json({"b": 1, "a": [1, 2.5, "é"]}) == '{"a":[1,2.5,"é"],"b":1}'.encode()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), {1: "x"}, object(), "\ud800"])
+def test_values_without_a_canonical_form_are_rejected_clearly(value: object) -> None:
+    with pytest.raises(CanonicalizationError):
+        canonical_json(value)
