@@ -6,7 +6,7 @@ import asyncio
 import builtins
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from uuid import UUID
@@ -406,7 +406,7 @@ class Execution(Generic[T]):
             json_schema=self.plan.json_schema,
         )
 
-    async def stream(self) -> AsyncIterator[str]:
+    async def stream(self) -> AsyncGenerator[str, None]:
         """Run a streaming execution, yielding text chunks. Falls back only before the first chunk."""
         self._start()
         index, retry = 0, 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -168,18 +168,21 @@ class LLMExecutor:
         plan = self._plan("generate_structured", messages, max_tokens, temperature, None, json_schema, schema.__name__)
         return await Execution[S](plan).run(parse)
 
-    async def generate_stream(
+    def generate_stream(
         self,
         messages: Sequence[LLMMessage],
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
         stop_sequences: Sequence[str] | None = None,
-    ) -> AsyncIterator[str]:
-        """Text chunks as they arrive. Falls back only before the first chunk; no chunk comes twice."""
+    ) -> AsyncGenerator[str, None]:
+        """Text chunks as they arrive. Falls back only before the first chunk; no chunk comes twice.
+
+        The context is taken when this is called. Closing the generator early (``aclose()``, or
+        leaving an ``async for``) records the execution as cancelled.
+        """
         plan = self._plan("generate_stream", messages, max_tokens, temperature, stop_sequences)
-        async for chunk in Execution[str](plan).stream():
-            yield chunk
+        return Execution[str](plan).stream()
 
     # --- planning -------------------------------------------------------------------------------
 

@@ -16,9 +16,12 @@ json_values = st.recursive(
     | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(alphabet=st.characters(codec="utf-8", max_codepoint=0xFFFF)),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(alphabet=st.characters(codec="utf-8", max_codepoint=0xFFFF), max_size=5), children,
-                      max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.text(alphabet=st.characters(codec="utf-8", max_codepoint=0xFFFF), max_size=5), children, max_size=4
+        )
+    ),
     max_leaves=20,
 )
 

@@ -25,15 +25,26 @@ def _stream(length: int = 4) -> list[EventEnvelope]:
     for position in range(length):
         if position % 3 == 0:
             payload: Any = AttemptStartedPayload(
-                attempt=position + 1, model="openai/gpt-4.1", provider="openai", fallback_index=0, retry=0,
+                attempt=position + 1,
+                model="openai/gpt-4.1",
+                provider="openai",
+                fallback_index=0,
+                retry=0,
                 timeout_seconds=30.0,
             )
             kind = "AttemptStarted"
         elif position % 3 == 1:
             payload = AttemptFailedPayload(
-                attempt=position, model="openai/gpt-4.1", provider="openai", latency_ms=12.5,
-                error_type="rate_limit", error_class="RateLimitError", message="slow down", status_code=429,
-                retry_after_seconds=1.0, next_action="fall_back",
+                attempt=position,
+                model="openai/gpt-4.1",
+                provider="openai",
+                latency_ms=12.5,
+                error_type="rate_limit",
+                error_class="RateLimitError",
+                message="slow down",
+                status_code=429,
+                retry_after_seconds=1.0,
+                next_action="fall_back",
             )
             kind = "AttemptFailed"
         else:
@@ -41,8 +52,9 @@ def _stream(length: int = 4) -> list[EventEnvelope]:
                 from_model="openai/gpt-4.1", to_model="groq/llama", from_index=0, to_index=1, reason="rate_limit"
             )
             kind = "FallbackTriggered"
-        event = seal_event(header, position=position, prev_hash=prev, payload=payload, event_type=kind,
-                           occurred_at=datetime.now(UTC))
+        event = seal_event(
+            header, position=position, prev_hash=prev, payload=payload, event_type=kind, occurred_at=datetime.now(UTC)
+        )
         prev = event.hash
         events.append(event)
     return events

@@ -2,23 +2,19 @@
 
 One :class:`FakeProviderServer` speaks four wire dialects on 127.0.0.1, chosen by the request path:
 
-============================  ===============  ==========================================  ====================
-path                          dialect          SDK / Agno class                            base URL property
-============================  ===============  ==========================================  ====================
-``/v1/chat/completions``      OpenAI           ``openai`` / ``OpenAIChat(base_url=...)``   ``openai_base_url``
-``/api/v1/chat/completions``  OpenRouter       ``openai`` / ``OpenRouter(base_url=...)``   ``openrouter_base_url``
-``/openai/v1/chat/completions``  Groq          ``groq`` / ``Groq(base_url=...)``           ``groq_base_url``
-``/v1/messages``              Anthropic        ``anthropic`` / ``Claude(client_params=``   ``anthropic_base_url``
-                                               ``{"base_url": ...})``
-============================  ===============  ==========================================  ====================
-
-* The openai SDK appends ``/chat/completions`` to its base URL, so OpenAI-style base URLs end in ``/v1``
-  (``openrouter_base_url`` ends in ``/api/v1`` like the real ``https://openrouter.ai/api/v1``).
-  Any other path ending in ``/chat/completions`` is served with the OpenAI dialect.
-* The groq SDK appends ``/openai/v1/chat/completions`` to its base URL, so ``groq_base_url`` is the bare
-  ``http://127.0.0.1:{port}``.
-* The anthropic SDK appends ``/v1/messages``, so ``anthropic_base_url`` is the bare origin as well.
-  ``Claude`` has no ``base_url`` field: pass it through ``client_params={"base_url": ...}``.
+* ``POST /v1/chat/completions``: OpenAI. ``OpenAIChat(base_url=server.openai_base_url)``
+  (``.../v1``: the openai SDK appends ``/chat/completions``). Any other path ending in
+  ``/chat/completions`` gets this dialect too.
+* ``POST /api/v1/chat/completions``: OpenRouter (``gen-`` ids, a ``provider`` field, integer error
+  codes). ``OpenRouter(base_url=server.openrouter_base_url)`` (``.../api/v1``, like the real
+  ``https://openrouter.ai/api/v1``).
+* ``POST /openai/v1/chat/completions``: Groq (``x_groq`` with the stream usage, raw timing fields).
+  ``Groq(base_url=server.groq_base_url)``: the bare origin, the groq SDK appends
+  ``/openai/v1/chat/completions`` itself.
+* ``POST /v1/messages``: Anthropic Messages. ``Claude(client_params={"base_url":
+  server.anthropic_base_url})``: the bare origin, the anthropic SDK appends ``/v1/messages``; ``Claude``
+  has no ``base_url`` field.
+* ``GET /health``: ``{"ok":true}``, for readiness checks.
 
 Behaviour is scripted per model id (the ``model`` field of the request body)::
 
@@ -64,7 +60,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, Literal, Self, TypeAlias
+from typing import Any, Final, Literal, NamedTuple, Self, TypeAlias
 
 __all__ = [
     "BadRequest",
@@ -101,8 +97,9 @@ class Reply:
     ``text`` may contain ``{model}``, replaced by the requested model id. ``finish_reason`` uses OpenAI
     names and is mapped for Anthropic (stop->end_turn, length->max_tokens, content_filter->refusal,
     tool_calls->tool_use; other values pass through unchanged). ``delay`` is slept before the response
-    headers are sent; ``chunk_delay`` between streamed content chunks. ``chunks`` is the number of
-    content chunks a streamed reply is split into (fewer if the text is shorter).
+    headers are sent; ``chunk_delay`` between two streamed content chunks (not before the first).
+    ``chunks`` is the number of content chunks a streamed reply is split into (fewer if the text is
+    shorter).
     """
 
     text: str = "fake reply from {model}"
@@ -232,8 +229,10 @@ class RecordedRequest:
     received_at: float = field(default_factory=time.monotonic)
 
 
-def parse_echo(text: str) -> dict[str, Any]:
-    """Decode the text of a ``Reply.echo()`` answer."""
+def parse_echo(text: object) -> dict[str, Any]:
+    """Decode the text of a ``Reply.echo()`` answer (typically ``ModelResponse.content``)."""
+    if not isinstance(text, str):
+        raise TypeError(f"not an echo payload: {text!r}")
     value = json.loads(text)
     if not isinstance(value, dict):
         raise TypeError(f"not an echo payload: {text!r}")
@@ -288,6 +287,11 @@ _TO_OPENAI_FINISH: Final[dict[str, str]] = {
 
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def _http_chunk(frame: str) -> bytes:
+    raw = frame.encode()
+    return b"%x\r\n%s\r\n" % (len(raw), raw)
 
 
 def _text_of(content: Any) -> str:
@@ -447,10 +451,17 @@ def _openai_json_reply(
     return body
 
 
+class _Frames(NamedTuple):
+    """The SSE frames of one streamed answer (``tail`` is empty for a stream that never finishes)."""
+
+    preamble: list[str]
+    content: list[str]
+    tail: list[str]
+
+
 def _openai_stream_events(
     ctx: _Ctx, pieces: list[str], finish_reason: str | None, prompt: int, completion: int
-) -> tuple[list[str], list[str]]:
-    """SSE frames for an OpenAI-style stream: (frames up to and including the content pieces, tail)."""
+) -> _Frames:
     completion_id = _openai_completion_id(ctx)
     stream_options = ctx.body.get("stream_options")
     include_usage = isinstance(stream_options, dict) and bool(stream_options.get("include_usage"))
@@ -466,14 +477,14 @@ def _openai_stream_events(
 
     head: list[str] = []
     if ctx.provider == "openrouter":
-        head.append(": OPENROUTER PROCESSING\n\n")
+        head.append(": OPENROUTER PROCESSING\n\n")  # OpenRouter sends SSE comments while it waits
     first_delta: dict[str, Any] = {"role": "assistant", "content": ""}
     if ctx.provider == "openai":
         first_delta["refusal"] = None
     head.append(
         chunk(first_delta, None, {"x_groq": {"id": ctx.request_id}} if ctx.provider == "groq" else None)
     )
-    head.extend(chunk({"content": piece}, None) for piece in pieces if piece)
+    content = [chunk({"content": piece}, None) for piece in pieces if piece]
     tail: list[str] = []
     if finish_reason is not None:
         extra: dict[str, Any] | None = None
@@ -488,7 +499,7 @@ def _openai_stream_events(
             data["usage"] = _openai_usage(ctx, prompt, completion)
             tail.append(f"data: {_dumps(data)}\n\n")
         tail.append("data: [DONE]\n\n")
-    return head, tail
+    return _Frames(head, content, tail)
 
 
 def _openai_error(
@@ -541,7 +552,7 @@ def _sse(event: str, data: dict[str, Any]) -> str:
 
 def _anthropic_stream_events(
     ctx: _Ctx, pieces: list[str], stop_reason: str | None, prompt: int, completion: int
-) -> tuple[list[str], list[str]]:
+) -> _Frames:
     message: dict[str, Any] = {
         "id": _new_id("msg_01"),
         "type": "message",
@@ -562,18 +573,14 @@ def _anthropic_stream_events(
             )
         )
     head.append(_sse("ping", {"type": "ping"}))
-    for piece in pieces:
-        if piece:
-            head.append(
-                _sse(
-                    "content_block_delta",
-                    {
-                        "type": "content_block_delta",
-                        "index": 0,
-                        "delta": {"type": "text_delta", "text": piece},
-                    },
-                )
-            )
+    content = [
+        _sse(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
+        )
+        for piece in pieces
+        if piece
+    ]
     tail: list[str] = []
     if stop_reason is not None:
         if has_text:
@@ -589,7 +596,7 @@ def _anthropic_stream_events(
             )
         )
         tail.append(_sse("message_stop", {"type": "message_stop"}))
-    return head, tail
+    return _Frames(head, content, tail)
 
 
 def _anthropic_error(ctx: _Ctx, type_: str, message: str) -> dict[str, Any]:
@@ -1092,36 +1099,32 @@ class FakeProviderServer:
                 head = {"content-type": "application/json", "content-length": str(len(data)), **id_header}
                 writer.write(self._head_bytes(200, head) + data[: len(data) // 2])
                 await writer.drain()
-                writer.transport.abort()
+                # A FIN, not a RST: a reset can make the kernel drop data the client has not read yet,
+                # which would make "how many chunks arrived before the break" nondeterministic.
+                writer.close()
                 return False
             await self._write(writer, 200, data, id_header)
             return True
 
-        if anthropic:
-            frames, tail = _anthropic_stream_events(ctx, pieces, finish, prompt_tokens, completion_tokens)
-        else:
-            frames, tail = _openai_stream_events(ctx, pieces, finish, prompt_tokens, completion_tokens)
+        build = _anthropic_stream_events if anthropic else _openai_stream_events
+        frames = build(ctx, pieces, finish, prompt_tokens, completion_tokens)
         head = {
             "content-type": "text/event-stream; charset=utf-8",
             "transfer-encoding": "chunked",
             "cache-control": "no-cache",
             **id_header,
         }
-        writer.write(self._head_bytes(200, head))
-        for frame in frames:
-            raw = frame.encode()
-            writer.write(b"%x\r\n%s\r\n" % (len(raw), raw))
-            if chunk_delay > 0:
+        writer.write(self._head_bytes(200, head) + b"".join(map(_http_chunk, frames.preamble)))
+        for index, frame in enumerate(frames.content):
+            if chunk_delay > 0 and index > 0:
                 await writer.drain()
                 await asyncio.sleep(chunk_delay)
+            writer.write(_http_chunk(frame))
         if isinstance(behaviour, BrokenStream):
             await writer.drain()
-            writer.transport.abort()
+            writer.close()
             return False
-        for frame in tail:
-            raw = frame.encode()
-            writer.write(b"%x\r\n%s\r\n" % (len(raw), raw))
-        writer.write(b"0\r\n\r\n")
+        writer.write(b"".join(map(_http_chunk, frames.tail)) + b"0\r\n\r\n")
         await writer.drain()
         return True
 

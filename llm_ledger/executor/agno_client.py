@@ -1,0 +1,260 @@
+"""Model calls through Agno's model classes, one attempt at a time.
+
+Rules learnt from Agno 3.1 (see DESIGN.md section 5): call ``aresponse``/``aresponse_stream`` on the
+model directly (``Agent.arun`` turns errors into text); switch off the SDK's and Agno's own retries so
+that every attempt is ours and recorded; never mutate a shared model for per-call parameters (under
+concurrency that sends one call's temperature with another's request), but take a
+``dataclasses.replace`` copy, which keeps the cached HTTP client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+from contextvars import ContextVar
+from typing import Any
+
+os.environ.setdefault("AGNO_TELEMETRY", "false")
+
+import httpx
+from agno.models.anthropic import Claude
+from agno.models.base import Model
+from agno.models.groq import Groq
+from agno.models.message import Message
+from agno.models.openai import OpenAIChat
+from agno.models.openrouter import OpenRouter
+from agno.models.response import ModelResponse
+
+from llm_ledger.events import Scrubber, TokenUsage
+from llm_ledger.executor.classify import (
+    ResponseEvidence,
+    carries_secret,
+    classify,
+    request_id_from,
+    retry_after_from,
+)
+from llm_ledger.executor.client import CallParams, Completion
+from llm_ledger.executor.errors import AuthenticationError, ContentFilterError, ProviderError
+from llm_ledger.executor.routing import ModelRoute, ResolvedSettings
+from llm_ledger.executor.types import LLMMessage
+
+# Agno logs every provider error at ERROR on its own stdout handler; the executor records those
+# failures as events and raises them, so Agno's copies would only repeat them, once per attempt.
+logging.getLogger("agno").setLevel(logging.CRITICAL)
+
+_CONTENT_FILTER_REASONS = {"content_filter", "refusal"}
+
+
+_capture: ContextVar[ResponseEvidence | None] = ContextVar("llm_ledger_response_evidence", default=None)
+
+
+async def _on_response(response: Any) -> None:
+    """HTTP hook (httpx, and httpx2 under the anthropic SDK): note what Agno drops on the way up.
+
+    Agno raises 401/404/429 without the SDK exception that carried the response, so the status,
+    ``Retry-After`` and request id are read here; for a JSON answer also its id, model and finish
+    reason, which ``OpenAIChat`` does not keep.
+    """
+    evidence = _capture.get()
+    if evidence is None:
+        return
+    headers = response.headers
+    evidence.status_code = response.status_code
+    evidence.request_id = request_id_from(headers)
+    evidence.retry_after = retry_after_from(headers)
+    if response.status_code != 200 or not headers.get("content-type", "").startswith("application/json"):
+        return
+    await response.aread()
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return
+    if not isinstance(body, dict):
+        return
+    evidence.response_id = body.get("id") if isinstance(body.get("id"), str) else None
+    evidence.response_model = body.get("model") if isinstance(body.get("model"), str) else None
+    choices = body.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        evidence.finish_reason = choices[0].get("finish_reason")
+    elif isinstance(body.get("stop_reason"), str):
+        evidence.finish_reason = body["stop_reason"]
+
+
+def _http_client(provider: str) -> Any:
+    """A pooled async HTTP client carrying our response hook. The anthropic SDK (1.0 and later) runs
+    on httpx2 and refuses an httpx client, so Claude gets the SDK's own client class."""
+    options: dict[str, Any] = {
+        "event_hooks": {"response": [_on_response]},
+        "timeout": 600.0,
+    }
+    if provider == "anthropic":
+        import anthropic
+
+        return anthropic.DefaultAsyncHttpxClient(**options)
+    return httpx.AsyncClient(**options, limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100))
+
+
+def _build_model(route: ModelRoute, settings: ResolvedSettings, http_client: Any) -> Model:
+    common: dict[str, Any] = {"id": route.model_id, "retries": 0}
+    match route.provider.name:
+        case "openai":
+            return OpenAIChat(
+                **common, api_key=settings.api_key, base_url=settings.base_url, max_retries=0, http_client=http_client
+            )
+        case "openrouter":
+            return OpenRouter(
+                **common,
+                api_key=settings.api_key,
+                base_url=settings.base_url or "https://openrouter.ai/api/v1",
+                max_retries=0,
+                http_client=http_client,
+            )
+        case "groq":
+            return Groq(
+                **common, api_key=settings.api_key, base_url=settings.base_url, max_retries=0, http_client=http_client
+            )
+        case "anthropic":
+            # Claude has no base_url field: the endpoint and retries go to the SDK client directly.
+            client_params: dict[str, Any] = {"max_retries": 0}
+            if settings.base_url:
+                client_params["base_url"] = settings.base_url
+            return Claude(**common, api_key=settings.api_key, client_params=client_params, http_client=http_client)
+    raise AssertionError(f"no Agno class for provider {route.provider.name}")
+
+
+def _usage(response: ModelResponse) -> TokenUsage | None:
+    metrics = response.response_usage
+    if metrics is None:
+        return None
+    prompt = int(getattr(metrics, "input_tokens", 0) or 0)
+    completion = int(getattr(metrics, "output_tokens", 0) or 0)
+    total = int(getattr(metrics, "total_tokens", 0) or 0) or prompt + completion
+    cached = getattr(metrics, "cache_read_tokens", None)
+    reasoning = getattr(metrics, "reasoning_tokens", None)
+    return TokenUsage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=total,
+        cached_tokens=int(cached) if cached else None,
+        reasoning_tokens=int(reasoning) if reasoning else None,
+    )
+
+
+class AgnoModelClient:
+    """One provider model behind Agno, with per-call copies for per-call parameters."""
+
+    def __init__(self, route: ModelRoute, settings: ResolvedSettings) -> None:
+        self._route = route
+        self._settings = settings
+        self._base: Model | None = None
+        self._scrubber = Scrubber(self.secrets)
+
+    @property
+    def route(self) -> ModelRoute:
+        return self._route
+
+    @property
+    def server_address(self) -> str | None:
+        return self._settings.server_address
+
+    @property
+    def server_port(self) -> int | None:
+        return self._settings.server_port
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return (self._settings.api_key,) if self._settings.api_key else ()
+
+    def _classified(self, exc: Exception, evidence: ResponseEvidence) -> tuple[ProviderError, Exception | None]:
+        """The taxonomy error for ``exc``, and the cause to chain: the SDK's exception stays attached
+        for debugging unless its text carries a credential."""
+        error = classify(exc, self._route, evidence, self._scrubber)
+        return error, None if carries_secret(exc, self._scrubber) else exc
+
+    def _model_for(self, params: CallParams) -> Model:
+        if self._base is None:
+            self._base = _build_model(self._route, self._settings, _http_client(self._route.provider.name))
+            # Create the SDK client once on the shared instance so that per-call copies reuse it.
+            self._base.get_async_client()  # type: ignore[attr-defined]
+        overrides: dict[str, Any] = {"request_params": {"timeout": params.timeout}}
+        if params.temperature is not None:
+            overrides["temperature"] = params.temperature
+        if params.max_tokens is not None:
+            overrides["max_tokens"] = params.max_tokens
+        if params.stop_sequences:
+            stop_field = "stop_sequences" if isinstance(self._base, Claude) else "stop"
+            overrides[stop_field] = list(params.stop_sequences)
+        return dataclasses.replace(self._base, **overrides)
+
+    def _messages(self, messages: Sequence[LLMMessage], params: CallParams) -> list[Message]:
+        del params  # the schema instruction is already in the system message (see generate_structured)
+        # Agno appends the assistant's answer to the list it is given: a fresh list per call.
+        return [Message(role=m.role, content=m.content) for m in messages]
+
+    def _check_credentials(self) -> None:
+        if not self._settings.api_key:
+            env = self._route.provider.api_key_env
+            raise AuthenticationError(
+                f"no API key for provider {self._route.provider.name!r}: set {env} or pass "
+                f"providers={{'{self._route.provider.name}': ProviderSettings(api_key=...)}}",
+                model=self._route.model,
+                provider=self._route.provider.name,
+            )
+
+    async def complete(self, messages: Sequence[LLMMessage], params: CallParams) -> Completion:
+        self._check_credentials()
+        model = self._model_for(params)
+        capture = ResponseEvidence()
+        token = _capture.set(capture)
+        try:
+            response = await model.aresponse(messages=self._messages(messages, params))
+        except Exception as exc:  # noqa: BLE001 - every provider failure is classified, then re-raised
+            error, cause = self._classified(exc, capture)
+            raise error from cause
+        finally:
+            _capture.reset(token)
+        text = response.content if isinstance(response.content, str) else ""
+        if capture.finish_reason in _CONTENT_FILTER_REASONS and not text:
+            raise ContentFilterError(
+                f"the provider filtered the answer (finish reason {capture.finish_reason})",
+                model=self._route.model,
+                provider=self._route.provider.name,
+                request_id=capture.request_id,
+            )
+        return Completion(
+            text=text,
+            usage=_usage(response),
+            finish_reason=capture.finish_reason,
+            request_id=capture.request_id,
+            response_id=capture.response_id,
+            response_model=capture.response_model,
+        )
+
+    async def stream(
+        self, messages: Sequence[LLMMessage], params: CallParams, result: Completion
+    ) -> AsyncIterator[str]:
+        self._check_credentials()
+        model = self._model_for(params)
+        capture = ResponseEvidence()
+        token = _capture.set(capture)
+        try:
+            async for chunk in model.aresponse_stream(messages=self._messages(messages, params)):
+                if not isinstance(chunk, ModelResponse):
+                    continue
+                if chunk.response_usage is not None:
+                    result.usage = _usage(chunk)
+                if isinstance(chunk.content, str) and chunk.content:
+                    result.text += chunk.content
+                    yield chunk.content
+        except Exception as exc:  # noqa: BLE001 - every provider failure is classified, then re-raised
+            error, cause = self._classified(exc, capture)
+            raise error from cause
+        finally:
+            result.request_id = capture.request_id
+            # A stream closed from another context (garbage collection) cannot reset the token there.
+            with contextlib.suppress(ValueError):
+                _capture.reset(token)

@@ -1,0 +1,129 @@
+"""Pipeline configuration: overrides resolved per call; bad files named with the offending key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llm_ledger import ConfigurationError, InMemorySink, LLMExecutor, LLMMessage, PipelineConfig, execution_context
+from llm_ledger.executor import ProviderSettings
+from tests.fakes import FakeProviderServer
+
+PIPELINE = """
+[defaults]
+max_retries = 1
+timeout_seconds = 30
+
+[pipeline.generation]
+model = "anthropic/claude-3-5-haiku-20241022"
+fallback_models = ["openrouter/claude-step-or"]
+temperature = 0.4
+
+[pipeline.enforcement]
+model = "groq/llama-enforce"
+
+[agents.support_premium.pipeline.generation]
+model = "openai/gpt-agent"
+max_tokens = 900
+
+[tenants.acme.agents.support_premium.pipeline.generation]
+model = "openai/gpt-tenant-agent"
+"""
+
+
+@pytest.fixture
+def pipeline_file(tmp_path: Path) -> Path:
+    path = tmp_path / "pipeline.toml"
+    path.write_text(PIPELINE)
+    return path
+
+
+def test_the_chain_is_resolved_tenant_agent_then_agent_then_step(pipeline_file: Path) -> None:
+    config = PipelineConfig.load(pipeline_file)
+    step = config.resolve("generation")
+    assert step.chain == ("anthropic/claude-3-5-haiku-20241022", "openrouter/claude-step-or")
+    assert (step.max_retries, step.timeout_seconds, step.temperature) == (1, 30.0, 0.4)
+
+    agent = config.resolve("generation", tenant_id="globex", agent_id="support_premium")
+    assert agent.chain == ("openai/gpt-agent", "openrouter/claude-step-or"), "fallbacks are inherited"
+    assert agent.max_tokens == 900
+
+    tenant_agent = config.resolve("generation", tenant_id="acme", agent_id="support_premium")
+    assert tenant_agent.model == "openai/gpt-tenant-agent"
+    assert tenant_agent.max_tokens == 900, "keys merge across levels"
+    assert (
+        config.resolve("generation", tenant_id="acme", agent_id="basic").model == "anthropic/claude-3-5-haiku-20241022"
+    )
+
+
+async def test_an_executor_from_configuration_calls_the_model_of_the_current_context(
+    pipeline_file: Path, server: FakeProviderServer, providers: dict[str, ProviderSettings], sink: InMemorySink
+) -> None:
+    executor = LLMExecutor.from_config(pipeline_file, "generation", sink=sink, providers=providers)
+    messages = [LLMMessage(role="user", content="hi")]
+    answered = []
+    for tenant, agent in [("acme", "support_premium"), ("globex", "support_premium"), ("acme", "basic")]:
+        with execution_context(tenant_id=tenant, agent_id=agent):
+            answered.append((await executor.generate(messages)).model)
+    assert answered == ["openai/gpt-tenant-agent", "openai/gpt-agent", "anthropic/claude-3-5-haiku-20241022"]
+    assert [r.model for r in server.requests] == ["gpt-tenant-agent", "gpt-agent", "claude-3-5-haiku-20241022"]
+    assert server.requests[2].body["temperature"] == 0.4
+    assert server.requests[0].body.get("max_tokens", server.requests[0].body.get("max_completion_tokens")) == 900
+    assert {e.step for e in sink.events} == {"generation"}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[pipeline.generation\nmodel = 'x'", "not valid TOML"),
+        ("[pipeline.generation]\nmodle = 'openai/x'", "unknown key 'pipeline.generation.modle'"),
+        ("[pipelines.generation]\nmodel = 'openai/x'", "unknown key 'pipelines'"),
+        ("[pipeline.generation]\nmodel = 'azure/x'", "unknown provider 'azure'"),
+        ("[pipeline.generation]\nmodel = 'openai/'", "empty or padded model id"),
+        (
+            "[pipeline.generation]\nmodel = 'openai/x'\nmax_retries = 'two'",
+            "'pipeline.generation.max_retries' must be int",
+        ),
+        ("[pipeline.generation]\nmodel = 'openai/x'\ncapture = 'everything'", "capture' must be one of"),
+        ("[pipeline.generation]\nfallback_models = ['openai/x']", "pipeline.generation has no 'model'"),
+        (
+            "[pipeline.generation]\nmodel = 'openai/x'\n[agents.a.pipeline.generaton]\nmodel = 'openai/y'",
+            "agents.a.pipeline.generaton overrides a step",
+        ),
+        (
+            "[pipeline.generation]\nmodel = 'openai/x'\n[tenants.t.agents.a.pipline.generation]\nmodel = 'openai/y'",
+            "unknown key 'tenants.t.agents.a.pipline'",
+        ),
+    ],
+)
+def test_bad_configuration_names_the_file_and_the_key(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigurationError) as raised:
+        PipelineConfig.load(path)
+    assert str(path) in str(raised.value)
+    assert expected in str(raised.value)
+
+
+def test_a_missing_file_and_a_missing_step_are_clear_errors(tmp_path: Path, pipeline_file: Path) -> None:
+    with pytest.raises(ConfigurationError, match="not found"):
+        PipelineConfig.load(tmp_path / "nope.toml")
+    with pytest.raises(ConfigurationError, match=r"no \[pipeline.context_extraction\]"):
+        LLMExecutor.from_config(pipeline_file, "context_extraction")
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("bedrock/claude", "unknown provider 'bedrock'"),
+        ("openai/", "empty"),
+        ("gpt-4.1", "no provider prefix"),
+        ("", "non-empty"),
+    ],
+)
+def test_bad_model_strings_fail_at_construction(model: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        LLMExecutor(model)
+    with pytest.raises(ConfigurationError, match=message):
+        LLMExecutor("openai/gpt-4.1", fallback_models=[model])
