@@ -11,11 +11,20 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, TypeAlias
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter, field_validator
 
 from llm_ledger.events.capture import CapturePolicy, InputRecord, OutputRecord
 
 SCHEMA_VERSION = 1
+
+
+def _json_number(value: float) -> int | float:
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
+
+
+Number = Annotated[float, Field(allow_inf_nan=False), PlainSerializer(_json_number, when_used="json")]
+"""A float stored as JSON the way ECMAScript writes it (``60``, not ``60.0``), so that the canonical
+form of an event needs no rewriting on the hot path (see ``canonical``)."""
 
 Operation = Literal["generate", "generate_structured", "generate_stream"]
 NextAction = Literal["retry", "fall_back", "fail"]
@@ -48,7 +57,7 @@ class TokenUsage(_Frozen):
 
 
 class RequestParameters(_Frozen):
-    temperature: float | None = None
+    temperature: Number | None = None
     max_tokens: int | None = None
     stop_sequences: tuple[str, ...] | None = None
 
@@ -60,8 +69,8 @@ class ExecutionStartedPayload(_Frozen):
     operation: Operation
     chain: tuple[str, ...]
     max_retries: int
-    timeout_seconds: float
-    attempt_timeout_seconds: float
+    timeout_seconds: Number
+    attempt_timeout_seconds: Number
     parameters: RequestParameters
     input: InputRecord
     output_schema: str | None = None
@@ -74,20 +83,20 @@ class AttemptStartedPayload(_Frozen):
     provider: str
     fallback_index: int = Field(ge=0, description="index of the model in the chain")
     retry: int = Field(ge=0, description="0 for the first call to this model, 1 for its first retry, ...")
-    timeout_seconds: float
+    timeout_seconds: Number
 
 
 class AttemptSucceededPayload(_Frozen):
     attempt: int
     model: str
     provider: str
-    latency_ms: float
+    latency_ms: Number
     usage: TokenUsage | None = None
     finish_reason: str | None = None
     request_id: str | None = None
     response_id: str | None = None
     response_model: str | None = None
-    time_to_first_chunk_ms: float | None = None
+    time_to_first_chunk_ms: Number | None = None
     output: OutputRecord
 
 
@@ -95,15 +104,15 @@ class AttemptFailedPayload(_Frozen):
     attempt: int
     model: str
     provider: str
-    latency_ms: float
+    latency_ms: Number
     error_type: str
     error_class: str
     message: str
     status_code: int | None = None
     request_id: str | None = None
-    retry_after_seconds: float | None = None
+    retry_after_seconds: Number | None = None
     next_action: NextAction
-    backoff_seconds: float | None = None
+    backoff_seconds: Number | None = None
     chunks_delivered: int = 0
 
 
@@ -120,7 +129,7 @@ class ExecutionSucceededPayload(_Frozen):
     provider: str
     attempts: int
     fallback_used: bool
-    latency_ms: float
+    latency_ms: Number
     usage: TokenUsage | None = None
     finish_reason: str | None = None
     output: OutputRecord
@@ -130,7 +139,7 @@ class ExecutionFailedPayload(_Frozen):
     error_type: str
     message: str
     attempts: int
-    latency_ms: float
+    latency_ms: Number
     last_model: str | None = None
     chunks_delivered: int = 0
 

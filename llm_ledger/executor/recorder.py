@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from llm_ledger.events import Event, Payload, StreamHeader, seal_event
+from llm_ledger.events import Event, Payload, StreamHeader, StreamSealer
 from llm_ledger.executor.sink import EventSink
 
 log = logging.getLogger("llm_ledger.executor")
@@ -15,32 +15,21 @@ class StreamRecorder:
     """Seals each event of one stream (position, ``prev_hash``, hash) and emits it to the sink at once,
     so that a process dying mid-call still leaves ``ExecutionStarted`` behind for the auditors."""
 
-    __slots__ = ("_header", "_position", "_prev_hash", "_sink", "events")
+    __slots__ = ("_sealer", "_sink", "events")
 
     _sink_failures = 0
 
     def __init__(self, header: StreamHeader, sink: EventSink) -> None:
-        self._header = header
+        self._sealer = StreamSealer(header)
         self._sink = sink
-        self._position = 0
-        self._prev_hash: str | None = None
         self.events: list[Event] = []
 
     def record(
         self, event_type: str, payload: Payload, *, trace_id: str | None = None, span_id: str | None = None
     ) -> Event:
-        event: Event = seal_event(  # type: ignore[assignment]
-            self._header,
-            position=self._position,
-            prev_hash=self._prev_hash,
-            payload=payload,
-            event_type=event_type,
-            occurred_at=datetime.now(UTC),
-            trace_id=trace_id,
-            span_id=span_id,
+        event: Event = self._sealer.seal(  # type: ignore[assignment]
+            event_type, payload, occurred_at=datetime.now(UTC), trace_id=trace_id, span_id=span_id
         )
-        self._position += 1
-        self._prev_hash = event.hash
         self.events.append(event)
         try:
             self._sink.emit(event)

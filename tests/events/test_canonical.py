@@ -51,7 +51,18 @@ def test_keys_are_sorted_and_there_is_no_whitespace() -> None:
     assert canonical_json({"b": 1, "a": [1, 2.5, "é"]}) == '{"a":[1,2.5,"é"],"b":1}'.encode()
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), {1: "x"}, object(), "\ud800"])
+@pytest.mark.parametrize("value", [object(), "\ud800", {1: "x"}, 2**70])
 def test_values_without_a_canonical_form_are_rejected_clearly(value: object) -> None:
     with pytest.raises(CanonicalizationError):
         canonical_json(value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_event_payloads_reject_numbers_json_cannot_hold(value: float) -> None:
+    from pydantic import ValidationError
+
+    from llm_ledger.events import FallbackTriggeredPayload, RequestParameters
+
+    with pytest.raises(ValidationError):
+        RequestParameters(temperature=value)
+    assert FallbackTriggeredPayload  # the same Number type is used by every float field

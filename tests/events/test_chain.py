@@ -4,6 +4,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from llm_ledger.events import (
     AttemptFailedPayload,
     AttemptStartedPayload,
@@ -119,3 +121,39 @@ def test_a_recomputed_hash_is_caught_by_the_next_event_link() -> None:
 def test_interleaved_streams_verify_independently() -> None:
     a, b = _stream(3), _stream(3)
     assert verify_chain([a[0], b[0], a[1], b[1], b[2], a[2]]).ok
+
+
+@pytest.mark.parametrize("microsecond", [0, 1, 999_999])
+def test_the_hash_is_over_exactly_the_stored_form(microsecond: int) -> None:
+    header = StreamHeader(stream_id=uuid7(), tenant_id="acme", turn_id=None, step=None)
+    payload = FallbackTriggeredPayload(from_model="a/b", to_model="c/d", from_index=0, to_index=1, reason="timeout")
+    moment = datetime(2026, 11, 21, 12, 0, 0, microsecond, tzinfo=UTC)
+    event = seal_event(
+        header,
+        position=0,
+        prev_hash=None,
+        payload=payload,
+        event_type="FallbackTriggered",
+        occurred_at=moment,
+        trace_id="ab" * 16,
+        span_id="cd" * 8,
+    )
+    assert compute_hash(event.to_record()) == event.hash
+    assert parse_event(event.to_record()) == event
+    assert verify_chain([event]).ok
+
+
+def test_sealing_rejects_a_time_that_is_not_utc() -> None:
+    from datetime import timedelta, timezone
+
+    header = StreamHeader(stream_id=uuid7(), tenant_id="acme")
+    payload = FallbackTriggeredPayload(from_model="a/b", to_model="c/d", from_index=0, to_index=1, reason="timeout")
+    with pytest.raises(ValueError, match="UTC"):
+        seal_event(
+            header,
+            position=0,
+            prev_hash=None,
+            payload=payload,
+            event_type="FallbackTriggered",
+            occurred_at=datetime.now(timezone(timedelta(hours=2))),
+        )

@@ -201,3 +201,18 @@ async def test_a_missing_api_key_is_a_recorded_authentication_failure_that_falls
     failed = next(e for e in sink.events if e.event_type == "AttemptFailed")
     assert failed.payload.error_type == "authentication"  # type: ignore[union-attr]
     assert "GROQ_API_KEY" in failed.payload.message  # type: ignore[union-attr]
+
+
+async def test_agno_does_not_print_the_failures_the_executor_records(
+    server: FakeProviderServer,
+    providers: dict[str, ProviderSettings],
+    sink: InMemorySink,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    server.script("m-1", Unauthorized(echo_key=True))
+    executor = LLMExecutor("openai/m-1", fallback_models=["openai/m-2"], sink=sink, providers=providers)
+    with execution_context(tenant_id="acme"):
+        await executor.generate(MESSAGES)
+    out, err = capfd.readouterr()
+    assert API_KEYS["openai"] not in out + err
+    assert "401" not in out + err

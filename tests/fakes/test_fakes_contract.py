@@ -377,6 +377,20 @@ async def test_error_message_shape(server: FakeProviderServer, make_model: Model
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("kind", KINDS)
+async def test_any_400_mentioning_max_tokens_becomes_a_context_window_error(
+    server: FakeProviderServer, make_model: ModelFactory, kind: Kind
+) -> None:
+    # ModelProviderError.classify() matches substrings such as "max_tokens" and "token limit" anywhere in
+    # the message, so a plain parameter error is reported as ContextWindowExceededError.
+    model_id = model_id_for(kind, "max-tokens")
+    server.script(model_id, BadRequest("max_tokens: 100000 > 8192, which is the maximum allowed"))
+    with pytest.raises(ContextWindowExceededError) as info:
+        await make_model(kind, model_id).aresponse(messages=user_says())
+    assert info.value.status_code == 400
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", KINDS)
 async def test_masked_key_is_not_echoed(
     server: FakeProviderServer, make_model: ModelFactory, kind: Kind
 ) -> None:
@@ -629,13 +643,21 @@ async def test_response_hook_recovers_retry_after_and_request_id(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 async def test_ainvoke_keeps_the_sdk_error_that_aresponse_drops(
-    server: FakeProviderServer, make_model: ModelFactory
+    server: FakeProviderServer, make_model: ModelFactory, stream: bool
 ) -> None:
-    server.script("openai-ainvoke", RateLimited(retry_after=2.5))
-    model = make_model("openai", "openai-ainvoke")
+    model_id = f"openai-ainvoke-{stream}"
+    server.script(model_id, RateLimited(retry_after=2.5))
+    model = make_model("openai", model_id)
     with pytest.raises(ModelProviderError) as info:
-        await model.ainvoke(messages=user_says(), assistant_message=Message(role="assistant"))
+        if stream:
+            async for _ in model.ainvoke_stream(
+                messages=user_says(), assistant_message=Message(role="assistant")
+            ):
+                pass
+        else:
+            await model.ainvoke(messages=user_says(), assistant_message=Message(role="assistant"))
     assert type(info.value) is ModelProviderError  # not yet classified: that happens in the retry wrapper
     assert info.value.status_code == 429
     assert isinstance(info.value.__cause__, openai.RateLimitError)
@@ -667,6 +689,8 @@ async def test_logging_agno_logs_provider_errors_with_the_key_on_its_own_logger(
     capture = _Capture()
     agno_logger.addHandler(capture)
     agno_logger.disabled = False
+    level = agno_logger.level  # another module of the suite may have raised it
+    agno_logger.setLevel(logging.INFO)  # agno's own default
     model_id = model_id_for(kind, "logged")
     server.script(model_id, Unauthorized(echo_key=True), Unauthorized(echo_key=True))
     try:
@@ -685,6 +709,7 @@ async def test_logging_agno_logs_provider_errors_with_the_key_on_its_own_logger(
         assert capture.records == []
     finally:
         agno_logger.removeHandler(capture)
+        agno_logger.setLevel(level)
 
 
 # --------------------------------------------------------------------------------------------------------
