@@ -15,6 +15,7 @@ from llm_ledger.events.capture import (
 from llm_ledger.events.chain import (
     ChainBreak,
     ChainReport,
+    EventDraft,
     StreamHeader,
     StreamSealer,
     compute_hash,
@@ -70,6 +71,7 @@ __all__ = [
     "ChainBreak",
     "ChainReport",
     "Event",
+    "EventDraft",
     "EventEnvelope",
     "ExecutionFailed",
     "ExecutionFailedPayload",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -20,6 +19,7 @@ from typing import Any
 
 os.environ.setdefault("AGNO_TELEMETRY", "false")
 
+import orjson
 from agno.models.anthropic import Claude
 from agno.models.base import Model
 from agno.models.groq import Groq
@@ -42,6 +42,7 @@ from llm_ledger.executor.routing import ModelRoute, ResolvedSettings
 from llm_ledger.executor.types import LLMMessage
 
 _CONTENT_FILTER_REASONS = {"content_filter", "refusal"}
+_MAX_COPIES = 64
 
 _capture: ContextVar[ResponseEvidence | None] = ContextVar("llm_ledger_response_evidence", default=None)
 
@@ -68,7 +69,7 @@ _install_log_filter()
 
 
 async def _on_response(response: Any) -> None:
-    """HTTP hook (httpx, and httpx2 under the anthropic SDK): note what Agno drops on the way up.
+    """HTTP hook (httpx, and httpx2 under the openai and anthropic SDKs): note what Agno drops.
 
     Agno raises 401/404/429 without the SDK exception that carried the response, so the status,
     ``Retry-After`` and request id are read here; for a JSON answer also its id, model and finish
@@ -78,15 +79,17 @@ async def _on_response(response: Any) -> None:
     if evidence is None:
         return
     headers = response.headers
-    evidence.status_code = response.status_code
+    status = evidence.status_code = response.status_code
     evidence.request_id = request_id_from(headers)
-    evidence.retry_after = retry_after_from(headers)
-    if response.status_code != 200 or not headers.get("content-type", "").startswith("application/json"):
+    if status >= 400:
+        evidence.retry_after = retry_after_from(headers)
+        return
+    if status != 200 or not headers.get("content-type", "").startswith("application/json"):
         return
     await response.aread()
     try:
-        body = json.loads(response.content)
-    except ValueError:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
         return
     if not isinstance(body, dict):
         return
@@ -176,6 +179,7 @@ class AgnoModelClient:
         self._route = route
         self._settings = settings
         self._base: Model | None = None
+        self._copies: dict[tuple[float | None, int | None, tuple[str, ...] | None], Model] = {}
         self._scrubber = Scrubber(self.secrets)
 
     @property
@@ -205,15 +209,25 @@ class AgnoModelClient:
             self._base = _build_model(self._route, self._settings, _http_client(self._route.provider.name))
             # Create the SDK client once on the shared instance so that per-call copies reuse it.
             self._base.get_async_client()  # type: ignore[attr-defined]
-        overrides: dict[str, Any] = {"request_params": {"timeout": params.timeout}}
-        if params.temperature is not None:
-            overrides["temperature"] = params.temperature
-        if params.max_tokens is not None:
-            overrides["max_tokens"] = params.max_tokens
-        if params.stop_sequences:
-            stop_field = "stop_sequences" if isinstance(self._base, Claude) else "stop"
-            overrides[stop_field] = list(params.stop_sequences)
-        return dataclasses.replace(self._base, **overrides)
+        # The attempt's timeout is enforced by the executor (asyncio cancels the request, which closes
+        # its connection), so a copy depends only on the sampling parameters and can be reused: a
+        # dataclasses.replace per call measured 12 us, three times that between SDK calls.
+        key = (params.temperature, params.max_tokens, params.stop_sequences)
+        model = self._copies.get(key)
+        if model is None:
+            overrides: dict[str, Any] = {}
+            if params.temperature is not None:
+                overrides["temperature"] = params.temperature
+            if params.max_tokens is not None:
+                overrides["max_tokens"] = params.max_tokens
+            if params.stop_sequences:
+                stop_field = "stop_sequences" if isinstance(self._base, Claude) else "stop"
+                overrides[stop_field] = list(params.stop_sequences)
+            model = dataclasses.replace(self._base, **overrides) if overrides else self._base
+            if len(self._copies) >= _MAX_COPIES:
+                self._copies.clear()
+            self._copies[key] = model
+        return model
 
     def _messages(self, messages: Sequence[LLMMessage], params: CallParams) -> list[Message]:
         del params  # the schema instruction is already in the system message (see generate_structured)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +23,10 @@ class ExecutionContext:
             raise ValueError("ExecutionContext.tenant_id must be a non-empty string")
 
     def with_step(self, step: str | None) -> ExecutionContext:
-        return self if step is None or step == self.step else replace(self, step=step)
+        """This context for a pipeline step (the same object when it already is)."""
+        if step is None or step == self.step:
+            return self
+        return ExecutionContext(self.tenant_id, self.agent_id, self.session_id, self.turn_id, step)
 
     def as_metadata(self) -> dict[str, str | None]:
         return {

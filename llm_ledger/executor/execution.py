@@ -8,7 +8,8 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from functools import partial
+from typing import Any, TypeVar
 from uuid import UUID
 
 from llm_ledger.events import (
@@ -21,6 +22,7 @@ from llm_ledger.events import (
     ExecutionSucceededPayload,
     FallbackTriggeredPayload,
     Operation,
+    OutputRecord,
     RequestParameters,
     Scrubber,
     StreamHeader,
@@ -41,6 +43,7 @@ from llm_ledger.executor.errors import (
 )
 from llm_ledger.executor.policy import Decision, RetryPolicy
 from llm_ledger.executor.recorder import StreamRecorder
+from llm_ledger.executor.routing import ModelRoute
 from llm_ledger.executor.sink import EventSink
 from llm_ledger.executor.types import AttemptSummary, LLMMessage, LLMResponse
 
@@ -68,6 +71,58 @@ class ExecutionPlan:
     scrubber: Scrubber
 
 
+def _started_payload(plan: ExecutionPlan) -> ExecutionStartedPayload:
+    return ExecutionStartedPayload(
+        operation=plan.operation,
+        chain=plan.chain,
+        max_retries=plan.max_retries,
+        timeout_seconds=plan.timeout_seconds,
+        attempt_timeout_seconds=plan.attempt_timeout_seconds,
+        parameters=plan.params,
+        input=record_input([(m.role, m.content) for m in plan.messages], plan.capture, plan.scrubber),
+        output_schema=plan.schema_name,
+        capture=plan.capture,
+    )
+
+
+def _succeeded_payload(
+    *,
+    route: ModelRoute,
+    attempts: int,
+    fallback_used: bool,
+    latency_ms: float,
+    usage: TokenUsage | None,
+    finish_reason: str | None,
+    output: Callable[[], OutputRecord],
+) -> ExecutionSucceededPayload:
+    return ExecutionSucceededPayload(
+        model=route.model,
+        provider=route.provider.name,
+        attempts=attempts,
+        fallback_used=fallback_used,
+        latency_ms=latency_ms,
+        usage=usage,
+        finish_reason=finish_reason,
+        output=output(),
+    )
+
+
+class _Once:
+    """A call made at most once (``functools.cache`` measured 10x costlier to set up, per call)."""
+
+    __slots__ = ("_build", "_value")
+
+    def __init__(self, build: Callable[[], OutputRecord]) -> None:
+        self._build: Callable[[], OutputRecord] | None = build
+        self._value: OutputRecord | None = None
+
+    def __call__(self) -> OutputRecord:
+        if self._build is not None:
+            self._value, self._build = self._build(), None
+        assert self._value is not None
+        return self._value
+
+
 class _Attempt:
     """Bookkeeping of the attempt in progress."""
 
@@ -84,7 +139,7 @@ class _Attempt:
         return round((time.perf_counter() - self.started) * 1000, 3)
 
 
-class Execution(Generic[T]):
+class Execution:
     """Runs one plan to its end and records it. ``parse`` turns a completion into the caller's value
     (structured output raises InvalidOutputError there, which counts as a failed attempt)."""
 
@@ -110,6 +165,7 @@ class Execution(Generic[T]):
         self._deadline = time.monotonic() + plan.timeout_seconds
         self._attempts = 0
         self._finished = False
+        self._output: tuple[str, Callable[[], OutputRecord]] | None = None
 
     # --- recording ----------------------------------------------------------------------------
 
@@ -117,21 +173,7 @@ class Execution(Generic[T]):
         return round((time.perf_counter() - self._started) * 1000, 3)
 
     def _start(self) -> None:
-        p = self.plan
-        self.recorder.record(
-            "ExecutionStarted",
-            ExecutionStartedPayload(
-                operation=p.operation,
-                chain=p.chain,
-                max_retries=p.max_retries,
-                timeout_seconds=p.timeout_seconds,
-                attempt_timeout_seconds=p.attempt_timeout_seconds,
-                parameters=p.params,
-                input=record_input([(m.role, m.content) for m in p.messages], p.capture, p.scrubber),
-                output_schema=p.schema_name,
-                capture=p.capture,
-            ),
-        )
+        self.recorder.record("ExecutionStarted", partial(_started_payload, self.plan))
 
     def _begin_attempt(self, index: int, retry: int, timeout: float) -> _Attempt:
         self._attempts += 1
@@ -139,7 +181,8 @@ class Execution(Generic[T]):
         attempt = _Attempt(self._attempts, index, retry, client)
         self.recorder.record(
             "AttemptStarted",
-            AttemptStartedPayload(
+            partial(
+                AttemptStartedPayload,
                 attempt=attempt.number,
                 model=client.route.model,
                 provider=client.route.provider.name,
@@ -153,9 +196,10 @@ class Execution(Generic[T]):
     def _attempt_succeeded(self, attempt: _Attempt, completion: Completion, ttfc_ms: float | None) -> float:
         latency = attempt.elapsed_ms()
         route = attempt.client.route
+        output = self._output_record(completion.text)
         self.recorder.record(
             "AttemptSucceeded",
-            AttemptSucceededPayload(
+            lambda: AttemptSucceededPayload(
                 attempt=attempt.number,
                 model=route.model,
                 provider=route.provider.name,
@@ -166,7 +210,7 @@ class Execution(Generic[T]):
                 response_id=completion.response_id,
                 response_model=completion.response_model,
                 time_to_first_chunk_ms=ttfc_ms,
-                output=record_output(completion.text, self.plan.capture, self.plan.scrubber),
+                output=output(),
             ),
         )
         self.summaries.append(
@@ -198,7 +242,8 @@ class Execution(Generic[T]):
         message = self.plan.scrubber.scrub(error.message)
         self.recorder.record(
             "AttemptFailed",
-            AttemptFailedPayload(
+            partial(
+                AttemptFailedPayload,
                 attempt=attempt.number,
                 model=route.model,
                 provider=route.provider.name,
@@ -233,8 +278,13 @@ class Execution(Generic[T]):
         chain = self.plan.chain
         self.recorder.record(
             "FallbackTriggered",
-            FallbackTriggeredPayload(
-                from_model=chain[index], to_model=chain[index + 1], from_index=index, to_index=index + 1, reason=reason
+            partial(
+                FallbackTriggeredPayload,
+                from_model=chain[index],
+                to_model=chain[index + 1],
+                from_index=index,
+                to_index=index + 1,
+                reason=reason,
             ),
         )
 
@@ -244,15 +294,15 @@ class Execution(Generic[T]):
         self._finished = True
         self.recorder.record(
             "ExecutionSucceeded",
-            ExecutionSucceededPayload(
-                model=route.model,
-                provider=route.provider.name,
+            partial(
+                _succeeded_payload,
+                route=route,
                 attempts=self._attempts,
                 fallback_used=attempt.index > 0,
                 latency_ms=latency,
                 usage=self.usage,
                 finish_reason=completion.finish_reason,
-                output=record_output(completion.text, self.plan.capture, self.plan.scrubber),
+                output=self._output_record(completion.text),
             ),
         )
         return LLMResponse(
@@ -268,12 +318,19 @@ class Execution(Generic[T]):
             fallback_used=attempt.index > 0,
         )
 
+    def _output_record(self, text: str) -> Callable[[], OutputRecord]:
+        """The output record of the answer, computed once, when the first event that holds it is sealed."""
+        if self._output is None or self._output[0] is not text:
+            self._output = (text, _Once(partial(record_output, text, self.plan.capture, self.plan.scrubber)))
+        return self._output[1]
+
     def _failed(self, error_type: str, message: str, *, chunks_delivered: int = 0) -> None:
         self._finished = True
         last = self.summaries[-1].model if self.summaries else None
         self.recorder.record(
             "ExecutionFailed",
-            ExecutionFailedPayload(
+            partial(
+                ExecutionFailedPayload,
                 error_type=error_type,
                 message=self.plan.scrubber.scrub(message),
                 attempts=self._attempts,

@@ -9,33 +9,40 @@ from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 from uuid import UUID
 
-from llm_ledger.events import Event
+from llm_ledger.events import Event, EventDraft
 
 log = logging.getLogger("llm_ledger.executor")
 
 
 @runtime_checkable
 class EventSink(Protocol):
-    """Accepts events as they happen. ``emit`` must return at once: it may queue, never wait for IO."""
+    """Accepts events as they happen. ``emit`` must return at once: it may queue, never wait for IO.
 
-    def emit(self, event: Event) -> None: ...
+    It receives an ``EventDraft``: ``draft.event`` is the sealed, hash-chained event. Sealing is left
+    to the consumer so that it stays off the LLM call's path; ask for it from a background thread,
+    or when the events are read.
+    """
+
+    def emit(self, event: EventDraft) -> None: ...
 
 
 class InMemorySink:
     """Keeps every event in memory, in emission order. For tests, demos and short scripts."""
 
     def __init__(self) -> None:
-        self._events: list[Event] = []
+        self._events: list[EventDraft] = []
         self._lock = threading.Lock()
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: EventDraft) -> None:
         with self._lock:
             self._events.append(event)
 
     @property
     def events(self) -> list[Event]:
+        """Every event, sealed, in emission order."""
         with self._lock:
-            return list(self._events)
+            drafts = list(self._events)
+        return [draft.event for draft in drafts]  # type: ignore[misc]
 
     def stream(self, stream_id: UUID) -> list[Event]:
         """The events of one execution, in position order."""
@@ -58,11 +65,11 @@ class RingBufferSink:
     """Keeps the most recent ``capacity`` events; counts and reports (once) what it had to drop."""
 
     def __init__(self, capacity: int = 10_000) -> None:
-        self._events: deque[Event] = deque(maxlen=capacity)
+        self._events: deque[EventDraft] = deque(maxlen=capacity)
         self._lock = threading.Lock()
         self.dropped = 0
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: EventDraft) -> None:
         with self._lock:
             if len(self._events) == self._events.maxlen:
                 if self.dropped == 0:
@@ -77,7 +84,8 @@ class RingBufferSink:
     @property
     def events(self) -> list[Event]:
         with self._lock:
-            return list(self._events)
+            drafts = list(self._events)
+        return [draft.event for draft in drafts]  # type: ignore[misc]
 
 
 class FanOutSink:
@@ -86,7 +94,7 @@ class FanOutSink:
     def __init__(self, sinks: Iterable[EventSink]) -> None:
         self._sinks = tuple(sinks)
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: EventDraft) -> None:
         for sink in self._sinks:
             sink.emit(event)
 

@@ -437,9 +437,7 @@ def _openai_envelope(ctx: _Ctx, completion_id: str, obj: str) -> dict[str, Any]:
     return env
 
 
-def _openai_json_reply(
-    ctx: _Ctx, text: str | None, finish_reason: str, prompt: int, completion: int
-) -> dict[str, Any]:
+def _openai_json_reply(ctx: _Ctx, text: str | None, finish_reason: str, prompt: int, completion: int) -> dict[str, Any]:
     body = _openai_envelope(ctx, _openai_completion_id(ctx), "chat.completion")
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if ctx.provider == "openai":
@@ -481,9 +479,7 @@ def _openai_stream_events(
     first_delta: dict[str, Any] = {"role": "assistant", "content": ""}
     if ctx.provider == "openai":
         first_delta["refusal"] = None
-    head.append(
-        chunk(first_delta, None, {"x_groq": {"id": ctx.request_id}} if ctx.provider == "groq" else None)
-    )
+    head.append(chunk(first_delta, None, {"x_groq": {"id": ctx.request_id}} if ctx.provider == "groq" else None))
     content = [chunk({"content": piece}, None) for piece in pieces if piece]
     tail: list[str] = []
     if finish_reason is not None:
@@ -530,9 +526,7 @@ def _anthropic_usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
     }
 
 
-def _anthropic_json_reply(
-    ctx: _Ctx, text: str, stop_reason: str, prompt: int, completion: int
-) -> dict[str, Any]:
+def _anthropic_json_reply(ctx: _Ctx, text: str, stop_reason: str, prompt: int, completion: int) -> dict[str, Any]:
     content = [{"type": "text", "text": text}] if text else []
     return {
         "id": _new_id("msg_01"),
@@ -669,9 +663,7 @@ def _error_answer(ctx: _Ctx, behaviour: Behaviour) -> _Answer:
     if isinstance(behaviour, ServerError):
         status = behaviour.status
         if anthropic:
-            msg = behaviour.message or (
-                "Internal server error" if status == 500 else f"Upstream error {status}"
-            )
+            msg = behaviour.message or ("Internal server error" if status == 500 else f"Upstream error {status}")
             return _Answer(status, _anthropic_error(ctx, "api_error", msg))
         msg = behaviour.message or (
             "The server had an error while processing your request. Sorry about that!"
@@ -704,9 +696,7 @@ def _error_answer(ctx: _Ctx, behaviour: Behaviour) -> _Answer:
     if isinstance(behaviour, BadRequest):
         if anthropic:
             return _Answer(400, _anthropic_error(ctx, "invalid_request_error", behaviour.message))
-        return _Answer(
-            400, _openai_error(ctx, 400, behaviour.message, "invalid_request_error", None, behaviour.param)
-        )
+        return _Answer(400, _openai_error(ctx, 400, behaviour.message, "invalid_request_error", None, behaviour.param))
 
     if isinstance(behaviour, NotFound):
         if anthropic:
@@ -767,9 +757,7 @@ class FakeProviderServer:
         if self._thread is not None:
             return self
         started = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(started,), name="fake-llm-provider", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, args=(started,), name="fake-llm-provider", daemon=True)
         self._thread.start()
         if not started.wait(10.0):
             raise RuntimeError("FakeProviderServer did not start within 10 s")
@@ -976,9 +964,7 @@ class FakeProviderServer:
         lines.extend(f"{k}: {v}" for k, v in headers.items())
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
-    async def _write(
-        self, writer: asyncio.StreamWriter, status: int, payload: bytes, headers: dict[str, str]
-    ) -> None:
+    async def _write(self, writer: asyncio.StreamWriter, status: int, payload: bytes, headers: dict[str, str]) -> None:
         all_headers = {"content-type": "application/json", "content-length": str(len(payload)), **headers}
         writer.write(self._head_bytes(status, all_headers) + payload)
         await writer.drain()
@@ -993,13 +979,7 @@ class FakeProviderServer:
 
         provider: Provider
         if path.endswith("/chat/completions"):
-            provider = (
-                "groq"
-                if path.startswith("/openai/")
-                else "openrouter"
-                if path.startswith("/api/")
-                else "openai"
-            )
+            provider = "groq" if path.startswith("/openai/") else "openrouter" if path.startswith("/api/") else "openai"
         elif path.endswith("/v1/messages"):
             provider = "anthropic"
         else:
@@ -1058,11 +1038,7 @@ class FakeProviderServer:
         if isinstance(behaviour, Reply):
             if behaviour.delay > 0:
                 await asyncio.sleep(behaviour.delay)
-            text = (
-                _echo_text(ctx.body)
-                if behaviour.echo_request
-                else behaviour.text.replace("{model}", ctx.model)
-            )
+            text = _echo_text(ctx.body) if behaviour.echo_request else behaviour.text.replace("{model}", ctx.model)
             finish = behaviour.finish_reason
             pieces = _split(text, behaviour.chunks)
             prompt = behaviour.input_tokens
@@ -1081,16 +1057,12 @@ class FakeProviderServer:
         prompt_tokens = prompt if prompt is not None else _estimate_input_tokens(ctx.body)
         completion_tokens = completion if completion is not None else max(1, len(text.split()))
         if finish is not None:
-            finish = (
-                _TO_ANTHROPIC_STOP.get(finish, finish) if anthropic else _TO_OPENAI_FINISH.get(finish, finish)
-            )
+            finish = _TO_ANTHROPIC_STOP.get(finish, finish) if anthropic else _TO_OPENAI_FINISH.get(finish, finish)
         id_header = {ctx.request_id_header: ctx.request_id}
 
         if not ctx.stream:
             if anthropic:
-                payload = _anthropic_json_reply(
-                    ctx, text, finish or "end_turn", prompt_tokens, completion_tokens
-                )
+                payload = _anthropic_json_reply(ctx, text, finish or "end_turn", prompt_tokens, completion_tokens)
             else:
                 content = text if (text or not isinstance(behaviour, ContentFiltered)) else None
                 payload = _openai_json_reply(ctx, content, finish or "stop", prompt_tokens, completion_tokens)
@@ -1135,9 +1107,7 @@ class FakeProviderServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.fakes.providers", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.providers", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 = OS-assigned (printed as PORT=<n>)")
     parser.add_argument(

@@ -110,9 +110,7 @@ def http_client_fields(kind: Kind, **client_kwargs: Any) -> dict[str, Any]:
     # httpx.AsyncClient (which openai 3.x rejects), and Claude has no base_url field: client_params
     # reaches the SDK constructor for both.
     sdk_module = anthropic if kind == "claude" else openai
-    return {
-        "client_params": {"http_client": sdk_module.DefaultAsyncHttpxClient(verify=False, **client_kwargs)}
-    }
+    return {"client_params": {"http_client": sdk_module.DefaultAsyncHttpxClient(verify=False, **client_kwargs)}}
 
 
 def build_model(kind: Kind, server: FakeProviderServer | None, model_id: str, **overrides: Any) -> Model:
@@ -244,9 +242,7 @@ def raises(kind: Kind, behaviour: str, stream: bool) -> Raises:
             # classify() re-creates the error as a new ModelRateLimitError and the retry loop raises it
             # outside the except block: no __cause__, no __context__, the SDK error and its headers are gone.
             return Raises(ModelRateLimitError, 429, (), None)
-        return Raises(
-            ModelRateLimitError, 429, ("anthropic.RateLimitError",), ("cause", "anthropic.RateLimitError")
-        )
+        return Raises(ModelRateLimitError, 429, ("anthropic.RateLimitError",), ("cause", "anthropic.RateLimitError"))
     if behaviour == "overloaded":
         if openai_style:  # the fake answers 503 "engine overloaded" on OpenAI-style APIs
             return Raises(
@@ -255,9 +251,7 @@ def raises(kind: Kind, behaviour: str, stream: bool) -> Raises:
                 (f"{sdk}.InternalServerError",),
                 ("cause", f"{sdk}.InternalServerError"),
             )
-        return Raises(
-            ModelRateLimitError, 529, ("anthropic.OverloadedError",), ("cause", "anthropic.OverloadedError")
-        )
+        return Raises(ModelRateLimitError, 529, ("anthropic.OverloadedError",), ("cause", "anthropic.OverloadedError"))
     if behaviour in ("server_500", "server_502", "server_503"):
         status = int(behaviour[-3:])
         sdk_error = f"{sdk}.InternalServerError"
@@ -292,9 +286,7 @@ def raises(kind: Kind, behaviour: str, stream: bool) -> Raises:
             ModelProviderError, 502, (f"{http}.RemoteProtocolError", f"{http_core}.RemoteProtocolError"), None
         )
     if behaviour in ("broken_stream", "disconnect"):
-        return Raises(
-            ModelProviderError, 502, (f"{sdk}.APIConnectionError", f"{http}.RemoteProtocolError"), None
-        )
+        return Raises(ModelProviderError, 502, (f"{sdk}.APIConnectionError", f"{http}.RemoteProtocolError"), None)
     if behaviour == "refused":
         return Raises(ModelProviderError, 502, (f"{sdk}.APIConnectionError", f"{http}.ConnectError"), None)
     raise AssertionError(behaviour)
@@ -369,9 +361,7 @@ async def test_error_message_shape(server: FakeProviderServer, make_model: Model
     elif kind == "groq":
         assert message == '{"error":{"message":"temperature must be <= 2","type":"invalid_request_error"}}'
     else:
-        assert message.startswith(
-            "Error code: 400 - {'type': 'error', 'error': {'type': 'invalid_request_error'"
-        )
+        assert message.startswith("Error code: 400 - {'type': 'error', 'error': {'type': 'invalid_request_error'")
     assert str(info.value) == info.value.message
 
 
@@ -391,9 +381,7 @@ async def test_any_400_mentioning_max_tokens_becomes_a_context_window_error(
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("kind", KINDS)
-async def test_masked_key_is_not_echoed(
-    server: FakeProviderServer, make_model: ModelFactory, kind: Kind
-) -> None:
+async def test_masked_key_is_not_echoed(server: FakeProviderServer, make_model: ModelFactory, kind: Kind) -> None:
     model_id = model_id_for(kind, "masked")
     server.script(model_id, Unauthorized(echo_key=False))
     with pytest.raises(ModelProviderError) as info:
@@ -550,9 +538,7 @@ async def test_echo_shows_what_each_class_sends(
     model_id = model_id_for(kind, "echo")
     server.default(model_id, Reply.echo())
     plain = await make_model(kind, model_id).aresponse(messages=user_says("plain"))
-    tuned = await make_model(kind, model_id, temperature=0.25, max_tokens=64).aresponse(
-        messages=user_says("tuned")
-    )
+    tuned = await make_model(kind, model_id, temperature=0.25, max_tokens=64).aresponse(messages=user_says("tuned"))
 
     default_max_tokens = {"openai": None, "openrouter": 1024, "groq": None, "claude": 8192}[kind]
     assert parse_echo(plain.content)["max_tokens"] == default_max_tokens
@@ -572,9 +558,7 @@ async def test_claude_drops_temperature_for_unknown_model_ids(
     # agno keeps a closed list of Claude ids that accept sampling parameters (up to 4.6); any other
     # "claude..." id (including agno's own default "claude-sonnet-5-5") has temperature removed.
     server.default("claude-sonnet-5-5", Reply.echo())
-    response = await make_model("claude", "claude-sonnet-5-5", temperature=0.25).aresponse(
-        messages=user_says()
-    )
+    response = await make_model("claude", "claude-sonnet-5-5", temperature=0.25).aresponse(messages=user_says())
     assert parse_echo(response.content)["temperature"] is None
 
 
@@ -627,9 +611,7 @@ async def test_response_hook_recovers_retry_after_and_request_id(
 ) -> None:
     model_id = model_id_for(kind, "hooked")
     server.script(model_id, RateLimited(retry_after=2.5))
-    model = make_model(
-        kind, model_id, **http_client_fields(kind, event_hooks={"response": [_record_response]})
-    )
+    model = make_model(kind, model_id, **http_client_fields(kind, event_hooks={"response": [_record_response]}))
     seen: list[tuple[int, dict[str, str]]] = []
     _responses.set(seen)  # the hook runs in the calling task, so a context variable reaches it
 
@@ -652,9 +634,7 @@ async def test_ainvoke_keeps_the_sdk_error_that_aresponse_drops(
     model = make_model("openai", model_id)
     with pytest.raises(ModelProviderError) as info:
         if stream:
-            async for _ in model.ainvoke_stream(
-                messages=user_says(), assistant_message=Message(role="assistant")
-            ):
+            async for _ in model.ainvoke_stream(messages=user_says(), assistant_message=Message(role="assistant")):
                 pass
         else:
             await model.ainvoke(messages=user_says(), assistant_message=Message(role="assistant"))
