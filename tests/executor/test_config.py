@@ -16,7 +16,7 @@ max_retries = 1
 timeout_seconds = 30
 
 [pipeline.generation]
-model = "anthropic/claude-3-5-haiku-20241022"
+model = "groq/llama-3.3-70b"
 fallback_models = ["openrouter/claude-step-or"]
 temperature = 0.4
 
@@ -42,7 +42,7 @@ def pipeline_file(tmp_path: Path) -> Path:
 def test_the_chain_is_resolved_tenant_agent_then_agent_then_step(pipeline_file: Path) -> None:
     config = PipelineConfig.load(pipeline_file)
     step = config.resolve("generation")
-    assert step.chain == ("anthropic/claude-3-5-haiku-20241022", "openrouter/claude-step-or")
+    assert step.chain == ("groq/llama-3.3-70b", "openrouter/claude-step-or")
     assert (step.max_retries, step.timeout_seconds, step.temperature) == (1, 30.0, 0.4)
 
     agent = config.resolve("generation", tenant_id="globex", agent_id="support_premium")
@@ -52,9 +52,7 @@ def test_the_chain_is_resolved_tenant_agent_then_agent_then_step(pipeline_file: 
     tenant_agent = config.resolve("generation", tenant_id="acme", agent_id="support_premium")
     assert tenant_agent.model == "openai/gpt-tenant-agent"
     assert tenant_agent.max_tokens == 900, "keys merge across levels"
-    assert (
-        config.resolve("generation", tenant_id="acme", agent_id="basic").model == "anthropic/claude-3-5-haiku-20241022"
-    )
+    assert config.resolve("generation", tenant_id="acme", agent_id="basic").model == "groq/llama-3.3-70b"
 
 
 async def test_an_executor_from_configuration_calls_the_model_of_the_current_context(
@@ -66,8 +64,8 @@ async def test_an_executor_from_configuration_calls_the_model_of_the_current_con
     for tenant, agent in [("acme", "support_premium"), ("globex", "support_premium"), ("acme", "basic")]:
         with execution_context(tenant_id=tenant, agent_id=agent):
             answered.append((await executor.generate(messages)).model)
-    assert answered == ["openai/gpt-tenant-agent", "openai/gpt-agent", "anthropic/claude-3-5-haiku-20241022"]
-    assert [r.model for r in server.requests] == ["gpt-tenant-agent", "gpt-agent", "claude-3-5-haiku-20241022"]
+    assert answered == ["openai/gpt-tenant-agent", "openai/gpt-agent", "groq/llama-3.3-70b"]
+    assert [r.model for r in server.requests] == ["gpt-tenant-agent", "gpt-agent", "llama-3.3-70b"]
     assert server.requests[2].body["temperature"] == 0.4
     assert server.requests[0].body.get("max_tokens", server.requests[0].body.get("max_completion_tokens")) == 900
     assert {e.step for e in sink.events} == {"generation"}

@@ -216,3 +216,34 @@ async def test_agno_does_not_print_the_failures_the_executor_records(
     out, err = capfd.readouterr()
     assert API_KEYS["openai"] not in out + err
     assert "401" not in out + err
+
+
+async def test_credentials_and_endpoints_come_from_the_providers_usual_variables(
+    server: FakeProviderServer, sink: InMemorySink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment-000001")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.openai_base_url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-from-the-environment-02")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.anthropic_base_url)
+    executor = LLMExecutor("openai/env-a", fallback_models=["anthropic/env-b"], sink=sink)
+    server.script("env-a", Unauthorized(echo_key=False))
+    with execution_context(tenant_id="acme"):
+        response = await executor.generate(MESSAGES)
+    assert response.model == "anthropic/env-b"
+    assert server.requests_for("env-a")[0].api_key == "sk-from-the-environment-000001"
+    assert server.requests_for("env-b")[0].api_key == "sk-ant-from-the-environment-02"
+
+
+async def test_arguments_win_over_the_environment(
+    server: FakeProviderServer, sink: InMemorySink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GROQ_API_KEY", "gsk_from_the_environment_00003")
+    monkeypatch.setenv("GROQ_BASE_URL", refused_base_url(""))
+    executor = LLMExecutor(
+        "groq/arg-a",
+        sink=sink,
+        providers={"groq": ProviderSettings(api_key="gsk_from_the_arguments_000004", base_url=server.groq_base_url)},
+    )
+    with execution_context(tenant_id="acme"):
+        await executor.generate(MESSAGES)
+    assert server.requests_for("arg-a")[0].api_key == "gsk_from_the_arguments_000004"
