@@ -1,0 +1,98 @@
+"""The tables, as SQLAlchemy Core metadata. Migrations create them; the store reads and writes them.
+
+One append-only table of events. Every unique key leads with ``tenant_id`` (DESIGN.md section 7) so
+that the same schema can be distributed by tenant (Citus) or partitioned without a rewrite.
+``tx_id`` (PostgreSQL's ``xid8`` of the writing transaction) exists on PostgreSQL only: it is how a
+reader knows that no earlier transaction can still commit (see ``store.read_all``).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import UserDefinedType
+
+EVENTS_TABLE = "llm_ledger_events"
+
+# Naming convention so that Alembic can drop what it created, on both dialects.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only gives an auto-incrementing rowid alias to "INTEGER PRIMARY KEY", not to BIGINT.
+_Position = BigInteger().with_variant(Integer(), "sqlite")
+_Payload = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Xid8(UserDefinedType[int]):
+    """PostgreSQL's 64-bit transaction id type."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: object) -> str:
+        return "xid8"
+
+
+events = Table(
+    EVENTS_TABLE,
+    metadata,
+    Column("global_position", _Position, primary_key=True, autoincrement=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("event_type", String(40), nullable=False),
+    Column("schema_version", SmallInteger, nullable=False),
+    Column("stream_id", String(36), nullable=False),
+    Column("stream_position", Integer, nullable=False),
+    Column("agent_id", Text),
+    Column("session_id", Text),
+    Column("turn_id", Text),
+    Column("step", Text),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("trace_id", String(32)),
+    Column("span_id", String(16)),
+    Column("payload", _Payload, nullable=False),
+    Column("prev_hash", String(64)),
+    Column("hash", String(64), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.current_timestamp()),
+    UniqueConstraint("tenant_id", "event_id"),
+    UniqueConstraint("tenant_id", "stream_id", "stream_position"),
+    Index(None, "tenant_id", "occurred_at"),
+    Index(None, "tenant_id", "session_id", "occurred_at"),
+)
+
+ENVELOPE_COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "event_type",
+    "schema_version",
+    "stream_id",
+    "stream_position",
+    "tenant_id",
+    "agent_id",
+    "session_id",
+    "turn_id",
+    "step",
+    "occurred_at",
+    "trace_id",
+    "span_id",
+    "prev_hash",
+    "hash",
+)
+"""The columns that hold an event's envelope (``payload`` holds the rest), i.e. its stored form."""

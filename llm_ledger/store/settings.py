@@ -1,0 +1,76 @@
+"""Where the ledger lives: configuration read from the environment, in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+SUPPORTED_DIALECTS = ("postgresql", "sqlite")
+
+
+class StoreConfigurationError(ValueError):
+    """Raised for a database URL or a directory the store cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """``LLM_LEDGER_DATABASE_URL`` (default: SQLite at ``$LLM_LEDGER_HOME/ledger.db``, home defaulting to
+    ``~/.llm-ledger``) and ``LLM_LEDGER_SPOOL_DIR`` (default ``$LLM_LEDGER_HOME/spool``)."""
+
+    database_url: str
+    spool_dir: Path
+    home: Path
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> StoreSettings:
+        env = os.environ if environ is None else environ
+        home = Path(env.get("LLM_LEDGER_HOME") or Path.home() / ".llm-ledger").expanduser()
+        url = env.get("LLM_LEDGER_DATABASE_URL") or f"sqlite:///{home / 'ledger.db'}"
+        spool = Path(env.get("LLM_LEDGER_SPOOL_DIR") or home / "spool").expanduser()
+        return cls(database_url=url, spool_dir=spool, home=home)
+
+
+def normalize_url(url: str | URL) -> URL:
+    """The SQLAlchemy URL for a ledger database, with the driver we ship (psycopg 3 for PostgreSQL)."""
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except ArgumentError as exc:
+        raise StoreConfigurationError(f"not a database URL: {url!r} ({exc})") from None
+    backend = parsed.get_backend_name()
+    if backend in ("postgres", "postgresql"):
+        return parsed.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        return parsed
+    raise StoreConfigurationError(
+        f"unsupported database {backend!r} in {parsed.render_as_string(hide_password=True)}: "
+        f"llm-ledger stores events in {' or '.join(SUPPORTED_DIALECTS)}"
+    )
+
+
+def create_store_engine(url: str | URL, **options: object) -> Engine:
+    """An engine for the ledger. SQLite files get their directory created, WAL mode and a busy timeout
+    (the writer and readers share the file); PostgreSQL gets a pool that checks connections first."""
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, **options)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    options.setdefault("pool_pre_ping", True)
+    return create_engine(parsed, **options)
