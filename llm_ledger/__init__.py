@@ -39,8 +39,10 @@ from llm_ledger.executor import (
     set_default_sink,
     set_execution_context,
 )
+from llm_ledger.lifecycle import aclose
 
 __version__ = "0.1.0"
+
 
 __all__ = [
     "AllModelsFailedError",
@@ -72,6 +74,7 @@ __all__ = [
     "TimeoutError",
     "TokenUsage",
     "__version__",
+    "aclose",
     "clear_execution_context",
     "execution_context",
     "get_execution_context",

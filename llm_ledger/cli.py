@@ -17,6 +17,51 @@ def _demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_quick_demo(seed=args.seed))
 
 
+def _database_url(args: argparse.Namespace) -> str:
+    from llm_ledger.store import StoreSettings
+
+    return str(args.database_url or StoreSettings.from_env().database_url)
+
+
+def _shown(url: str) -> str:
+    from llm_ledger.store import normalize_url
+
+    return normalize_url(url).render_as_string(hide_password=True)
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from llm_ledger.store import migrate
+
+    url = _database_url(args)
+    migrate.upgrade(url, args.revision)
+    print(f"{_shown(url)}: at revision {migrate.current(url)} (head {migrate.head()})")
+    return 0
+
+
+def _db_downgrade(args: argparse.Namespace) -> int:
+    from llm_ledger.store import migrate
+
+    url = _database_url(args)
+    try:
+        migrate.downgrade(url, args.revision)
+    except migrate.DowngradeRefusedError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"{_shown(url)}: at revision {migrate.current(url) or 'base (empty)'}")
+    return 0
+
+
+def _db_current(args: argparse.Namespace) -> int:
+    from llm_ledger.store import migrate
+
+    url = _database_url(args)
+    revision = migrate.current(url)
+    head = migrate.head()
+    state = "up to date" if revision == head else f"behind head {head}: run llm-ledger db upgrade"
+    print(f"{_shown(url)}: {revision or 'not migrated'} ({state})")
+    return 0 if revision == head else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-ledger", description="Audited LLM execution for Focal.")
     parser.add_argument("--version", action="version", version=f"llm-ledger {__version__}")
@@ -26,6 +71,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=7, help="seed of the mock models' randomness")
     demo.set_defaults(handler=_demo)
+
+    db = commands.add_parser("db", help="create and migrate the event store (PostgreSQL or SQLite)")
+    db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    url_help = "database URL (default: LLM_LEDGER_DATABASE_URL, else SQLite at ~/.llm-ledger/ledger.db)"
+    upgrade = db_commands.add_parser("upgrade", help="bring the database to the newest schema")
+    upgrade.add_argument("revision", nargs="?", default="head")
+    upgrade.add_argument("--database-url", help=url_help)
+    upgrade.set_defaults(handler=_db_upgrade)
+    downgrade = db_commands.add_parser(
+        "downgrade", help="go back to an older schema (refused when it would drop recorded events)"
+    )
+    downgrade.add_argument("revision", help="target revision, or 'base' for an empty database")
+    downgrade.add_argument("--database-url", help=url_help)
+    downgrade.set_defaults(handler=_db_downgrade)
+    current = db_commands.add_parser("current", help="show the database's schema revision")
+    current.add_argument("--database-url", help=url_help)
+    current.set_defaults(handler=_db_current)
     return parser
 
 
@@ -37,7 +99,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return 2
-    result: int = handler(args)
+    from llm_ledger.store import StoreConfigurationError
+
+    try:
+        result: int = handler(args)
+    except StoreConfigurationError as exc:
+        print(f"llm-ledger: {exc}", file=sys.stderr)
+        return 2
     return result
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol, runtime_checkable
 from uuid import UUID
 
@@ -100,20 +100,35 @@ class FanOutSink:
 
 
 _default_sink: EventSink | None = None
+_default_factory: Callable[[], EventSink] = RingBufferSink
 _default_lock = threading.Lock()
 
 
 def set_default_sink(sink: EventSink | None) -> None:
-    """Set the sink of executors built without ``sink=`` (None restores the built-in default)."""
+    """Set the sink of executors built without ``sink=`` (None: the default is made again when needed)."""
     global _default_sink
     with _default_lock:
         _default_sink = sink
 
 
+def set_default_sink_factory(factory: Callable[[], EventSink]) -> None:
+    """How the process-wide default sink is made, the first time an executor needs it. The package
+    sets this to the store's buffered writer; the executor itself knows no store."""
+    global _default_factory
+    with _default_lock:
+        _default_factory = factory
+
+
 def get_default_sink() -> EventSink:
-    """The process-wide sink of executors built without ``sink=``."""
+    """The process-wide sink of executors built without ``sink=``, made on first use."""
     global _default_sink
     with _default_lock:
         if _default_sink is None:
-            _default_sink = RingBufferSink()
+            _default_sink = _default_factory()
+        return _default_sink
+
+
+def peek_default_sink() -> EventSink | None:
+    """The default sink if one was made, without making it."""
+    with _default_lock:
         return _default_sink

@@ -11,8 +11,10 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    CheckConstraint,
     Column,
     DateTime,
+    Identity,
     Index,
     Integer,
     MetaData,
@@ -34,6 +36,7 @@ metadata = MetaData(
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
         "uq": "uq_%(table_name)s_%(column_0_N_name)s",
         "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
     }
 )
 
@@ -54,7 +57,9 @@ class Xid8(UserDefinedType[int]):
 events = Table(
     EVENTS_TABLE,
     metadata,
-    Column("global_position", _Position, primary_key=True, autoincrement=True),
+    # ALWAYS: a position is the database's to give; an INSERT that names one fails on PostgreSQL
+    # (SQLite ignores Identity and keeps its rowid alias).
+    Column("global_position", _Position, Identity(always=True), primary_key=True, autoincrement=True),
     Column("tenant_id", Text, nullable=False),
     Column("event_id", String(36), nullable=False),
     Column("event_type", String(40), nullable=False),
@@ -72,6 +77,8 @@ events = Table(
     Column("prev_hash", String(64)),
     Column("hash", String(64), nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.current_timestamp()),
+    # Row-level security reads an empty tenant setting as "no tenant"; no row may claim that tenant.
+    CheckConstraint("tenant_id <> ''", name="tenant_id_not_empty"),
     UniqueConstraint("tenant_id", "event_id"),
     UniqueConstraint("tenant_id", "stream_id", "stream_position"),
     Index(None, "tenant_id", "occurred_at"),

@@ -73,4 +73,18 @@ def create_store_engine(url: str | URL, **options: object) -> Engine:
 
         return engine
     options.setdefault("pool_pre_ping", True)
+    # Without these, a server that drops packets (rather than refusing them) or a half-open
+    # connection would hang the writer's thread: connect within 3 s, and let the kernel give up on a
+    # connection whose data goes unacknowledged for 15 s or whose peer stops answering keepalives.
+    options.setdefault(
+        "connect_args",
+        {
+            "connect_timeout": 3,
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 15_000,
+        },
+    )
     return create_engine(parsed, **options)

@@ -1,0 +1,89 @@
+"""Events to table rows and back: the stored form is exactly the hashed form."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from llm_ledger.events import CanonicalizationError, Event, EventDraft, canonical_json, compute_hash, parse_event
+
+# A NUL character, escaped in JSON text (an odd run of backslashes before "u0000").
+_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+MAX_EVENT_BYTES = 1 << 20
+"""The largest canonical event stored (1 MiB): a full-capture prompt beyond it is an error, not a silent
+truncation (truncating would break the hash)."""
+
+
+def event_to_row(item: Event | EventDraft | Mapping[str, Any], index: int) -> dict[str, Any]:
+    """The row of one event, after checking that it can be stored and read back to the same hash."""
+    from llm_ledger.store.errors import InvalidEventError
+
+    if isinstance(item, EventDraft):
+        item = item.event  # type: ignore[assignment]
+    if isinstance(item, Mapping):
+        event_id = item.get("event_id")
+        try:
+            event: Event = parse_event(dict(item))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"])
+            raise InvalidEventError(
+                f"not a valid event: {loc}: {first['msg']}", index=index, event_id=str(event_id) if event_id else None
+            ) from None
+    else:
+        event = item  # type: ignore[assignment]
+    record = event.to_record()
+    try:
+        canonical = canonical_json(record)
+    except CanonicalizationError as exc:
+        raise InvalidEventError(
+            f"cannot be stored as UTF-8 JSON: {exc}", index=index, event_id=record["event_id"]
+        ) from None
+    if len(canonical) > MAX_EVENT_BYTES:
+        raise InvalidEventError(
+            f"is {len(canonical)} bytes, more than the {MAX_EVENT_BYTES} an event may take",
+            index=index,
+            event_id=record["event_id"],
+        )
+    if compute_hash(record) != record["hash"]:
+        raise InvalidEventError("its content does not match its hash", index=index, event_id=record["event_id"])
+    if _NUL.search(canonical):
+        raise InvalidEventError(
+            "contains a NUL character, which PostgreSQL cannot store in JSON", index=index, event_id=record["event_id"]
+        )
+    row = dict(record)
+    row["occurred_at"] = event.occurred_at
+    return row
+
+
+def row_to_record(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """The stored record of a row, as it was hashed (timestamps back in UTC, ids as text)."""
+    occurred_at: datetime = row["occurred_at"]
+    occurred_at = occurred_at.replace(tzinfo=UTC) if occurred_at.tzinfo is None else occurred_at.astimezone(UTC)
+    return {
+        "event_id": str(row["event_id"]),
+        "event_type": row["event_type"],
+        "schema_version": row["schema_version"],
+        "stream_id": str(row["stream_id"]),
+        "stream_position": row["stream_position"],
+        "tenant_id": row["tenant_id"],
+        "agent_id": row["agent_id"],
+        "session_id": row["session_id"],
+        "turn_id": row["turn_id"],
+        "step": row["step"],
+        "occurred_at": occurred_at.replace(tzinfo=None).isoformat() + "Z",
+        "trace_id": row["trace_id"],
+        "span_id": row["span_id"],
+        "prev_hash": row["prev_hash"],
+        "hash": row["hash"],
+        "payload": row["payload"],
+    }
+
+
+def row_to_event(row: Mapping[Any, Any]) -> Event:
+    return parse_event(row_to_record(row))

@@ -1,0 +1,187 @@
+"""``EventStore``: append and read the events table. Every SQL statement of the store is here or in
+``dialects``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import InterfaceError as SAInterfaceError
+
+from llm_ledger.events import ChainReport, Event, EventDraft, verify_chain
+from llm_ledger.store.dialects import START, Backend, Cursor, backend_for
+from llm_ledger.store.errors import ConcurrencyError, StoreUnavailableError
+from llm_ledger.store.rows import event_to_row, row_to_event, row_to_record
+from llm_ledger.store.schema import events
+from llm_ledger.store.settings import create_store_engine
+
+Appendable = Event | EventDraft | Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What an append did: ``stored`` new events, ``duplicates`` already there (same event id)."""
+
+    stored: int
+    duplicates: int
+
+
+class EventStore:
+    """The append-only event store on PostgreSQL or SQLite.
+
+    ``tenant_id`` and ``role`` scope every transaction (PostgreSQL row-level security, applied with
+    ``set_config(..., true)`` so it ends with the transaction); without them the connection's own
+    rights apply (the migrating superuser sees everything).
+    """
+
+    def __init__(
+        self,
+        url_or_engine: str | URL | Engine,
+        *,
+        tenant_id: str | None = None,
+        role: str | None = None,
+    ) -> None:
+        self.engine = url_or_engine if isinstance(url_or_engine, Engine) else create_store_engine(url_or_engine)
+        self._owns_engine = not isinstance(url_or_engine, Engine)
+        self.backend: Backend = backend_for(self.engine.dialect.name)
+        self.tenant_id = tenant_id
+        self.role = role
+
+    def scoped(self, *, tenant_id: str | None = None, role: str | None = None) -> EventStore:
+        """The same store (and engine) seen as one tenant and/or one role."""
+        return EventStore(self.engine, tenant_id=tenant_id, role=role)
+
+    def close(self) -> None:
+        if self._owns_engine:
+            self.engine.dispose()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A transaction scoped to this store's tenant and role; database outages become
+        StoreUnavailableError."""
+        try:
+            with self.engine.begin() as connection:
+                self.backend.scope(connection, self.tenant_id, self.role)
+                yield connection
+        except (OperationalError, SAInterfaceError) as exc:
+            if _is_unreachable(exc):
+                raise StoreUnavailableError(f"the event store cannot be reached: {exc.orig}") from exc
+            raise
+
+    # --- writing --------------------------------------------------------------------------------
+
+    def append(self, batch: Sequence[Appendable]) -> AppendResult:
+        """Store a batch in one statement: all of it or, on any error, none of it.
+
+        Idempotent by event id (an event already stored is skipped); a different event at a taken
+        ``(stream_id, stream_position)`` raises ConcurrencyError; an event that cannot be stored
+        raises InvalidEventError naming it.
+        """
+        return self.append_rows([event_to_row(item, index) for index, item in enumerate(batch)])
+
+    def append_rows(self, rows: list[dict[str, Any]]) -> AppendResult:
+        """``append`` for rows already checked by ``rows.event_to_row``."""
+        if not rows:
+            return AppendResult(0, 0)
+        # Under a ledger role, row-level security only lets a transaction insert the tenant it is scoped
+        # to: a batch of several tenants is inserted one tenant at a time, in one transaction.
+        groups = [rows] if self.role is None or self.tenant_id is not None else _by_tenant(rows)
+        insert = self.backend.insert().returning(events.c.global_position)
+        try:
+            with self.transaction() as connection:
+                stored = 0
+                for group in groups:
+                    if len(groups) > 1 or (self.tenant_id is None and self.role is not None):
+                        self.backend.scope(connection, group[0]["tenant_id"], self.role)
+                    # RETURNING counts exactly what was new: executemany's rowcount does not.
+                    stored += len(connection.execute(insert, group).all())
+        except IntegrityError as exc:
+            raise ConcurrencyError(
+                f"a stream position of the batch is already taken by another event; nothing was stored ({exc.orig})"
+            ) from exc
+        return AppendResult(stored=stored, duplicates=len(rows) - stored)
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def _select(self, *conditions: Any, order: Sequence[Any] = ()) -> list[Event]:
+        query = select(*[c for c in events.c if c.name != "recorded_at"]).where(*conditions)
+        query = query.order_by(*(order or (events.c.global_position,)))
+        with self.transaction() as connection:
+            return [row_to_event(row._mapping) for row in connection.execute(query)]
+
+    def read_stream(self, stream_id: UUID | str) -> list[Event]:
+        """The events of one execution, in stream order."""
+        return self._select(events.c.stream_id == str(stream_id), order=(events.c.stream_position,))
+
+    def read_session(self, session_id: str, *, tenant_id: str | None = None) -> list[Event]:
+        """Every event of a session, in the order they were stored."""
+        conditions = [events.c.session_id == session_id]
+        if tenant_id is not None:
+            conditions.append(events.c.tenant_id == tenant_id)
+        return self._select(*conditions)
+
+    def read_tenant(self, tenant_id: str, since: datetime | None = None, until: datetime | None = None) -> list[Event]:
+        """A tenant's events with ``since <= occurred_at < until``, in time order."""
+        conditions = [events.c.tenant_id == tenant_id]
+        if since is not None:
+            conditions.append(events.c.occurred_at >= since)
+        if until is not None:
+            conditions.append(events.c.occurred_at < until)
+        return self._select(*conditions, order=(events.c.occurred_at, events.c.global_position))
+
+    def read_all(self, after: Cursor = START, limit: int = 1000) -> tuple[list[Event], Cursor]:
+        """Up to ``limit`` events after ``after``, and the cursor to continue from.
+
+        Never skips an event, even when writers commit out of order: on PostgreSQL only events of
+        transactions older than every running one are returned, in ``(tx_id, global_position)`` order.
+        """
+        with self.transaction() as connection:
+            rows = list(connection.execute(self.backend.read_all(after, limit)))
+        if not rows:
+            return [], after
+        return [row_to_event(row._mapping) for row in rows], self.backend.cursor_of(rows[-1])
+
+    def records_of_stream(self, stream_id: UUID | str) -> list[dict[str, Any]]:
+        """The stored records of one stream as they are (for audits: not validated into events)."""
+        query = (
+            select(*[c for c in events.c if c.name != "recorded_at"])
+            .where(events.c.stream_id == str(stream_id))
+            .order_by(events.c.stream_position)
+        )
+        with self.transaction() as connection:
+            return [row_to_record(row._mapping) for row in connection.execute(query)]
+
+    def verify(self, stream_id: UUID | str) -> ChainReport:
+        """Check one stream's hash chain as stored."""
+        return verify_chain(self.records_of_stream(stream_id))
+
+    def count(self) -> int:
+        with self.transaction() as connection:
+            return int(connection.execute(select(func.count()).select_from(events)).scalar_one())
+
+
+def _by_tenant(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row["tenant_id"], []).append(row)
+    return list(groups.values())
+
+
+def _is_unreachable(exc: Exception) -> bool:
+    """Whether a driver error means the server is out of reach, not that a statement is wrong."""
+    orig = getattr(exc, "orig", None)
+    name = type(orig).__name__ if orig is not None else ""
+    return bool(getattr(exc, "connection_invalidated", False)) or name in {
+        "OperationalError",
+        "InterfaceError",
+        "ConnectionFailure",
+        "AdminShutdown",
+        "CannotConnectNow",
+    }

@@ -1,0 +1,280 @@
+"""The buffered writer: the ``EventSink`` used in production.
+
+``emit`` only appends to an in-memory queue; a background thread seals the drafts (their hashes are
+computed there, off the LLM call), writes them in batches (by size or age), and, when the database
+cannot take them, appends them to the local spool (fsynced) and replays the spool, in order, when the
+database is back and at the next start. Nothing accepted is dropped: a batch is either in the
+database, in the spool, or (an event that can never be stored) in the spool's ``rejected.jsonl``,
+counted and reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from llm_ledger.events import EventDraft
+from llm_ledger.store.errors import ConcurrencyError, InvalidEventError
+from llm_ledger.store.rows import event_to_row
+from llm_ledger.store.spool import Spool
+from llm_ledger.store.store import EventStore
+
+log = logging.getLogger("llm_ledger.store")
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStats:
+    """Counters since the writer started (events, not batches)."""
+
+    accepted: int
+    written: int
+    spooled: int
+    replayed: int
+    rejected: int
+    queued: int
+    state: str
+
+
+class BufferedWriter:
+    """An ``EventSink`` that never waits for the database.
+
+    ``max_queue`` events may wait in memory; beyond that, batches go straight to the spool instead of
+    the database (the database is slower than the callers), so memory stays bounded. Only if even the
+    spool cannot keep up and ``hard_limit`` events are waiting does ``emit`` wait for the writer: a
+    safety limit for a process producing events faster than a local disk absorbs them.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        spool_dir: str | Path,
+        *,
+        batch_size: int = 500,
+        flush_interval: float = 0.2,
+        max_queue: int = 10_000,
+        hard_limit: int = 100_000,
+        retry_interval: float = 1.0,
+        on_start: Any = None,
+    ) -> None:
+        if batch_size < 1 or max_queue < batch_size or hard_limit < max_queue:
+            raise ValueError("BufferedWriter needs 1 <= batch_size <= max_queue <= hard_limit")
+        self.store = store
+        self.spool = Spool(spool_dir)
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.max_queue = max_queue
+        self.hard_limit = hard_limit
+        self.retry_interval = retry_interval
+        self._on_start = on_start
+        self._queue: deque[EventDraft] = deque()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._stopping = False
+        self._close_deadline = float("inf")
+        self._spool_pending = True  # until the spool is read at start: it may hold a previous run's batches
+        self._state = "starting"
+        self._last_probe = 0.0
+        self._accepted = self._written = self._spooled = self._replayed = self._rejected = 0
+        self._thread = threading.Thread(target=self._run, name="llm-ledger-writer", daemon=True)
+        self._thread.start()
+
+    # --- the sink -------------------------------------------------------------------------------
+
+    def emit(self, event: EventDraft) -> None:
+        with self._cond:
+            while len(self._queue) >= self.hard_limit and not self._stopping:
+                self._cond.wait(0.05)
+            self._queue.append(event)
+            self._accepted += 1
+            if len(self._queue) >= self.batch_size:
+                self._cond.notify_all()
+
+    @property
+    def stats(self) -> WriterStats:
+        with self._cond:
+            return WriterStats(
+                accepted=self._accepted,
+                written=self._written,
+                spooled=self._spooled,
+                replayed=self._replayed,
+                rejected=self._rejected,
+                queued=len(self._queue),
+                state=self._state,
+            )
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every accepted event is in the database or the spool; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._cond.notify_all()
+            while (self._queue or self._busy) and self._thread.is_alive():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))
+        return True
+
+    def close(self, timeout: float = 5.0) -> WriterStats:
+        """Write what is left, or spool it, within ``timeout``; then stop the thread."""
+        with self._cond:
+            self._stopping = True
+            self._close_deadline = time.monotonic() + timeout
+            self._cond.notify_all()
+        self._thread.join(timeout + 1.0)
+        self.spool.close()
+        return self.stats
+
+    # --- the background thread ------------------------------------------------------------------
+
+    def _set_state(self, state: str, reason: str = "") -> None:
+        if state == self._state:
+            return
+        previous, self._state = self._state, state
+        if state == "spooling":
+            # Every pooled connection is suspect after a failure; reconnect from scratch when it is back.
+            self.store.engine.dispose()
+            log.warning(
+                "llm-ledger: the event store cannot be written (%s); events go to the spool in %s until it can",
+                reason,
+                self.spool.directory,
+            )
+        elif state == "writing" and previous == "spooling":
+            log.warning("llm-ledger: the event store is back; the spool was replayed (%d events)", self._replayed)
+
+    def _take(self) -> list[EventDraft]:
+        with self._cond:
+            if not self._stopping and len(self._queue) < self.batch_size:
+                self._cond.wait(self.flush_interval)
+            batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
+            self._busy = bool(batch)
+            if len(self._queue) < self.hard_limit:
+                self._cond.notify_all()
+            return batch
+
+    def _run(self) -> None:
+        if self._on_start is not None:
+            try:
+                self._on_start()
+            except Exception as exc:  # noqa: BLE001 - a failed preparation is an outage like any other
+                self._set_state("spooling", f"{type(exc).__name__}: {exc}")
+        self._try_replay(force=True)
+        while True:
+            batch = self._take()
+            if batch:
+                self._write(batch)
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+            elif self._stopping:
+                # Last chance for the spool before exit (what stays there is replayed at the next start).
+                if self._spool_pending and time.monotonic() < self._close_deadline:
+                    self._try_replay(force=True)
+                return
+            # The spool holds batches from an outage, or spilled when the queue ran long: replay them
+            # once the database answers (probed every retry_interval) and the queue is short again.
+            if self._spool_pending and (self._state == "spooling" or len(self._queue) < self.batch_size):
+                self._try_replay(force=self._state != "spooling")
+
+    def _rows(self, batch: list[EventDraft]) -> list[dict[str, Any]]:
+        rows = []
+        for index, draft in enumerate(batch):
+            try:
+                rows.append(event_to_row(draft, index))
+            except Exception as exc:  # noqa: BLE001 - one unstorable event must not stop the others
+                self._reject(draft, exc)
+        return rows
+
+    def _reject(self, draft: EventDraft, exc: Exception) -> None:
+        with self._cond:
+            self._rejected += 1
+            first = self._rejected == 1
+        if first:
+            log.error("llm-ledger: an event cannot be stored and was set aside in rejected.jsonl: %s", exc)
+        entry = {
+            "error": f"{type(exc).__name__}: {exc}",
+            "stream_id": str(draft.stream_id),
+            "stream_position": draft.stream_position,
+            "event_type": draft.event_type,
+        }
+        with open(self.spool.directory / "rejected.jsonl", "ab") as out:
+            out.write(orjson.dumps(entry) + b"\n")
+
+    def _write(self, batch: list[EventDraft]) -> None:
+        rows = self._rows(batch)
+        if not rows:
+            return
+        # Past the close deadline, or with more waiting than memory should hold, the spool is faster.
+        spill = len(self._queue) > self.max_queue or (self._stopping and time.monotonic() > self._close_deadline)
+        if self._state != "spooling" and not spill:
+            try:
+                self._append(rows)
+                with self._cond:
+                    self._written += len(rows)
+                self._set_state("writing")
+                return
+            except Exception as exc:  # noqa: BLE001 - any failure to write is an outage for the writer
+                self._set_state("spooling", f"{type(exc).__name__}: {exc}")
+        self.spool.append([_jsonable(row) for row in rows])
+        self._spool_pending = True
+        with self._cond:
+            self._spooled += len(rows)
+
+    def _append(self, rows: list[dict[str, Any]]) -> None:
+        try:
+            self.store.append_rows(rows)
+        except ConcurrencyError:
+            # Some event's position is taken by a different event: store the others one by one and
+            # set the conflicting ones aside rather than lose the whole batch.
+            for row in rows:
+                try:
+                    self.store.append_rows([row])
+                except ConcurrencyError as exc:
+                    self._reject_record(row, exc)
+
+    def _reject_record(self, row: dict[str, Any], exc: Exception) -> None:
+        with self._cond:
+            self._rejected += 1
+        log.error("llm-ledger: event %s conflicts with a stored event and was set aside: %s", row["event_id"], exc)
+        with open(self.spool.directory / "rejected.jsonl", "ab") as out:
+            out.write(orjson.dumps({"error": str(exc), "record": _jsonable(row)}) + b"\n")
+
+    def _try_replay(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_probe < self.retry_interval:
+            return
+        self._last_probe = now
+        segments = self.spool.pending_segments()
+        try:
+            for segment in segments:
+                for spooled in self.spool.read(segment):
+                    rows = []
+                    for index, record in enumerate(spooled.records):
+                        try:
+                            rows.append(event_to_row(record, index))
+                        except InvalidEventError as exc:
+                            self._reject_record(record, exc)
+                    self._append(rows)
+                    with self._cond:
+                        self._replayed += len(rows)
+                self.spool.remove(segment)
+        except Exception as exc:  # noqa: BLE001 - still unreachable: keep spooling
+            self._set_state("spooling", f"{type(exc).__name__}: {exc}")
+            return
+        self._spool_pending = False
+        self._set_state("writing")
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as its stored JSON record (the spool keeps records, replayed through the same checks)."""
+    record = dict(row)
+    occurred_at = record["occurred_at"]
+    if not isinstance(occurred_at, str):
+        record["occurred_at"] = occurred_at.replace(tzinfo=None).isoformat() + "Z"
+    return record

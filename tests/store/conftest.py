@@ -1,0 +1,120 @@
+"""Databases for the store's tests: a real PostgreSQL server and real SQLite files.
+
+PostgreSQL tests never skip: a suite that silently skips its production database proves nothing. Without
+a server they fail and say how to get one.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
+
+from llm_ledger.store import migrate, normalize_url
+
+_DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+_NO_SERVER = """no PostgreSQL server at {url} ({error}).
+The store's tests need one. Either start the local cluster:
+    pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start
+or point the tests at a server whose user may create databases:
+    LLM_LEDGER_TEST_DATABASE_URL=postgresql://user@host:port/db"""
+
+
+def _render(url: URL) -> str:
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def _postgres_server() -> Iterator[Engine]:
+    """An AUTOCOMMIT connection to the server's maintenance database, for CREATE/DROP DATABASE."""
+    url = normalize_url(os.environ.get("LLM_LEDGER_TEST_DATABASE_URL") or _DEFAULT_SERVER)
+    engine = create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool, connect_args={"connect_timeout": 3})
+    unreachable = None
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        unreachable = exc.orig
+    if unreachable is not None:
+        engine.dispose()
+        pytest.fail(_NO_SERVER.format(url=url.render_as_string(), error=unreachable), pytrace=False)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def _create_postgres_database(_postgres_server: Engine) -> Iterator[Callable[[], str]]:
+    """Creates empty databases named ``llm_ledger_test_<random>`` next to the server's; drops them all at
+    the end of the session, terminating whatever is still connected to them."""
+    created: list[str] = []
+
+    def create() -> str:
+        name = f"llm_ledger_test_{uuid.uuid4().hex[:12]}"
+        with _postgres_server.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        created.append(name)
+        return _render(_postgres_server.url.set(database=name))
+
+    yield create
+    with _postgres_server.connect() as connection:
+        for name in created:
+            connection.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"), {"name": name}
+            )
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+
+
+@pytest.fixture(scope="session")
+def postgres_url(_create_postgres_database: Callable[[], str]) -> str:
+    """The URL of this session's own PostgreSQL database, created empty. ``postgres_migrated_url`` migrates
+    it: tests that need a database no other test touches use ``empty_postgres_url``."""
+    return _create_postgres_database()
+
+
+@pytest.fixture(scope="session")
+def postgres_migrated_url(postgres_url: str) -> str:
+    """``postgres_url`` at the head revision, shared by the whole session (see ``database_url``)."""
+    migrate.upgrade(postgres_url)
+    return postgres_url
+
+
+@pytest.fixture
+def empty_postgres_url(_create_postgres_database: Callable[[], str]) -> str:
+    """A PostgreSQL database of the test's own, never migrated: for tests of the migrations themselves."""
+    return _create_postgres_database()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The URL of an SQLite file that does not exist yet, in a directory of the test's own."""
+    return f"sqlite:///{tmp_path_factory.mktemp('ledger') / 'ledger.db'}"
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    """A database at the head revision, once per dialect.
+
+    SQLite: a new file per test. PostgreSQL: one database for the whole session, because creating and
+    migrating one per test is slow, and the table cannot be emptied between tests (it is append-only:
+    DELETE and TRUNCATE are rejected). Tests therefore isolate themselves by using tenant and stream ids
+    of their own (``unique_tenant_id``), must not assume the table is empty, and insert only rows that
+    read back as events (a consumer of ``read_all`` meets every test's rows).
+    """
+    if request.param == "postgresql":
+        url: str = request.getfixturevalue("postgres_migrated_url")
+        return url
+    migrate.upgrade(sqlite_url)
+    return sqlite_url
+
+
+@pytest.fixture
+def unique_tenant_id() -> str:
+    """A tenant no other test uses, so that a test sees only its own rows in the shared database."""
+    return f"tenant-{uuid.uuid4().hex[:12]}"

@@ -1,0 +1,124 @@
+"""EventStore on PostgreSQL and SQLite: appends, reads, idempotency, conflicts, bad input."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from llm_ledger.events import compute_hash, verify_chain
+from llm_ledger.store import StoreConfigurationError, create_store_engine
+from llm_ledger.store.dialects import START
+from llm_ledger.store.errors import ConcurrencyError, InvalidEventError
+from llm_ledger.store.store import EventStore
+from tests.store.workload import make_events
+
+
+def _tenant() -> str:
+    return f"tenant-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def store(database_url: str) -> EventStore:
+    return EventStore(database_url)
+
+
+def test_appended_streams_read_back_identical_and_verify(store: EventStore) -> None:
+    tenant = _tenant()
+    events = make_events(20, tenant=tenant)
+    result = store.append(events)
+    assert (result.stored, result.duplicates) == (len(events), 0)
+
+    for stream_id in {e.stream_id for e in events}:
+        stored = store.read_stream(stream_id)
+        assert stored == [e for e in events if e.stream_id == stream_id]
+        assert all(compute_hash(e.to_record()) == e.hash for e in stored)
+        assert store.verify(stream_id).ok
+    assert verify_chain(store.read_tenant(tenant)).ok
+
+
+def test_the_same_batch_appended_twice_is_stored_once(store: EventStore) -> None:
+    tenant = _tenant()
+    events = make_events(5, tenant=tenant)
+    store.append(events)
+    again = store.append(events)
+    assert (again.stored, again.duplicates) == (0, len(events))
+    assert len(store.read_tenant(tenant)) == len(events)
+
+
+def test_a_different_event_at_a_taken_position_fails_and_stores_nothing_of_its_batch(store: EventStore) -> None:
+    tenant = _tenant()
+    first, second = make_events(1, tenant=tenant), make_events(1, tenant=tenant)
+    store.append(first)
+    # The second stream's events, moved onto the first stream: same positions, other event ids.
+    forged = []
+    for event in second:
+        record = event.to_record()
+        record["stream_id"] = str(first[0].stream_id)
+        record["hash"] = compute_hash(record)
+        forged.append(record)
+    innocent = make_events(1, tenant=tenant)
+    with pytest.raises(ConcurrencyError, match="already taken"):
+        store.append([*innocent, *forged])
+    assert store.read_stream(innocent[0].stream_id) == []
+    assert store.read_stream(first[0].stream_id) == first
+
+
+def test_reads_by_session_and_time_window(store: EventStore) -> None:
+    tenant = _tenant()
+    a, b = make_events(3, tenant=tenant, session="s-a"), make_events(2, tenant=tenant, session="s-b")
+    store.append(a + b)
+    assert store.read_session("s-a", tenant_id=tenant) == a, "in the order they were stored"
+    assert store.read_session("s-b", tenant_id=tenant) == b
+    now = datetime.now(UTC)
+    window = store.read_tenant(tenant, since=now - timedelta(minutes=5), until=now + timedelta(minutes=5))
+    assert {e.event_id for e in window} == {e.event_id for e in a + b}
+    assert [e.occurred_at for e in window] == sorted(e.occurred_at for e in window)
+    assert store.read_tenant(tenant, since=now + timedelta(minutes=1)) == []
+
+
+def test_read_all_pages_through_everything_in_order(store: EventStore) -> None:
+    tenant = _tenant()
+    events = make_events(6, tenant=tenant)
+    store.append(events)
+    seen = []
+    cursor = START
+    while True:
+        page, cursor = store.read_all(cursor, limit=7)
+        if not page:
+            break
+        seen.extend(page)
+    mine = [e for e in seen if e.tenant_id == tenant]
+    assert [e.event_id for e in mine] == [e.event_id for e in events]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda r: r["payload"].update(message="\ud800 broken"), "UTF-8"),
+        (lambda r: r["payload"].update(message="x" * (2 << 20)), "bytes, more than"),
+        (lambda r: r.pop("tenant_id"), "not a valid event"),
+        (lambda r: r["payload"].update(message="a\x00b"), "NUL"),
+        (lambda r: r.update(stream_position=-1), "not a valid event"),
+    ],
+    ids=["non-utf8", "oversized", "invalid", "nul", "negative-position"],
+)
+def test_bad_input_is_a_clear_error_and_keeps_what_was_accepted(store: EventStore, mutate, message: str) -> None:  # type: ignore[no-untyped-def]
+    tenant = _tenant()
+    accepted = make_events(2, tenant=tenant)
+    store.append(accepted)
+    failed = next(e for e in make_events(3, tenant=tenant) if e.event_type == "AttemptFailed")
+    record = failed.to_record()
+    mutate(record)
+    if message not in ("UTF-8", "not a valid event"):
+        record["hash"] = compute_hash(record)  # a well-formed event, just not storable
+    with pytest.raises(InvalidEventError, match=message) as raised:
+        store.append([record])
+    assert raised.value.index == 0
+    assert len(store.read_tenant(tenant)) == len(accepted)
+
+
+def test_an_unknown_dialect_is_named() -> None:
+    with pytest.raises(StoreConfigurationError, match="unsupported database 'mysql'"):
+        create_store_engine("mysql://root@127.0.0.1/test")

@@ -1,0 +1,162 @@
+"""The buffered writer: nothing accepted is lost or stored twice, through outages and crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from llm_ledger.events import verify_chain
+from llm_ledger.store.store import EventStore
+from llm_ledger.store.writer import BufferedWriter
+from tests.store.workload import run_executions
+
+ROOT = Path(__file__).resolve().parents[2]
+UNREACHABLE = "postgresql://postgres@127.0.0.1:9/nowhere"  # port 9 (discard) is closed here: refused at once
+
+
+def _tenant() -> str:
+    return f"tenant-{uuid.uuid4().hex[:10]}"
+
+
+def _assert_exactly(store: EventStore, tenant: str, accepted: int) -> None:
+    events = store.read_tenant(tenant)
+    assert len(events) == accepted, "every accepted event is stored"
+    assert len({e.event_id for e in events}) == accepted, "and none twice"
+    assert verify_chain(sorted(events, key=lambda e: (str(e.stream_id), e.stream_position))).ok
+    terminal = [e for e in events if e.event_type in ("ExecutionSucceeded", "ExecutionFailed")]
+    assert len(terminal) == len({e.stream_id for e in events}), "every stream is complete"
+
+
+async def test_events_reach_the_store_in_batches(database_url: str, tmp_path: Path) -> None:
+    tenant = _tenant()
+    store = EventStore(database_url)
+    writer = BufferedWriter(store, tmp_path / "spool", batch_size=20, flush_interval=0.05)
+    await run_executions(writer, 40, tenant=tenant)
+    stats = writer.close(timeout=10)
+    assert stats.accepted == stats.written and stats.spooled == 0 and stats.queued == 0
+    _assert_exactly(store, tenant, stats.accepted)
+
+
+class DatabaseOutage:
+    """Cuts the database off the way a failover does: its backends are terminated and new
+    connections refused (``ALLOW_CONNECTIONS false``), until ``end()``."""
+
+    def __init__(self, url: str) -> None:
+        parsed = make_url(url)
+        self.database = parsed.database
+        self.admin = create_engine(
+            parsed.set(drivername="postgresql+psycopg", database="postgres"),
+            isolation_level="AUTOCOMMIT",
+            poolclass=NullPool,
+        )
+
+    def begin(self) -> None:
+        with self.admin.connect() as connection:
+            connection.execute(text(f'ALTER DATABASE "{self.database}" WITH ALLOW_CONNECTIONS false'))
+            connection.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :db"),
+                {"db": self.database},
+            )
+
+    def end(self) -> None:
+        with self.admin.connect() as connection:
+            connection.execute(text(f'ALTER DATABASE "{self.database}" WITH ALLOW_CONNECTIONS true'))
+
+
+async def test_an_outage_under_load_loses_and_doubles_nothing(
+    postgres_migrated_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tenant = _tenant()
+    store = EventStore(postgres_migrated_url, role="llm_ledger_writer")
+    writer = BufferedWriter(store, tmp_path / "spool", batch_size=25, flush_interval=0.05, retry_interval=0.2)
+    caplog.set_level(logging.WARNING, logger="llm_ledger.store")
+    outage = DatabaseOutage(postgres_migrated_url)
+    stop = asyncio.Event()
+
+    async def steady_load() -> None:
+        while not stop.is_set():
+            await run_executions(writer, 10, tenant=tenant)
+            await asyncio.sleep(0.02)
+
+    load = asyncio.create_task(steady_load())
+    try:
+        await asyncio.sleep(1.0)
+        outage.begin()
+        await asyncio.sleep(3.0)
+        spooled_during_outage = writer.stats.spooled
+    finally:
+        outage.end()
+    await asyncio.sleep(1.5)
+    stop.set()
+    await load
+    stats = writer.close(timeout=15)
+
+    assert spooled_during_outage > 0, "the outage sent batches to the spool"
+    assert stats.replayed == stats.spooled and stats.queued == 0 and stats.rejected == 0
+    _assert_exactly(EventStore(postgres_migrated_url), tenant, stats.accepted)
+    outage_logs = [r for r in caplog.records if "cannot be written" in r.getMessage()]
+    assert len(outage_logs) == 1, "the outage is logged once, not per event"
+
+
+async def test_close_spools_what_the_database_cannot_take_and_the_next_start_replays_it(
+    postgres_migrated_url: str, tmp_path: Path
+) -> None:
+    tenant = _tenant()
+    down = BufferedWriter(EventStore(UNREACHABLE), tmp_path / "spool", flush_interval=0.05)
+    await run_executions(down, 15, tenant=tenant)
+    started = time.monotonic()
+    stats = down.close(timeout=3)
+    assert time.monotonic() - started < 6
+    assert stats.spooled == stats.accepted > 0
+    again = BufferedWriter(EventStore(postgres_migrated_url), tmp_path / "spool")
+    assert again.flush(timeout=10)
+    replayed = again.close().replayed
+    assert replayed == stats.accepted
+    _assert_exactly(EventStore(postgres_migrated_url), tenant, stats.accepted)
+
+
+def test_a_writer_killed_with_sigkill_leaves_a_spool_the_next_start_replays(
+    postgres_migrated_url: str, tmp_path: Path
+) -> None:
+    tenant = _tenant()
+    spool = tmp_path / "spool"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.store.spooling_process", UNREACHABLE, str(spool), "30", tenant],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        assert line.startswith("SPOOLED"), line
+        spooled = int(line.split()[1])
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    # A crash in the middle of the next append leaves a torn record at the end of the segment.
+    segment = sorted(spool.glob("spool-*.log"))[-1]
+    with open(segment, "ab") as torn:
+        torn.write(b"LLS1\x00\x00\x10\x00partial")
+
+    writer = BufferedWriter(EventStore(postgres_migrated_url), spool)
+    assert writer.flush(timeout=10)
+    stats = writer.close()
+    assert stats.replayed == spooled
+    _assert_exactly(EventStore(postgres_migrated_url), tenant, spooled)
+    assert list(spool.glob("*.torn")), "the torn tail is kept aside for inspection"
+    # Replaying the same spool twice stores nothing twice (a crash between commit and removal).
+    assert not list(spool.glob("spool-*.log"))
