@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from llm_ledger.events import Event, verify_chain
 from llm_ledger.executor import (
+    FanOutSink,
     InMemorySink,
     LLMExecutor,
     LLMMessage,
     MockBehaviour,
     RetryPolicy,
     execution_context,
+    get_default_sink,
     register_mock,
 )
+from llm_ledger.lifecycle import aclose
+from llm_ledger.store import StoreSettings, normalize_url
 
 
 def _describe(event: Event) -> str:
@@ -43,7 +47,10 @@ async def run_quick_demo(*, seed: int = 7) -> int:
     register_mock("openrouter-haiku", MockBehaviour(p50_ms=30, rate_limit=1.0, retry_after=0.05, seed=seed))
     register_mock("anthropic-haiku", MockBehaviour(p50_ms=60, server_error=1.0, seed=seed))
     register_mock("openai-mini", MockBehaviour(p50_ms=40, p99_ms=90, seed=seed))
-    sink = InMemorySink()
+    memory = InMemorySink()
+    # The events go to the process-wide store writer too (LLM_LEDGER_DATABASE_URL, else the embedded
+    # SQLite file), as they would for any executor built without sink=.
+    sink = FanOutSink([memory, get_default_sink()])
     executor = LLMExecutor(
         "mock/openrouter-haiku",
         fallback_models=["mock/anthropic-haiku", "mock/openai-mini"],
@@ -65,7 +72,7 @@ async def run_quick_demo(*, seed: int = 7) -> int:
     print(f"model      {response.model} (fallback used: {response.fallback_used})")
     print(f"usage      {response.usage}")
     print(f"execution  {response.execution_id}\n")
-    events = sink.stream(response.execution_id)
+    events = memory.stream(response.execution_id)
     print(f"{'pos':>3}  {'event':<19} {'hash':<12} detail")
     for event in events:
         print(f"{event.stream_position:>3}  {event.event_type:<19} {event.hash[:10]:<12} {_describe(event)}")
@@ -76,4 +83,10 @@ async def run_quick_demo(*, seed: int = 7) -> int:
     )
     report = verify_chain(events)
     print(f"verify_chain: {report}")
+    await aclose()
+    settings = StoreSettings.from_env()
+    where = normalize_url(settings.database_url).render_as_string(hide_password=True)
+    print(f"\nstored in  {where}")
+    print("query it   SELECT stream_position, event_type, payload->>'model' AS model, payload->>'error_type' AS error")
+    print(f"           FROM llm_ledger_events WHERE stream_id = '{response.execution_id}' ORDER BY stream_position;")
     return 0 if report.ok else 1

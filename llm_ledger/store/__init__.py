@@ -1,5 +1,12 @@
 """The append-only event store (PostgreSQL, or an embedded SQLite file), its buffered writer and spool."""
 
+from llm_ledger.store.dialects import START, Cursor
+from llm_ledger.store.errors import (
+    ConcurrencyError,
+    InvalidEventError,
+    StoreError,
+    StoreUnavailableError,
+)
 from llm_ledger.store.settings import (
     SUPPORTED_DIALECTS,
     StoreConfigurationError,
@@ -7,8 +14,20 @@ from llm_ledger.store.settings import (
     create_store_engine,
     normalize_url,
 )
+from llm_ledger.store.store import AppendResult, EventStore
+from llm_ledger.store.writer import BufferedWriter, WriterStats
 
 __all__ = [
+    "START",
+    "AppendResult",
+    "BufferedWriter",
+    "ConcurrencyError",
+    "Cursor",
+    "EventStore",
+    "InvalidEventError",
+    "StoreError",
+    "StoreUnavailableError",
+    "WriterStats",
     "SUPPORTED_DIALECTS",
     "StoreConfigurationError",
     "StoreSettings",
