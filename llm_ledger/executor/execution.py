@@ -45,6 +45,7 @@ from llm_ledger.executor.policy import Decision, RetryPolicy
 from llm_ledger.executor.recorder import StreamRecorder
 from llm_ledger.executor.routing import ModelRoute
 from llm_ledger.executor.sink import EventSink
+from llm_ledger.executor.tracing import AttemptTrace, ExecutionTracer
 from llm_ledger.executor.types import AttemptSummary, LLMMessage, LLMResponse
 
 T = TypeVar("T")
@@ -69,6 +70,7 @@ class ExecutionPlan:
     policy: RetryPolicy
     sink: EventSink
     scrubber: Scrubber
+    tracer: ExecutionTracer
 
 
 def _started_payload(plan: ExecutionPlan) -> ExecutionStartedPayload:
@@ -126,13 +128,14 @@ class _Once:
 class _Attempt:
     """Bookkeeping of the attempt in progress."""
 
-    __slots__ = ("client", "index", "number", "retry", "started")
+    __slots__ = ("client", "index", "number", "retry", "started", "trace")
 
-    def __init__(self, number: int, index: int, retry: int, client: ModelClient) -> None:
+    def __init__(self, number: int, index: int, retry: int, client: ModelClient, trace: AttemptTrace) -> None:
         self.number = number
         self.index = index
         self.retry = retry
         self.client = client
+        self.trace = trace
         self.started = time.perf_counter()
 
     def elapsed_ms(self) -> float:
@@ -166,6 +169,7 @@ class Execution:
         self._attempts = 0
         self._finished = False
         self._output: tuple[str, Callable[[], OutputRecord]] | None = None
+        self.trace = plan.tracer.start(self.execution_id, plan.operation, ctx, plan.chain, plan.capture)
 
     # --- recording ----------------------------------------------------------------------------
 
@@ -173,12 +177,20 @@ class Execution:
         return round((time.perf_counter() - self._started) * 1000, 3)
 
     def _start(self) -> None:
-        self.recorder.record("ExecutionStarted", partial(_started_payload, self.plan))
+        self.recorder.record(
+            "ExecutionStarted",
+            partial(_started_payload, self.plan),
+            trace_id=self.trace.trace_id,
+            span_id=self.trace.span_id,
+        )
 
     def _begin_attempt(self, index: int, retry: int, timeout: float) -> _Attempt:
         self._attempts += 1
         client = self.plan.clients[index]
-        attempt = _Attempt(self._attempts, index, retry, client)
+        trace = self.trace.attempt(
+            self._attempts, client, index, retry, self._call_params(timeout), self.plan.operation == "generate_stream"
+        )
+        attempt = _Attempt(self._attempts, index, retry, client, trace)
         self.recorder.record(
             "AttemptStarted",
             partial(
@@ -190,6 +202,8 @@ class Execution:
                 retry=retry,
                 timeout_seconds=round(timeout, 6),
             ),
+            trace_id=trace.trace_id,
+            span_id=trace.span_id,
         )
         return attempt
 
@@ -212,7 +226,10 @@ class Execution:
                 time_to_first_chunk_ms=ttfc_ms,
                 output=output(),
             ),
+            trace_id=attempt.trace.trace_id,
+            span_id=attempt.trace.span_id,
         )
+        attempt.trace.succeeded(completion, ttfc_ms)
         self.summaries.append(
             AttemptSummary(
                 attempt=attempt.number,
@@ -258,7 +275,10 @@ class Execution:
                 backoff_seconds=round(decision.delay, 6) if decision.action == "retry" else None,
                 chunks_delivered=chunks_delivered,
             ),
+            trace_id=attempt.trace.trace_id,
+            span_id=attempt.trace.span_id,
         )
+        attempt.trace.failed(error, error_type)
         self.summaries.append(
             AttemptSummary(
                 attempt=attempt.number,
@@ -286,7 +306,10 @@ class Execution:
                 to_index=index + 1,
                 reason=reason,
             ),
+            trace_id=self.trace.trace_id,
+            span_id=self.trace.span_id,
         )
+        self.trace.fallback(chain[index], chain[index + 1], reason)
 
     def _succeeded(self, attempt: _Attempt, completion: Completion) -> LLMResponse:
         latency = self._elapsed_ms()
@@ -304,7 +327,10 @@ class Execution:
                 finish_reason=completion.finish_reason,
                 output=self._output_record(completion.text),
             ),
+            trace_id=self.trace.trace_id,
+            span_id=self.trace.span_id,
         )
+        self.trace.succeeded(route.model, self.usage)
         return LLMResponse(
             content=completion.text,
             model=route.model,
@@ -327,18 +353,22 @@ class Execution:
     def _failed(self, error_type: str, message: str, *, chunks_delivered: int = 0) -> None:
         self._finished = True
         last = self.summaries[-1].model if self.summaries else None
+        message = self.plan.scrubber.scrub(message)
         self.recorder.record(
             "ExecutionFailed",
             partial(
                 ExecutionFailedPayload,
                 error_type=error_type,
-                message=self.plan.scrubber.scrub(message),
+                message=message,
                 attempts=self._attempts,
                 latency_ms=self._elapsed_ms(),
                 last_model=last,
                 chunks_delivered=chunks_delivered,
             ),
+            trace_id=self.trace.trace_id,
+            span_id=self.trace.span_id,
         )
+        self.trace.failed(error_type, message)
 
     def _cancelled(self, attempt: _Attempt | None, *, chunks_delivered: int = 0) -> None:
         if self._finished:

@@ -27,6 +27,7 @@ from llm_ledger.executor.policy import RetryPolicy
 from llm_ledger.executor.routing import ModelRoute, ProviderSettings, parse_model_string, resolve_settings
 from llm_ledger.executor.sink import EventSink, get_default_sink
 from llm_ledger.executor.structured import parse_structured, schema_instruction
+from llm_ledger.executor.tracing import ExecutionTracer, get_default_tracer
 from llm_ledger.executor.types import LLMMessage, LLMResponse
 
 log = logging.getLogger("llm_ledger.executor")
@@ -72,6 +73,7 @@ class LLMExecutor:
         retry_policy: RetryPolicy | None = None,
         providers: Mapping[str, ProviderSettings] | None = None,
         client_factory: ClientFactory | None = None,
+        tracer: ExecutionTracer | None = None,
     ) -> None:
         if max_retries < 0:
             raise ConfigurationError(f"max_retries must not be negative, got {max_retries}")
@@ -106,6 +108,7 @@ class LLMExecutor:
         self.retry_policy = retry_policy or RetryPolicy()
         self._providers = dict(providers) if providers else None
         self._client_factory = client_factory or default_client_factory
+        self._tracer = tracer
         self._clients: dict[str, ModelClient] = {}
         self._chains: dict[tuple[str, ...], tuple[tuple[ModelClient, ...], Scrubber]] = {}
         self._clients_lock = threading.Lock()
@@ -255,6 +258,7 @@ class LLMExecutor:
             policy=self.retry_policy,
             sink=self.sink,
             scrubber=scrubber,
+            tracer=self._tracer or get_default_tracer(),
         )
 
 
