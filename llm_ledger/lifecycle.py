@@ -1,10 +1,11 @@
-"""Wiring of the process-wide default sink to the store, and its orderly close."""
+"""Wiring of the process-wide defaults (sink: the store's writer; tracer: OpenTelemetry), and closing."""
 
 from __future__ import annotations
 
 import asyncio
 
 from llm_ledger.executor.sink import EventSink, set_default_sink, set_default_sink_factory
+from llm_ledger.executor.tracing import ExecutionTracer, NoTracer, set_default_tracer_factory
 
 
 def _default_writer() -> EventSink:
@@ -15,6 +16,20 @@ def _default_writer() -> EventSink:
 
 
 set_default_sink_factory(_default_writer)
+
+
+def _default_tracer() -> ExecutionTracer:
+    # First LLM call: install OTLP export if the OTEL_* variables ask for it (unless the application
+    # has its own provider). With no provider at all, spans would be no-ops: skip them entirely.
+    from llm_ledger.telemetry import OtelExecutionTracer, application_has_tracer_provider, configure_tracing
+
+    configure_tracing()
+    if application_has_tracer_provider():
+        return OtelExecutionTracer()
+    return NoTracer()
+
+
+set_default_tracer_factory(_default_tracer)
 
 
 async def aclose(wait_seconds: float = 5.0) -> None:

@@ -1,0 +1,19 @@
+"""OpenTelemetry for llm-ledger: providers from the standard OTEL_* variables, and GenAI spans."""
+
+from llm_ledger.telemetry.setup import (
+    EXIT_BUDGET_SECONDS,
+    ExportCounters,
+    Telemetry,
+    application_has_tracer_provider,
+    configure_tracing,
+)
+from llm_ledger.telemetry.spans import OtelExecutionTracer
+
+__all__ = [
+    "EXIT_BUDGET_SECONDS",
+    "ExportCounters",
+    "OtelExecutionTracer",
+    "Telemetry",
+    "application_has_tracer_provider",
+    "configure_tracing",
+]

@@ -1,0 +1,203 @@
+"""Tracer and meter providers from the standard OTEL_* variables, that never hold the process up.
+
+Measured with the SDK's defaults and no collector: ``shutdown()`` blocks 30 s and ``force_flush()``
+35-50 s (and still returns True), and the default 2,048-span queue drops half the spans of a tight
+loop even with a healthy collector. So: a larger queue, exporter timeouts of a few seconds, the SDK's
+own exit hooks off, and an exit hook of ours that gives the exporters at most ``EXIT_BUDGET_SECONDS``.
+Spans that could not be exported are counted and reported once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+log = logging.getLogger("llm_ledger.telemetry")
+
+EXIT_BUDGET_SECONDS = 1.5
+QUEUE_SIZE = 65_536
+EXPORT_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass
+class ExportCounters:
+    """Spans handed to the exporter, exported, and lost (export failed, or the queue was full)."""
+
+    submitted: int = 0
+    exported: int = 0
+    failed: int = 0
+
+    @property
+    def dropped(self) -> int:
+        return self.submitted - self.exported
+
+
+class _CountingExporter(SpanExporter):
+    """Counts what the wrapped exporter manages to send, and says once when it starts failing."""
+
+    def __init__(self, inner: SpanExporter, counters: ExportCounters) -> None:
+        self._inner = inner
+        self._counters = counters
+        self._warned = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self._inner.export(spans)
+        except Exception:  # noqa: BLE001 - an exporter that raises has failed like any other
+            result = SpanExportResult.FAILURE
+        if result is SpanExportResult.SUCCESS:
+            self._counters.exported += len(spans)
+        else:
+            self._counters.failed += len(spans)
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "llm-ledger: spans cannot be exported to the OTLP endpoint; they are dropped "
+                    "(the events in the store are unaffected)"
+                )
+        return result
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+class _CountingProcessor(BatchSpanProcessor):
+    def __init__(self, exporter: SpanExporter, counters: ExportCounters) -> None:
+        super().__init__(
+            _CountingExporter(exporter, counters),
+            max_queue_size=QUEUE_SIZE,
+            max_export_batch_size=512,
+            schedule_delay_millis=500,
+        )
+        self._counters = counters
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self._counters.submitted += 1
+        super().on_end(span)
+
+
+@dataclass
+class Telemetry:
+    """What ``configure_tracing`` installed."""
+
+    tracer_provider: TracerProvider | None
+    meter_provider: MeterProvider | None
+    counters: ExportCounters
+
+    def shutdown(self, budget_seconds: float = EXIT_BUDGET_SECONDS) -> None:
+        """Flush and stop, giving up after ``budget_seconds`` (the exporter threads are daemons)."""
+        providers = [p for p in (self.tracer_provider, self.meter_provider) if p is not None]
+        done = threading.Event()
+
+        def stop() -> None:
+            for provider in providers:
+                with contextlib.suppress(Exception):  # best effort, at exit
+                    provider.shutdown()
+            done.set()
+
+        threading.Thread(target=stop, name="llm-ledger-otel-shutdown", daemon=True).start()
+        done.wait(budget_seconds)
+        if self.counters.dropped > 0:
+            log.warning("llm-ledger: %d of %d spans were not exported", self.counters.dropped, self.counters.submitted)
+
+
+_installed: Telemetry | None = None
+_lock = threading.Lock()
+
+
+def _endpoint_configured(env: Mapping[str, str], signal: str) -> bool:
+    if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return False
+    if env.get(f"OTEL_{signal.upper()}_EXPORTER", "otlp").lower() == "none":
+        return False
+    return bool(env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+
+
+def _protocol(env: Mapping[str, str], signal: str) -> str:
+    protocol = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+    protocol = (protocol or "grpc").lower()
+    if protocol not in ("grpc", "http/protobuf"):
+        raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported (use grpc or http/protobuf)")
+    return protocol
+
+
+def _timeout(env: Mapping[str, str]) -> float | None:
+    # The exporters read OTEL_EXPORTER_OTLP_TIMEOUT themselves; only the default is shortened.
+    return None if env.get("OTEL_EXPORTER_OTLP_TIMEOUT") else EXPORT_TIMEOUT_SECONDS
+
+
+def _span_exporter(env: Mapping[str, str]) -> SpanExporter:
+    if _protocol(env, "traces") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
+
+        return Grpc(timeout=_timeout(env))
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
+
+    return Http(timeout=_timeout(env))
+
+
+def _metric_exporter(env: Mapping[str, str]) -> MetricExporter:
+    if _protocol(env, "metrics") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
+
+        return Grpc(timeout=_timeout(env))
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
+
+    return Http(timeout=_timeout(env))
+
+
+def application_has_tracer_provider() -> bool:
+    """Whether something other than OpenTelemetry's default no-op proxy is installed."""
+    return not isinstance(trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+
+
+def configure_tracing(environ: Mapping[str, str] | None = None) -> Telemetry | None:
+    """Install tracer (and meter) providers exporting OTLP as the OTEL_* variables say.
+
+    Does nothing, and returns None, when no OTLP endpoint is configured, or when the application has
+    already installed a tracer provider (the executor then uses that one, unchanged). Called again,
+    it returns what it installed the first time.
+    """
+    global _installed
+    env = os.environ if environ is None else environ
+    with _lock:
+        if _installed is not None:
+            return _installed
+        wants_traces = _endpoint_configured(env, "traces") and not application_has_tracer_provider()
+        wants_metrics = _endpoint_configured(env, "metrics") and not isinstance(
+            metrics.get_meter_provider(), MeterProvider
+        )
+        if not wants_traces and not wants_metrics:
+            return None
+        resource = Resource.create(
+            {"service.name": env.get("OTEL_SERVICE_NAME", "llm-ledger")} if "OTEL_SERVICE_NAME" not in env else {}
+        )
+        counters = ExportCounters()
+        tracer_provider = None
+        if wants_traces:
+            tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+            tracer_provider.add_span_processor(_CountingProcessor(_span_exporter(env), counters))
+            trace.set_tracer_provider(tracer_provider)
+        meter_provider = None
+        if wants_metrics:
+            reader = PeriodicExportingMetricReader(_metric_exporter(env), export_interval_millis=10_000)
+            meter_provider = MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
+            metrics.set_meter_provider(meter_provider)
+        _installed = Telemetry(tracer_provider, meter_provider, counters)
+        atexit.register(_installed.shutdown)
+        return _installed
