@@ -119,8 +119,8 @@ def count_rows(url: str, table: str) -> int:
 
 @contextlib.contextmanager
 def frozen_heap() -> Iterator[None]:
-    """Keep the benchmark's own heap (pre-made drafts, rows) out of the garbage collector's full passes, as a
-    production writer does not have it: measured, it makes sealing and checking 2.5x slower."""
+    """Keep the benchmark's own heap (pre-made drafts or rows: millions of objects) out of the garbage
+    collector's full passes while measuring: a production writer does not carry it."""
     gc.collect()
     gc.freeze()
     try:
@@ -214,6 +214,32 @@ def run_writer(url: str, drafts: list[EventDraft], batch_size: int, spool_dir: P
     return WriterRun(batch_size, len(drafts), seconds, spread)
 
 
+@dataclass(frozen=True, slots=True)
+class AppendRun:
+    batch_size: int
+    events: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+
+def run_append_rows(url: str, rows: list[dict[str, Any]], batch_size: int) -> AppendRun:
+    """The writer's database stage alone: ``EventStore.append_rows`` (as the writer calls it, same role and
+    store) on rows checked beforehand, one batch after the other."""
+    store = EventStore(url, role=WRITER_ROLE)
+    start = time.perf_counter()
+    for i in range(0, len(rows), batch_size):
+        store.append_rows(rows[i : i + batch_size])
+    seconds = time.perf_counter() - start
+    store.close()
+    stored = count_rows(url, "llm_ledger_events")
+    if stored != len(rows):
+        raise RuntimeError(f"append_rows stored {stored} rows of {len(rows)}")
+    return AppendRun(batch_size, len(rows), seconds)
+
+
 def prepare_seconds_per_event(drafts: list[EventDraft]) -> float:
     """What the writer thread spends per event before the database: sealing plus ``event_to_row``."""
     start = time.perf_counter()
@@ -236,14 +262,9 @@ class CopyRun:
         return self.events / self.seconds
 
 
-def copy_values(drafts: list[EventDraft]) -> list[tuple[Any, ...]]:
-    """The rows the writer stored (``event_to_row`` of the sealed drafts), payload as JSON text."""
-    values = []
-    for index, draft in enumerate(drafts):
-        row = event_to_row(draft, index)
-        row["payload"] = orjson.dumps(row["payload"]).decode()
-        values.append(tuple(row[column] for column in COPY_COLUMNS))
-    return values
+def copy_values(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """The rows as COPY takes them, payload as JSON text."""
+    return [tuple(orjson.dumps(row[c]).decode() if c == "payload" else row[c] for c in COPY_COLUMNS) for row in rows]
 
 
 def run_copy(url: str, values: list[tuple[Any, ...]], per_transaction: int | None) -> CopyRun:
@@ -422,6 +443,7 @@ def report(
     writers: list[WriterRun],
     copies: list[CopyRun],
     prepare_us: float | None,
+    append: AppendRun | None,
     backlog: dict[str, Any] | None,
     default_batch: int,
 ) -> str:
@@ -445,6 +467,11 @@ def report(
             lines.append(
                 f"| BufferedWriter, batch_size {w.batch_size}{tag}, ~{w.tenants_per_batch:.0f} tenants a batch "
                 f"| {w.events} | {w.seconds:.2f} | {w.rate:,.0f} |"
+            )
+        if append is not None:
+            lines.append(
+                f"| its database stage alone: `EventStore.append_rows`, batches of {append.batch_size}, rows checked "
+                f"beforehand | {append.events} | {append.seconds:.2f} | {append.rate:,.0f} |"
             )
         for c in copies:
             how = "one transaction" if c.per_transaction is None else f"one transaction per {c.per_transaction} rows"
@@ -557,7 +584,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     writers: list[WriterRun] = []
     copies: list[CopyRun] = []
     prepare_us: float | None = None
-    values: list[tuple[Any, ...]] = []
+    append: AppendRun | None = None
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="llm-ledger-bench-") as tmp:
         for batch_size in batch_sizes:
             print(f"generating {args.events:,} events for batch_size {batch_size} ...", file=sys.stderr, flush=True)
@@ -566,15 +594,22 @@ def main(argv: Sequence[str] | None = None) -> None:
                 run = run_writer(url, drafts, batch_size, Path(tmp) / f"spool-{batch_size}")
             print(f"  writer batch_size {batch_size}: {run.rate:,.0f} events/s", file=sys.stderr, flush=True)
             writers.append(run)
-            if batch_size == batch_sizes[0] and not args.skip_copy:
-                values = copy_values(drafts)
+            if batch_size == batch_sizes[0]:
+                # The very rows the writer stored (the drafts are sealed now: this only reads them back).
+                rows = [event_to_row(draft, index) for index, draft in enumerate(drafts)]
             del drafts
-        if not args.skip_copy:
+        if rows:
+            with frozen_heap(), fresh_database(args.server) as url:
+                append = run_append_rows(url, rows, batch_sizes[0])
+            print(f"  append_rows alone: {append.rate:,.0f} events/s", file=sys.stderr, flush=True)
+        if rows and not args.skip_copy:
+            values = copy_values(rows)
             for per_transaction in (None, batch_sizes[0]):
                 with frozen_heap(), fresh_database(args.server) as url:
                     copies.append(run_copy(url, values, per_transaction))
                 print(f"  COPY per {per_transaction}: {copies[-1].rate:,.0f} rows/s", file=sys.stderr, flush=True)
             del values
+        del rows
         sample = generate_drafts(min(args.events, 50_000), args.tenants)
         with frozen_heap():
             prepare_us = prepare_seconds_per_event(sample) * 1e6
@@ -590,6 +625,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         writers=writers,
         copies=copies,
         prepare_us=prepare_us,
+        append=append,
         backlog=backlog,
         default_batch=batch_sizes[0] if batch_sizes else 500,
     )

@@ -5,6 +5,7 @@ from llm_ledger.telemetry.setup import (
     ExportCounters,
     Telemetry,
     application_has_tracer_provider,
+    build_telemetry,
     configure_tracing,
 )
 from llm_ledger.telemetry.spans import OtelExecutionTracer
@@ -15,5 +16,6 @@ __all__ = [
     "OtelExecutionTracer",
     "Telemetry",
     "application_has_tracer_provider",
+    "build_telemetry",
     "configure_tracing",
 ]

@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 log = logging.getLogger("llm_ledger.telemetry")
 
-EXIT_BUDGET_SECONDS = 1.5
+EXIT_BUDGET_SECONDS = 0.75
 QUEUE_SIZE = 65_536
 EXPORT_TIMEOUT_SECONDS = 5.0
 
@@ -166,6 +166,50 @@ def application_has_tracer_provider() -> bool:
     return not isinstance(trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
+class _FirstOnly(logging.Filter):
+    """Lets the first record of each message through, and no repeat."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = str(record.msg)
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        return True
+
+
+def _quiet_sdk_logs() -> None:
+    # The OTLP exporters log every failed attempt and retry, and the batch processor every dropped
+    # span: thousands of lines when the collector is down. Ours says it once, with the count at exit.
+    for name in ("opentelemetry.exporter.otlp", "opentelemetry.sdk._shared_internal"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _FirstOnly) for f in logger.filters):
+            logger.addFilter(_FirstOnly())
+    logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
+
+
+def build_telemetry(environ: Mapping[str, str], *, traces: bool = True, metrics_too: bool = True) -> Telemetry:
+    """Tracer and meter providers exporting OTLP as ``environ`` says, without installing them."""
+    env = environ
+    _quiet_sdk_logs()
+    # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; the default name is ours.
+    named = "OTEL_SERVICE_NAME" in env or "service.name=" in env.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    resource = Resource.create({} if named else {"service.name": "llm-ledger"})
+    counters = ExportCounters()
+    tracer_provider = None
+    if traces:
+        tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+        tracer_provider.add_span_processor(_CountingProcessor(_span_exporter(env), counters))
+    meter_provider = None
+    if metrics_too:
+        reader = PeriodicExportingMetricReader(_metric_exporter(env), export_interval_millis=10_000)
+        meter_provider = MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
+    return Telemetry(tracer_provider, meter_provider, counters)
+
+
 def configure_tracing(environ: Mapping[str, str] | None = None) -> Telemetry | None:
     """Install tracer (and meter) providers exporting OTLP as the OTEL_* variables say.
 
@@ -184,20 +228,11 @@ def configure_tracing(environ: Mapping[str, str] | None = None) -> Telemetry | N
         )
         if not wants_traces and not wants_metrics:
             return None
-        resource = Resource.create(
-            {"service.name": env.get("OTEL_SERVICE_NAME", "llm-ledger")} if "OTEL_SERVICE_NAME" not in env else {}
-        )
-        counters = ExportCounters()
-        tracer_provider = None
-        if wants_traces:
-            tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-            tracer_provider.add_span_processor(_CountingProcessor(_span_exporter(env), counters))
-            trace.set_tracer_provider(tracer_provider)
-        meter_provider = None
-        if wants_metrics:
-            reader = PeriodicExportingMetricReader(_metric_exporter(env), export_interval_millis=10_000)
-            meter_provider = MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
-            metrics.set_meter_provider(meter_provider)
-        _installed = Telemetry(tracer_provider, meter_provider, counters)
-        atexit.register(_installed.shutdown)
-        return _installed
+        installed = build_telemetry(env, traces=wants_traces, metrics_too=wants_metrics)
+        if installed.tracer_provider is not None:
+            trace.set_tracer_provider(installed.tracer_provider)
+        if installed.meter_provider is not None:
+            metrics.set_meter_provider(installed.meter_provider)
+        atexit.register(installed.shutdown)
+        _installed = installed
+        return installed

@@ -14,14 +14,8 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Literal, cast
 
-import pytest
-
-pytest.importorskip("grpc", reason="grpcio is not installed")
-pytest.importorskip("opentelemetry.sdk", reason="opentelemetry-sdk is not installed")
-pytest.importorskip("opentelemetry.exporter.otlp.proto.grpc", reason="opentelemetry-exporter-otlp-proto-grpc missing")
-pytest.importorskip("opentelemetry.exporter.otlp.proto.http", reason="opentelemetry-exporter-otlp-proto-http missing")
-
 import grpc  # type: ignore[import-untyped]
+import pytest
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
     OTLPMetricExporter as GrpcMetricExporter,
 )
@@ -36,17 +30,12 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyVa
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    SimpleSpanProcessor,
-    SpanExporter,
-    SpanExportResult,
-    SpanProcessor,
-)
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tests.telemetry.receivers import (
+    AttributeValue,
     GrpcOtlpReceiver,
     HistogramPoint,
     HttpOtlpReceiver,
@@ -63,7 +52,7 @@ PROTOCOLS: list[Protocol] = ["grpc", "http"]
 Receiver = GrpcOtlpReceiver | HttpOtlpReceiver
 
 SERVICE = "llm-ledger-tests"
-CHAT_ATTRIBUTES = {
+CHAT_ATTRIBUTES: dict[str, AttributeValue] = {
     "gen_ai.operation.name": "chat",
     "gen_ai.provider.name": "openai",
     "gen_ai.request.model": "gpt-4o-mini",
