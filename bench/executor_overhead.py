@@ -31,6 +31,8 @@ from agno.models.openai import OpenAIChat
 
 from llm_ledger import InMemorySink, LLMExecutor, LLMMessage, execution_context
 from llm_ledger.executor import ProviderSettings, RetryPolicy
+from llm_ledger.telemetry import DeferredExecutionTracer, build_telemetry
+from tests.telemetry.receivers import closed_endpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-bench-0000000000000000"
@@ -53,16 +55,48 @@ def start_server() -> tuple[subprocess.Popen[str], int]:
     return process, int(line.removeprefix("PORT="))
 
 
+RECEIVER = """
+import sys, time
+from tests.telemetry.receivers import GrpcOtlpReceiver
+receiver = GrpcOtlpReceiver(max_workers=4).start()
+print(receiver.endpoint, flush=True)
+while True:
+    time.sleep(5)
+    receiver.clear()  # received spans are not needed, only received
+"""
+
+
+def start_receiver() -> tuple[subprocess.Popen[str], str]:
+    """A real OTLP/gRPC receiver in its own process."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", RECEIVER],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert process.stdout is not None
+    return process, process.stdout.readline().strip()
+
+
+def traced_executor(endpoint: str, providers: dict[str, ProviderSettings], sink: InMemorySink) -> LLMExecutor:
+    """An executor tracing as ``configure_tracing`` sets it up (its providers, spans built off the call)."""
+    telemetry = build_telemetry({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
+    tracer = DeferredExecutionTracer(telemetry)
+    return LLMExecutor("openai/gpt-bench", sink=sink, providers=providers, step_name="bench", tracer=tracer)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def run(rounds: int, warmup: int) -> dict[str, list[float]]:
+async def run(rounds: int, warmup: int, tracing: bool) -> dict[str, list[float]]:
     # Agno prints every provider error to stdout; the executor silences that for its own calls, so
     # it is silenced for the hand-written baseline too, or the baseline would pay for printing.
     logging.getLogger("agno").disabled = True
     process, port = start_server()
+    receiver, endpoint = start_receiver() if tracing else (None, "")
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
         bare = OpenAIChat(id="gpt-bench", api_key=API_KEY, base_url=base_url, max_retries=0, retries=0)
@@ -106,6 +140,18 @@ async def run(rounds: int, warmup: int) -> dict[str, list[float]]:
             "hand_fallback": hand_fallback,
             "executor_fallback": executor_fallback,
         }
+        if tracing:
+            traced = traced_executor(endpoint, providers, sink)
+            traced_down = traced_executor(closed_endpoint(), providers, sink)
+
+            async def traced_call() -> None:
+                await traced.generate(messages)
+
+            async def traced_down_call() -> None:
+                await traced_down.generate(messages)
+
+            variants["executor_traced"] = traced_call
+            variants["executor_traced_down"] = traced_down_call
         timings: dict[str, list[float]] = {name: [] for name in variants}
         rng = random.Random(42)
         order = list(variants)
@@ -124,6 +170,9 @@ async def run(rounds: int, warmup: int) -> dict[str, list[float]]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+        if receiver is not None:
+            receiver.terminate()
+            receiver.wait(timeout=10)
 
 
 def report(timings: dict[str, list[float]]) -> str:
@@ -141,6 +190,9 @@ def report(timings: dict[str, list[float]]) -> str:
         f"(b) executor fallback / hand-written fallback, medians: "
         f"**{median['executor_fallback'] / median['hand_fallback']:.3f}**",
     ]
+    for name in ("executor_traced", "executor_traced_down"):
+        if name in median:
+            lines.append(f"{name} / bare Agno call, medians: **{median[name] / median['bare_agno']:.3f}**")
     return "\n".join(lines)
 
 
@@ -148,8 +200,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--tracing", action="store_true", help="also time executors exporting spans over OTLP")
     args = parser.parse_args()
-    timings = asyncio.run(run(args.rounds, args.warmup))
+    timings = asyncio.run(run(args.rounds, args.warmup, args.tracing))
     print(report(timings))
 
 

@@ -21,11 +21,18 @@ set_default_sink_factory(_default_writer)
 def _default_tracer() -> ExecutionTracer:
     # First LLM call: install OTLP export if the OTEL_* variables ask for it (unless the application
     # has its own provider). With no provider at all, spans would be no-ops: skip them entirely.
-    from llm_ledger.telemetry import OtelExecutionTracer, application_has_tracer_provider, configure_tracing
+    from llm_ledger.telemetry import (
+        DeferredExecutionTracer,
+        OtelExecutionTracer,
+        application_has_tracer_provider,
+        configure_tracing,
+    )
 
-    configure_tracing()
+    installed = configure_tracing()
+    if installed is not None and installed.tracer_provider is not None:
+        return DeferredExecutionTracer(installed)  # ours: spans built off the call path
     if application_has_tracer_provider():
-        return OtelExecutionTracer()
+        return OtelExecutionTracer()  # the application's: spans made through its provider
     return NoTracer()
 
 

@@ -1,5 +1,6 @@
 """OpenTelemetry for llm-ledger: providers from the standard OTEL_* variables, and GenAI spans."""
 
+from llm_ledger.telemetry.deferred import DeferredExecutionTracer
 from llm_ledger.telemetry.setup import (
     EXIT_BUDGET_SECONDS,
     ExportCounters,
@@ -11,6 +12,7 @@ from llm_ledger.telemetry.setup import (
 from llm_ledger.telemetry.spans import OtelExecutionTracer
 
 __all__ = [
+    "DeferredExecutionTracer",
     "EXIT_BUDGET_SECONDS",
     "ExportCounters",
     "OtelExecutionTracer",

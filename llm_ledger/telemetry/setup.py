@@ -98,6 +98,7 @@ class Telemetry:
     tracer_provider: TracerProvider | None
     meter_provider: MeterProvider | None
     counters: ExportCounters
+    span_processor: BatchSpanProcessor | None = None
 
     def shutdown(self, budget_seconds: float = EXIT_BUDGET_SECONDS) -> None:
         """Flush and stop, giving up after ``budget_seconds`` (the exporter threads are daemons)."""
@@ -141,24 +142,42 @@ def _timeout(env: Mapping[str, str]) -> float | None:
     return None if env.get("OTEL_EXPORTER_OTLP_TIMEOUT") else EXPORT_TIMEOUT_SECONDS
 
 
+def _endpoint(env: Mapping[str, str], signal: str, protocol: str) -> str | None:
+    """The signal's endpoint as the OTLP exporter specification derives it (the exporters do the same
+    from os.environ; this also serves an explicit mapping)."""
+    specific = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
+    if specific:
+        return specific
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not base or protocol == "grpc":
+        return base
+    return f"{base.rstrip('/')}/v1/{signal}"
+
+
 def _span_exporter(env: Mapping[str, str]) -> SpanExporter:
-    if _protocol(env, "traces") == "grpc":
+    protocol = _protocol(env, "traces")
+    endpoint = _endpoint(env, "traces", protocol)
+    if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
 
-        return Grpc(timeout=_timeout(env))
+        insecure = endpoint.startswith("http://") if endpoint else None
+        return Grpc(endpoint=endpoint, insecure=insecure, timeout=_timeout(env))
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
 
-    return Http(timeout=_timeout(env))
+    return Http(endpoint=endpoint, timeout=_timeout(env))
 
 
 def _metric_exporter(env: Mapping[str, str]) -> MetricExporter:
-    if _protocol(env, "metrics") == "grpc":
+    protocol = _protocol(env, "metrics")
+    endpoint = _endpoint(env, "metrics", protocol)
+    if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
 
-        return Grpc(timeout=_timeout(env))
+        insecure = endpoint.startswith("http://") if endpoint else None
+        return Grpc(endpoint=endpoint, insecure=insecure, timeout=_timeout(env))
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
 
-    return Http(timeout=_timeout(env))
+    return Http(endpoint=endpoint, timeout=_timeout(env))
 
 
 def application_has_tracer_provider() -> bool:
@@ -199,15 +218,16 @@ def build_telemetry(environ: Mapping[str, str], *, traces: bool = True, metrics_
     named = "OTEL_SERVICE_NAME" in env or "service.name=" in env.get("OTEL_RESOURCE_ATTRIBUTES", "")
     resource = Resource.create({} if named else {"service.name": "llm-ledger"})
     counters = ExportCounters()
-    tracer_provider = None
+    tracer_provider = processor = None
     if traces:
         tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-        tracer_provider.add_span_processor(_CountingProcessor(_span_exporter(env), counters))
+        processor = _CountingProcessor(_span_exporter(env), counters)
+        tracer_provider.add_span_processor(processor)
     meter_provider = None
     if metrics_too:
         reader = PeriodicExportingMetricReader(_metric_exporter(env), export_interval_millis=10_000)
         meter_provider = MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
-    return Telemetry(tracer_provider, meter_provider, counters)
+    return Telemetry(tracer_provider, meter_provider, counters, processor)
 
 
 def configure_tracing(environ: Mapping[str, str] | None = None) -> Telemetry | None:

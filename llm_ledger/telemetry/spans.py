@@ -3,6 +3,8 @@
 One INTERNAL span per execution, child of the caller's current span, and one CLIENT span per attempt
 named ``{gen_ai.operation.name} {gen_ai.request.model}``. Attribute names come from the
 ``opentelemetry-semantic-conventions`` package. Prompt and answer content is never put on spans.
+The functions here say what the spans hold; ``OtelExecutionTracer`` makes them through the
+OpenTelemetry API as a call goes, ``deferred`` builds the same after the call.
 """
 
 from __future__ import annotations
@@ -24,19 +26,127 @@ from llm_ledger.executor.context import ExecutionContext
 from llm_ledger.executor.errors import ProviderError
 
 OPERATION = gen_ai.GenAiOperationNameValues.CHAT.value
-
-# The ledger's own attributes, on execution and attempt spans alike.
-EXECUTION_ID = "llm_ledger.execution_id"
-TENANT_ID = "llm_ledger.tenant_id"
-AGENT_ID = "llm_ledger.agent_id"
-SESSION_ID = "llm_ledger.session_id"
-TURN_ID = "llm_ledger.turn_id"
-STEP = "llm_ledger.step"
-ATTEMPT = "llm_ledger.attempt"
-RETRY = "llm_ledger.retry"
-FALLBACK_INDEX = "llm_ledger.fallback_index"
-CHAIN = "llm_ledger.chain"
+ERROR_TYPE = error_attributes.ERROR_TYPE
 FALLBACK_EVENT = "llm_ledger.fallback"
+
+_METRIC_KEYS = (
+    gen_ai.GEN_AI_OPERATION_NAME,
+    gen_ai.GEN_AI_PROVIDER_NAME,
+    gen_ai.GEN_AI_REQUEST_MODEL,
+    server_attributes.SERVER_ADDRESS,
+    server_attributes.SERVER_PORT,
+)
+
+
+def ledger_attributes(execution_id: UUID, context: ExecutionContext) -> dict[str, Any]:
+    """``llm_ledger.*`` attributes shared by an execution's spans (empty context fields left out)."""
+    attributes: dict[str, Any] = {
+        "llm_ledger.execution_id": str(execution_id),
+        "llm_ledger.tenant_id": context.tenant_id,
+    }
+    for name, value in (("agent_id", context.agent_id), ("session_id", context.session_id),
+                        ("turn_id", context.turn_id), ("step", context.step)):  # fmt: skip
+        if value:
+            attributes[f"llm_ledger.{name}"] = value
+    return attributes
+
+
+def execution_name(operation: str, context: ExecutionContext) -> str:
+    return f"{operation} {context.step or 'llm'}"
+
+
+def execution_attributes(ledger: dict[str, Any], chain: tuple[str, ...]) -> dict[str, Any]:
+    return {**ledger, "llm_ledger.chain": list(chain), gen_ai.GEN_AI_OPERATION_NAME: OPERATION}
+
+
+def _model_id(client: ModelClient) -> str:
+    return client.route.model_id.partition("?")[0]  # a mock model's behaviour options are not its name
+
+
+def attempt_name(client: ModelClient) -> str:
+    return f"{OPERATION} {_model_id(client)}"
+
+
+def attempt_attributes(
+    ledger: dict[str, Any],
+    number: int,
+    client: ModelClient,
+    fallback_index: int,
+    retry: int,
+    params: CallParams,
+    stream: bool,
+) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        **ledger,
+        gen_ai.GEN_AI_OPERATION_NAME: OPERATION,
+        gen_ai.GEN_AI_PROVIDER_NAME: client.route.provider.otel_name,
+        gen_ai.GEN_AI_REQUEST_MODEL: _model_id(client),
+        gen_ai.GEN_AI_REQUEST_STREAM: stream,
+        "llm_ledger.attempt": number,
+        "llm_ledger.retry": retry,
+        "llm_ledger.fallback_index": fallback_index,
+    }
+    if params.temperature is not None:
+        attributes[gen_ai.GEN_AI_REQUEST_TEMPERATURE] = params.temperature
+    if params.max_tokens is not None:
+        attributes[gen_ai.GEN_AI_REQUEST_MAX_TOKENS] = params.max_tokens
+    if client.server_address:
+        attributes[server_attributes.SERVER_ADDRESS] = client.server_address
+    if client.server_port:
+        attributes[server_attributes.SERVER_PORT] = client.server_port
+    return attributes
+
+
+def response_attributes(completion: Completion, ttfc_ms: float | None) -> dict[str, Any]:
+    attributes: dict[str, Any] = {}
+    if completion.response_model:
+        attributes[gen_ai.GEN_AI_RESPONSE_MODEL] = completion.response_model
+    if completion.response_id:
+        attributes[gen_ai.GEN_AI_RESPONSE_ID] = completion.response_id
+    if completion.finish_reason:
+        attributes[gen_ai.GEN_AI_RESPONSE_FINISH_REASONS] = [completion.finish_reason]
+    if completion.usage is not None:
+        attributes[gen_ai.GEN_AI_USAGE_INPUT_TOKENS] = completion.usage.prompt_tokens
+        attributes[gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS] = completion.usage.completion_tokens
+    if ttfc_ms is not None:
+        attributes[gen_ai.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = ttfc_ms / 1000
+    return attributes
+
+
+def fallback_attributes(from_model: str, to_model: str, reason: str) -> dict[str, Any]:
+    return {"llm_ledger.from_model": from_model, "llm_ledger.to_model": to_model, "llm_ledger.reason": reason}
+
+
+def metric_attributes(client: ModelClient) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        gen_ai.GEN_AI_OPERATION_NAME: OPERATION,
+        gen_ai.GEN_AI_PROVIDER_NAME: client.route.provider.otel_name,
+        gen_ai.GEN_AI_REQUEST_MODEL: _model_id(client),
+    }
+    if client.server_address:
+        attributes[server_attributes.SERVER_ADDRESS] = client.server_address
+    if client.server_port:
+        attributes[server_attributes.SERVER_PORT] = client.server_port
+    return attributes
+
+
+class Instruments:
+    """The GenAI client histograms."""
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self.duration = gen_ai_metrics.create_gen_ai_client_operation_duration(meter)
+        self.tokens = gen_ai_metrics.create_gen_ai_client_token_usage(meter)
+
+
+def record_success(instruments: Instruments, base: dict[str, Any], seconds: float, completion: Completion) -> None:
+    attributes = (
+        {**base, gen_ai.GEN_AI_RESPONSE_MODEL: completion.response_model} if completion.response_model else base
+    )
+    instruments.duration.record(seconds, attributes)
+    if completion.usage is not None:
+        token_type = gen_ai.GEN_AI_TOKEN_TYPE
+        instruments.tokens.record(completion.usage.prompt_tokens, {**attributes, token_type: "input"})
+        instruments.tokens.record(completion.usage.completion_tokens, {**attributes, token_type: "output"})
 
 
 def _ids(span: Span) -> tuple[str | None, str | None]:
@@ -47,15 +157,9 @@ def _ids(span: Span) -> tuple[str | None, str | None]:
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
 
 
-class _Instruments:
-    def __init__(self, meter: metrics.Meter) -> None:
-        self.duration = gen_ai_metrics.create_gen_ai_client_operation_duration(meter)
-        self.tokens = gen_ai_metrics.create_gen_ai_client_token_usage(meter)
-
-
 class OtelExecutionTracer:
-    """The executor's tracer on OpenTelemetry's API: the application's tracer and meter providers if it
-    installed some (``configure_tracing`` installs them from the OTEL_* variables), else no-ops."""
+    """The executor's tracer on the OpenTelemetry API: spans made as the call goes, on the application's
+    tracer and meter providers (used when the application installed its own)."""
 
     def __init__(
         self,
@@ -63,23 +167,14 @@ class OtelExecutionTracer:
         meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
         self.tracer = trace.get_tracer("llm_ledger", __version__, tracer_provider)
-        self.instruments = _Instruments(metrics.get_meter("llm_ledger", __version__, meter_provider))
+        self.instruments = Instruments(metrics.get_meter("llm_ledger", __version__, meter_provider))
 
     def start(
         self, execution_id: UUID, operation: str, context: ExecutionContext, chain: tuple[str, ...], capture: str
     ) -> _ExecutionTrace:
-        ledger = {
-            EXECUTION_ID: str(execution_id),
-            TENANT_ID: context.tenant_id,
-            AGENT_ID: context.agent_id or "",
-            SESSION_ID: context.session_id or "",
-            TURN_ID: context.turn_id or "",
-            STEP: context.step or "",
-        }
+        ledger = ledger_attributes(execution_id, context)
         span = self.tracer.start_span(
-            f"{operation} {context.step or 'llm'}",
-            kind=SpanKind.INTERNAL,
-            attributes={**ledger, CHAIN: list(chain), gen_ai.GEN_AI_OPERATION_NAME: OPERATION},
+            execution_name(operation, context), kind=SpanKind.INTERNAL, attributes=execution_attributes(ledger, chain)
         )
         return _ExecutionTrace(self, span, ledger)
 
@@ -96,103 +191,47 @@ class _ExecutionTrace:
     def attempt(
         self, number: int, client: ModelClient, fallback_index: int, retry: int, params: CallParams, stream: bool
     ) -> _AttemptTrace:
-        route = client.route
-        model_id = route.model_id.partition("?")[0]  # a mock model's behaviour options are not its name
-        attributes: dict[str, Any] = {
-            **self._ledger,
-            gen_ai.GEN_AI_OPERATION_NAME: OPERATION,
-            gen_ai.GEN_AI_PROVIDER_NAME: route.provider.otel_name,
-            gen_ai.GEN_AI_REQUEST_MODEL: model_id,
-            gen_ai.GEN_AI_REQUEST_STREAM: stream,
-            ATTEMPT: number,
-            RETRY: retry,
-            FALLBACK_INDEX: fallback_index,
-        }
-        if params.temperature is not None:
-            attributes[gen_ai.GEN_AI_REQUEST_TEMPERATURE] = params.temperature
-        if params.max_tokens is not None:
-            attributes[gen_ai.GEN_AI_REQUEST_MAX_TOKENS] = params.max_tokens
-        if client.server_address:
-            attributes[server_attributes.SERVER_ADDRESS] = client.server_address
-        if client.server_port:
-            attributes[server_attributes.SERVER_PORT] = client.server_port
         span = self._owner.tracer.start_span(
-            f"{OPERATION} {model_id}",
+            attempt_name(client),
             context=trace.set_span_in_context(self.span),
             kind=SpanKind.CLIENT,
-            attributes=attributes,
+            attributes=attempt_attributes(self._ledger, number, client, fallback_index, retry, params, stream),
         )
-        return _AttemptTrace(self._owner, span, attributes)
+        return _AttemptTrace(self._owner, span, client)
 
     def fallback(self, from_model: str, to_model: str, reason: str) -> None:
-        self.span.add_event(
-            FALLBACK_EVENT,
-            {"llm_ledger.from_model": from_model, "llm_ledger.to_model": to_model, "llm_ledger.reason": reason},
-        )
+        self.span.add_event(FALLBACK_EVENT, fallback_attributes(from_model, to_model, reason))
 
     def succeeded(self, model: str, usage: TokenUsage | None) -> None:
-        self.span.set_attribute("llm_ledger.model", model)
         self.span.end()
 
     def failed(self, error_type: str, message: str) -> None:
-        self.span.set_attribute(error_attributes.ERROR_TYPE, error_type)
+        self.span.set_attribute(ERROR_TYPE, error_type)
         self.span.set_status(Status(StatusCode.ERROR, message))
         self.span.end()
 
 
 class _AttemptTrace:
-    __slots__ = ("_attributes", "_owner", "span", "span_id", "started_ns", "trace_id")
+    __slots__ = ("_client", "_owner", "span", "span_id", "started_ns", "trace_id")
 
-    def __init__(self, owner: OtelExecutionTracer, span: Span, attributes: dict[str, Any]) -> None:
+    def __init__(self, owner: OtelExecutionTracer, span: Span, client: ModelClient) -> None:
         self._owner = owner
-        self._attributes = attributes
+        self._client = client
         self.span = span
         self.trace_id, self.span_id = _ids(span)
         self.started_ns = time.perf_counter_ns()
 
-    def _metric_attributes(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        keys = (
-            gen_ai.GEN_AI_OPERATION_NAME,
-            gen_ai.GEN_AI_PROVIDER_NAME,
-            gen_ai.GEN_AI_REQUEST_MODEL,
-            server_attributes.SERVER_ADDRESS,
-            server_attributes.SERVER_PORT,
-        )
-        attributes = {k: self._attributes[k] for k in keys if k in self._attributes}
-        return {**attributes, **(extra or {})}
-
     def succeeded(self, completion: Completion, ttfc_ms: float | None) -> None:
-        span = self.span
-        if span.is_recording():
-            if completion.response_model:
-                span.set_attribute(gen_ai.GEN_AI_RESPONSE_MODEL, completion.response_model)
-            if completion.response_id:
-                span.set_attribute(gen_ai.GEN_AI_RESPONSE_ID, completion.response_id)
-            if completion.finish_reason:
-                span.set_attribute(gen_ai.GEN_AI_RESPONSE_FINISH_REASONS, [completion.finish_reason])
-            if completion.usage is not None:
-                span.set_attribute(gen_ai.GEN_AI_USAGE_INPUT_TOKENS, completion.usage.prompt_tokens)
-                span.set_attribute(gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS, completion.usage.completion_tokens)
-            if ttfc_ms is not None:
-                span.set_attribute(gen_ai.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, ttfc_ms / 1000)
-        span.end()
-        instruments = self._owner.instruments
-        attributes = self._metric_attributes(
-            {gen_ai.GEN_AI_RESPONSE_MODEL: completion.response_model} if completion.response_model else None
-        )
-        instruments.duration.record((time.perf_counter_ns() - self.started_ns) / 1e9, attributes)
-        if completion.usage is not None:
-            token_type = gen_ai.GEN_AI_TOKEN_TYPE
-            instruments.tokens.record(completion.usage.prompt_tokens, {**attributes, token_type: "input"})
-            instruments.tokens.record(completion.usage.completion_tokens, {**attributes, token_type: "output"})
+        if self.span.is_recording():
+            self.span.set_attributes(response_attributes(completion, ttfc_ms))
+        self.span.end()
+        seconds = (time.perf_counter_ns() - self.started_ns) / 1e9
+        record_success(self._owner.instruments, metric_attributes(self._client), seconds, completion)
 
     def failed(self, error: ProviderError, error_type: str) -> None:
-        span = self.span
-        span.set_attribute(error_attributes.ERROR_TYPE, error_type)
-        span.set_status(Status(StatusCode.ERROR, error.message))
-        span.record_exception(error)
-        span.end()
-        self._owner.instruments.duration.record(
-            (time.perf_counter_ns() - self.started_ns) / 1e9,
-            self._metric_attributes({error_attributes.ERROR_TYPE: error_type}),
-        )
+        self.span.set_attribute(ERROR_TYPE, error_type)
+        self.span.set_status(Status(StatusCode.ERROR, error.message))
+        self.span.record_exception(error)
+        self.span.end()
+        seconds = (time.perf_counter_ns() - self.started_ns) / 1e9
+        self._owner.instruments.duration.record(seconds, {**metric_attributes(self._client), ERROR_TYPE: error_type})

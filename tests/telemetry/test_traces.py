@@ -6,7 +6,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ from opentelemetry.semconv.attributes import error_attributes, server_attributes
 
 from llm_ledger import InMemorySink, LLMExecutor, LLMMessage, execution_context
 from llm_ledger.executor import ProviderSettings, RetryPolicy
-from llm_ledger.telemetry import OtelExecutionTracer
+from llm_ledger.executor.tracing import ExecutionTracer
+from llm_ledger.telemetry import DeferredExecutionTracer, OtelExecutionTracer, build_telemetry
 from tests.fakes import FakeProviderServer, RateLimited, Reply
 from tests.telemetry.receivers import GrpcOtlpReceiver, HttpOtlpReceiver, closed_endpoint, neutralise_otel_environment
 
@@ -49,26 +51,57 @@ def _providers(kind: str, endpoint: str) -> tuple[TracerProvider, MeterProvider]
     return tracer_provider, meter_provider
 
 
-@pytest.fixture(params=["grpc", "http"])
-def traced(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[GrpcOtlpReceiver | HttpOtlpReceiver, TracerProvider, MeterProvider]]:
+@dataclass
+class Traced:
+    receiver: GrpcOtlpReceiver | HttpOtlpReceiver
+    tracer: ExecutionTracer
+    tracer_provider: TracerProvider
+    flush: Callable[[], None]
+
+
+@pytest.fixture(params=["grpc/api", "http/api", "grpc/deferred", "http/deferred"])
+def traced(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Traced]:
+    """A receiver, and an executor tracer exporting to it: either spans made through the OpenTelemetry
+    API on providers of the application's, or the deferred spans of the providers configure_tracing
+    builds."""
     neutralise_otel_environment(monkeypatch)
-    receiver_class = GrpcOtlpReceiver if request.param == "grpc" else HttpOtlpReceiver
+    protocol, how = request.param.split("/")
+    receiver_class = GrpcOtlpReceiver if protocol == "grpc" else HttpOtlpReceiver
     with receiver_class() as receiver:
-        tracer_provider, meter_provider = _providers(request.param, receiver.endpoint)
-        yield receiver, tracer_provider, meter_provider
-        tracer_provider.shutdown()
-        meter_provider.shutdown(timeout_millis=2000)
+        if how == "api":
+            tracer_provider, meter_provider = _providers(protocol, receiver.endpoint)
+            api_tracer = OtelExecutionTracer(tracer_provider, meter_provider)
+
+            def flush_api() -> None:
+                tracer_provider.force_flush()
+                meter_provider.force_flush(timeout_millis=5000)
+
+            yield Traced(receiver, api_tracer, tracer_provider, flush_api)
+            tracer_provider.shutdown()
+            meter_provider.shutdown(timeout_millis=2000)
+        else:
+            env = {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc" if protocol == "grpc" else "http/protobuf",
+            }
+            telemetry = build_telemetry(env)
+            assert telemetry.tracer_provider is not None and telemetry.meter_provider is not None
+            deferred = DeferredExecutionTracer(telemetry)
+            providers = (telemetry.tracer_provider, telemetry.meter_provider)
+
+            def flush_deferred() -> None:
+                assert deferred.flush()
+                providers[0].force_flush()
+                providers[1].force_flush(timeout_millis=5000)
+
+            yield Traced(receiver, deferred, telemetry.tracer_provider, flush_deferred)
+            telemetry.shutdown()
 
 
 async def test_a_fallback_execution_arrives_as_one_trace_with_the_ids_of_its_events(
-    traced: tuple[GrpcOtlpReceiver | HttpOtlpReceiver, TracerProvider, MeterProvider],
-    server: FakeProviderServer,
-    providers: dict[str, ProviderSettings],
-    sink: InMemorySink,
+    traced: Traced, server: FakeProviderServer, providers: dict[str, ProviderSettings], sink: InMemorySink
 ) -> None:
-    receiver, tracer_provider, meter_provider = traced
+    receiver = traced.receiver
     server.script("gpt-a", RateLimited(retry_after=0))
     server.script("claude-b", Reply(text="rule 7", input_tokens=12, output_tokens=3))
     executor = LLMExecutor(
@@ -79,11 +112,12 @@ async def test_a_fallback_execution_arrives_as_one_trace_with_the_ids_of_its_eve
         sink=sink,
         providers=providers,
         retry_policy=RetryPolicy(base_delay=0),
-        tracer=OtelExecutionTracer(tracer_provider, meter_provider),
+        tracer=traced.tracer,
     )
     with execution_context(tenant_id="acme", agent_id="support", session_id="s-1", turn_id="t-1"):
         response = await executor.generate(MESSAGES, temperature=0.3, max_tokens=64)
 
+    traced.flush()
     spans = receiver.wait_for_spans(3)
     by_kind = {(s.kind, s.name): s for s in spans}
     execution = by_kind[("INTERNAL", "generate rule_filtering")]
@@ -135,26 +169,19 @@ async def test_a_fallback_execution_arrives_as_one_trace_with_the_ids_of_its_eve
     started = [e for e in events if e.event_type == "AttemptStarted"]
     assert [e.span_id for e in started] == [failed.span_id, answered.span_id]
 
-    meter_provider.force_flush(timeout_millis=5000)
     names = receiver.metric_names()
     assert gen_ai_metrics.GEN_AI_CLIENT_OPERATION_DURATION in names
     assert gen_ai_metrics.GEN_AI_CLIENT_TOKEN_USAGE in names
 
 
-async def test_the_callers_span_is_the_parent(
-    traced: tuple[GrpcOtlpReceiver | HttpOtlpReceiver, TracerProvider, MeterProvider], sink: InMemorySink
-) -> None:
-    receiver, tracer_provider, meter_provider = traced
-    executor = LLMExecutor(
-        "mock/m?p50_ms=0",
-        step_name="generation",
-        sink=sink,
-        tracer=OtelExecutionTracer(tracer_provider, meter_provider),
-    )
-    turn_tracer = tracer_provider.get_tracer("focal")
+async def test_the_callers_span_is_the_parent(traced: Traced, sink: InMemorySink) -> None:
+    receiver = traced.receiver
+    executor = LLMExecutor("mock/m?p50_ms=0", step_name="generation", sink=sink, tracer=traced.tracer)
+    turn_tracer = traced.tracer_provider.get_tracer("focal")
     with turn_tracer.start_as_current_span("focal turn") as turn, execution_context(tenant_id="acme"):
         await executor.generate(MESSAGES)
         await executor.generate(MESSAGES)
+    traced.flush()
     spans = receiver.wait_for_spans(5)
     turn_id = format(turn.get_span_context().span_id, "016x")
     executions = [s for s in spans if s.kind == "INTERNAL" and s.name.startswith("generate")]

@@ -1,0 +1,245 @@
+"""GenAI spans made off the call path, for the providers that ``configure_tracing`` installs.
+
+Making two SDK spans and three histogram records costs an LLM call 0.3 ms in context (measured: an
+executor at 1.25x a bare Agno call with them, 1.09x without). When llm-ledger owns the tracer
+provider it can do better: a call only notes ids and timestamps, and a background thread builds the
+finished spans (``ReadableSpan``, with those ids and times) and hands them to the batch processor,
+and records the metrics. The spans are the same as ``OtelExecutionTracer``'s; only when they are
+built differs. Spans of an execution are emitted when it ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections import deque
+from typing import Any
+from uuid import UUID
+
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from llm_ledger import __version__
+from llm_ledger.events import TokenUsage
+from llm_ledger.executor.client import CallParams, Completion, ModelClient
+from llm_ledger.executor.context import ExecutionContext
+from llm_ledger.executor.errors import ProviderError
+from llm_ledger.telemetry import spans as conventions
+from llm_ledger.telemetry.setup import Telemetry
+
+log = logging.getLogger("llm_ledger.telemetry")
+
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_random = random.Random(os.urandom(16))
+
+
+class _Attempt:
+    __slots__ = ("client", "completion", "end_ns", "error", "error_type", "fallback_index", "number", "params",
+                 "retry", "span_id", "span_id_hex", "start_ns", "stream", "trace_id", "ttfc_ms")  # fmt: skip
+
+    def __init__(self, execution: _Execution, number: int, client: ModelClient, fallback_index: int, retry: int,
+                 params: CallParams, stream: bool) -> None:  # fmt: skip
+        self.number, self.client, self.fallback_index, self.retry = number, client, fallback_index, retry
+        self.params, self.stream = params, stream
+        self.span_id = _random.getrandbits(64) or 1
+        self.span_id_hex = format(self.span_id, "016x") if execution.trace_id else None
+        self.trace_id = execution.trace_id
+        self.start_ns = time.time_ns()
+        self.end_ns = 0
+        self.completion: Completion | None = None
+        self.ttfc_ms: float | None = None
+        self.error: ProviderError | None = None
+        self.error_type: str | None = None
+
+    def succeeded(self, completion: Completion, ttfc_ms: float | None) -> None:
+        self.end_ns = time.time_ns()
+        self.completion, self.ttfc_ms = completion, ttfc_ms
+
+    def failed(self, error: ProviderError, error_type: str) -> None:
+        self.end_ns = time.time_ns()
+        self.error, self.error_type = error, error_type
+
+
+class _AttemptView:
+    """What the executor sees of an attempt: its ids (the attempt object itself keeps the data)."""
+
+    __slots__ = ("_attempt", "span_id", "trace_id")
+
+    def __init__(self, attempt: _Attempt) -> None:
+        self._attempt = attempt
+        self.trace_id = attempt.trace_id
+        self.span_id = attempt.span_id_hex
+
+    def succeeded(self, completion: Completion, ttfc_ms: float | None) -> None:
+        self._attempt.succeeded(completion, ttfc_ms)
+
+    def failed(self, error: ProviderError, error_type: str) -> None:
+        self._attempt.failed(error, error_type)
+
+
+class _Execution:
+    __slots__ = ("_owner", "attempts", "chain", "context", "end_ns", "error_message", "error_type",
+                 "execution_id", "fallbacks", "operation", "parent", "sampled", "span_id", "span_id_int",
+                 "start_ns", "trace_id", "trace_id_int")  # fmt: skip
+
+    def __init__(self, owner: DeferredExecutionTracer, execution_id: UUID, operation: str, context: ExecutionContext,
+                 chain: tuple[str, ...], parent: SpanContext | None, sampled: bool, trace_id: int) -> None:  # fmt: skip
+        self._owner = owner
+        self.execution_id, self.operation, self.context, self.chain = execution_id, operation, context, chain
+        self.parent, self.sampled = parent, sampled
+        self.trace_id_int = trace_id
+        self.span_id_int = _random.getrandbits(64) or 1
+        self.trace_id = format(trace_id, "032x") if sampled else None
+        self.span_id = format(self.span_id_int, "016x") if sampled else None
+        self.start_ns = time.time_ns()
+        self.end_ns = 0
+        self.attempts: list[_Attempt] = []
+        self.fallbacks: list[tuple[str, str, str, int]] = []
+        self.error_type: str | None = None
+        self.error_message: str | None = None
+
+    def attempt(self, number: int, client: ModelClient, fallback_index: int, retry: int, params: CallParams,
+                stream: bool) -> _AttemptView:  # fmt: skip
+        attempt = _Attempt(self, number, client, fallback_index, retry, params, stream)
+        self.attempts.append(attempt)
+        return _AttemptView(attempt)
+
+    def fallback(self, from_model: str, to_model: str, reason: str) -> None:
+        self.fallbacks.append((from_model, to_model, reason, time.time_ns()))
+
+    def succeeded(self, model: str, usage: TokenUsage | None) -> None:
+        self.end_ns = time.time_ns()
+        self._owner.submit(self)
+
+    def failed(self, error_type: str, message: str) -> None:
+        self.end_ns = time.time_ns()
+        self.error_type, self.error_message = error_type, message
+        self._owner.submit(self)
+
+
+class DeferredExecutionTracer:
+    """Spans and metrics built in a background thread from what each call noted."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        assert telemetry.tracer_provider is not None and telemetry.span_processor is not None
+        self._processor: SpanProcessor = telemetry.span_processor
+        self._resource = telemetry.tracer_provider.resource
+        self._sampler = telemetry.tracer_provider.sampler
+        self._scope = InstrumentationScope("llm_ledger", __version__)
+        meter = metrics.get_meter("llm_ledger", __version__, telemetry.meter_provider)
+        self._instruments = conventions.Instruments(meter)
+        self._queue: deque[_Execution] = deque()
+        self._wake = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread = threading.Thread(target=self._run, name="llm-ledger-spans", daemon=True)
+        self._thread.start()
+
+    def start(self, execution_id: UUID, operation: str, context: ExecutionContext, chain: tuple[str, ...],
+              capture: str) -> _Execution:  # fmt: skip
+        current = trace.get_current_span().get_span_context()
+        parent = current if current.is_valid else None
+        trace_id = parent.trace_id if parent else (_random.getrandbits(128) or 1)
+        result = self._sampler.should_sample(None, trace_id, operation, SpanKind.INTERNAL)
+        sampled = result.decision is Decision.RECORD_AND_SAMPLE
+        return _Execution(self, execution_id, operation, context, chain, parent, sampled, trace_id)
+
+    def submit(self, execution: _Execution) -> None:
+        self._idle.clear()
+        self._queue.append(execution)
+        self._wake.set()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every finished execution has been handed to the span processor."""
+        self._wake.set()
+        return self._idle.wait(timeout)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                execution = self._queue.popleft()
+                try:
+                    self._materialize(execution)
+                except Exception:
+                    log.exception("llm-ledger: a span could not be built")
+            if not self._queue:
+                self._idle.set()
+
+    def _materialize(self, execution: _Execution) -> None:
+        ledger = conventions.ledger_attributes(execution.execution_id, execution.context)
+        for attempt in execution.attempts:
+            self._record_metrics(attempt)
+        if not execution.sampled:
+            return
+        parent_context = SpanContext(execution.trace_id_int, execution.span_id_int, False, _SAMPLED)
+        for attempt in execution.attempts:
+            attributes = conventions.attempt_attributes(ledger, attempt.number, attempt.client,
+                                                        attempt.fallback_index, attempt.retry, attempt.params,
+                                                        attempt.stream)  # fmt: skip
+            events: tuple[Event, ...] = ()
+            if attempt.completion is not None:
+                attributes.update(conventions.response_attributes(attempt.completion, attempt.ttfc_ms))
+                status = Status(StatusCode.UNSET)
+            else:
+                error = attempt.error
+                attributes[conventions.ERROR_TYPE] = attempt.error_type or "unknown"
+                message = error.message if error is not None else ""
+                status = Status(StatusCode.ERROR, message)
+                events = (Event("exception", {"exception.type": type(error).__name__, "exception.message": message},
+                                attempt.end_ns),)  # fmt: skip
+            self._processor.on_end(
+                ReadableSpan(
+                    name=conventions.attempt_name(attempt.client),
+                    context=SpanContext(execution.trace_id_int, attempt.span_id, False, _SAMPLED),
+                    parent=parent_context,
+                    resource=self._resource,
+                    attributes=attributes,
+                    events=events,
+                    kind=SpanKind.CLIENT,
+                    status=status,
+                    start_time=attempt.start_ns,
+                    end_time=attempt.end_ns or execution.end_ns,
+                    instrumentation_scope=self._scope,
+                )
+            )
+        attributes = conventions.execution_attributes(ledger, execution.chain)
+        status = Status(StatusCode.UNSET)
+        if execution.error_type is not None:
+            attributes[conventions.ERROR_TYPE] = execution.error_type
+            status = Status(StatusCode.ERROR, execution.error_message)
+        fallbacks = tuple(
+            Event(conventions.FALLBACK_EVENT, conventions.fallback_attributes(from_model, to_model, reason), at)
+            for from_model, to_model, reason, at in execution.fallbacks
+        )
+        self._processor.on_end(
+            ReadableSpan(
+                name=conventions.execution_name(execution.operation, execution.context),
+                context=parent_context,
+                parent=execution.parent,
+                resource=self._resource,
+                attributes=attributes,
+                events=fallbacks,
+                kind=SpanKind.INTERNAL,
+                status=status,
+                start_time=execution.start_ns,
+                end_time=execution.end_ns,
+                instrumentation_scope=self._scope,
+            )
+        )
+
+    def _record_metrics(self, attempt: _Attempt) -> None:
+        base = conventions.metric_attributes(attempt.client)
+        seconds = ((attempt.end_ns or time.time_ns()) - attempt.start_ns) / 1e9
+        if attempt.completion is None:
+            self._instruments.duration.record(seconds, {**base, conventions.ERROR_TYPE: attempt.error_type or ""})
+            return
+        completion: Any = attempt.completion
+        conventions.record_success(self._instruments, base, seconds, completion)
