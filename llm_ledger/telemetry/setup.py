@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
 import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -154,30 +156,18 @@ def _endpoint(env: Mapping[str, str], signal: str, protocol: str) -> str | None:
     return f"{base.rstrip('/')}/v1/{signal}"
 
 
-def _span_exporter(env: Mapping[str, str]) -> SpanExporter:
-    protocol = _protocol(env, "traces")
-    endpoint = _endpoint(env, "traces", protocol)
+def _exporter(env: Mapping[str, str], signal: str) -> Any:
+    """The OTLP exporter of ``signal`` ("traces" or "metrics") for the configured protocol and endpoint."""
+    protocol = _protocol(env, signal)
+    endpoint = _endpoint(env, signal, protocol)
+    kind = "trace_exporter" if signal == "traces" else "metric_exporter"
+    name = "OTLPSpanExporter" if signal == "traces" else "OTLPMetricExporter"
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
-
+        module = importlib.import_module(f"opentelemetry.exporter.otlp.proto.grpc.{kind}")
         insecure = endpoint.startswith("http://") if endpoint else None
-        return Grpc(endpoint=endpoint, insecure=insecure, timeout=_timeout(env))
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
-
-    return Http(endpoint=endpoint, timeout=_timeout(env))
-
-
-def _metric_exporter(env: Mapping[str, str]) -> MetricExporter:
-    protocol = _protocol(env, "metrics")
-    endpoint = _endpoint(env, "metrics", protocol)
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
-
-        insecure = endpoint.startswith("http://") if endpoint else None
-        return Grpc(endpoint=endpoint, insecure=insecure, timeout=_timeout(env))
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
-
-    return Http(endpoint=endpoint, timeout=_timeout(env))
+        return getattr(module, name)(endpoint=endpoint, insecure=insecure, timeout=_timeout(env))
+    module = importlib.import_module(f"opentelemetry.exporter.otlp.proto.http.{kind}")
+    return getattr(module, name)(endpoint=endpoint, timeout=_timeout(env))
 
 
 def application_has_tracer_provider() -> bool:
@@ -221,11 +211,11 @@ def build_telemetry(environ: Mapping[str, str], *, traces: bool = True, metrics_
     tracer_provider = processor = None
     if traces:
         tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-        processor = _CountingProcessor(_span_exporter(env), counters)
+        processor = _CountingProcessor(_exporter(env, "traces"), counters)
         tracer_provider.add_span_processor(processor)
     meter_provider = None
     if metrics_too:
-        reader = PeriodicExportingMetricReader(_metric_exporter(env), export_interval_millis=10_000)
+        reader = PeriodicExportingMetricReader(_exporter(env, "metrics"), export_interval_millis=10_000)
         meter_provider = MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
     return Telemetry(tracer_provider, meter_provider, counters, processor)
 
