@@ -370,13 +370,12 @@ def backlog_child(events: int, tenants: int) -> dict[str, Any]:
         writer = BufferedWriter(store, spool)
         gc.collect()
         before_kib = _status_kib("VmRSS")
-        peak_queue = 0
+        samples: list[tuple[int, int]] = []  # (VmRSS KiB, events waiting in memory), every 50 ms
         done = threading.Event()
 
         def sample() -> None:
-            nonlocal peak_queue
             while not done.wait(0.05):
-                peak_queue = max(peak_queue, writer.stats.queued)
+                samples.append((_status_kib("VmRSS"), writer.stats.queued))
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -394,6 +393,9 @@ def backlog_child(events: int, tenants: int) -> dict[str, Any]:
         after_kib = _status_kib("VmRSS")
         peak_kib = _status_kib("VmHWM")
         files = list(Path(spool).iterdir())
+        peak_queue = max(queued for _, queued in samples)
+        # RSS while the queue is full, apart from what the writer thread reads back from the spool later.
+        full = [rss for rss, queued in samples if queued >= writer.hard_limit - 2 * writer.batch_size] or [0]
         return {
             "events": events,
             "emit_seconds": emitted,
@@ -408,6 +410,8 @@ def backlog_child(events: int, tenants: int) -> dict[str, Any]:
             "stats": asdict(stats),
             "spool_bytes": sum(f.stat().st_size for f in files),
             "spool_files": len(files),
+            "largest_file_bytes": max((f.stat().st_size for f in files), default=0),
+            "rss_full_queue_mib": max(full) / 1024,
         }
 
 
@@ -512,11 +516,14 @@ def report(
             f"| RSS before emitting | {backlog['rss_before_mib']:.0f} MiB |",
             f"| peak RSS (VmHWM) | {backlog['rss_peak_mib']:.0f} MiB "
             f"(+{backlog['rss_peak_mib'] - backlog['rss_before_mib']:.0f} MiB) |",
+            f"| highest RSS sampled while the queue was full | {backlog['rss_full_queue_mib']:.0f} MiB "
+            f"(+{backlog['rss_full_queue_mib'] - backlog['rss_before_mib']:.0f} MiB) |",
             f"| RSS after the backlog was spooled | {backlog['rss_after_mib']:.0f} MiB |",
             f"| most events waiting in memory (sampled every 50 ms) | {backlog['peak_queued']:,} |",
             f"| spooled / written / rejected | {stats['spooled']:,} / {stats['written']:,} / {stats['rejected']:,} |",
             f"| spool on disk | {backlog['spool_bytes'] / 2**20:.0f} MiB in {backlog['spool_files']} files "
-            f"({backlog['spool_bytes'] / max(1, stats['spooled']):.0f} bytes an event) |",
+            f"({backlog['spool_bytes'] / max(1, stats['spooled']):.0f} bytes an event), the largest "
+            f"{backlog['largest_file_bytes'] / 2**20:.0f} MiB |",
             "",
         ]
     lines += [
@@ -536,11 +543,16 @@ def report(
         "counted. The writer sends batches to its spool when more than `max_queue` events wait, so the "
         "producer emits a batch whenever there is room for one: the writer is never idle and never spills "
         "(checked: `spooled == 0`, `written == rows == N`). Defaults otherwise (`max_queue` 10,000).",
-        "- *COPY*: the very rows the writer stored (`event_to_row` of the same sealed drafts, payload "
-        "serialized to JSON text beforehand), written with psycopg's `cursor.copy()` / `write_row` (text "
-        "format) into `CREATE TABLE twin (LIKE llm_ledger_events INCLUDING DEFAULTS INCLUDING IDENTITY)`: "
-        "identity, `tx_id` and `recorded_at` defaults and NOT NULLs, but no index, unique or check "
-        "constraint, trigger or row-level security; timed from the first row to the commit.",
+        "- *Database stage alone*: the same rows (`event_to_row` of the sealed drafts, made before the clock) "
+        "given to `EventStore.append_rows` batch after batch, as the writer thread calls it: what the insert "
+        "path costs without sealing and checking.",
+        "- *COPY*: the very rows the writer stored, payload serialized to JSON text beforehand, written with "
+        "psycopg's `cursor.copy()` / `write_row` (text format) into `CREATE TABLE twin (LIKE llm_ledger_events "
+        "INCLUDING DEFAULTS INCLUDING IDENTITY)`: identity, `tx_id` and `recorded_at` defaults and NOT NULLs, "
+        "but no index, unique or check constraint, trigger or row-level security; timed from the first row to "
+        "the commit; the median of three runs, each in a fresh database. The same COPY into the events table "
+        "itself (as the superuser) shows what its indexes cost: it is the ceiling of any client of this "
+        "schema.",
         "- *Backlog*: in a child process (its peak RSS is its own), the writer's URL is a closed port "
         "(`127.0.0.1:9`). Drafts are made one at a time just before `emit` (new streams re-drafted through "
         "`StreamSealer.draft` from real executions' payload builders, each draft with its own builder), as "

@@ -54,15 +54,31 @@ def es6_number_text(value: float) -> str:
 # A JSON string (skipped as a whole) or a number written with a fraction or an exponent: only those
 # can differ between Python's float repr and ECMAScript's (``60.0`` vs ``60``, ``1e-07`` vs ``1e-7``).
 _STRING_OR_FLOAT = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|(-?\d+(?:\.\d+)?[eE][+-]?\d+|-?\d+\.\d+)')
-# Python's repr and ECMAScript differ only for integral floats (``60.0``) and exponents (``1e-07``):
-# text without either shape needs no rewriting. A string that merely looks like one only costs time.
-# (Hex digests like "3e5" match the exponent shape too; they only cost the slower path.)
-_MAY_DIFFER = re.compile(rb"\d\.0(?:[,}\]]|$)|\d[eE][-+]\d")
 
 
 def _rewrite_float(match: re.Match[str]) -> str:
     number = match.group(1)
     return match.group(0) if number is None else es6_number_text(float(number))
+
+
+def _may_differ(data: bytes) -> bool:
+    """Whether ``data`` may hold a float written differently from ECMAScript: ``<digit>.0`` before a
+    delimiter, or an exponent ``<digit>e[+-]<digit>``. Plain ``bytes.find`` scans: a regular expression
+    starting with a digit class measured 17 us on a 1.5 KB event, these 1 us. A string that merely
+    looks like one only costs the slower path."""
+    size = len(data)
+    for needle in (b"e-", b"e+", b"E-", b"E+"):
+        at = data.find(needle)
+        while at != -1:
+            if at and 48 <= data[at - 1] <= 57 and at + 2 < size and 48 <= data[at + 2] <= 57:
+                return True
+            at = data.find(needle, at + 1)
+    at = data.find(b".0")
+    while at != -1:
+        if at and 48 <= data[at - 1] <= 57 and (at + 2 == size or data[at + 2] in b",}]"):
+            return True
+        at = data.find(b".0", at + 1)
+    return False
 
 
 def canonical_json(value: Any) -> bytes:
@@ -78,7 +94,7 @@ def canonical_json(value: Any) -> bytes:
         data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError as exc:
         raise CanonicalizationError(str(exc)) from exc
-    if _MAY_DIFFER.search(data):
+    if _may_differ(data):
         text = _STRING_OR_FLOAT.sub(_rewrite_float, data.decode("utf-8"))
         return text.encode("utf-8")
     return data

@@ -58,8 +58,8 @@ class EventDraft:
     every earlier draft of the stream first, so the chain is the same whoever asks, and when.
     """
 
-    __slots__ = ("_build", "_event", "_payload", "_sealer", "event_id", "event_type", "occurred_at", "span_id",
-                 "stream_position", "trace_id")  # fmt: skip
+    __slots__ = ("_build", "_canonical", "_event", "_payload", "_payload_json", "_sealer", "event_id", "event_type",
+                 "occurred_at", "span_id", "stream_position", "trace_id")  # fmt: skip
 
     def __init__(
         self,
@@ -74,6 +74,8 @@ class EventDraft:
     ) -> None:
         self._sealer = sealer
         self._event: EventEnvelope | None = None
+        self._canonical = b""
+        self._payload_json: dict[str, Any] = {}
         if callable(payload):
             self._payload: Payload | None = None
             self._build: Callable[[], Payload] | None = payload
@@ -97,6 +99,12 @@ class EventDraft:
     @property
     def stream_id(self) -> UUID:
         return self._sealer.header.stream_id
+
+    def stored_form(self) -> tuple[EventEnvelope, bytes, dict[str, Any]]:
+        """The sealed event, its canonical JSON (what the hash covers) and its payload as JSON values:
+        what a store needs, without serializing the event a second time."""
+        event = self.event
+        return event, self._canonical, self._payload_json
 
     @property
     def tenant_id(self) -> str:
@@ -173,6 +181,7 @@ class StreamSealer:
                 self._seal(self._unsealed.popleft())
 
     def _seal(self, draft: EventDraft) -> None:
+        payload_json = draft.payload.model_dump(mode="json")
         fixed = self._fixed
         if fixed is None:
             header, encode = self.header, orjson.dumps
@@ -192,7 +201,7 @@ class StreamSealer:
                 b',"event_id":"', str(draft.event_id).encode(),
                 b'","event_type":"', draft.event_type.encode(),
                 b'","occurred_at":"', _iso_utc(draft.occurred_at).encode(),
-                b'","payload":', canonical_json(draft.payload.model_dump(mode="json")),
+                b'","payload":', canonical_json(payload_json),
                 b',"prev_hash":', _hex_or_null(self._prev_hash),
                 b',"schema_version":', fixed["schema_version"],
                 b',"session_id":', fixed["session_id"],
@@ -228,6 +237,7 @@ class StreamSealer:
                 "payload": draft.payload,
             },
         )
+        draft._canonical, draft._payload_json = data, payload_json
         self._prev_hash = draft._event.hash
 
 

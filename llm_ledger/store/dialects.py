@@ -3,9 +3,11 @@ read of all events, and the scoping of a transaction to a tenant."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
 from sqlalchemy import Connection, Select, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
@@ -33,10 +35,20 @@ class Cursor:
 START = Cursor()
 
 
+TenantScope = Callable[[str], None]
+
+
 class Backend(Protocol):
     name: str
 
     def insert(self) -> Insert: ...
+
+    def insert_rows(
+        self, connection: Connection, rows: list[dict[str, Any]], scope: TenantScope | None, role: str | None
+    ) -> int:
+        """Insert checked rows, skipping event ids already stored; returns how many were new. With
+        ``scope``, each tenant's rows go in under that tenant's row-level security scope."""
+        ...
 
     def read_all(self, after: Cursor, limit: int) -> Select[Any]: ...
 
@@ -48,8 +60,58 @@ class Backend(Protocol):
 _COLUMNS = [c for c in events.c if c.name != "recorded_at"]
 
 
+_STAGED = [c.name for c in events.c if c.name not in ("global_position", "recorded_at")]
+
+
+def _by_tenant(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row["tenant_id"], []).append(row)
+    return groups
+
+
 class PostgresBackend:
+    """Batches go in by COPY into a temporary staging table, then one ``INSERT ... SELECT ... ON CONFLICT
+    DO NOTHING`` (per tenant under row-level security): measured 10x faster than a multi-row INSERT
+    through SQLAlchemy, whose per-row parameter handling dominated."""
+
     name = "postgresql"
+
+    def insert_rows(
+        self, connection: Connection, rows: list[dict[str, Any]], scope: TenantScope | None, role: str | None
+    ) -> int:
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        staging = f"llm_ledger_staging_{role or 'own'}"
+        columns = ", ".join(_STAGED)
+        with raw.cursor() as cursor:
+            # Temporary tables belong to the session (and the role that made them): made once per
+            # pooled connection and role, emptied at every commit.
+            key = ("llm_ledger_staging", role)
+            if not connection.info.get(key):
+                cursor.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS "
+                    f"SELECT {columns} FROM {events.name} WITH NO DATA"
+                )
+                connection.info[key] = True
+            with cursor.copy(f"COPY {staging} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row([orjson.dumps(row[c]).decode() if c == "payload" else row[c] for c in _STAGED])
+            insert = (
+                f"INSERT INTO {events.name} ({columns}) SELECT {columns} FROM {staging} {{where}} "
+                f"ON CONFLICT (tenant_id, event_id) DO NOTHING"
+            )
+            stored = 0
+            if scope is None:
+                cursor.execute(insert.format(where=""))
+                stored = cursor.rowcount
+            else:
+                for tenant in _by_tenant(rows):
+                    scope(tenant)
+                    cursor.execute(insert.format(where="WHERE tenant_id = %s"), (tenant,))
+                    stored += cursor.rowcount
+            cursor.execute(f"TRUNCATE {staging}")
+        return stored
 
     def insert(self) -> Insert:
         # Idempotent by event id; any other unique conflict (a taken stream position) still raises.
@@ -81,6 +143,12 @@ class PostgresBackend:
 
 class SqliteBackend:
     name = "sqlite"
+
+    def insert_rows(
+        self, connection: Connection, rows: list[dict[str, Any]], scope: TenantScope | None, role: str | None
+    ) -> int:
+        # RETURNING counts exactly what was new: executemany's rowcount does not.
+        return len(connection.execute(self.insert().returning(events.c.global_position), rows).all())
 
     def insert(self) -> Insert:
         return sqlite.insert(events).on_conflict_do_nothing(index_elements=["tenant_id", "event_id"])

@@ -24,7 +24,7 @@ def event_to_row(item: Event | EventDraft | Mapping[str, Any], index: int) -> di
     from llm_ledger.store.errors import InvalidEventError
 
     if isinstance(item, EventDraft):
-        item = item.event  # type: ignore[assignment]
+        return _draft_row(item, index)
     if isinstance(item, Mapping):
         event_id = item.get("event_id")
         try:
@@ -36,7 +36,7 @@ def event_to_row(item: Event | EventDraft | Mapping[str, Any], index: int) -> di
                 f"not a valid event: {loc}: {first['msg']}", index=index, event_id=str(event_id) if event_id else None
             ) from None
     else:
-        event = item  # type: ignore[assignment]
+        event = item
     record = event.to_record()
     try:
         canonical = canonical_json(record)
@@ -52,13 +52,54 @@ def event_to_row(item: Event | EventDraft | Mapping[str, Any], index: int) -> di
         )
     if compute_hash(record) != record["hash"]:
         raise InvalidEventError("its content does not match its hash", index=index, event_id=record["event_id"])
-    if _NUL.search(canonical):
+    if b"\\u0000" in canonical and _NUL.search(canonical):
         raise InvalidEventError(
             "contains a NUL character, which PostgreSQL cannot store in JSON", index=index, event_id=record["event_id"]
         )
     row = dict(record)
     row["occurred_at"] = event.occurred_at
     return row
+
+
+def _draft_row(draft: EventDraft, index: int) -> dict[str, Any]:
+    """The row of a draft this process sealed: its hash is known good, and its canonical form and
+    payload JSON were computed by the sealing, so only the storability checks remain."""
+    from llm_ledger.store.errors import InvalidEventError
+
+    try:
+        event, canonical, payload = draft.stored_form()
+    except CanonicalizationError as exc:
+        raise InvalidEventError(
+            f"cannot be stored as UTF-8 JSON: {exc}", index=index, event_id=str(draft.event_id)
+        ) from None
+    if len(canonical) + 80 > MAX_EVENT_BYTES:  # + the hash field, which the canonical form leaves out
+        raise InvalidEventError(
+            f"is {len(canonical)} bytes, more than the {MAX_EVENT_BYTES} an event may take",
+            index=index,
+            event_id=str(event.event_id),
+        )
+    if b"\\u0000" in canonical and _NUL.search(canonical):
+        raise InvalidEventError(
+            "contains a NUL character, which PostgreSQL cannot store in JSON", index=index, event_id=str(event.event_id)
+        )
+    return {
+        "event_id": str(event.event_id),
+        "event_type": event.event_type,
+        "schema_version": event.schema_version,
+        "stream_id": str(event.stream_id),
+        "stream_position": event.stream_position,
+        "tenant_id": event.tenant_id,
+        "agent_id": event.agent_id,
+        "session_id": event.session_id,
+        "turn_id": event.turn_id,
+        "step": event.step,
+        "occurred_at": event.occurred_at,
+        "trace_id": event.trace_id,
+        "span_id": event.span_id,
+        "prev_hash": event.prev_hash,
+        "hash": event.hash,
+        "payload": payload,
+    }
 
 
 def row_to_record(row: Mapping[Any, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -70,9 +71,9 @@ class EventStore:
             with self.engine.begin() as connection:
                 self.backend.scope(connection, self.tenant_id, self.role)
                 yield connection
-        except (OperationalError, SAInterfaceError) as exc:
+        except (OperationalError, SAInterfaceError, psycopg.OperationalError, psycopg.InterfaceError) as exc:
             if _is_unreachable(exc):
-                raise StoreUnavailableError(f"the event store cannot be reached: {exc.orig}") from exc
+                raise StoreUnavailableError(f"the event store cannot be reached: {getattr(exc, 'orig', exc)}") from exc
             raise
 
     # --- writing --------------------------------------------------------------------------------
@@ -92,19 +93,19 @@ class EventStore:
             return AppendResult(0, 0)
         # Under a ledger role, row-level security only lets a transaction insert the tenant it is scoped
         # to: a batch of several tenants is inserted one tenant at a time, in one transaction.
-        groups = [rows] if self.role is None or self.tenant_id is not None else _by_tenant(rows)
-        insert = self.backend.insert().returning(events.c.global_position)
+        per_tenant = self.role is not None and self.tenant_id is None
         try:
             with self.transaction() as connection:
-                stored = 0
-                for group in groups:
-                    if len(groups) > 1 or (self.tenant_id is None and self.role is not None):
-                        self.backend.scope(connection, group[0]["tenant_id"], self.role)
-                    # RETURNING counts exactly what was new: executemany's rowcount does not.
-                    stored += len(connection.execute(insert, group).all())
-        except IntegrityError as exc:
+                stored = self.backend.insert_rows(
+                    connection,
+                    rows,
+                    (lambda tenant: self.backend.scope(connection, tenant, self.role)) if per_tenant else None,
+                    self.role,
+                )
+        except (IntegrityError, psycopg.errors.IntegrityError) as exc:
             raise ConcurrencyError(
-                f"a stream position of the batch is already taken by another event; nothing was stored ({exc.orig})"
+                "a stream position of the batch is already taken by another event; nothing was stored "
+                f"({getattr(exc, 'orig', exc)})"
             ) from exc
         return AppendResult(stored=stored, duplicates=len(rows) - stored)
 
@@ -167,17 +168,10 @@ class EventStore:
             return int(connection.execute(select(func.count()).select_from(events)).scalar_one())
 
 
-def _by_tenant(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(row["tenant_id"], []).append(row)
-    return list(groups.values())
-
-
 def _is_unreachable(exc: Exception) -> bool:
     """Whether a driver error means the server is out of reach, not that a statement is wrong."""
-    orig = getattr(exc, "orig", None)
-    name = type(orig).__name__ if orig is not None else ""
+    orig = getattr(exc, "orig", exc)
+    name = type(orig).__name__
     return bool(getattr(exc, "connection_invalidated", False)) or name in {
         "OperationalError",
         "InterfaceError",
