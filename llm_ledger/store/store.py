@@ -96,12 +96,7 @@ class EventStore:
         per_tenant = self.role is not None and self.tenant_id is None
         try:
             with self.transaction() as connection:
-                stored = self.backend.insert_rows(
-                    connection,
-                    rows,
-                    (lambda tenant: self.backend.scope(connection, tenant, self.role)) if per_tenant else None,
-                    self.role,
-                )
+                stored = self.backend.insert_rows(connection, rows, self.role, per_tenant)
         except (IntegrityError, psycopg.errors.IntegrityError) as exc:
             raise ConcurrencyError(
                 "a stream position of the batch is already taken by another event; nothing was stored "
@@ -162,6 +157,11 @@ class EventStore:
     def verify(self, stream_id: UUID | str) -> ChainReport:
         """Check one stream's hash chain as stored."""
         return verify_chain(self.records_of_stream(stream_id))
+
+    def ping(self) -> None:
+        """Raise StoreUnavailableError unless the database answers."""
+        with self.transaction() as connection:
+            connection.execute(select(1))
 
     def count(self) -> int:
         with self.transaction() as connection:

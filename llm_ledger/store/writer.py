@@ -250,6 +250,13 @@ class BufferedWriter:
         if not force and now - self._last_probe < self.retry_interval:
             return
         self._last_probe = now
+        if self._state == "spooling":
+            # A cheap probe first: reading the spool (and closing its current segment) only pays off
+            # once the database answers.
+            try:
+                self.store.ping()
+            except Exception:  # noqa: BLE001 - still unreachable
+                return
         segments = self.spool.pending_segments()
         try:
             for segment in segments:
