@@ -88,21 +88,19 @@ class Spool:
             return self._segments()
 
     def read(self, segment: Path) -> Iterator[SpooledBatch]:
-        """The intact batches of a segment, in order; a torn tail is moved aside and reported once."""
-        data = segment.read_bytes()
-        offset = 0
-        while offset < len(data):
-            header = data[offset : offset + _HEADER.size]
-            if len(header) < _HEADER.size:
-                self._set_aside(segment, data[offset:], "a truncated record header")
-                return
-            magic, length, checksum = _HEADER.unpack(header)
-            body = data[offset + _HEADER.size : offset + _HEADER.size + length]
-            if magic != _MAGIC or len(body) < length or zlib.crc32(body) != checksum:
-                self._set_aside(segment, data[offset:], "a record that fails its checksum")
-                return
-            yield SpooledBatch(segment, orjson.loads(body))
-            offset += _HEADER.size + length
+        """The intact batches of a segment, in order, one record in memory at a time; a torn tail is
+        moved aside and reported once."""
+        with open(segment, "rb") as source:
+            while header := source.read(_HEADER.size):
+                if len(header) < _HEADER.size:
+                    self._set_aside(segment, header + source.read(), "a truncated record header")
+                    return
+                magic, length, checksum = _HEADER.unpack(header)
+                body = source.read(length) if magic == _MAGIC else b""
+                if magic != _MAGIC or len(body) < length or zlib.crc32(body) != checksum:
+                    self._set_aside(segment, header + body + source.read(), "a record that fails its checksum")
+                    return
+                yield SpooledBatch(segment, orjson.loads(body))
 
     def remove(self, segment: Path) -> None:
         """Forget a segment whose batches are all in the database."""
