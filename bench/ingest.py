@@ -63,6 +63,7 @@ from llm_ledger.events import EventDraft, StreamHeader, StreamSealer, uuid7
 from llm_ledger.events.model import Payload
 from llm_ledger.store.migrate import upgrade
 from llm_ledger.store.rows import event_to_row
+from llm_ledger.store.schema import STORED_COLUMNS
 from llm_ledger.store.scoping import WRITER_ROLE
 from llm_ledger.store.store import EventStore
 from llm_ledger.store.writer import BufferedWriter
@@ -74,24 +75,7 @@ UNREACHABLE_URL = "postgresql://postgres@127.0.0.1:9/x"
 RESULTS = ROOT / "bench" / "INGEST_RESULTS.md"
 NOTES_MARKER = "<!-- notes -->"
 TWIN = "llm_ledger_events_twin"
-COPY_COLUMNS = (
-    "tenant_id",
-    "event_id",
-    "event_type",
-    "schema_version",
-    "stream_id",
-    "stream_position",
-    "agent_id",
-    "session_id",
-    "turn_id",
-    "step",
-    "occurred_at",
-    "trace_id",
-    "span_id",
-    "payload",
-    "prev_hash",
-    "hash",
-)
+COPY_COLUMNS = STORED_COLUMNS
 COPY_RUNS = 3
 EVENTS_PER_EXECUTION = 4.9  # measured on the workload's mock chain (retries, some fallbacks)
 

@@ -229,8 +229,7 @@ class AgnoModelClient:
             self._copies[key] = model
         return model
 
-    def _messages(self, messages: Sequence[LLMMessage], params: CallParams) -> list[Message]:
-        del params  # the schema instruction is already in the system message (see generate_structured)
+    def _messages(self, messages: Sequence[LLMMessage]) -> list[Message]:
         # Agno appends the assistant's answer to the list it is given: a fresh list per call.
         return [Message(role=m.role, content=m.content) for m in messages]
 
@@ -250,7 +249,7 @@ class AgnoModelClient:
         capture = ResponseEvidence()
         token = _capture.set(capture)
         try:
-            response = await model.aresponse(messages=self._messages(messages, params))
+            response = await model.aresponse(messages=self._messages(messages))
         except Exception as exc:  # noqa: BLE001 - every provider failure is classified, then re-raised
             error, cause = self._classified(exc, capture)
             raise error from cause
@@ -281,7 +280,7 @@ class AgnoModelClient:
         capture = ResponseEvidence()
         token = _capture.set(capture)
         try:
-            async for chunk in model.aresponse_stream(messages=self._messages(messages, params)):
+            async for chunk in model.aresponse_stream(messages=self._messages(messages)):
                 if not isinstance(chunk, ModelResponse):
                     continue
                 if chunk.response_usage is not None:

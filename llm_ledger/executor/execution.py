@@ -128,10 +128,13 @@ class _Once:
 class _Attempt:
     """Bookkeeping of the attempt in progress."""
 
-    __slots__ = ("client", "index", "number", "retry", "started", "trace")
+    __slots__ = ("client", "index", "number", "params", "retry", "started", "trace")
 
-    def __init__(self, number: int, index: int, retry: int, client: ModelClient, trace: AttemptTrace) -> None:
+    def __init__(
+        self, number: int, index: int, retry: int, client: ModelClient, params: CallParams, trace: AttemptTrace
+    ) -> None:
         self.number = number
+        self.params = params
         self.index = index
         self.retry = retry
         self.client = client
@@ -187,10 +190,11 @@ class Execution:
     def _begin_attempt(self, index: int, retry: int, timeout: float) -> _Attempt:
         self._attempts += 1
         client = self.plan.clients[index]
+        params = self._call_params(timeout)
         trace = self.trace.attempt(
-            self._attempts, client, index, retry, self._call_params(timeout), self.plan.operation == "generate_stream"
+            self._attempts, client, index, retry, params, self.plan.operation == "generate_stream"
         )
-        attempt = _Attempt(self._attempts, index, retry, client, trace)
+        attempt = _Attempt(self._attempts, index, retry, client, params, trace)
         self.recorder.record(
             "AttemptStarted",
             partial(
@@ -459,10 +463,9 @@ class Execution:
                 if timeout <= 0:
                     raise self._give_up(self._deadline_error())
                 attempt = self._begin_attempt(index, retry, timeout)
-                params = self._call_params(timeout)
                 try:
                     async with asyncio.timeout(timeout):
-                        completion = await attempt.client.complete(self.plan.messages, params)
+                        completion = await attempt.client.complete(self.plan.messages, attempt.params)
                     value = parse(completion, attempt.client)
                 except ProviderError as exc:
                     error: ProviderError = exc
@@ -506,7 +509,7 @@ class Execution:
                     raise self._give_up(self._deadline_error())
                 attempt = self._begin_attempt(index, retry, timeout)
                 completion = Completion()
-                chunks = attempt.client.stream(self.plan.messages, self._call_params(timeout), completion)
+                chunks = attempt.client.stream(self.plan.messages, attempt.params, completion)
                 attempt_deadline = time.monotonic() + timeout
                 first_chunk_ms: float | None = None
                 error: ProviderError | None = None

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from llm_ledger.events import (
     DEFAULT_CAPTURE,
     CapturePolicy,
+    Operation,
     RequestParameters,
     Scrubber,
     parse_capture_policy,
@@ -221,7 +222,7 @@ class LLMExecutor:
 
     def _plan(
         self,
-        operation: Any,
+        operation: Operation,
         messages: Sequence[LLMMessage],
         max_tokens: int | None,
         temperature: float | None,

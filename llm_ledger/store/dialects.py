@@ -8,11 +8,10 @@ from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import Connection, Select, select, text
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.dialects import sqlite
 
-from llm_ledger.store.schema import events
-from llm_ledger.store.scoping import TENANT_SETTING
+from llm_ledger.store.schema import STORED_COLUMNS, events
+from llm_ledger.store.scoping import LEDGER_ROLES, TENANT_SETTING
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -38,8 +37,6 @@ START = Cursor()
 class Backend(Protocol):
     name: str
 
-    def insert(self) -> Insert: ...
-
     def insert_rows(
         self, connection: Connection, rows: list[dict[str, Any]], role: str | None, per_tenant: bool
     ) -> int:
@@ -61,14 +58,9 @@ _SCOPE_SQL = "SELECT set_config(%s, %s, true), set_config('role', %s, true)"
 
 
 def scope_role(role: str | None) -> str:
-    from llm_ledger.store.scoping import LEDGER_ROLES
-
     if role not in LEDGER_ROLES:
         raise ValueError(f"not a ledger role: {role!r}")
     return role
-
-
-_STAGED = [c.name for c in events.c if c.name not in ("global_position", "recorded_at")]
 
 
 def _by_tenant(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -91,7 +83,7 @@ class PostgresBackend:
         raw = connection.connection.driver_connection
         assert raw is not None
         staging = f"llm_ledger_staging_{role or 'own'}"
-        columns = ", ".join(_STAGED)
+        columns = ", ".join(STORED_COLUMNS)
         with raw.cursor() as cursor:
             # Temporary tables belong to the session (and the role that made them): made once per
             # pooled connection and role, emptied at every commit.
@@ -104,7 +96,9 @@ class PostgresBackend:
                 connection.info[key] = True
             with cursor.copy(f"COPY {staging} ({columns}) FROM STDIN") as copy:
                 for row in rows:
-                    copy.write_row([orjson.dumps(row[c]).decode() if c == "payload" else row[c] for c in _STAGED])
+                    copy.write_row(
+                        [orjson.dumps(row[c]).decode() if c == "payload" else row[c] for c in STORED_COLUMNS]
+                    )
             insert = (
                 f"INSERT INTO {events.name} ({columns}) SELECT {columns} FROM {staging} {{where}} "
                 f"ON CONFLICT (tenant_id, event_id) DO NOTHING"
@@ -127,10 +121,6 @@ class PostgresBackend:
                 stored = sum(c.rowcount for c in counts)
             cursor.execute(f"TRUNCATE {staging}")
         return stored
-
-    def insert(self) -> Insert:
-        # Idempotent by event id; any other unique conflict (a taken stream position) still raises.
-        return postgresql.insert(events).on_conflict_do_nothing(index_elements=["tenant_id", "event_id"])
 
     def read_all(self, after: Cursor, limit: int) -> Select[Any]:
         # Only transactions older than every one still running can no longer add rows before the
@@ -163,10 +153,9 @@ class SqliteBackend:
         self, connection: Connection, rows: list[dict[str, Any]], role: str | None, per_tenant: bool
     ) -> int:
         # RETURNING counts exactly what was new: executemany's rowcount does not.
-        return len(connection.execute(self.insert().returning(events.c.global_position), rows).all())
-
-    def insert(self) -> Insert:
-        return sqlite.insert(events).on_conflict_do_nothing(index_elements=["tenant_id", "event_id"])
+        # Idempotent by event id; any other unique conflict (a taken stream position) still raises.
+        insert = sqlite.insert(events).on_conflict_do_nothing(index_elements=["tenant_id", "event_id"])
+        return len(connection.execute(insert.returning(events.c.global_position), rows).all())
 
     def read_all(self, after: Cursor, limit: int) -> Select[Any]:
         return (

@@ -85,21 +85,5 @@ events = Table(
     Index(None, "tenant_id", "session_id", "occurred_at"),
 )
 
-ENVELOPE_COLUMNS: tuple[str, ...] = (
-    "event_id",
-    "event_type",
-    "schema_version",
-    "stream_id",
-    "stream_position",
-    "tenant_id",
-    "agent_id",
-    "session_id",
-    "turn_id",
-    "step",
-    "occurred_at",
-    "trace_id",
-    "span_id",
-    "prev_hash",
-    "hash",
-)
-"""The columns that hold an event's envelope (``payload`` holds the rest), i.e. its stored form."""
+STORED_COLUMNS: tuple[str, ...] = tuple(c.name for c in events.c if c.name not in ("global_position", "recorded_at"))
+"""The columns an event fills (the database assigns ``global_position``, ``recorded_at`` and ``tx_id``)."""
