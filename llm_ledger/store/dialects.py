@@ -4,6 +4,7 @@ read of all events, and the scoping of a transaction to a tenant."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -44,7 +45,10 @@ class Backend(Protocol):
         ``per_tenant``, each tenant's rows go in under that tenant's row-level security scope, as ``role``."""
         ...
 
-    def read_all(self, after: Cursor, limit: int) -> Select[Any]: ...
+    def read_all(self, after: Cursor, limit: int, columns: Sequence[Any] | None = None) -> Select[Any]:
+        """Up to ``limit`` events after ``after`` in an order that never skips one (``columns``: what
+        to select, by default every stored column)."""
+        ...
 
     def cursor_of(self, row: Any) -> Cursor: ...
 
@@ -122,11 +126,11 @@ class PostgresBackend:
             cursor.execute(f"TRUNCATE {staging}")
         return stored
 
-    def read_all(self, after: Cursor, limit: int) -> Select[Any]:
+    def read_all(self, after: Cursor, limit: int, columns: Sequence[Any] | None = None) -> Select[Any]:
         # Only transactions older than every one still running can no longer add rows before the
         # cursor: reading past the snapshot's xmin would skip a slow writer's rows for good.
         return (
-            select(*_COLUMNS, text("tx_id::text AS tx_id_text"))
+            select(*(columns or _COLUMNS), text("tx_id::text AS tx_id_text"))
             .where(
                 text("(tx_id, global_position) > (CAST(:after_tx AS text)::xid8, :after_position)").bindparams(
                     after_tx=str(after.tx_id), after_position=after.position
@@ -157,9 +161,9 @@ class SqliteBackend:
         insert = sqlite.insert(events).on_conflict_do_nothing(index_elements=["tenant_id", "event_id"])
         return len(connection.execute(insert.returning(events.c.global_position), rows).all())
 
-    def read_all(self, after: Cursor, limit: int) -> Select[Any]:
+    def read_all(self, after: Cursor, limit: int, columns: Sequence[Any] | None = None) -> Select[Any]:
         return (
-            select(*_COLUMNS)
+            select(*(columns or _COLUMNS))
             .where(events.c.global_position > after.position)
             .order_by(events.c.global_position)
             .limit(limit)
