@@ -62,6 +62,50 @@ def _db_current(args: argparse.Namespace) -> int:
     return 0 if revision == head else 1
 
 
+def _project(args: argparse.Namespace) -> int:
+    from llm_ledger.progress import ProgressBar
+    from llm_ledger.projections import PriceTableError, Projector
+    from llm_ledger.store import StoreUnavailableError, migrate
+
+    url = _database_url(args)
+    if migrate.current(url) != migrate.head():
+        print(f"llm-ledger: {_shown(url)} is not at the newest schema: run llm-ledger db upgrade", file=sys.stderr)
+        return 2
+    try:
+        projector = Projector(url, batch_size=args.batch_size)
+    except PriceTableError as exc:
+        print(f"llm-ledger: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.rebuild:
+            bar = ProgressBar(projector.status().pending + projector.status().events_applied, "events")
+            result = projector.rebuild(progress=bar.advance)
+            bar.finish()
+            print(f"rebuilt the read models from {result.events:,} events")
+        if args.follow:
+            print(f"following {_shown(url)} (Ctrl-C to stop)", file=sys.stderr)
+            projector.follow(poll_seconds=args.poll_seconds)
+        elif not args.rebuild:
+            bar = ProgressBar(projector.status().pending, "events")
+            result = projector.catch_up(progress=bar.advance)
+            bar.finish()
+            print(f"applied {result.events:,} events; read models up to date at {result.cursor}")
+    except StoreUnavailableError as exc:
+        print(f"llm-ledger: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        projector.close()
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from llm_ledger.dashboard.server import run_dashboard
+
+    return run_dashboard(database_url=args.database_url, port=args.port, address=args.address)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-ledger", description="Audited LLM execution for Focal.")
     parser.add_argument("--version", action="version", version=f"llm-ledger {__version__}")
@@ -88,6 +132,24 @@ def build_parser() -> argparse.ArgumentParser:
     current = db_commands.add_parser("current", help="show the database's schema revision")
     current.add_argument("--database-url", help=url_help)
     current.set_defaults(handler=_db_current)
+
+    project = commands.add_parser(
+        "project", help="bring the read models (the dashboard's figures) up to date with the events"
+    )
+    project.add_argument("--follow", action="store_true", help="keep applying new events until interrupted")
+    project.add_argument(
+        "--rebuild", action="store_true", help="empty the read models and replay every event (then --follow, if given)"
+    )
+    project.add_argument("--batch-size", type=int, default=5_000, help="events per transaction (default 5000)")
+    project.add_argument("--poll-seconds", type=float, default=1.0, help="with --follow: how often to look")
+    project.add_argument("--database-url", help=url_help)
+    project.set_defaults(handler=_project)
+
+    dashboard = commands.add_parser("dashboard", help="open the Streamlit dashboard of the ledger")
+    dashboard.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    dashboard.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    dashboard.add_argument("--database-url", help=url_help)
+    dashboard.set_defaults(handler=_dashboard)
     return parser
 
 

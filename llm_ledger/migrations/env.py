@@ -15,6 +15,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import SchemaItem
 
+import llm_ledger.projections.schema  # noqa: F401  (registers the read models in the metadata)
 from llm_ledger.store.migrate import VERSION_TABLE
 from llm_ledger.store.schema import metadata
 from llm_ledger.store.settings import StoreSettings, create_store_engine, normalize_url

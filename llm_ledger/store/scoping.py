@@ -18,7 +18,9 @@ TENANT_SETTING: Final = "llm_ledger.tenant_id"
 WRITER_ROLE: Final = "llm_ledger_writer"
 READER_ROLE: Final = "llm_ledger_reader"
 AUDITOR_ROLE: Final = "llm_ledger_auditor"
-LEDGER_ROLES: Final = frozenset({WRITER_ROLE, READER_ROLE, AUDITOR_ROLE})
+PROJECTOR_ROLE: Final = "llm_ledger_projector"
+"""Reads every tenant's events and writes the read models (migration 0002)."""
+LEDGER_ROLES: Final = frozenset({WRITER_ROLE, READER_ROLE, AUDITOR_ROLE, PROJECTOR_ROLE})
 
 # set_config('role', ..., true) is SET LOCAL ROLE, with the role as a bound value instead of SQL text, in
 # the same round trip as the tenant.

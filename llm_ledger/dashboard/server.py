@@ -1,0 +1,48 @@
+"""``llm-ledger dashboard``: run the Streamlit app with nothing phoning home."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+APP = Path(__file__).resolve().parent / "app.py"
+
+# Streamlit collects usage statistics unless told not to; the ledger sends nothing anywhere.
+STREAMLIT_FLAGS = (
+    "--browser.gatherUsageStats=false",
+    "--server.headless=true",
+    "--server.fileWatcherType=none",
+    "--global.developmentMode=false",
+)
+
+
+def streamlit_command(port: int, address: str) -> list[str]:
+    """The command that serves the dashboard (also what the browser tests start)."""
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP),
+        f"--server.port={port}",
+        f"--server.address={address}",
+        *STREAMLIT_FLAGS,
+    ]
+
+
+def run_dashboard(database_url: str | None, port: int, address: str) -> int:
+    try:
+        import streamlit  # noqa: F401
+    except ImportError:
+        print(
+            "llm-ledger: the dashboard needs Streamlit: pip install 'llm-ledger[dashboard]'",
+            file=sys.stderr,
+        )
+        return 2
+    environment = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    if database_url:
+        environment["LLM_LEDGER_DATABASE_URL"] = database_url
+    print(f"llm-ledger dashboard: http://{address}:{port}", file=sys.stderr)
+    command = streamlit_command(port, address)
+    os.execvpe(command[0], command, environment)

@@ -1,0 +1,15 @@
+"""Read models derived from the events (per-tenant figures in time buckets, sessions, failed attempts),
+the projector that keeps them current, and the queries the dashboard asks of them."""
+
+from llm_ledger.projections.prices import Price, PriceTable, PriceTableError
+from llm_ledger.projections.projector import PROJECTION_NAME, CatchUpResult, ProjectionStatus, Projector
+
+__all__ = [
+    "PROJECTION_NAME",
+    "CatchUpResult",
+    "Price",
+    "PriceTable",
+    "PriceTableError",
+    "ProjectionStatus",
+    "Projector",
+]

@@ -1,0 +1,499 @@
+"""What the dashboard asks: figures for one tenant over a time window, read from the read models (and
+from the raw events only to drill into one session).
+
+On PostgreSQL every transaction is scoped: a view bound to a tenant reads as ``llm_ledger_reader`` with
+that tenant set, so row-level security hides every other tenant's rows whatever a query asks; an unbound
+view reads as ``llm_ledger_auditor``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import orjson
+from sqlalchemy import Connection, Engine, Text, and_, cast, false, func, or_, select
+from sqlalchemy.engine import URL
+
+from llm_ledger.events import Event
+from llm_ledger.projections import histogram
+from llm_ledger.projections.database import ProjectionDatabase, utc
+from llm_ledger.projections.grains import MINUTE, Segment, display_grain, floor, plan
+from llm_ledger.projections.projector import PROJECTION_NAME
+from llm_ledger.projections.schema import error_stats, failed_attempts, fallback_stats, sessions, step_stats
+from llm_ledger.store import EventStore
+from llm_ledger.store.scoping import AUDITOR_ROLE, READER_ROLE
+
+PERCENTILES = (0.5, 0.95, 0.99)
+Dimension = Literal["agent_id", "step", "model", "provider"]
+ErrorDimension = Literal["error_type", "provider", "model", "step"]
+
+
+class TenantNotAllowedError(PermissionError):
+    """Raised when a view bound to one tenant is asked about another."""
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """``[start, end)`` in UTC, in whole minutes (the finest grain kept)."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("a window's start and end must carry a time zone")
+        if self.end <= self.start:
+            raise ValueError(f"a window must end after it starts ({self.start.isoformat()} .. {self.end.isoformat()})")
+
+    @classmethod
+    def last(cls, span: timedelta, now: datetime) -> Window:
+        """The ``span`` up to and including the current minute."""
+        end = floor(now, MINUTE) + timedelta(minutes=1)
+        return cls(end - span, end)
+
+    @property
+    def span(self) -> timedelta:
+        return self.end - self.start
+
+    def previous(self) -> Window:
+        """The window of the same length just before this one (for "change against")."""
+        return Window(self.start - self.span, self.start)
+
+
+@dataclass(slots=True)
+class Figures:
+    """Sums over some rows of ``llm_ledger_step_stats``, and percentiles from their merged histograms."""
+
+    executions: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    fallback_executions: int = 0
+    attempts: int = 0
+    attempt_failures: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+    execution_latency_ms_sum: float = 0.0
+    execution_latency: histogram.Counts = field(default_factory=dict)
+    attempt_latency: histogram.Counts = field(default_factory=dict)
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.failed / self.executions if self.executions else None
+
+    @property
+    def fallback_rate(self) -> float | None:
+        return self.fallback_executions / self.executions if self.executions else None
+
+    @property
+    def attempt_failure_rate(self) -> float | None:
+        return self.attempt_failures / self.attempts if self.attempts else None
+
+    @property
+    def mean_latency_ms(self) -> float | None:
+        return self.execution_latency_ms_sum / self.executions if self.executions else None
+
+    def latency_percentiles(self) -> tuple[float | None, float | None, float | None]:
+        """Execution latency p50, p95, p99 (ms), each within 1.5% of the exact nearest-rank value."""
+        p50, p95, p99 = histogram.quantiles(self.execution_latency, PERCENTILES)
+        return p50, p95, p99
+
+    def attempt_latency_percentiles(self) -> tuple[float | None, float | None, float | None]:
+        p50, p95, p99 = histogram.quantiles(self.attempt_latency, PERCENTILES)
+        return p50, p95, p99
+
+    def add_row(self, row: Any) -> None:
+        self.executions += row.executions
+        self.succeeded += row.succeeded
+        self.failed += row.failed
+        self.fallback_executions += row.fallback_executions
+        self.attempts += row.attempts
+        self.attempt_failures += row.attempt_failures
+        self.input_tokens += row.input_tokens
+        self.output_tokens += row.output_tokens
+        if row.cost_usd is not None:
+            self.cost_usd = (self.cost_usd or 0.0) + row.cost_usd
+        self.execution_latency_ms_sum += row.execution_latency_ms_sum
+        histogram.merge_into(self.execution_latency, _histogram(row.execution_latency))
+        histogram.merge_into(self.attempt_latency, _histogram(row.attempt_latency))
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """Figures of one time bucket (and one group, when the series is split by a dimension)."""
+
+    bucket_start: datetime
+    group: str
+    figures: Figures
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    key: tuple[str, ...]
+    figures: Figures
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorPoint:
+    bucket_start: datetime
+    group: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorCount:
+    error_type: str
+    provider: str
+    model: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class FailedAttempt:
+    occurred_at: datetime
+    session_id: str | None
+    agent_id: str
+    step: str
+    model: str
+    provider: str
+    attempt: int
+    error_type: str
+    status_code: int | None
+    message: str
+    next_action: str
+    execution_id: str
+    trace_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackEdge:
+    from_model: str
+    to_model: str
+    reason: str
+    fallbacks: int
+    succeeded_after: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSummary:
+    session_id: str
+    agent_id: str
+    first_seen: datetime
+    last_seen: datetime
+    executions: int
+    succeeded: int
+    failed: int
+    fallback_executions: int
+    attempts: int
+    attempt_failures: int
+
+    @property
+    def outcome(self) -> str:
+        return "failed executions" if self.failed else "ok"
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptView:
+    attempt: int
+    model: str
+    provider: str
+    started_at: datetime
+    outcome: str
+    """``succeeded``, ``failed`` or ``in flight``."""
+    latency_ms: float | None
+    error_type: str | None
+    message: str | None
+    span_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionView:
+    execution_id: str
+    step: str | None
+    agent_id: str | None
+    turn_id: str | None
+    started_at: datetime
+    outcome: str
+    """``succeeded``, ``failed`` or ``incomplete`` (no terminal event yet)."""
+    model: str | None
+    latency_ms: float | None
+    fallback_used: bool
+    trace_id: str | None
+    attempts: list[AttemptView]
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    events_applied: int
+    updated_at: datetime | None
+
+
+class LedgerView:
+    """Read-only questions about one ledger database, optionally bound to one tenant."""
+
+    def __init__(self, url_or_engine: str | URL | Engine, *, bound_tenant: str | None = None) -> None:
+        self.bound_tenant = bound_tenant
+        role = READER_ROLE if bound_tenant is not None else AUDITOR_ROLE
+        self._store = EventStore(url_or_engine, tenant_id=bound_tenant, role=role)
+
+    @property
+    def engine(self) -> Engine:
+        return self._store.engine
+
+    def close(self) -> None:
+        self._store.close()
+
+    @contextmanager
+    def _reading(self, tenant_id: str | None = None) -> Iterator[Connection]:
+        if tenant_id is not None and self.bound_tenant is not None and tenant_id != self.bound_tenant:
+            raise TenantNotAllowedError(f"this view is bound to tenant {self.bound_tenant!r}, not {tenant_id!r}")
+        with self._store.transaction() as connection:
+            yield connection
+
+    # --- what there is ------------------------------------------------------------------------------------
+
+    def tenants(self) -> list[str]:
+        """Tenants with projected figures (only the bound tenant for a bound view)."""
+        if self.bound_tenant is not None:
+            return [self.bound_tenant]
+        query = select(step_stats.c.tenant_id).where(step_stats.c.grain_seconds == 86_400).distinct()
+        with self._reading() as connection:
+            return sorted(connection.execute(query).scalars())
+
+    def freshness(self) -> Freshness | None:
+        """How far the projector has got; ``None`` when it never ran."""
+        with self._reading() as connection:
+            checkpoint = ProjectionDatabase(self._store.backend, PROJECTION_NAME).read_checkpoint(connection)
+        if checkpoint is None:
+            return None
+        updated = utc(checkpoint.updated_at) if checkpoint.updated_at else None
+        return Freshness(checkpoint.events_applied, updated)
+
+    # --- figures ------------------------------------------------------------------------------------------
+
+    def totals(self, tenant_id: str, window: Window) -> Figures:
+        """Every figure of the window, summed over agents, steps and models."""
+        figures = Figures()
+        for row in self._step_rows(tenant_id, plan(window.start, window.end)):
+            figures.add_row(row)
+        return figures
+
+    def breakdown(self, tenant_id: str, window: Window, by: Sequence[Dimension]) -> list[Group]:
+        """The window's figures per combination of ``by`` (e.g. ``("step", "model")``), largest first."""
+        groups: dict[tuple[str, ...], Figures] = {}
+        for row in self._step_rows(tenant_id, plan(window.start, window.end)):
+            key = tuple(getattr(row, name) for name in by)
+            groups.setdefault(key, Figures()).add_row(row)
+        return sorted((Group(k, f) for k, f in groups.items()), key=lambda g: (-g.figures.executions, g.key))
+
+    def series(self, tenant_id: str, window: Window, by: Dimension | None = None) -> list[Point]:
+        """Figures per time bucket (minutes, hours or days, whichever gives a readable number of points),
+        per value of ``by`` when given."""
+        grain = display_grain(window.start, window.end)
+        segment = Segment(grain, floor(window.start, grain), window.end)
+        points: dict[tuple[datetime, str], Figures] = {}
+        for row in self._step_rows(tenant_id, [segment]):
+            key = (utc(row.bucket_start), getattr(row, by) if by else "")
+            points.setdefault(key, Figures()).add_row(row)
+        return [Point(start, group, figures) for (start, group), figures in sorted(points.items())]
+
+    def _step_rows(self, tenant_id: str, segments: Iterable[Segment]) -> list[Any]:
+        columns = [c for c in step_stats.c if c.name not in ("execution_latency", "attempt_latency")]
+        query = select(
+            *columns,
+            cast(step_stats.c.execution_latency, Text).label("execution_latency"),
+            cast(step_stats.c.attempt_latency, Text).label("attempt_latency"),
+        ).where(step_stats.c.tenant_id == tenant_id, _in_segments(step_stats, segments))
+        with self._reading(tenant_id) as connection:
+            return list(connection.execute(query))
+
+    # --- errors ---------------------------------------------------------------------------------------------
+
+    def error_series(
+        self, tenant_id: str, window: Window, by: ErrorDimension = "error_type", scope: str = "attempt"
+    ) -> list[ErrorPoint]:
+        """Failures per time bucket and value of ``by`` (attempt failures, or failed executions)."""
+        grain = display_grain(window.start, window.end)
+        column = error_stats.c[by]
+        query = (
+            select(error_stats.c.bucket_start, column, func.sum(error_stats.c.count))
+            .where(error_stats.c.tenant_id == tenant_id, error_stats.c.scope == scope)
+            .where(_in_segments(error_stats, [Segment(grain, floor(window.start, grain), window.end)]))
+            .group_by(error_stats.c.bucket_start, column)
+            .order_by(error_stats.c.bucket_start, column)
+        )
+        with self._reading(tenant_id) as connection:
+            return [ErrorPoint(utc(start), group, int(n)) for start, group, n in connection.execute(query)]
+
+    def error_counts(self, tenant_id: str, window: Window, scope: str = "attempt") -> list[ErrorCount]:
+        """Failures of the window per error type, provider and model, most frequent first."""
+        total = func.sum(error_stats.c.count)
+        query = (
+            select(error_stats.c.error_type, error_stats.c.provider, error_stats.c.model, total)
+            .where(error_stats.c.tenant_id == tenant_id, error_stats.c.scope == scope)
+            .where(_in_segments(error_stats, plan(window.start, window.end)))
+            .group_by(error_stats.c.error_type, error_stats.c.provider, error_stats.c.model)
+            .order_by(total.desc(), error_stats.c.error_type)
+        )
+        with self._reading(tenant_id) as connection:
+            return [ErrorCount(e, p, m, int(n)) for e, p, m, n in connection.execute(query)]
+
+    def failed_attempts(self, tenant_id: str, window: Window, limit: int = 50) -> list[FailedAttempt]:
+        """The latest failed attempts of the window, newest first (messages as recorded: scrubbed)."""
+        table = failed_attempts
+        query = (
+            select(table)
+            .where(table.c.tenant_id == tenant_id)
+            .where(table.c.occurred_at >= window.start, table.c.occurred_at < window.end)
+            .order_by(table.c.occurred_at.desc())
+            .limit(limit)
+        )
+        with self._reading(tenant_id) as connection:
+            return [
+                FailedAttempt(
+                    occurred_at=utc(row.occurred_at),
+                    session_id=row.session_id,
+                    agent_id=row.agent_id,
+                    step=row.step,
+                    model=row.model,
+                    provider=row.provider,
+                    attempt=row.attempt,
+                    error_type=row.error_type,
+                    status_code=row.status_code,
+                    message=row.message,
+                    next_action=row.next_action,
+                    execution_id=row.stream_id,
+                    trace_id=row.trace_id,
+                )
+                for row in connection.execute(query)
+            ]
+
+    # --- fallbacks ------------------------------------------------------------------------------------------
+
+    def fallback_edges(self, tenant_id: str, window: Window) -> list[FallbackEdge]:
+        """Fallbacks of the window as ``from -> to`` edges with reasons, most frequent first."""
+        table = fallback_stats
+        fallbacks, succeeded = func.sum(table.c.fallbacks), func.sum(table.c.succeeded_after)
+        query = (
+            select(table.c.from_model, table.c.to_model, table.c.reason, fallbacks, succeeded)
+            .where(table.c.tenant_id == tenant_id, _in_segments(table, plan(window.start, window.end)))
+            .group_by(table.c.from_model, table.c.to_model, table.c.reason)
+            .order_by(fallbacks.desc(), table.c.from_model, table.c.to_model, table.c.reason)
+        )
+        with self._reading(tenant_id) as connection:
+            return [FallbackEdge(f, t, r, int(n), int(s)) for f, t, r, n, s in connection.execute(query)]
+
+    # --- sessions -------------------------------------------------------------------------------------------
+
+    def sessions(
+        self, tenant_id: str, *, window: Window | None = None, search: str | None = None, limit: int = 50
+    ) -> list[SessionSummary]:
+        """Sessions seen last first; ``search`` matches session ids containing it."""
+        table = sessions
+        query = select(table).where(table.c.tenant_id == tenant_id)
+        if window is not None:
+            query = query.where(table.c.last_seen >= window.start, table.c.first_seen < window.end)
+        if search:
+            escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(table.c.session_id.like(f"%{escaped}%", escape="\\"))
+        query = query.order_by(table.c.last_seen.desc(), table.c.session_id).limit(limit)
+        with self._reading(tenant_id) as connection:
+            return [
+                SessionSummary(
+                    session_id=row.session_id,
+                    agent_id=row.agent_id,
+                    first_seen=utc(row.first_seen),
+                    last_seen=utc(row.last_seen),
+                    executions=row.executions,
+                    succeeded=row.succeeded,
+                    failed=row.failed,
+                    fallback_executions=row.fallback_executions,
+                    attempts=row.attempts,
+                    attempt_failures=row.attempt_failures,
+                )
+                for row in connection.execute(query)
+            ]
+
+    def session_timeline(self, tenant_id: str, session_id: str) -> list[ExecutionView]:
+        """The executions of one session and their attempts, from the raw events, in time order."""
+        if self.bound_tenant is not None and tenant_id != self.bound_tenant:
+            raise TenantNotAllowedError(f"this view is bound to tenant {self.bound_tenant!r}, not {tenant_id!r}")
+        return timeline(self._store.read_session(session_id, tenant_id=tenant_id))
+
+
+def timeline(session_events: Iterable[Event]) -> list[ExecutionView]:
+    """Executions (with their attempts) of a session's events."""
+    streams: dict[str, list[Event]] = {}
+    for event in session_events:
+        streams.setdefault(str(event.stream_id), []).append(event)
+    views = [_execution_view(sorted(evs, key=lambda e: e.stream_position)) for evs in streams.values()]
+    return sorted(views, key=lambda view: (view.started_at, view.execution_id))
+
+
+def _execution_view(stream: list[Event]) -> ExecutionView:
+    first = stream[0]
+    attempts: dict[int, dict[str, Any]] = {}
+    outcome, model, latency, fell_back = "incomplete", None, None, False
+    for event in stream:
+        payload = event.payload.model_dump()
+        if event.event_type == "AttemptStarted":
+            attempts[payload["attempt"]] = {
+                "attempt": payload["attempt"],
+                "model": payload["model"],
+                "provider": payload["provider"],
+                "started_at": event.occurred_at,
+                "outcome": "in flight",
+                "latency_ms": None,
+                "error_type": None,
+                "message": None,
+                "span_id": event.span_id,
+            }
+        elif event.event_type in ("AttemptSucceeded", "AttemptFailed") and payload["attempt"] in attempts:
+            attempts[payload["attempt"]].update(
+                outcome="succeeded" if event.event_type == "AttemptSucceeded" else "failed",
+                latency_ms=float(payload["latency_ms"]),
+                error_type=payload.get("error_type"),
+                message=payload.get("message"),
+            )
+        elif event.event_type == "ExecutionSucceeded":
+            outcome, model, latency = "succeeded", payload["model"], float(payload["latency_ms"])
+            fell_back = bool(payload["fallback_used"])
+        elif event.event_type == "ExecutionFailed":
+            outcome, model, latency = "failed", payload.get("last_model"), float(payload["latency_ms"])
+        elif event.event_type == "FallbackTriggered":
+            fell_back = True
+    return ExecutionView(
+        execution_id=str(first.stream_id),
+        step=first.step,
+        agent_id=first.agent_id,
+        turn_id=first.turn_id,
+        started_at=first.occurred_at,
+        outcome=outcome,
+        model=model,
+        latency_ms=latency,
+        fallback_used=fell_back,
+        trace_id=first.trace_id,
+        attempts=[AttemptView(**attempt) for _, attempt in sorted(attempts.items())],
+    )
+
+
+def _in_segments(table: Any, segments: Iterable[Segment]) -> Any:
+    conditions = [
+        and_(
+            table.c.grain_seconds == segment.grain,
+            table.c.bucket_start >= segment.start,
+            table.c.bucket_start < segment.end,
+        )
+        for segment in segments
+    ]
+    return or_(*conditions) if conditions else false()
+
+
+def _histogram(stored: str | None) -> dict[int, int]:
+    if not stored:
+        return {}
+    return {int(bucket): int(n) for bucket, n in orjson.loads(stored).items()}

@@ -1,0 +1,314 @@
+"""Events folded into read-model deltas, in memory: no IO here.
+
+The projector reads a batch of events, folds it into one ``Delta`` (every figure of the batch summed per
+row key, at every grain), and the database adds the delta to the stored rows in one statement per table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from llm_ledger.projections import histogram
+from llm_ledger.projections.grains import GRAINS, floor
+from llm_ledger.projections.prices import PriceTable
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """The part of a stored event the projections read (payloads of started events are not fetched)."""
+
+    event_id: str
+    event_type: str
+    tenant_id: str
+    stream_id: str
+    occurred_at: datetime
+    agent_id: str | None
+    session_id: str | None
+    step: str | None
+    trace_id: str | None
+    payload: Mapping[str, Any] | None
+
+
+@dataclass(slots=True)
+class StepFigures:
+    executions: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    fallback_executions: int = 0
+    attempts: int = 0
+    attempt_failures: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+    execution_latency_ms_sum: float = 0.0
+    execution_latency: histogram.Counts = field(default_factory=dict)
+    attempt_latency_ms_sum: float = 0.0
+    attempt_latency: histogram.Counts = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class SessionFigures:
+    agent_id: str
+    first_seen: datetime
+    last_seen: datetime
+    executions: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    fallback_executions: int = 0
+    attempts: int = 0
+    attempt_failures: int = 0
+
+
+@dataclass(slots=True)
+class FallbackFigures:
+    fallbacks: int = 0
+    succeeded_after: int = 0
+
+
+StepKey = tuple[str, int, datetime, str, str, str, str]
+"""tenant, grain, bucket start, agent, step, model, provider"""
+ErrorKey = tuple[str, int, datetime, str, str, str, str, str, str]
+"""... model, provider, scope, error type"""
+FallbackKey = tuple[str, int, datetime, str, str, str, str, str]
+"""tenant, grain, bucket start, agent, step, from model, to model, reason"""
+EdgeOrigin = tuple[str, datetime, str, str, str, str, str]
+"""Where a fallback edge was counted: tenant, when, agent, step, from, to, reason."""
+
+
+@dataclass(slots=True)
+class Delta:
+    """What one batch adds to the read models."""
+
+    steps: dict[StepKey, StepFigures] = field(default_factory=dict)
+    errors: dict[ErrorKey, int] = field(default_factory=dict)
+    fallbacks: dict[FallbackKey, FallbackFigures] = field(default_factory=dict)
+    sessions: dict[tuple[str, str], SessionFigures] = field(default_factory=dict)
+    failed_attempts: list[dict[str, Any]] = field(default_factory=list)
+    events: int = 0
+
+
+def provider_of(model: str | None) -> str:
+    """The routing prefix of a model string (``openrouter/anthropic/x`` -> ``openrouter``)."""
+    return model.split("/", 1)[0] if model else ""
+
+
+class Folder:
+    """Folds events into a ``Delta``.
+
+    Whether an execution fell back, and which edges then succeeded, is only known at its terminal event,
+    which can arrive in a later batch than its fallbacks. ``edges_of`` (the database) answers for
+    executions whose fallbacks this folder did not see itself; ``remember`` keeps what it saw for the
+    executions still open.
+    """
+
+    def __init__(self, prices: PriceTable, edges_of: Callable[[str, str], list[EdgeOrigin]]) -> None:
+        self._prices = prices
+        self._edges_of = edges_of
+        self._open_edges: dict[str, list[EdgeOrigin]] = {}
+        self._open_streams: set[str] = set()
+
+    def forget(self) -> None:
+        """Drop what was remembered of open executions (another projector may have moved on since)."""
+        self._open_edges.clear()
+        self._open_streams.clear()
+
+    def fold(self, records: Iterable[EventRecord]) -> Delta:
+        delta = Delta()
+        for record in records:
+            delta.events += 1
+            handler = _HANDLERS.get(record.event_type)
+            if handler is not None:
+                handler(self, delta, record)
+        return delta
+
+    # --- one method per event type ------------------------------------------------------------------
+
+    def _execution_started(self, delta: Delta, record: EventRecord) -> None:
+        self._open_streams.add(record.stream_id)
+        self._touch_session(delta, record)
+
+    def _attempt_succeeded(self, delta: Delta, record: EventRecord) -> None:
+        payload = _payload(record)
+        model = str(payload["model"])
+        latency = float(payload["latency_ms"])
+        usage = payload.get("usage") or {}
+        input_tokens, output_tokens = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+        cost = self._prices.cost(model, input_tokens, output_tokens)
+        for figures in self._step_rows(delta, record, model):
+            figures.attempts += 1
+            figures.attempt_latency_ms_sum += latency
+            histogram.add(figures.attempt_latency, latency)
+            figures.input_tokens += input_tokens
+            figures.output_tokens += output_tokens
+            if cost is not None:
+                figures.cost_usd = (figures.cost_usd or 0.0) + cost
+        self._touch_session(delta, record).attempts += 1
+
+    def _attempt_failed(self, delta: Delta, record: EventRecord) -> None:
+        payload = _payload(record)
+        model = str(payload["model"])
+        latency = float(payload["latency_ms"])
+        error_type = str(payload["error_type"])
+        for figures in self._step_rows(delta, record, model):
+            figures.attempts += 1
+            figures.attempt_failures += 1
+            figures.attempt_latency_ms_sum += latency
+            histogram.add(figures.attempt_latency, latency)
+        self._count_error(delta, record, model, "attempt", error_type)
+        session = self._touch_session(delta, record)
+        session.attempts += 1
+        session.attempt_failures += 1
+        delta.failed_attempts.append(
+            {
+                "tenant_id": record.tenant_id,
+                "event_id": record.event_id,
+                "occurred_at": record.occurred_at,
+                "stream_id": record.stream_id,
+                "session_id": record.session_id,
+                "agent_id": record.agent_id or "",
+                "step": record.step or "",
+                "model": model,
+                "provider": provider_of(model),
+                "attempt": int(payload["attempt"]),
+                "error_type": error_type,
+                "status_code": payload.get("status_code"),
+                "message": str(payload["message"]),
+                "next_action": str(payload["next_action"]),
+                "trace_id": record.trace_id,
+            }
+        )
+
+    def _fallback_triggered(self, delta: Delta, record: EventRecord) -> None:
+        payload = _payload(record)
+        origin: EdgeOrigin = (
+            record.tenant_id,
+            record.occurred_at,
+            record.agent_id or "",
+            record.step or "",
+            str(payload["from_model"]),
+            str(payload["to_model"]),
+            str(payload["reason"]),
+        )
+        for key in _edge_keys(origin):
+            delta.fallbacks.setdefault(key, FallbackFigures()).fallbacks += 1
+        self._open_edges.setdefault(record.stream_id, []).append(origin)
+
+    def _execution_succeeded(self, delta: Delta, record: EventRecord) -> None:
+        payload = _payload(record)
+        fell_back = bool(payload["fallback_used"])
+        for figures in self._execution_rows(delta, record, str(payload["model"]), float(payload["latency_ms"])):
+            figures.succeeded += 1
+            figures.fallback_executions += fell_back
+        session = self._end_session_execution(delta, record, fell_back)
+        session.succeeded += 1
+        if fell_back:
+            for origin in self._edges_of_stream(record):
+                for key in _edge_keys(origin):
+                    delta.fallbacks.setdefault(key, FallbackFigures()).succeeded_after += 1
+        self._close(record.stream_id)
+
+    def _execution_failed(self, delta: Delta, record: EventRecord) -> None:
+        payload = _payload(record)
+        model = payload.get("last_model") or ""
+        # A failed execution carries no fallback flag: with more than one attempt, its stream says.
+        fell_back = int(payload["attempts"]) > 1 and bool(self._edges_of_stream(record))
+        for figures in self._execution_rows(delta, record, model, float(payload["latency_ms"])):
+            figures.failed += 1
+            figures.fallback_executions += fell_back
+        self._count_error(delta, record, model, "execution", str(payload["error_type"]))
+        self._end_session_execution(delta, record, fell_back).failed += 1
+        self._close(record.stream_id)
+
+    # --- helpers --------------------------------------------------------------------------------------
+
+    def _step_rows(self, delta: Delta, record: EventRecord, model: str) -> list[StepFigures]:
+        provider = provider_of(model)
+        agent, step = record.agent_id or "", record.step or ""
+        rows = []
+        for grain in GRAINS:
+            key = (record.tenant_id, grain, floor(record.occurred_at, grain), agent, step, model, provider)
+            figures = delta.steps.get(key)
+            if figures is None:
+                figures = delta.steps[key] = StepFigures()
+            rows.append(figures)
+        return rows
+
+    def _execution_rows(self, delta: Delta, record: EventRecord, model: str, latency: float) -> list[StepFigures]:
+        rows = self._step_rows(delta, record, model)
+        for figures in rows:
+            figures.executions += 1
+            figures.execution_latency_ms_sum += latency
+            histogram.add(figures.execution_latency, latency)
+        return rows
+
+    def _count_error(self, delta: Delta, record: EventRecord, model: str, scope: str, error_type: str) -> None:
+        provider = provider_of(model)
+        agent, step = record.agent_id or "", record.step or ""
+        for grain in GRAINS:
+            key = (
+                record.tenant_id,
+                grain,
+                floor(record.occurred_at, grain),
+                agent,
+                step,
+                model,
+                provider,
+                scope,
+                error_type,
+            )
+            delta.errors[key] = delta.errors.get(key, 0) + 1
+
+    def _touch_session(self, delta: Delta, record: EventRecord) -> SessionFigures:
+        if record.session_id is None:
+            # Counted nowhere: the session index only lists executions that ran in a session.
+            return SessionFigures("", record.occurred_at, record.occurred_at)
+        key = (record.tenant_id, record.session_id)
+        session = delta.sessions.get(key)
+        if session is None:
+            session = delta.sessions[key] = SessionFigures(record.agent_id or "", record.occurred_at, record.occurred_at)
+        else:
+            session.first_seen = min(session.first_seen, record.occurred_at)
+            session.last_seen = max(session.last_seen, record.occurred_at)
+        return session
+
+    def _end_session_execution(self, delta: Delta, record: EventRecord, fell_back: bool) -> SessionFigures:
+        session = self._touch_session(delta, record)
+        session.executions += 1
+        session.fallback_executions += fell_back
+        return session
+
+    def _edges_of_stream(self, record: EventRecord) -> list[EdgeOrigin]:
+        if record.stream_id in self._open_streams:
+            return self._open_edges.get(record.stream_id, [])
+        return self._edges_of(record.tenant_id, record.stream_id)
+
+    def _close(self, stream_id: str) -> None:
+        self._open_streams.discard(stream_id)
+        self._open_edges.pop(stream_id, None)
+
+
+def _payload(record: EventRecord) -> Mapping[str, Any]:
+    if record.payload is None:
+        raise ValueError(f"event {record.event_id} ({record.event_type}) was read without its payload")
+    return record.payload
+
+
+def _edge_keys(origin: EdgeOrigin) -> list[FallbackKey]:
+    tenant, when, agent, step, from_model, to_model, reason = origin
+    return [(tenant, grain, floor(when, grain), agent, step, from_model, to_model, reason) for grain in GRAINS]
+
+
+_HANDLERS: dict[str, Callable[[Folder, Delta, EventRecord], None]] = {
+    "ExecutionStarted": Folder._execution_started,
+    "AttemptSucceeded": Folder._attempt_succeeded,
+    "AttemptFailed": Folder._attempt_failed,
+    "FallbackTriggered": Folder._fallback_triggered,
+    "ExecutionSucceeded": Folder._execution_succeeded,
+    "ExecutionFailed": Folder._execution_failed,
+}
+
+PAYLOAD_TYPES = frozenset(_HANDLERS) - {"ExecutionStarted"}
+"""Event types whose payload the projections read."""
