@@ -268,7 +268,9 @@ class Folder:
         key = (record.tenant_id, record.session_id)
         session = delta.sessions.get(key)
         if session is None:
-            session = delta.sessions[key] = SessionFigures(record.agent_id or "", record.occurred_at, record.occurred_at)
+            session = delta.sessions[key] = SessionFigures(
+                record.agent_id or "", record.occurred_at, record.occurred_at
+            )
         else:
             session.first_seen = min(session.first_seen, record.occurred_at)
             session.last_seen = max(session.last_seen, record.occurred_at)

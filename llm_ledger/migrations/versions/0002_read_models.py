@@ -78,9 +78,7 @@ def _grants_and_policies() -> None:
     for table in _TABLES:
         op.execute(f"REVOKE ALL ON TABLE {table.name} FROM PUBLIC")
         op.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON TABLE {table.name} TO llm_ledger_projector")
-        op.execute(
-            f"GRANT SELECT ON TABLE {table.name} TO llm_ledger_reader, llm_ledger_auditor, llm_ledger_writer"
-        )
+        op.execute(f"GRANT SELECT ON TABLE {table.name} TO llm_ledger_reader, llm_ledger_auditor, llm_ledger_writer")
     for table in READ_MODELS:
         op.execute(f"ALTER TABLE {table.name} ENABLE ROW LEVEL SECURITY")
         op.execute(f"ALTER TABLE {table.name} FORCE ROW LEVEL SECURITY")
@@ -89,8 +87,7 @@ def _grants_and_policies() -> None:
             f" TO llm_ledger_writer, llm_ledger_reader USING (tenant_id = {_TENANT})"
         )
         op.execute(
-            f"CREATE POLICY {table.name}_auditor_select ON {table.name} FOR SELECT"
-            " TO llm_ledger_auditor USING (true)"
+            f"CREATE POLICY {table.name}_auditor_select ON {table.name} FOR SELECT TO llm_ledger_auditor USING (true)"
         )
         op.execute(f"CREATE POLICY {table.name}_projector_all ON {table.name} TO llm_ledger_projector USING (true)")
 
