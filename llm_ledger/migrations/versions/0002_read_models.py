@@ -11,8 +11,8 @@ empties and refills them. On PostgreSQL:
   same function from the projector's connection);
 - the role ``llm_ledger_projector`` reads every tenant's events and owns the read models' rows;
 - row-level security on the tenant-keyed read models, like the events': the reader sees its tenant's
-  rows, the auditor all of them. The checkpoint table holds no tenant data and every ledger role may
-  read it (the dashboard shows how fresh the projections are).
+  rows, the auditor all of them. The checkpoint table holds no tenant data and the reader and
+  the auditor may read it (the dashboard shows how fresh the projections are).
 """
 
 from __future__ import annotations
@@ -78,13 +78,13 @@ def _grants_and_policies() -> None:
     for table in _TABLES:
         op.execute(f"REVOKE ALL ON TABLE {table.name} FROM PUBLIC")
         op.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON TABLE {table.name} TO llm_ledger_projector")
-        op.execute(f"GRANT SELECT ON TABLE {table.name} TO llm_ledger_reader, llm_ledger_auditor, llm_ledger_writer")
+        op.execute(f"GRANT SELECT ON TABLE {table.name} TO llm_ledger_reader, llm_ledger_auditor")
     for table in READ_MODELS:
         op.execute(f"ALTER TABLE {table.name} ENABLE ROW LEVEL SECURITY")
         op.execute(f"ALTER TABLE {table.name} FORCE ROW LEVEL SECURITY")
         op.execute(
             f"CREATE POLICY {table.name}_tenant_select ON {table.name} FOR SELECT"
-            f" TO llm_ledger_writer, llm_ledger_reader USING (tenant_id = {_TENANT})"
+            f" TO llm_ledger_reader USING (tenant_id = {_TENANT})"
         )
         op.execute(
             f"CREATE POLICY {table.name}_auditor_select ON {table.name} FOR SELECT TO llm_ledger_auditor USING (true)"
