@@ -3,7 +3,8 @@ the read models, the checkpoint itself. Dialect differences live in ``_Dialect``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -76,13 +77,16 @@ class ProjectionDatabase:
         """
         self._dialect.prepare(connection)
         insert = self._dialect.insert(checkpoints).values(name=self._name).on_conflict_do_nothing()
-        connection.execute(insert)
-        if not self._dialect.bound_wait(connection, wait_seconds):
-            return None
+        # The insert waits too: on PostgreSQL for the holder's uncommitted update of the same key, on
+        # SQLite for the file's write lock. So the bound covers it.
         try:
-            connection.execute(
-                update(checkpoints).where(checkpoints.c.name == self._name).values(updated_at=func.current_timestamp())
-            )
+            with self._dialect.bounded_wait(connection, wait_seconds):
+                connection.execute(insert)
+                connection.execute(
+                    update(checkpoints)
+                    .where(checkpoints.c.name == self._name)
+                    .values(updated_at=func.current_timestamp())
+                )
         except Exception as exc:
             if self._dialect.is_lock_timeout(exc):
                 return None
@@ -307,8 +311,10 @@ class _Dialect:
     def prepare(self, connection: Connection) -> None:
         """Anything the connection needs before the projector's statements run."""
 
-    def bound_wait(self, connection: Connection, wait_seconds: float | None) -> bool:
-        return True
+    @contextmanager
+    def bounded_wait(self, connection: Connection, wait_seconds: float | None) -> Iterator[None]:
+        """Lock waits inside the block last at most ``wait_seconds`` (``None``: the connection's own)."""
+        yield
 
     def is_lock_timeout(self, exc: Exception) -> bool:
         return False
@@ -321,11 +327,12 @@ class _Postgres(_Dialect):
     def insert(self, table: Any) -> Any:
         return postgresql.insert(table)
 
-    def bound_wait(self, connection: Connection, wait_seconds: float | None) -> bool:
+    @contextmanager
+    def bounded_wait(self, connection: Connection, wait_seconds: float | None) -> Iterator[None]:
         if wait_seconds is not None:
             milliseconds = max(1, int(wait_seconds * 1000))
             connection.execute(text("SELECT set_config('lock_timeout', :value, true)"), {"value": f"{milliseconds}ms"})
-        return True
+        yield
 
     def is_lock_timeout(self, exc: Exception) -> bool:
         return getattr(getattr(exc, "orig", None), "sqlstate", None) == "55P03"
@@ -342,6 +349,19 @@ class _Sqlite(_Dialect):
         raw = connection.connection.driver_connection
         assert raw is not None
         raw.create_function("llm_ledger_hist_merge", 2, histogram.merge_stored, deterministic=True)
+
+    @contextmanager
+    def bounded_wait(self, connection: Connection, wait_seconds: float | None) -> Iterator[None]:
+        if wait_seconds is None:
+            yield
+            return
+        # busy_timeout belongs to the (pooled) connection, not the transaction: put the old one back.
+        previous = int(connection.exec_driver_sql("PRAGMA busy_timeout").scalar_one())
+        connection.exec_driver_sql(f"PRAGMA busy_timeout = {max(1, int(wait_seconds * 1000))}")
+        try:
+            yield
+        finally:
+            connection.exec_driver_sql(f"PRAGMA busy_timeout = {previous}")
 
     def is_lock_timeout(self, exc: Exception) -> bool:
         return "database is locked" in str(getattr(exc, "orig", exc))
