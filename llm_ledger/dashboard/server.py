@@ -14,6 +14,8 @@ STREAMLIT_FLAGS = (
     "--server.headless=true",
     "--server.fileWatcherType=none",
     "--global.developmentMode=false",
+    # Operators view figures; Streamlit's "Deploy" button and developer menu are not for them.
+    "--client.toolbarMode=viewer",
 )
 
 

@@ -1,0 +1,92 @@
+"""The llm-ledger dashboard, a Streamlit script: ``llm-ledger dashboard`` serves it.
+
+Every run: check the database can be read, catch the projector up (bounded in time), then draw the
+sidebar and the chosen page for one tenant over one window. An unreachable, unmigrated or empty database
+gets a plain message saying what to do, never a traceback.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import streamlit as st
+
+from llm_ledger.dashboard.settings import DashboardSettings
+from llm_ledger.dashboard.sidebar import choose_view, keep_in_url, show_freshness
+from llm_ledger.dashboard.source import (
+    DEMO_COMMAND,
+    LedgerNotReadyError,
+    LedgerSource,
+    check_schema,
+    is_unreachable,
+)
+from llm_ledger.dashboard.views import PageContext, renderer
+from llm_ledger.projections import CatchUpResult
+from llm_ledger.projections.queries import Freshness
+
+
+@st.cache_resource(show_spinner=False)
+def _source(database_url: str, bound_tenant: str | None, catch_up: bool) -> LedgerSource:
+    """One view (and projector) per server process: their engines pool the connections."""
+    return LedgerSource.open(database_url, bound_tenant=bound_tenant, catch_up=catch_up)
+
+
+def _unreachable(settings: DashboardSettings, exc: BaseException) -> None:
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    st.error(f"The ledger database cannot be reached: {settings.shown_url}")
+    if reason:
+        st.caption(f"The database driver said: {reason[0]}")
+    st.markdown(
+        "Check that the database server is running and that `LLM_LEDGER_DATABASE_URL` points at it, then reload."
+    )
+
+
+def _no_data(settings: DashboardSettings) -> None:
+    whose = f"tenant {settings.bound_tenant}" if settings.bound_tenant else "any tenant"
+    st.info(f"The ledger at {settings.shown_url} has no executions of {whose} yet.")
+    st.markdown(
+        "To see the dashboard at work, record some executions into this database, then reload this page:\n\n"
+        f"```\nLLM_LEDGER_DATABASE_URL={settings.shown_url} {DEMO_COMMAND}\n```\n\n"
+        "Any process that runs `LLMExecutor` with this `LLM_LEDGER_DATABASE_URL` records into it the same way."
+    )
+
+
+def _open(settings: DashboardSettings) -> tuple[LedgerSource, CatchUpResult | None, list[str], Freshness | None]:
+    check_schema(settings.database_url, settings.shown_url)
+    source = _source(settings.database_url, settings.bound_tenant, settings.catch_up)
+    caught = source.catch_up()
+    return source, caught, source.view.tenants(), source.view.freshness()
+
+
+def main() -> None:
+    st.set_page_config(page_title="llm-ledger", layout="wide")
+    settings = DashboardSettings.from_env()
+    try:
+        source, caught, tenants, freshness = _open(settings)
+    except LedgerNotReadyError as exc:
+        st.error(str(exc))
+        return
+    except Exception as exc:
+        if not is_unreachable(exc):
+            raise
+        _unreachable(settings, exc)
+        return
+    if not tenants:
+        show_freshness(freshness, caught)
+        _no_data(settings)
+        return
+    now = datetime.now(UTC)
+    state = choose_view(tenants, is_bound=settings.bound_tenant is not None, today=now.date())
+    show_freshness(freshness, caught)
+    assert state.tenant is not None, "choose_view always picks one of the tenants"
+    page = PageContext(source.view, state.tenant, state.time_window(now), state, settings)
+    try:
+        renderer(state.page)(page)
+    except Exception as exc:
+        if not is_unreachable(exc):
+            raise
+        _unreachable(settings, exc)
+    keep_in_url(state)
+
+
+main()

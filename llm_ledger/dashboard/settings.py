@@ -1,0 +1,46 @@
+"""What the dashboard is configured with, read from the environment in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from llm_ledger.store import StoreConfigurationError, StoreSettings, normalize_url
+
+DEFAULT_JAEGER_URL = "http://localhost:16686"
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardSettings:
+    """``LLM_LEDGER_DATABASE_URL`` (the store's default when unset), ``LLM_LEDGER_DASHBOARD_TENANT`` (bind
+    the viewer to one tenant), ``LLM_LEDGER_JAEGER_URL`` and ``LLM_LEDGER_DASHBOARD_CATCH_UP`` (catch the
+    projector up before each view; default true)."""
+
+    database_url: str
+    bound_tenant: str | None = None
+    jaeger_url: str = DEFAULT_JAEGER_URL
+    catch_up: bool = True
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DashboardSettings:
+        env = os.environ if environ is None else environ
+        return cls(
+            database_url=StoreSettings.from_env(env).database_url,
+            bound_tenant=env.get("LLM_LEDGER_DASHBOARD_TENANT") or None,
+            jaeger_url=(env.get("LLM_LEDGER_JAEGER_URL") or DEFAULT_JAEGER_URL).rstrip("/"),
+            catch_up=(env.get("LLM_LEDGER_DASHBOARD_CATCH_UP") or "true").strip().lower() not in _FALSE,
+        )
+
+    @property
+    def shown_url(self) -> str:
+        """The database URL as it may be shown on screen: without its password."""
+        try:
+            return normalize_url(self.database_url).render_as_string(hide_password=True)
+        except StoreConfigurationError:
+            return self.database_url.split("@")[-1] if "@" in self.database_url else self.database_url
+
+    def trace_url(self, trace_id: str | None) -> str | None:
+        """Jaeger's page for a trace; ``None`` when the execution was not traced."""
+        return f"{self.jaeger_url}/trace/{trace_id}" if trace_id else None

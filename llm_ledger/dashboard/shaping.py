@@ -1,0 +1,396 @@
+"""Query results shaped for the screen: metric tiles, chart rows and table rows. Pure functions, so what
+a page shows is tested without Streamlit; the pages only hand these to ``st.*``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from llm_ledger.projections.queries import (
+    ErrorCount,
+    ErrorPoint,
+    ExecutionView,
+    FailedAttempt,
+    FallbackEdge,
+    Figures,
+    Group,
+    Point,
+    SessionSummary,
+)
+
+Row = dict[str, Any]
+DeltaColor = Literal["normal", "inverse", "off"]
+NONE = "—"
+PERCENTILE_NAMES = ("p50", "p95", "p99")
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One tile of the overview: ``delta`` is the change against the previous window, as text."""
+
+    label: str
+    value: str
+    delta: str | None
+    delta_color: DeltaColor
+    help: str
+
+
+# --- formatting -----------------------------------------------------------------------------------------
+
+
+def percent(rate: float | None) -> str:
+    return NONE if rate is None else f"{rate * 100:.1f}%"
+
+
+def milliseconds(value: float | None) -> str:
+    if value is None:
+        return NONE
+    if value >= 10_000:
+        return f"{value / 1000:.1f} s"
+    return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
+
+
+def iso(moment: datetime) -> str:
+    """Timestamps for Vega-Lite, which parses ISO 8601 with its zone."""
+    return moment.isoformat()
+
+
+def short_id(identifier: str) -> str:
+    return identifier[-12:]
+
+
+def _signed(value: float, unit: str, digits: int) -> str:
+    return f"{value:+.{digits}f}{unit}"
+
+
+def _count_delta(current: int, previous: int) -> str:
+    return f"{current - previous:+d}"
+
+
+def _rate_delta(current: float | None, previous: float | None) -> str | None:
+    if current is None or previous is None:
+        return None
+    return _signed((current - previous) * 100, " pp", 1)
+
+
+def _latency_delta(current: float | None, previous: float | None) -> str | None:
+    if current is None or previous is None:
+        return None
+    return _signed(current - previous, " ms", 1 if abs(current - previous) < 10 else 0)
+
+
+# --- overview -------------------------------------------------------------------------------------------
+
+
+def overview_metrics(current: Figures, previous: Figures) -> list[Metric]:
+    """Executions, error rate, fallback rate and execution latency percentiles, each with its change."""
+    since = "against the previous window of the same length"
+    metrics = [
+        Metric(
+            "Executions",
+            f"{current.executions:,}",
+            _count_delta(current.executions, previous.executions),
+            "off",
+            f"Executions that ended in the window; change {since}.",
+        ),
+        Metric(
+            "Error rate",
+            percent(current.error_rate),
+            _rate_delta(current.error_rate, previous.error_rate),
+            "inverse",
+            f"Failed executions / executions (after retries and fallbacks); change in percentage points {since}.",
+        ),
+        Metric(
+            "Fallback rate",
+            percent(current.fallback_rate),
+            _rate_delta(current.fallback_rate, previous.fallback_rate),
+            "inverse",
+            f"Executions that fell back to another model / executions; change {since}.",
+        ),
+    ]
+    for name, now, before in zip(
+        PERCENTILE_NAMES, current.latency_percentiles(), previous.latency_percentiles(), strict=True
+    ):
+        metrics.append(
+            Metric(
+                f"{name} latency",
+                milliseconds(now),
+                _latency_delta(now, before),
+                "inverse",
+                f"Execution latency (all attempts included), {name}, within 2%; change {since}.",
+            )
+        )
+    return metrics
+
+
+def activity_rows(points: Iterable[Point]) -> list[Row]:
+    """Executions, failures and fallbacks per time bucket, one row per bucket and figure."""
+    rows: list[Row] = []
+    for point in points:
+        figures = point.figures
+        for series, count in (
+            ("executions", figures.executions),
+            ("failed", figures.failed),
+            ("fell back", figures.fallback_executions),
+        ):
+            rows.append({"time": iso(point.bucket_start), "series": series, "count": count})
+    return rows
+
+
+# --- latency --------------------------------------------------------------------------------------------
+
+
+def latency_rows(points: Iterable[Point]) -> list[Row]:
+    """Execution latency percentiles per time bucket and group (buckets without executions left out)."""
+    rows: list[Row] = []
+    for point in points:
+        for name, value in zip(PERCENTILE_NAMES, point.figures.latency_percentiles(), strict=True):
+            if value is not None:
+                rows.append(
+                    {"time": iso(point.bucket_start), "group": point.group, "percentile": name, "latency_ms": value}
+                )
+    return rows
+
+
+def step_model_rows(groups: Iterable[Group]) -> list[Row]:
+    """The steps x models table: one row per (step, model) with its figures."""
+    rows: list[Row] = []
+    for group in groups:
+        step, model = group.key
+        figures = group.figures
+        p50, p95, p99 = figures.latency_percentiles()
+        rows.append(
+            {
+                "step": step or NONE,
+                "model": model or NONE,
+                "executions": figures.executions,
+                "p50 ms": _rounded(p50),
+                "p95 ms": _rounded(p95),
+                "p99 ms": _rounded(p99),
+                "mean ms": _rounded(figures.mean_latency_ms),
+                "error rate": percent(figures.error_rate),
+                "attempts": figures.attempts,
+                "attempt failure rate": percent(figures.attempt_failure_rate),
+            }
+        )
+    return rows
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+# --- errors ---------------------------------------------------------------------------------------------
+
+
+def error_rate_rows(failures: Iterable[ErrorPoint], attempts: Iterable[Point]) -> list[Row]:
+    """Attempt failures / attempts per time bucket and group.
+
+    ``attempts`` is either split by the same dimension as ``failures`` (provider, model: each group's own
+    attempts are the denominator) or not split at all (error types: every attempt of the bucket is).
+    """
+    per_group: dict[tuple[datetime, str], int] = {}
+    per_bucket: dict[datetime, int] = {}
+    for point in attempts:
+        per_group[(point.bucket_start, point.group)] = per_group.get((point.bucket_start, point.group), 0) + (
+            point.figures.attempts
+        )
+        per_bucket[point.bucket_start] = per_bucket.get(point.bucket_start, 0) + point.figures.attempts
+    split = any(group for _, group in per_group)
+    rows: list[Row] = []
+    for failure in failures:
+        total = (
+            per_group.get((failure.bucket_start, failure.group), 0)
+            if split
+            else per_bucket.get(failure.bucket_start, 0)
+        )
+        if total:
+            rows.append(
+                {
+                    "time": iso(failure.bucket_start),
+                    "group": failure.group or NONE,
+                    "failures": failure.count,
+                    "attempts": total,
+                    "rate": failure.count / total,
+                }
+            )
+    return rows
+
+
+def error_count_rows(counts: Iterable[ErrorCount], attempts: int) -> list[Row]:
+    return [
+        {
+            "error type": count.error_type,
+            "provider": count.provider or NONE,
+            "model": count.model or NONE,
+            "failures": count.count,
+            "share of attempts": percent(count.count / attempts if attempts else None),
+        }
+        for count in counts
+    ]
+
+
+def failed_attempt_rows(failed: Iterable[FailedAttempt]) -> list[Row]:
+    return [
+        {
+            "time": attempt.occurred_at,
+            "error type": attempt.error_type,
+            "status": attempt.status_code,
+            "message": attempt.message,
+            "model": attempt.model,
+            "attempt": attempt.attempt,
+            "next action": attempt.next_action,
+            "step": attempt.step,
+            "agent": attempt.agent_id,
+            "session": attempt.session_id,
+            "execution": attempt.execution_id,
+        }
+        for attempt in failed
+    ]
+
+
+# --- fallbacks ------------------------------------------------------------------------------------------
+
+
+def fallback_rate_rows(points: Iterable[Point]) -> list[Row]:
+    return [
+        {
+            "time": iso(point.bucket_start),
+            "executions": point.figures.executions,
+            "fell back": point.figures.fallback_executions,
+            "rate": point.figures.fallback_rate,
+        }
+        for point in points
+        if point.figures.executions
+    ]
+
+
+def edge_label(edge: FallbackEdge) -> str:
+    return f"{edge.from_model} → {edge.to_model}"
+
+
+def fallback_edge_rows(edges: Iterable[FallbackEdge]) -> list[Row]:
+    return [
+        {
+            "from": edge.from_model,
+            "to": edge.to_model,
+            "reason": edge.reason,
+            "fallbacks": edge.fallbacks,
+            "succeeded after": edge.succeeded_after,
+            "success after fallback": percent(edge.succeeded_after / edge.fallbacks if edge.fallbacks else None),
+        }
+        for edge in edges
+    ]
+
+
+def fallback_outcome_rows(edges: Iterable[FallbackEdge]) -> list[Row]:
+    """Per edge and reason, how many executions then succeeded and how many did not (a stacked bar)."""
+    rows: list[Row] = []
+    for edge in edges:
+        for outcome, count in (
+            ("succeeded after", edge.succeeded_after),
+            ("did not succeed", edge.fallbacks - edge.succeeded_after),
+        ):
+            if count:
+                rows.append({"edge": edge_label(edge), "reason": edge.reason, "outcome": outcome, "executions": count})
+    return rows
+
+
+# --- sessions -------------------------------------------------------------------------------------------
+
+
+def session_rows(summaries: Iterable[SessionSummary]) -> list[Row]:
+    return [
+        {
+            "session": summary.session_id,
+            "agent": summary.agent_id,
+            "first seen": summary.first_seen,
+            "last seen": summary.last_seen,
+            "executions": summary.executions,
+            "failed": summary.failed,
+            "fell back": summary.fallback_executions,
+            "attempts": summary.attempts,
+            "outcome": summary.outcome,
+        }
+        for summary in summaries
+    ]
+
+
+def session_choices(recent: Sequence[SessionSummary], chosen: str | None) -> list[str]:
+    """The sessions to pick from: the one in the URL first (it may be older than the recent ones)."""
+    ids = [summary.session_id for summary in recent]
+    if chosen and chosen not in ids:
+        ids.insert(0, chosen)
+    return ids
+
+
+def execution_rows(executions: Iterable[ExecutionView], trace_url: Callable[[str | None], str | None]) -> list[Row]:
+    return [
+        {
+            "started": execution.started_at,
+            "step": execution.step or NONE,
+            "model": execution.model or NONE,
+            "outcome": execution.outcome,
+            "latency ms": _rounded(execution.latency_ms),
+            "attempts": len(execution.attempts),
+            "fell back": execution.fallback_used,
+            "trace": trace_url(execution.trace_id),
+            "execution": execution.execution_id,
+        }
+        for execution in executions
+    ]
+
+
+def attempt_rows(executions: Iterable[ExecutionView]) -> list[Row]:
+    return [
+        {
+            "execution": short_id(execution.execution_id),
+            "attempt": attempt.attempt,
+            "model": attempt.model,
+            "provider": attempt.provider,
+            "started": attempt.started_at,
+            "outcome": attempt.outcome,
+            "latency ms": _rounded(attempt.latency_ms),
+            "error type": attempt.error_type,
+            "message": attempt.message,
+        }
+        for execution in executions
+        for attempt in execution.attempts
+    ]
+
+
+def timeline_rows(executions: Iterable[ExecutionView]) -> list[Row]:
+    """Bars of a waterfall: one lane per execution, in time order, holding the execution from its start
+    and each attempt at its offset from that start (milliseconds).
+
+    Executions last milliseconds to seconds while a session spans minutes or hours: on a shared time axis
+    every bar would be a hairline, so each lane has its own origin and carries its start time in its name.
+    An execution or attempt without a latency yet (in flight, or its process died) has ``end == start``.
+    """
+    rows: list[Row] = []
+    for number, execution in enumerate(executions, start=1):
+        lane = f"{execution.started_at:%H:%M:%S} #{number} {execution.step or 'execution'}"
+        origin = execution.started_at
+        rows.append(_bar(lane, "execution", 0.0, execution.latency_ms, execution.outcome, execution.model, "execution"))
+        for attempt in execution.attempts:
+            offset = (attempt.started_at - origin) / timedelta(milliseconds=1)
+            what = f"attempt {attempt.attempt}" + (f" ({attempt.error_type})" if attempt.error_type else "")
+            rows.append(_bar(lane, "attempt", offset, attempt.latency_ms, attempt.outcome, attempt.model, what))
+    return rows
+
+
+def _bar(
+    lane: str, kind: str, offset_ms: float, latency_ms: float | None, outcome: str, model: str | None, what: str
+) -> Row:
+    return {
+        "lane": lane,
+        "kind": kind,
+        "what": what,
+        "start_ms": round(offset_ms, 3),
+        "end_ms": round(offset_ms + (latency_ms or 0.0), 3),
+        "outcome": outcome,
+        "model": model or NONE,
+        "latency_ms": latency_ms,
+    }

@@ -1,0 +1,79 @@
+"""The ledger the dashboard reads: whether it can be read at all, and bringing its read models up to
+date before a view queries them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from llm_ledger.projections import CatchUpResult, Projector
+from llm_ledger.projections.queries import LedgerView
+from llm_ledger.store import StoreConfigurationError, StoreUnavailableError, migrate
+
+CATCH_UP_SECONDS = 2.0
+"""A view waits at most this long for the projector; a backlog larger than that is caught up over the
+next loads (and the sidebar says so)."""
+LOCK_WAIT_SECONDS = 0.5
+"""How long to wait for a projector running elsewhere (``llm-ledger project --follow``) before showing
+what is already projected."""
+
+UPGRADE_COMMAND = "llm-ledger db upgrade"
+DEMO_COMMAND = "llm-ledger demo"
+
+_UNREACHABLE = (
+    StoreUnavailableError,
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+
+
+class LedgerNotReadyError(Exception):
+    """The database cannot be read yet; ``str()`` says why and what to do, in words an operator acts on."""
+
+
+@dataclass(slots=True)
+class LedgerSource:
+    """A read-only view of the ledger and, unless catching up is turned off, a projector."""
+
+    view: LedgerView
+    projector: Projector | None
+
+    @classmethod
+    def open(cls, database_url: str, *, bound_tenant: str | None, catch_up: bool) -> LedgerSource:
+        view = LedgerView(database_url, bound_tenant=bound_tenant)
+        return cls(view, Projector(view.engine) if catch_up else None)
+
+    def catch_up(self) -> CatchUpResult | None:
+        """Apply the events recorded since the last view, for at most ``CATCH_UP_SECONDS``."""
+        if self.projector is None:
+            return None
+        return self.projector.catch_up(timeout=CATCH_UP_SECONDS, wait_seconds=LOCK_WAIT_SECONDS)
+
+    def close(self) -> None:
+        if self.projector is not None:
+            self.projector.close()
+        self.view.close()
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether an error means the database is out of reach (rather than a bug worth a traceback)."""
+    return isinstance(exc, _UNREACHABLE)
+
+
+def check_schema(database_url: str, shown_url: str) -> None:
+    """Raise ``LedgerNotReadyError`` unless the database is at the schema this version reads."""
+    try:
+        current = migrate.current(database_url)
+    except StoreConfigurationError as exc:
+        raise LedgerNotReadyError(str(exc)) from None
+    if current == migrate.head():
+        return
+    state = "has no ledger tables" if current is None else f"is at schema revision {current}"
+    raise LedgerNotReadyError(
+        f"The ledger database {shown_url} {state}; this dashboard reads revision {migrate.head()}. "
+        f"Bring it up to date with `{UPGRADE_COMMAND}` (same LLM_LEDGER_DATABASE_URL), then reload."
+    )

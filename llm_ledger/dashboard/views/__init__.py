@@ -1,0 +1,39 @@
+"""One module per page of the dashboard. (Not ``pages/``: Streamlit would take a ``pages`` directory
+beside ``app.py`` for pages of its own multipage navigation.)"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from llm_ledger.dashboard.settings import DashboardSettings
+from llm_ledger.dashboard.state import ViewState
+from llm_ledger.projections.queries import LedgerView, Window
+
+
+@dataclass(frozen=True, slots=True)
+class PageContext:
+    """What every page is drawn for: one tenant over one window."""
+
+    view: LedgerView
+    tenant: str
+    window: Window
+    state: ViewState
+    settings: DashboardSettings
+
+
+Render = Callable[[PageContext], None]
+
+
+def renderer(page: str) -> Render:
+    """The function that draws ``page`` (a key of ``state.PAGES``)."""
+    from llm_ledger.dashboard.views import errors, fallbacks, latency, overview, sessions
+
+    pages: dict[str, Render] = {
+        "overview": overview.render,
+        "latency": latency.render,
+        "errors": errors.render,
+        "fallbacks": fallbacks.render,
+        "sessions": sessions.render,
+    }
+    return pages[page]

@@ -1,0 +1,46 @@
+"""Errors: attempt failure rate over time by error type, provider and model; counts; latest failures."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from llm_ledger.dashboard import charts
+from llm_ledger.dashboard.shaping import error_count_rows, error_rate_rows, failed_attempt_rows, percent
+from llm_ledger.dashboard.views import PageContext
+from llm_ledger.dashboard.views.common import heading, nothing_in_window
+from llm_ledger.projections.queries import Dimension, ErrorDimension
+
+_SPLITS: tuple[tuple[str, ErrorDimension, Dimension | None], ...] = (
+    ("By error type", "error_type", None),
+    ("By provider", "provider", "provider"),
+    ("By model", "model", "model"),
+)
+
+
+def render(page: PageContext) -> None:
+    heading(page, "Errors", "Failed attempts (each retry and fallback counts) and failed executions")
+    totals = page.view.totals(page.tenant, page.window)
+    if not totals.attempts:
+        nothing_in_window(page, "attempts")
+        return
+    left, middle, right = st.columns(3)
+    left.metric("Attempt failure rate", percent(totals.attempt_failure_rate))
+    middle.metric("Failed attempts", f"{totals.attempt_failures:,}")
+    right.metric("Failed executions", f"{totals.failed:,}")
+    if not totals.attempt_failures:
+        st.success("No attempt failed in this window.")
+        return
+    st.subheader("Failure rate over time")
+    tabs = st.tabs([title for title, _, _ in _SPLITS])
+    for tab, (_, dimension, attempts_by) in zip(tabs, _SPLITS, strict=True):
+        with tab:
+            failures = page.view.error_series(page.tenant, page.window, by=dimension)
+            attempts = page.view.series(page.tenant, page.window, by=attempts_by)
+            st.altair_chart(charts.error_rate(error_rate_rows(failures, attempts), dimension), width="stretch")
+    st.subheader("Failures by error type, provider and model")
+    counts = page.view.error_counts(page.tenant, page.window)
+    st.dataframe(error_count_rows(counts, totals.attempts), hide_index=True, width="stretch")
+    st.subheader("Latest failed attempts")
+    st.caption("Messages as recorded: secrets were scrubbed before the events were written.")
+    failed = page.view.failed_attempts(page.tenant, page.window, limit=50)
+    st.dataframe(failed_attempt_rows(failed), hide_index=True, width="stretch")

@@ -1,0 +1,35 @@
+"""Fallbacks: how often executions fell back over time, and the chains from -> to with what followed."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from llm_ledger.dashboard import charts
+from llm_ledger.dashboard.shaping import fallback_edge_rows, fallback_outcome_rows, fallback_rate_rows, percent
+from llm_ledger.dashboard.views import PageContext
+from llm_ledger.dashboard.views.common import heading, nothing_in_window
+
+
+def render(page: PageContext) -> None:
+    heading(page, "Fallbacks", "Executions answered by a model other than the first of their chain")
+    totals = page.view.totals(page.tenant, page.window)
+    if not totals.executions:
+        nothing_in_window(page)
+        return
+    edges = page.view.fallback_edges(page.tenant, page.window)
+    fallbacks = sum(edge.fallbacks for edge in edges)
+    succeeded = sum(edge.succeeded_after for edge in edges)
+    left, middle, right = st.columns(3)
+    left.metric("Fallback rate", percent(totals.fallback_rate))
+    middle.metric("Fallbacks", f"{fallbacks:,}")
+    right.metric("Succeeded after fallback", percent(succeeded / fallbacks if fallbacks else None))
+    st.subheader("Fallback rate over time")
+    st.altair_chart(
+        charts.fallback_rate(fallback_rate_rows(page.view.series(page.tenant, page.window))), width="stretch"
+    )
+    st.subheader("Chains")
+    if not edges:
+        st.success("No execution fell back in this window.")
+        return
+    st.altair_chart(charts.fallback_chains(fallback_outcome_rows(edges)), width="stretch")
+    st.dataframe(fallback_edge_rows(edges), hide_index=True, width="stretch")

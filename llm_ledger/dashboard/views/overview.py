@@ -1,0 +1,26 @@
+"""Overview: the window's headline figures against the previous window, and activity over time."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from llm_ledger.dashboard import charts
+from llm_ledger.dashboard.shaping import activity_rows, overview_metrics
+from llm_ledger.dashboard.views import PageContext
+from llm_ledger.dashboard.views.common import heading, nothing_in_window
+
+
+def render(page: PageContext) -> None:
+    heading(page, "Overview", "Executions, errors, fallbacks and latency")
+    current = page.view.totals(page.tenant, page.window)
+    previous = page.view.totals(page.tenant, page.window.previous())
+    for column, metric in zip(st.columns(6), overview_metrics(current, previous), strict=True):
+        column.metric(metric.label, metric.value, metric.delta, delta_color=metric.delta_color, help=metric.help)
+    tokens = f"Tokens: {current.input_tokens:,} in, {current.output_tokens:,} out"
+    cost = "" if current.cost_usd is None else f" · cost ${current.cost_usd:,.4f}"
+    st.caption(f"{tokens}{cost} · {current.attempts:,} attempts, {current.attempt_failures:,} failed")
+    if not current.executions:
+        nothing_in_window(page)
+        return
+    st.subheader("Over time")
+    st.altair_chart(charts.activity(activity_rows(page.view.series(page.tenant, page.window))), width="stretch")

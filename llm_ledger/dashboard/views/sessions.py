@@ -1,0 +1,70 @@
+"""Sessions: find one by id or pick a recent one; its executions and attempts on a timeline, each
+execution linked to its Jaeger trace."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from llm_ledger.dashboard import charts
+from llm_ledger.dashboard.shaping import (
+    attempt_rows,
+    execution_rows,
+    session_choices,
+    session_rows,
+    timeline_rows,
+)
+from llm_ledger.dashboard.views import PageContext
+from llm_ledger.dashboard.views.common import heading
+
+SESSION_KEY = "session"
+SEARCH_KEY = "session_search"
+
+
+def render(page: PageContext) -> None:
+    heading(page, "Sessions", "Executions and attempts of one session")
+    search = st.text_input("Search by session id", key=SEARCH_KEY, placeholder="part of a session id").strip()
+    # A search looks at every session of the tenant; without one, the window's most recent are offered.
+    recent = page.view.sessions(page.tenant, window=None if search else page.window, search=search or None)
+    chosen = st.session_state.get(SESSION_KEY) or page.state.session
+    choices = session_choices(recent, None if search else chosen)
+    if not choices:
+        st.info(f"No session matches {search!r}." if search else f"No session of tenant {page.tenant} in this window.")
+        return
+    if st.session_state.get(SESSION_KEY) not in choices:
+        st.session_state[SESSION_KEY] = chosen if chosen in choices else choices[0]
+    session_id = st.selectbox("Session", choices, key=SESSION_KEY)
+    _timeline(page, str(session_id))
+    with st.expander("Recent sessions", expanded=False):
+        st.dataframe(session_rows(recent), hide_index=True, width="stretch")
+
+
+def _timeline(page: PageContext, session_id: str) -> None:
+    executions = page.view.session_timeline(page.tenant, session_id)
+    if not executions:
+        st.info(f"Session {session_id!r} has no recorded executions for tenant {page.tenant}.")
+        return
+    failed = sum(execution.outcome == "failed" for execution in executions)
+    fell_back = sum(execution.fallback_used for execution in executions)
+    attempts = sum(len(execution.attempts) for execution in executions)
+    for column, (label, value) in zip(
+        st.columns(4),
+        (("Executions", len(executions)), ("Failed", failed), ("Fell back", fell_back), ("Attempts", attempts)),
+        strict=True,
+    ):
+        column.metric(label, f"{value:,}")
+    st.subheader("Timeline")
+    st.altair_chart(charts.session_timeline(timeline_rows(executions)), width="stretch")
+    st.subheader("Executions")
+    if all(execution.trace_id is None for execution in executions):
+        st.caption(
+            "Traces were not recorded for these executions (no OpenTelemetry exporter was configured when "
+            "they ran), so there is no Jaeger link."
+        )
+    st.dataframe(
+        execution_rows(executions, page.settings.trace_url),
+        hide_index=True,
+        width="stretch",
+        column_config={"trace": st.column_config.LinkColumn("Jaeger trace", display_text="open trace")},
+    )
+    st.subheader("Attempts")
+    st.dataframe(attempt_rows(executions), hide_index=True, width="stretch")

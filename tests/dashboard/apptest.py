@@ -1,0 +1,45 @@
+"""Running the dashboard script under Streamlit's ``AppTest`` and reading what it drew."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streamlit.testing.v1 import AppTest
+
+from tests.dashboard.conftest import APP
+
+PAGES = ("overview", "latency", "errors", "fallbacks", "sessions")
+
+
+def open_dashboard(**query: str) -> AppTest:
+    """The dashboard run once, as a browser opening ``/?<query>`` would."""
+    app = AppTest.from_file(str(APP), default_timeout=30)
+    app.query_params.update(query)
+    return app.run()
+
+
+def metrics(app: AppTest) -> dict[str, str]:
+    return {metric.label: metric.value for metric in app.main.metric}
+
+
+def deltas(app: AppTest) -> dict[str, str]:
+    return {metric.label: metric.delta for metric in app.main.metric}
+
+
+def rendered_text(app: AppTest) -> str:
+    """Everything the run drew, as text: element values, widget options, table cells, chart specs."""
+    parts: list[str] = []
+
+    def walk(node: Any) -> None:
+        children = getattr(node, "children", None)
+        if children:
+            for child in children.values() if isinstance(children, dict) else children:
+                walk(child)
+            return
+        value = getattr(node, "value", None)
+        parts.append(value.to_csv() if hasattr(value, "to_csv") else str(value))
+        parts.extend(str(option) for option in getattr(node, "options", []) or [])
+        parts.append(str(getattr(node, "proto", "")))
+
+    walk(app._tree)
+    return "\n".join(parts)

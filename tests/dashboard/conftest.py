@@ -1,0 +1,76 @@
+"""Databases for the dashboard's tests: one PostgreSQL database holding a known ledger of two tenants,
+projected, shared by the whole session (the AppTest and the browser tests only read it), and SQLite
+files for the empty and unmigrated cases."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from llm_ledger.projections import Projector
+from llm_ledger.store import EventStore, migrate
+from tests.dashboard.ledger import KnownLedger
+from tests.store import conftest as store_fixtures
+
+APP = Path(__file__).resolve().parents[2] / "llm_ledger" / "dashboard" / "app.py"
+# The store's database fixtures: a real PostgreSQL server (never skipped) and SQLite files.
+_postgres_server = store_fixtures._postgres_server
+_create_postgres_database = store_fixtures._create_postgres_database
+sqlite_url = store_fixtures.sqlite_url
+
+UNREACHABLE_URL = "postgresql://postgres:not-shown-anywhere@127.0.0.1:1/ledger"
+"""Nothing listens on port 1: connecting is refused at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class PopulatedLedger:
+    url: str
+    ledger: KnownLedger
+
+
+@pytest.fixture(scope="session")
+def populated_ledger(_create_postgres_database: Callable[[], str]) -> PopulatedLedger:
+    """A PostgreSQL ledger at head holding ``KnownLedger``'s events, with its read models caught up."""
+    url = _create_postgres_database()
+    migrate.upgrade(url)
+    ledger = KnownLedger().build()
+    store = EventStore(url)
+    store.append(ledger.events)
+    store.close()
+    projector = Projector(url)
+    # On PostgreSQL the projector reads only past the oldest transaction still open anywhere on the
+    # server (its gap-safe cursor), so a busy server can hold the newest events back for a moment.
+    deadline = time.monotonic() + 30
+    while projector.status().events_applied < len(ledger.events):
+        assert time.monotonic() < deadline, "the projector did not apply the fixture's events within 30 s"
+        projector.catch_up()
+        time.sleep(0.05)
+    projector.close()
+    return PopulatedLedger(url, ledger)
+
+
+@pytest.fixture
+def empty_ledger_url(sqlite_url: str) -> str:
+    """An SQLite ledger at head with no events."""
+    migrate.upgrade(sqlite_url)
+    return sqlite_url
+
+
+@pytest.fixture
+def dashboard_env(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Sets the dashboard's environment for one test: ``dashboard_env(url, tenant=..., jaeger=...)``."""
+
+    def configure(url: str, *, tenant: str | None = None, jaeger: str | None = None) -> None:
+        for name in ("LLM_LEDGER_DASHBOARD_TENANT", "LLM_LEDGER_JAEGER_URL", "LLM_LEDGER_DASHBOARD_CATCH_UP"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("LLM_LEDGER_DATABASE_URL", url)
+        if tenant is not None:
+            monkeypatch.setenv("LLM_LEDGER_DASHBOARD_TENANT", tenant)
+        if jaeger is not None:
+            monkeypatch.setenv("LLM_LEDGER_JAEGER_URL", jaeger)
+
+    return configure

@@ -1,0 +1,139 @@
+"""The dashboard served by Streamlit, as ``llm-ledger dashboard`` serves it, and opened in headless
+Chromium: each page loads without an error element, and a screenshot of each is kept as an artifact.
+
+Chromium and its driver are Debian packages (``.ci/run`` installs them). Without them these tests fail,
+saying how to install them: a browser test that skips proves nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from llm_ledger.dashboard import PAGES as PAGE_TITLES
+from llm_ledger.dashboard import streamlit_command
+from tests.dashboard.apptest import PAGES
+from tests.dashboard.conftest import PopulatedLedger
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "dashboard"
+STARTUP_SECONDS = 30
+PAGE_SECONDS = 30
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(populated_ledger: PopulatedLedger, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The dashboard of the known ledger, served on a free port of 127.0.0.1 for the whole module."""
+    port = _free_port()
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("LLM_LEDGER_DASHBOARD_TENANT", "LLM_LEDGER_JAEGER_URL")
+    }
+    environment |= {"LLM_LEDGER_DATABASE_URL": populated_ledger.url, "AGNO_TELEMETRY": "false"}
+    log_path = tmp_path_factory.mktemp("dashboard") / "streamlit.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            streamlit_command(port, "127.0.0.1"), env=environment, stdout=log, stderr=subprocess.STDOUT
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"the dashboard server exited ({server.returncode}):\n{log_path.read_text()}")
+            try:
+                if httpx.get(f"{base}/_stcore/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the dashboard did not answer within {STARTUP_SECONDS} s:\n{log_path.read_text()}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    """Headless Chromium driven through Debian's chromedriver (never a driver downloaded at run time)."""
+    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
+    if missing:
+        pytest.fail(
+            f"the browser tests need Chromium and its driver ({', '.join(missing)} missing): "
+            "apt-get install chromium chromium-driver",
+            pytrace=False,
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1500,2000"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    with pytest.MonkeyPatch.context() as environment:
+        # Both paths are given, so Selenium Manager has nothing to look up; offline, it could not try.
+        environment.setenv("SE_OFFLINE", "true")
+        driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _rendered(driver: WebDriver, title: str) -> bool:
+    """The page's heading is there, the script has finished and every visible chart has been drawn."""
+    headings = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stHeading"]')
+    running = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]')
+    charts = [c for c in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stVegaLiteChart"]') if c.is_displayed()]
+    drawn = all(chart.find_elements(By.CSS_SELECTOR, "canvas, svg") for chart in charts)
+    return any(title in heading.text for heading in headings) and not running and bool(charts) and drawn
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_each_page_loads_in_a_browser_without_an_error(
+    page: str, dashboard_url: str, browser: WebDriver, populated_ledger: PopulatedLedger
+) -> None:
+    ledger = populated_ledger.ledger
+    query = {"page": page, "tenant": ledger.tenant, "window": "1d", "session": ledger.traced_session}
+
+    browser.get_log("browser")  # what earlier pages logged
+    browser.get(f"{dashboard_url}/?{urlencode(query)}")
+    WebDriverWait(browser, PAGE_SECONDS).until(lambda driver: _rendered(driver, PAGE_TITLES[page]))
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    screenshot = ARTIFACTS / f"{page}.png"
+    browser.save_screenshot(str(screenshot))
+    print(f"screenshot: {screenshot}")
+    exceptions = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+    errors = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stAlertContentError"]')
+    assert not exceptions, [element.text for element in exceptions]
+    assert not errors, [element.text for element in errors]
+    # A chart Vega refuses to draw leaves no element behind, only this (e.g. "Illegal property: then").
+    script_errors = [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert not script_errors

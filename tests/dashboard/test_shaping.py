@@ -1,0 +1,105 @@
+"""What the pages draw, shaped from query results without Streamlit."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from llm_ledger.dashboard.shaping import (
+    error_rate_rows,
+    fallback_outcome_rows,
+    overview_metrics,
+    session_choices,
+    timeline_rows,
+)
+from llm_ledger.projections.queries import (
+    AttemptView,
+    ErrorPoint,
+    ExecutionView,
+    FallbackEdge,
+    Figures,
+    Point,
+    SessionSummary,
+)
+
+T0 = datetime(2026, 3, 14, 15, 0, tzinfo=UTC)
+T1 = T0 + timedelta(minutes=1)
+
+
+def _attempts(bucket: datetime, group: str, attempts: int) -> Point:
+    return Point(bucket, group, Figures(attempts=attempts))
+
+
+def test_overview_changes_are_counts_and_percentage_points() -> None:
+    metrics = {m.label: m for m in overview_metrics(Figures(executions=20, failed=5), Figures(executions=10, failed=1))}
+
+    assert (metrics["Executions"].value, metrics["Executions"].delta) == ("20", "+10")
+    assert (metrics["Error rate"].value, metrics["Error rate"].delta) == ("25.0%", "+15.0 pp")
+    assert metrics["Error rate"].delta_color == "inverse"
+
+
+def test_overview_shows_no_change_when_the_previous_window_had_no_executions() -> None:
+    metrics = {m.label: m for m in overview_metrics(Figures(executions=4, failed=1), Figures())}
+
+    assert metrics["Error rate"].delta is None
+    assert (metrics["p95 latency"].value, metrics["p95 latency"].delta) == ("—", None)
+
+
+def test_an_error_types_rate_is_over_every_attempt_of_the_bucket() -> None:
+    failures = [ErrorPoint(T0, "rate_limit", 2), ErrorPoint(T0, "timeout", 1)]
+    attempts = [_attempts(T0, "", 8)]
+
+    rates = {row["group"]: row["rate"] for row in error_rate_rows(failures, attempts)}
+
+    assert rates == {"rate_limit": 0.25, "timeout": 0.125}
+
+
+def test_a_models_rate_is_over_that_models_own_attempts() -> None:
+    failures = [ErrorPoint(T0, "mock/a", 1), ErrorPoint(T1, "mock/b", 3)]
+    attempts = [_attempts(T0, "mock/a", 4), _attempts(T0, "mock/b", 6), _attempts(T1, "mock/b", 3)]
+
+    rates = [(row["time"], row["group"], row["rate"]) for row in error_rate_rows(failures, attempts)]
+
+    assert rates == [(T0.isoformat(), "mock/a", 0.25), (T1.isoformat(), "mock/b", 1.0)]
+
+
+def test_each_fallback_edge_is_split_into_succeeded_after_and_not() -> None:
+    rows = fallback_outcome_rows([FallbackEdge("mock/a", "mock/b", "rate_limit", fallbacks=5, succeeded_after=3)])
+
+    assert [(row["edge"], row["outcome"], row["executions"]) for row in rows] == [
+        ("mock/a → mock/b", "succeeded after", 3),
+        ("mock/a → mock/b", "did not succeed", 2),
+    ]
+
+
+def test_the_session_in_the_url_is_offered_even_when_it_is_not_recent() -> None:
+    recent = [SessionSummary("s-2", "agent", T0, T1, 1, 1, 0, 0, 1, 0)]
+
+    assert session_choices(recent, "s-old") == ["s-old", "s-2"]
+    assert session_choices(recent, "s-2") == ["s-2"]
+
+
+def test_a_timeline_lane_per_execution_with_attempts_at_their_offsets() -> None:
+    execution = ExecutionView(
+        execution_id="e-1",
+        step="answer",
+        agent_id="agent",
+        turn_id=None,
+        started_at=T0,
+        outcome="succeeded",
+        model="mock/b",
+        latency_ms=90.0,
+        fallback_used=True,
+        trace_id=None,
+        attempts=[
+            AttemptView(1, "mock/a", "mock", T0, "failed", 20.0, "rate_limit", "slow down", None),
+            AttemptView(2, "mock/b", "mock", T0 + timedelta(milliseconds=25), "succeeded", 60.0, None, None, None),
+        ],
+    )
+
+    rows = timeline_rows([execution])
+
+    assert [(r["lane"], r["what"], r["start_ms"], r["end_ms"], r["outcome"]) for r in rows] == [
+        ("15:00:00 #1 answer", "execution", 0.0, 90.0, "succeeded"),
+        ("15:00:00 #1 answer", "attempt 1 (rate_limit)", 0.0, 20.0, "failed"),
+        ("15:00:00 #1 answer", "attempt 2", 25.0, 85.0, "succeeded"),
+    ]

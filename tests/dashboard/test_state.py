@@ -1,0 +1,55 @@
+"""The view kept in the URL: what a shared link restores, and what a bad one falls back to."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from llm_ledger.dashboard import ViewState
+
+NOW = datetime(2026, 3, 14, 15, 9, 26, tzinfo=UTC)
+
+
+def test_a_view_survives_the_round_trip_through_the_url() -> None:
+    view = ViewState(tenant="acme", window="custom", start=date(2026, 3, 1), end=date(2026, 3, 7), page="errors")
+
+    assert ViewState.from_query(view.to_query()) == view
+
+
+def test_unknown_pages_and_windows_fall_back_to_the_defaults() -> None:
+    view = ViewState.from_query({"page": "admin", "window": "forever", "start": "yesterday"})
+
+    assert (view.page, view.window, view.start) == ("overview", "1d", None)
+
+
+def test_dates_are_left_out_of_the_url_unless_the_window_is_custom() -> None:
+    view = ViewState(tenant="acme", window="7d", start=date(2026, 3, 1), session="s-1")
+
+    assert view.to_query() == {"page": "overview", "window": "7d", "tenant": "acme", "session": "s-1"}
+
+
+def test_a_span_window_ends_with_the_current_minute() -> None:
+    window = ViewState(window="1h").time_window(NOW)
+
+    assert (window.start, window.end) == (
+        datetime(2026, 3, 14, 14, 10, tzinfo=UTC),
+        datetime(2026, 3, 14, 15, 10, tzinfo=UTC),
+    )
+
+
+def test_a_custom_window_runs_from_the_start_of_its_first_day_through_its_last() -> None:
+    window = ViewState(window="custom", start=date(2026, 3, 1), end=date(2026, 3, 2)).time_window(NOW)
+
+    assert (window.start, window.end) == (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 3, tzinfo=UTC))
+
+
+def test_a_custom_window_without_dates_is_the_last_seven_days() -> None:
+    window = ViewState(window="custom").time_window(NOW)
+
+    assert window.end == datetime(2026, 3, 15, tzinfo=UTC)
+    assert window.span == timedelta(days=7)
+
+
+def test_custom_dates_given_backwards_are_put_in_order() -> None:
+    view = ViewState(window="custom", start=date(2026, 3, 9), end=date(2026, 3, 2)).with_custom_dates(NOW.date())
+
+    assert (view.start, view.end) == (date(2026, 3, 2), date(2026, 3, 9))
