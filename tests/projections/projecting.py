@@ -1,0 +1,69 @@
+"""Helpers that run the projector and open views in the tests."""
+
+from __future__ import annotations
+
+import time
+
+from llm_ledger.projections import Projector
+from llm_ledger.store import EventStore
+
+
+def stored_events(projector: Projector) -> int:
+    return EventStore(projector.engine).count()
+
+
+def project_all(projector: Projector, timeout: float = 30.0) -> None:
+    """Catch up until every stored event is applied.
+
+    On PostgreSQL the projector reads only below the server-wide transaction horizon, so a transaction
+    still open anywhere on the server (another test's, another database's) can hold it back for a moment:
+    that is its gap safety, not an error.
+    """
+    expected = stored_events(projector)
+    deadline = time.monotonic() + timeout
+    while True:
+        projector.catch_up()
+        applied = projector.status().events_applied
+        if applied >= expected:
+            assert applied == expected, f"{applied} events applied, {expected} stored"
+            return
+        assert time.monotonic() < deadline, f"only {applied} of {expected} events applied after {timeout} s"
+        time.sleep(0.02)
+
+
+def project_url(url: str, **options: object) -> None:
+    projector = Projector(url, **options)  # type: ignore[arg-type]
+    try:
+        project_all(projector)
+    finally:
+        projector.close()
+
+
+def project_in_batches(url: str, batch_size: int, *, fresh_projector_per_batch: bool, timeout: float = 30.0) -> int:
+    """Apply every stored event ``batch_size`` at a time; with ``fresh_projector_per_batch`` each batch is
+    applied by a new ``Projector``, which remembers nothing of the executions the earlier ones saw open.
+    Returns the number of batches."""
+    from llm_ledger.store import create_store_engine
+
+    engine = create_store_engine(url)
+    projector = Projector(engine, batch_size=batch_size)
+    batches = 0
+    try:
+        expected = stored_events(projector)
+        deadline = time.monotonic() + timeout
+        while True:
+            if fresh_projector_per_batch:
+                projector = Projector(engine, batch_size=batch_size)
+            outcome = projector.apply_batch()
+            assert outcome is not None
+            if outcome[0]:
+                batches += 1
+                continue
+            if projector.status().events_applied >= expected:
+                break
+            assert time.monotonic() < deadline, "the projector did not catch up"
+            time.sleep(0.02)
+        assert projector.status().events_applied == expected
+    finally:
+        engine.dispose()
+    return batches
