@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from llm_ledger.projections import histogram
-from llm_ledger.projections.grains import GRAINS, floor
+from llm_ledger.projections.grains import GRAINS, MINUTE, floor
 from llm_ledger.projections.prices import PriceTable
 
 
@@ -90,6 +90,10 @@ class Delta:
     events: int = 0
 
 
+_BUCKET_CACHE = 100_000
+"""Minutes whose bucket starts a folder remembers (about 70 days of minutes)."""
+
+
 def provider_of(model: str | None) -> str:
     """The routing prefix of a model string (``openrouter/anthropic/x`` -> ``openrouter``)."""
     return model.split("/", 1)[0] if model else ""
@@ -109,6 +113,7 @@ class Folder:
         self._edges_of = edges_of
         self._open_edges: dict[str, list[EdgeOrigin]] = {}
         self._open_streams: set[str] = set()
+        self._buckets: dict[int, tuple[tuple[int, datetime], ...]] = {}
 
     def forget(self) -> None:
         """Drop what was remembered of open executions (another projector may have moved on since)."""
@@ -137,10 +142,12 @@ class Folder:
         usage = payload.get("usage") or {}
         input_tokens, output_tokens = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
         cost = self._prices.cost(model, input_tokens, output_tokens)
+        bucket = histogram.bucket_of(latency)
         for figures in self._step_rows(delta, record, model):
             figures.attempts += 1
             figures.attempt_latency_ms_sum += latency
-            histogram.add(figures.attempt_latency, latency)
+            counts = figures.attempt_latency
+            counts[bucket] = counts.get(bucket, 0) + 1
             figures.input_tokens += input_tokens
             figures.output_tokens += output_tokens
             if cost is not None:
@@ -152,11 +159,13 @@ class Folder:
         model = str(payload["model"])
         latency = float(payload["latency_ms"])
         error_type = str(payload["error_type"])
+        bucket = histogram.bucket_of(latency)
         for figures in self._step_rows(delta, record, model):
             figures.attempts += 1
             figures.attempt_failures += 1
             figures.attempt_latency_ms_sum += latency
-            histogram.add(figures.attempt_latency, latency)
+            counts = figures.attempt_latency
+            counts[bucket] = counts.get(bucket, 0) + 1
         self._count_error(delta, record, model, "attempt", error_type)
         session = self._touch_session(delta, record)
         session.attempts += 1
@@ -192,7 +201,7 @@ class Folder:
             str(payload["to_model"]),
             str(payload["reason"]),
         )
-        for key in _edge_keys(origin):
+        for key in self._edge_keys(origin):
             delta.fallbacks.setdefault(key, FallbackFigures()).fallbacks += 1
         self._open_edges.setdefault(record.stream_id, []).append(origin)
 
@@ -206,7 +215,7 @@ class Folder:
         session.succeeded += 1
         if fell_back:
             for origin in self._edges_of_stream(record):
-                for key in _edge_keys(origin):
+                for key in self._edge_keys(origin):
                     delta.fallbacks.setdefault(key, FallbackFigures()).succeeded_after += 1
         self._close(record.stream_id)
 
@@ -224,42 +233,53 @@ class Folder:
 
     # --- helpers --------------------------------------------------------------------------------------
 
+    def _bucket_starts(self, moment: datetime) -> tuple[tuple[int, datetime], ...]:
+        """``(grain, bucket start)`` of ``moment`` at every grain; remembered per minute (every grain is a
+        whole number of minutes), since a batch holds many events of each minute."""
+        minute = int(moment.timestamp()) // MINUTE
+        starts = self._buckets.get(minute)
+        if starts is None:
+            if len(self._buckets) >= _BUCKET_CACHE:
+                self._buckets.clear()
+            starts = self._buckets[minute] = tuple((grain, floor(moment, grain)) for grain in GRAINS)
+        return starts
+
     def _step_rows(self, delta: Delta, record: EventRecord, model: str) -> list[StepFigures]:
         provider = provider_of(model)
-        agent, step = record.agent_id or "", record.step or ""
+        tenant, agent, step = record.tenant_id, record.agent_id or "", record.step or ""
+        steps = delta.steps
         rows = []
-        for grain in GRAINS:
-            key = (record.tenant_id, grain, floor(record.occurred_at, grain), agent, step, model, provider)
-            figures = delta.steps.get(key)
+        for grain, start in self._bucket_starts(record.occurred_at):
+            key = (tenant, grain, start, agent, step, model, provider)
+            figures = steps.get(key)
             if figures is None:
-                figures = delta.steps[key] = StepFigures()
+                figures = steps[key] = StepFigures()
             rows.append(figures)
         return rows
 
     def _execution_rows(self, delta: Delta, record: EventRecord, model: str, latency: float) -> list[StepFigures]:
         rows = self._step_rows(delta, record, model)
+        bucket = histogram.bucket_of(latency)
         for figures in rows:
             figures.executions += 1
             figures.execution_latency_ms_sum += latency
-            histogram.add(figures.execution_latency, latency)
+            counts = figures.execution_latency
+            counts[bucket] = counts.get(bucket, 0) + 1
         return rows
 
     def _count_error(self, delta: Delta, record: EventRecord, model: str, scope: str, error_type: str) -> None:
         provider = provider_of(model)
-        agent, step = record.agent_id or "", record.step or ""
-        for grain in GRAINS:
-            key = (
-                record.tenant_id,
-                grain,
-                floor(record.occurred_at, grain),
-                agent,
-                step,
-                model,
-                provider,
-                scope,
-                error_type,
-            )
+        tenant, agent, step = record.tenant_id, record.agent_id or "", record.step or ""
+        for grain, start in self._bucket_starts(record.occurred_at):
+            key = (tenant, grain, start, agent, step, model, provider, scope, error_type)
             delta.errors[key] = delta.errors.get(key, 0) + 1
+
+    def _edge_keys(self, origin: EdgeOrigin) -> list[FallbackKey]:
+        tenant, when, agent, step, from_model, to_model, reason = origin
+        return [
+            (tenant, grain, start, agent, step, from_model, to_model, reason)
+            for grain, start in self._bucket_starts(when)
+        ]
 
     def _touch_session(self, delta: Delta, record: EventRecord) -> SessionFigures:
         if record.session_id is None:
@@ -296,11 +316,6 @@ def _payload(record: EventRecord) -> Mapping[str, Any]:
     if record.payload is None:
         raise ValueError(f"event {record.event_id} ({record.event_type}) was read without its payload")
     return record.payload
-
-
-def _edge_keys(origin: EdgeOrigin) -> list[FallbackKey]:
-    tenant, when, agent, step, from_model, to_model, reason = origin
-    return [(tenant, grain, floor(when, grain), agent, step, from_model, to_model, reason) for grain in GRAINS]
 
 
 _HANDLERS: dict[str, Callable[[Folder, Delta, EventRecord], None]] = {
