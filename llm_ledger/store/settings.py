@@ -65,11 +65,19 @@ def create_store_engine(url: str | URL, **options: object) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+            # Python's sqlite3 opens a transaction only before INSERT/UPDATE/DELETE, so DDL (a migration's
+            # DROP TABLE) ran outside it and was kept when a later step failed. Taking over BEGIN makes
+            # every SQLAlchemy transaction a real one (SQLAlchemy's documented pysqlite recipe).
+            dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=10000")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(connection) -> None:  # type: ignore[no-untyped-def]
+            connection.exec_driver_sql("BEGIN")
 
         return engine
     options.setdefault("pool_pre_ping", True)

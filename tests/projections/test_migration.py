@@ -76,16 +76,8 @@ def test_downgrade_to_0001_drops_the_read_models_and_keeps_the_events(
 
 
 def test_a_refused_downgrade_leaves_the_read_models_and_the_events_at_head(
-    request: pytest.FixtureRequest, unmigrated_url: str, recorded_events: list[Event]
+    unmigrated_url: str, recorded_events: list[Event]
 ) -> None:
-    if unmigrated_url.startswith("sqlite"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="SQLite (pysqlite) runs DROP TABLE outside the migration's transaction: 0002's "
-                "downgrade is committed before 0001's refusal, leaving the version at 0002 without its tables",
-            )
-        )
     migrate.upgrade(unmigrated_url)
     store_events(unmigrated_url, recorded_events[:100])
 
