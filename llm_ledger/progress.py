@@ -16,7 +16,7 @@ class ProgressBar:
         self._stream = stream or sys.stderr
         self._width = width
         self._started = time.monotonic()
-        self._last_drawn = 0.0
+        self._last_drawn = self._started
         self._interactive = self._stream.isatty()
 
     def advance(self, count: int) -> None:
