@@ -78,7 +78,8 @@ def _project(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.rebuild:
-            bar = ProgressBar(projector.status().pending + projector.status().events_applied, "events")
+            status = projector.status()
+            bar = ProgressBar(status.pending + status.events_applied, "events")
             result = projector.rebuild(progress=bar.advance)
             bar.finish()
             print(f"rebuilt the read models from {result.events:,} events")
@@ -89,7 +90,8 @@ def _project(args: argparse.Namespace) -> int:
             bar = ProgressBar(projector.status().pending, "events")
             result = projector.catch_up(progress=bar.advance)
             bar.finish()
-            print(f"applied {result.events:,} events; read models up to date at {result.cursor}")
+            total = projector.status().events_applied
+            print(f"applied {result.events:,} events; the read models now hold {total:,}")
     except StoreUnavailableError as exc:
         print(f"llm-ledger: {exc}", file=sys.stderr)
         return 1

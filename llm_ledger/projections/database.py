@@ -61,6 +61,9 @@ _EVENT_COLUMNS = (
 )
 
 
+_NO_LIMIT = 2**62
+
+
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     cursor: Cursor
@@ -160,9 +163,9 @@ class ProjectionDatabase:
         return records, (self._backend.cursor_of(rows[-1]) if rows else after)
 
     def pending_events(self, connection: Connection, after: Cursor) -> int:
-        """How many stored events lie past ``after`` (committed ones; for a progress bar)."""
-        query = select(func.count()).select_from(events).where(events.c.global_position > after.position)
-        return int(connection.execute(query).scalar_one())
+        """How many stored events past ``after`` the projector can read now (for a progress bar)."""
+        past = self._backend.read_all(after, _NO_LIMIT, [events.c.global_position]).order_by(None).subquery()
+        return int(connection.execute(select(func.count()).select_from(past)).scalar_one())
 
     def fallback_edges(self, connection: Connection, tenant_id: str, stream_id: str) -> list[EdgeOrigin]:
         query = (

@@ -58,7 +58,7 @@ def test_project_on_a_postgresql_database_catches_up(
 
     assert main(["project", "--database-url", fresh_postgres_url]) == 0
 
-    assert "read models up to date" in capsys.readouterr().out
+    assert "the read models now hold" in capsys.readouterr().out
 
 
 def test_project_rebuild_replays_every_event_with_a_progress_line(
