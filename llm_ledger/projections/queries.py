@@ -277,29 +277,35 @@ class LedgerView:
 
     def totals(self, tenant_id: str, window: Window) -> Figures:
         """Every figure of the window, summed over agents, steps and models."""
-        figures = Figures()
+        summed = _Sums()
         for row in self._step_rows(tenant_id, plan(window.start, window.end)):
-            figures.add_row(row)
-        return figures
+            summed.add(row)
+        return summed.figures()
 
     def breakdown(self, tenant_id: str, window: Window, by: Sequence[Dimension]) -> list[Group]:
         """The window's figures per combination of ``by`` (e.g. ``("step", "model")``), largest first."""
-        groups: dict[tuple[str, ...], Figures] = {}
+        groups: dict[tuple[str, ...], _Sums] = {}
         for row in self._step_rows(tenant_id, plan(window.start, window.end)):
             key = tuple(getattr(row, name) for name in by)
-            groups.setdefault(key, Figures()).add_row(row)
-        return sorted((Group(k, f) for k, f in groups.items()), key=lambda g: (-g.figures.executions, g.key))
+            summed = groups.get(key)
+            if summed is None:
+                summed = groups[key] = _Sums()
+            summed.add(row)
+        return sorted((Group(k, s.figures()) for k, s in groups.items()), key=lambda g: (-g.figures.executions, g.key))
 
     def series(self, tenant_id: str, window: Window, by: Dimension | None = None) -> list[Point]:
         """Figures per time bucket (minutes, hours or days, whichever gives a readable number of points),
         per value of ``by`` when given."""
         grain = display_grain(window.start, window.end)
         segment = Segment(grain, floor(window.start, grain), window.end)
-        points: dict[tuple[datetime, str], Figures] = {}
+        points: dict[tuple[datetime, str], _Sums] = {}
         for row in self._step_rows(tenant_id, [segment]):
             key = (utc(row.bucket_start), getattr(row, by) if by else "")
-            points.setdefault(key, Figures()).add_row(row)
-        return [Point(start, group, figures) for (start, group), figures in sorted(points.items())]
+            summed = points.get(key)
+            if summed is None:
+                summed = points[key] = _Sums()
+            summed.add(row)
+        return [Point(start, group, summed.figures()) for (start, group), summed in sorted(points.items())]
 
     def _step_rows(self, tenant_id: str, segments: Iterable[Segment]) -> list[Any]:
         columns = [c for c in step_stats.c if c.name not in ("execution_latency", "attempt_latency")]
@@ -491,6 +497,47 @@ def _in_segments(table: Any, segments: Iterable[Segment]) -> Any:
         for segment in segments
     ]
     return or_(*conditions) if conditions else false()
+
+
+class _Sums:
+    """``Figures.add_row`` for many rows at once: the stored histograms are merged as read (bucket keys
+    left as text) and turned into ``Figures``' integer buckets once, at the end."""
+
+    __slots__ = ("attempt_latency", "execution_latency", "totals")
+
+    def __init__(self) -> None:
+        self.totals = Figures()
+        self.execution_latency: dict[str, int] = {}
+        self.attempt_latency: dict[str, int] = {}
+
+    def add(self, row: Any) -> None:
+        totals = self.totals
+        totals.executions += row.executions
+        totals.succeeded += row.succeeded
+        totals.failed += row.failed
+        totals.fallback_executions += row.fallback_executions
+        totals.attempts += row.attempts
+        totals.attempt_failures += row.attempt_failures
+        totals.input_tokens += row.input_tokens
+        totals.output_tokens += row.output_tokens
+        if row.cost_usd is not None:
+            totals.cost_usd = (totals.cost_usd or 0.0) + row.cost_usd
+        totals.execution_latency_ms_sum += row.execution_latency_ms_sum
+        _merge_stored(self.execution_latency, row.execution_latency)
+        _merge_stored(self.attempt_latency, row.attempt_latency)
+
+    def figures(self) -> Figures:
+        totals = self.totals
+        totals.execution_latency = {int(b): n for b, n in self.execution_latency.items()}
+        totals.attempt_latency = {int(b): n for b, n in self.attempt_latency.items()}
+        return totals
+
+
+def _merge_stored(total: dict[str, int], stored: str | None) -> None:
+    if stored:
+        get = total.get
+        for bucket, n in orjson.loads(stored).items():
+            total[bucket] = get(bucket, 0) + n
 
 
 def _histogram(stored: str | None) -> dict[int, int]:
