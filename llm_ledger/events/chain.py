@@ -58,8 +58,8 @@ class EventDraft:
     every earlier draft of the stream first, so the chain is the same whoever asks, and when.
     """
 
-    __slots__ = ("_build", "_canonical", "_event", "_payload", "_payload_json", "_sealer", "event_id", "event_type",
-                 "occurred_at", "span_id", "stream_position", "trace_id")  # fmt: skip
+    __slots__ = ("_build", "_canonical", "_event", "_fields", "_payload", "_payload_text", "_sealer", "event_id",
+                 "event_type", "occurred_at", "span_id", "stream_position", "trace_id")  # fmt: skip
 
     def __init__(
         self,
@@ -74,8 +74,8 @@ class EventDraft:
     ) -> None:
         self._sealer = sealer
         self._event: EventEnvelope | None = None
-        self._canonical = b""
-        self._payload_json: dict[str, Any] = {}
+        self._fields: dict[str, Any] | None = None  # set by the sealing
+        self._canonical = self._payload_text = b""
         if callable(payload):
             self._payload: Payload | None = None
             self._build: Callable[[], Payload] | None = payload
@@ -100,11 +100,15 @@ class EventDraft:
     def stream_id(self) -> UUID:
         return self._sealer.header.stream_id
 
-    def stored_form(self) -> tuple[EventEnvelope, bytes, dict[str, Any]]:
-        """The sealed event, its canonical JSON (what the hash covers) and its payload as JSON values:
-        what a store needs, without serializing the event a second time."""
-        event = self.event
-        return event, self._canonical, self._payload_json
+    def stored_form(self) -> tuple[dict[str, Any], bytes, bytes]:
+        """What a store needs, without building the event model or serializing anything again: the
+        sealed event's fields (ids as text, ``occurred_at`` a datetime, ``payload`` its JSON values), its
+        canonical JSON (what the hash covers, without the hash) and its payload's canonical JSON.
+        The dict is the draft's own: copy it before changing it."""
+        if self._fields is None:
+            self._sealer.seal_through(self)
+            assert self._fields is not None
+        return self._fields, self._canonical, self._payload_text
 
     @property
     def tenant_id(self) -> str:
@@ -114,12 +118,13 @@ class EventDraft:
     def event(self) -> EventEnvelope:
         """The sealed event, with its position, ``prev_hash`` and hash."""
         if self._event is None:
-            self._sealer.seal_through(self)
-            assert self._event is not None
+            fields = self.stored_form()[0]
+            values = {**fields, "event_id": self.event_id, "stream_id": self.stream_id, "payload": self.payload}
+            self._event = _construct(EVENT_TYPES[self.event_type], values)
         return self._event
 
     def __repr__(self) -> str:
-        state = "sealed" if self._event is not None else "draft"
+        state = "sealed" if self._fields is not None else "draft"
         return f"<EventDraft {self.event_type} {self.stream_id}#{self.stream_position} {state}>"
 
 
@@ -131,7 +136,7 @@ class StreamSealer:
     ``compute_hash(event.to_record())`` gives the same digest; test_chain holds it to that.
     """
 
-    __slots__ = ("_fixed", "_next_position", "_prev_hash", "_unsealed", "header")
+    __slots__ = ("_fixed", "_next_position", "_prev_hash", "_stream_id", "_unsealed", "header")
 
     def __init__(self, header: StreamHeader) -> None:
         self.header = header
@@ -139,6 +144,7 @@ class StreamSealer:
         self._prev_hash: str | None = None
         self._unsealed: deque[EventDraft] = deque()
         self._fixed: dict[str, bytes] | None = None  # encoded at the first seal, off the call path
+        self._stream_id = ""
 
     def draft(
         self,
@@ -177,14 +183,17 @@ class StreamSealer:
     def seal_through(self, draft: EventDraft) -> None:
         """Seal every draft of this stream up to and including ``draft``."""
         with _sealing:
-            while draft._event is None:
+            while draft._fields is None:
                 self._seal(self._unsealed.popleft())
 
     def _seal(self, draft: EventDraft) -> None:
         payload_json = draft.payload.model_dump(mode="json")
+        payload_text = canonical_json(payload_json)
+        event_id = str(draft.event_id)
         fixed = self._fixed
         if fixed is None:
             header, encode = self.header, orjson.dumps
+            self._stream_id = str(header.stream_id)
             fixed = self._fixed = {
                 "agent_id": encode(header.agent_id),
                 "schema_version": encode(SCHEMA_VERSION),
@@ -198,10 +207,10 @@ class StreamSealer:
         data = b"".join(
             (
                 b'{"agent_id":', fixed["agent_id"],
-                b',"event_id":"', str(draft.event_id).encode(),
+                b',"event_id":"', event_id.encode(),
                 b'","event_type":"', draft.event_type.encode(),
                 b'","occurred_at":"', _iso_utc(draft.occurred_at),
-                b'","payload":', canonical_json(payload_json),
+                b'","payload":', payload_text,
                 b',"prev_hash":', _hex_or_null(self._prev_hash),
                 b',"schema_version":', fixed["schema_version"],
                 b',"session_id":', fixed["session_id"],
@@ -215,30 +224,29 @@ class StreamSealer:
                 b"}",
             )
         )  # fmt: skip
-        header = self.header
-        draft._event = _construct(
-            EVENT_TYPES[draft.event_type],
-            {
-                "event_id": draft.event_id,
-                "event_type": draft.event_type,
-                "schema_version": SCHEMA_VERSION,
-                "stream_id": header.stream_id,
-                "stream_position": draft.stream_position,
-                "tenant_id": header.tenant_id,
-                "agent_id": header.agent_id,
-                "session_id": header.session_id,
-                "turn_id": header.turn_id,
-                "step": header.step,
-                "occurred_at": draft.occurred_at,
-                "trace_id": draft.trace_id,
-                "span_id": draft.span_id,
-                "prev_hash": self._prev_hash,
-                "hash": sha256_hex(data),
-                "payload": draft.payload,
-            },
-        )
-        draft._canonical, draft._payload_json = data, payload_json
-        self._prev_hash = draft._event.hash
+        header, digest = self.header, sha256_hex(data)
+        # The stored fields only: the event model is built when someone asks for ``draft.event`` (a
+        # writer never does: 3 us an event saved).
+        draft._fields = {
+            "event_id": event_id,
+            "event_type": draft.event_type,
+            "schema_version": SCHEMA_VERSION,
+            "stream_id": self._stream_id,
+            "stream_position": draft.stream_position,
+            "tenant_id": header.tenant_id,
+            "agent_id": header.agent_id,
+            "session_id": header.session_id,
+            "turn_id": header.turn_id,
+            "step": header.step,
+            "occurred_at": draft.occurred_at,
+            "trace_id": draft.trace_id,
+            "span_id": draft.span_id,
+            "prev_hash": self._prev_hash,
+            "hash": digest,
+            "payload": payload_json,
+        }
+        draft._canonical, draft._payload_text = data, payload_text
+        self._prev_hash = digest
 
 
 def _construct(cls: type[EventEnvelope], values: dict[str, Any]) -> EventEnvelope:

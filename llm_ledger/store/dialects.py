@@ -3,8 +3,9 @@ read of all events, and the scoping of a transaction to a tenant."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import operator
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -67,6 +68,18 @@ def scope_role(role: str | None) -> str:
     return role
 
 
+# The payload last, so that a row's other values come out of one itemgetter call.
+_COPY_COLUMNS = (*(c for c in STORED_COLUMNS if c != "payload"), "payload")
+_envelope_values = operator.itemgetter(*_COPY_COLUMNS[:-1])
+
+
+def _payload_text(payload: Any) -> str:
+    """The payload's JSON text: as the sealing wrote it when the row carries it (``rows.PayloadValues``),
+    else serialized here."""
+    text = getattr(payload, "json_text", None)
+    return text if isinstance(text, str) else orjson.dumps(payload).decode()
+
+
 def _by_tenant(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
@@ -87,10 +100,11 @@ class PostgresBackend:
         raw = connection.connection.driver_connection
         assert raw is not None
         staging = f"llm_ledger_staging_{role or 'own'}"
-        columns = ", ".join(STORED_COLUMNS)
+        columns = ", ".join(_COPY_COLUMNS)
         with raw.cursor() as cursor:
             # Temporary tables belong to the session (and the role that made them): made once per
-            # pooled connection and role, emptied at every commit.
+            # pooled connection and role, emptied at every commit (ON COMMIT DELETE ROWS; append_rows
+            # commits right after this, or rolls back).
             key = ("llm_ledger_staging", role)
             if not connection.info.get(key):
                 cursor.execute(
@@ -100,9 +114,7 @@ class PostgresBackend:
                 connection.info[key] = True
             with cursor.copy(f"COPY {staging} ({columns}) FROM STDIN") as copy:
                 for row in rows:
-                    copy.write_row(
-                        [orjson.dumps(row[c]).decode() if c == "payload" else row[c] for c in STORED_COLUMNS]
-                    )
+                    copy.write_row((*_envelope_values(row), _payload_text(row["payload"])))
             insert = (
                 f"INSERT INTO {events.name} ({columns}) SELECT {columns} FROM {staging} {{where}} "
                 f"ON CONFLICT (tenant_id, event_id) DO NOTHING"
@@ -123,7 +135,6 @@ class PostgresBackend:
                         insert_cursor.execute(statement, (tenant,))
                         counts.append(insert_cursor)
                 stored = sum(c.rowcount for c in counts)
-            cursor.execute(f"TRUNCATE {staging}")
         return stored
 
     def read_all(self, after: Cursor, limit: int, columns: Sequence[Any] | None = None) -> Select[Any]:

@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from llm_ledger.events import verify_chain
+from llm_ledger.events import EventDraft, verify_chain
 from llm_ledger.store.store import EventStore
 from llm_ledger.store.writer import BufferedWriter
 from tests.store.workload import run_executions
@@ -160,3 +160,32 @@ def test_a_writer_killed_with_sigkill_leaves_a_spool_the_next_start_replays(
     assert list(spool.glob("*.torn")), "the torn tail is kept aside for inspection"
     # Replaying the same spool twice stores nothing twice (a crash between commit and removal).
     assert not list(spool.glob("spool-*.log"))
+
+
+class _Drafts:
+    """Keeps the drafts as they are emitted, unsealed."""
+
+    def __init__(self, drafts: list[EventDraft]) -> None:
+        self.drafts = drafts
+
+    def emit(self, event: EventDraft) -> None:
+        self.drafts.append(event)
+
+
+async def test_batches_are_stored_in_the_order_they_were_emitted(postgres_migrated_url: str, tmp_path: Path) -> None:
+    # Sealing and storing run in two threads; the batches must still reach the table one after the other.
+    tenant = _tenant()
+    drafts: list[EventDraft] = []
+    await run_executions(_Drafts(drafts), 60, tenant=tenant)
+    store = EventStore(postgres_migrated_url, role="llm_ledger_writer")
+    writer = BufferedWriter(store, tmp_path / "spool", batch_size=7, flush_interval=0.01)
+    for draft in drafts:
+        writer.emit(draft)
+    stats = writer.close(timeout=15)
+    assert stats.written == len(drafts) and stats.spooled == 0
+    stored = [str(e.event_id) for e in EventStore(postgres_migrated_url).read_tenant(tenant)]
+    assert sorted(stored) == sorted(str(d.event_id) for d in drafts)
+    query = text("SELECT event_id FROM llm_ledger_events WHERE tenant_id = :tenant ORDER BY global_position")
+    with EventStore(postgres_migrated_url).transaction() as connection:
+        by_position = list(connection.execute(query, {"tenant": tenant}).scalars())
+    assert by_position == [str(d.event_id) for d in drafts]
