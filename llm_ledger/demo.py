@@ -89,4 +89,5 @@ async def run_quick_demo(*, seed: int = 7) -> int:
     print(f"\nstored in  {where}")
     print("query it   SELECT stream_position, event_type, payload->>'model' AS model, payload->>'error_type' AS error")
     print(f"           FROM llm_ledger_events WHERE stream_id = '{response.execution_id}' ORDER BY stream_position;")
+    print("dashboard  llm-ledger dashboard   (needs pip install 'llm-ledger[dashboard]')")
     return 0 if report.ok else 1
