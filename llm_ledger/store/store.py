@@ -17,10 +17,11 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 
 from llm_ledger.events import ChainReport, Event, EventDraft, verify_chain
-from llm_ledger.store.dialects import START, Backend, Cursor, backend_for
+from llm_ledger.store.dialects import START, Backend, Cursor, DirectCopyConflict, backend_for
 from llm_ledger.store.errors import ConcurrencyError, StoreUnavailableError
 from llm_ledger.store.rows import event_to_row, row_to_event, row_to_record
 from llm_ledger.store.schema import events
+from llm_ledger.store.scoping import WRITER_ROLE
 from llm_ledger.store.settings import create_store_engine
 
 Appendable = Event | EventDraft | Mapping[str, Any]
@@ -94,9 +95,22 @@ class EventStore:
         # Under a ledger role, row-level security only lets a transaction insert the tenant it is scoped
         # to: a batch of several tenants is inserted one tenant at a time, in one transaction.
         per_tenant = self.role is not None and self.tenant_id is None
+        # The direct COPY (as the ingest role, when the login may take it) for a store that may insert:
+        # the writer role or the login's own rights, and, scoped to a tenant, only that tenant's rows
+        # (what the insert policy checked; a batch with another tenant takes the staging path and fails
+        # there as before).
+        direct = self.role in (None, WRITER_ROLE) and (
+            self.tenant_id is None or all(row["tenant_id"] == self.tenant_id for row in rows)
+        )
         try:
-            with self.transaction() as connection:
-                stored = self.backend.insert_rows(connection, rows, self.role, per_tenant)
+            try:
+                with self.transaction() as connection:
+                    stored = self.backend.insert_rows(connection, rows, self.role, per_tenant, direct)
+            except DirectCopyConflict:
+                # Rolled back: again through the staging path, which skips the duplicates exactly and
+                # raises for a taken position.
+                with self.transaction() as connection:
+                    stored = self.backend.insert_rows(connection, rows, self.role, per_tenant)
         except (IntegrityError, psycopg.errors.IntegrityError) as exc:
             raise ConcurrencyError(
                 "a stream position of the batch is already taken by another event; nothing was stored "
