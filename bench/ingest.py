@@ -3,13 +3,15 @@
 Run by hand:  .venv/bin/python bench/ingest.py [--events 75000] [--backlog 1000000]
 
 1. Writer rate: events per second through the real ``BufferedWriter`` into a freshly migrated database
-   (indexes, append-only triggers, FORCEd row-level security), the store taking ``llm_ledger_writer`` per
-   transaction. The drafts are made beforehand by the real executor on mock models (20 tenants running
-   concurrently) and kept unsealed, so the timed part includes what the writer does in production:
+   (indexes, append-only triggers, FORCEd row-level security), the store built with ``llm_ledger_writer``
+   (which COPYs each batch straight into the table as ``llm_ledger_ingest``, migration 0003). The drafts
+   are made beforehand by the real executor on mock models (20 tenants running concurrently) and kept
+   unsealed, so the timed part includes what the writer does in production:
    sealing (hashing) each draft, checking it (``event_to_row``) and inserting it. The clock runs from the
    first ``emit`` until ``flush()`` returns, i.e. until every event is committed. The producer never lets
    more than ``max_queue`` events wait (beyond that the writer spills to its spool instead of writing).
-   Also timed: the database stage alone (``EventStore.append_rows`` on rows checked beforehand), and
+   Also timed: the database stage alone (``EventStore.append_rows`` on rows checked beforehand), by the
+   direct COPY and by the staging path (the ingest role's INSERT revoked in that database), and
    sealing + checking alone (no database).
 2. COPY rate: the same rows (payload as JSON text, built beforehand) through psycopg's ``cursor.copy()``
    into a twin table, ``LIKE llm_ledger_events INCLUDING ALL`` (same columns, ``tx_id`` included, defaults,
@@ -66,7 +68,7 @@ from llm_ledger.events.model import Payload
 from llm_ledger.store.migrate import upgrade
 from llm_ledger.store.rows import event_to_row
 from llm_ledger.store.schema import STORED_COLUMNS
-from llm_ledger.store.scoping import WRITER_ROLE
+from llm_ledger.store.scoping import INGEST_ROLE, WRITER_ROLE
 from llm_ledger.store.store import EventStore
 from llm_ledger.store.writer import BufferedWriter
 from tests.store.workload import run_executions
@@ -213,15 +215,22 @@ class AppendRun:
     batch_size: int
     events: int
     seconds: float
+    staged: bool = False
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds
 
 
-def run_append_rows(url: str, rows: list[dict[str, Any]], batch_size: int) -> AppendRun:
+def run_append_rows(url: str, rows: list[dict[str, Any]], batch_size: int, *, staged: bool = False) -> AppendRun:
     """The writer's database stage alone: ``EventStore.append_rows`` (as the writer calls it, same role and
     store) on rows checked beforehand, one batch after the other."""
+    if staged:
+        # As in a database without migration 0003's grant: the store then keeps the staging path.
+        engine = sqlalchemy.create_engine(url)
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text(f"REVOKE INSERT ON llm_ledger_events FROM {INGEST_ROLE}"))
+        engine.dispose()
     store = EventStore(url, role=WRITER_ROLE)
     start = time.perf_counter()
     for i in range(0, len(rows), batch_size):
@@ -231,7 +240,7 @@ def run_append_rows(url: str, rows: list[dict[str, Any]], batch_size: int) -> Ap
     stored = count_rows(url, "llm_ledger_events")
     if stored != len(rows):
         raise RuntimeError(f"append_rows stored {stored} rows of {len(rows)}")
-    return AppendRun(batch_size, len(rows), seconds)
+    return AppendRun(batch_size, len(rows), seconds, staged)
 
 
 def prepare_seconds_per_event(drafts: list[EventDraft]) -> float:
@@ -446,6 +455,7 @@ def report(
     copies: list[CopyRun],
     prepare_us: float | None,
     append: AppendRun | None,
+    staged: AppendRun | None,
     backlog: dict[str, Any] | None,
     default_batch: int,
 ) -> str:
@@ -470,11 +480,15 @@ def report(
                 f"| BufferedWriter, batch_size {w.batch_size}{tag}, ~{w.tenants_per_batch:.0f} tenants a batch "
                 f"| {w.events} | {w.seconds:.2f} | {w.rate:,.0f} |"
             )
-        if append is not None:
-            lines.append(
-                f"| its database stage alone: `EventStore.append_rows`, batches of {append.batch_size}, rows checked "
-                f"beforehand | {append.events} | {append.seconds:.2f} | {append.rate:,.0f} |"
-            )
+        for run in (append, staged):
+            if run is not None:
+                how = (
+                    "staging path (ingest role without INSERT)" if run.staged else "direct COPY as `llm_ledger_ingest`"
+                )
+                lines.append(
+                    f"| its database stage alone: `EventStore.append_rows`, {how}, batches of {run.batch_size}, rows "
+                    f"checked beforehand | {run.events} | {run.seconds:.2f} | {run.rate:,.0f} |"
+                )
         for c in copies:
             how = "one transaction" if c.per_transaction is None else f"one transaction per {c.per_transaction} rows"
             what = {
@@ -539,9 +553,10 @@ def report(
         "loop, so a batch mixes every tenant. The sink keeps the executor's `EventDraft`s unsealed; they "
         "are made before the clock starts, so the timed part is what the writer thread does in production: "
         "seal (hash) each draft, check it (`event_to_row`), and insert the batch with `EventStore.append_rows` "
-        "in one transaction, scoped to each of its tenants in turn (`set_config` of the tenant and of the role "
-        "`llm_ledger_writer`), row-level security in force (store built as "
-        "`EventStore(url, role='llm_ledger_writer')` on a superuser connection); the writer seals batch N+1 in "
+        "in one transaction (store built as `EventStore(url, role='llm_ledger_writer')` on a superuser "
+        "connection, which may take `llm_ledger_ingest`: each batch is `SET LOCAL ROLE llm_ledger_ingest` and "
+        "one `COPY` into the events table, triggers and row-level security in force, the role bypassing the "
+        "latter; a unique conflict would redo the batch through the staging path); the writer seals batch N+1 in "
         "one thread while a second thread inserts batch N. The clock runs from the "
         "first `emit` to `flush()` returning, i.e. until every event is committed; the table is then "
         "counted. The writer sends batches to its spool when more than `max_queue` events wait, so the "
@@ -549,7 +564,10 @@ def report(
         "(checked: `spooled == 0`, `written == rows == N`). Defaults otherwise (`max_queue` 10,000).",
         "- *Database stage alone*: the same rows (`event_to_row` of the sealed drafts, made before the clock) "
         "given to `EventStore.append_rows` batch after batch, as the writer thread calls it: what the insert "
-        "path costs without sealing and checking.",
+        "path costs without sealing and checking. Twice: by the direct COPY, and by the staging path (COPY into "
+        "a temporary table, then `INSERT ... SELECT ... ON CONFLICT DO NOTHING` per tenant under "
+        "`llm_ledger_writer` and row-level security), which the store takes when the ingest role's `INSERT` is "
+        "revoked in that database.",
         "- *COPY*: the very rows the writer stored, payload serialized to JSON text beforehand, written with "
         "psycopg's `cursor.copy()` / `write_row` (text format), timed from the first row to the commit; the "
         "median of three runs, each in a fresh database. The baseline of the ratio is the twin, `CREATE TABLE "
@@ -610,6 +628,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     copies: list[CopyRun] = []
     prepare_us: float | None = None
     append: AppendRun | None = None
+    staged: AppendRun | None = None
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="llm-ledger-bench-") as tmp:
         for batch_size in batch_sizes:
@@ -627,6 +646,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             with frozen_heap(), fresh_database(args.server) as url:
                 append = run_append_rows(url, rows, batch_sizes[0])
             print(f"  append_rows alone: {append.rate:,.0f} events/s", file=sys.stderr, flush=True)
+            with frozen_heap(), fresh_database(args.server) as url:
+                staged = run_append_rows(url, rows, batch_sizes[0], staged=True)
+            print(f"  append_rows alone, staging path: {staged.rate:,.0f} events/s", file=sys.stderr, flush=True)
         if rows and not args.skip_copy:
             values = copy_values(rows)
             targets = ((TWIN, None), (TWIN, batch_sizes[0]), (BARE, None), ("llm_ledger_events", None))
@@ -660,6 +682,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         copies=copies,
         prepare_us=prepare_us,
         append=append,
+        staged=staged,
         backlog=backlog,
         default_batch=batch_sizes[0] if batch_sizes else 500,
     )
