@@ -3,7 +3,7 @@ the read models, the checkpoint itself. Dialect differences live in ``_Dialect``
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,17 +17,15 @@ from sqlalchemy import (
     DateTime,
     Float,
     Integer,
+    Table,
     Text,
     case,
     cast,
     func,
-    literal,
     select,
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.dml import Insert
 
 from llm_ledger.projections import histogram
 from llm_ledger.projections.rollup import PAYLOAD_TYPES, Delta, EdgeOrigin, EventRecord
@@ -94,12 +92,12 @@ class ProjectionDatabase:
         write lock. A second projector waits there and then reads the checkpoint the first one saved.
         """
         self._dialect.prepare(connection)
-        insert = self._dialect.insert(checkpoints).values(name=self._name).on_conflict_do_nothing()
+        insert = text(f"INSERT INTO {checkpoints.name} (name) VALUES (:name) ON CONFLICT (name) DO NOTHING")
         # The insert waits too: on PostgreSQL for the holder's uncommitted update of the same key, on
         # SQLite for the file's write lock. So the bound covers it.
         try:
             with self._dialect.bounded_wait(connection, wait_seconds):
-                connection.execute(insert)
+                connection.execute(insert, {"name": self._name})
                 connection.execute(
                     update(checkpoints)
                     .where(checkpoints.c.name == self._name)
@@ -194,83 +192,105 @@ class ProjectionDatabase:
 
     def apply(self, connection: Connection, delta: Delta) -> None:
         """Add the delta to the stored rows: one upsert statement per table."""
-        if self._backend.name == "postgresql":
-            _apply_arrays(connection, delta)
-            return
-        if delta.steps:
-            connection.execute(self._upsert_steps(), [_step_row(key, figures) for key, figures in delta.steps.items()])
-        if delta.errors:
-            connection.execute(self._upsert_errors(), [_error_row(key, n) for key, n in delta.errors.items()])
-        if delta.fallbacks:
-            connection.execute(self._upsert_fallbacks(), [_fallback_row(k, f) for k, f in delta.fallbacks.items()])
-        if delta.sessions:
-            connection.execute(self._upsert_sessions(), [_session_row(k, s) for k, s in delta.sessions.items()])
-        if delta.failed_attempts:
-            insert = self._dialect.insert(failed_attempts).on_conflict_do_nothing()
-            connection.execute(insert, delta.failed_attempts)
+        for table, rows in _delta_rows(delta):
+            if rows:
+                self._dialect.upsert(connection, table, rows)
 
     def empty(self, connection: Connection) -> None:
         """Empty the read models and reset the checkpoint (a rebuild's first step)."""
         self._dialect.empty(connection, [table.name for table in READ_MODELS])
         self.save_checkpoint(connection, Cursor(), 0)
 
-    def _upsert_steps(self) -> Insert:
-        insert = self._dialect.insert(step_stats)
-        excluded = insert.excluded
-        counters = [
-            "executions",
-            "succeeded",
-            "failed",
-            "fallback_executions",
-            "attempts",
-            "attempt_failures",
-            "input_tokens",
-            "output_tokens",
-            "execution_latency_ms_sum",
-            "attempt_latency_ms_sum",
-        ]
-        changes: dict[str, Any] = {name: step_stats.c[name] + excluded[name] for name in counters}
-        changes["cost_usd"] = case(
-            (step_stats.c.cost_usd.is_(None) & excluded.cost_usd.is_(None), literal(None)),
-            else_=func.coalesce(step_stats.c.cost_usd, 0.0) + func.coalesce(excluded.cost_usd, 0.0),
+
+# --- what a delta adds, as rows in each table's column order ----------------------------------------------
+
+_STEP_COUNTERS = (
+    "executions",
+    "succeeded",
+    "failed",
+    "fallback_executions",
+    "attempts",
+    "attempt_failures",
+    "input_tokens",
+    "output_tokens",
+    "execution_latency_ms_sum",
+    "attempt_latency_ms_sum",
+)
+_SESSION_COUNTERS = ("executions", "succeeded", "failed", "fallback_executions", "attempts", "attempt_failures")
+
+
+def _sums(table: Table, *names: str) -> dict[str, str]:
+    return {name: f"{table.name}.{name} + EXCLUDED.{name}" for name in names}
+
+
+def _merged(table: Table, name: str) -> str:
+    return f"llm_ledger_hist_merge({table.name}.{name}, EXCLUDED.{name})"
+
+
+def _whichever(table: Table, name: str, pick: str) -> str:
+    """The stored or the new value of ``name``, whichever compares ``pick`` (``<``: the earlier)."""
+    return f"CASE WHEN EXCLUDED.{name} {pick} {table.name}.{name} THEN EXCLUDED.{name} ELSE {table.name}.{name} END"
+
+
+_ON_CONFLICT: dict[str, dict[str, str] | None] = {
+    step_stats.name: {
+        **_sums(step_stats, *_STEP_COUNTERS),
+        "cost_usd": "CASE WHEN llm_ledger_step_stats.cost_usd IS NULL AND EXCLUDED.cost_usd IS NULL THEN NULL"
+        " ELSE coalesce(llm_ledger_step_stats.cost_usd, 0.0) + coalesce(EXCLUDED.cost_usd, 0.0) END",
+        "execution_latency": _merged(step_stats, "execution_latency"),
+        "attempt_latency": _merged(step_stats, "attempt_latency"),
+    },
+    error_stats.name: _sums(error_stats, "count"),
+    fallback_stats.name: _sums(fallback_stats, "fallbacks", "succeeded_after"),
+    sessions.name: {
+        **_sums(sessions, *_SESSION_COUNTERS),
+        "first_seen": _whichever(sessions, "first_seen", "<"),
+        "last_seen": _whichever(sessions, "last_seen", ">"),
+    },
+    failed_attempts.name: None,
+}
+"""How a row that is already stored takes a new one: figures added up (``None``: the first one stays)."""
+
+_FAILED_ATTEMPT_COLUMNS = tuple(c.name for c in failed_attempts.c)
+
+
+def _upsert_sql(table: Table, source: str) -> str:
+    """``INSERT INTO table (columns) <source> ON CONFLICT (key) DO ...`` with ``_ON_CONFLICT``'s rule."""
+    changes = _ON_CONFLICT[table.name]
+    keys = ", ".join(c.name for c in table.primary_key.columns)
+    action = "DO NOTHING" if changes is None else "DO UPDATE SET " + ", ".join(f"{n} = {e}" for n, e in changes.items())
+    return f"INSERT INTO {table.name} ({', '.join(c.name for c in table.c)}) {source} ON CONFLICT ({keys}) {action}"
+
+
+def _delta_rows(delta: Delta) -> list[tuple[Table, list[tuple[Any, ...]]]]:
+    dumps = histogram.dumps
+    steps = [
+        (
+            *key,
+            *(getattr(f, name) for name in _STEP_COUNTERS[:8]),
+            f.cost_usd,
+            f.execution_latency_ms_sum,
+            dumps(f.execution_latency),
+            f.attempt_latency_ms_sum,
+            dumps(f.attempt_latency),
         )
-        for name in ("execution_latency", "attempt_latency"):
-            changes[name] = func.llm_ledger_hist_merge(step_stats.c[name], excluded[name])
-        keys = [c.name for c in step_stats.primary_key.columns]
-        return insert.on_conflict_do_update(index_elements=keys, set_=changes)  # type: ignore[no-any-return]
-
-    def _upsert_counts(self, table: Any, counters: Sequence[str]) -> Insert:
-        insert = self._dialect.insert(table)
-        excluded = insert.excluded
-        keys = [c.name for c in table.primary_key.columns]
-        changes = {name: table.c[name] + excluded[name] for name in counters}
-        return insert.on_conflict_do_update(index_elements=keys, set_=changes)  # type: ignore[no-any-return]
-
-    def _upsert_errors(self) -> Insert:
-        return self._upsert_counts(error_stats, ["count"])
-
-    def _upsert_fallbacks(self) -> Insert:
-        return self._upsert_counts(fallback_stats, ["fallbacks", "succeeded_after"])
-
-    def _upsert_sessions(self) -> Insert:
-        counters = ["executions", "succeeded", "failed", "fallback_executions", "attempts", "attempt_failures"]
-        insert = self._dialect.insert(sessions)
-        excluded = insert.excluded
-        changes = {name: sessions.c[name] + excluded[name] for name in counters}
-        changes["first_seen"] = case(
-            (excluded.first_seen < sessions.c.first_seen, excluded.first_seen), else_=sessions.c.first_seen
-        )
-        changes["last_seen"] = case(
-            (excluded.last_seen > sessions.c.last_seen, excluded.last_seen), else_=sessions.c.last_seen
-        )
-        return insert.on_conflict_do_update(index_elements=["tenant_id", "session_id"], set_=changes)  # type: ignore[no-any-return]
+        for key, f in delta.steps.items()
+    ]
+    session_rows = [
+        (tenant, session, s.agent_id, s.first_seen, s.last_seen, *(getattr(s, n) for n in _SESSION_COUNTERS))
+        for (tenant, session), s in delta.sessions.items()
+    ]
+    return [
+        (step_stats, steps),
+        (error_stats, [(*key, n) for key, n in delta.errors.items()]),
+        (fallback_stats, [(*key, f.fallbacks, f.succeeded_after) for key, f in delta.fallbacks.items()]),
+        (sessions, session_rows),
+        (failed_attempts, [tuple(a[name] for name in _FAILED_ATTEMPT_COLUMNS) for a in delta.failed_attempts]),
+    ]
 
 
-# --- PostgreSQL: each table's delta in one INSERT ... SELECT FROM unnest(arrays) ------------------------------
-#
-# One statement per table, its rows sent as one array per column: no per-row statement, parameter binding
-# or JSON encoding through the ORM (an executemany of thousands of rows cost more than the folding).
-
+# PostgreSQL: a table's rows go as one array per column into one INSERT ... SELECT FROM unnest(...), not as
+# an executemany (thousands of rows a batch cost more than the folding).
 _ARRAY_TYPES = {Text: "text", Integer: "int4", BigInteger: "int8", DateTime: "timestamptz", Float: "float8"}
 
 
@@ -283,195 +303,36 @@ def _array_type(column: Any) -> str:
     raise TypeError(f"no array type for {column}")  # pragma: no cover - every read-model column is mapped
 
 
-def _unnest_insert(table: Any, changes: dict[str, str] | None) -> str:
-    """``INSERT INTO table SELECT ... FROM unnest(%s::type[], ...)``, every column of ``table`` in order;
-    ``changes`` (column -> SQL expression over ``t`` and ``EXCLUDED``) on conflict, or nothing done."""
-    names = [c.name for c in table.c]
+def _unnest_upsert(table: Table) -> str:
+    names = ", ".join(c.name for c in table.c)
     arrays = ", ".join(f"%s::{_array_type(c)}[]" for c in table.c)
     selected = ", ".join(f"{c.name}::jsonb" if isinstance(c.type, JSON) else c.name for c in table.c)
-    keys = ", ".join(c.name for c in table.primary_key.columns)
-    on_conflict = (
-        "DO NOTHING" if changes is None else "DO UPDATE SET " + ", ".join(f"{n} = {e}" for n, e in changes.items())
-    )
-    return (
-        f"INSERT INTO {table.name} AS t ({', '.join(names)}) SELECT {selected} "
-        f"FROM unnest({arrays}) AS d({', '.join(names)}) ON CONFLICT ({keys}) {on_conflict}"
-    )
+    return _upsert_sql(table, f"SELECT {selected} FROM unnest({arrays}) AS d({names})")
 
 
-def _sums(*names: str) -> dict[str, str]:
-    return {name: f"t.{name} + EXCLUDED.{name}" for name in names}
+_UNNEST_UPSERTS = {table.name: _unnest_upsert(table) for table in READ_MODELS}
 
 
-_STEP_COUNTERS = (
-    "executions",
-    "succeeded",
-    "failed",
-    "fallback_executions",
-    "attempts",
-    "attempt_failures",
-    "input_tokens",
-    "output_tokens",
-)
-_UPSERT_STEPS = _unnest_insert(
-    step_stats,
-    {
-        **_sums(*_STEP_COUNTERS, "execution_latency_ms_sum", "attempt_latency_ms_sum"),
-        "cost_usd": "CASE WHEN t.cost_usd IS NULL AND EXCLUDED.cost_usd IS NULL THEN NULL"
-        " ELSE coalesce(t.cost_usd, 0.0) + coalesce(EXCLUDED.cost_usd, 0.0) END",
-        "execution_latency": "llm_ledger_hist_merge(t.execution_latency, EXCLUDED.execution_latency)",
-        "attempt_latency": "llm_ledger_hist_merge(t.attempt_latency, EXCLUDED.attempt_latency)",
-    },
-)
-_UPSERT_ERRORS = _unnest_insert(error_stats, _sums("count"))
-_UPSERT_FALLBACKS = _unnest_insert(fallback_stats, _sums("fallbacks", "succeeded_after"))
-_UPSERT_SESSIONS = _unnest_insert(
-    sessions,
-    {
-        **_sums("executions", "succeeded", "failed", "fallback_executions", "attempts", "attempt_failures"),
-        "first_seen": "CASE WHEN EXCLUDED.first_seen < t.first_seen THEN EXCLUDED.first_seen ELSE t.first_seen END",
-        "last_seen": "CASE WHEN EXCLUDED.last_seen > t.last_seen THEN EXCLUDED.last_seen ELSE t.last_seen END",
-    },
-)
-_INSERT_FAILED_ATTEMPTS = _unnest_insert(failed_attempts, None)
-_FAILED_ATTEMPT_COLUMNS = tuple(c.name for c in failed_attempts.c)
-
-
-def _columns(rows: list[tuple[Any, ...]], width: int) -> tuple[list[Any], ...]:
+def _columns(rows: list[tuple[Any, ...]]) -> tuple[list[Any], ...]:
     """Rows turned into one list per column."""
-    return tuple(map(list, zip(*rows, strict=True))) if rows else tuple([] for _ in range(width))
+    return tuple(map(list, zip(*rows, strict=True)))
 
 
-def _apply_arrays(connection: Connection, delta: Delta) -> None:
-    dumps = histogram.dumps
-    rows: list[tuple[Any, ...]]
-    if delta.steps:
-        rows = [
-            (
-                *key,
-                f.executions,
-                f.succeeded,
-                f.failed,
-                f.fallback_executions,
-                f.attempts,
-                f.attempt_failures,
-                f.input_tokens,
-                f.output_tokens,
-                f.cost_usd,
-                f.execution_latency_ms_sum,
-                dumps(f.execution_latency),
-                f.attempt_latency_ms_sum,
-                dumps(f.attempt_latency),
-            )
-            for key, f in delta.steps.items()
-        ]
-        connection.exec_driver_sql(_UPSERT_STEPS, _columns(rows, len(step_stats.c)))
-    if delta.errors:
-        rows = [(*key, n) for key, n in delta.errors.items()]
-        connection.exec_driver_sql(_UPSERT_ERRORS, _columns(rows, len(error_stats.c)))
-    if delta.fallbacks:
-        rows = [(*key, f.fallbacks, f.succeeded_after) for key, f in delta.fallbacks.items()]
-        connection.exec_driver_sql(_UPSERT_FALLBACKS, _columns(rows, len(fallback_stats.c)))
-    if delta.sessions:
-        rows = [
-            (
-                tenant,
-                session,
-                s.agent_id,
-                s.first_seen,
-                s.last_seen,
-                s.executions,
-                s.succeeded,
-                s.failed,
-                s.fallback_executions,
-                s.attempts,
-                s.attempt_failures,
-            )
-            for (tenant, session), s in delta.sessions.items()
-        ]
-        connection.exec_driver_sql(_UPSERT_SESSIONS, _columns(rows, len(sessions.c)))
-    if delta.failed_attempts:
-        rows = [tuple(attempt[name] for name in _FAILED_ATTEMPT_COLUMNS) for attempt in delta.failed_attempts]
-        connection.exec_driver_sql(_INSERT_FAILED_ATTEMPTS, _columns(rows, len(failed_attempts.c)))
+# SQLite: the same statement with VALUES, run by executemany; timestamps in the text form SQLAlchemy
+# stores (so that they compare, and read back, like every other timestamp of the file).
+_VALUES_UPSERTS = {
+    table.name: _upsert_sql(table, f"VALUES ({', '.join('?' for _ in table.c)})") for table in READ_MODELS
+}
 
 
-def _step_row(key: tuple[Any, ...], figures: Any) -> dict[str, Any]:
-    tenant, grain, bucket, agent, step, model, provider = key
-    return {
-        "tenant_id": tenant,
-        "grain_seconds": grain,
-        "bucket_start": bucket,
-        "agent_id": agent,
-        "step": step,
-        "model": model,
-        "provider": provider,
-        "executions": figures.executions,
-        "succeeded": figures.succeeded,
-        "failed": figures.failed,
-        "fallback_executions": figures.fallback_executions,
-        "attempts": figures.attempts,
-        "attempt_failures": figures.attempt_failures,
-        "input_tokens": figures.input_tokens,
-        "output_tokens": figures.output_tokens,
-        "cost_usd": figures.cost_usd,
-        "execution_latency_ms_sum": figures.execution_latency_ms_sum,
-        "execution_latency": {str(b): n for b, n in figures.execution_latency.items()},
-        "attempt_latency_ms_sum": figures.attempt_latency_ms_sum,
-        "attempt_latency": {str(b): n for b, n in figures.attempt_latency.items()},
-    }
-
-
-def _error_row(key: tuple[Any, ...], count: int) -> dict[str, Any]:
-    tenant, grain, bucket, agent, step, model, provider, scope, error_type = key
-    return {
-        "tenant_id": tenant,
-        "grain_seconds": grain,
-        "bucket_start": bucket,
-        "agent_id": agent,
-        "step": step,
-        "model": model,
-        "provider": provider,
-        "scope": scope,
-        "error_type": error_type,
-        "count": count,
-    }
-
-
-def _fallback_row(key: tuple[Any, ...], figures: Any) -> dict[str, Any]:
-    tenant, grain, bucket, agent, step, from_model, to_model, reason = key
-    return {
-        "tenant_id": tenant,
-        "grain_seconds": grain,
-        "bucket_start": bucket,
-        "agent_id": agent,
-        "step": step,
-        "from_model": from_model,
-        "to_model": to_model,
-        "reason": reason,
-        "fallbacks": figures.fallbacks,
-        "succeeded_after": figures.succeeded_after,
-    }
-
-
-def _session_row(key: tuple[str, str], figures: Any) -> dict[str, Any]:
-    tenant, session = key
-    return {
-        "tenant_id": tenant,
-        "session_id": session,
-        "agent_id": figures.agent_id,
-        "first_seen": figures.first_seen,
-        "last_seen": figures.last_seen,
-        "executions": figures.executions,
-        "succeeded": figures.succeeded,
-        "failed": figures.failed,
-        "fallback_executions": figures.fallback_executions,
-        "attempts": figures.attempts,
-        "attempt_failures": figures.attempt_failures,
-    }
+def _sqlite_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
 
 
 class _Dialect:
-    def insert(self, table: Any) -> Any:
+    def upsert(self, connection: Connection, table: Table, rows: list[tuple[Any, ...]]) -> None:
         raise NotImplementedError
 
     def prepare(self, connection: Connection) -> None:
@@ -490,8 +351,8 @@ class _Dialect:
 
 
 class _Postgres(_Dialect):
-    def insert(self, table: Any) -> Any:
-        return postgresql.insert(table)
+    def upsert(self, connection: Connection, table: Table, rows: list[tuple[Any, ...]]) -> None:
+        connection.exec_driver_sql(_UNNEST_UPSERTS[table.name], _columns(rows))
 
     @contextmanager
     def bounded_wait(self, connection: Connection, wait_seconds: float | None) -> Iterator[None]:
@@ -508,8 +369,9 @@ class _Postgres(_Dialect):
 
 
 class _Sqlite(_Dialect):
-    def insert(self, table: Any) -> Any:
-        return sqlite.insert(table)
+    def upsert(self, connection: Connection, table: Table, rows: list[tuple[Any, ...]]) -> None:
+        statement = _VALUES_UPSERTS[table.name]
+        connection.exec_driver_sql(statement, [tuple(_sqlite_value(v) for v in row) for row in rows])
 
     def prepare(self, connection: Connection) -> None:
         raw = connection.connection.driver_connection

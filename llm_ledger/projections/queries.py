@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ from llm_ledger.projections import histogram
 from llm_ledger.projections.database import ProjectionDatabase, utc
 from llm_ledger.projections.grains import MINUTE, Segment, display_grain, floor, plan
 from llm_ledger.projections.projector import PROJECTION_NAME
+from llm_ledger.projections.rollup import StepFigures
 from llm_ledger.projections.schema import error_stats, failed_attempts, fallback_stats, sessions, step_stats
 from llm_ledger.store import EventStore
 from llm_ledger.store.scoping import AUDITOR_ROLE, READER_ROLE
@@ -65,21 +66,9 @@ class Window:
 
 
 @dataclass(slots=True)
-class Figures:
-    """Sums over some rows of ``llm_ledger_step_stats``, and percentiles from their merged histograms."""
-
-    executions: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    fallback_executions: int = 0
-    attempts: int = 0
-    attempt_failures: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float | None = None
-    execution_latency_ms_sum: float = 0.0
-    execution_latency: histogram.Counts = field(default_factory=dict)
-    attempt_latency: histogram.Counts = field(default_factory=dict)
+class Figures(StepFigures):
+    """Sums over some rows of ``llm_ledger_step_stats`` (the same figures a projected batch adds), and
+    rates and percentiles from them."""
 
     @property
     def error_rate(self) -> float | None:
@@ -105,21 +94,6 @@ class Figures:
     def attempt_latency_percentiles(self) -> tuple[float | None, float | None, float | None]:
         p50, p95, p99 = histogram.quantiles(self.attempt_latency, PERCENTILES)
         return p50, p95, p99
-
-    def add_row(self, row: Any) -> None:
-        self.executions += row.executions
-        self.succeeded += row.succeeded
-        self.failed += row.failed
-        self.fallback_executions += row.fallback_executions
-        self.attempts += row.attempts
-        self.attempt_failures += row.attempt_failures
-        self.input_tokens += row.input_tokens
-        self.output_tokens += row.output_tokens
-        if row.cost_usd is not None:
-            self.cost_usd = (self.cost_usd or 0.0) + row.cost_usd
-        self.execution_latency_ms_sum += row.execution_latency_ms_sum
-        histogram.merge_into(self.execution_latency, _histogram(row.execution_latency))
-        histogram.merge_into(self.attempt_latency, _histogram(row.attempt_latency))
 
 
 @dataclass(frozen=True, slots=True)
@@ -538,9 +512,3 @@ def _merge_stored(total: dict[str, int], stored: str | None) -> None:
         get = total.get
         for bucket, n in orjson.loads(stored).items():
             total[bucket] = get(bucket, 0) + n
-
-
-def _histogram(stored: str | None) -> dict[int, int]:
-    if not stored:
-        return {}
-    return {int(bucket): int(n) for bucket, n in orjson.loads(stored).items()}
