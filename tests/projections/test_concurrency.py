@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -115,6 +118,32 @@ def test_two_projectors_catching_up_at_once_give_the_ground_truth(
     assert all(isinstance(result, CatchUpResult) and not result.busy for result in results)
     assert sum(result.events for result in results) <= stored  # type: ignore[attr-defined]
     assert applied == stored
+    assert_read_models_equal_truth(engine_of(workload_url), tenants)
+
+
+def test_three_project_commands_in_separate_processes_give_the_ground_truth(
+    workload_url: str, tenants: tuple[str, ...], engine_of: Callable[[str], Engine]
+) -> None:
+    # Separate processes, as in a deployment with several projector replicas: small batches so that
+    # they take turns on the checkpoint's lock many times.
+    command = [sys.executable, "-m", "llm_ledger.cli", "project", "--batch-size", "50", "--database-url", workload_url]
+    environment = dict(os.environ, AGNO_TELEMETRY="false")
+    processes = [
+        subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    outputs = [process.communicate(timeout=120) for process in processes]
+
+    assert [process.returncode for process in processes] == [0, 0, 0], outputs
+    applied = [int(out.split("applied ")[1].split(" events")[0].replace(",", "")) for out, _ in outputs]
+    projector = Projector(workload_url)
+    try:
+        stored = stored_events(projector)
+        project_all(projector)
+        assert projector.status().events_applied == stored
+    finally:
+        projector.close()
+    assert sum(applied) <= stored, "no event was applied by two of them"
     assert_read_models_equal_truth(engine_of(workload_url), tenants)
 
 
