@@ -65,6 +65,7 @@ from psycopg import sql
 
 from llm_ledger.events import EventDraft, StreamHeader, StreamSealer, uuid7
 from llm_ledger.events.model import Payload
+from llm_ledger.events.values import JsonPayload
 from llm_ledger.store.migrate import upgrade
 from llm_ledger.store.rows import event_to_row
 from llm_ledger.store.schema import STORED_COLUMNS
@@ -326,10 +327,10 @@ def executions_as_templates(tenants: int, per_tenant: int) -> list[Template]:
     return list(streams.values())
 
 
-def _own_payload(payload: Any) -> Payload | Callable[[], Payload]:
-    """A payload (builder) of the draft's own, as the executor gives each draft."""
+def _own_payload(payload: Any) -> Payload | Callable[[], Payload] | JsonPayload:
+    """A payload (builder) of the draft's own, as the executor gives each draft (a ``JsonPayload`` stays one)."""
     if isinstance(payload, functools.partial):
-        return functools.partial(payload.func, *payload.args, **payload.keywords)
+        return type(payload)(payload.func, *payload.args, **payload.keywords)
     if callable(payload):
         return payload  # type: ignore[no-any-return]
     return payload.model_copy()  # type: ignore[no-any-return]

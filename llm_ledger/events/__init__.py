@@ -25,6 +25,7 @@ from llm_ledger.events.chain import (
 from llm_ledger.events.ids import uuid7, uuid7_time_ms
 from llm_ledger.events.model import (
     EVENT_TYPES,
+    PAYLOAD_TYPES,
     SCHEMA_VERSION,
     TERMINAL_EVENT_TYPES,
     AttemptFailed,
@@ -56,6 +57,7 @@ __all__ = [
     "CAPTURE_POLICIES",
     "DEFAULT_CAPTURE",
     "EVENT_TYPES",
+    "PAYLOAD_TYPES",
     "REDACTED",
     "SCHEMA_VERSION",
     "TERMINAL_EVENT_TYPES",

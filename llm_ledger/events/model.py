@@ -251,6 +251,16 @@ EVENT_TYPES: dict[str, type[EventEnvelope]] = {
         ExecutionFailed,
     )
 }
+PAYLOAD_TYPES: dict[str, type[Payload]] = {
+    "ExecutionStarted": ExecutionStartedPayload,
+    "AttemptStarted": AttemptStartedPayload,
+    "AttemptSucceeded": AttemptSucceededPayload,
+    "AttemptFailed": AttemptFailedPayload,
+    "FallbackTriggered": FallbackTriggeredPayload,
+    "ExecutionSucceeded": ExecutionSucceededPayload,
+    "ExecutionFailed": ExecutionFailedPayload,
+}
+"""The payload model of each event type."""
 TERMINAL_EVENT_TYPES = frozenset({"ExecutionSucceeded", "ExecutionFailed"})
 
 _event_adapter: TypeAdapter[Event] = TypeAdapter(Event)

@@ -13,24 +13,16 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from llm_ledger.events import (
-    AttemptFailedPayload,
-    AttemptStartedPayload,
-    AttemptSucceededPayload,
     CapturePolicy,
-    ExecutionFailedPayload,
-    ExecutionStartedPayload,
-    ExecutionSucceededPayload,
-    FallbackTriggeredPayload,
     Operation,
-    OutputRecord,
     RequestParameters,
     Scrubber,
     StreamHeader,
     TokenUsage,
-    record_input,
-    record_output,
     uuid7,
 )
+from llm_ledger.events import values as payloads
+from llm_ledger.events.values import JsonDict, JsonPayload
 from llm_ledger.executor.client import CallParams, Completion, ModelClient
 from llm_ledger.executor.context import ExecutionContext
 from llm_ledger.executor.errors import (
@@ -73,17 +65,35 @@ class ExecutionPlan:
     tracer: ExecutionTracer
 
 
-def _started_payload(plan: ExecutionPlan) -> ExecutionStartedPayload:
-    return ExecutionStartedPayload(
+def _started_payload(plan: ExecutionPlan) -> JsonDict:
+    return payloads.execution_started(
         operation=plan.operation,
         chain=plan.chain,
         max_retries=plan.max_retries,
         timeout_seconds=plan.timeout_seconds,
         attempt_timeout_seconds=plan.attempt_timeout_seconds,
         parameters=plan.params,
-        input=record_input([(m.role, m.content) for m in plan.messages], plan.capture, plan.scrubber),
+        input=payloads.input_values([(m.role, m.content) for m in plan.messages], plan.capture, plan.scrubber),
         output_schema=plan.schema_name,
         capture=plan.capture,
+    )
+
+
+def _attempt_succeeded_payload(
+    attempt: int, route: ModelRoute, latency: float, completion: Completion, ttfc_ms: float | None, output: _Once
+) -> JsonDict:
+    return payloads.attempt_succeeded(
+        attempt=attempt,
+        model=route.model,
+        provider=route.provider.name,
+        latency_ms=latency,
+        usage=completion.usage,
+        finish_reason=completion.finish_reason,
+        request_id=completion.request_id,
+        response_id=completion.response_id,
+        response_model=completion.response_model,
+        time_to_first_chunk_ms=ttfc_ms,
+        output=output(),
     )
 
 
@@ -95,9 +105,9 @@ def _succeeded_payload(
     latency_ms: float,
     usage: TokenUsage | None,
     finish_reason: str | None,
-    output: Callable[[], OutputRecord],
-) -> ExecutionSucceededPayload:
-    return ExecutionSucceededPayload(
+    output: _Once,
+) -> JsonDict:
+    return payloads.execution_succeeded(
         model=route.model,
         provider=route.provider.name,
         attempts=attempts,
@@ -110,15 +120,16 @@ def _succeeded_payload(
 
 
 class _Once:
-    """A call made at most once (``functools.cache`` measured 10x costlier to set up, per call)."""
+    """The output record's JSON values, computed at most once (``functools.cache`` measured 10x costlier
+    to set up, per call): the attempt's and the execution's events share them."""
 
     __slots__ = ("_build", "_value")
 
-    def __init__(self, build: Callable[[], OutputRecord]) -> None:
-        self._build: Callable[[], OutputRecord] | None = build
-        self._value: OutputRecord | None = None
+    def __init__(self, build: Callable[[], JsonDict]) -> None:
+        self._build: Callable[[], JsonDict] | None = build
+        self._value: JsonDict | None = None
 
-    def __call__(self) -> OutputRecord:
+    def __call__(self) -> JsonDict:
         if self._build is not None:
             self._value, self._build = self._build(), None
         assert self._value is not None
@@ -171,7 +182,7 @@ class Execution:
         self._deadline = time.monotonic() + plan.timeout_seconds
         self._attempts = 0
         self._finished = False
-        self._output: tuple[str, Callable[[], OutputRecord]] | None = None
+        self._output: tuple[str, _Once] | None = None
         self.trace = plan.tracer.start(self.execution_id, plan.operation, ctx, plan.chain, plan.capture)
 
     # --- recording ----------------------------------------------------------------------------
@@ -182,7 +193,7 @@ class Execution:
     def _start(self) -> None:
         self.recorder.record(
             "ExecutionStarted",
-            partial(_started_payload, self.plan),
+            JsonPayload(_started_payload, self.plan),
             trace_id=self.trace.trace_id,
             span_id=self.trace.span_id,
         )
@@ -197,8 +208,8 @@ class Execution:
         attempt = _Attempt(self._attempts, index, retry, client, params, trace)
         self.recorder.record(
             "AttemptStarted",
-            partial(
-                AttemptStartedPayload,
+            JsonPayload(
+                payloads.attempt_started,
                 attempt=attempt.number,
                 model=client.route.model,
                 provider=client.route.provider.name,
@@ -217,19 +228,7 @@ class Execution:
         output = self._output_record(completion.text)
         self.recorder.record(
             "AttemptSucceeded",
-            lambda: AttemptSucceededPayload(
-                attempt=attempt.number,
-                model=route.model,
-                provider=route.provider.name,
-                latency_ms=latency,
-                usage=completion.usage,
-                finish_reason=completion.finish_reason,
-                request_id=completion.request_id,
-                response_id=completion.response_id,
-                response_model=completion.response_model,
-                time_to_first_chunk_ms=ttfc_ms,
-                output=output(),
-            ),
+            JsonPayload(_attempt_succeeded_payload, attempt.number, route, latency, completion, ttfc_ms, output),
             trace_id=attempt.trace.trace_id,
             span_id=attempt.trace.span_id,
         )
@@ -263,8 +262,8 @@ class Execution:
         message = self.plan.scrubber.scrub(error.message)
         self.recorder.record(
             "AttemptFailed",
-            partial(
-                AttemptFailedPayload,
+            JsonPayload(
+                payloads.attempt_failed,
                 attempt=attempt.number,
                 model=route.model,
                 provider=route.provider.name,
@@ -302,8 +301,8 @@ class Execution:
         chain = self.plan.chain
         self.recorder.record(
             "FallbackTriggered",
-            partial(
-                FallbackTriggeredPayload,
+            JsonPayload(
+                payloads.fallback_triggered,
                 from_model=chain[index],
                 to_model=chain[index + 1],
                 from_index=index,
@@ -321,7 +320,7 @@ class Execution:
         self._finished = True
         self.recorder.record(
             "ExecutionSucceeded",
-            partial(
+            JsonPayload(
                 _succeeded_payload,
                 route=route,
                 attempts=self._attempts,
@@ -348,10 +347,10 @@ class Execution:
             fallback_used=attempt.index > 0,
         )
 
-    def _output_record(self, text: str) -> Callable[[], OutputRecord]:
+    def _output_record(self, text: str) -> _Once:
         """The output record of the answer, computed once, when the first event that holds it is sealed."""
         if self._output is None or self._output[0] is not text:
-            self._output = (text, _Once(partial(record_output, text, self.plan.capture, self.plan.scrubber)))
+            self._output = (text, _Once(partial(payloads.output_values, text, self.plan.capture, self.plan.scrubber)))
         return self._output[1]
 
     def _failed(self, error_type: str, message: str, *, chunks_delivered: int = 0) -> None:
@@ -360,8 +359,8 @@ class Execution:
         message = self.plan.scrubber.scrub(message)
         self.recorder.record(
             "ExecutionFailed",
-            partial(
-                ExecutionFailedPayload,
+            JsonPayload(
+                payloads.execution_failed,
                 error_type=error_type,
                 message=message,
                 attempts=self._attempts,

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from llm_ledger.events import EventDraft, Payload, StreamHeader, StreamSealer
+from llm_ledger.events.values import JsonPayload
 from llm_ledger.executor.sink import EventSink
 
 log = logging.getLogger("llm_ledger.executor")
@@ -27,7 +28,7 @@ class StreamRecorder:
     def record(
         self,
         event_type: str,
-        payload: Payload | Callable[[], Payload],
+        payload: Payload | Callable[[], Payload] | JsonPayload,
         *,
         trace_id: str | None = None,
         span_id: str | None = None,

@@ -10,6 +10,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from llm_ledger.events import CanonicalizationError, Event, EventDraft, canonical_json, compute_hash, parse_event
+from llm_ledger.events.chain import PayloadJson
+from llm_ledger.store.errors import InvalidEventError
 
 # A NUL character, escaped in JSON text (an odd run of backslashes before "u0000").
 _NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
@@ -21,8 +23,6 @@ truncation (truncating would break the hash)."""
 
 def event_to_row(item: Event | EventDraft | Mapping[str, Any], index: int) -> dict[str, Any]:
     """The row of one event, after checking that it can be stored and read back to the same hash."""
-    from llm_ledger.store.errors import InvalidEventError
-
     if isinstance(item, EventDraft):
         return _draft_row(item, index)
     if isinstance(item, Mapping):
@@ -61,25 +61,16 @@ def event_to_row(item: Event | EventDraft | Mapping[str, Any], index: int) -> di
     return row
 
 
-class PayloadValues(dict[str, Any]):
-    """A payload's JSON values that also carry their canonical JSON text, as the sealing wrote it: the
-    PostgreSQL insert sends that text instead of serializing the payload again (2-3 us an event). Anything
-    else sees a plain dict (orjson and ``json`` serialize it as one)."""
-
-    __slots__ = ("json_text",)
-
-    def __init__(self, values: dict[str, Any], json_text: str) -> None:
-        super().__init__(values)
-        self.json_text = json_text
+PayloadValues = PayloadJson
+"""A payload's JSON values that also carry their canonical JSON text (``json_text``), as the sealing wrote
+it (a sealed draft's ``payload`` field is one): the PostgreSQL insert sends that text."""
 
 
 def _draft_row(draft: EventDraft, index: int) -> dict[str, Any]:
     """The row of a draft this process sealed: its hash is known good, and its fields, canonical form and
     payload JSON were computed by the sealing, so only the storability checks remain."""
-    from llm_ledger.store.errors import InvalidEventError
-
     try:
-        fields, canonical, payload_text = draft.stored_form()
+        fields, canonical, _ = draft.stored_form()
     except CanonicalizationError as exc:
         raise InvalidEventError(
             f"cannot be stored as UTF-8 JSON: {exc}", index=index, event_id=str(draft.event_id)
@@ -94,9 +85,7 @@ def _draft_row(draft: EventDraft, index: int) -> dict[str, Any]:
         raise InvalidEventError(
             "contains a NUL character, which PostgreSQL cannot store in JSON", index=index, event_id=fields["event_id"]
         )
-    row = dict(fields)
-    row["payload"] = PayloadValues(fields["payload"], payload_text.decode())
-    return row
+    return dict(fields)  # its payload carries its JSON text
 
 
 def row_to_record(row: Mapping[Any, Any]) -> dict[str, Any]:

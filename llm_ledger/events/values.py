@@ -1,0 +1,315 @@
+"""Payloads as their JSON values, built straight from typed data without the payload models.
+
+Each function returns exactly what ``SomePayload(...).model_dump(mode="json")`` returns for the same
+arguments (every field present, ``None`` as null, tuples as lists, ``Number`` fields integral floats as
+ints), so the canonical JSON, and every hash, is the same; tests/events/test_values.py holds them to it.
+Sealing a payload given this way costs a fraction of validating and dumping the model (the writer's
+sealing thread is the ingest bottleneck); ``EventDraft.payload`` builds the model from these values only
+when someone reads it.
+
+Every value is checked as the model would check it, cheaply: a value of the exact type passes (``type(v)
+is str``), anything else goes through pydantic's validator for the field's type, so the values are what
+the model would hold, or the same ``ValidationError`` is raised. The values therefore hold no float but
+the ``Number`` fields', and ``number`` tells the sealing (``plain_floats``) whether orjson writes those
+the way canonical JSON has them, so that it can skip the float scan of ``canonical_json``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from llm_ledger.events.canonical import canonical_json, sha256_hex
+from llm_ledger.events.capture import CAPTURE_POLICIES, CapturePolicy
+from llm_ledger.events.model import Number, RequestParameters, TokenUsage
+from llm_ledger.events.scrub import Scrubber
+
+JsonDict = dict[str, Any]
+
+
+class JsonPayload(partial[JsonDict]):
+    """A deferred payload given as a builder of its JSON values (one of this module's functions and its
+    arguments), for ``StreamSealer.draft``: the sealing serializes the values without building the model."""
+
+    __slots__ = ()
+
+
+_MAX_EXACT = 2**53
+# orjson writes a float in plain decimal with its shortest round-trip digits, as ECMAScript does, from 1e-5
+# up to 1e16; integral floats below 2**53 are ints here. Other floats need canonical_json's rewriting.
+_PLAIN_MIN = 1e-5
+_str: TypeAdapter[str] = TypeAdapter(str)
+_int: TypeAdapter[int] = TypeAdapter(int)
+_bool: TypeAdapter[bool] = TypeAdapter(bool)
+_number: TypeAdapter[float] = TypeAdapter(Number)
+_OPERATIONS = frozenset({"generate", "generate_structured", "generate_stream"})
+_NEXT_ACTIONS = frozenset({"retry", "fall_back", "fail"})
+_CAPTURES = frozenset(CAPTURE_POLICIES)
+
+
+class _Floats(threading.local):
+    rewrite = False
+
+
+_floats = _Floats()
+
+
+def plain_floats(build: JsonPayload) -> tuple[JsonDict, bool]:
+    """``build()``, and whether orjson writes every float of its values as canonical JSON has them."""
+    floats = _floats
+    floats.rewrite = False
+    values = build()
+    return values, not floats.rewrite
+
+
+def number(value: float) -> int | float:
+    """A ``Number`` field's JSON value: a finite float, integral ones as ints (``model._json_number``)."""
+    kind = type(value)
+    v = value if kind is float else float(value) if kind is int else _number.validate_python(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{value!r} is not a finite number")
+    if v.is_integer() and -_MAX_EXACT < v < _MAX_EXACT:
+        return int(v)
+    if not _PLAIN_MIN <= abs(v) < _MAX_EXACT:
+        _floats.rewrite = True
+    return v
+
+
+def _optional_number(value: float | None) -> int | float | None:
+    return None if value is None else number(value)
+
+
+def text(value: str) -> str:
+    return value if type(value) is str else _str.validate_python(value)
+
+
+def _optional_text(value: str | None) -> str | None:
+    return value if value is None or type(value) is str else _str.validate_python(value)
+
+
+def integer(value: int) -> int:
+    return value if type(value) is int else _int.validate_python(value)
+
+
+def _optional_integer(value: int | None) -> int | None:
+    return value if value is None or type(value) is int else _int.validate_python(value)
+
+
+def _one_of(value: str, allowed: frozenset[str], name: str) -> str:
+    if type(value) is str and value in allowed:
+        return value
+    raise ValueError(f"{name} must be one of {sorted(allowed)}, not {value!r}")
+
+
+def usage_values(usage: TokenUsage | None) -> JsonDict | None:
+    """A validated ``TokenUsage``'s values (its fields hold exact ints)."""
+    if usage is None:
+        return None
+    if type(usage) is not TokenUsage:
+        raise TypeError(f"usage must be a TokenUsage, not {type(usage).__name__}")
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+    }
+
+
+def parameters_values(params: RequestParameters) -> JsonDict:
+    """A validated ``RequestParameters``' values (its fields hold exact types)."""
+    if type(params) is not RequestParameters:
+        raise TypeError(f"parameters must be RequestParameters, not {type(params).__name__}")
+    stop = params.stop_sequences
+    return {
+        "temperature": _optional_number(params.temperature),
+        "max_tokens": params.max_tokens,
+        "stop_sequences": None if stop is None else list(stop),
+    }
+
+
+def input_values(messages: Sequence[tuple[str, str]], policy: CapturePolicy, scrubber: Scrubber) -> JsonDict:
+    """``record_input(...)``'s JSON values: sizes always; a digest or the scrubbed text by policy."""
+    messages = [(text(role), text(content)) for role, content in messages]
+    chars = sum(len(content) for _, content in messages)
+    size = sum(len(content.encode("utf-8", "surrogatepass")) for _, content in messages)
+    digest = None
+    captured = None
+    if policy != "none":
+        form = [{"content": content, "role": role} for role, content in messages]
+        digest = sha256_hex(canonical_json(form))
+    if policy == "full":
+        captured = [{"role": role, "content": scrubber.scrub(content)} for role, content in messages]
+    return {"message_count": len(messages), "chars": chars, "bytes": size, "sha256": digest, "messages": captured}
+
+
+def output_values(output: str, policy: CapturePolicy, scrubber: Scrubber) -> JsonDict:
+    """``record_output(...)``'s JSON values: the digest is over the text's UTF-8 bytes."""
+    body = text(output)
+    data = body.encode("utf-8", "surrogatepass")
+    return {
+        "chars": len(body),
+        "bytes": len(data),
+        "sha256": sha256_hex(data) if policy != "none" else None,
+        "text": scrubber.scrub(body) if policy == "full" else None,
+    }
+
+
+def execution_started(
+    *,
+    operation: str,
+    chain: Sequence[str],
+    max_retries: int,
+    timeout_seconds: float,
+    attempt_timeout_seconds: float,
+    parameters: RequestParameters,
+    input: JsonDict,  # noqa: A002 - the field's name
+    output_schema: str | None,
+    capture: CapturePolicy,
+) -> JsonDict:
+    return {
+        "operation": _one_of(operation, _OPERATIONS, "operation"),
+        "chain": [text(model) for model in chain],
+        "max_retries": integer(max_retries),
+        "timeout_seconds": number(timeout_seconds),
+        "attempt_timeout_seconds": number(attempt_timeout_seconds),
+        "parameters": parameters_values(parameters),
+        "input": input,
+        "output_schema": _optional_text(output_schema),
+        "capture": _one_of(capture, _CAPTURES, "capture"),
+    }
+
+
+def attempt_started(
+    *, attempt: int, model: str, provider: str, fallback_index: int, retry: int, timeout_seconds: float
+) -> JsonDict:
+    attempt, fallback_index, retry = integer(attempt), integer(fallback_index), integer(retry)
+    if attempt < 1 or fallback_index < 0 or retry < 0:
+        raise ValueError(f"attempt {attempt}, fallback_index {fallback_index}, retry {retry}: out of range")
+    return {
+        "attempt": attempt,
+        "model": text(model),
+        "provider": text(provider),
+        "fallback_index": fallback_index,
+        "retry": retry,
+        "timeout_seconds": number(timeout_seconds),
+    }
+
+
+def attempt_succeeded(
+    *,
+    attempt: int,
+    model: str,
+    provider: str,
+    latency_ms: float,
+    usage: TokenUsage | None,
+    finish_reason: str | None,
+    request_id: str | None,
+    response_id: str | None,
+    response_model: str | None,
+    time_to_first_chunk_ms: float | None,
+    output: JsonDict,
+) -> JsonDict:
+    return {
+        "attempt": integer(attempt),
+        "model": text(model),
+        "provider": text(provider),
+        "latency_ms": number(latency_ms),
+        "usage": usage_values(usage),
+        "finish_reason": _optional_text(finish_reason),
+        "request_id": _optional_text(request_id),
+        "response_id": _optional_text(response_id),
+        "response_model": _optional_text(response_model),
+        "time_to_first_chunk_ms": _optional_number(time_to_first_chunk_ms),
+        "output": output,
+    }
+
+
+def attempt_failed(
+    *,
+    attempt: int,
+    model: str,
+    provider: str,
+    latency_ms: float,
+    error_type: str,
+    error_class: str,
+    message: str,
+    status_code: int | None,
+    request_id: str | None,
+    retry_after_seconds: float | None,
+    next_action: str,
+    backoff_seconds: float | None,
+    chunks_delivered: int,
+) -> JsonDict:
+    return {
+        "attempt": integer(attempt),
+        "model": text(model),
+        "provider": text(provider),
+        "latency_ms": number(latency_ms),
+        "error_type": text(error_type),
+        "error_class": text(error_class),
+        "message": text(message),
+        "status_code": _optional_integer(status_code),
+        "request_id": _optional_text(request_id),
+        "retry_after_seconds": _optional_number(retry_after_seconds),
+        "next_action": _one_of(next_action, _NEXT_ACTIONS, "next_action"),
+        "backoff_seconds": _optional_number(backoff_seconds),
+        "chunks_delivered": integer(chunks_delivered),
+    }
+
+
+def fallback_triggered(*, from_model: str, to_model: str, from_index: int, to_index: int, reason: str) -> JsonDict:
+    return {
+        "from_model": text(from_model),
+        "to_model": text(to_model),
+        "from_index": integer(from_index),
+        "to_index": integer(to_index),
+        "reason": text(reason),
+    }
+
+
+def execution_succeeded(
+    *,
+    model: str,
+    provider: str,
+    attempts: int,
+    fallback_used: bool,
+    latency_ms: float,
+    usage: TokenUsage | None,
+    finish_reason: str | None,
+    output: JsonDict,
+) -> JsonDict:
+    return {
+        "model": text(model),
+        "provider": text(provider),
+        "attempts": integer(attempts),
+        "fallback_used": fallback_used if type(fallback_used) is bool else _bool.validate_python(fallback_used),
+        "latency_ms": number(latency_ms),
+        "usage": usage_values(usage),
+        "finish_reason": finish_reason,
+        "output": output,
+    }
+
+
+def execution_failed(
+    *,
+    error_type: str,
+    message: str,
+    attempts: int,
+    latency_ms: float,
+    last_model: str | None,
+    chunks_delivered: int,
+) -> JsonDict:
+    return {
+        "error_type": text(error_type),
+        "message": text(message),
+        "attempts": integer(attempts),
+        "latency_ms": number(latency_ms),
+        "last_model": _optional_text(last_model),
+        "chunks_delivered": integer(chunks_delivered),
+    }
