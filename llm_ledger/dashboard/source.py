@@ -72,7 +72,12 @@ def check_schema(database_url: str, shown_url: str) -> None:
         raise LedgerNotReadyError(str(exc)) from None
     if current == migrate.head():
         return
-    state = "has no ledger tables" if current is None else f"is at schema revision {current}"
+    if current is None:
+        raise LedgerNotReadyError(
+            f"There is no ledger at {shown_url} yet. Record some executions into it with `{DEMO_COMMAND}`, "
+            f"or create its tables with `{UPGRADE_COMMAND}` (same LLM_LEDGER_DATABASE_URL), then reload."
+        )
+    state = f"is at schema revision {current}"
     raise LedgerNotReadyError(
         f"The ledger database {shown_url} {state}; this dashboard reads revision {migrate.head()}. "
         f"Bring it up to date with `{UPGRADE_COMMAND}` (same LLM_LEDGER_DATABASE_URL), then reload."

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from llm_ledger.dashboard import PAGES as PAGE_TITLES
+from llm_ledger.store import migrate
 from tests.dashboard.apptest import PAGES, deltas, metrics, open_dashboard, rendered_text
 from tests.dashboard.conftest import UNREACHABLE_URL, PopulatedLedger
 
@@ -49,13 +50,29 @@ def test_an_unreachable_database_is_said_plainly(page: str, dashboard_env: Confi
     assert "not-shown-anywhere" not in rendered_text(app)
 
 
-def test_an_unmigrated_database_names_the_command_that_migrates_it(sqlite_url: str, dashboard_env: Configure) -> None:
+def test_a_database_without_a_ledger_names_the_commands_that_make_one(
+    sqlite_url: str, dashboard_env: Configure
+) -> None:
     dashboard_env(sqlite_url)
     app = open_dashboard()
 
     assert not app.exception
     [error] = app.error
-    assert "has no ledger tables" in error.value
+    assert "There is no ledger at" in error.value
+    assert "`llm-ledger demo`" in error.value
+    assert "`llm-ledger db upgrade`" in error.value
+
+
+def test_a_database_behind_the_schema_names_the_command_that_migrates_it(
+    sqlite_url: str, dashboard_env: Configure
+) -> None:
+    migrate.upgrade(sqlite_url, "0001")
+    dashboard_env(sqlite_url)
+    app = open_dashboard()
+
+    assert not app.exception
+    [error] = app.error
+    assert "is at schema revision 0001" in error.value
     assert "`llm-ledger db upgrade`" in error.value
 
 
