@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 os.environ.setdefault("AGNO_TELEMETRY", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the fake servers live with the tests
 
 from agno.models.message import Message
 from agno.models.openai import OpenAIChat
