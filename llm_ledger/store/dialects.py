@@ -4,7 +4,7 @@ read of all events, and the scoping of a transaction to a tenant."""
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -67,6 +67,12 @@ class Backend(Protocol):
         ...
 
     def cursor_of(self, row: Any) -> Cursor: ...
+
+    def copy_streaming(self, connection: Connection, rows: Iterable[dict[str, Any]]) -> int | None:
+        """Copy rows straight into the table as the ingest role while ``rows`` produces them (the direct
+        path of ``insert_rows``, streamed); None, with nothing taken from ``rows``, when this connection
+        cannot. A unique conflict raises DirectCopyConflict."""
+        ...
 
     def scope(self, connection: Connection, tenant_id: str | None, role: str | None) -> None: ...
 
@@ -157,15 +163,25 @@ class PostgresBackend:
                     return self._copy_direct(cursor, rows)
         return self._insert_staged(connection, raw, rows, role, per_tenant)
 
-    def _copy_direct(self, cursor: psycopg.Cursor[Any], rows: list[dict[str, Any]]) -> int:
+    def copy_streaming(self, connection: Connection, rows: Iterable[dict[str, Any]]) -> int | None:
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cursor:
+            return self._copy_direct(cursor, rows) if _ingest_usable(connection, cursor) else None
+
+    def _copy_direct(self, cursor: psycopg.Cursor[Any], rows: Iterable[dict[str, Any]]) -> int:
         cursor.execute("SELECT set_config('role', %s, true)", (INGEST_ROLE,))
+        count = 0
         try:
+            # psycopg sends the COPY data every 32 KiB as it is written: the server stores the first rows
+            # while ``rows`` (a generator, for the writer) is still producing the next.
             with cursor.copy(f"COPY {events.name} ({', '.join(_COPY_COLUMNS)}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row((*_envelope_values(row), _payload_text(row["payload"])))
+                    count += 1
         except psycopg.errors.UniqueViolation as exc:
             raise DirectCopyConflict(str(exc)) from exc
-        return len(rows)
+        return count
 
     def _insert_staged(
         self,
@@ -263,6 +279,9 @@ class SqliteBackend:
 
     def cursor_of(self, row: Any) -> Cursor:
         return Cursor(0, int(row.global_position))
+
+    def copy_streaming(self, connection: Connection, rows: Iterable[dict[str, Any]]) -> int | None:
+        return None  # no COPY: the writer seals the batch, then inserts it
 
     def scope(self, connection: Connection, tenant_id: str | None, role: str | None) -> None:
         # One local file, one user: isolation between tenants is the PostgreSQL deployment's job.

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -65,12 +65,13 @@ class EventStore:
             self.engine.dispose()
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """A transaction scoped to this store's tenant and role; database outages become
-        StoreUnavailableError."""
+    def transaction(self, *, scoped: bool = True) -> Iterator[Connection]:
+        """A transaction scoped to this store's tenant and role (unless it scopes itself: ``scoped=False``);
+        database outages become StoreUnavailableError."""
         try:
             with self.engine.begin() as connection:
-                self.backend.scope(connection, self.tenant_id, self.role)
+                if scoped:
+                    self.backend.scope(connection, self.tenant_id, self.role)
                 yield connection
         except (OperationalError, SAInterfaceError, psycopg.OperationalError, psycopg.InterfaceError) as exc:
             if _is_unreachable(exc):
@@ -88,8 +89,9 @@ class EventStore:
         """
         return self.append_rows([event_to_row(item, index) for index, item in enumerate(batch)])
 
-    def append_rows(self, rows: list[dict[str, Any]]) -> AppendResult:
-        """``append`` for rows already checked by ``rows.event_to_row``."""
+    def append_rows(self, rows: list[dict[str, Any]], *, direct: bool = True) -> AppendResult:
+        """``append`` for rows already checked by ``rows.event_to_row`` (``direct=False``: never the direct
+        COPY, for a batch known to conflict)."""
         if not rows:
             return AppendResult(0, 0)
         # Under a ledger role, row-level security only lets a transaction insert the tenant it is scoped
@@ -99,8 +101,10 @@ class EventStore:
         # the writer role or the login's own rights, and, scoped to a tenant, only that tenant's rows
         # (what the insert policy checked; a batch with another tenant takes the staging path and fails
         # there as before).
-        direct = self.role in (None, WRITER_ROLE) and (
-            self.tenant_id is None or all(row["tenant_id"] == self.tenant_id for row in rows)
+        direct = (
+            direct
+            and self.role in (None, WRITER_ROLE)
+            and (self.tenant_id is None or all(row["tenant_id"] == self.tenant_id for row in rows))
         )
         try:
             try:
@@ -117,6 +121,22 @@ class EventStore:
                 f"({getattr(exc, 'orig', exc)})"
             ) from exc
         return AppendResult(stored=stored, duplicates=len(rows) - stored)
+
+    def append_streaming(self, rows: Iterable[dict[str, Any]]) -> int | None:
+        """Copy rows into the table while ``rows`` produces them, in one transaction: the direct COPY of
+        ``append_rows``, with the server storing the first rows while the caller makes the next.
+
+        Returns how many were stored; None, with nothing taken from ``rows``, when the direct path is not
+        available (SQLite, a store scoped to a tenant or a reading role, no ingest role): use
+        ``append_rows``. Raises DirectCopyConflict (rolled back) when an event id or stream position is
+        already taken: append the rows again with ``append_rows(rows, direct=False)``.
+        """
+        if self.role not in (None, WRITER_ROLE) or self.tenant_id is not None:
+            return None
+        # Not scoped to the writer role first: the COPY takes the ingest role (or nothing is done), one
+        # round trip less a batch.
+        with self.transaction(scoped=False) as connection:
+            return self.backend.copy_streaming(connection, rows)
 
     # --- reading --------------------------------------------------------------------------------
 

@@ -1,13 +1,18 @@
 """The buffered writer: the ``EventSink`` used in production.
 
-``emit`` only appends to an in-memory queue; a background thread seals the drafts (their hashes are
-computed there, off the LLM call) batch by batch (by size or age) and hands each batch to a second thread
-that stores it: in the database or, when the database cannot take it, in the local spool (fsynced),
-replayed in order when the database is back and at the next start. The two stages overlap: batch N+1 is
-sealed while batch N is being written (psycopg releases the GIL while the server works), one batch at a
-time in each stage, so batches are still stored in the order they were taken. Nothing accepted is
-dropped: a batch is either in the database, in the spool, or (an event that can never be stored) in the
-spool's ``rejected.jsonl``, counted and reported.
+``emit`` only appends to an in-memory queue; a background thread takes the drafts batch by batch (by size
+or age), seals them (their hashes are computed there, off the LLM call) and stores them: in the database
+or, when the database cannot take them, in the local spool (fsynced), replayed in order when the database
+is back and at the next start.
+
+On PostgreSQL (the direct COPY as the ingest role) a batch is sealed while it is copied: the transaction
+and the COPY are opened first and each draft is sealed and written to the COPY in turn; psycopg sends
+the data as it accumulates, so the server stores the first rows of the batch while the thread seals the
+next, one thread and no hand-over between threads. Elsewhere (SQLite, the staging path, the spool) a
+second thread stores batch N while batch N+1 is sealed (psycopg releases the GIL while the server works).
+Either way batches are stored in the order they were taken. Nothing accepted is dropped: a batch is
+either in the database, in the spool, or (an event that can never be stored) in the spool's
+``rejected.jsonl``, counted and reported.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,7 @@ from typing import Any
 import orjson
 
 from llm_ledger.events import EventDraft
+from llm_ledger.store.dialects import DirectCopyConflict
 from llm_ledger.store.errors import ConcurrencyError, InvalidEventError
 from llm_ledger.store.rows import event_to_row
 from llm_ledger.store.spool import Spool
@@ -87,6 +94,7 @@ class BufferedWriter:
         self._spool_pending = True  # until the spool is read at start: it may hold a previous run's batches
         self._state = "starting"
         self._last_probe = 0.0
+        self._streamable = True  # until the store says it cannot copy while sealing (then: two threads)
         self._accepted = self._written = self._spooled = self._replayed = self._rejected = 0
         # The storing stage: one sealed batch may wait while another is stored (None stops the thread).
         self._sealed: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=1)
@@ -184,7 +192,13 @@ class BufferedWriter:
     def _seal_batches(self) -> None:
         while True:
             batch = self._take()
-            if batch:
+            if batch and self._streamable and self._state != "spooling" and not self._spill():
+                self._wait_stored()  # an earlier batch handed over is stored first
+                try:
+                    self._stream(batch)
+                finally:
+                    self._batch_done()
+            elif batch:
                 self._hand_over(self._rows(batch))
             elif self._stopping:
                 self._wait_stored()
@@ -247,6 +261,34 @@ class BufferedWriter:
                 self._reject(draft, exc)
         return rows
 
+    def _stream(self, batch: list[EventDraft]) -> None:
+        """Seal a batch while the database copies it (in this thread); as ``_write`` does, a conflict
+        takes the staging path and an outage sends the batch, sealed, to the spool."""
+        rows: list[dict[str, Any]] = []
+        bad: list[tuple[EventDraft, Exception]] = []
+        produced = _sealed_rows(batch, rows, bad)
+        conflict = False
+        try:
+            stored = self.store.append_streaming(produced)
+        except DirectCopyConflict:
+            conflict = True  # rolled back
+            stored = None
+        except Exception as exc:  # noqa: BLE001 - any failure to write is an outage for the writer
+            self._set_state("spooling", f"{type(exc).__name__}: {exc}")
+            stored = None
+        for _ in produced:  # what the COPY did not take: the batch is sealed whole whatever happened
+            pass
+        for draft, error in bad:
+            self._reject(draft, error)
+        if stored is not None:
+            with self._cond:
+                self._written += stored
+            self._set_state("writing")
+            return
+        if not conflict and self._state != "spooling":
+            self._streamable = False  # this store cannot: seal, then store, from now on
+        self._write(rows, direct=not conflict)
+
     def _reject(self, draft: EventDraft, exc: Exception) -> None:
         with self._cond:
             self._rejected += 1
@@ -262,12 +304,14 @@ class BufferedWriter:
         with open(self.spool.directory / "rejected.jsonl", "ab") as out:
             out.write(orjson.dumps(entry) + b"\n")
 
-    def _write(self, rows: list[dict[str, Any]]) -> None:
+    def _spill(self) -> bool:
         # Past the close deadline, or with more waiting than memory should hold, the spool is faster.
-        spill = len(self._queue) > self.max_queue or (self._stopping and time.monotonic() > self._close_deadline)
-        if self._state != "spooling" and not spill:
+        return len(self._queue) > self.max_queue or (self._stopping and time.monotonic() > self._close_deadline)
+
+    def _write(self, rows: list[dict[str, Any]], *, direct: bool = True) -> None:
+        if self._state != "spooling" and not self._spill():
             try:
-                self._append(rows)
+                self._append(rows, direct=direct)
                 with self._cond:
                     self._written += len(rows)
                 self._set_state("writing")
@@ -279,9 +323,9 @@ class BufferedWriter:
         with self._cond:
             self._spooled += len(rows)
 
-    def _append(self, rows: list[dict[str, Any]]) -> None:
+    def _append(self, rows: list[dict[str, Any]], *, direct: bool = True) -> None:
         try:
-            self.store.append_rows(rows)
+            self.store.append_rows(rows, direct=direct)
         except ConcurrencyError:
             # Some event's position is taken by a different event: store the others one by one and
             # set the conflicting ones aside rather than lose the whole batch.
@@ -329,6 +373,21 @@ class BufferedWriter:
             return
         self._spool_pending = False
         self._set_state("writing")
+
+
+def _sealed_rows(
+    batch: list[EventDraft], rows: list[dict[str, Any]], bad: list[tuple[EventDraft, Exception]]
+) -> Iterator[dict[str, Any]]:
+    """The rows of a batch, sealing each draft when it is asked for; each row is also kept in ``rows``
+    and each draft that cannot be stored in ``bad`` (this never raises for one event)."""
+    for index, draft in enumerate(batch):
+        try:
+            row = event_to_row(draft, index)
+        except Exception as exc:  # noqa: BLE001 - one unstorable event must not stop the others
+            bad.append((draft, exc))
+            continue
+        rows.append(row)
+        yield row
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:

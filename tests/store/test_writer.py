@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from llm_ledger.events import EventDraft, verify_chain
+from llm_ledger.events import EventDraft, StreamHeader, StreamSealer, uuid7, verify_chain
+from llm_ledger.events import values as payloads
+from llm_ledger.events.values import JsonPayload
 from llm_ledger.store.store import EventStore
 from llm_ledger.store.writer import BufferedWriter
 from tests.store.workload import run_executions
@@ -189,3 +192,49 @@ async def test_batches_are_stored_in_the_order_they_were_emitted(postgres_migrat
     with EventStore(postgres_migrated_url).transaction() as connection:
         by_position = list(connection.execute(query, {"tenant": tenant}).scalars())
     assert by_position == [str(d.event_id) for d in drafts]
+
+
+async def test_a_batch_copied_while_sealed_falls_back_on_a_conflict_and_keeps_every_event(
+    postgres_migrated_url: str, tmp_path: Path
+) -> None:
+    # On PostgreSQL a batch is sealed while the COPY runs: a replayed event at its start (the server
+    # stops the COPY early) rolls it back and the whole batch, sealed, goes through the staging path.
+    tenant = _tenant()
+    drafts: list[EventDraft] = []
+    await run_executions(_Drafts(drafts), 300, tenant=tenant)
+    store = EventStore(postgres_migrated_url, role="llm_ledger_writer")
+    first = BufferedWriter(store, tmp_path / "spool", batch_size=len(drafts), flush_interval=0.01)
+    for draft in drafts[:20]:
+        first.emit(draft)
+    assert first.close(timeout=15).written == 20
+    writer = BufferedWriter(store, tmp_path / "spool", batch_size=len(drafts), flush_interval=0.01)
+    for draft in drafts:
+        writer.emit(draft)
+    stats = writer.close(timeout=30)
+    assert stats.written == len(drafts) and stats.spooled == stats.rejected == 0
+    assert stats.state == "writing"
+    stored = [str(e.event_id) for e in EventStore(postgres_migrated_url).read_tenant(tenant)]
+    assert sorted(stored) == sorted(str(d.event_id) for d in drafts)
+
+
+async def test_an_unstorable_event_in_a_batch_copied_while_sealed_is_set_aside_and_the_others_stored(
+    postgres_migrated_url: str, tmp_path: Path
+) -> None:
+    tenant = _tenant()
+    drafts: list[EventDraft] = []
+    await run_executions(_Drafts(drafts), 20, tenant=tenant)
+    values = payloads.execution_failed(
+        error_type="timeout", message="a\x00b", attempts=1, latency_ms=1.0, last_model="m", chunks_delivered=0
+    )
+    sealer = StreamSealer(StreamHeader(stream_id=uuid7(), tenant_id=tenant))
+    bad = sealer.draft("ExecutionFailed", JsonPayload(lambda: values), occurred_at=datetime.now(UTC))
+    batch = [*drafts[:10], bad, *drafts[10:]]
+    store = EventStore(postgres_migrated_url, role="llm_ledger_writer")
+    writer = BufferedWriter(store, tmp_path / "spool", batch_size=len(batch), flush_interval=0.01)
+    for draft in batch:
+        writer.emit(draft)
+    stats = writer.close(timeout=15)
+    assert (stats.written, stats.rejected, stats.spooled) == (len(drafts), 1, 0)
+    assert "NUL" in (tmp_path / "spool" / "rejected.jsonl").read_text()
+    stored = [str(e.event_id) for e in EventStore(postgres_migrated_url).read_tenant(tenant)]
+    assert sorted(stored) == sorted(str(d.event_id) for d in drafts)
