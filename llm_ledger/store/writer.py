@@ -55,6 +55,12 @@ class WriterStats:
     state: str
 
 
+DEFAULT_BATCH_SIZE = 1_000
+"""Events a transaction. Measured (BENCHMARKS.md, ingest): 1,000 sustains 5-15% more than 500 (the commit and
+the end of each COPY are paid half as often) and no more is gained at 2,000; a batch also goes when it is
+``flush_interval`` old, so a quiet writer does not wait for it to fill."""
+
+
 class BufferedWriter:
     """An ``EventSink`` that never waits for the database.
 
@@ -69,7 +75,7 @@ class BufferedWriter:
         store: EventStore,
         spool_dir: str | Path,
         *,
-        batch_size: int = 500,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         flush_interval: float = 0.2,
         max_queue: int = 10_000,
         hard_limit: int = 100_000,
