@@ -7,13 +7,14 @@ deleted between tests.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import Engine
 
 from llm_ledger.events import Event
-from llm_ledger.store import EventStore, migrate
+from llm_ledger.store import EventStore, create_store_engine, migrate
 from tests.projections import workload
 from tests.store.conftest import (  # noqa: F401  (fixtures, registered here by import)
     _create_postgres_database,
@@ -27,6 +28,20 @@ from tests.store.conftest import (  # noqa: F401  (fixtures, registered here by 
 
 WORKLOAD_EXECUTIONS = 400
 WORKLOAD_SPREAD = timedelta(days=3)
+
+
+@pytest.fixture
+def engine_of() -> Iterator[Callable[[str], Engine]]:
+    """Engines on the test's databases, disposed of at its end."""
+    engines: list[Engine] = []
+
+    def make(url: str) -> Engine:
+        engines.append(create_store_engine(url))
+        return engines[-1]
+
+    yield make
+    for engine in engines:
+        engine.dispose()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,24 +17,11 @@ from sqlalchemy import Engine
 
 from llm_ledger.events import Event
 from llm_ledger.projections import CatchUpResult, Projector
-from llm_ledger.store import BufferedWriter, EventStore, create_store_engine
+from llm_ledger.store import BufferedWriter, EventStore
 from tests.projections import workload
 from tests.projections.conftest import store_events
 from tests.projections.ground_truth import Projected, Truth, assert_read_models_equal_truth
 from tests.projections.projecting import project_all, project_in_batches, stored_events
-
-
-@pytest.fixture
-def engine_of() -> Iterator[Callable[[str], Engine]]:
-    engines: list[Engine] = []
-
-    def make(url: str) -> Engine:
-        engines.append(create_store_engine(url))
-        return engines[-1]
-
-    yield make
-    for engine in engines:
-        engine.dispose()
 
 
 def run_in_threads(*targets: Callable[[], object]) -> list[object]:

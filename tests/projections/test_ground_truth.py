@@ -15,7 +15,7 @@ from llm_ledger.events import Event
 from llm_ledger.projections import Projector
 from llm_ledger.projections.grains import DAY, MINUTE, floor
 from llm_ledger.projections.queries import PERCENTILES, Figures, LedgerView, Window
-from llm_ledger.store import create_store_engine, migrate
+from llm_ledger.store import migrate
 from tests.projections.conftest import store_events
 from tests.projections.ground_truth import (
     STEP_COUNTERS,
@@ -46,19 +46,6 @@ def projected_url(
     store_events(url, recorded_events)
     project_url(url)
     return url
-
-
-@pytest.fixture
-def engine_of() -> Iterator[Callable[[str], Engine]]:
-    engines: list[Engine] = []
-
-    def make(url: str) -> Engine:
-        engines.append(create_store_engine(url))
-        return engines[-1]
-
-    yield make
-    for engine in engines:
-        engine.dispose()
 
 
 @pytest.fixture
