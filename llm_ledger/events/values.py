@@ -291,7 +291,7 @@ def execution_succeeded(
         "fallback_used": fallback_used if type(fallback_used) is bool else _bool.validate_python(fallback_used),
         "latency_ms": number(latency_ms),
         "usage": usage_values(usage),
-        "finish_reason": finish_reason,
+        "finish_reason": _optional_text(finish_reason),
         "output": output,
     }
 

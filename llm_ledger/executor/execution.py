@@ -183,7 +183,7 @@ class Execution:
         self._attempts = 0
         self._finished = False
         self._output: tuple[str, _Once] | None = None
-        self.trace = plan.tracer.start(self.execution_id, plan.operation, ctx, plan.chain, plan.capture)
+        self.trace = plan.tracer.start(self.execution_id, plan.operation, ctx, plan.chain)
 
     # --- recording ----------------------------------------------------------------------------
 
@@ -333,7 +333,7 @@ class Execution:
             trace_id=self.trace.trace_id,
             span_id=self.trace.span_id,
         )
-        self.trace.succeeded(route.model, self.usage)
+        self.trace.succeeded()
         return LLMResponse(
             content=completion.text,
             model=route.model,

@@ -126,9 +126,3 @@ def get_default_sink() -> EventSink:
         if _default_sink is None:
             _default_sink = _default_factory()
         return _default_sink
-
-
-def peek_default_sink() -> EventSink | None:
-    """The default sink if one was made, without making it."""
-    with _default_lock:
-        return _default_sink

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Protocol
 from uuid import UUID
 
-from llm_ledger.events import TokenUsage
 from llm_ledger.executor.client import CallParams, Completion, ModelClient
 from llm_ledger.executor.context import ExecutionContext
 from llm_ledger.executor.errors import ProviderError
@@ -40,14 +39,14 @@ class ExecutionTrace(Protocol):
 
     def fallback(self, from_model: str, to_model: str, reason: str) -> None: ...
 
-    def succeeded(self, model: str, usage: TokenUsage | None) -> None: ...
+    def succeeded(self) -> None: ...
 
     def failed(self, error_type: str, message: str) -> None: ...
 
 
 class ExecutionTracer(Protocol):
     def start(
-        self, execution_id: UUID, operation: str, context: ExecutionContext, chain: tuple[str, ...], capture: str
+        self, execution_id: UUID, operation: str, context: ExecutionContext, chain: tuple[str, ...]
     ) -> ExecutionTrace: ...
 
 
@@ -92,6 +91,9 @@ def set_default_tracer_factory(factory: Callable[[], ExecutionTracer]) -> None:
 
 def get_default_tracer() -> ExecutionTracer:
     global _default_tracer
+    tracer = _default_tracer  # made once: no lock on every call after that
+    if tracer is not None:
+        return tracer
     with _lock:
         if _default_tracer is None:
             _default_tracer = _default_factory()

@@ -16,7 +16,6 @@ import random
 import threading
 import time
 from collections import deque
-from typing import Any
 from uuid import UUID
 
 from opentelemetry import metrics, trace
@@ -26,7 +25,6 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from llm_ledger import __version__
-from llm_ledger.events import TokenUsage
 from llm_ledger.executor.client import CallParams, Completion, ModelClient
 from llm_ledger.executor.context import ExecutionContext
 from llm_ledger.executor.errors import ProviderError
@@ -40,15 +38,17 @@ _random = random.Random(os.urandom(16))
 
 
 class _Attempt:
+    """What a call noted of an attempt; the executor reads its ids (hex) for the attempt's events."""
+
     __slots__ = ("client", "completion", "end_ns", "error", "error_type", "fallback_index", "number", "params",
-                 "retry", "span_id", "span_id_hex", "start_ns", "stream", "trace_id", "ttfc_ms")  # fmt: skip
+                 "retry", "span_id", "span_id_int", "start_ns", "stream", "trace_id", "ttfc_ms")  # fmt: skip
 
     def __init__(self, execution: _Execution, number: int, client: ModelClient, fallback_index: int, retry: int,
                  params: CallParams, stream: bool) -> None:  # fmt: skip
         self.number, self.client, self.fallback_index, self.retry = number, client, fallback_index, retry
         self.params, self.stream = params, stream
-        self.span_id = _random.getrandbits(64) or 1
-        self.span_id_hex = format(self.span_id, "016x") if execution.trace_id else None
+        self.span_id_int = _random.getrandbits(64) or 1
+        self.span_id = format(self.span_id_int, "016x") if execution.trace_id else None
         self.trace_id = execution.trace_id
         self.start_ns = time.time_ns()
         self.end_ns = 0
@@ -64,23 +64,6 @@ class _Attempt:
     def failed(self, error: ProviderError, error_type: str) -> None:
         self.end_ns = time.time_ns()
         self.error, self.error_type = error, error_type
-
-
-class _AttemptView:
-    """What the executor sees of an attempt: its ids (the attempt object itself keeps the data)."""
-
-    __slots__ = ("_attempt", "span_id", "trace_id")
-
-    def __init__(self, attempt: _Attempt) -> None:
-        self._attempt = attempt
-        self.trace_id = attempt.trace_id
-        self.span_id = attempt.span_id_hex
-
-    def succeeded(self, completion: Completion, ttfc_ms: float | None) -> None:
-        self._attempt.succeeded(completion, ttfc_ms)
-
-    def failed(self, error: ProviderError, error_type: str) -> None:
-        self._attempt.failed(error, error_type)
 
 
 class _Execution:
@@ -105,15 +88,15 @@ class _Execution:
         self.error_message: str | None = None
 
     def attempt(self, number: int, client: ModelClient, fallback_index: int, retry: int, params: CallParams,
-                stream: bool) -> _AttemptView:  # fmt: skip
+                stream: bool) -> _Attempt:  # fmt: skip
         attempt = _Attempt(self, number, client, fallback_index, retry, params, stream)
         self.attempts.append(attempt)
-        return _AttemptView(attempt)
+        return attempt
 
     def fallback(self, from_model: str, to_model: str, reason: str) -> None:
         self.fallbacks.append((from_model, to_model, reason, time.time_ns()))
 
-    def succeeded(self, model: str, usage: TokenUsage | None) -> None:
+    def succeeded(self) -> None:
         self.end_ns = time.time_ns()
         self._owner.submit(self)
 
@@ -141,8 +124,9 @@ class DeferredExecutionTracer:
         self._thread = threading.Thread(target=self._run, name="llm-ledger-spans", daemon=True)
         self._thread.start()
 
-    def start(self, execution_id: UUID, operation: str, context: ExecutionContext, chain: tuple[str, ...],
-              capture: str) -> _Execution:  # fmt: skip
+    def start(
+        self, execution_id: UUID, operation: str, context: ExecutionContext, chain: tuple[str, ...]
+    ) -> _Execution:
         current = trace.get_current_span().get_span_context()
         parent = current if current.is_valid else None
         trace_id = parent.trace_id if parent else (_random.getrandbits(128) or 1)
@@ -198,7 +182,7 @@ class DeferredExecutionTracer:
             self._processor.on_end(
                 ReadableSpan(
                     name=conventions.attempt_name(attempt.client),
-                    context=SpanContext(execution.trace_id_int, attempt.span_id, False, _SAMPLED),
+                    context=SpanContext(execution.trace_id_int, attempt.span_id_int, False, _SAMPLED),
                     parent=parent_context,
                     resource=self._resource,
                     attributes=attributes,
@@ -241,5 +225,4 @@ class DeferredExecutionTracer:
         if attempt.completion is None:
             self._instruments.duration.record(seconds, {**base, conventions.ERROR_TYPE: attempt.error_type or ""})
             return
-        completion: Any = attempt.completion
-        conventions.record_success(self._instruments, base, seconds, completion)
+        conventions.record_success(self._instruments, base, seconds, attempt.completion)

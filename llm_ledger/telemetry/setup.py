@@ -202,20 +202,19 @@ def _quiet_sdk_logs() -> None:
 
 def build_telemetry(environ: Mapping[str, str], *, traces: bool = True, metrics_too: bool = True) -> Telemetry:
     """Tracer and meter providers exporting OTLP as ``environ`` says, without installing them."""
-    env = environ
     _quiet_sdk_logs()
     # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; the default name is ours.
-    named = "OTEL_SERVICE_NAME" in env or "service.name=" in env.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    named = "OTEL_SERVICE_NAME" in environ or "service.name=" in environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
     resource = Resource.create({} if named else {"service.name": "llm-ledger"})
     counters = ExportCounters()
     tracer_provider = processor = None
     if traces:
         tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-        processor = _CountingProcessor(_exporter(env, "traces"), counters)
+        processor = _CountingProcessor(_exporter(environ, "traces"), counters)
         tracer_provider.add_span_processor(processor)
     meter_provider = None
     if metrics_too:
-        reader = PeriodicExportingMetricReader(_exporter(env, "metrics"), export_interval_millis=10_000)
+        reader = PeriodicExportingMetricReader(_exporter(environ, "metrics"), export_interval_millis=10_000)
         meter_provider = MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
     return Telemetry(tracer_provider, meter_provider, counters, processor)
 

@@ -20,7 +20,6 @@ from opentelemetry.semconv.attributes import error_attributes, server_attributes
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from llm_ledger import __version__
-from llm_ledger.events import TokenUsage
 from llm_ledger.executor.client import CallParams, Completion, ModelClient
 from llm_ledger.executor.context import ExecutionContext
 from llm_ledger.executor.errors import ProviderError
@@ -170,7 +169,7 @@ class OtelExecutionTracer:
         self.instruments = Instruments(metrics.get_meter("llm_ledger", __version__, meter_provider))
 
     def start(
-        self, execution_id: UUID, operation: str, context: ExecutionContext, chain: tuple[str, ...], capture: str
+        self, execution_id: UUID, operation: str, context: ExecutionContext, chain: tuple[str, ...]
     ) -> _ExecutionTrace:
         ledger = ledger_attributes(execution_id, context)
         span = self.tracer.start_span(
@@ -202,7 +201,7 @@ class _ExecutionTrace:
     def fallback(self, from_model: str, to_model: str, reason: str) -> None:
         self.span.add_event(FALLBACK_EVENT, fallback_attributes(from_model, to_model, reason))
 
-    def succeeded(self, model: str, usage: TokenUsage | None) -> None:
+    def succeeded(self) -> None:
         self.span.end()
 
     def failed(self, error_type: str, message: str) -> None:
