@@ -55,6 +55,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from bench.ingest import machine, write_results
 from llm_ledger.events import parse_event
 from llm_ledger.projections import Projector
 from llm_ledger.projections.grains import DAY, HOUR, MINUTE, display_grain, floor
@@ -66,7 +67,6 @@ from llm_ledger.store.schema import STORED_COLUMNS
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432"
 RESULTS = ROOT / "bench" / "DASHBOARD_RESULTS.md"
-NOTES_MARKER = "<!-- notes -->"
 SLICE_SECONDS = HOUR
 EVENTS_PER_EXECUTION = 4.1  # measured on this generator: 4 events, plus retries and fallbacks
 
@@ -792,7 +792,7 @@ def report(
     queries: QueryResults,
 ) -> str:
     lines = [
-        f"Measured on {datetime.now(UTC):%Y-%m-%d}: {os.cpu_count()} cores, x86_64, "
+        f"Measured on {datetime.now(UTC):%Y-%m-%d}: {machine()}, "
         f"CPython {platform.python_version()}, "
         f"{settings}; load average before the run {load_before[0]:.2f} / {load_before[1]:.2f} / {load_before[2]:.2f} "
         "(the machine is shared).",
@@ -845,15 +845,6 @@ def report(
             f"{worst * 100:.2f}% over the {compared} groups of >= 1,000 executions"
         )
     return "\n".join(lines) + "\n"
-
-
-def write_results(path: Path, text: str) -> None:
-    notes = ""
-    if path.exists():
-        old = path.read_text()
-        if NOTES_MARKER in old:
-            notes = old[old.index(NOTES_MARKER) :]
-    path.write_text(text + "\n" + (notes or NOTES_MARKER + "\n"))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

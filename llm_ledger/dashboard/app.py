@@ -1,8 +1,8 @@
 """The llm-ledger dashboard, a Streamlit script: ``llm-ledger dashboard`` serves it.
 
-Every run: check the database can be read, catch the projector up (bounded in time), then draw the
-sidebar and the chosen page for one tenant over one window. An unreachable, unmigrated or empty database
-gets a plain message saying what to do, never a traceback.
+Every run: check the database can be read (its schema, until it is found at head), catch the projector up
+(bounded in time), then draw the sidebar and the chosen page for one tenant over one window. An
+unreachable, unmigrated or empty database gets a plain message saying what to do, never a traceback.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ from llm_ledger.projections.queries import Freshness
 
 
 @st.cache_resource(show_spinner=False)
-def _source(database_url: str, bound_tenant: str | None, catch_up: bool) -> LedgerSource:
-    """One view (and projector) per server process: their engines pool the connections."""
+def _source(database_url: str, shown_url: str, bound_tenant: str | None, catch_up: bool) -> LedgerSource:
+    """One view (and projector) per server process: their engines pool the connections. Opened once the
+    schema is at head; a failed check raises and is not cached, so the next run checks again."""
+    check_schema(database_url, shown_url)
     return LedgerSource.open(database_url, bound_tenant=bound_tenant, catch_up=catch_up)
 
 
@@ -52,8 +54,7 @@ def _no_data(settings: DashboardSettings) -> None:
 
 
 def _open(settings: DashboardSettings) -> tuple[LedgerSource, CatchUpResult | None, list[str], Freshness | None]:
-    check_schema(settings.database_url, settings.shown_url)
-    source = _source(settings.database_url, settings.bound_tenant, settings.catch_up)
+    source = _source(settings.database_url, settings.shown_url, settings.bound_tenant, settings.catch_up)
     caught = source.catch_up()
     return source, caught, source.view.tenants(), source.view.freshness()
 

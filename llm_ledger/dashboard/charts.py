@@ -15,84 +15,70 @@ _OUTCOME_COLORS = alt.Scale(
 )
 
 
-def _time(title: str = "time") -> alt.X:
-    return alt.X("time:T", title=title)
+def _lines(rows: Sequence[Row], color: str | None = None) -> alt.Chart:
+    """A line chart over time of ``rows`` (its points marked), to be encoded further."""
+    chart: alt.Chart = (
+        alt.Chart(alt.InlineData(values=list(rows)), height=_HEIGHT)
+        .mark_line(point=True, color=alt.Undefined if color is None else color)
+        .encode(x=alt.X("time:T", title="time"))
+    )
+    return chart
 
 
 def activity(rows: Sequence[Row]) -> alt.Chart:
     """Executions, failures and fallbacks over time."""
-    chart: alt.Chart = (
-        alt.Chart(alt.InlineData(values=list(rows)), height=_HEIGHT)
-        .mark_line(point=True)
-        .encode(
-            x=_time(),
-            y=alt.Y("count:Q", title="executions"),
-            color=alt.Color(
-                "series:N",
-                title=None,
-                scale=alt.Scale(domain=["executions", "failed", "fell back"], range=["#1565c0", "#c62828", "#ef6c00"]),
-            ),
-            tooltip=[alt.Tooltip("time:T"), alt.Tooltip("series:N"), alt.Tooltip("count:Q")],
-        )
+    chart: alt.Chart = _lines(rows).encode(
+        y=alt.Y("count:Q", title="executions"),
+        color=alt.Color(
+            "series:N",
+            title=None,
+            scale=alt.Scale(domain=["executions", "failed", "fell back"], range=["#1565c0", "#c62828", "#ef6c00"]),
+        ),
+        tooltip=[alt.Tooltip("time:T"), alt.Tooltip("series:N"), alt.Tooltip("count:Q")],
     )
     return chart
 
 
 def latency(rows: Sequence[Row], group_title: str) -> alt.Chart:
     """Percentile lines over time: one colour per group, one dash per percentile."""
-    chart: alt.Chart = (
-        alt.Chart(alt.InlineData(values=list(rows)), height=_HEIGHT)
-        .mark_line(point=True)
-        .encode(
-            x=_time(),
-            y=alt.Y("latency_ms:Q", title="latency (ms)"),
-            color=alt.Color("group:N", title=group_title),
-            strokeDash=alt.StrokeDash("percentile:N", title="percentile", sort=["p50", "p95", "p99"]),
-            tooltip=[
-                alt.Tooltip("time:T"),
-                alt.Tooltip("group:N", title=group_title),
-                alt.Tooltip("percentile:N"),
-                alt.Tooltip("latency_ms:Q", title="ms", format=".1f"),
-            ],
-        )
+    chart: alt.Chart = _lines(rows).encode(
+        y=alt.Y("latency_ms:Q", title="latency (ms)"),
+        color=alt.Color("group:N", title=group_title),
+        strokeDash=alt.StrokeDash("percentile:N", title="percentile", sort=["p50", "p95", "p99"]),
+        tooltip=[
+            alt.Tooltip("time:T"),
+            alt.Tooltip("group:N", title=group_title),
+            alt.Tooltip("percentile:N"),
+            alt.Tooltip("latency_ms:Q", title="ms", format=".1f"),
+        ],
     )
     return chart
 
 
 def error_rate(rows: Sequence[Row], group_title: str) -> alt.Chart:
-    chart: alt.Chart = (
-        alt.Chart(alt.InlineData(values=list(rows)), height=_HEIGHT)
-        .mark_line(point=True)
-        .encode(
-            x=_time(),
-            y=alt.Y("rate:Q", title="failed attempts / attempts", axis=alt.Axis(format="%")),
-            color=alt.Color("group:N", title=group_title),
-            tooltip=[
-                alt.Tooltip("time:T"),
-                alt.Tooltip("group:N", title=group_title),
-                alt.Tooltip("failures:Q"),
-                alt.Tooltip("attempts:Q"),
-                alt.Tooltip("rate:Q", format=".1%"),
-            ],
-        )
+    chart: alt.Chart = _lines(rows).encode(
+        y=alt.Y("rate:Q", title="failed attempts / attempts", axis=alt.Axis(format="%")),
+        color=alt.Color("group:N", title=group_title),
+        tooltip=[
+            alt.Tooltip("time:T"),
+            alt.Tooltip("group:N", title=group_title),
+            alt.Tooltip("failures:Q"),
+            alt.Tooltip("attempts:Q"),
+            alt.Tooltip("rate:Q", format=".1%"),
+        ],
     )
     return chart
 
 
 def fallback_rate(rows: Sequence[Row]) -> alt.Chart:
-    chart: alt.Chart = (
-        alt.Chart(alt.InlineData(values=list(rows)), height=_HEIGHT)
-        .mark_line(point=True, color="#ef6c00")
-        .encode(
-            x=_time(),
-            y=alt.Y("rate:Q", title="executions that fell back", axis=alt.Axis(format="%")),
-            tooltip=[
-                alt.Tooltip("time:T"),
-                alt.Tooltip("executions:Q"),
-                alt.Tooltip("fell back:Q"),
-                alt.Tooltip("rate:Q", format=".1%"),
-            ],
-        )
+    chart: alt.Chart = _lines(rows, color="#ef6c00").encode(
+        y=alt.Y("rate:Q", title="executions that fell back", axis=alt.Axis(format="%")),
+        tooltip=[
+            alt.Tooltip("time:T"),
+            alt.Tooltip("executions:Q"),
+            alt.Tooltip("fell back:Q"),
+            alt.Tooltip("rate:Q", format=".1%"),
+        ],
     )
     return chart
 

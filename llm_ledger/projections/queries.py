@@ -8,11 +8,11 @@ view reads as ``llm_ledger_auditor``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 from sqlalchemy import Connection, Engine, Text, and_, cast, false, func, or_, select
@@ -31,6 +31,7 @@ from llm_ledger.store.scoping import AUDITOR_ROLE, READER_ROLE
 PERCENTILES = (0.5, 0.95, 0.99)
 Dimension = Literal["agent_id", "step", "model", "provider"]
 ErrorDimension = Literal["error_type", "provider", "model", "step"]
+_Key = TypeVar("_Key", bound=Hashable)
 
 
 class TenantNotAllowedError(PermissionError):
@@ -221,10 +222,14 @@ class LedgerView:
     def close(self) -> None:
         self._store.close()
 
+    def _check_allowed(self, tenant_id: str) -> None:
+        if self.bound_tenant is not None and tenant_id != self.bound_tenant:
+            raise TenantNotAllowedError(f"this view is bound to tenant {self.bound_tenant!r}, not {tenant_id!r}")
+
     @contextmanager
     def _reading(self, tenant_id: str | None = None) -> Iterator[Connection]:
-        if tenant_id is not None and self.bound_tenant is not None and tenant_id != self.bound_tenant:
-            raise TenantNotAllowedError(f"this view is bound to tenant {self.bound_tenant!r}, not {tenant_id!r}")
+        if tenant_id is not None:
+            self._check_allowed(tenant_id)
         with self._store.transaction() as connection:
             yield connection
 
@@ -258,13 +263,8 @@ class LedgerView:
 
     def breakdown(self, tenant_id: str, window: Window, by: Sequence[Dimension]) -> list[Group]:
         """The window's figures per combination of ``by`` (e.g. ``("step", "model")``), largest first."""
-        groups: dict[tuple[str, ...], _Sums] = {}
-        for row in self._step_rows(tenant_id, plan(window.start, window.end)):
-            key = tuple(getattr(row, name) for name in by)
-            summed = groups.get(key)
-            if summed is None:
-                summed = groups[key] = _Sums()
-            summed.add(row)
+        rows = self._step_rows(tenant_id, plan(window.start, window.end))
+        groups = _sums_by(rows, lambda row: tuple(getattr(row, name) for name in by))
         return sorted((Group(k, s.figures()) for k, s in groups.items()), key=lambda g: (-g.figures.executions, g.key))
 
     def series(self, tenant_id: str, window: Window, by: Dimension | None = None) -> list[Point]:
@@ -272,13 +272,8 @@ class LedgerView:
         per value of ``by`` when given."""
         grain = display_grain(window.start, window.end)
         segment = Segment(grain, floor(window.start, grain), window.end)
-        points: dict[tuple[datetime, str], _Sums] = {}
-        for row in self._step_rows(tenant_id, [segment]):
-            key = (utc(row.bucket_start), getattr(row, by) if by else "")
-            summed = points.get(key)
-            if summed is None:
-                summed = points[key] = _Sums()
-            summed.add(row)
+        rows = self._step_rows(tenant_id, [segment])
+        points = _sums_by(rows, lambda row: (utc(row.bucket_start), getattr(row, by) if by else ""))
         return [Point(start, group, summed.figures()) for (start, group), summed in sorted(points.items())]
 
     def _step_rows(self, tenant_id: str, segments: Iterable[Segment]) -> list[Any]:
@@ -400,8 +395,7 @@ class LedgerView:
 
     def session_timeline(self, tenant_id: str, session_id: str) -> list[ExecutionView]:
         """The executions of one session and their attempts, from the raw events, in time order."""
-        if self.bound_tenant is not None and tenant_id != self.bound_tenant:
-            raise TenantNotAllowedError(f"this view is bound to tenant {self.bound_tenant!r}, not {tenant_id!r}")
+        self._check_allowed(tenant_id)
         return timeline(self._store.read_session(session_id, tenant_id=tenant_id))
 
 
@@ -505,6 +499,17 @@ class _Sums:
         totals.execution_latency = {int(b): n for b, n in self.execution_latency.items()}
         totals.attempt_latency = {int(b): n for b, n in self.attempt_latency.items()}
         return totals
+
+
+def _sums_by(rows: Iterable[Any], key: Callable[[Any], _Key]) -> dict[_Key, _Sums]:
+    """The rows summed per ``key(row)``."""
+    sums: dict[_Key, _Sums] = {}
+    for row in rows:
+        summed = sums.get(k := key(row))
+        if summed is None:
+            summed = sums[k] = _Sums()
+        summed.add(row)
+    return sums
 
 
 def _merge_stored(total: dict[str, int], stored: str | None) -> None:

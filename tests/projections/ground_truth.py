@@ -78,8 +78,8 @@ def nearest_rank(values: Sequence[float], q: float) -> float:
     return ordered[max(1, math.ceil(q * len(ordered))) - 1]
 
 
-class Truth:
-    """Ground truth over the events of ``tenants``."""
+class _TenantsQuery:
+    """SQL text run over the rows of ``tenants`` (bound as the expanding parameter ``:tenants``)."""
 
     def __init__(self, engine: Engine, tenants: Sequence[str]) -> None:
         self.engine = engine
@@ -90,6 +90,10 @@ class Truth:
         query = text(statement).bindparams(bindparam("tenants", expanding=True))
         with self.engine.connect() as connection:
             return list(connection.execute(query, {"tenants": self.tenants, **params}))
+
+
+class Truth(_TenantsQuery):
+    """Ground truth over the events of ``tenants``."""
 
     def _fell_back(self) -> str:
         return "SELECT DISTINCT tenant_id, stream_id FROM llm_ledger_events WHERE event_type = 'FallbackTriggered'"
@@ -272,18 +276,8 @@ class Truth:
 SESSION_COUNTERS = ("executions", "succeeded", "failed", "fallback_executions", "attempts", "attempt_failures")
 
 
-class Projected:
+class Projected(_TenantsQuery):
     """The read models of ``tenants``, in the shapes ``Truth`` gives."""
-
-    def __init__(self, engine: Engine, tenants: Sequence[str]) -> None:
-        self.engine = engine
-        self.tenants = list(tenants)
-        self.sql = _Sql(engine.dialect.name)
-
-    def _rows(self, statement: str, **params: Any) -> list[Any]:
-        query = text(statement).bindparams(bindparam("tenants", expanding=True))
-        with self.engine.connect() as connection:
-            return list(connection.execute(query, {"tenants": self.tenants, **params}))
 
     def step_stats(self, grain: int) -> dict[tuple[Any, ...], dict[str, float]]:
         statement = f"""
