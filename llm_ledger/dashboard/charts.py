@@ -113,11 +113,17 @@ def fallback_chains(rows: Sequence[Row]) -> alt.Chart:
     return chart
 
 
+def session_timeline_height(lanes: int) -> int:
+    """Pixels for a timeline of ``lanes`` executions, given to Streamlit: the chart's own height was not
+    kept, and a one-execution session cut the outcome legend (four entries and a title) off."""
+    return min(max(160, 60 + 28 * lanes), 900)
+
+
 def session_timeline(rows: Sequence[Row]) -> alt.LayerChart:
     """Each execution as a pale bar from its start, its attempts as solid bars over it, coloured by
     outcome; lanes in time order."""
     lanes = list(dict.fromkeys(row["lane"] for row in rows))
-    base = alt.Chart(alt.InlineData(values=list(rows)), height=min(40 + 28 * len(lanes), 900)).encode(
+    base = alt.Chart(alt.InlineData(values=list(rows))).encode(
         y=alt.Y("lane:N", sort=lanes, title=None, axis=alt.Axis(labelLimit=320)),
         x=alt.X("start_ms:Q", title="milliseconds since the execution started"),
         x2="end_ms:Q",

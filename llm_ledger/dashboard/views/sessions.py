@@ -53,7 +53,11 @@ def _timeline(page: PageContext, session_id: str) -> None:
     ):
         column.metric(label, f"{value:,}")
     st.subheader("Timeline")
-    st.altair_chart(charts.session_timeline(timeline_rows(executions)), width="stretch")
+    st.altair_chart(
+        charts.session_timeline(timeline_rows(executions)),
+        width="stretch",
+        height=charts.session_timeline_height(len(executions)),
+    )
     st.subheader("Executions")
     if all(execution.trace_id is None for execution in executions):
         st.caption(
