@@ -398,7 +398,8 @@ class ChainReport:
 
     def __str__(self) -> str:
         if self.ok:
-            return f"{self.events_checked} events in {self.streams_checked} streams: chain intact"
+            streams = "1 stream" if self.streams_checked == 1 else f"{self.streams_checked} streams"
+            return f"{self.events_checked} events in {streams}: chain intact"
         return "\n".join(str(b) for b in self.breaks)
 
 
