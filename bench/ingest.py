@@ -72,7 +72,7 @@ from llm_ledger.store.schema import STORED_COLUMNS
 from llm_ledger.store.scoping import INGEST_ROLE, WRITER_ROLE
 from llm_ledger.store.store import EventStore
 from llm_ledger.store.writer import DEFAULT_BATCH_SIZE, BufferedWriter
-from tests.store.workload import run_executions
+from tests.store.workload import DraftSink, run_executions
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432"
@@ -83,7 +83,6 @@ TWIN = "llm_ledger_events_twin"
 BARE = "llm_ledger_events_bare"
 # How each COPY target is made from the events table (the events table itself needs nothing).
 TABLE_LIKE = {TWIN: "INCLUDING ALL", BARE: "INCLUDING DEFAULTS INCLUDING IDENTITY"}
-COPY_COLUMNS = STORED_COLUMNS
 COPY_RUNS = 3
 EVENTS_PER_EXECUTION = 4.9  # measured on the workload's mock chain (retries, some fallbacks)
 
@@ -128,16 +127,6 @@ def frozen_heap() -> Iterator[None]:
 
 
 # --- event generation ---------------------------------------------------------------------------------
-
-
-class DraftSink:
-    """Keeps the executor's drafts as they are emitted, unsealed (``draft.event`` is never read)."""
-
-    def __init__(self) -> None:
-        self.drafts: list[EventDraft] = []
-
-    def emit(self, event: EventDraft) -> None:
-        self.drafts.append(event)
 
 
 def generate_drafts(count: int, tenants: int) -> list[EventDraft]:
@@ -269,7 +258,7 @@ class CopyRun:
 
 def copy_values(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     """The rows as COPY takes them, payload as JSON text."""
-    return [tuple(orjson.dumps(row[c]).decode() if c == "payload" else row[c] for c in COPY_COLUMNS) for row in rows]
+    return [tuple(orjson.dumps(row[c]).decode() if c == "payload" else row[c] for c in STORED_COLUMNS) for row in rows]
 
 
 def run_copy(url: str, values: list[tuple[Any, ...]], per_transaction: int | None, table: str = TWIN) -> CopyRun:
@@ -278,7 +267,7 @@ def run_copy(url: str, values: list[tuple[Any, ...]], per_transaction: int | Non
     security); the bare table (defaults and NOT NULLs only); or ``llm_ledger_events`` itself, as the
     superuser (row-level security does not apply to a superuser, and no trigger fires on INSERT)."""
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, COPY_COLUMNS))
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, STORED_COLUMNS))
     )
     with psycopg.connect(url) as conn:
         if table in TABLE_LIKE:
@@ -458,7 +447,6 @@ def report(
     append: AppendRun | None,
     staged: AppendRun | None,
     backlog: dict[str, Any] | None,
-    default_batch: int,
 ) -> str:
     today = datetime.now(UTC).strftime("%Y-%m-%d")
     lines = [
@@ -476,7 +464,7 @@ def report(
     if writers or copies:
         lines += ["| measurement | events | seconds | events/s |", "|---|---|---|---|"]
         for w in writers:
-            tag = " (default)" if w.batch_size == default_batch else ""
+            tag = " (default)" if w.batch_size == DEFAULT_BATCH_SIZE else ""
             lines.append(
                 f"| BufferedWriter, batch_size {w.batch_size}{tag}, ~{w.tenants_per_batch:.0f} tenants a batch "
                 f"| {w.events} | {w.seconds:.2f} | {w.rate:,.0f} |"
@@ -500,12 +488,12 @@ def report(
         lines.append("")
         copy_one = next((c for c in copies if c.per_transaction is None and c.table == TWIN), None)
         bare = next((c for c in copies if c.per_transaction is None and c.table == BARE), None)
-        default = next((w for w in writers if w.batch_size == default_batch), None)
+        default = next((w for w in writers if w.batch_size == DEFAULT_BATCH_SIZE), None)
         best = max(writers, key=lambda w: w.rate) if writers else None
         if copy_one and default and best:
             lines.append(
                 f"- **writer / COPY into the twin: {default.rate / copy_one.rate:.2f}** at the default batch_size "
-                f"{default_batch}; {best.rate / copy_one.rate:.2f} at the best, batch_size {best.batch_size} "
+                f"{DEFAULT_BATCH_SIZE}; {best.rate / copy_one.rate:.2f} at the best, batch_size {best.batch_size} "
                 "(target >= 0.6)."
             )
         if bare and default and best:
@@ -698,7 +686,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         append=append,
         staged=staged,
         backlog=backlog,
-        default_batch=DEFAULT_BATCH_SIZE,
     )
     print(text)
     if not args.no_results:

@@ -13,8 +13,8 @@ import psycopg
 from sqlalchemy import Connection, Select, select, text
 from sqlalchemy.dialects import sqlite
 
-from llm_ledger.store.schema import STORED_COLUMNS, events
-from llm_ledger.store.scoping import INGEST_ROLE, LEDGER_ROLES, TENANT_SETTING
+from llm_ledger.store.schema import READ_COLUMNS, STORED_COLUMNS, events
+from llm_ledger.store.scoping import INGEST_ROLE, LEDGER_ROLES, TENANT_SETTING, scope_transaction
 
 
 class DirectCopyConflict(Exception):
@@ -77,9 +77,6 @@ class Backend(Protocol):
     def scope(self, connection: Connection, tenant_id: str | None, role: str | None) -> None: ...
 
 
-_COLUMNS = [c for c in events.c if c.name != "recorded_at"]
-
-
 _SCOPE_SQL = "SELECT set_config(%s, %s, true), set_config('role', %s, true)"
 
 
@@ -99,6 +96,18 @@ def _payload_text(payload: Any) -> str:
     else serialized here."""
     text = getattr(payload, "json_text", None)
     return text if isinstance(text, str) else orjson.dumps(payload).decode()
+
+
+def _copy_rows(cursor: psycopg.Cursor[Any], table: str, rows: Iterable[dict[str, Any]]) -> int:
+    """COPY ``rows`` into ``table``; returns how many were written. psycopg sends the data every 32 KiB as it
+    is written: the server stores the first rows while ``rows`` (a generator, for the writer) is still
+    producing the next."""
+    count = 0
+    with cursor.copy(f"COPY {table} ({', '.join(_COPY_COLUMNS)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row((*_envelope_values(row), _payload_text(row["payload"])))
+            count += 1
+    return count
 
 
 def _by_tenant(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -171,17 +180,10 @@ class PostgresBackend:
 
     def _copy_direct(self, cursor: psycopg.Cursor[Any], rows: Iterable[dict[str, Any]]) -> int:
         cursor.execute("SELECT set_config('role', %s, true)", (INGEST_ROLE,))
-        count = 0
         try:
-            # psycopg sends the COPY data every 32 KiB as it is written: the server stores the first rows
-            # while ``rows`` (a generator, for the writer) is still producing the next.
-            with cursor.copy(f"COPY {events.name} ({', '.join(_COPY_COLUMNS)}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row((*_envelope_values(row), _payload_text(row["payload"])))
-                    count += 1
+            return _copy_rows(cursor, events.name, rows)
         except psycopg.errors.UniqueViolation as exc:
             raise DirectCopyConflict(str(exc)) from exc
-        return count
 
     def _insert_staged(
         self,
@@ -204,9 +206,7 @@ class PostgresBackend:
                     f"SELECT {columns} FROM {events.name} WITH NO DATA"
                 )
                 connection.info[key] = True
-            with cursor.copy(f"COPY {staging} ({columns}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row((*_envelope_values(row), _payload_text(row["payload"])))
+            _copy_rows(cursor, staging, rows)
             insert = (
                 f"INSERT INTO {events.name} ({columns}) SELECT {columns} FROM {staging} {{where}} "
                 f"ON CONFLICT (tenant_id, event_id) DO NOTHING"
@@ -233,7 +233,7 @@ class PostgresBackend:
         # Only transactions older than every one still running can no longer add rows before the
         # cursor: reading past the snapshot's xmin would skip a slow writer's rows for good.
         return (
-            select(*(columns or _COLUMNS), text("tx_id::text AS tx_id_text"))
+            select(*(columns or READ_COLUMNS), text("tx_id::text AS tx_id_text"))
             .where(
                 text("(tx_id, global_position) > (CAST(:after_tx AS text)::xid8, :after_position)").bindparams(
                     after_tx=str(after.tx_id), after_position=after.position
@@ -248,8 +248,6 @@ class PostgresBackend:
         return Cursor(int(row.tx_id_text), int(row.global_position))
 
     def scope(self, connection: Connection, tenant_id: str | None, role: str | None) -> None:
-        from llm_ledger.store.scoping import scope_transaction
-
         scope_transaction(connection, tenant_id, role)
 
 
@@ -271,7 +269,7 @@ class SqliteBackend:
 
     def read_all(self, after: Cursor, limit: int, columns: Sequence[Any] | None = None) -> Select[Any]:
         return (
-            select(*(columns or _COLUMNS))
+            select(*(columns or READ_COLUMNS))
             .where(events.c.global_position > after.position)
             .order_by(events.c.global_position)
             .limit(limit)

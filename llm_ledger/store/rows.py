@@ -44,18 +44,10 @@ def event_to_row(item: Event | EventDraft | Mapping[str, Any], index: int) -> di
         raise InvalidEventError(
             f"cannot be stored as UTF-8 JSON: {exc}", index=index, event_id=record["event_id"]
         ) from None
-    if len(canonical) > MAX_EVENT_BYTES:
-        raise InvalidEventError(
-            f"is {len(canonical)} bytes, more than the {MAX_EVENT_BYTES} an event may take",
-            index=index,
-            event_id=record["event_id"],
-        )
+    _check_size(canonical, 0, index, record["event_id"])
     if compute_hash(record) != record["hash"]:
         raise InvalidEventError("its content does not match its hash", index=index, event_id=record["event_id"])
-    if b"\\u0000" in canonical and _NUL.search(canonical):
-        raise InvalidEventError(
-            "contains a NUL character, which PostgreSQL cannot store in JSON", index=index, event_id=record["event_id"]
-        )
+    _check_nul(canonical, index, record["event_id"])
     row = dict(record)
     row["occurred_at"] = event.occurred_at
     return row
@@ -75,17 +67,25 @@ def _draft_row(draft: EventDraft, index: int) -> dict[str, Any]:
         raise InvalidEventError(
             f"cannot be stored as UTF-8 JSON: {exc}", index=index, event_id=str(draft.event_id)
         ) from None
-    if len(canonical) + 80 > MAX_EVENT_BYTES:  # + the hash field, which the canonical form leaves out
+    _check_size(canonical, 80, index, fields["event_id"])  # + the hash field, which the canonical form leaves out
+    _check_nul(canonical, index, fields["event_id"])
+    return dict(fields)  # its payload carries its JSON text
+
+
+def _check_size(canonical: bytes, margin: int, index: int, event_id: str) -> None:
+    if len(canonical) + margin > MAX_EVENT_BYTES:
         raise InvalidEventError(
             f"is {len(canonical)} bytes, more than the {MAX_EVENT_BYTES} an event may take",
             index=index,
-            event_id=fields["event_id"],
+            event_id=event_id,
         )
+
+
+def _check_nul(canonical: bytes, index: int, event_id: str) -> None:
     if b"\\u0000" in canonical and _NUL.search(canonical):
         raise InvalidEventError(
-            "contains a NUL character, which PostgreSQL cannot store in JSON", index=index, event_id=fields["event_id"]
+            "contains a NUL character, which PostgreSQL cannot store in JSON", index=index, event_id=event_id
         )
-    return dict(fields)  # its payload carries its JSON text
 
 
 def row_to_record(row: Mapping[Any, Any]) -> dict[str, Any]:

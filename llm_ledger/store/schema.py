@@ -87,3 +87,6 @@ events = Table(
 
 STORED_COLUMNS: tuple[str, ...] = tuple(c.name for c in events.c if c.name not in ("global_position", "recorded_at"))
 """The columns an event fills (the database assigns ``global_position``, ``recorded_at`` and ``tx_id``)."""
+
+READ_COLUMNS = tuple(c for c in events.c if c.name != "recorded_at")
+"""The columns an event is read back from (``global_position`` included, for cursors and order)."""

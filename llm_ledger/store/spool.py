@@ -16,7 +16,6 @@ import struct
 import threading
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +27,6 @@ _MAGIC = b"LLS1"
 _HEADER = struct.Struct(">4sII")
 SEGMENT_BYTES = 64 << 20
 """A segment is closed and a new one started past this size, so that replayed segments free disk."""
-
-
-@dataclass(frozen=True, slots=True)
-class SpooledBatch:
-    segment: Path
-    records: list[dict[str, Any]]
 
 
 class Spool:
@@ -78,18 +71,15 @@ class Spool:
         with self._lock:
             self._close_current()
 
-    def is_empty(self) -> bool:
-        return not any(path.stat().st_size for path in self._segments())
-
     def pending_segments(self) -> list[Path]:
         """Segments to replay, oldest first (the one being written is closed first, so it is included)."""
         with self._lock:
             self._close_current()
             return self._segments()
 
-    def read(self, segment: Path) -> Iterator[SpooledBatch]:
-        """The intact batches of a segment, in order, one record in memory at a time; a torn tail is
-        moved aside and reported once."""
+    def read(self, segment: Path) -> Iterator[list[dict[str, Any]]]:
+        """The intact batches (their event records) of a segment, in order, one in memory at a time; a torn
+        tail is moved aside and reported once."""
         with open(segment, "rb") as source:
             while header := source.read(_HEADER.size):
                 if len(header) < _HEADER.size:
@@ -100,7 +90,7 @@ class Spool:
                 if magic != _MAGIC or len(body) < length or zlib.crc32(body) != checksum:
                     self._set_aside(segment, header + body + source.read(), "a record that fails its checksum")
                     return
-                yield SpooledBatch(segment, orjson.loads(body))
+                yield orjson.loads(body)
 
     def remove(self, segment: Path) -> None:
         """Forget a segment whose batches are all in the database."""

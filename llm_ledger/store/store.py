@@ -11,7 +11,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, RowMapping, func, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
@@ -20,7 +20,7 @@ from llm_ledger.events import ChainReport, Event, EventDraft, verify_chain
 from llm_ledger.store.dialects import START, Backend, Cursor, DirectCopyConflict, backend_for
 from llm_ledger.store.errors import ConcurrencyError, StoreUnavailableError
 from llm_ledger.store.rows import event_to_row, row_to_event, row_to_record
-from llm_ledger.store.schema import events
+from llm_ledger.store.schema import READ_COLUMNS, events
 from llm_ledger.store.scoping import WRITER_ROLE
 from llm_ledger.store.settings import create_store_engine
 
@@ -140,11 +140,13 @@ class EventStore:
 
     # --- reading --------------------------------------------------------------------------------
 
-    def _select(self, *conditions: Any, order: Sequence[Any] = ()) -> list[Event]:
-        query = select(*[c for c in events.c if c.name != "recorded_at"]).where(*conditions)
-        query = query.order_by(*(order or (events.c.global_position,)))
+    def _select_rows(self, *conditions: Any, order: Sequence[Any] = ()) -> list[RowMapping]:
+        query = select(*READ_COLUMNS).where(*conditions).order_by(*(order or (events.c.global_position,)))
         with self.transaction() as connection:
-            return [row_to_event(row._mapping) for row in connection.execute(query)]
+            return list(connection.execute(query).mappings())
+
+    def _select(self, *conditions: Any, order: Sequence[Any] = ()) -> list[Event]:
+        return [row_to_event(row) for row in self._select_rows(*conditions, order=order)]
 
     def read_stream(self, stream_id: UUID | str) -> list[Event]:
         """The events of one execution, in stream order."""
@@ -180,13 +182,8 @@ class EventStore:
 
     def records_of_stream(self, stream_id: UUID | str) -> list[dict[str, Any]]:
         """The stored records of one stream as they are (for audits: not validated into events)."""
-        query = (
-            select(*[c for c in events.c if c.name != "recorded_at"])
-            .where(events.c.stream_id == str(stream_id))
-            .order_by(events.c.stream_position)
-        )
-        with self.transaction() as connection:
-            return [row_to_record(row._mapping) for row in connection.execute(query)]
+        rows = self._select_rows(events.c.stream_id == str(stream_id), order=(events.c.stream_position,))
+        return [row_to_record(row) for row in rows]
 
     def verify(self, stream_id: UUID | str) -> ChainReport:
         """Check one stream's hash chain as stored."""

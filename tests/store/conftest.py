@@ -16,7 +16,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from llm_ledger.store import migrate, normalize_url
+from llm_ledger.store import create_store_engine, migrate, normalize_url
 
 _DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -89,6 +89,14 @@ def postgres_migrated_url(postgres_url: str) -> str:
 def empty_postgres_url(_create_postgres_database: Callable[[], str]) -> str:
     """A PostgreSQL database of the test's own, never migrated: for tests of the migrations themselves."""
     return _create_postgres_database()
+
+
+@pytest.fixture
+def pg(postgres_migrated_url: str) -> Iterator[Engine]:
+    """The shared migrated PostgreSQL database, connected as the superuser that migrated it."""
+    engine = create_store_engine(postgres_migrated_url)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

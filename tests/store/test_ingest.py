@@ -14,14 +14,13 @@ from sqlalchemy import Engine, make_url, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from llm_ledger.events import compute_hash
 from llm_ledger.store import create_store_engine, migrate
 from llm_ledger.store.dialects import PostgresBackend
 from llm_ledger.store.errors import ConcurrencyError
 from llm_ledger.store.schema import EVENTS_TABLE
 from llm_ledger.store.scoping import INGEST_ROLE, WRITER_ROLE
 from llm_ledger.store.store import EventStore
-from tests.store.workload import make_events
+from tests.store.workload import make_events, moved_onto
 
 INSUFFICIENT_PRIVILEGE = "42501"
 
@@ -48,13 +47,6 @@ def paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(PostgresBackend, "_copy_direct", spy_direct)
     monkeypatch.setattr(PostgresBackend, "_insert_staged", spy_staged)
     return taken
-
-
-@pytest.fixture
-def pg(postgres_migrated_url: str) -> Iterator[Engine]:
-    engine = create_store_engine(postgres_migrated_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
@@ -176,12 +168,7 @@ def test_a_taken_position_still_raises_and_stores_nothing_of_the_batch(
     writer = EventStore(postgres_migrated_url, role=WRITER_ROLE)
     try:
         writer.append(first)
-        forged = []
-        for event in second:
-            record = event.to_record()
-            record["stream_id"] = str(first[0].stream_id)
-            record["hash"] = compute_hash(record)
-            forged.append(record)
+        forged = moved_onto(first, second)
         innocent = make_events(1, tenant=tenant)
         paths.clear()
         with pytest.raises(ConcurrencyError, match="already taken"):

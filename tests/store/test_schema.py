@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,14 +61,6 @@ def empty_database_url(request: pytest.FixtureRequest) -> str:
     fixture = "empty_postgres_url" if request.param == "postgresql" else "sqlite_url"
     url: str = request.getfixturevalue(fixture)
     return url
-
-
-@pytest.fixture
-def pg(postgres_migrated_url: str) -> Iterator[Engine]:
-    """The shared migrated PostgreSQL database, connected as the superuser that migrated it."""
-    engine = create_store_engine(postgres_migrated_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from llm_ledger.store import StoreConfigurationError, create_store_engine
 from llm_ledger.store.dialects import START
 from llm_ledger.store.errors import ConcurrencyError, InvalidEventError
 from llm_ledger.store.store import EventStore
-from tests.store.workload import make_events
+from tests.store.workload import make_events, moved_onto
 
 
 def _tenant() -> str:
@@ -53,12 +53,7 @@ def test_a_different_event_at_a_taken_position_fails_and_stores_nothing_of_its_b
     first, second = make_events(1, tenant=tenant), make_events(1, tenant=tenant)
     store.append(first)
     # The second stream's events, moved onto the first stream: same positions, other event ids.
-    forged = []
-    for event in second:
-        record = event.to_record()
-        record["stream_id"] = str(first[0].stream_id)
-        record["hash"] = compute_hash(record)
-        forged.append(record)
+    forged = moved_onto(first, second)
     innocent = make_events(1, tenant=tenant)
     with pytest.raises(ConcurrencyError, match="already taken"):
         store.append([*innocent, *forged])

@@ -23,7 +23,7 @@ from llm_ledger.events import values as payloads
 from llm_ledger.events.values import JsonPayload
 from llm_ledger.store.store import EventStore
 from llm_ledger.store.writer import BufferedWriter
-from tests.store.workload import run_executions
+from tests.store.workload import DraftSink, run_executions
 
 ROOT = Path(__file__).resolve().parents[2]
 UNREACHABLE = "postgresql://postgres@127.0.0.1:9/nowhere"  # port 9 (discard) is closed here: refused at once
@@ -165,21 +165,11 @@ def test_a_writer_killed_with_sigkill_leaves_a_spool_the_next_start_replays(
     assert not list(spool.glob("spool-*.log"))
 
 
-class _Drafts:
-    """Keeps the drafts as they are emitted, unsealed."""
-
-    def __init__(self, drafts: list[EventDraft]) -> None:
-        self.drafts = drafts
-
-    def emit(self, event: EventDraft) -> None:
-        self.drafts.append(event)
-
-
 async def test_batches_are_stored_in_the_order_they_were_emitted(postgres_migrated_url: str, tmp_path: Path) -> None:
     # Sealing and storing run in two threads; the batches must still reach the table one after the other.
     tenant = _tenant()
     drafts: list[EventDraft] = []
-    await run_executions(_Drafts(drafts), 60, tenant=tenant)
+    await run_executions(DraftSink(drafts), 60, tenant=tenant)
     store = EventStore(postgres_migrated_url, role="llm_ledger_writer")
     writer = BufferedWriter(store, tmp_path / "spool", batch_size=7, flush_interval=0.01)
     for draft in drafts:
@@ -201,7 +191,7 @@ async def test_a_batch_copied_while_sealed_falls_back_on_a_conflict_and_keeps_ev
     # stops the COPY early) rolls it back and the whole batch, sealed, goes through the staging path.
     tenant = _tenant()
     drafts: list[EventDraft] = []
-    await run_executions(_Drafts(drafts), 300, tenant=tenant)
+    await run_executions(DraftSink(drafts), 300, tenant=tenant)
     store = EventStore(postgres_migrated_url, role="llm_ledger_writer")
     first = BufferedWriter(store, tmp_path / "spool", batch_size=len(drafts), flush_interval=0.01)
     for draft in drafts[:20]:
@@ -222,7 +212,7 @@ async def test_an_unstorable_event_in_a_batch_copied_while_sealed_is_set_aside_a
 ) -> None:
     tenant = _tenant()
     drafts: list[EventDraft] = []
-    await run_executions(_Drafts(drafts), 20, tenant=tenant)
+    await run_executions(DraftSink(drafts), 20, tenant=tenant)
     values = payloads.execution_failed(
         error_type="timeout", message="a\x00b", attempts=1, latency_ms=1.0, last_model="m", chunks_delivered=0
     )

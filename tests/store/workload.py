@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from llm_ledger import LLMExecutor, LLMMessage, RetryPolicy, execution_context
-from llm_ledger.events import Event
+from llm_ledger.events import Event, EventDraft, compute_hash
 from llm_ledger.executor import EventSink, InMemorySink
 
 
@@ -46,3 +46,24 @@ def make_events(count: int, *, tenant: str, session: str = "s-1") -> list[Event]
     sink = InMemorySink()
     asyncio.run(run_executions(sink, count, tenant=tenant, session=session))
     return sink.events
+
+
+class DraftSink:
+    """Keeps the executor's drafts as they are emitted, unsealed (``draft.event`` is never read)."""
+
+    def __init__(self, drafts: list[EventDraft] | None = None) -> None:
+        self.drafts: list[EventDraft] = [] if drafts is None else drafts
+
+    def emit(self, event: EventDraft) -> None:
+        self.drafts.append(event)
+
+
+def moved_onto(stream: list[Event], events: list[Event]) -> list[dict[str, Any]]:
+    """``events`` as records of ``stream``'s stream, rehashed: the same positions, other event ids."""
+    forged = []
+    for event in events:
+        record = event.to_record()
+        record["stream_id"] = str(stream[0].stream_id)
+        record["hash"] = compute_hash(record)
+        forged.append(record)
+    return forged
