@@ -1,0 +1,91 @@
+"""What the demo workload will do, drawn from its seed before anything runs: which tenant and agent
+each session belongs to, how many turns it has, and how each turn's generation step is called."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+STEPS = ("context_extraction", "rule_filtering", "generation", "enforcement")
+TENANT_AGENTS: dict[str, tuple[str, ...]] = {
+    "acme": ("support", "sales"),
+    "globex": ("support",),
+    "initech": ("support", "sales"),
+}
+TURNS_PER_SESSION = (2, 5)
+
+GenerationMode = Literal["generate", "stream", "structured"]
+
+
+@dataclass(frozen=True, slots=True)
+class TurnPlan:
+    turn_id: str
+    customer_message: str
+    generation: GenerationMode
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPlan:
+    tenant_id: str
+    agent_id: str
+    session_id: str
+    turns: tuple[TurnPlan, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadPlan:
+    seed: int
+    sessions: tuple[SessionPlan, ...]
+
+    @property
+    def turns(self) -> int:
+        return sum(len(session.turns) for session in self.sessions)
+
+    @property
+    def executions(self) -> int:
+        """One execution per step per turn: a failed step does not stop its turn."""
+        return self.turns * len(STEPS)
+
+
+_MESSAGES = {
+    "support": (
+        "My order arrived broken, I want a refund.",
+        "Where is my parcel? The tracking page has not changed in four days.",
+        "I was charged twice for the same subscription this month.",
+        "How do I reset the password of my account?",
+        "The app crashes every time I open the settings page.",
+        "Can I change the delivery address of an order I placed yesterday?",
+    ),
+    "sales": (
+        "Do you have a discount for a team of twenty?",
+        "What is the difference between the Pro and the Business plan?",
+        "Can I pay yearly by bank transfer?",
+        "We would like a trial for our whole department.",
+        "Is there an education price for universities?",
+    ),
+}
+
+
+def plan_workload(sessions: int, seed: int = 7) -> WorkloadPlan:
+    """The sessions of a run. The same ``sessions`` and ``seed`` give the same tenants, agents, turns and
+    calls; session ids are new each time, so that runs on the same ledger never share a session."""
+    if sessions < 1:
+        raise ValueError(f"the demo needs at least one session, got {sessions}")
+    rng = random.Random(seed)
+    pairs = [(tenant, agent) for tenant, agents in TENANT_AGENTS.items() for agent in agents]
+    planned = []
+    for index in range(sessions):
+        # Every tenant and agent gets a session before any gets a second one.
+        tenant, agent = pairs[index % len(pairs)] if index < len(pairs) else rng.choice(pairs)
+        turns = tuple(
+            TurnPlan(
+                turn_id=f"turn-{number}",
+                customer_message=rng.choice(_MESSAGES[agent]),
+                generation=rng.choices(("stream", "structured", "generate"), weights=(5, 3, 2))[0],
+            )
+            for number in range(1, rng.randint(*TURNS_PER_SESSION) + 1)
+        )
+        planned.append(SessionPlan(tenant, agent, f"session-{uuid.uuid4().hex[:12]}", turns))
+    return WorkloadPlan(seed, tuple(planned))

@@ -1,0 +1,67 @@
+"""The mock models of the demo, each behaving like the provider it is named after.
+
+Rates are per call. They are set so that a few hundred executions show every path of the executor:
+retries (rate limits, 5xx, timeouts, dropped connections), fallbacks for every reason, streams broken
+after their first chunk, and some executions that fail on every model of their chain.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import replace
+
+from llm_ledger.executor import MockBehaviour, register_mock
+
+MOCK_PROVIDERS: dict[str, MockBehaviour] = {
+    # Groq: very fast, throttles often, and the demo's key for it is sometimes refused.
+    "groq-llama-3.1-8b": MockBehaviour(
+        p50_ms=35, p99_ms=160, rate_limit=0.12, authentication=0.03, retry_after=0.2, output_tokens=60
+    ),
+    # OpenRouter: a router in front of Anthropic; its shared quota makes it the most throttled.
+    "openrouter-claude-3-haiku": MockBehaviour(
+        p50_ms=90, p99_ms=450, rate_limit=0.15, server_error=0.02, retry_after=0.3, output_tokens=80
+    ),
+    "openrouter-claude-3.5-sonnet": MockBehaviour(
+        p50_ms=320, p99_ms=1400, rate_limit=0.08, connection=0.02, stream_break=0.02, output_tokens=220
+    ),
+    # Anthropic direct: overloaded (5xx) now and then, strict content filter, slow big model.
+    "anthropic-claude-3-haiku": MockBehaviour(
+        p50_ms=130, p99_ms=600, server_error=0.06, content_filter=0.03, output_tokens=80
+    ),
+    "anthropic-claude-3.5-sonnet": MockBehaviour(
+        p50_ms=380,
+        p99_ms=1800,
+        server_error=0.05,
+        timeout=0.015,
+        content_filter=0.02,
+        invalid_output=0.04,
+        stream_break=0.03,
+        output_tokens=240,
+    ),
+    # OpenAI: steady; long sessions hit the context window, structured answers are sometimes cut.
+    "openai-gpt-4.1": MockBehaviour(
+        p50_ms=260, p99_ms=1100, rate_limit=0.03, context_length=0.04, invalid_output=0.05, output_tokens=200
+    ),
+    "openai-gpt-4.1-mini": MockBehaviour(
+        p50_ms=120, p99_ms=520, rate_limit=0.04, connection=0.02, invalid_output=0.08, output_tokens=90
+    ),
+}
+
+
+def register_demo_models(*, seed: int, latency_scale: float = 1.0) -> None:
+    """Register every ``mock/<name>`` of the demo, each with its own random stream derived from
+    ``seed``, and its latencies (and ``Retry-After``) multiplied by ``latency_scale``."""
+    if latency_scale < 0:
+        raise ValueError(f"latency_scale must not be negative, got {latency_scale}")
+    for name, behaviour in MOCK_PROVIDERS.items():
+        register_mock(
+            name,
+            replace(
+                behaviour,
+                p50_ms=behaviour.p50_ms * latency_scale,
+                p99_ms=None if behaviour.p99_ms is None else behaviour.p99_ms * latency_scale,
+                retry_after=None if behaviour.retry_after is None else behaviour.retry_after * latency_scale,
+                # crc32, not hash(): str hashes change between interpreter runs.
+                seed=seed * 1_000_003 + zlib.crc32(name.encode()),
+            ),
+        )

@@ -1,0 +1,157 @@
+"""What a demo run left in the ledger, read back from the store: counts and latency by step and tenant."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from llm_ledger.demo.plan import STEPS, WorkloadPlan
+from llm_ledger.events import Event
+from llm_ledger.store import EventStore, normalize_url
+
+TERMINAL_EVENTS = ("ExecutionSucceeded", "ExecutionFailed")
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """Counts and execution latencies of a group of executions (a step, a tenant, or all of them)."""
+
+    executions: int = 0
+    failed: int = 0
+    fell_back: int = 0
+    """Executions that switched model at least once."""
+    fallbacks: int = 0
+    retries: int = 0
+    latencies_ms: tuple[float, ...] = ()
+
+    def percentile_ms(self, q: float) -> float | None:
+        """Nearest-rank percentile (``q`` in 0..100) of the executions' latency; None without executions."""
+        if not self.latencies_ms:
+            return None
+        ordered = sorted(self.latencies_ms)
+        return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+    @property
+    def p50_ms(self) -> float | None:
+        return self.percentile_ms(50)
+
+    @property
+    def p95_ms(self) -> float | None:
+        return self.percentile_ms(95)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadSummary:
+    """The run's figures, from the events the ledger holds for its sessions."""
+
+    database: str
+    """The ledger's URL, password hidden."""
+    seed: int
+    sessions: int
+    turns: int
+    tenants: tuple[str, ...]
+    agents: tuple[tuple[str, str], ...]
+    """(tenant, agent) pairs that had sessions."""
+    session_ids: tuple[str, ...]
+    duration_seconds: float
+    events: int
+    by_step: Mapping[str, Figures]
+    by_tenant: Mapping[str, Figures]
+    total: Figures
+    fallback_reasons: Mapping[str, int] = field(default_factory=dict)
+    failure_types: Mapping[str, int] = field(default_factory=dict)
+    incomplete: int = 0
+    """Executions with no terminal event in the store (none, unless the writer could not deliver)."""
+    example_execution: UUID | None = None
+    """An execution that retried and fell back before it succeeded, to show its event stream."""
+
+    @property
+    def executions(self) -> int:
+        return self.total.executions
+
+
+def summarize(url: str, plan: WorkloadPlan, duration_seconds: float) -> WorkloadSummary:
+    """Read the plan's sessions back from the ledger at ``url`` and total them up."""
+    store = EventStore(url)
+    try:
+        events = [
+            event
+            for session in plan.sessions
+            for event in store.scoped(tenant_id=session.tenant_id).read_session(
+                session.session_id, tenant_id=session.tenant_id
+            )
+        ]
+    finally:
+        store.close()
+    return summarize_events(
+        events,
+        database=normalize_url(url).render_as_string(hide_password=True),
+        plan=plan,
+        duration_seconds=duration_seconds,
+    )
+
+
+def summarize_events(
+    events: Iterable[Event], *, database: str, plan: WorkloadPlan, duration_seconds: float
+) -> WorkloadSummary:
+    streams: dict[UUID, list[Event]] = {}
+    count = 0
+    for event in events:
+        streams.setdefault(event.stream_id, []).append(event)
+        count += 1
+    by_step: dict[str, list[Sequence[Event]]] = {step: [] for step in STEPS}
+    by_tenant: dict[str, list[Sequence[Event]]] = {}
+    reasons: Counter[str] = Counter()
+    failures: Counter[str] = Counter()
+    example: UUID | None = None
+    incomplete = 0
+    for stream_id, stream in streams.items():
+        stream.sort(key=lambda event: event.stream_position)
+        if stream[-1].event_type not in TERMINAL_EVENTS:
+            incomplete += 1
+            continue
+        by_step.setdefault(stream[0].step or "", []).append(stream)
+        by_tenant.setdefault(stream[0].tenant_id, []).append(stream)
+        types = [event.event_type for event in stream]
+        reasons.update(getattr(e.payload, "reason", "") for e in stream if e.event_type == "FallbackTriggered")
+        if types[-1] == "ExecutionFailed":
+            failures[str(getattr(stream[-1].payload, "error_type", ""))] += 1
+        elif example is None and "FallbackTriggered" in types and _retries(stream):
+            example = stream_id
+    tenants = tuple(dict.fromkeys(session.tenant_id for session in plan.sessions))
+    return WorkloadSummary(
+        database=database,
+        seed=plan.seed,
+        sessions=len(plan.sessions),
+        turns=plan.turns,
+        tenants=tenants,
+        agents=tuple(dict.fromkeys((session.tenant_id, session.agent_id) for session in plan.sessions)),
+        session_ids=tuple(session.session_id for session in plan.sessions),
+        duration_seconds=duration_seconds,
+        events=count,
+        by_step={step: _figures(group) for step, group in by_step.items()},
+        by_tenant={tenant: _figures(by_tenant.get(tenant, [])) for tenant in tenants},
+        total=_figures([stream for group in by_step.values() for stream in group]),
+        fallback_reasons=dict(reasons.most_common()),
+        failure_types=dict(failures.most_common()),
+        incomplete=incomplete,
+        example_execution=example,
+    )
+
+
+def _retries(stream: Sequence[Event]) -> int:
+    return sum(1 for e in stream if e.event_type == "AttemptStarted" and getattr(e.payload, "retry", 0) > 0)
+
+
+def _figures(streams: Sequence[Sequence[Event]]) -> Figures:
+    return Figures(
+        executions=len(streams),
+        failed=sum(1 for s in streams if s[-1].event_type == "ExecutionFailed"),
+        fell_back=sum(1 for s in streams if any(e.event_type == "FallbackTriggered" for e in s)),
+        fallbacks=sum(1 for s in streams for e in s if e.event_type == "FallbackTriggered"),
+        retries=sum(_retries(s) for s in streams),
+        latencies_ms=tuple(float(getattr(s[-1].payload, "latency_ms", 0.0)) for s in streams),
+    )

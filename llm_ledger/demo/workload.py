@@ -1,0 +1,237 @@
+"""The demo workload: Focal-like sessions, run concurrently through one ``LLMExecutor`` per pipeline
+step, recording to the process-wide default writer exactly as an application's calls do."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from importlib import resources
+
+from pydantic import BaseModel, Field
+
+from llm_ledger.demo.plan import STEPS, SessionPlan, TurnPlan, WorkloadPlan, plan_workload
+from llm_ledger.demo.providers import register_demo_models
+from llm_ledger.demo.summary import WorkloadSummary, summarize
+from llm_ledger.executor import (
+    LLMExecutor,
+    LLMMessage,
+    PipelineConfig,
+    ProviderError,
+    RetryPolicy,
+    execution_context,
+    get_default_sink,
+)
+from llm_ledger.executor.tracing import get_default_tracer
+from llm_ledger.lifecycle import aclose
+from llm_ledger.store import EventStore, StoreSettings, migrate
+
+PIPELINE_RESOURCE = "focal_pipeline.toml"
+DEFAULT_CONCURRENCY = 8
+"""Sessions in flight at once: a handful of conversations being answered at the same moment."""
+
+Progress = Callable[[int], None]
+
+
+class AgentReply(BaseModel):
+    """The structured answer of a generation step."""
+
+    answer: str
+    escalate_to_human: bool
+    confidence: float = Field(ge=0.0, le=1.0)
+
+
+def load_demo_pipeline() -> PipelineConfig:
+    """The bundled example pipeline (``llm_ledger/demo/focal_pipeline.toml``)."""
+    text = resources.files("llm_ledger.demo").joinpath(PIPELINE_RESOURCE).read_text(encoding="utf-8")
+    return PipelineConfig.from_toml(text, source=f"llm_ledger/demo/{PIPELINE_RESOURCE}")
+
+
+def run_workload(
+    database_url: str | None = None,
+    *,
+    sessions: int,
+    seed: int = 7,
+    progress: Progress | None = None,
+    latency_scale: float = 1.0,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> WorkloadSummary:
+    """Run the demo workload into a ledger and return what it recorded; see ``arun_workload``.
+
+    Synchronous (it runs its own event loop): call ``arun_workload`` from async code.
+    """
+    return asyncio.run(
+        arun_workload(
+            database_url,
+            sessions=sessions,
+            seed=seed,
+            progress=progress,
+            latency_scale=latency_scale,
+            concurrency=concurrency,
+        )
+    )
+
+
+async def arun_workload(
+    database_url: str | None = None,
+    *,
+    sessions: int,
+    seed: int = 7,
+    progress: Progress | None = None,
+    latency_scale: float = 1.0,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> WorkloadSummary:
+    """Run ``sessions`` Focal-like sessions into the ledger at ``database_url`` (default: the configured
+    one, ``LLM_LEDGER_DATABASE_URL`` or the embedded SQLite file), migrating it to the newest schema
+    first, and return the summary of the events it holds afterwards.
+
+    The same ``sessions`` and ``seed`` give the same tenants, agents, turns and executions, and each mock
+    model the same random stream; which call meets which failure depends on how concurrent calls
+    interleave. ``progress`` is called with 1 after each execution. ``latency_scale`` multiplies the
+    mock models' latencies (tests make them short). Events recorded earlier in this process by executors
+    without ``sink=`` are flushed to their own ledger first, since the default writer is rebound here.
+    Raises ``StoreUnavailableError`` when the ledger cannot be reached.
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    plan = plan_workload(sessions, seed)
+    url = database_url or StoreSettings.from_env().database_url
+    await asyncio.to_thread(_prepare_ledger, url)
+    register_demo_models(seed=seed, latency_scale=latency_scale)
+    executors = build_step_executors(
+        load_demo_pipeline(),
+        RetryPolicy(base_delay=0.25 * latency_scale, max_delay=2.0 * latency_scale, rng=random.Random(seed)),
+    )
+    await aclose()
+    with _configured_ledger(database_url):
+        get_default_sink()  # made now, while the URL is the demo's
+    started = time.monotonic()
+    limit = asyncio.Semaphore(concurrency)
+    try:
+        await asyncio.gather(*(_run_session(executors, session, limit, progress) for session in plan.sessions))
+    finally:
+        duration = time.monotonic() - started
+        await aclose()
+        await asyncio.to_thread(_flush_traces)
+    return await asyncio.to_thread(summarize, url, plan, duration)
+
+
+def build_step_executors(config: PipelineConfig, retry_policy: RetryPolicy | None = None) -> dict[str, LLMExecutor]:
+    """One executor per pipeline step, as Focal builds them at start-up; each resolves its chain per
+    call from the execution context (tenant+agent override, then agent, then step)."""
+    return {step: LLMExecutor.from_config(config, step, retry_policy=retry_policy) for step in STEPS}
+
+
+def _prepare_ledger(url: str) -> None:
+    store = EventStore(url)
+    try:
+        store.ping()  # an unreachable ledger fails here, with StoreUnavailableError, not in the writer's spool
+    finally:
+        store.close()
+    migrate.upgrade(url)
+
+
+@contextlib.contextmanager
+def _configured_ledger(database_url: str | None) -> Iterator[None]:
+    """The default writer reads its URL from the environment when it is made: point it at ours."""
+    if database_url is None:
+        yield
+        return
+    previous = os.environ.get("LLM_LEDGER_DATABASE_URL")
+    os.environ["LLM_LEDGER_DATABASE_URL"] = database_url
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["LLM_LEDGER_DATABASE_URL"]
+        else:
+            os.environ["LLM_LEDGER_DATABASE_URL"] = previous
+
+
+def _flush_traces() -> None:
+    # Spans are built off the call path and exported in batches: push them out now, rather than
+    # leave them to the exit hook's short budget.
+    from llm_ledger.telemetry import DeferredExecutionTracer, configure_tracing
+
+    tracer = get_default_tracer()
+    if isinstance(tracer, DeferredExecutionTracer):
+        tracer.flush()
+    installed = configure_tracing()
+    if installed is not None and installed.tracer_provider is not None:
+        installed.tracer_provider.force_flush(timeout_millis=5_000)
+
+
+async def _run_session(
+    executors: dict[str, LLMExecutor], session: SessionPlan, limit: asyncio.Semaphore, progress: Progress | None
+) -> None:
+    async with limit:
+        for turn in session.turns:
+            # Set inside the task: concurrent sessions each see only their own context.
+            with execution_context(
+                tenant_id=session.tenant_id,
+                agent_id=session.agent_id,
+                session_id=session.session_id,
+                turn_id=turn.turn_id,
+            ):
+                await _run_turn(executors, session, turn, progress)
+
+
+async def _run_turn(
+    executors: dict[str, LLMExecutor], session: SessionPlan, turn: TurnPlan, progress: Progress | None
+) -> None:
+    def done() -> None:
+        if progress is not None:
+            progress(1)
+
+    customer = LLMMessage(role="user", content=turn.customer_message)
+    context = await _answer(
+        executors["context_extraction"],
+        [LLMMessage(role="system", content="Extract the customer's intent, order ids and sentiment."), customer],
+    )
+    done()
+    rules = await _answer(
+        executors["rule_filtering"],
+        [
+            LLMMessage(role="system", content=f"Which of {session.agent_id}'s policies apply? Context: {context}"),
+            customer,
+        ],
+    )
+    done()
+    reply = await _generate(executors["generation"], turn, session, context, rules, customer)
+    done()
+    await _answer(
+        executors["enforcement"],
+        [
+            LLMMessage(role="system", content=f"Check this reply against the rules: {rules}"),
+            LLMMessage(role="assistant", content=reply),
+        ],
+    )
+    done()
+
+
+async def _answer(executor: LLMExecutor, messages: list[LLMMessage]) -> str:
+    """The step's answer, or a placeholder when every model failed: Focal's turn goes on without it."""
+    try:
+        response = await executor.generate(messages)
+    except ProviderError as exc:
+        return f"(no answer: {exc.error_type})"
+    return response.content
+
+
+async def _generate(
+    executor: LLMExecutor, turn: TurnPlan, session: SessionPlan, context: str, rules: str, customer: LLMMessage
+) -> str:
+    who = f"{session.tenant_id}'s {session.agent_id} agent"
+    system = LLMMessage(role="system", content=f"You are {who}. Context: {context}. Rules: {rules}")
+    try:
+        if turn.generation == "stream":
+            return "".join([chunk async for chunk in executor.generate_stream([system, customer])])
+        if turn.generation == "structured":
+            parsed, _ = await executor.generate_structured([system, customer], AgentReply)
+            return parsed.answer
+        return (await executor.generate([system, customer])).content
+    except ProviderError as exc:
+        return f"(no reply: {exc.error_type})"
