@@ -1,18 +1,22 @@
-# The llm-ledger application image: the CLI (migrations, demo, and later projector and dashboard).
+# The llm-ledger application image: the CLI with the dashboard (migrations, projector, dashboard, demo).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     AGNO_TELEMETRY=false \
+    STREAMLIT_BROWSER_GATHER_USAGE_STATS=false \
     LLM_LEDGER_HOME=/var/lib/llm-ledger
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY llm_ledger ./llm_ledger
-# Installed the way the README installs it.
-RUN pip install --no-cache-dir . \
-    && useradd --system --home-dir /var/lib/llm-ledger --create-home ledger
-USER ledger
+# Installed the way the README installs it, with the dashboard extra (Streamlit) so that one image runs
+# every service of docker-compose.yml.
+RUN pip install --no-cache-dir '.[dashboard]' \
+    && useradd --system --uid 10001 --user-group --home-dir /var/lib/llm-ledger --create-home ledger
+# A numeric user, so that an orchestrator checking runAsNonRoot can tell it is not root.
+USER 10001:10001
+EXPOSE 8501
 ENTRYPOINT ["llm-ledger"]
 CMD ["--help"]
