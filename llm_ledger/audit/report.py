@@ -1,0 +1,204 @@
+"""What a verify found: findings, per-tenant results, the report and its text and JSON forms."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+Severity = Literal["broken", "incomplete", "warning"]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing a verify found: ``broken`` fails the run; ``incomplete`` (a stream with no terminal event,
+    its process died mid-call) and ``warning`` do not."""
+
+    tenant_id: str
+    kind: str
+    severity: Severity
+    detail: str
+    stream_id: str | None = None
+    stream_position: int | None = None
+    event_id: str | None = None
+    event_type: str | None = None
+    seal_sequence: int | None = None
+
+    def __str__(self) -> str:
+        where = [f"tenant {self.tenant_id}"]
+        if self.seal_sequence is not None:
+            where.append(f"seal {self.seal_sequence}")
+        if self.stream_id is not None:
+            where.append(f"stream {self.stream_id}")
+        if self.stream_position is not None:
+            where.append(f"position {self.stream_position}")
+        if self.event_id is not None:
+            where.append(f"event {self.event_id}" + (f" ({self.event_type})" if self.event_type else ""))
+        return f"{self.severity.upper():10} {self.kind}: {', '.join(where)}: {self.detail}"
+
+
+MAX_KEPT_FINDINGS = 10_000
+"""Findings a tenant's result keeps in memory (every one is counted): a database whose every event was
+changed must not exhaust the verifier."""
+
+
+@dataclass(slots=True)
+class TenantResult:
+    """One tenant's figures in a verify."""
+
+    tenant_id: str
+    streams: int = 0
+    events: int = 0
+    seals: int = 0
+    unsealed_events: int = 0
+    last_seal_hash: str | None = None
+    last_sealed_at: datetime | None = None
+    findings: list[Finding] = field(default_factory=list)
+    finding_count: int = 0
+    is_broken: bool = False
+    _broken_streams: set[str] = field(default_factory=set)
+    _incomplete_streams: set[str] = field(default_factory=set)
+
+    def add(self, finding: Finding) -> None:
+        self.finding_count += 1
+        if len(self.findings) < MAX_KEPT_FINDINGS:
+            self.findings.append(finding)
+        if finding.severity == "broken":
+            self.is_broken = True
+            if finding.stream_id is not None:
+                self._broken_streams.add(finding.stream_id)
+        elif finding.severity == "incomplete" and finding.stream_id is not None:
+            self._incomplete_streams.add(finding.stream_id)
+
+    @property
+    def ok(self) -> bool:
+        return not self.is_broken
+
+    @property
+    def broken_streams(self) -> int:
+        return len(self._broken_streams)
+
+    @property
+    def incomplete_streams(self) -> int:
+        """Streams with no terminal event and nothing broken (a stream that lost its sealed terminal event
+        is broken, not incomplete)."""
+        return len(self._incomplete_streams - self._broken_streams)
+
+
+@dataclass(slots=True)
+class AuditReport:
+    """The outcome of ``verify_ledger``; ``ok`` when nothing is broken (incomplete streams do not count)."""
+
+    run_id: str
+    started_at: datetime
+    finished_at: datetime
+    tenant_scope: str | None
+    since: datetime | None
+    tenants: list[TenantResult]
+
+    @property
+    def ok(self) -> bool:
+        return all(tenant.ok for tenant in self.tenants)
+
+    @property
+    def findings(self) -> list[Finding]:
+        return [finding for tenant in self.tenants for finding in tenant.findings]
+
+    def _total(self, name: str) -> int:
+        return sum(int(getattr(tenant, name)) for tenant in self.tenants)
+
+    @property
+    def streams(self) -> int:
+        return self._total("streams")
+
+    @property
+    def events(self) -> int:
+        return self._total("events")
+
+    @property
+    def seals(self) -> int:
+        return self._total("seals")
+
+    @property
+    def broken_streams(self) -> int:
+        return self._total("broken_streams")
+
+    @property
+    def incomplete_streams(self) -> int:
+        return self._total("incomplete_streams")
+
+    @property
+    def unsealed_events(self) -> int:
+        return self._total("unsealed_events")
+
+    @property
+    def duration_seconds(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "tenants": len(self.tenants),
+            "streams": self.streams,
+            "events": self.events,
+            "seals": self.seals,
+            "broken_streams": self.broken_streams,
+            "incomplete_streams": self.incomplete_streams,
+            "unsealed_events": self.unsealed_events,
+            "duration_seconds": round(self.duration_seconds, 3),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat(),
+            "tenant": self.tenant_scope,
+            "since": self.since.isoformat() if self.since else None,
+            **self.summary(),
+            "tenant_results": [
+                {
+                    "tenant_id": tenant.tenant_id,
+                    "ok": tenant.ok,
+                    "streams": tenant.streams,
+                    "events": tenant.events,
+                    "seals": tenant.seals,
+                    "broken_streams": tenant.broken_streams,
+                    "incomplete_streams": tenant.incomplete_streams,
+                    "unsealed_events": tenant.unsealed_events,
+                    "last_seal_hash": tenant.last_seal_hash,
+                    "last_sealed_at": tenant.last_sealed_at.isoformat() if tenant.last_sealed_at else None,
+                }
+                for tenant in self.tenants
+            ],
+            "findings": [asdict(finding) for finding in self.findings],
+        }
+
+    def to_text(self) -> str:
+        lines = [str(finding) for finding in self.findings]
+        if lines:
+            lines.append("")
+        for tenant in self.tenants:
+            state = "ok" if tenant.ok else "BROKEN"
+            seal = (
+                f"last seal {tenant.last_seal_hash} at {tenant.last_sealed_at.isoformat()}"
+                if tenant.last_seal_hash and tenant.last_sealed_at
+                else "never sealed"
+            )
+            lines.append(
+                f"{tenant.tenant_id}: {state}; {tenant.streams:,} streams, {tenant.events:,} events,"
+                f" {tenant.seals:,} seals, {tenant.broken_streams:,} broken, {tenant.incomplete_streams:,}"
+                f" incomplete, {tenant.unsealed_events:,} unsealed; {seal}"
+            )
+        s = self.summary()
+        verdict = "OK" if self.ok else "BROKEN"
+        lines.append(
+            f"{verdict}: {s['tenants']:,} tenants, {s['streams']:,} streams, {s['events']:,} events,"
+            f" {s['seals']:,} seals checked; {s['broken_streams']:,} broken streams,"
+            f" {s['incomplete_streams']:,} incomplete, {s['unsealed_events']:,} unsealed events;"
+            f" {s['duration_seconds']:.1f} s (run {self.run_id})"
+        )
+        if any(tenant.last_seal_hash for tenant in self.tenants):
+            lines.append("keep the last seal hashes above outside this database: dropping the newest seals is only")
+            lines.append("detected by comparing with them")
+        return "\n".join(lines)

@@ -1,0 +1,36 @@
+"""Transactions of the audit, scoped to the ledger role that may do the work (PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, Engine, inspect
+from sqlalchemy.exc import ProgrammingError
+
+from llm_ledger.audit.errors import AuditConfigurationError
+from llm_ledger.audit.schema import seals
+from llm_ledger.store.scoping import scope_transaction
+
+
+@contextmanager
+def scoped_connection(engine: Engine, role: str) -> Iterator[Connection]:
+    """A transaction seeing every tenant as ``role``; a login that cannot take the role is a configuration
+    error naming the grant it needs."""
+    with engine.begin() as connection:
+        try:
+            scope_transaction(connection, None, role)
+        except ProgrammingError as exc:
+            raise AuditConfigurationError(
+                f"this login cannot act as {role} ({exc.orig}): run `GRANT {role} TO <login>` as an administrator"
+            ) from None
+        yield connection
+
+
+def require_audit_tables(engine: Engine) -> None:
+    """Raise unless the database has the audit tables (migration 0005)."""
+    with engine.connect() as connection:
+        if not inspect(connection).has_table(seals.name):
+            raise AuditConfigurationError(
+                f"{engine.url.render_as_string(hide_password=True)} has no audit tables: run llm-ledger db upgrade"
+            )

@@ -1,0 +1,266 @@
+"""Seals: per tenant, an RFC 6962 Merkle root over the events not sealed yet, chained to the previous seal.
+
+A seal's leaves are the 32-byte hashes of its range's events in cursor order (``queries.SealRange``). Its
+own hash covers every field but the signature, including the previous seal's hash, so a removed or edited
+seal breaks the chain that follows it; with ``LLM_LEDGER_SEAL_KEY`` it is also signed (Ed25519). The
+manifest rows (one per stream of the range) are covered through ``manifest_digest``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.engine import URL
+
+from llm_ledger.audit.keys import SigningKey
+from llm_ledger.audit.merkle import MerkleAccumulator
+from llm_ledger.audit.queries import AuditQueries, SealRange
+from llm_ledger.audit.roles import require_audit_tables, scoped_connection
+from llm_ledger.events import canonical_json, sha256_hex
+from llm_ledger.store import START, Cursor, create_store_engine
+from llm_ledger.store.scoping import SEALER_ROLE
+
+
+@dataclass(frozen=True, slots=True)
+class Seal:
+    """One seal as stored in ``llm_ledger_seals``."""
+
+    tenant_id: str
+    sequence: int
+    after: Cursor
+    through: Cursor
+    event_count: int
+    stream_count: int
+    first_occurred_at: datetime
+    last_occurred_at: datetime
+    merkle_root: str
+    manifest_digest: str
+    sealed_at: datetime
+    prev_seal_hash: str | None
+    seal_hash: str
+    public_key: str | None = None
+    signature: str | None = None
+
+    @property
+    def range(self) -> SealRange:
+        return SealRange(self.tenant_id, self.after, self.through)
+
+    def computed_hash(self) -> str:
+        """The hash this seal's fields give (equal to ``seal_hash`` unless the row was changed)."""
+        return seal_hash_of(
+            tenant_id=self.tenant_id,
+            sequence=self.sequence,
+            after=self.after,
+            through=self.through,
+            event_count=self.event_count,
+            stream_count=self.stream_count,
+            first_occurred_at=self.first_occurred_at,
+            last_occurred_at=self.last_occurred_at,
+            merkle_root=self.merkle_root,
+            manifest_digest=self.manifest_digest,
+            sealed_at=self.sealed_at,
+            prev_seal_hash=self.prev_seal_hash,
+        )
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "tenant_id": self.tenant_id,
+            "sequence": self.sequence,
+            "after_tx": self.after.tx_id,
+            "after_position": self.after.position,
+            "through_tx": self.through.tx_id,
+            "through_position": self.through.position,
+            "event_count": self.event_count,
+            "stream_count": self.stream_count,
+            "first_occurred_at": self.first_occurred_at,
+            "last_occurred_at": self.last_occurred_at,
+            "merkle_root": self.merkle_root,
+            "manifest_digest": self.manifest_digest,
+            "sealed_at": self.sealed_at,
+            "prev_seal_hash": self.prev_seal_hash,
+            "seal_hash": self.seal_hash,
+            "public_key": self.public_key,
+            "signature": self.signature,
+        }
+
+    @classmethod
+    def from_row(cls, row: Any) -> Seal:
+        return cls(
+            tenant_id=row.tenant_id,
+            sequence=int(row.sequence),
+            after=Cursor(int(row.after_tx), int(row.after_position)),
+            through=Cursor(int(row.through_tx), int(row.through_position)),
+            event_count=int(row.event_count),
+            stream_count=int(row.stream_count),
+            first_occurred_at=as_utc(row.first_occurred_at),
+            last_occurred_at=as_utc(row.last_occurred_at),
+            merkle_root=row.merkle_root,
+            manifest_digest=row.manifest_digest,
+            sealed_at=as_utc(row.sealed_at),
+            prev_seal_hash=row.prev_seal_hash,
+            seal_hash=row.seal_hash,
+            public_key=row.public_key,
+            signature=row.signature,
+        )
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite gives timestamps back without their zone; they were stored in UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _timestamp(moment: datetime) -> str:
+    return as_utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def seal_hash_of(
+    *,
+    tenant_id: str,
+    sequence: int,
+    after: Cursor,
+    through: Cursor,
+    event_count: int,
+    stream_count: int,
+    first_occurred_at: datetime,
+    last_occurred_at: datetime,
+    merkle_root: str,
+    manifest_digest: str,
+    sealed_at: datetime,
+    prev_seal_hash: str | None,
+) -> str:
+    """SHA-256 over the canonical JSON of a seal's fields (timestamps in UTC to the microsecond, which both
+    databases keep)."""
+    return sha256_hex(
+        canonical_json(
+            {
+                "tenant_id": tenant_id,
+                "sequence": sequence,
+                "after": [after.tx_id, after.position],
+                "through": [through.tx_id, through.position],
+                "event_count": event_count,
+                "stream_count": stream_count,
+                "first_occurred_at": _timestamp(first_occurred_at),
+                "last_occurred_at": _timestamp(last_occurred_at),
+                "merkle_root": merkle_root,
+                "manifest_digest": manifest_digest,
+                "sealed_at": _timestamp(sealed_at),
+                "prev_seal_hash": prev_seal_hash,
+            }
+        )
+    )
+
+
+def leaf_of(event_hash: str) -> bytes:
+    """An event's leaf: its hash's 32 bytes (a stored hash that is not 64 hex digits is hashed as text: it
+    cannot match a sealed leaf, and it must not stop the count)."""
+    try:
+        raw = bytes.fromhex(event_hash)
+    except (TypeError, ValueError):
+        raw = b""
+    return raw if len(raw) == 32 else hashlib.sha256(str(event_hash).encode()).digest()
+
+
+@dataclass(slots=True)
+class RangeDigest:
+    """What a pass over a range's events in cursor order gives."""
+
+    root: str
+    count: int
+    first_occurred_at: datetime | None
+    last_occurred_at: datetime | None
+
+
+def digest_range(rows: Iterable[Any]) -> RangeDigest:
+    """The Merkle root, count and time span of a range's events (rows with ``hash`` and ``occurred_at``)."""
+    tree = MerkleAccumulator()
+    first: datetime | None = None
+    last: datetime | None = None
+    for row in rows:
+        tree.add(leaf_of(row.hash))
+        moment = as_utc(row.occurred_at)
+        if first is None or moment < first:
+            first = moment
+        if last is None or moment > last:
+            last = moment
+    return RangeDigest(tree.root().hex(), tree.count, first, last)
+
+
+def manifest_digest(rows: Iterable[Any]) -> tuple[str, int]:
+    """SHA-256 over a seal's manifest rows in byte order of the stream id, and how many rows."""
+    digest = hashlib.sha256()
+    count = 0
+    for row in rows:
+        line = f"{row.stream_id} {row.first_position} {row.last_position} {row.event_count} {row.head_hash}\n"
+        digest.update(line.encode())
+        count += 1
+    return digest.hexdigest(), count
+
+
+def _seal_tenant(
+    connection: Connection, queries: AuditQueries, tenant_id: str, signing_key: SigningKey | None
+) -> Seal | None:
+    queries.lock_tenant_sealing(connection, tenant_id)
+    previous_row = queries.last_seal(connection, tenant_id)
+    previous = Seal.from_row(previous_row) if previous_row is not None else None
+    after = previous.through if previous is not None else START
+    through = queries.sealable_through(connection, tenant_id, after)
+    if through is None:
+        return None
+    sealed = SealRange(tenant_id, after, through)
+    digest = digest_range(queries.leaves(connection, sealed))
+    assert digest.first_occurred_at is not None and digest.last_occurred_at is not None
+    sequence = previous.sequence + 1 if previous is not None else 1
+    queries.insert_manifest(connection, sealed, sequence)
+    manifest, streams = manifest_digest(queries.manifest(connection, tenant_id, sequence))
+    fields: dict[str, Any] = {
+        "tenant_id": tenant_id,
+        "sequence": sequence,
+        "after": after,
+        "through": through,
+        "event_count": digest.count,
+        "stream_count": streams,
+        "first_occurred_at": digest.first_occurred_at,
+        "last_occurred_at": digest.last_occurred_at,
+        "merkle_root": digest.root,
+        "manifest_digest": manifest,
+        "sealed_at": datetime.now(UTC),
+        "prev_seal_hash": previous.seal_hash if previous is not None else None,
+    }
+    own_hash = seal_hash_of(**fields)
+    seal = Seal(
+        **fields,
+        seal_hash=own_hash,
+        public_key=signing_key.public_key.text() if signing_key is not None else None,
+        signature=signing_key.sign(own_hash) if signing_key is not None else None,
+    )
+    queries.insert_seal(connection, seal.to_row())
+    return seal
+
+
+def seal_ledger(
+    database_url: str | URL | Engine, *, signing_key: SigningKey | None = None, tenant_id: str | None = None
+) -> list[Seal]:
+    """Seal, per tenant (or only ``tenant_id``), the events not sealed yet; returns the new seals (none for a
+    tenant with nothing new). Each tenant's seal is its own transaction, as ``llm_ledger_sealer`` on
+    PostgreSQL."""
+    engine = database_url if isinstance(database_url, Engine) else create_store_engine(database_url)
+    try:
+        require_audit_tables(engine)
+        queries = AuditQueries(engine.dialect.name)
+        with scoped_connection(engine, SEALER_ROLE) as connection:
+            tenants = queries.tenants(connection, tenant_id)
+        made: list[Seal] = []
+        for tenant in tenants:
+            with scoped_connection(engine, SEALER_ROLE) as connection:
+                seal = _seal_tenant(connection, queries, tenant, signing_key)
+            if seal is not None:
+                made.append(seal)
+        return made
+    finally:
+        if engine is not database_url:
+            engine.dispose()

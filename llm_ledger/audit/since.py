@@ -1,0 +1,33 @@
+"""``--since``: an ISO date or date-time (UTC unless it says otherwise), or a span back from now."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, timedelta
+
+from llm_ledger.audit.errors import AuditConfigurationError
+
+_SPAN = re.compile(r"(\d+)\s*([wdhm])")
+_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes"}
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``2026-11-01``, ``2026-11-01T12:00``, ``2026-11-01T12:00:00+02:00``, or ``7d`` / ``24h`` / ``30m`` /
+    ``2w`` before ``now``; always an aware UTC datetime."""
+    value = text.strip()
+    span = _SPAN.fullmatch(value)
+    if span:
+        moment = (now or datetime.now(UTC)) - timedelta(**{_UNITS[span.group(2)]: int(span.group(1))})
+        return moment.astimezone(UTC)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            raise AuditConfigurationError(
+                f"--since {text!r}: expected an ISO date or date-time (2026-11-01, 2026-11-01T12:00Z) or a span"
+                " back from now (30m, 24h, 7d, 2w)"
+            ) from None
+        moment = datetime(day.year, day.month, day.day)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

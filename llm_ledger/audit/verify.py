@@ -1,0 +1,343 @@
+"""``verify_ledger``: check every stream's chain and shape, and every seal, over the raw events.
+
+Per tenant, in two streamed passes (nothing is loaded whole, so it runs on tens of millions of events):
+
+1. the seals, in sequence: each one's own hash, its link to the previous seal, its range following the
+   previous one's, its signature; then its content: the events of its range again give its Merkle root and
+   count, and its manifest names each stream that lost, gained or changed events since it was sealed;
+2. the events in stream order: each stream's hash chain (``events.verify_chain``), that it starts with
+   ``ExecutionStarted`` at position 0 and has one terminal event, its last. A stream without one is
+   *incomplete* (its process died mid-call), which is a fact to report, not a failure; if a seal says the
+   stream had more events, that seal's finding fails the run.
+
+``since``: only streams with an event that occurred at or after it are checked (all of their events), and
+only the contents of the seals whose range holds such an event (``last_occurred_at >= since``); the seal
+chain itself, a row per seal, is always checked in full.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.engine import URL
+
+from llm_ledger.audit.errors import AuditConfigurationError
+from llm_ledger.audit.keys import PublicKey
+from llm_ledger.audit.queries import AuditQueries
+from llm_ledger.audit.report import AuditReport, Finding, Severity, TenantResult
+from llm_ledger.audit.roles import require_audit_tables, scoped_connection
+from llm_ledger.audit.runs import record_run
+from llm_ledger.audit.seals import Seal, as_utc, digest_range, manifest_digest
+from llm_ledger.events import TERMINAL_EVENT_TYPES, uuid7, verify_chain
+from llm_ledger.store import START, create_store_engine
+from llm_ledger.store.rows import row_to_record
+from llm_ledger.store.scoping import AUDITOR_ROLE
+
+_STARTED = "ExecutionStarted"
+
+
+def verify_ledger(
+    database_url: str | URL | Engine,
+    *,
+    tenant_id: str | None = None,
+    since: datetime | None = None,
+    public_key: PublicKey | None = None,
+    record: bool = True,
+) -> AuditReport:
+    """Verify the ledger (every tenant, or ``tenant_id``), as ``llm_ledger_auditor`` on PostgreSQL.
+
+    With ``public_key``, every seal must carry a valid signature by that key. With ``record``, the result
+    is stored in the audit run tables for the dashboard.
+    """
+    if since is not None and since.tzinfo is None:
+        raise AuditConfigurationError("since must be an aware datetime (UTC)")
+    engine = database_url if isinstance(database_url, Engine) else create_store_engine(database_url)
+    try:
+        require_audit_tables(engine)
+        queries = AuditQueries(engine.dialect.name)
+        started_at = datetime.now(UTC)
+        with scoped_connection(engine, AUDITOR_ROLE) as connection:
+            tenants = set(queries.tenants(connection, tenant_id))
+            if tenant_id is None:
+                # A tenant whose every event was deleted is still known to its seals.
+                tenants.update(queries.sealed_tenants(connection))
+        results = []
+        for tenant in sorted(tenants):
+            result = TenantResult(tenant)
+            with scoped_connection(engine, AUDITOR_ROLE) as connection:
+                _check_seals(connection, queries, result, since, public_key)
+                _check_streams(connection, queries, result, since)
+            results.append(result)
+        report = AuditReport(
+            run_id=str(uuid7()),
+            started_at=started_at,
+            finished_at=datetime.now(UTC),
+            tenant_scope=tenant_id,
+            since=since,
+            tenants=results,
+        )
+        if record:
+            record_run(engine, report)
+        return report
+    finally:
+        if engine is not database_url:
+            engine.dispose()
+
+
+# --- seals -------------------------------------------------------------------------------------------
+
+
+def _check_seals(
+    connection: Connection,
+    queries: AuditQueries,
+    result: TenantResult,
+    since: datetime | None,
+    public_key: PublicKey | None,
+) -> None:
+    tenant = result.tenant_id
+    previous: Seal | None = None
+    for row in queries.seals_of(connection, tenant):
+        seal = Seal.from_row(row)
+        result.seals += 1
+        for kind, detail in _chain_problems(seal, previous):
+            result.add(Finding(tenant, kind, "broken", detail, seal_sequence=seal.sequence))
+        for kind, detail in _signature_problems(seal, public_key):
+            result.add(Finding(tenant, kind, "broken", detail, seal_sequence=seal.sequence))
+        if since is None or seal.last_occurred_at >= since:
+            _check_seal_content(connection, queries, result, seal)
+        previous = seal
+    if previous is not None:
+        result.last_seal_hash, result.last_sealed_at = previous.seal_hash, previous.sealed_at
+    result.unsealed_events = queries.count_after(connection, tenant, previous.through if previous else START)
+    if result.unsealed_events:
+        result.add(
+            Finding(
+                tenant,
+                "unsealed",
+                "warning",
+                f"{result.unsealed_events:,} events after the last seal are not sealed yet (llm-ledger audit seal)",
+            )
+        )
+
+
+def _chain_problems(seal: Seal, previous: Seal | None) -> list[tuple[str, str]]:
+    problems = []
+    expected = previous.sequence + 1 if previous is not None else 1
+    if seal.sequence != expected:
+        gone = f"{expected}" if seal.sequence == expected + 1 else f"{expected}..{seal.sequence - 1}"
+        problems.append(("seal_missing", f"seal(s) {gone} before this one are gone"))
+    elif seal.prev_seal_hash != (previous.seal_hash if previous else None):
+        problems.append(
+            (
+                "seal_link_broken",
+                f"prev_seal_hash {seal.prev_seal_hash} is not the previous seal's hash"
+                f" {previous.seal_hash if previous else 'none (first seal)'}: the seal before it was replaced",
+            )
+        )
+    computed = seal.computed_hash()
+    if computed != seal.seal_hash:
+        problems.append(("seal_hash_mismatch", f"the seal's fields give hash {computed}, not {seal.seal_hash}: edited"))
+    if seal.sequence == expected and seal.after != (previous.through if previous else START):
+        problems.append(
+            ("seal_range_broken", f"its range starts after {seal.after}, not where the previous seal ended")
+        )
+    return problems
+
+
+def _signature_problems(seal: Seal, public_key: PublicKey | None) -> list[tuple[str, str]]:
+    if public_key is not None:
+        if seal.signature is None:
+            return [("seal_unsigned", "not signed, but a public key is pinned")]
+        if not public_key.is_signature_of(seal.signature, seal.seal_hash):
+            return [("seal_signature_invalid", "its signature is not the pinned key's signature of its hash")]
+        return []
+    if seal.signature is not None:
+        # Without a pinned key this only shows the row is as it was signed by the key it names.
+        try:
+            named = PublicKey.parse(seal.public_key or "", "the seal's public_key")
+        except AuditConfigurationError:
+            return [("seal_signature_invalid", "signed, but its public_key is not an Ed25519 key")]
+        if not named.is_signature_of(seal.signature, seal.seal_hash):
+            return [("seal_signature_invalid", "its signature does not match its hash and public key")]
+    return []
+
+
+def _check_seal_content(connection: Connection, queries: AuditQueries, result: TenantResult, seal: Seal) -> None:
+    tenant, sequence = result.tenant_id, seal.sequence
+
+    def broken(kind: str, detail: str, **where: Any) -> None:
+        result.add(Finding(tenant, kind, "broken", detail, seal_sequence=sequence, **where))
+
+    digest = digest_range(queries.leaves(connection, seal.range))
+    if digest.count != seal.event_count:
+        broken("seal_count_mismatch", f"its range now holds {digest.count:,} events; {seal.event_count:,} were sealed")
+    if digest.root != seal.merkle_root:
+        broken("seal_root_mismatch", f"its range's events give Merkle root {digest.root}, not {seal.merkle_root}")
+    manifest, streams = manifest_digest(queries.manifest(connection, tenant, sequence))
+    if manifest != seal.manifest_digest or streams != seal.stream_count:
+        broken("manifest_altered", f"its stream manifest ({streams:,} rows) is not the one sealed")
+    for difference in queries.manifest_differences(connection, seal.range, sequence):
+        for finding in _stream_differences(connection, queries, seal, difference):
+            result.add(finding)
+
+
+def _runs(positions: Iterable[int]) -> str:
+    """``[3, 4, 5, 9]`` as ``3..5, 9``."""
+    spans: list[list[int]] = []
+    for position in sorted(positions):
+        if spans and position == spans[-1][1] + 1:
+            spans[-1][1] = position
+        else:
+            spans.append([position, position])
+    return ", ".join(f"{a}..{b}" if a != b else f"{a}" for a, b in spans)
+
+
+def _stream_differences(connection: Connection, queries: AuditQueries, seal: Seal, difference: Any) -> list[Finding]:
+    tenant, sequence = seal.tenant_id, seal.sequence
+    stream_id = difference.sealed_stream or difference.actual_stream
+    if difference.actual_stream is None:
+        return [
+            Finding(
+                tenant,
+                "sealed_stream_gone",
+                "broken",
+                f"stream is gone: the seal holds its positions {difference.sealed_first}..{difference.sealed_last}"
+                f" ({difference.sealed_count} events)",
+                stream_id=stream_id,
+                seal_sequence=sequence,
+            )
+        ]
+    present = queries.stream_in_range(connection, seal.range, stream_id)
+    if difference.sealed_stream is None:
+        return [
+            Finding(
+                tenant,
+                "event_inserted",
+                "broken",
+                "inserted into a sealed range: the seal has no event of this stream",
+                stream_id=stream_id,
+                stream_position=row.stream_position,
+                event_id=row.event_id,
+                event_type=row.event_type,
+                seal_sequence=sequence,
+            )
+            for row in present
+        ]
+    findings = []
+    sealed = range(difference.sealed_first, difference.sealed_last + 1)
+    positions = [row.stream_position for row in present]
+    missing = sorted(set(sealed) - set(positions))
+    if missing:
+        findings.append(
+            Finding(
+                tenant,
+                "sealed_events_missing",
+                "broken",
+                f"lost sealed position(s) {_runs(missing)} (the seal holds {sealed.start}..{sealed.stop - 1})",
+                stream_id=stream_id,
+                stream_position=missing[0],
+                seal_sequence=sequence,
+            )
+        )
+    seen: set[int] = set()
+    for row in present:
+        if row.stream_position not in sealed or row.stream_position in seen:
+            findings.append(
+                Finding(
+                    tenant,
+                    "event_inserted",
+                    "broken",
+                    f"inserted into a sealed range (the seal holds positions {sealed.start}..{sealed.stop - 1})",
+                    stream_id=stream_id,
+                    stream_position=row.stream_position,
+                    event_id=row.event_id,
+                    event_type=row.event_type,
+                    seal_sequence=sequence,
+                )
+            )
+        seen.add(row.stream_position)
+    if not findings and present and present[-1].hash != difference.sealed_head:
+        head = present[-1]
+        findings.append(
+            Finding(
+                tenant,
+                "stream_rewritten",
+                "broken",
+                f"the event at position {head.stream_position} is not the sealed one (hash {head.hash}, sealed"
+                f" {difference.sealed_head}): the stream was rewritten, with its chain recomputed if no chain"
+                " break is reported",
+                stream_id=stream_id,
+                stream_position=head.stream_position,
+                event_id=head.event_id,
+                event_type=head.event_type,
+                seal_sequence=sequence,
+            )
+        )
+    return findings
+
+
+# --- streams -----------------------------------------------------------------------------------------
+
+
+def _check_streams(connection: Connection, queries: AuditQueries, result: TenantResult, since: datetime | None) -> None:
+    stream: list[Any] = []
+    for row in queries.stream_events(connection, result.tenant_id, since):
+        if stream and row.stream_id != stream[0].stream_id:
+            _check_stream(stream, result)
+            stream = []
+        stream.append(row)
+    if stream:
+        _check_stream(stream, result)
+
+
+def _check_stream(rows: Sequence[Any], result: TenantResult) -> None:
+    result.streams += 1
+    result.events += len(rows)
+    tenant, stream_id = result.tenant_id, str(rows[0].stream_id)
+
+    def finding(kind: str, severity: Severity, detail: str, row: Any) -> Finding:
+        return Finding(
+            tenant,
+            kind,
+            severity,
+            detail,
+            stream_id=stream_id,
+            stream_position=row.stream_position,
+            event_id=str(row.event_id),
+            event_type=row.event_type,
+        )
+
+    chain = verify_chain(row_to_record(row._mapping) for row in rows)
+    for brk in chain.breaks:
+        result.add(finding(brk.kind, "broken", brk.reason, rows[brk.index]))
+    first = rows[0]
+    if first.stream_position == 0 and first.event_type != _STARTED:
+        result.add(finding("bad_start", "broken", f"the stream starts with {first.event_type}, not {_STARTED}", first))
+    terminals = [index for index, row in enumerate(rows) if row.event_type in TERMINAL_EVENT_TYPES]
+    for index in terminals[1:]:
+        result.add(finding("several_terminals", "broken", "a second terminal event in the stream", rows[index]))
+    if terminals and terminals[0] != len(rows) - 1:
+        for row in rows[terminals[0] + 1 :]:
+            result.add(finding("after_terminal", "broken", "an event after the stream's terminal event", row))
+    if not terminals:
+        last = rows[-1]
+        age = datetime.now(UTC) - as_utc(last.occurred_at)
+        result.add(
+            finding(
+                "incomplete",
+                "incomplete",
+                f"no terminal event: the last is {last.event_type} at position {last.stream_position},"
+                f" {_age(age.total_seconds())} ago (its process died mid-call, or the call is still running)",
+                last,
+            )
+        )
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{max(seconds, 0):.0f}s"
