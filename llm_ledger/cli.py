@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Sequence
@@ -12,9 +11,37 @@ from llm_ledger import __version__
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from llm_ledger.demo import run_quick_demo
+    from llm_ledger.demo.command import DemoOptions, run_demo
 
-    return asyncio.run(run_quick_demo(seed=args.seed))
+    return run_demo(
+        DemoOptions(
+            sessions=args.sessions,
+            seed=args.seed,
+            database_url=args.database_url,
+            open_dashboard=args.dashboard,
+            latency_scale=args.latency_scale,
+        )
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
 
 
 def _database_url(args: argparse.Namespace) -> str:
@@ -108,14 +135,79 @@ def _dashboard(args: argparse.Namespace) -> int:
     return run_dashboard(database_url=args.database_url, port=args.port, address=args.address)
 
 
+def _audit_verify(args: argparse.Namespace) -> int:
+    import json
+
+    from llm_ledger.audit import AuditConfigurationError, PublicKey, parse_since, verify_ledger
+
+    try:
+        since = parse_since(args.since) if args.since else None
+        public_key = PublicKey.parse(args.public_key, "--public-key") if args.public_key else PublicKey.from_env()
+        report = verify_ledger(
+            _database_url(args), tenant_id=args.tenant, since=since, public_key=public_key, record=not args.no_record
+        )
+    except AuditConfigurationError as exc:
+        print(f"llm-ledger: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_json(), indent=2, default=str) if args.json else report.to_text())
+    return 0 if report.ok else 1
+
+
+def _audit_seal(args: argparse.Namespace) -> int:
+    import time
+
+    from llm_ledger.audit import AuditConfigurationError, SigningKey, seal_ledger
+
+    url = _database_url(args)
+    try:
+        signing_key = SigningKey.from_env()
+        while True:
+            for seal in seal_ledger(url, signing_key=signing_key, tenant_id=args.tenant):
+                signed = "signed" if seal.signature else "unsigned"
+                print(
+                    f"{seal.tenant_id}: seal {seal.sequence} over {seal.event_count:,} events in"
+                    f" {seal.stream_count:,} streams, root {seal.merkle_root}, {signed}; seal hash {seal.seal_hash}",
+                    flush=True,
+                )
+            if not args.follow:
+                return 0
+            time.sleep(args.interval)
+    except AuditConfigurationError as exc:
+        print(f"llm-ledger: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _audit_keygen(args: argparse.Namespace) -> int:
+    from llm_ledger.audit import PUBLIC_KEY_VARIABLE, SEAL_KEY_VARIABLE, SigningKey
+
+    key = SigningKey.generate()
+    print(f"# the sealer's secret: keep it out of the database and its backups\n{SEAL_KEY_VARIABLE}={key.text()}")
+    print(f"# for llm-ledger audit verify (or --public-key)\n{PUBLIC_KEY_VARIABLE}={key.public_key.text()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-ledger", description="Audited LLM execution for Focal.")
     parser.add_argument("--version", action="version", version=f"llm-ledger {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = commands.add_parser(
-        "demo", help="run one audited execution on mock models and print its response and events"
+        "demo",
+        help="run a multi-tenant Focal-like workload on mock models into the ledger, and summarize it",
     )
-    demo.add_argument("--seed", type=int, default=7, help="seed of the mock models' randomness")
+    demo.add_argument(
+        "--sessions", type=_positive_int, default=30, help="conversations to run, of 2 to 5 turns each (default 30)"
+    )
+    demo.add_argument(
+        "--seed", type=int, default=7, help="seed of the sessions' plan and of the mock models' randomness (default 7)"
+    )
+    demo.add_argument(
+        "--database-url", help="database URL (default: LLM_LEDGER_DATABASE_URL, else SQLite at ~/.llm-ledger/ledger.db)"
+    )
+    demo.add_argument("--dashboard", action="store_true", help="open the dashboard when done")
+    # Tests shorten the mock models' latencies; a demo is meant to look like real providers.
+    demo.add_argument("--latency-scale", type=_scale, default=1.0, help=argparse.SUPPRESS)
     demo.set_defaults(handler=_demo)
 
     db = commands.add_parser("db", help="create and migrate the event store (PostgreSQL or SQLite)")
@@ -152,6 +244,38 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     dashboard.add_argument("--database-url", help=url_help)
     dashboard.set_defaults(handler=_dashboard)
+
+    audit = commands.add_parser("audit", help="tamper evidence: seal the events, verify the whole ledger")
+    audit_commands = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    verify = audit_commands.add_parser(
+        "verify",
+        help="check every stream's hash chain and shape and every seal; exit 0 clean, 1 broken, 2 usage error",
+    )
+    verify.add_argument("--tenant", help="only this tenant (default: every tenant)")
+    verify.add_argument(
+        "--since",
+        help="only streams with an event at or after this time (ISO date or date-time, or 30m/24h/7d/2w back),"
+        " and the seals holding such events; the seal chain is always checked in full",
+    )
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.add_argument(
+        "--public-key",
+        help="pin the seals' Ed25519 public key (base64; default LLM_LEDGER_SEAL_PUBLIC_KEY): unsigned or"
+        " otherwise signed seals then fail",
+    )
+    verify.add_argument("--no-record", action="store_true", help="do not store this run for the dashboard")
+    verify.add_argument("--database-url", help=url_help)
+    verify.set_defaults(handler=_audit_verify)
+    seal = audit_commands.add_parser(
+        "seal", help="seal each tenant's events not sealed yet (signed with LLM_LEDGER_SEAL_KEY when set)"
+    )
+    seal.add_argument("--tenant", help="only this tenant (default: every tenant)")
+    seal.add_argument("--follow", action="store_true", help="keep sealing every --interval seconds until interrupted")
+    seal.add_argument("--interval", type=float, default=300.0, help="with --follow: seconds between seals (300)")
+    seal.add_argument("--database-url", help=url_help)
+    seal.set_defaults(handler=_audit_seal)
+    keygen = audit_commands.add_parser("keygen", help="print a new Ed25519 key pair for signing seals")
+    keygen.set_defaults(handler=_audit_keygen)
     return parser
 
 

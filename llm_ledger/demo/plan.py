@@ -83,7 +83,7 @@ def plan_workload(sessions: int, seed: int = 7) -> WorkloadPlan:
             TurnPlan(
                 turn_id=f"turn-{number}",
                 customer_message=rng.choice(_MESSAGES[agent]),
-                generation=rng.choices(("stream", "structured", "generate"), weights=(5, 3, 2))[0],
+                generation=rng.choices(("stream", "structured", "generate"), weights=(4, 4, 2))[0],
             )
             for number in range(1, rng.randint(*TURNS_PER_SESSION) + 1)
         )

@@ -15,35 +15,47 @@ from llm_ledger.executor import MockBehaviour, register_mock
 MOCK_PROVIDERS: dict[str, MockBehaviour] = {
     # Groq: very fast, throttles often, and the demo's key for it is sometimes refused.
     "groq-llama-3.1-8b": MockBehaviour(
-        p50_ms=35, p99_ms=160, rate_limit=0.12, authentication=0.03, retry_after=0.2, output_tokens=60
+        p50_ms=35, p99_ms=160, rate_limit=0.25, authentication=0.05, retry_after=0.2, output_tokens=60
     ),
     # OpenRouter: a router in front of Anthropic; its shared quota makes it the most throttled.
     "openrouter-claude-3-haiku": MockBehaviour(
-        p50_ms=90, p99_ms=450, rate_limit=0.15, server_error=0.02, retry_after=0.3, output_tokens=80
+        p50_ms=90, p99_ms=450, rate_limit=0.3, server_error=0.08, retry_after=0.3, output_tokens=80
     ),
     "openrouter-claude-3.5-sonnet": MockBehaviour(
-        p50_ms=320, p99_ms=1400, rate_limit=0.08, connection=0.02, stream_break=0.02, output_tokens=220
+        p50_ms=320, p99_ms=1400, rate_limit=0.2, connection=0.1, stream_break=0.05, output_tokens=220
     ),
     # Anthropic direct: overloaded (5xx) now and then, strict content filter, slow big model.
     "anthropic-claude-3-haiku": MockBehaviour(
-        p50_ms=130, p99_ms=600, server_error=0.06, content_filter=0.03, output_tokens=80
+        p50_ms=130, p99_ms=600, server_error=0.2, content_filter=0.06, output_tokens=80
     ),
     "anthropic-claude-3.5-sonnet": MockBehaviour(
         p50_ms=380,
         p99_ms=1800,
-        server_error=0.05,
-        timeout=0.015,
-        content_filter=0.02,
-        invalid_output=0.04,
-        stream_break=0.03,
+        server_error=0.15,
+        timeout=0.12,
+        content_filter=0.05,
+        invalid_output=0.15,
+        stream_break=0.06,
         output_tokens=240,
     ),
     # OpenAI: steady; long sessions hit the context window, structured answers are sometimes cut.
     "openai-gpt-4.1": MockBehaviour(
-        p50_ms=260, p99_ms=1100, rate_limit=0.03, context_length=0.04, invalid_output=0.05, output_tokens=200
+        p50_ms=260,
+        p99_ms=1100,
+        rate_limit=0.1,
+        context_length=0.08,
+        invalid_output=0.15,
+        stream_break=0.03,
+        output_tokens=200,
     ),
     "openai-gpt-4.1-mini": MockBehaviour(
-        p50_ms=120, p99_ms=520, rate_limit=0.04, connection=0.02, invalid_output=0.08, output_tokens=90
+        p50_ms=120,
+        p99_ms=520,
+        rate_limit=0.1,
+        connection=0.15,
+        invalid_output=0.2,
+        stream_break=0.04,
+        output_tokens=90,
     ),
 }
 

@@ -65,12 +65,16 @@ class WorkloadSummary:
     failure_types: Mapping[str, int] = field(default_factory=dict)
     incomplete: int = 0
     """Executions with no terminal event in the store (none, unless the writer could not deliver)."""
-    example_execution: UUID | None = None
-    """An execution that retried and fell back before it succeeded, to show its event stream."""
+    example: tuple[Event, ...] = ()
+    """The events of an execution that retried and fell back before it succeeded, to show."""
 
     @property
     def executions(self) -> int:
         return self.total.executions
+
+    @property
+    def example_execution(self) -> UUID | None:
+        return self.example[0].stream_id if self.example else None
 
 
 def summarize(url: str, plan: WorkloadPlan, duration_seconds: float) -> WorkloadSummary:
@@ -106,9 +110,9 @@ def summarize_events(
     by_tenant: dict[str, list[Sequence[Event]]] = {}
     reasons: Counter[str] = Counter()
     failures: Counter[str] = Counter()
-    example: UUID | None = None
+    example: tuple[Event, ...] = ()
     incomplete = 0
-    for stream_id, stream in streams.items():
+    for stream in streams.values():
         stream.sort(key=lambda event: event.stream_position)
         if stream[-1].event_type not in TERMINAL_EVENTS:
             incomplete += 1
@@ -119,8 +123,8 @@ def summarize_events(
         reasons.update(getattr(e.payload, "reason", "") for e in stream if e.event_type == "FallbackTriggered")
         if types[-1] == "ExecutionFailed":
             failures[str(getattr(stream[-1].payload, "error_type", ""))] += 1
-        elif example is None and "FallbackTriggered" in types and _retries(stream):
-            example = stream_id
+        elif not example and "FallbackTriggered" in types and _retries(stream):
+            example = tuple(stream)
     tenants = tuple(dict.fromkeys(session.tenant_id for session in plan.sessions))
     return WorkloadSummary(
         database=database,
@@ -138,7 +142,7 @@ def summarize_events(
         fallback_reasons=dict(reasons.most_common()),
         failure_types=dict(failures.most_common()),
         incomplete=incomplete,
-        example_execution=example,
+        example=example,
     )
 
 

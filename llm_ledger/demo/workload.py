@@ -13,7 +13,7 @@ from importlib import resources
 
 from pydantic import BaseModel, Field
 
-from llm_ledger.demo.plan import STEPS, SessionPlan, TurnPlan, WorkloadPlan, plan_workload
+from llm_ledger.demo.plan import STEPS, SessionPlan, TurnPlan, plan_workload
 from llm_ledger.demo.providers import register_demo_models
 from llm_ledger.demo.summary import WorkloadSummary, summarize
 from llm_ledger.executor import (

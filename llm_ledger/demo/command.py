@@ -1,0 +1,97 @@
+"""``llm-ledger demo``: the workload with a progress bar, what the ledger then holds, the steps that
+check it, and what to run next."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from llm_ledger.demo.plan import plan_workload
+from llm_ledger.demo.report import event_stream, headline, next_steps, reasons_line, summary_table
+from llm_ledger.demo.summary import WorkloadSummary
+from llm_ledger.demo.workload import run_workload
+from llm_ledger.events import verify_chain
+from llm_ledger.progress import ProgressBar
+from llm_ledger.store import StoreSettings, StoreUnavailableError, normalize_url
+
+DEFAULT_SESSIONS = 30
+"""About 400 executions: 10 to 20 seconds with the mock models' realistic latencies."""
+
+
+@dataclass(frozen=True, slots=True)
+class AfterStep:
+    """Something done with the ledger once the workload is in it (catch the projector up, seal, verify).
+
+    ``run`` gets the ledger's URL, prints its own lines, and returns whether it passed; the demo exits
+    with status 1 if one did not."""
+
+    name: str
+    run: Callable[[str], bool]
+
+
+@dataclass(slots=True)
+class DemoOptions:
+    sessions: int = DEFAULT_SESSIONS
+    seed: int = 7
+    database_url: str | None = None
+    open_dashboard: bool = False
+    latency_scale: float = 1.0
+    after: list[AfterStep] = field(default_factory=list)
+
+
+AFTER_WORKLOAD: list[AfterStep] = []
+"""The steps ``llm-ledger demo`` runs after the workload, in order."""
+
+
+def run_demo(options: DemoOptions) -> int:
+    """The ``llm-ledger demo`` command; returns its exit status."""
+    from llm_ledger.telemetry import configure_tracing
+
+    configure_tracing()  # no-op without OTEL_* variables; with them, the run's traces are exported
+    url = options.database_url or StoreSettings.from_env().database_url
+    shown = normalize_url(url).render_as_string(hide_password=True)
+    total = plan_workload(options.sessions, options.seed).executions
+    print(f"llm-ledger demo: {options.sessions} sessions, {total:,} LLM executions, into {shown}")
+    bar = ProgressBar(total, "executions")
+    try:
+        summary = run_workload(
+            options.database_url,
+            sessions=options.sessions,
+            seed=options.seed,
+            progress=bar.advance,
+            latency_scale=options.latency_scale,
+        )
+    except StoreUnavailableError as exc:
+        bar.finish()
+        print(f"llm-ledger: {exc}", file=sys.stderr)
+        return 1
+    bar.finish()
+    print(f"\n{headline(summary)}\n\n{summary_table(summary)}\n\n{reasons_line(summary)}")
+    if summary.example:
+        print(
+            "\none execution that retried and fell back, as the ledger holds it:\n"
+            f"{event_stream(summary.example)}\n       verify_chain: {verify_chain(summary.example)}"
+        )
+    passed = _complete(summary)
+    for step in [*AFTER_WORKLOAD, *options.after]:
+        print(f"\n{step.name}:")
+        passed = step.run(url) and passed
+    has_dashboard = importlib.util.find_spec("streamlit") is not None
+    print(f"\n{next_steps(summary, shown if options.database_url else None, has_dashboard=has_dashboard)}")
+    if options.open_dashboard:
+        from llm_ledger.dashboard.server import run_dashboard
+
+        return run_dashboard(database_url=options.database_url, port=8501, address="127.0.0.1")
+    return 0 if passed else 1
+
+
+def _complete(summary: WorkloadSummary) -> bool:
+    if summary.incomplete:
+        print(
+            f"\n{summary.incomplete} executions have no terminal event in the ledger: the writer could not "
+            "deliver every event (see the log above; spooled events are written at the next start)",
+            file=sys.stderr,
+        )
+    return summary.incomplete == 0
