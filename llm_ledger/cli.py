@@ -162,7 +162,10 @@ def _audit_seal(args: argparse.Namespace) -> int:
     try:
         signing_key = SigningKey.from_env()
         while True:
-            for seal in seal_ledger(url, signing_key=signing_key, tenant_id=args.tenant):
+            seals = seal_ledger(url, signing_key=signing_key, tenant_id=args.tenant)
+            if not seals and not args.follow:
+                print("nothing to seal: every event that can be sealed is")
+            for seal in seals:
                 signed = "signed" if seal.signature else "unsigned"
                 print(
                     f"{seal.tenant_id}: seal {seal.sequence} over {seal.event_count:,} events in"
