@@ -1,0 +1,63 @@
+"""One audited ledger per dialect, filled once per session (the tests only read it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import Engine
+
+from llm_ledger.events import Event
+from llm_ledger.store import create_store_engine
+from tests.audit_sql.ledger import Extras, fill_ledger, read_events
+from tests.store.conftest import (  # noqa: F401  (fixtures, registered here by import)
+    _create_postgres_database,
+    _postgres_server,
+    empty_postgres_url,
+    sqlite_url,
+)
+
+
+@dataclass(frozen=True)
+class AuditedLedger:
+    """A ledger holding the dataset: its URL, what the tests added, and every event read back."""
+
+    url: str
+    extras: Extras
+    events: list[Event]
+
+
+def _audited(url: str) -> AuditedLedger:
+    extras = fill_ledger(url)
+    return AuditedLedger(url, extras, read_events(url))
+
+
+@pytest.fixture(scope="session")
+def audited_postgresql(_create_postgres_database: Callable[[], str]) -> AuditedLedger:  # noqa: F811
+    return _audited(_create_postgres_database())
+
+
+@pytest.fixture(scope="session")
+def audited_sqlite(tmp_path_factory: pytest.TempPathFactory) -> AuditedLedger:
+    return _audited(f"sqlite:///{tmp_path_factory.mktemp('audited') / 'ledger.db'}")
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def audited(request: pytest.FixtureRequest) -> AuditedLedger:
+    ledger: AuditedLedger = request.getfixturevalue(f"audited_{request.param}")
+    return ledger
+
+
+@pytest.fixture
+def engine_of() -> Iterator[Callable[[str], Engine]]:
+    """Engines on the test's databases, disposed of at its end."""
+    engines: list[Engine] = []
+
+    def make(url: str) -> Engine:
+        engines.append(create_store_engine(url))
+        return engines[-1]
+
+    yield make
+    for engine in engines:
+        engine.dispose()

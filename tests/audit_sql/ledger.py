@@ -1,0 +1,80 @@
+"""The audited dataset: the demo workload, plus what the demo never leaves behind: executions whose
+process died after ``ExecutionStarted`` (incomplete streams), and an execution whose prompt holds every
+character that JSON escapes differently from plain text, so that a digest check is put to the test."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from uuid import UUID
+
+from llm_ledger.demo import run_workload
+from llm_ledger.events import Event
+from llm_ledger.executor import InMemorySink, LLMExecutor, LLMMessage, execution_context
+from llm_ledger.store import EventStore
+
+DEMO_SESSIONS = 40
+DEMO_SEED = 11
+
+DIGEST_TENANT = "acme"
+DIGEST_MESSAGES = (
+    ("system", 'Règles: say "no" to refunds over 100 €\\ unless <approved>/escalated.\n\tThank you ✓ 😀'),
+    ("user", "My order\x01 arrived broken\r\n« cassé »"),
+)
+INCOMPLETE_TENANTS = ("acme", "globex")
+
+
+@dataclass(frozen=True, slots=True)
+class Extras:
+    """What the tests added to the demo's events, and know the truth of."""
+
+    digest_execution: UUID
+    digest_response: str
+    incomplete: tuple[UUID, ...]
+
+
+async def _execute(tenant: str, messages: tuple[tuple[str, str], ...]) -> tuple[InMemorySink, str]:
+    sink = InMemorySink()
+    executor = LLMExecutor("mock/audit-check?p50_ms=1&p99_ms=2&seed=5", step_name="generation", sink=sink)
+    with execution_context(tenant_id=tenant, agent_id="support", session_id="audit-session", turn_id="audit-turn"):
+        response = await executor.generate([LLMMessage(role=role, content=content) for role, content in messages])
+    return sink, response.content
+
+
+def _started_only(tenant: str) -> Event:
+    """An ``ExecutionStarted`` whose process is taken to have died before anything else was recorded."""
+    sink, _ = asyncio.run(_execute(tenant, (("user", f"never answered for {tenant}"),)))
+    started = sink.events[0]
+    assert started.event_type == "ExecutionStarted"
+    return started
+
+
+def fill_ledger(url: str) -> Extras:
+    """Run the demo workload into the ledger at ``url`` (migrating it) and add the extras."""
+    run_workload(url, sessions=DEMO_SESSIONS, seed=DEMO_SEED, latency_scale=0.01)
+    sink, response = asyncio.run(_execute(DIGEST_TENANT, DIGEST_MESSAGES))
+    incomplete = [_started_only(tenant) for tenant in INCOMPLETE_TENANTS]
+    store = EventStore(url)
+    try:
+        store.append([*sink.events, *incomplete])
+    finally:
+        store.close()
+    return Extras(
+        digest_execution=sink.events[0].stream_id,
+        digest_response=response,
+        incomplete=tuple(event.stream_id for event in incomplete),
+    )
+
+
+def read_events(url: str) -> list[Event]:
+    """Every event of the ledger at ``url``, read through the store (as the connection's own login)."""
+    store = EventStore(url)
+    try:
+        found: list[Event] = []
+        with store.transaction() as connection:
+            tenants = [row[0] for row in connection.exec_driver_sql("SELECT DISTINCT tenant_id FROM llm_ledger_events")]
+        for tenant in sorted(tenants):
+            found.extend(store.read_tenant(tenant))
+        return found
+    finally:
+        store.close()

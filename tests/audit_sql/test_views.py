@@ -1,0 +1,129 @@
+"""Each audit view holds what the events say, computed independently in Python from the events read
+through ``EventStore``: on PostgreSQL and on SQLite, with the same columns and meaning."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from tests.audit_sql import truth
+from tests.audit_sql.conftest import AuditedLedger
+
+TIMES = ("started_at", "ended_at", "occurred_at", "last_event_at")
+
+
+def view_rows(engine: Engine, view: str) -> list[dict[str, Any]]:
+    """A view's rows, with each dialect's representation made the same: times as aware UTC datetimes, the
+    chain as a list, booleans as booleans (SQLite's 1/0)."""
+    with engine.connect() as connection:
+        rows = [dict(row._mapping) for row in connection.execute(text(f"SELECT * FROM {view}"))]
+    for row in rows:
+        for column in TIMES:
+            if row.get(column) is not None:
+                row[column] = truth.moment(row[column])
+        if isinstance(row.get("chain"), str):
+            row["chain"] = json.loads(row["chain"])
+        if "succeeded_after" in row:
+            row["succeeded_after"] = bool(row["succeeded_after"])
+    return rows
+
+
+def project(row: dict[str, Any], columns: Any) -> dict[str, Any]:
+    return {column: row[column] for column in columns}
+
+
+def test_the_dataset_has_every_kind_of_execution(audited: AuditedLedger) -> None:
+    executions = truth.executions(audited.events).values()
+    outcomes = Counter(row["outcome"] for row in executions)
+    assert outcomes["succeeded"] and outcomes["failed"] and outcomes["incomplete"] == len(audited.extras.incomplete)
+    fallbacks = truth.fallbacks(audited.events)
+    assert {row["succeeded_after"] for row in fallbacks} == {True, False}
+    assert any(row["error_type"] == "rate_limit" for row in truth.attempts(audited.events).values())
+
+
+def test_audit_executions_has_one_row_per_execution_as_its_events_say(
+    audited: AuditedLedger, engine_of: Callable[[str], Engine]
+) -> None:
+    expected = truth.executions(audited.events)
+    rows = view_rows(engine_of(audited.url), "audit_executions")
+
+    assert Counter(row["execution_id"] for row in rows) == Counter(list(expected))
+    for row in rows:
+        wanted = expected[row["execution_id"]]
+        assert project(row, wanted) == wanted, row["execution_id"]
+
+
+def test_audit_executions_counts_outcomes_attempts_and_fallbacks_per_tenant(
+    audited: AuditedLedger, engine_of: Callable[[str], Engine]
+) -> None:
+    statement = text(
+        "SELECT tenant_id, outcome, count(*) AS executions, sum(attempts) AS attempts, sum(fallbacks) AS fallbacks"
+        " FROM audit_executions GROUP BY tenant_id, outcome"
+    )
+    with engine_of(audited.url).connect() as connection:
+        counted = {
+            (r.tenant_id, r.outcome): (r.executions, r.attempts, r.fallbacks) for r in connection.execute(statement)
+        }
+
+    expected: Counter[tuple[str, str, str]] = Counter()
+    for stream in truth.streams(audited.events).values():
+        terminal = {e.event_type for e in stream} & {"ExecutionSucceeded", "ExecutionFailed"}
+        outcome = (
+            {"ExecutionSucceeded": "succeeded", "ExecutionFailed": "failed"}[terminal.pop()]
+            if terminal
+            else "incomplete"
+        )
+        key = (stream[0].tenant_id, outcome)
+        expected[(*key, "executions")] += 1
+        expected[(*key, "attempts")] += sum(e.event_type == "AttemptStarted" for e in stream)
+        expected[(*key, "fallbacks")] += sum(e.event_type == "FallbackTriggered" for e in stream)
+    assert counted == {
+        (tenant, outcome): (
+            expected[(tenant, outcome, "executions")],
+            expected[(tenant, outcome, "attempts")],
+            expected[(tenant, outcome, "fallbacks")],
+        )
+        for tenant, outcome, _ in expected
+    }
+
+
+def test_audit_attempts_has_one_row_per_attempt_as_its_events_say(
+    audited: AuditedLedger, engine_of: Callable[[str], Engine]
+) -> None:
+    expected = truth.attempts(audited.events)
+    rows = view_rows(engine_of(audited.url), "audit_attempts")
+
+    assert Counter((row["execution_id"], row["attempt"]) for row in rows) == Counter(list(expected))
+    for row in rows:
+        wanted = expected[(row["execution_id"], row["attempt"])]
+        assert project(row, wanted) == wanted, (row["execution_id"], row["attempt"])
+
+
+def test_audit_fallbacks_has_one_row_per_fallback_with_what_became_of_its_execution(
+    audited: AuditedLedger, engine_of: Callable[[str], Engine]
+) -> None:
+    expected = truth.fallbacks(audited.events)
+    rows = view_rows(engine_of(audited.url), "audit_fallbacks")
+
+    def key(row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(sorted(project(row, expected[0]).items()))
+
+    assert sorted(map(key, rows)) == sorted(map(key, expected))
+
+
+def test_audit_incomplete_lists_the_executions_with_no_terminal_event(
+    audited: AuditedLedger, engine_of: Callable[[str], Engine]
+) -> None:
+    expected = truth.incomplete(audited.events)
+    rows = view_rows(engine_of(audited.url), "audit_incomplete")
+
+    assert set(expected) == {str(stream) for stream in audited.extras.incomplete}
+    assert sorted(row["execution_id"] for row in rows) == sorted(expected)
+    for row in rows:
+        wanted = expected[row["execution_id"]]
+        assert project(row, wanted) == wanted
+        assert row["age_seconds"] >= 0

@@ -1,0 +1,157 @@
+"""What each audit view must hold, computed in Python from the events read through ``EventStore``,
+independently of the views' SQL. Rows are dicts keyed by the views' column names."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from llm_ledger.events import Event
+from llm_ledger.events.model import TERMINAL_EVENT_TYPES
+
+Row = dict[str, Any]
+
+
+def streams(events: Iterable[Event]) -> dict[str, list[Event]]:
+    """Each execution's events in stream order, by execution id."""
+    grouped: dict[str, list[Event]] = defaultdict(list)
+    for event in events:
+        grouped[str(event.stream_id)].append(event)
+    return {stream: sorted(found, key=lambda e: e.stream_position) for stream, found in grouped.items()}
+
+
+def _context(event: Event) -> Row:
+    return {
+        "execution_id": str(event.stream_id),
+        "tenant_id": event.tenant_id,
+        "agent_id": event.agent_id,
+        "session_id": event.session_id,
+        "turn_id": event.turn_id,
+        "step": event.step,
+    }
+
+
+def _first(stream: list[Event], *types: str) -> Event | None:
+    return next((event for event in stream if event.event_type in types), None)
+
+
+def _payload(event: Event | None) -> dict[str, Any]:
+    return {} if event is None else event.payload.model_dump(mode="json")
+
+
+def _outcome(terminal: Event | None) -> str:
+    if terminal is None:
+        return "incomplete"
+    return "succeeded" if terminal.event_type == "ExecutionSucceeded" else "failed"
+
+
+def executions(events: Iterable[Event]) -> dict[str, Row]:
+    rows = {}
+    for stream_id, stream in streams(events).items():
+        started = _first(stream, "ExecutionStarted")
+        assert started is not None, f"stream {stream_id} has no ExecutionStarted"
+        terminal = _first(stream, *TERMINAL_EVENT_TYPES)
+        start, end = _payload(started), _payload(terminal)
+        outcome = _outcome(terminal)
+        failures = [e for e in stream if e.event_type == "AttemptFailed"]
+        attempts = [e for e in stream if e.event_type == "AttemptStarted"]
+        usage = end.get("usage") or {}
+        rows[stream_id] = {
+            **_context(started),
+            "operation": start["operation"],
+            "started_at": started.occurred_at,
+            "ended_at": terminal.occurred_at if terminal else None,
+            "chain": start["chain"],
+            "final_model": end.get("model") if outcome == "succeeded" else end.get("last_model"),
+            "final_provider": {
+                "succeeded": end.get("provider"),
+                "failed": _payload(attempts[-1]).get("provider") if attempts else None,
+            }.get(outcome),
+            "outcome": outcome,
+            "error_type": end.get("error_type") if outcome == "failed" else None,
+            "last_attempt_error_type": _payload(failures[-1])["error_type"] if failures else None,
+            "attempts": len(attempts),
+            "fallbacks": sum(e.event_type == "FallbackTriggered" for e in stream),
+            "latency_ms": end.get("latency_ms"),
+            "total_tokens": usage.get("total_tokens"),
+            "input_sha256": start["input"]["sha256"],
+            "output_sha256": (end.get("output") or {}).get("sha256"),
+            "trace_id": started.trace_id,
+            "events": len(stream),
+            "head_hash": stream[-1].hash,
+        }
+    return rows
+
+
+def attempts(events: Iterable[Event]) -> dict[tuple[str, int], Row]:
+    rows = {}
+    for stream_id, stream in streams(events).items():
+        outcomes = {_payload(e)["attempt"]: e for e in stream if e.event_type in ("AttemptSucceeded", "AttemptFailed")}
+        for started in (e for e in stream if e.event_type == "AttemptStarted"):
+            begin = _payload(started)
+            result = outcomes.get(begin["attempt"])
+            end = _payload(result)
+            rows[(stream_id, begin["attempt"])] = {
+                **_context(started),
+                "attempt": begin["attempt"],
+                "model": begin["model"],
+                "provider": begin["provider"],
+                "retry": begin["retry"],
+                "fallback_index": begin["fallback_index"],
+                "started_at": started.occurred_at,
+                "ended_at": result.occurred_at if result else None,
+                "outcome": {None: "incomplete", "AttemptSucceeded": "succeeded", "AttemptFailed": "failed"}[
+                    result.event_type if result else None
+                ],
+                "error_type": end.get("error_type"),
+                "status_code": end.get("status_code"),
+                "next_action": end.get("next_action"),
+                "latency_ms": end.get("latency_ms"),
+                "total_tokens": (end.get("usage") or {}).get("total_tokens"),
+            }
+    return rows
+
+
+def fallbacks(events: Iterable[Event]) -> list[Row]:
+    rows = []
+    for stream in streams(events).values():
+        outcome = _outcome(_first(stream, *TERMINAL_EVENT_TYPES))
+        for fallback in (e for e in stream if e.event_type == "FallbackTriggered"):
+            moved = _payload(fallback)
+            rows.append(
+                {
+                    **_context(fallback),
+                    "occurred_at": fallback.occurred_at,
+                    "from_model": moved["from_model"],
+                    "to_model": moved["to_model"],
+                    "reason": moved["reason"],
+                    "execution_outcome": outcome,
+                    "succeeded_after": outcome == "succeeded",
+                }
+            )
+    return rows
+
+
+def incomplete(events: Iterable[Event]) -> dict[str, Row]:
+    rows = {}
+    for stream_id, stream in streams(events).items():
+        if _first(stream, *TERMINAL_EVENT_TYPES) is not None:
+            continue
+        rows[stream_id] = {
+            **_context(stream[0]),
+            "started_at": stream[0].occurred_at,
+            "last_event_at": stream[-1].occurred_at,
+            "last_event_type": stream[-1].event_type,
+            "events": len(stream),
+            "attempts": sum(e.event_type == "AttemptStarted" for e in stream),
+        }
+    return rows
+
+
+def moment(value: Any) -> datetime:
+    """A timestamp as either driver returns it (SQLite: UTC text), in UTC."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
