@@ -1,16 +1,19 @@
 """The audited dataset: the demo workload, plus what the demo never leaves behind: executions whose
 process died after ``ExecutionStarted`` (incomplete streams), and an execution whose prompt holds every
-character that JSON escapes differently from plain text, so that a digest check is put to the test."""
+character that JSON escapes differently from plain text, so that a digest check is put to the test; and,
+since which demo call meets which failure depends on how concurrent calls interleave, executions that
+certainly fall back after a rate limit and then fail, and fall back and then succeed."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from uuid import UUID
 
 from llm_ledger.demo import run_workload
 from llm_ledger.events import Event
-from llm_ledger.executor import InMemorySink, LLMExecutor, LLMMessage, execution_context
+from llm_ledger.executor import InMemorySink, LLMExecutor, LLMMessage, ProviderError, execution_context
 from llm_ledger.store import EventStore
 
 DEMO_SESSIONS = 40
@@ -22,6 +25,10 @@ DIGEST_MESSAGES = (
     ("user", "My order\x01 arrived broken\r\n« cassé »"),
 )
 INCOMPLETE_TENANTS = ("acme", "globex")
+FAILING_OVER = (
+    ("mock/audit-throttled?rate_limit=1&seed=1", "mock/audit-down?server_error=1&seed=2"),
+    ("mock/audit-filtered?content_filter=1&seed=3", "mock/audit-fine?seed=4"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,14 +38,27 @@ class Extras:
     digest_execution: UUID
     digest_response: str
     incomplete: tuple[UUID, ...]
+    failed_over: tuple[UUID, ...]
 
 
-async def _execute(tenant: str, messages: tuple[tuple[str, str], ...]) -> tuple[InMemorySink, str]:
+async def _execute(
+    tenant: str, messages: tuple[tuple[str, str], ...], chain: tuple[str, ...] = ("mock/audit-check?seed=5",)
+) -> tuple[InMemorySink, str | None]:
     sink = InMemorySink()
-    executor = LLMExecutor("mock/audit-check?p50_ms=1&p99_ms=2&seed=5", step_name="generation", sink=sink)
-    with execution_context(tenant_id=tenant, agent_id="support", session_id="audit-session", turn_id="audit-turn"):
+    executor = LLMExecutor(
+        chain[0],
+        fallback_models=list(chain[1:]),
+        step_name="generation",
+        max_retries=0,
+        sink=sink,
+    )
+    with (
+        execution_context(tenant_id=tenant, agent_id="support", session_id="audit-session", turn_id="audit-turn"),
+        contextlib.suppress(ProviderError),
+    ):
         response = await executor.generate([LLMMessage(role=role, content=content) for role, content in messages])
-    return sink, response.content
+        return sink, response.content
+    return sink, None
 
 
 def _started_only(tenant: str) -> Event:
@@ -53,16 +73,19 @@ def fill_ledger(url: str) -> Extras:
     """Run the demo workload into the ledger at ``url`` (migrating it) and add the extras."""
     run_workload(url, sessions=DEMO_SESSIONS, seed=DEMO_SEED, latency_scale=0.01)
     sink, response = asyncio.run(_execute(DIGEST_TENANT, DIGEST_MESSAGES))
+    assert response is not None
     incomplete = [_started_only(tenant) for tenant in INCOMPLETE_TENANTS]
+    failing_over = [asyncio.run(_execute(DIGEST_TENANT, (("user", "fail over"),), chain))[0] for chain in FAILING_OVER]
     store = EventStore(url)
     try:
-        store.append([*sink.events, *incomplete])
+        store.append([*sink.events, *incomplete, *(event for run in failing_over for event in run.events)])
     finally:
         store.close()
     return Extras(
         digest_execution=sink.events[0].stream_id,
         digest_response=response,
         incomplete=tuple(event.stream_id for event in incomplete),
+        failed_over=tuple(run.events[0].stream_id for run in failing_over),
     )
 
 
