@@ -53,7 +53,8 @@ def run_demo(options: DemoOptions) -> int:
     url = options.database_url or StoreSettings.from_env().database_url
     shown = normalize_url(url).render_as_string(hide_password=True)
     total = plan_workload(options.sessions, options.seed).executions
-    print(f"llm-ledger demo: {options.sessions} sessions, {total:,} LLM executions, into {shown}")
+    sessions = f"{options.sessions} session{'s' if options.sessions > 1 else ''}"
+    print(f"llm-ledger demo: {sessions}, {total:,} LLM executions, into {shown}")
     bar = ProgressBar(total, "executions")
     try:
         summary = run_workload(
@@ -64,7 +65,6 @@ def run_demo(options: DemoOptions) -> int:
             latency_scale=options.latency_scale,
         )
     except StoreUnavailableError as exc:
-        bar.finish()
         print(f"llm-ledger: {exc}", file=sys.stderr)
         return 1
     bar.finish()

@@ -1,0 +1,117 @@
+"""``llm-ledger demo`` through the real CLI, on PostgreSQL and SQLite: the ledger it leaves is whole,
+its projections equal the SQL ground truth, and its options and bad input behave."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from llm_ledger.cli import main
+from llm_ledger.demo import STEPS, TENANT_AGENTS
+from llm_ledger.projections import Projector
+from llm_ledger.store import migrate
+from tests.demo.ledger import check_streams
+from tests.projections.ground_truth import assert_read_models_equal_truth
+from tests.projections.projecting import project_all
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = ["--latency-scale", "0"]  # the mock models answer at once; the workload is the same
+
+
+def test_the_demo_fills_a_whole_ledger_whose_projections_equal_the_ground_truth(
+    empty_ledger_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["demo", "--sessions", "12", "--seed", "7", "--database-url", empty_ledger_url, *FAST])
+    out = capsys.readouterr().out
+    assert status == 0, out
+
+    assert migrate.current(empty_ledger_url) == migrate.head()
+    shape = check_streams(empty_ledger_url)
+    assert shape.sessions == 12
+    assert shape.tenants == set(TENANT_AGENTS)
+    assert shape.agents == {(tenant, agent) for tenant, agents in TENANT_AGENTS.items() for agent in agents}
+    assert shape.turns >= 2 * 12
+    assert shape.steps == {step: shape.turns for step in STEPS}
+    assert set(shape.operations) == {"generate", "generate_stream", "generate_structured"}
+    assert shape.retries > 0
+    assert sum(shape.fallback_reasons.values()) > 0
+    assert shape.failed > 0
+    assert f"{shape.executions:,} executions, {shape.events:,} events" in out
+    assert "verify_chain: " in out and "chain intact" in out
+
+    projector = Projector(empty_ledger_url)
+    try:
+        project_all(projector)
+        assert_read_models_equal_truth(projector.engine, sorted(shape.tenants))
+    finally:
+        projector.close()
+
+
+def test_the_summary_table_counts_by_step_and_tenant(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--sessions", "6", "--database-url", sqlite_url, *FAST]) == 0
+    out = capsys.readouterr().out
+    shape = check_streams(sqlite_url)
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.split()[:1]}
+    for step in STEPS:
+        assert rows[step][0] == str(shape.steps[step])
+    assert rows["all"][:2] == [str(shape.executions), str(shape.failed)]
+    assert rows["all"][3:5] == [str(sum(shape.fallback_reasons.values())), str(shape.retries)]
+    assert {tenant for tenant in TENANT_AGENTS if tenant in rows} == set(TENANT_AGENTS)
+    assert "llm-ledger dashboard" in out and "llm-ledger audit verify" in out
+    assert f'sqlite3 {sqlite_url.removeprefix("sqlite:///")} "SELECT' in out
+
+
+def test_the_same_seed_makes_the_same_calls_and_another_seed_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shapes = []
+    for run, seed in enumerate((11, 11, 12)):
+        url = f"sqlite:///{tmp_path / f'run{run}.db'}"
+        assert main(["demo", "--sessions", "5", "--seed", str(seed), "--database-url", url, *FAST]) == 0
+        shapes.append(check_streams(url))
+    capsys.readouterr()
+    first, again, other = shapes
+    same = [(s.executions, s.turns, s.agents, s.steps, s.operations) for s in (first, again)]
+    assert same[0] == same[1]
+    assert (other.turns, other.operations) != (first.turns, first.operations)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--sessions", "0"], "argument --sessions: must be at least 1, got 0"),
+        (["--sessions", "many"], "argument --sessions: 'many' is not a whole number"),
+        (["--seed", "x"], "argument --seed: invalid int value: 'x'"),
+    ],
+)
+def test_bad_options_are_named(arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", *arguments])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("url", "status", "message"),
+    [
+        ("postgresql://postgres@127.0.0.1:1/ledger", 1, "llm-ledger: the event store cannot be reached"),
+        ("mysql://root@127.0.0.1/ledger", 2, "llm-ledger: unsupported database 'mysql'"),
+    ],
+)
+def test_a_ledger_it_cannot_use_is_a_clear_error_without_traceback(
+    url: str, status: int, message: str, clean_environment: Callable[..., dict[str, str]]
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "llm_ledger.cli", "demo", "--sessions", "1", "--database-url", url, *FAST],
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == status, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
