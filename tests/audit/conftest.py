@@ -1,0 +1,164 @@
+"""Sealed ledgers to verify and to tamper with, on PostgreSQL and SQLite.
+
+A workload recorded by the real executor on ``mock/`` models is stored and sealed once per dialect (two
+seals per tenant, signed, the first cutting through streams) into a template; every test gets a copy of
+its own (``CREATE DATABASE ... TEMPLATE`` on PostgreSQL, a file copy on SQLite), since tampering is for
+keeps. ``Ledger.tamper`` runs statements as the database's superuser with the append-only triggers out of
+the way, as an attacker with that power would.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, Engine, select, text
+
+from llm_ledger.audit import AuditReport, SigningKey, seal_ledger, verify_ledger
+from llm_ledger.audit.schema import AUDIT_TABLES
+from llm_ledger.events import Event
+from llm_ledger.store import EventStore, create_store_engine, migrate
+from llm_ledger.store.schema import events
+from tests.projections import workload
+from tests.store.conftest import (  # noqa: F401  (fixtures, registered here by import)
+    _create_postgres_database,
+    _postgres_server,
+    empty_postgres_url,
+    postgres_migrated_url,
+    postgres_url,
+    sqlite_url,
+    unique_tenant_id,
+)
+
+TENANTS = ("audit-acme", "audit-globex")
+EXECUTIONS = 60
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> SigningKey:
+    return SigningKey.generate()
+
+
+@pytest.fixture(scope="session")
+def recorded() -> list[Event]:
+    """A workload's events in emission order (streams interleaved), over twelve hours."""
+    return workload.generate(TENANTS, EXECUTIONS, spread=timedelta(hours=12), seed=3)
+
+
+def store_events(url: str, recorded: list[Event]) -> None:
+    store = EventStore(url)
+    try:
+        store.append(recorded)
+    finally:
+        store.close()
+
+
+def build_sealed(url: str, recorded: list[Event], signing_key: SigningKey) -> None:
+    """Migrate, then store and seal the first 60% of the events, then the rest: the first seal ends in the
+    middle of some streams."""
+    migrate.upgrade(url)
+    cut = len(recorded) * 3 // 5
+    store_events(url, recorded[:cut])
+    seal_ledger(url, signing_key=signing_key)
+    store_events(url, recorded[cut:])
+    seal_ledger(url, signing_key=signing_key)
+
+
+@pytest.fixture(scope="session")
+def _postgres_template(
+    _create_postgres_database: Callable[[], str],  # noqa: F811
+    recorded: list[Event],
+    signing_key: SigningKey,
+) -> str:
+    url = _create_postgres_database()
+    build_sealed(url, recorded, signing_key)
+    return url
+
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory, recorded: list[Event], signing_key: SigningKey) -> Path:
+    path = tmp_path_factory.mktemp("audit-template") / "ledger.db"
+    build_sealed(f"sqlite:///{path}", recorded, signing_key)
+    return path
+
+
+@dataclass
+class Ledger:
+    """A sealed ledger of the test's own, and the power of its superuser."""
+
+    url: str
+    engine: Engine
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def verify(self, **options: Any) -> AuditReport:
+        return verify_ledger(self.url, record=False, **options)
+
+    def tamper(self, change: Callable[[Connection], None]) -> None:
+        """Run ``change`` with every append-only trigger disabled (PostgreSQL, as the superuser) or dropped
+        (SQLite)."""
+        tables = [events.name, *(table.name for table in AUDIT_TABLES)]
+        with self.engine.begin() as connection:
+            if self.dialect == "postgresql":
+                for table in tables:
+                    connection.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER ALL"))
+            else:
+                names = connection.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'")).scalars()
+                for name in list(names):
+                    connection.execute(text(f"DROP TRIGGER {name}"))
+            change(connection)
+
+    def rows(self, *conditions: Any) -> list[Any]:
+        query = select(events).where(*conditions).order_by(events.c.stream_id, events.c.stream_position)
+        with self.engine.connect() as connection:
+            return list(connection.execute(query))
+
+    def complete_stream(self, tenant_id: str = TENANTS[0], min_events: int = 4, skip: int = 0) -> list[Any]:
+        """The rows of a stream that starts, ends with a terminal event and has at least ``min_events``
+        events, in position order (``skip`` picks a later one)."""
+        streams: dict[str, list[Any]] = {}
+        for row in self.rows(events.c.tenant_id == tenant_id):
+            streams.setdefault(row.stream_id, []).append(row)
+        found = [
+            rows
+            for rows in streams.values()
+            if len(rows) >= min_events and rows[-1].event_type in ("ExecutionSucceeded", "ExecutionFailed")
+        ]
+        return found[skip]
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def ledger(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    _postgres_server: Engine,  # noqa: F811
+) -> Iterator[Ledger]:
+    """A copy of the sealed template, once per dialect."""
+    if request.param == "postgresql":
+        template_url: str = request.getfixturevalue("_postgres_template")
+        template = template_url.rsplit("/", 1)[1]
+        name = f"llm_ledger_audit_{uuid.uuid4().hex[:12]}"
+        with _postgres_server.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+        url = template_url.rsplit("/", 1)[0] + f"/{name}"
+    else:
+        path = tmp_path / "ledger.db"
+        shutil.copy(request.getfixturevalue("_sqlite_template"), path)
+        url = f"sqlite:///{path}"
+    engine = create_store_engine(url)
+    yield Ledger(url, engine)
+    engine.dispose()
+    if request.param == "postgresql":
+        with _postgres_server.connect() as connection:
+            connection.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"), {"name": name}
+            )
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
