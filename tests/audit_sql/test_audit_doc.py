@@ -1,0 +1,267 @@
+"""Every ```sql block of docs/AUDIT.md, run with psql against the audited demo ledger on PostgreSQL as the
+doc says to run it: as ``llm_ledger_auditor`` and, for the tenant-scoped ones, as ``llm_ledger_reader`` of
+that tenant too (same rows). Each block returns rows where the dataset implies rows, and the figures the
+events imply; a block added to the doc without an expectation here fails."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pytest
+from sqlalchemy import Engine, text
+
+from tests.audit_sql import truth
+from tests.audit_sql.auditdoc import AUDIT_MD, PsqlError, SqlBlock, psql_url, run_psql, sql_blocks
+from tests.audit_sql.conftest import AuditedLedger
+from tests.audit_sql.ledger import DIGEST_MESSAGES, DIGEST_TENANT
+
+Rows = list[dict[str, str]]
+BLOCKS = sql_blocks(AUDIT_MD.read_text(encoding="utf-8"))
+AGENT = "support"
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a block's result is checked against."""
+
+    ledger: AuditedLedger
+    variables: dict[str, str]
+
+    def executions(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        rows = truth.executions(self.ledger.events).values()
+        return [row for row in rows if tenant is None or row["tenant_id"] == tenant]
+
+    def attempts(self, tenant: str) -> list[dict[str, Any]]:
+        return [row for row in truth.attempts(self.ledger.events).values() if row["tenant_id"] == tenant]
+
+    @property
+    def tenant(self) -> str:
+        return self.variables["tenant"]
+
+
+Check = Callable[[Rows, Facts], None]
+Kind = Literal["grant", "auditor_session", "reader_session", "tenant", "all_tenants"]
+
+
+@dataclass(frozen=True)
+class Expect:
+    """How a block is run: ``tenant`` blocks as the auditor and as the tenant's reader (the same rows);
+    ``all_tenants`` blocks as the auditor (several tenants) and as the reader (its tenant only);
+    ``check`` then holds the auditor's rows to the events."""
+
+    kind: Kind
+    check: Check | None = None
+
+
+def ids(rows: Rows, column: str = "execution_id") -> list[str]:
+    return sorted(row[column] for row in rows)
+
+
+def total(rows: Rows, column: str) -> int:
+    return sum(int(row[column]) for row in rows)
+
+
+def _sent_by_agent(rows: Rows, facts: Facts) -> None:
+    attempts = [row for row in facts.attempts(facts.tenant) if row["agent_id"] == AGENT]
+    assert total(rows, "attempts") == len(attempts)
+    # An execution counts once under each model it called.
+    assert total(rows, "executions") == len({(row["execution_id"], row["model"]) for row in attempts})
+    assert {(row["provider"], row["model"]) for row in rows} == {(a["provider"], a["model"]) for a in attempts}
+
+
+def _executions_of_agent(rows: Rows, facts: Facts) -> None:
+    expected = [row["execution_id"] for row in facts.executions(facts.tenant) if row["agent_id"] == AGENT]
+    assert ids(rows) == sorted(expected)
+
+
+def _the_digest_execution(rows: Rows, facts: Facts) -> None:
+    assert ids(rows) == [str(facts.ledger.extras.digest_execution)]
+
+
+def _fallbacks(rows: Rows, facts: Facts) -> None:
+    expected = [row for row in truth.fallbacks(facts.ledger.events) if row["tenant_id"] == facts.tenant]
+    assert len(rows) == len(expected)
+    assert {str(stream) for stream in facts.ledger.extras.failed_over} <= set(ids(rows))
+    assert Counter(row["succeeded_after"] for row in rows) == Counter(
+        {True: "t", False: "f"}[row["succeeded_after"]] for row in expected
+    )
+
+
+def _fallback_chains(rows: Rows, facts: Facts) -> None:
+    expected = [row for row in truth.fallbacks(facts.ledger.events) if row["tenant_id"] == facts.tenant]
+    assert total(rows, "fallbacks") == len(expected)
+    assert total(rows, "succeeded_after") == sum(row["succeeded_after"] for row in expected)
+
+
+def _rate_limits(rows: Rows, facts: Facts) -> None:
+    expected = [row for row in facts.attempts(facts.tenant) if row["error_type"] == "rate_limit"]
+    assert total(rows, "rate_limited") == len(expected) > 0
+    assert total(rows, "retried") + total(rows, "fell_back") == len(expected) - sum(
+        row["next_action"] == "fail" for row in expected
+    )
+
+
+def _failed_executions(rows: Rows, facts: Facts) -> None:
+    expected = [row for row in facts.executions(facts.tenant) if row["outcome"] == "failed"]
+    assert ids(rows) == sorted(row["execution_id"] for row in expected)
+    assert {row["error_type"] for row in rows} <= {"all_models_failed", "stream_interrupted", "deadline_exceeded"}
+
+
+def _failure_rates(rows: Rows, facts: Facts) -> None:
+    assert total(rows, "failed_attempts") == sum(row["outcome"] == "failed" for row in facts.attempts(facts.tenant))
+
+
+def _incomplete(rows: Rows, facts: Facts) -> None:
+    assert ids(rows) == sorted(str(stream) for stream in facts.ledger.extras.incomplete)
+    assert {row["last_event_type"] for row in rows} == {"ExecutionStarted"}
+
+
+def _one_stream(rows: Rows, facts: Facts) -> None:
+    execution = truth.executions(facts.ledger.events)[facts.variables["execution"]]
+    assert [int(row["stream_position"]) for row in rows] == list(range(execution["events"]))
+    assert {row["linked"] for row in rows} == {"t"}
+    assert rows[-1]["hash"] == execution["head_hash"]
+
+
+def _session_timeline(rows: Rows, facts: Facts) -> None:
+    expected = [row for row in facts.attempts(facts.tenant) if row["session_id"] == facts.variables["session"]]
+    assert len(rows) == len(expected)
+
+
+def _models_used(rows: Rows, facts: Facts) -> None:
+    attempts = facts.attempts(facts.tenant)
+    assert total(rows, "attempts") == len(attempts)
+    assert total(rows, "succeeded") == sum(row["outcome"] == "succeeded" for row in attempts)
+
+
+def _tenants_at_a_glance(rows: Rows, facts: Facts) -> None:
+    expected = Counter(row["tenant_id"] for row in facts.executions())
+    assert {row["tenant_id"]: int(row["executions"]) for row in rows} == expected
+    assert total(rows, "incomplete") == len(facts.ledger.extras.incomplete)
+
+
+EXPECTED: dict[str, Expect] = {
+    "Connecting [1]": Expect("grant"),
+    "Connecting [2]": Expect("auditor_session"),
+    "Connecting [3]": Expect("reader_session"),
+    "What did tenant X's agent Y send to which providers in the last seven days? [1]": Expect("tenant", _sent_by_agent),
+    "What did tenant X's agent Y send to which providers in the last seven days? [2]": Expect(
+        "tenant", _executions_of_agent
+    ),
+    "Is this the prompt that was sent? [1]": Expect("tenant", _the_digest_execution),
+    "Is this the prompt that was sent? [2]": Expect("tenant", _the_digest_execution),
+    "Which executions failed over, and why? [1]": Expect("tenant", _fallbacks),
+    "Which executions failed over, and why? [2]": Expect("tenant", _fallback_chains),
+    "Which attempts hit a rate limit? [1]": Expect("tenant", _rate_limits),
+    "Failed executions and their last error [1]": Expect("tenant", _failed_executions),
+    "Failed executions and their last error [2]": Expect("tenant", _failure_rates),
+    "Incomplete executions [1]": Expect("all_tenants", _incomplete),
+    "One execution's full event stream, with its hashes [1]": Expect("tenant", _one_stream),
+    "A session's timeline [1]": Expect("tenant", _session_timeline),
+    "Who used which model, when [1]": Expect("tenant", _models_used),
+    "Tenants at a glance [1]": Expect("all_tenants", _tenants_at_a_glance),
+}
+
+
+def block_of(kind: Kind) -> SqlBlock:
+    (block,) = (block for block in BLOCKS if EXPECTED.get(block.key, Expect("tenant")).kind == kind)
+    return block
+
+
+@pytest.fixture(scope="module")
+def facts(audited_postgresql: AuditedLedger) -> Facts:
+    """The ledger and the psql variables: the tenant that holds the digest check, its busiest session,
+    and an execution that fell back and failed."""
+    sessions = Counter(
+        event.session_id for event in audited_postgresql.events if event.tenant_id == DIGEST_TENANT and event.session_id
+    )
+    variables = {
+        "tenant": DIGEST_TENANT,
+        "agent": AGENT,
+        "session": sessions.most_common(1)[0][0],
+        "execution": str(audited_postgresql.extras.failed_over[0]),
+        "messages": json.dumps([{"role": role, "content": content} for role, content in DIGEST_MESSAGES]),
+        "response": audited_postgresql.extras.digest_response,
+    }
+    return Facts(audited_postgresql, variables)
+
+
+@pytest.fixture
+def login(facts: Facts, engine_of: Callable[[str], Engine]) -> Iterator[str]:
+    """A login of the cluster's own, holding no ledger role, dropped at the end."""
+    name = f"llm_ledger_test_login_{uuid.uuid4().hex[:8]}"
+    engine = engine_of(facts.ledger.url)
+    with engine.begin() as connection:
+        connection.execute(text(f'CREATE ROLE "{name}" LOGIN'))
+    yield name
+    with engine.begin() as connection:
+        connection.execute(text(f'DROP ROLE "{name}"'))
+
+
+def psql(facts: Facts, *blocks: str, user: str | None = None, **more: str) -> Rows:
+    return run_psql(psql_url(facts.ledger.url, user), "\n".join(blocks), {**facts.variables, **more})
+
+
+def test_every_sql_block_of_the_audit_doc_has_an_expectation() -> None:
+    keys = [block.key for block in BLOCKS]
+    assert len(keys) == len(set(keys))
+    assert not set(keys) - set(EXPECTED), "blocks of docs/AUDIT.md that no test runs: add them to EXPECTED"
+    assert not set(EXPECTED) - set(keys), "EXPECTED names blocks that docs/AUDIT.md no longer has"
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=[block.key for block in BLOCKS])
+def test_each_block_uses_only_the_variables_the_doc_explains(block: SqlBlock) -> None:
+    explained = {"tenant", "agent", "session", "execution", "messages", "response", "login"}
+    assert block.variables() <= explained
+
+
+def test_the_grant_lets_a_login_take_the_auditor_role(facts: Facts, login: str) -> None:
+    auditor, grant = block_of("auditor_session").sql, block_of("grant").sql
+    count = "SELECT count(*) AS executions FROM audit_executions;"
+    with pytest.raises(PsqlError, match="permission denied to set role"):
+        psql(facts, auditor, count, user=login)
+
+    psql(facts, grant, login=login)
+
+    assert psql(facts, auditor, count, user=login) == [{"executions": str(len(facts.executions()))}]
+
+
+@pytest.mark.parametrize(
+    ("kind", "role", "tenant"),
+    [("auditor_session", "llm_ledger_auditor", ""), ("reader_session", "llm_ledger_reader", DIGEST_TENANT)],
+)
+def test_the_session_blocks_take_their_role(facts: Facts, kind: Kind, role: str, tenant: str) -> None:
+    rows = psql(
+        facts,
+        block_of(kind).sql,
+        "SELECT current_user AS role, current_setting('llm_ledger.tenant_id', true) AS tenant;",
+    )
+    assert rows == [{"role": role, "tenant": tenant}]
+
+
+QUERIES = [block for block in BLOCKS if EXPECTED.get(block.key, Expect("tenant")).kind in ("tenant", "all_tenants")]
+
+
+def ordered(rows: Rows) -> list[tuple[tuple[str, str], ...]]:
+    return sorted(tuple(row.items()) for row in rows)
+
+
+@pytest.mark.parametrize("block", QUERIES, ids=[block.key for block in QUERIES])
+def test_each_query_answers_as_the_events_say(facts: Facts, block: SqlBlock) -> None:
+    expect = EXPECTED[block.key]
+    as_auditor = psql(facts, block_of("auditor_session").sql, block.sql)
+    as_reader = psql(facts, block_of("reader_session").sql, block.sql)
+
+    assert as_auditor, "no rows, where the dataset has some"
+    if expect.kind == "tenant":
+        assert ordered(as_reader) == ordered(as_auditor)
+    else:
+        assert len({row["tenant_id"] for row in as_auditor}) > 1
+        assert {row["tenant_id"] for row in as_reader} == {facts.tenant}
+    if expect.check is not None:
+        expect.check(as_auditor, facts)
