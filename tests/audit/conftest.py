@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -135,18 +136,13 @@ class Ledger:
         return found[skip]
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def ledger(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    _postgres_server: Engine,  # noqa: F811
-) -> Iterator[Ledger]:
-    """A copy of the sealed template, once per dialect."""
-    if request.param == "postgresql":
+@contextmanager
+def _copy_of_template(dialect: str, request: pytest.FixtureRequest, tmp_path: Path, server: Engine) -> Iterator[Ledger]:
+    if dialect == "postgresql":
         template_url: str = request.getfixturevalue("_postgres_template")
         template = template_url.rsplit("/", 1)[1]
         name = f"llm_ledger_audit_{uuid.uuid4().hex[:12]}"
-        with _postgres_server.connect() as connection:
+        with server.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
         url = template_url.rsplit("/", 1)[0] + f"/{name}"
     else:
@@ -154,11 +150,36 @@ def ledger(
         shutil.copy(request.getfixturevalue("_sqlite_template"), path)
         url = f"sqlite:///{path}"
     engine = create_store_engine(url)
-    yield Ledger(url, engine)
-    engine.dispose()
-    if request.param == "postgresql":
-        with _postgres_server.connect() as connection:
-            connection.execute(
-                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"), {"name": name}
-            )
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    try:
+        yield Ledger(url, engine)
+    finally:
+        engine.dispose()
+        if dialect == "postgresql":
+            with server.connect() as connection:
+                connection.execute(
+                    text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"),
+                    {"name": name},
+                )
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def ledger(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    _postgres_server: Engine,  # noqa: F811
+) -> Iterator[Ledger]:
+    """A copy of the sealed template, of the test's own, once per dialect."""
+    with _copy_of_template(request.param, request, tmp_path, _postgres_server) as copy:
+        yield copy
+
+
+@pytest.fixture
+def postgres_ledger(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    _postgres_server: Engine,  # noqa: F811
+) -> Iterator[Ledger]:
+    """A copy of the sealed PostgreSQL template, for what only PostgreSQL has (roles, row-level security)."""
+    with _copy_of_template("postgresql", request, tmp_path, _postgres_server) as copy:
+        yield copy
