@@ -31,11 +31,11 @@ MOCK_PROVIDERS: dict[str, MockBehaviour] = {
     "anthropic-claude-3.5-sonnet": MockBehaviour(
         p50_ms=380,
         p99_ms=1800,
-        server_error=0.15,
-        timeout=0.12,
-        content_filter=0.05,
-        invalid_output=0.15,
-        stream_break=0.06,
+        server_error=0.08,
+        timeout=0.06,
+        content_filter=0.03,
+        invalid_output=0.12,
+        stream_break=0.04,
         output_tokens=240,
     ),
     # OpenAI: steady; long sessions hit the context window, structured answers are sometimes cut.
