@@ -115,3 +115,21 @@ def test_a_ledger_it_cannot_use_is_a_clear_error_without_traceback(
     assert result.returncode == status, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_without_the_dashboard_extra_it_says_how_to_install_it(
+    sqlite_url: str, clean_environment: Callable[..., dict[str, str]]
+) -> None:
+    # None in sys.modules is how Python itself marks a module as not importable.
+    program = (
+        "import sys; sys.modules['streamlit'] = None; from llm_ledger.cli import main; "
+        f"sys.exit(main(['demo', '--sessions', '1', '--dashboard', '--database-url', {sqlite_url!r}, *{FAST!r}]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program], env=clean_environment(), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'llm-ledger[dashboard]' && llm-ledger dashboard" in result.stdout
+    assert "the dashboard needs Streamlit: pip install 'llm-ledger[dashboard]'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert check_streams(sqlite_url).sessions == 1
