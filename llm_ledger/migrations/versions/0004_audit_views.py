@@ -66,7 +66,8 @@ class _Dialect:
         self.name = name
 
     def text(self, alias: str, *path: str) -> str:
-        """A payload field as text (numbers as SQL numbers on SQLite, which casts make equal)."""
+        """A payload field: text on PostgreSQL; on SQLite the JSON value's own SQL type (``integer`` and
+        ``number`` cast both to the same type)."""
         if self.name == "postgresql":
             if len(path) == 1:
                 return f"({alias}.payload ->> '{path[0]}')"
