@@ -13,15 +13,15 @@ from llm_ledger import __version__
 def _demo(args: argparse.Namespace) -> int:
     from llm_ledger.demo.command import DemoOptions, run_demo
 
-    return run_demo(
-        DemoOptions(
-            sessions=args.sessions,
-            seed=args.seed,
-            database_url=args.database_url,
-            open_dashboard=args.dashboard,
-            latency_scale=args.latency_scale,
-        )
+    options = DemoOptions(
+        sessions=args.sessions, seed=args.seed, database_url=args.database_url, latency_scale=args.latency_scale
     )
+    status = run_demo(options)
+    if status == 0 and args.dashboard:
+        from llm_ledger.dashboard.server import run_dashboard
+
+        return run_dashboard(database_url=args.database_url, port=8501, address="127.0.0.1")
+    return status
 
 
 def _positive_int(text: str) -> int:

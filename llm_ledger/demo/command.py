@@ -36,7 +36,6 @@ class DemoOptions:
     sessions: int = DEFAULT_SESSIONS
     seed: int = 7
     database_url: str | None = None
-    open_dashboard: bool = False
     latency_scale: float = 1.0
     after: list[AfterStep] = field(default_factory=list)
 
@@ -80,10 +79,6 @@ def run_demo(options: DemoOptions) -> int:
         passed = step.run(url) and passed
     has_dashboard = importlib.util.find_spec("streamlit") is not None
     print(f"\n{next_steps(summary, shown if options.database_url else None, has_dashboard=has_dashboard)}")
-    if options.open_dashboard:
-        from llm_ledger.dashboard.server import run_dashboard
-
-        return run_dashboard(database_url=options.database_url, port=8501, address="127.0.0.1")
     return 0 if passed else 1
 
 
