@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from llm_ledger.projections.queries import (
+    AuditFinding,
     ErrorCount,
     ErrorPoint,
     ExecutionView,
@@ -18,6 +19,7 @@ from llm_ledger.projections.queries import (
     Group,
     Point,
     SessionSummary,
+    TenantAudit,
 )
 
 Row = dict[str, Any]
@@ -59,6 +61,29 @@ def iso(moment: datetime) -> str:
 
 def short_id(identifier: str) -> str:
     return identifier[-12:]
+
+
+def time_ago(moment: datetime, now: datetime) -> str:
+    """How long before ``now``, in the largest unit that reads well; the date itself past a week."""
+    seconds = max(0, int((now - moment).total_seconds()))
+    if seconds < 60:
+        return f"{seconds} s ago"
+    if seconds < 3_600:
+        return f"{seconds // 60} min ago"
+    if seconds < 86_400:
+        return f"{seconds // 3_600} h ago"
+    if seconds < 7 * 86_400:
+        return f"{seconds // 86_400} d ago"
+    return f"on {moment:%Y-%m-%d %H:%M} UTC"
+
+
+def duration(span: timedelta) -> str:
+    seconds = span.total_seconds()
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return f"{int(seconds // 60)} min {int(seconds % 60)} s"
 
 
 def _signed(value: float, unit: str, digits: int) -> str:
@@ -394,3 +419,46 @@ def _bar(
         "model": model or NONE,
         "latency_ms": latency_ms,
     }
+
+
+# --- audit ----------------------------------------------------------------------------------------------
+
+
+def audit_metrics(audit: TenantAudit) -> list[tuple[str, str]]:
+    """The tiles of the audit page: what the run checked and found for the tenant."""
+    return [
+        ("Streams", f"{audit.streams:,}"),
+        ("Events", f"{audit.events:,}"),
+        ("Seals", f"{audit.seals:,}"),
+        ("Broken streams", f"{audit.broken_streams:,}"),
+        ("Incomplete", f"{audit.incomplete_streams:,}"),
+        ("Unsealed events", f"{audit.unsealed_events:,}"),
+    ]
+
+
+def audit_run_summary(audit: TenantAudit, now: datetime) -> str:
+    """When the run was, how long it took and what it covered, in words."""
+    tenants = f"tenant {audit.scope_tenant} only" if audit.scope_tenant else "every tenant"
+    since = f", streams with events since {audit.since:%Y-%m-%d %H:%M} UTC" if audit.since else ""
+    return (
+        f"Verified {time_ago(audit.finished_at, now)} ({audit.finished_at:%Y-%m-%d %H:%M:%S} UTC, took "
+        f"{duration(audit.duration)}) over {tenants}{since} · run `{audit.run_id}`"
+    )
+
+
+def finding_rows(findings: Iterable[AuditFinding], session_link: Callable[[str], str]) -> list[Row]:
+    """One row per finding; ``session`` links to the Sessions page of the stream's session, when the
+    stream still has events to show."""
+    return [
+        {
+            "severity": finding.severity,
+            "kind": finding.kind,
+            "stream": finding.stream_id or NONE,
+            "session": session_link(finding.session_id) if finding.session_id else None,
+            "position": finding.stream_position,
+            "detail": finding.detail,
+            "event": finding.event_id or NONE,
+            "seal": finding.seal_sequence,
+        }
+        for finding in findings
+    ]

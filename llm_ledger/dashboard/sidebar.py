@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime
 
 import streamlit as st
 
+from llm_ledger.dashboard.shaping import time_ago
 from llm_ledger.dashboard.source import DEMO_COMMAND
 from llm_ledger.dashboard.state import PAGES, WINDOWS, ViewState
 from llm_ledger.dashboard.views.sessions import SESSION_KEY
@@ -79,7 +80,7 @@ def show_freshness(freshness: Freshness | None, caught: CatchUpResult | None) ->
     if freshness is None:
         sidebar.caption(f"The projector has not run yet: record some executions (`{DEMO_COMMAND}`), then reload.")
     else:
-        updated = _ago(freshness.updated_at) if freshness.updated_at else "never"
+        updated = time_ago(freshness.updated_at, datetime.now(UTC)) if freshness.updated_at else "never"
         sidebar.caption(f"**{freshness.events_applied:,}** events projected · last update {updated}")
     if caught is None:
         sidebar.caption(
@@ -96,12 +97,3 @@ def show_freshness(freshness: Freshness | None, caught: CatchUpResult | None) ->
 
 def _day(value: object) -> date | None:
     return value if isinstance(value, date) else None
-
-
-def _ago(moment: datetime) -> str:
-    seconds = max(0, int((datetime.now(UTC) - moment).total_seconds()))
-    if seconds < 60:
-        return f"{seconds} s ago"
-    if seconds < 3_600:
-        return f"{seconds // 60} min ago"
-    return f"{moment:%Y-%m-%d %H:%M} UTC"

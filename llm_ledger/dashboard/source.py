@@ -21,6 +21,8 @@ what is already projected."""
 
 UPGRADE_COMMAND = "llm-ledger db upgrade"
 DEMO_COMMAND = "llm-ledger demo"
+VERIFY_COMMAND = "llm-ledger audit verify"
+SEAL_COMMAND = "llm-ledger audit seal"
 
 _UNREACHABLE = (
     StoreUnavailableError,

@@ -15,6 +15,7 @@ PAGES: Final = {
     "errors": "Errors",
     "fallbacks": "Fallbacks",
     "sessions": "Sessions",
+    "audit": "Audit",
 }
 WINDOWS: Final = {
     "1h": "Last hour",

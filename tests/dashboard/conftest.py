@@ -1,6 +1,6 @@
 """Databases for the dashboard's tests: one PostgreSQL database holding a known ledger of two tenants,
-projected, shared by the whole session (the AppTest and the browser tests only read it), and SQLite
-files for the empty and unmigrated cases."""
+projected, sealed and verified, shared by the whole session (the AppTest and the browser tests only read
+it), and SQLite files for the empty and unmigrated cases."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from llm_ledger.audit import seal_ledger, verify_ledger
 from llm_ledger.projections import Projector
 from llm_ledger.store import EventStore, migrate
 from tests.dashboard.ledger import KnownLedger
@@ -34,8 +35,18 @@ class PopulatedLedger:
 
 @pytest.fixture(scope="session")
 def populated_ledger(_create_postgres_database: Callable[[], str]) -> PopulatedLedger:
-    """A PostgreSQL ledger at head holding ``KnownLedger``'s events, with its read models caught up."""
+    """A PostgreSQL ledger at head holding ``KnownLedger``'s events, with its read models caught up, sealed
+    and verified clean (the audit page's last run)."""
     url = _create_postgres_database()
+    ledger = recorded_ledger(url)
+    seal_ledger(url)
+    report = verify_ledger(url)
+    assert report.ok, [str(finding) for finding in report.findings]
+    return PopulatedLedger(url, ledger)
+
+
+def recorded_ledger(url: str) -> KnownLedger:
+    """``KnownLedger``'s events in a new database at ``url`` (migrated here), projected."""
     migrate.upgrade(url)
     ledger = KnownLedger().build()
     store = EventStore(url)
@@ -50,7 +61,7 @@ def populated_ledger(_create_postgres_database: Callable[[], str]) -> PopulatedL
         projector.catch_up()
         time.sleep(0.05)
     projector.close()
-    return PopulatedLedger(url, ledger)
+    return ledger
 
 
 @pytest.fixture

@@ -4,21 +4,29 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from llm_ledger.dashboard.shaping import (
+    audit_run_summary,
+    duration,
     error_rate_rows,
     fallback_outcome_rows,
+    finding_rows,
     overview_metrics,
     session_choices,
+    time_ago,
     timeline_rows,
 )
 from llm_ledger.projections.queries import (
     AttemptView,
+    AuditFinding,
     ErrorPoint,
     ExecutionView,
     FallbackEdge,
     Figures,
     Point,
     SessionSummary,
+    TenantAudit,
 )
 
 T0 = datetime(2026, 3, 14, 15, 0, tzinfo=UTC)
@@ -102,4 +110,66 @@ def test_a_timeline_lane_per_execution_with_attempts_at_their_offsets() -> None:
         ("15:00:00 #1 answer", "execution", 0.0, 90.0, "succeeded"),
         ("15:00:00 #1 answer", "attempt 1 (rate_limit)", 0.0, 20.0, "failed"),
         ("15:00:00 #1 answer", "attempt 2", 25.0, 85.0, "succeeded"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("before", "said"),
+    [
+        (timedelta(seconds=42), "42 s ago"),
+        (timedelta(minutes=59, seconds=59), "59 min ago"),
+        (timedelta(hours=5, minutes=30), "5 h ago"),
+        (timedelta(days=6, hours=23), "6 d ago"),
+        (timedelta(days=8), "on 2026-03-06 15:00 UTC"),
+    ],
+)
+def test_how_long_ago_reads_in_the_largest_unit_that_fits(before: timedelta, said: str) -> None:
+    assert time_ago(T0 - before, T0) == said
+
+
+def test_a_durations_unit_follows_its_size() -> None:
+    assert [duration(timedelta(seconds=s)) for s in (0.0204, 3.25, 754)] == ["20 ms", "3.2 s", "12 min 34 s"]
+
+
+def _audit(**changes: object) -> TenantAudit:
+    fields: dict[str, object] = {
+        "run_id": "run-1",
+        "started_at": T0,
+        "finished_at": T0 + timedelta(seconds=2),
+        "scope_tenant": None,
+        "since": None,
+        "ok": True,
+        "streams": 3,
+        "events": 12,
+        "seals": 1,
+        "broken_streams": 0,
+        "incomplete_streams": 0,
+        "unsealed_events": 0,
+        "findings": 0,
+        "last_seal_hash": None,
+        "last_sealed_at": None,
+    }
+    return TenantAudit(**(fields | changes))  # type: ignore[arg-type]
+
+
+def test_the_run_summary_says_when_how_long_and_over_what() -> None:
+    now = T0 + timedelta(minutes=5)
+
+    assert audit_run_summary(_audit(), now) == (
+        "Verified 4 min ago (2026-03-14 15:00:02 UTC, took 2.0 s) over every tenant · run `run-1`"
+    )
+    scoped = audit_run_summary(_audit(scope_tenant="acme", since=T0 - timedelta(days=7)), now)
+    assert "over tenant acme only, streams with events since 2026-03-07 15:00 UTC" in scoped
+
+
+def test_a_finding_links_to_its_session_only_while_its_stream_has_one() -> None:
+    kept = AuditFinding("broken", "position_gap", "stream-1", 2, "event-1", None, "positions 1..1 missing", "s-1")
+    gone = AuditFinding("broken", "sealed_stream_gone", "stream-2", None, None, 1, "stream is gone", None)
+
+    rows = finding_rows([kept, gone], lambda session: f"?page=sessions&session={session}")
+
+    assert [row["session"] for row in rows] == ["?page=sessions&session=s-1", None]
+    assert [(row["stream"], row["event"], row["seal"]) for row in rows] == [
+        ("stream-1", "event-1", None),
+        ("stream-2", "—", 1),
     ]

@@ -27,7 +27,7 @@ Render = Callable[[PageContext], None]
 
 def renderer(page: str) -> Render:
     """The function that draws ``page`` (a key of ``state.PAGES``)."""
-    from llm_ledger.dashboard.views import errors, fallbacks, latency, overview, sessions
+    from llm_ledger.dashboard.views import audit, errors, fallbacks, latency, overview, sessions
 
     pages: dict[str, Render] = {
         "overview": overview.render,
@@ -35,5 +35,6 @@ def renderer(page: str) -> Render:
         "errors": errors.render,
         "fallbacks": fallbacks.render,
         "sessions": sessions.render,
+        "audit": audit.render,
     }
     return pages[page]

@@ -13,8 +13,10 @@ from llm_ledger.dashboard.shaping import (
     session_rows,
     timeline_rows,
 )
+from llm_ledger.dashboard.source import VERIFY_COMMAND
 from llm_ledger.dashboard.views import PageContext
 from llm_ledger.dashboard.views.common import heading
+from llm_ledger.projections.queries import UnreadableEventError
 
 SESSION_KEY = "session"
 SEARCH_KEY = "session_search"
@@ -39,7 +41,15 @@ def render(page: PageContext) -> None:
 
 
 def _timeline(page: PageContext, session_id: str) -> None:
-    executions = page.view.session_timeline(page.tenant, session_id)
+    try:
+        executions = page.view.session_timeline(page.tenant, session_id)
+    except UnreadableEventError as exc:
+        st.error(f"Session {session_id!r} cannot be shown: {exc}.")
+        st.markdown(
+            f"An event changed after it was recorded. `{VERIFY_COMMAND}` names it, and the Audit page shows "
+            "what the last verify found."
+        )
+        return
     if not executions:
         st.info(f"Session {session_id!r} has no recorded executions for tenant {page.tenant}.")
         return
