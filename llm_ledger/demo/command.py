@@ -40,8 +40,24 @@ class DemoOptions:
     after: list[AfterStep] = field(default_factory=list)
 
 
-AFTER_WORKLOAD: list[AfterStep] = []
-"""The steps ``llm-ledger demo`` runs after the workload, in order."""
+def catch_up_read_models(url: str) -> bool:
+    """Apply the new events to the dashboard's read models, so that it opens on current figures."""
+    from llm_ledger.projections import Projector
+
+    projector = Projector(url)
+    try:
+        bar = ProgressBar(projector.status().pending, "events")
+        result = projector.catch_up(progress=bar.advance)
+        bar.finish()
+        print(f"  applied {result.events:,} events; the read models now hold {projector.status().events_applied:,}")
+    finally:
+        projector.close()
+    return True
+
+
+def after_workload_steps() -> list[AfterStep]:
+    """What ``llm-ledger demo`` does with the ledger after the workload, in order."""
+    return [AfterStep("dashboard read models", catch_up_read_models)]
 
 
 def run_demo(options: DemoOptions) -> int:
@@ -74,7 +90,7 @@ def run_demo(options: DemoOptions) -> int:
             f"{event_stream(summary.example)}\n       verify_chain: {verify_chain(summary.example)}"
         )
     passed = _complete(summary)
-    for step in [*AFTER_WORKLOAD, *options.after]:
+    for step in [*after_workload_steps(), *options.after]:
         print(f"\n{step.name}:")
         passed = step.run(url) and passed
     has_dashboard = importlib.util.find_spec("streamlit") is not None

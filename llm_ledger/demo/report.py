@@ -99,11 +99,12 @@ def next_steps(summary: WorkloadSummary, database_url: str | None, *, has_dashbo
     dashboard = f"llm-ledger dashboard{url_option}"
     if not has_dashboard:
         dashboard = f"pip install 'llm-ledger[dashboard]' && {dashboard}"
-    lines = [
-        "what to run next:",
-        f"  {dashboard:<60} the dashboard, at http://127.0.0.1:8501",
-        f"  {'llm-ledger audit verify' + url_option:<60} check every stream's hash chain",
+    commands = [
+        (dashboard, "the dashboard, at http://127.0.0.1:8501"),
+        (f"llm-ledger audit verify{url_option}", "check every stream's hash chain"),
     ]
+    width = max(len(command) for command, _ in commands) + 3
+    lines = ["what to run next:", *(f"  {command:<{width}}{what}" for command, what in commands)]
     execution = summary.example_execution
     where = f"stream_id = '{execution}'" if execution else f"session_id = '{summary.session_ids[0]}'"
     query = (

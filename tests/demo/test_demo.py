@@ -12,6 +12,7 @@ import pytest
 
 from llm_ledger.cli import main
 from llm_ledger.demo import STEPS, TENANT_AGENTS
+from llm_ledger.demo.command import AfterStep, DemoOptions, run_demo
 from llm_ledger.projections import Projector
 from llm_ledger.store import migrate
 from tests.demo.ledger import check_streams
@@ -63,6 +64,31 @@ def test_the_summary_table_counts_by_step_and_tenant(sqlite_url: str, capsys: py
     assert {tenant for tenant in TENANT_AGENTS if tenant in rows} == set(TENANT_AGENTS)
     assert "llm-ledger dashboard" in out and "llm-ledger audit verify" in out
     assert f'sqlite3 {sqlite_url.removeprefix("sqlite:///")} "SELECT' in out
+    projector = Projector(sqlite_url)
+    try:
+        assert projector.status().pending == 0, "the demo catches the dashboard's read models up"
+        assert projector.status().events_applied == shape.events
+    finally:
+        projector.close()
+
+
+@pytest.mark.parametrize("passes", [True, False])
+def test_the_steps_after_the_workload_decide_the_exit_status(
+    passes: bool, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[str] = []
+
+    def check(url: str) -> bool:
+        seen.append(url)
+        print("  checked")
+        return passes
+
+    options = DemoOptions(sessions=1, database_url=sqlite_url, latency_scale=0, after=[AfterStep("the check", check)])
+    assert run_demo(options) == (0 if passes else 1)
+    assert seen == [sqlite_url]
+    out = capsys.readouterr().out
+    assert "\nthe check:\n  checked\n" in out
+    assert out.index("dashboard read models:") < out.index("the check:") < out.index("what to run next:")
 
 
 def test_the_same_seed_makes_the_same_calls_and_another_seed_others(
