@@ -80,8 +80,8 @@ def test_the_schema_rejects_a_broken_compose_file(mapping: tuple[str, ...], key:
 
 def test_the_stack_runs_the_services_of_the_design() -> None:
     services = _services()
-    assert {"postgres", "jaeger", "migrate", "projector", "dashboard", "demo"} <= set(services)
-    assert {"migrate", "projector", "dashboard", "demo"} <= set(_application_services())
+    assert {"postgres", "jaeger", "migrate", "projector", "sealer", "dashboard", "demo"} <= set(services)
+    assert {"migrate", "projector", "sealer", "dashboard", "demo"} <= set(_application_services())
     # `docker compose up` starts everything but the demo, which fills the stack only when asked.
     assert services["demo"]["profiles"] == ["demo"]
     assert [name for name, s in services.items() if "profiles" in s] == ["demo"]
@@ -98,7 +98,8 @@ def test_every_application_service_command_parses_with_the_cli() -> None:
     assert parsed["projector"].command == "project" and parsed["projector"].follow is True
     assert parsed["dashboard"].command == "dashboard" and parsed["dashboard"].address == "0.0.0.0"
     assert parsed["dashboard"].port == 8501
-    assert parsed["demo"].command == "demo"
+    assert (parsed["sealer"].command, parsed["sealer"].follow, parsed["sealer"].interval) == ("audit", True, 300)
+    assert parsed["demo"].command == "demo" and parsed["demo"].sessions > 0
 
 
 def test_every_dependency_exists_and_waits_for_what_it_needs() -> None:
@@ -115,7 +116,7 @@ def test_every_dependency_exists_and_waits_for_what_it_needs() -> None:
             else:
                 assert condition == "service_started", (name, target, condition)
     assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
-    for name in ("projector", "dashboard", "demo"):
+    for name in ("projector", "sealer", "dashboard", "demo"):
         assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}, name
 
 
@@ -123,7 +124,7 @@ def test_the_migration_runs_once_and_the_long_running_services_come_back() -> No
     services = _services()
     assert services["migrate"]["restart"] == "no"
     assert services["demo"]["restart"] == "no"
-    for name in ("postgres", "jaeger", "projector", "dashboard"):
+    for name in ("postgres", "jaeger", "projector", "sealer", "dashboard"):
         assert services[name]["restart"] in {"always", "unless-stopped"}, name
 
 
@@ -138,6 +139,13 @@ def test_application_services_export_to_jaeger_and_store_in_postgres() -> None:
         url = env["LLM_LEDGER_DATABASE_URL"]
         assert _interpolated(url) == "postgresql://postgres:ledger@postgres:5432/ledger", name
         assert _interpolated(url, {"POSTGRES_PASSWORD": "s3cret"}).startswith("postgresql://postgres:s3cret@"), name
+
+
+def test_the_seal_key_comes_from_the_environment_and_only_the_sealer_gets_it() -> None:
+    holders = [name for name, s in _application_services().items() if "LLM_LEDGER_SEAL_KEY" in s["environment"]]
+    assert holders == ["sealer"]
+    key = _services()["sealer"]["environment"]["LLM_LEDGER_SEAL_KEY"]
+    assert (_interpolated(key), _interpolated(key, {"LLM_LEDGER_SEAL_KEY": "k"})) == ("", "k")
 
 
 def test_the_postgres_password_is_one_variable_with_a_local_default() -> None:
