@@ -10,6 +10,7 @@ the way, as an attacker with that power would.
 from __future__ import annotations
 
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Engine, select, text
 
-from llm_ledger.audit import AuditReport, SigningKey, seal_ledger, verify_ledger
+from llm_ledger.audit import AuditReport, Seal, SigningKey, seal_ledger, verify_ledger
 from llm_ledger.audit.schema import AUDIT_TABLES
 from llm_ledger.events import Event
 from llm_ledger.store import EventStore, create_store_engine, migrate
@@ -60,15 +61,39 @@ def store_events(url: str, recorded: list[Event]) -> None:
         store.close()
 
 
+def wait_until_sealable(url: str) -> None:
+    """Wait until every stored event can be sealed. On PostgreSQL a seal stops short of the oldest running
+    transaction of the whole cluster (``pg_snapshot_xmin``), and other tests' databases share the cluster."""
+    engine = create_store_engine(url)
+    try:
+        if engine.dialect.name != "postgresql":
+            return
+        query = text(f"SELECT COALESCE(MAX(tx_id) < pg_snapshot_xmin(pg_current_snapshot()), true) FROM {events.name}")
+        for _ in range(1_200):
+            with engine.connect() as connection:
+                if connection.execute(query).scalar_one():
+                    return
+            time.sleep(0.05)
+        raise AssertionError("a transaction of the cluster stayed open for a minute: nothing after it can be sealed")
+    finally:
+        engine.dispose()
+
+
+def seal_all(url: str, signing_key: SigningKey | None = None) -> list[Seal]:
+    """One seal per tenant over everything stored so far."""
+    wait_until_sealable(url)
+    return seal_ledger(url, signing_key=signing_key)
+
+
 def build_sealed(url: str, recorded: list[Event], signing_key: SigningKey) -> None:
     """Migrate, then store and seal the first 60% of the events, then the rest: the first seal ends in the
     middle of some streams."""
     migrate.upgrade(url)
     cut = len(recorded) * 3 // 5
     store_events(url, recorded[:cut])
-    seal_ledger(url, signing_key=signing_key)
+    seal_all(url, signing_key)
     store_events(url, recorded[cut:])
-    seal_ledger(url, signing_key=signing_key)
+    seal_all(url, signing_key)
 
 
 @pytest.fixture(scope="session")

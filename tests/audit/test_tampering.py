@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, delete, insert, select, update
 
-from llm_ledger.audit import SigningKey, seal_ledger
+from llm_ledger.audit import SigningKey
 from llm_ledger.audit.schema import seal_streams, seals
 from llm_ledger.audit.seals import Seal
 from llm_ledger.cli import main
 from llm_ledger.events import Event, StreamHeader, parse_event, seal_event
 from llm_ledger.store.rows import event_to_row, row_to_record
 from llm_ledger.store.schema import events
-from tests.audit.conftest import TENANTS, Ledger
+from tests.audit.conftest import TENANTS, Ledger, seal_all
 
 
 def findings_of(ledger: Ledger, capsys: pytest.CaptureFixture[str], *options: str) -> list[dict[str, Any]]:
@@ -269,7 +269,7 @@ def test_an_unsigned_seal_fails_when_the_key_is_pinned(
     stream = ledger.complete_stream()
     late = resealed(stream, header_of(stream[0], uuid.uuid4()), shift=timedelta(0), ids=True)
     ledger.tamper(lambda c: c.execute(insert(events), late))
-    seal_ledger(ledger.url)  # no key
+    seal_all(ledger.url)  # no key
 
     found = findings_of(ledger, capsys, "--public-key", signing_key.public_key.text())
 

@@ -20,7 +20,7 @@ from llm_ledger.cli import main
 from llm_ledger.demo.workload import run_workload
 from llm_ledger.events import Event, EventEnvelope, StreamHeader, seal_event
 from llm_ledger.store import create_store_engine, migrate
-from tests.audit.conftest import TENANTS, Ledger, store_events
+from tests.audit.conftest import TENANTS, Ledger, seal_all, store_events
 
 
 def started_event(recorded: list[Event], header: StreamHeader, occurred_at: datetime) -> EventEnvelope:
@@ -43,7 +43,7 @@ def test_the_demo_workload_sealed_verifies_clean_with_the_pinned_key(
 ) -> None:
     run_workload(empty_ledger_url, sessions=3, latency_scale=0.01)
     key = SigningKey.generate()
-    made = seal_ledger(empty_ledger_url, signing_key=key)
+    made = seal_all(empty_ledger_url, key)
     assert made and all(seal.signature for seal in made)
 
     status = main(["audit", "verify", "--database-url", empty_ledger_url, "--public-key", key.public_key.text()])
@@ -94,7 +94,7 @@ def test_events_after_the_last_seal_are_reported_unsealed_until_the_next_seal(
     assert report.ok and report.unsealed_events == 1
     assert [f.kind for f in report.findings if f.severity == "warning"] == ["unsealed"]
 
-    (seal,) = seal_ledger(ledger.url)
+    (seal,) = seal_all(ledger.url)
     assert seal.tenant_id == TENANTS[0] and seal.sequence == 3 and seal.event_count == 1
     assert ledger.verify().unsealed_events == 0
 
