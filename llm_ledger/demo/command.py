@@ -33,6 +33,8 @@ class AfterStep:
 
 @dataclass(slots=True)
 class DemoOptions:
+    """The command's options; ``after`` adds steps of the caller's own after ``after_workload_steps()``."""
+
     sessions: int = DEFAULT_SESSIONS
     seed: int = 7
     database_url: str | None = None
@@ -92,7 +94,11 @@ def run_demo(options: DemoOptions) -> int:
     passed = _complete(summary)
     for step in [*after_workload_steps(), *options.after]:
         print(f"\n{step.name}:")
-        passed = step.run(url) and passed
+        try:
+            passed = step.run(url) and passed
+        except StoreUnavailableError as exc:
+            print(f"llm-ledger: {step.name}: {exc}", file=sys.stderr)
+            passed = False
     has_dashboard = importlib.util.find_spec("streamlit") is not None
     print(f"\n{next_steps(summary, shown if options.database_url else None, has_dashboard=has_dashboard)}")
     return 0 if passed else 1
