@@ -31,6 +31,7 @@ def read_streams(url: str) -> dict[UUID, list[Event]]:
 @dataclass(frozen=True)
 class LedgerShape:
     executions: int
+    executions_by_tenant: Counter[str]
     events: int
     tenants: frozenset[str]
     agents: frozenset[tuple[str, str]]
@@ -60,6 +61,7 @@ def check_streams(url: str) -> LedgerShape:
     events = [event for stream in streams.values() for event in stream]
     return LedgerShape(
         executions=len(streams),
+        executions_by_tenant=Counter(stream[0].tenant_id for stream in streams.values()),
         events=len(events),
         tenants=frozenset(e.tenant_id for e in events),
         agents=frozenset((e.tenant_id, e.agent_id or "") for e in events),
