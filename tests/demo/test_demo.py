@@ -19,7 +19,6 @@ from tests.demo.ledger import check_streams
 from tests.projections.ground_truth import assert_read_models_equal_truth
 from tests.projections.projecting import project_all
 
-ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--latency-scale", "0"]  # the mock models answer at once; the workload is the same
 
 
