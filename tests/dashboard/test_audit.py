@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, text
 
 from llm_ledger.audit import seal_ledger, verify_ledger
 from llm_ledger.dashboard.shaping import NONE
+from llm_ledger.projections.queries import LedgerView
 from llm_ledger.store import EventStore, migrate, normalize_url
 from tests.dashboard.apptest import metrics, open_dashboard, rendered_text
 from tests.dashboard.conftest import PopulatedLedger, recorded_ledger
@@ -88,6 +89,29 @@ def test_without_a_verify_run_the_page_names_the_command(sqlite_url: str, dashbo
     [info] = app.main.info
     assert info.value == "No `llm-ledger audit verify` run has checked tenant acme yet."
     assert f"LLM_LEDGER_DATABASE_URL={sqlite_url} llm-ledger audit verify" in rendered_text(app)
+
+
+def test_the_last_run_of_a_tenant_is_the_latest_that_checked_it(sqlite_url: str) -> None:
+    migrate.upgrade(sqlite_url)
+    store = EventStore(sqlite_url)
+    recorded = {
+        tenant: run(1, tenant=tenant, session=f"{tenant}-s", chain=[FAST], step="classify")
+        for tenant in ("acme", "globex")
+    }
+    for events in recorded.values():
+        store.append(events)
+    store.close()
+    everyone = verify_ledger(sqlite_url)
+    globex_only = verify_ledger(sqlite_url, tenant_id="globex")
+
+    view = LedgerView(sqlite_url)
+    acme, globex = view.last_audit("acme"), view.last_audit("globex")
+    view.close()
+
+    assert acme is not None and globex is not None
+    assert (acme.run_id, acme.scope_tenant) == (everyone.run_id, None)
+    assert (globex.run_id, globex.scope_tenant) == (globex_only.run_id, "globex")
+    assert (globex.streams, globex.events, globex.ok) == (1, len(recorded["globex"]), True)
 
 
 def test_a_clean_run_shows_intact_with_what_it_checked_and_the_last_seal(
