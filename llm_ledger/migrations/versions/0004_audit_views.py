@@ -41,7 +41,9 @@ Measured on PostgreSQL 15 (this machine), 1,001,742 events (204,000 executions, 
 - every execution of one tenant (42,000 rows, a fifth of the table): 2.5 s, a sequential scan;
 - ``audit_incomplete`` over every tenant: 370-530 ms, a scan of the table for ``ExecutionStarted`` with
   an anti-join on the stream key. A partial index on ``ExecutionStarted`` would cut that and cost every
-  append; not added.
+  append; not added;
+- each ready query of docs/AUDIT.md for one tenant: 0.1 ms (one stream) to 2.1 s (its failed
+  executions over all time); tenants at a glance, over every tenant's last week: 2.4 s.
 """
 
 from __future__ import annotations
