@@ -64,6 +64,8 @@ def verify_ledger(
             if tenant_id is None:
                 # A tenant whose every event was deleted is still known to its seals.
                 tenants.update(queries.sealed_tenants(connection))
+            elif not tenants:
+                raise AuditConfigurationError(f"the ledger has no events and no seals of tenant {tenant_id!r}")
         results = []
         for tenant in sorted(tenants):
             result = TenantResult(tenant)

@@ -111,6 +111,11 @@ def test_tenant_option_verifies_only_that_tenant(ledger: Ledger) -> None:
     assert report.ok and report.seals == 2
 
 
+def test_an_unknown_tenant_is_a_usage_error(ledger: Ledger, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", "verify", "--database-url", ledger.url, "--tenant", "nobody"]) == 2
+    assert "no events and no seals of tenant 'nobody'" in capsys.readouterr().err
+
+
 def test_since_checks_only_streams_with_recent_events(ledger: Ledger) -> None:
     rows = ledger.rows()
     times = sorted(row.occurred_at for row in rows)
