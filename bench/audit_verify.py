@@ -14,7 +14,7 @@ Run by hand:  .venv/bin/python bench/audit_verify.py [--events 1000000] [--tenan
    reads them a second time), and the peak resident memory of the process (``ru_maxrss`` of the child),
    which must not grow with the ledger.
 
-Prints a markdown report and writes it to ``bench/AUDIT_RESULTS.md`` unless ``--no-results``.
+Prints a markdown report and writes it to ``bench/results/AUDIT_RESULTS.md`` unless ``--no-results``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from llm_ledger.store import EventStore
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432"
-RESULTS = ROOT / "bench" / "AUDIT_RESULTS.md"
+RESULTS = ROOT / "bench" / "results" / "AUDIT_RESULTS.md"  # bench/results/ is not versioned
 BATCH = 5_000
 CLI = [sys.executable, "-m", "llm_ledger.cli"]
 
@@ -142,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     text = "\n".join(lines)
     print(text)
     if not args.no_results:
+        RESULTS.parent.mkdir(exist_ok=True)
         write_results(RESULTS, text)
 
 
