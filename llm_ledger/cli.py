@@ -139,6 +139,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
     import json
 
     from llm_ledger.audit import AuditConfigurationError, PublicKey, parse_since, verify_ledger
+    from llm_ledger.store import StoreUnavailableError
 
     try:
         since = parse_since(args.since) if args.since else None
@@ -146,7 +147,8 @@ def _audit_verify(args: argparse.Namespace) -> int:
         report = verify_ledger(
             _database_url(args), tenant_id=args.tenant, since=since, public_key=public_key, record=not args.no_record
         )
-    except AuditConfigurationError as exc:
+    except (AuditConfigurationError, StoreUnavailableError) as exc:
+        # 2, not 1: nothing was found broken, the ledger could not be checked.
         print(f"llm-ledger: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(report.to_json(), indent=2, default=str) if args.json else report.to_text())
@@ -157,12 +159,19 @@ def _audit_seal(args: argparse.Namespace) -> int:
     import time
 
     from llm_ledger.audit import AuditConfigurationError, SigningKey, seal_ledger
+    from llm_ledger.store import StoreUnavailableError
 
     url = _database_url(args)
     try:
         signing_key = SigningKey.from_env()
         while True:
-            seals = seal_ledger(url, signing_key=signing_key, tenant_id=args.tenant)
+            try:
+                seals = seal_ledger(url, signing_key=signing_key, tenant_id=args.tenant)
+            except StoreUnavailableError as exc:
+                print(f"llm-ledger: {exc}", file=sys.stderr)
+                if not args.follow:
+                    return 1
+                seals = []  # the next round seals what this one could not
             if not seals and not args.follow:
                 print("nothing to seal: every event that can be sealed is")
             for seal in seals:

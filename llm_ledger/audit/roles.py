@@ -6,10 +6,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, inspect
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from llm_ledger.audit.errors import AuditConfigurationError
 from llm_ledger.audit.schema import seals
+from llm_ledger.store import StoreUnavailableError
 from llm_ledger.store.scoping import scope_transaction
 
 
@@ -28,9 +29,12 @@ def scoped_connection(engine: Engine, role: str) -> Iterator[Connection]:
 
 
 def require_audit_tables(engine: Engine) -> None:
-    """Raise unless the database has the audit tables (migration 0005)."""
-    with engine.connect() as connection:
-        if not inspect(connection).has_table(seals.name):
-            raise AuditConfigurationError(
-                f"{engine.url.render_as_string(hide_password=True)} has no audit tables: run llm-ledger db upgrade"
-            )
+    """Raise unless the database answers (StoreUnavailableError) and has the audit tables (migration 0005)."""
+    where = engine.url.render_as_string(hide_password=True)
+    try:
+        with engine.connect() as connection:
+            has_tables = inspect(connection).has_table(seals.name)
+    except OperationalError as exc:
+        raise StoreUnavailableError(f"{where} cannot be reached: {exc.orig}") from exc
+    if not has_tables:
+        raise AuditConfigurationError(f"{where} has no audit tables: run llm-ledger db upgrade")
