@@ -160,13 +160,17 @@ class AuditQueries:
         connection.execute(seals.insert().values(**values))
 
     def lock_tenant_sealing(self, connection: Connection, tenant_id: str) -> None:
-        """Two sealers of one tenant at once would compute the same next seal; the second waits here. SQLite
-        needs nothing: its writers take the file one at a time."""
+        """Two sealers of one tenant at once would compute the same next seal; the second waits here."""
         if self.dialect_name == "postgresql":
             connection.execute(
                 text("SELECT pg_advisory_xact_lock(hashtextextended('llm_ledger_seal:' || :tenant, 0))"),
                 {"tenant": tenant_id},
             )
+        else:
+            # A write first takes SQLite's write lock now (the second sealer waits out the busy timeout);
+            # a transaction that read first and then wrote after another's commit would fail with "database
+            # is locked" instead (WAL: its snapshot is stale). It changes no row.
+            connection.execute(text(f"UPDATE {seals.name} SET sequence = sequence WHERE 0 = 1"))
 
     # --- ranges ----------------------------------------------------------------------------------
 

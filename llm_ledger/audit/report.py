@@ -186,19 +186,24 @@ class AuditReport:
                 else "never sealed"
             )
             lines.append(
-                f"{tenant.tenant_id}: {state}; {tenant.streams:,} streams, {tenant.events:,} events,"
-                f" {tenant.seals:,} seals, {tenant.broken_streams:,} broken, {tenant.incomplete_streams:,}"
+                f"{tenant.tenant_id}: {state}; {_count(tenant.streams, 'stream')}, {_count(tenant.events, 'event')},"
+                f" {_count(tenant.seals, 'seal')}, {tenant.broken_streams:,} broken, {tenant.incomplete_streams:,}"
                 f" incomplete, {tenant.unsealed_events:,} unsealed; {seal}"
             )
         s = self.summary()
         verdict = "OK" if self.ok else "BROKEN"
         lines.append(
-            f"{verdict}: {s['tenants']:,} tenants, {s['streams']:,} streams, {s['events']:,} events,"
-            f" {s['seals']:,} seals checked; {s['broken_streams']:,} broken streams,"
-            f" {s['incomplete_streams']:,} incomplete, {s['unsealed_events']:,} unsealed events;"
+            f"{verdict}: {_count(s['tenants'], 'tenant')}, {_count(s['streams'], 'stream')},"
+            f" {_count(s['events'], 'event')}, {_count(s['seals'], 'seal')} checked;"
+            f" {_count(s['broken_streams'], 'broken stream')}, {s['incomplete_streams']:,} incomplete,"
+            f" {_count(s['unsealed_events'], 'unsealed event')};"
             f" {s['duration_seconds']:.1f} s (run {self.run_id})"
         )
         if any(tenant.last_seal_hash for tenant in self.tenants):
             lines.append("keep the last seal hashes above outside this database: dropping the newest seals is only")
             lines.append("detected by comparing with them")
         return "\n".join(lines)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}" if number == 1 else f"{number:,} {noun}s"

@@ -4,8 +4,10 @@ sealed yet) is reported without failing the run."""
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,14 +15,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
 
-from llm_ledger.audit import SigningKey, parse_since, seal_ledger, verify_ledger
+from llm_ledger.audit import Seal, SigningKey, parse_since, seal_ledger, verify_ledger
 from llm_ledger.audit.errors import AuditConfigurationError
 from llm_ledger.audit.schema import seals
 from llm_ledger.cli import main
 from llm_ledger.demo.workload import run_workload
 from llm_ledger.events import Event, EventEnvelope, StreamHeader, seal_event
 from llm_ledger.store import create_store_engine, migrate
-from tests.audit.conftest import TENANTS, Ledger, seal_all, store_events
+from tests.audit.conftest import TENANTS, Ledger, seal_all, store_events, wait_until_sealable
 
 
 def started_event(recorded: list[Event], header: StreamHeader, occurred_at: datetime) -> EventEnvelope:
@@ -202,3 +204,20 @@ def test_an_unreachable_database_exits_2_not_1(capsys: pytest.CaptureFixture[str
     # 1 would say the ledger is broken; it could not be checked at all.
     assert main(["audit", "verify", "--database-url", "postgresql://postgres@127.0.0.1:1/ledger"]) == 2
     assert "cannot be reached" in capsys.readouterr().err
+
+
+def test_two_sealers_at_once_make_one_seal_per_tenant(ledger: Ledger, recorded: list[Event]) -> None:
+    header = StreamHeader(stream_id=uuid.uuid4(), tenant_id=TENANTS[0])
+    store_events(ledger.url, [started_event(recorded, header, datetime.now(UTC))])
+    wait_until_sealable(ledger.url)
+    start = threading.Barrier(2)
+
+    def seal_at_once(_: int) -> list[Seal]:
+        start.wait()
+        return seal_ledger(ledger.url)
+
+    with ThreadPoolExecutor(2) as pool:
+        made = [seal for seals_made in pool.map(seal_at_once, range(2)) for seal in seals_made]
+
+    assert [(seal.tenant_id, seal.sequence, seal.event_count) for seal in made] == [(TENANTS[0], 3, 1)]
+    assert ledger.verify().ok
