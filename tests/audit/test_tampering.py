@@ -275,3 +275,15 @@ def test_an_unsigned_seal_fails_when_the_key_is_pinned(
 
     named(found, "seal_unsigned", tenant_id=TENANTS[0], seal_sequence=3)
     assert not [f for f in found if f["kind"] != "seal_unsigned"]
+
+
+def test_a_tenant_whose_every_event_was_deleted_is_still_verified_by_its_seals(
+    ledger: Ledger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    streams = {row.stream_id for row in ledger.rows(events.c.tenant_id == TENANTS[1])}
+    ledger.tamper(lambda c: c.execute(delete(events).where(events.c.tenant_id == TENANTS[1])))
+
+    found = findings_of(ledger, capsys)
+
+    assert {f["stream_id"] for f in found if f["kind"] == "sealed_stream_gone"} == streams
+    assert all(f["tenant_id"] == TENANTS[1] for f in found if f["severity"] == "broken")
