@@ -243,11 +243,13 @@ def _seal_tenant(
 
 
 def seal_ledger(
-    database_url: str | URL | Engine, *, signing_key: SigningKey | None = None, tenant_id: str | None = None
+    database_url: str | URL | Engine, *, signing_key: SigningKey | str | None = None, tenant_id: str | None = None
 ) -> list[Seal]:
     """Seal, per tenant (or only ``tenant_id``), the events not sealed yet; returns the new seals (none for a
     tenant with nothing new). Each tenant's seal is its own transaction, as ``llm_ledger_sealer`` on
-    PostgreSQL."""
+    PostgreSQL. ``signing_key`` may be given in any form ``LLM_LEDGER_SEAL_KEY`` takes."""
+    if isinstance(signing_key, str):
+        signing_key = SigningKey.parse(signing_key)
     engine = database_url if isinstance(database_url, Engine) else create_store_engine(database_url)
     try:
         require_audit_tables(engine)

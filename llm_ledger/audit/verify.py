@@ -44,16 +44,18 @@ def verify_ledger(
     *,
     tenant_id: str | None = None,
     since: datetime | None = None,
-    public_key: PublicKey | None = None,
+    public_key: PublicKey | str | None = None,
     record: bool = True,
 ) -> AuditReport:
     """Verify the ledger (every tenant, or ``tenant_id``), as ``llm_ledger_auditor`` on PostgreSQL.
 
-    With ``public_key``, every seal must carry a valid signature by that key. With ``record``, the result
-    is stored in the audit run tables for the dashboard.
+    With ``public_key`` (or its base64 text), every seal must carry a valid signature by that key. With
+    ``record``, the result is stored in the audit run tables for the dashboard.
     """
     if since is not None and since.tzinfo is None:
         raise AuditConfigurationError("since must be an aware datetime (UTC)")
+    if isinstance(public_key, str):
+        public_key = PublicKey.parse(public_key, "public_key")
     engine = database_url if isinstance(database_url, Engine) else create_store_engine(database_url)
     try:
         require_audit_tables(engine)

@@ -192,7 +192,7 @@ def test_the_seal_command_signs_with_the_key_from_the_environment(
     out = capsys.readouterr().out
     assert out.count(", signed; seal hash ") == len(TENANTS)
     monkeypatch.setenv("LLM_LEDGER_SEAL_PUBLIC_KEY", key.public_key.text())
-    assert verify_ledger(sqlite_url, record=False, public_key=None).ok
+    assert verify_ledger(sqlite_url, record=False, public_key=key.public_key.text()).ok
     assert main(["audit", "verify", "--database-url", sqlite_url]) == 0
     engine = create_store_engine(sqlite_url)
     with engine.connect() as connection:
