@@ -57,9 +57,47 @@ def catch_up_read_models(url: str) -> bool:
     return True
 
 
+def seal_events(url: str) -> bool:
+    """Seal each tenant's new events (a Merkle root per tenant, signed when ``LLM_LEDGER_SEAL_KEY`` is set),
+    so that ``audit verify`` can tell a deleted or inserted event from an intact ledger."""
+    from llm_ledger.audit import AuditConfigurationError, SigningKey, seal_ledger
+
+    try:
+        seals = seal_ledger(url, signing_key=SigningKey.from_env())
+    except AuditConfigurationError as exc:
+        print(f"llm-ledger: {exc}", file=sys.stderr)
+        return False
+    for seal in seals:
+        signed = "signed" if seal.signature else "unsigned"
+        print(
+            f"  {seal.tenant_id}: seal {seal.sequence} over {seal.event_count:,} events,"
+            f" root {seal.merkle_root[:16]}, {signed}"
+        )
+    if not seals:
+        print("  nothing new to seal")
+    return True
+
+
+def verify_ledger_integrity(url: str) -> bool:
+    """``llm-ledger audit verify`` over the whole ledger; its result is recorded for the dashboard's audit page."""
+    from llm_ledger.audit import AuditConfigurationError, verify_ledger
+
+    try:
+        report = verify_ledger(url)
+    except AuditConfigurationError as exc:
+        print(f"llm-ledger: {exc}", file=sys.stderr)
+        return False
+    print("\n".join(f"  {line}" for line in report.to_text().splitlines()))
+    return report.ok
+
+
 def after_workload_steps() -> list[AfterStep]:
     """What ``llm-ledger demo`` does with the ledger after the workload, in order."""
-    return [AfterStep("dashboard read models", catch_up_read_models)]
+    return [
+        AfterStep("dashboard read models", catch_up_read_models),
+        AfterStep("seals", seal_events),
+        AfterStep("audit verify", verify_ledger_integrity),
+    ]
 
 
 def run_demo(options: DemoOptions) -> int:

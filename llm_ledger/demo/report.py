@@ -101,7 +101,7 @@ def next_steps(summary: WorkloadSummary, database_url: str | None, *, has_dashbo
         dashboard = f"pip install 'llm-ledger[dashboard]' && {dashboard}"
     commands = [
         (dashboard, "the dashboard, at http://127.0.0.1:8501"),
-        (f"llm-ledger audit verify{url_option}", "check every stream's hash chain"),
+        (f"llm-ledger audit verify{url_option}", "check the hash chains and seals again, any time"),
     ]
     width = max(len(command) for command, _ in commands) + 3
     lines = ["what to run next:", *(f"  {command:<{width}}{what}" for command, what in commands)]
