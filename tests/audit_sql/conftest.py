@@ -8,8 +8,10 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import Engine
 
+from llm_ledger.audit import verify_ledger
 from llm_ledger.events import Event
 from llm_ledger.store import create_store_engine
+from tests.audit.conftest import seal_all
 from tests.audit_sql.ledger import Extras, fill_ledger, read_events
 from tests.store.conftest import (  # noqa: F401  (fixtures, registered here by import)
     _create_postgres_database,
@@ -30,6 +32,11 @@ class AuditedLedger:
 
 def _audited(url: str) -> AuditedLedger:
     extras = fill_ledger(url)
+    # Sealed and verified once, as the demo leaves it: the doc's tamper-evidence queries read the seals
+    # and the recorded run.
+    seal_all(url)
+    report = verify_ledger(url)
+    assert report.ok, report.to_text()
     return AuditedLedger(url, extras, read_events(url))
 
 

@@ -145,6 +145,29 @@ def _tenants_at_a_glance(rows: Rows, facts: Facts) -> None:
     assert total(rows, "incomplete") == len(facts.ledger.extras.incomplete)
 
 
+def _tenant_events(facts: Facts) -> int:
+    return sum(event.tenant_id == facts.tenant for event in facts.ledger.events)
+
+
+def _seals(rows: Rows, facts: Facts) -> None:
+    assert rows, "the ledger was sealed"
+    assert [int(row["sequence"]) for row in rows] == list(range(1, len(rows) + 1))
+    assert total(rows, "event_count") == _tenant_events(facts)
+
+
+def _verify_runs(rows: Rows, facts: Facts) -> None:
+    newest = rows[0]
+    assert newest["ok"] == "t" and newest["broken_streams"] == "0" and newest["unsealed_events"] == "0"
+    assert int(newest["events"]) == _tenant_events(facts)
+    assert int(newest["streams"]) == len(facts.executions(facts.tenant))
+
+
+def _newest_findings(rows: Rows, facts: Facts) -> None:
+    # The ledger is intact: what the run found are the streams left without a terminal event.
+    assert {row["severity"] for row in rows} == {"incomplete"}
+    assert sorted(row["stream_id"] for row in rows) == sorted(str(s) for s in facts.ledger.extras.incomplete)
+
+
 EXPECTED: dict[str, Expect] = {
     "Connecting [1]": Expect("grant"),
     "Connecting [2]": Expect("auditor_session"),
@@ -165,6 +188,9 @@ EXPECTED: dict[str, Expect] = {
     "A session's timeline [1]": Expect("tenant", _session_timeline),
     "Who used which model, when [1]": Expect("tenant", _models_used),
     "Tenants at a glance [1]": Expect("all_tenants", _tenants_at_a_glance),
+    "The seals of a tenant [1]": Expect("tenant", _seals),
+    "The last verify runs over a tenant [1]": Expect("tenant", _verify_runs),
+    "The last verify runs over a tenant [2]": Expect("all_tenants", _newest_findings),
 }
 
 

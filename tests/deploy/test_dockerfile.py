@@ -33,7 +33,7 @@ def _arguments(instruction: str) -> list[str]:
 def _pip_install_targets(text: str) -> list[str]:
     """What each ``pip install`` in ``text`` installs (options left out)."""
     targets = []
-    for match in re.finditer(r"pip install ([^&|;\n]+)", text):
+    for match in re.finditer(r"pip install ([^&|;\n`]+)", text):
         words = [w for w in shlex.split(match[1].split("#")[0]) if not w.startswith("-")]
         targets.extend(words[:1])
     return targets
