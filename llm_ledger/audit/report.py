@@ -84,6 +84,22 @@ class TenantResult:
         is broken, not incomplete)."""
         return len(self._incomplete_streams - self._broken_streams)
 
+    def figures(self) -> dict[str, Any]:
+        """The tenant's result as stored in ``llm_ledger_audit_tenant_results`` and reported by ``--json``."""
+        return {
+            "tenant_id": self.tenant_id,
+            "ok": self.ok,
+            "streams": self.streams,
+            "events": self.events,
+            "seals": self.seals,
+            "broken_streams": self.broken_streams,
+            "incomplete_streams": self.incomplete_streams,
+            "unsealed_events": self.unsealed_events,
+            "last_seal_hash": self.last_seal_hash,
+            "last_sealed_at": self.last_sealed_at,
+            "findings": self.finding_count,
+        }
+
 
 @dataclass(slots=True)
 class AuditReport:
@@ -158,15 +174,7 @@ class AuditReport:
             **self.summary(),
             "tenant_results": [
                 {
-                    "tenant_id": tenant.tenant_id,
-                    "ok": tenant.ok,
-                    "streams": tenant.streams,
-                    "events": tenant.events,
-                    "seals": tenant.seals,
-                    "broken_streams": tenant.broken_streams,
-                    "incomplete_streams": tenant.incomplete_streams,
-                    "unsealed_events": tenant.unsealed_events,
-                    "last_seal_hash": tenant.last_seal_hash,
+                    **tenant.figures(),
                     "last_sealed_at": tenant.last_sealed_at.isoformat() if tenant.last_sealed_at else None,
                 }
                 for tenant in self.tenants

@@ -37,23 +37,7 @@ def record_run(engine: Engine, report: AuditReport) -> None:
             return
         connection.execute(
             audit_tenant_results.insert(),
-            [
-                {
-                    "run_id": report.run_id,
-                    "tenant_id": tenant.tenant_id,
-                    "ok": tenant.ok,
-                    "streams": tenant.streams,
-                    "events": tenant.events,
-                    "seals": tenant.seals,
-                    "broken_streams": tenant.broken_streams,
-                    "incomplete_streams": tenant.incomplete_streams,
-                    "unsealed_events": tenant.unsealed_events,
-                    "last_seal_hash": tenant.last_seal_hash,
-                    "last_sealed_at": tenant.last_sealed_at,
-                    "findings": tenant.finding_count,
-                }
-                for tenant in report.tenants
-            ],
+            [{"run_id": report.run_id, **tenant.figures()} for tenant in report.tenants],
         )
         rows = [
             {
