@@ -15,7 +15,9 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import SchemaItem
 
-import llm_ledger.projections.schema  # noqa: F401  (registers the read models in the metadata)
+# Imported for their tables: the read models, the seals and the audit runs join the events in the metadata.
+import llm_ledger.audit.schema
+import llm_ledger.projections.schema  # noqa: F401
 from llm_ledger.store.migrate import VERSION_TABLE
 from llm_ledger.store.schema import metadata
 from llm_ledger.store.settings import StoreSettings, create_store_engine, normalize_url

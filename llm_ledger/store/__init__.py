@@ -6,6 +6,7 @@ from llm_ledger.store.errors import (
     InvalidEventError,
     StoreError,
     StoreUnavailableError,
+    UnreadableEventError,
 )
 from llm_ledger.store.settings import (
     SUPPORTED_DIALECTS,
@@ -27,6 +28,7 @@ __all__ = [
     "InvalidEventError",
     "StoreError",
     "StoreUnavailableError",
+    "UnreadableEventError",
     "WriterStats",
     "SUPPORTED_DIALECTS",
     "StoreConfigurationError",

@@ -24,3 +24,8 @@ class InvalidEventError(StoreError, ValueError):
 
 class StoreUnavailableError(StoreError):
     """The database cannot be reached (or refused the connection)."""
+
+
+class UnreadableEventError(StoreError, ValueError):
+    """A stored row no longer parses as an event: it was changed after it was recorded
+    (``llm-ledger audit verify`` names how)."""

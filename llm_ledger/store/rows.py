@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from llm_ledger.events import CanonicalizationError, Event, EventDraft, canonical_json, compute_hash, parse_event
 from llm_ledger.events.chain import PayloadJson
-from llm_ledger.store.errors import InvalidEventError
+from llm_ledger.store.errors import InvalidEventError, UnreadableEventError
 
 # A NUL character, escaped in JSON text (an odd run of backslashes before "u0000").
 _NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
@@ -113,4 +113,13 @@ def row_to_record(row: Mapping[Any, Any]) -> dict[str, Any]:
 
 
 def row_to_event(row: Mapping[Any, Any]) -> Event:
-    return parse_event(row_to_record(row))
+    record = row_to_record(row)
+    try:
+        return parse_event(record)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise UnreadableEventError(
+            f"stored event {record.get('event_id')} (stream {record.get('stream_id')}, position"
+            f" {record.get('stream_position')}) is no longer a valid event: {field}: {first['msg']}"
+        ) from exc

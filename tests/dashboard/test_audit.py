@@ -185,7 +185,8 @@ def test_a_session_with_a_forged_event_says_so_instead_of_failing(
 
     assert not app.exception
     [error] = app.main.error
-    assert error.value.startswith(f"Session {ledger.traced_session!r} cannot be shown: an event of session")
+    assert error.value.startswith(f"Session {ledger.traced_session!r} cannot be shown: stored event ")
+    assert "is no longer a valid event: ExecutionStarted.payload.forged" in error.value
     assert "`llm-ledger audit verify` names it" in rendered_text(app)
 
 

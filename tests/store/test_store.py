@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from llm_ledger.events import compute_hash, verify_chain
-from llm_ledger.store import StoreConfigurationError, create_store_engine
+from llm_ledger.store import StoreConfigurationError, create_store_engine, migrate
 from llm_ledger.store.dialects import START
-from llm_ledger.store.errors import ConcurrencyError, InvalidEventError
+from llm_ledger.store.errors import ConcurrencyError, InvalidEventError, UnreadableEventError
 from llm_ledger.store.store import EventStore
 from tests.store.workload import make_events, moved_onto
 
@@ -122,3 +122,38 @@ def test_bad_input_is_a_clear_error_and_keeps_what_was_accepted(store: EventStor
 def test_an_unknown_dialect_is_named() -> None:
     with pytest.raises(StoreConfigurationError, match="unsupported database 'mysql'"):
         create_store_engine("mysql://root@127.0.0.1/test")
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_a_stored_row_changed_behind_the_triggers_is_named_when_read(
+    dialect: str, request: pytest.FixtureRequest
+) -> None:
+    # A database of its own: the shared PostgreSQL one must hold only rows that read back as events.
+    url: str = request.getfixturevalue("empty_postgres_url" if dialect == "postgresql" else "sqlite_url")
+    migrate.upgrade(url)
+    store = EventStore(url)
+    events = make_events(1, tenant=_tenant())
+    store.append(events)
+    victim = events[0]
+    disable, enable = (
+        ("ALTER TABLE llm_ledger_events DISABLE TRIGGER ALL", "ALTER TABLE llm_ledger_events ENABLE TRIGGER ALL")
+        if store.engine.dialect.name == "postgresql"
+        else ("DROP TRIGGER llm_ledger_events_reject_update", None)
+    )
+    with store.engine.begin() as connection:  # as a superuser / the file's owner can
+        connection.exec_driver_sql(disable)
+        connection.exec_driver_sql(
+            "UPDATE llm_ledger_events SET payload = '{\"forged\": true}' WHERE event_id = %s"
+            if store.engine.dialect.name == "postgresql"
+            else "UPDATE llm_ledger_events SET payload = '{\"forged\": true}' WHERE event_id = ?",
+            (str(victim.event_id),),
+        )
+        if enable:
+            connection.exec_driver_sql(enable)
+
+    with pytest.raises(UnreadableEventError) as error:
+        store.read_stream(victim.stream_id)
+    assert f"stored event {victim.event_id} (stream {victim.stream_id}, position 0)" in str(error.value)
+    assert "is no longer a valid event" in str(error.value)
+    assert store.verify(victim.stream_id).breaks[0].kind == "invalid", "audits read the raw record, and name it"
+    store.close()

@@ -16,7 +16,7 @@ from llm_ledger.dashboard.shaping import (
 from llm_ledger.dashboard.source import VERIFY_COMMAND
 from llm_ledger.dashboard.views import PageContext
 from llm_ledger.dashboard.views.common import heading
-from llm_ledger.projections.queries import UnreadableEventError
+from llm_ledger.store import UnreadableEventError
 
 SESSION_KEY = "session"
 SEARCH_KEY = "session_search"
