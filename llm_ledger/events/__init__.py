@@ -9,8 +9,6 @@ from llm_ledger.events.capture import (
     InputRecord,
     OutputRecord,
     parse_capture_policy,
-    record_input,
-    record_output,
 )
 from llm_ledger.events.chain import (
     ChainBreak,
@@ -52,6 +50,7 @@ from llm_ledger.events.model import (
     parse_event,
 )
 from llm_ledger.events.scrub import REDACTED, Scrubber, scrub
+from llm_ledger.events.values import record_input, record_output
 
 __all__ = [
     "CAPTURE_POLICIES",

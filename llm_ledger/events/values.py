@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from llm_ledger.events.canonical import canonical_json, sha256_hex
-from llm_ledger.events.capture import CAPTURE_POLICIES, CapturePolicy
+from llm_ledger.events.capture import CAPTURE_POLICIES, CapturePolicy, InputRecord, OutputRecord
 from llm_ledger.events.model import Number, RequestParameters, TokenUsage
 from llm_ledger.events.scrub import Scrubber
 
@@ -134,7 +134,8 @@ def parameters_values(params: RequestParameters) -> JsonDict:
 
 
 def input_values(messages: Sequence[tuple[str, str]], policy: CapturePolicy, scrubber: Scrubber) -> JsonDict:
-    """``record_input(...)``'s JSON values: sizes always; a digest or the scrubbed text by policy."""
+    """What an event keeps of the messages sent (``InputRecord``'s JSON values): sizes always; a digest or
+    the scrubbed text by policy."""
     messages = [(text(role), text(content)) for role, content in messages]
     chars = sum(len(content) for _, content in messages)
     size = sum(len(content.encode("utf-8", "surrogatepass")) for _, content in messages)
@@ -149,7 +150,8 @@ def input_values(messages: Sequence[tuple[str, str]], policy: CapturePolicy, scr
 
 
 def output_values(output: str, policy: CapturePolicy, scrubber: Scrubber) -> JsonDict:
-    """``record_output(...)``'s JSON values: the digest is over the text's UTF-8 bytes."""
+    """What an event keeps of a response text (``OutputRecord``'s JSON values): sizes always; a digest (over
+    the text's UTF-8 bytes) or the scrubbed text by policy."""
     body = text(output)
     data = body.encode("utf-8", "surrogatepass")
     return {
@@ -158,6 +160,16 @@ def output_values(output: str, policy: CapturePolicy, scrubber: Scrubber) -> Jso
         "sha256": sha256_hex(data) if policy != "none" else None,
         "text": scrubber.scrub(body) if policy == "full" else None,
     }
+
+
+def record_input(messages: Sequence[tuple[str, str]], policy: CapturePolicy, scrubber: Scrubber) -> InputRecord:
+    """Summarise ``(role, content)`` pairs; the digest is over their canonical JSON, so it can be recomputed."""
+    return InputRecord.model_validate(input_values(messages, policy, scrubber))
+
+
+def record_output(output: str, policy: CapturePolicy, scrubber: Scrubber) -> OutputRecord:
+    """Summarise a response text; the digest is over its UTF-8 bytes."""
+    return OutputRecord.model_validate(output_values(output, policy, scrubber))
 
 
 def execution_started(
