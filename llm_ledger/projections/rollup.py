@@ -142,12 +142,7 @@ class Folder:
         usage = payload.get("usage") or {}
         input_tokens, output_tokens = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
         cost = self._prices.cost(model, input_tokens, output_tokens)
-        bucket = histogram.bucket_of(latency)
-        for figures in self._step_rows(delta, record, model):
-            figures.attempts += 1
-            figures.attempt_latency_ms_sum += latency
-            counts = figures.attempt_latency
-            counts[bucket] = counts.get(bucket, 0) + 1
+        for figures in self._attempt_rows(delta, record, model, latency):
             figures.input_tokens += input_tokens
             figures.output_tokens += output_tokens
             if cost is not None:
@@ -159,13 +154,8 @@ class Folder:
         model = str(payload["model"])
         latency = float(payload["latency_ms"])
         error_type = str(payload["error_type"])
-        bucket = histogram.bucket_of(latency)
-        for figures in self._step_rows(delta, record, model):
-            figures.attempts += 1
+        for figures in self._attempt_rows(delta, record, model, latency):
             figures.attempt_failures += 1
-            figures.attempt_latency_ms_sum += latency
-            counts = figures.attempt_latency
-            counts[bucket] = counts.get(bucket, 0) + 1
         self._count_error(delta, record, model, "attempt", error_type)
         session = self._touch_session(delta, record)
         session.attempts += 1
@@ -264,6 +254,16 @@ class Folder:
             figures.executions += 1
             figures.execution_latency_ms_sum += latency
             counts = figures.execution_latency
+            counts[bucket] = counts.get(bucket, 0) + 1
+        return rows
+
+    def _attempt_rows(self, delta: Delta, record: EventRecord, model: str, latency: float) -> list[StepFigures]:
+        rows = self._step_rows(delta, record, model)
+        bucket = histogram.bucket_of(latency)
+        for figures in rows:
+            figures.attempts += 1
+            figures.attempt_latency_ms_sum += latency
+            counts = figures.attempt_latency
             counts[bucket] = counts.get(bucket, 0) + 1
         return rows
 
