@@ -151,7 +151,8 @@ class AuditReport:
     def duration_seconds(self) -> float:
         return (self.finished_at - self.started_at).total_seconds()
 
-    def summary(self) -> dict[str, Any]:
+    def figures(self) -> dict[str, Any]:
+        """The run's totals as stored in ``llm_ledger_audit_runs`` and reported by ``--json``."""
         return {
             "ok": self.ok,
             "tenants": len(self.tenants),
@@ -161,7 +162,6 @@ class AuditReport:
             "broken_streams": self.broken_streams,
             "incomplete_streams": self.incomplete_streams,
             "unsealed_events": self.unsealed_events,
-            "duration_seconds": round(self.duration_seconds, 3),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -171,7 +171,8 @@ class AuditReport:
             "finished_at": self.finished_at.isoformat(),
             "tenant": self.tenant_scope,
             "since": self.since.isoformat() if self.since else None,
-            **self.summary(),
+            **self.figures(),
+            "duration_seconds": round(self.duration_seconds, 3),
             "tenant_results": [
                 {
                     **tenant.figures(),
@@ -198,14 +199,14 @@ class AuditReport:
                 f" {_count(tenant.seals, 'seal')}, {tenant.broken_streams:,} broken, {tenant.incomplete_streams:,}"
                 f" incomplete, {tenant.unsealed_events:,} unsealed; {seal}"
             )
-        s = self.summary()
+        s = self.figures()
         verdict = "OK" if self.ok else "BROKEN"
         lines.append(
             f"{verdict}: {_count(s['tenants'], 'tenant')}, {_count(s['streams'], 'stream')},"
             f" {_count(s['events'], 'event')}, {_count(s['seals'], 'seal')} checked;"
             f" {_count(s['broken_streams'], 'broken stream')}, {s['incomplete_streams']:,} incomplete,"
             f" {_count(s['unsealed_events'], 'unsealed event')};"
-            f" {s['duration_seconds']:.1f} s (run {self.run_id})"
+            f" {self.duration_seconds:.1f} s (run {self.run_id})"
         )
         if any(tenant.last_seal_hash for tenant in self.tenants):
             lines.append("keep the last seal hashes above outside this database: dropping the newest seals is only")

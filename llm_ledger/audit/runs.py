@@ -23,14 +23,7 @@ def record_run(engine: Engine, report: AuditReport) -> None:
                 finished_at=report.finished_at,
                 scope_tenant=report.tenant_scope,
                 since=report.since,
-                ok=report.ok,
-                tenants=len(report.tenants),
-                streams=report.streams,
-                events=report.events,
-                seals=report.seals,
-                broken_streams=report.broken_streams,
-                incomplete_streams=report.incomplete_streams,
-                unsealed_events=report.unsealed_events,
+                **report.figures(),
             )
         )
         if not report.tenants:
