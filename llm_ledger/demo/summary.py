@@ -9,10 +9,8 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from llm_ledger.demo.plan import STEPS, WorkloadPlan
-from llm_ledger.events import Event
+from llm_ledger.events import TERMINAL_EVENT_TYPES, Event
 from llm_ledger.store import EventStore, normalize_url
-
-TERMINAL_EVENTS = ("ExecutionSucceeded", "ExecutionFailed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +112,7 @@ def summarize_events(
     incomplete = 0
     for stream in streams.values():
         stream.sort(key=lambda event: event.stream_position)
-        if stream[-1].event_type not in TERMINAL_EVENTS:
+        if stream[-1].event_type not in TERMINAL_EVENT_TYPES:
             incomplete += 1
             continue
         by_step.setdefault(stream[0].step or "", []).append(stream)
