@@ -60,9 +60,8 @@ class EventDraft:
     every earlier draft of the stream first, so the chain is the same whoever asks, and when.
     """
 
-    __slots__ = ("_build", "_canonical", "_event", "_fields", "_payload", "_payload_text", "_plain",
-                 "_sealer", "_values", "event_id", "event_type", "occurred_at", "span_id", "stream_position",
-                 "trace_id")  # fmt: skip
+    __slots__ = ("_build", "_canonical", "_event", "_fields", "_payload", "_plain", "_sealer", "_values",
+                 "event_id", "event_type", "occurred_at", "span_id", "stream_position", "trace_id")  # fmt: skip
 
     def __init__(
         self,
@@ -79,7 +78,6 @@ class EventDraft:
         self._event: EventEnvelope | None = None
         self._fields: dict[str, Any] | None = None  # set by the sealing
         self._canonical = b""
-        self._payload_text = ""
         self._values: JsonDict | None = None
         self._plain = False
         if callable(payload):
@@ -117,15 +115,15 @@ class EventDraft:
     def stream_id(self) -> UUID:
         return self._sealer.header.stream_id
 
-    def stored_form(self) -> tuple[dict[str, Any], bytes, str]:
+    def stored_form(self) -> tuple[dict[str, Any], bytes]:
         """What a store needs, without building the event model or serializing anything again: the
-        sealed event's fields (ids as text, ``occurred_at`` a datetime, ``payload`` its JSON values), its
-        canonical JSON (what the hash covers, without the hash) and its payload's canonical JSON, as text.
-        The dict is the draft's own: copy it before changing it."""
+        sealed event's fields (ids as text, ``occurred_at`` a datetime, ``payload`` its JSON values as a
+        ``PayloadJson``, which carries their canonical JSON text) and its canonical JSON (what the hash
+        covers, without the hash). The dict is the draft's own: copy it before changing it."""
         if self._fields is None:
             self._sealer.seal_through(self)
             assert self._fields is not None
-        return self._fields, self._canonical, self._payload_text
+        return self._fields, self._canonical
 
     @property
     def tenant_id(self) -> str:
@@ -259,7 +257,7 @@ class StreamSealer:
             "hash": digest,
             "payload": payload,
         }
-        draft._canonical, draft._payload_text = data, text
+        draft._canonical = data
         self._prev_hash = digest
 
     def _fixed_parts(self) -> tuple[str, ...]:

@@ -92,7 +92,7 @@ _envelope_values = operator.itemgetter(*_COPY_COLUMNS[:-1])
 
 
 def _payload_text(payload: Any) -> str:
-    """The payload's JSON text: as the sealing wrote it when the row carries it (``rows.PayloadValues``),
+    """The payload's JSON text: as the sealing wrote it when the row carries it (``events.chain.PayloadJson``),
     else serialized here."""
     text = getattr(payload, "json_text", None)
     return text if isinstance(text, str) else orjson.dumps(payload).decode()

@@ -10,7 +10,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from llm_ledger.events import CanonicalizationError, Event, EventDraft, canonical_json, compute_hash, parse_event
-from llm_ledger.events.chain import PayloadJson
 from llm_ledger.store.errors import InvalidEventError, UnreadableEventError
 
 # A NUL character, escaped in JSON text (an odd run of backslashes before "u0000").
@@ -53,16 +52,11 @@ def event_to_row(item: Event | EventDraft | Mapping[str, Any], index: int) -> di
     return row
 
 
-PayloadValues = PayloadJson
-"""A payload's JSON values that also carry their canonical JSON text (``json_text``), as the sealing wrote
-it (a sealed draft's ``payload`` field is one): the PostgreSQL insert sends that text."""
-
-
 def _draft_row(draft: EventDraft, index: int) -> dict[str, Any]:
     """The row of a draft this process sealed: its hash is known good, and its fields, canonical form and
     payload JSON were computed by the sealing, so only the storability checks remain."""
     try:
-        fields, canonical, _ = draft.stored_form()
+        fields, canonical = draft.stored_form()
     except CanonicalizationError as exc:
         raise InvalidEventError(
             f"cannot be stored as UTF-8 JSON: {exc}", index=index, event_id=str(draft.event_id)
