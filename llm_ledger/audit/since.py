@@ -6,6 +6,7 @@ import re
 from datetime import UTC, date, datetime, timedelta
 
 from llm_ledger.audit.errors import AuditConfigurationError
+from llm_ledger.audit.seals import as_utc
 
 _SPAN = re.compile(r"(\d+)\s*([wdhm])")
 _UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes"}
@@ -30,4 +31,4 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
                 " back from now (30m, 24h, 7d, 2w)"
             ) from None
         moment = datetime(day.year, day.month, day.day)
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return as_utc(moment)
