@@ -3,6 +3,7 @@ a page shows is tested without Streamlit; the pages only hand these to ``st.*``.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -216,21 +217,15 @@ def error_rate_rows(failures: Iterable[ErrorPoint], attempts: Iterable[Point]) -
     ``attempts`` is either split by the same dimension as ``failures`` (provider, model: each group's own
     attempts are the denominator) or not split at all (error types: every attempt of the bucket is).
     """
-    per_group: dict[tuple[datetime, str], int] = {}
-    per_bucket: dict[datetime, int] = {}
+    per_group: Counter[tuple[datetime, str]] = Counter()
+    per_bucket: Counter[datetime] = Counter()
     for point in attempts:
-        per_group[(point.bucket_start, point.group)] = per_group.get((point.bucket_start, point.group), 0) + (
-            point.figures.attempts
-        )
-        per_bucket[point.bucket_start] = per_bucket.get(point.bucket_start, 0) + point.figures.attempts
+        per_group[point.bucket_start, point.group] += point.figures.attempts
+        per_bucket[point.bucket_start] += point.figures.attempts
     split = any(group for _, group in per_group)
     rows: list[Row] = []
     for failure in failures:
-        total = (
-            per_group.get((failure.bucket_start, failure.group), 0)
-            if split
-            else per_bucket.get(failure.bucket_start, 0)
-        )
+        total = per_group[failure.bucket_start, failure.group] if split else per_bucket[failure.bucket_start]
         if total:
             rows.append(
                 {
