@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 
 from llm_ledger.projections import histogram
-from llm_ledger.projections.rollup import PAYLOAD_TYPES, Delta, EdgeOrigin, EventRecord
+from llm_ledger.projections.rollup import PAYLOAD_TYPES, Delta, EdgeOrigin, EventRecord, edge_origin
 from llm_ledger.projections.schema import (
     READ_MODELS,
     checkpoints,
@@ -172,21 +172,10 @@ class ProjectionDatabase:
             .where(events.c.event_type == "FallbackTriggered")
             .order_by(events.c.stream_position)
         )
-        edges: list[EdgeOrigin] = []
-        for occurred_at, agent_id, step, payload_text in connection.execute(query):
-            payload = orjson.loads(payload_text)
-            edges.append(
-                (
-                    tenant_id,
-                    utc(occurred_at),
-                    agent_id or "",
-                    step or "",
-                    str(payload["from_model"]),
-                    str(payload["to_model"]),
-                    str(payload["reason"]),
-                )
-            )
-        return edges
+        return [
+            edge_origin(tenant_id, utc(occurred_at), agent_id, step, orjson.loads(payload_text))
+            for occurred_at, agent_id, step, payload_text in connection.execute(query)
+        ]
 
     # --- read models --------------------------------------------------------------------------------------
 

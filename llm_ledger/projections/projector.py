@@ -15,7 +15,7 @@ from sqlalchemy.engine import URL
 
 from llm_ledger.projections.database import Checkpoint, ProjectionDatabase
 from llm_ledger.projections.prices import PriceTable
-from llm_ledger.projections.rollup import Folder
+from llm_ledger.projections.rollup import EdgeOrigin, Folder
 from llm_ledger.store import EventStore, StoreUnavailableError
 from llm_ledger.store.dialects import Cursor
 from llm_ledger.store.scoping import PROJECTOR_ROLE
@@ -109,7 +109,7 @@ class Projector:
         self._last_saved = cursor
         return len(records), cursor
 
-    def _edges_of(self, tenant_id: str, stream_id: str) -> list[tuple[str, datetime, str, str, str, str, str]]:
+    def _edges_of(self, tenant_id: str, stream_id: str) -> list[EdgeOrigin]:
         assert self._connection is not None, "edges are looked up while a batch is applied"
         return self._database.fallback_edges(self._connection, tenant_id, stream_id)
 

@@ -99,6 +99,21 @@ def provider_of(model: str | None) -> str:
     return model.split("/", 1)[0] if model else ""
 
 
+def edge_origin(
+    tenant_id: str, occurred_at: datetime, agent_id: str | None, step: str | None, payload: Mapping[str, Any]
+) -> EdgeOrigin:
+    """Where a ``FallbackTriggered`` event's edge is counted."""
+    return (
+        tenant_id,
+        occurred_at,
+        agent_id or "",
+        step or "",
+        str(payload["from_model"]),
+        str(payload["to_model"]),
+        str(payload["reason"]),
+    )
+
+
 class Folder:
     """Folds events into a ``Delta``.
 
@@ -181,16 +196,7 @@ class Folder:
         )
 
     def _fallback_triggered(self, delta: Delta, record: EventRecord) -> None:
-        payload = _payload(record)
-        origin: EdgeOrigin = (
-            record.tenant_id,
-            record.occurred_at,
-            record.agent_id or "",
-            record.step or "",
-            str(payload["from_model"]),
-            str(payload["to_model"]),
-            str(payload["reason"]),
-        )
+        origin = edge_origin(record.tenant_id, record.occurred_at, record.agent_id, record.step, _payload(record))
         for key in self._edge_keys(origin):
             delta.fallbacks.setdefault(key, FallbackFigures()).fallbacks += 1
         self._open_edges.setdefault(record.stream_id, []).append(origin)
