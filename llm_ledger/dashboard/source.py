@@ -55,11 +55,6 @@ class LedgerSource:
             return None
         return self.projector.catch_up(timeout=CATCH_UP_SECONDS, wait_seconds=LOCK_WAIT_SECONDS)
 
-    def close(self) -> None:
-        if self.projector is not None:
-            self.projector.close()
-        self.view.close()
-
 
 def is_unreachable(exc: BaseException) -> bool:
     """Whether an error means the database is out of reach (rather than a bug worth a traceback)."""
