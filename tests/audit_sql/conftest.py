@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-from sqlalchemy import Engine
 
 from llm_ledger.audit import verify_ledger
 from llm_ledger.events import Event
-from llm_ledger.store import create_store_engine
 from tests.audit.conftest import seal_all
 from tests.audit_sql.ledger import Extras, fill_ledger, read_events
+from tests.projections.conftest import engine_of  # noqa: F401  (a fixture, registered here by import)
 from tests.store.conftest import (  # noqa: F401  (fixtures, registered here by import)
     _create_postgres_database,
     _postgres_server,
@@ -54,17 +53,3 @@ def audited_sqlite(tmp_path_factory: pytest.TempPathFactory) -> AuditedLedger:
 def audited(request: pytest.FixtureRequest) -> AuditedLedger:
     ledger: AuditedLedger = request.getfixturevalue(f"audited_{request.param}")
     return ledger
-
-
-@pytest.fixture
-def engine_of() -> Iterator[Callable[[str], Engine]]:
-    """Engines on the test's databases, disposed of at its end."""
-    engines: list[Engine] = []
-
-    def make(url: str) -> Engine:
-        engines.append(create_store_engine(url))
-        return engines[-1]
-
-    yield make
-    for engine in engines:
-        engine.dispose()
