@@ -246,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     project.add_argument(
         "--rebuild", action="store_true", help="empty the read models and replay every event (then --follow, if given)"
     )
-    project.add_argument("--batch-size", type=int, default=5_000, help="events per transaction (default 5000)")
+    project.add_argument(
+        "--batch-size", type=_positive_int, default=5_000, help="events per transaction (default 5000)"
+    )
     project.add_argument("--poll-seconds", type=float, default=1.0, help="with --follow: how often to look")
     project.add_argument("--database-url", help=url_help)
     project.set_defaults(handler=_project)
