@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from llm_ledger import AllModelsFailedError, LLMExecutor, LLMMessage, RetryPolicy, execution_context
-from llm_ledger.events import Event, StreamHeader, StreamSealer
+from llm_ledger.events import TERMINAL_EVENT_TYPES, Event, StreamHeader, StreamSealer
 from llm_ledger.executor import InMemorySink
 from llm_ledger.projections.queries import Window
 
@@ -139,7 +139,7 @@ class KnownLedger:
         def inside(event: Event) -> bool:
             return event.tenant_id == tenant and window.start <= event.occurred_at < window.end
 
-        ended = [e for e in self.events if inside(e) and e.event_type in ("ExecutionSucceeded", "ExecutionFailed")]
+        ended = [e for e in self.events if inside(e) and e.event_type in TERMINAL_EVENT_TYPES]
         fell_back = {str(e.stream_id) for e in self.events if e.event_type == "FallbackTriggered"}
         return RawFigures(
             executions=len(ended),
