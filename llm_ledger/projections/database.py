@@ -107,8 +107,9 @@ class ProjectionDatabase:
             if self._dialect.is_lock_timeout(exc):
                 return None
             raise
-        row = connection.execute(select(checkpoints).where(checkpoints.c.name == self._name)).one()
-        return Checkpoint(Cursor(int(row.tx_id), int(row.position)), int(row.events_applied), row.updated_at)
+        checkpoint = self.read_checkpoint(connection)
+        assert checkpoint is not None, "the checkpoint row was inserted above"
+        return checkpoint
 
     def save_checkpoint(self, connection: Connection, cursor: Cursor, events_applied: int) -> None:
         connection.execute(
