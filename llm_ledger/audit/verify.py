@@ -200,84 +200,58 @@ def _runs(positions: Iterable[int]) -> str:
 
 
 def _stream_differences(connection: Connection, queries: AuditQueries, seal: Seal, difference: Any) -> list[Finding]:
-    tenant, sequence = seal.tenant_id, seal.sequence
     stream_id = difference.sealed_stream or difference.actual_stream
+
+    def broken(kind: str, detail: str, row: Any = None, **where: Any) -> Finding:
+        if row is not None:
+            where.update(stream_position=row.stream_position, event_id=row.event_id, event_type=row.event_type)
+        return Finding(
+            seal.tenant_id, kind, "broken", detail, stream_id=stream_id, seal_sequence=seal.sequence, **where
+        )
+
     if difference.actual_stream is None:
         return [
-            Finding(
-                tenant,
+            broken(
                 "sealed_stream_gone",
-                "broken",
                 f"stream is gone: the seal holds its positions {difference.sealed_first}..{difference.sealed_last}"
                 f" ({difference.sealed_count} events)",
-                stream_id=stream_id,
-                seal_sequence=sequence,
             )
         ]
     present = queries.stream_in_range(connection, seal.range, stream_id)
     if difference.sealed_stream is None:
         return [
-            Finding(
-                tenant,
-                "event_inserted",
-                "broken",
-                "inserted into a sealed range: the seal has no event of this stream",
-                stream_id=stream_id,
-                stream_position=row.stream_position,
-                event_id=row.event_id,
-                event_type=row.event_type,
-                seal_sequence=sequence,
-            )
+            broken("event_inserted", "inserted into a sealed range: the seal has no event of this stream", row)
             for row in present
         ]
     findings = []
     sealed = range(difference.sealed_first, difference.sealed_last + 1)
+    held = f"{sealed.start}..{sealed.stop - 1}"
     positions = [row.stream_position for row in present]
     missing = sorted(set(sealed) - set(positions))
     if missing:
         findings.append(
-            Finding(
-                tenant,
+            broken(
                 "sealed_events_missing",
-                "broken",
-                f"lost sealed position(s) {_runs(missing)} (the seal holds {sealed.start}..{sealed.stop - 1})",
-                stream_id=stream_id,
+                f"lost sealed position(s) {_runs(missing)} (the seal holds {held})",
                 stream_position=missing[0],
-                seal_sequence=sequence,
             )
         )
     seen: set[int] = set()
     for row in present:
         if row.stream_position not in sealed or row.stream_position in seen:
             findings.append(
-                Finding(
-                    tenant,
-                    "event_inserted",
-                    "broken",
-                    f"inserted into a sealed range (the seal holds positions {sealed.start}..{sealed.stop - 1})",
-                    stream_id=stream_id,
-                    stream_position=row.stream_position,
-                    event_id=row.event_id,
-                    event_type=row.event_type,
-                    seal_sequence=sequence,
-                )
+                broken("event_inserted", f"inserted into a sealed range (the seal holds positions {held})", row)
             )
         seen.add(row.stream_position)
     if not findings and present and present[-1].hash != difference.sealed_head:
         head = present[-1]
         findings.append(
-            Finding(
-                tenant,
+            broken(
                 "stream_rewritten",
-                "broken",
                 f"the event at position {head.stream_position} is not the sealed one (hash {head.hash}, sealed"
                 f" {difference.sealed_head}): the stream was rewritten, with its chain recomputed if no chain"
                 " break is reported",
-                stream_id=stream_id,
-                stream_position=head.stream_position,
-                event_id=head.event_id,
-                event_type=head.event_type,
-                seal_sequence=sequence,
+                head,
             )
         )
     return findings
