@@ -164,12 +164,10 @@ class PostgresBackend:
         per_tenant: bool,
         direct: bool = False,
     ) -> int:
+        if direct and (copied := self.copy_streaming(connection, rows)) is not None:
+            return copied
         raw = connection.connection.driver_connection
         assert raw is not None
-        if direct:
-            with raw.cursor() as cursor:
-                if _ingest_usable(connection, cursor):
-                    return self._copy_direct(cursor, rows)
         return self._insert_staged(connection, raw, rows, role, per_tenant)
 
     def copy_streaming(self, connection: Connection, rows: Iterable[dict[str, Any]]) -> int | None:
