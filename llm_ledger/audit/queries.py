@@ -84,9 +84,8 @@ class AuditQueries:
         if dialect_name not in ("postgresql", "sqlite"):
             raise ValueError(f"no audit queries for {dialect_name!r}")
         self.dialect_name = dialect_name
-        d = self._d = _POSTGRESQL if dialect_name == "postgresql" else _SQLITE
+        d = _POSTGRESQL if dialect_name == "postgresql" else _SQLITE
         in_range = f"e.tenant_id = :tenant AND {d.after} AND {d.through}"
-        self._in_range = in_range
         self._leaves = text(
             f"SELECT e.hash, e.occurred_at FROM {_EVENTS} e WHERE {in_range} ORDER BY {d.order}"
         ).columns(hash=String, occurred_at=DateTime(timezone=True))
