@@ -612,8 +612,8 @@ def _in_segments(table: Any, segments: Iterable[Segment]) -> Any:
 
 
 class _Sums:
-    """``Figures.add_row`` for many rows at once: the stored histograms are merged as read (bucket keys
-    left as text) and turned into ``Figures``' integer buckets once, at the end."""
+    """``llm_ledger_step_stats`` rows summed into ``Figures``: the stored histograms are merged as read
+    (bucket keys left as text) and turned into ``Figures``' integer buckets once, at the end."""
 
     __slots__ = ("attempt_latency", "execution_latency", "totals")
 
@@ -635,6 +635,7 @@ class _Sums:
         if row.cost_usd is not None:
             totals.cost_usd = (totals.cost_usd or 0.0) + row.cost_usd
         totals.execution_latency_ms_sum += row.execution_latency_ms_sum
+        totals.attempt_latency_ms_sum += row.attempt_latency_ms_sum
         _merge_stored(self.execution_latency, row.execution_latency)
         _merge_stored(self.attempt_latency, row.attempt_latency)
 

@@ -202,6 +202,8 @@ def test_tenant_percentiles_are_within_two_percent_of_the_exact_ones(
             figures = view.totals(tenant, window)
             reported = figures.latency_percentiles() if kind == "execution" else figures.attempt_latency_percentiles()
             assert_within_two_percent(reported, per_tenant[tenant], (kind, tenant))
+            summed = figures.execution_latency_ms_sum if kind == "execution" else figures.attempt_latency_ms_sum
+            assert summed == pytest.approx(sum(per_tenant[tenant])), (kind, tenant)
             if exact_disc is not None:
                 assert exact_disc[tenant] == [nearest_rank(per_tenant[tenant], q) for q in PERCENTILES]
 
