@@ -34,12 +34,15 @@ class SealRange:
 
     def parameters(self) -> dict[str, Any]:
         return {
-            "tenant": self.tenant_id,
-            "after_tx": self.after.tx_id,
-            "after_position": self.after.position,
+            **_after_parameters(self.tenant_id, self.after),
             "through_tx": self.through.tx_id,
             "through_position": self.through.position,
         }
+
+
+def _after_parameters(tenant_id: str, after: Cursor) -> dict[str, Any]:
+    """The tenant's events after ``after`` (open-ended ranges: what can be sealed next, what is unsealed)."""
+    return {"tenant": tenant_id, "after_tx": after.tx_id, "after_position": after.position}
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,9 +178,7 @@ class AuditQueries:
 
     def sealable_through(self, connection: Connection, tenant_id: str, after: Cursor) -> Cursor | None:
         """The cursor of the tenant's last event after ``after`` that no running transaction can precede."""
-        row = connection.execute(
-            self._through, {"tenant": tenant_id, "after_tx": after.tx_id, "after_position": after.position}
-        ).first()
+        row = connection.execute(self._through, _after_parameters(tenant_id, after)).first()
         return None if row is None else Cursor(int(row.tx), int(row.position))
 
     def leaves(self, connection: Connection, sealed: SealRange) -> Iterator[Row[Any]]:
@@ -199,8 +200,7 @@ class AuditQueries:
         return list(connection.execute(self._stream_in_range, {**sealed.parameters(), "stream_id": stream_id}))
 
     def count_after(self, connection: Connection, tenant_id: str, after: Cursor) -> int:
-        parameters = {"tenant": tenant_id, "after_tx": after.tx_id, "after_position": after.position}
-        return int(connection.execute(self._count_after, parameters).scalar_one())
+        return int(connection.execute(self._count_after, _after_parameters(tenant_id, after)).scalar_one())
 
     # --- streams -----------------------------------------------------------------------------------
 
