@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 from llm_ledger.executor.sink import EventSink, set_default_sink, set_default_sink_factory
-from llm_ledger.executor.tracing import ExecutionTracer, NoTracer, set_default_tracer_factory
+from llm_ledger.executor.tracing import (
+    ExecutionTracer,
+    NoTracer,
+    get_default_tracer,
+    set_default_tracer_factory,
+)
 
 
 def _default_writer() -> EventSink:
@@ -40,10 +46,25 @@ set_default_tracer_factory(_default_tracer)
 
 
 async def aclose(wait_seconds: float = 5.0) -> None:
-    """Write (or spool) every event recorded by executors built without ``sink=``, within
-    ``wait_seconds``. It also happens at interpreter exit; this is for applications that want it
-    done, and awaited, at shutdown."""
+    """Write (or spool) every event recorded by executors built without ``sink=``, and export the
+    traces of those executions, each within ``wait_seconds``. Both also happen at interpreter exit,
+    the traces with a short budget; this is for applications that want it done, and awaited, at
+    shutdown."""
     from llm_ledger.store.default import close_default_writers
 
     await asyncio.to_thread(close_default_writers, wait_seconds)
     set_default_sink(None)
+    await asyncio.to_thread(_flush_traces, wait_seconds)
+
+
+def _flush_traces(wait_seconds: float) -> None:
+    if "llm_ledger.telemetry" not in sys.modules:
+        return  # no execution asked for a tracer: there is nothing to export
+    from llm_ledger.telemetry import DeferredExecutionTracer, configure_tracing
+
+    tracer = get_default_tracer()
+    if isinstance(tracer, DeferredExecutionTracer):
+        tracer.flush(wait_seconds)  # spans are built off the call path: hand the last ones over
+    installed = configure_tracing()
+    if installed is not None and installed.tracer_provider is not None:
+        installed.tracer_provider.force_flush(timeout_millis=int(wait_seconds * 1000))

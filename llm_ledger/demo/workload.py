@@ -25,7 +25,6 @@ from llm_ledger.executor import (
     execution_context,
     get_default_sink,
 )
-from llm_ledger.executor.tracing import get_default_tracer
 from llm_ledger.lifecycle import aclose
 from llm_ledger.store import EventStore, StoreSettings, migrate
 
@@ -114,8 +113,7 @@ async def arun_workload(
         await asyncio.gather(*(_run_session(executors, session, limit, progress) for session in plan.sessions))
     finally:
         duration = time.monotonic() - started
-        await aclose()
-        await asyncio.to_thread(_flush_traces)
+        await aclose()  # the events stored, the traces exported
     return await asyncio.to_thread(summarize, url, plan, duration)
 
 
@@ -149,19 +147,6 @@ def _configured_ledger(database_url: str | None) -> Iterator[None]:
             del os.environ["LLM_LEDGER_DATABASE_URL"]
         else:
             os.environ["LLM_LEDGER_DATABASE_URL"] = previous
-
-
-def _flush_traces() -> None:
-    # Spans are built off the call path and exported in batches: push them out now, rather than
-    # leave them to the exit hook's short budget.
-    from llm_ledger.telemetry import DeferredExecutionTracer, configure_tracing
-
-    tracer = get_default_tracer()
-    if isinstance(tracer, DeferredExecutionTracer):
-        tracer.flush()
-    installed = configure_tracing()
-    if installed is not None and installed.tracer_provider is not None:
-        installed.tracer_provider.force_flush(timeout_millis=5_000)
 
 
 async def _run_session(

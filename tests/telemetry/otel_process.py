@@ -1,5 +1,7 @@
 """Run by the telemetry tests in a child process: N executions on mock models with tracing configured
-only from the OTEL_* environment (as an application would), then exit; prints timings and ids."""
+only from the OTEL_* environment (as an application would), then exit; prints timings and ids.
+With ``aclose`` as second argument it awaits ``llm_ledger.aclose()``, prints ``CLOSED`` and waits for a line
+on stdin before exiting, so the test can look at what was exported by then, before the exit hook runs."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import asyncio
 import sys
 import time
 
-from llm_ledger import InMemorySink, LLMExecutor, LLMMessage, RetryPolicy, execution_context
+from llm_ledger import InMemorySink, LLMExecutor, LLMMessage, RetryPolicy, aclose, execution_context
 
 
 async def main(count: int) -> InMemorySink:
@@ -33,3 +35,7 @@ if __name__ == "__main__":
     print(f"TRACE_ID {first.trace_id}", flush=True)
     print(f"RAN {time.monotonic() - started:.3f}", flush=True)
     print(f"DONE_AT {time.time():.6f}", flush=True)
+    if sys.argv[2:] == ["aclose"]:
+        asyncio.run(aclose())
+        print("CLOSED", flush=True)
+        sys.stdin.readline()

@@ -247,3 +247,27 @@ def test_with_the_collector_down_or_stalled_1000_executions_finish_and_the_proce
             lines, exit_seconds = _run_child(env, 1000)
     assert exit_seconds < 2.0, f"the process took {exit_seconds:.2f} s to exit after its work"
     assert float(lines["RAN"]) < 30
+
+
+def test_aclose_exports_the_traces_before_it_returns() -> None:
+    with GrpcOtlpReceiver() as receiver:
+        # Batches would otherwise leave every 30 s: only aclose's flush can have sent them in time.
+        env = _clean_env() | {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "30000"}
+        child = subprocess.Popen(
+            [sys.executable, "-m", "tests.telemetry.otel_process", "2", "aclose"],
+            cwd=ROOT,
+            env={**env, "PYTHONPATH": str(ROOT)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None and child.stdin is not None
+        try:
+            lines = [child.stdout.readline() for _ in range(4)]
+            assert lines[-1] == "CLOSED\n", lines
+            # Two executions, each an execution span and two attempt spans (rate limited, then the backup).
+            assert len(receiver.spans()) == 6
+        finally:
+            child.stdin.write("\n")
+            child.stdin.close()
+            child.wait(timeout=30)
