@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from llm_ledger.projections import Projector
-from llm_ledger.store import EventStore
+from llm_ledger.store import EventStore, create_store_engine
 
 
 def stored_events(projector: Projector) -> int:
@@ -43,8 +43,6 @@ def project_in_batches(url: str, batch_size: int, *, fresh_projector_per_batch: 
     """Apply every stored event ``batch_size`` at a time; with ``fresh_projector_per_batch`` each batch is
     applied by a new ``Projector``, which remembers nothing of the executions the earlier ones saw open.
     Returns the number of batches."""
-    from llm_ledger.store import create_store_engine
-
     engine = create_store_engine(url)
     projector = Projector(engine, batch_size=batch_size)
     batches = 0
