@@ -80,10 +80,11 @@ def seal_events(url: str) -> bool:
 
 def verify_ledger_integrity(url: str) -> bool:
     """``llm-ledger audit verify`` over the whole ledger; its result is recorded for the dashboard's audit page."""
-    from llm_ledger.audit import AuditConfigurationError, verify_ledger
+    from llm_ledger.audit import AuditConfigurationError, PublicKey, verify_ledger
 
     try:
-        report = verify_ledger(url)
+        # As the command does: with LLM_LEDGER_SEAL_PUBLIC_KEY set, every seal must carry its signature.
+        report = verify_ledger(url, public_key=PublicKey.from_env())
     except AuditConfigurationError as exc:
         print(f"llm-ledger: {exc}", file=sys.stderr)
         return False

@@ -170,3 +170,21 @@ def test_without_the_dashboard_extra_it_says_how_to_install_it(
     assert "the dashboard needs Streamlit: pip install 'llm-ledger[dashboard]'" in result.stderr
     assert "Traceback" not in result.stderr
     assert check_streams(sqlite_url).sessions == 1
+
+
+def test_the_demo_signs_its_seals_and_verifies_them_against_the_pinned_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from llm_ledger.audit import PUBLIC_KEY_VARIABLE, SEAL_KEY_VARIABLE, SigningKey
+
+    key = SigningKey.generate()
+    monkeypatch.setenv(PUBLIC_KEY_VARIABLE, key.public_key.text())
+    unsigned = f"sqlite:///{tmp_path / 'unsigned.db'}"
+    assert main(["demo", "--sessions", "1", "--database-url", unsigned, *FAST]) == 1, "unsigned seals, key pinned"
+    assert "seal_unsigned" in capsys.readouterr().out
+
+    monkeypatch.setenv(SEAL_KEY_VARIABLE, key.text())
+    signed = f"sqlite:///{tmp_path / 'signed.db'}"
+    assert main(["demo", "--sessions", "1", "--database-url", signed, *FAST]) == 0
+    out = capsys.readouterr().out
+    assert ", signed\n" in out and "\n  OK: " in out
