@@ -119,10 +119,10 @@ STEP_TOKENS = {
 BASE_FAILURE = {"groq": 0.035, "openai": 0.02, "anthropic": 0.025, "openrouter": 0.03}
 RETRY_FAILURE = 0.3
 NON_RETRYABLE = 0.002  # an invalid request or an overlong context: the execution fails at once
-ERRORS = (  # error type, class, status, share of transient failures
+ERRORS = (  # error type, class, status, cumulative share of transient failures (55%, 30%, 15%)
     ("rate_limit", "RateLimitError", 429, 0.55),
-    ("server_error", "ServerError", 503, 0.30),
-    ("timeout", "TimeoutError", None, 0.15),
+    ("server_error", "ServerError", 503, 0.85),
+    ("timeout", "TimeoutError", None, 1.01),
 )
 ATTEMPT_TIMEOUT_S = 30
 MAX_RETRIES = 1
@@ -306,9 +306,7 @@ class SliceBuilder:
                     failure = max(failure, RETRY_FAILURE)  # what failed a moment ago often fails again
                 if roll < NON_RETRYABLE + failure:
                     pick = rng.random()
-                    error_type, error_class, status, _ = next(
-                        e for e, share in zip(ERRORS, (0.55, 0.85, 1.01), strict=True) if pick < share
-                    )
+                    error_type, error_class, status, _ = next(e for e in ERRORS if pick < e[3])
                     if error_type == "timeout":
                         latency = ATTEMPT_TIMEOUT_S * 1000 + rng.uniform(0.5, 20)
                     elif error_type == "rate_limit":
