@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,20 +51,25 @@ class Seal:
         return SealRange(self.tenant_id, self.after, self.through)
 
     def computed_hash(self) -> str:
-        """The hash this seal's fields give (equal to ``seal_hash`` unless the row was changed)."""
-        return seal_hash_of(
-            tenant_id=self.tenant_id,
-            sequence=self.sequence,
-            after=self.after,
-            through=self.through,
-            event_count=self.event_count,
-            stream_count=self.stream_count,
-            first_occurred_at=self.first_occurred_at,
-            last_occurred_at=self.last_occurred_at,
-            merkle_root=self.merkle_root,
-            manifest_digest=self.manifest_digest,
-            sealed_at=self.sealed_at,
-            prev_seal_hash=self.prev_seal_hash,
+        """SHA-256 over the canonical JSON of every field but the hash, key and signature (timestamps in UTC
+        to the microsecond, which both databases keep); equal to ``seal_hash`` unless the row was changed."""
+        return sha256_hex(
+            canonical_json(
+                {
+                    "tenant_id": self.tenant_id,
+                    "sequence": self.sequence,
+                    "after": [self.after.tx_id, self.after.position],
+                    "through": [self.through.tx_id, self.through.position],
+                    "event_count": self.event_count,
+                    "stream_count": self.stream_count,
+                    "first_occurred_at": _timestamp(self.first_occurred_at),
+                    "last_occurred_at": _timestamp(self.last_occurred_at),
+                    "merkle_root": self.merkle_root,
+                    "manifest_digest": self.manifest_digest,
+                    "sealed_at": _timestamp(self.sealed_at),
+                    "prev_seal_hash": self.prev_seal_hash,
+                }
+            )
         )
 
     def to_row(self) -> dict[str, Any]:
@@ -116,43 +121,6 @@ def as_utc(moment: datetime) -> datetime:
 
 def _timestamp(moment: datetime) -> str:
     return as_utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def seal_hash_of(
-    *,
-    tenant_id: str,
-    sequence: int,
-    after: Cursor,
-    through: Cursor,
-    event_count: int,
-    stream_count: int,
-    first_occurred_at: datetime,
-    last_occurred_at: datetime,
-    merkle_root: str,
-    manifest_digest: str,
-    sealed_at: datetime,
-    prev_seal_hash: str | None,
-) -> str:
-    """SHA-256 over the canonical JSON of a seal's fields (timestamps in UTC to the microsecond, which both
-    databases keep)."""
-    return sha256_hex(
-        canonical_json(
-            {
-                "tenant_id": tenant_id,
-                "sequence": sequence,
-                "after": [after.tx_id, after.position],
-                "through": [through.tx_id, through.position],
-                "event_count": event_count,
-                "stream_count": stream_count,
-                "first_occurred_at": _timestamp(first_occurred_at),
-                "last_occurred_at": _timestamp(last_occurred_at),
-                "merkle_root": merkle_root,
-                "manifest_digest": manifest_digest,
-                "sealed_at": _timestamp(sealed_at),
-                "prev_seal_hash": prev_seal_hash,
-            }
-        )
-    )
 
 
 def leaf_of(event_hash: str) -> bytes:
@@ -217,23 +185,24 @@ def _seal_tenant(
     sequence = previous.sequence + 1 if previous is not None else 1
     queries.insert_manifest(connection, sealed, sequence)
     manifest, streams = manifest_digest(queries.manifest(connection, tenant_id, sequence))
-    fields: dict[str, Any] = {
-        "tenant_id": tenant_id,
-        "sequence": sequence,
-        "after": after,
-        "through": through,
-        "event_count": digest.count,
-        "stream_count": streams,
-        "first_occurred_at": digest.first_occurred_at,
-        "last_occurred_at": digest.last_occurred_at,
-        "merkle_root": digest.root,
-        "manifest_digest": manifest,
-        "sealed_at": datetime.now(UTC),
-        "prev_seal_hash": previous.seal_hash if previous is not None else None,
-    }
-    own_hash = seal_hash_of(**fields)
-    seal = Seal(
-        **fields,
+    unsigned = Seal(
+        tenant_id=tenant_id,
+        sequence=sequence,
+        after=after,
+        through=through,
+        event_count=digest.count,
+        stream_count=streams,
+        first_occurred_at=digest.first_occurred_at,
+        last_occurred_at=digest.last_occurred_at,
+        merkle_root=digest.root,
+        manifest_digest=manifest,
+        sealed_at=datetime.now(UTC),
+        prev_seal_hash=previous.seal_hash if previous is not None else None,
+        seal_hash="",
+    )
+    own_hash = unsigned.computed_hash()
+    seal = replace(
+        unsigned,
         seal_hash=own_hash,
         public_key=signing_key.public_key.text() if signing_key is not None else None,
         signature=signing_key.sign(own_hash) if signing_key is not None else None,
