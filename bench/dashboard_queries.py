@@ -60,6 +60,7 @@ from llm_ledger.events import parse_event
 from llm_ledger.projections import Projector
 from llm_ledger.projections.grains import DAY, HOUR, MINUTE, display_grain, floor
 from llm_ledger.projections.queries import LedgerView, Window
+from llm_ledger.projections.rollup import provider_of
 from llm_ledger.projections.schema import READ_MODELS
 from llm_ledger.store.migrate import upgrade
 from llm_ledger.store.schema import STORED_COLUMNS
@@ -126,10 +127,6 @@ ERRORS = (  # error type, class, status, cumulative share of transient failures 
 )
 ATTEMPT_TIMEOUT_S = 30
 MAX_RETRIES = 1
-
-
-def provider_of(model: str) -> str:
-    return model.split("/", 1)[0]
 
 
 @dataclass(frozen=True, slots=True)
