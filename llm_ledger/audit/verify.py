@@ -106,9 +106,7 @@ def _check_seals(
     for row in queries.seals_of(connection, tenant):
         seal = Seal.from_row(row)
         result.seals += 1
-        for kind, detail in _chain_problems(seal, previous):
-            result.add(Finding(tenant, kind, "broken", detail, seal_sequence=seal.sequence))
-        for kind, detail in _signature_problems(seal, public_key):
+        for kind, detail in [*_chain_problems(seal, previous), *_signature_problems(seal, public_key)]:
             result.add(Finding(tenant, kind, "broken", detail, seal_sequence=seal.sequence))
         if since is None or seal.last_occurred_at >= since:
             _check_seal_content(connection, queries, result, seal)
