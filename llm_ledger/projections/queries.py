@@ -314,9 +314,7 @@ class LedgerView:
     def series(self, tenant_id: str, window: Window, by: Dimension | None = None) -> list[Point]:
         """Figures per time bucket (minutes, hours or days, whichever gives a readable number of points),
         per value of ``by`` when given."""
-        grain = display_grain(window.start, window.end)
-        segment = Segment(grain, floor(window.start, grain), window.end)
-        rows = self._step_rows(tenant_id, [segment])
+        rows = self._step_rows(tenant_id, [_display_segment(window)])
         points = _sums_by(rows, lambda row: (utc(row.bucket_start), getattr(row, by) if by else ""))
         return [Point(start, group, summed.figures()) for (start, group), summed in sorted(points.items())]
 
@@ -336,12 +334,11 @@ class LedgerView:
         self, tenant_id: str, window: Window, by: ErrorDimension = "error_type", scope: str = "attempt"
     ) -> list[ErrorPoint]:
         """Failures per time bucket and value of ``by`` (attempt failures, or failed executions)."""
-        grain = display_grain(window.start, window.end)
         column = error_stats.c[by]
         query = (
             select(error_stats.c.bucket_start, column, func.sum(error_stats.c.count))
             .where(error_stats.c.tenant_id == tenant_id, error_stats.c.scope == scope)
-            .where(_in_segments(error_stats, [Segment(grain, floor(window.start, grain), window.end)]))
+            .where(_in_segments(error_stats, [_display_segment(window)]))
             .group_by(error_stats.c.bucket_start, column)
             .order_by(error_stats.c.bucket_start, column)
         )
@@ -597,6 +594,13 @@ def _execution_view(stream: list[Event]) -> ExecutionView:
         trace_id=first.trace_id,
         attempts=[AttemptView(**attempt) for _, attempt in sorted(attempts.items())],
     )
+
+
+def _display_segment(window: Window) -> Segment:
+    """The rows a time series over the window is drawn from: its display grain, from the bucket holding
+    its start."""
+    grain = display_grain(window.start, window.end)
+    return Segment(grain, floor(window.start, grain), window.end)
 
 
 def _in_segments(table: Any, segments: Iterable[Segment]) -> Any:
