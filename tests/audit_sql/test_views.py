@@ -12,6 +12,7 @@ from sqlalchemy import Engine, text
 
 from tests.audit_sql import truth
 from tests.audit_sql.conftest import AuditedLedger
+from tests.projections.ground_truth import moment
 
 TIMES = ("started_at", "ended_at", "occurred_at", "last_event_at")
 TERMINAL_OUTCOMES = (("ExecutionSucceeded", "succeeded"), ("ExecutionFailed", "failed"))
@@ -25,7 +26,7 @@ def view_rows(engine: Engine, view: str) -> list[dict[str, Any]]:
     for row in rows:
         for column in TIMES:
             if row.get(column) is not None:
-                row[column] = truth.moment(row[column])
+                row[column] = moment(row[column])
         if isinstance(row.get("chain"), str):
             row["chain"] = json.loads(row["chain"])
         if "succeeded_after" in row:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 from llm_ledger.events import Event
@@ -148,10 +147,3 @@ def incomplete(events: Iterable[Event]) -> dict[str, Row]:
             "attempts": sum(e.event_type == "AttemptStarted" for e in stream),
         }
     return rows
-
-
-def moment(value: Any) -> datetime:
-    """A timestamp as either driver returns it (SQLite: UTC text), in UTC."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
