@@ -23,7 +23,7 @@ from llm_ledger.audit.schema import audit_findings, audit_runs, audit_tenant_res
 from llm_ledger.events import Event
 from llm_ledger.projections import histogram
 from llm_ledger.projections.database import ProjectionDatabase, utc
-from llm_ledger.projections.grains import MINUTE, Segment, display_grain, floor, plan
+from llm_ledger.projections.grains import DAY, MINUTE, Segment, display_grain, floor, plan
 from llm_ledger.projections.projector import PROJECTION_NAME
 from llm_ledger.projections.rollup import StepFigures
 from llm_ledger.projections.schema import error_stats, failed_attempts, fallback_stats, sessions, step_stats
@@ -283,7 +283,8 @@ class LedgerView:
         """Tenants with projected figures (only the bound tenant for a bound view)."""
         if self.bound_tenant is not None:
             return [self.bound_tenant]
-        query = select(step_stats.c.tenant_id).where(step_stats.c.grain_seconds == 86_400).distinct()
+        # Every figure is kept at every grain: the day rows are the fewest that name every tenant.
+        query = select(step_stats.c.tenant_id).where(step_stats.c.grain_seconds == DAY).distinct()
         with self._reading() as connection:
             return sorted(connection.execute(query).scalars())
 
