@@ -5,7 +5,8 @@ arguments (every field present, ``None`` as null, tuples as lists, ``Number`` fi
 ints), so the canonical JSON, and every hash, is the same; tests/events/test_values.py holds them to it.
 Sealing a payload given this way costs a fraction of validating and dumping the model (the writer's
 sealing thread is the ingest bottleneck); ``EventDraft.payload`` builds the model from these values only
-when someone reads it.
+when someone reads it. ``record_input`` and ``record_output`` give the capture records as models, built
+from the same values.
 
 Every value is checked as the model would check it, cheaply: a value of the exact type passes (``type(v)
 is str``), anything else goes through pydantic's validator for the field's type, so the values are what
