@@ -53,6 +53,13 @@ def recorded() -> list[Event]:
     return workload.generate(TENANTS, EXECUTIONS, spread=timedelta(hours=12), seed=3)
 
 
+@pytest.fixture(params=["postgresql", "sqlite"])
+def unmigrated_url(request: pytest.FixtureRequest) -> str:
+    """An empty database of the test's own, not migrated, once per dialect."""
+    url: str = request.getfixturevalue("empty_postgres_url" if request.param == "postgresql" else "sqlite_url")
+    return url
+
+
 def store_events(url: str, recorded: list[Event]) -> None:
     store = EventStore(url)
     try:

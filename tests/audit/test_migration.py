@@ -11,13 +11,6 @@ from llm_ledger.store.migrate import DowngradeRefusedError
 from tests.audit.conftest import Ledger
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def empty_url(request: pytest.FixtureRequest) -> str:
-    fixture = "empty_postgres_url" if request.param == "postgresql" else "sqlite_url"
-    url: str = request.getfixturevalue(fixture)
-    return url
-
-
 def audit_tables_of(url: str) -> set[str]:
     engine = create_store_engine(url)
     try:
@@ -28,15 +21,15 @@ def audit_tables_of(url: str) -> set[str]:
     return names & {table.name for table in AUDIT_TABLES}
 
 
-def test_0005_creates_the_audit_tables_and_its_downgrade_drops_them(empty_url: str) -> None:
-    migrate.upgrade(empty_url)
-    assert audit_tables_of(empty_url) == {table.name for table in AUDIT_TABLES}
+def test_0005_creates_the_audit_tables_and_its_downgrade_drops_them(unmigrated_url: str) -> None:
+    migrate.upgrade(unmigrated_url)
+    assert audit_tables_of(unmigrated_url) == {table.name for table in AUDIT_TABLES}
 
-    migrate.downgrade(empty_url, "0004")
-    assert audit_tables_of(empty_url) == set()
+    migrate.downgrade(unmigrated_url, "0004")
+    assert audit_tables_of(unmigrated_url) == set()
 
-    migrate.upgrade(empty_url)  # and again: the downgrade left nothing in the way (functions, policies)
-    assert migrate.current(empty_url) == migrate.head()
+    migrate.upgrade(unmigrated_url)  # and again: the downgrade left nothing in the way (functions, policies)
+    assert migrate.current(unmigrated_url) == migrate.head()
 
 
 def test_downgrading_below_0005_is_refused_once_there_is_a_seal(ledger: Ledger) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from llm_ledger.audit import verify_ledger
 from llm_ledger.events import Event
-from tests.audit.conftest import seal_all
+from tests.audit.conftest import seal_all, unmigrated_url  # noqa: F401  (a fixture, registered here by import)
 from tests.audit_sql.ledger import Extras, fill_ledger, read_events
 from tests.projections.conftest import engine_of  # noqa: F401  (a fixture, registered here by import)
 from tests.store.conftest import (  # noqa: F401  (fixtures, registered here by import)

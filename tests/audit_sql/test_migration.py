@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pytest
 from sqlalchemy import Engine, func, inspect, select, text
 
 from llm_ledger.store import EventStore, migrate
@@ -13,12 +12,6 @@ from llm_ledger.store.schema import events
 from tests.audit_sql.conftest import AuditedLedger
 
 VIEWS = {"audit_executions", "audit_attempts", "audit_fallbacks", "audit_incomplete"}
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def unmigrated_url(request: pytest.FixtureRequest) -> str:
-    url: str = request.getfixturevalue("empty_postgres_url" if request.param == "postgresql" else "sqlite_url")
-    return url
 
 
 def views(engine: Engine) -> set[str]:
