@@ -194,7 +194,7 @@ class ProjectionDatabase:
 
 # --- what a delta adds, as rows in each table's column order ----------------------------------------------
 
-_STEP_COUNTERS = (
+_STEP_COUNTS = (
     "executions",
     "succeeded",
     "failed",
@@ -203,9 +203,9 @@ _STEP_COUNTERS = (
     "attempt_failures",
     "input_tokens",
     "output_tokens",
-    "execution_latency_ms_sum",
-    "attempt_latency_ms_sum",
 )
+_STEP_COUNTERS = (*_STEP_COUNTS, "execution_latency_ms_sum", "attempt_latency_ms_sum")
+"""The step figures a stored row and a new one add up plainly."""
 _SESSION_COUNTERS = ("executions", "succeeded", "failed", "fallback_executions", "attempts", "attempt_failures")
 
 
@@ -257,7 +257,7 @@ def _delta_rows(delta: Delta) -> list[tuple[Table, list[tuple[Any, ...]]]]:
     steps = [
         (
             *key,
-            *(getattr(f, name) for name in _STEP_COUNTERS[:8]),
+            *(getattr(f, name) for name in _STEP_COUNTS),
             f.cost_usd,
             f.execution_latency_ms_sum,
             dumps(f.execution_latency),
