@@ -55,7 +55,6 @@ down_revision: str | None = "0003"
 branch_labels: str | None = None
 depends_on: str | None = None
 
-VIEWS = ("audit_executions", "audit_attempts", "audit_fallbacks", "audit_incomplete")
 _READERS = ("llm_ledger_reader", "llm_ledger_auditor")
 _TERMINAL = "('ExecutionSucceeded', 'ExecutionFailed')"
 
@@ -264,6 +263,7 @@ _SELECTS = {
     "audit_fallbacks": _fallbacks,
     "audit_incomplete": _incomplete,
 }
+VIEWS = tuple(_SELECTS)
 
 
 def _ensure_roles() -> None:
