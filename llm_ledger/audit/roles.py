@@ -1,4 +1,5 @@
-"""Transactions of the audit, scoped to the ledger role that may do the work (PostgreSQL)."""
+"""The audit's database: an engine on one with the audit tables, and transactions scoped to the ledger role
+that may do the work (PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, inspect
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from llm_ledger.audit.errors import AuditConfigurationError
 from llm_ledger.audit.schema import seals
-from llm_ledger.store import StoreUnavailableError
+from llm_ledger.store import StoreUnavailableError, create_store_engine
 from llm_ledger.store.scoping import scope_transaction
 
 
@@ -38,3 +40,16 @@ def require_audit_tables(engine: Engine) -> None:
         raise StoreUnavailableError(f"{where} cannot be reached: {exc.orig}") from exc
     if not has_tables:
         raise AuditConfigurationError(f"{where} has no audit tables: run llm-ledger db upgrade")
+
+
+@contextmanager
+def audit_engine(database_url: str | URL | Engine) -> Iterator[Engine]:
+    """An engine on a database with the audit tables (``require_audit_tables``); one this made from a URL is
+    disposed of at the end, a given engine is left to its owner."""
+    engine = database_url if isinstance(database_url, Engine) else create_store_engine(database_url)
+    try:
+        require_audit_tables(engine)
+        yield engine
+    finally:
+        if engine is not database_url:
+            engine.dispose()

@@ -20,9 +20,9 @@ from sqlalchemy.engine import URL
 from llm_ledger.audit.keys import SigningKey
 from llm_ledger.audit.merkle import MerkleAccumulator
 from llm_ledger.audit.queries import AuditQueries, SealRange
-from llm_ledger.audit.roles import require_audit_tables, scoped_connection
+from llm_ledger.audit.roles import audit_engine, scoped_connection
 from llm_ledger.events import canonical_json, sha256_hex
-from llm_ledger.store import START, Cursor, create_store_engine
+from llm_ledger.store import START, Cursor
 from llm_ledger.store.scoping import SEALER_ROLE
 
 
@@ -219,9 +219,7 @@ def seal_ledger(
     PostgreSQL. ``signing_key`` may be given in any form ``LLM_LEDGER_SEAL_KEY`` takes."""
     if isinstance(signing_key, str):
         signing_key = SigningKey.parse(signing_key)
-    engine = database_url if isinstance(database_url, Engine) else create_store_engine(database_url)
-    try:
-        require_audit_tables(engine)
+    with audit_engine(database_url) as engine:
         queries = AuditQueries(engine.dialect.name)
         with scoped_connection(engine, SEALER_ROLE) as connection:
             tenants = queries.tenants(connection, tenant_id)
@@ -232,6 +230,3 @@ def seal_ledger(
             if seal is not None:
                 made.append(seal)
         return made
-    finally:
-        if engine is not database_url:
-            engine.dispose()

@@ -28,11 +28,11 @@ from llm_ledger.audit.errors import AuditConfigurationError
 from llm_ledger.audit.keys import PublicKey
 from llm_ledger.audit.queries import AuditQueries
 from llm_ledger.audit.report import AuditReport, Finding, Severity, TenantResult
-from llm_ledger.audit.roles import require_audit_tables, scoped_connection
+from llm_ledger.audit.roles import audit_engine, scoped_connection
 from llm_ledger.audit.runs import record_run
 from llm_ledger.audit.seals import Seal, as_utc, digest_range, manifest_digest
 from llm_ledger.events import TERMINAL_EVENT_TYPES, uuid7, verify_chain
-from llm_ledger.store import START, create_store_engine
+from llm_ledger.store import START
 from llm_ledger.store.rows import row_to_record
 from llm_ledger.store.scoping import AUDITOR_ROLE
 
@@ -56,9 +56,7 @@ def verify_ledger(
         raise AuditConfigurationError("since must be an aware datetime (UTC)")
     if isinstance(public_key, str):
         public_key = PublicKey.parse(public_key, "public_key")
-    engine = database_url if isinstance(database_url, Engine) else create_store_engine(database_url)
-    try:
-        require_audit_tables(engine)
+    with audit_engine(database_url) as engine:
         queries = AuditQueries(engine.dialect.name)
         started_at = datetime.now(UTC)
         with scoped_connection(engine, AUDITOR_ROLE) as connection:
@@ -86,9 +84,6 @@ def verify_ledger(
         if record:
             record_run(engine, report)
         return report
-    finally:
-        if engine is not database_url:
-            engine.dispose()
 
 
 # --- seals -------------------------------------------------------------------------------------------
