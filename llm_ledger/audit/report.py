@@ -55,7 +55,8 @@ class TenantResult:
     last_sealed_at: datetime | None = None
     findings: list[Finding] = field(default_factory=list)
     finding_count: int = 0
-    is_broken: bool = False
+    ok: bool = True
+    """False once a ``broken`` finding is added (incomplete streams and warnings do not count)."""
     _broken_streams: set[str] = field(default_factory=set)
     _incomplete_streams: set[str] = field(default_factory=set)
 
@@ -64,15 +65,11 @@ class TenantResult:
         if len(self.findings) < MAX_KEPT_FINDINGS:
             self.findings.append(finding)
         if finding.severity == "broken":
-            self.is_broken = True
+            self.ok = False
             if finding.stream_id is not None:
                 self._broken_streams.add(finding.stream_id)
         elif finding.severity == "incomplete" and finding.stream_id is not None:
             self._incomplete_streams.add(finding.stream_id)
-
-    @property
-    def ok(self) -> bool:
-        return not self.is_broken
 
     @property
     def broken_streams(self) -> int:
