@@ -16,8 +16,8 @@ from llm_ledger.audit import SigningKey
 from llm_ledger.audit.schema import seal_streams, seals
 from llm_ledger.audit.seals import Seal
 from llm_ledger.cli import main
-from llm_ledger.events import Event, StreamHeader, parse_event, seal_event
-from llm_ledger.store.rows import event_to_row, row_to_record
+from llm_ledger.events import StreamHeader, seal_event
+from llm_ledger.store.rows import event_to_row, row_to_event
 from llm_ledger.store.schema import events
 from tests.audit.conftest import TENANTS, Ledger, seal_all
 
@@ -42,16 +42,12 @@ def named(found: list[dict[str, Any]], kind: str, **where: Any) -> dict[str, Any
     raise AssertionError(f"no {kind} finding naming {where} in {[(f['kind'], f['stream_id']) for f in found]}")
 
 
-def event_of(row: Any) -> Event:
-    return parse_event(row_to_record(row._mapping))
-
-
 def resealed(rows: list[Any], header: StreamHeader, *, shift: timedelta, ids: bool = False) -> list[dict[str, Any]]:
     """The rows' events sealed again as one stream of ``header`` (a recomputed, self-consistent chain), each
     ``shift`` later; with ``ids``, under new event ids."""
     made, prev_hash = [], None
     for row in rows:
-        event = event_of(row)
+        event = row_to_event(row._mapping)
         sealed = seal_event(
             header,
             position=event.stream_position,
