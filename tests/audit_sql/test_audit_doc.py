@@ -39,6 +39,9 @@ class Facts:
     def attempts(self, tenant: str) -> list[dict[str, Any]]:
         return [row for row in truth.attempts(self.ledger.events).values() if row["tenant_id"] == tenant]
 
+    def fallbacks(self, tenant: str) -> list[dict[str, Any]]:
+        return [row for row in truth.fallbacks(self.ledger.events) if row["tenant_id"] == tenant]
+
     @property
     def tenant(self) -> str:
         return self.variables["tenant"]
@@ -84,7 +87,7 @@ def _the_digest_execution(rows: Rows, facts: Facts) -> None:
 
 
 def _fallbacks(rows: Rows, facts: Facts) -> None:
-    expected = [row for row in truth.fallbacks(facts.ledger.events) if row["tenant_id"] == facts.tenant]
+    expected = facts.fallbacks(facts.tenant)
     assert len(rows) == len(expected)
     assert {str(stream) for stream in facts.ledger.extras.failed_over} <= set(ids(rows))
     assert Counter(row["succeeded_after"] for row in rows) == Counter(
@@ -93,7 +96,7 @@ def _fallbacks(rows: Rows, facts: Facts) -> None:
 
 
 def _fallback_chains(rows: Rows, facts: Facts) -> None:
-    expected = [row for row in truth.fallbacks(facts.ledger.events) if row["tenant_id"] == facts.tenant]
+    expected = facts.fallbacks(facts.tenant)
     assert total(rows, "fallbacks") == len(expected)
     assert total(rows, "succeeded_after") == sum(row["succeeded_after"] for row in expected)
 
