@@ -22,7 +22,7 @@ from llm_ledger.audit.merkle import MerkleAccumulator
 from llm_ledger.audit.queries import AuditQueries, SealRange
 from llm_ledger.audit.roles import audit_engine, scoped_connection
 from llm_ledger.events import canonical_json, sha256_hex
-from llm_ledger.store import START, Cursor
+from llm_ledger.store import START, Cursor, as_utc
 from llm_ledger.store.scoping import SEALER_ROLE
 
 
@@ -112,11 +112,6 @@ class Seal:
             public_key=row.public_key,
             signature=row.signature,
         )
-
-
-def as_utc(moment: datetime) -> datetime:
-    """SQLite gives timestamps back without their zone; they were stored in UTC."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _timestamp(moment: datetime) -> str:

@@ -6,7 +6,7 @@ import re
 from datetime import UTC, date, datetime, timedelta
 
 from llm_ledger.audit.errors import AuditConfigurationError
-from llm_ledger.audit.seals import as_utc
+from llm_ledger.store import as_utc
 
 _SPAN = re.compile(r"(\d+)\s*([wdhm])")
 _UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes"}

@@ -30,9 +30,9 @@ from llm_ledger.audit.queries import AuditQueries
 from llm_ledger.audit.report import AuditReport, Finding, Severity, TenantResult
 from llm_ledger.audit.roles import audit_engine, scoped_connection
 from llm_ledger.audit.runs import record_run
-from llm_ledger.audit.seals import Seal, as_utc, digest_range, manifest_digest
+from llm_ledger.audit.seals import Seal, digest_range, manifest_digest
 from llm_ledger.events import TERMINAL_EVENT_TYPES, uuid7, verify_chain
-from llm_ledger.store import START
+from llm_ledger.store import START, as_utc
 from llm_ledger.store.rows import row_to_record
 from llm_ledger.store.scoping import AUDITOR_ROLE
 

@@ -38,6 +38,7 @@ from llm_ledger.projections.schema import (
     sessions,
     step_stats,
 )
+from llm_ledger.store import as_utc
 from llm_ledger.store.dialects import Backend, Cursor
 from llm_ledger.store.schema import events
 
@@ -67,11 +68,6 @@ class Checkpoint:
     cursor: Cursor
     events_applied: int
     updated_at: datetime | None
-
-
-def utc(moment: datetime) -> datetime:
-    """SQLite hands timestamps back without a zone; they were stored in UTC."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 class ProjectionDatabase:
@@ -137,7 +133,7 @@ class ProjectionDatabase:
                 event_type,
                 tenant_id,
                 stream_id,
-                occurred_at if occurred_at.tzinfo is UTC else utc(occurred_at),
+                occurred_at if occurred_at.tzinfo is UTC else as_utc(occurred_at),
                 agent_id,
                 session_id,
                 step,
@@ -174,7 +170,7 @@ class ProjectionDatabase:
             .order_by(events.c.stream_position)
         )
         return [
-            edge_origin(tenant_id, utc(occurred_at), agent_id, step, orjson.loads(payload_text))
+            edge_origin(tenant_id, as_utc(occurred_at), agent_id, step, orjson.loads(payload_text))
             for occurred_at, agent_id, step, payload_text in connection.execute(query)
         ]
 

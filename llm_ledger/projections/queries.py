@@ -22,12 +22,12 @@ from sqlalchemy.engine import URL
 from llm_ledger.audit.schema import audit_findings, audit_runs, audit_tenant_results
 from llm_ledger.events import Event
 from llm_ledger.projections import histogram
-from llm_ledger.projections.database import ProjectionDatabase, utc
+from llm_ledger.projections.database import ProjectionDatabase
 from llm_ledger.projections.grains import DAY, MINUTE, Segment, display_grain, floor, plan
 from llm_ledger.projections.projector import PROJECTION_NAME
 from llm_ledger.projections.rollup import StepFigures
 from llm_ledger.projections.schema import error_stats, failed_attempts, fallback_stats, sessions, step_stats
-from llm_ledger.store import EventStore
+from llm_ledger.store import EventStore, as_utc
 from llm_ledger.store.schema import events as events_table
 from llm_ledger.store.scoping import AUDITOR_ROLE, READER_ROLE
 
@@ -294,7 +294,7 @@ class LedgerView:
             checkpoint = ProjectionDatabase(self._store.backend, PROJECTION_NAME).read_checkpoint(connection)
         if checkpoint is None:
             return None
-        updated = utc(checkpoint.updated_at) if checkpoint.updated_at else None
+        updated = as_utc(checkpoint.updated_at) if checkpoint.updated_at else None
         return Freshness(checkpoint.events_applied, updated)
 
     # --- figures ------------------------------------------------------------------------------------------
@@ -316,7 +316,7 @@ class LedgerView:
         """Figures per time bucket (minutes, hours or days, whichever gives a readable number of points),
         per value of ``by`` when given."""
         rows = self._step_rows(tenant_id, [_display_segment(window)])
-        points = _sums_by(rows, lambda row: (utc(row.bucket_start), getattr(row, by) if by else ""))
+        points = _sums_by(rows, lambda row: (as_utc(row.bucket_start), getattr(row, by) if by else ""))
         return [Point(start, group, summed.figures()) for (start, group), summed in sorted(points.items())]
 
     def _step_rows(self, tenant_id: str, segments: Iterable[Segment]) -> list[Any]:
@@ -344,7 +344,7 @@ class LedgerView:
             .order_by(error_stats.c.bucket_start, column)
         )
         with self._reading(tenant_id) as connection:
-            return [ErrorPoint(utc(start), group, int(n)) for start, group, n in connection.execute(query)]
+            return [ErrorPoint(as_utc(start), group, int(n)) for start, group, n in connection.execute(query)]
 
     def error_counts(self, tenant_id: str, window: Window, scope: str = "attempt") -> list[ErrorCount]:
         """Failures of the window per error type, provider and model, most frequent first."""
@@ -372,7 +372,7 @@ class LedgerView:
         with self._reading(tenant_id) as connection:
             return [
                 FailedAttempt(
-                    occurred_at=utc(row.occurred_at),
+                    occurred_at=as_utc(row.occurred_at),
                     session_id=row.session_id,
                     agent_id=row.agent_id,
                     step=row.step,
@@ -423,8 +423,8 @@ class LedgerView:
                 SessionSummary(
                     session_id=row.session_id,
                     agent_id=row.agent_id,
-                    first_seen=utc(row.first_seen),
-                    last_seen=utc(row.last_seen),
+                    first_seen=as_utc(row.first_seen),
+                    last_seen=as_utc(row.last_seen),
                     executions=row.executions,
                     succeeded=row.succeeded,
                     failed=row.failed,
@@ -475,10 +475,10 @@ class LedgerView:
             return None
         return TenantAudit(
             run_id=row.run_id,
-            started_at=utc(row.started_at),
-            finished_at=utc(row.finished_at),
+            started_at=as_utc(row.started_at),
+            finished_at=as_utc(row.finished_at),
             scope_tenant=row.scope_tenant,
-            since=utc(row.since) if row.since else None,
+            since=as_utc(row.since) if row.since else None,
             ok=bool(row.ok),
             streams=row.streams or 0,
             events=row.events or 0,
@@ -488,7 +488,7 @@ class LedgerView:
             unsealed_events=row.unsealed_events or 0,
             findings=row.findings or 0,
             last_seal_hash=row.last_seal_hash,
-            last_sealed_at=utc(row.last_sealed_at) if row.last_sealed_at else None,
+            last_sealed_at=as_utc(row.last_sealed_at) if row.last_sealed_at else None,
         )
 
     def audit_findings(self, tenant_id: str, run_id: str, limit: int = 500) -> list[AuditFinding]:

@@ -8,6 +8,7 @@ from llm_ledger.store.errors import (
     StoreUnavailableError,
     UnreadableEventError,
 )
+from llm_ledger.store.rows import as_utc
 from llm_ledger.store.settings import (
     SUPPORTED_DIALECTS,
     StoreConfigurationError,
@@ -34,5 +35,6 @@ __all__ = [
     "StoreConfigurationError",
     "StoreSettings",
     "create_store_engine",
+    "as_utc",
     "normalize_url",
 ]

@@ -85,7 +85,7 @@ def _check_nul(canonical: bytes, index: int, event_id: str) -> None:
 def row_to_record(row: Mapping[Any, Any]) -> dict[str, Any]:
     """The stored record of a row, as it was hashed (timestamps back in UTC, ids as text)."""
     occurred_at: datetime = row["occurred_at"]
-    occurred_at = occurred_at.replace(tzinfo=UTC) if occurred_at.tzinfo is None else occurred_at.astimezone(UTC)
+    occurred_at = as_utc(occurred_at)
     return {
         "event_id": str(row["event_id"]),
         "event_type": row["event_type"],
@@ -104,6 +104,11 @@ def row_to_record(row: Mapping[Any, Any]) -> dict[str, Any]:
         "hash": row["hash"],
         "payload": row["payload"],
     }
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A stored timestamp in UTC: SQLite gives timestamps back without their zone; they were stored in UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def row_to_event(row: Mapping[Any, Any]) -> Event:
