@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from llm_ledger.audit.errors import AuditConfigurationError
 from llm_ledger.audit.schema import seals
-from llm_ledger.store import StoreUnavailableError, create_store_engine
+from llm_ledger.store import StoreUnavailableError, create_store_engine, shown_url
 from llm_ledger.store.scoping import scope_transaction
 
 
@@ -32,7 +32,7 @@ def scoped_connection(engine: Engine, role: str) -> Iterator[Connection]:
 
 def require_audit_tables(engine: Engine) -> None:
     """Raise unless the database answers (StoreUnavailableError) and has the audit tables (migration 0005)."""
-    where = engine.url.render_as_string(hide_password=True)
+    where = shown_url(engine.url)
     try:
         with engine.connect() as connection:
             has_tables = inspect(connection).has_table(seals.name)

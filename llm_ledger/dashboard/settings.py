@@ -6,7 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from llm_ledger.store import StoreConfigurationError, StoreSettings, normalize_url
+from llm_ledger.store import StoreConfigurationError, StoreSettings
+from llm_ledger.store import shown_url as _printable
 
 DEFAULT_JAEGER_URL = "http://localhost:16686"
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -37,7 +38,7 @@ class DashboardSettings:
     def shown_url(self) -> str:
         """The database URL as it may be shown on screen: without its password."""
         try:
-            return normalize_url(self.database_url).render_as_string(hide_password=True)
+            return _printable(self.database_url)
         except StoreConfigurationError:
             return self.database_url.split("@")[-1] if "@" in self.database_url else self.database_url
 

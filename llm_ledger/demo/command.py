@@ -14,7 +14,7 @@ from llm_ledger.demo.summary import WorkloadSummary
 from llm_ledger.demo.workload import run_workload
 from llm_ledger.events import verify_chain
 from llm_ledger.progress import ProgressBar
-from llm_ledger.store import StoreSettings, StoreUnavailableError, normalize_url
+from llm_ledger.store import StoreSettings, StoreUnavailableError, shown_url
 
 DEFAULT_SESSIONS = 30
 """About 400 executions: 10 to 20 seconds with the mock models' realistic latencies."""
@@ -107,7 +107,7 @@ def run_demo(options: DemoOptions) -> int:
 
     configure_tracing()  # no-op without OTEL_* variables; with them, the run's traces are exported
     url = options.database_url or StoreSettings.from_env().database_url
-    shown = normalize_url(url).render_as_string(hide_password=True)
+    shown = shown_url(url)
     total = plan_workload(options.sessions, options.seed).executions
     sessions = f"{options.sessions} session{'s' if options.sessions > 1 else ''}"
     print(f"llm-ledger demo: {sessions}, {total:,} LLM executions, into {shown}")

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from llm_ledger.demo.plan import STEPS, WorkloadPlan
 from llm_ledger.events import TERMINAL_EVENT_TYPES, Event
-from llm_ledger.store import EventStore, normalize_url
+from llm_ledger.store import EventStore, shown_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +90,7 @@ def summarize(url: str, plan: WorkloadPlan, duration_seconds: float) -> Workload
         store.close()
     return summarize_events(
         events,
-        database=normalize_url(url).render_as_string(hide_password=True),
+        database=shown_url(url),
         plan=plan,
         duration_seconds=duration_seconds,
     )

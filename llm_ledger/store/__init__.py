@@ -15,6 +15,7 @@ from llm_ledger.store.settings import (
     StoreSettings,
     create_store_engine,
     normalize_url,
+    shown_url,
 )
 from llm_ledger.store.store import AppendResult, EventStore
 from llm_ledger.store.writer import BufferedWriter, WriterStats
@@ -37,4 +38,5 @@ __all__ = [
     "create_store_engine",
     "as_utc",
     "normalize_url",
+    "shown_url",
 ]

@@ -36,6 +36,11 @@ class StoreSettings:
         return cls(database_url=url, spool_dir=spool, home=home)
 
 
+def shown_url(url: str | URL) -> str:
+    """A ledger URL as it may be printed or logged: normalized, its password hidden."""
+    return normalize_url(url).render_as_string(hide_password=True)
+
+
 def normalize_url(url: str | URL) -> URL:
     """The SQLAlchemy URL for a ledger database, with the driver we ship (psycopg 3 for PostgreSQL)."""
     try:
