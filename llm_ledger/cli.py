@@ -51,9 +51,9 @@ def _database_url(args: argparse.Namespace) -> str:
 
 
 def _shown(url: str) -> str:
-    from llm_ledger.store import normalize_url
+    from llm_ledger.store import shown_url  # here, not at the top: `llm-ledger --help` loads no store
 
-    return normalize_url(url).render_as_string(hide_password=True)
+    return shown_url(url)
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
