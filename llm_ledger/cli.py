@@ -159,14 +159,15 @@ def _audit_seal(args: argparse.Namespace) -> int:
     import time
 
     from llm_ledger.audit import AuditConfigurationError, SigningKey, seal_ledger
-    from llm_ledger.store import StoreUnavailableError
+    from llm_ledger.store import StoreUnavailableError, create_store_engine
 
-    url = _database_url(args)
+    # One engine (and its pool) for every round of --follow, not a new one each time.
+    engine = create_store_engine(_database_url(args))
     try:
         signing_key = SigningKey.from_env()
         while True:
             try:
-                seals = seal_ledger(url, signing_key=signing_key, tenant_id=args.tenant)
+                seals = seal_ledger(engine, signing_key=signing_key, tenant_id=args.tenant)
             except StoreUnavailableError as exc:
                 print(f"llm-ledger: {exc}", file=sys.stderr)
                 if not args.follow:
@@ -189,6 +190,8 @@ def _audit_seal(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        engine.dispose()
 
 
 def _audit_keygen(args: argparse.Namespace) -> int:

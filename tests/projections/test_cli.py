@@ -100,3 +100,13 @@ def test_project_on_a_database_behind_head_says_to_run_db_upgrade(
     assert main(["project", "--database-url", sqlite_url]) == 2
 
     assert "llm-ledger db upgrade" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size", ["0", "-5", "many"])
+def test_project_with_a_bad_batch_size_is_a_usage_error_naming_the_option(
+    size: str, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["project", "--batch-size", size, "--database-url", sqlite_url])
+    assert exited.value.code == 2
+    assert "argument --batch-size:" in capsys.readouterr().err
