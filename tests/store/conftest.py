@@ -126,3 +126,48 @@ def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
 def unique_tenant_id() -> str:
     """A tenant no other test uses, so that a test sees only its own rows in the shared database."""
     return f"tenant-{uuid.uuid4().hex[:12]}"
+
+
+LEDGER_ROLES = (
+    "llm_ledger_writer",
+    "llm_ledger_ingest",
+    "llm_ledger_reader",
+    "llm_ledger_auditor",
+    "llm_ledger_projector",
+    "llm_ledger_sealer",
+)
+"""The ledger's roles (NOLOGIN, made by the migrations) that a deployment grants to its logins."""
+
+
+@pytest.fixture(scope="session")
+def ledger_login(_postgres_server: Engine, postgres_migrated_url: str) -> Iterator[Callable[..., str]]:
+    """Makes a LOGIN role that is *not* a superuser, granted exactly the ledger roles named, and returns
+    the URL of ``database`` (default: the session's migrated database) as that login: the configuration
+    the README recommends for production, where row-level security and grants really apply.
+
+    ``ledger_login("llm_ledger_writer", "llm_ledger_ingest")`` is Focal's writer; a call with no role is
+    a login that may only connect. Logins are ``llm_ledger_test_login_<random>`` and are dropped at the
+    end of the session (roles are cluster-wide: random names keep concurrent suites apart).
+    """
+    made: list[str] = []
+
+    def make(*roles: str, database: str | None = None) -> str:
+        unknown = sorted(set(roles) - set(LEDGER_ROLES))
+        if unknown:
+            raise ValueError(f"not a ledger role: {', '.join(unknown)}")
+        name = f"llm_ledger_test_login_{uuid.uuid4().hex[:12]}"
+        with _postgres_server.connect() as connection:
+            connection.execute(text(f'CREATE ROLE "{name}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE'))
+            for role in roles:
+                connection.execute(text(f'GRANT "{role}" TO "{name}"'))
+        made.append(name)
+        url = normalize_url(database or postgres_migrated_url).set(username=name, password=None)
+        return _render(url)
+
+    yield make
+    with _postgres_server.connect() as connection:
+        for name in made:
+            connection.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :name"), {"name": name}
+            )
+            connection.execute(text(f'DROP ROLE IF EXISTS "{name}"'))
