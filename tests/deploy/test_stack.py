@@ -198,11 +198,15 @@ def test_the_dashboard_serves_every_tenant_as_its_login(
     monkeypatch: pytest.MonkeyPatch,
     unused_tcp_port: int,
 ) -> None:
+    # The projector service's work (its own test runs it as its login), done here as the superuser.
     projector = Projector(migrated.superuser_url)
+
+    def caught_up() -> bool:
+        projector.catch_up()
+        return projector.status().pending == 0
+
     try:
-        wait_for(
-            lambda: projector.catch_up().events >= 0 and projector.status().pending == 0, "the read models current"
-        )
+        wait_for(caught_up, "the read models current")
     finally:
         projector.close()
     service = services()["dashboard"]
