@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -249,3 +251,48 @@ def test_the_dashboard_is_served_on_8501_checks_its_health_with_python_and_links
     assert check[:3] == ["CMD", "python", "-c"]
     assert "http://127.0.0.1:8501/_stcore/health" in check[3]
     compile(check[3], "healthcheck", "exec")
+
+
+# --- what the docs tell an operator to run ------------------------------------------------------------------
+
+
+def test_new_env_writes_every_password_compose_requires_and_never_overwrites(tmp_path: Path) -> None:
+    target = tmp_path / ".env"
+    done = subprocess.run(
+        [str(ROOT / "deploy" / "new-env.sh"), str(target)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert target.stat().st_mode & 0o777 == 0o600
+    written = dict(line.split("=", 1) for line in target.read_text().splitlines() if not line.startswith("#"))
+    required = {
+        name for text in _every_string(stack.compose()) for name, operator, _ in variables(text) if operator == ":?"
+    }
+    assert set(written) == required
+    assert len(set(written.values())) == len(written) and all(len(value) >= 32 for value in written.values())
+    for name in stack.services():
+        if "environment" in stack.services()[name]:
+            service_environment(name, written)  # MissingVariableError if the file lacked one
+
+    again = subprocess.run(
+        [str(ROOT / "deploy" / "new-env.sh"), str(target)], capture_output=True, text=True, check=False
+    )
+    assert again.returncode != 0 and "not overwritten" in again.stderr
+    assert dict(line.split("=", 1) for line in target.read_text().splitlines() if not line.startswith("#")) == written
+
+
+_COMPOSE_COMMAND = re.compile(
+    r"docker compose (?:--profile \w+ )?(?:exec|run --rm|up(?: -d)?) (?P<service>[a-z]+)(?P<rest>.*)"
+)
+
+
+@pytest.mark.parametrize("document", ["README.md", "docs/AUDIT.md", "docker-compose.yml"])
+def test_the_compose_commands_the_docs_give_name_its_services_and_database(document: str) -> None:
+    commands = [
+        match for line in (ROOT / document).read_text().splitlines() if (match := _COMPOSE_COMMAND.search(line))
+    ]
+    assert commands
+    database = stack.services()["postgres"]["environment"]["POSTGRES_DB"]
+    for command in commands:
+        assert command["service"] in stack.services(), command[0]
+        if named := re.search(r" -d (\w+)", command["rest"]):
+            assert named[1] == database, command[0]
