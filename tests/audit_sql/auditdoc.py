@@ -69,6 +69,8 @@ def psql_url(url: str, user: str | None = None) -> str:
 
 
 def _psql(url: str, script: str, variables: Mapping[str, str], stop_on_error: bool) -> subprocess.CompletedProcess[str]:
+    # A session of its own, without a controlling terminal: what psql would ask at the terminal (the
+    # password of \password) it reads from the script instead.
     executable = shutil.which("psql")
     if executable is None:
         raise PsqlError(
@@ -78,7 +80,9 @@ def _psql(url: str, script: str, variables: Mapping[str, str], stop_on_error: bo
     arguments = [executable, "-X", "-q", "--csv", "-v", f"ON_ERROR_STOP={int(stop_on_error)}", "-d", url]
     for name, value in variables.items():
         arguments += ["-v", f"{name}={value}"]
-    return subprocess.run(arguments, input=script, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        arguments, input=script, capture_output=True, text=True, timeout=120, check=False, start_new_session=True
+    )
 
 
 def run_psql_on_after_errors(url: str, script: str, variables: Mapping[str, str]) -> subprocess.CompletedProcess[str]:

@@ -7,6 +7,9 @@ row by row."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import uuid
 from collections import Counter
@@ -306,6 +309,34 @@ def test_the_login_block_makes_a_login_that_reads_as_the_auditor(facts: Facts, l
     assert psql(facts, block_of("auditor_session").sql, count, user=login) == [
         {"executions": str(len(facts.executions()))}
     ]
+
+
+def _scram_verifies(verifier: str, password: str) -> bool:
+    """Whether a PostgreSQL ``SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`` is of ``password``
+    (RFC 5802 / 7677)."""
+    mechanism, parameters, keys = verifier.split("$")
+    iterations, salt = parameters.split(":")
+    stored_key, server_key = keys.split(":")
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(iterations))
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    return mechanism == "SCRAM-SHA-256" and (
+        base64.b64encode(hashlib.sha256(client_key).digest()).decode(),
+        base64.b64encode(hmac.digest(salted, b"Server Key", "sha256")).decode(),
+    ) == (stored_key, server_key)
+
+
+def test_the_password_recipe_sets_the_password_typed(facts: Facts, logins: Callable[..., str]) -> None:
+    connecting = AUDIT_MD.read_text(encoding="utf-8").split("## Connecting", 1)[1].split("\n## ", 1)[0]
+    assert "`\\password alice`" in connecting
+    login, password = logins(created=False), f"{uuid.uuid4().hex} x'\""
+    psql(facts, block_of("login").sql, login=login)
+
+    # What the administrator types at psql's prompt: the command, then the password twice.
+    run_psql(psql_url(facts.ledger.url), f"\\password {login}\n{password}\n{password}\n", {})
+
+    [row] = psql(facts, "SELECT rolpassword FROM pg_authid WHERE rolname = :'login';", login=login)
+    assert _scram_verifies(row["rolpassword"], password)
+    assert not _scram_verifies(row["rolpassword"], password + "!")
 
 
 @pytest.mark.parametrize(
