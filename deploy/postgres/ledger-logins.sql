@@ -64,4 +64,20 @@ SELECT format('ALTER DATABASE %I OWNER TO %I', current_database(), :'migrate_log
 SELECT format('ALTER SCHEMA public OWNER TO %I', :'migrate_login')
 WHERE (SELECT nspowner FROM pg_namespace WHERE nspname = 'public') <> 'pg_database_owner'::regrole
 \gexec
+-- A ledger migrated before by a superuser (the compose file of earlier versions ran every service as one):
+-- its tables, views and functions go to the migrating login, which the next migrations must own them as.
+-- Tables take their identity sequences and indexes with them.
+SELECT format('ALTER %s %I OWNER TO %I', CASE c.relkind WHEN 'v' THEN 'VIEW' ELSE 'TABLE' END, c.relname,
+              :'migrate_login')
+FROM pg_class c
+WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v')
+  AND c.relowner = current_user::regrole
+  AND (c.relname LIKE 'llm\_ledger\_%'
+       OR c.relname IN ('audit_executions', 'audit_attempts', 'audit_fallbacks', 'audit_incomplete'))
+\gexec
+SELECT format('ALTER FUNCTION %s OWNER TO %I', p.oid::regprocedure, :'migrate_login')
+FROM pg_proc p
+WHERE p.pronamespace = 'public'::regnamespace AND p.proowner = current_user::regrole
+  AND p.proname LIKE 'llm\_ledger\_%'
+\gexec
 DROP TABLE ledger_login;

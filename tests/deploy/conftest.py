@@ -135,24 +135,25 @@ def run_login_script(
     return subprocess.run([str(LOGIN_SCRIPT)], env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
-@pytest.fixture(scope="module")
-def stack(
-    _create_postgres_database: Callable[[], str],  # noqa: F811
-    _postgres_server: Engine,  # noqa: F811
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Stack]:
-    url = _create_postgres_database()
-    variables = compose_variables()
-    done = run_login_script(url, variables)
+def set_up_stack(create_database: Callable[[], str], home: Path, before: Callable[[str], None] | None = None) -> Stack:
+    """A new database of the local server (``before`` does to it what a test needs first), set up by the
+    postgres service's init script as the compose stack's is."""
+    url = create_database()
+    if before is not None:
+        before(url)
+    made = Stack(url, compose_variables(), home)
+    done = run_login_script(url, made.variables)
     assert done.returncode == 0, done.stderr
-    made = Stack(url, variables, tmp_path_factory.mktemp("stack"))
-    yield made
+    return made
+
+
+def tear_down_stack(server: Engine, made: Stack) -> None:
     for process in made.running:
         if process.poll() is None:
             process.kill()
         process.communicate()
-    database = make_url(url).database
-    with _postgres_server.connect() as connection:
+    database = make_url(made.superuser_url).database
+    with server.connect() as connection:
         # The migrating login owns the database: drop it first, then the logins.
         connection.execute(
             text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"), {"name": database}
@@ -160,3 +161,14 @@ def stack(
         connection.execute(text(f'DROP DATABASE IF EXISTS "{database}"'))
         for service in LOGIN_SERVICES:
             connection.execute(text(f'DROP ROLE IF EXISTS "{made.login(service)}"'))
+
+
+@pytest.fixture(scope="module")
+def stack(
+    _create_postgres_database: Callable[[], str],  # noqa: F811
+    _postgres_server: Engine,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    made = set_up_stack(_create_postgres_database, tmp_path_factory.mktemp("stack"))
+    yield made
+    tear_down_stack(_postgres_server, made)

@@ -5,21 +5,31 @@ service. None of them is the superuser; each can do its job and no more."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from llm_ledger.projections import Projector
-from llm_ledger.store import EventStore
+from llm_ledger.store import EventStore, migrate
+from llm_ledger.store.scoping import INGEST_ROLE, LEDGER_ROLES
 from tests.dashboard.apptest import open_dashboard
 from tests.dashboard.ledger import KnownLedger
 from tests.deploy.compose import services
-from tests.deploy.conftest import LOGIN_SERVICES, Stack, run_login_script
+from tests.deploy.conftest import (
+    LOGIN_SERVICES,
+    LOGIN_SQL,
+    Stack,
+    run_login_script,
+    set_up_stack,
+    tear_down_stack,
+)
 
 # What each login is granted (ledger-logins.sql), and the service that logs in with it.
 GRANTED = {
@@ -89,6 +99,16 @@ def count(stack: Stack, sql: str) -> int:
         return int(connection.execute(text(sql)).scalar_one())
 
 
+def test_the_init_script_creates_every_ledger_role_the_code_takes() -> None:
+    # The migrating login may not create roles: a role a new migration makes must be made here first.
+    sql = LOGIN_SQL.read_text()
+    created = set(re.findall(r"'(llm_ledger_[a-z]+)'", sql.split("-- One login per service", 1)[0]))
+    assert created == {*LEDGER_ROLES, INGEST_ROLE}
+    granted = set(re.findall(r"'(llm_ledger_[a-z]+)'", sql.split("-- One login per service", 1)[1]))
+    assert granted <= created
+    assert {role for roles in GRANTED.values() for role in roles} == granted
+
+
 def test_the_init_script_makes_each_login_with_only_its_ledger_roles(stack: Stack) -> None:
     with stack.engine().connect() as connection:
         for login_service, roles in GRANTED.items():
@@ -139,6 +159,31 @@ def test_migrate_runs_the_migrations_as_the_database_owner_who_is_no_superuser(m
     )
     assert foreign == 0
     assert count(migrated, "SELECT count(*) FROM pg_tables WHERE tablename = 'llm_ledger_events'") == 1
+
+
+def test_a_ledger_migrated_by_the_superuser_before_goes_to_the_migrating_login(
+    _create_postgres_database: Callable[[], str],
+    _postgres_server: Engine,
+    tmp_path: Path,
+) -> None:
+    """A volume made by the earlier compose file, whose services all ran as the superuser: the init script,
+    run in it by hand, gives the ledger to the migrating login, which can then run the next migrations."""
+    old = set_up_stack(_create_postgres_database, tmp_path, before=lambda url: migrate.upgrade(url, "0004"))
+    try:
+        done = old.run("migrate")
+        assert done.returncode == 0, done.stderr
+        assert "at revision 0005" in done.stdout
+        with old.engine().connect() as connection:
+            owners = connection.execute(
+                text(
+                    "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class"
+                    " WHERE relnamespace = 'public'::regnamespace"
+                    " AND relkind IN ('r', 'v', 'S') AND (relname LIKE 'llm_ledger%' OR relname LIKE 'audit_%')"
+                )
+            ).scalars()
+            assert set(owners) == {old.login("migrate")}
+    finally:
+        tear_down_stack(_postgres_server, old)
 
 
 @pytest.fixture
