@@ -130,6 +130,7 @@ def run_login_script(
         "PGHOST": server.host or "127.0.0.1",
         "PGPORT": str(server.port or 5432),
         "LEDGER_LOGINS_SQL": str(LOGIN_SQL),
+        **({"PGPASSWORD": server.password} if server.password else {}),
         **overrides,
     }
     return subprocess.run([str(LOGIN_SCRIPT)], env=env, capture_output=True, text=True, timeout=120, check=False)
