@@ -1,4 +1,4 @@
-# The llm-ledger application image: the CLI with the dashboard (migrations, projector, dashboard, demo).
+# The llm-ledger application image: the CLI with the dashboard (migrate, projector, sealer, dashboard, audit, demo).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

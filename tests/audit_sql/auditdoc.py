@@ -68,19 +68,33 @@ def psql_url(url: str, user: str | None = None) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def run_psql(url: str, script: str, variables: Mapping[str, str]) -> list[dict[str, str]]:
-    """Run ``script`` with psql (no psqlrc, stop at the first error) and return the rows of its one
-    result, as text; ``[]`` when it returns none."""
+def _psql(url: str, script: str, variables: Mapping[str, str], stop_on_error: bool) -> subprocess.CompletedProcess[str]:
+    # A session of its own, without a controlling terminal: what psql would ask at the terminal (the
+    # password of \password) it reads from the script instead.
     executable = shutil.which("psql")
     if executable is None:
         raise PsqlError(
             "psql is not installed: the audit queries are tested as an auditor runs them "
             "(apt-get install postgresql-client)"
         )
-    arguments = [executable, "-X", "-q", "--csv", "-v", "ON_ERROR_STOP=1", "-d", url]
+    arguments = [executable, "-X", "-q", "--csv", "-v", f"ON_ERROR_STOP={int(stop_on_error)}", "-d", url]
     for name, value in variables.items():
         arguments += ["-v", f"{name}={value}"]
-    done = subprocess.run(arguments, input=script, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        arguments, input=script, capture_output=True, text=True, timeout=120, check=False, start_new_session=True
+    )
+
+
+def run_psql_on_after_errors(url: str, script: str, variables: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` the way a person at psql's prompt does: an error is printed and the next statement
+    runs anyway (psql's default, ``ON_ERROR_STOP`` off)."""
+    return _psql(url, script, variables, stop_on_error=False)
+
+
+def run_psql(url: str, script: str, variables: Mapping[str, str]) -> list[dict[str, str]]:
+    """Run ``script`` with psql (no psqlrc, stop at the first error) and return the rows of its one
+    result, as text; ``[]`` when it returns none."""
+    done = _psql(url, script, variables, stop_on_error=True)
     if done.returncode != 0:
         raise PsqlError(f"psql failed ({done.returncode}): {done.stderr.strip()}\n--- script ---\n{script}")
     records = list(csv.reader(io.StringIO(done.stdout)))

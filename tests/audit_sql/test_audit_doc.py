@@ -1,10 +1,15 @@
 """Every ```sql block of docs/AUDIT.md, run with psql against the audited demo ledger on PostgreSQL as the
-doc says to run it: as ``llm_ledger_auditor`` and, for the tenant-scoped ones, as ``llm_ledger_reader`` of
-that tenant too (same rows). Each block returns rows where the dataset implies rows, and the figures the
-events imply; a block added to the doc without an expectation here fails."""
+doc says to run it: as the login its Connecting section tells an administrator to make (not a superuser),
+in the auditor's view and, for the tenant-scoped ones, in a tenant's reader view too (same rows). Each
+block returns rows where the dataset implies rows, and the figures the events imply; a block added to the
+doc without an expectation here fails. What each kind of login sees (the section's table) is checked
+row by row."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import uuid
 from collections import Counter
@@ -13,10 +18,19 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 
+from llm_ledger.store import create_store_engine
 from tests.audit_sql import truth
-from tests.audit_sql.auditdoc import AUDIT_MD, PsqlError, SqlBlock, psql_url, run_psql, sql_blocks
+from tests.audit_sql.auditdoc import (
+    AUDIT_MD,
+    PsqlError,
+    SqlBlock,
+    psql_url,
+    run_psql,
+    run_psql_on_after_errors,
+    sql_blocks,
+)
 from tests.audit_sql.conftest import AuditedLedger
 from tests.audit_sql.ledger import DIGEST_MESSAGES, DIGEST_TENANT
 
@@ -48,7 +62,7 @@ class Facts:
 
 
 Check = Callable[[Rows, Facts], None]
-Kind = Literal["grant", "auditor_session", "reader_session", "tenant", "all_tenants"]
+Kind = Literal["login", "auditor_session", "reader_session", "tenant", "all_tenants"]
 
 
 @dataclass(frozen=True)
@@ -172,7 +186,7 @@ def _newest_findings(rows: Rows, facts: Facts) -> None:
 
 
 EXPECTED: dict[str, Expect] = {
-    "Connecting [1]": Expect("grant"),
+    "Connecting [1]": Expect("login"),
     "Connecting [2]": Expect("auditor_session"),
     "Connecting [3]": Expect("reader_session"),
     "What did tenant X's agent Y send to which providers in the last seven days? [1]": Expect("tenant", _sent_by_agent),
@@ -202,6 +216,12 @@ def block_of(kind: Kind) -> SqlBlock:
     return block
 
 
+def block_of_heading(heading: str) -> str:
+    """The SQL of the one block under ``heading``."""
+    (block,) = (block for block in BLOCKS if block.heading == heading)
+    return block.sql
+
+
 @pytest.fixture(scope="module")
 def facts(audited_postgresql: AuditedLedger) -> Facts:
     """The ledger and the psql variables: the tenant that holds the digest check, its busiest session,
@@ -220,16 +240,32 @@ def facts(audited_postgresql: AuditedLedger) -> Facts:
     return Facts(audited_postgresql, variables)
 
 
-@pytest.fixture
-def login(facts: Facts, engine_of: Callable[[str], Engine]) -> Iterator[str]:
-    """A login of the cluster's own, holding no ledger role, dropped at the end."""
-    name = f"llm_ledger_test_login_{uuid.uuid4().hex[:8]}"
-    engine = engine_of(facts.ledger.url)
-    with engine.begin() as connection:
-        connection.execute(text(f'CREATE ROLE "{name}" LOGIN'))
-    yield name
-    with engine.begin() as connection:
-        connection.execute(text(f'DROP ROLE "{name}"'))
+@pytest.fixture(scope="module")
+def logins(facts: Facts) -> Iterator[Callable[..., str]]:
+    """Makes logins of the cluster's own (``logins("llm_ledger_reader")``: granted that role only; no
+    role: may only connect; ``created=False``: only a name, for a test that creates it), all dropped at
+    the end."""
+    made: list[str] = []
+
+    def make(*roles: str, created: bool = True) -> str:
+        name = f"llm_ledger_test_login_{uuid.uuid4().hex[:8]}"
+        made.append(name)
+        if created:
+            grants = "".join(f'GRANT {role} TO "{name}";' for role in roles)
+            run_psql(psql_url(facts.ledger.url), f'CREATE ROLE "{name}" LOGIN;{grants}', {})
+        return name
+
+    yield make
+    for name in made:
+        run_psql(psql_url(facts.ledger.url), f'DROP ROLE IF EXISTS "{name}";', {})
+
+
+@pytest.fixture(scope="module")
+def person(facts: Facts, logins: Callable[..., str]) -> str:
+    """A login made as the doc tells an administrator to make one (its login block, run as the superuser)."""
+    name = logins(created=False)
+    run_psql(psql_url(facts.ledger.url), block_of("login").sql, {"login": name})
+    return name
 
 
 def psql(facts: Facts, *blocks: str, user: str | None = None, **more: str) -> Rows:
@@ -249,28 +285,139 @@ def test_each_block_uses_only_the_variables_the_doc_explains(block: SqlBlock) ->
     assert block.variables() <= explained
 
 
-def test_the_grant_lets_a_login_take_the_auditor_role(facts: Facts, login: str) -> None:
-    auditor, grant = block_of("auditor_session").sql, block_of("grant").sql
+TENANTS = "SELECT DISTINCT tenant_id FROM audit_executions ORDER BY tenant_id;"
+WHO = "SELECT current_user AS role, current_setting('llm_ledger.tenant_id', true) AS tenant;"
+
+
+def tenants_seen(facts: Facts, *blocks: str, user: str | None) -> list[str]:
+    return [row["tenant_id"] for row in psql(facts, *blocks, TENANTS, user=user)]
+
+
+def every_tenant(facts: Facts) -> list[str]:
+    return sorted({row["tenant_id"] for row in facts.executions()})
+
+
+def test_the_login_block_makes_a_login_that_reads_as_the_auditor(facts: Facts, logins: Callable[..., str]) -> None:
+    login = logins(created=False)
+    with pytest.raises(PsqlError, match=f'role "{login}" does not exist'):
+        psql(facts, block_of("auditor_session").sql, user=login)
+
+    psql(facts, block_of("login").sql, login=login)
+
+    assert psql(facts, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user;", user=login) == [{"rolsuper": "f"}]
     count = "SELECT count(*) AS executions FROM audit_executions;"
-    with pytest.raises(PsqlError, match="permission denied to set role"):
-        psql(facts, auditor, count, user=login)
+    assert psql(facts, block_of("auditor_session").sql, count, user=login) == [
+        {"executions": str(len(facts.executions()))}
+    ]
 
-    psql(facts, grant, login=login)
 
-    assert psql(facts, auditor, count, user=login) == [{"executions": str(len(facts.executions()))}]
+def _scram_verifies(verifier: str, password: str) -> bool:
+    """Whether a PostgreSQL ``SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`` is of ``password``
+    (RFC 5802 / 7677)."""
+    mechanism, parameters, keys = verifier.split("$")
+    iterations, salt = parameters.split(":")
+    stored_key, server_key = keys.split(":")
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(iterations))
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    return mechanism == "SCRAM-SHA-256" and (
+        base64.b64encode(hashlib.sha256(client_key).digest()).decode(),
+        base64.b64encode(hmac.digest(salted, b"Server Key", "sha256")).decode(),
+    ) == (stored_key, server_key)
+
+
+def test_the_password_recipe_sets_the_password_typed(facts: Facts, logins: Callable[..., str]) -> None:
+    connecting = AUDIT_MD.read_text(encoding="utf-8").split("## Connecting", 1)[1].split("\n## ", 1)[0]
+    assert "`\\password alice`" in connecting
+    login, password = logins(created=False), f"{uuid.uuid4().hex} x'\""
+    psql(facts, block_of("login").sql, login=login)
+
+    # What the administrator types at psql's prompt: the command, then the password twice.
+    run_psql(psql_url(facts.ledger.url), f"\\password {login}\n{password}\n{password}\n", {})
+
+    [row] = psql(facts, "SELECT rolpassword FROM pg_authid WHERE rolname = :'login';", login=login)
+    assert _scram_verifies(row["rolpassword"], password)
+    assert not _scram_verifies(row["rolpassword"], password + "!")
 
 
 @pytest.mark.parametrize(
     ("kind", "role", "tenant"),
     [("auditor_session", "llm_ledger_auditor", ""), ("reader_session", "llm_ledger_reader", DIGEST_TENANT)],
 )
-def test_the_session_blocks_take_their_role(facts: Facts, kind: Kind, role: str, tenant: str) -> None:
-    rows = psql(
-        facts,
-        block_of(kind).sql,
-        "SELECT current_user AS role, current_setting('llm_ledger.tenant_id', true) AS tenant;",
-    )
-    assert rows == [{"role": role, "tenant": tenant}]
+def test_the_session_blocks_take_their_role(facts: Facts, person: str, kind: Kind, role: str, tenant: str) -> None:
+    assert psql(facts, block_of(kind).sql, WHO, user=person) == [{"role": role, "tenant": tenant}]
+
+
+# --- the table "What each kind of login sees" ---------------------------------------------------------------
+
+
+def test_the_doc_s_login_sees_every_tenant_as_it_connects_and_one_in_the_tenant_view(facts: Facts, person: str) -> None:
+    assert tenants_seen(facts, user=person) == every_tenant(facts)
+    assert tenants_seen(facts, block_of("auditor_session").sql, user=person) == every_tenant(facts)
+    assert tenants_seen(facts, block_of("reader_session").sql, user=person) == [facts.tenant]
+    # ROLLBACK ends the tenant view: back to the login's own.
+    assert tenants_seen(facts, block_of("reader_session").sql, "ROLLBACK;", user=person) == every_tenant(facts)
+
+
+def test_a_reader_login_sees_no_tenant_without_the_setting(facts: Facts, logins: Callable[..., str]) -> None:
+    reader = logins("llm_ledger_reader")
+    assert tenants_seen(facts, user=reader) == []
+    assert psql(facts, block_of_heading("Tenants at a glance"), user=reader) == []
+    # Not only the views: no table or view of the ledger shows a tenant's row to it.
+    engine = create_store_engine(psql_url(facts.ledger.url, reader))
+    try:
+        seen = {}
+        with engine.connect() as connection:
+            relations = connection.execute(
+                text(
+                    "SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid"
+                    " WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'v')"
+                    " AND a.attname = 'tenant_id' AND has_table_privilege(c.oid, 'SELECT')"
+                )
+            ).scalars()
+            for relation in relations:
+                seen[relation] = connection.execute(text(f"SELECT count(*) FROM {relation}")).scalar_one()
+    finally:
+        engine.dispose()
+    assert "llm_ledger_events" in seen and "audit_executions" in seen
+    assert {relation: rows for relation, rows in seen.items() if rows} == {}
+
+
+def test_a_reader_login_sees_the_tenant_it_sets_and_cannot_take_the_auditor_role(
+    facts: Facts, logins: Callable[..., str]
+) -> None:
+    reader = logins("llm_ledger_reader")
+    assert tenants_seen(facts, "SET llm_ledger.tenant_id = :'tenant';", user=reader) == [facts.tenant]
+    assert tenants_seen(facts, block_of("reader_session").sql, user=reader) == [facts.tenant]
+    with pytest.raises(PsqlError, match="permission denied to set role"):
+        psql(facts, block_of("auditor_session").sql, user=reader)
+
+
+def test_a_login_without_a_ledger_role_reads_nothing(facts: Facts, logins: Callable[..., str]) -> None:
+    nobody = logins()
+    with pytest.raises(PsqlError, match="permission denied for view audit_executions"):
+        psql(facts, TENANTS, user=nobody)
+    with pytest.raises(PsqlError, match="permission denied to set role"):
+        psql(facts, block_of("reader_session").sql, TENANTS, user=nobody)
+
+
+def test_a_superuser_sees_every_tenant_until_it_takes_a_role(facts: Facts) -> None:
+    assert tenants_seen(facts, user=None) == every_tenant(facts)
+    assert tenants_seen(facts, block_of("auditor_session").sql, user=None) == every_tenant(facts)
+    assert tenants_seen(facts, block_of("reader_session").sql, user=None) == [facts.tenant]
+
+
+def test_the_tenant_view_fails_closed_for_a_login_that_may_not_take_the_reader_role(
+    facts: Facts, logins: Callable[..., str]
+) -> None:
+    """An auditor's login without the reader role, at psql's prompt (which goes on after an error): the
+    queries after the refused role fail too, rather than list every tenant as the login's own view."""
+    auditor = logins("llm_ledger_auditor")
+    script = "\n".join([block_of("reader_session").sql, TENANTS, block_of_heading("Tenants at a glance")])
+    done = run_psql_on_after_errors(psql_url(facts.ledger.url, auditor), script, facts.variables)
+
+    assert "permission denied to set role" in done.stderr
+    assert "current transaction is aborted" in done.stderr
+    assert not [tenant for tenant in every_tenant(facts) if tenant in done.stdout], done.stdout
 
 
 QUERIES = [block for block in BLOCKS if EXPECTED.get(block.key, Expect("tenant")).kind in ("tenant", "all_tenants")]
@@ -281,10 +428,10 @@ def ordered(rows: Rows) -> list[tuple[tuple[str, str], ...]]:
 
 
 @pytest.mark.parametrize("block", QUERIES, ids=[block.key for block in QUERIES])
-def test_each_query_answers_as_the_events_say(facts: Facts, block: SqlBlock) -> None:
+def test_each_query_answers_as_the_events_say(facts: Facts, person: str, block: SqlBlock) -> None:
     expect = EXPECTED[block.key]
-    as_auditor = psql(facts, block_of("auditor_session").sql, block.sql)
-    as_reader = psql(facts, block_of("reader_session").sql, block.sql)
+    as_auditor = psql(facts, block_of("auditor_session").sql, block.sql, user=person)
+    as_reader = psql(facts, block_of("reader_session").sql, block.sql, user=person)
 
     assert as_auditor, "no rows, where the dataset has some"
     if expect.kind == "tenant":

@@ -6,39 +6,21 @@ from __future__ import annotations
 import copy
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
-import yaml
+from sqlalchemy.engine import make_url
 
 from llm_ledger.cli import build_parser
+from tests.deploy import compose as stack
+from tests.deploy.compose import ROOT, MissingVariableError, interpolated, service_environment, variables
 
-ROOT = Path(__file__).resolve().parents[2]
 # The Compose Specification's own schema, verbatim (source and version: README.md beside this file).
 SCHEMA_PATH = Path(__file__).resolve().parent / "compose-spec.json"
-_VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
-
-
-def _compose() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    return data
-
-
-def _services() -> dict[str, Any]:
-    services: dict[str, Any] = _compose()["services"]
-    return services
-
-
-def _application_services() -> dict[str, Any]:
-    return {name: service for name, service in _services().items() if service.get("build") == "."}
-
-
-def _interpolated(value: str, environment: dict[str, str] | None = None) -> str:
-    """``value`` as Compose interpolates it: ``${NAME}`` and ``${NAME:-default}`` from ``environment``."""
-    env = environment or {}
-    return _VARIABLE.sub(lambda m: env.get(m["name"]) or m["default"] or "", value)
+LOGIN_SCRIPT = ROOT / "deploy" / "postgres" / "initdb.d" / "10-ledger-logins.sh"
 
 
 def _validator() -> jsonschema.Draft7Validator:
@@ -51,7 +33,7 @@ def _validator() -> jsonschema.Draft7Validator:
 
 
 def test_the_compose_file_is_valid_against_the_compose_specification() -> None:
-    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in _validator().iter_errors(_compose())]
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in _validator().iter_errors(stack.compose())]
     assert errors == []
 
 
@@ -65,7 +47,7 @@ def test_the_compose_file_is_valid_against_the_compose_specification() -> None:
     ],
 )
 def test_the_schema_rejects_a_broken_compose_file(mapping: tuple[str, ...], key: str, value: Any) -> None:
-    broken = copy.deepcopy(_compose())
+    broken = copy.deepcopy(stack.compose())
     target = broken
     for name in mapping:
         target = target[name]
@@ -79,31 +61,34 @@ def test_the_schema_rejects_a_broken_compose_file(mapping: tuple[str, ...], key:
 
 
 def test_the_stack_runs_the_services_of_the_design() -> None:
-    services = _services()
+    services = stack.services()
     assert {"postgres", "jaeger", "migrate", "projector", "sealer", "dashboard", "demo"} <= set(services)
-    assert {"migrate", "projector", "sealer", "dashboard", "demo"} <= set(_application_services())
+    assert {"migrate", "projector", "sealer", "dashboard", "demo"} <= set(stack.application_services())
     # `docker compose up` starts everything but the demo, which fills the stack only when asked.
+    # Nor the audit, which checks the ledger when asked (`docker compose run --rm audit`).
     assert services["demo"]["profiles"] == ["demo"]
-    assert [name for name, s in services.items() if "profiles" in s] == ["demo"]
+    assert services["audit"]["profiles"] == ["audit"]
+    assert [name for name, s in services.items() if "profiles" in s] == ["audit", "demo"]
 
 
 def test_every_application_service_command_parses_with_the_cli() -> None:
     parser = build_parser()
     parsed = {}
-    for name, service in _application_services().items():
+    for name, service in stack.application_services().items():
         assert "command" in service, f"{name} would run the image's default (--help)"
         parsed[name] = parser.parse_args(service["command"])  # SystemExit on an unknown command or option
         assert callable(parsed[name].handler), name
-    assert _services()["migrate"]["command"] == ["db", "upgrade"]
+    assert stack.services()["migrate"]["command"] == ["db", "upgrade"]
     assert parsed["projector"].command == "project" and parsed["projector"].follow is True
     assert parsed["dashboard"].command == "dashboard" and parsed["dashboard"].address == "0.0.0.0"
     assert parsed["dashboard"].port == 8501
     assert (parsed["sealer"].command, parsed["sealer"].follow, parsed["sealer"].interval) == ("audit", True, 300)
     assert parsed["demo"].command == "demo" and parsed["demo"].sessions > 0
+    assert (parsed["audit"].command, parsed["audit"].audit_command) == ("audit", "verify")
 
 
 def test_every_dependency_exists_and_waits_for_what_it_needs() -> None:
-    services = _services()
+    services = stack.services()
     for name, service in services.items():
         for target, dependency in service.get("depends_on", {}).items():
             assert target in services, f"{name} depends on {target}, which is not a service"
@@ -116,14 +101,15 @@ def test_every_dependency_exists_and_waits_for_what_it_needs() -> None:
             else:
                 assert condition == "service_started", (name, target, condition)
     assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
-    for name in ("projector", "sealer", "dashboard", "demo"):
+    for name in ("projector", "sealer", "dashboard", "demo", "audit"):
         assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}, name
 
 
 def test_the_migration_runs_once_and_the_long_running_services_come_back() -> None:
-    services = _services()
+    services = stack.services()
     assert services["migrate"]["restart"] == "no"
     assert services["demo"]["restart"] == "no"
+    assert services["audit"]["restart"] == "no"
     for name in ("postgres", "jaeger", "projector", "sealer", "dashboard"):
         assert services[name]["restart"] in {"always", "unless-stopped"}, name
 
@@ -131,46 +117,182 @@ def test_the_migration_runs_once_and_the_long_running_services_come_back() -> No
 # --- each service -----------------------------------------------------------------------------------------
 
 
+# The logins each service connects as (README: "Production: docker compose"), by the variable naming it.
+LOGINS = {
+    "migrate": "LEDGER_MIGRATE",
+    "projector": "LEDGER_PROJECTOR",
+    "sealer": "LEDGER_SEALER",
+    "dashboard": "LEDGER_DASHBOARD",
+    "audit": "LEDGER_AUDITOR",
+    "demo": "LEDGER_DEMO",
+}
+
+
+def _every_string(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [text for key, value in node.items() for text in (str(key), *_every_string(value))]
+    if isinstance(node, list):
+        return [text for item in node for text in _every_string(item)]
+    return [str(node)]
+
+
 def test_application_services_export_to_jaeger_and_store_in_postgres() -> None:
-    for name, service in _application_services().items():
+    for name, service in stack.application_services().items():
         env = service["environment"]
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4317", name
         assert env["AGNO_TELEMETRY"] == "false", name
-        url = env["LLM_LEDGER_DATABASE_URL"]
-        assert _interpolated(url) == "postgresql://postgres:ledger@postgres:5432/ledger", name
-        assert _interpolated(url, {"POSTGRES_PASSWORD": "s3cret"}).startswith("postgresql://postgres:s3cret@"), name
+        url = make_url(interpolated(env["LLM_LEDGER_DATABASE_URL"]))
+        assert (url.drivername, url.host, url.port, url.database) == ("postgresql", "postgres", 5432, "ledger"), name
+
+
+def test_each_service_connects_as_a_login_of_its_own_named_by_a_variable() -> None:
+    assert set(LOGINS) == set(stack.application_services())
+    users = {}
+    for name, prefix in LOGINS.items():
+        url = stack.services()[name]["environment"]["LLM_LEDGER_DATABASE_URL"]
+        assert [(variable, operator) for variable, operator, _ in variables(url)] == [(f"{prefix}_LOGIN", ":-")], name
+        users[name] = make_url(interpolated(url)).username
+        assert make_url(interpolated(url, {f"{prefix}_LOGIN": "someone"})).username == "someone", name
+    assert len(set(users.values())) == len(users), users
+
+
+def test_no_service_connects_as_the_superuser() -> None:
+    superuser = stack.services()["postgres"]["environment"].get("POSTGRES_USER", "postgres")
+    for name, service in stack.application_services().items():
+        env = service["environment"]
+        assert make_url(interpolated(env["LLM_LEDGER_DATABASE_URL"])).username != superuser, name
+        assert not any("POSTGRES_PASSWORD" in text for text in _every_string(service)), name
+
+
+def test_every_password_is_required_and_has_no_default() -> None:
+    mentioned = [variable for text in _every_string(stack.compose()) for variable in variables(text)]
+    passwords = [(name, operator) for name, operator, _ in mentioned if name.endswith("PASSWORD")]
+    assert passwords, "the file names no password variable"
+    assert {operator for _, operator in passwords} == {":?"}, passwords
+    for name, service in stack.services().items():
+        if "PGPASSWORD" in service.get("environment", {}) or name == "postgres":
+            with pytest.raises(MissingVariableError, match="PASSWORD"):
+                service_environment(name, {})
+
+
+def test_passwords_travel_as_pgpassword_never_in_a_url() -> None:
+    for name, prefix in LOGINS.items():
+        env = stack.services()[name]["environment"]
+        assert env["PGPASSWORD"].startswith(f"${{{prefix}_PASSWORD:?"), name
+        given = service_environment(name, {f"{prefix}_PASSWORD": "p@ss:w/rd"})
+        assert given["PGPASSWORD"] == "p@ss:w/rd", name
+        assert make_url(given["LLM_LEDGER_DATABASE_URL"]).password is None, name
+
+
+def test_the_postgres_service_gets_every_login_its_init_script_creates() -> None:
+    postgres = stack.services()["postgres"]
+    script = LOGIN_SCRIPT.read_text()
+    assert LOGIN_SCRIPT.stat().st_mode & 0o111, "the image sources, not runs, a script that is not executable"
+    names = script.split("for service in ", 1)[1].split(";", 1)[0].split()
+    expected = {f"LEDGER_{n.upper()}_{part}" for n in names for part in ("LOGIN", "PASSWORD")}
+    assert expected <= set(postgres["environment"])
+    assert {f"{prefix}_LOGIN" for prefix in LOGINS.values()} | {"LEDGER_WRITER_LOGIN"} <= expected
+    for name, prefix in LOGINS.items():
+        # The service logs in as the login the script creates for it, under the same default name.
+        url = stack.services()[name]["environment"]["LLM_LEDGER_DATABASE_URL"]
+        assert make_url(interpolated(url)).username == interpolated(postgres["environment"][f"{prefix}_LOGIN"]), name
+    volumes = postgres["volumes"]
+    assert "./deploy/postgres/initdb.d:/docker-entrypoint-initdb.d:ro" in volumes
+    assert "./deploy/postgres/ledger-logins.sql:/llm-ledger/ledger-logins.sql:ro" in volumes
+    assert "/llm-ledger/ledger-logins.sql" in script
+    assert "pgdata:/var/lib/postgresql/data" in volumes
+    assert "pgdata" in stack.compose()["volumes"]
+
+
+def _published(service: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """``(host address, host port, container port)`` of each published port (short syntax); an address
+    left out is every interface, 0.0.0.0."""
+    published = []
+    for port in service.get("ports", []):
+        parts = str(port).split(":")
+        assert len(parts) in (2, 3), f"{port!r}: name the host port"
+        published.append(("0.0.0.0", *parts) if len(parts) == 2 else (parts[0], parts[1], parts[2]))
+    return published
+
+
+def test_only_what_a_person_opens_is_published_and_on_this_host_only() -> None:
+    published = {name: _published(service) for name, service in stack.services().items() if "ports" in service}
+    assert "postgres" not in published, "PostgreSQL is reached on the compose network, not published"
+    assert set(published) == {"dashboard", "jaeger"}
+    for name, ports in published.items():
+        assert {address for address, _, _ in ports} == {"127.0.0.1"}, (name, ports)
 
 
 def test_the_seal_key_comes_from_the_environment_and_only_the_sealer_gets_it() -> None:
-    holders = [name for name, s in _application_services().items() if "LLM_LEDGER_SEAL_KEY" in s["environment"]]
+    holders = [name for name, s in stack.application_services().items() if "LLM_LEDGER_SEAL_KEY" in s["environment"]]
     assert holders == ["sealer"]
-    key = _services()["sealer"]["environment"]["LLM_LEDGER_SEAL_KEY"]
-    assert (_interpolated(key), _interpolated(key, {"LLM_LEDGER_SEAL_KEY": "k"})) == ("", "k")
-
-
-def test_the_postgres_password_is_one_variable_with_a_local_default() -> None:
-    postgres = _services()["postgres"]
-    password = postgres["environment"]["POSTGRES_PASSWORD"]
-    assert password == "${POSTGRES_PASSWORD:-ledger}"
-    assert "pgdata:/var/lib/postgresql/data" in postgres["volumes"]
-    assert "pgdata" in _compose()["volumes"]
+    key = stack.services()["sealer"]["environment"]["LLM_LEDGER_SEAL_KEY"]
+    assert (interpolated(key), interpolated(key, {"LLM_LEDGER_SEAL_KEY": "k"})) == ("", "k")
+    public = stack.services()["audit"]["environment"]["LLM_LEDGER_SEAL_PUBLIC_KEY"]
+    assert (interpolated(public), interpolated(public, {"LLM_LEDGER_SEAL_PUBLIC_KEY": "p"})) == ("", "p")
 
 
 def test_jaeger_receives_otlp_over_grpc_and_http_serves_its_ui_and_reports_its_health() -> None:
-    jaeger = _services()["jaeger"]
+    jaeger = stack.services()["jaeger"]
     assert jaeger["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
-    assert {"16686:16686", "4317:4317", "4318:4318"} <= set(jaeger["ports"])
+    assert {"127.0.0.1:16686:16686", "127.0.0.1:4317:4317", "127.0.0.1:4318:4318"} <= set(jaeger["ports"])
     assert jaeger["healthcheck"]["test"][0] == "CMD"
     assert "http://127.0.0.1:14269/" in jaeger["healthcheck"]["test"]
 
 
 def test_the_dashboard_is_served_on_8501_checks_its_health_with_python_and_links_to_jaeger() -> None:
-    dashboard = _services()["dashboard"]
-    assert "8501:8501" in dashboard["ports"]
+    dashboard = stack.services()["dashboard"]
+    assert "127.0.0.1:8501:8501" in dashboard["ports"]
     env = dashboard["environment"]
     assert env["LLM_LEDGER_JAEGER_URL"] == "http://localhost:16686"
-    assert env["LLM_LEDGER_DATABASE_URL"] == _services()["projector"]["environment"]["LLM_LEDGER_DATABASE_URL"]
+    # Its login holds no projector role: the projector service keeps the figures current.
+    assert env["LLM_LEDGER_DASHBOARD_CATCH_UP"] == "false"
     check = dashboard["healthcheck"]["test"]
     assert check[:3] == ["CMD", "python", "-c"]
     assert "http://127.0.0.1:8501/_stcore/health" in check[3]
     compile(check[3], "healthcheck", "exec")
+
+
+# --- what the docs tell an operator to run ------------------------------------------------------------------
+
+
+def test_new_env_writes_every_password_compose_requires_and_never_overwrites(tmp_path: Path) -> None:
+    target = tmp_path / ".env"
+    done = subprocess.run(
+        [str(ROOT / "deploy" / "new-env.sh"), str(target)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert target.stat().st_mode & 0o777 == 0o600
+    written = dict(line.split("=", 1) for line in target.read_text().splitlines() if not line.startswith("#"))
+    required = {
+        name for text in _every_string(stack.compose()) for name, operator, _ in variables(text) if operator == ":?"
+    }
+    assert set(written) == required
+    assert len(set(written.values())) == len(written) and all(len(value) >= 32 for value in written.values())
+    for name in stack.services():
+        if "environment" in stack.services()[name]:
+            service_environment(name, written)  # MissingVariableError if the file lacked one
+
+    again = subprocess.run(
+        [str(ROOT / "deploy" / "new-env.sh"), str(target)], capture_output=True, text=True, check=False
+    )
+    assert again.returncode != 0 and "not overwritten" in again.stderr
+    assert dict(line.split("=", 1) for line in target.read_text().splitlines() if not line.startswith("#")) == written
+
+
+_COMPOSE_COMMAND = re.compile(
+    r"docker compose (?:--profile \w+ )?(?:exec|run --rm|up(?: -d)?) (?P<service>[a-z]+)(?P<rest>.*)"
+)
+
+
+@pytest.mark.parametrize("document", ["README.md", "docs/AUDIT.md", "docker-compose.yml"])
+def test_the_compose_commands_the_docs_give_name_its_services_and_database(document: str) -> None:
+    commands = [
+        match for line in (ROOT / document).read_text().splitlines() if (match := _COMPOSE_COMMAND.search(line))
+    ]
+    assert commands
+    database = stack.services()["postgres"]["environment"]["POSTGRES_DB"]
+    for command in commands:
+        assert command["service"] in stack.services(), command[0]
+        if named := re.search(r" -d (\w+)", command["rest"]):
+            assert named[1] == database, command[0]
