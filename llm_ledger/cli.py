@@ -156,7 +156,26 @@ def _project(args: argparse.Namespace) -> int:
 def _dashboard(args: argparse.Namespace) -> int:
     from llm_ledger.dashboard.server import run_dashboard
 
+    problem = _listening_problem(args.address, args.port)
+    if problem is not None:
+        print(
+            f"llm-ledger: the dashboard cannot listen on --address {args.address} --port {args.port}: {problem}",
+            file=sys.stderr,
+        )
+        return ExitCode.USAGE
     return run_dashboard(database_url=args.database_url, port=args.port, address=args.address)
+
+
+def _listening_problem(address: str, port: int) -> str | None:
+    """Why a server could not listen on ``address:port``, or None. Asked here, where it can be said in one
+    line: once this process is Streamlit's (``exec``), a bad address or a busy port is its traceback."""
+    import socket
+
+    try:
+        socket.create_server((address, port)).close()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def _audit_verify(args: argparse.Namespace) -> int:

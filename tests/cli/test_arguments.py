@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable
 
@@ -23,6 +24,30 @@ def assert_refused(outcome: Outcome, option: str, value: str) -> None:
 @pytest.mark.parametrize("port", ["99999", "0", "-1", "http"])
 def test_dashboard_refuses_a_port_that_is_not_one(port: str, llm_ledger: Callable[..., Outcome]) -> None:
     assert_refused(llm_ledger("dashboard", "--port", port), "--port", port)
+
+
+def test_dashboard_on_an_address_it_cannot_listen_on_says_so(
+    sqlite_url: str, llm_ledger: Callable[..., Outcome]
+) -> None:
+    migrate.upgrade(sqlite_url)
+
+    outcome = llm_ledger("dashboard", "--address", "999.1.1.1", "--database-url", sqlite_url)
+
+    assert "Traceback" not in outcome.err
+    assert outcome.status == ExitCode.USAGE
+    assert "the dashboard cannot listen on --address 999.1.1.1 --port 8501" in outcome.err
+
+
+def test_dashboard_on_a_port_in_use_says_so(sqlite_url: str, llm_ledger: Callable[..., Outcome]) -> None:
+    migrate.upgrade(sqlite_url)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+
+        outcome = llm_ledger("dashboard", "--port", port, "--database-url", sqlite_url)
+
+    assert "Traceback" not in outcome.err
+    assert outcome.status == ExitCode.USAGE
+    assert f"cannot listen on --address 127.0.0.1 --port {port}: Address already in use" in outcome.err
 
 
 @pytest.mark.parametrize("interval", ["-1", "nan", "0", "inf", "soon"])
