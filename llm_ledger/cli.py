@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from collections.abc import Sequence
 
 from llm_ledger import __version__
+from llm_ledger.exit_codes import ExitCode, exit_code_table
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -31,6 +33,27 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A wait: a positive, finite number of seconds (0 or less would busy-loop, NaN never ends a wait)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= threading.TIMEOUT_MAX:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65_535:
+        raise argparse.ArgumentTypeError(f"a TCP port is 1 to 65535, got {value}")
     return value
 
 
@@ -62,7 +85,7 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     url = _database_url(args)
     migrate.upgrade(url, args.revision)
     print(f"{_shown(url)}: at revision {migrate.current(url)} (head {migrate.head()})")
-    return 0
+    return ExitCode.OK
 
 
 def _db_downgrade(args: argparse.Namespace) -> int:
@@ -73,20 +96,21 @@ def _db_downgrade(args: argparse.Namespace) -> int:
         migrate.downgrade(url, args.revision)
     except migrate.DowngradeRefusedError as exc:
         print(f"refused: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.FAILED
     print(f"{_shown(url)}: at revision {migrate.current(url) or 'base (empty)'}")
-    return 0
+    return ExitCode.OK
 
 
 def _db_current(args: argparse.Namespace) -> int:
     from llm_ledger.store import migrate
 
     url = _database_url(args)
+    migrate.require_ledger(url)
     revision = migrate.current(url)
     head = migrate.head()
     state = "up to date" if revision == head else f"behind head {head}: run llm-ledger db upgrade"
-    print(f"{_shown(url)}: {revision or 'not migrated'} ({state})")
-    return 0 if revision == head else 1
+    print(f"{_shown(url)}: {revision} ({state})")
+    return ExitCode.OK if revision == head else ExitCode.FAILED
 
 
 def _project(args: argparse.Namespace) -> int:
@@ -97,12 +121,12 @@ def _project(args: argparse.Namespace) -> int:
     url = _database_url(args)
     if migrate.current(url) != migrate.head():
         print(f"llm-ledger: {_shown(url)} is not at the newest schema: run llm-ledger db upgrade", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     try:
         projector = Projector(url, batch_size=args.batch_size)
     except PriceTableError as exc:
         print(f"llm-ledger: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     try:
         if args.rebuild:
             status = projector.status()
@@ -121,18 +145,37 @@ def _project(args: argparse.Namespace) -> int:
             print(f"applied {result.events:,} events; the read models now hold {total:,}")
     except StoreUnavailableError as exc:
         print(f"llm-ledger: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.NO_LEDGER
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
     finally:
         projector.close()
-    return 0
+    return ExitCode.OK
 
 
 def _dashboard(args: argparse.Namespace) -> int:
     from llm_ledger.dashboard.server import run_dashboard
 
+    problem = _listening_problem(args.address, args.port)
+    if problem is not None:
+        print(
+            f"llm-ledger: the dashboard cannot listen on --address {args.address} --port {args.port}: {problem}",
+            file=sys.stderr,
+        )
+        return ExitCode.USAGE
     return run_dashboard(database_url=args.database_url, port=args.port, address=args.address)
+
+
+def _listening_problem(address: str, port: int) -> str | None:
+    """Why a server could not listen on ``address:port``, or None. Asked here, where it can be said in one
+    line: once this process is Streamlit's (``exec``), a bad address or a busy port is its traceback."""
+    import socket
+
+    try:
+        socket.create_server((address, port)).close()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
@@ -147,12 +190,15 @@ def _audit_verify(args: argparse.Namespace) -> int:
         report = verify_ledger(
             _database_url(args), tenant_id=args.tenant, since=since, public_key=public_key, record=not args.no_record
         )
-    except (AuditConfigurationError, StoreUnavailableError) as exc:
-        # 2, not 1: nothing was found broken, the ledger could not be checked.
+    except AuditConfigurationError as exc:
+        # Not FAILED: nothing was found broken, the ledger could not be checked.
         print(f"llm-ledger: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
+    except StoreUnavailableError as exc:
+        print(f"llm-ledger: {exc}", file=sys.stderr)
+        return ExitCode.NO_LEDGER
     print(json.dumps(report.to_json(), indent=2, default=str) if args.json else report.to_text())
-    return 0 if report.ok else 1
+    return ExitCode.OK if report.ok else ExitCode.FAILED
 
 
 def _audit_seal(args: argparse.Namespace) -> int:
@@ -171,7 +217,7 @@ def _audit_seal(args: argparse.Namespace) -> int:
             except StoreUnavailableError as exc:
                 print(f"llm-ledger: {exc}", file=sys.stderr)
                 if not args.follow:
-                    return 1
+                    return ExitCode.NO_LEDGER
                 seals = []  # the next round seals what this one could not
             if not seals and not args.follow:
                 print("nothing to seal: every event that can be sealed is")
@@ -183,13 +229,13 @@ def _audit_seal(args: argparse.Namespace) -> int:
                     flush=True,
                 )
             if not args.follow:
-                return 0
+                return ExitCode.OK
             time.sleep(args.interval)
     except AuditConfigurationError as exc:
         print(f"llm-ledger: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
     finally:
         engine.dispose()
 
@@ -200,11 +246,16 @@ def _audit_keygen(args: argparse.Namespace) -> int:
     key = SigningKey.generate()
     print(f"# the sealer's secret: keep it out of the database and its backups\n{SEAL_KEY_VARIABLE}={key.text()}")
     print(f"# for llm-ledger audit verify (or --public-key)\n{PUBLIC_KEY_VARIABLE}={key.public_key.text()}")
-    return 0
+    return ExitCode.OK
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llm-ledger", description="Audited LLM execution for Focal.")
+    parser = argparse.ArgumentParser(
+        prog="llm-ledger",
+        description="Audited LLM execution for Focal.",
+        epilog=exit_code_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the table's lines as they are
+    )
     parser.add_argument("--version", action="version", version=f"llm-ledger {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = commands.add_parser(
@@ -252,21 +303,24 @@ def build_parser() -> argparse.ArgumentParser:
     project.add_argument(
         "--batch-size", type=_positive_int, default=5_000, help="events per transaction (default 5000)"
     )
-    project.add_argument("--poll-seconds", type=float, default=1.0, help="with --follow: how often to look")
+    project.add_argument(
+        "--poll-seconds", type=_seconds, default=1.0, help="with --follow: seconds between looks (default 1)"
+    )
     project.add_argument("--database-url", help=url_help)
-    project.set_defaults(handler=_project)
+    project.set_defaults(handler=_project, needs_ledger=True)
 
     dashboard = commands.add_parser("dashboard", help="open the Streamlit dashboard of the ledger")
-    dashboard.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    dashboard.add_argument("--port", type=_port, default=8501, help="port to serve on (default 8501)")
     dashboard.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     dashboard.add_argument("--database-url", help=url_help)
-    dashboard.set_defaults(handler=_dashboard)
+    dashboard.set_defaults(handler=_dashboard, needs_ledger=True)
 
     audit = commands.add_parser("audit", help="tamper evidence: seal the events, verify the whole ledger")
     audit_commands = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     verify = audit_commands.add_parser(
         "verify",
-        help="check every stream's hash chain and shape and every seal; exit 0 clean, 1 broken, 2 usage error",
+        help="check every stream's hash chain and shape and every seal; exit 0 clean, 1 broken, 2 or 3 could not"
+        " check (llm-ledger --help)",
     )
     verify.add_argument("--tenant", help="only this tenant (default: every tenant)")
     verify.add_argument(
@@ -282,15 +336,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--no-record", action="store_true", help="do not store this run for the dashboard")
     verify.add_argument("--database-url", help=url_help)
-    verify.set_defaults(handler=_audit_verify)
+    verify.set_defaults(handler=_audit_verify, needs_ledger=True)
     seal = audit_commands.add_parser(
         "seal", help="seal each tenant's events not sealed yet (signed with LLM_LEDGER_SEAL_KEY when set)"
     )
     seal.add_argument("--tenant", help="only this tenant (default: every tenant)")
     seal.add_argument("--follow", action="store_true", help="keep sealing every --interval seconds until interrupted")
-    seal.add_argument("--interval", type=float, default=300.0, help="with --follow: seconds between seals (300)")
+    seal.add_argument("--interval", type=_seconds, default=300.0, help="with --follow: seconds between seals (300)")
     seal.add_argument("--database-url", help=url_help)
-    seal.set_defaults(handler=_audit_seal)
+    seal.set_defaults(handler=_audit_seal, needs_ledger=True)
     keygen = audit_commands.add_parser("keygen", help="print a new Ed25519 key pair for signing seals")
     keygen.set_defaults(handler=_audit_keygen)
     return parser
@@ -303,15 +357,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
-        return 2
-    from llm_ledger.store import StoreConfigurationError
+        return ExitCode.USAGE
+    from llm_ledger.store import StoreConfigurationError, StoreUnavailableError, migrate
 
     try:
-        result: int = handler(args)
-    except StoreConfigurationError as exc:
+        if getattr(args, "needs_ledger", False):
+            # Before the command opens anything: opening a missing SQLite file would create it.
+            migrate.require_ledger(_database_url(args))
+        return int(handler(args))
+    except (migrate.NoLedgerError, StoreUnavailableError) as exc:
         print(f"llm-ledger: {exc}", file=sys.stderr)
-        return 2
-    return result
+        return ExitCode.NO_LEDGER
+    except (StoreConfigurationError, migrate.RevisionError) as exc:
+        print(f"llm-ledger: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED
 
 
 if __name__ == "__main__":

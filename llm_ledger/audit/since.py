@@ -18,7 +18,10 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     value = text.strip()
     span = _SPAN.fullmatch(value)
     if span:
-        moment = (now or datetime.now(UTC)) - timedelta(**{_UNITS[span.group(2)]: int(span.group(1))})
+        try:
+            moment = (now or datetime.now(UTC)) - timedelta(**{_UNITS[span.group(2)]: int(span.group(1))})
+        except OverflowError:
+            raise AuditConfigurationError(f"--since {text!r}: reaches back before the year 1") from None
         return moment.astimezone(UTC)
     try:
         moment = datetime.fromisoformat(value)

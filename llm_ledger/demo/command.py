@@ -13,6 +13,7 @@ from llm_ledger.demo.report import event_stream, headline, next_steps, reasons_l
 from llm_ledger.demo.summary import WorkloadSummary
 from llm_ledger.demo.workload import run_workload
 from llm_ledger.events import verify_chain
+from llm_ledger.exit_codes import ExitCode
 from llm_ledger.progress import ProgressBar
 from llm_ledger.store import StoreSettings, StoreUnavailableError, shown_url
 
@@ -122,7 +123,7 @@ def run_demo(options: DemoOptions) -> int:
         )
     except StoreUnavailableError as exc:
         print(f"llm-ledger: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.NO_LEDGER
     bar.finish()
     print(f"\n{headline(summary)}\n\n{summary_table(summary)}\n\n{reasons_line(summary)}")
     if summary.example:
@@ -140,7 +141,7 @@ def run_demo(options: DemoOptions) -> int:
             passed = False
     has_dashboard = importlib.util.find_spec("streamlit") is not None
     print(f"\n{next_steps(summary, shown if options.database_url else None, has_dashboard=has_dashboard)}")
-    return 0 if passed else 1
+    return ExitCode.OK if passed else ExitCode.FAILED
 
 
 def _complete(summary: WorkloadSummary) -> bool:

@@ -17,6 +17,7 @@ override that sets only ``model`` keeps the step's ``fallback_models``.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -76,8 +77,14 @@ class PipelineConfig:
             text = path.read_bytes().decode("utf-8")
         except FileNotFoundError:
             raise ConfigurationError(f"{path}: pipeline configuration file not found") from None
+        except IsADirectoryError:
+            raise ConfigurationError(f"{path}: is a directory, not a pipeline configuration file") from None
+        except OSError as exc:
+            raise ConfigurationError(f"{path}: cannot read the pipeline configuration: {exc.strerror}") from None
         except UnicodeDecodeError as exc:
             raise ConfigurationError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        except ValueError as exc:  # a NUL in the path
+            raise ConfigurationError(f"{str(path)!r}: not a usable path: {exc}") from None
         return cls.from_toml(text, source=str(path))
 
     @classmethod
@@ -178,6 +185,8 @@ def _step_table(value: Any, where: str, source: str) -> dict[str, Any]:
         if isinstance(item, bool) or not isinstance(item, expected):
             names = " or ".join(t.__name__ for t in expected)
             raise ConfigurationError(f"{source}: '{where}.{key}' must be {names}, not {item!r}")
+        if isinstance(item, float) and not math.isfinite(item):  # TOML has nan and inf; no setting means them
+            raise ConfigurationError(f"{source}: '{where}.{key}' must be a finite number, not {item!r}")
     for model in [table.get("model"), *table.get("fallback_models", [])]:
         if model is None:
             continue

@@ -141,6 +141,8 @@ class Projector:
     ) -> None:
         """Catch up, then keep applying new events as they come, until ``stop`` is set. A database outage
         is logged once and waited out."""
+        if not 0 < poll_seconds <= threading.TIMEOUT_MAX:  # 0 or less would busy-loop, NaN never ends a wait
+            raise ValueError(f"poll_seconds must be a positive number of seconds, got {poll_seconds!r}")
         stop = stop or threading.Event()
         unavailable = False
         while not stop.is_set():

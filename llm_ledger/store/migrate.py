@@ -6,18 +6,23 @@ The ``alembic`` command works too (``alembic upgrade head`` from the repository 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection
+from alembic.util import CommandError
+from sqlalchemy import Connection, Engine, inspect
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DatabaseError, DBAPIError
 from sqlalchemy.pool import NullPool
 
-from llm_ledger.store.settings import create_store_engine
+from llm_ledger.store.errors import StoreError, StoreUnavailableError
+from llm_ledger.store.settings import StoreConfigurationError, create_store_engine, shown_url, sqlite_file
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -25,8 +30,25 @@ VERSION_TABLE = "llm_ledger_alembic_version"
 """Named after the ledger so that it can share a database (and a schema) with an application's own Alembic."""
 
 
+UPGRADE_COMMAND = "llm-ledger db upgrade"
+
+# Alembic's relative targets (+1, -2, head-1, 0003+1) are resolved against the database's revision, so
+# they can only be checked while migrating; every other target is checked before anything is opened.
+_RELATIVE = re.compile(r"[+-]\d+$")
+
+
 class DowngradeRefusedError(RuntimeError):
     """Raised when a downgrade would destroy recorded events; the database is left as it was."""
+
+
+class RevisionError(ValueError):
+    """Raised for a migration target that does not exist or cannot be reached from the database's
+    revision; nothing was changed."""
+
+
+class NoLedgerError(StoreError):
+    """Raised when there is no ledger at a URL: a missing SQLite file (which is not created), or a
+    database that was never migrated."""
 
 
 def _config(connection: Connection | None = None) -> Config:
@@ -37,36 +59,105 @@ def _config(connection: Connection | None = None) -> Config:
     return config
 
 
+def check_revision(revision: str) -> None:
+    """Raise ``RevisionError`` unless ``revision`` names a migration this version ships (or is relative)."""
+    if _RELATIVE.search(revision):
+        return
+    try:
+        if not revision.strip():
+            raise CommandError("an empty revision names no migration")
+        ScriptDirectory.from_config(_config()).get_revisions(revision)
+    except CommandError as exc:
+        raise RevisionError(f"revision {revision!r}: {exc} (known: {', '.join(known_revisions())})") from None
+
+
+def known_revisions() -> list[str]:
+    """``base``, every revision oldest first, and ``head``: what ``db upgrade`` and ``downgrade`` accept."""
+    scripts = ScriptDirectory.from_config(_config())
+    return ["base", *reversed([script.revision for script in scripts.walk_revisions()]), "head"]
+
+
+@contextmanager
+def _connected(engine: Engine) -> Iterator[Connection]:
+    """A connection; a database that cannot be reached (or opened) is a ``StoreUnavailableError``."""
+    try:
+        connection = engine.connect()
+    except DBAPIError as exc:
+        raise StoreUnavailableError(f"{shown_url(engine.url)} cannot be reached: {exc.orig}") from None
+    with connection:
+        yield connection
+
+
 def _run(url: str | URL, step: Callable[[Config, str], None], revision: str) -> None:
-    engine = create_store_engine(url, poolclass=NullPool)
+    check_revision(revision)
+    try:
+        engine = create_store_engine(url, poolclass=NullPool)
+    except OSError as exc:  # the SQLite file's directory
+        raise StoreConfigurationError(f"{shown_url(url)}: cannot create {exc.filename}: {exc.strerror}") from None
     try:
         # One transaction for the whole run: on PostgreSQL a failed step leaves the database untouched.
-        with engine.begin() as connection:
+        with _connected(engine) as connection, connection.begin():
             step(_config(connection), revision)
+    except CommandError as exc:  # a relative target out of range, or a downgrade "up"
+        raise RevisionError(f"revision {revision!r}: {exc}") from None
     finally:
         engine.dispose()
 
 
 def upgrade(url: str | URL, revision: str = "head") -> None:
-    """Migrate the database at ``url`` up to ``revision``; creates an SQLite file (and its directory)."""
+    """Migrate the database at ``url`` up to ``revision``; creates an SQLite file (and its directory).
+    Raises ``RevisionError`` (before creating anything) for an unknown revision."""
     _run(url, command.upgrade, revision)
 
 
 def downgrade(url: str | URL, revision: str) -> None:
     """Migrate down to ``revision`` (``"base"`` for nothing); raises ``DowngradeRefusedError`` rather than
-    drop events."""
+    drop events, and ``NoLedgerError`` (creating nothing) when there is no ledger at ``url``."""
+    require_ledger(url)
     _run(url, command.downgrade, revision)
 
 
 def current(url: str | URL) -> str | None:
-    """The revision the database is at, ``None`` if it was never migrated."""
+    """The revision the database is at, ``None`` if it was never migrated (or is an SQLite file that does not
+    exist: it is not created). Raises ``StoreUnavailableError`` when the database cannot be reached."""
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        return None
     engine = create_store_engine(url, poolclass=NullPool)
     try:
-        with engine.connect() as connection:
+        with _connected(engine) as connection:
             context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
             return context.get_current_revision()
     finally:
         engine.dispose()
+
+
+def require_ledger(url: str | URL) -> None:
+    """Raise ``NoLedgerError`` unless there is a ledger at ``url`` (creating nothing), ``StoreUnavailableError``
+    when the database cannot be reached. Whether its schema is new enough is each command's own check."""
+    path = sqlite_file(url)
+    if path is not None and not path.is_file():
+        state = "no such file" if not path.exists() else "not a file"
+        raise NoLedgerError(
+            f"there is no ledger at {path} ({state}): create one with `{UPGRADE_COMMAND}`, or record a demo"
+            " workload into it with `llm-ledger demo` (same --database-url or LLM_LEDGER_DATABASE_URL)"
+        )
+    engine = create_store_engine(url, poolclass=NullPool)
+    try:
+        with _connected(engine) as connection:
+            # The catalog, not the version table: every login may look at the one, not every role reads the other.
+            migrated = inspect(connection).has_table(VERSION_TABLE)
+    except DatabaseError as exc:
+        if path is None:
+            raise
+        raise NoLedgerError(f"there is no ledger at {path}: {exc.orig}") from None  # "file is not a database"
+    finally:
+        engine.dispose()
+    if not migrated:
+        raise NoLedgerError(
+            f"there is no ledger in {shown_url(url)}: it was never migrated; create one with `{UPGRADE_COMMAND}`"
+            " (same --database-url or LLM_LEDGER_DATABASE_URL)"
+        )
 
 
 def head() -> str:

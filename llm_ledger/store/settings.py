@@ -58,14 +58,23 @@ def normalize_url(url: str | URL) -> URL:
     )
 
 
+def sqlite_file(url: str | URL) -> Path | None:
+    """The file an SQLite URL names; ``None`` for PostgreSQL, an in-memory database or a ``file:`` URI."""
+    parsed = normalize_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).expanduser()
+
+
 def create_store_engine(url: str | URL, **options: object) -> Engine:
     """An engine for the ledger. SQLite files get their directory created, WAL mode and a busy timeout
     (the writer and readers share the file); PostgreSQL gets a pool that checks connections first."""
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
-        database = parsed.database
-        if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = sqlite_file(parsed)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, **options)
 
         @event.listens_for(engine, "connect")

@@ -200,9 +200,9 @@ def test_the_seal_command_signs_with_the_key_from_the_environment(
     engine.dispose()
 
 
-def test_an_unreachable_database_exits_2_not_1(capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unreachable_database_exits_3_not_1(capsys: pytest.CaptureFixture[str]) -> None:
     # 1 would say the ledger is broken; it could not be checked at all.
-    assert main(["audit", "verify", "--database-url", "postgresql://postgres@127.0.0.1:1/ledger"]) == 2
+    assert main(["audit", "verify", "--database-url", "postgresql://postgres@127.0.0.1:1/ledger"]) == 3
     assert "cannot be reached" in capsys.readouterr().err
 
 

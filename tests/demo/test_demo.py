@@ -135,7 +135,7 @@ def test_bad_options_are_named(arguments: list[str], message: str, capsys: pytes
 @pytest.mark.parametrize(
     ("url", "status", "message"),
     [
-        ("postgresql://postgres@127.0.0.1:1/ledger", 1, "llm-ledger: the event store cannot be reached"),
+        ("postgresql://postgres@127.0.0.1:1/ledger", 3, "llm-ledger: the event store cannot be reached"),
         ("mysql://root@127.0.0.1/ledger", 2, "llm-ledger: unsupported database 'mysql'"),
     ],
 )

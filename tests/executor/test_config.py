@@ -125,3 +125,73 @@ def test_bad_model_strings_fail_at_construction(model: str, message: str) -> Non
         LLMExecutor(model)
     with pytest.raises(ConfigurationError, match=message):
         LLMExecutor("openai/gpt-4.1", fallback_models=[model])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[pipeline.generation]\nmodel = 'openai/x'\ntimeout_seconds = nan", "'pipeline.generation.timeout_seconds'"),
+        ("[pipeline.generation]\nmodel = 'openai/x'\ntimeout_seconds = inf", "'pipeline.generation.timeout_seconds'"),
+        ("[pipeline.generation]\nmodel = 'openai/x'\ntemperature = nan", "'pipeline.generation.temperature'"),
+        ("[pipeline.generation]\nmodel = 'openai/x'\ntemperature = -inf", "'pipeline.generation.temperature'"),
+        (
+            "[defaults]\nattempt_timeout_seconds = inf\n[pipeline.generation]\nmodel = 'openai/x'",
+            "'defaults.attempt_timeout_seconds'",
+        ),
+        (
+            "[pipeline.generation]\nmodel = 'openai/x'\n[agents.a.pipeline.generation]\ntemperature = nan",
+            "'agents.a.pipeline.generation.temperature'",
+        ),
+    ],
+)
+def test_nan_and_infinity_are_refused_naming_the_key(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "numbers.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigurationError) as raised:
+        PipelineConfig.load(path)
+    assert str(path) in str(raised.value)
+    assert f"{expected} must be a finite number" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[pipeline.generation.model]\nid = 'openai/x'", "'pipeline.generation.model' must be str"),
+        ("[pipeline.generation]\nmodel = { id = 'openai/x' }", "'pipeline.generation.model' must be str"),
+        ("[pipeline.generation]\nmodel = 'openai/x'\n[pipeline.generation.max_retries]", "max_retries' must be int"),
+        (
+            "[pipeline.generation]\nmodel = 'openai/x'\nfallback_models = [['openai/y']]",
+            "'pipeline.generation.fallback_models' must list strings",
+        ),
+        ("[[pipeline.generation]]\nmodel = 'openai/x'", "'pipeline.generation' must be a table, not list"),
+        ("pipeline = 'openai/x'", "'pipeline' must be a table, not str"),
+        ("[pipeline]\ngeneration = 'openai/x'", "'pipeline.generation' must be a table, not str"),
+        ("[pipeline.generation]\nmodel = 'openai/x'\n[tenants.t]\nagents = 3", "'tenants.t.agents' must be a table"),
+        ("[pipeline.generation]\nmodel = 'openai/x'\ncapture = 'bogus'", "'pipeline.generation.capture' must be"),
+        ("[defaults]\ncapture = 'bogus'\n[pipeline.generation]\nmodel = 'openai/x'", "'defaults.capture' must be"),
+    ],
+)
+def test_a_table_where_a_value_belongs_and_a_value_where_a_table_belongs_are_named(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = tmp_path / "nesting.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigurationError) as raised:
+        LLMExecutor.from_config(path, "generation")
+    assert str(path) in str(raised.value)
+    assert expected in str(raised.value)
+
+
+def test_a_directory_is_not_a_configuration_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        LLMExecutor.from_config(tmp_path, "generation")
+    assert str(raised.value) == f"{tmp_path}: is a directory, not a pipeline configuration file"
+
+
+def test_an_unreadable_path_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="not a usable path"):
+        PipelineConfig.load(f"{tmp_path}/pipe\0line.toml")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigurationError, match=f"{blocker}/pipeline.toml: cannot read the pipeline configuration"):
+        PipelineConfig.load(blocker / "pipeline.toml")
