@@ -86,8 +86,8 @@ def show_freshness(freshness: Freshness | None, caught: CatchUpResult | None) ->
         sidebar.caption(f"{projected}last update {updated}")
     if caught is None:
         sidebar.caption(
-            "Catch-up is off (LLM_LEDGER_DASHBOARD_CATCH_UP=false): figures are as recent as "
-            "`llm-ledger project --follow` keeps them."
+            "Catch-up is off (LLM_LEDGER_DASHBOARD_CATCH_UP=false, or a login without llm_ledger_projector): "
+            "figures are as recent as `llm-ledger project --follow` keeps them."
         )
     elif caught.busy:
         sidebar.caption("Another projector is applying events right now; figures may be a moment behind.")
