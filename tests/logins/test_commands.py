@@ -214,3 +214,36 @@ def test_the_dashboard_catches_up_as_a_login_granted_the_projector_role_too(ledg
         source.view.close()
         assert source.projector is not None
         source.projector.close()
+
+
+def test_project_rebuild_as_the_projector(ledger: Ledger, projected: subprocess.CompletedProcess[str]) -> None:
+    done = ledger.run("project", "--rebuild", url=ledger.login(PROJECTOR_ROLE))
+    stored = ledger.count("SELECT count(*) FROM llm_ledger_events")
+    assert f"rebuilt the read models from {stored:,} events" in done.stdout
+
+
+def test_audit_seal_follow_as_the_sealer_seals_new_events_until_interrupted(
+    ledger: Ledger, sealed: subprocess.CompletedProcess[str]
+) -> None:
+    tenant = f"tenant-{uuid.uuid4().hex[:8]}"
+    record(ledger, (WRITER_ROLE,), (tenant,), ledger.home / "spool-seal-follow")
+    follower = subprocess.Popen(
+        [LLM_LEDGER, "audit", "seal", "--follow", "--interval", "0.2", "--database-url", ledger.login(SEALER_ROLE)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ledger.env(),
+    )
+    try:
+        deadline = time.monotonic() + COMMAND_TIMEOUT
+        sealed_now = 0
+        while follower.poll() is None and time.monotonic() < deadline and not sealed_now:
+            sealed_now = ledger.count(f"SELECT count(*) FROM llm_ledger_seals WHERE tenant_id = '{tenant}'")
+            time.sleep(0.2)
+        assert follower.poll() is None, f"audit seal --follow stopped: {follower.communicate()[1]}"
+        assert sealed_now == 1
+    finally:
+        follower.send_signal(signal.SIGINT)
+        _, stderr = follower.communicate(timeout=COMMAND_TIMEOUT)
+    assert follower.returncode == 130, stderr
+    assert "Traceback" not in stderr
