@@ -27,9 +27,32 @@ from llm_ledger.store.scoping import (
 )
 from tests.logins.conftest import COMMAND_TIMEOUT, EXECUTIONS_PER_TENANT, LLM_LEDGER, Ledger, Recorded, record
 
+pytestmark = pytest.mark.timeout(COMMAND_TIMEOUT * 4)
+"""The commands' own bounded waits, not the suite's per-test timeout, decide: each command is a process
+of its own on a machine that may be loaded."""
+
 
 def _all_tenants(recorded: Recorded) -> list[str]:
     return sorted(tenant for tenants in recorded.tenants.values() for tenant in tenants)
+
+
+def _held_back(ledger: Ledger) -> str:
+    """Why a follower may not have seen the newest events: like every consumer of the gap-safe cursor, it
+    waits for every transaction of the cluster older than them (other suites share the server)."""
+    engine = create_store_engine(ledger.superuser, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT datname, usename, state, now() - xact_start AS age FROM pg_stat_activity"
+                    " WHERE backend_xid IS NOT NULL OR backend_xmin IS NOT NULL ORDER BY xact_start LIMIT 5"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    return "oldest transactions of the cluster: " + "; ".join(
+        f"{r.datname} {r.usename} {r.state} {r.age}" for r in rows
+    )
 
 
 def _whole_history() -> Window:
@@ -102,7 +125,7 @@ def test_project_follow_as_the_projector_applies_new_events_until_interrupted(
                 break
             time.sleep(0.2)
         assert follower.poll() is None, f"project --follow stopped: {follower.communicate()[1]}"
-        assert applied == stored
+        assert applied == stored, _held_back(ledger)
     finally:
         follower.send_signal(signal.SIGINT)
         _, stderr = follower.communicate(timeout=COMMAND_TIMEOUT)
@@ -241,7 +264,7 @@ def test_audit_seal_follow_as_the_sealer_seals_new_events_until_interrupted(
             sealed_now = ledger.count(f"SELECT count(*) FROM llm_ledger_seals WHERE tenant_id = '{tenant}'")
             time.sleep(0.2)
         assert follower.poll() is None, f"audit seal --follow stopped: {follower.communicate()[1]}"
-        assert sealed_now == 1
+        assert sealed_now == 1, _held_back(ledger)
     finally:
         follower.send_signal(signal.SIGINT)
         _, stderr = follower.communicate(timeout=COMMAND_TIMEOUT)
