@@ -81,11 +81,13 @@ def show_freshness(freshness: Freshness | None, caught: CatchUpResult | None) ->
         sidebar.caption(f"The projector has not run yet: record some executions (`{DEMO_COMMAND}`), then reload.")
     else:
         updated = time_ago(freshness.updated_at, datetime.now(UTC)) if freshness.updated_at else "never"
-        sidebar.caption(f"**{freshness.events_applied:,}** events projected · last update {updated}")
+        # A viewer bound to one tenant is not told the platform's count (freshness.events_applied is None).
+        projected = "" if freshness.events_applied is None else f"**{freshness.events_applied:,}** events projected · "
+        sidebar.caption(f"{projected}last update {updated}")
     if caught is None:
         sidebar.caption(
-            "Catch-up is off (LLM_LEDGER_DASHBOARD_CATCH_UP=false): figures are as recent as "
-            "`llm-ledger project --follow` keeps them."
+            "Catch-up is off (LLM_LEDGER_DASHBOARD_CATCH_UP=false, or a login without llm_ledger_projector): "
+            "figures are as recent as `llm-ledger project --follow` keeps them."
         )
     elif caught.busy:
         sidebar.caption("Another projector is applying events right now; figures may be a moment behind.")

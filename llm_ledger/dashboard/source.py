@@ -6,11 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import psycopg
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from llm_ledger.projections import CatchUpResult, Projector
 from llm_ledger.projections.queries import LedgerView
 from llm_ledger.store import StoreConfigurationError, StoreUnavailableError, migrate
+from llm_ledger.store.scoping import PROJECTOR_ROLE
 
 CATCH_UP_SECONDS = 2.0
 """A view waits at most this long for the projector; a backlog larger than that is caught up over the
@@ -46,14 +48,31 @@ class LedgerSource:
 
     @classmethod
     def open(cls, database_url: str, *, bound_tenant: str | None, catch_up: bool) -> LedgerSource:
+        """``catch_up`` is also off when the login may not take ``llm_ledger_projector`` (a reader's or an
+        auditor's login, as the README prescribes for the dashboard): ``llm-ledger project --follow``,
+        run as the projector, keeps its figures current."""
         view = LedgerView(database_url, bound_tenant=bound_tenant)
-        return cls(view, Projector(view.engine) if catch_up else None)
+        projecting = catch_up and _may_project(view.engine)
+        return cls(view, Projector(view.engine) if projecting else None)
 
     def catch_up(self) -> CatchUpResult | None:
         """Apply the events recorded since the last view, for at most ``CATCH_UP_SECONDS``."""
         if self.projector is None:
             return None
         return self.projector.catch_up(timeout=CATCH_UP_SECONDS, wait_seconds=LOCK_WAIT_SECONDS)
+
+
+_MAY_PROJECT = text(
+    "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = :role AND pg_has_role(session_user, oid, 'MEMBER'))"
+)
+
+
+def _may_project(engine: Engine) -> bool:
+    """Whether this login may take the projector's role (always on SQLite, which has no roles)."""
+    if engine.dialect.name != "postgresql":
+        return True
+    with engine.connect() as connection:
+        return bool(connection.execute(_MAY_PROJECT, {"role": PROJECTOR_ROLE}).scalar())
 
 
 def is_unreachable(exc: BaseException) -> bool:

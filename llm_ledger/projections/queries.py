@@ -26,7 +26,14 @@ from llm_ledger.projections.database import ProjectionDatabase
 from llm_ledger.projections.grains import DAY, MINUTE, Segment, display_grain, floor, plan
 from llm_ledger.projections.projector import PROJECTION_NAME
 from llm_ledger.projections.rollup import StepFigures
-from llm_ledger.projections.schema import error_stats, failed_attempts, fallback_stats, sessions, step_stats
+from llm_ledger.projections.schema import (
+    checkpoints,
+    error_stats,
+    failed_attempts,
+    fallback_stats,
+    sessions,
+    step_stats,
+)
 from llm_ledger.store import EventStore, as_utc
 from llm_ledger.store.schema import events as events_table
 from llm_ledger.store.scoping import AUDITOR_ROLE, READER_ROLE
@@ -247,7 +254,9 @@ class AuditFinding:
 
 @dataclass(frozen=True, slots=True)
 class Freshness:
-    events_applied: int
+    events_applied: int | None
+    """Every tenant's events the projector has applied; ``None`` for a view bound to one tenant, which must
+    not learn the platform's volume (its role may not read the count: migration 0006)."""
     updated_at: datetime | None
 
 
@@ -290,12 +299,23 @@ class LedgerView:
 
     def freshness(self) -> Freshness | None:
         """How far the projector has got; ``None`` when it never ran."""
+        if self.bound_tenant is not None:
+            return self._bound_freshness()
         with self._reading() as connection:
             checkpoint = ProjectionDatabase(self._store.backend, PROJECTION_NAME).read_checkpoint(connection)
         if checkpoint is None:
             return None
         updated = as_utc(checkpoint.updated_at) if checkpoint.updated_at else None
         return Freshness(checkpoint.events_applied, updated)
+
+    def _bound_freshness(self) -> Freshness | None:
+        # Only the column the reader role may read: the others count every tenant's events.
+        query = select(checkpoints.c.updated_at).where(checkpoints.c.name == PROJECTION_NAME)
+        with self._reading() as connection:
+            row = connection.execute(query).one_or_none()
+        if row is None:
+            return None
+        return Freshness(None, as_utc(row.updated_at) if row.updated_at else None)
 
     # --- figures ------------------------------------------------------------------------------------------
 

@@ -50,10 +50,6 @@ GRANTED = {
 SERVICE_OF_LOGIN = {"migrate": "migrate", "projector": "projector", "sealer": "sealer", "dashboard": "dashboard"}
 SERVICE_OF_LOGIN |= {"auditor": "audit", "demo": "demo"}
 WAIT = 60.0
-FINDING_14 = (
-    "issue 11 finding 14 (another helper's): a login granted only a ledger role cannot read "
-    "llm_ledger_alembic_version, so the commands that check the schema revision stop there"
-)
 
 
 def wait_for(condition: Callable[[], bool], what: str, process: subprocess.Popen[str] | None = None) -> None:
@@ -200,7 +196,6 @@ def followed(recorded: KnownLedger, migrated: Stack) -> Iterator[Callable[[str, 
         stop(process)
 
 
-@pytest.mark.xfail(strict=True, reason=FINDING_14)
 def test_the_projector_keeps_the_read_models_current_as_its_login(
     migrated: Stack, recorded: KnownLedger, followed: Callable[[str, list[str]], subprocess.Popen[str]]
 ) -> None:
@@ -235,7 +230,6 @@ def test_audit_verifies_the_ledger_as_the_auditor(migrated: Stack, recorded: Kno
     assert count(migrated, "SELECT count(*) FROM llm_ledger_audit_runs") >= 1
 
 
-@pytest.mark.xfail(strict=True, reason=FINDING_14)
 def test_the_dashboard_serves_every_tenant_as_its_login(
     migrated: Stack,
     recorded: KnownLedger,
@@ -270,7 +264,6 @@ def test_the_dashboard_serves_every_tenant_as_its_login(
         assert not app.main.info, [info.value for info in app.main.info]
 
 
-@pytest.mark.xfail(strict=True, reason=FINDING_14)
 def test_focal_writer_login_records_executions(migrated: Stack) -> None:
     # Focal's services are not in the file: they write as the writer login, with what the demo service
     # gets otherwise.
@@ -295,7 +288,6 @@ def test_focal_writer_login_records_executions(migrated: Stack) -> None:
     assert count(migrated, "SELECT count(*) FROM llm_ledger_events") > before
 
 
-@pytest.mark.xfail(strict=True, reason=FINDING_14)
 def test_the_demo_fills_projects_seals_and_verifies_as_its_login(migrated: Stack) -> None:
     # The mock providers' latencies scaled to nothing (a hidden option of the command, for tests).
     done = migrated.run("demo", [*migrated.command("demo"), "--latency-scale", "0"], timeout=600)

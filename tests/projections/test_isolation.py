@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import ProgrammingError
 
 from llm_ledger.events import Event
 from llm_ledger.projections.queries import LedgerView, TenantNotAllowedError, Window
@@ -100,3 +101,26 @@ def test_an_unbound_view_sees_every_tenant(projected_postgres_url: str, tenants:
         assert view.tenants() == sorted(tenants)
     finally:
         view.close()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT events_applied FROM llm_ledger_projection_checkpoints",
+        "SELECT position FROM llm_ledger_projection_checkpoints",
+        "SELECT * FROM llm_ledger_projection_checkpoints",
+        "SELECT events FROM llm_ledger_audit_runs",
+        "SELECT ok, tenants, streams, broken_streams FROM llm_ledger_audit_runs",
+        "SELECT * FROM llm_ledger_audit_runs",
+    ],
+)
+def test_a_bound_view_cannot_read_the_platform_wide_totals(bound_view: LedgerView, query: str) -> None:
+    # The checkpoint's count and every verify run over all tenants sum every tenant's events (migration 0006).
+    with pytest.raises(ProgrammingError, match="permission denied"), bound_view._reading() as connection:
+        connection.execute(text(query))
+
+
+def test_a_bound_view_says_how_fresh_its_figures_are_without_the_platform_count(bound_view: LedgerView) -> None:
+    freshness = bound_view.freshness()
+    assert freshness is not None and freshness.updated_at is not None
+    assert freshness.events_applied is None

@@ -1,0 +1,272 @@
+"""Every command as the login the README prescribes for it (PostgreSQL), never as a superuser: see
+``conftest.py`` for which login runs what."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.pool import NullPool
+
+from llm_ledger.dashboard.source import LedgerSource, check_schema
+from llm_ledger.projections.queries import Window
+from llm_ledger.store import create_store_engine, migrate
+from llm_ledger.store.scoping import (
+    AUDITOR_ROLE,
+    INGEST_ROLE,
+    PROJECTOR_ROLE,
+    READER_ROLE,
+    SEALER_ROLE,
+    WRITER_ROLE,
+)
+from tests.logins.conftest import COMMAND_TIMEOUT, EXECUTIONS_PER_TENANT, LLM_LEDGER, Ledger, Recorded, record
+
+pytestmark = pytest.mark.timeout(COMMAND_TIMEOUT * 4)
+"""The commands' own bounded waits, not the suite's per-test timeout, decide: each command is a process
+of its own on a machine that may be loaded."""
+
+
+def _all_tenants(recorded: Recorded) -> list[str]:
+    return sorted(tenant for tenants in recorded.tenants.values() for tenant in tenants)
+
+
+def _held_back(ledger: Ledger) -> str:
+    """Why a follower may not have seen the newest events: like every consumer of the gap-safe cursor, it
+    waits for every transaction of the cluster older than them (other suites share the server)."""
+    engine = create_store_engine(ledger.superuser, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT datname, usename, state, now() - xact_start AS age FROM pg_stat_activity"
+                    " WHERE backend_xid IS NOT NULL OR backend_xmin IS NOT NULL ORDER BY xact_start LIMIT 5"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    return "oldest transactions of the cluster: " + "; ".join(
+        f"{r.datname} {r.usename} {r.state} {r.age}" for r in rows
+    )
+
+
+def _whole_history() -> Window:
+    now = datetime.now(UTC)
+    return Window(now - timedelta(days=1), now + timedelta(minutes=5))
+
+
+# --- migrating ------------------------------------------------------------------------------------------
+
+
+def test_the_database_owner_migrates(migrated: subprocess.CompletedProcess[str]) -> None:
+    assert f"at revision {migrate.head()}" in migrated.stdout
+
+
+@pytest.mark.parametrize(
+    "roles",
+    [(WRITER_ROLE, INGEST_ROLE), (WRITER_ROLE,), (READER_ROLE,), (AUDITOR_ROLE,), (PROJECTOR_ROLE,), (SEALER_ROLE,)],
+    ids=lambda roles: "+".join(role.removeprefix("llm_ledger_") for role in roles),
+)
+def test_every_role_reads_the_schema_revision(
+    ledger: Ledger, migrated: subprocess.CompletedProcess[str], roles: tuple[str, ...]
+) -> None:
+    done = ledger.run("db", "current", url=ledger.login(*roles))
+    assert "up to date" in done.stdout
+
+
+# --- recording ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("writer", ["writer+ingest", "writer-only"])
+def test_a_writer_login_stores_every_event_through_the_default_writer(
+    ledger: Ledger, recorded: Recorded, writer: str
+) -> None:
+    tenants = "', '".join(recorded.tenants[writer])
+    streams = ledger.count(f"SELECT count(DISTINCT stream_id) FROM llm_ledger_events WHERE tenant_id IN ('{tenants}')")
+    assert streams == EXECUTIONS_PER_TENANT * len(recorded.tenants[writer])
+    incomplete = ledger.count(
+        f"SELECT count(*) FROM audit_incomplete WHERE tenant_id IN ('{tenants}')"  # every execution ended
+    )
+    assert incomplete == 0
+    assert not list(recorded.spools[writer].glob("spool-*.log")), "nothing was left in the spool"
+
+
+# --- projecting -----------------------------------------------------------------------------------------
+
+
+def test_project_as_the_projector(ledger: Ledger, projected: subprocess.CompletedProcess[str]) -> None:
+    stored = ledger.count("SELECT count(*) FROM llm_ledger_events")
+    assert f"the read models now hold {stored:,}" in projected.stdout
+
+
+def test_project_follow_as_the_projector_applies_new_events_until_interrupted(
+    ledger: Ledger, projected: subprocess.CompletedProcess[str]
+) -> None:
+    follower = subprocess.Popen(
+        [LLM_LEDGER, "project", "--follow", "--poll-seconds", "0.2", "--database-url", ledger.login(PROJECTOR_ROLE)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ledger.env(),
+    )
+    try:
+        record(ledger, (WRITER_ROLE, INGEST_ROLE), (f"tenant-{uuid.uuid4().hex[:8]}",), ledger.home / "spool-follow")
+        stored = ledger.count("SELECT count(*) FROM llm_ledger_events")
+        deadline = time.monotonic() + COMMAND_TIMEOUT
+        applied = 0
+        while follower.poll() is None and time.monotonic() < deadline:
+            applied = ledger.count("SELECT COALESCE(max(events_applied), 0) FROM llm_ledger_projection_checkpoints")
+            if applied >= stored:
+                break
+            time.sleep(0.2)
+        assert follower.poll() is None, f"project --follow stopped: {follower.communicate()[1]}"
+        assert applied == stored, _held_back(ledger)
+    finally:
+        follower.send_signal(signal.SIGINT)
+        _, stderr = follower.communicate(timeout=COMMAND_TIMEOUT)
+    assert follower.returncode == 130, stderr
+    assert "Traceback" not in stderr
+
+
+# --- sealing and verifying --------------------------------------------------------------------------------
+
+
+def test_audit_seal_as_the_sealer(recorded: Recorded, sealed: subprocess.CompletedProcess[str]) -> None:
+    for tenant in _all_tenants(recorded):
+        assert f"{tenant}: seal 1 over" in sealed.stdout
+
+
+def test_audit_verify_as_the_auditor(verified: subprocess.CompletedProcess[str]) -> None:
+    assert "\nOK: " in verified.stdout, verified.stdout
+
+
+# --- the dashboard's data source ------------------------------------------------------------------------
+
+
+def test_the_dashboard_as_a_reader_bound_to_a_tenant(
+    ledger: Ledger, recorded: Recorded, projected: subprocess.CompletedProcess[str], verified: object
+) -> None:
+    url = ledger.login(READER_ROLE)
+    tenant = recorded.tenants["writer-only"][0]
+    check_schema(url, "the test ledger")
+    source = LedgerSource.open(url, bound_tenant=tenant, catch_up=False)
+    try:
+        view = source.view
+        assert view.tenants() == [tenant]
+        assert view.totals(tenant, _whole_history()).executions == EXECUTIONS_PER_TENANT
+        sessions = view.sessions(tenant)
+        assert sessions
+        assert view.session_timeline(tenant, sessions[0].session_id)
+        audit = view.last_audit(tenant)
+        assert audit is not None and audit.ok
+        assert audit.streams == EXECUTIONS_PER_TENANT, "its own tenant's figures of the run"
+        freshness = view.freshness()
+        assert freshness is not None and freshness.updated_at is not None
+        assert freshness.events_applied is None, "the platform's count is not shown to a bound viewer"
+    finally:
+        source.view.close()
+
+
+def test_the_dashboard_as_the_auditor(
+    ledger: Ledger, recorded: Recorded, projected: subprocess.CompletedProcess[str], verified: object
+) -> None:
+    url = ledger.login(AUDITOR_ROLE)
+    check_schema(url, "the test ledger")
+    source = LedgerSource.open(url, bound_tenant=None, catch_up=False)
+    try:
+        view = source.view
+        assert set(_all_tenants(recorded)) <= set(view.tenants())
+        for tenant in _all_tenants(recorded):
+            assert view.totals(tenant, _whole_history()).executions == EXECUTIONS_PER_TENANT
+            audit = view.last_audit(tenant)
+            assert audit is not None and audit.ok
+        freshness = view.freshness()
+        assert freshness is not None and freshness.events_applied
+    finally:
+        source.view.close()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT events_applied FROM llm_ledger_projection_checkpoints",
+        "SELECT events, streams, tenants, ok FROM llm_ledger_audit_runs",
+        "SELECT * FROM llm_ledger_audit_runs",
+    ],
+)
+def test_a_reader_login_bound_to_a_tenant_reads_no_platform_wide_total(
+    ledger: Ledger, recorded: Recorded, projected: object, verified: object, query: str
+) -> None:
+    engine = create_store_engine(ledger.login(READER_ROLE), poolclass=NullPool)
+    try:
+        with pytest.raises(ProgrammingError, match="permission denied"), engine.begin() as connection:
+            connection.execute(
+                text("SELECT set_config('llm_ledger.tenant_id', :tenant, true)"),
+                {"tenant": recorded.tenants["writer-only"][0]},
+            )
+            connection.execute(text(query))
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("roles", [(READER_ROLE,), (AUDITOR_ROLE,)], ids=["reader", "auditor"])
+def test_the_dashboard_with_catch_up_on_leaves_projecting_to_the_projector_for_a_login_without_its_role(
+    ledger: Ledger, recorded: Recorded, projected: object, roles: tuple[str, ...]
+) -> None:
+    tenant = recorded.tenants["writer+ingest"][0]
+    bound = tenant if roles == (READER_ROLE,) else None
+    source = LedgerSource.open(ledger.login(*roles), bound_tenant=bound, catch_up=True)
+    try:
+        assert source.catch_up() is None, "no catch-up: the login may not take llm_ledger_projector"
+        assert source.view.totals(tenant, _whole_history()).executions == EXECUTIONS_PER_TENANT
+    finally:
+        source.view.close()
+
+
+def test_the_dashboard_catches_up_as_a_login_granted_the_projector_role_too(ledger: Ledger, projected: object) -> None:
+    source = LedgerSource.open(ledger.login(AUDITOR_ROLE, PROJECTOR_ROLE), bound_tenant=None, catch_up=True)
+    try:
+        caught = source.catch_up()
+        assert caught is not None and caught.caught_up
+    finally:
+        source.view.close()
+        assert source.projector is not None
+        source.projector.close()
+
+
+def test_project_rebuild_as_the_projector(ledger: Ledger, projected: subprocess.CompletedProcess[str]) -> None:
+    done = ledger.run("project", "--rebuild", url=ledger.login(PROJECTOR_ROLE))
+    stored = ledger.count("SELECT count(*) FROM llm_ledger_events")
+    assert f"rebuilt the read models from {stored:,} events" in done.stdout
+
+
+def test_audit_seal_follow_as_the_sealer_seals_new_events_until_interrupted(
+    ledger: Ledger, sealed: subprocess.CompletedProcess[str]
+) -> None:
+    tenant = f"tenant-{uuid.uuid4().hex[:8]}"
+    record(ledger, (WRITER_ROLE,), (tenant,), ledger.home / "spool-seal-follow")
+    follower = subprocess.Popen(
+        [LLM_LEDGER, "audit", "seal", "--follow", "--interval", "0.2", "--database-url", ledger.login(SEALER_ROLE)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ledger.env(),
+    )
+    try:
+        deadline = time.monotonic() + COMMAND_TIMEOUT
+        sealed_now = 0
+        while follower.poll() is None and time.monotonic() < deadline and not sealed_now:
+            sealed_now = ledger.count(f"SELECT count(*) FROM llm_ledger_seals WHERE tenant_id = '{tenant}'")
+            time.sleep(0.2)
+        assert follower.poll() is None, f"audit seal --follow stopped: {follower.communicate()[1]}"
+        assert sealed_now == 1, _held_back(ledger)
+    finally:
+        follower.send_signal(signal.SIGINT)
+        _, stderr = follower.communicate(timeout=COMMAND_TIMEOUT)
+    assert follower.returncode == 130, stderr
+    assert "Traceback" not in stderr
