@@ -55,6 +55,15 @@ def milliseconds(value: float | None) -> str:
     return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
 
 
+_MARKDOWN_SPECIAL = str.maketrans({character: f"\\{character}" for character in "\\`*_{}[]()#+!|<>~$:"})
+
+
+def literal(text: str) -> str:
+    """``text`` escaped for Streamlit's markdown, so that it shows as written (a tenant id or a link's
+    value can hold ``**``, ``[...](...)``, ``:red[...]`` or ``$``)."""
+    return text.translate(_MARKDOWN_SPECIAL)
+
+
 def iso(moment: datetime) -> str:
     """Timestamps for Vega-Lite, which parses ISO 8601 with its zone."""
     return moment.isoformat()

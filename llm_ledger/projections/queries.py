@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 import orjson
@@ -65,8 +65,11 @@ class Window:
         return self.end - self.start
 
     def previous(self) -> Window:
-        """The window of the same length just before this one (for "change against")."""
-        return Window(self.start - self.span, self.start)
+        """The window of the same length just before this one (for "change against"), cut at the first
+        moment a datetime holds when it would start before it."""
+        earliest = datetime.min.replace(tzinfo=UTC)
+        start = self.start - self.span if self.start - earliest > self.span else earliest
+        return Window(start, self.start)
 
 
 @dataclass(slots=True)

@@ -9,11 +9,13 @@ from llm_ledger.dashboard import charts
 from llm_ledger.dashboard.shaping import (
     attempt_rows,
     execution_rows,
+    literal,
     session_choices,
     session_rows,
     timeline_rows,
 )
 from llm_ledger.dashboard.source import VERIFY_COMMAND
+from llm_ledger.dashboard.state import is_plain_text, shown
 from llm_ledger.dashboard.views import PageContext
 from llm_ledger.dashboard.views.common import heading
 from llm_ledger.store import UnreadableEventError
@@ -25,12 +27,19 @@ SEARCH_KEY = "session_search"
 def render(page: PageContext) -> None:
     heading(page, "Sessions", "Executions and attempts of one session")
     search = st.text_input("Search by session id", key=SEARCH_KEY, placeholder="part of a session id").strip()
+    if not is_plain_text(search):
+        st.warning(f"No session id holds a control character: {literal(shown(search))} is not searched for.")
+        return
     # A search looks at every session of the tenant; without one, the window's most recent are offered.
     recent = page.view.sessions(page.tenant, window=None if search else page.window, search=search or None)
     chosen = st.session_state.get(SESSION_KEY) or page.state.session
     choices = session_choices(recent, None if search else chosen)
     if not choices:
-        st.info(f"No session matches {search!r}." if search else f"No session of tenant {page.tenant} in this window.")
+        st.info(
+            f"No session matches {literal(repr(search))}."
+            if search
+            else f"No session of tenant {literal(page.tenant)} in this window."
+        )
         return
     if st.session_state.get(SESSION_KEY) not in choices:
         st.session_state[SESSION_KEY] = chosen if chosen in choices else choices[0]
