@@ -362,11 +362,13 @@ def execution_rows(executions: Iterable[ExecutionView], trace_url: Callable[[str
             "step": execution.step or NONE,
             "model": execution.model or NONE,
             "outcome": execution.outcome,
+            "integrity": execution.integrity.status,
             "latency ms": _rounded(execution.latency_ms),
             "attempts": len(execution.attempts),
             "fell back": execution.fallback_used,
             "trace": trace_url(execution.trace_id),
             "execution": execution.execution_id,
+            "checked": execution.integrity.summary,
         }
         for execution in executions
     ]
@@ -401,6 +403,8 @@ def timeline_rows(executions: Iterable[ExecutionView]) -> list[Row]:
     rows: list[Row] = []
     for number, execution in enumerate(executions, start=1):
         lane = f"{execution.started_at:%H:%M:%S} #{number} {execution.step or 'execution'}"
+        if execution.integrity.status != "intact":
+            lane = f"{lane} ({execution.integrity.status.upper()})"
         origin = execution.started_at
         rows.append(_bar(lane, "execution", 0.0, execution.latency_ms, execution.outcome, execution.model, "execution"))
         for attempt in execution.attempts:
