@@ -60,11 +60,12 @@ def check_streams(
     for stream_id, rows in streams.items():
         broken, incomplete = [], None
         for finding in stream_findings(tenant_id, rows):
-            where = f"position {finding.stream_position}: " if finding.stream_position is not None else ""
             if finding.severity == "incomplete":
                 incomplete = f"incomplete: {finding.detail}"
+            elif finding.stream_position is not None:
+                broken.append(f"{finding.kind} at position {finding.stream_position}: {finding.detail}")
             else:
-                broken.append(f"{finding.kind} at {where}{finding.detail}")
+                broken.append(f"{finding.kind}: {finding.detail}")
         sealed = manifests.get(stream_id, [])
         broken.extend(_seal_problems(rows, sealed))
         # A stream whose sealed terminal event is gone is broken, not merely incomplete (as in verify).
