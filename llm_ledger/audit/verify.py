@@ -312,3 +312,12 @@ def _age(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds / size:.1f}{unit}"
     return f"{max(seconds, 0):.0f}s"
+
+
+def stream_findings(tenant_id: str, rows: Sequence[Any]) -> list[Finding]:
+    """What a verify finds in one stream's stored rows (``READ_COLUMNS``, in stream order), without its
+    seals: its hash chain, its first and terminal events, or that it has no terminal event. For a view of a
+    few streams (the dashboard's session page)."""
+    result = TenantResult(tenant_id)
+    _check_stream(rows, result)
+    return result.findings

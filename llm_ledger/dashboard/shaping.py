@@ -55,6 +55,15 @@ def milliseconds(value: float | None) -> str:
     return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
 
 
+_MARKDOWN_SPECIAL = str.maketrans({character: f"\\{character}" for character in "\\`*_{}[]()#+!|<>~$:"})
+
+
+def literal(text: str) -> str:
+    """``text`` escaped for Streamlit's markdown, so that it shows as written (a tenant id or a link's
+    value can hold ``**``, ``[...](...)``, ``:red[...]`` or ``$``)."""
+    return text.translate(_MARKDOWN_SPECIAL)
+
+
 def iso(moment: datetime) -> str:
     """Timestamps for Vega-Lite, which parses ISO 8601 with its zone."""
     return moment.isoformat()
@@ -353,11 +362,13 @@ def execution_rows(executions: Iterable[ExecutionView], trace_url: Callable[[str
             "step": execution.step or NONE,
             "model": execution.model or NONE,
             "outcome": execution.outcome,
+            "integrity": execution.integrity.status,
             "latency ms": _rounded(execution.latency_ms),
             "attempts": len(execution.attempts),
             "fell back": execution.fallback_used,
             "trace": trace_url(execution.trace_id),
             "execution": execution.execution_id,
+            "checked": execution.integrity.summary,
         }
         for execution in executions
     ]
@@ -392,6 +403,8 @@ def timeline_rows(executions: Iterable[ExecutionView]) -> list[Row]:
     rows: list[Row] = []
     for number, execution in enumerate(executions, start=1):
         lane = f"{execution.started_at:%H:%M:%S} #{number} {execution.step or 'execution'}"
+        if execution.integrity.status != "intact":
+            lane = f"{lane} ({execution.integrity.status.upper()})"
         origin = execution.started_at
         rows.append(_bar(lane, "execution", 0.0, execution.latency_ms, execution.outcome, execution.model, "execution"))
         for attempt in execution.attempts:

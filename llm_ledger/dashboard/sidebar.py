@@ -12,9 +12,9 @@ from datetime import UTC, date, datetime
 
 import streamlit as st
 
-from llm_ledger.dashboard.shaping import time_ago
+from llm_ledger.dashboard.shaping import literal, time_ago
 from llm_ledger.dashboard.source import DEMO_COMMAND
-from llm_ledger.dashboard.state import PAGES, WINDOWS, ViewState
+from llm_ledger.dashboard.state import FIRST_DATE, LAST_DATE, PAGES, WINDOWS, ViewState, shown
 from llm_ledger.dashboard.views.sessions import SESSION_KEY
 from llm_ledger.projections import CatchUpResult
 from llm_ledger.projections.queries import Freshness
@@ -27,15 +27,18 @@ END_KEY = "end"
 _SEEDED_KEY = "_seeded_from_url"
 
 
-def url_state() -> ViewState:
-    return ViewState.from_query(st.query_params.to_dict())
-
-
 def choose_view(tenants: Sequence[str], *, is_bound: bool, today: date) -> ViewState:
-    """Draw the selectors and return the view they pick."""
+    """Draw the selectors and return the view they pick. The first run of a browser session takes the
+    view from the URL and says, above the page, what of it could not be used."""
     state = st.session_state
     if _SEEDED_KEY not in state:
-        initial = url_state().with_custom_dates(today)
+        initial, ignored = ViewState.read_query(st.query_params.to_dict())
+        initial = initial.with_custom_dates(today)
+        if initial.tenant is not None and initial.tenant not in tenants:
+            # The same words whether the tenant exists or not: a bound viewer learns nothing of others.
+            ignored.append(f"tenant={shown(initial.tenant)} is not a tenant shown here: showing {tenants[0]}.")
+        for message in ignored:
+            st.warning(f"This link's {literal(message)}")
         state[TENANT_KEY] = initial.tenant
         state[PAGE_KEY] = initial.page
         state[WINDOW_KEY] = initial.window
@@ -59,8 +62,9 @@ def choose_view(tenants: Sequence[str], *, is_bound: bool, today: date) -> ViewS
     window = sidebar.selectbox("Time window", list(WINDOWS), format_func=WINDOWS.__getitem__, key=WINDOW_KEY)
     start = end = None
     if window == "custom":
-        start = _day(sidebar.date_input("From (UTC)", key=START_KEY))
-        end = _day(sidebar.date_input("Through (UTC)", key=END_KEY))
+        # Without bounds the calendars would offer ten years either side of today only.
+        start = _day(sidebar.date_input("From (UTC)", key=START_KEY, min_value=FIRST_DATE, max_value=LAST_DATE))
+        end = _day(sidebar.date_input("Through (UTC)", key=END_KEY, min_value=FIRST_DATE, max_value=LAST_DATE))
     page = sidebar.radio("Page", list(PAGES), format_func=PAGES.__getitem__, key=PAGE_KEY)
     view = ViewState(str(tenant), str(window), start, end, str(page), state.get(SESSION_KEY))
     return view.with_custom_dates(today) if view.window == "custom" else view

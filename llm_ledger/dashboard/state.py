@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -33,6 +34,12 @@ _SPANS: Final = {
 DEFAULT_PAGE: Final = "overview"
 DEFAULT_WINDOW: Final = "1d"
 CUSTOM_DEFAULT_DAYS: Final = 7
+FIRST_DATE: Final = date(1970, 1, 1)
+"""The earliest custom date: the ledger's time buckets count from the epoch, and nothing is recorded
+before it."""
+LAST_DATE: Final = date(9999, 12, 30)
+"""The latest custom date: the window ends at the next midnight, the last one a datetime can hold."""
+_SHOWN_CHARACTERS: Final = 80
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,22 +56,53 @@ class ViewState:
 
     @classmethod
     def from_query(cls, params: Mapping[str, str | list[str]]) -> ViewState:
+        return cls.read_query(params)[0]
+
+    @classmethod
+    def read_query(cls, params: Mapping[str, str | list[str]]) -> tuple[ViewState, list[str]]:
+        """The view a link asks for, and a message (plain text) for each parameter it could not use."""
+        ignored: list[str] = []
+
         def value(name: str) -> str | None:
             raw = params.get(name)
             if isinstance(raw, list):
                 raw = raw[-1] if raw else None
             return raw.strip() or None if raw is not None else None
 
-        window = value("window") or DEFAULT_WINDOW
-        page = value("page") or DEFAULT_PAGE
-        return cls(
+        def choice(name: str, known: Mapping[str, str], default: str) -> str:
+            given = value(name)
+            if given is None or given in known:
+                return given or default
+            ignored.append(f"{name}={shown(given)} is not one of {', '.join(known)}: showing {known[default]}.")
+            return default
+
+        def day(name: str) -> date | None:
+            given = value(name)
+            if given is None:
+                return None
+            parsed = _parse_date(given)
+            if parsed is None:
+                ignored.append(f"{name}={shown(given)} is not a date (YYYY-MM-DD): ignored.")
+            elif not FIRST_DATE <= parsed <= LAST_DATE:
+                ignored.append(
+                    f"{name}={shown(given)} is outside the dates shown ({FIRST_DATE} to {LAST_DATE}): ignored."
+                )
+                return None
+            return parsed
+
+        session = value("session")
+        if session is not None and not is_plain_text(session):
+            ignored.append(f"session={shown(session)} cannot be a session id (it holds a control character): ignored.")
+            session = None
+        view = cls(
             tenant=value("tenant"),
-            window=window if window in WINDOWS else DEFAULT_WINDOW,
-            start=_parse_date(value("start")),
-            end=_parse_date(value("end")),
-            page=page if page in PAGES else DEFAULT_PAGE,
-            session=value("session"),
+            window=choice("window", WINDOWS, DEFAULT_WINDOW),
+            start=day("start"),
+            end=day("end"),
+            page=choice("page", PAGES, DEFAULT_PAGE),
+            session=session,
         )
+        return view, ignored
 
     def to_query(self) -> dict[str, str]:
         """The query parameters that restore this view (nothing for what is unset)."""
@@ -83,7 +121,7 @@ class ViewState:
     def with_custom_dates(self, today: date) -> ViewState:
         """The custom window's dates, defaulted (the last week) and put in order."""
         end = self.end or today
-        start = self.start or end - timedelta(days=CUSTOM_DEFAULT_DAYS - 1)
+        start = self.start or max(FIRST_DATE, end - timedelta(days=CUSTOM_DEFAULT_DAYS - 1))
         if end < start:
             start, end = end, start
         return replace(self, start=start, end=end)
@@ -98,6 +136,19 @@ class ViewState:
             datetime.combine(dates.start, time(), tzinfo=UTC),
             datetime.combine(dates.end + timedelta(days=1), time(), tzinfo=UTC),
         )
+
+
+def is_plain_text(text: str) -> bool:
+    """Whether ``text`` could be an id the ledger holds: no control character (NUL among them, which
+    PostgreSQL cannot store in text)."""
+    return not any(unicodedata.category(character) == "Cc" for character in text)
+
+
+def shown(text: str) -> str:
+    """A value from outside (a link, a search box) as a message may quote it: unprintable characters
+    escaped, cut to a readable length."""
+    quoted = text if text.isprintable() else repr(text)[1:-1]
+    return quoted if len(quoted) <= _SHOWN_CHARACTERS else f"{quoted[:_SHOWN_CHARACTERS]}..."
 
 
 def _parse_date(text: str | None) -> date | None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 import orjson
@@ -20,10 +20,10 @@ from sqlalchemy import Connection, Engine, Text, and_, case, cast, false, func, 
 from sqlalchemy.engine import URL
 
 from llm_ledger.audit.schema import audit_findings, audit_runs, audit_tenant_results
-from llm_ledger.events import Event
 from llm_ledger.projections import histogram
 from llm_ledger.projections.database import ProjectionDatabase
 from llm_ledger.projections.grains import DAY, MINUTE, Segment, display_grain, floor, plan
+from llm_ledger.projections.integrity import StreamCheck, check_streams
 from llm_ledger.projections.projector import PROJECTION_NAME
 from llm_ledger.projections.rollup import StepFigures
 from llm_ledger.projections.schema import (
@@ -35,6 +35,7 @@ from llm_ledger.projections.schema import (
     step_stats,
 )
 from llm_ledger.store import EventStore, as_utc
+from llm_ledger.store.schema import READ_COLUMNS
 from llm_ledger.store.schema import events as events_table
 from llm_ledger.store.scoping import AUDITOR_ROLE, READER_ROLE
 
@@ -72,8 +73,11 @@ class Window:
         return self.end - self.start
 
     def previous(self) -> Window:
-        """The window of the same length just before this one (for "change against")."""
-        return Window(self.start - self.span, self.start)
+        """The window of the same length just before this one (for "change against"), cut at the first
+        moment a datetime holds when it would start before it."""
+        earliest = datetime.min.replace(tzinfo=UTC)
+        start = self.start - self.span if self.start - earliest > self.span else earliest
+        return Window(start, self.start)
 
 
 @dataclass(slots=True)
@@ -209,6 +213,9 @@ class ExecutionView:
     fallback_used: bool
     trace_id: str | None
     attempts: list[AttemptView]
+    integrity: StreamCheck = field(default_factory=StreamCheck)
+    """What checking its stream found: ``broken`` when an event was changed, removed or cut short since
+    it was recorded (the figures above are then not what happened), ``incomplete`` without an outcome."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,10 +463,21 @@ class LedgerView:
             ]
 
     def session_timeline(self, tenant_id: str, session_id: str) -> list[ExecutionView]:
-        """The executions of one session and their attempts, from the raw events, in time order."""
-        self._check_allowed(tenant_id)
-        # A stored row changed after it was recorded raises the store's UnreadableEventError, naming it.
-        return timeline(self._store.read_session(session_id, tenant_id=tenant_id))
+        """The executions of one session and their attempts, from the raw events as stored, in time order;
+        each with what the check of its stream found (``ExecutionView.integrity``): an execution whose
+        events were changed, removed or cut short is shown as such, never as valid."""
+        query = (
+            select(*READ_COLUMNS)
+            .where(events_table.c.tenant_id == tenant_id, events_table.c.session_id == session_id)
+            .order_by(events_table.c.stream_id, events_table.c.stream_position, events_table.c.global_position)
+        )
+        streams: dict[str, list[Any]] = {}
+        with self._reading(tenant_id) as connection:
+            for row in connection.execute(query):
+                streams.setdefault(str(row.stream_id), []).append(row)
+            checks = check_streams(connection, tenant_id, streams)
+        views = [_execution_view(rows, checks[stream_id]) for stream_id, rows in streams.items()]
+        return sorted(views, key=lambda view: (view.started_at, view.execution_id))
 
     # --- audit ------------------------------------------------------------------------------------------------
 
@@ -561,60 +579,64 @@ def _stream_sessions(connection: Connection, tenant_id: str, stream_ids: Sequenc
     return {stream: session for stream, session in connection.execute(query)}
 
 
-def timeline(session_events: Iterable[Event]) -> list[ExecutionView]:
-    """Executions (with their attempts) of a session's events."""
-    streams: dict[str, list[Event]] = {}
-    for event in session_events:
-        streams.setdefault(str(event.stream_id), []).append(event)
-    views = [_execution_view(sorted(evs, key=lambda e: e.stream_position)) for evs in streams.values()]
-    return sorted(views, key=lambda view: (view.started_at, view.execution_id))
-
-
-def _execution_view(stream: list[Event]) -> ExecutionView:
-    first = stream[0]
+def _execution_view(rows: Sequence[Any], check: StreamCheck) -> ExecutionView:
+    """One stream's rows (in stream order) as an execution. Read as stored, not validated into events: a
+    tampered event is shown with its stream flagged rather than failing the page, so each value is taken
+    only when it has the type the executor records."""
+    first = rows[0]
     attempts: dict[int, dict[str, Any]] = {}
     outcome, model, latency, fell_back = "incomplete", None, None, False
-    for event in stream:
-        payload = event.payload.model_dump()
-        if event.event_type == "AttemptStarted":
-            attempts[payload["attempt"]] = {
-                "attempt": payload["attempt"],
-                "model": payload["model"],
-                "provider": payload["provider"],
-                "started_at": event.occurred_at,
+    for row in rows:
+        payload: dict[str, Any] = row.payload if isinstance(row.payload, dict) else {}
+        number = payload.get("attempt")
+        if row.event_type == "AttemptStarted" and isinstance(number, int):
+            attempts[number] = {
+                "attempt": number,
+                "model": str(payload.get("model")),
+                "provider": str(payload.get("provider")),
+                "started_at": as_utc(row.occurred_at),
                 "outcome": "in flight",
                 "latency_ms": None,
                 "error_type": None,
                 "message": None,
-                "span_id": event.span_id,
+                "span_id": row.span_id,
             }
-        elif event.event_type in ("AttemptSucceeded", "AttemptFailed") and payload["attempt"] in attempts:
-            attempts[payload["attempt"]].update(
-                outcome="succeeded" if event.event_type == "AttemptSucceeded" else "failed",
-                latency_ms=float(payload["latency_ms"]),
-                error_type=payload.get("error_type"),
-                message=payload.get("message"),
+        elif row.event_type in ("AttemptSucceeded", "AttemptFailed") and number in attempts:
+            attempts[number].update(
+                outcome="succeeded" if row.event_type == "AttemptSucceeded" else "failed",
+                latency_ms=_number(payload.get("latency_ms")),
+                error_type=_text(payload.get("error_type")),
+                message=_text(payload.get("message")),
             )
-        elif event.event_type == "ExecutionSucceeded":
-            outcome, model, latency = "succeeded", payload["model"], float(payload["latency_ms"])
-            fell_back = bool(payload["fallback_used"])
-        elif event.event_type == "ExecutionFailed":
-            outcome, model, latency = "failed", payload.get("last_model"), float(payload["latency_ms"])
-        elif event.event_type == "FallbackTriggered":
+        elif row.event_type == "ExecutionSucceeded":
+            outcome, model, latency = "succeeded", _text(payload.get("model")), _number(payload.get("latency_ms"))
+            fell_back = bool(payload.get("fallback_used"))
+        elif row.event_type == "ExecutionFailed":
+            outcome, model, latency = "failed", _text(payload.get("last_model")), _number(payload.get("latency_ms"))
+        elif row.event_type == "FallbackTriggered":
             fell_back = True
     return ExecutionView(
         execution_id=str(first.stream_id),
         step=first.step,
         agent_id=first.agent_id,
         turn_id=first.turn_id,
-        started_at=first.occurred_at,
+        started_at=as_utc(first.occurred_at),
         outcome=outcome,
         model=model,
         latency_ms=latency,
         fallback_used=fell_back,
         trace_id=first.trace_id,
         attempts=[AttemptView(**attempt) for _, attempt in sorted(attempts.items())],
+        integrity=check,
     )
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _display_segment(window: Window) -> Segment:

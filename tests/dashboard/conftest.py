@@ -22,6 +22,9 @@ APP = Path(__file__).resolve().parents[2] / "llm_ledger" / "dashboard" / "app.py
 _postgres_server = store_fixtures._postgres_server
 _create_postgres_database = store_fixtures._create_postgres_database
 sqlite_url = store_fixtures.sqlite_url
+postgres_url = store_fixtures.postgres_url
+postgres_migrated_url = store_fixtures.postgres_migrated_url
+ledger_login = store_fixtures.ledger_login
 
 UNREACHABLE_URL = "postgresql://postgres:not-shown-anywhere@127.0.0.1:1/ledger"
 """Nothing listens on port 1: connecting is refused at once."""

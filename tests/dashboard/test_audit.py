@@ -175,7 +175,7 @@ def test_a_broken_run_names_each_broken_stream_broken_first_with_a_link_to_its_s
     assert all(not isinstance(row["session"], str) for row in rows if row["stream"] == tampered_ledger.deleted_stream)
 
 
-def test_a_session_with_a_forged_event_says_so_instead_of_failing(
+def test_a_session_with_a_forged_event_is_shown_with_its_broken_streams_flagged(
     tampered_ledger: TamperedLedger, dashboard_env: Configure
 ) -> None:
     dashboard_env(tampered_ledger.url)
@@ -185,9 +185,15 @@ def test_a_session_with_a_forged_event_says_so_instead_of_failing(
 
     assert not app.exception
     [error] = app.main.error
-    assert error.value.startswith(f"Session {ledger.traced_session!r} cannot be shown: stored event ")
-    assert "is no longer a valid event: ExecutionStarted.payload.forged" in error.value
-    assert "`llm-ledger audit verify` names it" in rendered_text(app)
+    assert error.value.startswith("2 of 7 executions of this session are not as they were recorded")
+    assert "`llm-ledger audit verify` names every event" in error.value
+    [table] = [frame.value for frame in app.main.dataframe if "integrity" in frame.value.columns]
+    checked = {row["execution"]: row for row in table.to_dict("records")}
+    assert checked[tampered_ledger.forged_stream]["integrity"] == "broken"
+    assert "invalid at position 0: not a valid event (ExecutionStarted.payload.forged" in str(
+        checked[tampered_ledger.forged_stream]["checked"]
+    )
+    assert "position_gap" in str(checked[tampered_ledger.gapped_stream]["checked"])
 
 
 def test_a_bound_viewer_sees_only_its_own_tenants_audit(

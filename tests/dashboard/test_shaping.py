@@ -10,13 +10,16 @@ from llm_ledger.dashboard.shaping import (
     audit_run_summary,
     duration,
     error_rate_rows,
+    execution_rows,
     fallback_outcome_rows,
     finding_rows,
+    literal,
     overview_metrics,
     session_choices,
     time_ago,
     timeline_rows,
 )
+from llm_ledger.projections.integrity import StreamCheck
 from llm_ledger.projections.queries import (
     AttemptView,
     AuditFinding,
@@ -111,6 +114,45 @@ def test_a_timeline_lane_per_execution_with_attempts_at_their_offsets() -> None:
         ("15:00:00 #1 answer", "attempt 1 (rate_limit)", 0.0, 20.0, "failed"),
         ("15:00:00 #1 answer", "attempt 2", 25.0, 85.0, "succeeded"),
     ]
+
+
+def test_an_execution_whose_stream_does_not_verify_is_marked_in_its_row_and_its_lane() -> None:
+    broken = StreamCheck(broken=("hash_mismatch at position 2: content does not match its hash",), sealed=True)
+    executions = [
+        ExecutionView("e-1", "answer", "agent", None, T0, "succeeded", "mock/a", 1.0, False, None, [], broken),
+        ExecutionView(
+            "e-2",
+            "answer",
+            "agent",
+            None,
+            T1,
+            "incomplete",
+            None,
+            None,
+            False,
+            None,
+            [],
+            StreamCheck(incomplete="incomplete: no terminal event"),
+        ),
+        ExecutionView(
+            "e-3", "answer", "agent", None, T1, "succeeded", "mock/a", 5.0, False, None, [], StreamCheck(sealed=False)
+        ),
+    ]
+
+    rows = execution_rows(executions, lambda trace: None)
+    lanes = [row["lane"] for row in timeline_rows(executions)]
+
+    assert [(r["integrity"], r["checked"]) for r in rows] == [
+        ("broken", "hash_mismatch at position 2: content does not match its hash"),
+        ("incomplete", "incomplete: no terminal event"),
+        ("intact", "chain verified, not sealed yet"),
+    ]
+    assert lanes == ["15:00:00 #1 answer (BROKEN)", "15:01:00 #2 answer (INCOMPLETE)", "15:01:00 #3 answer"]
+
+
+def test_literal_text_shows_markdown_as_written() -> None:
+    assert literal("**x** [a](b) :red[y] $z$ a_b") == "\\*\\*x\\*\\* \\[a\\]\\(b\\) \\:red\\[y\\] \\$z\\$ a\\_b"
+    assert literal("acme-session-1") == "acme-session-1"
 
 
 @pytest.mark.parametrize(

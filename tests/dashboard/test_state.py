@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 from llm_ledger.dashboard import ViewState
+from llm_ledger.dashboard.state import FIRST_DATE, LAST_DATE
 
 NOW = datetime(2026, 3, 14, 15, 9, 26, tzinfo=UTC)
 
@@ -53,3 +54,27 @@ def test_custom_dates_given_backwards_are_put_in_order() -> None:
     view = ViewState(window="custom", start=date(2026, 3, 9), end=date(2026, 3, 2)).with_custom_dates(NOW.date())
 
     assert (view.start, view.end) == (date(2026, 3, 2), date(2026, 3, 9))
+
+
+def test_a_link_parameter_that_cannot_be_used_is_named_and_falls_back() -> None:
+    view, ignored = ViewState.read_query(
+        {"window": "custom", "start": "9999-12-31", "end": "0001-01-03", "session": "s-1\x00", "page": "admin"}
+    )
+
+    assert (view.start, view.end, view.session, view.page) == (None, None, None, "overview")
+    assert set(ignored) == {
+        "start=9999-12-31 is outside the dates shown (1970-01-01 to 9999-12-30): ignored.",
+        "end=0001-01-03 is outside the dates shown (1970-01-01 to 9999-12-30): ignored.",
+        "page=admin is not one of overview, latency, errors, fallbacks, sessions, audit: showing Overview.",
+        "session=s-1\\x00 cannot be a session id (it holds a control character): ignored.",
+    }
+    assert len(ignored) == 4
+
+
+def test_the_widest_custom_window_has_a_previous_window() -> None:
+    window = ViewState(window="custom", start=FIRST_DATE, end=LAST_DATE).time_window(NOW)
+
+    previous = window.previous()
+
+    assert window.end == datetime(9999, 12, 31, tzinfo=UTC)
+    assert previous.end == window.start and previous.start == datetime.min.replace(tzinfo=UTC)

@@ -9,14 +9,16 @@ from llm_ledger.dashboard import charts
 from llm_ledger.dashboard.shaping import (
     attempt_rows,
     execution_rows,
+    literal,
     session_choices,
     session_rows,
     timeline_rows,
 )
 from llm_ledger.dashboard.source import VERIFY_COMMAND
+from llm_ledger.dashboard.state import is_plain_text, shown
 from llm_ledger.dashboard.views import PageContext
 from llm_ledger.dashboard.views.common import heading
-from llm_ledger.store import UnreadableEventError
+from llm_ledger.projections.queries import ExecutionView
 
 SESSION_KEY = "session"
 SEARCH_KEY = "session_search"
@@ -25,12 +27,19 @@ SEARCH_KEY = "session_search"
 def render(page: PageContext) -> None:
     heading(page, "Sessions", "Executions and attempts of one session")
     search = st.text_input("Search by session id", key=SEARCH_KEY, placeholder="part of a session id").strip()
+    if not is_plain_text(search):
+        st.warning(f"No session id holds a control character: {literal(shown(search))} is not searched for.")
+        return
     # A search looks at every session of the tenant; without one, the window's most recent are offered.
     recent = page.view.sessions(page.tenant, window=None if search else page.window, search=search or None)
     chosen = st.session_state.get(SESSION_KEY) or page.state.session
     choices = session_choices(recent, None if search else chosen)
     if not choices:
-        st.info(f"No session matches {search!r}." if search else f"No session of tenant {page.tenant} in this window.")
+        st.info(
+            f"No session matches {literal(repr(search))}."
+            if search
+            else f"No session of tenant {literal(page.tenant)} in this window."
+        )
         return
     if st.session_state.get(SESSION_KEY) not in choices:
         st.session_state[SESSION_KEY] = chosen if chosen in choices else choices[0]
@@ -41,18 +50,11 @@ def render(page: PageContext) -> None:
 
 
 def _timeline(page: PageContext, session_id: str) -> None:
-    try:
-        executions = page.view.session_timeline(page.tenant, session_id)
-    except UnreadableEventError as exc:
-        st.error(f"Session {session_id!r} cannot be shown: {exc}.")
-        st.markdown(
-            f"An event changed after it was recorded. `{VERIFY_COMMAND}` names it, and the Audit page shows "
-            "what the last verify found."
-        )
-        return
+    executions = page.view.session_timeline(page.tenant, session_id)
     if not executions:
-        st.info(f"Session {session_id!r} has no recorded executions for tenant {page.tenant}.")
+        st.info(f"Session {literal(repr(session_id))} has no recorded executions for tenant {literal(page.tenant)}.")
         return
+    _integrity(executions)
     failed = sum(execution.outcome == "failed" for execution in executions)
     fell_back = sum(execution.fallback_used for execution in executions)
     attempts = sum(len(execution.attempts) for execution in executions)
@@ -82,3 +84,21 @@ def _timeline(page: PageContext, session_id: str) -> None:
     )
     st.subheader("Attempts")
     st.dataframe(attempt_rows(executions), hide_index=True, width="stretch")
+
+
+def _integrity(executions: list[ExecutionView]) -> None:
+    """Above the figures: which executions are not as recorded, and which have no outcome yet."""
+    broken = [execution for execution in executions if execution.integrity.status == "broken"]
+    incomplete = [execution for execution in executions if execution.integrity.status == "incomplete"]
+    if broken:
+        st.error(
+            f"{len(broken)} of {len(executions)} executions of this session are not as they were recorded "
+            "(their hash chain or a seal says so): what they show below cannot be trusted. "
+            f"They are marked **broken** in the table; `{VERIFY_COMMAND}` names every event, and the Audit "
+            "page shows what the last verify found."
+        )
+    if incomplete:
+        st.warning(
+            f"{len(incomplete)} of {len(executions)} executions have no outcome recorded (no terminal event): "
+            "their process died mid-call, or the call is still running. They are marked **incomplete**."
+        )
