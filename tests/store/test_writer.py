@@ -215,7 +215,12 @@ async def test_an_unstorable_event_in_a_batch_copied_while_sealed_is_set_aside_a
     await run_executions(DraftSink(drafts), 20, tenant=tenant)
     values = payloads.execution_failed(
         # A NUL in a model string (which the executor refuses at its door; a message's is replaced when sealed).
-        error_type="timeout", message="m", attempts=1, latency_ms=1.0, last_model="a\x00b", chunks_delivered=0
+        error_type="timeout",
+        message="m",
+        attempts=1,
+        latency_ms=1.0,
+        last_model="a\x00b",
+        chunks_delivered=0,
     )
     sealer = StreamSealer(StreamHeader(stream_id=uuid7(), tenant_id=tenant))
     bad = sealer.draft("ExecutionFailed", JsonPayload(lambda: values), occurred_at=datetime.now(UTC))
