@@ -79,6 +79,12 @@ def parameters(
     return RequestParameters(temperature=temperature, max_tokens=max_tokens, stop_sequences=stops or None)
 
 
+def check_retries(max_retries: int) -> None:
+    """``max_retries`` resolved from the executor and its configuration."""
+    if not (isinstance(max_retries, int) and 0 <= max_retries <= MAX_EXACT_INTEGER):
+        raise ConfigurationError(f"max_retries must be an integer from 0 to 2**53 - 1, got {max_retries!r}")
+
+
 def check_durations(**seconds: float) -> None:
     """Timeouts resolved from the executor and its configuration: finite and positive."""
     for name, value in seconds.items():

@@ -79,6 +79,7 @@ class LLMExecutor:
     ) -> None:
         if max_retries < 0:
             raise ConfigurationError(f"max_retries must not be negative, got {max_retries}")
+        admission.check_retries(max_retries)
         if not (math.isfinite(timeout_seconds) and timeout_seconds > 0):
             raise ConfigurationError(f"timeout_seconds must be a finite number above 0, got {timeout_seconds}")
         if attempt_timeout_seconds is not None and not (
@@ -246,6 +247,8 @@ class LLMExecutor:
         timeout = (step.timeout_seconds if step and step.timeout_seconds else None) or self.timeout_seconds
         attempt_timeout = (step.attempt_timeout_seconds if step else None) or self.attempt_timeout_seconds or timeout
         admission.check_durations(timeout_seconds=timeout, attempt_timeout_seconds=attempt_timeout)
+        max_retries = _first(step.max_retries if step else None, self.max_retries) or 0
+        admission.check_retries(max_retries)
         params = admission.parameters(
             temperature=_first(temperature, step.temperature if step else None, self.temperature),
             max_tokens=_first(max_tokens, step.max_tokens if step else None, self.max_tokens),
@@ -261,7 +264,7 @@ class LLMExecutor:
             params=params,
             json_schema=json_schema,
             schema_name=schema_name,
-            max_retries=_first(step.max_retries if step else None, self.max_retries) or 0,
+            max_retries=max_retries,
             timeout_seconds=timeout,
             attempt_timeout_seconds=min(attempt_timeout, timeout),
             capture=capture,

@@ -151,6 +151,11 @@ def test_a_nul_in_a_model_string_is_a_configuration_error(providers: dict[str, P
         LLMExecutor("openai/m-1", fallback_models=["openai/m\x00-2"], providers=providers)
 
 
+def test_a_retry_count_beyond_exact_integers_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="max_retries must be an integer from 0 to 2"):
+        LLMExecutor("mock/m", max_retries=10**20)
+
+
 @pytest.mark.parametrize("value", [math.inf, math.nan])
 def test_a_non_finite_timeout_is_a_configuration_error(value: float) -> None:
     with pytest.raises(ConfigurationError, match="timeout_seconds must be a finite number"):
@@ -203,8 +208,8 @@ async def test_a_usage_of_ten_to_the_thirty_tokens_is_recorded_as_unknown(
     executor = LLMExecutor("openai/m-1", sink=ledger.writer, providers=providers)
     with execution_context(tenant_id=tenant):
         response = await executor.generate(HELLO)
-    assert response.usage is None
     _assert_whole(ledger, tenant, response.execution_id, 4)
+    assert response.usage is None
     assert all(getattr(e.payload, "usage", None) is None for e in ledger.stream(response.execution_id))
 
 
