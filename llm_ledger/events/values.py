@@ -148,7 +148,7 @@ def usage_values(usage: TokenUsage | None) -> JsonDict | None:
         raise TypeError(f"usage must be a TokenUsage, not {type(usage).__name__}")
     counts = (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
     if any(provider_count(count) is None for count in counts):
-        _unstorable("usage", usage)
+        _unstorable("the token usage a provider reported:", usage)
         return None  # a count no event can hold exactly is no count: usage unknown
     return {
         "prompt_tokens": usage.prompt_tokens,
@@ -163,11 +163,11 @@ _reported: set[str] = set()
 
 
 def _unstorable(what: str, value: object) -> None:
-    """Say once per kind that a provider-supplied value was not kept as it came."""
+    """Say once per kind that a provider-supplied value was not kept as it came (the event says so too:
+    the field is null)."""
     if what not in _reported:
         _reported.add(what)
-        log.warning("llm-ledger: a provider reported a %s that no event can hold; recorded as unknown: %.200r",
-                    what, value)  # fmt: skip
+        log.warning("llm-ledger: not kept, since no event can hold it (logged once): %s %.200r", what, value)
 
 
 def parameters_values(params: RequestParameters) -> JsonDict:
@@ -216,7 +216,7 @@ def _captured_output(body: str, scrubber: Scrubber) -> str | None:
     kept, its digest and sizes still are) when it would not fit an event."""
     kept = provider_text(scrubber.scrub(body), None)
     if len(kept) * 6 > MAX_CAPTURED_BYTES and len(orjson.dumps(kept)) > MAX_CAPTURED_BYTES:
-        _unstorable("answer too large to capture in full", f"{len(kept)} characters")
+        _unstorable("the text of an answer too large to capture in full, characters:", len(kept))
         return None
     return kept
 
