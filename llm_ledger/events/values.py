@@ -13,22 +13,40 @@ is str``), anything else goes through pydantic's validator for the field's type,
 the model would hold, or the same ``ValidationError`` is raised. The values therefore hold no float but
 the ``Number`` fields', and ``number`` tells the sealing (``plain_floats``) whether orjson writes those
 the way canonical JSON has them, so that it can skip the float scan of ``canonical_json``.
+
+Values a provider supplied (ids, names, finish reasons, messages, token counts, ``Retry-After``) are made
+storable here whatever they are (``storable.provider_*``: cut, bad characters replaced, out-of-range
+numbers unknown or clamped), because these functions run when the event is sealed, in the writer, where
+an error would leave a hole in the stream. What the caller supplied was checked at the door
+(``executor.admission``); an integer beyond ``MAX_EXACT_INTEGER`` still raises, for the store to refuse.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
+import orjson
 from pydantic import TypeAdapter
 
 from llm_ledger.events.canonical import canonical_json, sha256_hex
 from llm_ledger.events.capture import CAPTURE_POLICIES, CapturePolicy, InputRecord, OutputRecord
 from llm_ledger.events.model import Number, RequestParameters, TokenUsage
 from llm_ledger.events.scrub import Scrubber
+from llm_ledger.events.storable import (
+    MAX_CAPTURED_BYTES,
+    MAX_EXACT_INTEGER,
+    MAX_MESSAGE_CHARS,
+    provider_count,
+    provider_seconds,
+    provider_text,
+)
+
+log = logging.getLogger("llm_ledger.events")
 
 JsonDict = dict[str, Any]
 
@@ -94,11 +112,26 @@ def _optional_text(value: str | None) -> str | None:
 
 
 def integer(value: int) -> int:
-    return value if type(value) is int else _int.validate_python(value)
+    value = value if type(value) is int else _int.validate_python(value)
+    if -MAX_EXACT_INTEGER <= value <= MAX_EXACT_INTEGER:
+        return value
+    raise ValueError(f"{value} is beyond the integers an event can hold exactly (|n| <= 2**53 - 1)")
 
 
 def _optional_integer(value: int | None) -> int | None:
-    return value if value is None or type(value) is int else _int.validate_python(value)
+    return None if value is None else integer(value)
+
+
+def _provider_message(value: str) -> str:
+    return provider_text(text(value), MAX_MESSAGE_CHARS)
+
+
+def _provider_text(value: str | None) -> str | None:
+    return None if value is None else provider_text(text(value))
+
+
+def _provider_seconds(value: float | None) -> int | float | None:
+    return _optional_number(provider_seconds(None if value is None else float(value)))
 
 
 def _one_of(value: str, allowed: frozenset[str], name: str) -> str:
@@ -113,13 +146,28 @@ def usage_values(usage: TokenUsage | None) -> JsonDict | None:
         return None
     if type(usage) is not TokenUsage:
         raise TypeError(f"usage must be a TokenUsage, not {type(usage).__name__}")
+    counts = (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
+    if any(provider_count(count) is None for count in counts):
+        _unstorable("the token usage a provider reported:", usage)
+        return None  # a count no event can hold exactly is no count: usage unknown
     return {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
-        "cached_tokens": usage.cached_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
+        "cached_tokens": provider_count(usage.cached_tokens),
+        "reasoning_tokens": provider_count(usage.reasoning_tokens),
     }
+
+
+_reported: set[str] = set()
+
+
+def _unstorable(what: str, value: object) -> None:
+    """Say once per kind that a provider-supplied value was not kept as it came (the event says so too:
+    the field is null)."""
+    if what not in _reported:
+        _reported.add(what)
+        log.warning("llm-ledger: not kept, since no event can hold it (logged once): %s %.200r", what, value)
 
 
 def parameters_values(params: RequestParameters) -> JsonDict:
@@ -159,8 +207,18 @@ def output_values(output: str, policy: CapturePolicy, scrubber: Scrubber) -> Jso
         "chars": len(body),
         "bytes": len(data),
         "sha256": sha256_hex(data) if policy != "none" else None,
-        "text": scrubber.scrub(body) if policy == "full" else None,
+        "text": _captured_output(body, scrubber) if policy == "full" else None,
     }
+
+
+def _captured_output(body: str, scrubber: Scrubber) -> str | None:
+    """The answer as capture ``full`` keeps it: scrubbed, with NULs and lone surrogates replaced; None (not
+    kept, its digest and sizes still are) when it would not fit an event."""
+    kept = provider_text(scrubber.scrub(body), None)
+    if len(kept) * 6 > MAX_CAPTURED_BYTES and len(orjson.dumps(kept)) > MAX_CAPTURED_BYTES:
+        _unstorable("the text of an answer too large to capture in full, characters:", len(kept))
+        return None
+    return kept
 
 
 def record_input(messages: Sequence[tuple[str, str]], policy: CapturePolicy, scrubber: Scrubber) -> InputRecord:
@@ -234,10 +292,10 @@ def attempt_succeeded(
         "provider": text(provider),
         "latency_ms": number(latency_ms),
         "usage": usage_values(usage),
-        "finish_reason": _optional_text(finish_reason),
-        "request_id": _optional_text(request_id),
-        "response_id": _optional_text(response_id),
-        "response_model": _optional_text(response_model),
+        "finish_reason": _provider_text(finish_reason),
+        "request_id": _provider_text(request_id),
+        "response_id": _provider_text(response_id),
+        "response_model": _provider_text(response_model),
         "time_to_first_chunk_ms": _optional_number(time_to_first_chunk_ms),
         "output": output,
     }
@@ -266,10 +324,10 @@ def attempt_failed(
         "latency_ms": number(latency_ms),
         "error_type": text(error_type),
         "error_class": text(error_class),
-        "message": text(message),
+        "message": _provider_message(message),
         "status_code": _optional_integer(status_code),
-        "request_id": _optional_text(request_id),
-        "retry_after_seconds": _optional_number(retry_after_seconds),
+        "request_id": _provider_text(request_id),
+        "retry_after_seconds": _provider_seconds(retry_after_seconds),
         "next_action": _one_of(next_action, _NEXT_ACTIONS, "next_action"),
         "backoff_seconds": _optional_number(backoff_seconds),
         "chunks_delivered": integer(chunks_delivered),
@@ -304,7 +362,7 @@ def execution_succeeded(
         "fallback_used": fallback_used if type(fallback_used) is bool else _bool.validate_python(fallback_used),
         "latency_ms": number(latency_ms),
         "usage": usage_values(usage),
-        "finish_reason": _optional_text(finish_reason),
+        "finish_reason": _provider_text(finish_reason),
         "output": output,
     }
 
@@ -320,7 +378,7 @@ def execution_failed(
 ) -> JsonDict:
     return {
         "error_type": text(error_type),
-        "message": text(message),
+        "message": _provider_message(message),
         "attempts": integer(attempts),
         "latency_ms": number(latency_ms),
         "last_model": _optional_text(last_model),

@@ -29,10 +29,12 @@ from agno.models.openrouter import OpenRouter
 from agno.models.response import ModelResponse
 
 from llm_ledger.events import Scrubber, TokenUsage
+from llm_ledger.events.storable import provider_count
 from llm_ledger.executor.classify import (
     ResponseEvidence,
     carries_secret,
     classify,
+    provider_id,
     request_id_from,
     retry_after_from,
 )
@@ -97,7 +99,8 @@ async def _on_response(response: Any) -> None:
     evidence.response_model = body.get("model") if isinstance(body.get("model"), str) else None
     choices = body.get("choices")
     if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-        evidence.finish_reason = choices[0].get("finish_reason")
+        reason = choices[0].get("finish_reason")
+        evidence.finish_reason = reason if isinstance(reason, str) else None
     elif isinstance(body.get("stop_reason"), str):
         evidence.finish_reason = body["stop_reason"]
 
@@ -155,20 +158,24 @@ def _build_model(route: ModelRoute, settings: ResolvedSettings, http_client: Any
 
 
 def _usage(response: ModelResponse) -> TokenUsage | None:
+    """The usage the provider reported, or None when it reported none, or counts no event can hold exactly
+    (10**30 tokens, a negative or fractional count: ``storable.provider_count``)."""
     metrics = response.response_usage
     if metrics is None:
         return None
-    prompt = int(getattr(metrics, "input_tokens", 0) or 0)
-    completion = int(getattr(metrics, "output_tokens", 0) or 0)
-    total = int(getattr(metrics, "total_tokens", 0) or 0) or prompt + completion
-    cached = getattr(metrics, "cache_read_tokens", None)
-    reasoning = getattr(metrics, "reasoning_tokens", None)
+    prompt = provider_count(getattr(metrics, "input_tokens", 0) or 0)
+    completion = provider_count(getattr(metrics, "output_tokens", 0) or 0)
+    total = provider_count(getattr(metrics, "total_tokens", 0) or 0)
+    if prompt is None or completion is None or total is None:
+        return None
+    cached = provider_count(getattr(metrics, "cache_read_tokens", None))
+    reasoning = provider_count(getattr(metrics, "reasoning_tokens", None))
     return TokenUsage(
         prompt_tokens=prompt,
         completion_tokens=completion,
-        total_tokens=total,
-        cached_tokens=int(cached) if cached else None,
-        reasoning_tokens=int(reasoning) if reasoning else None,
+        total_tokens=total or provider_count(prompt + completion) or 0,
+        cached_tokens=cached or None,
+        reasoning_tokens=reasoning or None,
     )
 
 
@@ -261,15 +268,17 @@ class AgnoModelClient:
                 f"the provider filtered the answer (finish reason {capture.finish_reason})",
                 model=self._route.model,
                 provider=self._route.provider.name,
-                request_id=capture.request_id,
+                request_id=provider_id(capture.request_id, self._scrubber),
             )
+        # What the provider says of its answer is stored and exported: scrubbed here, once, for both.
+        scrubber = self._scrubber
         return Completion(
             text=text,
             usage=_usage(response),
-            finish_reason=capture.finish_reason,
-            request_id=capture.request_id,
-            response_id=capture.response_id,
-            response_model=capture.response_model,
+            finish_reason=provider_id(capture.finish_reason, scrubber),
+            request_id=provider_id(capture.request_id, scrubber),
+            response_id=provider_id(capture.response_id, scrubber),
+            response_model=provider_id(capture.response_model, scrubber),
         )
 
     async def stream(
@@ -292,7 +301,7 @@ class AgnoModelClient:
             error, cause = self._classified(exc, capture)
             raise error from cause
         finally:
-            result.request_id = capture.request_id
+            result.request_id = provider_id(capture.request_id, self._scrubber)
             # A stream closed from another context (garbage collection) cannot reset the token there.
             with contextlib.suppress(ValueError):
                 _capture.reset(token)

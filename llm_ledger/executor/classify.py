@@ -27,6 +27,7 @@ from agno.exceptions import (
 )
 
 from llm_ledger.events import Scrubber
+from llm_ledger.events.storable import MAX_MESSAGE_CHARS, provider_seconds, provider_text
 from llm_ledger.executor.errors import (
     AuthenticationError,
     ContentFilterError,
@@ -101,23 +102,36 @@ def request_id_from(headers: Any) -> str | None:
 
 
 def retry_after_from(headers: Any) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), as an event can
+    hold them: ``inf`` or a year is a day (``MAX_RETRY_AFTER_SECONDS``, longer than any policy waits),
+    ``nan`` unknown, a negative value or a past date 0."""
     if not headers:
         return None
     millis = headers.get("retry-after-ms")
     if millis:
         try:
-            return max(0.0, float(millis) / 1000.0)
+            seconds = provider_seconds(float(millis) / 1000.0)
         except ValueError:
             pass
+        else:
+            if seconds is not None:
+                return seconds
     value = headers.get("retry-after")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        return provider_seconds(float(value))
     except ValueError:
         parsed = email.utils.parsedate_tz(value)
-        return max(0.0, email.utils.mktime_tz(parsed) - time.time()) if parsed else None
+        return provider_seconds(email.utils.mktime_tz(parsed) - time.time()) if parsed else None
+
+
+def provider_id(value: object, scrubber: Scrubber) -> str | None:
+    """An id, model name or finish reason a provider sent, as it may be stored and exported: a string,
+    scrubbed (providers echo what they were sent), cut to ``MAX_FIELD_CHARS``, NULs replaced."""
+    if value is None:
+        return None
+    return provider_text(scrubber.scrub(value if isinstance(value, str) else str(value)))
 
 
 def _body_code(error: Any) -> str | None:
@@ -168,13 +182,15 @@ def classify(
     code = _body_code(status_error) if status_error is not None else None
     message = _sdk_message(status_error) if status_error is not None else str(agno_error or exc)
     retry_after = retry_after_from(headers) if headers is not None else evidence.retry_after
-    # Providers echo the key they were sent ("Incorrect API key provided: sk-..."): never pass it on.
-    message = (scrubber or Scrubber()).scrub(message)
+    # Providers echo the key they were sent ("Incorrect API key provided: sk-..."): never pass it on. A
+    # provider's HTML error page is cut: the message goes into an event and a span.
+    scrubber = scrubber or Scrubber()
+    message = provider_text(scrubber.scrub(message), MAX_MESSAGE_CHARS)
     kwargs: dict[str, Any] = {
         "model": route.model,
         "provider": route.provider.name,
         "status_code": status,
-        "request_id": request_id_from(headers) or evidence.request_id,
+        "request_id": provider_id(request_id_from(headers) or evidence.request_id, scrubber),
     }
 
     if status is None and timed_out:

@@ -94,6 +94,18 @@ class InvalidRequestError(ProviderError):
     error_type = "invalid_request"
 
 
+class InvalidInputError(InvalidRequestError, ValueError):
+    """The call's input cannot be recorded in the ledger (a lone surrogate, a NUL character where it would
+    be stored, text over what an event holds, a non-finite number): refused before any event exists or any
+    provider is called. ``field`` names the input (``messages[2].content``, ``stop_sequences[0]``, ...)."""
+
+    error_type = "invalid_input"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}")
+        self.field = field
+
+
 class ModelNotFoundError(ProviderError):
     """The provider does not know the model id (HTTP 404)."""
 

@@ -63,9 +63,14 @@ class ExecutionPlan:
     sink: EventSink
     scrubber: Scrubber
     tracer: ExecutionTracer
+    input_record: JsonDict | None = None
+    """The ``ExecutionStarted`` input record when the door already built it (capture ``full``, to measure it)."""
 
 
 def _started_payload(plan: ExecutionPlan) -> JsonDict:
+    record = plan.input_record
+    if record is None:
+        record = payloads.input_values([(m.role, m.content) for m in plan.messages], plan.capture, plan.scrubber)
     return payloads.execution_started(
         operation=plan.operation,
         chain=plan.chain,
@@ -73,7 +78,7 @@ def _started_payload(plan: ExecutionPlan) -> JsonDict:
         timeout_seconds=plan.timeout_seconds,
         attempt_timeout_seconds=plan.attempt_timeout_seconds,
         parameters=plan.params,
-        input=payloads.input_values([(m.role, m.content) for m in plan.messages], plan.capture, plan.scrubber),
+        input=record,
         output_schema=plan.schema_name,
         capture=plan.capture,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from pathlib import Path
@@ -14,10 +15,10 @@ from llm_ledger.events import (
     DEFAULT_CAPTURE,
     CapturePolicy,
     Operation,
-    RequestParameters,
     Scrubber,
     parse_capture_policy,
 )
+from llm_ledger.executor import admission
 from llm_ledger.executor.client import Completion, ModelClient
 from llm_ledger.executor.config import PipelineConfig, StepConfig
 from llm_ledger.executor.context import ExecutionContext, get_execution_context
@@ -78,10 +79,15 @@ class LLMExecutor:
     ) -> None:
         if max_retries < 0:
             raise ConfigurationError(f"max_retries must not be negative, got {max_retries}")
-        if timeout_seconds <= 0:
-            raise ConfigurationError(f"timeout_seconds must be positive, got {timeout_seconds}")
-        if attempt_timeout_seconds is not None and attempt_timeout_seconds <= 0:
-            raise ConfigurationError(f"attempt_timeout_seconds must be positive, got {attempt_timeout_seconds}")
+        admission.check_retries(max_retries)
+        if not (math.isfinite(timeout_seconds) and timeout_seconds > 0):
+            raise ConfigurationError(f"timeout_seconds must be a finite number above 0, got {timeout_seconds}")
+        if attempt_timeout_seconds is not None and not (
+            math.isfinite(attempt_timeout_seconds) and attempt_timeout_seconds > 0
+        ):
+            raise ConfigurationError(
+                f"attempt_timeout_seconds must be a finite number above 0, got {attempt_timeout_seconds}"
+            )
         if isinstance(config, (str, Path)):
             config = PipelineConfig.load(config)
         self._config = config
@@ -98,6 +104,7 @@ class LLMExecutor:
             self._static_chain = (model, *(fallback_models or ()))
             for item in self._static_chain:
                 parse_model_string(item)
+            admission.check_chain(self._static_chain)
         self.step_name = step_name
         self.max_retries = max_retries
         self.timeout_seconds = float(timeout_seconds)
@@ -215,6 +222,7 @@ class LLMExecutor:
         """The clients of a chain, and a scrubber that knows their credentials (cached per chain)."""
         cached = self._chains.get(chain)
         if cached is None:
+            admission.check_chain(chain)  # once per chain, like the clients
             clients = tuple(self._client(model) for model in chain)
             cached = (clients, Scrubber(secret for client in clients for secret in client.secrets))
             self._chains[chain] = cached
@@ -230,36 +238,41 @@ class LLMExecutor:
         json_schema: dict[str, Any] | None = None,
         schema_name: str | None = None,
     ) -> ExecutionPlan:
-        if not messages:
-            raise ValueError("messages must not be empty")
         context = _current_context().with_step(self.step_name)
+        admission.check_context(context)
         step = self._step_config(context) if self._config is not None else None
         chain = step.chain if step is not None else self._static_chain
         assert chain is not None
         clients, scrubber = self._clients_for(chain)
         timeout = (step.timeout_seconds if step and step.timeout_seconds else None) or self.timeout_seconds
         attempt_timeout = (step.attempt_timeout_seconds if step else None) or self.attempt_timeout_seconds or timeout
+        admission.check_durations(timeout_seconds=timeout, attempt_timeout_seconds=attempt_timeout)
+        max_retries = _first(step.max_retries if step else None, self.max_retries) or 0
+        admission.check_retries(max_retries)
+        params = admission.parameters(
+            temperature=_first(temperature, step.temperature if step else None, self.temperature),
+            max_tokens=_first(max_tokens, step.max_tokens if step else None, self.max_tokens),
+            stop_sequences=stop_sequences,
+        )
+        capture = (step.capture if step and step.capture else None) or self.capture
         return ExecutionPlan(
             operation=operation,
             context=context,
             chain=chain,
             clients=clients,
             messages=tuple(messages),
-            params=RequestParameters(
-                temperature=_first(temperature, step.temperature if step else None, self.temperature),
-                max_tokens=_first(max_tokens, step.max_tokens if step else None, self.max_tokens),
-                stop_sequences=tuple(stop_sequences) if stop_sequences else None,
-            ),
+            params=params,
             json_schema=json_schema,
             schema_name=schema_name,
-            max_retries=_first(step.max_retries if step else None, self.max_retries) or 0,
+            max_retries=max_retries,
             timeout_seconds=timeout,
             attempt_timeout_seconds=min(attempt_timeout, timeout),
-            capture=(step.capture if step and step.capture else None) or self.capture,
+            capture=capture,
             policy=self.retry_policy,
             sink=self.sink,
             scrubber=scrubber,
             tracer=self._tracer or get_default_tracer(),
+            input_record=admission.check_messages(messages, capture, scrubber),
         )
 
 

@@ -10,14 +10,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from llm_ledger.events import CanonicalizationError, Event, EventDraft, canonical_json, compute_hash, parse_event
+from llm_ledger.events.storable import MAX_EVENT_BYTES as MAX_EVENT_BYTES
+from llm_ledger.events.storable import MAX_EXACT_INTEGER
 from llm_ledger.store.errors import InvalidEventError, UnreadableEventError
 
 # A NUL character, escaped in JSON text (an odd run of backslashes before "u0000").
 _NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
-
-MAX_EVENT_BYTES = 1 << 20
-"""The largest canonical event stored (1 MiB): a full-capture prompt beyond it is an error, not a silent
-truncation (truncating would break the hash)."""
 
 
 def event_to_row(item: Event | EventDraft | Mapping[str, Any], index: int) -> dict[str, Any]:
@@ -43,6 +41,7 @@ def event_to_row(item: Event | EventDraft | Mapping[str, Any], index: int) -> di
         raise InvalidEventError(
             f"cannot be stored as UTF-8 JSON: {exc}", index=index, event_id=record["event_id"]
         ) from None
+    _check_integers(record["payload"], "payload", index, record["event_id"])
     _check_size(canonical, 0, index, record["event_id"])
     if compute_hash(record) != record["hash"]:
         raise InvalidEventError("its content does not match its hash", index=index, event_id=record["event_id"])
@@ -61,6 +60,10 @@ def _draft_row(draft: EventDraft, index: int) -> dict[str, Any]:
         raise InvalidEventError(
             f"cannot be stored as UTF-8 JSON: {exc}", index=index, event_id=str(draft.event_id)
         ) from None
+    except (ValueError, TypeError) as exc:  # a payload value no event can hold (values.py says which)
+        raise InvalidEventError(
+            f"its {draft.event_type} payload cannot be sealed: {exc}", index=index, event_id=str(draft.event_id)
+        ) from None
     _check_size(canonical, 80, index, fields["event_id"])  # + the hash field, which the canonical form leaves out
     _check_nul(canonical, index, fields["event_id"])
     return dict(fields)  # its payload carries its JSON text
@@ -70,6 +73,23 @@ def _check_size(canonical: bytes, margin: int, index: int, event_id: str) -> Non
     if len(canonical) + margin > MAX_EVENT_BYTES:
         raise InvalidEventError(
             f"is {len(canonical)} bytes, more than the {MAX_EVENT_BYTES} an event may take",
+            index=index,
+            event_id=event_id,
+        )
+
+
+def _check_integers(value: Any, where: str, index: int, event_id: str) -> None:
+    """Refuse an integer beyond 2**53 - 1: RFC 8785 writes numbers as doubles, so an auditor's
+    canonical form of it would differ from ours (orjson writes it exactly) and its hash would not match."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_integers(item, f"{where}.{key}", index, event_id)
+    elif isinstance(value, list):
+        for position, item in enumerate(value):
+            _check_integers(item, f"{where}[{position}]", index, event_id)
+    elif type(value) is int and not -MAX_EXACT_INTEGER <= value <= MAX_EXACT_INTEGER:
+        raise InvalidEventError(
+            f"{where} is {value}, beyond the integers an event can hold exactly (|n| <= 2**53 - 1)",
             index=index,
             event_id=event_id,
         )

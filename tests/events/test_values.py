@@ -48,6 +48,10 @@ numbers = st.one_of(
     st.sampled_from([0.0, -0.0, 1e-7, 1e-6, 5e-324, 1e16, 2.0**53, 2.0**53 + 2, 1e21, 1e22, 123456.5, 0.1]),
 )
 texts = st.text(max_size=40)
+# What a provider supplies is made storable (NULs replaced, values cut or clamped: test_storable.py); the
+# values equal the model's for whatever needs no such change.
+provider_texts = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=40)
+retry_afters = st.floats(min_value=0, max_value=86400) | st.integers(min_value=0, max_value=86400)
 ids = st.integers(min_value=0, max_value=10**6)
 opt = st.none
 
@@ -156,12 +160,12 @@ def test_attempt_started_bounds(bad: dict[str, int]) -> None:
     provider=texts,
     latency_ms=numbers,
     usage=usages,
-    finish_reason=opt() | texts,
-    request_id=opt() | texts,
-    response_id=opt() | texts,
-    response_model=opt() | texts,
+    finish_reason=opt() | provider_texts,
+    request_id=opt() | provider_texts,
+    response_id=opt() | provider_texts,
+    response_model=opt() | provider_texts,
     time_to_first_chunk_ms=opt() | numbers,
-    text=texts,
+    text=provider_texts,
     capture=policies,
 )
 def test_attempt_succeeded(text: str, capture: Any, **kwargs: Any) -> None:
@@ -177,10 +181,10 @@ def test_attempt_succeeded(text: str, capture: Any, **kwargs: Any) -> None:
     latency_ms=numbers,
     error_type=texts,
     error_class=texts,
-    message=texts,
+    message=provider_texts,
     status_code=opt() | st.integers(min_value=100, max_value=599),
-    request_id=opt() | texts,
-    retry_after_seconds=opt() | numbers,
+    request_id=opt() | provider_texts,
+    retry_after_seconds=opt() | retry_afters,
     next_action=st.sampled_from(["retry", "fall_back", "fail"]),
     backoff_seconds=opt() | numbers,
     chunks_delivered=ids,
@@ -203,8 +207,8 @@ def test_fallback_triggered(**kwargs: Any) -> None:
     fallback_used=st.booleans(),
     latency_ms=numbers,
     usage=usages,
-    finish_reason=opt() | texts,
-    text=texts,
+    finish_reason=opt() | provider_texts,
+    text=provider_texts,
     capture=policies,
 )
 def test_execution_succeeded(text: str, capture: Any, **kwargs: Any) -> None:
@@ -215,7 +219,7 @@ def test_execution_succeeded(text: str, capture: Any, **kwargs: Any) -> None:
 @settings(max_examples=200)
 @given(
     error_type=texts,
-    message=texts,
+    message=provider_texts,
     attempts=ids,
     latency_ms=numbers,
     last_model=opt() | texts,

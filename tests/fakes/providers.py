@@ -51,6 +51,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import re
 import signal
 import socket
 import sys
@@ -99,7 +100,9 @@ class Reply:
     tool_calls->tool_use; other values pass through unchanged). ``delay`` is slept before the response
     headers are sent; ``chunk_delay`` between two streamed content chunks (not before the first).
     ``chunks`` is the number of content chunks a streamed reply is split into (fewer if the text is
-    shorter).
+    shorter). ``request_id``, ``response_id`` and ``response_model`` replace the ids and the model name the
+    answer reports (``{api_key}`` in them, and in ``finish_reason``, is replaced by the key the request
+    carried: a provider echoing it). ``input_tokens``/``output_tokens`` are sent as given, however large.
     """
 
     text: str = "fake reply from {model}"
@@ -110,6 +113,9 @@ class Reply:
     chunk_delay: float = 0.0
     chunks: int = 3
     echo_request: bool = False
+    request_id: str | None = None
+    response_id: str | None = None
+    response_model: str | None = None
 
     @classmethod
     def echo(cls, **kwargs: Any) -> Reply:
@@ -119,10 +125,13 @@ class Reply:
 
 @dataclass(frozen=True)
 class RateLimited:
-    """429 with ``Retry-After`` (seconds) and ``retry-after-ms`` headers; ``None`` omits both."""
+    """429 with ``Retry-After`` (seconds) and ``retry-after-ms`` headers; ``None`` omits both.
+    ``retry_after_header`` sends that text as the only ``Retry-After`` header instead (``"inf"``, ``"nan"``,
+    ``"-5"``, ``"1e400"``: what a broken provider may send)."""
 
     retry_after: float | None = 1.0
     message: str | None = None
+    retry_after_header: str | None = None
 
 
 @dataclass(frozen=True)
@@ -285,8 +294,13 @@ _TO_OPENAI_FINISH: Final[dict[str, str]] = {
 }
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    # A lone surrogate (which a broken provider may send) is written as its JSON escape: it has no UTF-8.
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return _LONE_SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 
 def _http_chunk(frame: str) -> bytes:
@@ -376,6 +390,8 @@ class _Ctx:
     stream: bool
     api_key: str | None
     request_id: str
+    response_id: str | None = None
+    response_model: str | None = None
 
     @property
     def request_id_header(self) -> str:
@@ -416,6 +432,8 @@ def _openai_usage(ctx: _Ctx, prompt: int, completion: int) -> dict[str, Any]:
 
 
 def _openai_completion_id(ctx: _Ctx) -> str:
+    if ctx.response_id is not None:
+        return ctx.response_id
     if ctx.provider == "openrouter":
         return _new_id(f"gen-{int(time.time())}-")
     return _new_id("chatcmpl-")
@@ -426,7 +444,7 @@ def _openai_envelope(ctx: _Ctx, completion_id: str, obj: str) -> dict[str, Any]:
         "id": completion_id,
         "object": obj,
         "created": int(time.time()),
-        "model": ctx.model,
+        "model": ctx.response_model or ctx.model,
     }
     if ctx.provider == "openrouter":
         env["provider"] = "FakeProvider"
@@ -529,10 +547,10 @@ def _anthropic_usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
 def _anthropic_json_reply(ctx: _Ctx, text: str, stop_reason: str, prompt: int, completion: int) -> dict[str, Any]:
     content = [{"type": "text", "text": text}] if text else []
     return {
-        "id": _new_id("msg_01"),
+        "id": ctx.response_id or _new_id("msg_01"),
         "type": "message",
         "role": "assistant",
-        "model": ctx.model,
+        "model": ctx.response_model or ctx.model,
         "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": None,
@@ -548,10 +566,10 @@ def _anthropic_stream_events(
     ctx: _Ctx, pieces: list[str], stop_reason: str | None, prompt: int, completion: int
 ) -> _Frames:
     message: dict[str, Any] = {
-        "id": _new_id("msg_01"),
+        "id": ctx.response_id or _new_id("msg_01"),
         "type": "message",
         "role": "assistant",
-        "model": ctx.model,
+        "model": ctx.response_model or ctx.model,
         "content": [],
         "stop_reason": None,
         "stop_sequence": None,
@@ -609,7 +627,11 @@ def _retry_headers(retry_after: float | None) -> dict[str, str]:
 def _error_answer(ctx: _Ctx, behaviour: Behaviour) -> _Answer:
     anthropic = ctx.provider == "anthropic"
     if isinstance(behaviour, RateLimited):
-        headers = _retry_headers(behaviour.retry_after)
+        headers = (
+            {"retry-after": behaviour.retry_after_header}
+            if behaviour.retry_after_header is not None
+            else _retry_headers(behaviour.retry_after)
+        )
         if anthropic:
             headers.update(
                 {
@@ -1039,7 +1061,17 @@ class FakeProviderServer:
             if behaviour.delay > 0:
                 await asyncio.sleep(behaviour.delay)
             text = _echo_text(ctx.body) if behaviour.echo_request else behaviour.text.replace("{model}", ctx.model)
-            finish = behaviour.finish_reason
+
+            def echoed(value: str) -> str:
+                return value.replace("{api_key}", ctx.api_key or "")
+
+            finish = echoed(behaviour.finish_reason)
+            if behaviour.request_id is not None:
+                ctx.request_id = echoed(behaviour.request_id)
+            if behaviour.response_id is not None:
+                ctx.response_id = echoed(behaviour.response_id)
+            if behaviour.response_model is not None:
+                ctx.response_model = echoed(behaviour.response_model)
             pieces = _split(text, behaviour.chunks)
             prompt = behaviour.input_tokens
             completion = behaviour.output_tokens
