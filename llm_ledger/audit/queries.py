@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Executable, Integer, String, select, text
+from sqlalchemy import Connection, DateTime, Executable, Integer, String, or_, select, text
 from sqlalchemy.engine import Row
 
 from llm_ledger.audit.schema import seal_streams, seals
-from llm_ledger.store import Cursor
+from llm_ledger.store import START, Cursor
 from llm_ledger.store.schema import READ_COLUMNS, events
 
 STREAM_BATCH = 5_000
@@ -89,9 +90,20 @@ class AuditQueries:
         self.dialect_name = dialect_name
         d = _POSTGRESQL if dialect_name == "postgresql" else _SQLITE
         in_range = f"e.tenant_id = :tenant AND {d.after} AND {d.through}"
+        # The event's place too: verify names an event whose time lies outside its seal's recorded span.
         self._leaves = text(
-            f"SELECT e.hash, e.occurred_at FROM {_EVENTS} e WHERE {in_range} ORDER BY {d.order}"
-        ).columns(hash=String, occurred_at=DateTime(timezone=True))
+            "SELECT e.hash, e.occurred_at, e.stream_id, e.stream_position, e.event_id, e.event_type"
+            f" FROM {_EVENTS} e WHERE {in_range} ORDER BY {d.order}"
+        ).columns(
+            hash=String,
+            occurred_at=DateTime(timezone=True),
+            stream_id=String,
+            stream_position=Integer,
+            event_id=String,
+            event_type=String,
+        )
+        # ``after`` on the table itself, not the alias ``e``, for the Core query of ``stream_events``.
+        self._events_after = d.after.replace("e.", f"{_EVENTS}.")
         self._through = text(
             f"SELECT {d.cursor_columns} FROM {_EVENTS} e WHERE e.tenant_id = :tenant AND {d.after}{d.horizon}"
             f" ORDER BY {d.order_desc} LIMIT 1"
@@ -204,12 +216,20 @@ class AuditQueries:
 
     # --- streams -----------------------------------------------------------------------------------
 
-    def stream_events(self, connection: Connection, tenant_id: str, since: Any) -> Iterator[Row[Any]]:
-        """The tenant's events in stream order (every event of each stream that has one at or after
-        ``since``), streamed."""
+    def stream_events(
+        self, connection: Connection, tenant_id: str, since: datetime | None, after: Cursor = START
+    ) -> Iterator[Row[Any]]:
+        """The tenant's events in stream order, streamed: with ``since``, every event of each stream that has
+        one after the cursor ``after`` (where the seals holding events of ``since`` or later begin) or that
+        occurred at or after ``since``. By the cursor, because ``occurred_at`` is a stored field like any
+        other: a stream moved back in time must still be checked."""
         query = select(*READ_COLUMNS).where(events.c.tenant_id == tenant_id)
         if since is not None:
-            recent = select(events.c.stream_id).where(events.c.tenant_id == tenant_id, events.c.occurred_at >= since)
+            bound = {k: v for k, v in _after_parameters(tenant_id, after).items() if f":{k}" in self._events_after}
+            in_sealed_ranges = text(self._events_after).bindparams(**bound)
+            recent = select(events.c.stream_id).where(
+                events.c.tenant_id == tenant_id, or_(events.c.occurred_at >= since, in_sealed_ranges)
+            )
             query = query.where(events.c.stream_id.in_(recent))
         query = query.order_by(events.c.stream_id, events.c.stream_position, events.c.global_position)
         yield from connection.execute(query, execution_options=_STREAMING)
