@@ -98,7 +98,7 @@ def _verify(
         queries = AuditQueries(engine.dialect.name)
         started_at = datetime.now(UTC)
         with scoped_connection(engine, AUDITOR_ROLE) as connection:
-            with_events = set(queries.tenants(connection, None if tenant_id is None else tenant_id))
+            with_events = set(queries.tenants(connection, tenant_id))
             # A tenant whose every event was deleted is still known to its seals, or to the heads kept outside.
             known = {*with_events, *queries.sealed_tenants(connection), *(t for r in recorded for t in r.log.heads())}
             tenants = {tenant for tenant in known if tenant_id is None or tenant == tenant_id}

@@ -106,3 +106,21 @@ def plain_login(postgres_ledger: Ledger) -> Iterator[Engine]:
 def test_a_login_that_cannot_take_the_sealer_role_is_told_which_grant_it_needs(plain_login: Engine) -> None:
     with pytest.raises(AuditConfigurationError, match="GRANT llm_ledger_sealer TO <login>"):
         seal_ledger(plain_login)
+
+
+def test_the_audit_tests_seal_and_verify_as_least_privilege_logins(postgres_ledger: Ledger) -> None:
+    # What every test of tests/audit does through Ledger.sealer_url and Ledger.auditor_url.
+    query = text(
+        "SELECT rolsuper, rolbypassrls, pg_has_role(current_user, 'llm_ledger_sealer', 'MEMBER'),"
+        " pg_has_role(current_user, 'llm_ledger_auditor', 'MEMBER') FROM pg_roles WHERE rolname = current_user"
+    )
+    for url, expected in (
+        (postgres_ledger.sealer_url, (False, False, True, False)),
+        (postgres_ledger.auditor_url, (False, False, False, True)),
+    ):
+        engine = create_store_engine(url)
+        try:
+            with engine.connect() as connection:
+                assert tuple(connection.execute(query).one()) == expected
+        finally:
+            engine.dispose()

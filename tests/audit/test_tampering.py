@@ -343,3 +343,26 @@ def test_an_event_moved_outside_its_seals_time_span_is_named(
     found = findings_of(ledger, capsys)
 
     named(found, "occurred_at_outside_seal", stream_id=last.stream_id, event_id=last.event_id, seal_sequence=2)
+
+
+def test_a_tenant_id_cannot_forge_lines_of_the_text_report(ledger: Ledger, capsys: pytest.CaptureFixture[str]) -> None:
+    # Stored by someone who can write the table: a tenant id that would print a clean verdict and clear the
+    # screen. Its events fail (the tenant is in their hashes); the report must show it as one escaped value.
+    evil = "x\nOK: 0 tenants, 0 streams checked\x1b[2J\r\u202e"
+    stream = ledger.complete_stream()
+    copies = [
+        {c.name: getattr(row, c.name) for c in events.c if c.name not in ("global_position", "recorded_at", "tx_id")}
+        | {"tenant_id": evil, "event_id": str(uuid.uuid4())}
+        for row in stream
+    ]
+    ledger.tamper(lambda c: c.execute(insert(events), copies))
+    capsys.readouterr()
+
+    status = main(["audit", "verify", "--database-url", ledger.auditor_url, "--no-record"])
+
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "\x1b" not in out and "\r" not in out and "\u202e" not in out and evil not in out
+    assert not [line for line in out.splitlines() if line.startswith("OK: ")]
+    shown = "x\\nOK: 0 tenants, 0 streams checked\\x1b[2J\\r\\u202e"
+    assert f"{shown}: BROKEN;" in out and f"tenant {shown}, stream {stream[0].stream_id}" in out
