@@ -81,9 +81,10 @@ class LogProblem:
 
 
 def resolve(path: str | os.PathLike[str], file_name: str) -> Path:
-    """``path``, or ``path/file_name`` when it is a directory."""
+    """``path``, or ``path/file_name`` when it is a directory (or ends with a slash: one to be made)."""
     resolved = Path(path).expanduser()
-    return resolved / file_name if resolved.is_dir() else resolved
+    is_directory = resolved.is_dir() or os.fspath(path).endswith(("/", os.sep))
+    return resolved / file_name if is_directory else resolved
 
 
 def _entry_hash(fields: dict[str, Any]) -> str:

@@ -9,8 +9,10 @@ refused by the real sealer (exit 1, no seal made). Seal and verify run as the le
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -276,3 +278,31 @@ def test_the_witness_and_the_state_may_come_from_the_environment(
     monkeypatch.setenv("LLM_LEDGER_SEAL_WITNESS", str(witnessed.witness))
     wait_until_sealable(ledger.url)
     assert main(["audit", "seal", "--database-url", ledger.sealer_url]) == 1
+
+
+def test_two_sealers_sharing_a_witness_take_turns(witnessed: Witnessed) -> None:
+    ledger = witnessed.ledger
+    real = ledger.complete_stream(TENANTS[0])
+    late = resealed(real, header_of(real[0], uuid.uuid4()), shift=timedelta(0), ids=True)
+    ledger.tamper(lambda c: c.execute(insert(events), late))
+    wait_until_sealable(ledger.url)
+    start = threading.Barrier(2)
+
+    def seal_at_once(_: int) -> list[Any]:
+        start.wait()
+        return seal_ledger(ledger.sealer_url, signing_key=witnessed.key, witness=witnessed.witness)
+
+    with ThreadPoolExecutor(2) as pool:
+        made = [seal for seals_made in pool.map(seal_at_once, range(2)) for seal in seals_made]
+
+    assert [(seal.tenant_id, seal.sequence) for seal in made] == [(TENANTS[0], 3)]
+    reasons = [json.loads(line)["reason"] for line in witnessed.witness.read_text().splitlines()]
+    assert reasons == ["adopted", "adopted", "sealed"]
+    assert witnessed.verify("--witness", str(witnessed.witness), *witnessed.pinned())[0] == 0
+
+
+def test_a_witness_directory_may_be_named_before_it_exists(
+    ledger: Ledger, signing_key: SigningKey, tmp_path: Path
+) -> None:
+    ledger.seal(signing_key, witness=f"{tmp_path / 'new'}/", adopt=True)
+    assert len((tmp_path / "new" / "witness.jsonl").read_text().splitlines()) == len(TENANTS)
