@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 from llm_ledger.audit.errors import AuditConfigurationError
 from llm_ledger.audit.keys import PublicKey, SigningKey
@@ -207,7 +207,7 @@ class HeadLog:
         # A torn last line (a crash mid-write) stays as it is, evidence; the new lines start after it.
         prefix = b"" if self._ends_in_newline else b"\n"
         try:
-            with _open_append(self.path) as file:
+            with open(self.path, "ab") as file:
                 file.write(prefix + b"".join(lines))
                 file.flush()
                 os.fsync(file.fileno())
@@ -216,12 +216,6 @@ class HeadLog:
         self.exists, self._ends_in_newline = True, True
         self.entries.extend(made)
         return made
-
-
-@contextmanager
-def _open_append(path: Path) -> Iterator[BinaryIO]:
-    with open(path, "ab") as file:
-        yield file
 
 
 @contextmanager
