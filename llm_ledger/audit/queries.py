@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Executable, Integer, String, or_, select, text
+from sqlalchemy import Connection, DateTime, Executable, Integer, String, bindparam, or_, select, text
 from sqlalchemy.engine import Row
 
 from llm_ledger.audit.schema import seal_streams, seals
@@ -90,17 +90,26 @@ class AuditQueries:
         self.dialect_name = dialect_name
         d = _POSTGRESQL if dialect_name == "postgresql" else _SQLITE
         in_range = f"e.tenant_id = :tenant AND {d.after} AND {d.through}"
-        # The event's place too: verify names an event whose time lies outside its seal's recorded span.
         self._leaves = text(
-            "SELECT e.hash, e.occurred_at, e.stream_id, e.stream_position, e.event_id, e.event_type"
-            f" FROM {_EVENTS} e WHERE {in_range} ORDER BY {d.order}"
-        ).columns(
-            hash=String,
-            occurred_at=DateTime(timezone=True),
-            stream_id=String,
-            stream_position=Integer,
-            event_id=String,
-            event_type=String,
+            f"SELECT e.hash, e.occurred_at FROM {_EVENTS} e WHERE {in_range} ORDER BY {d.order}"
+        ).columns(hash=String, occurred_at=DateTime(timezone=True))
+        # Typed binds: SQLite keeps times as text, and the bound times must be written as the column's are.
+        self._outside_span = (
+            text(
+                "SELECT e.stream_id, e.stream_position, e.event_id, e.event_type, e.occurred_at"
+                f" FROM {_EVENTS} e WHERE {in_range} AND (e.occurred_at < :first OR e.occurred_at > :last)"
+                f" ORDER BY {d.order}"
+            )
+            .bindparams(
+                bindparam("first", type_=events.c.occurred_at.type), bindparam("last", type_=events.c.occurred_at.type)
+            )
+            .columns(
+                stream_id=String,
+                stream_position=Integer,
+                event_id=String,
+                event_type=String,
+                occurred_at=DateTime(timezone=True),
+            )
         )
         # ``after`` on the table itself, not the alias ``e``, for the Core query of ``stream_events``.
         self._events_after = d.after.replace("e.", f"{_EVENTS}.")
@@ -196,6 +205,12 @@ class AuditQueries:
     def leaves(self, connection: Connection, sealed: SealRange) -> Iterator[Row[Any]]:
         """The range's events' hashes and times, in cursor order, streamed."""
         yield from _streamed(connection, self._leaves, sealed.parameters())
+
+    def outside_span(
+        self, connection: Connection, sealed: SealRange, first: datetime, last: datetime
+    ) -> Iterator[Row[Any]]:
+        """The range's events that occurred before ``first`` or after ``last``, in cursor order, streamed."""
+        yield from _streamed(connection, self._outside_span, {**sealed.parameters(), "first": first, "last": last})
 
     def insert_manifest(self, connection: Connection, sealed: SealRange, sequence: int) -> None:
         connection.execute(self._insert_manifest, {**sealed.parameters(), "sequence": sequence})
