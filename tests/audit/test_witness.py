@@ -208,6 +208,9 @@ def test_the_sealer_records_each_seal_it_makes_and_verify_passes_with_it(witness
     assert lines[2]["prev"] == lines[1]["entry_hash"] and all(line["signature"] for line in lines)
     status, report = witnessed.verify("--witness", str(witnessed.witness), "--state", str(witnessed.state))
     assert status == 0, report["findings"]
+    state = [json.loads(line) for line in (witnessed.state / "verify-state.jsonl").read_text().splitlines()]
+    assert [(line["tenant_id"], line["sequence"], line["reason"]) for line in state][-1] == (TENANTS[1], 3, "verified")
+    assert state[-1]["seal_hash"] == lines[2]["seal_hash"] and len(state) == len(TENANTS) + 1
 
 
 def test_a_witness_line_edited_or_removed_fails_verify_and_stops_the_sealer(witnessed: Witnessed) -> None:
