@@ -7,9 +7,13 @@ import os
 import sys
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from llm_ledger import __version__
 from llm_ledger.exit_codes import ExitCode, exit_code_table
+
+if TYPE_CHECKING:
+    from llm_ledger.audit import Seal
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -181,14 +185,27 @@ def _listening_problem(address: str, port: int) -> str | None:
 def _audit_verify(args: argparse.Namespace) -> int:
     import json
 
-    from llm_ledger.audit import AuditConfigurationError, PublicKey, parse_since, verify_ledger
+    from llm_ledger.audit import (
+        VERIFY_STATE_VARIABLE,
+        VERIFY_WITNESS_VARIABLE,
+        AuditConfigurationError,
+        PublicKey,
+        parse_since,
+        verify_ledger,
+    )
     from llm_ledger.store import StoreUnavailableError
 
     try:
         since = parse_since(args.since) if args.since else None
         public_key = PublicKey.parse(args.public_key, "--public-key") if args.public_key else PublicKey.from_env()
         report = verify_ledger(
-            _database_url(args), tenant_id=args.tenant, since=since, public_key=public_key, record=not args.no_record
+            _database_url(args),
+            tenant_id=args.tenant,
+            since=since,
+            public_key=public_key,
+            record=not args.no_record,
+            witness=args.witness or os.environ.get(VERIFY_WITNESS_VARIABLE) or None,
+            state=args.state or os.environ.get(VERIFY_STATE_VARIABLE) or None,
         )
     except AuditConfigurationError as exc:
         # Not FAILED: nothing was found broken, the ledger could not be checked.
@@ -201,35 +218,62 @@ def _audit_verify(args: argparse.Namespace) -> int:
     return ExitCode.OK if report.ok else ExitCode.FAILED
 
 
+def _print_seals(seals: Sequence[Seal]) -> None:
+    from llm_ledger.audit.report import printable
+
+    for seal in seals:
+        signed = "signed" if seal.signature else "unsigned"
+        print(
+            f"{printable(seal.tenant_id)}: seal {seal.sequence} over {seal.event_count:,} events in"
+            f" {seal.stream_count:,} streams, root {seal.merkle_root}, {signed}; seal hash {seal.seal_hash}",
+            flush=True,
+        )
+
+
 def _audit_seal(args: argparse.Namespace) -> int:
     import time
 
-    from llm_ledger.audit import AuditConfigurationError, SigningKey, seal_ledger
+    from llm_ledger.audit import (
+        SEAL_WITNESS_VARIABLE,
+        AuditConfigurationError,
+        SealRefusedError,
+        SigningKey,
+        seal_ledger,
+    )
+    from llm_ledger.audit.report import printable
     from llm_ledger.store import StoreUnavailableError, create_store_engine
 
+    witness = args.witness or os.environ.get(SEAL_WITNESS_VARIABLE) or None
+    if args.adopt and witness is None:
+        print(f"llm-ledger: --adopt starts a witness: give --witness or {SEAL_WITNESS_VARIABLE}", file=sys.stderr)
+        return 2
     # One engine (and its pool) for every round of --follow, not a new one each time.
     engine = create_store_engine(_database_url(args))
     try:
         signing_key = SigningKey.from_env()
+        adopt = args.adopt
         while True:
+            status = ExitCode.OK
             try:
-                seals = seal_ledger(engine, signing_key=signing_key, tenant_id=args.tenant)
+                seals = seal_ledger(
+                    engine, signing_key=signing_key, tenant_id=args.tenant, witness=witness, adopt=adopt
+                )
             except StoreUnavailableError as exc:
                 print(f"llm-ledger: {exc}", file=sys.stderr)
                 if not args.follow:
                     return ExitCode.NO_LEDGER
                 seals = []  # the next round seals what this one could not
-            if not seals and not args.follow:
+            except SealRefusedError as exc:
+                # The ledger is not what the witness recorded: evidence to keep, not something to seal over.
+                for refusal in exc.refusals:
+                    print(f"llm-ledger: refused: {printable(refusal)}", file=sys.stderr, flush=True)
+                seals, status = exc.made, ExitCode.FAILED
+            adopt = False  # once: the next rounds find the heads it recorded
+            if not seals and not args.follow and status == ExitCode.OK:
                 print("nothing to seal: every event that can be sealed is")
-            for seal in seals:
-                signed = "signed" if seal.signature else "unsigned"
-                print(
-                    f"{seal.tenant_id}: seal {seal.sequence} over {seal.event_count:,} events in"
-                    f" {seal.stream_count:,} streams, root {seal.merkle_root}, {signed}; seal hash {seal.seal_hash}",
-                    flush=True,
-                )
+            _print_seals(seals)
             if not args.follow:
-                return ExitCode.OK
+                return status
             time.sleep(args.interval)
     except AuditConfigurationError as exc:
         print(f"llm-ledger: {exc}", file=sys.stderr)
@@ -334,6 +378,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="pin the seals' Ed25519 public key (base64; default LLM_LEDGER_SEAL_PUBLIC_KEY): unsigned or"
         " otherwise signed seals then fail",
     )
+    verify.add_argument(
+        "--witness",
+        metavar="PATH",
+        help="the sealer's witness (the file or directory `audit seal --witness` appends to; default"
+        " LLM_LEDGER_VERIFY_WITNESS): a seal or tenant it recorded that is gone, or a seal it never recorded, fails",
+    )
+    verify.add_argument(
+        "--state",
+        metavar="PATH",
+        help="this command's own record of the heads it verified (a file or directory, created if missing;"
+        " default LLM_LEDGER_VERIFY_STATE): a head or tenant seen by an earlier run that is gone fails",
+    )
     verify.add_argument("--no-record", action="store_true", help="do not store this run for the dashboard")
     verify.add_argument("--database-url", help=url_help)
     verify.set_defaults(handler=_audit_verify, needs_ledger=True)
@@ -343,6 +399,18 @@ def build_parser() -> argparse.ArgumentParser:
     seal.add_argument("--tenant", help="only this tenant (default: every tenant)")
     seal.add_argument("--follow", action="store_true", help="keep sealing every --interval seconds until interrupted")
     seal.add_argument("--interval", type=_seconds, default=300.0, help="with --follow: seconds between seals (300)")
+    seal.add_argument(
+        "--witness",
+        metavar="PATH",
+        help="append each new seal's head to this file (or PATH/witness.jsonl), kept outside the database"
+        " (default LLM_LEDGER_SEAL_WITNESS); a tenant whose newest seal is not the one recorded there is refused"
+        " (exit 1)",
+    )
+    seal.add_argument(
+        "--adopt",
+        action="store_true",
+        help="with --witness: start a new witness on a database sealed already, trusting its current seals",
+    )
     seal.add_argument("--database-url", help=url_help)
     seal.set_defaults(handler=_audit_seal, needs_ledger=True)
     keygen = audit_commands.add_parser("keygen", help="print a new Ed25519 key pair for signing seals")

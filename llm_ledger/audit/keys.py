@@ -24,6 +24,9 @@ from llm_ledger.audit.errors import AuditConfigurationError
 SEAL_KEY_VARIABLE = "LLM_LEDGER_SEAL_KEY"
 PUBLIC_KEY_VARIABLE = "LLM_LEDGER_SEAL_PUBLIC_KEY"
 _SIGNED_PREFIX = b"llm-ledger seal v1\n"
+_HEAD_PREFIX = b"llm-ledger head v1\n"
+"""Heads kept outside the database (``audit.heads``) are signed under their own prefix: a head's
+signature can never pass for a seal's, nor a seal's for a head's."""
 
 
 def _raw_bytes(text: str, what: str) -> bytes:
@@ -84,6 +87,10 @@ class SigningKey:
         """The base64 signature of a seal hash."""
         return base64.b64encode(self.private.sign(_SIGNED_PREFIX + seal_hash.encode())).decode()
 
+    def sign_head(self, entry_hash: str) -> str:
+        """The base64 signature of a witness entry's hash (``audit.heads``)."""
+        return base64.b64encode(self.private.sign(_HEAD_PREFIX + entry_hash.encode())).decode()
+
 
 @dataclass(frozen=True, slots=True)
 class PublicKey:
@@ -105,9 +112,15 @@ class PublicKey:
         return base64.b64encode(raw).decode()
 
     def is_signature_of(self, signature: str, seal_hash: str) -> bool:
+        return self._verifies(signature, _SIGNED_PREFIX + seal_hash.encode())
+
+    def is_head_signature_of(self, signature: str, entry_hash: str) -> bool:
+        return self._verifies(signature, _HEAD_PREFIX + entry_hash.encode())
+
+    def _verifies(self, signature: str, message: bytes) -> bool:
         try:
             raw = base64.b64decode(signature, validate=True)
-            self.public.verify(raw, _SIGNED_PREFIX + seal_hash.encode())
+            self.public.verify(raw, message)
         except (InvalidSignature, binascii.Error, ValueError):
             return False
         return True

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Executable, Integer, String, select, text
+from sqlalchemy import Connection, DateTime, Executable, Integer, String, bindparam, or_, select, text
 from sqlalchemy.engine import Row
 
 from llm_ledger.audit.schema import seal_streams, seals
-from llm_ledger.store import Cursor
+from llm_ledger.store import START, Cursor
 from llm_ledger.store.schema import READ_COLUMNS, events
 
 STREAM_BATCH = 5_000
@@ -92,6 +93,26 @@ class AuditQueries:
         self._leaves = text(
             f"SELECT e.hash, e.occurred_at FROM {_EVENTS} e WHERE {in_range} ORDER BY {d.order}"
         ).columns(hash=String, occurred_at=DateTime(timezone=True))
+        # Typed binds: SQLite keeps times as text, and the bound times must be written as the column's are.
+        self._outside_span = (
+            text(
+                "SELECT e.stream_id, e.stream_position, e.event_id, e.event_type, e.occurred_at"
+                f" FROM {_EVENTS} e WHERE {in_range} AND (e.occurred_at < :first OR e.occurred_at > :last)"
+                f" ORDER BY {d.order}"
+            )
+            .bindparams(
+                bindparam("first", type_=events.c.occurred_at.type), bindparam("last", type_=events.c.occurred_at.type)
+            )
+            .columns(
+                stream_id=String,
+                stream_position=Integer,
+                event_id=String,
+                event_type=String,
+                occurred_at=DateTime(timezone=True),
+            )
+        )
+        # ``after`` on the table itself, not the alias ``e``, for the Core query of ``stream_events``.
+        self._events_after = d.after.replace("e.", f"{_EVENTS}.")
         self._through = text(
             f"SELECT {d.cursor_columns} FROM {_EVENTS} e WHERE e.tenant_id = :tenant AND {d.after}{d.horizon}"
             f" ORDER BY {d.order_desc} LIMIT 1"
@@ -185,6 +206,12 @@ class AuditQueries:
         """The range's events' hashes and times, in cursor order, streamed."""
         yield from _streamed(connection, self._leaves, sealed.parameters())
 
+    def outside_span(
+        self, connection: Connection, sealed: SealRange, first: datetime, last: datetime
+    ) -> Iterator[Row[Any]]:
+        """The range's events that occurred before ``first`` or after ``last``, in cursor order, streamed."""
+        yield from _streamed(connection, self._outside_span, {**sealed.parameters(), "first": first, "last": last})
+
     def insert_manifest(self, connection: Connection, sealed: SealRange, sequence: int) -> None:
         connection.execute(self._insert_manifest, {**sealed.parameters(), "sequence": sequence})
 
@@ -204,12 +231,20 @@ class AuditQueries:
 
     # --- streams -----------------------------------------------------------------------------------
 
-    def stream_events(self, connection: Connection, tenant_id: str, since: Any) -> Iterator[Row[Any]]:
-        """The tenant's events in stream order (every event of each stream that has one at or after
-        ``since``), streamed."""
+    def stream_events(
+        self, connection: Connection, tenant_id: str, since: datetime | None, after: Cursor = START
+    ) -> Iterator[Row[Any]]:
+        """The tenant's events in stream order, streamed: with ``since``, every event of each stream that has
+        one after the cursor ``after`` (where the seals holding events of ``since`` or later begin) or that
+        occurred at or after ``since``. By the cursor, because ``occurred_at`` is a stored field like any
+        other: a stream moved back in time must still be checked."""
         query = select(*READ_COLUMNS).where(events.c.tenant_id == tenant_id)
         if since is not None:
-            recent = select(events.c.stream_id).where(events.c.tenant_id == tenant_id, events.c.occurred_at >= since)
+            bound = {k: v for k, v in _after_parameters(tenant_id, after).items() if f":{k}" in self._events_after}
+            in_sealed_ranges = text(self._events_after).bindparams(**bound)
+            recent = select(events.c.stream_id).where(
+                events.c.tenant_id == tenant_id, or_(events.c.occurred_at >= since, in_sealed_ranges)
+            )
             query = query.where(events.c.stream_id.in_(recent))
         query = query.order_by(events.c.stream_id, events.c.stream_position, events.c.global_position)
         yield from connection.execute(query, execution_options=_STREAMING)

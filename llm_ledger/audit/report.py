@@ -9,6 +9,29 @@ from typing import Any, Literal
 Severity = Literal["broken", "incomplete", "warning"]
 
 
+def printable(value: object) -> str:
+    """``value`` as text that cannot forge a line of a text report nor steer the terminal showing it: what
+    is not printable (control characters, line and paragraph separators, bidirectional overrides, ...) and
+    the backslash are written as escapes (``\\n``, ``\\x1b``, ``\\u202e``, ``\\\\``), so that two
+    different values never look alike. Tenant ids, stream ids and event types are whatever was stored."""
+    text = str(value)
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(_escaped(character) for character in text)
+
+
+_NAMED_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(character: str) -> str:
+    if character in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[character]
+    if character.isprintable():
+        return character
+    code = ord(character)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """One thing a verify found: ``broken`` fails the run; ``incomplete`` (a stream with no terminal event,
@@ -25,16 +48,17 @@ class Finding:
     seal_sequence: int | None = None
 
     def __str__(self) -> str:
-        where = [f"tenant {self.tenant_id}"]
+        where = [f"tenant {printable(self.tenant_id)}" if self.tenant_id else "the ledger"]
         if self.seal_sequence is not None:
             where.append(f"seal {self.seal_sequence}")
         if self.stream_id is not None:
-            where.append(f"stream {self.stream_id}")
+            where.append(f"stream {printable(self.stream_id)}")
         if self.stream_position is not None:
             where.append(f"position {self.stream_position}")
         if self.event_id is not None:
-            where.append(f"event {self.event_id}" + (f" ({self.event_type})" if self.event_type else ""))
-        return f"{self.severity.upper():10} {self.kind}: {', '.join(where)}: {self.detail}"
+            shown_type = f" ({printable(self.event_type)})" if self.event_type else ""
+            where.append(f"event {printable(self.event_id)}{shown_type}")
+        return f"{self.severity.upper():10} {self.kind}: {', '.join(where)}: {printable(self.detail)}"
 
 
 MAX_KEPT_FINDINGS = 10_000
@@ -52,6 +76,8 @@ class TenantResult:
     seals: int = 0
     unsealed_events: int = 0
     last_seal_hash: str | None = None
+    last_seal_sequence: int = 0
+    """0: never sealed."""
     last_sealed_at: datetime | None = None
     findings: list[Finding] = field(default_factory=list)
     finding_count: int = 0
@@ -108,14 +134,17 @@ class AuditReport:
     tenant_scope: str | None
     since: datetime | None
     tenants: list[TenantResult]
+    outside_findings: list[Finding] = field(default_factory=list)
+    """What is wrong with the heads kept outside the database (the witness, verify's state) themselves."""
 
     @property
     def ok(self) -> bool:
-        return all(tenant.ok for tenant in self.tenants)
+        is_outside_ok = not any(finding.severity == "broken" for finding in self.outside_findings)
+        return is_outside_ok and all(tenant.ok for tenant in self.tenants)
 
     @property
     def findings(self) -> list[Finding]:
-        return [finding for tenant in self.tenants for finding in tenant.findings]
+        return [*self.outside_findings, *(finding for tenant in self.tenants for finding in tenant.findings)]
 
     def _total(self, name: str) -> int:
         return sum(int(getattr(tenant, name)) for tenant in self.tenants)
@@ -173,6 +202,7 @@ class AuditReport:
             "tenant_results": [
                 {
                     **tenant.figures(),
+                    "last_seal_sequence": tenant.last_seal_sequence,
                     "last_sealed_at": tenant.last_sealed_at.isoformat() if tenant.last_sealed_at else None,
                 }
                 for tenant in self.tenants
@@ -187,14 +217,14 @@ class AuditReport:
         for tenant in self.tenants:
             state = "ok" if tenant.ok else "BROKEN"
             seal = (
-                f"last seal {tenant.last_seal_hash} at {tenant.last_sealed_at.isoformat()}"
+                f"last seal {printable(tenant.last_seal_hash)} at {tenant.last_sealed_at.isoformat()}"
                 if tenant.last_seal_hash and tenant.last_sealed_at
                 else "never sealed"
             )
             lines.append(
-                f"{tenant.tenant_id}: {state}; {_count(tenant.streams, 'stream')}, {_count(tenant.events, 'event')},"
-                f" {_count(tenant.seals, 'seal')}, {tenant.broken_streams:,} broken, {tenant.incomplete_streams:,}"
-                f" incomplete, {tenant.unsealed_events:,} unsealed; {seal}"
+                f"{printable(tenant.tenant_id)}: {state}; {_count(tenant.streams, 'stream')},"
+                f" {_count(tenant.events, 'event')}, {_count(tenant.seals, 'seal')}, {tenant.broken_streams:,} broken,"
+                f" {tenant.incomplete_streams:,} incomplete, {tenant.unsealed_events:,} unsealed; {seal}"
             )
         s = self.figures()
         verdict = "OK" if self.ok else "BROKEN"
@@ -206,8 +236,8 @@ class AuditReport:
             f" {self.duration_seconds:.1f} s (run {self.run_id})"
         )
         if any(tenant.last_seal_hash for tenant in self.tenants):
-            lines.append("keep the last seal hashes above outside this database: dropping the newest seals is only")
-            lines.append("detected by comparing with them")
+            lines.append("dropping the newest seals is only detected against heads kept outside this database: verify")
+            lines.append("with --witness (the sealer's) and --state (this command's own), or keep the hashes above")
         return "\n".join(lines)
 
 

@@ -26,12 +26,16 @@ def record_run(engine: Engine, report: AuditReport) -> None:
                 **report.figures(),
             )
         )
-        if not report.tenants:
-            return
-        connection.execute(
-            audit_tenant_results.insert(),
-            [{"run_id": report.run_id, **tenant.figures()} for tenant in report.tenants],
-        )
+        if report.tenants:
+            connection.execute(
+                audit_tenant_results.insert(),
+                [{"run_id": report.run_id, **tenant.figures()} for tenant in report.tenants],
+            )
+        # Findings on the witness or the state themselves name no tenant (tenant_id ''), or the entry's.
+        kept = [
+            *report.outside_findings[:MAX_STORED_FINDINGS],
+            *(finding for tenant in report.tenants for finding in tenant.findings[:MAX_STORED_FINDINGS]),
+        ]
         rows = [
             {
                 "run_id": report.run_id,
@@ -44,8 +48,7 @@ def record_run(engine: Engine, report: AuditReport) -> None:
                 "seal_sequence": finding.seal_sequence,
                 "detail": f"{finding.event_type}: {finding.detail}" if finding.event_type else finding.detail,
             }
-            for tenant in report.tenants
-            for finding in tenant.findings[:MAX_STORED_FINDINGS]
+            for finding in kept
         ]
         if rows:
             connection.execute(audit_findings.insert(), rows)

@@ -10,20 +10,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine
-from sqlalchemy.engine import URL
-
-from llm_ledger.audit.keys import SigningKey
 from llm_ledger.audit.merkle import MerkleAccumulator
-from llm_ledger.audit.queries import AuditQueries, SealRange
-from llm_ledger.audit.roles import audit_engine, scoped_connection
+from llm_ledger.audit.queries import SealRange
 from llm_ledger.events import canonical_json, sha256_hex
-from llm_ledger.store import START, Cursor, as_utc
-from llm_ledger.store.scoping import SEALER_ROLE
+from llm_ledger.store import Cursor, as_utc
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,66 +156,3 @@ def manifest_digest(rows: Iterable[Any]) -> tuple[str, int]:
         digest.update(line.encode())
         count += 1
     return digest.hexdigest(), count
-
-
-def _seal_tenant(
-    connection: Connection, queries: AuditQueries, tenant_id: str, signing_key: SigningKey | None
-) -> Seal | None:
-    queries.lock_tenant_sealing(connection, tenant_id)
-    previous_row = queries.last_seal(connection, tenant_id)
-    previous = Seal.from_row(previous_row) if previous_row is not None else None
-    after = previous.through if previous is not None else START
-    through = queries.sealable_through(connection, tenant_id, after)
-    if through is None:
-        return None
-    sealed = SealRange(tenant_id, after, through)
-    digest = digest_range(queries.leaves(connection, sealed))
-    assert digest.first_occurred_at is not None and digest.last_occurred_at is not None
-    sequence = previous.sequence + 1 if previous is not None else 1
-    queries.insert_manifest(connection, sealed, sequence)
-    manifest, streams = manifest_digest(queries.manifest(connection, tenant_id, sequence))
-    unsigned = Seal(
-        tenant_id=tenant_id,
-        sequence=sequence,
-        after=after,
-        through=through,
-        event_count=digest.count,
-        stream_count=streams,
-        first_occurred_at=digest.first_occurred_at,
-        last_occurred_at=digest.last_occurred_at,
-        merkle_root=digest.root,
-        manifest_digest=manifest,
-        sealed_at=datetime.now(UTC),
-        prev_seal_hash=previous.seal_hash if previous is not None else None,
-        seal_hash="",
-    )
-    own_hash = unsigned.computed_hash()
-    seal = replace(
-        unsigned,
-        seal_hash=own_hash,
-        public_key=signing_key.public_key.text() if signing_key is not None else None,
-        signature=signing_key.sign(own_hash) if signing_key is not None else None,
-    )
-    queries.insert_seal(connection, seal.to_row())
-    return seal
-
-
-def seal_ledger(
-    database_url: str | URL | Engine, *, signing_key: SigningKey | str | None = None, tenant_id: str | None = None
-) -> list[Seal]:
-    """Seal, per tenant (or only ``tenant_id``), the events not sealed yet; returns the new seals (none for a
-    tenant with nothing new). Each tenant's seal is its own transaction, as ``llm_ledger_sealer`` on
-    PostgreSQL. ``signing_key`` may be given in any form ``LLM_LEDGER_SEAL_KEY`` takes."""
-    if isinstance(signing_key, str):
-        signing_key = SigningKey.parse(signing_key)
-    with audit_engine(database_url) as engine:
-        queries = AuditQueries(engine.dialect.name)
-        with scoped_connection(engine, SEALER_ROLE) as connection:
-            tenants = queries.tenants(connection, tenant_id)
-        made: list[Seal] = []
-        for tenant in tenants:
-            with scoped_connection(engine, SEALER_ROLE) as connection:
-                seal = _seal_tenant(connection, queries, tenant, signing_key)
-            if seal is not None:
-                made.append(seal)
-        return made

@@ -10,14 +10,18 @@ Per tenant, in two streamed passes (nothing is loaded whole, so it runs on tens 
    *incomplete* (its process died mid-call), which is a fact to report, not a failure; if a seal says the
    stream had more events, that seal's finding fails the run.
 
-``since``: only streams with an event that occurred at or after it are checked (all of their events), and
-only the contents of the seals whose range holds such an event (``last_occurred_at >= since``); the seal
-chain itself, a row per seal, is always checked in full.
+``since``: the contents of the seals from the first whose recorded time span reaches ``since``
+(``last_occurred_at >= since``) on, and every stream with an event in their ranges or after them (by the
+read cursor, not by the events' own times, which are stored fields an attacker can move), or with an event
+that occurred at or after ``since``; the seal chain itself, a row per seal, is always checked in full. An
+event whose time lies outside the span its seal recorded is a finding.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,14 +29,16 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import URL
 
 from llm_ledger.audit.errors import AuditConfigurationError
+from llm_ledger.audit.heads import STATE_FILE, WITNESS_FILE, Head, HeadLog, locked, resolve
 from llm_ledger.audit.keys import PublicKey
+from llm_ledger.audit.outside import RecordedHeads
 from llm_ledger.audit.queries import AuditQueries
 from llm_ledger.audit.report import AuditReport, Finding, Severity, TenantResult
 from llm_ledger.audit.roles import audit_engine, scoped_connection
 from llm_ledger.audit.runs import record_run
-from llm_ledger.audit.seals import Seal, digest_range, manifest_digest
+from llm_ledger.audit.seals import RangeDigest, Seal, digest_range, manifest_digest
 from llm_ledger.events import TERMINAL_EVENT_TYPES, uuid7, verify_chain
-from llm_ledger.store import START, as_utc
+from llm_ledger.store import START, Cursor, as_utc
 from llm_ledger.store.rows import row_to_record
 from llm_ledger.store.scoping import AUDITOR_ROLE
 
@@ -46,44 +52,89 @@ def verify_ledger(
     since: datetime | None = None,
     public_key: PublicKey | str | None = None,
     record: bool = True,
+    witness: str | os.PathLike[str] | None = None,
+    state: str | os.PathLike[str] | None = None,
 ) -> AuditReport:
     """Verify the ledger (every tenant, or ``tenant_id``), as ``llm_ledger_auditor`` on PostgreSQL.
 
     With ``public_key`` (or its base64 text), every seal must carry a valid signature by that key. With
-    ``record``, the result is stored in the audit run tables for the dashboard.
+    ``record``, the result is stored in the audit run tables for the dashboard. With ``witness`` (the
+    sealer's, ``audit seal --witness``) and ``state`` (this function's own, read and then appended to), each
+    tenant's seal chain is held against the heads recorded there (``outside``): a head or a tenant that
+    disappeared is broken, and so is a seal the witness never recorded that is not signed by the sealer.
     """
     if since is not None and since.tzinfo is None:
         raise AuditConfigurationError("since must be an aware datetime (UTC)")
     if isinstance(public_key, str):
         public_key = PublicKey.parse(public_key, "public_key")
+    recorded: list[RecordedHeads] = []
+    if witness is not None:
+        witness_path = resolve(witness, WITNESS_FILE)
+        witness_log = HeadLog.read(witness_path, public_key)
+        if not witness_log.exists:
+            raise AuditConfigurationError(f"no witness at {witness_path} (audit seal --witness writes it)")
+        recorded.append(RecordedHeads(witness_log, "witness", is_witness=True, public_key=public_key))
+    state_path = resolve(state, STATE_FILE) if state is not None else None
+    with locked(state_path) if state_path is not None else nullcontext():
+        if state_path is not None:
+            recorded.append(RecordedHeads(HeadLog.read(state_path), "verify state", is_witness=False))
+        report = _verify(database_url, tenant_id, since, public_key, recorded)
+        if state_path is not None:
+            _remember(recorded[-1].log, report)
+    if record:
+        with audit_engine(database_url) as engine:
+            record_run(engine, report)
+    return report
+
+
+def _verify(
+    database_url: str | URL | Engine,
+    tenant_id: str | None,
+    since: datetime | None,
+    public_key: PublicKey | None,
+    recorded: list[RecordedHeads],
+) -> AuditReport:
     with audit_engine(database_url) as engine:
         queries = AuditQueries(engine.dialect.name)
         started_at = datetime.now(UTC)
         with scoped_connection(engine, AUDITOR_ROLE) as connection:
-            tenants = set(queries.tenants(connection, tenant_id))
-            if tenant_id is None:
-                # A tenant whose every event was deleted is still known to its seals.
-                tenants.update(queries.sealed_tenants(connection))
-            elif not tenants:
+            with_events = set(queries.tenants(connection, tenant_id))
+            # A tenant whose every event was deleted is still known to its seals, or to the heads kept outside.
+            known = {*with_events, *queries.sealed_tenants(connection), *(t for r in recorded for t in r.log.heads())}
+            tenants = {tenant for tenant in known if tenant_id is None or tenant == tenant_id}
+            if not tenants:
                 raise AuditConfigurationError(f"the ledger has no events and no seals of tenant {tenant_id!r}")
         results = []
         for tenant in sorted(tenants):
             result = TenantResult(tenant)
             with scoped_connection(engine, AUDITOR_ROLE) as connection:
-                _check_seals(connection, queries, result, since, public_key)
-                _check_streams(connection, queries, result, since)
+                chain, checked_after = _check_seals(connection, queries, result, since, public_key)
+                _check_streams(connection, queries, result, since, checked_after)
+            for heads in recorded:
+                heads.check(result, chain, tenant in with_events)
             results.append(result)
-        report = AuditReport(
+        return AuditReport(
             run_id=str(uuid7()),
             started_at=started_at,
             finished_at=datetime.now(UTC),
             tenant_scope=tenant_id,
             since=since,
             tenants=results,
+            outside_findings=[finding for heads in recorded for finding in heads.findings()],
         )
-        if record:
-            record_run(engine, report)
-        return report
+
+
+def _remember(state: HeadLog, report: AuditReport) -> None:
+    """Append to verify's state the head of each tenant that verified clean, where it moved: a broken
+    tenant keeps the head it had, so that the next run compares with it again."""
+    known = state.heads()
+    moved = []
+    for result in report.tenants:
+        head = Head(result.tenant_id, result.last_seal_sequence, result.last_seal_hash)
+        earlier = known.get(result.tenant_id)
+        if result.ok and (earlier is None or earlier.head != head):
+            moved.append(head)
+    state.append(moved, "verified", None)
 
 
 # --- seals -------------------------------------------------------------------------------------------
@@ -95,20 +146,28 @@ def _check_seals(
     result: TenantResult,
     since: datetime | None,
     public_key: PublicKey | None,
-) -> None:
+) -> tuple[list[Seal], Cursor]:
+    """Check the tenant's seals; returns them in sequence, and the cursor after which events are checked:
+    with ``since``, where the first seal holding an event of ``since`` or later begins (by the time range the
+    seal recorded, which its hash and signature cover), every seal after it being checked too."""
     tenant = result.tenant_id
+    chain = [Seal.from_row(row) for row in queries.seals_of(connection, tenant)]
+    first_checked = next(
+        (index for index, seal in enumerate(chain) if since is None or seal.last_occurred_at >= since), len(chain)
+    )
     previous: Seal | None = None
-    for row in queries.seals_of(connection, tenant):
-        seal = Seal.from_row(row)
+    for index, seal in enumerate(chain):
         result.seals += 1
         for kind, detail in [*_chain_problems(seal, previous), *_signature_problems(seal, public_key)]:
             result.add(Finding(tenant, kind, "broken", detail, seal_sequence=seal.sequence))
-        if since is None or seal.last_occurred_at >= since:
+        if index >= first_checked:
             _check_seal_content(connection, queries, result, seal)
         previous = seal
     if previous is not None:
         result.last_seal_hash, result.last_sealed_at = previous.seal_hash, previous.sealed_at
-    result.unsealed_events = queries.count_after(connection, tenant, previous.through if previous else START)
+        result.last_seal_sequence = previous.sequence
+    unsealed_after = previous.through if previous else START
+    result.unsealed_events = queries.count_after(connection, tenant, unsealed_after)
     if result.unsealed_events:
         result.add(
             Finding(
@@ -118,6 +177,7 @@ def _check_seals(
                 f"{result.unsealed_events:,} events after the last seal are not sealed yet (llm-ledger audit seal)",
             )
         )
+    return chain, chain[first_checked].after if first_checked < len(chain) else unsealed_after
 
 
 def _chain_problems(seal: Seal, previous: Seal | None) -> list[tuple[str, str]]:
@@ -169,6 +229,8 @@ def _check_seal_content(connection: Connection, queries: AuditQueries, result: T
         result.add(Finding(tenant, kind, "broken", detail, seal_sequence=sequence, **where))
 
     digest = digest_range(queries.leaves(connection, seal.range))
+    if not _is_within_sealed_span(digest, seal):
+        _name_events_outside_span(connection, queries, seal, result)
     if digest.count != seal.event_count:
         broken("seal_count_mismatch", f"its range now holds {digest.count:,} events; {seal.event_count:,} were sealed")
     if digest.root != seal.merkle_root:
@@ -179,6 +241,35 @@ def _check_seal_content(connection: Connection, queries: AuditQueries, result: T
     for difference in queries.manifest_differences(connection, seal.range, sequence):
         for finding in _stream_differences(connection, queries, seal, difference):
             result.add(finding)
+
+
+def _is_within_sealed_span(digest: RangeDigest, seal: Seal) -> bool:
+    """Whether the times the pass saw lie in the span the seal recorded; only when not are the events named,
+    by a query of their own, so that a clean seal costs no more than its pass."""
+    if digest.first_occurred_at is None or digest.last_occurred_at is None:
+        return True
+    return seal.first_occurred_at <= digest.first_occurred_at and digest.last_occurred_at <= seal.last_occurred_at
+
+
+def _name_events_outside_span(connection: Connection, queries: AuditQueries, seal: Seal, result: TenantResult) -> None:
+    """Name each event of the seal's range whose ``occurred_at`` lies outside the time span the seal recorded
+    (an event moved in time, which a chain check misses when the stream is not selected by its time)."""
+    first, last = seal.first_occurred_at, seal.last_occurred_at
+    for row in queries.outside_span(connection, seal.range, first, last):
+        result.add(
+            Finding(
+                seal.tenant_id,
+                "occurred_at_outside_seal",
+                "broken",
+                f"occurred at {as_utc(row.occurred_at).isoformat()}, outside the seal's recorded span"
+                f" {first.isoformat()} to {last.isoformat()}: its time was changed",
+                stream_id=str(row.stream_id),
+                stream_position=row.stream_position,
+                event_id=str(row.event_id),
+                event_type=row.event_type,
+                seal_sequence=seal.sequence,
+            )
+        )
 
 
 def _runs(positions: Iterable[int]) -> str:
@@ -253,9 +344,11 @@ def _stream_differences(connection: Connection, queries: AuditQueries, seal: Sea
 # --- streams -----------------------------------------------------------------------------------------
 
 
-def _check_streams(connection: Connection, queries: AuditQueries, result: TenantResult, since: datetime | None) -> None:
+def _check_streams(
+    connection: Connection, queries: AuditQueries, result: TenantResult, since: datetime | None, after: Cursor
+) -> None:
     stream: list[Any] = []
-    for row in queries.stream_events(connection, result.tenant_id, since):
+    for row in queries.stream_events(connection, result.tenant_id, since, after):
         if stream and row.stream_id != stream[0].stream_id:
             _check_stream(stream, result)
             stream = []

@@ -4,7 +4,9 @@ A workload recorded by the real executor on ``mock/`` models is stored and seale
 seals per tenant, signed, the first cutting through streams) into a template; every test gets a copy of
 its own (``CREATE DATABASE ... TEMPLATE`` on PostgreSQL, a file copy on SQLite), since tampering is for
 keeps. ``Ledger.tamper`` runs statements as the database's superuser with the append-only triggers out of
-the way, as an attacker with that power would.
+the way, as an attacker with that power would; the product's own commands run as the least-privilege logins
+the README prescribes (``Ledger.sealer_url``, ``Ledger.auditor_url``: on PostgreSQL, logins granted only
+``llm_ledger_sealer`` or only ``llm_ledger_auditor``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import Connection, Engine, make_url, select, text
 
 from llm_ledger.audit import AuditReport, Seal, SigningKey, seal_ledger, verify_ledger
 from llm_ledger.audit.schema import AUDIT_TABLES
@@ -32,6 +34,7 @@ from tests.store.conftest import (  # noqa: F401  (fixtures, registered here by 
     _create_postgres_database,
     _postgres_server,
     empty_postgres_url,
+    ledger_login,
     postgres_migrated_url,
     postgres_url,
     sqlite_url,
@@ -121,19 +124,41 @@ def _sqlite_template(tmp_path_factory: pytest.TempPathFactory, recorded: list[Ev
     return path
 
 
+@pytest.fixture(scope="session")
+def _audit_logins(ledger_login: Callable[..., str]) -> tuple[str, str]:  # noqa: F811
+    """The user names of a login granted only ``llm_ledger_sealer`` and of one granted only
+    ``llm_ledger_auditor`` (roles are cluster-wide: they reach every test's database)."""
+    sealer = make_url(ledger_login("llm_ledger_sealer")).username
+    auditor = make_url(ledger_login("llm_ledger_auditor")).username
+    assert sealer and auditor
+    return sealer, auditor
+
+
+def as_login(url: str, login: str) -> str:
+    return make_url(url).set(username=login, password=None).render_as_string(hide_password=False)
+
+
 @dataclass
 class Ledger:
-    """A sealed ledger of the test's own, and the power of its superuser."""
+    """A sealed ledger of the test's own, the power of its superuser (``url``, ``engine``), and the URLs the
+    sealer and the auditor use (least-privilege logins on PostgreSQL; the file itself on SQLite)."""
 
     url: str
     engine: Engine
+    sealer_url: str
+    auditor_url: str
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
 
     def verify(self, **options: Any) -> AuditReport:
-        return verify_ledger(self.url, record=False, **options)
+        return verify_ledger(self.auditor_url, record=False, **options)
+
+    def seal(self, signing_key: SigningKey | None = None, **options: Any) -> list[Seal]:
+        """Seal as the sealer login, once every stored event can be sealed."""
+        wait_until_sealable(self.url)
+        return seal_ledger(self.sealer_url, signing_key=signing_key, **options)
 
     def tamper(self, change: Callable[[Connection], None]) -> None:
         """Run ``change`` with every append-only trigger disabled (PostgreSQL, as the superuser) or dropped
@@ -182,8 +207,13 @@ def _copy_of_template(dialect: str, request: pytest.FixtureRequest, tmp_path: Pa
         shutil.copy(request.getfixturevalue("_sqlite_template"), path)
         url = f"sqlite:///{path}"
     engine = create_store_engine(url)
+    if dialect == "postgresql":
+        sealer, auditor = request.getfixturevalue("_audit_logins")
+        logins = as_login(url, sealer), as_login(url, auditor)
+    else:
+        logins = url, url
     try:
-        yield Ledger(url, engine)
+        yield Ledger(url, engine, *logins)
     finally:
         engine.dispose()
         if dialect == "postgresql":

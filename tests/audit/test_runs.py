@@ -20,7 +20,7 @@ from tests.audit.conftest import TENANTS, Ledger
 
 
 def test_a_run_is_recorded_with_its_tenants_results(ledger: Ledger) -> None:
-    report = verify_ledger(ledger.url)
+    report = verify_ledger(ledger.auditor_url)
 
     with ledger.engine.connect() as connection:
         run = connection.execute(select(audit_runs)).one()
@@ -43,7 +43,7 @@ def test_findings_are_recorded_up_to_the_cap_and_counted_in_full(
     ledger.tamper(lambda c: c.execute(update(events).where(events.c.stream_id == stream_id).values(hash="0" * 64)))
     monkeypatch.setattr(audit_runs_module, "MAX_STORED_FINDINGS", 2)
 
-    report = verify_ledger(ledger.url)
+    report = verify_ledger(ledger.auditor_url)
 
     assert not report.ok
     with ledger.engine.connect() as connection:
@@ -57,14 +57,14 @@ def test_findings_are_recorded_up_to_the_cap_and_counted_in_full(
 
 
 def test_no_record_leaves_the_tables_empty(ledger: Ledger) -> None:
-    verify_ledger(ledger.url, record=False)
+    verify_ledger(ledger.auditor_url, record=False)
     with ledger.engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(audit_runs)).scalar_one() == 0
 
 
 def test_a_reader_sees_its_own_tenants_results_and_runs_only(postgres_ledger: Ledger) -> None:
-    everyone = verify_ledger(postgres_ledger.url)
-    other_only = verify_ledger(postgres_ledger.url, tenant_id=TENANTS[1])
+    everyone = verify_ledger(postgres_ledger.auditor_url)
+    other_only = verify_ledger(postgres_ledger.auditor_url, tenant_id=TENANTS[1])
 
     with postgres_ledger.engine.begin() as connection:
         scope_transaction(connection, TENANTS[0], READER_ROLE)
@@ -78,7 +78,7 @@ def test_a_reader_sees_its_own_tenants_results_and_runs_only(postgres_ledger: Le
 
 @pytest.mark.parametrize("table", [seals, audit_runs])
 def test_seals_and_results_are_append_only_even_for_the_owner(postgres_ledger: Ledger, table: object) -> None:
-    verify_ledger(postgres_ledger.url)
+    verify_ledger(postgres_ledger.auditor_url)
     with pytest.raises(DBAPIError, match="is append-only: DELETE rejected"), postgres_ledger.engine.begin() as c:
         c.execute(delete(table))  # type: ignore[arg-type]
 
@@ -106,3 +106,21 @@ def plain_login(postgres_ledger: Ledger) -> Iterator[Engine]:
 def test_a_login_that_cannot_take_the_sealer_role_is_told_which_grant_it_needs(plain_login: Engine) -> None:
     with pytest.raises(AuditConfigurationError, match="GRANT llm_ledger_sealer TO <login>"):
         seal_ledger(plain_login)
+
+
+def test_the_audit_tests_seal_and_verify_as_least_privilege_logins(postgres_ledger: Ledger) -> None:
+    # What every test of tests/audit does through Ledger.sealer_url and Ledger.auditor_url.
+    query = text(
+        "SELECT rolsuper, rolbypassrls, pg_has_role(current_user, 'llm_ledger_sealer', 'MEMBER'),"
+        " pg_has_role(current_user, 'llm_ledger_auditor', 'MEMBER') FROM pg_roles WHERE rolname = current_user"
+    )
+    for url, expected in (
+        (postgres_ledger.sealer_url, (False, False, True, False)),
+        (postgres_ledger.auditor_url, (False, False, False, True)),
+    ):
+        engine = create_store_engine(url)
+        try:
+            with engine.connect() as connection:
+                assert tuple(connection.execute(query).one()) == expected
+        finally:
+            engine.dispose()

@@ -17,15 +17,16 @@ from llm_ledger.audit.schema import seal_streams, seals
 from llm_ledger.audit.seals import Seal
 from llm_ledger.cli import main
 from llm_ledger.events import StreamHeader, seal_event
+from llm_ledger.store import as_utc
 from llm_ledger.store.rows import event_to_row, row_to_event
 from llm_ledger.store.schema import events
-from tests.audit.conftest import TENANTS, Ledger, seal_all
+from tests.audit.conftest import TENANTS, Ledger
 
 
 def findings_of(ledger: Ledger, capsys: pytest.CaptureFixture[str], *options: str) -> list[dict[str, Any]]:
     """The findings of ``llm-ledger audit verify --json``, which must exit 1."""
     capsys.readouterr()
-    status = main(["audit", "verify", "--database-url", ledger.url, "--json", "--no-record", *options])
+    status = main(["audit", "verify", "--database-url", ledger.auditor_url, "--json", "--no-record", *options])
     report = json.loads(capsys.readouterr().out)
     assert status == 1, report
     assert report["ok"] is False
@@ -265,7 +266,7 @@ def test_an_unsigned_seal_fails_when_the_key_is_pinned(
     stream = ledger.complete_stream()
     late = resealed(stream, header_of(stream[0], uuid.uuid4()), shift=timedelta(0), ids=True)
     ledger.tamper(lambda c: c.execute(insert(events), late))
-    seal_all(ledger.url)  # no key
+    ledger.seal()  # no key
 
     found = findings_of(ledger, capsys, "--public-key", signing_key.public_key.text())
 
@@ -283,3 +284,85 @@ def test_a_tenant_whose_every_event_was_deleted_is_still_verified_by_its_seals(
 
     assert {f["stream_id"] for f in found if f["kind"] == "sealed_stream_gone"} == streams
     assert all(f["tenant_id"] == TENANTS[1] for f in found if f["severity"] == "broken")
+
+
+def stream_of_the_second_seal(ledger: Ledger, tenant_id: str = TENANTS[0]) -> list[Any]:
+    """A complete stream whose every event lies in the tenant's second seal."""
+    with ledger.engine.connect() as connection:
+        first = connection.execute(select(seals).where(seals.c.tenant_id == tenant_id, seals.c.sequence == 1)).one()
+    streams: dict[str, list[Any]] = {}
+    for row in ledger.rows(events.c.tenant_id == tenant_id):
+        streams.setdefault(row.stream_id, []).append(row)
+    return next(
+        rows
+        for rows in streams.values()
+        if len(rows) >= 3
+        and min(row.global_position for row in rows) > first.through_position
+        and rows[-1].event_type in ("ExecutionSucceeded", "ExecutionFailed")
+    )
+
+
+def test_since_cannot_be_evaded_by_moving_a_tampered_stream_back_in_time(
+    ledger: Ledger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A byte changed (its hash column left alone, so the seal's root still matches), and the stream's times
+    # moved back before --since: selected by time alone, its chain would never be checked.
+    stream = stream_of_the_second_seal(ledger)
+    since = min(as_utc(row.occurred_at) for row in stream)
+    victim = stream[1]
+    payload = dict(victim.payload)
+    key = next(k for k, v in sorted(payload.items()) if isinstance(v, str) and v)
+    payload[key] = ("X" if payload[key][0] != "X" else "Y") + payload[key][1:]
+
+    def tamper(connection: Connection) -> None:
+        connection.execute(update(events).where(events.c.event_id == victim.event_id).values(payload=payload))
+        for row in stream:
+            moved = as_utc(row.occurred_at) - timedelta(days=30)
+            connection.execute(update(events).where(events.c.event_id == row.event_id).values(occurred_at=moved))
+
+    ledger.tamper(tamper)
+
+    found = findings_of(ledger, capsys, "--since", since.isoformat())
+
+    named(found, "hash_mismatch", stream_id=victim.stream_id, event_id=victim.event_id)
+    for row in stream:
+        outside = named(found, "occurred_at_outside_seal", event_id=row.event_id, seal_sequence=2)
+        assert "outside the seal's recorded span" in outside["detail"]
+
+
+def test_an_event_moved_outside_its_seals_time_span_is_named(
+    ledger: Ledger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The seal recorded when its first and last events occurred: an event a year later is not one it sealed.
+    last = stream_of_the_second_seal(ledger)[-1]
+    moved = as_utc(last.occurred_at) + timedelta(days=365)
+    ledger.tamper(
+        lambda c: c.execute(update(events).where(events.c.event_id == last.event_id).values(occurred_at=moved))
+    )
+
+    found = findings_of(ledger, capsys)
+
+    named(found, "occurred_at_outside_seal", stream_id=last.stream_id, event_id=last.event_id, seal_sequence=2)
+
+
+def test_a_tenant_id_cannot_forge_lines_of_the_text_report(ledger: Ledger, capsys: pytest.CaptureFixture[str]) -> None:
+    # Stored by someone who can write the table: a tenant id that would print a clean verdict and clear the
+    # screen. Its events fail (the tenant is in their hashes); the report must show it as one escaped value.
+    evil = "x\nOK: 0 tenants, 0 streams checked\x1b[2J\r\u202e"
+    stream = ledger.complete_stream()
+    copies = [
+        {c.name: getattr(row, c.name) for c in events.c if c.name not in ("global_position", "recorded_at", "tx_id")}
+        | {"tenant_id": evil, "event_id": str(uuid.uuid4())}
+        for row in stream
+    ]
+    ledger.tamper(lambda c: c.execute(insert(events), copies))
+    capsys.readouterr()
+
+    status = main(["audit", "verify", "--database-url", ledger.auditor_url, "--no-record"])
+
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "\x1b" not in out and "\r" not in out and "\u202e" not in out and evil not in out
+    assert not [line for line in out.splitlines() if line.startswith("OK: ")]
+    shown = "x\\nOK: 0 tenants, 0 streams checked\\x1b[2J\\r\\u202e"
+    assert f"{shown}: BROKEN;" in out and f"tenant {shown}, stream {stream[0].stream_id}" in out

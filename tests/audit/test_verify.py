@@ -21,7 +21,7 @@ from llm_ledger.audit.schema import seals
 from llm_ledger.cli import main
 from llm_ledger.demo.workload import run_workload
 from llm_ledger.events import Event, EventEnvelope, StreamHeader, seal_event
-from llm_ledger.store import create_store_engine, migrate
+from llm_ledger.store import as_utc, create_store_engine, migrate
 from tests.audit.conftest import TENANTS, Ledger, seal_all, store_events, wait_until_sealable
 
 
@@ -57,7 +57,7 @@ def test_the_demo_workload_sealed_verifies_clean_with_the_pinned_key(
 
 
 def test_verify_json_counts_every_stream_event_and_seal(ledger: Ledger, capsys: pytest.CaptureFixture[str]) -> None:
-    status = main(["audit", "verify", "--database-url", ledger.url, "--json"])
+    status = main(["audit", "verify", "--database-url", ledger.auditor_url, "--json"])
 
     report = json.loads(capsys.readouterr().out)
     assert status == 0
@@ -77,7 +77,7 @@ def test_a_stream_without_terminal_event_is_incomplete_with_its_age_and_does_not
     header = StreamHeader(stream_id=uuid.uuid4(), tenant_id=TENANTS[1], agent_id="support", session_id="s")
     store_events(ledger.url, [started_event(recorded, header, datetime.now(UTC) - timedelta(hours=3))])
 
-    status = main(["audit", "verify", "--database-url", ledger.url])
+    status = main(["audit", "verify", "--database-url", ledger.auditor_url])
 
     out = capsys.readouterr().out
     assert status == 0, out
@@ -96,13 +96,13 @@ def test_events_after_the_last_seal_are_reported_unsealed_until_the_next_seal(
     assert report.ok and report.unsealed_events == 1
     assert [f.kind for f in report.findings if f.severity == "warning"] == ["unsealed"]
 
-    (seal,) = seal_all(ledger.url)
+    (seal,) = ledger.seal()
     assert seal.tenant_id == TENANTS[0] and seal.sequence == 3 and seal.event_count == 1
     assert ledger.verify().unsealed_events == 0
 
 
 def test_sealing_twice_with_nothing_new_makes_no_seal(ledger: Ledger) -> None:
-    assert seal_ledger(ledger.url) == []
+    assert seal_ledger(ledger.sealer_url) == []
     with ledger.engine.connect() as connection:
         assert len(connection.execute(select(seals)).all()) == 2 * len(TENANTS)
 
@@ -114,22 +114,43 @@ def test_tenant_option_verifies_only_that_tenant(ledger: Ledger) -> None:
 
 
 def test_an_unknown_tenant_is_a_usage_error(ledger: Ledger, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["audit", "verify", "--database-url", ledger.url, "--tenant", "nobody"]) == 2
+    assert main(["audit", "verify", "--database-url", ledger.auditor_url, "--tenant", "nobody"]) == 2
     assert "no events and no seals of tenant 'nobody'" in capsys.readouterr().err
 
 
-def test_since_checks_only_streams_with_recent_events(ledger: Ledger) -> None:
-    rows = ledger.rows()
-    times = sorted(row.occurred_at for row in rows)
-    middle = times[len(times) // 2]
-    middle = middle.replace(tzinfo=UTC) if middle.tzinfo is None else middle
-    recent_streams = {row.stream_id for row in rows if (row.occurred_at.replace(tzinfo=UTC)) >= middle}
+def streams_checked_since(ledger: Ledger, since: datetime) -> set[str]:
+    """The streams a verify ``since`` checks: per tenant, those with an event in the range of the first seal
+    whose recorded span reaches ``since`` or after it (by position), and those with an event of ``since`` or
+    later (by time)."""
+    with ledger.engine.connect() as connection:
+        chain = [Seal.from_row(row) for row in connection.execute(select(seals).order_by(seals.c.sequence))]
+    start = {}
+    for tenant in TENANTS:
+        own = [seal for seal in chain if seal.tenant_id == tenant]
+        reaching = [seal for seal in own if seal.last_occurred_at >= since]
+        start[tenant] = reaching[0].after.position if reaching else own[-1].through.position
+    return {
+        row.stream_id
+        for row in ledger.rows()
+        if row.global_position > start[row.tenant_id] or as_utc(row.occurred_at) >= since
+    }
 
-    report = ledger.verify(since=middle)
+
+def test_since_checks_the_streams_of_the_seals_that_reach_it_and_of_what_follows(ledger: Ledger) -> None:
+    # The time of the newest event sealed: only the seal that holds it reaches it, and every stream with an
+    # event in its range is checked, although (but for one) they all occurred earlier.
+    with ledger.engine.connect() as connection:
+        lasts = connection.execute(select(seals.c.last_occurred_at)).scalars()
+        since = max(as_utc(moment) for moment in lasts)
+    rows = ledger.rows()
+    checked = streams_checked_since(ledger, since)
+    recent = {row.stream_id for row in rows if as_utc(row.occurred_at) >= since}
+
+    report = ledger.verify(since=since)
 
     assert report.ok
-    assert report.streams == len(recent_streams) < len({row.stream_id for row in rows})
-    assert report.events == sum(1 for row in rows if row.stream_id in recent_streams)
+    assert len(recent) < report.streams == len(checked) < len({row.stream_id for row in rows})
+    assert report.events == sum(1 for row in rows if row.stream_id in checked)
 
 
 def test_since_accepts_dates_datetimes_and_spans() -> None:
@@ -143,9 +164,9 @@ def test_since_accepts_dates_datetimes_and_spans() -> None:
 
 
 def test_usage_errors_exit_2_naming_the_problem(ledger: Ledger, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["audit", "verify", "--database-url", ledger.url, "--since", "soon"]) == 2
+    assert main(["audit", "verify", "--database-url", ledger.auditor_url, "--since", "soon"]) == 2
     assert "--since 'soon'" in capsys.readouterr().err
-    assert main(["audit", "verify", "--database-url", ledger.url, "--public-key", "not-a-key"]) == 2
+    assert main(["audit", "verify", "--database-url", ledger.auditor_url, "--public-key", "not-a-key"]) == 2
     assert "--public-key must be the base64 of 32 raw Ed25519 key bytes" in capsys.readouterr().err
 
 
@@ -214,7 +235,7 @@ def test_two_sealers_at_once_make_one_seal_per_tenant(ledger: Ledger, recorded: 
 
     def seal_at_once(_: int) -> list[Seal]:
         start.wait()
-        return seal_ledger(ledger.url)
+        return seal_ledger(ledger.sealer_url)
 
     with ThreadPoolExecutor(2) as pool:
         made = [seal for seals_made in pool.map(seal_at_once, range(2)) for seal in seals_made]
