@@ -31,6 +31,8 @@ LOGIN_SERVICES = ("migrate", "writer", "projector", "sealer", "dashboard", "audi
 LLM_LEDGER = str(Path(sys.executable).with_name("llm-ledger"))
 # Where the image's traces would go: a port nothing listens on (the exporter's failures cost nothing).
 NO_COLLECTOR = "http://127.0.0.1:9"
+IMAGE_HOME = "/var/lib/llm-ledger"
+"""LLM_LEDGER_HOME in the image (Dockerfile): the volumes of docker-compose.yml are mounted below it."""
 
 
 @dataclass
@@ -63,6 +65,11 @@ class Stack:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = NO_COLLECTOR
         # As the image's ENV sets them (Dockerfile).
         env |= {"LLM_LEDGER_HOME": str(self.home / service), "PYTHONUNBUFFERED": "1"}
+        # The image's volumes (the witness, verify's state) are shared by the services that mount them.
+        for name, value in env.items():
+            if value.startswith(f"{IMAGE_HOME}/"):
+                # (by text: a trailing slash says "a directory", as the mounted volume is)
+                env[name] = f"{self.home / 'volumes'}/{value.removeprefix(f'{IMAGE_HOME}/')}"
         return {"PATH": os.environ["PATH"], "HOME": str(self.home), **env}
 
     def command(self, service: str) -> list[str]:

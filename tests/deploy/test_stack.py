@@ -5,6 +5,7 @@ service. None of them is the superuser; each can do its job and no more."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -221,6 +222,14 @@ def test_the_sealer_seals_every_tenant_as_its_login(
     wait_for(lambda: count(migrated, sealed) >= len(recorded.events), "every event sealed", process)
     assert count(migrated, "SELECT count(DISTINCT tenant_id) FROM llm_ledger_seals") == 2
     assert migrated.login("sealer") in migrated.connected_logins()
+    # Each seal's head went to the witness volume, outside the database, where the audit service reads it.
+    witness = Path(migrated.environment("sealer")["LLM_LEDGER_SEAL_WITNESS"]) / "witness.jsonl"
+    assert (
+        migrated.environment("audit")["LLM_LEDGER_VERIFY_WITNESS"]
+        == migrated.environment("sealer")["LLM_LEDGER_SEAL_WITNESS"]
+    )
+    tenants = {json.loads(line)["tenant_id"] for line in witness.read_text().splitlines()}
+    assert len(tenants) == 2
 
 
 def test_audit_verifies_the_ledger_as_the_auditor(migrated: Stack, recorded: KnownLedger) -> None:
