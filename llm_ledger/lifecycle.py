@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from llm_ledger.executor.errors import ConfigurationError
 from llm_ledger.executor.sink import EventSink, set_default_sink, set_default_sink_factory
 from llm_ledger.executor.tracing import (
     ExecutionTracer,
@@ -17,8 +18,13 @@ from llm_ledger.executor.tracing import (
 def _default_writer() -> EventSink:
     # Imported on first use: an application that always passes sink= never loads the store.
     from llm_ledger.store.default import make_default_writer
+    from llm_ledger.store.settings import StoreConfigurationError
 
-    return make_default_writer()
+    try:
+        return make_default_writer()
+    except StoreConfigurationError as exc:
+        # The call fails before any event exists, naming the variable to fix; the next call tries again.
+        raise ConfigurationError(str(exc)) from None
 
 
 set_default_sink_factory(_default_writer)

@@ -33,6 +33,7 @@ body``, no sequence) are still read.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -57,6 +58,7 @@ _STATE = struct.Struct(">4sQQQQQI")
 _STATE_MAGIC = b"LLST"
 STATE_FILE = "spool.state"
 _NUMBERED = re.compile(r"spool-(\d+)")
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 SEGMENT_BYTES = 16 << 20
 """A segment is closed and a new one started past this size, so that stored segments free disk."""
@@ -172,12 +174,21 @@ class Spool:
             )
         self.state_trusted = found is not None
         self.state = found or SpoolState()
-        if found is None and self.previous:
-            self.state.journaled_seq = max((r.seq or 0 for s in self.previous for r in self._scan(s)), default=0)
+        # The state is written after each fsync of a segment: a kill in between leaves it one record behind.
+        # Numbering must continue after the last record on disk, or a record would share its seq.
+        last = self._last_record()
+        if last is not None and last.seq is not None and last.seq > self.state.journaled_seq:
+            self.state.journaled_seq, self.state.journaled_events = last.seq, last.end_event
         self.state.last_segment = max(self.state.last_segment, self._highest_number())
         self.started = replace(self.state)
         """The state as this run found it (what the previous segments are checked against)."""
-        self._write_state(sync=True)  # a spool directory that cannot be written fails here, at the start
+        try:
+            self._write_state(sync=True)  # a spool directory that cannot be written fails here, at the start
+        except OSError as exc:
+            if exc.errno not in _DISK_FULL:
+                raise
+            # A full disk is not a configuration error: the writer starts, and its appends say so.
+            log.error("llm-ledger: the spool's state file %s cannot be written: %s", state_path, exc)
         self._fd: int | None = None
         self._current: Path | None = None
         self._size = 0
@@ -296,13 +307,17 @@ class Spool:
             else:
                 self._set_aside(segment, *item)
 
-    def _scan(self, segment: Path) -> Iterator[SpoolRecord]:
-        """The intact records of a segment, without setting anything aside (for finding the last seq)."""
-        try:
-            data = segment.read_bytes()
-        except OSError:
-            return
-        yield from (item for item in _frames(data) if isinstance(item, SpoolRecord))
+    def _last_record(self) -> SpoolRecord | None:
+        """The intact record with the highest seq in the previous segments (None if there is none)."""
+        for segment in reversed(self.previous):
+            try:
+                data = segment.read_bytes()
+            except OSError:
+                continue
+            records = [item for item in _frames(data) if isinstance(item, SpoolRecord) and item.seq is not None]
+            if records:
+                return max(records, key=lambda record: record.seq or 0)
+        return None
 
     def report_missing(self, records: int, events: int, where: str) -> None:
         self.lost_records += records

@@ -41,6 +41,7 @@ from llm_ledger.events import EventDraft
 from llm_ledger.store.dialects import DirectCopyConflict
 from llm_ledger.store.errors import ConcurrencyError, InvalidEventError
 from llm_ledger.store.rows import event_to_row
+from llm_ledger.store.settings import DURABILITY_MODES
 from llm_ledger.store.spool import Spool, SpoolRecord, encode_batch
 from llm_ledger.store.store import EventStore
 from llm_ledger.store.waiters import DurabilityWaiters
@@ -48,7 +49,6 @@ from llm_ledger.store.waiters import DurabilityWaiters
 log = logging.getLogger("llm_ledger.store")
 
 Durability = Literal["journal", "buffered"]
-DURABILITY_MODES: tuple[Durability, ...] = ("journal", "buffered")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +104,7 @@ class BufferedWriter:
         hard_limit: int = 100_000,
         retry_interval: float = 1.0,
         on_start: Callable[[], None] | None = None,
-        durability: Durability = "journal",
+        durability: Durability | str = "journal",
     ) -> None:
         if batch_size < 1 or max_queue < batch_size or hard_limit < max_queue:
             raise ValueError("BufferedWriter needs 1 <= batch_size <= max_queue <= hard_limit")
@@ -233,6 +233,12 @@ class BufferedWriter:
         with self._cond:
             self._waiters.release_all()
         return self.stats
+
+    @property
+    def is_stored(self) -> bool:
+        """Whether every accepted event and the journal's backlog is in the database (or set aside)."""
+        with self._cond:
+            return self._is_stored()
 
     def _is_stored(self) -> bool:
         return (
