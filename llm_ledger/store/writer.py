@@ -482,16 +482,18 @@ class BufferedWriter:
         self._stored(batch, len(batch.rows))
 
     def _stored(self, batch: _Batch, written: int) -> None:
+        advanced = False
         with self._cond:
             self._written += written
             self._storing = None
             if batch.seq is None:
                 self._memory_only -= len(batch.rows)
-            else:
+            elif batch.seq >= self._next_seq:  # (a batch stored from the journal already is behind it)
                 self._next_seq, self._stored_events = batch.seq + 1, batch.end_event
+                advanced = True
             self._cond.notify_all()
-        if batch.seq is not None:
-            self.spool.release_through(batch.seq, batch.end_event)
+        if advanced:
+            self.spool.release_through(self._next_seq - 1, self._stored_events)
 
     def _database_answers(self) -> bool:
         try:

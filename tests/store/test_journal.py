@@ -153,3 +153,25 @@ async def test_closing_a_backlogged_writer_leaves_what_the_database_did_not_take
     _replay(writer_url, spool)
     stored = [str(e.event_id) for e in EventStore(postgres_migrated_url).read_tenant(tenant)]
     assert sorted(stored) == sorted(str(d.event_id) for d in drafts), "every event, once"
+
+
+async def test_a_writer_far_behind_its_journal_reads_it_back_and_loses_and_doubles_nothing(
+    writer_url: str, postgres_migrated_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A memory of 200 events for a burst of ~10,000: most batches are stored from the journal on disk,
+    # some from memory, in turns.
+    tenant = _tenant()
+    drafts: list[EventDraft] = []
+    await run_executions(DraftSink(drafts), 2_500, tenant=tenant)
+    caplog.set_level(logging.ERROR, logger="llm_ledger.store")
+    writer = BufferedWriter(
+        EventStore(writer_url, role="llm_ledger_writer"), tmp_path / "spool", batch_size=50, max_queue=200
+    )
+    for draft in drafts:
+        writer.emit(draft)
+    assert writer.wait_stored(120)
+    stats = writer.close()
+    assert stats.spooled > 0 and stats.written > 0, "both paths were taken"
+    assert stats.lost == 0 and not caplog.records, "nothing is reported lost"
+    stored = [str(e.event_id) for e in EventStore(postgres_migrated_url).read_tenant(tenant)]
+    assert sorted(stored) == sorted(str(d.event_id) for d in drafts)

@@ -124,7 +124,7 @@ async def test_close_spools_what_the_database_cannot_take_and_the_next_start_rep
     assert time.monotonic() - started < 6
     assert stats.spooled == stats.accepted > 0
     again = BufferedWriter(EventStore(postgres_migrated_url), tmp_path / "spool")
-    assert again.flush(timeout=10)
+    assert again.wait_stored(timeout=30)
     replayed = again.close().replayed
     assert replayed == stats.accepted
     _assert_exactly(EventStore(postgres_migrated_url), tenant, stats.accepted)
@@ -156,7 +156,7 @@ def test_a_writer_killed_with_sigkill_leaves_a_spool_the_next_start_replays(
         torn.write(b"LLS1\x00\x00\x10\x00partial")
 
     writer = BufferedWriter(EventStore(postgres_migrated_url), spool)
-    assert writer.flush(timeout=10)
+    assert writer.wait_stored(timeout=30)
     stats = writer.close()
     assert stats.replayed == spooled
     _assert_exactly(EventStore(postgres_migrated_url), tenant, spooled)
