@@ -52,10 +52,10 @@ set_default_tracer_factory(_default_tracer)
 
 
 async def aclose(wait_seconds: float = 5.0) -> None:
-    """Write (or spool) every event recorded by executors built without ``sink=``, and export the
-    traces of those executions, each within ``wait_seconds``. Both also happen at interpreter exit,
-    the traces with a short budget; this is for applications that want it done, and awaited, at
-    shutdown."""
+    """Write every event recorded by executors built without ``sink=`` (what the database does not take
+    in time stays in the journal, for the next start), and export the traces of those executions, each
+    within ``wait_seconds``. Both also happen at interpreter exit, the traces with a short budget; this
+    is for applications that want it done, and awaited, at shutdown."""
     from llm_ledger.store.default import close_default_writers
 
     await asyncio.to_thread(close_default_writers, wait_seconds)
