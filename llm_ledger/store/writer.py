@@ -165,7 +165,7 @@ class BufferedWriter:
             return None
         with self._cond:
             target = self._accepted
-            if self._settled >= target:
+            if self._settled >= target or self._journaling_done:
                 return None
             future = self._waiters.add(target)
             self._cond.notify_all()
@@ -270,6 +270,7 @@ class BufferedWriter:
         finally:
             with self._cond:
                 self._journaling_done = True
+                self._waiters.release_all()  # no call waits for a thread that has stopped
                 self._cond.notify_all()
 
     def _take(self) -> list[EventDraft] | None:

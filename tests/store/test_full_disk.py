@@ -15,7 +15,7 @@ import pytest
 
 from llm_ledger.store.store import EventStore
 from llm_ledger.store.writer import BufferedWriter
-from tests.store.test_writer import DatabaseOutage
+from tests.store.test_writer import UNREACHABLE, DatabaseOutage
 from tests.store.workload import run_executions
 
 
@@ -88,13 +88,16 @@ async def test_a_full_disk_and_an_outage_keep_a_bounded_memory_and_write_it_when
     assert len(stored) == len({e.event_id for e in stored}) == stats.accepted - stats.lost
 
 
-async def test_a_writer_started_on_a_full_disk_still_writes_to_the_database(
+async def test_a_writer_started_on_a_full_disk_replays_the_journal_and_writes_to_the_database(
     writer_url: str, postgres_migrated_url: str, small_disk: Path
 ) -> None:
     tenant = f"tenant-{uuid.uuid4().hex[:10]}"
     spool = small_disk / "spool"
-    BufferedWriter(EventStore(writer_url, role="llm_ledger_writer"), spool).close()  # an earlier run
-    filler = _fill(small_disk)
+    earlier = BufferedWriter(EventStore(UNREACHABLE), spool, batch_size=50, flush_interval=0.05)
+    await asyncio.wait_for(run_executions(earlier, 400, tenant=tenant), 120)  # fills the disk
+    left = earlier.close(timeout=1)
+    assert 0 < left.journaled < left.accepted == left.journaled + left.lost, "what it could not keep is counted"
+    filler = _fill(small_disk)  # and nothing is freed before the next start
     try:
         writer = BufferedWriter(EventStore(writer_url, role="llm_ledger_writer"), spool, flush_interval=0.05)
         await asyncio.wait_for(run_executions(writer, 50, tenant=tenant), 120)
@@ -102,5 +105,5 @@ async def test_a_writer_started_on_a_full_disk_still_writes_to_the_database(
         stats = writer.close()
     finally:
         filler.unlink()
-    assert stats.journaled == 0 and stats.lost == 0
-    assert len(EventStore(postgres_migrated_url).read_tenant(tenant)) == stats.accepted > 0
+    assert stats.replayed == left.journaled and stats.lost == 0
+    assert len(EventStore(postgres_migrated_url).read_tenant(tenant)) == left.journaled + stats.accepted
