@@ -94,9 +94,11 @@ class EventStore:
         COPY, for a batch known to conflict)."""
         if not rows:
             return AppendResult(0, 0)
-        # Under a ledger role, row-level security only lets a transaction insert the tenant it is scoped
-        # to: a batch of several tenants is inserted one tenant at a time, in one transaction.
-        per_tenant = self.role is not None and self.tenant_id is None
+        # Row-level security only lets a transaction insert the tenant it is scoped to, under a ledger role
+        # taken per transaction and under a login granted one alike (the recommended configuration; the
+        # store does not ask which it is): a batch of several tenants is inserted one tenant at a time, in
+        # one transaction, unless the store is scoped to one tenant.
+        per_tenant = self.tenant_id is None
         # The direct COPY (as the ingest role, when the login may take it) for a store that may insert:
         # the writer role or the login's own rights, and, scoped to a tenant, only that tenant's rows
         # (what the insert policy checked; a batch with another tenant takes the staging path and fails
