@@ -8,7 +8,7 @@ Run by hand:  .venv/bin/python bench/ingest.py [--events 75000] [--backlog 10000
    are made beforehand by the real executor on mock models (20 tenants running concurrently) and kept
    unsealed, so the timed part includes what the writer does in production:
    sealing (hashing) each draft, checking it (``event_to_row``) and inserting it. The clock runs from the
-   first ``emit`` until ``flush()`` returns, i.e. until every event is committed. The producer never lets
+   first ``emit`` until ``wait_stored()`` returns, i.e. until every event is committed. The producer never lets
    more than ``max_queue`` events wait (beyond that the writer spills to its spool instead of writing).
    Also timed: the database stage alone (``EventStore.append_rows`` on rows checked beforehand), by the
    direct COPY and by the staging path (the ingest role's INSERT revoked in that database), and
@@ -173,7 +173,7 @@ class WriterRun:
 
 
 def run_writer(url: str, drafts: list[EventDraft], batch_size: int, spool_dir: Path) -> WriterRun:
-    """Emit every draft to a BufferedWriter and time until ``flush()`` returns (all committed).
+    """Emit every draft to a BufferedWriter and time until ``wait_stored()`` returns (all committed).
 
     The writer sends a batch to its spool instead of the database when more than ``max_queue`` events wait
     (it assumes the database cannot keep up), so the producer here never lets more than ``max_queue`` wait:
@@ -189,8 +189,8 @@ def run_writer(url: str, drafts: list[EventDraft], batch_size: int, spool_dir: P
             time.sleep(0.01)  # the headroom is thousands of events: no need to wake (and take the GIL) often
         for draft in drafts[i : i + batch_size]:
             writer.emit(draft)
-    if not writer.flush(timeout=3600):
-        raise RuntimeError("the writer did not flush")
+    if not writer.wait_stored(timeout=3600):
+        raise RuntimeError("the writer did not store every event")
     seconds = time.perf_counter() - start
     stats = writer.close()
     store.close()
@@ -549,7 +549,7 @@ def report(
         "would redo the batch through the staging path). The writer opens the transaction and the `COPY` "
         "first, then seals each draft and writes its row to the `COPY` (`EventStore.append_streaming`, one "
         "thread): the server stores the first rows of a batch while the next are sealed. The clock runs from the "
-        "first `emit` to `flush()` returning, i.e. until every event is committed; the table is then "
+        "first `emit` to `wait_stored()` returning, i.e. until every event is committed; the table is then "
         "counted. The writer sends batches to its spool when more than `max_queue` events wait, so the "
         "producer emits a batch whenever there is room for one: the writer is never idle and never spills "
         "(checked: `spooled == 0`, `written == rows == N`). Defaults otherwise (`max_queue` 10,000).",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from llm_ledger.executor.errors import ConfigurationError
 from llm_ledger.executor.sink import EventSink, set_default_sink, set_default_sink_factory
 from llm_ledger.executor.tracing import (
     ExecutionTracer,
@@ -17,8 +18,13 @@ from llm_ledger.executor.tracing import (
 def _default_writer() -> EventSink:
     # Imported on first use: an application that always passes sink= never loads the store.
     from llm_ledger.store.default import make_default_writer
+    from llm_ledger.store.settings import StoreConfigurationError
 
-    return make_default_writer()
+    try:
+        return make_default_writer()
+    except StoreConfigurationError as exc:
+        # The call fails before any event exists, naming the variable to fix; the next call tries again.
+        raise ConfigurationError(str(exc)) from None
 
 
 set_default_sink_factory(_default_writer)
@@ -46,10 +52,10 @@ set_default_tracer_factory(_default_tracer)
 
 
 async def aclose(wait_seconds: float = 5.0) -> None:
-    """Write (or spool) every event recorded by executors built without ``sink=``, and export the
-    traces of those executions, each within ``wait_seconds``. Both also happen at interpreter exit,
-    the traces with a short budget; this is for applications that want it done, and awaited, at
-    shutdown."""
+    """Write every event recorded by executors built without ``sink=`` (what the database does not take
+    in time stays in the journal, for the next start), and export the traces of those executions, each
+    within ``wait_seconds``. Both also happen at interpreter exit, the traces with a short budget; this
+    is for applications that want it done, and awaited, at shutdown."""
     from llm_ledger.store.default import close_default_writers
 
     await asyncio.to_thread(close_default_writers, wait_seconds)

@@ -33,6 +33,7 @@ from llm_ledger.executor.mock import MockBehaviour, register_mock
 from llm_ledger.executor.policy import RetryPolicy, is_retryable, should_fall_back
 from llm_ledger.executor.routing import PROVIDERS, ModelRoute, ProviderSettings, parse_model_string
 from llm_ledger.executor.sink import (
+    DurableSink,
     EventSink,
     FanOutSink,
     InMemorySink,
@@ -54,6 +55,7 @@ __all__ = [
     "ContentFilterError",
     "ContextLengthError",
     "DeadlineExceededError",
+    "DurableSink",
     "EventSink",
     "ExecutionContext",
     "FanOutSink",

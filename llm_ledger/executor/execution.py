@@ -14,6 +14,7 @@ from uuid import UUID
 
 from llm_ledger.events import (
     CapturePolicy,
+    EventDraft,
     Operation,
     RequestParameters,
     Scrubber,
@@ -36,7 +37,7 @@ from llm_ledger.executor.errors import (
 from llm_ledger.executor.policy import Decision, RetryPolicy
 from llm_ledger.executor.recorder import StreamRecorder
 from llm_ledger.executor.routing import ModelRoute
-from llm_ledger.executor.sink import EventSink
+from llm_ledger.executor.sink import EventSink, until_durable
 from llm_ledger.executor.tracing import AttemptTrace, ExecutionTracer
 from llm_ledger.executor.types import AttemptSummary, LLMMessage, LLMResponse
 
@@ -187,6 +188,7 @@ class Execution:
         self._deadline = time.monotonic() + plan.timeout_seconds
         self._attempts = 0
         self._finished = False
+        self._terminal: EventDraft | None = None  # the last event, awaited until durable before returning
         self._output: tuple[str, _Once] | None = None
         self.trace = plan.tracer.start(self.execution_id, plan.operation, ctx, plan.chain)
 
@@ -323,7 +325,7 @@ class Execution:
         latency = self._elapsed_ms()
         route = attempt.client.route
         self._finished = True
-        self.recorder.record(
+        self._terminal = self.recorder.record(
             "ExecutionSucceeded",
             JsonPayload(
                 _succeeded_payload,
@@ -362,7 +364,7 @@ class Execution:
         self._finished = True
         last = self.summaries[-1].model if self.summaries else None
         message = self.plan.scrubber.scrub(message)
-        self.recorder.record(
+        self._terminal = self.recorder.record(
             "ExecutionFailed",
             JsonPayload(
                 payloads.execution_failed,
@@ -457,7 +459,16 @@ class Execution:
         return None
 
     async def run(self, parse: Callable[[Completion, ModelClient], T]) -> tuple[T, LLMResponse]:
-        """Run a non-streaming execution to its end."""
+        """Run a non-streaming execution to its end; it returns (or raises) once its events are durable."""
+        try:
+            result = await self._run(parse)
+        except ProviderError:
+            await until_durable(self.plan.sink, self._terminal)
+            raise
+        await until_durable(self.plan.sink, self._terminal)
+        return result
+
+    async def _run(self, parse: Callable[[Completion, ModelClient], T]) -> tuple[T, LLMResponse]:
         self._start()
         index, retry = 0, 0
         attempt: _Attempt | None = None
@@ -538,6 +549,7 @@ class Execution:
                 if error is None:
                     self._attempt_succeeded(attempt, completion, first_chunk_ms)
                     self._succeeded(attempt, completion)
+                    await until_durable(self.plan.sink, self._terminal)
                     return
                 if delivered:
                     self._attempt_failed(attempt, error, error.error_type, Decision("fail"), chunks_delivered=delivered)
@@ -548,10 +560,13 @@ class Execution:
                         chunks_delivered=delivered,
                     )
                     self._failed(interrupted.error_type, str(interrupted), chunks_delivered=delivered)
+                    await until_durable(self.plan.sink, self._terminal)
                     raise interrupted from error
                 next_step = await self._after_failure(attempt, error)
                 if next_step is None:
-                    raise self._give_up(error)
+                    final = self._give_up(error)
+                    await until_durable(self.plan.sink, self._terminal)
+                    raise final
                 index, retry = next_step
         except (asyncio.CancelledError, GeneratorExit):
             in_progress = attempt if attempt and len(self.summaries) < attempt.number else None

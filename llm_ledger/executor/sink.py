@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol, runtime_checkable
 from uuid import UUID
 
@@ -24,6 +25,28 @@ class EventSink(Protocol):
     """
 
     def emit(self, event: EventDraft) -> None: ...
+
+
+@runtime_checkable
+class DurableSink(EventSink, Protocol):
+    """A sink that can say when an event it was given is durable (survives the process being killed).
+
+    ``durable(event)`` returns None when ``event`` and every event emitted before it are durable already
+    (or the sink does not make callers wait), else an awaitable of the caller's event loop done when they
+    are. The executor awaits it before an execution returns to its caller, so that what a caller was told
+    has happened is on record; it must never block the event loop.
+    """
+
+    def durable(self, event: EventDraft) -> Awaitable[None] | None: ...
+
+
+async def until_durable(sink: EventSink, event: EventDraft | None) -> None:
+    """Wait until ``event`` is durable in ``sink``, if the sink can say so (``DurableSink``)."""
+    durable = getattr(sink, "durable", None)
+    if durable is not None and event is not None:
+        pending = durable(event)
+        if pending is not None:
+            await pending
 
 
 class InMemorySink:
@@ -97,6 +120,10 @@ class FanOutSink:
     def emit(self, event: EventDraft) -> None:
         for sink in self._sinks:
             sink.emit(event)
+
+    def durable(self, event: EventDraft) -> Awaitable[None] | None:
+        pending = [until_durable(sink, event) for sink in self._sinks if isinstance(sink, DurableSink)]
+        return asyncio.gather(*pending) if pending else None  # type: ignore[return-value]
 
 
 _default_sink: EventSink | None = None

@@ -12,6 +12,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 SUPPORTED_DIALECTS = ("postgresql", "sqlite")
+DURABILITY_MODES = ("journal", "buffered")
 
 
 class StoreConfigurationError(ValueError):
@@ -21,11 +22,14 @@ class StoreConfigurationError(ValueError):
 @dataclass(frozen=True, slots=True)
 class StoreSettings:
     """``LLM_LEDGER_DATABASE_URL`` (default: SQLite at ``$LLM_LEDGER_HOME/ledger.db``, home defaulting to
-    ``~/.llm-ledger``) and ``LLM_LEDGER_SPOOL_DIR`` (default ``$LLM_LEDGER_HOME/spool``)."""
+    ``~/.llm-ledger``), ``LLM_LEDGER_SPOOL_DIR`` (default ``$LLM_LEDGER_HOME/spool``) and
+    ``LLM_LEDGER_DURABILITY`` (``journal``, the default: a call returns once its events are journaled;
+    ``buffered``: at once, see the README for the window)."""
 
     database_url: str
     spool_dir: Path
     home: Path
+    durability: str = "journal"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StoreSettings:
@@ -33,7 +37,12 @@ class StoreSettings:
         home = Path(env.get("LLM_LEDGER_HOME") or Path.home() / ".llm-ledger").expanduser()
         url = env.get("LLM_LEDGER_DATABASE_URL") or f"sqlite:///{home / 'ledger.db'}"
         spool = Path(env.get("LLM_LEDGER_SPOOL_DIR") or home / "spool").expanduser()
-        return cls(database_url=url, spool_dir=spool, home=home)
+        durability = env.get("LLM_LEDGER_DURABILITY") or "journal"
+        if durability not in DURABILITY_MODES:
+            raise StoreConfigurationError(
+                f"LLM_LEDGER_DURABILITY={durability!r} is not one of {', '.join(DURABILITY_MODES)}"
+            )
+        return cls(database_url=url, spool_dir=spool, home=home, durability=durability)
 
 
 def shown_url(url: str | URL) -> str:

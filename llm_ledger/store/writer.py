@@ -1,31 +1,39 @@
 """The buffered writer: the ``EventSink`` used in production.
 
-``emit`` only appends to an in-memory queue; a background thread takes the drafts batch by batch (by size
-or age), seals them (their hashes are computed there, off the LLM call) and stores them: in the database
-or, when the database cannot take them, in the local spool (fsynced), replayed in order when the database
-is back and at the next start.
+``emit`` only appends to an in-memory queue. Two background threads do the rest:
 
-On PostgreSQL (the direct COPY as the ingest role) a batch is sealed while it is copied: the transaction
-and the COPY are opened first and each draft is sealed and written to the COPY in turn; psycopg sends
-the data as it accumulates, so the server stores the first rows of the batch while the thread seals the
-next, one thread and no hand-over between threads. Elsewhere (SQLite, the staging path, the spool) a
-second thread stores batch N while batch N+1 is sealed (psycopg releases the GIL while the server works).
-Either way batches are stored in the order they were taken. Nothing accepted is dropped: a batch is
-either in the database, in the spool, or (an event that can never be stored) in the spool's
-``rejected.jsonl``, counted and reported.
+- the **journaling** thread takes the drafts batch by batch, seals them (their hashes are computed there,
+  off the LLM call), appends each batch to the local journal (the spool, ``spool.py``) and fsyncs it. A
+  batch goes when ``batch_size`` drafts wait, when it is ``flush_interval`` old, or at once when a call
+  waits for it: calls that finish while one fsync runs share the next one (group commit). With
+  ``durability="journal"`` (the default) a call returns to its caller only once its events are journaled
+  (``durable``, awaited by the executor without blocking the event loop), so an execution that returned
+  survives a SIGKILL of its process.
+- the **storing** thread writes the journaled batches to the database, from memory, and frees the
+  journal's segments once they are stored. When the database cannot take them (an outage), or the
+  journal runs ahead of the database by more than ``max_queue`` events, it reads them back from the
+  journal instead (memory stays bounded), in order, once the database answers; the segments a previous
+  run left are replayed the same way at the start. Neither replay nor an outage holds up the
+  journaling: new events are still batched and journaled.
+
+When the journal cannot be written (a full or failing disk), batches stay in memory and go to the
+database as before; the writer says so loudly, counts them (``stats.memory_only``), tries the journal
+again every ``retry_interval``, and calls do not wait for it. Only if the database is out of reach too and
+``hard_limit`` events are held in memory does it drop what it cannot hold, counted (``stats.lost``) and
+logged, rather than block the application. Nothing else accepted is dropped: an event is in the database,
+in the journal, or (an event that can never be stored) in the spool's ``rejected.jsonl``, counted.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -33,18 +41,26 @@ from llm_ledger.events import EventDraft
 from llm_ledger.store.dialects import DirectCopyConflict
 from llm_ledger.store.errors import ConcurrencyError, InvalidEventError
 from llm_ledger.store.rows import event_to_row
-from llm_ledger.store.spool import Spool
+from llm_ledger.store.settings import DURABILITY_MODES
+from llm_ledger.store.spool import Spool, SpoolRecord, encode_batch
 from llm_ledger.store.store import EventStore
+from llm_ledger.store.waiters import DurabilityWaiters
 
 log = logging.getLogger("llm_ledger.store")
 
-_YIELD_EVERY = 16
-"""Drafts sealed between two offers of the GIL to the storing thread (about 0.5 ms of sealing)."""
+Durability = Literal["journal", "buffered"]
 
 
 @dataclass(frozen=True, slots=True)
 class WriterStats:
-    """Counters since the writer started (events, not batches)."""
+    """Counters since the writer started (events, not batches).
+
+    ``written``: stored from memory; ``replayed``: stored from the journal on disk (this run's backlog and
+    the segments a previous run left); ``spooled``: this run's events left to the journal on disk rather
+    than memory (an outage, a backlog, the close deadline); ``journaled``: fsynced into the journal;
+    ``memory_only``: held now without a journal copy (the journal failing); ``lost``: dropped, or found
+    missing or damaged in the spool (each logged); ``queued``: waiting in memory.
+    """
 
     accepted: int
     written: int
@@ -53,6 +69,9 @@ class WriterStats:
     rejected: int
     queued: int
     state: str
+    journaled: int = 0
+    memory_only: int = 0
+    lost: int = 0
 
 
 DEFAULT_BATCH_SIZE = 1_000
@@ -61,14 +80,18 @@ the end of each COPY are paid half as often) and no more is gained at 2,000; a b
 ``flush_interval`` old, so a quiet writer does not wait for it to fill."""
 
 
-class BufferedWriter:
-    """An ``EventSink`` that never waits for the database.
+@dataclass(slots=True)
+class _Batch:
+    """A sealed batch on its way to the database: its journal record (None: not journaled) and rows."""
 
-    ``max_queue`` events may wait in memory; beyond that, batches go straight to the spool instead of
-    the database (the database is slower than the callers), so memory stays bounded. Only if even the
-    spool cannot keep up and ``hard_limit`` events are waiting does ``emit`` wait for the writer: a
-    safety limit for a process producing events faster than a local disk absorbs them.
-    """
+    seq: int | None
+    end_event: int  # the journal's event count through this record
+    rows: list[dict[str, Any]]
+
+
+class BufferedWriter:
+    """An ``EventSink`` that never waits for the database, and whose calls wait (``durable``) only for the
+    local journal's fsync, shared with the calls around them."""
 
     def __init__(
         self,
@@ -81,9 +104,12 @@ class BufferedWriter:
         hard_limit: int = 100_000,
         retry_interval: float = 1.0,
         on_start: Callable[[], None] | None = None,
+        durability: Durability | str = "journal",
     ) -> None:
         if batch_size < 1 or max_queue < batch_size or hard_limit < max_queue:
             raise ValueError("BufferedWriter needs 1 <= batch_size <= max_queue <= hard_limit")
+        if durability not in DURABILITY_MODES:
+            raise ValueError(f"durability must be one of {', '.join(DURABILITY_MODES)}, not {durability!r}")
         self.store = store
         self.spool = Spool(spool_dir)
         self.batch_size = batch_size
@@ -91,35 +117,59 @@ class BufferedWriter:
         self.max_queue = max_queue
         self.hard_limit = hard_limit
         self.retry_interval = retry_interval
+        self.durability = durability
         self._on_start = on_start
-        self._queue: deque[EventDraft] = deque()
         self._cond = threading.Condition()
-        self._in_flight = 0  # batches taken from the queue and not yet in the database or the spool
+        self._queue: deque[EventDraft] = deque()
+        self._waiters = DurabilityWaiters()
+        self._settled = 0  # events taken off the queue and journaled, stored, set aside or given up on
+        self._handed: deque[_Batch] = deque()  # journaled (or memory-only) batches for the storing thread
+        self._handed_events = 0
+        self._on_disk = False  # journaled batches wait on disk only: the storer reads them back first
+        self._next_seq = self.spool.state.journaled_seq + 1  # the first journal record not yet stored
+        self._stored_events = self.spool.state.journaled_events
+        self._storing: _Batch | None = None
         self._stopping = False
+        self._journaling_done = False
         self._close_deadline = float("inf")
-        self._spool_pending = True  # until the spool is read at start: it may hold a previous run's batches
         self._state = "starting"
-        self._last_probe = 0.0
-        self._streamable = True  # until the store says it cannot copy while sealing (then: two threads)
+        self._outage = False
+        self._retry_at = 0.0
+        self._journal_failing = False
+        self._journal_retry_at = 0.0
+        self._streamable = True  # until the store says it cannot copy while sealing
         self._accepted = self._written = self._spooled = self._replayed = self._rejected = 0
-        # The storing stage: one sealed batch may wait while another is stored (None stops the thread).
-        self._sealed: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=1)
-        self._store_failure: BaseException | None = None
+        self._journaled = self._memory_only = self._lost = 0
+        self._journaler = threading.Thread(target=self._journal_batches, name="llm-ledger-writer", daemon=True)
         self._storer = threading.Thread(target=self._store_batches, name="llm-ledger-writer-store", daemon=True)
+        self._journaler.start()
         self._storer.start()
-        self._thread = threading.Thread(target=self._run, name="llm-ledger-writer", daemon=True)
-        self._thread.start()
 
     # --- the sink -------------------------------------------------------------------------------
 
     def emit(self, event: EventDraft) -> None:
         with self._cond:
-            while len(self._queue) >= self.hard_limit and not self._stopping:
-                self._cond.wait(0.05)
+            if len(self._queue) >= self.hard_limit:
+                self._drop(1, "the writer's queue is full (its thread cannot keep up)")
+                return
             self._queue.append(event)
             self._accepted += 1
             if len(self._queue) >= self.batch_size:
                 self._cond.notify_all()
+
+    def durable(self, event: EventDraft) -> Awaitable[None] | None:
+        """An awaitable done once ``event`` (emitted before) and every earlier event is journaled or
+        stored, or None when there is nothing to wait for (already done, ``durability="buffered"``, or
+        the journal failing)."""
+        if self.durability != "journal" or self._journal_failing or self._settled >= self._accepted:
+            return None
+        with self._cond:
+            target = self._accepted
+            if self._settled >= target or self._journaling_done:
+                return None
+            future = self._waiters.add(target)
+            self._cond.notify_all()
+            return future
 
     @property
     def stats(self) -> WriterStats:
@@ -130,168 +180,174 @@ class BufferedWriter:
                 spooled=self._spooled,
                 replayed=self._replayed,
                 rejected=self._rejected,
-                queued=len(self._queue),
+                queued=len(self._queue) + self._handed_events,
                 state=self._state,
+                journaled=self._journaled,
+                memory_only=self._memory_only,
+                lost=self._lost + self.spool.lost_events,
             )
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every accepted event is in the database or the spool; False on timeout."""
+        """Wait until every accepted event is journaled or stored; False on timeout, or while some are
+        held in memory only (the journal failing and the database out of reach)."""
         deadline = time.monotonic() + timeout
         with self._cond:
             self._cond.notify_all()
-            while (self._queue or self._in_flight) and self._thread.is_alive():
+            while self._settled < self._accepted or self._memory_only:
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or not self._journaler.is_alive():
                     return False
                 self._cond.wait(min(left, 0.05))
         return True
 
+    def wait_stored(self, timeout: float = 30.0) -> bool:
+        """Wait until every accepted event and the journal's backlog is in the database; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._is_stored():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.notify_all()
+                self._cond.wait(min(left, 0.05))
+        return True
+
     def close(self, timeout: float = 5.0) -> WriterStats:
-        """Write what is left, or spool it, within ``timeout``; then stop the thread."""
+        """Journal what is queued, write what the database takes within ``timeout``, then stop: what is
+        not in the database by then stays in the journal, replayed at the next start."""
         with self._cond:
             self._stopping = True
             self._close_deadline = time.monotonic() + timeout
             self._cond.notify_all()
-        self._thread.join(timeout + 1.0)
+        self._journaler.join(timeout + 1.0)
+        self._storer.join(max(self._close_deadline - time.monotonic(), 0) + 1.0)
+        with self._cond:
+            left = list(self._handed) + ([self._storing] if self._storing else [])
+            self._handed.clear()
+            self._handed_events = 0
+        for batch in left:  # the storer did not get to them (or hangs in the database): keep them on disk
+            self._leave_on_disk(batch)
+        if not self._storer.is_alive() and self._next_seq > self.spool.state.journaled_seq:
+            self.spool.release_through(self._next_seq - 1, self._stored_events, everything=True)
         self.spool.close()
+        with self._cond:
+            self._waiters.release_all()
         return self.stats
 
-    # --- the background thread ------------------------------------------------------------------
+    @property
+    def is_stored(self) -> bool:
+        """Whether every accepted event and the journal's backlog is in the database (or set aside)."""
+        with self._cond:
+            return self._is_stored()
 
-    def _set_state(self, state: str, reason: str = "") -> None:
-        if state == self._state:
-            return
-        previous, self._state = self._state, state
-        if state == "spooling":
-            # Every pooled connection is suspect after a failure; reconnect from scratch when it is back.
-            self.store.engine.dispose()
-            log.warning(
-                "llm-ledger: the event store cannot be written (%s); events go to the spool in %s until it can",
-                reason,
-                self.spool.directory,
+    def _is_stored(self) -> bool:
+        return (
+            self._settled >= self._accepted
+            and not self._handed
+            and self._storing is None
+            and not self._on_disk
+            and not self.spool.previous
+        )
+
+    def _drop(self, events: int, why: str) -> None:
+        """Count events the writer cannot keep (it holds the lock); the first of an episode is logged."""
+        if not self._lost:
+            log.error(
+                "llm-ledger: %s and the journal and the database cannot take events: %d event(s) dropped "
+                "(stats.lost counts them)",
+                why,
+                events,
             )
-        elif state == "writing" and previous == "spooling":
-            log.warning("llm-ledger: the event store is back; the spool was replayed (%d events)", self._replayed)
+        self._lost += events
 
-    def _take(self) -> list[EventDraft]:
-        with self._cond:
-            if not self._stopping and len(self._queue) < self.batch_size:
-                self._cond.wait(self.flush_interval)
-            batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
-            self._in_flight += bool(batch)
-            if len(self._queue) < self.hard_limit:
-                self._cond.notify_all()
-            return batch
+    # --- the journaling thread --------------------------------------------------------------------
 
-    def _run(self) -> None:
-        if self._on_start is not None:
-            try:
-                self._on_start()
-            except Exception as exc:  # noqa: BLE001 - a failed preparation is an outage like any other
-                self._set_state("spooling", f"{type(exc).__name__}: {exc}")
-        self._try_replay(force=True)
+    def _journal_batches(self) -> None:
         try:
-            self._seal_batches()
+            while (batch := self._take()) is not None:
+                rows, records = self._seal(batch)
+                self._journal(batch, rows, records)
         finally:
-            self._sealed.put(None)
+            with self._cond:
+                self._journaling_done = True
+                self._waiters.release_all()  # no call waits for a thread that has stopped
+                self._cond.notify_all()
 
-    def _seal_batches(self) -> None:
-        while True:
-            batch = self._take()
-            if batch and self._streamable and self._state != "spooling" and not self._spill():
-                self._wait_stored()  # an earlier batch handed over is stored first
-                try:
-                    self._stream(batch)
-                finally:
-                    self._batch_done()
-            elif batch:
-                self._hand_over(self._rows(batch))
-            elif self._stopping:
-                self._wait_stored()
-                # Last chance for the spool before exit (what stays there is replayed at the next start).
-                if self._spool_pending and time.monotonic() < self._close_deadline:
-                    self._try_replay(force=True)
-                return
-            # The spool holds batches from an outage, or spilled when the queue ran long: replay them
-            # once the database answers (probed every retry_interval) and the queue is short again.
-            if self._spool_pending and (self._state == "spooling" or len(self._queue) < self.batch_size):
-                self._wait_stored()  # the batches handed over come first, and the replay shares the engine
-                self._try_replay(force=self._state != "spooling")
-
-    def _hand_over(self, rows: list[dict[str, Any]]) -> None:
-        """Queue a sealed batch for the storing thread (waits while it still holds an earlier one)."""
-        self._raise_store_failure()
-        if rows:
-            self._sealed.put(rows)
-        else:
-            self._batch_done()
-
-    def _wait_stored(self) -> None:
-        self._sealed.join()
-        self._raise_store_failure()
-
-    def _raise_store_failure(self) -> None:
-        # A batch that neither the database nor the spool took (the disk failed): stop, as the writer did
-        # when it had one thread, rather than keep accepting what cannot be kept.
-        if self._store_failure is not None:
-            raise self._store_failure
-
-    def _batch_done(self) -> None:
+    def _take(self) -> list[EventDraft] | None:
+        """The next batch: at ``batch_size``, at ``flush_interval``, or at once for a waiting call; None
+        once stopping with nothing left."""
         with self._cond:
-            self._in_flight -= 1
+            if not self._stopping and len(self._queue) < self.batch_size and not self._waiters:
+                self._cond.wait(self.flush_interval)
+            if not self._queue:
+                return None if self._stopping else []
+            return [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
+
+    def _seal(self, batch: list[EventDraft]) -> tuple[list[dict[str, Any]], list[bytes]]:
+        """The rows of a batch and their journal records (each draft's canonical JSON with its hash);
+        a draft that cannot be stored is set aside."""
+        rows: list[dict[str, Any]] = []
+        records: list[bytes] = []
+        for index, draft in enumerate(batch):
+            try:
+                row = event_to_row(draft, index)
+            except Exception as exc:  # noqa: BLE001 - one unstorable event must not stop the others
+                self._reject(draft, exc)
+                continue
+            rows.append(row)
+            canonical = draft.stored_form()[1]
+            records.append(b'{"hash":"' + row["hash"].encode() + b'",' + canonical[1:])
+        return rows, records
+
+    def _journal(self, batch: list[EventDraft], rows: list[dict[str, Any]], records: list[bytes]) -> None:
+        seq = self._append_to_journal(records) if rows else None
+        with self._cond:
+            if rows:
+                self._hand_over(_Batch(seq, self.spool.state.journaled_events, rows))
+            self._settled += len(batch)
+            self._waiters.release_through(self._settled)
             self._cond.notify_all()
 
-    def _store_batches(self) -> None:
-        while (rows := self._sealed.get()) is not None:
-            try:
-                if self._store_failure is None:
-                    self._write(rows)
-            except BaseException as exc:  # noqa: BLE001 - raised again in the sealing thread
-                self._store_failure = exc
-            finally:
-                self._batch_done()
-                self._sealed.task_done()
-        self._sealed.task_done()
-
-    def _rows(self, batch: list[EventDraft]) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
-        bad: list[tuple[EventDraft, Exception]] = []
-        for index, _ in enumerate(_sealed_rows(batch, rows, bad)):
-            if not index % _YIELD_EVERY:
-                # Let the storing thread take the GIL: after each round trip it waits for it, and without
-                # this it would wait for the interpreter's switch interval (5 ms) several times a batch
-                # (measured on a loaded machine: 9,100-10,200 -> 10,700-13,900 events/s).
-                time.sleep(0)
-        for draft, error in bad:
-            self._reject(draft, error)
-        return rows
-
-    def _stream(self, batch: list[EventDraft]) -> None:
-        """Seal a batch while the database copies it (in this thread); as ``_write`` does, a conflict
-        takes the staging path and an outage sends the batch, sealed, to the spool."""
-        rows: list[dict[str, Any]] = []
-        bad: list[tuple[EventDraft, Exception]] = []
-        produced = _sealed_rows(batch, rows, bad)
-        stored: int | None = None
-        direct = True
+    def _append_to_journal(self, records: list[bytes]) -> int | None:
+        if self._journal_failing and time.monotonic() < self._journal_retry_at:
+            return None
         try:
-            stored = self.store.append_streaming(produced)
-        except DirectCopyConflict:
-            direct = False  # rolled back: the staging path skips what is already stored
-        except Exception as exc:  # noqa: BLE001 - any failure to write is an outage for the writer
-            self._set_state("spooling", f"{type(exc).__name__}: {exc}")
-        else:
-            self._streamable = stored is not None  # if not, this store cannot: seal, then store, from now on
-        for _ in produced:  # what the COPY did not take: the batch is sealed whole whatever happened
-            pass
-        for draft, error in bad:
-            self._reject(draft, error)
-        if stored is not None:
-            with self._cond:
-                self._written += stored
-            self._set_state("writing")
+            seq = self.spool.append(encode_batch(records), len(records))
+        except OSError as exc:
+            self._journal_retry_at = time.monotonic() + self.retry_interval
+            if not self._journal_failing:
+                self._journal_failing = True
+                log.error(
+                    "llm-ledger: the journal in %s cannot be written (%s): events are kept in memory only "
+                    "(at most %d; stats.memory_only counts them) and calls no longer wait for them, until it can",
+                    self.spool.directory,
+                    exc,
+                    self.hard_limit,
+                )
+            return None
+        with self._cond:
+            self._journaled += len(records)
+            if self._journal_failing:
+                self._journal_failing = False
+                log.warning("llm-ledger: the journal in %s can be written again", self.spool.directory)
+        return seq
+
+    def _hand_over(self, batch: _Batch) -> None:
+        """Give a batch to the storing thread (the lock is held): in memory, or on disk only when the
+        storer is behind or the database is out (a journaled batch); dropped, counted, past the hard limit
+        (a memory-only one)."""
+        size = len(batch.rows)
+        if batch.seq is None:
+            if self._handed_events + len(self._queue) + size > self.hard_limit:
+                self._drop(size, f"{self._handed_events} events wait in memory")
+                return
+            self._memory_only += size
+        elif self._on_disk or self._state in ("spooling", "replaying") or self._handed_events + size > self.max_queue:
+            self._on_disk = True
+            self._spooled += size
             return
-        self._write(rows, direct=direct)
+        self._handed.append(batch)
+        self._handed_events += size
 
     def _reject(self, draft: EventDraft, exc: Exception) -> None:
         with self._cond:
@@ -305,31 +361,259 @@ class BufferedWriter:
             "stream_position": draft.stream_position,
             "event_type": draft.event_type,
         }
-        with open(self.spool.directory / "rejected.jsonl", "ab") as out:
-            out.write(orjson.dumps(entry) + b"\n")
+        self._set_aside(entry)
 
-    def _spill(self) -> bool:
-        # Past the close deadline, or with more waiting than memory should hold, the spool is faster.
-        return len(self._queue) > self.max_queue or (self._stopping and time.monotonic() > self._close_deadline)
-
-    def _write(self, rows: list[dict[str, Any]], *, direct: bool = True) -> None:
-        if self._state != "spooling" and not self._spill():
-            try:
-                self._append(rows, direct=direct)
-                with self._cond:
-                    self._written += len(rows)
-                self._set_state("writing")
-                return
-            except Exception as exc:  # noqa: BLE001 - any failure to write is an outage for the writer
-                self._set_state("spooling", f"{type(exc).__name__}: {exc}")
-        self.spool.append([_jsonable(row) for row in rows])
-        self._spool_pending = True
-        with self._cond:
-            self._spooled += len(rows)
-
-    def _append(self, rows: list[dict[str, Any]], *, direct: bool = True) -> None:
+    def _set_aside(self, entry: dict[str, Any]) -> None:
         try:
-            self.store.append_rows(rows, direct=direct)
+            with open(self.spool.directory / "rejected.jsonl", "ab") as out:
+                out.write(orjson.dumps(entry) + b"\n")
+        except OSError as exc:
+            log.error("llm-ledger: could not write rejected.jsonl (%s): %s", exc, entry)
+
+    # --- the storing thread ---------------------------------------------------------------------
+
+    def _set_state(self, state: str, reason: str = "") -> None:
+        if state == "spooling":
+            self._retry_at = time.monotonic() + self.retry_interval
+        if state == self._state:
+            return
+        self._state = state
+        if state == "spooling" and not self._outage:
+            self._outage = True
+            # Every pooled connection is suspect after a failure; reconnect from scratch when it is back.
+            self.store.engine.dispose()
+            log.warning(
+                "llm-ledger: the event store cannot be written (%s); events go to the journal in %s until it can",
+                reason,
+                self.spool.directory,
+            )
+        elif state == "writing" and self._outage:
+            self._outage = False
+            log.warning("llm-ledger: the event store is back; the journal was replayed (%d events)", self._replayed)
+
+    def _prepare(self) -> bool:
+        if self._on_start is None:
+            return True
+        try:
+            self._on_start()
+        except Exception as exc:  # noqa: BLE001 - a failed preparation is an outage like any other
+            self._set_state("spooling", f"{type(exc).__name__}: {exc}")
+            return False
+        self._on_start = None
+        return True
+
+    def _is_down(self) -> bool:
+        """Whether the database is (still) out: probed every ``retry_interval`` during an outage."""
+        if self._state != "spooling":
+            return False
+        if time.monotonic() < self._retry_at:
+            return True
+        if not self._database_answers() or not self._prepare():
+            self._retry_at = time.monotonic() + self.retry_interval
+            return True
+        self._state = "replaying"  # new batches stay on disk until the replay has caught up
+        return False
+
+    def _store_batches(self) -> None:
+        self._prepare()
+        while not self._past_deadline():
+            if self._is_down():
+                self._shed_memory()
+                with self._cond:
+                    if self._stopping and self._journaling_done:
+                        return  # what is left stays in the journal
+                    self._cond.wait(max(self._retry_at - time.monotonic(), 0.01))
+                continue
+            if self.spool.previous:
+                self._replay_previous()
+                continue
+            if self._on_disk:
+                self._replay_own()
+                continue
+            batch = self._next_batch()
+            if batch is None:
+                return
+            if batch is not _NOTHING:
+                self._store(batch)
+
+    def _past_deadline(self) -> bool:
+        return self._stopping and time.monotonic() > self._close_deadline
+
+    def _next_batch(self) -> _Batch | None:
+        """The next batch in memory (``_NOTHING`` if none yet); None once everything is done at close."""
+        with self._cond:
+            if not self._handed:
+                if self._stopping and self._journaling_done:
+                    return None
+                self._cond.wait(self.retry_interval if self._state == "spooling" else 0.5)
+                if not self._handed:
+                    return _NOTHING
+            batch = self._handed.popleft()
+            self._handed_events -= len(batch.rows)
+            self._storing = batch
+            return batch
+
+    def _store(self, batch: _Batch) -> None:
+        if batch.seq is not None and batch.seq < self._next_seq:
+            with self._cond:
+                self._spooled += len(batch.rows)  # stored from the journal: counted as replayed
+            self._stored(batch, 0)
+            return
+        if batch.seq is not None and batch.seq > self._next_seq:
+            # Records before it are on disk only (dropped from memory when the storer was behind).
+            with self._cond:
+                self._handed.appendleft(batch)
+                self._handed_events += len(batch.rows)
+                self._storing = None
+                self._on_disk = True
+            return
+        try:
+            self._append(batch.rows)
+        except Exception as exc:  # noqa: BLE001 - any failure to write is an outage for the writer
+            self._set_state("spooling", f"{type(exc).__name__}: {exc}")
+            with self._cond:
+                self._storing = None
+                if batch.seq is None:
+                    self._handed.appendleft(batch)  # memory only: keep it for when the database is back
+                    self._handed_events += len(batch.rows)
+                else:
+                    self._on_disk, self._spooled = True, self._spooled + len(batch.rows)
+            return
+        self._set_state("writing")
+        self._stored(batch, len(batch.rows))
+
+    def _stored(self, batch: _Batch, written: int) -> None:
+        advanced = False
+        with self._cond:
+            self._written += written
+            self._storing = None
+            if batch.seq is None:
+                self._memory_only -= len(batch.rows)
+            elif batch.seq >= self._next_seq:  # (a batch stored from the journal already is behind it)
+                self._next_seq, self._stored_events = batch.seq + 1, batch.end_event
+                advanced = True
+            self._cond.notify_all()
+        if advanced:
+            self.spool.release_through(self._next_seq - 1, self._stored_events)
+
+    def _database_answers(self) -> bool:
+        try:
+            self.store.ping()
+        except Exception:  # noqa: BLE001 - still unreachable
+            return False
+        return True
+
+    def _shed_memory(self) -> None:
+        """During an outage: journaled batches need not stay in memory (the journal has them); memory-only
+        ones are journaled now if the journal can take them."""
+        with self._cond:
+            kept: deque[_Batch] = deque()
+            for batch in self._handed:
+                if batch.seq is not None:
+                    self._on_disk, self._spooled = True, self._spooled + len(batch.rows)
+                else:
+                    kept.append(batch)
+            self._handed = kept
+            self._handed_events = sum(len(batch.rows) for batch in kept)
+        for batch in list(kept):
+            if self._journal_failing and time.monotonic() < self._journal_retry_at:
+                return
+            if self._leave_on_disk(batch):
+                with self._cond:
+                    kept.remove(batch)
+                    self._handed_events -= len(batch.rows)
+
+    def _leave_on_disk(self, batch: _Batch) -> bool:
+        """Make sure a batch not stored is in the journal (for close and outages); False if it cannot be."""
+        if batch.seq is not None:
+            with self._cond:
+                self._spooled += len(batch.rows)
+            return True
+        records = [orjson.dumps(_jsonable(row)) for row in batch.rows]
+        if self._append_to_journal(records) is None:
+            with self._cond:
+                if self._stopping:
+                    self._drop(len(batch.rows), "the writer is closing")
+                    self._memory_only -= len(batch.rows)
+            return False
+        with self._cond:
+            self._memory_only -= len(batch.rows)
+            self._spooled += len(batch.rows)
+            self._on_disk = True
+        return True
+
+    def _replay_previous(self) -> None:
+        """Store the segments a previous run left, oldest first, reporting what they lost."""
+        tracker = self.spool.tracker()
+        try:
+            while self.spool.previous:
+                segment = self.spool.previous[0]
+                last: SpoolRecord | None = None
+                for record in self.spool.read(segment):
+                    if tracker.is_new(record):
+                        self._replay(record.records())
+                    last = record
+                self.spool.remove_previous(segment, last.seq if last else None, last.end_event if last else 0)
+                self.spool.previous.pop(0)
+        except Exception as exc:  # noqa: BLE001 - unreachable: replayed again (idempotently) when it is back
+            self._set_state("spooling", f"{type(exc).__name__}: {exc}")
+            return
+        start = self.spool.started
+        tracker.finish(start.journaled_seq, start.journaled_events)
+        self._set_state("writing")
+
+    def _replay_own(self) -> None:
+        """Store this run's journaled batches that are on disk only, in order, then go back to memory."""
+        with self._cond:
+            self._on_disk = False  # batches journaled from now on are handed in memory again
+            through, through_events = self.spool.state.journaled_seq, self.spool.state.journaled_events
+        try:
+            for segment, size in self.spool.own_segments():
+                for record in self.spool.read(segment, size):
+                    assert record.seq is not None
+                    if record.seq < self._next_seq or record.seq > through:
+                        continue
+                    self._replay(record.records())
+                    with self._cond:
+                        self._next_seq, self._stored_events = record.seq + 1, record.end_event
+                    self.spool.release_through(record.seq, record.end_event)
+        except Exception as exc:  # noqa: BLE001 - unreachable again: keep it on disk
+            with self._cond:
+                self._on_disk = True
+            self._set_state("spooling", f"{type(exc).__name__}: {exc}")
+            return
+        if self._next_seq <= through:
+            # A record this run journaled is no longer on disk (a segment deleted or damaged under it).
+            self.spool.report_missing(
+                through - self._next_seq + 1, through_events - self._stored_events, "of this run's journal"
+            )
+            with self._cond:
+                self._next_seq, self._stored_events = through + 1, through_events
+        self._set_state("writing")
+
+    def _replay(self, records: list[dict[str, Any]]) -> None:
+        rows = []
+        for index, record in enumerate(records):
+            try:
+                rows.append(event_to_row(record, index))
+            except InvalidEventError as exc:
+                self._reject_record(record, exc)
+        self._append(rows)
+        with self._cond:
+            self._replayed += len(rows)
+
+    def _append(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        try:
+            try:
+                stored = self.store.append_streaming(iter(rows)) if self._streamable else None
+            except DirectCopyConflict:
+                self.store.append_rows(rows, direct=False)  # rolled back: the staging path skips what is stored
+                return
+            if stored is None:
+                self._streamable = False  # this store cannot copy directly: append_rows from now on
+                self.store.append_rows(rows)
         except ConcurrencyError:
             # Some event's position is taken by a different event: store the others one by one and
             # set the conflicting ones aside rather than lose the whole batch.
@@ -342,62 +626,18 @@ class BufferedWriter:
     def _reject_record(self, row: dict[str, Any], exc: Exception) -> None:
         with self._cond:
             self._rejected += 1
-        log.error("llm-ledger: event %s conflicts with a stored event and was set aside: %s", row["event_id"], exc)
-        with open(self.spool.directory / "rejected.jsonl", "ab") as out:
-            out.write(orjson.dumps({"error": str(exc), "record": _jsonable(row)}) + b"\n")
-
-    def _try_replay(self, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_probe < self.retry_interval:
-            return
-        self._last_probe = now
-        if self._state == "spooling":
-            # A cheap probe first: reading the spool (and closing its current segment) only pays off
-            # once the database answers.
-            try:
-                self.store.ping()
-            except Exception:  # noqa: BLE001 - still unreachable
-                return
-        segments = self.spool.pending_segments()
-        try:
-            for segment in segments:
-                for records in self.spool.read(segment):
-                    rows = []
-                    for index, record in enumerate(records):
-                        try:
-                            rows.append(event_to_row(record, index))
-                        except InvalidEventError as exc:
-                            self._reject_record(record, exc)
-                    self._append(rows)
-                    with self._cond:
-                        self._replayed += len(rows)
-                self.spool.remove(segment)
-        except Exception as exc:  # noqa: BLE001 - still unreachable: keep spooling
-            self._set_state("spooling", f"{type(exc).__name__}: {exc}")
-            return
-        self._spool_pending = False
-        self._set_state("writing")
+        log.error("llm-ledger: event %s cannot be stored and was set aside: %s", row.get("event_id"), exc)
+        self._set_aside({"error": str(exc), "record": _jsonable(row)})
 
 
-def _sealed_rows(
-    batch: list[EventDraft], rows: list[dict[str, Any]], bad: list[tuple[EventDraft, Exception]]
-) -> Iterator[dict[str, Any]]:
-    """The rows of a batch, sealing each draft when it is asked for; each row is also kept in ``rows``
-    and each draft that cannot be stored in ``bad`` (this never raises for one event)."""
-    for index, draft in enumerate(batch):
-        try:
-            row = event_to_row(draft, index)
-        except Exception as exc:  # noqa: BLE001 - one unstorable event must not stop the others
-            bad.append((draft, exc))
-            continue
-        rows.append(row)
-        yield row
+_NOTHING = _Batch(None, 0, [])
+"""What ``_next_batch`` returns when no batch came in time (the storer checks its state again)."""
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     """A row as its stored JSON record (the spool keeps records, replayed through the same checks)."""
     record = dict(row)
-    occurred_at = record["occurred_at"]
-    if not isinstance(occurred_at, str):
+    occurred_at = record.get("occurred_at")
+    if occurred_at is not None and not isinstance(occurred_at, str):
         record["occurred_at"] = occurred_at.replace(tzinfo=None).isoformat() + "Z"
     return record

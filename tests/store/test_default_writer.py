@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import llm_ledger
-from llm_ledger import LLMExecutor, LLMMessage, execution_context
+from llm_ledger import ConfigurationError, LLMExecutor, LLMMessage, execution_context
 from llm_ledger.executor.sink import set_default_sink
 from llm_ledger.store.store import EventStore
 
@@ -52,3 +52,39 @@ def test_the_embedded_default_is_created_migrated_and_flushed_at_exit(tmp_path: 
     subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=60)
     store = EventStore(f"sqlite:///{tmp_path / 'home' / 'ledger.db'}")
     assert store.count() == 12, "every event of the 3 executions, written at interpreter exit"
+
+
+@pytest.mark.parametrize("variable", ["LLM_LEDGER_SPOOL_DIR", "LLM_LEDGER_HOME"])
+async def test_an_unusable_directory_is_a_configuration_error_naming_the_variable_and_the_path(
+    variable: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A directory under a regular file cannot be made, by root or anyone.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    unusable = blocker / "ledger"
+    for name in [name for name in os.environ if name.startswith("LLM_LEDGER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("LLM_LEDGER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(variable, str(unusable))
+    set_default_sink(None)
+    executor = LLMExecutor("mock/unusable?p50_ms=0")
+    try:
+        for _ in range(2):  # every call says it, not only the first
+            with pytest.raises(ConfigurationError) as raised:
+                await executor.generate([LLMMessage(role="user", content="hello")])
+            assert variable in str(raised.value) and str(unusable) in str(raised.value)
+    finally:
+        set_default_sink(None)
+
+
+async def test_an_unknown_durability_mode_is_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLM_LEDGER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LLM_LEDGER_DURABILITY", "sometimes")
+    set_default_sink(None)
+    try:
+        with pytest.raises(ConfigurationError, match="LLM_LEDGER_DURABILITY"):
+            await LLMExecutor("mock/unusable?p50_ms=0").generate([LLMMessage(role="user", content="hello")])
+    finally:
+        set_default_sink(None)

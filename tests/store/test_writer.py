@@ -29,6 +29,13 @@ ROOT = Path(__file__).resolve().parents[2]
 UNREACHABLE = "postgresql://postgres@127.0.0.1:9/nowhere"  # port 9 (discard) is closed here: refused at once
 
 
+@pytest.fixture
+def writer_url(ledger_login) -> str:  # type: ignore[no-untyped-def]
+    """Focal's writing login (the README's production advice): not a superuser, row-level security applies."""
+    url: str = ledger_login("llm_ledger_writer", "llm_ledger_ingest")
+    return url
+
+
 def _tenant() -> str:
     return f"tenant-{uuid.uuid4().hex[:10]}"
 
@@ -79,10 +86,10 @@ class DatabaseOutage:
 
 
 async def test_an_outage_under_load_loses_and_doubles_nothing(
-    postgres_migrated_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    writer_url: str, postgres_migrated_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     tenant = _tenant()
-    store = EventStore(postgres_migrated_url, role="llm_ledger_writer")
+    store = EventStore(writer_url, role="llm_ledger_writer")
     writer = BufferedWriter(store, tmp_path / "spool", batch_size=25, flush_interval=0.05, retry_interval=0.2)
     caplog.set_level(logging.WARNING, logger="llm_ledger.store")
     outage = DatabaseOutage(postgres_migrated_url)
@@ -114,7 +121,7 @@ async def test_an_outage_under_load_loses_and_doubles_nothing(
 
 
 async def test_close_spools_what_the_database_cannot_take_and_the_next_start_replays_it(
-    postgres_migrated_url: str, tmp_path: Path
+    writer_url: str, postgres_migrated_url: str, tmp_path: Path
 ) -> None:
     tenant = _tenant()
     down = BufferedWriter(EventStore(UNREACHABLE), tmp_path / "spool", flush_interval=0.05)
@@ -123,15 +130,15 @@ async def test_close_spools_what_the_database_cannot_take_and_the_next_start_rep
     stats = down.close(timeout=3)
     assert time.monotonic() - started < 6
     assert stats.spooled == stats.accepted > 0
-    again = BufferedWriter(EventStore(postgres_migrated_url), tmp_path / "spool")
-    assert again.flush(timeout=10)
+    again = BufferedWriter(EventStore(writer_url), tmp_path / "spool")
+    assert again.wait_stored(timeout=30)
     replayed = again.close().replayed
     assert replayed == stats.accepted
     _assert_exactly(EventStore(postgres_migrated_url), tenant, stats.accepted)
 
 
 def test_a_writer_killed_with_sigkill_leaves_a_spool_the_next_start_replays(
-    postgres_migrated_url: str, tmp_path: Path
+    writer_url: str, postgres_migrated_url: str, tmp_path: Path
 ) -> None:
     tenant = _tenant()
     spool = tmp_path / "spool"
@@ -155,8 +162,8 @@ def test_a_writer_killed_with_sigkill_leaves_a_spool_the_next_start_replays(
     with open(segment, "ab") as torn:
         torn.write(b"LLS1\x00\x00\x10\x00partial")
 
-    writer = BufferedWriter(EventStore(postgres_migrated_url), spool)
-    assert writer.flush(timeout=10)
+    writer = BufferedWriter(EventStore(writer_url), spool)
+    assert writer.wait_stored(timeout=30)
     stats = writer.close()
     assert stats.replayed == spooled
     _assert_exactly(EventStore(postgres_migrated_url), tenant, spooled)
@@ -165,12 +172,14 @@ def test_a_writer_killed_with_sigkill_leaves_a_spool_the_next_start_replays(
     assert not list(spool.glob("spool-*.log"))
 
 
-async def test_batches_are_stored_in_the_order_they_were_emitted(postgres_migrated_url: str, tmp_path: Path) -> None:
+async def test_batches_are_stored_in_the_order_they_were_emitted(
+    writer_url: str, postgres_migrated_url: str, tmp_path: Path
+) -> None:
     # Sealing and storing run in two threads; the batches must still reach the table one after the other.
     tenant = _tenant()
     drafts: list[EventDraft] = []
     await run_executions(DraftSink(drafts), 60, tenant=tenant)
-    store = EventStore(postgres_migrated_url, role="llm_ledger_writer")
+    store = EventStore(writer_url, role="llm_ledger_writer")
     writer = BufferedWriter(store, tmp_path / "spool", batch_size=7, flush_interval=0.01)
     for draft in drafts:
         writer.emit(draft)
@@ -185,14 +194,14 @@ async def test_batches_are_stored_in_the_order_they_were_emitted(postgres_migrat
 
 
 async def test_a_batch_copied_while_sealed_falls_back_on_a_conflict_and_keeps_every_event(
-    postgres_migrated_url: str, tmp_path: Path
+    writer_url: str, postgres_migrated_url: str, tmp_path: Path
 ) -> None:
     # On PostgreSQL a batch is sealed while the COPY runs: a replayed event at its start (the server
     # stops the COPY early) rolls it back and the whole batch, sealed, goes through the staging path.
     tenant = _tenant()
     drafts: list[EventDraft] = []
     await run_executions(DraftSink(drafts), 300, tenant=tenant)
-    store = EventStore(postgres_migrated_url, role="llm_ledger_writer")
+    store = EventStore(writer_url, role="llm_ledger_writer")
     first = BufferedWriter(store, tmp_path / "spool", batch_size=len(drafts), flush_interval=0.01)
     for draft in drafts[:20]:
         first.emit(draft)
@@ -208,7 +217,7 @@ async def test_a_batch_copied_while_sealed_falls_back_on_a_conflict_and_keeps_ev
 
 
 async def test_an_unstorable_event_in_a_batch_copied_while_sealed_is_set_aside_and_the_others_stored(
-    postgres_migrated_url: str, tmp_path: Path
+    writer_url: str, postgres_migrated_url: str, tmp_path: Path
 ) -> None:
     tenant = _tenant()
     drafts: list[EventDraft] = []
@@ -225,7 +234,7 @@ async def test_an_unstorable_event_in_a_batch_copied_while_sealed_is_set_aside_a
     sealer = StreamSealer(StreamHeader(stream_id=uuid7(), tenant_id=tenant))
     bad = sealer.draft("ExecutionFailed", JsonPayload(lambda: values), occurred_at=datetime.now(UTC))
     batch = [*drafts[:10], bad, *drafts[10:]]
-    store = EventStore(postgres_migrated_url, role="llm_ledger_writer")
+    store = EventStore(writer_url, role="llm_ledger_writer")
     writer = BufferedWriter(store, tmp_path / "spool", batch_size=len(batch), flush_interval=0.01)
     for draft in batch:
         writer.emit(draft)
