@@ -64,6 +64,8 @@ async def test_an_echoed_key_is_in_no_stored_or_exported_string(
         )
         await _run(executor, "acme")
         assert writer.flush(timeout=60)
+    # flush means journaled; the stored writer's events must also reach its database before it is read.
+    assert stored.wait_stored(timeout=60)
     assert stored.stats.written == 7 and spooled.stats.spooled == 7
     stored.close(timeout=30)
     spooled.close(timeout=30)
