@@ -1,7 +1,7 @@
 -- The ledger's logins, one per service, each granted only the ledger role it works as.
 --
 -- Run once by a superuser, before the first `llm-ledger db upgrade`: the compose stack's postgres service
--- runs it from docker-entrypoint-initdb.d (initdb-ledger-logins.sh, beside this file) when its data volume
+-- runs it from docker-entrypoint-initdb.d (initdb.d/10-ledger-logins.sh, beside this file) when its data volume
 -- is new. On a server of your own:
 --   psql -X -v ON_ERROR_STOP=1 -d <database> -v migrate_login=... -v migrate_password=... ... -f ledger-logins.sql
 -- (every variable below is required; psql stops at the first one missing). It can be run again: a login
