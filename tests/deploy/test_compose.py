@@ -17,10 +17,10 @@ from sqlalchemy.engine import make_url
 from llm_ledger.cli import build_parser
 from tests.deploy import compose as stack
 from tests.deploy.compose import ROOT, MissingVariableError, interpolated, service_environment, variables
+from tests.deploy.conftest import LOGIN_SCRIPT
 
 # The Compose Specification's own schema, verbatim (source and version: README.md beside this file).
 SCHEMA_PATH = Path(__file__).resolve().parent / "compose-spec.json"
-LOGIN_SCRIPT = ROOT / "deploy" / "postgres" / "initdb.d" / "10-ledger-logins.sh"
 
 
 def _validator() -> jsonschema.Draft7Validator:
