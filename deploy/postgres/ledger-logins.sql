@@ -5,9 +5,9 @@
 -- is new. On a server of your own:
 --   psql -X -v ON_ERROR_STOP=1 -d <database> -v migrate_login=... -v migrate_password=... ... -f ledger-logins.sql
 -- (every variable below is required; psql stops at the first one missing, and exits 3, before making or
--- changing any login, for an empty one, a name given to two services, or a name that is a superuser or a role but not
--- a login). It can be run again: a login that exists gets the password given and its grants, nothing is
--- created twice.
+-- changing any login, for an empty one, a name given to two services, or a name that is a superuser or a
+-- role but not a login). It can be run again: a login that exists gets the password given and its grants,
+-- nothing is created twice.
 --
 -- Why the roles are created here and not only by the migrations: the migrating login is the database's
 -- owner and nothing more (no superuser, no CREATEROLE), so it cannot create roles, and the logins can only
@@ -42,9 +42,9 @@ INSERT INTO ledger_login VALUES
      ARRAY['llm_ledger_writer', 'llm_ledger_ingest', 'llm_ledger_projector', 'llm_ledger_sealer',
            'llm_ledger_auditor']);
 
--- Refused before any login is made or changed, as an error (psql then exits 3): an empty name or password; a name
--- given to two services (each connects as a login of its own); and a name that is a role but not a login,
--- or a superuser (a ledger role, another application's group role, the superuser running this): the
+-- Refused before any login is made or changed, as an error (psql then exits 3): an empty name or password;
+-- a name given to two services (each connects as a login of its own); and a name that is a role but not a
+-- login, or a superuser (a ledger role, another application's group role, the superuser running this): the
 -- ALTER ROLE below would make it a login with this password and strip its attributes.
 DO $$
 DECLARE
