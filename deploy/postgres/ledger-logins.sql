@@ -1,11 +1,13 @@
 -- The ledger's logins, one per service, each granted only the ledger role it works as.
 --
 -- Run once by a superuser, before the first `llm-ledger db upgrade`: the compose stack's postgres service
--- runs it from docker-entrypoint-initdb.d (initdb-ledger-logins.sh, beside this file) when its data volume
+-- runs it from docker-entrypoint-initdb.d (initdb.d/10-ledger-logins.sh, beside this file) when its data volume
 -- is new. On a server of your own:
 --   psql -X -v ON_ERROR_STOP=1 -d <database> -v migrate_login=... -v migrate_password=... ... -f ledger-logins.sql
--- (every variable below is required; psql stops at the first one missing). It can be run again: a login
--- that exists gets the password given and its grants, nothing is created twice.
+-- (every variable below is required; psql stops at the first one missing, and exits 3, before making or
+-- changing any login, for an empty one, a name given to two services, or a name that is a superuser or a
+-- role but not a login). It can be run again: a login that exists gets the password given and its grants,
+-- nothing is created twice.
 --
 -- Why the roles are created here and not only by the migrations: the migrating login is the database's
 -- owner and nothing more (no superuser, no CREATEROLE), so it cannot create roles, and the logins can only
@@ -40,12 +42,31 @@ INSERT INTO ledger_login VALUES
      ARRAY['llm_ledger_writer', 'llm_ledger_ingest', 'llm_ledger_projector', 'llm_ledger_sealer',
            'llm_ledger_auditor']);
 
-SELECT count(*) > 0 AS blank FROM ledger_login WHERE login = '' OR password = ''
-\gset
-\if :blank
-\warn 'ledger-logins.sql: a login name or password is empty: set every one'
-\quit 3
-\endif
+-- Refused before any login is made or changed, as an error (psql then exits 3): an empty name or password;
+-- a name given to two services (each connects as a login of its own); and a name that is a role but not a
+-- login, or a superuser (a ledger role, another application's group role, the superuser running this): the
+-- ALTER ROLE below would make it a login with this password and strip its attributes.
+DO $$
+DECLARE
+    refused text;
+BEGIN
+    IF EXISTS (SELECT FROM ledger_login WHERE login = '' OR password = '') THEN
+        RAISE EXCEPTION 'ledger-logins.sql: a login name or password is empty: set every one';
+    END IF;
+    SELECT string_agg(DISTINCT login, ', ') INTO refused
+    FROM (SELECT login FROM ledger_login GROUP BY login HAVING count(*) > 1) AS shared;
+    IF refused IS NOT NULL THEN
+        RAISE EXCEPTION 'ledger-logins.sql: % named for more than one service: give each its own login', refused;
+    END IF;
+    SELECT string_agg(login, ', ') INTO refused
+    FROM ledger_login JOIN pg_roles ON rolname = login
+    WHERE rolsuper OR NOT rolcanlogin;
+    IF refused IS NOT NULL THEN
+        RAISE EXCEPTION 'ledger-logins.sql: % is a superuser or a role that is not a login: name the login otherwise',
+            refused;
+    END IF;
+END
+$$;
 
 SELECT format(
     CASE WHEN EXISTS (SELECT FROM pg_roles WHERE rolname = login)

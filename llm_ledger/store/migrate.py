@@ -18,7 +18,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, inspect
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DatabaseError, DBAPIError
+from sqlalchemy.exc import DatabaseError, DBAPIError, ProgrammingError
 from sqlalchemy.pool import NullPool
 
 from llm_ledger.store.errors import StoreError, StoreUnavailableError
@@ -35,6 +35,7 @@ UPGRADE_COMMAND = "llm-ledger db upgrade"
 # Alembic's relative targets (+1, -2, head-1, 0003+1) are resolved against the database's revision, so
 # they can only be checked while migrating; every other target is checked before anything is opened.
 _RELATIVE = re.compile(r"[+-]\d+$")
+_INSUFFICIENT_PRIVILEGE = "42501"  # SQLSTATE of "permission denied"
 
 
 class DowngradeRefusedError(RuntimeError):
@@ -44,6 +45,11 @@ class DowngradeRefusedError(RuntimeError):
 class RevisionError(ValueError):
     """Raised for a migration target that does not exist or cannot be reached from the database's
     revision; nothing was changed."""
+
+
+class RevisionUnreadableError(StoreConfigurationError):
+    """Raised when the login may not read the version table: a ledger migrated before revision 0006 (which
+    lets every ledger role read it), or a login granted no ledger role."""
 
 
 class NoLedgerError(StoreError):
@@ -119,7 +125,8 @@ def downgrade(url: str | URL, revision: str) -> None:
 
 def current(url: str | URL) -> str | None:
     """The revision the database is at, ``None`` if it was never migrated (or is an SQLite file that does not
-    exist: it is not created). Raises ``StoreUnavailableError`` when the database cannot be reached."""
+    exist: it is not created). Raises ``StoreUnavailableError`` when the database cannot be reached, and
+    ``RevisionUnreadableError`` when the login may not read the revision."""
     path = sqlite_file(url)
     if path is not None and not path.exists():
         return None
@@ -127,7 +134,16 @@ def current(url: str | URL) -> str | None:
     try:
         with _connected(engine) as connection:
             context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-            return context.get_current_revision()
+            try:
+                return context.get_current_revision()
+            except ProgrammingError as exc:
+                if getattr(exc.orig, "sqlstate", None) != _INSUFFICIENT_PRIVILEGE:
+                    raise
+                raise RevisionUnreadableError(
+                    f"{shown_url(url)}: this login may not read the schema revision ({VERSION_TABLE}): the"
+                    " ledger is older than revision 0006, which lets every ledger role read it (run"
+                    f" `{UPGRADE_COMMAND}` as the database's owner), or the login holds no ledger role"
+                ) from None
     finally:
         engine.dispose()
 

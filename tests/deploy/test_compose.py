@@ -17,10 +17,10 @@ from sqlalchemy.engine import make_url
 from llm_ledger.cli import build_parser
 from tests.deploy import compose as stack
 from tests.deploy.compose import ROOT, MissingVariableError, interpolated, service_environment, variables
+from tests.deploy.conftest import LOGIN_SCRIPT
 
 # The Compose Specification's own schema, verbatim (source and version: README.md beside this file).
 SCHEMA_PATH = Path(__file__).resolve().parent / "compose-spec.json"
-LOGIN_SCRIPT = ROOT / "deploy" / "postgres" / "initdb.d" / "10-ledger-logins.sh"
 
 
 def _validator() -> jsonschema.Draft7Validator:
@@ -230,6 +230,16 @@ def test_the_seal_key_comes_from_the_environment_and_only_the_sealer_gets_it() -
     assert (interpolated(key), interpolated(key, {"LLM_LEDGER_SEAL_KEY": "k"})) == ("", "k")
     public = stack.services()["audit"]["environment"]["LLM_LEDGER_SEAL_PUBLIC_KEY"]
     assert (interpolated(public), interpolated(public, {"LLM_LEDGER_SEAL_PUBLIC_KEY": "p"})) == ("", "p")
+
+
+def test_postgres_is_healthy_only_once_it_accepts_the_services_connections() -> None:
+    # While its init script creates the logins, the image runs a temporary server on the Unix socket only:
+    # pg_isready over the socket says ready then, migrate connects over TCP, is refused, and with
+    # `restart: "no"` nothing that waits for it ever starts. Over TCP the check waits for the real server.
+    check = stack.services()["postgres"]["healthcheck"]["test"]
+    assert check[0] == "CMD-SHELL" and check[1].split()[0] == "pg_isready", check
+    arguments = check[1].split()
+    assert "-h" in arguments and arguments[arguments.index("-h") + 1] == "127.0.0.1", check
 
 
 def test_jaeger_receives_otlp_over_grpc_and_http_serves_its_ui_and_reports_its_health() -> None:

@@ -146,6 +146,60 @@ def test_the_init_script_can_run_again_and_refuses_an_empty_password(stack: Stac
     assert "LEDGER_SEALER_PASSWORD" in blank.stderr
 
 
+def test_the_login_sql_run_by_hand_fails_on_an_empty_password(stack: Stack) -> None:
+    # As an operator runs it on a server of their own (its header): psql must exit non-zero, not print a
+    # warning and exit 0.
+    variables = [
+        argument
+        for service in LOGIN_SERVICES
+        for argument in ("-v", f"{service}_login={stack.login(service)}", "-v", f"{service}_password=")
+    ]
+    database = make_url(stack.superuser_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    done = subprocess.run(
+        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database, *variables, "-f", str(LOGIN_SQL)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0, done.stderr
+    assert "password is empty" in done.stderr
+
+
+def _ledger_auditor_role(stack: Stack) -> tuple[bool, bool]:
+    """Whether llm_ledger_auditor (a cluster-wide role) can log in, and has a password."""
+    with stack.engine().connect() as connection:
+        row = connection.execute(
+            text("SELECT rolcanlogin, rolpassword IS NOT NULL FROM pg_authid WHERE rolname = 'llm_ledger_auditor'")
+        ).one()
+    return bool(row[0]), bool(row[1])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"LEDGER_AUDITOR_LOGIN": "llm_ledger_auditor"}, "llm_ledger_auditor is a superuser or a role"),
+        ({"LEDGER_DASHBOARD_LOGIN": "shared_login_of_two", "LEDGER_AUDITOR_LOGIN": "shared_login_of_two"}, "more than"),
+    ],
+    ids=["a-ledger-role", "one-login-for-two-services"],
+)
+def test_the_init_script_refuses_a_login_name_it_would_break(
+    stack: Stack, overrides: dict[str, str], named: str
+) -> None:
+    assert _ledger_auditor_role(stack) == (False, False)
+    try:
+        done = run_login_script(stack.superuser_url, stack.variables, **overrides)
+        assert done.returncode != 0
+        assert named in done.stderr, done.stderr
+        assert _ledger_auditor_role(stack) == (False, False), "the ledger role was left as it was"
+    finally:
+        with stack.engine().connect() as connection:
+            # Should the script not have refused: the role back as the migrations make it, for every suite.
+            connection.execute(text("ALTER ROLE llm_ledger_auditor NOLOGIN PASSWORD NULL"))
+            connection.execute(text("DROP ROLE IF EXISTS shared_login_of_two"))
+            connection.commit()
+
+
 def test_migrate_runs_the_migrations_as_the_database_owner_who_is_no_superuser(migrated: Stack) -> None:
     current = migrated.run("migrate", [*migrated.command("migrate")[:2], "current"])
     assert current.returncode == 0 and "up to date" in current.stdout, current.stdout + current.stderr

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.pool import NullPool
 
-from llm_ledger.dashboard.source import LedgerSource, check_schema
+from llm_ledger.dashboard.source import LedgerNotReadyError, LedgerSource, check_schema
 from llm_ledger.projections.queries import Window
 from llm_ledger.store import create_store_engine, migrate
 from llm_ledger.store.scoping import (
@@ -270,3 +271,42 @@ def test_audit_seal_follow_as_the_sealer_seals_new_events_until_interrupted(
         _, stderr = follower.communicate(timeout=COMMAND_TIMEOUT)
     assert follower.returncode == 130, stderr
     assert "Traceback" not in stderr
+
+
+# --- a ledger not yet upgraded ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("roles", "arguments"),
+    [
+        ((PROJECTOR_ROLE,), ("project",)),
+        ((READER_ROLE,), ("db", "current")),
+        ((WRITER_ROLE, INGEST_ROLE), ("db", "current")),
+    ],
+    ids=["project", "db-current-reader", "db-current-writer"],
+)
+def test_a_ledger_role_on_a_ledger_older_than_0006_is_told_to_upgrade_it(
+    ledger: Ledger,
+    _create_postgres_database: Callable[[], str],
+    ledger_login: Callable[..., str],
+    roles: tuple[str, ...],
+    arguments: tuple[str, ...],
+) -> None:
+    """Before 0006 no ledger role may read the version table: the commands that check it first (as a new
+    release's projector does, restarted before its database is upgraded) say so and how to fix it, exit
+    2 (the schema is older than the command needs), rather than a traceback."""
+    database = _create_postgres_database()
+    migrate.upgrade(database, "0005")
+    done = ledger.run(*arguments, url=ledger_login(*roles, database=database), check=False)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "llm-ledger db upgrade" in done.stderr and "llm_ledger_alembic_version" in done.stderr, done.stderr
+
+
+def test_the_dashboard_on_a_ledger_older_than_0006_says_to_upgrade_it(
+    _create_postgres_database: Callable[[], str], ledger_login: Callable[..., str]
+) -> None:
+    database = _create_postgres_database()
+    migrate.upgrade(database, "0005")
+    with pytest.raises(LedgerNotReadyError, match="llm-ledger db upgrade"):
+        check_schema(ledger_login(AUDITOR_ROLE, database=database), "the test ledger")

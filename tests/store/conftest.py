@@ -167,7 +167,10 @@ def ledger_login(_postgres_server: Engine, postgres_migrated_url: str) -> Iterat
     yield make
     with _postgres_server.connect() as connection:
         for name in made:
+            # Waiting (up to 30 s) for each backend to exit: until it has, the temporary tables it made (the
+            # store's staging table) still belong to the login, and DROP ROLE fails on them.
             connection.execute(
-                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :name"), {"name": name}
+                text("SELECT pg_terminate_backend(pid, 30000) FROM pg_stat_activity WHERE usename = :name"),
+                {"name": name},
             )
             connection.execute(text(f'DROP ROLE IF EXISTS "{name}"'))

@@ -130,3 +130,26 @@ def test_the_staging_path_is_idempotent_by_event_id_and_refuses_a_taken_position
     assert _stored(postgres_migrated_url, a) == len(first)
     assert _stored(postgres_migrated_url, b) == len(second)
     store.close()
+
+
+@pytest.mark.parametrize("roles", [(WRITER_ROLE, INGEST_ROLE), (WRITER_ROLE,)], ids=["writer+ingest", "writer-only"])
+def test_a_refused_first_staging_insert_leaves_the_next_batches_storable(
+    roles: tuple[str, ...], ledger_login: Callable[..., str], postgres_migrated_url: str
+) -> None:
+    # The staging table is made in the transaction of a connection's first staged batch: when that batch is
+    # refused (a taken position), the table goes with its rollback, and the next staged batch on the same
+    # pooled connection must make it again rather than COPY into a table that is no longer there.
+    tenant = _tenant()
+    stored = make_events(2, tenant=tenant)
+    superuser = EventStore(postgres_migrated_url)
+    superuser.append(stored)
+    superuser.close()
+    store = EventStore(ledger_login(*roles))
+    with pytest.raises(ConcurrencyError):
+        store.append(moved_onto(stored, make_events(1, tenant=tenant)))
+    fresh = make_events(2, tenant=tenant)
+    # The stored events again (a replayed segment) with new ones: the staging path, on the same connection.
+    again = store.append([*stored, *fresh])
+    assert (again.stored, again.duplicates) == (len(fresh), len(stored))
+    assert _stored(postgres_migrated_url, tenant) == len(stored) + len(fresh)
+    store.close()

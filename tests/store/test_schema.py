@@ -17,7 +17,14 @@ from sqlalchemy.exc import DBAPIError
 from llm_ledger.events import ExecutionFailedPayload, StreamHeader, seal_event, uuid7
 from llm_ledger.store import StoreConfigurationError, create_store_engine, migrate
 from llm_ledger.store.schema import EVENTS_TABLE, events
-from llm_ledger.store.scoping import AUDITOR_ROLE, READER_ROLE, WRITER_ROLE, scope_transaction
+from llm_ledger.store.scoping import (
+    AUDITOR_ROLE,
+    INGEST_ROLE,
+    LEDGER_ROLES,
+    READER_ROLE,
+    WRITER_ROLE,
+    scope_transaction,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHANGES = {
@@ -141,6 +148,47 @@ def test_downgrade_of_an_empty_database_leaves_no_table(empty_database_url: str)
                 assert list(leftovers) == []
     finally:
         engine.dispose()
+
+
+_GRANTED_0006 = ("llm_ledger_alembic_version", "llm_ledger_projection_checkpoints", "llm_ledger_audit_runs")
+
+
+def _privileges(url: str) -> set[tuple[str, str, str]]:
+    """``(role, table, column)`` for each column of 0006's tables each ledger role may select."""
+    engine = create_store_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT r.rolname, c.table_name, c.column_name FROM information_schema.columns c,"
+                    " pg_roles r WHERE c.table_name = ANY(:tables) AND r.rolname = ANY(:roles)"
+                    " AND has_column_privilege(r.oid, c.table_name::regclass, c.column_name, 'SELECT')"
+                ),
+                {"tables": list(_GRANTED_0006), "roles": sorted({*LEDGER_ROLES, INGEST_ROLE})},
+            )
+            return {tuple(row) for row in rows}
+    finally:
+        engine.dispose()
+
+
+def test_0006_downgrade_gives_back_what_0005_granted_and_upgrade_takes_it_again(empty_postgres_url: str) -> None:
+    migrate.upgrade(empty_postgres_url, "0005")
+    before = _privileges(empty_postgres_url)
+    migrate.upgrade(empty_postgres_url)
+    after = _privileges(empty_postgres_url)
+    assert ("llm_ledger_projector", "llm_ledger_alembic_version", "version_num") in after - before
+    taken = before - after
+    assert {(role, table) for role, table, _ in taken} == {
+        ("llm_ledger_reader", "llm_ledger_projection_checkpoints"),
+        ("llm_ledger_reader", "llm_ledger_audit_runs"),
+    }
+    assert ("llm_ledger_reader", "llm_ledger_audit_runs", "run_id") not in taken
+    assert ("llm_ledger_reader", "llm_ledger_projection_checkpoints", "updated_at") not in taken
+
+    migrate.downgrade(empty_postgres_url, "0005")
+    assert _privileges(empty_postgres_url) == before
+    migrate.upgrade(empty_postgres_url)
+    assert _privileges(empty_postgres_url) == after
 
 
 def test_downgrade_refuses_while_events_exist_and_keeps_them(empty_database_url: str) -> None:
