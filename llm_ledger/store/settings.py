@@ -30,10 +30,18 @@ class StoreSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StoreSettings:
         env = os.environ if environ is None else environ
-        home = Path(env.get("LLM_LEDGER_HOME") or Path.home() / ".llm-ledger").expanduser()
+        home = _expanded(env.get("LLM_LEDGER_HOME") or "~/.llm-ledger", "LLM_LEDGER_HOME")
         url = env.get("LLM_LEDGER_DATABASE_URL") or f"sqlite:///{home / 'ledger.db'}"
-        spool = Path(env.get("LLM_LEDGER_SPOOL_DIR") or home / "spool").expanduser()
+        spool = _expanded(env.get("LLM_LEDGER_SPOOL_DIR") or str(home / "spool"), "LLM_LEDGER_SPOOL_DIR")
         return cls(database_url=url, spool_dir=spool, home=home)
+
+
+def _expanded(path: str, where: str) -> Path:
+    """``path`` with its ``~`` or ``~user`` expanded; a user without a home is named, not a RuntimeError."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        raise StoreConfigurationError(f"{where}: {path!r} starts with a ~ whose home directory is not known") from None
 
 
 def shown_url(url: str | URL) -> str:
@@ -45,7 +53,7 @@ def normalize_url(url: str | URL) -> URL:
     """The SQLAlchemy URL for a ledger database, with the driver we ship (psycopg 3 for PostgreSQL)."""
     try:
         parsed = make_url(url) if isinstance(url, str) else url
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
         raise StoreConfigurationError(f"not a database URL: {url!r} ({exc})") from None
     backend = parsed.get_backend_name()
     if backend in ("postgres", "postgresql"):
@@ -64,7 +72,7 @@ def sqlite_file(url: str | URL) -> Path | None:
     database = parsed.database
     if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
         return None
-    return Path(database).expanduser()
+    return _expanded(database, shown_url(parsed))
 
 
 def create_store_engine(url: str | URL, **options: object) -> Engine:

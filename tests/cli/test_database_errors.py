@@ -115,3 +115,35 @@ def test_db_upgrade_into_a_directory_it_cannot_create_is_a_usage_error(
     assert "Traceback" not in outcome.err
     assert outcome.status == ExitCode.USAGE, outcome.err
     assert f"cannot create {blocker}/sub" in outcome.err
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://postgres@127.0.0.1:abc/ledger", "postgresql://postgres@[::1/ledger", "garbage"]
+)
+def test_a_url_that_cannot_be_parsed_is_a_usage_error_naming_it(url: str, llm_ledger: Callable[..., Outcome]) -> None:
+    outcome = llm_ledger("db", "current", "--database-url", url)
+
+    assert "Traceback" not in outcome.err
+    assert outcome.status == ExitCode.USAGE, outcome.err
+    assert f"not a database URL: {url!r}" in outcome.err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("LLM_LEDGER_HOME", "~no-such-user-llm-ledger", "LLM_LEDGER_HOME"),
+        ("LLM_LEDGER_SPOOL_DIR", "~no-such-user-llm-ledger/spool", "LLM_LEDGER_SPOOL_DIR"),
+        ("LLM_LEDGER_DATABASE_URL", "sqlite:///~no-such-user-llm-ledger/ledger.db", "sqlite:///~no-such-user"),
+    ],
+)
+def test_a_tilde_of_a_user_without_a_home_is_a_usage_error_naming_where(
+    variable: str, value: str, named: str, llm_ledger: Callable[..., Outcome], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LLM_LEDGER_DATABASE_URL", raising=False)
+    monkeypatch.setenv(variable, value)
+
+    outcome = llm_ledger("db", "current")
+
+    assert "Traceback" not in outcome.err
+    assert outcome.status == ExitCode.USAGE, outcome.err
+    assert named in outcome.err and "home directory is not known" in outcome.err
