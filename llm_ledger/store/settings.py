@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,14 @@ def _expanded(path: str, where: str) -> Path:
         raise StoreConfigurationError(f"{where}: {path!r} starts with a ~ whose home directory is not known") from None
 
 
+_PASSWORD = re.compile(r"(//[^/?#@]*?:)[^/?#@]*@")
+
+
+def _without_password(text: str) -> str:
+    """A URL too broken to parse (so SQLAlchemy cannot hide its password) with its password hidden."""
+    return _PASSWORD.sub(r"\1***@", text)
+
+
 def shown_url(url: str | URL) -> str:
     """A ledger URL as it may be printed or logged: normalized, its password hidden."""
     return normalize_url(url).render_as_string(hide_password=True)
@@ -54,7 +63,7 @@ def normalize_url(url: str | URL) -> URL:
     try:
         parsed = make_url(url) if isinstance(url, str) else url
     except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
-        raise StoreConfigurationError(f"not a database URL: {url!r} ({exc})") from None
+        raise StoreConfigurationError(f"not a database URL: {_without_password(str(url))!r} ({exc})") from None
     backend = parsed.get_backend_name()
     if backend in ("postgres", "postgresql"):
         return parsed.set(drivername="postgresql+psycopg")

@@ -147,3 +147,11 @@ def test_a_tilde_of_a_user_without_a_home_is_a_usage_error_naming_where(
     assert "Traceback" not in outcome.err
     assert outcome.status == ExitCode.USAGE, outcome.err
     assert named in outcome.err and "home directory is not known" in outcome.err
+
+
+def test_a_url_that_cannot_be_parsed_is_named_without_its_password(llm_ledger: Callable[..., Outcome]) -> None:
+    outcome = llm_ledger("db", "current", "--database-url", "postgresql://postgres:not-shown-anywhere@127.0.0.1:x/l")
+
+    assert outcome.status == ExitCode.USAGE, outcome.err
+    assert "not a database URL: 'postgresql://postgres:***@127.0.0.1:x/l'" in outcome.err
+    assert "not-shown-anywhere" not in outcome.err
