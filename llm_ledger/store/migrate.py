@@ -16,13 +16,19 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Connection, Engine, inspect
+from sqlalchemy import Connection, Engine, create_engine, inspect
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DatabaseError, DBAPIError
 from sqlalchemy.pool import NullPool
 
 from llm_ledger.store.errors import StoreError, StoreUnavailableError
-from llm_ledger.store.settings import StoreConfigurationError, create_store_engine, shown_url, sqlite_file
+from llm_ledger.store.settings import (
+    StoreConfigurationError,
+    create_store_engine,
+    normalize_url,
+    shown_url,
+    sqlite_file,
+)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -142,7 +148,13 @@ def require_ledger(url: str | URL) -> None:
             f"there is no ledger at {path} ({state}): create one with `{UPGRADE_COMMAND}`, or record a demo"
             " workload into it with `llm-ledger demo` (same --database-url or LLM_LEDGER_DATABASE_URL)"
         )
-    engine = create_store_engine(url, poolclass=NullPool)
+    # An SQLite file is looked at through a plain engine: the store's sets WAL mode on connecting, which
+    # would write to an empty file or to another application's database before it is known to be a ledger.
+    engine = (
+        create_store_engine(url, poolclass=NullPool)
+        if path is None
+        else create_engine(normalize_url(url), poolclass=NullPool)
+    )
     try:
         with _connected(engine) as connection:
             # The catalog, not the version table: every login may look at the one, not every role reads the other.
