@@ -96,6 +96,9 @@ def _connected(engine: Engine) -> Iterator[Connection]:
 
 def _run(url: str | URL, step: Callable[[Config, str], None], revision: str) -> None:
     check_revision(revision)
+    path = sqlite_file(url)
+    if path is not None and path.is_dir():  # SQLite's own word for it is "unable to open database file"
+        raise StoreConfigurationError(f"{path} is a directory: name the ledger's file in it, e.g. {path / 'ledger.db'}")
     try:
         engine = create_store_engine(url, poolclass=NullPool)
     except OSError as exc:  # the SQLite file's directory

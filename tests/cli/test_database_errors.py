@@ -155,3 +155,11 @@ def test_a_url_that_cannot_be_parsed_is_named_without_its_password(llm_ledger: C
     assert outcome.status == ExitCode.USAGE, outcome.err
     assert "not a database URL: 'postgresql://postgres:***@127.0.0.1:x/l'" in outcome.err
     assert "not-shown-anywhere" not in outcome.err
+
+
+def test_db_upgrade_of_a_directory_says_it_is_one(tmp_path: Path, llm_ledger: Callable[..., Outcome]) -> None:
+    outcome = llm_ledger("db", "upgrade", "--database-url", f"sqlite:///{tmp_path}")
+
+    assert "Traceback" not in outcome.err
+    assert outcome.status == ExitCode.USAGE, outcome.err
+    assert f"{tmp_path} is a directory: name the ledger's file in it, e.g. {tmp_path / 'ledger.db'}" in outcome.err
