@@ -25,6 +25,7 @@ from llm_ledger.store.errors import StoreError, StoreUnavailableError
 from llm_ledger.store.settings import (
     StoreConfigurationError,
     create_store_engine,
+    directory_error,
     normalize_url,
     shown_url,
     sqlite_file,
@@ -102,7 +103,7 @@ def _run(url: str | URL, step: Callable[[Config, str], None], revision: str) -> 
     try:
         engine = create_store_engine(url, poolclass=NullPool)
     except OSError as exc:  # the SQLite file's directory
-        raise StoreConfigurationError(f"{shown_url(url)}: cannot create {exc.filename}: {exc.strerror}") from None
+        raise directory_error(url, exc) from None
     try:
         # One transaction for the whole run: on PostgreSQL a failed step leaves the database untouched.
         with _connected(engine) as connection, connection.begin():

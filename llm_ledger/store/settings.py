@@ -84,6 +84,12 @@ def sqlite_file(url: str | URL) -> Path | None:
     return _expanded(database, shown_url(parsed))
 
 
+def directory_error(url: str | URL, exc: OSError) -> StoreConfigurationError:
+    """What to raise when the directory of the SQLite file at ``url`` cannot be created (``create_store_engine``'s
+    ``OSError``)."""
+    return StoreConfigurationError(f"{shown_url(url)}: cannot create {exc.filename}: {exc.strerror}")
+
+
 def create_store_engine(url: str | URL, **options: object) -> Engine:
     """An engine for the ledger. SQLite files get their directory created, WAL mode and a busy timeout
     (the writer and readers share the file); PostgreSQL gets a pool that checks connections first."""
