@@ -103,3 +103,16 @@ def test_dashboard_checks_an_ipv6_address_as_ipv6(
     assert outcome.status == ExitCode.USAGE
     assert f"cannot listen on --address {address} --port {port}: Address already in use" in outcome.err
     assert _listening_problem(address, port) is None
+
+
+@pytest.mark.parametrize("since", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-14:00"])
+def test_verify_since_a_time_outside_the_calendar_in_utc_is_a_usage_error(
+    since: str, sqlite_url: str, llm_ledger: Callable[..., Outcome]
+) -> None:
+    migrate.upgrade(sqlite_url)
+
+    outcome = llm_ledger("audit", "verify", "--since", since, "--database-url", sqlite_url)
+
+    assert "Traceback" not in outcome.err
+    assert outcome.status == ExitCode.USAGE
+    assert f"--since {since!r}: in UTC it falls outside the years 1 to 9999" in outcome.err
