@@ -97,6 +97,12 @@ def _connected(engine: Engine) -> Iterator[Connection]:
 
 def _run(url: str | URL, step: Callable[[Config, str], None], revision: str) -> None:
     check_revision(revision)
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise StoreConfigurationError(
+            f"{shown_url(parsed)} is an in-memory database, gone when the command ends: name a file"
+            " (sqlite:///path/to/ledger.db)"
+        )
     path = sqlite_file(url)
     if path is not None and path.is_dir():  # SQLite's own word for it is "unable to open database file"
         raise StoreConfigurationError(f"{path} is a directory: name the ledger's file in it, e.g. {path / 'ledger.db'}")

@@ -163,3 +163,12 @@ def test_db_upgrade_of_a_directory_says_it_is_one(tmp_path: Path, llm_ledger: Ca
     assert "Traceback" not in outcome.err
     assert outcome.status == ExitCode.USAGE, outcome.err
     assert f"{tmp_path} is a directory: name the ledger's file in it, e.g. {tmp_path / 'ledger.db'}" in outcome.err
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_db_upgrade_of_an_in_memory_database_is_a_usage_error(url: str, llm_ledger: Callable[..., Outcome]) -> None:
+    # It would migrate a database that vanishes as the command ends, then report "at revision None".
+    outcome = llm_ledger("db", "upgrade", "--database-url", url)
+
+    assert outcome.status == ExitCode.USAGE, outcome.out + outcome.err
+    assert "is an in-memory database, gone when the command ends: name a file" in outcome.err
