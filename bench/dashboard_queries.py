@@ -631,15 +631,7 @@ WHERE tenant_id = %(tenant)s AND occurred_at >= %(start)s AND occurred_at < %(en
   AND event_type IN ('ExecutionSucceeded', 'ExecutionFailed')
 GROUP BY 1, 2
 """
-RAW_EXACT_BREAKDOWN = """
-SELECT coalesce(step, '') AS step, coalesce(payload->>'model', payload->>'last_model', '') AS model,
-       percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY (payload->>'latency_ms')::float8),
-       count(*)
-FROM llm_ledger_events
-WHERE tenant_id = %(tenant)s AND occurred_at >= %(start)s AND occurred_at < %(end)s
-  AND event_type IN ('ExecutionSucceeded', 'ExecutionFailed')
-GROUP BY 1, 2
-"""
+RAW_EXACT_BREAKDOWN = RAW_BREAKDOWN.replace("percentile_cont(", "percentile_disc(")
 """The accuracy check's reference: the nearest-rank percentiles, exactly."""
 RAW_SERIES = """
 SELECT date_bin(%(grain)s, occurred_at, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS bucket, coalesce(step, '') AS step,
@@ -671,13 +663,12 @@ class RawQueries:
             self.conn.execute("SET LOCAL ROLE llm_ledger_auditor")
             return list(self.conn.execute(query, params))
 
-    def breakdown(self, tenant: str, window: Window) -> dict[tuple[str, ...], Any]:
-        rows = self._run(RAW_BREAKDOWN, {"tenant": tenant, "start": window.start, "end": window.end})
+    def breakdown(self, tenant: str, window: Window, query: str = RAW_BREAKDOWN) -> dict[tuple[str, ...], Any]:
+        rows = self._run(query, {"tenant": tenant, "start": window.start, "end": window.end})
         return {(step, model): (*p, n) for step, model, p, n in rows}
 
     def exact_breakdown(self, tenant: str, window: Window) -> dict[tuple[str, ...], Any]:
-        rows = self._run(RAW_EXACT_BREAKDOWN, {"tenant": tenant, "start": window.start, "end": window.end})
-        return {(step, model): (*p, n) for step, model, p, n in rows}
+        return self.breakdown(tenant, window, RAW_EXACT_BREAKDOWN)
 
     def series(self, tenant: str, window: Window) -> dict[tuple[Any, ...], Any]:
         grain = timedelta(seconds=display_grain(window.start, window.end))

@@ -176,7 +176,9 @@ def _listening_problem(address: str, port: int) -> str | None:
     import socket
 
     try:
-        socket.create_server((address, port)).close()
+        # The family the address resolves to: an IPv6 address (::1, ::) is not AF_INET's, create_server's default.
+        family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+        socket.create_server((address, port), family=family).close()
     except OSError as exc:
         return exc.strerror or str(exc)
     return None

@@ -153,6 +153,9 @@ class AuditQueries:
             f"SELECT e.stream_position, e.event_id, e.event_type, e.hash FROM {_EVENTS} e"
             f" WHERE {in_range} AND e.stream_id = :stream_id ORDER BY e.stream_position, e.global_position"
         ).columns(stream_position=Integer, event_id=String, event_type=String, hash=String)
+        self._streams_in_range = text(
+            f"SELECT e.stream_id, e.stream_position FROM {_EVENTS} e WHERE {in_range} AND e.stream_id IN :stream_ids"
+        ).bindparams(bindparam("stream_ids", expanding=True))
         self._count_after = text(f"SELECT COUNT(*) FROM {_EVENTS} e WHERE e.tenant_id = :tenant AND {d.after}")
 
     # --- tenants and seals ---------------------------------------------------------------------
@@ -225,6 +228,10 @@ class AuditQueries:
 
     def stream_in_range(self, connection: Connection, sealed: SealRange, stream_id: str) -> list[Row[Any]]:
         return list(connection.execute(self._stream_in_range, {**sealed.parameters(), "stream_id": stream_id}))
+
+    def streams_in_range(self, connection: Connection, sealed: SealRange, stream_ids: list[str]) -> list[Row[Any]]:
+        """The ``(stream_id, stream_position)`` of each event of these streams in the range."""
+        return list(connection.execute(self._streams_in_range, {**sealed.parameters(), "stream_ids": stream_ids}))
 
     def count_after(self, connection: Connection, tenant_id: str, after: Cursor) -> int:
         return int(connection.execute(self._count_after, _after_parameters(tenant_id, after)).scalar_one())

@@ -34,4 +34,7 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
                 " back from now (30m, 24h, 7d, 2w)"
             ) from None
         moment = datetime(day.year, day.month, day.day)
-    return as_utc(moment)
+    try:
+        return as_utc(moment)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is in year 0 in UTC, 9999-12-31T23:00-02:00 in year 10000
+        raise AuditConfigurationError(f"--since {text!r}: in UTC it falls outside the years 1 to 9999") from None

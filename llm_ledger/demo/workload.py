@@ -27,6 +27,7 @@ from llm_ledger.executor import (
 )
 from llm_ledger.lifecycle import aclose
 from llm_ledger.store import EventStore, StoreSettings, migrate
+from llm_ledger.store.settings import directory_error
 
 PIPELINE_RESOURCE = "focal_pipeline.toml"
 DEFAULT_CONCURRENCY = 8
@@ -124,7 +125,10 @@ def build_step_executors(config: PipelineConfig, retry_policy: RetryPolicy | Non
 
 
 def _prepare_ledger(url: str) -> None:
-    store = EventStore(url)
+    try:
+        store = EventStore(url)
+    except OSError as exc:
+        raise directory_error(url, exc) from None
     try:
         store.ping()  # an unreachable ledger fails here, with StoreUnavailableError, not in the writer's spool
     finally:

@@ -3,11 +3,12 @@
 For each stream: the checks ``llm-ledger audit verify`` makes of a stream (``audit.verify.stream_findings``:
 its hash chain, that it starts with ``ExecutionStarted`` and ends with one terminal event, or that it has
 none yet), and its events against what the seals recorded of it (``llm_ledger_seal_streams``: per seal, the
-positions it held and the hash of the last). The chain shows an edited, removed or reordered event; the
-seal shows what the chain cannot, a stream rewritten with every hash recomputed (its sealed head is no
-longer there) or cut short after its seal. Both read only the shown streams' rows: cheap enough for every
-view of a session. What only a whole verify shows (a seal edited, dropped or unsigned, a stream deleted
-whole) is on the Audit page.
+positions it held and the hash of the last; and that every event in a sealed range is one a seal holds).
+The chain shows an edited, removed or reordered event; the seals show what the chain cannot, a stream
+rewritten with every hash recomputed (its sealed head is no longer there), cut short after its seal, or
+forged whole into sealed history. Three queries a view, over the shown streams' rows and the tenant's last
+seal: cheap enough for every view of a session. What only a whole verify shows (a seal edited, dropped
+or unsigned, a stream deleted whole) is on the Audit page.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, select
 
+from llm_ledger.audit.queries import AuditQueries, SealRange
 from llm_ledger.audit.schema import seal_streams
+from llm_ledger.audit.seals import Seal
 from llm_ledger.audit.verify import stream_findings
+from llm_ledger.store import START
 
 Status = Literal["intact", "broken", "incomplete"]
 
@@ -56,6 +60,7 @@ def check_streams(
 ) -> dict[str, StreamCheck]:
     """Each stream's check; ``streams`` maps a stream id to its rows (``READ_COLUMNS``, in stream order)."""
     manifests = _manifests(connection, tenant_id, list(streams))
+    unheld = _unheld(connection, tenant_id, list(streams), manifests)
     checks = {}
     for stream_id, rows in streams.items():
         broken, incomplete = [], None
@@ -68,6 +73,12 @@ def check_streams(
                 broken.append(f"{finding.kind}: {finding.detail}")
         sealed = manifests.get(stream_id, [])
         broken.extend(_seal_problems(rows, sealed))
+        if stream_id in unheld:
+            positions = unheld[stream_id]
+            broken.append(
+                f"event_inserted: {len(positions)} event(s) in the range of a seal that does not hold them"
+                f" (first: position {positions[0]})"
+            )
         # A stream whose sealed terminal event is gone is broken, not merely incomplete (as in verify).
         checks[stream_id] = StreamCheck(tuple(broken), None if broken else incomplete, bool(sealed))
     return checks
@@ -87,6 +98,24 @@ def _manifests(connection: Connection, tenant_id: str, stream_ids: list[str]) ->
     for row in connection.execute(query):
         found.setdefault(row.stream_id, []).append(row)
     return found
+
+
+def _unheld(
+    connection: Connection, tenant_id: str, stream_ids: list[str], manifests: Mapping[str, Sequence[Any]]
+) -> dict[str, list[int]]:
+    """Per stream, the positions of its events that lie in a sealed range (at or before the last seal's end)
+    without any seal holding them: a stream, or an event, inserted into sealed history."""
+    queries = AuditQueries(connection.dialect.name)
+    last = queries.last_seal(connection, tenant_id) if stream_ids else None
+    if last is None:
+        return {}
+    sealed = SealRange(tenant_id, START, Seal.from_row(last).through)
+    unheld: dict[str, list[int]] = {}
+    for row in queries.streams_in_range(connection, sealed, stream_ids):
+        held = manifests.get(row.stream_id, [])
+        if not any(seal.first_position <= row.stream_position <= seal.last_position for seal in held):
+            unheld.setdefault(row.stream_id, []).append(row.stream_position)
+    return {stream: sorted(positions) for stream, positions in unheld.items()}
 
 
 def _seal_problems(rows: Iterable[Any], sealed: Sequence[Any]) -> list[str]:

@@ -16,13 +16,20 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Connection, Engine, inspect
+from sqlalchemy import Connection, Engine, create_engine, inspect
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DatabaseError, DBAPIError, ProgrammingError
 from sqlalchemy.pool import NullPool
 
 from llm_ledger.store.errors import StoreError, StoreUnavailableError
-from llm_ledger.store.settings import StoreConfigurationError, create_store_engine, shown_url, sqlite_file
+from llm_ledger.store.settings import (
+    StoreConfigurationError,
+    create_store_engine,
+    directory_error,
+    normalize_url,
+    shown_url,
+    sqlite_file,
+)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -96,10 +103,19 @@ def _connected(engine: Engine) -> Iterator[Connection]:
 
 def _run(url: str | URL, step: Callable[[Config, str], None], revision: str) -> None:
     check_revision(revision)
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise StoreConfigurationError(
+            f"{shown_url(parsed)} is an in-memory database, gone when the command ends: name a file"
+            " (sqlite:///path/to/ledger.db)"
+        )
+    path = sqlite_file(url)
+    if path is not None and path.is_dir():  # SQLite's own word for it is "unable to open database file"
+        raise StoreConfigurationError(f"{path} is a directory: name the ledger's file in it, e.g. {path / 'ledger.db'}")
     try:
         engine = create_store_engine(url, poolclass=NullPool)
     except OSError as exc:  # the SQLite file's directory
-        raise StoreConfigurationError(f"{shown_url(url)}: cannot create {exc.filename}: {exc.strerror}") from None
+        raise directory_error(url, exc) from None
     try:
         # One transaction for the whole run: on PostgreSQL a failed step leaves the database untouched.
         with _connected(engine) as connection, connection.begin():
@@ -158,7 +174,13 @@ def require_ledger(url: str | URL) -> None:
             f"there is no ledger at {path} ({state}): create one with `{UPGRADE_COMMAND}`, or record a demo"
             " workload into it with `llm-ledger demo` (same --database-url or LLM_LEDGER_DATABASE_URL)"
         )
-    engine = create_store_engine(url, poolclass=NullPool)
+    # An SQLite file is looked at through a plain engine: the store's sets WAL mode on connecting, which
+    # would write to an empty file or to another application's database before it is known to be a ledger.
+    engine = (
+        create_store_engine(url, poolclass=NullPool)
+        if path is None
+        else create_engine(normalize_url(url), poolclass=NullPool)
+    )
     try:
         with _connected(engine) as connection:
             # The catalog, not the version table: every login may look at the one, not every role reads the other.

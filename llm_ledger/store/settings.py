@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,15 +35,31 @@ class StoreSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StoreSettings:
         env = os.environ if environ is None else environ
-        home = Path(env.get("LLM_LEDGER_HOME") or Path.home() / ".llm-ledger").expanduser()
+        home = _expanded(env.get("LLM_LEDGER_HOME") or "~/.llm-ledger", "LLM_LEDGER_HOME")
         url = env.get("LLM_LEDGER_DATABASE_URL") or f"sqlite:///{home / 'ledger.db'}"
-        spool = Path(env.get("LLM_LEDGER_SPOOL_DIR") or home / "spool").expanduser()
+        spool = _expanded(env.get("LLM_LEDGER_SPOOL_DIR") or str(home / "spool"), "LLM_LEDGER_SPOOL_DIR")
         durability = env.get("LLM_LEDGER_DURABILITY") or "journal"
         if durability not in DURABILITY_MODES:
             raise StoreConfigurationError(
                 f"LLM_LEDGER_DURABILITY={durability!r} is not one of {', '.join(DURABILITY_MODES)}"
             )
         return cls(database_url=url, spool_dir=spool, home=home, durability=durability)
+
+
+def _expanded(path: str, where: str) -> Path:
+    """``path`` with its ``~`` or ``~user`` expanded; a user without a home is named, not a RuntimeError."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        raise StoreConfigurationError(f"{where}: {path!r} starts with a ~ whose home directory is not known") from None
+
+
+_PASSWORD = re.compile(r"(//[^/?#@]*?:)[^/?#@]*@")
+
+
+def _without_password(text: str) -> str:
+    """A URL too broken to parse (so SQLAlchemy cannot hide its password) with its password hidden."""
+    return _PASSWORD.sub(r"\1***@", text)
 
 
 def shown_url(url: str | URL) -> str:
@@ -54,8 +71,8 @@ def normalize_url(url: str | URL) -> URL:
     """The SQLAlchemy URL for a ledger database, with the driver we ship (psycopg 3 for PostgreSQL)."""
     try:
         parsed = make_url(url) if isinstance(url, str) else url
-    except ArgumentError as exc:
-        raise StoreConfigurationError(f"not a database URL: {url!r} ({exc})") from None
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+        raise StoreConfigurationError(f"not a database URL: {_without_password(str(url))!r} ({exc})") from None
     backend = parsed.get_backend_name()
     if backend in ("postgres", "postgresql"):
         return parsed.set(drivername="postgresql+psycopg")
@@ -73,7 +90,13 @@ def sqlite_file(url: str | URL) -> Path | None:
     database = parsed.database
     if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
         return None
-    return Path(database).expanduser()
+    return _expanded(database, shown_url(parsed))
+
+
+def directory_error(url: str | URL, exc: OSError) -> StoreConfigurationError:
+    """What to raise when the directory of the SQLite file at ``url`` cannot be created (``create_store_engine``'s
+    ``OSError``)."""
+    return StoreConfigurationError(f"{shown_url(url)}: cannot create {exc.filename}: {exc.strerror}")
 
 
 def create_store_engine(url: str | URL, **options: object) -> Engine:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from llm_ledger.cli import _listening_problem
 from llm_ledger.exit_codes import ExitCode
 from llm_ledger.projections import Projector
 from llm_ledger.store import migrate
@@ -86,3 +87,32 @@ def test_verify_since_further_back_than_the_calendar_is_a_usage_error(
     assert "Traceback" not in outcome.err
     assert outcome.status == ExitCode.USAGE
     assert f"--since {since!r}: reaches back before the year 1" in outcome.err
+
+
+@pytest.mark.parametrize("address", ["::1", "::"])
+def test_dashboard_checks_an_ipv6_address_as_ipv6(
+    address: str, sqlite_url: str, llm_ledger: Callable[..., Outcome]
+) -> None:
+    migrate.upgrade(sqlite_url)
+    with socket.create_server((address, 0), family=socket.AF_INET6) as taken:
+        port = taken.getsockname()[1]
+
+        outcome = llm_ledger("dashboard", "--address", address, "--port", str(port), "--database-url", sqlite_url)
+
+    # Refused for the port it holds, not for the address's family: a free port on it is one Streamlit can take.
+    assert outcome.status == ExitCode.USAGE
+    assert f"cannot listen on --address {address} --port {port}: Address already in use" in outcome.err
+    assert _listening_problem(address, port) is None
+
+
+@pytest.mark.parametrize("since", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-14:00"])
+def test_verify_since_a_time_outside_the_calendar_in_utc_is_a_usage_error(
+    since: str, sqlite_url: str, llm_ledger: Callable[..., Outcome]
+) -> None:
+    migrate.upgrade(sqlite_url)
+
+    outcome = llm_ledger("audit", "verify", "--since", since, "--database-url", sqlite_url)
+
+    assert "Traceback" not in outcome.err
+    assert outcome.status == ExitCode.USAGE
+    assert f"--since {since!r}: in UTC it falls outside the years 1 to 9999" in outcome.err

@@ -115,3 +115,60 @@ def test_db_upgrade_into_a_directory_it_cannot_create_is_a_usage_error(
     assert "Traceback" not in outcome.err
     assert outcome.status == ExitCode.USAGE, outcome.err
     assert f"cannot create {blocker}/sub" in outcome.err
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://postgres@127.0.0.1:abc/ledger", "postgresql://postgres@[::1/ledger", "garbage"]
+)
+def test_a_url_that_cannot_be_parsed_is_a_usage_error_naming_it(url: str, llm_ledger: Callable[..., Outcome]) -> None:
+    outcome = llm_ledger("db", "current", "--database-url", url)
+
+    assert "Traceback" not in outcome.err
+    assert outcome.status == ExitCode.USAGE, outcome.err
+    assert f"not a database URL: {url!r}" in outcome.err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("LLM_LEDGER_HOME", "~no-such-user-llm-ledger", "LLM_LEDGER_HOME"),
+        ("LLM_LEDGER_SPOOL_DIR", "~no-such-user-llm-ledger/spool", "LLM_LEDGER_SPOOL_DIR"),
+        ("LLM_LEDGER_DATABASE_URL", "sqlite:///~no-such-user-llm-ledger/ledger.db", "sqlite:///~no-such-user"),
+    ],
+)
+def test_a_tilde_of_a_user_without_a_home_is_a_usage_error_naming_where(
+    variable: str, value: str, named: str, llm_ledger: Callable[..., Outcome], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LLM_LEDGER_DATABASE_URL", raising=False)
+    monkeypatch.setenv(variable, value)
+
+    outcome = llm_ledger("db", "current")
+
+    assert "Traceback" not in outcome.err
+    assert outcome.status == ExitCode.USAGE, outcome.err
+    assert named in outcome.err and "home directory is not known" in outcome.err
+
+
+def test_a_url_that_cannot_be_parsed_is_named_without_its_password(llm_ledger: Callable[..., Outcome]) -> None:
+    outcome = llm_ledger("db", "current", "--database-url", "postgresql://postgres:not-shown-anywhere@127.0.0.1:x/l")
+
+    assert outcome.status == ExitCode.USAGE, outcome.err
+    assert "not a database URL: 'postgresql://postgres:***@127.0.0.1:x/l'" in outcome.err
+    assert "not-shown-anywhere" not in outcome.err
+
+
+def test_db_upgrade_of_a_directory_says_it_is_one(tmp_path: Path, llm_ledger: Callable[..., Outcome]) -> None:
+    outcome = llm_ledger("db", "upgrade", "--database-url", f"sqlite:///{tmp_path}")
+
+    assert "Traceback" not in outcome.err
+    assert outcome.status == ExitCode.USAGE, outcome.err
+    assert f"{tmp_path} is a directory: name the ledger's file in it, e.g. {tmp_path / 'ledger.db'}" in outcome.err
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_db_upgrade_of_an_in_memory_database_is_a_usage_error(url: str, llm_ledger: Callable[..., Outcome]) -> None:
+    # It would migrate a database that vanishes as the command ends, then report "at revision None".
+    outcome = llm_ledger("db", "upgrade", "--database-url", url)
+
+    assert outcome.status == ExitCode.USAGE, outcome.out + outcome.err
+    assert "is an in-memory database, gone when the command ends: name a file" in outcome.err

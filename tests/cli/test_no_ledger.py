@@ -3,6 +3,8 @@ missing one says there is no ledger there, and how to make one, and leaves the d
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,3 +82,33 @@ def test_a_file_that_is_not_a_database_is_said_so(tmp_path: Path, llm_ledger: Ca
     assert outcome.status == ExitCode.NO_LEDGER
     assert "file is not a database" in outcome.err
     assert path.read_text() == "not a ledger\n"
+
+
+@pytest.mark.parametrize("command", COMMANDS_THAT_NEED_A_LEDGER, ids=" ".join)
+def test_an_empty_file_is_no_ledger_and_is_left_empty(
+    command: list[str], tmp_path: Path, llm_ledger: Callable[..., Outcome]
+) -> None:
+    path = tmp_path / "ledger.db"
+    path.touch()
+
+    outcome = llm_ledger(*command, "--database-url", f"sqlite:///{path}")
+
+    assert "Traceback" not in outcome.err
+    assert outcome.status == ExitCode.NO_LEDGER, outcome.err
+    assert "it was never migrated" in outcome.err
+    assert path.stat().st_size == 0, "a command that only reads wrote an SQLite header into the file"
+
+
+def test_another_applications_sqlite_database_is_left_in_its_journal_mode(
+    tmp_path: Path, llm_ledger: Callable[..., Outcome]
+) -> None:
+    path = tmp_path / "app.db"
+    with contextlib.closing(sqlite3.connect(path)) as other:
+        other.execute("CREATE TABLE notes (body TEXT)")
+        other.commit()
+
+    outcome = llm_ledger("audit", "verify", "--database-url", f"sqlite:///{path}")
+
+    assert outcome.status == ExitCode.NO_LEDGER, outcome.err
+    with contextlib.closing(sqlite3.connect(path)) as other:
+        assert other.execute("PRAGMA journal_mode").fetchone() == ("delete",), "switched to WAL by a read"

@@ -4,7 +4,6 @@ it), and SQLite files for the empty and unmigrated cases."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from llm_ledger.audit import seal_ledger, verify_ledger
-from llm_ledger.projections import Projector
 from llm_ledger.store import EventStore, migrate
 from tests.dashboard.ledger import KnownLedger
+from tests.projections.projecting import project_url
 from tests.store import conftest as store_fixtures
 
 APP = Path(__file__).resolve().parents[2] / "llm_ledger" / "dashboard" / "app.py"
@@ -55,15 +54,7 @@ def recorded_ledger(url: str) -> KnownLedger:
     store = EventStore(url)
     store.append(ledger.events)
     store.close()
-    projector = Projector(url)
-    # On PostgreSQL the projector reads only past the oldest transaction still open anywhere on the
-    # server (its gap-safe cursor), so a busy server can hold the newest events back for a moment.
-    deadline = time.monotonic() + 30
-    while projector.status().events_applied < len(ledger.events):
-        assert time.monotonic() < deadline, "the projector did not apply the fixture's events within 30 s"
-        projector.catch_up()
-        time.sleep(0.05)
-    projector.close()
+    project_url(url)
     return ledger
 
 

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Connection, create_engine, delete, select, text, update
 
 from llm_ledger.audit import seal_ledger, verify_ledger
-from llm_ledger.events import StreamHeader, seal_event
+from llm_ledger.events import StreamHeader, seal_event, uuid7
 from llm_ledger.projections.queries import ExecutionView, LedgerView
 from llm_ledger.store import EventStore, normalize_url
 from llm_ledger.store.rows import event_to_row, row_to_event
@@ -235,3 +235,57 @@ def test_a_forged_event_that_is_no_longer_valid_is_shown_flagged(tampered: Tampe
 
     assert shown.integrity.status == "broken" and "invalid" in shown.integrity.summary
     assert shown.outcome == "succeeded" and shown.latency_ms is None
+
+
+def _copied_as_a_new_stream(rows: list[Any], session: str) -> list[dict[str, Any]]:
+    """A sealed stream's events as a new execution of ``session``: new ids, a chain that verifies."""
+    first = rows[0]
+    header = StreamHeader(uuid7(), first.tenant_id, first.agent_id, session, first.turn_id, first.step)
+    made, prev_hash = [], None
+    for row in rows:
+        event = row_to_event(row._mapping)
+        sealed = seal_event(
+            header,
+            position=event.stream_position,
+            prev_hash=prev_hash,
+            payload=event.payload,
+            event_type=event.event_type,
+            occurred_at=event.occurred_at,
+            trace_id=event.trace_id,
+            span_id=event.span_id,
+            event_id=uuid7(),
+        )
+        made.append(event_to_row(sealed, 0))
+        prev_hash = sealed.hash
+    return made
+
+
+def test_a_stream_inserted_into_sealed_history_is_flagged_broken(tampered: Tampered) -> None:
+    """A whole execution forged into a range already sealed (its transaction id set before a sealed one's): its
+    own chain verifies and no seal names it, so only the seal's range shows it, as verify's does."""
+    session = "acme-session-inserted"
+    engine = create_engine(normalize_url(tampered.url))
+    with engine.begin() as connection:
+        original = _streams(connection, SESSION)[sorted(tampered.intact)[0]]
+        forged = _copied_as_a_new_stream(original, session)
+        connection.execute(events.insert(), forged)
+        connection.execute(text("ALTER TABLE llm_ledger_events DISABLE TRIGGER ALL"))
+        connection.execute(
+            text(
+                "UPDATE llm_ledger_events SET tx_id ="
+                " (SELECT CAST(CAST(CAST(CAST(tx_id AS text) AS bigint) - 1 AS text) AS xid8)"
+                " FROM llm_ledger_events WHERE global_position = :at)"
+                " WHERE session_id = :session"
+            ),
+            {"at": original[0].global_position, "session": session},
+        )
+        connection.execute(text("ALTER TABLE llm_ledger_events ENABLE TRIGGER ALL"))
+    engine.dispose()
+    stream = str(forged[0]["stream_id"])
+    report = verify_ledger(tampered.url, tenant_id="acme", record=False)
+    assert "event_inserted" in {finding.kind for finding in report.findings if finding.stream_id == stream}
+
+    [shown] = _timeline(tampered.url, session).values()
+
+    assert shown.integrity.status == "broken"
+    assert shown.integrity.summary.startswith(f"event_inserted: {len(forged)} event(s) in the range of a seal")

@@ -137,6 +137,7 @@ def test_bad_options_are_named(arguments: list[str], message: str, capsys: pytes
     [
         ("postgresql://postgres@127.0.0.1:1/ledger", 3, "llm-ledger: the event store cannot be reached"),
         ("mysql://root@127.0.0.1/ledger", 2, "llm-ledger: unsupported database 'mysql'"),
+        ("sqlite:////dev/null/ledger.db", 2, "llm-ledger: sqlite:////dev/null/ledger.db: cannot create /dev/null"),
     ],
 )
 def test_a_ledger_it_cannot_use_is_a_clear_error_without_traceback(

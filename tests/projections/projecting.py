@@ -4,15 +4,38 @@ from __future__ import annotations
 
 import time
 
+from sqlalchemy import Engine, text
+
 from llm_ledger.projections import Projector
 from llm_ledger.store import EventStore, create_store_engine
+
+CATCH_UP_SECONDS = 90.0
+"""How long a test waits for the projector to apply what it stored. Generous: on a server shared with
+other suites, a transaction open elsewhere holds the gap-safe cursor back for as long as it stays open,
+and a test that fails names those transactions (``held_back``) rather than guessing."""
 
 
 def stored_events(projector: Projector) -> int:
     return EventStore(projector.engine).count()
 
 
-def project_all(projector: Projector, timeout: float = 30.0) -> None:
+def held_back(engine: Engine) -> str:
+    """On PostgreSQL, the cluster's oldest open transactions: what the projector's cursor waits for."""
+    if engine.dialect.name != "postgresql":
+        return "no transaction holds an SQLite projector back"
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT datname, usename, state, now() - xact_start AS age FROM pg_stat_activity"
+                " WHERE backend_xid IS NOT NULL OR backend_xmin IS NOT NULL ORDER BY xact_start LIMIT 5"
+            )
+        ).all()
+    return "oldest transactions of the cluster: " + "; ".join(
+        f"{r.datname} {r.usename} {r.state} {r.age}" for r in rows
+    )
+
+
+def project_all(projector: Projector, timeout: float = CATCH_UP_SECONDS) -> None:
     """Catch up until every stored event is applied.
 
     On PostgreSQL the projector reads only below the server-wide transaction horizon, so a transaction
@@ -27,7 +50,9 @@ def project_all(projector: Projector, timeout: float = 30.0) -> None:
         if applied >= expected:
             assert applied == expected, f"{applied} events applied, {expected} stored"
             return
-        assert time.monotonic() < deadline, f"only {applied} of {expected} events applied after {timeout} s"
+        assert time.monotonic() < deadline, (
+            f"only {applied} of {expected} events applied after {timeout} s; {held_back(projector.engine)}"
+        )
         time.sleep(0.02)
 
 
@@ -39,7 +64,9 @@ def project_url(url: str, **options: object) -> None:
         projector.close()
 
 
-def project_in_batches(url: str, batch_size: int, *, fresh_projector_per_batch: bool, timeout: float = 30.0) -> int:
+def project_in_batches(
+    url: str, batch_size: int, *, fresh_projector_per_batch: bool, timeout: float = CATCH_UP_SECONDS
+) -> int:
     """Apply every stored event ``batch_size`` at a time; with ``fresh_projector_per_batch`` each batch is
     applied by a new ``Projector``, which remembers nothing of the executions the earlier ones saw open.
     Returns the number of batches."""
@@ -59,7 +86,7 @@ def project_in_batches(url: str, batch_size: int, *, fresh_projector_per_batch: 
                 continue
             if projector.status().events_applied >= expected:
                 break
-            assert time.monotonic() < deadline, "the projector did not catch up"
+            assert time.monotonic() < deadline, f"the projector did not catch up in {timeout} s; {held_back(engine)}"
             time.sleep(0.02)
         assert projector.status().events_applied == expected
     finally:
