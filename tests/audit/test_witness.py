@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from llm_ledger.audit import SealRefusedError, SigningKey, seal_ledger
 from llm_ledger.audit.schema import seal_streams, seals
@@ -309,3 +309,26 @@ def test_a_witness_directory_may_be_named_before_it_exists(
 ) -> None:
     ledger.seal(signing_key, witness=f"{tmp_path / 'new'}/", adopt=True)
     assert len((tmp_path / "new" / "witness.jsonl").read_text().splitlines()) == len(TENANTS)
+
+
+def test_the_sealer_does_not_extend_a_head_whose_row_was_edited_under_its_hash(witnessed: Witnessed) -> None:
+    # The stored seal_hash is still the recorded one, but the row's range (where the next seal starts) is not
+    # what was sealed: extending it would sign a chain the sealer did not write.
+    ledger, tenant = witnessed.ledger, TENANTS[0]
+    real = ledger.complete_stream(tenant)
+    late = resealed(real, header_of(real[0], uuid.uuid4()), shift=timedelta(0), ids=True)
+
+    def tamper(connection: Connection) -> None:
+        connection.execute(insert(events), late)
+        newest = connection.execute(select(func.max(events.c.global_position))).scalar_one()
+        connection.execute(
+            update(seals).where(seals.c.tenant_id == tenant, seals.c.sequence == 2).values(through_position=newest)
+        )
+
+    ledger.tamper(tamper)
+
+    status, _, err = witnessed.seal()
+
+    assert status == 1 and f"refused: tenant '{tenant}'" in err
+    assert "seal 2's fields do not give its hash" in err
+    assert witnessed.seal_count(tenant) == 2
