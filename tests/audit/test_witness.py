@@ -332,3 +332,22 @@ def test_the_sealer_does_not_extend_a_head_whose_row_was_edited_under_its_hash(w
     assert status == 1 and f"refused: tenant '{tenant}'" in err
     assert "seal 2's fields do not give its hash" in err
     assert witnessed.seal_count(tenant) == 2
+
+
+def test_verify_does_not_remember_heads_checked_against_a_broken_witness(witnessed: Witnessed) -> None:
+    # A head the tenant reached is only as good as the witness it was held against: with that witness broken,
+    # the state keeps the heads it had, and the next run compares with them again.
+    ledger = witnessed.ledger
+    real = ledger.complete_stream(TENANTS[0])
+    late = resealed(real, header_of(real[0], uuid.uuid4()), shift=timedelta(0), ids=True)
+    ledger.tamper(lambda c: c.execute(insert(events), late))
+    ledger.seal(witnessed.key)  # the tenant's head moves to seal 3
+    lines = witnessed.witness.read_text().splitlines()
+    witnessed.witness.write_text(lines[1] + "\n")  # the first line removed
+    state = witnessed.state / "verify-state.jsonl"
+    before = state.read_bytes()
+
+    status, report = witnessed.verify("--witness", str(witnessed.witness), "--state", str(witnessed.state))
+
+    assert status == 1 and named(report["findings"], "head_log_chain_broken")
+    assert state.read_bytes() == before
