@@ -22,6 +22,8 @@ import pytest
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from llm_ledger.audit import SealRefusedError, SigningKey, seal_ledger
+from llm_ledger.audit import verify as verify_module
+from llm_ledger.audit.heads import HeadLog
 from llm_ledger.audit.schema import seal_streams, seals
 from llm_ledger.cli import main
 from llm_ledger.store.schema import events
@@ -351,3 +353,34 @@ def test_verify_does_not_remember_heads_checked_against_a_broken_witness(witness
 
     assert status == 1 and named(report["findings"], "head_log_chain_broken")
     assert state.read_bytes() == before
+
+
+def test_a_seal_the_sealer_records_while_verify_runs_is_not_taken_for_a_forgery(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without a seal key, a seal missing from the witness is a forgery; verify must therefore hold each chain
+    # against the witness as it is after the chain was read, not as it was when verify started (the compose
+    # stack's sealer seals every 5 minutes, a verify of a large ledger takes longer).
+    witness = tmp_path / "witness.jsonl"
+    ledger.seal(witness=witness, adopt=True)
+    real = ledger.complete_stream(TENANTS[0])
+    late = resealed(real, header_of(real[0], uuid.uuid4()), shift=timedelta(0), ids=True)
+    ledger.tamper(lambda c: c.execute(insert(events), late))
+    wait_until_sealable(ledger.url)
+    reads = []
+
+    class SealedAfterTheFirstRead(HeadLog):
+        @classmethod
+        def read(cls, path: Path, public_key: Any = None) -> HeadLog:
+            log = HeadLog.read(path, public_key)
+            reads.append(path)
+            if len(reads) == 1:  # the sealer's round, just after verify read its witness
+                assert [seal.sequence for seal in seal_ledger(ledger.sealer_url, witness=witness)] == [3]
+            return log
+
+    monkeypatch.setattr(verify_module, "HeadLog", SealedAfterTheFirstRead)
+
+    report = ledger.verify(witness=witness)
+
+    assert report.ok, [str(finding) for finding in report.findings]
+    assert [finding.kind for finding in report.findings] == []
