@@ -35,7 +35,8 @@ class SealerWitness:
     refusals: list[str] = field(default_factory=list)
 
     def refuse(self, tenant_id: str, detail: str) -> None:
-        self.refusals.append(f"tenant {tenant_id!r}: {detail}; not sealing it ({self.log.path})")
+        # As stored: whoever shows it escapes it (the CLI with ``report.printable``, as verify's report does).
+        self.refusals.append(f"tenant '{tenant_id}': {detail}; not sealing it ({self.log.path})")
 
     def is_new(self) -> bool:
         return not self.log.entries

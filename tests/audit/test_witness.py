@@ -384,3 +384,28 @@ def test_a_seal_the_sealer_records_while_verify_runs_is_not_taken_for_a_forgery(
 
     assert report.ok, [str(finding) for finding in report.findings]
     assert [finding.kind for finding in report.findings] == []
+
+
+def test_a_refused_tenant_id_is_shown_escaped_once_as_verify_shows_it(
+    ledger: Ledger, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A tenant the forger inserted and sealed with a sealer of their own: the real sealer refuses it, and
+    # names it as `audit verify` does (one escape per character), not as Python's repr escaped once more.
+    witness = tmp_path / "witness.jsonl"
+    ledger.seal(witness=witness, adopt=True)
+    evil = "x\nrefused: nothing\\"
+    copies = [
+        {c.name: getattr(row, c.name) for c in events.c if c.name not in ("global_position", "recorded_at", "tx_id")}
+        | {"tenant_id": evil, "event_id": str(uuid.uuid4())}
+        for row in ledger.complete_stream()
+    ]
+    ledger.tamper(lambda c: c.execute(insert(events), copies))
+    ledger.seal(tenant_id=evil)  # the forger's own sealer: no witness
+    capsys.readouterr()
+
+    status = main(["audit", "seal", "--database-url", ledger.sealer_url, "--witness", str(witness)])
+
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "refused: tenant 'x\\nrefused: nothing\\\\': the database has seals up to 1" in err
+    assert not [line for line in err.splitlines() if line.startswith("refused: nothing")]
