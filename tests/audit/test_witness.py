@@ -409,3 +409,37 @@ def test_a_refused_tenant_id_is_shown_escaped_once_as_verify_shows_it(
     assert status == 1
     assert "refused: tenant 'x\\nrefused: nothing\\\\': the database has seals up to 1" in err
     assert not [line for line in err.splitlines() if line.startswith("refused: nothing")]
+
+
+def test_follow_with_adopt_still_adopts_after_a_first_round_without_the_database(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The database restarting as the sealer starts: --adopt must stand until a round reaches it, instead of
+    # every later round refusing with "start it with --adopt".
+    import time
+
+    import llm_ledger.audit as audit
+    from llm_ledger.store import StoreUnavailableError
+
+    witness = tmp_path / "witness.jsonl"
+    real_seal_ledger, rounds = audit.seal_ledger, []
+
+    def first_round_unreachable(*args: Any, **options: Any) -> list[Any]:
+        rounds.append(options["adopt"])
+        if len(rounds) == 1:
+            raise StoreUnavailableError("the database is restarting (a test's outage)")
+        return real_seal_ledger(*args, **options)
+
+    def sleep(_: float) -> None:
+        if len(rounds) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(audit, "seal_ledger", first_round_unreachable)
+    monkeypatch.setattr(time, "sleep", sleep)
+    arguments = ["audit", "seal", "--database-url", ledger.sealer_url, "--witness", str(witness)]
+
+    assert main([*arguments, "--adopt", "--follow", "--interval", "1"]) == 130
+
+    assert "refused" not in capsys.readouterr().err
+    assert rounds == [True, True, False]
+    assert [json.loads(line)["reason"] for line in witness.read_text().splitlines()] == ["adopted"] * len(TENANTS)
