@@ -247,7 +247,7 @@ def _audit_seal(args: argparse.Namespace) -> int:
     witness = args.witness or os.environ.get(SEAL_WITNESS_VARIABLE) or None
     if args.adopt and witness is None:
         print(f"llm-ledger: --adopt starts a witness: give --witness or {SEAL_WITNESS_VARIABLE}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     # One engine (and its pool) for every round of --follow, not a new one each time.
     engine = create_store_engine(_database_url(args))
     try:
