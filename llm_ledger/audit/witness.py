@@ -74,7 +74,9 @@ class SealerWitness:
                 f" database's newest is seal {newest.sequence}: seals were removed",
             )
             return False
-        chain = [Seal.from_row(row) for row in queries.seals_of(connection, tenant_id)]
+        # From the recorded head on: the seals before it are verify's to check, and a tenant has a seal for
+        # every round of the sealer.
+        chain = [Seal.from_row(row) for row in queries.seals_of(connection, tenant_id, head.sequence)]
         at_head = next((seal for seal in chain if seal.sequence == head.sequence), None)
         if at_head is None or at_head.seal_hash != head.seal_hash:
             shown = at_head.seal_hash if at_head else "missing"
