@@ -97,10 +97,10 @@ class RecordedHeads:
         return True
 
     def _check_unwitnessed(self, result: TenantResult, chain: Sequence[Seal], head_sequence: int) -> None:
-        signer = self._signer()
-        for seal in chain:
-            if seal.sequence <= head_sequence:
-                continue
+        later = [seal for seal in chain if seal.sequence > head_sequence]
+        # Only then: without a signed line, finding the signer looks through the whole witness.
+        signer = self._signer() if later else None
+        for seal in later:
             is_sealers = signer is not None and seal.signature is not None
             if is_sealers and signer is not None and signer.is_signature_of(seal.signature or "", seal.seal_hash):
                 result.add(
