@@ -101,8 +101,11 @@ class RecordedHeads:
         # Only then: without a signed line, finding the signer looks through the whole witness.
         signer = self._signer() if later else None
         for seal in later:
-            is_sealers = signer is not None and seal.signature is not None
-            if is_sealers and signer is not None and signer.is_signature_of(seal.signature or "", seal.seal_hash):
+            if (
+                signer is not None
+                and seal.signature is not None
+                and signer.is_signature_of(seal.signature, seal.seal_hash)
+            ):
                 result.add(
                     Finding(
                         result.tenant_id,
