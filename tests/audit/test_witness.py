@@ -26,6 +26,7 @@ from llm_ledger.audit import verify as verify_module
 from llm_ledger.audit.heads import HeadLog
 from llm_ledger.audit.schema import seal_streams, seals
 from llm_ledger.cli import main
+from llm_ledger.events import canonical_json, sha256_hex
 from llm_ledger.store.schema import events
 from tests.audit.conftest import TENANTS, Ledger, wait_until_sealable
 from tests.audit.test_tampering import header_of, named, replace_rows, resealed
@@ -443,3 +444,62 @@ def test_follow_with_adopt_still_adopts_after_a_first_round_without_the_database
     assert "refused" not in capsys.readouterr().err
     assert rounds == [True, True, False]
     assert [json.loads(line)["reason"] for line in witness.read_text().splitlines()] == ["adopted"] * len(TENANTS)
+
+
+def newest_seal_replaced(connection: Connection, ledger: Ledger, tenant_id: str) -> None:
+    """A stream of the tenant's newest seal (2) rewritten with its hashes recomputed, and that seal dropped,
+    for the forger's own sealer to make again over the rewritten range."""
+    with ledger.engine.connect() as reading:
+        first = reading.execute(select(seals).where(seals.c.tenant_id == tenant_id, seals.c.sequence == 1)).one()
+    stream = next(
+        rows for rows in _streams(ledger, tenant_id) if min(r.global_position for r in rows) > first.through_position
+    )
+    replace_rows(connection, stream, resealed(stream, header_of(stream[0]), shift=timedelta(0)))
+    connection.execute(
+        delete(seal_streams).where(seal_streams.c.tenant_id == tenant_id, seal_streams.c.seal_sequence == 2)
+    )
+    connection.execute(delete(seals).where(seals.c.tenant_id == tenant_id, seals.c.sequence == 2))
+
+
+@pytest.mark.parametrize("forger_signs", [False, True], ids=["unsigned", "signed-with-own-key"])
+def test_the_newest_seal_recomputed_over_a_rewritten_stream_is_a_replaced_head(
+    ledger: Ledger, tmp_path: Path, capsys: pytest.CaptureFixture[str], forger_signs: bool
+) -> None:
+    # No seal key anywhere (the compose stack's default): the witness and the state are unsigned, and the
+    # forger's seal 2 is as valid a seal as the real one was, but not the one they recorded.
+    witness, state = tmp_path / "witness.jsonl", tmp_path / "state.jsonl"
+    ledger.seal(witness=witness, adopt=True)
+    assert ledger.verify(state=state).ok
+    tenant = TENANTS[0]
+    ledger.tamper(lambda c: newest_seal_replaced(c, ledger, tenant))
+    ledger.seal(SigningKey.generate() if forger_signs else None, tenant_id=tenant)  # the forger's sealer
+    assert ledger.verify().ok
+
+    report = ledger.verify(witness=witness, state=state)
+
+    assert not report.ok
+    replaced = [f for f in report.findings if f.kind == "seal_head_replaced"]
+    assert [(f.tenant_id, f.seal_sequence) for f in replaced] == [(tenant, 2), (tenant, 2)]
+    assert "the chain up to it was replaced" in replaced[0].detail
+    assert state.read_text().count("\n") == len(TENANTS)  # the forged head is not remembered
+    with pytest.raises(SealRefusedError, match="the chain was replaced"):
+        ledger.seal(witness=witness)
+
+
+def test_a_witness_line_edited_with_or_without_its_hash_recomputed_is_named(witnessed: Witnessed) -> None:
+    lines = [json.loads(line) for line in witnessed.witness.read_text().splitlines()]
+    edited = {**lines[-1], "sequence": 1}
+    witnessed.witness.write_text("".join(canonical_json(line).decode() + "\n" for line in [*lines[:-1], edited]))
+
+    status, report = witnessed.verify("--witness", str(witnessed.witness))
+
+    assert status == 1 and named(report["findings"], "head_log_edited", tenant_id=edited["tenant_id"])
+    fields = {k: v for k, v in edited.items() if k not in ("entry_hash", "public_key", "signature")}
+    rehashed = {**edited, "entry_hash": sha256_hex(canonical_json(fields))}
+    witnessed.witness.write_text("".join(canonical_json(line).decode() + "\n" for line in [*lines[:-1], rehashed]))
+
+    status, report = witnessed.verify("--witness", str(witnessed.witness))
+
+    assert status == 1 and named(report["findings"], "head_log_signature_invalid", tenant_id=edited["tenant_id"])
+    status, _, err = witnessed.seal()
+    assert status == 1 and "the witness is not as this sealer wrote it" in err
