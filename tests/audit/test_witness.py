@@ -503,3 +503,27 @@ def test_a_witness_line_edited_with_or_without_its_hash_recomputed_is_named(witn
     assert status == 1 and named(report["findings"], "head_log_signature_invalid", tenant_id=edited["tenant_id"])
     status, _, err = witnessed.seal()
     assert status == 1 and "the witness is not as this sealer wrote it" in err
+
+
+def test_an_unsigned_witness_cut_after_its_last_seal_does_not_pass_that_seal(
+    ledger: Ledger, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Without a seal key, a seal the witness does not hold cannot be the sealer's: the witness cut at a line
+    # boundary (a valid, shorter chain) leaves that seal unwitnessed, for verify and the sealer alike.
+    witness = tmp_path / "witness.jsonl"
+    ledger.seal(witness=witness, adopt=True)
+    real = ledger.complete_stream(TENANTS[0])
+    late = resealed(real, header_of(real[0], uuid.uuid4()), shift=timedelta(0), ids=True)
+    ledger.tamper(lambda c: c.execute(insert(events), late))
+    assert [seal.sequence for seal in ledger.seal(witness=witness)] == [3]
+    lines = witness.read_text().splitlines(keepends=True)
+    witness.write_text("".join(lines[:-1]))
+
+    report = ledger.verify(witness=witness)
+
+    assert not report.ok and not report.outside_findings
+    assert [(f.kind, f.tenant_id, f.seal_sequence) for f in report.findings if f.severity == "broken"] == [
+        ("seal_unwitnessed", TENANTS[0], 3)
+    ]
+    with pytest.raises(SealRefusedError, match="seal 3 after the recorded head 2 was not made by this sealer"):
+        ledger.seal(witness=witness)
