@@ -242,13 +242,14 @@ def _audit_seal(args: argparse.Namespace) -> int:
         SigningKey,
         seal_ledger,
     )
+    from llm_ledger.audit.heads import WITNESS_FILE, HeadLog, resolve
     from llm_ledger.audit.report import printable
     from llm_ledger.store import StoreUnavailableError, create_store_engine
 
     witness = args.witness or os.environ.get(SEAL_WITNESS_VARIABLE) or None
     if args.adopt and witness is None:
         print(f"llm-ledger: --adopt starts a witness: give --witness or {SEAL_WITNESS_VARIABLE}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     # One engine (and its pool) for every round of --follow, not a new one each time.
     engine = create_store_engine(_database_url(args))
     try:
@@ -260,17 +261,19 @@ def _audit_seal(args: argparse.Namespace) -> int:
                 seals = seal_ledger(
                     engine, signing_key=signing_key, tenant_id=args.tenant, witness=witness, adopt=adopt
                 )
+                adopt = False  # once: the next rounds find the heads it recorded
             except StoreUnavailableError as exc:
                 print(f"llm-ledger: {exc}", file=sys.stderr)
                 if not args.follow:
                     return ExitCode.NO_LEDGER
                 seals = []  # the next round seals what this one could not
+                # --adopt stands until a round has started the witness (this one may have, before the outage).
+                adopt = adopt and witness is not None and not HeadLog.read(resolve(witness, WITNESS_FILE)).entries
             except SealRefusedError as exc:
                 # The ledger is not what the witness recorded: evidence to keep, not something to seal over.
                 for refusal in exc.refusals:
                     print(f"llm-ledger: refused: {printable(refusal)}", file=sys.stderr, flush=True)
-                seals, status = exc.made, ExitCode.FAILED
-            adopt = False  # once: the next rounds find the heads it recorded
+                seals, status, adopt = exc.made, ExitCode.FAILED, False
             if not seals and not args.follow and status == ExitCode.OK:
                 print("nothing to seal: every event that can be sealed is")
             _print_seals(seals)

@@ -19,11 +19,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 from llm_ledger.audit.errors import AuditConfigurationError
@@ -105,6 +106,9 @@ class HeadLog:
     exists: bool = False
     entries: list[Entry] = field(default_factory=list)
     problems: list[LogProblem] = field(default_factory=list)
+    _newest: dict[str, Entry] = field(default_factory=dict)
+    """Each tenant's newest entry, kept as entries are added: a log grows by a line a seal, and looking
+    through it for each line read would make reading it quadratic."""
     _tail_hash: str | None = None
     _ends_in_newline: bool = True
 
@@ -145,13 +149,13 @@ class HeadLog:
         if signature_problem:
             broken("head_log_signature_invalid", signature_problem)
         head = Head(tenant, fields["sequence"], fields["seal_hash"])
-        earlier = self.heads().get(tenant)
+        earlier = self._newest.get(tenant)
         if earlier is not None and head.sequence < earlier.head.sequence:
             broken(
                 "head_log_went_backwards",
                 f"tenant's head goes back from seal {earlier.head.sequence} (line {earlier.line}) to {head.sequence}",
             )
-        self.entries.append(
+        self._add(
             Entry(
                 number,
                 head,
@@ -164,12 +168,13 @@ class HeadLog:
         )
         self._tail_hash = fields["entry_hash"]
 
-    def heads(self) -> dict[str, Entry]:
-        """Each tenant's newest entry."""
-        newest: dict[str, Entry] = {}
-        for entry in self.entries:
-            newest[entry.head.tenant_id] = entry
-        return newest
+    def _add(self, entry: Entry) -> None:
+        self.entries.append(entry)
+        self._newest[entry.head.tenant_id] = entry
+
+    def heads(self) -> Mapping[str, Entry]:
+        """Each tenant's newest entry (a live, read-only view)."""
+        return MappingProxyType(self._newest)
 
     @property
     def is_broken(self) -> bool:
@@ -214,7 +219,8 @@ class HeadLog:
         except OSError as exc:
             raise AuditConfigurationError(f"cannot append to the head log {self.path}: {exc.strerror}") from None
         self.exists, self._ends_in_newline = True, True
-        self.entries.extend(made)
+        for entry in made:
+            self._add(entry)
         return made
 
 

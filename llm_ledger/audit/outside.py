@@ -20,9 +20,11 @@ from llm_ledger.audit.report import Finding, TenantResult
 from llm_ledger.audit.seals import Seal
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RecordedHeads:
-    """One head log as verify uses it: ``label`` names it in findings; ``is_witness`` for the sealer's."""
+    """One head log as verify uses it: ``label`` names it in findings; ``is_witness`` for the sealer's (read
+    again when a chain has a seal after the head it recorded: the sealer may have sealed since verify began).
+    """
 
     log: HeadLog
     label: str
@@ -39,6 +41,11 @@ class RecordedHeads:
     def check(self, result: TenantResult, chain: Sequence[Seal], has_events: bool) -> None:
         """Hold ``result``'s tenant's seal chain (as stored, in sequence) against the recorded head."""
         recorded = self.log.heads().get(result.tenant_id)
+        if self.is_witness and chain and chain[-1].sequence > (recorded.head.sequence if recorded else 0):
+            # Read when verify began, before this chain: a seal made since then is in the witness now, and
+            # without a seal key it could not be told from a forgery.
+            self.log = HeadLog.read(self.log.path, self.public_key)
+            recorded = self.log.heads().get(result.tenant_id)
         if recorded is not None and not self._head_is_there(result, recorded, chain, has_events):
             return
         if self.is_witness:
@@ -90,12 +97,15 @@ class RecordedHeads:
         return True
 
     def _check_unwitnessed(self, result: TenantResult, chain: Sequence[Seal], head_sequence: int) -> None:
-        signer = self._signer()
-        for seal in chain:
-            if seal.sequence <= head_sequence:
-                continue
-            is_sealers = signer is not None and seal.signature is not None
-            if is_sealers and signer is not None and signer.is_signature_of(seal.signature or "", seal.seal_hash):
+        later = [seal for seal in chain if seal.sequence > head_sequence]
+        # Only then: without a signed line, finding the signer looks through the whole witness.
+        signer = self._signer() if later else None
+        for seal in later:
+            if (
+                signer is not None
+                and seal.signature is not None
+                and signer.is_signature_of(seal.signature, seal.seal_hash)
+            ):
                 result.add(
                     Finding(
                         result.tenant_id,

@@ -178,8 +178,13 @@ class AuditQueries:
         query = select(seals).where(seals.c.tenant_id == tenant_id).order_by(seals.c.sequence.desc()).limit(1)
         return connection.execute(query).first()
 
-    def seals_of(self, connection: Connection, tenant_id: str) -> list[Row[Any]]:
-        query = select(seals).where(seals.c.tenant_id == tenant_id).order_by(seals.c.sequence)
+    def seals_of(self, connection: Connection, tenant_id: str, from_sequence: int = 1) -> list[Row[Any]]:
+        """The tenant's seals from ``from_sequence`` on, in sequence."""
+        query = (
+            select(seals)
+            .where(seals.c.tenant_id == tenant_id, seals.c.sequence >= from_sequence)
+            .order_by(seals.c.sequence)
+        )
         return list(connection.execute(query))
 
     def insert_seal(self, connection: Connection, values: Mapping[str, Any]) -> None:

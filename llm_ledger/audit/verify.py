@@ -126,7 +126,10 @@ def _verify(
 
 def _remember(state: HeadLog, report: AuditReport) -> None:
     """Append to verify's state the head of each tenant that verified clean, where it moved: a broken
-    tenant keeps the head it had, so that the next run compares with it again."""
+    tenant keeps the head it had, so that the next run compares with it again. Nothing at all when the
+    witness or the state is broken itself: the tenants were held against heads that cannot be trusted."""
+    if any(finding.severity == "broken" for finding in report.outside_findings):
+        return
     known = state.heads()
     moved = []
     for result in report.tenants:

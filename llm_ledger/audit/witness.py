@@ -3,9 +3,10 @@ seal is the head it recorded itself (``heads.HeadLog``), and after sealing it re
 
 What it refuses, per tenant (``SealRefusedError`` names each): seals gone (the database's newest seal is
 older than the recorded head, or there is none, or the tenant is gone altogether), a head replaced (same
-sequence, another hash), and seals after the recorded head that this sealer did not sign. A seal after the
-head that *is* signed with the sealer's key and chains from the head is its own, made by a run that stopped
-before recording it: it is recorded (``recovered``) and sealing goes on.
+sequence, another hash) or its row edited under the recorded hash, and seals after the recorded head that
+this sealer did not sign. A seal after the head that *is* signed with the sealer's key and chains from the
+head is its own, made by a run that stopped before recording it: it is recorded (``recovered``) and sealing
+goes on.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ class SealerWitness:
     refusals: list[str] = field(default_factory=list)
 
     def refuse(self, tenant_id: str, detail: str) -> None:
-        self.refusals.append(f"tenant {tenant_id!r}: {detail}; not sealing it ({self.log.path})")
+        # As stored: whoever shows it escapes it (the CLI with ``report.printable``, as verify's report does).
+        self.refusals.append(f"tenant '{tenant_id}': {detail}; not sealing it ({self.log.path})")
 
     def is_new(self) -> bool:
         return not self.log.entries
@@ -72,7 +74,9 @@ class SealerWitness:
                 f" database's newest is seal {newest.sequence}: seals were removed",
             )
             return False
-        chain = [Seal.from_row(row) for row in queries.seals_of(connection, tenant_id)]
+        # From the recorded head on: the seals before it are verify's to check, and a tenant has a seal for
+        # every round of the sealer.
+        chain = [Seal.from_row(row) for row in queries.seals_of(connection, tenant_id, head.sequence)]
         at_head = next((seal for seal in chain if seal.sequence == head.sequence), None)
         if at_head is None or at_head.seal_hash != head.seal_hash:
             shown = at_head.seal_hash if at_head else "missing"
@@ -80,6 +84,15 @@ class SealerWitness:
                 tenant_id,
                 f"seal {head.sequence} is {shown}, the witness recorded {head.seal_hash} at line {recorded.line}:"
                 " the chain was replaced",
+            )
+            return False
+        if at_head.computed_hash() != at_head.seal_hash:
+            # The next seal starts where this row's range ends and links to its stored hash: a row edited
+            # under the recorded hash would have the sealer sign on from a range it never sealed.
+            self.refuse(
+                tenant_id,
+                f"seal {head.sequence}'s fields do not give its hash (they give {at_head.computed_hash()}): the"
+                " recorded head's row was edited",
             )
             return False
         later = [seal for seal in chain if seal.sequence > head.sequence]

@@ -19,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from llm_ledger.audit import SealRefusedError, SigningKey, seal_ledger
+from llm_ledger.audit import verify as verify_module
+from llm_ledger.audit.heads import HeadLog
 from llm_ledger.audit.schema import seal_streams, seals
 from llm_ledger.cli import main
+from llm_ledger.events import canonical_json, sha256_hex
 from llm_ledger.store.schema import events
 from tests.audit.conftest import TENANTS, Ledger, wait_until_sealable
 from tests.audit.test_tampering import header_of, named, replace_rows, resealed
@@ -309,3 +312,218 @@ def test_a_witness_directory_may_be_named_before_it_exists(
 ) -> None:
     ledger.seal(signing_key, witness=f"{tmp_path / 'new'}/", adopt=True)
     assert len((tmp_path / "new" / "witness.jsonl").read_text().splitlines()) == len(TENANTS)
+
+
+def test_the_sealer_does_not_extend_a_head_whose_row_was_edited_under_its_hash(witnessed: Witnessed) -> None:
+    # The stored seal_hash is still the recorded one, but the row's range (where the next seal starts) is not
+    # what was sealed: extending it would sign a chain the sealer did not write.
+    ledger, tenant = witnessed.ledger, TENANTS[0]
+    real = ledger.complete_stream(tenant)
+    late = resealed(real, header_of(real[0], uuid.uuid4()), shift=timedelta(0), ids=True)
+
+    def tamper(connection: Connection) -> None:
+        connection.execute(insert(events), late)
+        newest = connection.execute(select(func.max(events.c.global_position))).scalar_one()
+        connection.execute(
+            update(seals).where(seals.c.tenant_id == tenant, seals.c.sequence == 2).values(through_position=newest)
+        )
+
+    ledger.tamper(tamper)
+
+    status, _, err = witnessed.seal()
+
+    assert status == 1 and f"refused: tenant '{tenant}'" in err
+    assert "seal 2's fields do not give its hash" in err
+    assert witnessed.seal_count(tenant) == 2
+
+
+def test_verify_does_not_remember_heads_checked_against_a_broken_witness(witnessed: Witnessed) -> None:
+    # A head the tenant reached is only as good as the witness it was held against: with that witness broken,
+    # the state keeps the heads it had, and the next run compares with them again.
+    ledger = witnessed.ledger
+    real = ledger.complete_stream(TENANTS[0])
+    late = resealed(real, header_of(real[0], uuid.uuid4()), shift=timedelta(0), ids=True)
+    ledger.tamper(lambda c: c.execute(insert(events), late))
+    ledger.seal(witnessed.key)  # the tenant's head moves to seal 3
+    lines = witnessed.witness.read_text().splitlines()
+    witnessed.witness.write_text(lines[1] + "\n")  # the first line removed
+    state = witnessed.state / "verify-state.jsonl"
+    before = state.read_bytes()
+
+    status, report = witnessed.verify("--witness", str(witnessed.witness), "--state", str(witnessed.state))
+
+    assert status == 1 and named(report["findings"], "head_log_chain_broken")
+    assert state.read_bytes() == before
+
+
+def test_a_seal_the_sealer_records_while_verify_runs_is_not_taken_for_a_forgery(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without a seal key, a seal missing from the witness is a forgery; verify must therefore hold each chain
+    # against the witness as it is after the chain was read, not as it was when verify started (the compose
+    # stack's sealer seals every 5 minutes, a verify of a large ledger takes longer).
+    witness = tmp_path / "witness.jsonl"
+    ledger.seal(witness=witness, adopt=True)
+    real = ledger.complete_stream(TENANTS[0])
+    late = resealed(real, header_of(real[0], uuid.uuid4()), shift=timedelta(0), ids=True)
+    ledger.tamper(lambda c: c.execute(insert(events), late))
+    wait_until_sealable(ledger.url)
+    reads = []
+
+    class SealedAfterTheFirstRead(HeadLog):
+        @classmethod
+        def read(cls, path: Path, public_key: Any = None) -> HeadLog:
+            log = HeadLog.read(path, public_key)
+            reads.append(path)
+            if len(reads) == 1:  # the sealer's round, just after verify read its witness
+                assert [seal.sequence for seal in seal_ledger(ledger.sealer_url, witness=witness)] == [3]
+            return log
+
+    monkeypatch.setattr(verify_module, "HeadLog", SealedAfterTheFirstRead)
+
+    report = ledger.verify(witness=witness)
+
+    assert report.ok, [str(finding) for finding in report.findings]
+    assert [finding.kind for finding in report.findings] == []
+
+
+def test_a_refused_tenant_id_is_shown_escaped_once_as_verify_shows_it(
+    ledger: Ledger, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A tenant the forger inserted and sealed with a sealer of their own: the real sealer refuses it, and
+    # names it as `audit verify` does (one escape per character), not as Python's repr escaped once more.
+    witness = tmp_path / "witness.jsonl"
+    ledger.seal(witness=witness, adopt=True)
+    evil = "x\nrefused: nothing\\"
+    copies = [
+        {c.name: getattr(row, c.name) for c in events.c if c.name not in ("global_position", "recorded_at", "tx_id")}
+        | {"tenant_id": evil, "event_id": str(uuid.uuid4())}
+        for row in ledger.complete_stream()
+    ]
+    ledger.tamper(lambda c: c.execute(insert(events), copies))
+    ledger.seal(tenant_id=evil)  # the forger's own sealer: no witness
+    capsys.readouterr()
+
+    status = main(["audit", "seal", "--database-url", ledger.sealer_url, "--witness", str(witness)])
+
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "refused: tenant 'x\\nrefused: nothing\\\\': the database has seals up to 1" in err
+    assert not [line for line in err.splitlines() if line.startswith("refused: nothing")]
+
+
+def test_follow_with_adopt_still_adopts_after_a_first_round_without_the_database(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The database restarting as the sealer starts: --adopt must stand until a round reaches it, instead of
+    # every later round refusing with "start it with --adopt".
+    import time
+
+    import llm_ledger.audit as audit
+    from llm_ledger.store import StoreUnavailableError
+
+    witness = tmp_path / "witness.jsonl"
+    real_seal_ledger, rounds = audit.seal_ledger, []
+
+    def first_round_unreachable(*args: Any, **options: Any) -> list[Any]:
+        rounds.append(options["adopt"])
+        if len(rounds) == 1:
+            raise StoreUnavailableError("the database is restarting (a test's outage)")
+        return real_seal_ledger(*args, **options)
+
+    def sleep(_: float) -> None:
+        if len(rounds) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(audit, "seal_ledger", first_round_unreachable)
+    monkeypatch.setattr(time, "sleep", sleep)
+    arguments = ["audit", "seal", "--database-url", ledger.sealer_url, "--witness", str(witness)]
+
+    assert main([*arguments, "--adopt", "--follow", "--interval", "1"]) == 130
+
+    assert "refused" not in capsys.readouterr().err
+    assert rounds == [True, True, False]
+    assert [json.loads(line)["reason"] for line in witness.read_text().splitlines()] == ["adopted"] * len(TENANTS)
+
+
+def newest_seal_replaced(connection: Connection, ledger: Ledger, tenant_id: str) -> None:
+    """A stream of the tenant's newest seal (2) rewritten with its hashes recomputed, and that seal dropped,
+    for the forger's own sealer to make again over the rewritten range."""
+    with ledger.engine.connect() as reading:
+        first = reading.execute(select(seals).where(seals.c.tenant_id == tenant_id, seals.c.sequence == 1)).one()
+    stream = next(
+        rows for rows in _streams(ledger, tenant_id) if min(r.global_position for r in rows) > first.through_position
+    )
+    replace_rows(connection, stream, resealed(stream, header_of(stream[0]), shift=timedelta(0)))
+    connection.execute(
+        delete(seal_streams).where(seal_streams.c.tenant_id == tenant_id, seal_streams.c.seal_sequence == 2)
+    )
+    connection.execute(delete(seals).where(seals.c.tenant_id == tenant_id, seals.c.sequence == 2))
+
+
+@pytest.mark.parametrize("forger_signs", [False, True], ids=["unsigned", "signed-with-own-key"])
+def test_the_newest_seal_recomputed_over_a_rewritten_stream_is_a_replaced_head(
+    ledger: Ledger, tmp_path: Path, capsys: pytest.CaptureFixture[str], forger_signs: bool
+) -> None:
+    # No seal key anywhere (the compose stack's default): the witness and the state are unsigned, and the
+    # forger's seal 2 is as valid a seal as the real one was, but not the one they recorded.
+    witness, state = tmp_path / "witness.jsonl", tmp_path / "state.jsonl"
+    ledger.seal(witness=witness, adopt=True)
+    assert ledger.verify(state=state).ok
+    tenant = TENANTS[0]
+    ledger.tamper(lambda c: newest_seal_replaced(c, ledger, tenant))
+    ledger.seal(SigningKey.generate() if forger_signs else None, tenant_id=tenant)  # the forger's sealer
+    assert ledger.verify().ok
+
+    report = ledger.verify(witness=witness, state=state)
+
+    assert not report.ok
+    replaced = [f for f in report.findings if f.kind == "seal_head_replaced"]
+    assert [(f.tenant_id, f.seal_sequence) for f in replaced] == [(tenant, 2), (tenant, 2)]
+    assert "the chain up to it was replaced" in replaced[0].detail
+    assert state.read_text().count("\n") == len(TENANTS)  # the forged head is not remembered
+    with pytest.raises(SealRefusedError, match="the chain was replaced"):
+        ledger.seal(witness=witness)
+
+
+def test_a_witness_line_edited_with_or_without_its_hash_recomputed_is_named(witnessed: Witnessed) -> None:
+    lines = [json.loads(line) for line in witnessed.witness.read_text().splitlines()]
+    edited = {**lines[-1], "sequence": 1}
+    witnessed.witness.write_text("".join(canonical_json(line).decode() + "\n" for line in [*lines[:-1], edited]))
+
+    status, report = witnessed.verify("--witness", str(witnessed.witness))
+
+    assert status == 1 and named(report["findings"], "head_log_edited", tenant_id=edited["tenant_id"])
+    fields = {k: v for k, v in edited.items() if k not in ("entry_hash", "public_key", "signature")}
+    rehashed = {**edited, "entry_hash": sha256_hex(canonical_json(fields))}
+    witnessed.witness.write_text("".join(canonical_json(line).decode() + "\n" for line in [*lines[:-1], rehashed]))
+
+    status, report = witnessed.verify("--witness", str(witnessed.witness))
+
+    assert status == 1 and named(report["findings"], "head_log_signature_invalid", tenant_id=edited["tenant_id"])
+    status, _, err = witnessed.seal()
+    assert status == 1 and "the witness is not as this sealer wrote it" in err
+
+
+def test_an_unsigned_witness_cut_after_its_last_seal_does_not_pass_that_seal(
+    ledger: Ledger, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Without a seal key, a seal the witness does not hold cannot be the sealer's: the witness cut at a line
+    # boundary (a valid, shorter chain) leaves that seal unwitnessed, for verify and the sealer alike.
+    witness = tmp_path / "witness.jsonl"
+    ledger.seal(witness=witness, adopt=True)
+    real = ledger.complete_stream(TENANTS[0])
+    late = resealed(real, header_of(real[0], uuid.uuid4()), shift=timedelta(0), ids=True)
+    ledger.tamper(lambda c: c.execute(insert(events), late))
+    assert [seal.sequence for seal in ledger.seal(witness=witness)] == [3]
+    lines = witness.read_text().splitlines(keepends=True)
+    witness.write_text("".join(lines[:-1]))
+
+    report = ledger.verify(witness=witness)
+
+    assert not report.ok and not report.outside_findings
+    assert [(f.kind, f.tenant_id, f.seal_sequence) for f in report.findings if f.severity == "broken"] == [
+        ("seal_unwitnessed", TENANTS[0], 3)
+    ]
+    with pytest.raises(SealRefusedError, match="seal 3 after the recorded head 2 was not made by this sealer"):
+        ledger.seal(witness=witness)
