@@ -123,6 +123,7 @@ class BufferedWriter:
         self._queue: deque[EventDraft] = deque()
         self._waiters = DurabilityWaiters()
         self._settled = 0  # events taken off the queue and journaled, stored, set aside or given up on
+        self._journaling = 0  # events taken off the queue and not settled yet (the batch being sealed and journaled)
         self._handed: deque[_Batch] = deque()  # journaled (or memory-only) batches for the storing thread
         self._handed_events = 0
         self._on_disk = False  # journaled batches wait on disk only: the storer reads them back first
@@ -180,7 +181,7 @@ class BufferedWriter:
                 spooled=self._spooled,
                 replayed=self._replayed,
                 rejected=self._rejected,
-                queued=len(self._queue) + self._handed_events,
+                queued=len(self._queue) + self._journaling + self._handed_events,
                 state=self._state,
                 journaled=self._journaled,
                 memory_only=self._memory_only,
@@ -281,7 +282,8 @@ class BufferedWriter:
                 self._cond.wait(self.flush_interval)
             if not self._queue:
                 return None if self._stopping else []
-            return [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
+            self._journaling = min(self.batch_size, len(self._queue))
+            return [self._queue.popleft() for _ in range(self._journaling)]
 
     def _seal(self, batch: list[EventDraft]) -> tuple[list[dict[str, Any]], list[bytes]]:
         """The rows of a batch and their journal records (each draft's canonical JSON with its hash);
@@ -305,6 +307,7 @@ class BufferedWriter:
             if rows:
                 self._hand_over(_Batch(seq, self.spool.state.journaled_events, rows))
             self._settled += len(batch)
+            self._journaling = 0
             self._waiters.release_through(self._settled)
             self._cond.notify_all()
 

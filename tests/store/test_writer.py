@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -243,3 +244,38 @@ async def test_an_unstorable_event_in_a_batch_copied_while_sealed_is_set_aside_a
     assert "NUL" in (tmp_path / "spool" / "rejected.jsonl").read_text()
     stored = [str(e.event_id) for e in EventStore(postgres_migrated_url).read_tenant(tenant)]
     assert sorted(stored) == sorted(str(d.event_id) for d in drafts)
+
+
+class StalledJournal:
+    """Holds the writer's journaling thread inside its next append until ``release()`` (a disk whose fsync
+    hangs: no real device here can be made to stall on demand)."""
+
+    def __init__(self, writer: BufferedWriter) -> None:
+        self.entered, self._release = threading.Event(), threading.Event()
+        append = writer.spool.append
+
+        def stalled(body: bytes, count: int) -> int:
+            self.entered.set()
+            self._release.wait(120)
+            return append(body, count)
+
+        writer.spool.append = stalled  # type: ignore[method-assign]
+
+    def release(self) -> None:
+        self._release.set()
+
+
+async def test_queued_counts_the_batch_being_journaled(tmp_path: Path) -> None:
+    drafts: list[EventDraft] = []
+    await run_executions(DraftSink(drafts), 3, tenant=_tenant())
+    writer = BufferedWriter(EventStore(UNREACHABLE), tmp_path / "spool", flush_interval=0.05)
+    stall = StalledJournal(writer)
+    for draft in drafts:
+        writer.emit(draft)
+    assert stall.entered.wait(60)
+    # Taken off the queue, not journaled yet: still in memory, and what a producer pacing itself on
+    # ``queued`` (bench/ingest.py) must see, or it overruns max_queue.
+    assert writer.stats.queued == len(drafts)
+    stall.release()
+    assert writer.flush(60)
+    assert writer.close(timeout=1).queued == 0
