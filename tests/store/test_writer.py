@@ -279,3 +279,26 @@ async def test_queued_counts_the_batch_being_journaled(tmp_path: Path) -> None:
     stall.release()
     assert writer.flush(60)
     assert writer.close(timeout=1).queued == 0
+
+
+async def test_closing_says_how_many_events_were_never_journaled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from llm_ledger.store.default import close_default_writers, make_default_writer
+
+    drafts: list[EventDraft] = []
+    await run_executions(DraftSink(drafts), 3, tenant=_tenant())
+    monkeypatch.setenv("LLM_LEDGER_DATABASE_URL", UNREACHABLE)
+    monkeypatch.setenv("LLM_LEDGER_SPOOL_DIR", str(tmp_path / "spool"))
+    writer = make_default_writer()
+    stall = StalledJournal(writer)
+    for draft in drafts:
+        writer.emit(draft)
+    assert stall.entered.wait(60)
+    caplog.set_level(logging.WARNING, logger="llm_ledger.store")
+    try:
+        close_default_writers(timeout=0.2)  # the journal hangs past the close's budget: those events die here
+    finally:
+        stall.release()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(f"{len(drafts)} event(s)" in message and "not journaled" in message for message in errors), errors
