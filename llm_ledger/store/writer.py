@@ -138,6 +138,7 @@ class BufferedWriter:
         self._retry_at = 0.0
         self._journal_failing = False
         self._journal_retry_at = 0.0
+        self._freeing_failed = False
         self._streamable = True  # until the store says it cannot copy while sealing
         self._accepted = self._written = self._spooled = self._replayed = self._rejected = 0
         self._journaled = self._memory_only = self._lost = 0
@@ -229,7 +230,7 @@ class BufferedWriter:
         for batch in left:  # the storer did not get to them (or hangs in the database): keep them on disk
             self._leave_on_disk(batch)
         if not self._storer.is_alive() and self._next_seq > self.spool.state.journaled_seq:
-            self.spool.release_through(self._next_seq - 1, self._stored_events, everything=True)
+            self._free(self.spool.release_through, self._next_seq - 1, self._stored_events, everything=True)
         self.spool.close()
         with self._cond:
             self._waiters.release_all()
@@ -497,7 +498,23 @@ class BufferedWriter:
                 advanced = True
             self._cond.notify_all()
         if advanced:
-            self.spool.release_through(self._next_seq - 1, self._stored_events)
+            self._free(self.spool.release_through, self._next_seq - 1, self._stored_events)
+
+    def _free(self, release: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+        """Free journal segments whose events are stored. Failing to (the directory removed under the
+        writer, a disk gone read-only) is said once and is not an outage: the events are in the database,
+        and a segment left behind is replayed idempotently at the next start. It must not stop the storing."""
+        try:
+            release(*args, **kwargs)
+        except OSError as exc:
+            if not self._freeing_failed:
+                self._freeing_failed = True
+                log.error(
+                    "llm-ledger: the writer cannot free stored segments of the journal in %s (%s); it goes on "
+                    "storing, and what it leaves there is skipped when replayed",
+                    self.spool.directory,
+                    exc,
+                )
 
     def _database_answers(self) -> bool:
         try:
@@ -556,7 +573,9 @@ class BufferedWriter:
                     if tracker.is_new(record):
                         self._replay(record.records())
                     last = record
-                self.spool.remove_previous(segment, last.seq if last else None, last.end_event if last else 0)
+                self._free(
+                    self.spool.remove_previous, segment, last.seq if last else None, last.end_event if last else 0
+                )
                 self.spool.previous.pop(0)
         except Exception as exc:  # noqa: BLE001 - unreachable: replayed again (idempotently) when it is back
             self._set_state("spooling", f"{type(exc).__name__}: {exc}")
@@ -579,7 +598,7 @@ class BufferedWriter:
                     self._replay(record.records())
                     with self._cond:
                         self._next_seq, self._stored_events = record.seq + 1, record.end_event
-                    self.spool.release_through(record.seq, record.end_event)
+                    self._free(self.spool.release_through, record.seq, record.end_event)
         except Exception as exc:  # noqa: BLE001 - unreachable again: keep it on disk
             with self._cond:
                 self._on_disk = True

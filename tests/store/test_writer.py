@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from sqlalchemy.pool import NullPool
 from llm_ledger.events import EventDraft, StreamHeader, StreamSealer, uuid7, verify_chain
 from llm_ledger.events import values as payloads
 from llm_ledger.events.values import JsonPayload
+from llm_ledger.store import spool as spool_module
 from llm_ledger.store.store import EventStore
 from llm_ledger.store.writer import BufferedWriter
 from tests.store.workload import DraftSink, run_executions
@@ -302,3 +304,27 @@ async def test_closing_says_how_many_events_were_never_journaled(
         stall.release()
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert any(f"{len(drafts)} event(s)" in message and "not journaled" in message for message in errors), errors
+
+
+async def test_a_spool_directory_removed_under_a_running_writer_does_not_stop_it_storing(
+    writer_url: str,
+    postgres_migrated_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A temporary-files cleaner removes the journal's directory: segments can no longer be freed (nor made).
+    # The writer must say so and go on storing what it holds, not lose its storing thread.
+    monkeypatch.setattr(spool_module, "SEGMENT_BYTES", 4096)  # segments close (and are freed) after a few batches
+    tenant, spool = _tenant(), tmp_path / "spool"
+    writer = BufferedWriter(EventStore(writer_url, role="llm_ledger_writer"), spool, flush_interval=0.05)
+    caplog.set_level(logging.ERROR, logger="llm_ledger.store")
+    await run_executions(writer, 20, tenant=tenant)
+    assert writer.wait_stored(60)
+    shutil.rmtree(spool)
+    await run_executions(writer, 20, tenant=tenant)
+    assert writer.wait_stored(60), "what was accepted after the directory went is stored"
+    stats = writer.close(timeout=10)
+    assert stats.lost == 0
+    _assert_exactly(EventStore(postgres_migrated_url), tenant, stats.accepted)
+    assert any("cannot free" in r.getMessage() for r in caplog.records), "and it is said"
