@@ -151,8 +151,11 @@ class BufferedWriter:
 
     def emit(self, event: EventDraft) -> None:
         with self._cond:
+            if self._journaling_done:  # closed (or its thread gone): nothing would ever take it off the queue
+                self._drop(1, "the writer is closed: an event emitted now is neither journaled nor stored")
+                return
             if len(self._queue) >= self.hard_limit:
-                self._drop(1, "the writer's queue is full (its thread cannot keep up)")
+                self._drop(1, "the writer's queue is full (its journaling thread cannot keep up)")
                 return
             self._queue.append(event)
             self._accepted += 1
@@ -255,8 +258,7 @@ class BufferedWriter:
         """Count events the writer cannot keep (it holds the lock); the first of an episode is logged."""
         if not self._lost:
             log.error(
-                "llm-ledger: %s and the journal and the database cannot take events: %d event(s) dropped "
-                "(stats.lost counts them)",
+                "llm-ledger: %s: %d event(s) dropped (stats.lost counts them)",
                 why,
                 events,
             )
@@ -282,7 +284,10 @@ class BufferedWriter:
             if not self._stopping and len(self._queue) < self.batch_size and not self._waiters:
                 self._cond.wait(self.flush_interval)
             if not self._queue:
-                return None if self._stopping else []
+                if self._stopping:
+                    self._journaling_done = True  # under the lock that found the queue empty: a later emit drops
+                    return None
+                return []
             self._journaling = min(self.batch_size, len(self._queue))
             return [self._queue.popleft() for _ in range(self._journaling)]
 
@@ -343,7 +348,10 @@ class BufferedWriter:
         size = len(batch.rows)
         if batch.seq is None:
             if self._handed_events + len(self._queue) + size > self.hard_limit:
-                self._drop(size, f"{self._handed_events} events wait in memory")
+                self._drop(
+                    size,
+                    f"{self._handed_events} events wait in memory and the journal and the database cannot take events",
+                )
                 return
             self._memory_only += size
         elif self._on_disk or self._state in ("spooling", "replaying") or self._handed_events + size > self.max_queue:
@@ -553,7 +561,9 @@ class BufferedWriter:
         if self._append_to_journal(records) is None:
             with self._cond:
                 if self._stopping:
-                    self._drop(len(batch.rows), "the writer is closing")
+                    self._drop(
+                        len(batch.rows), "the writer is closing and the journal and the database cannot take events"
+                    )
                     self._memory_only -= len(batch.rows)
             return False
         with self._cond:

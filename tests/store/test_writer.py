@@ -328,3 +328,17 @@ async def test_a_spool_directory_removed_under_a_running_writer_does_not_stop_it
     assert stats.lost == 0
     _assert_exactly(EventStore(postgres_migrated_url), tenant, stats.accepted)
     assert any("cannot free" in r.getMessage() for r in caplog.records), "and it is said"
+
+
+async def test_events_emitted_after_close_are_counted_lost_not_silently_queued(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An application's shutdown hook closes the writer (aclose) while requests still finish: their events can
+    # no longer be journaled or stored, and their calls no longer wait. That must be said and counted.
+    writer = BufferedWriter(EventStore(UNREACHABLE), tmp_path / "spool", flush_interval=0.05)
+    writer.close(timeout=1)
+    caplog.set_level(logging.ERROR, logger="llm_ledger.store")
+    await run_executions(writer, 3, tenant=_tenant())
+    stats = writer.stats
+    assert stats.lost > 0 and stats.queued == 0, stats
+    assert any("closed" in r.getMessage() for r in caplog.records)
