@@ -580,6 +580,8 @@ class BufferedWriter:
                 segment = self.spool.previous[0]
                 last: SpoolRecord | None = None
                 for record in self.spool.read(segment):
+                    if self._past_deadline():
+                        return  # closing: the rest stays in the journal for the next start
                     if tracker.is_new(record):
                         self._replay(record.records())
                     last = record
@@ -605,6 +607,10 @@ class BufferedWriter:
                     assert record.seq is not None
                     if record.seq < self._next_seq or record.seq > through:
                         continue
+                    if self._past_deadline():
+                        with self._cond:
+                            self._on_disk = True  # closing: the rest stays in the journal for the next start
+                        return
                     self._replay(record.records())
                     with self._cond:
                         self._next_seq, self._stored_events = record.seq + 1, record.end_event

@@ -342,3 +342,27 @@ async def test_events_emitted_after_close_are_counted_lost_not_silently_queued(
     stats = writer.stats
     assert stats.lost > 0 and stats.queued == 0, stats
     assert any("closed" in r.getMessage() for r in caplog.records)
+
+
+def test_close_stops_a_start_up_replay_at_its_deadline_and_the_next_start_finishes_it(
+    writer_url: str, postgres_migrated_url: str, tmp_path: Path
+) -> None:
+    # After an hour's outage the journal is long: closing must not leave the storing thread replaying it after
+    # close returned (behind the back of the next writer on the same directory).
+    tenant, spool = _tenant(), tmp_path / "spool"
+    earlier = BufferedWriter(EventStore(UNREACHABLE), spool, batch_size=20, flush_interval=0.05)
+    asyncio.run(run_executions(earlier, 1_500, tenant=tenant))
+    backlog = earlier.close(timeout=1).journaled
+    writer = BufferedWriter(EventStore(writer_url, role="llm_ledger_writer"), spool)
+    deadline = time.monotonic() + 60
+    while writer.stats.replayed == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    closed = writer.close(timeout=0.1)
+    time.sleep(1.0)  # a storing thread still running would replay more meanwhile
+    assert closed.replayed < backlog, "the replay was cut short (else this test proves nothing)"
+    assert writer.stats.replayed == closed.replayed, "nothing is replayed after close returned"
+    again = BufferedWriter(EventStore(writer_url, role="llm_ledger_writer"), spool)
+    assert again.wait_stored(120)
+    again.close()
+    stored = EventStore(postgres_migrated_url).read_tenant(tenant)
+    assert len(stored) == len({e.event_id for e in stored}) == backlog
