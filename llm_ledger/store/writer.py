@@ -58,8 +58,9 @@ class WriterStats:
     ``written``: stored from memory; ``replayed``: stored from the journal on disk (this run's backlog and
     the segments a previous run left); ``spooled``: this run's events left to the journal on disk rather
     than memory (an outage, a backlog, the close deadline); ``journaled``: fsynced into the journal;
-    ``memory_only``: held now without a journal copy (the journal failing); ``lost``: dropped, or found
-    missing or damaged in the spool (each logged); ``queued``: waiting in memory.
+    ``memory_only``: held now without a journal copy (the journal failing); ``lost``: dropped (past the hard
+    limit, or emitted after ``close``), or found missing or damaged in the spool (each logged); ``queued``:
+    waiting in memory (the batch being journaled included).
     """
 
     accepted: int
@@ -139,7 +140,7 @@ class BufferedWriter:
         self._journal_failing = False
         self._journal_retry_at = 0.0
         self._freeing_failed = False
-        self._streamable = True  # until the store says it cannot copy while sealing
+        self._streamable = True  # until the store says it cannot copy directly (append_streaming)
         self._accepted = self._written = self._spooled = self._replayed = self._rejected = 0
         self._journaled = self._memory_only = self._lost = 0
         self._journaler = threading.Thread(target=self._journal_batches, name="llm-ledger-writer", daemon=True)

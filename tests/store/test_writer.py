@@ -196,11 +196,11 @@ async def test_batches_are_stored_in_the_order_they_were_emitted(
     assert by_position == [str(d.event_id) for d in drafts]
 
 
-async def test_a_batch_copied_while_sealed_falls_back_on_a_conflict_and_keeps_every_event(
+async def test_a_batch_whose_direct_copy_conflicts_falls_back_and_keeps_every_event(
     writer_url: str, postgres_migrated_url: str, tmp_path: Path
 ) -> None:
-    # On PostgreSQL a batch is sealed while the COPY runs: a replayed event at its start (the server
-    # stops the COPY early) rolls it back and the whole batch, sealed, goes through the staging path.
+    # On PostgreSQL a batch is copied straight into the table: a replayed event at its start (the server
+    # stops the COPY early) rolls it back and the whole batch goes through the staging path.
     tenant = _tenant()
     drafts: list[EventDraft] = []
     await run_executions(DraftSink(drafts), 300, tenant=tenant)
@@ -219,7 +219,7 @@ async def test_a_batch_copied_while_sealed_falls_back_on_a_conflict_and_keeps_ev
     assert sorted(stored) == sorted(str(d.event_id) for d in drafts)
 
 
-async def test_an_unstorable_event_in_a_batch_copied_while_sealed_is_set_aside_and_the_others_stored(
+async def test_an_unstorable_event_in_a_batch_is_set_aside_and_the_others_stored(
     writer_url: str, postgres_migrated_url: str, tmp_path: Path
 ) -> None:
     tenant = _tenant()
