@@ -27,8 +27,9 @@ class Ledger:
     spool_dir: Path
 
     def settle(self) -> WriterStats:
-        """Everything emitted so far written (or set aside): the writer's counters."""
-        assert self.writer.flush(timeout=60), "the writer did not drain within 60 s"
+        """Everything emitted so far written (or set aside): the writer's counters. (``flush`` is not enough: it
+        returns once the events are journaled, before the database has them.)"""
+        assert self.writer.wait_stored(timeout=60), "the writer did not store everything within 60 s"
         return self.writer.stats
 
     def stream(self, stream_id: Any) -> list[Event]:
