@@ -22,27 +22,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import platform
 import random
-import secrets
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("AGNO_TELEMETRY", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psycopg
-from psycopg import sql
 
+from bench.ingest import fresh_database
 from llm_ledger import LLMExecutor, LLMMessage, execution_context
-from llm_ledger.store.migrate import upgrade
 from llm_ledger.store.store import EventStore
 from llm_ledger.store.writer import BufferedWriter
 
@@ -50,21 +46,6 @@ DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432"
 VARIANTS = ("journal", "buffered")
 REALISTIC = "mock/bench-provider?p50_ms=400&p99_ms=1000"
 INSTANT = "mock/bench-instant?p50_ms=0"
-
-
-@contextlib.contextmanager
-def fresh_database(server: str) -> Iterator[str]:
-    """A new database migrated to head, dropped on exit; yields its URL."""
-    name = f"llm_ledger_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = f"{server}/{name}"
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @dataclass(frozen=True)

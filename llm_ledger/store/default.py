@@ -67,6 +67,14 @@ def close_default_writers(timeout: float = 5.0) -> None:
         writers, _writers[:] = list(_writers), []
     for writer in writers:
         stats = writer.close(timeout)
+        if stats.queued:
+            # The journaling thread did not finish in time (a disk that hangs): these die with the process.
+            log.error(
+                "llm-ledger: %d event(s) were still in memory at exit, not journaled (the journal in %s did not "
+                "take them in time): they are lost",
+                stats.queued,
+                writer.spool.directory,
+            )
         if stats.lost or stats.memory_only:
             log.error(
                 "llm-ledger: %d event(s) were lost (the journal in %s could not take them and the event store "

@@ -126,7 +126,8 @@ class EventStore:
 
     def append_streaming(self, rows: Iterable[dict[str, Any]]) -> int | None:
         """Copy rows into the table while ``rows`` produces them, in one transaction: the direct COPY of
-        ``append_rows``, with the server storing the first rows while the caller makes the next.
+        ``append_rows``, one round trip shorter (the transaction is not scoped first), with the server storing
+        the first rows while ``rows`` makes the next.
 
         Returns how many were stored; None, with nothing taken from ``rows``, when the direct path is not
         available (SQLite, a store scoped to a tenant or a reading role, no ingest role): use

@@ -58,8 +58,9 @@ class WriterStats:
     ``written``: stored from memory; ``replayed``: stored from the journal on disk (this run's backlog and
     the segments a previous run left); ``spooled``: this run's events left to the journal on disk rather
     than memory (an outage, a backlog, the close deadline); ``journaled``: fsynced into the journal;
-    ``memory_only``: held now without a journal copy (the journal failing); ``lost``: dropped, or found
-    missing or damaged in the spool (each logged); ``queued``: waiting in memory.
+    ``memory_only``: held now without a journal copy (the journal failing); ``lost``: dropped (past the hard
+    limit, or emitted after ``close``), or found missing or damaged in the spool (each logged); ``queued``:
+    waiting in memory (the batch being journaled included).
     """
 
     accepted: int
@@ -123,6 +124,7 @@ class BufferedWriter:
         self._queue: deque[EventDraft] = deque()
         self._waiters = DurabilityWaiters()
         self._settled = 0  # events taken off the queue and journaled, stored, set aside or given up on
+        self._journaling = 0  # events taken off the queue and not settled yet (the batch being sealed and journaled)
         self._handed: deque[_Batch] = deque()  # journaled (or memory-only) batches for the storing thread
         self._handed_events = 0
         self._on_disk = False  # journaled batches wait on disk only: the storer reads them back first
@@ -137,7 +139,8 @@ class BufferedWriter:
         self._retry_at = 0.0
         self._journal_failing = False
         self._journal_retry_at = 0.0
-        self._streamable = True  # until the store says it cannot copy while sealing
+        self._freeing_failed = False
+        self._streamable = True  # until the store says it cannot copy directly (append_streaming)
         self._accepted = self._written = self._spooled = self._replayed = self._rejected = 0
         self._journaled = self._memory_only = self._lost = 0
         self._journaler = threading.Thread(target=self._journal_batches, name="llm-ledger-writer", daemon=True)
@@ -149,8 +152,11 @@ class BufferedWriter:
 
     def emit(self, event: EventDraft) -> None:
         with self._cond:
+            if self._journaling_done:  # closed (or its thread gone): nothing would ever take it off the queue
+                self._drop(1, "the writer is closed: an event emitted now is neither journaled nor stored")
+                return
             if len(self._queue) >= self.hard_limit:
-                self._drop(1, "the writer's queue is full (its thread cannot keep up)")
+                self._drop(1, "the writer's queue is full (its journaling thread cannot keep up)")
                 return
             self._queue.append(event)
             self._accepted += 1
@@ -180,7 +186,7 @@ class BufferedWriter:
                 spooled=self._spooled,
                 replayed=self._replayed,
                 rejected=self._rejected,
-                queued=len(self._queue) + self._handed_events,
+                queued=len(self._queue) + self._journaling + self._handed_events,
                 state=self._state,
                 journaled=self._journaled,
                 memory_only=self._memory_only,
@@ -228,7 +234,7 @@ class BufferedWriter:
         for batch in left:  # the storer did not get to them (or hangs in the database): keep them on disk
             self._leave_on_disk(batch)
         if not self._storer.is_alive() and self._next_seq > self.spool.state.journaled_seq:
-            self.spool.release_through(self._next_seq - 1, self._stored_events, everything=True)
+            self._free(self.spool.release_through, self._next_seq - 1, self._stored_events, everything=True)
         self.spool.close()
         with self._cond:
             self._waiters.release_all()
@@ -253,8 +259,7 @@ class BufferedWriter:
         """Count events the writer cannot keep (it holds the lock); the first of an episode is logged."""
         if not self._lost:
             log.error(
-                "llm-ledger: %s and the journal and the database cannot take events: %d event(s) dropped "
-                "(stats.lost counts them)",
+                "llm-ledger: %s: %d event(s) dropped (stats.lost counts them)",
                 why,
                 events,
             )
@@ -280,8 +285,12 @@ class BufferedWriter:
             if not self._stopping and len(self._queue) < self.batch_size and not self._waiters:
                 self._cond.wait(self.flush_interval)
             if not self._queue:
-                return None if self._stopping else []
-            return [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
+                if self._stopping:
+                    self._journaling_done = True  # under the lock that found the queue empty: a later emit drops
+                    return None
+                return []
+            self._journaling = min(self.batch_size, len(self._queue))
+            return [self._queue.popleft() for _ in range(self._journaling)]
 
     def _seal(self, batch: list[EventDraft]) -> tuple[list[dict[str, Any]], list[bytes]]:
         """The rows of a batch and their journal records (each draft's canonical JSON with its hash);
@@ -305,6 +314,7 @@ class BufferedWriter:
             if rows:
                 self._hand_over(_Batch(seq, self.spool.state.journaled_events, rows))
             self._settled += len(batch)
+            self._journaling = 0
             self._waiters.release_through(self._settled)
             self._cond.notify_all()
 
@@ -339,7 +349,10 @@ class BufferedWriter:
         size = len(batch.rows)
         if batch.seq is None:
             if self._handed_events + len(self._queue) + size > self.hard_limit:
-                self._drop(size, f"{self._handed_events} events wait in memory")
+                self._drop(
+                    size,
+                    f"{self._handed_events} events wait in memory and the journal and the database cannot take events",
+                )
                 return
             self._memory_only += size
         elif self._on_disk or self._state in ("spooling", "replaying") or self._handed_events + size > self.max_queue:
@@ -494,7 +507,23 @@ class BufferedWriter:
                 advanced = True
             self._cond.notify_all()
         if advanced:
-            self.spool.release_through(self._next_seq - 1, self._stored_events)
+            self._free(self.spool.release_through, self._next_seq - 1, self._stored_events)
+
+    def _free(self, release: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+        """Free journal segments whose events are stored. Failing to (the directory removed under the
+        writer, a disk gone read-only) is said once and is not an outage: the events are in the database,
+        and a segment left behind is replayed idempotently at the next start. It must not stop the storing."""
+        try:
+            release(*args, **kwargs)
+        except OSError as exc:
+            if not self._freeing_failed:
+                self._freeing_failed = True
+                log.error(
+                    "llm-ledger: the writer cannot free stored segments of the journal in %s (%s); it goes on "
+                    "storing, and what it leaves there is skipped when replayed",
+                    self.spool.directory,
+                    exc,
+                )
 
     def _database_answers(self) -> bool:
         try:
@@ -533,7 +562,9 @@ class BufferedWriter:
         if self._append_to_journal(records) is None:
             with self._cond:
                 if self._stopping:
-                    self._drop(len(batch.rows), "the writer is closing")
+                    self._drop(
+                        len(batch.rows), "the writer is closing and the journal and the database cannot take events"
+                    )
                     self._memory_only -= len(batch.rows)
             return False
         with self._cond:
@@ -550,10 +581,14 @@ class BufferedWriter:
                 segment = self.spool.previous[0]
                 last: SpoolRecord | None = None
                 for record in self.spool.read(segment):
+                    if self._past_deadline():
+                        return  # closing: the rest stays in the journal for the next start
                     if tracker.is_new(record):
                         self._replay(record.records())
                     last = record
-                self.spool.remove_previous(segment, last.seq if last else None, last.end_event if last else 0)
+                self._free(
+                    self.spool.remove_previous, segment, last.seq if last else None, last.end_event if last else 0
+                )
                 self.spool.previous.pop(0)
         except Exception as exc:  # noqa: BLE001 - unreachable: replayed again (idempotently) when it is back
             self._set_state("spooling", f"{type(exc).__name__}: {exc}")
@@ -573,10 +608,14 @@ class BufferedWriter:
                     assert record.seq is not None
                     if record.seq < self._next_seq or record.seq > through:
                         continue
+                    if self._past_deadline():
+                        with self._cond:
+                            self._on_disk = True  # closing: the rest stays in the journal for the next start
+                        return
                     self._replay(record.records())
                     with self._cond:
                         self._next_seq, self._stored_events = record.seq + 1, record.end_event
-                    self.spool.release_through(record.seq, record.end_event)
+                    self._free(self.spool.release_through, record.seq, record.end_event)
         except Exception as exc:  # noqa: BLE001 - unreachable again: keep it on disk
             with self._cond:
                 self._on_disk = True

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -21,6 +23,7 @@ from sqlalchemy.pool import NullPool
 from llm_ledger.events import EventDraft, StreamHeader, StreamSealer, uuid7, verify_chain
 from llm_ledger.events import values as payloads
 from llm_ledger.events.values import JsonPayload
+from llm_ledger.store import spool as spool_module
 from llm_ledger.store.store import EventStore
 from llm_ledger.store.writer import BufferedWriter
 from tests.store.workload import DraftSink, run_executions
@@ -193,11 +196,11 @@ async def test_batches_are_stored_in_the_order_they_were_emitted(
     assert by_position == [str(d.event_id) for d in drafts]
 
 
-async def test_a_batch_copied_while_sealed_falls_back_on_a_conflict_and_keeps_every_event(
+async def test_a_batch_whose_direct_copy_conflicts_falls_back_and_keeps_every_event(
     writer_url: str, postgres_migrated_url: str, tmp_path: Path
 ) -> None:
-    # On PostgreSQL a batch is sealed while the COPY runs: a replayed event at its start (the server
-    # stops the COPY early) rolls it back and the whole batch, sealed, goes through the staging path.
+    # On PostgreSQL a batch is copied straight into the table: a replayed event at its start (the server
+    # stops the COPY early) rolls it back and the whole batch goes through the staging path.
     tenant = _tenant()
     drafts: list[EventDraft] = []
     await run_executions(DraftSink(drafts), 300, tenant=tenant)
@@ -216,7 +219,7 @@ async def test_a_batch_copied_while_sealed_falls_back_on_a_conflict_and_keeps_ev
     assert sorted(stored) == sorted(str(d.event_id) for d in drafts)
 
 
-async def test_an_unstorable_event_in_a_batch_copied_while_sealed_is_set_aside_and_the_others_stored(
+async def test_an_unstorable_event_in_a_batch_is_set_aside_and_the_others_stored(
     writer_url: str, postgres_migrated_url: str, tmp_path: Path
 ) -> None:
     tenant = _tenant()
@@ -243,3 +246,123 @@ async def test_an_unstorable_event_in_a_batch_copied_while_sealed_is_set_aside_a
     assert "NUL" in (tmp_path / "spool" / "rejected.jsonl").read_text()
     stored = [str(e.event_id) for e in EventStore(postgres_migrated_url).read_tenant(tenant)]
     assert sorted(stored) == sorted(str(d.event_id) for d in drafts)
+
+
+class StalledJournal:
+    """Holds the writer's journaling thread inside its next append until ``release()`` (a disk whose fsync
+    hangs: no real device here can be made to stall on demand)."""
+
+    def __init__(self, writer: BufferedWriter) -> None:
+        self.entered, self._release = threading.Event(), threading.Event()
+        append = writer.spool.append
+
+        def stalled(body: bytes, count: int) -> int:
+            self.entered.set()
+            self._release.wait(120)
+            return append(body, count)
+
+        writer.spool.append = stalled  # type: ignore[method-assign]
+
+    def release(self) -> None:
+        self._release.set()
+
+
+async def test_queued_counts_the_batch_being_journaled(tmp_path: Path) -> None:
+    drafts: list[EventDraft] = []
+    await run_executions(DraftSink(drafts), 3, tenant=_tenant())
+    writer = BufferedWriter(EventStore(UNREACHABLE), tmp_path / "spool", flush_interval=0.05)
+    stall = StalledJournal(writer)
+    for draft in drafts:
+        writer.emit(draft)
+    assert stall.entered.wait(60)
+    # Taken off the queue, not journaled yet: still in memory, and what a producer pacing itself on
+    # ``queued`` (bench/ingest.py) must see, or it overruns max_queue.
+    assert writer.stats.queued == len(drafts)
+    stall.release()
+    assert writer.flush(60)
+    assert writer.close(timeout=1).queued == 0
+
+
+async def test_closing_says_how_many_events_were_never_journaled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from llm_ledger.store.default import close_default_writers, make_default_writer
+
+    drafts: list[EventDraft] = []
+    await run_executions(DraftSink(drafts), 3, tenant=_tenant())
+    monkeypatch.setenv("LLM_LEDGER_DATABASE_URL", UNREACHABLE)
+    monkeypatch.setenv("LLM_LEDGER_SPOOL_DIR", str(tmp_path / "spool"))
+    writer = make_default_writer()
+    stall = StalledJournal(writer)
+    for draft in drafts:
+        writer.emit(draft)
+    assert stall.entered.wait(60)
+    caplog.set_level(logging.WARNING, logger="llm_ledger.store")
+    try:
+        close_default_writers(timeout=0.2)  # the journal hangs past the close's budget: those events die here
+    finally:
+        stall.release()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(f"{len(drafts)} event(s)" in message and "not journaled" in message for message in errors), errors
+
+
+async def test_a_spool_directory_removed_under_a_running_writer_does_not_stop_it_storing(
+    writer_url: str,
+    postgres_migrated_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A temporary-files cleaner removes the journal's directory: segments can no longer be freed (nor made).
+    # The writer must say so and go on storing what it holds, not lose its storing thread.
+    monkeypatch.setattr(spool_module, "SEGMENT_BYTES", 4096)  # segments close (and are freed) after a few batches
+    tenant, spool = _tenant(), tmp_path / "spool"
+    writer = BufferedWriter(EventStore(writer_url, role="llm_ledger_writer"), spool, flush_interval=0.05)
+    caplog.set_level(logging.ERROR, logger="llm_ledger.store")
+    await run_executions(writer, 20, tenant=tenant)
+    assert writer.wait_stored(60)
+    shutil.rmtree(spool)
+    await run_executions(writer, 20, tenant=tenant)
+    assert writer.wait_stored(60), "what was accepted after the directory went is stored"
+    stats = writer.close(timeout=10)
+    assert stats.lost == 0
+    _assert_exactly(EventStore(postgres_migrated_url), tenant, stats.accepted)
+    assert any("cannot free" in r.getMessage() for r in caplog.records), "and it is said"
+
+
+async def test_events_emitted_after_close_are_counted_lost_not_silently_queued(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An application's shutdown hook closes the writer (aclose) while requests still finish: their events can
+    # no longer be journaled or stored, and their calls no longer wait. That must be said and counted.
+    writer = BufferedWriter(EventStore(UNREACHABLE), tmp_path / "spool", flush_interval=0.05)
+    writer.close(timeout=1)
+    caplog.set_level(logging.ERROR, logger="llm_ledger.store")
+    await run_executions(writer, 3, tenant=_tenant())
+    stats = writer.stats
+    assert stats.lost > 0 and stats.queued == 0, stats
+    assert any("closed" in r.getMessage() for r in caplog.records)
+
+
+def test_close_stops_a_start_up_replay_at_its_deadline_and_the_next_start_finishes_it(
+    writer_url: str, postgres_migrated_url: str, tmp_path: Path
+) -> None:
+    # After an hour's outage the journal is long: closing must not leave the storing thread replaying it after
+    # close returned (behind the back of the next writer on the same directory).
+    tenant, spool = _tenant(), tmp_path / "spool"
+    earlier = BufferedWriter(EventStore(UNREACHABLE), spool, batch_size=20, flush_interval=0.05)
+    asyncio.run(run_executions(earlier, 1_500, tenant=tenant))
+    backlog = earlier.close(timeout=1).journaled
+    writer = BufferedWriter(EventStore(writer_url, role="llm_ledger_writer"), spool)
+    deadline = time.monotonic() + 60
+    while writer.stats.replayed == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    closed = writer.close(timeout=0.1)
+    time.sleep(1.0)  # a storing thread still running would replay more meanwhile
+    assert closed.replayed < backlog, "the replay was cut short (else this test proves nothing)"
+    assert writer.stats.replayed == closed.replayed, "nothing is replayed after close returned"
+    again = BufferedWriter(EventStore(writer_url, role="llm_ledger_writer"), spool)
+    assert again.wait_stored(120)
+    again.close()
+    stored = EventStore(postgres_migrated_url).read_tenant(tenant)
+    assert len(stored) == len({e.event_id for e in stored}) == backlog
