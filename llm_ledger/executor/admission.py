@@ -31,6 +31,9 @@ from llm_ledger.executor.errors import ConfigurationError, InvalidInputError
 from llm_ledger.executor.types import LLMMessage
 
 MAX_STOP_SEQUENCES = 16
+MAX_CHAIN_MODELS = 16
+"""A chain's model strings all go into its ``ExecutionStarted`` event: 16 at their longest, like 16 stop
+sequences, stay within ``RESERVED_EVENT_BYTES`` (a chain of 2,000 long ones made an event over 1 MiB)."""
 
 
 def check_identifier(field: str, value: str) -> None:
@@ -54,6 +57,11 @@ def check_context(context: ExecutionContext) -> None:
 
 def check_chain(chain: Sequence[str]) -> None:
     """The model strings of a chain (configuration: refused with ``ConfigurationError``)."""
+    if len(chain) > MAX_CHAIN_MODELS:
+        raise ConfigurationError(
+            f"a chain has {len(chain)} models (the model and its fallbacks); the ledger keeps at most"
+            f" {MAX_CHAIN_MODELS}"
+        )
     for index, model in enumerate(chain):
         try:
             check_identifier(f"model string {index}", model)

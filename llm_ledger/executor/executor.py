@@ -254,6 +254,8 @@ class LLMExecutor:
             max_tokens=_first(max_tokens, step.max_tokens if step else None, self.max_tokens),
             stop_sequences=stop_sequences,
         )
+        if schema_name is not None:
+            admission.check_identifier("schema name", schema_name)
         capture = (step.capture if step and step.capture else None) or self.capture
         return ExecutionPlan(
             operation=operation,

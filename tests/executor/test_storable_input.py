@@ -266,3 +266,22 @@ async def test_an_answer_captured_in_full_is_made_storable(
     final = ledger.stream(response.execution_id)[-1]
     output = final.payload.output  # type: ignore[union-attr]
     assert output.text == kept and output.chars == len(text) and output.sha256
+
+
+def test_a_chain_longer_than_an_event_holds_is_a_configuration_error() -> None:
+    """2,000 fallbacks of 1,000 characters made an ExecutionStarted event of 2 MB: the writer set it aside."""
+    with pytest.raises(ConfigurationError, match="a chain has 17 models"):
+        LLMExecutor("mock/m", fallback_models=[f"mock/m{i}" for i in range(16)])
+
+
+async def test_the_largest_call_the_door_admits_is_recorded_whole(ledger: Ledger) -> None:
+    """Every identifier at its longest, every character escaped in JSON (6 bytes), the captured messages at
+    their limit: the ExecutionStarted event still fits (RESERVED_EVENT_BYTES holds)."""
+    long = "\x01" * 1024
+    chain = [f"mock/{i:02d}" + "\x01" * 1016 for i in range(16)]
+    tenant = _tenant()
+    executor = LLMExecutor(chain[0], fallback_models=chain[1:], sink=ledger.writer, capture="full")
+    content = "\x01" * (MAX_CAPTURED_BYTES // 6 - 64)
+    with execution_context(tenant_id=tenant, agent_id=long, session_id=long, turn_id=long):
+        response = await executor.generate([LLMMessage(role="user", content=content)], stop_sequences=[long] * 16)
+    _assert_whole(ledger, tenant, response.execution_id, 4)
