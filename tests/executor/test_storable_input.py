@@ -130,7 +130,8 @@ async def test_an_unstorable_context_is_refused(
 @pytest.mark.parametrize(
     ("options", "field"),
     [({"stop_sequences": ["ok", "st\x00p"]}, "stop_sequences[1]"), ({"temperature": math.nan}, "temperature"),
-     ({"temperature": math.inf}, "temperature"), ({"max_tokens": 10**30}, "max_tokens")],
+     ({"temperature": math.inf}, "temperature"), ({"temperature": 10**400}, "temperature"),
+     ({"max_tokens": 10**30}, "max_tokens"), ({"stop_sequences": "###"}, "stop_sequences")],
 )  # fmt: skip
 async def test_unstorable_parameters_are_refused(
     server: FakeProviderServer,
