@@ -77,8 +77,6 @@ class LLMExecutor:
         client_factory: ClientFactory | None = None,
         tracer: ExecutionTracer | None = None,
     ) -> None:
-        if max_retries < 0:
-            raise ConfigurationError(f"max_retries must not be negative, got {max_retries}")
         admission.check_retries(max_retries)
         if not (math.isfinite(timeout_seconds) and timeout_seconds > 0):
             raise ConfigurationError(f"timeout_seconds must be a finite number above 0, got {timeout_seconds}")

@@ -152,9 +152,10 @@ def test_a_nul_in_a_model_string_is_a_configuration_error(providers: dict[str, P
         LLMExecutor("openai/m-1", fallback_models=["openai/m\x00-2"], providers=providers)
 
 
-def test_a_retry_count_beyond_exact_integers_is_a_configuration_error() -> None:
+@pytest.mark.parametrize("value", [10**20, -1, "3"])
+def test_a_retry_count_beyond_exact_integers_is_a_configuration_error(value: object) -> None:
     with pytest.raises(ConfigurationError, match="max_retries must be an integer from 0 to 2"):
-        LLMExecutor("mock/m", max_retries=10**20)
+        LLMExecutor("mock/m", max_retries=value)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("value", [math.inf, math.nan])
