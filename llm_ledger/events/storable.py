@@ -23,14 +23,16 @@ MAX_EXACT_INTEGER = 2**53 - 1
 """The largest integer an event holds: every JSON implementation reads it back exactly."""
 
 MAX_FIELD_CHARS = 1024
-"""The longest identifier an event keeps: context ids, model strings, stop sequences, provider ids."""
+"""The longest identifier an event keeps: context ids, model strings, stop sequences, schema names,
+provider ids."""
 
 MAX_MESSAGE_CHARS = 8192
 """The longest error message an event keeps; a longer one (a provider's HTML error page) is cut."""
 
 RESERVED_EVENT_BYTES = 256 * 1024
 """Room kept in an event for everything but captured text: with every field above at its longest and
-every character escaped (6 bytes), the rest of an event stays below this."""
+every character escaped (6 bytes), the rest of an event stays below this (``ExecutionStarted``: 5 context
+ids, 16 model strings, 16 stop sequences and a schema name of 1,024 characters, 6 KiB each: 228 KiB)."""
 
 MAX_CAPTURED_BYTES = MAX_EVENT_BYTES - RESERVED_EVENT_BYTES
 """The most captured text (as JSON) one event may hold under capture ``full``."""

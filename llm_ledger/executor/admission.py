@@ -31,6 +31,9 @@ from llm_ledger.executor.errors import ConfigurationError, InvalidInputError
 from llm_ledger.executor.types import LLMMessage
 
 MAX_STOP_SEQUENCES = 16
+MAX_CHAIN_MODELS = 16
+"""A chain's model strings all go into its ``ExecutionStarted`` event: 16 at their longest, like 16 stop
+sequences, stay within ``RESERVED_EVENT_BYTES`` (a chain of 2,000 long ones made an event over 1 MiB)."""
 
 
 def check_identifier(field: str, value: str) -> None:
@@ -54,6 +57,11 @@ def check_context(context: ExecutionContext) -> None:
 
 def check_chain(chain: Sequence[str]) -> None:
     """The model strings of a chain (configuration: refused with ``ConfigurationError``)."""
+    if len(chain) > MAX_CHAIN_MODELS:
+        raise ConfigurationError(
+            f"a chain has {len(chain)} models (the model and its fallbacks); the ledger keeps at most"
+            f" {MAX_CHAIN_MODELS}"
+        )
     for index, model in enumerate(chain):
         try:
             check_identifier(f"model string {index}", model)
@@ -65,10 +73,12 @@ def parameters(
     temperature: float | None, max_tokens: int | None, stop_sequences: Sequence[str] | None
 ) -> RequestParameters:
     """The call's sampling parameters, refused with ``InvalidInputError`` when an event cannot hold them."""
-    if temperature is not None and not (isinstance(temperature, (int, float)) and math.isfinite(temperature)):
+    if temperature is not None and not (isinstance(temperature, (int, float)) and _finite(temperature)):
         raise InvalidInputError("temperature", f"must be a finite number, not {temperature!r}")
     if max_tokens is not None and not (isinstance(max_tokens, int) and 0 < max_tokens <= MAX_EXACT_INTEGER):
         raise InvalidInputError("max_tokens", f"must be a positive integer up to 2**53 - 1, not {max_tokens!r}")
+    if isinstance(stop_sequences, str):  # a str is a sequence of one-character stop sequences
+        raise InvalidInputError("stop_sequences", f"must be a list of strings, not the string {stop_sequences!r:.60}")
     stops = tuple(stop_sequences) if stop_sequences else ()
     if len(stops) > MAX_STOP_SEQUENCES:
         raise InvalidInputError(
@@ -77,6 +87,13 @@ def parameters(
     for index, stop in enumerate(stops):
         check_identifier(f"stop_sequences[{index}]", stop)
     return RequestParameters(temperature=temperature, max_tokens=max_tokens, stop_sequences=stops or None)
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond any float (10**400)
+        return False
 
 
 def check_retries(max_retries: int) -> None:

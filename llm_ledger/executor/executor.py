@@ -77,8 +77,6 @@ class LLMExecutor:
         client_factory: ClientFactory | None = None,
         tracer: ExecutionTracer | None = None,
     ) -> None:
-        if max_retries < 0:
-            raise ConfigurationError(f"max_retries must not be negative, got {max_retries}")
         admission.check_retries(max_retries)
         if not (math.isfinite(timeout_seconds) and timeout_seconds > 0):
             raise ConfigurationError(f"timeout_seconds must be a finite number above 0, got {timeout_seconds}")
@@ -254,6 +252,8 @@ class LLMExecutor:
             max_tokens=_first(max_tokens, step.max_tokens if step else None, self.max_tokens),
             stop_sequences=stop_sequences,
         )
+        if schema_name is not None:
+            admission.check_identifier("schema name", schema_name)
         capture = (step.capture if step and step.capture else None) or self.capture
         return ExecutionPlan(
             operation=operation,

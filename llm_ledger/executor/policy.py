@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Literal
@@ -72,6 +73,12 @@ class RetryPolicy:
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        # NaN passes every comparison below, then becomes a backoff no event can hold (a broken stream).
+        numbers = {"base_delay": self.base_delay, "multiplier": self.multiplier, "max_delay": self.max_delay,
+                   "jitter": self.jitter, "max_retry_after": self.max_retry_after}  # fmt: skip
+        for name, value in numbers.items():
+            if math.isnan(value):
+                raise ValueError(f"RetryPolicy.{name} must be a number, not NaN")
         if self.base_delay < 0 or self.max_delay < 0 or self.max_retry_after < 0:
             raise ValueError("RetryPolicy delays must not be negative")
         if not 0 <= self.jitter <= 1:

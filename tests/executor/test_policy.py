@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -65,3 +66,11 @@ def test_bad_policies_are_rejected() -> None:
         RetryPolicy(jitter=2)
     with pytest.raises(ValueError):
         RetryPolicy(base_delay=-1)
+
+
+@pytest.mark.parametrize("name", ["base_delay", "multiplier", "max_delay", "max_retry_after", "jitter"])
+def test_a_nan_in_a_policy_is_rejected(name: str) -> None:
+    """RetryPolicy(max_delay=nan) passed every check, then made a backoff of NaN seconds: its AttemptFailed
+    event could not be sealed, and the writer left a hole in the stream."""
+    with pytest.raises(ValueError, match=f"RetryPolicy.{name} must be a number, not NaN"):
+        RetryPolicy(**{name: math.nan})  # type: ignore[arg-type]

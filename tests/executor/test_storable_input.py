@@ -130,7 +130,8 @@ async def test_an_unstorable_context_is_refused(
 @pytest.mark.parametrize(
     ("options", "field"),
     [({"stop_sequences": ["ok", "st\x00p"]}, "stop_sequences[1]"), ({"temperature": math.nan}, "temperature"),
-     ({"temperature": math.inf}, "temperature"), ({"max_tokens": 10**30}, "max_tokens")],
+     ({"temperature": math.inf}, "temperature"), ({"temperature": 10**400}, "temperature"),
+     ({"max_tokens": 10**30}, "max_tokens"), ({"stop_sequences": "###"}, "stop_sequences")],
 )  # fmt: skip
 async def test_unstorable_parameters_are_refused(
     server: FakeProviderServer,
@@ -151,9 +152,10 @@ def test_a_nul_in_a_model_string_is_a_configuration_error(providers: dict[str, P
         LLMExecutor("openai/m-1", fallback_models=["openai/m\x00-2"], providers=providers)
 
 
-def test_a_retry_count_beyond_exact_integers_is_a_configuration_error() -> None:
+@pytest.mark.parametrize("value", [10**20, -1, "3"])
+def test_a_retry_count_beyond_exact_integers_is_a_configuration_error(value: object) -> None:
     with pytest.raises(ConfigurationError, match="max_retries must be an integer from 0 to 2"):
-        LLMExecutor("mock/m", max_retries=10**20)
+        LLMExecutor("mock/m", max_retries=value)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("value", [math.inf, math.nan])
@@ -266,3 +268,22 @@ async def test_an_answer_captured_in_full_is_made_storable(
     final = ledger.stream(response.execution_id)[-1]
     output = final.payload.output  # type: ignore[union-attr]
     assert output.text == kept and output.chars == len(text) and output.sha256
+
+
+def test_a_chain_longer_than_an_event_holds_is_a_configuration_error() -> None:
+    """2,000 fallbacks of 1,000 characters made an ExecutionStarted event of 2 MB: the writer set it aside."""
+    with pytest.raises(ConfigurationError, match="a chain has 17 models"):
+        LLMExecutor("mock/m", fallback_models=[f"mock/m{i}" for i in range(16)])
+
+
+async def test_the_largest_call_the_door_admits_is_recorded_whole(ledger: Ledger) -> None:
+    """Every identifier at its longest, every character escaped in JSON (6 bytes), the captured messages at
+    their limit: the ExecutionStarted event still fits (RESERVED_EVENT_BYTES holds)."""
+    long = "\x01" * 1024
+    chain = [f"mock/{i:02d}" + "\x01" * 1016 for i in range(16)]
+    tenant = _tenant()
+    executor = LLMExecutor(chain[0], fallback_models=chain[1:], sink=ledger.writer, capture="full")
+    content = "\x01" * (MAX_CAPTURED_BYTES // 6 - 64)
+    with execution_context(tenant_id=tenant, agent_id=long, session_id=long, turn_id=long):
+        response = await executor.generate([LLMMessage(role="user", content=content)], stop_sequences=[long] * 16)
+    _assert_whole(ledger, tenant, response.execution_id, 4)

@@ -54,3 +54,53 @@ async def test_when_no_model_answers_valid_json_the_execution_fails(
         await executor.generate_structured("Which rules apply?", Verdict)
     assert [e.error_type for e in raised.value.errors] == ["invalid_output"]
     assert sink.events[-1].event_type == "ExecutionFailed"
+
+
+_PARSE_BLANK_LINES = """
+import sys, time
+from pydantic import BaseModel
+from llm_ledger.executor.errors import InvalidOutputError
+from llm_ledger.executor.structured import parse_structured
+
+class Answer(BaseModel):
+    value: int
+
+for answer in ("```\\n" + "\\n" * 1_000_000, "```json\\n" + "\\n " * 500_000 + "x```"):
+    try:
+        parse_structured(answer, Answer, model="m", provider="p")
+    except InvalidOutputError:
+        pass
+print(time.process_time())
+"""
+
+
+def test_an_answer_of_a_million_blank_lines_is_refused_in_linear_time() -> None:
+    """A provider controls the answer, and it is parsed on the event loop, where no timeout interrupts it.
+    The fence-stripping regular expression was cubic: 10,000 blank lines took 294 s of CPU (a million:
+    years); linear, a megabyte takes milliseconds. The child is killed after 120 s."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _PARSE_BLANK_LINES], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) < 30, f"the child spent {done.stdout.strip()} s of CPU"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        '{"value": 3}',
+        '```json\n{"value": 3}\n```',
+        '  ```\n{"value": 3}\n  ```  \n',
+        '```json  \n\n{"value": 3}\n\n```',
+    ],
+)
+def test_a_fenced_or_bare_answer_is_parsed(answer: str) -> None:
+    from pydantic import BaseModel
+
+    from llm_ledger.executor.structured import parse_structured
+
+    class Answer(BaseModel):
+        value: int
+
+    assert parse_structured(answer, Answer, model="m", provider="p").value == 3
