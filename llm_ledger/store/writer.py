@@ -55,6 +55,9 @@ Durability = Literal["journal", "buffered"]
 class WriterStats:
     """Counters since the writer started (events, not batches).
 
+    ``accepted``: every event emitted to the writer, those it had to drop at once included (they are in
+    ``lost``), so that what this run stored is ``accepted - lost - rejected`` unless the spool of an
+    earlier run was found damaged (also in ``lost``);
     ``written``: stored from memory; ``replayed``: stored from the journal on disk (this run's backlog and
     the segments a previous run left); ``spooled``: this run's events left to the journal on disk rather
     than memory (an outage, a backlog, the close deadline); ``journaled``: fsynced into the journal;
@@ -143,6 +146,9 @@ class BufferedWriter:
         self._streamable = True  # until the store says it cannot copy directly (append_streaming)
         self._accepted = self._written = self._spooled = self._replayed = self._rejected = 0
         self._journaled = self._memory_only = self._lost = 0
+        # Emitted but dropped at once (closed, queue full): counted in stats.accepted and stats.lost, never
+        # queued, so that _accepted stays the queue's count that flush and the durability waits go by.
+        self._refused = 0
         self._journaler = threading.Thread(target=self._journal_batches, name="llm-ledger-writer", daemon=True)
         self._storer = threading.Thread(target=self._store_batches, name="llm-ledger-writer-store", daemon=True)
         self._journaler.start()
@@ -153,9 +159,11 @@ class BufferedWriter:
     def emit(self, event: EventDraft) -> None:
         with self._cond:
             if self._journaling_done:  # closed (or its thread gone): nothing would ever take it off the queue
+                self._refused += 1
                 self._drop(1, "the writer is closed: an event emitted now is neither journaled nor stored")
                 return
             if len(self._queue) >= self.hard_limit:
+                self._refused += 1
                 self._drop(1, "the writer's queue is full (its journaling thread cannot keep up)")
                 return
             self._queue.append(event)
@@ -181,7 +189,7 @@ class BufferedWriter:
     def stats(self) -> WriterStats:
         with self._cond:
             return WriterStats(
-                accepted=self._accepted,
+                accepted=self._accepted + self._refused,
                 written=self._written,
                 spooled=self._spooled,
                 replayed=self._replayed,

@@ -327,7 +327,10 @@ async def test_a_spool_directory_removed_under_a_running_writer_does_not_stop_it
     stats = writer.close(timeout=10)
     assert stats.lost == 0
     _assert_exactly(EventStore(postgres_migrated_url), tenant, stats.accepted)
-    assert any("cannot free" in r.getMessage() for r in caplog.records), "and it is said"
+    # Said by whichever thread meets the missing directory first: the storer freeing a segment, or the
+    # journaling thread opening the next one (then the events are held in memory, and stored all the same).
+    said = [r.getMessage() for r in caplog.records]
+    assert any("cannot free" in m or ("journal" in m and "cannot be written" in m) for m in said), said
 
 
 async def test_events_emitted_after_close_are_counted_lost_not_silently_queued(
