@@ -1,6 +1,10 @@
 """The local journal ("spool"): every batch the writer takes, on disk until the database has it.
 
-A spool is a directory of segment files ``spool-<segment>.log`` and one state file, ``spool.state``.
+A spool is a directory of segment files ``spool-<segment>.log`` and one state file, ``spool.state``. It has
+one writer: each writer process journals in a subdirectory ``writer-<unique>`` of the configured spool
+directory that it holds with a lock (``spool_lease.py``); the numbering, state and set-aside files below are
+that subdirectory's. Earlier versions wrote a spool directly in the configured directory: it is read as one
+more spool, once.
 
 Each record of a segment is one batch, appended and fsynced before the batch counts as journaled::
 
@@ -276,6 +280,12 @@ class Spool:
                 self._write_state(sync=True)
             segment.unlink(missing_ok=True)
             _fsync_directory(self.directory)
+
+    def settle(self) -> None:
+        """Mark everything journaled as dealt with (a replayed orphan's losses are reported once)."""
+        with self._lock:
+            self.state.stored_seq, self.state.stored_events = self.state.journaled_seq, self.state.journaled_events
+            self._write_state(sync=True)
 
     def close(self) -> None:
         with self._lock:

@@ -21,7 +21,13 @@ database as before; the writer says so loudly, counts them (``stats.memory_only`
 again every ``retry_interval``, and calls do not wait for it. Only if the database is out of reach too and
 ``hard_limit`` events are held in memory does it drop what it cannot hold, counted (``stats.lost``) and
 logged, rather than block the application. Nothing else accepted is dropped: an event is in the database,
-in the journal, or (an event that can never be stored) in the spool's ``rejected.jsonl``, counted.
+in the journal, or (an event that can never be stored) in ``rejected.jsonl`` at the top of the spool
+directory, counted.
+
+Processes may share the spool directory (``spool_lease.py``): the writer journals in a subdirectory it
+holds for its process's lifetime, adopted from a dead process (whose segments are its previous run's) or
+new. The other orphans it finds, and the segments of the flat layout of earlier versions, are replayed
+after its own, then removed: a restart with fewer workers than before leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -38,11 +44,13 @@ from typing import Any, Literal
 import orjson
 
 from llm_ledger.events import EventDraft
+from llm_ledger.store import spool_lease
 from llm_ledger.store.dialects import DirectCopyConflict
 from llm_ledger.store.errors import ConcurrencyError, InvalidEventError
 from llm_ledger.store.rows import event_to_row
 from llm_ledger.store.settings import DURABILITY_MODES
 from llm_ledger.store.spool import Spool, SpoolRecord, encode_batch
+from llm_ledger.store.spool_lease import Lease
 from llm_ledger.store.store import EventStore
 from llm_ledger.store.waiters import DurabilityWaiters
 
@@ -115,7 +123,21 @@ class BufferedWriter:
         if durability not in DURABILITY_MODES:
             raise ValueError(f"durability must be one of {', '.join(DURABILITY_MODES)}, not {durability!r}")
         self.store = store
-        self.spool = Spool(spool_dir)
+        self.spool_dir = Path(spool_dir)
+        claim = spool_lease.claim(self.spool_dir)
+        self._lease = claim.own
+        try:
+            self.spool = Spool(claim.own.directory)
+            # Other orphans (dead processes' subdirectories) and the flat layout of earlier versions: replayed
+            # after this one's, then removed. Their leases are held until then: nobody else replays them.
+            self._leftovers: list[tuple[Spool, Lease]] = [(Spool(lease.directory), lease) for lease in claim.orphans]
+            if claim.legacy is not None:
+                self._leftovers.append((Spool(claim.legacy.directory), claim.legacy))
+        except BaseException:
+            for lease in [claim.own, *claim.orphans, *([claim.legacy] if claim.legacy else [])]:
+                lease.release()
+            raise
+        self._all_spools = [self.spool] + [spool for spool, _ in self._leftovers]
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.max_queue = max_queue
@@ -198,7 +220,7 @@ class BufferedWriter:
                 state=self._state,
                 journaled=self._journaled,
                 memory_only=self._memory_only,
-                lost=self._lost + self.spool.lost_events,
+                lost=self._lost + sum(spool.lost_events for spool in self._all_spools),
             )
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -244,6 +266,12 @@ class BufferedWriter:
         if not self._storer.is_alive() and self._next_seq > self.spool.state.journaled_seq:
             self._free(self.spool.release_through, self._next_seq - 1, self._stored_events, everything=True)
         self.spool.close()
+        self._lease.release()  # the next writer to start may adopt this subdirectory (and replay what is left)
+        with self._cond:
+            leftovers, self._leftovers = self._leftovers, []
+        for spool, lease in leftovers:  # not replayed in time: left to the next start
+            spool.close()
+            lease.release()
         with self._cond:
             self._waiters.release_all()
         return self.stats
@@ -261,6 +289,7 @@ class BufferedWriter:
             and self._storing is None
             and not self._on_disk
             and not self.spool.previous
+            and not self._leftovers
         )
 
     def _drop(self, events: int, why: str) -> None:
@@ -386,7 +415,7 @@ class BufferedWriter:
 
     def _set_aside(self, entry: dict[str, Any]) -> None:
         try:
-            with open(self.spool.directory / "rejected.jsonl", "ab") as out:
+            with open(self.spool_dir / "rejected.jsonl", "ab") as out:
                 out.write(orjson.dumps(entry) + b"\n")
         except OSError as exc:
             log.error("llm-ledger: could not write rejected.jsonl (%s): %s", exc, entry)
@@ -446,7 +475,10 @@ class BufferedWriter:
                     self._cond.wait(max(self._retry_at - time.monotonic(), 0.01))
                 continue
             if self.spool.previous:
-                self._replay_previous()
+                self._replay_previous(self.spool)
+                continue
+            if self._leftovers:
+                self._replay_leftover()
                 continue
             if self._on_disk:
                 self._replay_own()
@@ -581,29 +613,47 @@ class BufferedWriter:
             self._on_disk = True
         return True
 
-    def _replay_previous(self) -> None:
-        """Store the segments a previous run left, oldest first, reporting what they lost."""
-        tracker = self.spool.tracker()
+    def _replay_previous(self, spool: Spool) -> bool:
+        """Store the segments a previous run left in ``spool``, oldest first, reporting what they lost;
+        whether all of them are stored."""
+        tracker = spool.tracker()
         try:
-            while self.spool.previous:
-                segment = self.spool.previous[0]
+            while spool.previous:
+                segment = spool.previous[0]
                 last: SpoolRecord | None = None
-                for record in self.spool.read(segment):
+                for record in spool.read(segment):
                     if self._past_deadline():
-                        return  # closing: the rest stays in the journal for the next start
+                        return False  # closing: the rest stays in the journal for the next start
                     if tracker.is_new(record):
                         self._replay(record.records())
                     last = record
-                self._free(
-                    self.spool.remove_previous, segment, last.seq if last else None, last.end_event if last else 0
-                )
-                self.spool.previous.pop(0)
+                self._free(spool.remove_previous, segment, last.seq if last else None, last.end_event if last else 0)
+                spool.previous.pop(0)
         except Exception as exc:  # noqa: BLE001 - unreachable: replayed again (idempotently) when it is back
             self._set_state("spooling", f"{type(exc).__name__}: {exc}")
-            return
-        start = self.spool.started
+            return False
+        start = spool.started
         tracker.finish(start.journaled_seq, start.journaled_events)
         self._set_state("writing")
+        return True
+
+    def _replay_leftover(self) -> None:
+        """Replay the next orphan (or the flat layout), then remove it: its process is gone for good."""
+        with self._cond:
+            if not self._leftovers:
+                return  # closed meanwhile: their leases are released, left to the next start
+            spool, lease = self._leftovers[0]
+        if not self._replay_previous(spool):
+            return
+        spool.settle()  # what it lost is reported once: kept evidence does not report it at every start
+        spool.close()
+        if lease.directory == self.spool_dir:
+            self._free(spool_lease.retire_legacy, lease)
+        else:
+            self._free(lease.remove)
+        with self._cond:
+            if self._leftovers and self._leftovers[0][1] is lease:
+                self._leftovers.pop(0)
 
     def _replay_own(self) -> None:
         """Store this run's journaled batches that are on disk only, in order, then go back to memory."""

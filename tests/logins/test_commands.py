@@ -94,7 +94,7 @@ def test_a_writer_login_stores_every_event_through_the_default_writer(
         f"SELECT count(*) FROM audit_incomplete WHERE tenant_id IN ('{tenants}')"  # every execution ended
     )
     assert incomplete == 0
-    assert not list(recorded.spools[writer].glob("spool-*.log")), "nothing was left in the spool"
+    assert not list(recorded.spools[writer].rglob("spool-*.log")), "nothing was left in the spool"
 
 
 # --- projecting -----------------------------------------------------------------------------------------

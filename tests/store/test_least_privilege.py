@@ -74,7 +74,7 @@ async def test_a_replayed_spool_segment_never_wedges_the_writer(
         stats = writer.close(timeout=STORED_WITHIN)
         writer.store.close()
         assert stats.rejected == 0
-        assert not list(spool.glob("spool-*.log")), "the segment was replayed and removed"
+        assert not list(spool.rglob("spool-*.log")), "the segment was replayed and removed"
         shutil.rmtree(spool)
         shutil.copytree(kept, spool)
     assert sum(_stored(postgres_migrated_url, tenant) for tenant in tenants) == spooled
