@@ -161,7 +161,7 @@ def test_a_writer_killed_with_sigkill_leaves_a_spool_the_next_start_replays(
         child.send_signal(signal.SIGKILL)
         child.wait(10)
     # A crash in the middle of the next append leaves a torn record at the end of the segment.
-    segment = sorted(spool.glob("spool-*.log"))[-1]
+    segment = sorted(spool.rglob("spool-*.log"))[-1]
     with open(segment, "ab") as torn:
         torn.write(b"LLS1\x00\x00\x10\x00partial")
 
@@ -170,9 +170,9 @@ def test_a_writer_killed_with_sigkill_leaves_a_spool_the_next_start_replays(
     stats = writer.close()
     assert stats.replayed == spooled
     _assert_exactly(EventStore(postgres_migrated_url), tenant, spooled)
-    assert list(spool.glob("*.torn")), "the torn tail is kept aside for inspection"
+    assert list(spool.rglob("*.torn")), "the torn tail is kept aside for inspection"
     # Replaying the same spool twice stores nothing twice (a crash between commit and removal).
-    assert not list(spool.glob("spool-*.log"))
+    assert not list(spool.rglob("spool-*.log"))
 
 
 async def test_batches_are_stored_in_the_order_they_were_emitted(
@@ -321,16 +321,17 @@ async def test_a_spool_directory_removed_under_a_running_writer_does_not_stop_it
     caplog.set_level(logging.ERROR, logger="llm_ledger.store")
     await run_executions(writer, 20, tenant=tenant)
     assert writer.wait_stored(60)
-    shutil.rmtree(spool)
+    while spool.exists():  # the writer frees (unlinks) segments as the cleaner walks the directory
+        shutil.rmtree(spool, ignore_errors=True)
     await run_executions(writer, 20, tenant=tenant)
     assert writer.wait_stored(60), "what was accepted after the directory went is stored"
     stats = writer.close(timeout=10)
     assert stats.lost == 0
     _assert_exactly(EventStore(postgres_migrated_url), tenant, stats.accepted)
-    # Said by whichever thread meets the missing directory first: the storer freeing a segment, or the
-    # journaling thread opening the next one (then the events are held in memory, and stored all the same).
-    said = [r.getMessage() for r in caplog.records]
-    assert any("cannot free" in m or ("journal" in m and "cannot be written" in m) for m in said), said
+    # Said as segments that cannot be freed, or (when the segment open at the removal was already closed)
+    # as a journal that cannot be written: which one depends on where the batches fell.
+    said = ("cannot free", "cannot be written")
+    assert any(word in r.getMessage() for r in caplog.records for word in said), "and it is said"
 
 
 async def test_events_emitted_after_close_are_counted_lost_not_silently_queued(
