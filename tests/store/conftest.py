@@ -174,3 +174,19 @@ def ledger_login(_postgres_server: Engine, postgres_migrated_url: str) -> Iterat
                 {"name": name},
             )
             connection.execute(text(f'DROP ROLE IF EXISTS "{name}"'))
+
+
+@pytest.fixture
+def own_ledger_url(empty_postgres_url: str) -> str:
+    """A migrated PostgreSQL database of the test's own, for the journal tests that write tens of thousands
+    of events: in the session's shared database they would slow every later reader (``read_all`` from the
+    start pages through them)."""
+    migrate.upgrade(empty_postgres_url)
+    return empty_postgres_url
+
+
+@pytest.fixture
+def own_writer_url(ledger_login: Callable[..., str], own_ledger_url: str) -> str:
+    """Focal's writing login on ``own_ledger_url`` (the README's production advice): not a superuser,
+    row-level security applies."""
+    return ledger_login("llm_ledger_writer", "llm_ledger_ingest", database=own_ledger_url)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from llm_ledger.store import migrate
 from llm_ledger.store.store import EventStore
 from llm_ledger.store.writer import BufferedWriter
 from tests.store.test_writer import UNREACHABLE, DatabaseOutage
@@ -48,28 +47,13 @@ def _fill(directory: Path) -> Path:
     return filler
 
 
-@pytest.fixture
-def ledger_url(empty_postgres_url: str) -> str:
-    """A migrated database of the test's own: these tests write tens of thousands of events, which would slow
-    every later reader of the session's shared database (``read_all`` from the start pages through them)."""
-    migrate.upgrade(empty_postgres_url)
-    return empty_postgres_url
-
-
-@pytest.fixture
-def writer_url(ledger_login, ledger_url: str) -> str:  # type: ignore[no-untyped-def]
-    """Focal's writing login on it (the README's production advice): not a superuser, row-level security applies."""
-    url: str = ledger_login("llm_ledger_writer", "llm_ledger_ingest", database=ledger_url)
-    return url
-
-
 async def test_a_full_disk_and_an_outage_keep_a_bounded_memory_and_write_it_when_the_database_is_back(
-    writer_url: str, ledger_url: str, small_disk: Path, caplog: pytest.LogCaptureFixture
+    own_writer_url: str, own_ledger_url: str, small_disk: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     tenant = f"tenant-{uuid.uuid4().hex[:10]}"
     caplog.set_level(logging.ERROR, logger="llm_ledger.store")
     writer = BufferedWriter(
-        EventStore(writer_url, role="llm_ledger_writer"),
+        EventStore(own_writer_url, role="llm_ledger_writer"),
         small_disk / "spool",
         batch_size=50,
         flush_interval=0.05,
@@ -77,7 +61,7 @@ async def test_a_full_disk_and_an_outage_keep_a_bounded_memory_and_write_it_when
         hard_limit=3_000,
         retry_interval=0.2,
     )
-    outage = DatabaseOutage(ledger_url)
+    outage = DatabaseOutage(own_ledger_url)
     outage.begin()
     try:
         # About 6,000 events: the 256 KiB fill up after a few hundred, memory holds 3,000, the rest is dropped.
@@ -94,12 +78,12 @@ async def test_a_full_disk_and_an_outage_keep_a_bounded_memory_and_write_it_when
 
     assert writer.wait_stored(60), "the writer outlived the full disk and writes everything it kept"
     stats = writer.close()
-    stored = EventStore(ledger_url).read_tenant(tenant)
+    stored = EventStore(own_ledger_url).read_tenant(tenant)
     assert len(stored) == len({e.event_id for e in stored}) == stats.accepted - stats.lost
 
 
 async def test_a_writer_started_on_a_full_disk_replays_the_journal_and_writes_to_the_database(
-    writer_url: str, ledger_url: str, small_disk: Path
+    own_writer_url: str, own_ledger_url: str, small_disk: Path
 ) -> None:
     tenant = f"tenant-{uuid.uuid4().hex[:10]}"
     spool = small_disk / "spool"
@@ -109,11 +93,11 @@ async def test_a_writer_started_on_a_full_disk_replays_the_journal_and_writes_to
     assert 0 < left.journaled < left.accepted == left.journaled + left.lost, "what it could not keep is counted"
     filler = _fill(small_disk)  # and nothing is freed before the next start
     try:
-        writer = BufferedWriter(EventStore(writer_url, role="llm_ledger_writer"), spool, flush_interval=0.05)
+        writer = BufferedWriter(EventStore(own_writer_url, role="llm_ledger_writer"), spool, flush_interval=0.05)
         await asyncio.wait_for(run_executions(writer, 50, tenant=tenant), 120)
         assert writer.wait_stored(60)
         stats = writer.close()
     finally:
         filler.unlink()
     assert stats.replayed == left.journaled and stats.lost == 0
-    assert len(EventStore(ledger_url).read_tenant(tenant)) == left.journaled + stats.accepted
+    assert len(EventStore(own_ledger_url).read_tenant(tenant)) == left.journaled + stats.accepted

@@ -20,7 +20,6 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from llm_ledger.events import EventDraft
-from llm_ledger.store import migrate
 from llm_ledger.store.store import EventStore
 from llm_ledger.store.writer import BufferedWriter
 from tests.store.workload import DraftSink, run_executions
@@ -32,21 +31,6 @@ TERMINAL = ("ExecutionSucceeded", "ExecutionFailed")
 
 def _tenant() -> str:
     return f"tenant-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def ledger_url(empty_postgres_url: str) -> str:
-    """A migrated database of the test's own: these tests write tens of thousands of events, which would slow
-    every later reader of the session's shared database (``read_all`` from the start pages through them)."""
-    migrate.upgrade(empty_postgres_url)
-    return empty_postgres_url
-
-
-@pytest.fixture
-def writer_url(ledger_login, ledger_url: str) -> str:  # type: ignore[no-untyped-def]
-    """Focal's writing login on it (the README's production advice): not a superuser, row-level security applies."""
-    url: str = ledger_login("llm_ledger_writer", "llm_ledger_ingest", database=ledger_url)
-    return url
 
 
 def _calls_returned_before_sigkill(url: str, spool: Path, tenant: str, calls: int, *options: str) -> list[str]:
@@ -94,17 +78,17 @@ def _replay(url: str, spool: Path, role: str | None = "llm_ledger_writer") -> Bu
 
 
 def test_every_call_that_returned_survives_sigkill_of_its_process(
-    writer_url: str, ledger_url: str, tmp_path: Path
+    own_writer_url: str, own_ledger_url: str, tmp_path: Path
 ) -> None:
     tenant, spool = _tenant(), tmp_path / "spool"
     returned: list[str] = []
     # As the default writer is built (EventStore(url), no role): each run also replays what the one before
     # it left, events it had already stored included.
     for _ in range(3):
-        returned += _calls_returned_before_sigkill(writer_url, spool, tenant, 300)
-    _replay(writer_url, spool, role=None)
+        returned += _calls_returned_before_sigkill(own_writer_url, spool, tenant, 300)
+    _replay(own_writer_url, spool, role=None)
 
-    stored = _terminal_stream_ids(ledger_url, tenant)
+    stored = _terminal_stream_ids(own_ledger_url, tenant)
     missing = set(returned) - stored
     assert not missing, f"{len(missing)} of {len(returned)} returned executions are not in the ledger"
 
@@ -125,7 +109,7 @@ def _table_locked(url: str) -> Iterator[None]:
 
 
 async def test_during_a_start_up_replay_new_calls_are_journaled_and_emit_does_not_block(
-    writer_url: str, ledger_url: str, tmp_path: Path
+    own_writer_url: str, own_ledger_url: str, tmp_path: Path
 ) -> None:
     tenant, spool = _tenant(), tmp_path / "spool"
     backlog = BufferedWriter(EventStore(UNREACHABLE), spool, flush_interval=0.05)
@@ -133,27 +117,27 @@ async def test_during_a_start_up_replay_new_calls_are_journaled_and_emit_does_no
     left = backlog.close(timeout=3)
     assert left.journaled == left.accepted > 2_000
 
-    with _table_locked(ledger_url):  # the start-up replay cannot finish while the calls run
+    with _table_locked(own_ledger_url):  # the start-up replay cannot finish while the calls run
         returned = _calls_returned_before_sigkill(
-            writer_url, spool, tenant, 600, "--role", "llm_ledger_writer", "--hard-limit", "2000"
+            own_writer_url, spool, tenant, 600, "--role", "llm_ledger_writer", "--hard-limit", "2000"
         )
-    _replay(writer_url, spool)
+    _replay(own_writer_url, spool)
 
-    stored = EventStore(ledger_url).read_tenant(tenant)
+    stored = EventStore(own_ledger_url).read_tenant(tenant)
     assert len(stored) >= left.accepted
     missing = set(returned) - {str(e.stream_id) for e in stored if e.event_type in TERMINAL}
     assert not missing, f"{len(missing)} of {len(returned)} executions returned during the replay are lost"
 
 
 async def test_closing_a_backlogged_writer_leaves_what_the_database_did_not_take_in_the_journal(
-    writer_url: str, ledger_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    own_writer_url: str, own_ledger_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     tenant, spool = _tenant(), tmp_path / "spool"
     drafts: list[EventDraft] = []
     await run_executions(DraftSink(drafts), 5_000, tenant=tenant)
     caplog.set_level(logging.WARNING, logger="llm_ledger.store")
-    with _table_locked(ledger_url):
-        writer = BufferedWriter(EventStore(writer_url, role="llm_ledger_writer"), spool)
+    with _table_locked(own_ledger_url):
+        writer = BufferedWriter(EventStore(own_writer_url, role="llm_ledger_writer"), spool)
         for draft in drafts:
             writer.emit(draft)
         stats = writer.close(timeout=2)
@@ -163,13 +147,13 @@ async def test_closing_a_backlogged_writer_leaves_what_the_database_did_not_take
     assert not [r for r in caplog.records if "could not be" in r.getMessage()]
     writer.close(timeout=30)  # the table is free: its storing thread finishes the batch it was copying
 
-    _replay(writer_url, spool)
-    stored = [str(e.event_id) for e in EventStore(ledger_url).read_tenant(tenant)]
+    _replay(own_writer_url, spool)
+    stored = [str(e.event_id) for e in EventStore(own_ledger_url).read_tenant(tenant)]
     assert sorted(stored) == sorted(str(d.event_id) for d in drafts), "every event, once"
 
 
 async def test_a_writer_far_behind_its_journal_reads_it_back_and_loses_and_doubles_nothing(
-    writer_url: str, ledger_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    own_writer_url: str, own_ledger_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A memory of 200 events for a burst of ~10,000: most batches are stored from the journal on disk,
     # some from memory, in turns.
@@ -178,7 +162,7 @@ async def test_a_writer_far_behind_its_journal_reads_it_back_and_loses_and_doubl
     await run_executions(DraftSink(drafts), 2_500, tenant=tenant)
     caplog.set_level(logging.ERROR, logger="llm_ledger.store")
     writer = BufferedWriter(
-        EventStore(writer_url, role="llm_ledger_writer"), tmp_path / "spool", batch_size=50, max_queue=200
+        EventStore(own_writer_url, role="llm_ledger_writer"), tmp_path / "spool", batch_size=50, max_queue=200
     )
     for draft in drafts:
         writer.emit(draft)
@@ -186,5 +170,5 @@ async def test_a_writer_far_behind_its_journal_reads_it_back_and_loses_and_doubl
     stats = writer.close()
     assert stats.spooled > 0 and stats.written > 0, "both paths were taken"
     assert stats.lost == 0 and not caplog.records, "nothing is reported lost"
-    stored = [str(e.event_id) for e in EventStore(ledger_url).read_tenant(tenant)]
+    stored = [str(e.event_id) for e in EventStore(own_ledger_url).read_tenant(tenant)]
     assert sorted(stored) == sorted(str(d.event_id) for d in drafts)

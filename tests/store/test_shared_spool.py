@@ -13,9 +13,6 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
-
-from llm_ledger.store import migrate
 from llm_ledger.store.store import EventStore
 from llm_ledger.store.writer import BufferedWriter
 from tests.store.workload import run_executions
@@ -27,19 +24,6 @@ TERMINAL = ("ExecutionSucceeded", "ExecutionFailed")
 
 def _tenant() -> str:
     return f"tenant-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def ledger_url(empty_postgres_url: str) -> str:
-    migrate.upgrade(empty_postgres_url)
-    return empty_postgres_url
-
-
-@pytest.fixture
-def writer_url(ledger_login, ledger_url: str) -> str:  # type: ignore[no-untyped-def]
-    """Focal's writing login (the README's production advice): not a superuser, row-level security applies."""
-    url: str = ledger_login("llm_ledger_writer", "llm_ledger_ingest", database=ledger_url)
-    return url
 
 
 class _Caller:
@@ -92,7 +76,7 @@ def _terminal_stream_ids(url: str, tenant: str) -> set[str]:
 
 
 def test_two_live_writers_on_one_spool_directory_lose_nothing_when_one_is_killed(
-    writer_url: str, ledger_url: str, tmp_path: Path
+    own_writer_url: str, own_ledger_url: str, tmp_path: Path
 ) -> None:
     spool = tmp_path / "spool"
     down_tenant, up_tenant = _tenant(), _tenant()
@@ -101,7 +85,7 @@ def test_two_live_writers_on_one_spool_directory_lose_nothing_when_one_is_killed
     try:
         down.wait_returned(50)
         # Worker 2 starts on the same directory, its database up: worker 1's journal is live, not leftovers.
-        up = _Caller(writer_url, spool, up_tenant)
+        up = _Caller(own_writer_url, spool, up_tenant)
         try:
             up.wait_returned(100)
             before = len(down.returned)
@@ -112,14 +96,14 @@ def test_two_live_writers_on_one_spool_directory_lose_nothing_when_one_is_killed
         down.kill()
     assert len(down.returned) >= 150
 
-    _replay(writer_url, spool)
+    _replay(own_writer_url, spool)
     for caller, tenant in ((down, down_tenant), (up, up_tenant)):
-        missing = set(caller.returned) - _terminal_stream_ids(ledger_url, tenant)
+        missing = set(caller.returned) - _terminal_stream_ids(own_ledger_url, tenant)
         assert not missing, f"{len(missing)} of {len(caller.returned)} returned executions are not in the ledger"
 
 
 async def test_the_flat_layout_of_earlier_versions_is_replayed_once(
-    writer_url: str, ledger_url: str, tmp_path: Path
+    own_writer_url: str, own_ledger_url: str, tmp_path: Path
 ) -> None:
     spool, tenant = tmp_path / "spool", _tenant()
     down = BufferedWriter(EventStore(UNREACHABLE), spool, flush_interval=0.05)
@@ -135,14 +119,16 @@ async def test_the_flat_layout_of_earlier_versions_is_replayed_once(
     own.rmdir()
     assert list(spool.glob("spool-*.log")) and (spool / "spool.state").exists()
 
-    again = _replay(writer_url, spool)
+    again = _replay(own_writer_url, spool)
     assert again.stats.replayed == left.accepted
-    assert len(EventStore(ledger_url).read_tenant(tenant)) == left.accepted
+    assert len(EventStore(own_ledger_url).read_tenant(tenant)) == left.accepted
     assert not list(spool.glob("spool-*.log")) and not (spool / "spool.state").exists(), "replayed once"
-    assert _replay(writer_url, spool).stats.replayed == 0
+    assert _replay(own_writer_url, spool).stats.replayed == 0
 
 
-def test_three_orphans_are_all_replayed_by_one_restart(writer_url: str, ledger_url: str, tmp_path: Path) -> None:
+def test_three_orphans_are_all_replayed_by_one_restart(
+    own_writer_url: str, own_ledger_url: str, tmp_path: Path
+) -> None:
     spool, tenant = tmp_path / "spool", _tenant()
     children = [
         subprocess.Popen(
@@ -167,9 +153,9 @@ def test_three_orphans_are_all_replayed_by_one_restart(writer_url: str, ledger_u
             child.wait(30)
     assert len(list(spool.glob("writer-*"))) == 3
 
-    writer = _replay(writer_url, spool)  # one worker comes back
+    writer = _replay(own_writer_url, spool)  # one worker comes back
     assert writer.stats.replayed == spooled
     assert writer.stats.lost == 0
-    assert len(EventStore(ledger_url).read_tenant(tenant)) == spooled
+    assert len(EventStore(own_ledger_url).read_tenant(tenant)) == spooled
     assert len(list(spool.glob("writer-*"))) == 1, "the orphans replayed are removed, the adopted one kept"
     assert not list(spool.rglob("spool-*.log"))
