@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from llm_ledger.projections.queries import ExecutionView, LedgerView
 from llm_ledger.store import EventStore, normalize_url
 from llm_ledger.store.rows import event_to_row, row_to_event
 from llm_ledger.store.schema import events
+from tests.audit.test_tampering import resealed
 from tests.dashboard.apptest import open_dashboard
 from tests.dashboard.conftest import recorded_ledger
 from tests.dashboard.ledger import KnownLedger, run
@@ -241,23 +243,7 @@ def _copied_as_a_new_stream(rows: list[Any], session: str) -> list[dict[str, Any
     """A sealed stream's events as a new execution of ``session``: new ids, a chain that verifies."""
     first = rows[0]
     header = StreamHeader(uuid7(), first.tenant_id, first.agent_id, session, first.turn_id, first.step)
-    made, prev_hash = [], None
-    for row in rows:
-        event = row_to_event(row._mapping)
-        sealed = seal_event(
-            header,
-            position=event.stream_position,
-            prev_hash=prev_hash,
-            payload=event.payload,
-            event_type=event.event_type,
-            occurred_at=event.occurred_at,
-            trace_id=event.trace_id,
-            span_id=event.span_id,
-            event_id=uuid7(),
-        )
-        made.append(event_to_row(sealed, 0))
-        prev_hash = sealed.hash
-    return made
+    return resealed(rows, header, shift=timedelta(0), ids=True)
 
 
 def test_a_stream_inserted_into_sealed_history_is_flagged_broken(tampered: Tampered) -> None:
