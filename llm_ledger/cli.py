@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from llm_ledger import __version__
+from llm_ledger.environment import (
+    AGNO_TELEMETRY,
+    LLM_LEDGER_SEAL_WITNESS,
+    LLM_LEDGER_VERIFY_STATE,
+    LLM_LEDGER_VERIFY_WITNESS,
+)
 from llm_ledger.exit_codes import ExitCode, exit_code_table
 
 if TYPE_CHECKING:
@@ -188,8 +193,6 @@ def _audit_verify(args: argparse.Namespace) -> int:
     import json
 
     from llm_ledger.audit import (
-        VERIFY_STATE_VARIABLE,
-        VERIFY_WITNESS_VARIABLE,
         AuditConfigurationError,
         PublicKey,
         parse_since,
@@ -206,8 +209,8 @@ def _audit_verify(args: argparse.Namespace) -> int:
             since=since,
             public_key=public_key,
             record=not args.no_record,
-            witness=args.witness or os.environ.get(VERIFY_WITNESS_VARIABLE) or None,
-            state=args.state or os.environ.get(VERIFY_STATE_VARIABLE) or None,
+            witness=args.witness or LLM_LEDGER_VERIFY_WITNESS.get(),
+            state=args.state or LLM_LEDGER_VERIFY_STATE.get(),
         )
     except AuditConfigurationError as exc:
         # Not FAILED: nothing was found broken, the ledger could not be checked.
@@ -246,7 +249,7 @@ def _audit_seal(args: argparse.Namespace) -> int:
     from llm_ledger.audit.report import printable
     from llm_ledger.store import StoreUnavailableError, create_store_engine
 
-    witness = args.witness or os.environ.get(SEAL_WITNESS_VARIABLE) or None
+    witness = args.witness or LLM_LEDGER_SEAL_WITNESS.get()
     if args.adopt and witness is None:
         print(f"llm-ledger: --adopt starts a witness: give --witness or {SEAL_WITNESS_VARIABLE}", file=sys.stderr)
         return ExitCode.USAGE
@@ -424,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("AGNO_TELEMETRY", "false")
+    AGNO_TELEMETRY.setdefault("false")
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)

@@ -1,4 +1,5 @@
-"""Tamper evidence over the ledger: Merkle seals of each tenant's events and ``llm-ledger audit verify``."""
+"""Tamper evidence over the ledger: Merkle seals of each tenant's events and ``llm-ledger audit verify``.
+See docs/ARCHITECTURE.md for its place among the layers."""
 
 from llm_ledger.audit.errors import AuditConfigurationError, SealRefusedError
 from llm_ledger.audit.heads import SEAL_WITNESS_VARIABLE, VERIFY_STATE_VARIABLE, VERIFY_WITNESS_VARIABLE

@@ -29,13 +29,14 @@ from typing import Any, Literal
 
 from llm_ledger.audit.errors import AuditConfigurationError
 from llm_ledger.audit.keys import PublicKey, SigningKey
+from llm_ledger.environment import LLM_LEDGER_SEAL_WITNESS, LLM_LEDGER_VERIFY_STATE, LLM_LEDGER_VERIFY_WITNESS
 from llm_ledger.events import canonical_json, sha256_hex
 
-SEAL_WITNESS_VARIABLE = "LLM_LEDGER_SEAL_WITNESS"
+SEAL_WITNESS_VARIABLE = LLM_LEDGER_SEAL_WITNESS.name
 """``audit seal --witness``'s default."""
-VERIFY_WITNESS_VARIABLE = "LLM_LEDGER_VERIFY_WITNESS"
+VERIFY_WITNESS_VARIABLE = LLM_LEDGER_VERIFY_WITNESS.name
 """``audit verify --witness``'s default."""
-VERIFY_STATE_VARIABLE = "LLM_LEDGER_VERIFY_STATE"
+VERIFY_STATE_VARIABLE = LLM_LEDGER_VERIFY_STATE.name
 """``audit verify --state``'s default."""
 WITNESS_FILE = "witness.jsonl"
 """The witness's name inside a directory given as ``--witness``."""

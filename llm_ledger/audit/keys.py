@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +19,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from llm_ledger.audit.errors import AuditConfigurationError
+from llm_ledger.environment import LLM_LEDGER_SEAL_KEY, LLM_LEDGER_SEAL_PUBLIC_KEY
 
-SEAL_KEY_VARIABLE = "LLM_LEDGER_SEAL_KEY"
-PUBLIC_KEY_VARIABLE = "LLM_LEDGER_SEAL_PUBLIC_KEY"
+SEAL_KEY_VARIABLE = LLM_LEDGER_SEAL_KEY.name
+PUBLIC_KEY_VARIABLE = LLM_LEDGER_SEAL_PUBLIC_KEY.name
 _SIGNED_PREFIX = b"llm-ledger seal v1\n"
 _HEAD_PREFIX = b"llm-ledger head v1\n"
 """Heads kept outside the database (``audit.heads``) are signed under their own prefix: a head's
@@ -69,7 +69,7 @@ class SigningKey:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SigningKey | None:
-        value = (os.environ if environ is None else environ).get(SEAL_KEY_VARIABLE)
+        value = LLM_LEDGER_SEAL_KEY.get(environ)
         return cls.parse(value) if value else None
 
     @property
@@ -104,7 +104,7 @@ class PublicKey:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PublicKey | None:
-        value = (os.environ if environ is None else environ).get(PUBLIC_KEY_VARIABLE)
+        value = LLM_LEDGER_SEAL_PUBLIC_KEY.get(environ)
         return cls.parse(value) if value else None
 
     def text(self) -> str:

@@ -1,4 +1,5 @@
 """The Streamlit dashboard of the ledger (``llm-ledger dashboard``).
+See docs/ARCHITECTURE.md for its place among the layers.
 
 Importing this package does not import Streamlit: the settings, the URL state and the shaping of figures
 are plain Python; only ``app`` and the pages draw.

@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from llm_ledger.environment import LLM_LEDGER_DATABASE_URL, child_environment
+
 APP = Path(__file__).resolve().parent / "app.py"
 
 # Streamlit collects usage statistics unless told not to; the ledger sends nothing anywhere.
@@ -42,9 +44,9 @@ def run_dashboard(database_url: str | None, port: int, address: str) -> int:
             file=sys.stderr,
         )
         return 2
-    environment = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    environment = child_environment(STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     if database_url:
-        environment["LLM_LEDGER_DATABASE_URL"] = database_url
+        environment[LLM_LEDGER_DATABASE_URL.name] = database_url
     print(f"llm-ledger dashboard: http://{address}:{port}", file=sys.stderr)
     command = streamlit_command(port, address)
     os.execvpe(command[0], command, environment)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from llm_ledger.environment import LLM_LEDGER_DASHBOARD_CATCH_UP, LLM_LEDGER_DASHBOARD_TENANT, LLM_LEDGER_JAEGER_URL
 from llm_ledger.store import StoreConfigurationError, StoreSettings
 from llm_ledger.store import shown_url as _printable
 
-DEFAULT_JAEGER_URL = "http://localhost:16686"
+DEFAULT_JAEGER_URL = LLM_LEDGER_JAEGER_URL.value({})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 
@@ -26,12 +26,11 @@ class DashboardSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DashboardSettings:
-        env = os.environ if environ is None else environ
         return cls(
-            database_url=StoreSettings.from_env(env).database_url,
-            bound_tenant=env.get("LLM_LEDGER_DASHBOARD_TENANT") or None,
-            jaeger_url=(env.get("LLM_LEDGER_JAEGER_URL") or DEFAULT_JAEGER_URL).rstrip("/"),
-            catch_up=(env.get("LLM_LEDGER_DASHBOARD_CATCH_UP") or "true").strip().lower() not in _FALSE,
+            database_url=StoreSettings.from_env(environ).database_url,
+            bound_tenant=LLM_LEDGER_DASHBOARD_TENANT.get(environ),
+            jaeger_url=LLM_LEDGER_JAEGER_URL.value(environ).rstrip("/"),
+            catch_up=LLM_LEDGER_DASHBOARD_CATCH_UP.value(environ).strip().lower() not in _FALSE,
         )
 
     @property

@@ -1,4 +1,5 @@
 """The demo: a Focal-like multi-tenant workload on ``mock/`` models, recorded in a ledger.
+See docs/ARCHITECTURE.md for its place among the layers.
 
 ``run_workload`` (or ``arun_workload`` from async code) fills a ledger and returns a
 ``WorkloadSummary``; ``llm-ledger demo`` runs it with a progress bar and prints the summary.

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ from pydantic import BaseModel, Field
 from llm_ledger.demo.plan import STEPS, SessionPlan, TurnPlan, plan_workload
 from llm_ledger.demo.providers import register_demo_models
 from llm_ledger.demo.summary import WorkloadSummary, summarize
+from llm_ledger.environment import LLM_LEDGER_DATABASE_URL
 from llm_ledger.executor import (
     LLMExecutor,
     LLMMessage,
@@ -142,15 +142,8 @@ def _configured_ledger(database_url: str | None) -> Iterator[None]:
     if database_url is None:
         yield
         return
-    previous = os.environ.get("LLM_LEDGER_DATABASE_URL")
-    os.environ["LLM_LEDGER_DATABASE_URL"] = database_url
-    try:
+    with LLM_LEDGER_DATABASE_URL.overridden(database_url):
         yield
-    finally:
-        if previous is None:
-            del os.environ["LLM_LEDGER_DATABASE_URL"]
-        else:
-            os.environ["LLM_LEDGER_DATABASE_URL"] = previous
 
 
 async def _run_session(

@@ -1,4 +1,5 @@
-"""Immutable LLM execution events: types, canonical form, hash chain, capture policy. Pure, no IO."""
+"""Immutable LLM execution events: types, canonical form, hash chain, capture policy. Pure, no IO.
+See docs/ARCHITECTURE.md for when an event is drafted and when it is sealed."""
 
 from llm_ledger.events.canonical import CanonicalizationError, canonical_json, sha256_hex
 from llm_ledger.events.capture import (

@@ -1,4 +1,4 @@
-"""The seven event types and their envelope (DESIGN.md section 6).
+"""The seven event types and their envelope (docs/ARCHITECTURE.md: the route of an event).
 
 An execution is one stream: ``ExecutionStarted``, then per attempt ``AttemptStarted`` followed by
 ``AttemptSucceeded`` or ``AttemptFailed``, a ``FallbackTriggered`` at each switch of model, and one

@@ -1,4 +1,5 @@
-"""The audited LLM executor: routing, retries, fallback chain, context and events."""
+"""The audited LLM executor: routing, retries, fallback chain, context and events.
+See docs/ARCHITECTURE.md for the route of a call and where each of its decisions lives."""
 
 from llm_ledger.events import TokenUsage
 from llm_ledger.executor.client import CallParams, Completion, ModelClient

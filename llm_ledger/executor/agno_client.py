@@ -1,10 +1,10 @@
 """Model calls through Agno's model classes, one attempt at a time.
 
-Rules learnt from Agno 3.1 (see DESIGN.md section 5): call ``aresponse``/``aresponse_stream`` on the
-model directly (``Agent.arun`` turns errors into text); switch off the SDK's and Agno's own retries so
-that every attempt is ours and recorded; never mutate a shared model for per-call parameters (under
-concurrency that sends one call's temperature with another's request), but take a
-``dataclasses.replace`` copy, which keeps the cached HTTP client.
+Rules learnt from Agno 3.1: call ``aresponse``/``aresponse_stream`` on the model directly (``Agent.arun``
+turns errors into text); switch off the SDK's and Agno's own retries so that every attempt is ours and
+recorded; never mutate a shared model for per-call parameters (under concurrency that sends one call's
+temperature with another's request), but take a ``dataclasses.replace`` copy, which keeps the cached
+HTTP client.
 """
 
 from __future__ import annotations
@@ -12,12 +12,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 from collections.abc import AsyncIterator, Sequence
 from contextvars import ContextVar
 from typing import Any
-
-os.environ.setdefault("AGNO_TELEMETRY", "false")
 
 import orjson
 from agno.models.anthropic import Claude
@@ -28,6 +25,7 @@ from agno.models.openai import OpenAIChat
 from agno.models.openrouter import OpenRouter
 from agno.models.response import ModelResponse
 
+from llm_ledger.environment import AGNO_TELEMETRY
 from llm_ledger.events import Scrubber, TokenUsage
 from llm_ledger.events.storable import provider_count
 from llm_ledger.executor.classify import (
@@ -42,6 +40,9 @@ from llm_ledger.executor.client import CallParams, Completion
 from llm_ledger.executor.errors import AuthenticationError, ContentFilterError, ProviderError
 from llm_ledger.executor.routing import ModelRoute, ResolvedSettings
 from llm_ledger.executor.types import LLMMessage
+
+# Nothing phones home: Agno reads this when an Agent, Team or Workflow is built (never at import).
+AGNO_TELEMETRY.setdefault("false")
 
 _CONTENT_FILTER_REASONS = {"content_filter", "refusal"}
 _MAX_COPIES = 64

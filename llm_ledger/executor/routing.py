@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from llm_ledger.environment import variable
 from llm_ledger.executor.errors import ConfigurationError
 
 
@@ -98,8 +98,7 @@ def resolve_settings(
     environ: Mapping[str, str] | None = None,
 ) -> ResolvedSettings:
     """Arguments first, then the provider's environment variables, then its public endpoint."""
-    env = os.environ if environ is None else environ
     given = (overrides or {}).get(provider.name, ProviderSettings())
-    api_key = given.api_key or (env.get(provider.api_key_env) if provider.api_key_env else None) or None
-    base_url = given.base_url or (env.get(provider.base_url_env) if provider.base_url_env else None)
+    api_key = given.api_key or (variable(provider.api_key_env).get(environ) if provider.api_key_env else None) or None
+    base_url = given.base_url or (variable(provider.base_url_env).get(environ) if provider.base_url_env else None)
     return ResolvedSettings(api_key=api_key, base_url=base_url or provider.default_base_url)

@@ -1,5 +1,6 @@
 """Read models derived from the events (per-tenant figures in time buckets, sessions, failed attempts),
-the projector that keeps them current, and the queries the dashboard asks of them."""
+the projector that keeps them current, and the queries the dashboard asks of them.
+See docs/ARCHITECTURE.md for its place among the layers."""
 
 from llm_ledger.projections.prices import Price, PriceTable, PriceTableError
 from llm_ledger.projections.projector import PROJECTION_NAME, CatchUpResult, ProjectionStatus, Projector

@@ -16,11 +16,12 @@ recomputes every cost. A model with no price has no cost (NULL), never a cost of
 
 from __future__ import annotations
 
-import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from llm_ledger.environment import LLM_LEDGER_PRICES
 
 
 class PriceTableError(ValueError):
@@ -69,7 +70,7 @@ class PriceTable:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PriceTable:
-        path = (os.environ if environ is None else environ).get("LLM_LEDGER_PRICES")
+        path = LLM_LEDGER_PRICES.get(environ)
         return cls.load(path) if path else cls()
 
 

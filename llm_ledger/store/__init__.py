@@ -1,4 +1,5 @@
-"""The append-only event store (PostgreSQL, or an embedded SQLite file), its buffered writer and spool."""
+"""The append-only event store (PostgreSQL, or an embedded SQLite file), its buffered writer and spool.
+See docs/ARCHITECTURE.md for the route of an event from a call to a row, and its threads."""
 
 from llm_ledger.store.dialects import START, Cursor
 from llm_ledger.store.errors import (

@@ -1,7 +1,8 @@
 """The tables, as SQLAlchemy Core metadata. Migrations create them; the store reads and writes them.
 
-One append-only table of events. Every unique key leads with ``tenant_id`` (DESIGN.md section 7) so
-that the same schema can be distributed by tenant (Citus) or partitioned without a rewrite.
+One append-only table of events. Every unique key leads with ``tenant_id`` so that the same schema can
+be distributed by tenant (Citus) or partitioned without a rewrite: both refuse a unique key that does
+not contain the distribution or partition column.
 ``tx_id`` (PostgreSQL's ``xid8`` of the writing transaction) exists on PostgreSQL only: it is how a
 reader knows that no earlier transaction can still commit (see ``store.read_all``).
 """

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,6 +10,13 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+
+from llm_ledger.environment import (
+    LLM_LEDGER_DATABASE_URL,
+    LLM_LEDGER_DURABILITY,
+    LLM_LEDGER_HOME,
+    LLM_LEDGER_SPOOL_DIR,
+)
 
 SUPPORTED_DIALECTS = ("postgresql", "sqlite")
 DURABILITY_MODES = ("journal", "buffered")
@@ -34,11 +40,10 @@ class StoreSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StoreSettings:
-        env = os.environ if environ is None else environ
-        home = _expanded(env.get("LLM_LEDGER_HOME") or "~/.llm-ledger", "LLM_LEDGER_HOME")
-        url = env.get("LLM_LEDGER_DATABASE_URL") or f"sqlite:///{home / 'ledger.db'}"
-        spool = _expanded(env.get("LLM_LEDGER_SPOOL_DIR") or str(home / "spool"), "LLM_LEDGER_SPOOL_DIR")
-        durability = env.get("LLM_LEDGER_DURABILITY") or "journal"
+        home = _expanded(LLM_LEDGER_HOME.value(environ), LLM_LEDGER_HOME.name)
+        url = LLM_LEDGER_DATABASE_URL.get(environ) or f"sqlite:///{home / 'ledger.db'}"
+        spool = _expanded(LLM_LEDGER_SPOOL_DIR.get(environ) or str(home / "spool"), LLM_LEDGER_SPOOL_DIR.name)
+        durability = LLM_LEDGER_DURABILITY.value(environ)
         if durability not in DURABILITY_MODES:
             raise StoreConfigurationError(
                 f"LLM_LEDGER_DURABILITY={durability!r} is not one of {', '.join(DURABILITY_MODES)}"

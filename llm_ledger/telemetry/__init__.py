@@ -1,4 +1,5 @@
-"""OpenTelemetry for llm-ledger: providers from the standard OTEL_* variables, and GenAI spans."""
+"""OpenTelemetry for llm-ledger: providers from the standard OTEL_* variables, and GenAI spans.
+See docs/ARCHITECTURE.md for why spans are built off the call path."""
 
 from llm_ledger.telemetry.deferred import DeferredExecutionTracer
 from llm_ledger.telemetry.setup import (

@@ -13,7 +13,6 @@ import atexit
 import contextlib
 import importlib
 import logging
-import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,16 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from llm_ledger.environment import (
+    OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_EXPORTER_OTLP_PROTOCOL,
+    OTEL_EXPORTER_OTLP_TIMEOUT,
+    OTEL_RESOURCE_ATTRIBUTES,
+    OTEL_SDK_DISABLED,
+    OTEL_SERVICE_NAME,
+    variable,
+)
 
 log = logging.getLogger("llm_ledger.telemetry")
 
@@ -123,40 +132,44 @@ _installed: Telemetry | None = None
 _lock = threading.Lock()
 
 
-def _endpoint_configured(env: Mapping[str, str], signal: str) -> bool:
-    if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
+def _endpoint_configured(env: Mapping[str, str] | None, signal: str) -> bool:
+    if (OTEL_SDK_DISABLED.get(env) or "").lower() == "true":
         return False
-    if env.get(f"OTEL_{signal.upper()}_EXPORTER", "otlp").lower() == "none":
+    if variable(f"OTEL_{signal.upper()}_EXPORTER").value(env).lower() == "none":
         return False
-    return bool(env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    return bool(
+        variable(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT").get(env) or OTEL_EXPORTER_OTLP_ENDPOINT.get(env)
+    )
 
 
-def _protocol(env: Mapping[str, str], signal: str) -> str:
-    protocol = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-    protocol = (protocol or "grpc").lower()
+def _protocol(env: Mapping[str, str] | None, signal: str) -> str:
+    protocol = variable(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL").get(env) or OTEL_EXPORTER_OTLP_PROTOCOL.value(
+        env
+    )
+    protocol = protocol.lower()
     if protocol not in ("grpc", "http/protobuf"):
         raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported (use grpc or http/protobuf)")
     return protocol
 
 
-def _timeout(env: Mapping[str, str]) -> float | None:
+def _timeout(env: Mapping[str, str] | None) -> float | None:
     # The exporters read OTEL_EXPORTER_OTLP_TIMEOUT themselves; only the default is shortened.
-    return None if env.get("OTEL_EXPORTER_OTLP_TIMEOUT") else EXPORT_TIMEOUT_SECONDS
+    return None if OTEL_EXPORTER_OTLP_TIMEOUT.get(env) else EXPORT_TIMEOUT_SECONDS
 
 
-def _endpoint(env: Mapping[str, str], signal: str, protocol: str) -> str | None:
+def _endpoint(env: Mapping[str, str] | None, signal: str, protocol: str) -> str | None:
     """The signal's endpoint as the OTLP exporter specification derives it (the exporters do the same
     from os.environ; this also serves an explicit mapping)."""
-    specific = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
+    specific = variable(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT").get(env)
     if specific:
         return specific
-    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    base = OTEL_EXPORTER_OTLP_ENDPOINT.get(env)
     if not base or protocol == "grpc":
         return base
     return f"{base.rstrip('/')}/v1/{signal}"
 
 
-def _exporter(env: Mapping[str, str], signal: str) -> Any:
+def _exporter(env: Mapping[str, str] | None, signal: str) -> Any:
     """The OTLP exporter of ``signal`` ("traces" or "metrics") for the configured protocol and endpoint."""
     protocol = _protocol(env, signal)
     endpoint = _endpoint(env, signal, protocol)
@@ -200,11 +213,11 @@ def _quiet_sdk_logs() -> None:
     logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
 
 
-def build_telemetry(environ: Mapping[str, str], *, traces: bool = True, metrics_too: bool = True) -> Telemetry:
+def build_telemetry(environ: Mapping[str, str] | None, *, traces: bool = True, metrics_too: bool = True) -> Telemetry:
     """Tracer and meter providers exporting OTLP as ``environ`` says, without installing them."""
     _quiet_sdk_logs()
     # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; the default name is ours.
-    named = "OTEL_SERVICE_NAME" in environ or "service.name=" in environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    named = OTEL_SERVICE_NAME.is_set(environ) or "service.name=" in (OTEL_RESOURCE_ATTRIBUTES.get(environ) or "")
     resource = Resource.create({} if named else {"service.name": "llm-ledger"})
     counters = ExportCounters()
     tracer_provider = processor = None
@@ -227,17 +240,16 @@ def configure_tracing(environ: Mapping[str, str] | None = None) -> Telemetry | N
     it returns what it installed the first time.
     """
     global _installed
-    env = os.environ if environ is None else environ
     with _lock:
         if _installed is not None:
             return _installed
-        wants_traces = _endpoint_configured(env, "traces") and not application_has_tracer_provider()
-        wants_metrics = _endpoint_configured(env, "metrics") and not isinstance(
+        wants_traces = _endpoint_configured(environ, "traces") and not application_has_tracer_provider()
+        wants_metrics = _endpoint_configured(environ, "metrics") and not isinstance(
             metrics.get_meter_provider(), MeterProvider
         )
         if not wants_traces and not wants_metrics:
             return None
-        installed = build_telemetry(env, traces=wants_traces, metrics_too=wants_metrics)
+        installed = build_telemetry(environ, traces=wants_traces, metrics_too=wants_metrics)
         if installed.tracer_provider is not None:
             trace.set_tracer_provider(installed.tracer_provider)
         if installed.meter_provider is not None:

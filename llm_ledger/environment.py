@@ -1,0 +1,251 @@
+"""Every environment variable llm-ledger reads, declared once, and the one way to read it.
+
+A leaf module: it imports nothing of the package, so every layer may use it. Each module that is
+configured by the environment reads its variables here (``LLM_LEDGER_HOME.get(environ)``) and keeps its
+own parsing and error messages; a test fails on any other read of ``os.environ`` in the package, and
+another on a variable of this registry that docs/ARCHITECTURE.md's table does not list as it is here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    """One environment variable: its name, the default used when it is unset or empty, what it does,
+    and the module(s) that read it."""
+
+    name: str
+    meaning: str
+    read_in: str
+    default: str | None = None
+    """Applied by ``get``: what an unset or empty variable stands for."""
+    default_note: str | None = None
+    """A default the reading module derives itself (from another variable, say), as documented."""
+
+    def get(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The value in ``environ`` (the process's environment when None); the default when unset or empty."""
+        value = (os.environ if environ is None else environ).get(self.name)
+        return value if value else self.default
+
+    def value(self, environ: Mapping[str, str] | None = None) -> str:
+        """``get`` of a variable declared with a default, which is never None."""
+        value = self.get(environ)
+        if value is None:
+            raise LookupError(f"{self.name} is declared without a default")
+        return value
+
+    def is_set(self, environ: Mapping[str, str] | None = None) -> bool:
+        """Whether the variable is present, even empty (as the OpenTelemetry SDK tells it)."""
+        return self.name in (os.environ if environ is None else environ)
+
+    def setdefault(self, value: str) -> None:
+        """Set it in the process's environment unless it is set already (for libraries that read it)."""
+        os.environ.setdefault(self.name, value)
+
+    @contextlib.contextmanager
+    def overridden(self, value: str) -> Iterator[None]:
+        """Set it in the process's environment for the block, then restore what was there (or nothing)."""
+        previous = os.environ.get(self.name)
+        os.environ[self.name] = value
+        try:
+            yield
+        finally:
+            if previous is None:
+                del os.environ[self.name]
+            else:
+                os.environ[self.name] = previous
+
+
+def child_environment(**overrides: str) -> dict[str, str]:
+    """The environment for a child process: this process's, with ``overrides`` set."""
+    return dict(os.environ, **overrides)
+
+
+# The ledger itself.
+LLM_LEDGER_HOME = Variable(
+    "LLM_LEDGER_HOME",
+    "the directory of the embedded ledger and of the journal when the two variables below are unset",
+    "llm_ledger/store/settings.py",
+    default="~/.llm-ledger",
+)
+LLM_LEDGER_DATABASE_URL = Variable(
+    "LLM_LEDGER_DATABASE_URL",
+    "the ledger: a `postgresql://` or `sqlite:///` URL",
+    "llm_ledger/store/settings.py",
+    default_note="`sqlite:///$LLM_LEDGER_HOME/ledger.db`",
+)
+LLM_LEDGER_SPOOL_DIR = Variable(
+    "LLM_LEDGER_SPOOL_DIR",
+    "the buffered writer's journal (each process journals in a subdirectory of its own)",
+    "llm_ledger/store/settings.py",
+    default_note="`$LLM_LEDGER_HOME/spool`",
+)
+LLM_LEDGER_DURABILITY = Variable(
+    "LLM_LEDGER_DURABILITY",
+    "`journal`: a call returns once its events are journaled; `buffered`: at once",
+    "llm_ledger/store/settings.py",
+    default="journal",
+)
+
+# Providers: arguments to LLMExecutor win over these.
+OPENROUTER_API_KEY = Variable("OPENROUTER_API_KEY", "OpenRouter's API key", "llm_ledger/executor/routing.py")
+OPENROUTER_BASE_URL = Variable(
+    "OPENROUTER_BASE_URL",
+    "OpenRouter's endpoint",
+    "llm_ledger/executor/routing.py",
+    default_note="the provider's public endpoint",
+)
+ANTHROPIC_API_KEY = Variable("ANTHROPIC_API_KEY", "Anthropic's API key", "llm_ledger/executor/routing.py")
+ANTHROPIC_BASE_URL = Variable(
+    "ANTHROPIC_BASE_URL",
+    "Anthropic's endpoint",
+    "llm_ledger/executor/routing.py",
+    default_note="the provider's public endpoint",
+)
+OPENAI_API_KEY = Variable("OPENAI_API_KEY", "OpenAI's API key", "llm_ledger/executor/routing.py")
+OPENAI_BASE_URL = Variable(
+    "OPENAI_BASE_URL",
+    "OpenAI's endpoint",
+    "llm_ledger/executor/routing.py",
+    default_note="the provider's public endpoint",
+)
+GROQ_API_KEY = Variable("GROQ_API_KEY", "Groq's API key", "llm_ledger/executor/routing.py")
+GROQ_BASE_URL = Variable(
+    "GROQ_BASE_URL",
+    "Groq's endpoint",
+    "llm_ledger/executor/routing.py",
+    default_note="the provider's public endpoint",
+)
+AGNO_TELEMETRY = Variable(
+    "AGNO_TELEMETRY",
+    "Agno's own usage telemetry; set to `false` when unset, so that nothing phones home",
+    "llm_ledger/executor/agno_client.py, llm_ledger/cli.py",
+    default_note="`false` (set by the package)",
+)
+
+# Traces and metrics: the subset of the standard OTEL_* variables the package reads itself (the
+# OpenTelemetry SDK and exporters read the others, e.g. OTEL_TRACES_SAMPLER, themselves).
+OTEL_SDK_DISABLED = Variable("OTEL_SDK_DISABLED", "`true` exports nothing", "llm_ledger/telemetry/setup.py")
+OTEL_TRACES_EXPORTER = Variable(
+    "OTEL_TRACES_EXPORTER", "`none` exports no traces", "llm_ledger/telemetry/setup.py", default="otlp"
+)
+OTEL_METRICS_EXPORTER = Variable(
+    "OTEL_METRICS_EXPORTER", "`none` exports no metrics", "llm_ledger/telemetry/setup.py", default="otlp"
+)
+OTEL_EXPORTER_OTLP_ENDPOINT = Variable(
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "the OTLP collector; without an endpoint nothing is exported and no span is made",
+    "llm_ledger/telemetry/setup.py",
+)
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = Variable(
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "the collector of traces, over the one above",
+    "llm_ledger/telemetry/setup.py",
+)
+OTEL_EXPORTER_OTLP_METRICS_ENDPOINT = Variable(
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    "the collector of metrics, over the one above",
+    "llm_ledger/telemetry/setup.py",
+)
+OTEL_EXPORTER_OTLP_PROTOCOL = Variable(
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "`grpc` or `http/protobuf`",
+    "llm_ledger/telemetry/setup.py",
+    default="grpc",
+)
+OTEL_EXPORTER_OTLP_TRACES_PROTOCOL = Variable(
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "the protocol of traces, over the one above",
+    "llm_ledger/telemetry/setup.py",
+)
+OTEL_EXPORTER_OTLP_METRICS_PROTOCOL = Variable(
+    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+    "the protocol of metrics, over the one above",
+    "llm_ledger/telemetry/setup.py",
+)
+OTEL_EXPORTER_OTLP_TIMEOUT = Variable(
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "the exporters' timeout, read by the exporters; when unset the package passes its own, shorter one",
+    "llm_ledger/telemetry/setup.py",
+    default_note="the package's `EXPORT_TIMEOUT_SECONDS`",
+)
+OTEL_SERVICE_NAME = Variable(
+    "OTEL_SERVICE_NAME",
+    "the service name on spans and metrics",
+    "llm_ledger/telemetry/setup.py",
+    default_note="`llm-ledger`, unless `OTEL_RESOURCE_ATTRIBUTES` names one",
+)
+OTEL_RESOURCE_ATTRIBUTES = Variable(
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "resource attributes of spans; a `service.name=` in it names the service",
+    "llm_ledger/telemetry/setup.py",
+)
+
+# Projections and the dashboard.
+LLM_LEDGER_PRICES = Variable(
+    "LLM_LEDGER_PRICES",
+    "a TOML price table, for the projected costs",
+    "llm_ledger/projections/prices.py",
+)
+LLM_LEDGER_DASHBOARD_TENANT = Variable(
+    "LLM_LEDGER_DASHBOARD_TENANT",
+    "binds the dashboard's viewer to one tenant",
+    "llm_ledger/dashboard/settings.py",
+)
+LLM_LEDGER_JAEGER_URL = Variable(
+    "LLM_LEDGER_JAEGER_URL",
+    "where the dashboard's trace links point",
+    "llm_ledger/dashboard/settings.py",
+    default="http://localhost:16686",
+)
+LLM_LEDGER_DASHBOARD_CATCH_UP = Variable(
+    "LLM_LEDGER_DASHBOARD_CATCH_UP",
+    "`false` (or `0`, `no`, `off`) stops the dashboard catching the projector up before each page",
+    "llm_ledger/dashboard/settings.py",
+    default="true",
+)
+
+# Audit.
+LLM_LEDGER_SEAL_KEY = Variable(
+    "LLM_LEDGER_SEAL_KEY",
+    "the Ed25519 private key that signs seals (base64, PEM, or a PEM file's path)",
+    "llm_ledger/audit/keys.py",
+)
+LLM_LEDGER_SEAL_PUBLIC_KEY = Variable(
+    "LLM_LEDGER_SEAL_PUBLIC_KEY",
+    "the public key `audit verify` holds the seals' signatures to (or `--public-key`)",
+    "llm_ledger/audit/keys.py",
+)
+LLM_LEDGER_SEAL_WITNESS = Variable(
+    "LLM_LEDGER_SEAL_WITNESS",
+    "the sealer's witness directory (or `--witness`)",
+    "llm_ledger/cli.py",
+)
+LLM_LEDGER_VERIFY_WITNESS = Variable(
+    "LLM_LEDGER_VERIFY_WITNESS",
+    "the witness `audit verify` checks the seals against (or `--witness`)",
+    "llm_ledger/cli.py",
+)
+LLM_LEDGER_VERIFY_STATE = Variable(
+    "LLM_LEDGER_VERIFY_STATE",
+    "where `audit verify` keeps the heads of its earlier runs (or `--state`)",
+    "llm_ledger/cli.py",
+)
+
+VARIABLES: dict[str, Variable] = {
+    value.name: value for value in list(globals().values()) if isinstance(value, Variable)
+}
+"""Every variable above, by name, in the order declared."""
+
+
+def variable(name: str) -> Variable:
+    """The declared variable called ``name``; a ``KeyError`` for a name this registry does not declare."""
+    try:
+        return VARIABLES[name]
+    except KeyError:
+        raise KeyError(f"{name} is not declared in llm_ledger.environment") from None
