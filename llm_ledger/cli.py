@@ -9,7 +9,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from llm_ledger import __version__
+from llm_ledger._metadata import __version__
 from llm_ledger.exit_codes import ExitCode, exit_code_table
 
 if TYPE_CHECKING:
