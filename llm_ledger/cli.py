@@ -8,7 +8,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from llm_ledger import __version__
+from llm_ledger._metadata import __version__
 from llm_ledger.environment import (
     AGNO_TELEMETRY,
     LLM_LEDGER_SEAL_WITNESS,

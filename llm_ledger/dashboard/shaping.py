@@ -9,18 +9,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from llm_ledger.audit.results import AuditFinding, TenantAudit
+from llm_ledger.audit.timeline import ExecutionView
 from llm_ledger.projections.queries import (
-    AuditFinding,
     ErrorCount,
     ErrorPoint,
-    ExecutionView,
     FailedAttempt,
     FallbackEdge,
     Figures,
     Group,
     Point,
     SessionSummary,
-    TenantAudit,
 )
 
 Row = dict[str, Any]

@@ -9,8 +9,8 @@ import psycopg
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from llm_ledger.dashboard.view import DashboardView
 from llm_ledger.projections import CatchUpResult, Projector
-from llm_ledger.projections.queries import LedgerView
 from llm_ledger.store import StoreConfigurationError, StoreUnavailableError, migrate
 from llm_ledger.store.scoping import PROJECTOR_ROLE
 
@@ -43,7 +43,7 @@ class LedgerNotReadyError(Exception):
 class LedgerSource:
     """A read-only view of the ledger and, unless catching up is turned off, a projector."""
 
-    view: LedgerView
+    view: DashboardView
     projector: Projector | None
 
     @classmethod
@@ -51,7 +51,7 @@ class LedgerSource:
         """``catch_up`` is also off when the login may not take ``llm_ledger_projector`` (a reader's or an
         auditor's login, as the README prescribes for the dashboard): ``llm-ledger project --follow``,
         run as the projector, keeps its figures current."""
-        view = LedgerView(database_url, bound_tenant=bound_tenant)
+        view = DashboardView(database_url, bound_tenant=bound_tenant)
         projecting = catch_up and _may_project(view.engine)
         return cls(view, Projector(view.engine) if projecting else None)
 

@@ -1,6 +1,6 @@
-"""What the dashboard asks: figures for one tenant over a time window, read from the read models (and
-from the raw events only to drill into one session), and the integrity status the last
-``llm-ledger audit verify`` recorded.
+"""What the dashboard asks of the read models: figures for one tenant over a time window. (One session's
+raw events and what ``llm-ledger audit verify`` recorded are the audit's to read: ``audit.timeline`` and
+``audit.results``, which ``dashboard.view.DashboardView`` reads in this view's scoped transactions.)
 
 On PostgreSQL every transaction is scoped: a view bound to a tenant reads as ``llm_ledger_reader`` with
 that tenant set, so row-level security hides every other tenant's rows whatever a query asks; an unbound
@@ -11,19 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 import orjson
-from sqlalchemy import Connection, Engine, Text, and_, case, cast, false, func, or_, select
+from sqlalchemy import Connection, Engine, Text, and_, cast, false, func, or_, select
 from sqlalchemy.engine import URL
 
-from llm_ledger.audit.schema import audit_findings, audit_runs, audit_tenant_results
 from llm_ledger.projections import histogram
 from llm_ledger.projections.database import ProjectionDatabase
 from llm_ledger.projections.grains import DAY, MINUTE, Segment, display_grain, floor, plan
-from llm_ledger.projections.integrity import StreamCheck, check_streams
 from llm_ledger.projections.projector import PROJECTION_NAME
 from llm_ledger.projections.rollup import StepFigures
 from llm_ledger.projections.schema import (
@@ -35,8 +33,6 @@ from llm_ledger.projections.schema import (
     step_stats,
 )
 from llm_ledger.store import EventStore, as_utc
-from llm_ledger.store.schema import READ_COLUMNS
-from llm_ledger.store.schema import events as events_table
 from llm_ledger.store.scoping import AUDITOR_ROLE, READER_ROLE
 
 PERCENTILES = (0.5, 0.95, 0.99)
@@ -183,80 +179,6 @@ class SessionSummary:
     @property
     def outcome(self) -> str:
         return "failed executions" if self.failed else "ok"
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptView:
-    attempt: int
-    model: str
-    provider: str
-    started_at: datetime
-    outcome: str
-    """``succeeded``, ``failed`` or ``in flight``."""
-    latency_ms: float | None
-    error_type: str | None
-    message: str | None
-    span_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class ExecutionView:
-    execution_id: str
-    step: str | None
-    agent_id: str | None
-    turn_id: str | None
-    started_at: datetime
-    outcome: str
-    """``succeeded``, ``failed`` or ``incomplete`` (no terminal event yet)."""
-    model: str | None
-    latency_ms: float | None
-    fallback_used: bool
-    trace_id: str | None
-    attempts: list[AttemptView]
-    integrity: StreamCheck = field(default_factory=StreamCheck)
-    """What checking its stream found: ``broken`` when an event was changed, removed or cut short since
-    it was recorded (the figures above are then not what happened), ``incomplete`` without an outcome."""
-
-
-@dataclass(frozen=True, slots=True)
-class TenantAudit:
-    """One tenant's result in the latest ``llm-ledger audit verify`` run that checked it."""
-
-    run_id: str
-    started_at: datetime
-    finished_at: datetime
-    scope_tenant: str | None
-    """``None`` when the run checked every tenant."""
-    since: datetime | None
-    ok: bool
-    streams: int
-    events: int
-    seals: int
-    broken_streams: int
-    incomplete_streams: int
-    unsealed_events: int
-    findings: int
-    """How many findings the run had for the tenant (more than are stored when there were very many)."""
-    last_seal_hash: str | None
-    last_sealed_at: datetime | None
-
-    @property
-    def duration(self) -> timedelta:
-        return self.finished_at - self.started_at
-
-
-@dataclass(frozen=True, slots=True)
-class AuditFinding:
-    severity: str
-    """``broken``, ``incomplete`` or ``warning``."""
-    kind: str
-    stream_id: str | None
-    stream_position: int | None
-    event_id: str | None
-    seal_sequence: int | None
-    detail: str
-    session_id: str | None
-    """The session of the finding's stream, while any of its events is still stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,182 +383,6 @@ class LedgerView:
                 )
                 for row in connection.execute(query)
             ]
-
-    def session_timeline(self, tenant_id: str, session_id: str) -> list[ExecutionView]:
-        """The executions of one session and their attempts, from the raw events as stored, in time order;
-        each with what the check of its stream found (``ExecutionView.integrity``): an execution whose
-        events were changed, removed or cut short is shown as such, never as valid."""
-        query = (
-            select(*READ_COLUMNS)
-            .where(events_table.c.tenant_id == tenant_id, events_table.c.session_id == session_id)
-            .order_by(events_table.c.stream_id, events_table.c.stream_position, events_table.c.global_position)
-        )
-        streams: dict[str, list[Any]] = {}
-        with self._reading(tenant_id) as connection:
-            for row in connection.execute(query):
-                streams.setdefault(str(row.stream_id), []).append(row)
-            checks = check_streams(connection, tenant_id, streams)
-        views = [_execution_view(rows, checks[stream_id]) for stream_id, rows in streams.items()]
-        return sorted(views, key=lambda view: (view.started_at, view.execution_id))
-
-    # --- audit ------------------------------------------------------------------------------------------------
-
-    def last_audit(self, tenant_id: str) -> TenantAudit | None:
-        """The tenant's result in the latest verify run that checked it; ``None`` before the first."""
-        runs, results = audit_runs, audit_tenant_results
-        query = (
-            select(
-                runs.c.run_id,
-                runs.c.started_at,
-                runs.c.finished_at,
-                runs.c.scope_tenant,
-                runs.c.since,
-                results.c.ok,
-                results.c.streams,
-                results.c.events,
-                results.c.seals,
-                results.c.broken_streams,
-                results.c.incomplete_streams,
-                results.c.unsealed_events,
-                results.c.findings,
-                results.c.last_seal_hash,
-                results.c.last_sealed_at,
-            )
-            .join_from(runs, results, runs.c.run_id == results.c.run_id)
-            .where(results.c.tenant_id == tenant_id)
-            .order_by(runs.c.finished_at.desc(), runs.c.run_id.desc())
-            .limit(1)
-        )
-        with self._reading(tenant_id) as connection:
-            row = connection.execute(query).first()
-        if row is None:
-            return None
-        return TenantAudit(
-            run_id=row.run_id,
-            started_at=as_utc(row.started_at),
-            finished_at=as_utc(row.finished_at),
-            scope_tenant=row.scope_tenant,
-            since=as_utc(row.since) if row.since else None,
-            ok=bool(row.ok),
-            streams=row.streams or 0,
-            events=row.events or 0,
-            seals=row.seals or 0,
-            broken_streams=row.broken_streams or 0,
-            incomplete_streams=row.incomplete_streams or 0,
-            unsealed_events=row.unsealed_events or 0,
-            findings=row.findings or 0,
-            last_seal_hash=row.last_seal_hash,
-            last_sealed_at=as_utc(row.last_sealed_at) if row.last_sealed_at else None,
-        )
-
-    def audit_findings(self, tenant_id: str, run_id: str, limit: int = 500) -> list[AuditFinding]:
-        """The run's findings for the tenant: broken first, then incomplete streams, then warnings; each
-        with the session of its stream when the stream still has events."""
-        table = audit_findings
-        severity_order = case({"broken": 0, "incomplete": 1}, value=table.c.severity, else_=2)
-        query = (
-            select(table)
-            .where(table.c.run_id == run_id, table.c.tenant_id == tenant_id)
-            .order_by(
-                severity_order,
-                table.c.stream_id.is_(None),
-                table.c.stream_id,
-                table.c.stream_position,
-                table.c.seal_sequence,
-                table.c.kind,
-            )
-            .limit(limit)
-        )
-        with self._reading(tenant_id) as connection:
-            rows = list(connection.execute(query))
-            streams = sorted({row.stream_id for row in rows if row.stream_id})
-            sessions_of = _stream_sessions(connection, tenant_id, streams)
-        return [
-            AuditFinding(
-                severity=row.severity,
-                kind=row.kind,
-                stream_id=row.stream_id,
-                stream_position=row.stream_position,
-                event_id=row.event_id,
-                seal_sequence=row.seal_sequence,
-                detail=row.detail,
-                session_id=sessions_of.get(row.stream_id) if row.stream_id else None,
-            )
-            for row in rows
-        ]
-
-
-def _stream_sessions(connection: Connection, tenant_id: str, stream_ids: Sequence[str]) -> dict[str, str]:
-    """The session of each stream that still has events with one."""
-    if not stream_ids:
-        return {}
-    table = events_table
-    query = (
-        select(table.c.stream_id, func.min(table.c.session_id))
-        .where(table.c.tenant_id == tenant_id, table.c.stream_id.in_(stream_ids), table.c.session_id.is_not(None))
-        .group_by(table.c.stream_id)
-    )
-    return {stream: session for stream, session in connection.execute(query)}
-
-
-def _execution_view(rows: Sequence[Any], check: StreamCheck) -> ExecutionView:
-    """One stream's rows (in stream order) as an execution. Read as stored, not validated into events: a
-    tampered event is shown with its stream flagged rather than failing the page, so each value is taken
-    only when it has the type the executor records."""
-    first = rows[0]
-    attempts: dict[int, dict[str, Any]] = {}
-    outcome, model, latency, fell_back = "incomplete", None, None, False
-    for row in rows:
-        payload: dict[str, Any] = row.payload if isinstance(row.payload, dict) else {}
-        number = payload.get("attempt")
-        if row.event_type == "AttemptStarted" and isinstance(number, int):
-            attempts[number] = {
-                "attempt": number,
-                "model": str(payload.get("model")),
-                "provider": str(payload.get("provider")),
-                "started_at": as_utc(row.occurred_at),
-                "outcome": "in flight",
-                "latency_ms": None,
-                "error_type": None,
-                "message": None,
-                "span_id": row.span_id,
-            }
-        elif row.event_type in ("AttemptSucceeded", "AttemptFailed") and number in attempts:
-            attempts[number].update(
-                outcome="succeeded" if row.event_type == "AttemptSucceeded" else "failed",
-                latency_ms=_number(payload.get("latency_ms")),
-                error_type=_text(payload.get("error_type")),
-                message=_text(payload.get("message")),
-            )
-        elif row.event_type == "ExecutionSucceeded":
-            outcome, model, latency = "succeeded", _text(payload.get("model")), _number(payload.get("latency_ms"))
-            fell_back = bool(payload.get("fallback_used"))
-        elif row.event_type == "ExecutionFailed":
-            outcome, model, latency = "failed", _text(payload.get("last_model")), _number(payload.get("latency_ms"))
-        elif row.event_type == "FallbackTriggered":
-            fell_back = True
-    return ExecutionView(
-        execution_id=str(first.stream_id),
-        step=first.step,
-        agent_id=first.agent_id,
-        turn_id=first.turn_id,
-        started_at=as_utc(first.occurred_at),
-        outcome=outcome,
-        model=model,
-        latency_ms=latency,
-        fallback_used=fell_back,
-        trace_id=first.trace_id,
-        attempts=[AttemptView(**attempt) for _, attempt in sorted(attempts.items())],
-        integrity=check,
-    )
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 def _display_segment(window: Window) -> Segment:

@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 
 from llm_ledger.audit import seal_ledger, verify_ledger
 from llm_ledger.dashboard.shaping import NONE
-from llm_ledger.projections.queries import LedgerView
+from llm_ledger.dashboard.view import DashboardView
 from llm_ledger.store import EventStore, migrate, normalize_url
 from tests.dashboard.apptest import metrics, open_dashboard, rendered_text
 from tests.dashboard.conftest import PopulatedLedger, recorded_ledger
@@ -104,7 +104,7 @@ def test_the_last_run_of_a_tenant_is_the_latest_that_checked_it(sqlite_url: str)
     everyone = verify_ledger(sqlite_url)
     globex_only = verify_ledger(sqlite_url, tenant_id="globex")
 
-    view = LedgerView(sqlite_url)
+    view = DashboardView(sqlite_url)
     acme, globex = view.last_audit("acme"), view.last_audit("globex")
     view.close()
 

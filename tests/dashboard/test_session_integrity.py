@@ -15,8 +15,9 @@ import pytest
 from sqlalchemy import Connection, create_engine, delete, select, text, update
 
 from llm_ledger.audit import seal_ledger, verify_ledger
+from llm_ledger.audit.timeline import ExecutionView
+from llm_ledger.dashboard.view import DashboardView
 from llm_ledger.events import StreamHeader, seal_event, uuid7
-from llm_ledger.projections.queries import ExecutionView, LedgerView
 from llm_ledger.store import EventStore, normalize_url
 from llm_ledger.store.rows import event_to_row, row_to_event
 from llm_ledger.store.schema import events
@@ -127,7 +128,7 @@ def tampered(_create_postgres_database: Callable[[], str]) -> Tampered:
 
 
 def _timeline(url: str, session: str, *, bound: bool = False) -> dict[str, ExecutionView]:
-    view = LedgerView(url, bound_tenant="acme" if bound else None)
+    view = DashboardView(url, bound_tenant="acme" if bound else None)
     try:
         return {execution.execution_id: execution for execution in view.session_timeline("acme", session)}
     finally:

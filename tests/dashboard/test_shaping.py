@@ -6,6 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from llm_ledger.audit.integrity import StreamCheck
+from llm_ledger.audit.results import AuditFinding, TenantAudit
+from llm_ledger.audit.timeline import AttemptView, ExecutionView
 from llm_ledger.dashboard.shaping import (
     audit_run_summary,
     duration,
@@ -19,17 +22,12 @@ from llm_ledger.dashboard.shaping import (
     time_ago,
     timeline_rows,
 )
-from llm_ledger.projections.integrity import StreamCheck
 from llm_ledger.projections.queries import (
-    AttemptView,
-    AuditFinding,
     ErrorPoint,
-    ExecutionView,
     FallbackEdge,
     Figures,
     Point,
     SessionSummary,
-    TenantAudit,
 )
 
 T0 = datetime(2026, 3, 14, 15, 0, tzinfo=UTC)

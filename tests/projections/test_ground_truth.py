@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, make_url
 
+from llm_ledger.dashboard.view import DashboardView
 from llm_ledger.events import Event
 from llm_ledger.projections import Projector
 from llm_ledger.projections.grains import DAY, MINUTE, floor
@@ -51,8 +52,9 @@ def projected_url(
 
 
 @pytest.fixture
-def view(projected_url: str) -> Iterator[LedgerView]:
-    ledger = LedgerView(projected_url)
+def view(projected_url: str) -> Iterator[DashboardView]:
+    # The dashboard's view: the read models' LedgerView plus the session timeline (audit.timeline).
+    ledger = DashboardView(projected_url)
     yield ledger
     ledger.close()
 
@@ -298,7 +300,7 @@ def test_sessions_equal_the_sessions_of_the_events(view: LedgerView, truth: Trut
 
 
 def test_a_session_timeline_shows_each_execution_with_its_attempts(
-    view: LedgerView, recorded_events: list[Event], tenants: tuple[str, ...]
+    view: DashboardView, recorded_events: list[Event], tenants: tuple[str, ...]
 ) -> None:
     event = next(e for e in recorded_events if e.event_type == "FallbackTriggered")
     session_events = [e for e in recorded_events if e.session_id == event.session_id and e.tenant_id == event.tenant_id]

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import ProgrammingError
 
+from llm_ledger.dashboard.view import DashboardView
 from llm_ledger.events import Event
 from llm_ledger.projections.queries import LedgerView, TenantNotAllowedError, Window
 from llm_ledger.projections.schema import READ_MODELS
@@ -30,7 +31,8 @@ def projected_postgres_url(_create_postgres_database: Callable[[], str], recorde
 
 @pytest.fixture
 def bound_view(projected_postgres_url: str, tenants: tuple[str, ...]) -> Iterator[LedgerView]:
-    view = LedgerView(projected_postgres_url, bound_tenant=tenants[0])
+    # The dashboard's view: the read models' LedgerView plus the session timeline, read in the same scoping.
+    view = DashboardView(projected_postgres_url, bound_tenant=tenants[0])
     yield view
     view.close()
 

@@ -8,14 +8,15 @@ from dataclasses import dataclass
 
 from llm_ledger.dashboard.settings import DashboardSettings
 from llm_ledger.dashboard.state import ViewState
-from llm_ledger.projections.queries import LedgerView, Window
+from llm_ledger.dashboard.view import DashboardView
+from llm_ledger.projections.queries import Window
 
 
 @dataclass(frozen=True, slots=True)
 class PageContext:
     """What every page is drawn for: one tenant over one window."""
 
-    view: LedgerView
+    view: DashboardView
     tenant: str
     window: Window
     state: ViewState

@@ -9,10 +9,10 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
+from llm_ledger.audit.results import TenantAudit
 from llm_ledger.dashboard.shaping import audit_metrics, audit_run_summary, finding_rows, time_ago
 from llm_ledger.dashboard.source import SEAL_COMMAND, VERIFY_COMMAND
 from llm_ledger.dashboard.views import PageContext
-from llm_ledger.projections.queries import TenantAudit
 
 SHOWN_FINDINGS = 500
 

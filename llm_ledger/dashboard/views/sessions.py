@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from llm_ledger.audit.timeline import ExecutionView
 from llm_ledger.dashboard import charts
 from llm_ledger.dashboard.shaping import (
     attempt_rows,
@@ -18,7 +19,6 @@ from llm_ledger.dashboard.source import VERIFY_COMMAND
 from llm_ledger.dashboard.state import is_plain_text, shown
 from llm_ledger.dashboard.views import PageContext
 from llm_ledger.dashboard.views.common import heading
-from llm_ledger.projections.queries import ExecutionView
 
 SESSION_KEY = "session"
 SEARCH_KEY = "session_search"
