@@ -7,7 +7,7 @@ Create Date: 2025-01-01
 The table is written out here as it was when this revision shipped, never taken from the application's
 ``llm_ledger.store.schema.events`` (today's model, which later revisions may change): a revision must keep
 doing what it did when it shipped. Names are literal (``op.f``), so the model's naming convention, which
-Alembic would otherwise apply, cannot rename them. ``tests/store/test_schema_matches_models.py`` checks
+Alembic would otherwise apply, cannot rename them. ``tests/store/test_migrated_schema_matches_models.py`` checks
 that the migrated database and today's model agree.
 
 PostgreSQL, one function per concern:
