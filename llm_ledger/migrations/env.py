@@ -15,7 +15,10 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import SchemaItem
 
-# Imported for their tables: the read models, the seals and the audit runs join the events in the metadata.
+# Today's models, for autogenerate and ``alembic check`` only (a new revision is what they differ by): the
+# read models, the seals and the audit runs join the events in store.schema's metadata. The revisions are
+# history and import none of them; every name they create is literal (op.f), so the models' naming
+# convention, which Alembic hands to op.create_table, renames nothing.
 import llm_ledger.audit.schema
 import llm_ledger.projections.schema  # noqa: F401
 from llm_ledger.store.migrate import VERSION_TABLE

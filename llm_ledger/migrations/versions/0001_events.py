@@ -4,9 +4,11 @@ Revision ID: 0001
 Revises:
 Create Date: 2025-01-01
 
-The table comes from ``schema.events``; once this revision has been applied anywhere, a change to that
-table needs a new revision, not an edit here. The SQL below is written out rather than shared with the
-application because a revision must keep doing what it did when it shipped.
+The table is written out here as it was when this revision shipped, never taken from the application's
+``llm_ledger.store.schema.events`` (today's model, which later revisions may change): a revision must keep
+doing what it did when it shipped. Names are literal (``op.f``), so the model's naming convention, which
+Alembic would otherwise apply, cannot rename them. ``tests/store/test_migrated_schema_matches_models.py`` checks
+that the migrated database and today's model agree.
 
 PostgreSQL, one function per concern:
 
@@ -29,10 +31,11 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 from alembic import context, op
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.dialects import postgresql
 
+# The one import of the application: the error callers of ``migrate.downgrade`` catch, which must be that
+# class, not a copy. Its module imports no table.
 from llm_ledger.store.migrate import DowngradeRefusedError
-from llm_ledger.store.schema import events
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -142,10 +145,59 @@ def _sqlite_upgrade() -> None:
 _UPGRADES: dict[str, Callable[[], None]] = {"postgresql": _postgresql_upgrade, "sqlite": _sqlite_upgrade}
 
 
+def _events_table() -> None:
+    op.create_table(
+        "llm_ledger_events",
+        # ALWAYS: a position is the database's to give. SQLite only gives an auto-incrementing rowid alias to
+        # "INTEGER PRIMARY KEY", not to BIGINT, and ignores Identity.
+        sa.Column(
+            "global_position",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            sa.Identity(always=True),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("tenant_id", sa.Text(), nullable=False),
+        sa.Column("event_id", sa.String(36), nullable=False),
+        sa.Column("event_type", sa.String(40), nullable=False),
+        sa.Column("schema_version", sa.SmallInteger(), nullable=False),
+        sa.Column("stream_id", sa.String(36), nullable=False),
+        sa.Column("stream_position", sa.Integer(), nullable=False),
+        sa.Column("agent_id", sa.Text()),
+        sa.Column("session_id", sa.Text()),
+        sa.Column("turn_id", sa.Text()),
+        sa.Column("step", sa.Text()),
+        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("trace_id", sa.String(32)),
+        sa.Column("span_id", sa.String(16)),
+        sa.Column("payload", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("prev_hash", sa.String(64)),
+        sa.Column("hash", sa.String(64), nullable=False),
+        sa.Column(
+            "recorded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.current_timestamp()
+        ),
+        sa.PrimaryKeyConstraint("global_position", name=op.f("pk_llm_ledger_events")),
+        sa.CheckConstraint("tenant_id <> ''", name=op.f("ck_llm_ledger_events_tenant_id_not_empty")),
+        sa.UniqueConstraint("tenant_id", "event_id", name=op.f("uq_llm_ledger_events_tenant_id_event_id")),
+        sa.UniqueConstraint(
+            "tenant_id",
+            "stream_id",
+            "stream_position",
+            name=op.f("uq_llm_ledger_events_tenant_id_stream_id_stream_position"),
+        ),
+    )
+    op.create_index(
+        op.f("ix_llm_ledger_events_tenant_id_occurred_at"), "llm_ledger_events", ["tenant_id", "occurred_at"]
+    )
+    op.create_index(
+        op.f("ix_llm_ledger_events_tenant_id_session_id_occurred_at"),
+        "llm_ledger_events",
+        ["tenant_id", "session_id", "occurred_at"],
+    )
+
+
 def upgrade() -> None:
-    op.execute(CreateTable(events))
-    for index in sorted(events.indexes, key=lambda index: str(index.name)):
-        op.execute(CreateIndex(index))
+    _events_table()
     _UPGRADES[op.get_context().dialect.name]()
 
 
@@ -158,11 +210,11 @@ def downgrade() -> None:
         # non-superuser owner see every row for the check; the transaction restores it if we refuse.
         op.execute("LOCK TABLE llm_ledger_events IN ACCESS EXCLUSIVE MODE")
         op.execute("ALTER TABLE llm_ledger_events NO FORCE ROW LEVEL SECURITY")
-    if op.get_bind().execute(sa.select(sa.exists().select_from(events))).scalar():
+    if op.get_bind().execute(sa.select(sa.exists().select_from(sa.table("llm_ledger_events")))).scalar():
         raise DowngradeRefusedError(
             "llm_ledger_events holds events: downgrading below 0001 is destructive to events and is refused"
         )
     # Dropping the table drops its triggers, policies, indexes, grants and identity sequence.
-    op.drop_table(events.name)
+    op.drop_table("llm_ledger_events")
     if dialect == "postgresql":
         op.execute("DROP FUNCTION llm_ledger_events_reject_change()")
