@@ -78,7 +78,7 @@ error_stats = Table(
     *_bucket_key(),
     Column("model", Text, nullable=False),
     Column("provider", Text, nullable=False),
-    Column("scope", Text, nullable=False, comment="'attempt' or 'execution'"),
+    Column("scope", Text, nullable=False),  # 'attempt' or 'execution'
     Column("error_type", Text, nullable=False),
     _counter("count"),
     PrimaryKeyConstraint(

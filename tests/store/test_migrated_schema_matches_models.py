@@ -95,15 +95,6 @@ TOLERATED = (
         "the model's Identity(always=True) is PostgreSQL's; SQLite has no identity columns (its INTEGER PRIMARY"
         " KEY rowid alias gives the positions), and Alembic reports the Identity as a missing default",
     ),
-    Tolerated(
-        "postgresql",
-        "modify_comment",
-        "llm_ledger_error_stats",
-        "scope",
-        "known mismatch: the model's comment \"'attempt' or 'execution'\" was never migrated (0002 ran CreateTable,"
-        " which leaves PostgreSQL's COMMENT ON to a separate statement); a new revision setting it, or the"
-        " model dropping it, removes this entry",
-    ),
 )
 """Attribute differences the comparison lets through: a column's other attributes are still compared."""
 
