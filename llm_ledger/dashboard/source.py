@@ -9,6 +9,7 @@ import psycopg
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from llm_ledger.errors import LedgerError
 from llm_ledger.projections import CatchUpResult, Projector
 from llm_ledger.projections.queries import LedgerView
 from llm_ledger.store import StoreConfigurationError, StoreUnavailableError, migrate
@@ -35,8 +36,9 @@ _UNREACHABLE = (
 )
 
 
-class LedgerNotReadyError(Exception):
-    """The database cannot be read yet; ``str()`` says why and what to do, in words an operator acts on."""
+class LedgerNotReadyError(LedgerError):
+    """Raised when the dashboard's database cannot be read yet; ``str()`` says why and what to do, in words
+    an operator acts on."""
 
 
 @dataclass(slots=True)

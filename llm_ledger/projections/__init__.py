@@ -1,7 +1,8 @@
 """Read models derived from the events (per-tenant figures in time buckets, sessions, failed attempts),
 the projector that keeps them current, and the queries the dashboard asks of them."""
 
-from llm_ledger.projections.prices import Price, PriceTable, PriceTableError
+from llm_ledger.projections.errors import PriceTableError, ProjectionError, TenantNotAllowedError
+from llm_ledger.projections.prices import Price, PriceTable
 from llm_ledger.projections.projector import PROJECTION_NAME, CatchUpResult, ProjectionStatus, Projector
 
 __all__ = [
@@ -10,6 +11,8 @@ __all__ = [
     "Price",
     "PriceTable",
     "PriceTableError",
+    "ProjectionError",
     "ProjectionStatus",
     "Projector",
+    "TenantNotAllowedError",
 ]

@@ -22,9 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-class PriceTableError(ValueError):
-    """Raised for a price table that cannot be read, naming the file and the entry."""
+from llm_ledger.projections.errors import PriceTableError as PriceTableError
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from sqlalchemy.engine import URL
 from llm_ledger.audit.schema import audit_findings, audit_runs, audit_tenant_results
 from llm_ledger.projections import histogram
 from llm_ledger.projections.database import ProjectionDatabase
+from llm_ledger.projections.errors import TenantNotAllowedError as TenantNotAllowedError
 from llm_ledger.projections.grains import DAY, MINUTE, Segment, display_grain, floor, plan
 from llm_ledger.projections.integrity import StreamCheck, check_streams
 from llm_ledger.projections.projector import PROJECTION_NAME
@@ -43,10 +44,6 @@ PERCENTILES = (0.5, 0.95, 0.99)
 Dimension = Literal["agent_id", "step", "model", "provider"]
 ErrorDimension = Literal["error_type", "provider", "model", "step"]
 _Key = TypeVar("_Key", bound=Hashable)
-
-
-class TenantNotAllowedError(PermissionError):
-    """Raised when a view bound to one tenant is asked about another."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,11 +12,13 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from llm_ledger.store.errors import StoreError
+
 SUPPORTED_DIALECTS = ("postgresql", "sqlite")
 DURABILITY_MODES = ("journal", "buffered")
 
 
-class StoreConfigurationError(ValueError):
+class StoreConfigurationError(StoreError, ValueError):
     """Raised for a database URL or a directory the store cannot use."""
 
 
