@@ -384,11 +384,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("AGNO_TELEMETRY", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = getattr(args, "handler", None)
     from llm_ledger.cli_errors import UsageError, exit_code, report
     from llm_ledger.errors import LedgerError
     from llm_ledger.store import migrate
 
+    handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
         return exit_code(UsageError)
