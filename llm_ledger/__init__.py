@@ -3,6 +3,8 @@
 This module is the public API that Focal imports; everything else is internal and may move.
 """
 
+from llm_ledger._metadata import __version__
+from llm_ledger.errors import LedgerError
 from llm_ledger.events import CapturePolicy, verify_chain
 from llm_ledger.executor import (
     AllModelsFailedError,
@@ -42,16 +44,12 @@ from llm_ledger.executor import (
 )
 from llm_ledger.lifecycle import aclose
 
-__version__ = "0.1.0"
-
-
 __all__ = [
     "AllModelsFailedError",
     "AttemptSummary",
     "AuthenticationError",
     "CapturePolicy",
     "ConfigurationError",
-    "ProviderConnectionError",
     "ContentFilterError",
     "ContextLengthError",
     "DeadlineExceededError",
@@ -64,9 +62,11 @@ __all__ = [
     "LLMExecutor",
     "LLMMessage",
     "LLMResponse",
+    "LedgerError",
     "MockBehaviour",
     "ModelNotFoundError",
     "PipelineConfig",
+    "ProviderConnectionError",
     "ProviderError",
     "ProviderSettings",
     "RateLimitError",

@@ -101,11 +101,7 @@ def _db_downgrade(args: argparse.Namespace) -> int:
     from llm_ledger.store import migrate
 
     url = _database_url(args)
-    try:
-        migrate.downgrade(url, args.revision)
-    except migrate.DowngradeRefusedError as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return ExitCode.FAILED
+    migrate.downgrade(url, args.revision)
     print(f"{_shown(url)}: at revision {migrate.current(url) or 'base (empty)'}")
     return ExitCode.OK
 
@@ -123,19 +119,15 @@ def _db_current(args: argparse.Namespace) -> int:
 
 
 def _project(args: argparse.Namespace) -> int:
+    from llm_ledger.cli_errors import UsageError
     from llm_ledger.progress import ProgressBar
-    from llm_ledger.projections import PriceTableError, Projector
-    from llm_ledger.store import StoreUnavailableError, migrate
+    from llm_ledger.projections import Projector
+    from llm_ledger.store import migrate
 
     url = _database_url(args)
     if migrate.current(url) != migrate.head():
-        print(f"llm-ledger: {_shown(url)} is not at the newest schema: run llm-ledger db upgrade", file=sys.stderr)
-        return ExitCode.USAGE
-    try:
-        projector = Projector(url, batch_size=args.batch_size)
-    except PriceTableError as exc:
-        print(f"llm-ledger: {exc}", file=sys.stderr)
-        return ExitCode.USAGE
+        raise UsageError(f"{_shown(url)} is not at the newest schema: run llm-ledger db upgrade")
+    projector = Projector(url, batch_size=args.batch_size)
     try:
         if args.rebuild:
             status = projector.status()
@@ -152,26 +144,18 @@ def _project(args: argparse.Namespace) -> int:
             bar.finish()
             total = projector.status().events_applied
             print(f"applied {result.events:,} events; the read models now hold {total:,}")
-    except StoreUnavailableError as exc:
-        print(f"llm-ledger: {exc}", file=sys.stderr)
-        return ExitCode.NO_LEDGER
-    except KeyboardInterrupt:
-        return ExitCode.INTERRUPTED
     finally:
         projector.close()
     return ExitCode.OK
 
 
 def _dashboard(args: argparse.Namespace) -> int:
+    from llm_ledger.cli_errors import UsageError
     from llm_ledger.dashboard.server import run_dashboard
 
     problem = _listening_problem(args.address, args.port)
     if problem is not None:
-        print(
-            f"llm-ledger: the dashboard cannot listen on --address {args.address} --port {args.port}: {problem}",
-            file=sys.stderr,
-        )
-        return ExitCode.USAGE
+        raise UsageError(f"the dashboard cannot listen on --address {args.address} --port {args.port}: {problem}")
     return run_dashboard(database_url=args.database_url, port=args.port, address=args.address)
 
 
@@ -192,33 +176,19 @@ def _listening_problem(address: str, port: int) -> str | None:
 def _audit_verify(args: argparse.Namespace) -> int:
     import json
 
-    from llm_ledger.audit import (
-        AuditConfigurationError,
-        PublicKey,
-        parse_since,
-        verify_ledger,
-    )
-    from llm_ledger.store import StoreUnavailableError
+    from llm_ledger.audit import PublicKey, parse_since, verify_ledger
 
-    try:
-        since = parse_since(args.since) if args.since else None
-        public_key = PublicKey.parse(args.public_key, "--public-key") if args.public_key else PublicKey.from_env()
-        report = verify_ledger(
-            _database_url(args),
-            tenant_id=args.tenant,
-            since=since,
-            public_key=public_key,
-            record=not args.no_record,
-            witness=args.witness or LLM_LEDGER_VERIFY_WITNESS.get(),
-            state=args.state or LLM_LEDGER_VERIFY_STATE.get(),
-        )
-    except AuditConfigurationError as exc:
-        # Not FAILED: nothing was found broken, the ledger could not be checked.
-        print(f"llm-ledger: {exc}", file=sys.stderr)
-        return ExitCode.USAGE
-    except StoreUnavailableError as exc:
-        print(f"llm-ledger: {exc}", file=sys.stderr)
-        return ExitCode.NO_LEDGER
+    since = parse_since(args.since) if args.since else None
+    public_key = PublicKey.parse(args.public_key, "--public-key") if args.public_key else PublicKey.from_env()
+    report = verify_ledger(
+        _database_url(args),
+        tenant_id=args.tenant,
+        since=since,
+        public_key=public_key,
+        record=not args.no_record,
+        witness=args.witness or LLM_LEDGER_VERIFY_WITNESS.get(),
+        state=args.state or LLM_LEDGER_VERIFY_STATE.get(),
+    )
     print(json.dumps(report.to_json(), indent=2, default=str) if args.json else report.to_text())
     return ExitCode.OK if report.ok else ExitCode.FAILED
 
@@ -238,21 +208,15 @@ def _print_seals(seals: Sequence[Seal]) -> None:
 def _audit_seal(args: argparse.Namespace) -> int:
     import time
 
-    from llm_ledger.audit import (
-        SEAL_WITNESS_VARIABLE,
-        AuditConfigurationError,
-        SealRefusedError,
-        SigningKey,
-        seal_ledger,
-    )
+    from llm_ledger.audit import SEAL_WITNESS_VARIABLE, SealRefusedError, SigningKey, seal_ledger
     from llm_ledger.audit.heads import WITNESS_FILE, HeadLog, resolve
     from llm_ledger.audit.report import printable
+    from llm_ledger.cli_errors import UsageError, exit_code, report
     from llm_ledger.store import StoreUnavailableError, create_store_engine
 
     witness = args.witness or LLM_LEDGER_SEAL_WITNESS.get()
     if args.adopt and witness is None:
-        print(f"llm-ledger: --adopt starts a witness: give --witness or {SEAL_WITNESS_VARIABLE}", file=sys.stderr)
-        return ExitCode.USAGE
+        raise UsageError(f"--adopt starts a witness: give --witness or {SEAL_WITNESS_VARIABLE}")
     # One engine (and its pool) for every round of --follow, not a new one each time.
     engine = create_store_engine(_database_url(args))
     try:
@@ -266,9 +230,9 @@ def _audit_seal(args: argparse.Namespace) -> int:
                 )
                 adopt = False  # once: the next rounds find the heads it recorded
             except StoreUnavailableError as exc:
-                print(f"llm-ledger: {exc}", file=sys.stderr)
+                outage = report(exc)
                 if not args.follow:
-                    return ExitCode.NO_LEDGER
+                    return outage
                 seals = []  # the next round seals what this one could not
                 # --adopt stands until a round has started the witness (this one may have, before the outage).
                 adopt = adopt and witness is not None and not HeadLog.read(resolve(witness, WITNESS_FILE)).entries
@@ -276,18 +240,13 @@ def _audit_seal(args: argparse.Namespace) -> int:
                 # The ledger is not what the witness recorded: evidence to keep, not something to seal over.
                 for refusal in exc.refusals:
                     print(f"llm-ledger: refused: {printable(refusal)}", file=sys.stderr, flush=True)
-                seals, status, adopt = exc.made, ExitCode.FAILED, False
+                seals, status, adopt = exc.made, exit_code(SealRefusedError), False
             if not seals and not args.follow and status == ExitCode.OK:
                 print("nothing to seal: every event that can be sealed is")
             _print_seals(seals)
             if not args.follow:
                 return status
             time.sleep(args.interval)
-    except AuditConfigurationError as exc:
-        print(f"llm-ledger: {exc}", file=sys.stderr)
-        return ExitCode.USAGE
-    except KeyboardInterrupt:
-        return ExitCode.INTERRUPTED
     finally:
         engine.dispose()
 
@@ -430,25 +389,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     AGNO_TELEMETRY.setdefault("false")
     parser = build_parser()
     args = parser.parse_args(argv)
+    from llm_ledger.cli_errors import UsageError, exit_code, report
+    from llm_ledger.errors import LedgerError
+    from llm_ledger.store import migrate
+
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
-        return ExitCode.USAGE
-    from llm_ledger.store import StoreConfigurationError, StoreUnavailableError, migrate
-
+        return exit_code(UsageError)
     try:
         if getattr(args, "needs_ledger", False):
             # Before the command opens anything: opening a missing SQLite file would create it.
             migrate.require_ledger(_database_url(args))
         return int(handler(args))
-    except (migrate.NoLedgerError, StoreUnavailableError) as exc:
-        print(f"llm-ledger: {exc}", file=sys.stderr)
-        return ExitCode.NO_LEDGER
-    except (StoreConfigurationError, migrate.RevisionError) as exc:
-        print(f"llm-ledger: {exc}", file=sys.stderr)
-        return ExitCode.USAGE
-    except KeyboardInterrupt:
-        return ExitCode.INTERRUPTED
+    except (LedgerError, KeyboardInterrupt) as exc:
+        return report(exc)
 
 
 if __name__ == "__main__":

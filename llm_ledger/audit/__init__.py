@@ -1,7 +1,7 @@
 """Tamper evidence over the ledger: Merkle seals of each tenant's events and ``llm-ledger audit verify``.
 See docs/ARCHITECTURE.md for its place among the layers."""
 
-from llm_ledger.audit.errors import AuditConfigurationError, SealRefusedError
+from llm_ledger.audit.errors import AuditConfigurationError, AuditError, SealRefusedError
 from llm_ledger.audit.heads import SEAL_WITNESS_VARIABLE, VERIFY_STATE_VARIABLE, VERIFY_WITNESS_VARIABLE
 from llm_ledger.audit.keys import PUBLIC_KEY_VARIABLE, SEAL_KEY_VARIABLE, PublicKey, SigningKey
 from llm_ledger.audit.merkle import MerkleAccumulator, merkle_root
@@ -20,6 +20,7 @@ __all__ = [
     "VERIFY_STATE_VARIABLE",
     "VERIFY_WITNESS_VARIABLE",
     "AuditConfigurationError",
+    "AuditError",
     "AuditReport",
     "Finding",
     "MerkleAccumulator",

@@ -10,6 +10,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from llm_ledger.dashboard.view import DashboardView
+from llm_ledger.errors import LedgerError
 from llm_ledger.projections import CatchUpResult, Projector
 from llm_ledger.store import StoreConfigurationError, StoreUnavailableError, migrate
 from llm_ledger.store.scoping import PROJECTOR_ROLE
@@ -35,8 +36,9 @@ _UNREACHABLE = (
 )
 
 
-class LedgerNotReadyError(Exception):
-    """The database cannot be read yet; ``str()`` says why and what to do, in words an operator acts on."""
+class LedgerNotReadyError(LedgerError):
+    """Raised when the dashboard's database cannot be read yet; ``str()`` says why and what to do, in words
+    an operator acts on."""
 
 
 @dataclass(slots=True)

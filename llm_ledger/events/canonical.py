@@ -18,8 +18,10 @@ from typing import Any
 
 import orjson
 
+from llm_ledger.errors import LedgerError
 
-class CanonicalizationError(ValueError):
+
+class CanonicalizationError(LedgerError, ValueError):
     """Raised when a value has no canonical JSON form (NaN, infinity, lone surrogates, non-JSON types)."""
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+from llm_ledger.errors import LedgerError
 
-class ConfigurationError(ValueError):
+
+class ConfigurationError(LedgerError, ValueError):
     """Raised at construction or load time for a bad model string, option or pipeline file."""
 
 
-class ProviderError(Exception):
+class ProviderError(LedgerError):
     """Base of every error an LLM call can end with. Messages never contain secrets."""
 
     error_type: ClassVar[str] = "provider_error"

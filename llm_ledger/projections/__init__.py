@@ -2,7 +2,8 @@
 the projector that keeps them current, and the queries the dashboard asks of them.
 See docs/ARCHITECTURE.md for its place among the layers."""
 
-from llm_ledger.projections.prices import Price, PriceTable, PriceTableError
+from llm_ledger.projections.errors import PriceTableError, ProjectionError, TenantNotAllowedError
+from llm_ledger.projections.prices import Price, PriceTable
 from llm_ledger.projections.projector import PROJECTION_NAME, CatchUpResult, ProjectionStatus, Projector
 
 __all__ = [
@@ -11,6 +12,8 @@ __all__ = [
     "Price",
     "PriceTable",
     "PriceTableError",
+    "ProjectionError",
     "ProjectionStatus",
     "Projector",
+    "TenantNotAllowedError",
 ]

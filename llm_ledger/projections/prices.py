@@ -22,10 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm_ledger.environment import LLM_LEDGER_PRICES
-
-
-class PriceTableError(ValueError):
-    """Raised for a price table that cannot be read, naming the file and the entry."""
+from llm_ledger.projections.errors import PriceTableError as PriceTableError
 
 
 @dataclass(frozen=True, slots=True)

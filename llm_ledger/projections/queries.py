@@ -21,6 +21,7 @@ from sqlalchemy.engine import URL
 
 from llm_ledger.projections import histogram
 from llm_ledger.projections.database import ProjectionDatabase
+from llm_ledger.projections.errors import TenantNotAllowedError as TenantNotAllowedError
 from llm_ledger.projections.grains import DAY, MINUTE, Segment, display_grain, floor, plan
 from llm_ledger.projections.projector import PROJECTION_NAME
 from llm_ledger.projections.rollup import StepFigures
@@ -39,10 +40,6 @@ PERCENTILES = (0.5, 0.95, 0.99)
 Dimension = Literal["agent_id", "step", "model", "provider"]
 ErrorDimension = Literal["error_type", "provider", "model", "step"]
 _Key = TypeVar("_Key", bound=Hashable)
-
-
-class TenantNotAllowedError(PermissionError):
-    """Raised when a view bound to one tenant is asked about another."""
 
 
 @dataclass(frozen=True, slots=True)

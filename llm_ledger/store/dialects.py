@@ -13,14 +13,15 @@ import psycopg
 from sqlalchemy import Connection, Select, select, text
 from sqlalchemy.dialects import sqlite
 
+from llm_ledger.store.errors import StoreError
 from llm_ledger.store.schema import READ_COLUMNS, STORED_COLUMNS, events
 from llm_ledger.store.scoping import INGEST_ROLE, LEDGER_ROLES, TENANT_SETTING, scope_transaction
 
 
-class DirectCopyConflict(Exception):
-    """The direct COPY of a batch met a unique key already taken (a replayed event, or a taken stream
-    position): its transaction must be rolled back and the batch inserted again through the staging
-    path, which skips duplicates and tells a taken position apart."""
+class DirectCopyConflict(StoreError):
+    """Raised, and caught, inside the store when the direct COPY of a batch meets a unique key already taken
+    (a replayed event, or a taken stream position): its transaction must be rolled back and the batch
+    inserted again through the staging path, which skips duplicates and tells a taken position apart."""
 
 
 @dataclass(frozen=True, order=True, slots=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from llm_ledger.errors import LedgerError
 
-class StoreError(Exception):
-    """Base of the store's errors."""
+
+class StoreError(LedgerError):
+    """Base of the store's errors: its configuration, its migrations, and the events it stores and reads."""
 
 
 class ConcurrencyError(StoreError):

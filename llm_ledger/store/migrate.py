@@ -45,11 +45,11 @@ _RELATIVE = re.compile(r"[+-]\d+$")
 _INSUFFICIENT_PRIVILEGE = "42501"  # SQLSTATE of "permission denied"
 
 
-class DowngradeRefusedError(RuntimeError):
+class DowngradeRefusedError(StoreError, RuntimeError):
     """Raised when a downgrade would destroy recorded events; the database is left as it was."""
 
 
-class RevisionError(ValueError):
+class RevisionError(StoreError, ValueError):
     """Raised for a migration target that does not exist or cannot be reached from the database's
     revision; nothing was changed."""
 

@@ -17,12 +17,13 @@ from llm_ledger.environment import (
     LLM_LEDGER_HOME,
     LLM_LEDGER_SPOOL_DIR,
 )
+from llm_ledger.store.errors import StoreError
 
 SUPPORTED_DIALECTS = ("postgresql", "sqlite")
 DURABILITY_MODES = ("journal", "buffered")
 
 
-class StoreConfigurationError(ValueError):
+class StoreConfigurationError(StoreError, ValueError):
     """Raised for a database URL or a directory the store cannot use."""
 
 

@@ -13,8 +13,8 @@ from llm_ledger.telemetry.setup import (
 from llm_ledger.telemetry.spans import OtelExecutionTracer
 
 __all__ = [
-    "DeferredExecutionTracer",
     "EXIT_BUDGET_SECONDS",
+    "DeferredExecutionTracer",
     "ExportCounters",
     "OtelExecutionTracer",
     "Telemetry",
