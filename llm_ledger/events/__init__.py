@@ -22,6 +22,7 @@ from llm_ledger.events.chain import (
 )
 from llm_ledger.events.ids import uuid7, uuid7_time_ms
 from llm_ledger.events.model import (
+    ENVELOPE_FIELDS,
     EVENT_TYPES,
     PAYLOAD_TYPES,
     SCHEMA_VERSION,
@@ -34,6 +35,7 @@ from llm_ledger.events.model import (
     AttemptSucceededPayload,
     Event,
     EventEnvelope,
+    EventPayload,
     ExecutionFailed,
     ExecutionFailedPayload,
     ExecutionStarted,
@@ -55,6 +57,7 @@ from llm_ledger.events.values import record_input, record_output
 __all__ = [
     "CAPTURE_POLICIES",
     "DEFAULT_CAPTURE",
+    "ENVELOPE_FIELDS",
     "EVENT_TYPES",
     "PAYLOAD_TYPES",
     "REDACTED",
@@ -74,6 +77,7 @@ __all__ = [
     "Event",
     "EventDraft",
     "EventEnvelope",
+    "EventPayload",
     "ExecutionFailed",
     "ExecutionFailedPayload",
     "ExecutionStarted",

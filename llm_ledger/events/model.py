@@ -13,8 +13,8 @@ conversion and the sealing's canonical form are derived from or checked against 
 
 from __future__ import annotations
 
-from datetime import datetime
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeAlias, get_args
 from uuid import UUID
 
@@ -177,8 +177,6 @@ class ExecutionFailedPayload(EventPayload):
     latency_ms: Number
     last_model: str | None = None
     chunks_delivered: int = 0
-
-
 
 
 # --- envelope ---------------------------------------------------------------------------------
