@@ -15,7 +15,6 @@ import pytest
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from llm_ledger import events as events_package
 from llm_ledger.events import (
     ENVELOPE_FIELDS,
     EVENT_TYPES,
@@ -98,8 +97,6 @@ def test_each_event_type_is_one_class_named_after_it_with_its_payload_model() ->
         assert cls.__name__ == name
         assert PAYLOAD_TYPES[name].__name__ == f"{name}Payload"
         assert issubclass(PAYLOAD_TYPES[name], EventPayload)
-        assert getattr(events_package, name) is cls
-        assert getattr(events_package, f"{name}Payload") is PAYLOAD_TYPES[name]
 
 
 def test_the_terminal_event_types_are_the_ones_declared_terminal() -> None:

@@ -37,26 +37,39 @@ class Read:
     key: str
 
 
-def _holder(node: ast.expr) -> str | None:
-    """``payload`` or ``usage`` when ``node`` is a variable or attribute of that name."""
-    name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
-    return name if name in ("payload", "usage") else None
+def _aliases(tree: ast.AST) -> dict[str, str]:
+    """Variables holding a payload or a usage: named so, or assigned one (``p = event.payload``)."""
+    names = {"payload": "payload", "usage": "usage"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            value = node.value
+            if isinstance(value, ast.Attribute) and value.attr in names:
+                names[node.targets[0].id] = value.attr
+    return names
 
 
 def _reads(tree: ast.AST, where: str) -> Iterator[Read]:
+    aliases = _aliases(tree)
+
+    def holder(node: ast.expr) -> str | None:
+        """``payload`` or ``usage`` when ``node`` is a variable or attribute holding one."""
+        if isinstance(node, ast.Name):
+            return aliases.get(node.id)
+        return node.attr if isinstance(node, ast.Attribute) and node.attr in ("payload", "usage") else None
+
     for node in ast.walk(tree):
         if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
-            holder = _holder(node.value)
-            if holder and isinstance(node.slice.value, str):
-                yield Read(where, holder, node.slice.value)
+            source = holder(node.value)
+            if source and isinstance(node.slice.value, str):
+                yield Read(where, source, node.slice.value)
         elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
             func, key = node.func, node.args[0].value
-            if isinstance(func, ast.Attribute) and func.attr == "get" and (holder := _holder(func.value)):
-                yield Read(where, holder, str(key))
+            if isinstance(func, ast.Attribute) and func.attr == "get" and (source := holder(func.value)):
+                yield Read(where, source, str(key))
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr":
             target, name = node.args[0], node.args[1]
-            if (holder := _holder(target)) and isinstance(name, ast.Constant):
-                yield Read(where, holder, str(name.value))
+            if (source := holder(target)) and isinstance(name, ast.Constant):
+                yield Read(where, source, str(name.value))
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             for match in _SQL_KEY.finditer(node.value):
                 yield Read(where, "payload", next(group for group in match.groups() if group))
