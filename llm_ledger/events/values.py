@@ -61,9 +61,10 @@ class JsonPayload(partial[JsonDict]):
     draft: it calls the builder through ``plain_floats``, serializes the values it returns, and stores them
     (``chain.PayloadJson``); the payload model is built from the same values only if someone reads
     ``EventDraft.payload``. Why: validating and dumping a payload model measured 5-8 us an event, its
-    builder 3 us; and deferring either off the LLM call measured three to four times cheaper than paying
-    it there (``chain.EventDraft``). A subclass, not a bare ``partial``, so that the sealing can tell it
-    from a builder of the payload model (``type(build) is JsonPayload``) and nobody else has to guess."""
+    builder 3 us; and work done off the LLM call measured three to four times cheaper than the same work
+    interleaved with the provider SDK's (``chain.EventDraft``). A subclass, not a bare ``partial``, so
+    that the sealing tells it from a builder of the payload model by its type (``type(build) is
+    JsonPayload``), and a reader sees what it is."""
 
     __slots__ = ()
 

@@ -9,8 +9,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from llm_ledger.events import CanonicalizationError, Event, EventDraft, canonical_json, compute_hash, parse_event
-from llm_ledger.events.model import ENVELOPE_FIELDS
+from llm_ledger.events import (
+    ENVELOPE_FIELDS,
+    CanonicalizationError,
+    Event,
+    EventDraft,
+    canonical_json,
+    compute_hash,
+    parse_event,
+)
 from llm_ledger.events.storable import MAX_EVENT_BYTES as MAX_EVENT_BYTES
 from llm_ledger.events.storable import MAX_EXACT_INTEGER
 from llm_ledger.store.errors import InvalidEventError, UnreadableEventError
