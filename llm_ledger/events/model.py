@@ -1,4 +1,4 @@
-"""The seven event types and their envelope (DESIGN.md section 6): the one declaration of an event's shape.
+"""The seven event types and their envelope (DESIGN.md section 6).
 
 An execution is one stream: ``ExecutionStarted``, then per attempt ``AttemptStarted`` followed by
 ``AttemptSucceeded`` or ``AttemptFailed``, a ``FallbackTriggered`` at each switch of model, and one
@@ -7,8 +7,12 @@ terminal ``ExecutionSucceeded`` or ``ExecutionFailed``. Events are facts: frozen
 An event type is declared here once: its payload model (an ``EventPayload``), its envelope class (the
 ``event_type`` literal, the payload, whether it is ``terminal``), and its place in the ``Event`` union,
 which is the registry: ``EVENT_TYPES``, ``PAYLOAD_TYPES``, ``TERMINAL_EVENT_TYPES`` and ``parse_event``
-are derived from it. ``ENVELOPE_FIELDS`` is the envelope's field list, which the store's columns, its row
-conversion and the sealing's canonical form are derived from or checked against (tests/events/test_shape.py).
+are derived from it. Then its handlers: a builder in ``values.py`` (the sealing's fast path), and a fold
+in ``projections.rollup`` (or its name in ``UNFOLDED_EVENT_TYPES``); tests name whatever is missing.
+``ENVELOPE_FIELDS`` is the envelope's field list: the store's row conversion is derived from it; the
+events table, the COPY columns, the sealed fields and the canonical form are checked against it, and
+every payload key a reader reads against the payload models (tests/events/test_shape.py,
+tests/store/test_envelope_columns.py, tests/projections/test_payload_reads.py).
 """
 
 from __future__ import annotations

@@ -1,8 +1,13 @@
 """Payloads as their JSON values, built straight from typed data without the payload models.
 
-Each function returns exactly what ``SomePayload(...).model_dump(mode="json")`` returns for the same
-arguments (every field present, ``None`` as null, tuples as lists, ``Number`` fields integral floats as
-ints), so the canonical JSON, and every hash, is the same; tests/events/test_values.py holds them to it.
+Each event type of ``model.EVENT_TYPES`` has one builder here, named after it (``attempt_failed`` for
+``AttemptFailed``), taking its payload's fields, in order, as keyword arguments: written out by hand, so
+that mypy checks the executor's calls field by field and sealing pays no generic loop. Each returns
+exactly what ``SomePayload(...).model_dump(mode="json")`` returns for the same arguments (every field
+present, ``None`` as null, tuples as lists, ``Number`` fields integral floats as ints), so the canonical
+JSON, and every hash, is the same; tests/events/test_values.py holds them to it, and test_shape.py to
+the declaration (a builder per event type, its parameters and keys its model's fields, the provider
+fields made storable exactly where the model marks them ``ProviderSupplied``).
 Sealing a payload given this way costs a fraction of validating and dumping the model (the writer's
 sealing thread is the ingest bottleneck); ``EventDraft.payload`` builds the model from these values only
 when someone reads it. ``record_input`` and ``record_output`` give the capture records as models, built
@@ -14,11 +19,12 @@ the model would hold, or the same ``ValidationError`` is raised. The values ther
 the ``Number`` fields', and ``number`` tells the sealing (``plain_floats``) whether orjson writes those
 the way canonical JSON has them, so that it can skip the float scan of ``canonical_json``.
 
-Values a provider supplied (ids, names, finish reasons, messages, token counts, ``Retry-After``) are made
-storable here whatever they are (``storable.provider_*``: cut, bad characters replaced, out-of-range
-numbers unknown or clamped), because these functions run when the event is sealed, in the writer, where
-an error would leave a hole in the stream. What the caller supplied was checked at the door
-(``executor.admission``); an integer beyond ``MAX_EXACT_INTEGER`` still raises, for the store to refuse.
+Values a provider supplied (ids, names, finish reasons, messages, token counts, ``Retry-After``: the
+fields marked ``ProviderSupplied`` in ``model``) are made storable here whatever they are
+(``storable.provider_*``: cut, bad characters replaced, out-of-range numbers unknown or clamped), because
+these functions run when the event is sealed, in the writer, where an error would leave a hole in the
+stream. What the caller supplied was checked at the door (``executor.admission``); an integer beyond
+``MAX_EXACT_INTEGER`` still raises, for the store to refuse.
 """
 
 from __future__ import annotations
