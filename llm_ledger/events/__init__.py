@@ -23,6 +23,7 @@ from llm_ledger.events.chain import (
 )
 from llm_ledger.events.ids import uuid7, uuid7_time_ms
 from llm_ledger.events.model import (
+    ENVELOPE_FIELDS,
     EVENT_TYPES,
     PAYLOAD_TYPES,
     SCHEMA_VERSION,
@@ -35,6 +36,7 @@ from llm_ledger.events.model import (
     AttemptSucceededPayload,
     Event,
     EventEnvelope,
+    EventPayload,
     ExecutionFailed,
     ExecutionFailedPayload,
     ExecutionStarted,
@@ -56,6 +58,7 @@ from llm_ledger.events.values import record_input, record_output
 __all__ = [
     "CAPTURE_POLICIES",
     "DEFAULT_CAPTURE",
+    "ENVELOPE_FIELDS",
     "EVENT_TYPES",
     "PAYLOAD_TYPES",
     "REDACTED",
@@ -75,6 +78,7 @@ __all__ = [
     "Event",
     "EventDraft",
     "EventEnvelope",
+    "EventPayload",
     "ExecutionFailed",
     "ExecutionFailedPayload",
     "ExecutionStarted",

@@ -274,9 +274,15 @@ class StreamSealer:
 
 
 class PayloadJson(dict[str, Any]):
-    """A sealed payload's JSON values that also carry their canonical JSON text (``json_text``), as the
-    sealing wrote it: a store sends that text instead of serializing the payload again (2-3 us an event).
-    Anything else sees a plain dict (orjson and ``json`` serialize it as one)."""
+    """A sealed payload's JSON values, carrying the JSON text the sealing wrote for them (``json_text``, the
+    payload's part of the canonical form).
+
+    Its route: ``StreamSealer._seal`` makes it and puts it in the draft's stored fields
+    (``EventDraft.stored_form``); ``store.rows`` copies those fields into the row unchanged; the PostgreSQL
+    backend (``store.dialects``) sends ``json_text`` to COPY instead of serializing the payload again
+    (orjson measured 0.8 us for an ``AttemptSucceeded`` payload, more with captured text). Everything else
+    (SQLite's JSON column, ``json``, orjson, a test) sees a plain dict, which is why this is a dict
+    subclass and not a pair: a row's ``payload`` stays the payload's values for every reader."""
 
     __slots__ = ("json_text",)
 

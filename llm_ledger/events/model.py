@@ -3,12 +3,23 @@
 An execution is one stream: ``ExecutionStarted``, then per attempt ``AttemptStarted`` followed by
 ``AttemptSucceeded`` or ``AttemptFailed``, a ``FallbackTriggered`` at each switch of model, and one
 terminal ``ExecutionSucceeded`` or ``ExecutionFailed``. Events are facts: frozen, and hash-chained.
+
+An event type is declared here once: its payload model (an ``EventPayload``), its envelope class (the
+``event_type`` literal, the payload, whether it is ``terminal``), and its place in the ``Event`` union,
+which is the registry: ``EVENT_TYPES``, ``PAYLOAD_TYPES``, ``TERMINAL_EVENT_TYPES`` and ``parse_event``
+are derived from it. Then its handlers: a builder in ``values.py`` (the sealing's fast path), and a fold
+in ``projections.rollup`` (or its name in ``UNFOLDED_EVENT_TYPES``); tests name whatever is missing.
+``ENVELOPE_FIELDS`` is the envelope's field list: the store's row conversion is derived from it; the
+events table, the COPY columns, the sealed fields and the canonical form are checked against it, and
+every payload key a reader reads against the payload models (tests/events/test_shape.py,
+tests/store/test_envelope_columns.py, tests/projections/test_payload_reads.py).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeAlias
+from typing import Annotated, Any, ClassVar, Literal, TypeAlias, get_args
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter, field_validator
@@ -34,6 +45,23 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+@dataclass(frozen=True, slots=True)
+class ProviderSupplied:
+    """Marks a payload field whose value a provider supplied (pydantic ignores it): the sealing makes it
+    storable instead of refusing it (``values.py``, with ``storable.provider_*``), since it runs in the
+    writer, where an error would leave a hole in the stream. ``kind`` says how: ``text`` (cut to
+    ``MAX_FIELD_CHARS``, NULs and lone surrogates replaced), ``message`` (the same, cut to
+    ``MAX_MESSAGE_CHARS``), ``seconds`` (clamped to a day, NaN unknown), ``usage`` (unknown when a count is
+    not one an event can hold). tests/events/test_shape.py holds each builder of values.py to these marks."""
+
+    kind: Literal["text", "message", "seconds", "usage"]
+
+
+ProviderText = Annotated[str | None, ProviderSupplied("text")]
+ProviderMessage = Annotated[str, ProviderSupplied("message")]
+ProviderSeconds = Annotated[Number | None, ProviderSupplied("seconds")]
+
+
 class TokenUsage(_Frozen):
     """Tokens billed for a call; ``cached_tokens`` and ``reasoning_tokens`` when the provider reports them."""
 
@@ -56,6 +84,9 @@ class TokenUsage(_Frozen):
         )
 
 
+ProviderUsage = Annotated[TokenUsage | None, ProviderSupplied("usage")]
+
+
 class RequestParameters(_Frozen):
     temperature: Number | None = None
     max_tokens: int | None = None
@@ -65,7 +96,15 @@ class RequestParameters(_Frozen):
 # --- payloads ---------------------------------------------------------------------------------
 
 
-class ExecutionStartedPayload(_Frozen):
+class EventPayload(_Frozen):
+    """The base of every payload model: what ``EventEnvelope.payload`` holds."""
+
+
+Payload: TypeAlias = EventPayload
+"""Any event's payload (the base class; each envelope class names its own payload model)."""
+
+
+class ExecutionStartedPayload(EventPayload):
     operation: Operation
     chain: tuple[str, ...]
     max_retries: int
@@ -77,7 +116,7 @@ class ExecutionStartedPayload(_Frozen):
     capture: CapturePolicy
 
 
-class AttemptStartedPayload(_Frozen):
+class AttemptStartedPayload(EventPayload):
     attempt: int = Field(ge=1, description="1-based number of the attempt within the execution")
     model: str
     provider: str
@@ -86,37 +125,37 @@ class AttemptStartedPayload(_Frozen):
     timeout_seconds: Number
 
 
-class AttemptSucceededPayload(_Frozen):
+class AttemptSucceededPayload(EventPayload):
     attempt: int
     model: str
     provider: str
     latency_ms: Number
-    usage: TokenUsage | None = None
-    finish_reason: str | None = None
-    request_id: str | None = None
-    response_id: str | None = None
-    response_model: str | None = None
+    usage: ProviderUsage = None
+    finish_reason: ProviderText = None
+    request_id: ProviderText = None
+    response_id: ProviderText = None
+    response_model: ProviderText = None
     time_to_first_chunk_ms: Number | None = None
     output: OutputRecord
 
 
-class AttemptFailedPayload(_Frozen):
+class AttemptFailedPayload(EventPayload):
     attempt: int
     model: str
     provider: str
     latency_ms: Number
     error_type: str
     error_class: str
-    message: str
+    message: ProviderMessage
     status_code: int | None = None
-    request_id: str | None = None
-    retry_after_seconds: Number | None = None
+    request_id: ProviderText = None
+    retry_after_seconds: ProviderSeconds = None
     next_action: NextAction
     backoff_seconds: Number | None = None
     chunks_delivered: int = 0
 
 
-class FallbackTriggeredPayload(_Frozen):
+class FallbackTriggeredPayload(EventPayload):
     from_model: str
     to_model: str
     from_index: int
@@ -124,42 +163,36 @@ class FallbackTriggeredPayload(_Frozen):
     reason: str
 
 
-class ExecutionSucceededPayload(_Frozen):
+class ExecutionSucceededPayload(EventPayload):
     model: str
     provider: str
     attempts: int
     fallback_used: bool
     latency_ms: Number
-    usage: TokenUsage | None = None
-    finish_reason: str | None = None
+    usage: ProviderUsage = None
+    finish_reason: ProviderText = None
     output: OutputRecord
 
 
-class ExecutionFailedPayload(_Frozen):
+class ExecutionFailedPayload(EventPayload):
     error_type: str
-    message: str
+    message: ProviderMessage
     attempts: int
     latency_ms: Number
     last_model: str | None = None
     chunks_delivered: int = 0
 
 
-Payload: TypeAlias = (
-    ExecutionStartedPayload
-    | AttemptStartedPayload
-    | AttemptSucceededPayload
-    | AttemptFailedPayload
-    | FallbackTriggeredPayload
-    | ExecutionSucceededPayload
-    | ExecutionFailedPayload
-)
-
-
 # --- envelope ---------------------------------------------------------------------------------
 
 
 class EventEnvelope(_Frozen):
-    """Fields every event carries. ``hash`` covers all the others, ``prev_hash`` included."""
+    """Fields every event carries. ``hash`` covers all the others, ``prev_hash`` included.
+
+    Each event type is a subclass naming its ``event_type`` (a literal equal to the class name), its
+    payload model, and whether it is ``terminal`` (the last event of an execution's stream)."""
+
+    terminal: ClassVar[bool] = False
 
     event_id: UUID
     event_type: str
@@ -176,7 +209,7 @@ class EventEnvelope(_Frozen):
     span_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{16}$")
     prev_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     hash: str = Field(pattern=r"^[0-9a-f]{64}$")
-    payload: Payload
+    payload: EventPayload
 
     @field_validator("occurred_at")
     @classmethod
@@ -189,6 +222,13 @@ class EventEnvelope(_Frozen):
     def to_record(self) -> dict[str, Any]:
         """The JSON form that is stored and hashed."""
         return self.model_dump(mode="json")
+
+
+ENVELOPE_FIELDS: tuple[str, ...] = tuple(EventEnvelope.model_fields)
+"""Every field of a stored event, in the order of the stored record (``payload`` last)."""
+
+
+# --- the event types: one declaration each, registered in ``Event`` ---------------------------
 
 
 class ExecutionStarted(EventEnvelope):
@@ -217,11 +257,13 @@ class FallbackTriggered(EventEnvelope):
 
 
 class ExecutionSucceeded(EventEnvelope):
+    terminal = True
     event_type: Literal["ExecutionSucceeded"] = "ExecutionSucceeded"
     payload: ExecutionSucceededPayload
 
 
 class ExecutionFailed(EventEnvelope):
+    terminal = True
     event_type: Literal["ExecutionFailed"] = "ExecutionFailed"
     payload: ExecutionFailedPayload
 
@@ -236,32 +278,32 @@ Event: TypeAlias = Annotated[
     | ExecutionFailed,
     Field(discriminator="event_type"),
 ]
-"""Any of the seven event types."""
+"""Any event type: the registry, which every table below is derived from (a new type is added here)."""
 
 
-EVENT_TYPES: dict[str, type[EventEnvelope]] = {
-    cls.model_fields["event_type"].default: cls
-    for cls in (
-        ExecutionStarted,
-        AttemptStarted,
-        AttemptSucceeded,
-        AttemptFailed,
-        FallbackTriggered,
-        ExecutionSucceeded,
-        ExecutionFailed,
-    )
-}
-PAYLOAD_TYPES: dict[str, type[Payload]] = {
-    "ExecutionStarted": ExecutionStartedPayload,
-    "AttemptStarted": AttemptStartedPayload,
-    "AttemptSucceeded": AttemptSucceededPayload,
-    "AttemptFailed": AttemptFailedPayload,
-    "FallbackTriggered": FallbackTriggeredPayload,
-    "ExecutionSucceeded": ExecutionSucceededPayload,
-    "ExecutionFailed": ExecutionFailedPayload,
-}
+def _registered(event: Any) -> tuple[type[EventEnvelope], ...]:
+    union, *_ = get_args(event)
+    return tuple(get_args(union))
+
+
+def _name_of(cls: type[EventEnvelope]) -> str:
+    name = cls.model_fields["event_type"].default
+    assert isinstance(name, str), f"{cls.__name__} declares no event_type literal"
+    return name
+
+
+def _payload_of(cls: type[EventEnvelope]) -> type[EventPayload]:
+    payload = cls.model_fields["payload"].annotation
+    assert isinstance(payload, type) and issubclass(payload, EventPayload), f"{cls.__name__} names no payload model"
+    return payload
+
+
+EVENT_TYPES: dict[str, type[EventEnvelope]] = {_name_of(cls): cls for cls in _registered(Event)}
+"""The envelope class of each event type, by name."""
+PAYLOAD_TYPES: dict[str, type[EventPayload]] = {name: _payload_of(cls) for name, cls in EVENT_TYPES.items()}
 """The payload model of each event type."""
-TERMINAL_EVENT_TYPES = frozenset({"ExecutionSucceeded", "ExecutionFailed"})
+TERMINAL_EVENT_TYPES = frozenset(name for name, cls in EVENT_TYPES.items() if cls.terminal)
+"""The event types that end an execution's stream."""
 
 _event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
 

@@ -13,6 +13,7 @@ import psycopg
 from sqlalchemy import Connection, Select, select, text
 from sqlalchemy.dialects import sqlite
 
+from llm_ledger.events.chain import PayloadJson
 from llm_ledger.store.errors import StoreError
 from llm_ledger.store.schema import READ_COLUMNS, STORED_COLUMNS, events
 from llm_ledger.store.scoping import INGEST_ROLE, LEDGER_ROLES, TENANT_SETTING, scope_transaction
@@ -104,10 +105,9 @@ _envelope_values = operator.itemgetter(*_COPY_COLUMNS[:-1])
 
 
 def _payload_text(payload: Any) -> str:
-    """The payload's JSON text: as the sealing wrote it when the row carries it (``events.chain.PayloadJson``),
-    else serialized here."""
-    text = getattr(payload, "json_text", None)
-    return text if isinstance(text, str) else orjson.dumps(payload).decode()
+    """The payload's JSON text: as the sealing wrote it when the row carries it (a ``PayloadJson``), else
+    serialized here."""
+    return payload.json_text if type(payload) is PayloadJson else orjson.dumps(payload).decode()
 
 
 def _copy_rows(cursor: psycopg.Cursor[Any], table: str, rows: Iterable[dict[str, Any]]) -> int:

@@ -9,7 +9,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from llm_ledger.events import CanonicalizationError, Event, EventDraft, canonical_json, compute_hash, parse_event
+from llm_ledger.events import (
+    ENVELOPE_FIELDS,
+    CanonicalizationError,
+    Event,
+    EventDraft,
+    canonical_json,
+    compute_hash,
+    parse_event,
+)
 from llm_ledger.events.storable import MAX_EVENT_BYTES as MAX_EVENT_BYTES
 from llm_ledger.events.storable import MAX_EXACT_INTEGER
 from llm_ledger.store.errors import InvalidEventError, UnreadableEventError
@@ -103,27 +111,13 @@ def _check_nul(canonical: bytes, index: int, event_id: str) -> None:
 
 
 def row_to_record(row: Mapping[Any, Any]) -> dict[str, Any]:
-    """The stored record of a row, as it was hashed (timestamps back in UTC, ids as text)."""
-    occurred_at: datetime = row["occurred_at"]
-    occurred_at = as_utc(occurred_at)
-    return {
-        "event_id": str(row["event_id"]),
-        "event_type": row["event_type"],
-        "schema_version": row["schema_version"],
-        "stream_id": str(row["stream_id"]),
-        "stream_position": row["stream_position"],
-        "tenant_id": row["tenant_id"],
-        "agent_id": row["agent_id"],
-        "session_id": row["session_id"],
-        "turn_id": row["turn_id"],
-        "step": row["step"],
-        "occurred_at": occurred_at.replace(tzinfo=None).isoformat() + "Z",
-        "trace_id": row["trace_id"],
-        "span_id": row["span_id"],
-        "prev_hash": row["prev_hash"],
-        "hash": row["hash"],
-        "payload": row["payload"],
-    }
+    """The stored record of a row, as it was hashed (timestamps back in UTC, ids as text): every envelope
+    field (``ENVELOPE_FIELDS``, in its order), each from its column of the same name."""
+    record = {name: row[name] for name in ENVELOPE_FIELDS}
+    record["event_id"] = str(record["event_id"])
+    record["stream_id"] = str(record["stream_id"])
+    record["occurred_at"] = as_utc(record["occurred_at"]).replace(tzinfo=None).isoformat() + "Z"
+    return record
 
 
 def as_utc(moment: datetime) -> datetime:

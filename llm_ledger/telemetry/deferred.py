@@ -16,6 +16,7 @@ import random
 import threading
 import time
 from collections import deque
+from typing import NamedTuple
 from uuid import UUID
 
 from opentelemetry import metrics, trace
@@ -66,7 +67,20 @@ class _Attempt:
         self.error, self.error_type = error, error_type
 
 
+class _Fallback(NamedTuple):
+    """A switch of model the call noted (``_Execution.fallback``), made into a span event on the execution's
+    span by the background thread; the time is the call's, so the event sits where it happened."""
+
+    from_model: str
+    to_model: str
+    reason: str
+    at_ns: int
+
+
 class _Execution:
+    """What a call noted of an execution (ids, times, its attempts and fallbacks), built into spans by the
+    background thread once it ends (``DeferredExecutionTracer.submit``)."""
+
     __slots__ = ("_owner", "attempts", "chain", "context", "end_ns", "error_message", "error_type",
                  "execution_id", "fallbacks", "operation", "parent", "sampled", "span_id", "span_id_int",
                  "start_ns", "trace_id", "trace_id_int")  # fmt: skip
@@ -83,7 +97,7 @@ class _Execution:
         self.start_ns = time.time_ns()
         self.end_ns = 0
         self.attempts: list[_Attempt] = []
-        self.fallbacks: list[tuple[str, str, str, int]] = []
+        self.fallbacks: list[_Fallback] = []
         self.error_type: str | None = None
         self.error_message: str | None = None
 
@@ -94,7 +108,7 @@ class _Execution:
         return attempt
 
     def fallback(self, from_model: str, to_model: str, reason: str) -> None:
-        self.fallbacks.append((from_model, to_model, reason, time.time_ns()))
+        self.fallbacks.append(_Fallback(from_model, to_model, reason, time.time_ns()))
 
     def succeeded(self) -> None:
         self.end_ns = time.time_ns()
@@ -200,8 +214,12 @@ class DeferredExecutionTracer:
             attributes[conventions.ERROR_TYPE] = execution.error_type
             status = Status(StatusCode.ERROR, execution.error_message)
         fallbacks = tuple(
-            Event(conventions.FALLBACK_EVENT, conventions.fallback_attributes(from_model, to_model, reason), at)
-            for from_model, to_model, reason, at in execution.fallbacks
+            Event(
+                conventions.FALLBACK_EVENT,
+                conventions.fallback_attributes(edge.from_model, edge.to_model, edge.reason),
+                edge.at_ns,
+            )
+            for edge in execution.fallbacks
         )
         self._processor.on_end(
             ReadableSpan(

@@ -344,22 +344,6 @@ def test_the_payload_model_is_built_only_when_read() -> None:
     assert calls == [1]  # the values are built once, for the sealing and the model
 
 
-def test_every_event_type_has_its_builder() -> None:
-    builders: dict[str, Callable[..., dict[str, Any]]] = {
-        "ExecutionStarted": payloads.execution_started,
-        "AttemptStarted": payloads.attempt_started,
-        "AttemptSucceeded": payloads.attempt_succeeded,
-        "AttemptFailed": payloads.attempt_failed,
-        "FallbackTriggered": payloads.fallback_triggered,
-        "ExecutionSucceeded": payloads.execution_succeeded,
-        "ExecutionFailed": payloads.execution_failed,
-    }
-    assert set(builders) == set(PAYLOAD_TYPES)
-    for name, build in builders.items():
-        code = build.__code__
-        assert set(code.co_varnames[: code.co_kwonlyargcount]) == set(PAYLOAD_TYPES[name].model_fields), name
-
-
 @pytest.mark.parametrize(
     "moment",
     [
