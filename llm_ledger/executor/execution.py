@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -24,6 +22,7 @@ from llm_ledger.events import (
 )
 from llm_ledger.events import values as payloads
 from llm_ledger.events.values import JsonDict, JsonPayload
+from llm_ledger.executor.attempts import Attempt, AttemptKind, CompletionAttempt, StreamAttempt
 from llm_ledger.executor.client import CallParams, Completion, ModelClient
 from llm_ledger.executor.context import ExecutionContext
 from llm_ledger.executor.errors import (
@@ -38,7 +37,7 @@ from llm_ledger.executor.policy import Decision, RetryPolicy
 from llm_ledger.executor.recorder import StreamRecorder
 from llm_ledger.executor.routing import ModelRoute
 from llm_ledger.executor.sink import EventSink, until_durable
-from llm_ledger.executor.tracing import AttemptTrace, ExecutionTracer
+from llm_ledger.executor.tracing import ExecutionTracer
 from llm_ledger.executor.types import AttemptSummary, LLMMessage, LLMResponse
 
 T = TypeVar("T")
@@ -86,7 +85,12 @@ def _started_payload(plan: ExecutionPlan) -> JsonDict:
 
 
 def _attempt_succeeded_payload(
-    attempt: int, route: ModelRoute, latency: float, completion: Completion, ttfc_ms: float | None, output: _Once
+    attempt: int,
+    route: ModelRoute,
+    latency: float,
+    completion: Completion,
+    ttfc_ms: float | None,
+    output: DeferredOutput,
 ) -> JsonDict:
     return payloads.attempt_succeeded(
         attempt=attempt,
@@ -111,7 +115,7 @@ def _succeeded_payload(
     latency_ms: float,
     usage: TokenUsage | None,
     finish_reason: str | None,
-    output: _Once,
+    output: DeferredOutput,
 ) -> JsonDict:
     return payloads.execution_succeeded(
         model=route.model,
@@ -125,41 +129,31 @@ def _succeeded_payload(
     )
 
 
-class _Once:
-    """The output record's JSON values, computed at most once (``functools.cache`` measured 10x costlier
-    to set up, per call): the attempt's and the execution's events share them."""
+class DeferredOutput:
+    """The output record of an answer (``events.values.output_values`` of its text, under the plan's
+    capture policy and scrubber), built at most once, when the first event that holds it is sealed.
 
-    __slots__ = ("_build", "_value")
+    The ``AttemptSucceeded`` and ``ExecutionSucceeded`` payload builders both call it; sealing happens
+    off the call path (the sink's consumer), so the output is digested and scrubbed there, once
+    (``functools.cache`` measured 10x costlier to set up, per call).
+    """
 
-    def __init__(self, build: Callable[[], JsonDict]) -> None:
-        self._build: Callable[[], JsonDict] | None = build
+    __slots__ = ("_capture", "_scrubber", "_text", "_value")
+
+    def __init__(self, text: str, capture: CapturePolicy, scrubber: Scrubber) -> None:
+        self._text = text
+        self._capture = capture
+        self._scrubber = scrubber
         self._value: JsonDict | None = None
 
+    @property
+    def text(self) -> str:
+        return self._text
+
     def __call__(self) -> JsonDict:
-        if self._build is not None:
-            self._value, self._build = self._build(), None
-        assert self._value is not None
+        if self._value is None:
+            self._value = payloads.output_values(self._text, self._capture, self._scrubber)
         return self._value
-
-
-class _Attempt:
-    """Bookkeeping of the attempt in progress."""
-
-    __slots__ = ("client", "index", "number", "params", "retry", "started", "trace")
-
-    def __init__(
-        self, number: int, index: int, retry: int, client: ModelClient, params: CallParams, trace: AttemptTrace
-    ) -> None:
-        self.number = number
-        self.params = params
-        self.index = index
-        self.retry = retry
-        self.client = client
-        self.trace = trace
-        self.started = time.perf_counter()
-
-    def elapsed_ms(self) -> float:
-        return round((time.perf_counter() - self.started) * 1000, 3)
 
 
 class Execution:
@@ -189,7 +183,8 @@ class Execution:
         self._attempts = 0
         self._finished = False
         self._terminal: EventDraft | None = None  # the last event, awaited until durable before returning
-        self._output: tuple[str, _Once] | None = None
+        self._output: DeferredOutput | None = None
+        self._response: LLMResponse | None = None
         self.trace = plan.tracer.start(self.execution_id, plan.operation, ctx, plan.chain)
 
     # --- recording ----------------------------------------------------------------------------
@@ -205,14 +200,14 @@ class Execution:
             span_id=self.trace.span_id,
         )
 
-    def _begin_attempt(self, index: int, retry: int, timeout: float) -> _Attempt:
+    def _begin_attempt(self, index: int, retry: int, timeout: float, by_deadline: bool) -> Attempt:
         self._attempts += 1
         client = self.plan.clients[index]
         params = self._call_params(timeout)
         trace = self.trace.attempt(
             self._attempts, client, index, retry, params, self.plan.operation == "generate_stream"
         )
-        attempt = _Attempt(self._attempts, index, retry, client, params, trace)
+        attempt = Attempt(self._attempts, index, retry, client, params, trace, timeout, by_deadline)
         self.recorder.record(
             "AttemptStarted",
             JsonPayload(
@@ -229,7 +224,7 @@ class Execution:
         )
         return attempt
 
-    def _attempt_succeeded(self, attempt: _Attempt, completion: Completion, ttfc_ms: float | None) -> float:
+    def _attempt_succeeded(self, attempt: Attempt, completion: Completion, ttfc_ms: float | None) -> float:
         latency = attempt.elapsed_ms()
         route = attempt.client.route
         output = self._output_record(completion.text)
@@ -257,7 +252,7 @@ class Execution:
 
     def _attempt_failed(
         self,
-        attempt: _Attempt,
+        attempt: Attempt,
         error: ProviderError,
         error_type: str,
         decision: Decision,
@@ -321,7 +316,7 @@ class Execution:
         )
         self.trace.fallback(chain[index], chain[index + 1], reason)
 
-    def _succeeded(self, attempt: _Attempt, completion: Completion) -> LLMResponse:
+    def _succeeded(self, attempt: Attempt, completion: Completion) -> LLMResponse:
         latency = self._elapsed_ms()
         route = attempt.client.route
         self._finished = True
@@ -354,11 +349,11 @@ class Execution:
             fallback_used=attempt.index > 0,
         )
 
-    def _output_record(self, text: str) -> _Once:
-        """The output record of the answer, computed once, when the first event that holds it is sealed."""
-        if self._output is None or self._output[0] is not text:
-            self._output = (text, _Once(partial(payloads.output_values, text, self.plan.capture, self.plan.scrubber)))
-        return self._output[1]
+    def _output_record(self, text: str) -> DeferredOutput:
+        """The output record of the answer, shared by the events that hold it."""
+        if self._output is None or self._output.text is not text:
+            self._output = DeferredOutput(text, self.plan.capture, self.plan.scrubber)
+        return self._output
 
     def _failed(self, error_type: str, message: str, *, chunks_delivered: int = 0) -> None:
         self._finished = True
@@ -380,7 +375,7 @@ class Execution:
         )
         self.trace.failed(error_type, message)
 
-    def _cancelled(self, attempt: _Attempt | None, *, chunks_delivered: int = 0) -> None:
+    def _cancelled(self, attempt: Attempt | None, *, chunks_delivered: int = 0) -> None:
         if self._finished:
             return
         if attempt is not None:
@@ -399,15 +394,15 @@ class Execution:
         per_attempt = self.plan.attempt_timeout_seconds
         return (left, True) if left < per_attempt else (per_attempt, False)
 
-    def _classify_timeout(self, attempt: _Attempt, timeout: float, by_deadline: bool) -> ProviderError:
+    def _classify_timeout(self, attempt: Attempt) -> ProviderError:
         route = attempt.client.route
-        if by_deadline:
+        if attempt.by_deadline:
             return DeadlineExceededError(
                 f"execution deadline of {self.plan.timeout_seconds:g} s reached during the attempt",
                 model=route.model,
                 provider=route.provider.name,
             )
-        return TimeoutError(f"no answer within {timeout:g} s", model=route.model, provider=route.provider.name)
+        return TimeoutError(f"no answer within {attempt.timeout:g} s", model=route.model, provider=route.provider.name)
 
     def _deadline_error(self) -> DeadlineExceededError:
         last = self.errors[-1] if self.errors else None
@@ -417,7 +412,7 @@ class Execution:
             provider=last.provider if last else None,
         )
 
-    def _decide(self, error: ProviderError, attempt: _Attempt) -> Decision:
+    def _decide(self, error: ProviderError, attempt: Attempt) -> Decision:
         if isinstance(error, DeadlineExceededError) or self._time_left() <= 0:
             return Decision("fail")
         return self.plan.policy.decide(
@@ -428,7 +423,8 @@ class Execution:
             time_left=self._time_left(),
         )
 
-    def _give_up(self, error: ProviderError) -> ProviderError:
+    async def _give_up(self, error: ProviderError) -> ProviderError:
+        """Record the execution as failed after ``error``; returns, once durable, the error to raise."""
         self.errors.append(error)
         final: ProviderError
         if isinstance(error, DeadlineExceededError):
@@ -442,9 +438,24 @@ class Execution:
                 errors=self.errors,
             )
         self._failed(final.error_type, str(final))
+        await until_durable(self.plan.sink, self._terminal)
         return final
 
-    async def _after_failure(self, attempt: _Attempt, error: ProviderError) -> tuple[int, int] | None:
+    async def _interrupted(self, attempt: Attempt, error: ProviderError, delivered: int) -> StreamInterruptedError:
+        """Record the end of a stream that failed after chunks reached the caller; returns, once durable,
+        the error to raise. No fallback and no policy: the caller would get a second answer after the first."""
+        self._attempt_failed(attempt, error, error.error_type, Decision("fail"), chunks_delivered=delivered)
+        self.errors.append(error)
+        interrupted = StreamInterruptedError(
+            f"stream failed after {delivered} chunk(s) reached the caller: {error.message}",
+            cause=error,
+            chunks_delivered=delivered,
+        )
+        self._failed(interrupted.error_type, str(interrupted), chunks_delivered=delivered)
+        await until_durable(self.plan.sink, self._terminal)
+        return interrupted
+
+    async def _after_failure(self, attempt: Attempt, error: ProviderError) -> tuple[int, int] | None:
         """Record the failure and carry out the decision. Returns the next (index, retry), or None to stop."""
         decision = self._decide(error, attempt)
         self._attempt_failed(attempt, error, error.error_type, decision)
@@ -458,48 +469,75 @@ class Execution:
             return attempt.index + 1, 0
         return None
 
-    async def run(self, parse: Callable[[Completion, ModelClient], T]) -> tuple[T, LLMResponse]:
-        """Run a non-streaming execution to its end; it returns (or raises) once its events are durable."""
-        try:
-            result = await self._run(parse)
-        except ProviderError:
-            await until_durable(self.plan.sink, self._terminal)
-            raise
-        await until_durable(self.plan.sink, self._terminal)
-        return result
+    def _in_progress(self, attempt: Attempt | None) -> Attempt | None:
+        """``attempt`` unless its outcome is recorded already (a cancel during a backoff is not the attempt's)."""
+        return attempt if attempt and len(self.summaries) < attempt.number else None
 
-    async def _run(self, parse: Callable[[Completion, ModelClient], T]) -> tuple[T, LLMResponse]:
+    async def _attempt_loop(self, kind: AttemptKind) -> AsyncGenerator[str, None]:
+        """The attempt loop, for either kind of attempt: yields the chunks that reach the caller.
+
+        It returns once the execution's events are durable, or raises, once they are, the execution's
+        ``ProviderError``; no fallback once a chunk has reached the caller (StreamInterruptedError). A
+        cancelled call, or a stream closed early, is recorded as cancelled, and an error of the executor
+        itself as ``internal_error``; both propagate unchanged.
+        """
         self._start()
         index, retry = 0, 0
-        attempt: _Attempt | None = None
+        attempt: Attempt | None = None
+        delivered = 0
         try:
             while True:
                 timeout, by_deadline = self._attempt_timeout()
                 if timeout <= 0:
-                    raise self._give_up(self._deadline_error())
-                attempt = self._begin_attempt(index, retry, timeout)
+                    raise await self._give_up(self._deadline_error())
+                attempt = self._begin_attempt(index, retry, timeout, by_deadline)
+                chunks = kind.chunks(attempt)
                 try:
-                    async with asyncio.timeout(timeout):
-                        completion = await attempt.client.complete(self.plan.messages, attempt.params)
-                    value = parse(completion, attempt.client)
+                    async for chunk in chunks:
+                        delivered += 1
+                        try:
+                            yield chunk
+                        except BaseException:
+                            # The caller leaving at a chunk (aclose): the attempt's own stream closes first.
+                            await chunks.aclose()
+                            raise
                 except ProviderError as exc:
                     error: ProviderError = exc
                 except builtins.TimeoutError:
-                    error = self._classify_timeout(attempt, timeout, by_deadline)
+                    error = self._classify_timeout(attempt)
                 else:
-                    self._attempt_succeeded(attempt, completion, None)
-                    return value, self._succeeded(attempt, completion)
+                    completion = attempt.completion
+                    assert completion is not None
+                    self._attempt_succeeded(attempt, completion, attempt.first_chunk_ms)
+                    self._response = self._succeeded(attempt, completion)
+                    await until_durable(self.plan.sink, self._terminal)
+                    return
+                if delivered:
+                    interrupted = await self._interrupted(attempt, error, delivered)
+                    raise interrupted from error
                 next_step = await self._after_failure(attempt, error)
                 if next_step is None:
-                    raise self._give_up(error)
+                    raise await self._give_up(error)
                 index, retry = next_step
-        except asyncio.CancelledError:
-            self._cancelled(attempt if attempt and len(self.summaries) < attempt.number else None)
+        except (asyncio.CancelledError, GeneratorExit):
+            self._cancelled(self._in_progress(attempt), chunks_delivered=delivered)
             raise
         except BaseException as exc:
             if not self._finished:
-                self._failed("internal_error", f"{type(exc).__name__}: {exc}")
+                self._failed("internal_error", f"{type(exc).__name__}: {exc}", chunks_delivered=delivered)
             raise
+
+    async def run(self, parse: Callable[[Completion, ModelClient], T]) -> tuple[T, LLMResponse]:
+        """Run a non-streaming execution to its end; it returns (or raises) once its events are durable."""
+        kind = CompletionAttempt(self.plan.messages, parse)
+        async for _ in self._attempt_loop(kind):
+            pass  # a completion delivers no chunk
+        assert self._response is not None
+        return kind.value, self._response
+
+    def stream(self) -> AsyncGenerator[str, None]:
+        """Run a streaming execution, yielding text chunks. Falls back only before the first chunk."""
+        return self._attempt_loop(StreamAttempt(self.plan.messages))
 
     def _call_params(self, timeout: float) -> CallParams:
         p = self.plan.params
@@ -510,82 +548,3 @@ class Execution:
             stop_sequences=p.stop_sequences,
             json_schema=self.plan.json_schema,
         )
-
-    async def stream(self) -> AsyncGenerator[str, None]:
-        """Run a streaming execution, yielding text chunks. Falls back only before the first chunk."""
-        self._start()
-        index, retry = 0, 0
-        attempt: _Attempt | None = None
-        delivered = 0
-        try:
-            while True:
-                timeout, by_deadline = self._attempt_timeout()
-                if timeout <= 0:
-                    raise self._give_up(self._deadline_error())
-                attempt = self._begin_attempt(index, retry, timeout)
-                completion = Completion()
-                chunks = attempt.client.stream(self.plan.messages, attempt.params, completion)
-                attempt_deadline = time.monotonic() + timeout
-                first_chunk_ms: float | None = None
-                error: ProviderError | None = None
-                try:
-                    while True:
-                        try:
-                            async with asyncio.timeout_at(_loop_time_for(attempt_deadline)):
-                                chunk = await anext(chunks)
-                        except StopAsyncIteration:
-                            break
-                        except builtins.TimeoutError:
-                            raise self._classify_timeout(attempt, timeout, by_deadline) from None
-                        if first_chunk_ms is None:
-                            first_chunk_ms = attempt.elapsed_ms()
-                        if chunk:
-                            delivered += 1
-                            yield chunk
-                except ProviderError as exc:
-                    error = exc
-                finally:
-                    await _close(chunks)
-                if error is None:
-                    self._attempt_succeeded(attempt, completion, first_chunk_ms)
-                    self._succeeded(attempt, completion)
-                    await until_durable(self.plan.sink, self._terminal)
-                    return
-                if delivered:
-                    self._attempt_failed(attempt, error, error.error_type, Decision("fail"), chunks_delivered=delivered)
-                    self.errors.append(error)
-                    interrupted = StreamInterruptedError(
-                        f"stream failed after {delivered} chunk(s) reached the caller: {error.message}",
-                        cause=error,
-                        chunks_delivered=delivered,
-                    )
-                    self._failed(interrupted.error_type, str(interrupted), chunks_delivered=delivered)
-                    await until_durable(self.plan.sink, self._terminal)
-                    raise interrupted from error
-                next_step = await self._after_failure(attempt, error)
-                if next_step is None:
-                    final = self._give_up(error)
-                    await until_durable(self.plan.sink, self._terminal)
-                    raise final
-                index, retry = next_step
-        except (asyncio.CancelledError, GeneratorExit):
-            in_progress = attempt if attempt and len(self.summaries) < attempt.number else None
-            self._cancelled(in_progress, chunks_delivered=delivered)
-            raise
-        except BaseException as exc:
-            if not self._finished:
-                self._failed("internal_error", f"{type(exc).__name__}: {exc}", chunks_delivered=delivered)
-            raise
-
-
-def _loop_time_for(monotonic_deadline: float) -> float:
-    loop = asyncio.get_running_loop()
-    return loop.time() + (monotonic_deadline - time.monotonic())
-
-
-async def _close(chunks: AsyncIterator[str]) -> None:
-    aclose = getattr(chunks, "aclose", None)
-    if aclose is not None:
-        # Closing a failed provider stream must not mask the error that ended it.
-        with contextlib.suppress(Exception):
-            await aclose()
