@@ -1,6 +1,6 @@
 """One attempt of an execution: its bookkeeping, and the two ways of asking the model (whole, or streamed).
 
-The attempt loop (``Execution._attempts``) drives either kind the same way: it iterates
+The attempt loop (``Execution._attempt_loop`` in ``execution.py``) drives either kind the same way: it iterates
 ``kind.chunks(attempt)``, passing each chunk on to the caller as it arrives. A kind ends an attempt in
 one of three ways: it returns, leaving the answer in ``attempt.completion``; it raises
 ``ProviderError``; or it lets ``builtins.TimeoutError`` out when the attempt's time is up (the loop
