@@ -170,7 +170,7 @@ class Execution:
                     raise await self._give_up(error)
                 index, retry = next_step
         except (asyncio.CancelledError, GeneratorExit):
-            self.journal.cancelled(self.journal.in_progress(attempt), chunks_delivered=delivered)
+            self.journal.cancelled(attempt, chunks_delivered=delivered)
             raise
         except BaseException as exc:
             if not self.journal.finished:

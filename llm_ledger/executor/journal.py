@@ -134,6 +134,7 @@ class ExecutionJournal:
         self.attempts = 0
         """The number of attempts begun so far (the next one's number is one more)."""
         self.finished = False
+        """Whether the execution's end is recorded (then a later cancel or internal error adds nothing)."""
         self.terminal: EventDraft | None = None
         """The last event (ExecutionSucceeded or ExecutionFailed), awaited until durable before returning."""
         self._output: DeferredOutput | None = None
@@ -325,16 +326,14 @@ class ExecutionJournal:
         self.trace.failed(error_type, message)
 
     def cancelled(self, attempt: Attempt | None, *, chunks_delivered: int = 0) -> None:
+        """The execution cancelled by its caller, and ``attempt`` with it unless its outcome is recorded
+        already (cancelled during the backoff after it). Nothing once the execution's end is recorded."""
         if self.finished:
             return
-        if attempt is not None:
+        if attempt is not None and len(self.summaries) < attempt.number:
             error = ProviderError("cancelled by the caller", model=attempt.client.route.model)
             self.attempt_failed(attempt, error, CANCELLED, Decision("fail"), chunks_delivered=chunks_delivered)
         self.failed(CANCELLED, "cancelled by the caller", chunks_delivered=chunks_delivered)
-
-    def in_progress(self, attempt: Attempt | None) -> Attempt | None:
-        """``attempt`` unless its outcome is recorded already (a cancel during a backoff is not the attempt's)."""
-        return attempt if attempt and len(self.summaries) < attempt.number else None
 
     async def until_durable(self) -> None:
         """Wait until the execution's last event is durable in the sink, if the sink can say so."""
