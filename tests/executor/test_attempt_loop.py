@@ -7,6 +7,7 @@ server, and the events (types and the payload values that decide the route) are 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 from uuid import UUID
@@ -22,14 +23,14 @@ from llm_ledger import (
     execution_context,
     verify_chain,
 )
-from llm_ledger.events import Event
+from llm_ledger.events import Event, EventDraft
 from llm_ledger.executor import ProviderSettings, RetryPolicy
 from llm_ledger.executor.client import CallParams, Completion, ModelClient
 from llm_ledger.executor.context import ExecutionContext
 from llm_ledger.executor.errors import ProviderError
 from llm_ledger.executor.policy import Decision
 from llm_ledger.executor.tracing import AttemptTrace, ExecutionTrace
-from tests.fakes import FakeProviderServer, RateLimited, Reply, Stall
+from tests.fakes import Behaviour, BrokenStream, FakeProviderServer, RateLimited, Reply, Stall
 from tests.fakes import ServerError as ServerFails
 
 MESSAGES = [LLMMessage(role="user", content="refund please")]
@@ -321,3 +322,44 @@ async def test_an_error_of_the_executor_itself_is_recorded_as_internal_and_raise
     assert failed.message == "RuntimeError: the tracer broke"
     assert tracer.calls[-2:] == [("attempt succeeded", call == "stream"), ("failed", "internal_error")]
     assert server.requests_for("b") == []
+
+
+class _SlowDurableSink(InMemorySink):
+    """A ``DurableSink`` whose events become durable a little after they are asked about."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[tuple[str, asyncio.Future[None]]] = []
+
+    def durable(self, event: EventDraft) -> asyncio.Future[None]:
+        future = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(0.05, future.set_result, None)
+        self.asked.append((event.event_type, future))
+        return future
+
+
+@pytest.mark.parametrize(
+    ("call", "behaviour", "ending"),
+    [
+        ("generate", Reply(text="one two three"), "ExecutionSucceeded"),
+        ("stream", Reply(text="one two three"), "ExecutionSucceeded"),
+        ("generate", ServerFails(status=500), "ExecutionFailed"),
+        ("stream", ServerFails(status=500), "ExecutionFailed"),
+        ("stream", BrokenStream(after_chunks=2, text="one two three four"), "ExecutionFailed"),
+    ],
+)
+async def test_a_call_returns_or_raises_once_its_last_event_is_durable(
+    server: FakeProviderServer,
+    providers: dict[str, ProviderSettings],
+    fast_retries: RetryPolicy,
+    call: Call,
+    behaviour: Behaviour,
+    ending: str,
+) -> None:
+    server.default("a", behaviour)
+    sink = _SlowDurableSink()
+    executor = LLMExecutor("openai/a", max_retries=0, sink=sink, providers=providers, retry_policy=fast_retries)
+    with contextlib.suppress(ProviderError):
+        await _call(executor, call)
+    assert [(event_type, future.done()) for event_type, future in sink.asked] == [(ending, True)]
+    assert sink.events[-1].event_type == ending
