@@ -23,8 +23,9 @@ from llm_ledger.executor.client import Completion, ModelClient
 from llm_ledger.executor.config import PipelineConfig, StepConfig
 from llm_ledger.executor.context import ExecutionContext, get_execution_context
 from llm_ledger.executor.errors import ConfigurationError
-from llm_ledger.executor.execution import Execution, ExecutionPlan
+from llm_ledger.executor.execution import Execution
 from llm_ledger.executor.mock import MockModelClient
+from llm_ledger.executor.plan import ExecutionPlan
 from llm_ledger.executor.policy import RetryPolicy
 from llm_ledger.executor.routing import ModelRoute, ProviderSettings, parse_model_string, resolve_settings
 from llm_ledger.executor.sink import EventSink, get_default_sink

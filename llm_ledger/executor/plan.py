@@ -1,0 +1,39 @@
+"""What one execution needs, resolved from the executor, the configuration and the call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from llm_ledger.events import CapturePolicy, Operation, RequestParameters, Scrubber
+from llm_ledger.events.values import JsonDict
+from llm_ledger.executor.client import ModelClient
+from llm_ledger.executor.context import ExecutionContext
+from llm_ledger.executor.policy import RetryPolicy
+from llm_ledger.executor.sink import EventSink
+from llm_ledger.executor.tracing import ExecutionTracer
+from llm_ledger.executor.types import LLMMessage
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionPlan:
+    """Everything one execution needs, resolved from the executor, the configuration and the call."""
+
+    operation: Operation
+    context: ExecutionContext
+    chain: tuple[str, ...]
+    clients: tuple[ModelClient, ...]
+    messages: tuple[LLMMessage, ...]
+    params: RequestParameters
+    json_schema: dict[str, Any] | None
+    schema_name: str | None
+    max_retries: int
+    timeout_seconds: float
+    attempt_timeout_seconds: float
+    capture: CapturePolicy
+    policy: RetryPolicy
+    sink: EventSink
+    scrubber: Scrubber
+    tracer: ExecutionTracer
+    input_record: JsonDict | None = None
+    """The ``ExecutionStarted`` input record when the door already built it (capture ``full``, to measure it)."""
