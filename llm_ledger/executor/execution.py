@@ -1,4 +1,5 @@
-"""One execution: the attempt loop over the chain. The policy decides, this obeys; the journal records."""
+"""One execution: the attempt loop over the chain. The policy decides, this obeys; ``history.py`` records
+what happened (events, spans, attempt summaries)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from llm_ledger.executor.errors import (
     StreamInterruptedError,
     TimeoutError,
 )
-from llm_ledger.executor.journal import ExecutionJournal
+from llm_ledger.executor.history import ExecutionHistory
 from llm_ledger.executor.plan import ExecutionPlan
 from llm_ledger.executor.policy import Decision
 from llm_ledger.executor.types import LLMResponse
@@ -35,7 +36,7 @@ class Execution:
         self.plan = plan
         self.execution_id: UUID = uuid7()
         self._deadline = time.monotonic() + plan.timeout_seconds
-        self.journal = ExecutionJournal(plan, self.execution_id)
+        self.history = ExecutionHistory(plan, self.execution_id)
         self.errors: list[ProviderError] = []
         self._response: LLMResponse | None = None
 
@@ -88,38 +89,38 @@ class Execution:
         else:
             summary = "; ".join(f"{e.model}: {e.error_type}" for e in self.errors)
             final = AllModelsFailedError(
-                f"all {len(self.plan.chain)} model(s) failed after {self.journal.attempts} attempt(s): {summary}",
+                f"all {len(self.plan.chain)} model(s) failed after {self.history.attempts} attempt(s): {summary}",
                 errors=self.errors,
             )
-        self.journal.failed(final.error_type, str(final))
-        await self.journal.until_durable()
+        self.history.failed(final.error_type, str(final))
+        await self.history.until_durable()
         return final
 
     async def _interrupted(self, attempt: Attempt, error: ProviderError, delivered: int) -> StreamInterruptedError:
         """Record the end of a stream that failed after chunks reached the caller; returns, once durable,
         the error to raise. No fallback and no policy: the caller would get a second answer after the first."""
-        self.journal.attempt_failed(attempt, error, error.error_type, Decision("fail"), chunks_delivered=delivered)
+        self.history.attempt_failed(attempt, error, error.error_type, Decision("fail"), chunks_delivered=delivered)
         self.errors.append(error)
         interrupted = StreamInterruptedError(
             f"stream failed after {delivered} chunk(s) reached the caller: {error.message}",
             cause=error,
             chunks_delivered=delivered,
         )
-        self.journal.failed(interrupted.error_type, str(interrupted), chunks_delivered=delivered)
-        await self.journal.until_durable()
+        self.history.failed(interrupted.error_type, str(interrupted), chunks_delivered=delivered)
+        await self.history.until_durable()
         return interrupted
 
     async def _after_failure(self, attempt: Attempt, error: ProviderError) -> tuple[int, int] | None:
         """Record the failure and carry out the decision. Returns the next (index, retry), or None to stop."""
         decision = self._decide(error, attempt)
-        self.journal.attempt_failed(attempt, error, error.error_type, decision)
+        self.history.attempt_failed(attempt, error, error.error_type, decision)
         if decision.action == "retry":
             self.errors.append(error)
             await asyncio.sleep(decision.delay)
             return attempt.index, attempt.retry + 1
         if decision.action == "fall_back":
             self.errors.append(error)
-            self.journal.fallback(attempt.index, error.error_type)
+            self.history.fallback(attempt.index, error.error_type)
             return attempt.index + 1, 0
         return None
 
@@ -131,7 +132,7 @@ class Execution:
         cancelled call, or a stream closed early, is recorded as cancelled, and an error of the executor
         itself as ``internal_error``; both propagate unchanged.
         """
-        self.journal.started()
+        self.history.started()
         index, retry = 0, 0
         attempt: Attempt | None = None
         delivered = 0
@@ -140,7 +141,7 @@ class Execution:
                 timeout, by_deadline = self._attempt_timeout()
                 if timeout <= 0:
                     raise await self._give_up(self._deadline_error())
-                attempt = self.journal.attempt_started(index, retry, self._call_params(timeout), timeout, by_deadline)
+                attempt = self.history.attempt_started(index, retry, self._call_params(timeout), timeout, by_deadline)
                 chunks = kind.chunks(attempt)
                 try:
                     async for chunk in chunks:
@@ -158,9 +159,9 @@ class Execution:
                 else:
                     completion = attempt.completion
                     assert completion is not None
-                    self.journal.attempt_succeeded(attempt, completion, attempt.first_chunk_ms)
-                    self._response = self.journal.succeeded(attempt, completion)
-                    await self.journal.until_durable()
+                    self.history.attempt_succeeded(attempt, completion, attempt.first_chunk_ms)
+                    self._response = self.history.succeeded(attempt, completion)
+                    await self.history.until_durable()
                     return
                 if delivered:
                     interrupted = await self._interrupted(attempt, error, delivered)
@@ -170,11 +171,11 @@ class Execution:
                     raise await self._give_up(error)
                 index, retry = next_step
         except (asyncio.CancelledError, GeneratorExit):
-            self.journal.cancelled(attempt, chunks_delivered=delivered)
+            self.history.cancelled(attempt, chunks_delivered=delivered)
             raise
         except BaseException as exc:
-            if not self.journal.finished:
-                self.journal.failed("internal_error", f"{type(exc).__name__}: {exc}", chunks_delivered=delivered)
+            if not self.history.finished:
+                self.history.failed("internal_error", f"{type(exc).__name__}: {exc}", chunks_delivered=delivered)
             raise
 
     async def run(self, parse: Callable[[Completion, ModelClient], T]) -> tuple[T, LLMResponse]:

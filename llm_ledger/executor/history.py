@@ -110,7 +110,7 @@ class DeferredOutput:
         return self._value
 
 
-class ExecutionJournal:
+class ExecutionHistory:
     """The events and spans of one execution, in the order the attempt loop reports what happened."""
 
     def __init__(self, plan: ExecutionPlan, execution_id: UUID) -> None:
