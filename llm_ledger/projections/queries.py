@@ -207,6 +207,9 @@ class LedgerView:
 
     @contextmanager
     def _reading(self, tenant_id: str | None = None) -> Iterator[Connection]:
+        """The one scoped transaction every question reads in, here and in subclasses
+        (``dashboard.view.DashboardView``): a question about one tenant passes it, so that a view bound to
+        another refuses (``TenantNotAllowedError``) before row-level security hides the rows."""
         if tenant_id is not None:
             self._check_allowed(tenant_id)
         with self._store.transaction() as connection:

@@ -30,8 +30,9 @@ def projected_postgres_url(_create_postgres_database: Callable[[], str], recorde
 
 
 @pytest.fixture
-def bound_view(projected_postgres_url: str, tenants: tuple[str, ...]) -> Iterator[LedgerView]:
-    # The dashboard's view: the read models' LedgerView plus the session timeline, read in the same scoping.
+def bound_view(projected_postgres_url: str, tenants: tuple[str, ...]) -> Iterator[DashboardView]:
+    # The dashboard's view: the read models' LedgerView plus what the audit reads (the session timeline, the
+    # last verify run and its findings), all in the same scoping.
     view = DashboardView(projected_postgres_url, bound_tenant=tenants[0])
     yield view
     view.close()
@@ -65,6 +66,8 @@ def test_a_bound_view_answers_for_its_tenant(bound_view: LedgerView, tenants: tu
         lambda view, tenant, window: view.fallback_edges(tenant, window),
         lambda view, tenant, window: view.sessions(tenant),
         lambda view, tenant, window: view.session_timeline(tenant, "any-session"),
+        lambda view, tenant, window: view.last_audit(tenant),
+        lambda view, tenant, window: view.audit_findings(tenant, "any-run"),
     ],
     ids=[
         "totals",
@@ -76,10 +79,12 @@ def test_a_bound_view_answers_for_its_tenant(bound_view: LedgerView, tenants: tu
         "fallback_edges",
         "sessions",
         "session_timeline",
+        "last_audit",
+        "audit_findings",
     ],
 )
 def test_a_bound_view_refuses_to_answer_for_another_tenant(
-    bound_view: LedgerView, tenants: tuple[str, ...], ask: object
+    bound_view: DashboardView, tenants: tuple[str, ...], ask: object
 ) -> None:
     with pytest.raises(TenantNotAllowedError):
         ask(bound_view, tenants[1], whole_workload())  # type: ignore[operator]
