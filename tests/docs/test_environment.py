@@ -22,8 +22,8 @@ ALLOWED: frozenset[str] = frozenset()
 
 
 def environment_reads(path: Path) -> list[str]:
-    """Where ``path`` touches ``os.environ``/``os.getenv`` (or a registered variable by its literal name
-    through a mapping's ``get``), as ``file:line what``."""
+    """Where ``path`` touches ``os.environ``/``os.getenv`` (or reads a registered variable by its literal
+    name from a mapping: ``.get``, a subscript, ``in``), as ``file:line what``."""
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
     where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
     os_names = {"os"}
@@ -50,6 +50,20 @@ def environment_reads(path: Path) -> list[str]:
             and node.args[0].value in VARIABLES
         ):
             found.append(f"{where}:{node.lineno} .get({node.args[0].value!r})")
+        elif (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.slice, ast.Constant)
+            and node.slice.value in VARIABLES
+            and isinstance(node.ctx, ast.Load)
+        ):
+            found.append(f"{where}:{node.lineno} [{node.slice.value!r}]")
+        elif (
+            isinstance(node, ast.Compare)
+            and isinstance(node.left, ast.Constant)
+            and node.left.value in VARIABLES
+            and any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops)
+        ):
+            found.append(f"{where}:{node.lineno} {node.left.value!r} in")
     return found
 
 
@@ -65,6 +79,7 @@ def test_the_scan_sees_every_form_of_read(tmp_path: Path) -> None:
     source = (
         "import os\nimport os as system\nfrom os import getenv\n"
         "a = os.environ.get('X')\nb = system.getenv('Y')\nc = dict(os.environ)\nd = env.get('LLM_LEDGER_HOME')\n"
+        "e = env['LLM_LEDGER_HOME']\nf = 'OTEL_SERVICE_NAME' in env\ng = {'LLM_LEDGER_HOME': 1}\n"
     )
     sample.write_text(source)
     reads = environment_reads(sample)
@@ -74,6 +89,8 @@ def test_the_scan_sees_every_form_of_read(tmp_path: Path) -> None:
         "5 system.getenv",
         "6 os.environ",
         "7 .get('LLM_LEDGER_HOME')",
+        "8 ['LLM_LEDGER_HOME']",
+        "9 'OTEL_SERVICE_NAME' in",
     ]
 
 
