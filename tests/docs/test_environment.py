@@ -104,6 +104,22 @@ def test_each_variable_is_the_module_constant_of_its_name() -> None:
             assert (ROOT / module).is_file(), f"{variable.name}: {module} does not exist"
 
 
+def test_the_names_chosen_at_run_time_are_declared() -> None:
+    # routing.py and telemetry/setup.py read these through variable(name), which raises KeyError for an
+    # undeclared name only when a call gets there: a provider added without its variables fails here.
+    from llm_ledger.executor.routing import PROVIDERS
+
+    names = [n for p in PROVIDERS.values() for n in (p.api_key_env, p.base_url_env) if n is not None]
+    for signal in ("TRACES", "METRICS"):
+        names += [
+            f"OTEL_{signal}_EXPORTER",
+            f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT",
+            f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL",
+        ]
+    assert len(names) == 14
+    assert [name for name in names if name not in VARIABLES] == []
+
+
 def test_a_variable_reads_its_default_when_unset_or_empty() -> None:
     home = environment.LLM_LEDGER_HOME
     assert home.get({}) == home.get({"LLM_LEDGER_HOME": ""}) == "~/.llm-ledger"
