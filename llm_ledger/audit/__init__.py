@@ -1,4 +1,5 @@
-"""Tamper evidence over the ledger: Merkle seals of each tenant's events and ``llm-ledger audit verify``.
+"""Tamper evidence over the ledger: Merkle seals of each tenant's events, ``llm-ledger audit verify``, and
+what the dashboard shows of both (a session's events as stored, each shown stream checked, the last run).
 See docs/ARCHITECTURE.md for its place among the layers."""
 
 from llm_ledger.audit.errors import AuditConfigurationError, AuditError, SealRefusedError

@@ -8,8 +8,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCHITECTURE = ROOT / "docs" / "ARCHITECTURE.md"
-# Spelled in two pieces so that this file does not name them itself.
-OUTSIDE = ("DESIGN" + ".md", "../" + "shared")
+# Spelled in pieces so that this file does not name them itself (nor match a grep for either).
+OUTSIDE = ("DES" + "IGN", ".." + "/shared")
 _PATH = re.compile(r"(?<![\w./-])((?:llm_ledger|tests|bench|docs|deploy|examples|\.ci)/[\w./-]*[\w/])")
 
 

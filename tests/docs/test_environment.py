@@ -22,8 +22,8 @@ ALLOWED: frozenset[str] = frozenset()
 
 
 def environment_reads(path: Path) -> list[str]:
-    """Where ``path`` touches ``os.environ``/``os.getenv`` (or a registered variable by its literal name
-    through a mapping's ``get``), as ``file:line what``."""
+    """Where ``path`` touches ``os.environ``/``os.getenv`` (or reads a registered variable by its literal
+    name from a mapping: ``.get``, a subscript, ``in``), as ``file:line what``."""
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
     where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
     os_names = {"os"}
@@ -50,6 +50,20 @@ def environment_reads(path: Path) -> list[str]:
             and node.args[0].value in VARIABLES
         ):
             found.append(f"{where}:{node.lineno} .get({node.args[0].value!r})")
+        elif (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.slice, ast.Constant)
+            and node.slice.value in VARIABLES
+            and isinstance(node.ctx, ast.Load)
+        ):
+            found.append(f"{where}:{node.lineno} [{node.slice.value!r}]")
+        elif (
+            isinstance(node, ast.Compare)
+            and isinstance(node.left, ast.Constant)
+            and node.left.value in VARIABLES
+            and any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops)
+        ):
+            found.append(f"{where}:{node.lineno} {node.left.value!r} in")
     return found
 
 
@@ -65,6 +79,7 @@ def test_the_scan_sees_every_form_of_read(tmp_path: Path) -> None:
     source = (
         "import os\nimport os as system\nfrom os import getenv\n"
         "a = os.environ.get('X')\nb = system.getenv('Y')\nc = dict(os.environ)\nd = env.get('LLM_LEDGER_HOME')\n"
+        "e = env['LLM_LEDGER_HOME']\nf = 'OTEL_SERVICE_NAME' in env\ng = {'LLM_LEDGER_HOME': 1}\n"
     )
     sample.write_text(source)
     reads = environment_reads(sample)
@@ -74,6 +89,8 @@ def test_the_scan_sees_every_form_of_read(tmp_path: Path) -> None:
         "5 system.getenv",
         "6 os.environ",
         "7 .get('LLM_LEDGER_HOME')",
+        "8 ['LLM_LEDGER_HOME']",
+        "9 'OTEL_SERVICE_NAME' in",
     ]
 
 
@@ -85,6 +102,22 @@ def test_each_variable_is_the_module_constant_of_its_name() -> None:
         assert variable.default is None or variable.default_note is None, variable.name
         for module in variable.read_in.split(", "):
             assert (ROOT / module).is_file(), f"{variable.name}: {module} does not exist"
+
+
+def test_the_names_chosen_at_run_time_are_declared() -> None:
+    # routing.py and telemetry/setup.py read these through variable(name), which raises KeyError for an
+    # undeclared name only when a call gets there: a provider added without its variables fails here.
+    from llm_ledger.executor.routing import PROVIDERS
+
+    names = [n for p in PROVIDERS.values() for n in (p.api_key_env, p.base_url_env) if n is not None]
+    for signal in ("TRACES", "METRICS"):
+        names += [
+            f"OTEL_{signal}_EXPORTER",
+            f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT",
+            f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL",
+        ]
+    assert len(names) == 14
+    assert [name for name in names if name not in VARIABLES] == []
 
 
 def test_a_variable_reads_its_default_when_unset_or_empty() -> None:
