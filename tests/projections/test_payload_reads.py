@@ -1,7 +1,8 @@
-"""The readers of stored payloads (projections, audit, dashboard, demo) read them as JSON, by key, for
-speed and to show a tampered event rather than fail on it: every key they read, and every event type they
-name, is held here to the declaration in ``events.model``, so that renaming a field or an event type there
-fails here instead of silently reading nothing."""
+"""The readers of stored payloads (projections, audit, dashboard, demo, and the audit views' SQL) read
+them as JSON, by key, for speed and to show a tampered event rather than fail on it: every key they read,
+and every event type they name, is held here to the declaration in ``events.model``, so that renaming a
+field or an event type there fails here instead of silently reading nothing. A key the scan cannot name
+(read through a variable) fails too."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 import llm_ledger
-from llm_ledger.events import EVENT_TYPES, PAYLOAD_TYPES, TokenUsage
+from llm_ledger.events import EVENT_TYPES, PAYLOAD_TYPES, TERMINAL_EVENT_TYPES, TokenUsage
 from llm_ledger.projections import rollup
+from llm_ledger.store.migrate import upgrade
 
 _PACKAGE = Path(llm_ledger.__file__).parent
 _READERS = sorted(
@@ -34,7 +37,7 @@ _SQL_KEY = re.compile(
 class Read:
     where: str
     source: str  # "payload" or "usage"
-    key: str
+    key: str | None  # None: a key the scan cannot name (a variable), which the readers must not use
 
 
 def _aliases(tree: ast.AST) -> dict[str, str]:
@@ -52,24 +55,31 @@ def _reads(tree: ast.AST, where: str) -> Iterator[Read]:
     aliases = _aliases(tree)
 
     def holder(node: ast.expr) -> str | None:
-        """``payload`` or ``usage`` when ``node`` is a variable or attribute holding one."""
+        """``payload`` or ``usage`` when ``node`` is a variable, attribute or item holding one (``p``,
+        ``event.payload``, ``record["payload"]``, ``payload["usage"]``)."""
         if isinstance(node, ast.Name):
             return aliases.get(node.id)
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+            key = node.slice.value
+            return key if key in ("payload", "usage") else None
         return node.attr if isinstance(node, ast.Attribute) and node.attr in ("payload", "usage") else None
 
+    methods = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
     for node in ast.walk(tree):
-        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
-            source = holder(node.value)
-            if source and isinstance(node.slice.value, str):
-                yield Read(where, source, node.slice.value)
-        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
-            func, key = node.func, node.args[0].value
-            if isinstance(func, ast.Attribute) and func.attr == "get" and (source := holder(func.value)):
-                yield Read(where, source, str(key))
+        if isinstance(node, ast.Subscript) and (source := holder(node.value)):
+            key = node.slice.value if isinstance(node.slice, ast.Constant) else None
+            yield Read(where, source, key if isinstance(key, str) else None)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+            if source := holder(node.func.value):
+                key = node.args[0].value if node.args and isinstance(node.args[0], ast.Constant) else None
+                yield Read(where, source, key if isinstance(key, str) else None)
+        elif isinstance(node, ast.Attribute) and id(node) not in methods and (source := holder(node.value)):
+            yield Read(where, source, node.attr)  # a model's field (``usage.total_tokens``)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr":
             target, name = node.args[0], node.args[1]
-            if (source := holder(target)) and isinstance(name, ast.Constant):
-                yield Read(where, source, str(name.value))
+            if source := holder(target):
+                key = name.value if isinstance(name, ast.Constant) else None
+                yield Read(where, source, key if isinstance(key, str) else None)
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             for match in _SQL_KEY.finditer(node.value):
                 yield Read(where, "payload", next(group for group in match.groups() if group))
@@ -140,3 +150,37 @@ def test_every_event_type_the_readers_name_is_registered() -> None:
     named = {(str(path.relative_to(_PACKAGE)), name) for path in _READERS for name in _event_type_names(_parsed(path))}
     assert len(named) > 10
     assert {(where, name) for where, name in named if name not in EVENT_TYPES} == set()
+
+
+# --- the audit views (SQL in a frozen migration, read by auditors and the dashboard) ----------------
+
+
+@pytest.fixture(scope="module")
+def view_sql(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Each view of a database migrated to the head, by name: its SQL as SQLite holds it (the same view
+    text PostgreSQL's is rendered from)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('views') / 'ledger.db'}"
+    upgrade(url)
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'view'")).all()
+    finally:
+        engine.dispose()
+    return {name: sql for name, sql in rows}
+
+
+def test_the_audit_views_read_declared_fields_of_registered_event_types(view_sql: dict[str, str]) -> None:
+    assert {"audit_executions", "audit_attempts", "audit_fallbacks", "audit_incomplete"} <= set(view_sql)
+    keys = {(view, next(g for g in m.groups() if g)) for view, sql in view_sql.items() for m in _SQL_KEY.finditer(sql)}
+    assert len(keys) > 20  # the scan sees the views' reads of the payload
+    assert {(view, key) for view, key in keys if key not in _PAYLOAD_FIELDS} == set()
+    named = {(view, name) for view, sql in view_sql.items() for name in re.findall(r"'(\w+)'", sql)}
+    named = {(view, name) for view, name in named if _EVENT_TYPE_LIKE.match(name)}
+    assert {(view, name) for view, name in named if name not in EVENT_TYPES} == set()
+
+
+def test_the_audit_views_end_an_execution_at_each_terminal_event_type(view_sql: dict[str, str]) -> None:
+    """A new terminal event type needs a revision recreating the views, or its executions show as incomplete."""
+    for view in ("audit_executions", "audit_incomplete"):
+        assert set(re.findall(r"'(\w+)'", view_sql[view])) >= TERMINAL_EVENT_TYPES, view
