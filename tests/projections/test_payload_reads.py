@@ -184,3 +184,17 @@ def test_the_audit_views_end_an_execution_at_each_terminal_event_type(view_sql: 
     """A new terminal event type needs a revision recreating the views, or its executions show as incomplete."""
     for view in ("audit_executions", "audit_incomplete"):
         assert set(re.findall(r"'(\w+)'", view_sql[view])) >= TERMINAL_EVENT_TYPES, view
+
+
+_DOCS = sorted([_PACKAGE.parent / "README.md", *(_PACKAGE.parent / "docs").glob("*.md")])
+
+
+def test_the_sql_the_docs_show_reads_declared_fields_of_registered_event_types() -> None:
+    """README.md's and docs/*.md's queries (an auditor pastes them) read the payload through the views
+    mostly; the ones that read it directly are held to the declaration like the package's."""
+    texts = {path.name: path.read_text() for path in _DOCS}
+    keys = {(name, next(g for g in m.groups() if g)) for name, doc in texts.items() for m in _SQL_KEY.finditer(doc)}
+    assert keys  # README.md's psql example reads payload->>'model'
+    assert {(name, key) for name, key in keys if key not in _PAYLOAD_FIELDS} == set()
+    quoted = {(name, word) for name, doc in texts.items() for word in re.findall(r"'(\w+)'", doc)}
+    assert {(name, word) for name, word in quoted if _EVENT_TYPE_LIKE.match(word) and word not in EVENT_TYPES} == set()
