@@ -51,8 +51,8 @@ def _aliases(tree: ast.AST) -> dict[str, str]:
     return names
 
 
-def _reads(tree: ast.AST, where: str) -> Iterator[Read]:
-    aliases = _aliases(tree)
+def _reads(tree: ast.AST, where: str, aliases: dict[str, str] | None = None) -> Iterator[Read]:
+    aliases = _aliases(tree) if aliases is None else aliases
 
     def holder(node: ast.expr) -> str | None:
         """``payload`` or ``usage`` when ``node`` is a variable, attribute or item holding one (``p``,
@@ -144,6 +144,57 @@ def _event_type_names(tree: ast.AST) -> Iterator[str]:
                     yield str(case.pattern.value.value)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _EVENT_TYPE_LIKE.match(node.value):
             yield node.value
+
+
+def _types_tested(test: ast.expr) -> set[str]:
+    """The event types a condition limits ``event_type`` to (``== "X"``, ``in ("X", "Y")``, either as one
+    side of an ``and``); empty when it does not."""
+    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
+        return next((types for value in test.values if (types := _types_tested(value))), set())
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and _is_event_type(test.left)):
+        return set()
+    op, (right,) = test.ops[0], test.comparators
+    if isinstance(op, ast.Eq) and isinstance(right, ast.Constant) and isinstance(right.value, str):
+        return {right.value}
+    if isinstance(op, ast.In) and isinstance(right, (ast.Tuple, ast.Set, ast.List)):
+        names = [e.value for e in right.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+        return set(names) if len(names) == len(right.elts) else set()
+    return set()
+
+
+def _branches(tree: ast.AST) -> Iterator[tuple[set[str], list[ast.AST]]]:
+    """The code that runs for given event types only: an ``if``'s body, a ``match`` case, a comprehension's
+    element under its ``if``."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and (types := _types_tested(node.test)):
+            yield types, list(node.body)
+        elif isinstance(node, ast.Match) and _is_event_type(node.subject):
+            for case in node.cases:
+                if isinstance(case.pattern, ast.MatchValue) and isinstance(case.pattern.value, ast.Constant):
+                    yield {str(case.pattern.value.value)}, list(case.body)
+        elif isinstance(node, (ast.GeneratorExp, ast.ListComp, ast.SetComp)) and len(node.generators) == 1:
+            types = next((t for test in node.generators[0].ifs if (t := _types_tested(test))), set())
+            if types:
+                yield types, [node.elt]
+
+
+@pytest.mark.parametrize("path", _READERS, ids=lambda path: str(path.relative_to(_PACKAGE)))
+def test_a_branch_for_some_event_types_reads_fields_of_their_payloads(path: Path) -> None:
+    tree = _parsed(path)
+    aliases = _aliases(tree)
+    wrong = set()
+    for types, body in _branches(tree):
+        fields = {
+            name
+            for event_type in types
+            if event_type in PAYLOAD_TYPES
+            for name in PAYLOAD_TYPES[event_type].model_fields
+        }
+        for node in body:
+            for read in _reads(node, str(path.relative_to(_PACKAGE)), aliases):
+                if read.source == "payload" and read.key not in fields:
+                    wrong.add((tuple(sorted(types)), read.key))
+    assert not wrong
 
 
 def test_every_event_type_the_readers_name_is_registered() -> None:
