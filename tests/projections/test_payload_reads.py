@@ -1,7 +1,8 @@
-"""The readers of stored payloads (projections, audit, dashboard, demo) read them as JSON, by key, for
-speed and to show a tampered event rather than fail on it: every key they read, and every event type they
-name, is held here to the declaration in ``events.model``, so that renaming a field or an event type there
-fails here instead of silently reading nothing."""
+"""The readers of stored payloads (projections, audit, dashboard, demo, and the audit views' SQL) read
+them as JSON, by key, for speed and to show a tampered event rather than fail on it: every key they read,
+and every event type they name, is held here to the declaration in ``events.model``, so that renaming a
+field or an event type there fails here instead of silently reading nothing. A key the scan cannot name
+(read through a variable) fails too."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 import llm_ledger
-from llm_ledger.events import EVENT_TYPES, PAYLOAD_TYPES, TokenUsage
+from llm_ledger.events import EVENT_TYPES, PAYLOAD_TYPES, TERMINAL_EVENT_TYPES, TokenUsage
 from llm_ledger.projections import rollup
+from llm_ledger.store.migrate import upgrade
 
 _PACKAGE = Path(llm_ledger.__file__).parent
 _READERS = sorted(
@@ -34,7 +37,7 @@ _SQL_KEY = re.compile(
 class Read:
     where: str
     source: str  # "payload" or "usage"
-    key: str
+    key: str | None  # None: a key the scan cannot name (a variable), which the readers must not use
 
 
 def _aliases(tree: ast.AST) -> dict[str, str]:
@@ -48,28 +51,35 @@ def _aliases(tree: ast.AST) -> dict[str, str]:
     return names
 
 
-def _reads(tree: ast.AST, where: str) -> Iterator[Read]:
-    aliases = _aliases(tree)
+def _reads(tree: ast.AST, where: str, aliases: dict[str, str] | None = None) -> Iterator[Read]:
+    aliases = _aliases(tree) if aliases is None else aliases
 
     def holder(node: ast.expr) -> str | None:
-        """``payload`` or ``usage`` when ``node`` is a variable or attribute holding one."""
+        """``payload`` or ``usage`` when ``node`` is a variable, attribute or item holding one (``p``,
+        ``event.payload``, ``record["payload"]``, ``payload["usage"]``)."""
         if isinstance(node, ast.Name):
             return aliases.get(node.id)
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+            key = node.slice.value
+            return key if key in ("payload", "usage") else None
         return node.attr if isinstance(node, ast.Attribute) and node.attr in ("payload", "usage") else None
 
+    methods = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
     for node in ast.walk(tree):
-        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
-            source = holder(node.value)
-            if source and isinstance(node.slice.value, str):
-                yield Read(where, source, node.slice.value)
-        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
-            func, key = node.func, node.args[0].value
-            if isinstance(func, ast.Attribute) and func.attr == "get" and (source := holder(func.value)):
-                yield Read(where, source, str(key))
+        if isinstance(node, ast.Subscript) and (source := holder(node.value)):
+            key = node.slice.value if isinstance(node.slice, ast.Constant) else None
+            yield Read(where, source, key if isinstance(key, str) else None)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+            if source := holder(node.func.value):
+                key = node.args[0].value if node.args and isinstance(node.args[0], ast.Constant) else None
+                yield Read(where, source, key if isinstance(key, str) else None)
+        elif isinstance(node, ast.Attribute) and id(node) not in methods and (source := holder(node.value)):
+            yield Read(where, source, node.attr)  # a model's field (``usage.total_tokens``)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr":
             target, name = node.args[0], node.args[1]
-            if (source := holder(target)) and isinstance(name, ast.Constant):
-                yield Read(where, source, str(name.value))
+            if source := holder(target):
+                key = name.value if isinstance(name, ast.Constant) else None
+                yield Read(where, source, key if isinstance(key, str) else None)
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             for match in _SQL_KEY.finditer(node.value):
                 yield Read(where, "payload", next(group for group in match.groups() if group))
@@ -136,7 +146,106 @@ def _event_type_names(tree: ast.AST) -> Iterator[str]:
             yield node.value
 
 
+def _types_tested(test: ast.expr) -> set[str]:
+    """The event types a condition limits ``event_type`` to (``== "X"``, ``in ("X", "Y")``, either as one
+    side of an ``and``); empty when it does not."""
+    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
+        return next((types for value in test.values if (types := _types_tested(value))), set())
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and _is_event_type(test.left)):
+        return set()
+    op, (right,) = test.ops[0], test.comparators
+    if isinstance(op, ast.Eq) and isinstance(right, ast.Constant) and isinstance(right.value, str):
+        return {right.value}
+    if isinstance(op, ast.In) and isinstance(right, (ast.Tuple, ast.Set, ast.List)):
+        names = [e.value for e in right.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+        return set(names) if len(names) == len(right.elts) else set()
+    return set()
+
+
+def _branches(tree: ast.AST) -> Iterator[tuple[set[str], list[ast.AST]]]:
+    """The code that runs for given event types only: an ``if``'s body, a ``match`` case, a comprehension's
+    element under its ``if``."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and (types := _types_tested(node.test)):
+            yield types, list(node.body)
+        elif isinstance(node, ast.Match) and _is_event_type(node.subject):
+            for case in node.cases:
+                if isinstance(case.pattern, ast.MatchValue) and isinstance(case.pattern.value, ast.Constant):
+                    yield {str(case.pattern.value.value)}, list(case.body)
+        elif isinstance(node, (ast.GeneratorExp, ast.ListComp, ast.SetComp)) and len(node.generators) == 1:
+            types = next((t for test in node.generators[0].ifs if (t := _types_tested(test))), set())
+            if types:
+                yield types, [node.elt]
+
+
+@pytest.mark.parametrize("path", _READERS, ids=lambda path: str(path.relative_to(_PACKAGE)))
+def test_a_branch_for_some_event_types_reads_fields_of_their_payloads(path: Path) -> None:
+    tree = _parsed(path)
+    aliases = _aliases(tree)
+    wrong = set()
+    for types, body in _branches(tree):
+        fields = {
+            name
+            for event_type in types
+            if event_type in PAYLOAD_TYPES
+            for name in PAYLOAD_TYPES[event_type].model_fields
+        }
+        for node in body:
+            for read in _reads(node, str(path.relative_to(_PACKAGE)), aliases):
+                if read.source == "payload" and read.key not in fields:
+                    wrong.add((tuple(sorted(types)), read.key))
+    assert not wrong
+
+
 def test_every_event_type_the_readers_name_is_registered() -> None:
     named = {(str(path.relative_to(_PACKAGE)), name) for path in _READERS for name in _event_type_names(_parsed(path))}
     assert len(named) > 10
     assert {(where, name) for where, name in named if name not in EVENT_TYPES} == set()
+
+
+# --- the audit views (SQL in a frozen migration, read by auditors and the dashboard) ----------------
+
+
+@pytest.fixture(scope="module")
+def view_sql(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Each view of a database migrated to the head, by name: its SQL as SQLite holds it (the same view
+    text PostgreSQL's is rendered from)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('views') / 'ledger.db'}"
+    upgrade(url)
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'view'")).all()
+    finally:
+        engine.dispose()
+    return {name: sql for name, sql in rows}
+
+
+def test_the_audit_views_read_declared_fields_of_registered_event_types(view_sql: dict[str, str]) -> None:
+    assert {"audit_executions", "audit_attempts", "audit_fallbacks", "audit_incomplete"} <= set(view_sql)
+    keys = {(view, next(g for g in m.groups() if g)) for view, sql in view_sql.items() for m in _SQL_KEY.finditer(sql)}
+    assert len(keys) > 20  # the scan sees the views' reads of the payload
+    assert {(view, key) for view, key in keys if key not in _PAYLOAD_FIELDS} == set()
+    named = {(view, name) for view, sql in view_sql.items() for name in re.findall(r"'(\w+)'", sql)}
+    named = {(view, name) for view, name in named if _EVENT_TYPE_LIKE.match(name)}
+    assert {(view, name) for view, name in named if name not in EVENT_TYPES} == set()
+
+
+def test_the_audit_views_end_an_execution_at_each_terminal_event_type(view_sql: dict[str, str]) -> None:
+    """A new terminal event type needs a revision recreating the views, or its executions show as incomplete."""
+    for view in ("audit_executions", "audit_incomplete"):
+        assert set(re.findall(r"'(\w+)'", view_sql[view])) >= TERMINAL_EVENT_TYPES, view
+
+
+_DOCS = sorted([_PACKAGE.parent / "README.md", *(_PACKAGE.parent / "docs").glob("*.md")])
+
+
+def test_the_sql_the_docs_show_reads_declared_fields_of_registered_event_types() -> None:
+    """README.md's and docs/*.md's queries (an auditor pastes them) read the payload through the views
+    mostly; the ones that read it directly are held to the declaration like the package's."""
+    texts = {path.name: path.read_text() for path in _DOCS}
+    keys = {(name, next(g for g in m.groups() if g)) for name, doc in texts.items() for m in _SQL_KEY.finditer(doc)}
+    assert keys  # README.md's psql example reads payload->>'model'
+    assert {(name, key) for name, key in keys if key not in _PAYLOAD_FIELDS} == set()
+    quoted = {(name, word) for name, doc in texts.items() for word in re.findall(r"'(\w+)'", doc)}
+    assert {(name, word) for name, word in quoted if _EVENT_TYPE_LIKE.match(word) and word not in EVENT_TYPES} == set()
