@@ -38,7 +38,9 @@ CODES_OF_THE_COMMANDS: list[tuple[type[LedgerError] | type[KeyboardInterrupt], E
     (UnreadableEventError, ExitCode.FAILED),
     (TenantNotAllowedError, ExitCode.FAILED),
 ]
-"""The code each error ended a command with before the table existed (tests/cli checks the messages)."""
+"""The code each error ended a command with before the table existed (tests/cli checks the messages). One
+command exits otherwise: ``demo`` did not catch a ``PriceTableError`` (a traceback, status 1) and now exits 2
+for it, as ``project`` always did and the README's table says of a configuration file that cannot be used."""
 
 
 def _id(value: object) -> str:
