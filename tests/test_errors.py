@@ -4,6 +4,7 @@ whatever the library raises, and each keeps the builtin base its callers' ``exce
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -29,7 +30,13 @@ from llm_ledger.store import (
 )
 from llm_ledger.store.dialects import DirectCopyConflict
 from llm_ledger.store.migrate import DowngradeRefusedError, NoLedgerError, RevisionError, RevisionUnreadableError
-from tests.walk import PACKAGE_DIR, is_not_imported, package_exception_classes, source_exception_classes
+from tests.walk import (
+    PACKAGE_DIR,
+    is_not_imported,
+    package_exception_classes,
+    package_modules,
+    source_exception_classes,
+)
 
 KEPT_BASES: list[tuple[type[LedgerError], type[Exception]]] = [
     (ConfigurationError, ValueError),
@@ -94,6 +101,20 @@ def test_the_files_not_imported_define_no_exception_class() -> None:
     assert PACKAGE_DIR / "dashboard" / "app.py" in skipped
     defined = {str(path.relative_to(PACKAGE_DIR)): source_exception_classes(path) for path in skipped}
     assert {path: classes for path, classes in defined.items() if classes} == {}
+
+
+def test_the_walk_finds_every_exception_class_in_the_source() -> None:
+    # The walk finds a class once its definition has run: not one defined in a function no import calls.
+    walked = {(cls.__module__, cls.__qualname__) for cls in package_exception_classes()}
+    in_source = {
+        (module.__name__, name)
+        for module in package_modules()
+        if module.__file__ is not None
+        for name in source_exception_classes(Path(module.__file__))
+    }
+
+    assert sorted(in_source - walked) == []
+    assert len(in_source) >= 35
 
 
 @pytest.mark.parametrize(("cls", "builtin"), KEPT_BASES, ids=lambda value: getattr(value, "__name__", ""))

@@ -8,6 +8,9 @@ import ast
 import importlib
 import importlib.metadata
 import inspect
+import pkgutil
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -15,16 +18,12 @@ import pytest
 
 import llm_ledger
 
-SUB_PACKAGES = [
-    "llm_ledger.audit",
-    "llm_ledger.dashboard",
-    "llm_ledger.demo",
-    "llm_ledger.events",
-    "llm_ledger.executor",
-    "llm_ledger.projections",
-    "llm_ledger.store",
-    "llm_ledger.telemetry",
-]
+SUB_PACKAGES = sorted(
+    info.name
+    for info in pkgutil.walk_packages(llm_ledger.__path__, f"{llm_ledger.__name__}.")
+    if info.ispkg and hasattr(importlib.import_module(info.name), "__all__")
+)
+"""Every sub-package that declares an ``__all__`` (found, not listed: a new one is held to it too)."""
 PUBLIC_DUNDERS = {"llm_ledger": {"__version__"}}
 """Names starting with ``_`` that a package exports on purpose."""
 
@@ -92,6 +91,10 @@ def test_all_lists_what_the_package_exposes(name: str) -> None:
     assert len(module.__all__) == len(set(module.__all__))
 
 
+def test_the_sub_packages_are_found() -> None:
+    assert {"llm_ledger.audit", "llm_ledger.executor", "llm_ledger.store", "llm_ledger.telemetry"} <= set(SUB_PACKAGES)
+
+
 def test_the_api_exports_the_error_root() -> None:
     from llm_ledger.errors import LedgerError
 
@@ -109,3 +112,16 @@ def test_every_name_of_the_api_is_documented() -> None:
 
 def test_version_is_the_installed_distributions() -> None:
     assert llm_ledger.__version__ == importlib.metadata.version("llm-ledger")
+
+
+def test_version_is_read_from_the_metadata_not_written_in_the_source() -> None:
+    # The check above passes for a literal equal to today's version too: install another one and look again.
+    script = (
+        "import importlib.metadata\n"
+        "importlib.metadata.version = lambda name: '9.9.9' if name == 'llm-ledger' else None\n"
+        "import llm_ledger\n"
+        "print(llm_ledger.__version__)\n"
+    )
+    shown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+
+    assert shown.stdout.strip() == "9.9.9"

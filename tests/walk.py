@@ -7,6 +7,7 @@ import functools
 import importlib
 import pkgutil
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -61,10 +62,19 @@ def package_exception_classes() -> tuple[type[BaseException], ...]:
 
 
 def source_exception_classes(path: Path) -> list[str]:
-    """The classes in a file's source whose base is named like an exception class (``...Error``, ...)."""
+    """The classes in a file's source whose base is named like an exception class (``...Error``, ...), at any
+    depth, by qualified name (``f.<locals>.X`` for one defined in a function ``f``)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    return [
-        node.name
-        for node in ast.walk(tree)
-        if isinstance(node, ast.ClassDef) and any(_EXCEPTION_NAME.search(ast.unparse(base)) for base in node.bases)
-    ]
+    return list(_exception_classes_in(tree, ""))
+
+
+def _exception_classes_in(node: ast.AST, prefix: str) -> Iterator[str]:
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.ClassDef):
+            if any(_EXCEPTION_NAME.search(ast.unparse(base)) for base in child.bases):
+                yield f"{prefix}{child.name}"
+            yield from _exception_classes_in(child, f"{prefix}{child.name}.")
+        elif isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+            yield from _exception_classes_in(child, f"{prefix}{child.name}.<locals>.")
+        else:
+            yield from _exception_classes_in(child, prefix)

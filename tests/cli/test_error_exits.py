@@ -4,6 +4,7 @@ MRO. ``cli.py`` names no exit code of an error itself."""
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,9 @@ from llm_ledger.errors import LedgerError
 from llm_ledger.executor import ConfigurationError, InvalidInputError, RateLimitError
 from llm_ledger.exit_codes import ExitCode
 from llm_ledger.projections import PriceTableError, TenantNotAllowedError
-from llm_ledger.store import StoreConfigurationError, StoreUnavailableError, UnreadableEventError
+from llm_ledger.store import StoreConfigurationError, StoreUnavailableError, UnreadableEventError, migrate
 from llm_ledger.store.migrate import DowngradeRefusedError, NoLedgerError, RevisionError, RevisionUnreadableError
+from tests.cli.conftest import Outcome
 from tests.walk import package_exception_classes
 
 CODES_OF_THE_COMMANDS: list[tuple[type[LedgerError] | type[KeyboardInterrupt], ExitCode]] = [
@@ -38,7 +40,9 @@ CODES_OF_THE_COMMANDS: list[tuple[type[LedgerError] | type[KeyboardInterrupt], E
     (UnreadableEventError, ExitCode.FAILED),
     (TenantNotAllowedError, ExitCode.FAILED),
 ]
-"""The code each error ended a command with before the table existed (tests/cli checks the messages)."""
+"""The code each error ended a command with before the table existed (tests/cli checks the messages). One
+command exits otherwise: ``demo`` did not catch a ``PriceTableError`` (a traceback, status 1) and now exits 2
+for it, as ``project`` always did and the README's table says of a configuration file that cannot be used."""
 
 
 def _id(value: object) -> str:
@@ -117,3 +121,34 @@ def test_no_except_clause_of_the_cli_chooses_a_code() -> None:
     ]
 
     assert chosen == []
+
+
+def _raising(error: BaseException) -> Callable[[str], None]:
+    def require_ledger(url: str) -> None:
+        raise error
+
+    return require_ledger
+
+
+def test_a_bug_still_shows_its_traceback(
+    llm_ledger: Callable[..., Outcome], sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not the library's error: main lets it through, and the interpreter prints it and exits 1.
+    monkeypatch.setattr(migrate, "require_ledger", _raising(RuntimeError("a bug")))
+
+    outcome = llm_ledger("project", "--database-url", sqlite_url)
+
+    assert outcome.status == 1
+    assert "Traceback" in outcome.err
+    assert outcome.err.rstrip().splitlines()[-1] == "RuntimeError: a bug"  # the bug itself, not what handling it hit
+
+
+def test_a_ledger_error_without_a_row_exits_1_in_one_line(
+    llm_ledger: Callable[..., Outcome], sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The table's one change: such an error was a traceback (status 1 too), it is now said in one line.
+    monkeypatch.setattr(migrate, "require_ledger", _raising(UnreadableEventError("event 42 no longer parses")))
+
+    outcome = llm_ledger("project", "--database-url", sqlite_url)
+
+    assert (outcome.status, outcome.err) == (1, "llm-ledger: event 42 no longer parses\n")
