@@ -338,14 +338,20 @@ class _SlowDurableSink(InMemorySink):
         return future
 
 
+_DEADLINE_IN_A_BACKOFF: dict[str, Any] = {"timeout_seconds": 0.3, "retry_policy": _RetryPastTheDeadline()}
+
+
 @pytest.mark.parametrize(
-    ("call", "behaviour", "ending"),
+    ("call", "behaviour", "ending", "settings"),
     [
-        ("generate", Reply(text="one two three"), "ExecutionSucceeded"),
-        ("stream", Reply(text="one two three"), "ExecutionSucceeded"),
-        ("generate", ServerFails(status=500), "ExecutionFailed"),
-        ("stream", ServerFails(status=500), "ExecutionFailed"),
-        ("stream", BrokenStream(after_chunks=2, text="one two three four"), "ExecutionFailed"),
+        ("generate", Reply(text="one two three"), "ExecutionSucceeded", {}),
+        ("stream", Reply(text="one two three"), "ExecutionSucceeded", {}),
+        ("generate", ServerFails(status=500), "ExecutionFailed", {}),
+        ("stream", ServerFails(status=500), "ExecutionFailed", {}),
+        ("stream", BrokenStream(after_chunks=2, text="one two three four"), "ExecutionFailed", {}),
+        ("generate", RateLimited(retry_after=0), "ExecutionFailed", _DEADLINE_IN_A_BACKOFF),
+        # The base did not wait here, unlike every other ending of a completion or a stream.
+        ("stream", RateLimited(retry_after=0), "ExecutionFailed", _DEADLINE_IN_A_BACKOFF),
     ],
 )
 async def test_a_call_returns_or_raises_once_its_last_event_is_durable(
@@ -355,10 +361,12 @@ async def test_a_call_returns_or_raises_once_its_last_event_is_durable(
     call: Call,
     behaviour: Behaviour,
     ending: str,
+    settings: dict[str, Any],
 ) -> None:
     server.default("a", behaviour)
     sink = _SlowDurableSink()
-    executor = LLMExecutor("openai/a", max_retries=0, sink=sink, providers=providers, retry_policy=fast_retries)
+    settings = {"max_retries": 0, "retry_policy": fast_retries, **settings}
+    executor = LLMExecutor("openai/a", sink=sink, providers=providers, **settings)
     with contextlib.suppress(ProviderError):
         await _call(executor, call)
     assert [(event_type, future.done()) for event_type, future in sink.asked] == [(ending, True)]
