@@ -27,7 +27,7 @@ from llm_ledger.events import Event, EventDraft
 from llm_ledger.executor import ProviderSettings, RetryPolicy
 from llm_ledger.executor.client import CallParams, Completion, ModelClient
 from llm_ledger.executor.context import ExecutionContext
-from llm_ledger.executor.errors import ProviderError
+from llm_ledger.executor.errors import ProviderError, StreamInterruptedError
 from llm_ledger.executor.policy import Decision
 from llm_ledger.executor.routing import ModelRoute
 from llm_ledger.executor.tracing import AttemptTrace, ExecutionTrace
@@ -377,13 +377,13 @@ async def test_a_call_returns_or_raises_once_its_last_event_is_durable(
 class _ObservedStream:
     """A model client whose stream says how far it got and when it was closed: ``yielded`` counts the
     chunks it has handed out, ``closed_with`` is the number of events in the sink when it was closed
-    (None while open). After ``chunks`` chunks it waits for ever (``hang``) or ends."""
+    (None while open). After its ``chunks`` it waits for ever (``hang``) or ends."""
 
     server_address: str | None = None
     server_port: int | None = None
     secrets: tuple[str, ...] = ()
 
-    def __init__(self, route: ModelRoute, sink: InMemorySink, chunks: int, hang: bool) -> None:
+    def __init__(self, route: ModelRoute, sink: InMemorySink, chunks: Sequence[str], hang: bool) -> None:
         self.route = route
         self.sink = sink
         self.chunks = chunks
@@ -398,17 +398,19 @@ class _ObservedStream:
         self, messages: Sequence[LLMMessage], params: CallParams, result: Completion
     ) -> AsyncIterator[str]:
         try:
-            for number in range(self.chunks):
+            for chunk in self.chunks:
                 await asyncio.sleep(0)
                 self.yielded += 1
-                yield f"chunk {number} "
+                yield chunk
             if self.hang:
                 await asyncio.Event().wait()
         finally:
             self.closed_with = len(self.sink.events)
 
 
-def _observed(sink: InMemorySink, chunks: int, hang: bool = False) -> tuple[LLMExecutor, list[_ObservedStream]]:
+def _observed(
+    sink: InMemorySink, chunks: Sequence[str], hang: bool = False
+) -> tuple[LLMExecutor, list[_ObservedStream]]:
     made: list[_ObservedStream] = []
 
     def factory(route: ModelRoute, _providers: Any) -> ModelClient:
@@ -420,7 +422,7 @@ def _observed(sink: InMemorySink, chunks: int, hang: bool = False) -> tuple[LLME
 
 async def test_a_stream_passes_each_chunk_on_before_asking_the_model_for_the_next() -> None:
     sink = InMemorySink()
-    executor, clients = _observed(sink, chunks=3)
+    executor, clients = _observed(sink, chunks=["chunk 0 ", "chunk 1 ", "chunk 2 "])
     seen: list[tuple[str, int]] = []
     with execution_context(tenant_id="acme"):
         async for chunk in executor.generate_stream(MESSAGES):
@@ -454,7 +456,7 @@ async def test_a_stream_the_caller_leaves_closes_the_model_stream_before_recordi
     close: Callable[[AsyncGenerator[str, None]], Awaitable[None]],
 ) -> None:
     sink = InMemorySink()
-    executor, clients = _observed(sink, chunks=1, hang=True)
+    executor, clients = _observed(sink, chunks=["chunk 0 "], hang=True)
     with execution_context(tenant_id="acme"):
         await close(executor.generate_stream(MESSAGES))
     assert _route(sink.events) == [
@@ -464,3 +466,35 @@ async def test_a_stream_the_caller_leaves_closes_the_model_stream_before_recordi
         ("ExecutionFailed", "cancelled", 1, "openai/a", 1),
     ]
     assert [client.closed_with for client in clients] == [2, None], "closed at once, before the cancel is recorded"
+
+
+async def test_an_empty_chunk_from_the_model_neither_reaches_the_caller_nor_counts_as_delivered() -> None:
+    sink = InMemorySink()
+    executor, _ = _observed(sink, chunks=["", "one ", "", "two"], hang=True)
+    with execution_context(tenant_id="acme"):
+        stream = executor.generate_stream(MESSAGES)
+        assert [await anext(stream), await anext(stream)] == ["one ", "two"]
+        await stream.aclose()
+    assert _route(sink.events)[-1] == ("ExecutionFailed", "cancelled", 1, "openai/a", 2)
+
+
+async def test_a_stream_interrupted_after_a_chunk_raises_with_the_model_error_as_its_cause(
+    server: FakeProviderServer, providers: dict[str, ProviderSettings], sink: InMemorySink, fast_retries: RetryPolicy
+) -> None:
+    server.script("a", BrokenStream(after_chunks=2, text="one two three four"))
+    executor = LLMExecutor(
+        "openai/a", fallback_models=["openai/b"], max_retries=1, sink=sink, providers=providers,
+        retry_policy=fast_retries,
+    )  # fmt: skip
+    with pytest.raises(StreamInterruptedError) as raised:
+        await _call(executor, "stream")
+    assert raised.value.__cause__ is raised.value.cause
+    assert raised.value.chunks_delivered == 2
+    error_type = raised.value.cause.error_type
+    assert _route(sink.events) == [
+        ("ExecutionStarted",),
+        ("AttemptStarted", 1, "openai/a", 0, 0),
+        ("AttemptFailed", 1, error_type, "fail", None, 2),
+        ("ExecutionFailed", "stream_interrupted", 1, "openai/a", 2),
+    ]
+    assert server.requests_for("b") == []
