@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Literal
 from uuid import UUID
 
@@ -27,8 +27,9 @@ from llm_ledger.events import Event, EventDraft
 from llm_ledger.executor import ProviderSettings, RetryPolicy
 from llm_ledger.executor.client import CallParams, Completion, ModelClient
 from llm_ledger.executor.context import ExecutionContext
-from llm_ledger.executor.errors import ProviderError
+from llm_ledger.executor.errors import ProviderError, StreamInterruptedError
 from llm_ledger.executor.policy import Decision
+from llm_ledger.executor.routing import ModelRoute
 from llm_ledger.executor.tracing import AttemptTrace, ExecutionTrace
 from tests.fakes import Behaviour, BrokenStream, FakeProviderServer, RateLimited, Reply, Stall
 from tests.fakes import ServerError as ServerFails
@@ -338,14 +339,20 @@ class _SlowDurableSink(InMemorySink):
         return future
 
 
+_DEADLINE_IN_A_BACKOFF: dict[str, Any] = {"timeout_seconds": 0.3, "retry_policy": _RetryPastTheDeadline()}
+
+
 @pytest.mark.parametrize(
-    ("call", "behaviour", "ending"),
+    ("call", "behaviour", "ending", "settings"),
     [
-        ("generate", Reply(text="one two three"), "ExecutionSucceeded"),
-        ("stream", Reply(text="one two three"), "ExecutionSucceeded"),
-        ("generate", ServerFails(status=500), "ExecutionFailed"),
-        ("stream", ServerFails(status=500), "ExecutionFailed"),
-        ("stream", BrokenStream(after_chunks=2, text="one two three four"), "ExecutionFailed"),
+        ("generate", Reply(text="one two three"), "ExecutionSucceeded", {}),
+        ("stream", Reply(text="one two three"), "ExecutionSucceeded", {}),
+        ("generate", ServerFails(status=500), "ExecutionFailed", {}),
+        ("stream", ServerFails(status=500), "ExecutionFailed", {}),
+        ("stream", BrokenStream(after_chunks=2, text="one two three four"), "ExecutionFailed", {}),
+        ("generate", RateLimited(retry_after=0), "ExecutionFailed", _DEADLINE_IN_A_BACKOFF),
+        # The base did not wait here, unlike every other ending of a completion or a stream.
+        ("stream", RateLimited(retry_after=0), "ExecutionFailed", _DEADLINE_IN_A_BACKOFF),
     ],
 )
 async def test_a_call_returns_or_raises_once_its_last_event_is_durable(
@@ -355,11 +362,139 @@ async def test_a_call_returns_or_raises_once_its_last_event_is_durable(
     call: Call,
     behaviour: Behaviour,
     ending: str,
+    settings: dict[str, Any],
 ) -> None:
     server.default("a", behaviour)
     sink = _SlowDurableSink()
-    executor = LLMExecutor("openai/a", max_retries=0, sink=sink, providers=providers, retry_policy=fast_retries)
+    settings = {"max_retries": 0, "retry_policy": fast_retries, **settings}
+    executor = LLMExecutor("openai/a", sink=sink, providers=providers, **settings)
     with contextlib.suppress(ProviderError):
         await _call(executor, call)
     assert [(event_type, future.done()) for event_type, future in sink.asked] == [(ending, True)]
     assert sink.events[-1].event_type == ending
+
+
+class _ObservedStream:
+    """A model client whose stream says how far it got and when it was closed: ``yielded`` counts the
+    chunks it has handed out, ``closed_with`` is the number of events in the sink when it was closed
+    (None while open). After its ``chunks`` it waits for ever (``hang``) or ends."""
+
+    server_address: str | None = None
+    server_port: int | None = None
+    secrets: tuple[str, ...] = ()
+
+    def __init__(self, route: ModelRoute, sink: InMemorySink, chunks: Sequence[str], hang: bool) -> None:
+        self.route = route
+        self.sink = sink
+        self.chunks = chunks
+        self.hang = hang
+        self.yielded = 0
+        self.closed_with: int | None = None
+
+    async def complete(self, messages: Sequence[LLMMessage], params: CallParams) -> Completion:
+        raise NotImplementedError
+
+    async def stream(
+        self, messages: Sequence[LLMMessage], params: CallParams, result: Completion
+    ) -> AsyncIterator[str]:
+        try:
+            for chunk in self.chunks:
+                await asyncio.sleep(0)
+                self.yielded += 1
+                yield chunk
+            if self.hang:
+                await asyncio.Event().wait()
+        finally:
+            self.closed_with = len(self.sink.events)
+
+
+def _observed(
+    sink: InMemorySink, chunks: Sequence[str], hang: bool = False
+) -> tuple[LLMExecutor, list[_ObservedStream]]:
+    made: list[_ObservedStream] = []
+
+    def factory(route: ModelRoute, _providers: Any) -> ModelClient:
+        made.append(_ObservedStream(route, sink, chunks, hang))
+        return made[-1]
+
+    return LLMExecutor("openai/a", fallback_models=["openai/b"], sink=sink, client_factory=factory), made
+
+
+async def test_a_stream_passes_each_chunk_on_before_asking_the_model_for_the_next() -> None:
+    sink = InMemorySink()
+    executor, clients = _observed(sink, chunks=["chunk 0 ", "chunk 1 ", "chunk 2 "])
+    seen: list[tuple[str, int]] = []
+    with execution_context(tenant_id="acme"):
+        async for chunk in executor.generate_stream(MESSAGES):
+            seen.append((chunk, clients[0].yielded))
+    assert seen == [("chunk 0 ", 1), ("chunk 1 ", 2), ("chunk 2 ", 3)]
+    assert sink.events[-1].event_type == "ExecutionSucceeded"
+
+
+async def _closed_by_aclose(stream: AsyncGenerator[str, None]) -> None:
+    await anext(stream)
+    await stream.aclose()
+
+
+async def _closed_by_leaving_async_for(stream: AsyncGenerator[str, None]) -> None:
+    async with contextlib.aclosing(stream):
+        async for _ in stream:
+            break
+
+
+async def _cancelled_awaiting_a_chunk(stream: AsyncGenerator[str, None]) -> None:
+    await anext(stream)
+    task = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+@pytest.mark.parametrize("close", [_closed_by_aclose, _closed_by_leaving_async_for, _cancelled_awaiting_a_chunk])
+async def test_a_stream_the_caller_leaves_closes_the_model_stream_before_recording_the_cancel(
+    close: Callable[[AsyncGenerator[str, None]], Awaitable[None]],
+) -> None:
+    sink = InMemorySink()
+    executor, clients = _observed(sink, chunks=["chunk 0 "], hang=True)
+    with execution_context(tenant_id="acme"):
+        await close(executor.generate_stream(MESSAGES))
+    assert _route(sink.events) == [
+        ("ExecutionStarted",),
+        ("AttemptStarted", 1, "openai/a", 0, 0),
+        ("AttemptFailed", 1, "cancelled", "fail", None, 1),
+        ("ExecutionFailed", "cancelled", 1, "openai/a", 1),
+    ]
+    assert [client.closed_with for client in clients] == [2, None], "closed at once, before the cancel is recorded"
+
+
+async def test_an_empty_chunk_from_the_model_neither_reaches_the_caller_nor_counts_as_delivered() -> None:
+    sink = InMemorySink()
+    executor, _ = _observed(sink, chunks=["", "one ", "", "two"], hang=True)
+    with execution_context(tenant_id="acme"):
+        stream = executor.generate_stream(MESSAGES)
+        assert [await anext(stream), await anext(stream)] == ["one ", "two"]
+        await stream.aclose()
+    assert _route(sink.events)[-1] == ("ExecutionFailed", "cancelled", 1, "openai/a", 2)
+
+
+async def test_a_stream_interrupted_after_a_chunk_raises_with_the_model_error_as_its_cause(
+    server: FakeProviderServer, providers: dict[str, ProviderSettings], sink: InMemorySink, fast_retries: RetryPolicy
+) -> None:
+    server.script("a", BrokenStream(after_chunks=2, text="one two three four"))
+    executor = LLMExecutor(
+        "openai/a", fallback_models=["openai/b"], max_retries=1, sink=sink, providers=providers,
+        retry_policy=fast_retries,
+    )  # fmt: skip
+    with pytest.raises(StreamInterruptedError) as raised:
+        await _call(executor, "stream")
+    assert raised.value.__cause__ is raised.value.cause
+    assert raised.value.chunks_delivered == 2
+    error_type = raised.value.cause.error_type
+    assert _route(sink.events) == [
+        ("ExecutionStarted",),
+        ("AttemptStarted", 1, "openai/a", 0, 0),
+        ("AttemptFailed", 1, error_type, "fail", None, 2),
+        ("ExecutionFailed", "stream_interrupted", 1, "openai/a", 2),
+    ]
+    assert server.requests_for("b") == []
