@@ -90,9 +90,9 @@ async def test_provider_failure_is_classified(
     assert error.status_code == status
     assert error.model == f"{provider}/m-1" and error.provider == provider
     failed = [e for e in sink.events if e.event_type == "AttemptFailed"]
-    assert [e.payload.error_type for e in failed] == [expected.error_type]  # type: ignore[union-attr]
+    assert [e.payload.error_type for e in failed] == [expected.error_type]
     if status is not None:
-        assert failed[0].payload.request_id, "the provider's request id is recorded"  # type: ignore[union-attr]
+        assert failed[0].payload.request_id, "the provider's request id is recorded"
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -175,7 +175,7 @@ async def test_streamed_usage_is_a_token_usage_for_every_provider(
     assert "".join(chunks) == "streamed answer in parts"
     succeeded = sink.events[-1]
     assert succeeded.event_type == "ExecutionSucceeded"
-    usage = succeeded.payload.usage  # type: ignore[union-attr]
+    usage = succeeded.payload.usage
     assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (9, 5)
 
 
@@ -199,8 +199,8 @@ async def test_a_missing_api_key_is_a_recorded_authentication_failure_that_falls
     assert response.model == "openai/m-2"
     assert server.requests_for("m-1") == [], "no request is sent without a key"
     failed = next(e for e in sink.events if e.event_type == "AttemptFailed")
-    assert failed.payload.error_type == "authentication"  # type: ignore[union-attr]
-    assert "GROQ_API_KEY" in failed.payload.message  # type: ignore[union-attr]
+    assert failed.payload.error_type == "authentication"
+    assert "GROQ_API_KEY" in failed.payload.message
 
 
 async def test_agno_does_not_print_the_failures_the_executor_records(

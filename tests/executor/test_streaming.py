@@ -111,5 +111,5 @@ async def test_a_consumer_that_stops_reading_is_recorded_as_cancelled(
     assert first
     assert sink.events[-1].event_type == "ExecutionFailed"
     payload = sink.events[-1].payload
-    assert (payload.error_type, payload.chunks_delivered) == ("cancelled", 1)  # type: ignore[union-attr]
+    assert (payload.error_type, payload.chunks_delivered) == ("cancelled", 1)
     assert verify_chain(sink.events).ok

@@ -47,7 +47,8 @@ def _assert_exactly(store: EventStore, tenant: str, accepted: int) -> None:
     events = store.read_tenant(tenant)
     assert len(events) == accepted, "every accepted event is stored"
     assert len({e.event_id for e in events}) == accepted, "and none twice"
-    assert verify_chain(sorted(events, key=lambda e: (str(e.stream_id), e.stream_position))).ok
+    in_stream_order = sorted(events, key=lambda e: (str(e.stream_id), e.stream_position))
+    assert verify_chain(in_stream_order).ok
     terminal = [e for e in events if e.event_type in ("ExecutionSucceeded", "ExecutionFailed")]
     assert len(terminal) == len({e.stream_id for e in events}), "every stream is complete"
 
