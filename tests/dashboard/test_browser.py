@@ -31,8 +31,8 @@ from tests.dashboard.conftest import PopulatedLedger
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "dashboard"
-STARTUP_SECONDS = 30
-PAGE_SECONDS = 30
+STARTUP_SECONDS = 60
+PAGE_SECONDS = 60
 
 
 def _free_port() -> int:

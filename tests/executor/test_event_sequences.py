@@ -209,8 +209,8 @@ async def test_a_retry_after_longer_than_the_limit_falls_back_at_once(
 async def test_the_deadline_bounds_the_whole_execution(
     server: FakeProviderServer, providers: dict[str, ProviderSettings], sink: InMemorySink, fast_retries: RetryPolicy
 ) -> None:
-    server.default("a", Stall(seconds=3))
-    server.default("b", Stall(seconds=3))
+    server.default("a", Stall(seconds=60))  # far beyond the deadline: only the deadline can end the call early
+    server.default("b", Stall(seconds=60))
     executor = LLMExecutor(
         "openai/a",
         fallback_models=["anthropic/b"],
@@ -224,7 +224,7 @@ async def test_the_deadline_bounds_the_whole_execution(
     started = loop.time()
     with execution_context(**CONTEXT), pytest.raises(DeadlineExceededError):
         await executor.generate(MESSAGES)
-    assert loop.time() - started < 1.5, "the deadline, not the provider, decided when to stop"
+    assert loop.time() - started < 30, "the deadline, not the provider, decided when to stop"
     events = sink.events
     assert events[-1].event_type == "ExecutionFailed"
     assert events[-1].payload.error_type == "deadline_exceeded"
@@ -236,7 +236,7 @@ async def test_the_deadline_bounds_the_whole_execution(
 async def test_a_cancelled_call_ends_its_stream_with_execution_failed_cancelled(
     server: FakeProviderServer, providers: dict[str, ProviderSettings], sink: InMemorySink
 ) -> None:
-    server.script("a", Stall(seconds=3))
+    server.script("a", Stall(seconds=60))  # never answers before the cancel
     executor = LLMExecutor("openai/a", sink=sink, providers=providers)
 
     async def call() -> None:
@@ -244,7 +244,7 @@ async def test_a_cancelled_call_ends_its_stream_with_execution_failed_cancelled(
             await executor.generate(MESSAGES)
 
     task = asyncio.create_task(call())
-    for _ in range(500):  # until the provider has the request in hand
+    for _ in range(3000):  # until the provider has the request in hand
         if server.requests_for("a"):
             break
         await asyncio.sleep(0.01)

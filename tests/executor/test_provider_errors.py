@@ -50,7 +50,7 @@ CASES: list[tuple[str, Behaviour, type[ProviderError], int | None]] = [
     ("invalid request", BadRequest("temperature must be <= 2"), InvalidRequestError, 400),
     ("unknown model", NotFound(), ModelNotFoundError, 404),
     ("content filtered", ContentFiltered(), ContentFilterError, None),
-    ("stall past the timeout", Stall(seconds=1.5), TimeoutError, None),
+    ("stall past the timeout", Stall(seconds=60), TimeoutError, None),
     ("connection dropped", Disconnect(), ProviderConnectionError, None),
 ]
 

@@ -82,7 +82,7 @@ async def test_a_failure_after_the_first_chunk_ends_the_stream_without_fallback(
 async def test_a_stalled_stream_times_out_and_falls_back(
     server: FakeProviderServer, providers: dict[str, ProviderSettings], sink: InMemorySink, fast_retries: RetryPolicy
 ) -> None:
-    server.script("a", Stall(seconds=2))
+    server.script("a", Stall(seconds=60))
     server.script("b", Reply(text="quick"))
     executor = LLMExecutor(
         "openai/a",
