@@ -239,11 +239,12 @@ def test_nothing_is_exported_without_configuration() -> None:
     assert lines["TRACE_ID"] == "None", "events carry no ids of spans that do not exist"
 
 
-# Exports that could hold the process for a minute each: an exit that waited for one (the SDK's own exit
-# hooks wait 30 s) takes 30 s or more, an exit bounded by EXIT_BUDGET_SECONDS about 2 s, 2.2 s with both
-# cores busy. The bound sits far from both; the figure itself is measured by bench/otel_exit.py.
+# Exports that could hold the process for a minute each: an exit that waited for one takes 60 s, an exit
+# bounded by EXIT_BUDGET_SECONDS about 2 s (16.5 s at worst, measured at nice 10 against two busy loops and a
+# test run). The bound sits between; the SDK's own exit hooks (30 s) are checked by the test below, and the
+# figure itself is measured by bench/otel_exit.py.
 HELD_EXPORTS = {"OTEL_EXPORTER_OTLP_TIMEOUT": "60"}
-EXITS_WITHIN = 20.0
+EXITS_WITHIN = 45.0
 
 
 @pytest.mark.parametrize("collector", ["down", "stalled"])
