@@ -485,7 +485,7 @@ def check_sample(plan: Plan) -> None:
     data, _ = SliceBuilder(plan, 0).build()
     for line in data.decode().splitlines()[:5000]:
         values = [None if v == "\\N" else v for v in line.split("\t")]
-        record = dict(zip(STORED_COLUMNS, values, strict=True))
+        record: dict[str, object] = dict(zip(STORED_COLUMNS, values, strict=True))
         record["payload"] = orjson.loads(str(record["payload"]).replace("\\\\", "\\"))
         record["occurred_at"] = datetime.fromisoformat(str(record["occurred_at"]))
         parse_event(record)

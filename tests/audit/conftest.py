@@ -160,7 +160,7 @@ class Ledger:
         wait_until_sealable(self.url)
         return seal_ledger(self.sealer_url, signing_key=signing_key, **options)
 
-    def tamper(self, change: Callable[[Connection], None]) -> None:
+    def tamper(self, change: Callable[[Connection], object]) -> None:
         """Run ``change`` with every append-only trigger disabled (PostgreSQL, as the superuser) or dropped
         (SQLite)."""
         tables = [events.name, *(table.name for table in AUDIT_TABLES)]

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import Connection, delete, insert, select, update
@@ -16,7 +16,7 @@ from llm_ledger.audit import SigningKey
 from llm_ledger.audit.schema import seal_streams, seals
 from llm_ledger.audit.seals import Seal
 from llm_ledger.cli import main
-from llm_ledger.events import StreamHeader, seal_event
+from llm_ledger.events import Event, StreamHeader, seal_event
 from llm_ledger.store import as_utc
 from llm_ledger.store.rows import event_to_row, row_to_event
 from llm_ledger.store.schema import events
@@ -60,7 +60,8 @@ def resealed(rows: list[Any], header: StreamHeader, *, shift: timedelta, ids: bo
             span_id=event.span_id,
             event_id=uuid.uuid4() if ids else event.event_id,
         )
-        made.append(event_to_row(sealed, 0))
+        # sealing builds the concrete event class; it is typed as the EventEnvelope base
+        made.append(event_to_row(cast(Event, sealed), 0))
         prev_hash = sealed.hash
     return made
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -20,17 +21,19 @@ from llm_ledger.audit.errors import AuditConfigurationError
 from llm_ledger.audit.schema import seals
 from llm_ledger.cli import main
 from llm_ledger.demo.workload import run_workload
-from llm_ledger.events import Event, EventEnvelope, StreamHeader, seal_event
+from llm_ledger.events import Event, StreamHeader, seal_event
 from llm_ledger.store import as_utc, create_store_engine, migrate
 from tests.audit.conftest import TENANTS, Ledger, seal_all, store_events, wait_until_sealable
 
 
-def started_event(recorded: list[Event], header: StreamHeader, occurred_at: datetime) -> EventEnvelope:
+def started_event(recorded: list[Event], header: StreamHeader, occurred_at: datetime) -> Event:
     """The first event of a new stream, with a recorded ExecutionStarted's payload."""
     payload = next(event.payload for event in recorded if event.event_type == "ExecutionStarted")
-    return seal_event(
+    sealed = seal_event(
         header, position=0, prev_hash=None, payload=payload, event_type="ExecutionStarted", occurred_at=occurred_at
     )
+    # sealing builds the concrete event class; it is typed as the EventEnvelope base
+    return cast(Event, sealed)
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

@@ -37,7 +37,7 @@ def rendered_text(app: AppTest) -> str:
                 walk(child)
             return
         value = getattr(node, "value", None)
-        parts.append(value.to_csv() if hasattr(value, "to_csv") else str(value))
+        parts.append(value.to_csv() if value is not None and hasattr(value, "to_csv") else str(value))
         parts.extend(str(option) for option in getattr(node, "options", []) or [])
         parts.append(str(getattr(node, "proto", "")))
 

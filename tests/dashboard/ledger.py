@@ -10,6 +10,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from llm_ledger import AllModelsFailedError, LLMExecutor, LLMMessage, RetryPolicy, execution_context
 from llm_ledger.events import TERMINAL_EVENT_TYPES, Event, StreamHeader, StreamSealer
@@ -69,15 +70,15 @@ def moved_back(events: Sequence[Event], by: timedelta, *, traced: bool = False) 
         )
         trace_id = secrets.token_hex(16) if traced else None
         for event in sorted(stream, key=lambda e: e.stream_position):
-            moved.append(
-                sealer.seal(
-                    event.event_type,
-                    event.payload,
-                    occurred_at=event.occurred_at - by,
-                    trace_id=trace_id or event.trace_id,
-                    span_id=secrets.token_hex(8) if traced else event.span_id,
-                )
+            sealed = sealer.seal(
+                event.event_type,
+                event.payload,
+                occurred_at=event.occurred_at - by,
+                trace_id=trace_id or event.trace_id,
+                span_id=secrets.token_hex(8) if traced else event.span_id,
             )
+            # sealing builds the concrete event class; it is typed as the EventEnvelope base
+            moved.append(cast(Event, sealed))
     return moved
 
 

@@ -19,8 +19,8 @@ import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.chrome.webdriver import WebDriver  # Chromium's driver: it has get_log
 from selenium.webdriver.common.by import By
-from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from llm_ledger.dashboard import PAGES as PAGE_TITLES
@@ -31,8 +31,8 @@ from tests.dashboard.conftest import PopulatedLedger
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "dashboard"
-STARTUP_SECONDS = 30
-PAGE_SECONDS = 30
+STARTUP_SECONDS = 60
+PAGE_SECONDS = 60
 
 
 def _free_port() -> int:

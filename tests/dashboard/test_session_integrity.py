@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import Connection, create_engine, delete, select, text, update
@@ -17,7 +17,7 @@ from sqlalchemy import Connection, create_engine, delete, select, text, update
 from llm_ledger.audit import seal_ledger, verify_ledger
 from llm_ledger.audit.timeline import ExecutionView
 from llm_ledger.dashboard.view import DashboardView
-from llm_ledger.events import StreamHeader, seal_event, uuid7
+from llm_ledger.events import Event, StreamHeader, seal_event, uuid7
 from llm_ledger.store import EventStore, normalize_url
 from llm_ledger.store.rows import event_to_row, row_to_event
 from llm_ledger.store.schema import events
@@ -85,7 +85,8 @@ def _rehashed(rows: list[Any], forged_position: int) -> list[dict[str, Any]]:
             span_id=event.span_id,
             event_id=event.event_id,
         )
-        made.append(event_to_row(sealed, 0))
+        # sealing builds the concrete event class; it is typed as the EventEnvelope base
+        made.append(event_to_row(cast(Event, sealed), 0))
         prev_hash = sealed.hash
     return made
 

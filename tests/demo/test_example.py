@@ -46,7 +46,7 @@ def test_the_focal_example_runs_one_recorded_turn(clean_environment: Callable[..
         "generate_structured",
     ]
     # acme's support agent writes with Anthropic: the tenant+agent override of pipeline.toml.
-    assert getattr(starts[2].payload, "chain", ())[0] == "mock/anthropic-claude-3.5-sonnet"
+    assert starts[2].payload.chain[0] == "mock/anthropic-claude-3.5-sonnet"
     fallbacks = [e for e in events if e.event_type == "FallbackTriggered"]
     assert [(e.step, getattr(e.payload, "reason", "")) for e in fallbacks] == [("rule_filtering", "rate_limit")]
     assert sum(e.event_type in ("ExecutionSucceeded", "ExecutionFailed") for e in events) == len(STEPS)

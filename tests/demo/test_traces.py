@@ -53,6 +53,7 @@ def test_the_demo_exports_its_traces(
     assert len(spans) == len(starts) + len(attempts)
     by_id = {span.span_id: span for span in spans}
     for event in starts + attempts:
+        assert event.span_id is not None, event
         span = by_id[event.span_id]
         assert span.trace_id == event.trace_id
         assert span.attributes["llm_ledger.execution_id"] == str(event.stream_id)

@@ -207,11 +207,11 @@ def test_the_postgres_service_gets_every_login_its_init_script_creates() -> None
 def _published(service: dict[str, Any]) -> list[tuple[str, str, str]]:
     """``(host address, host port, container port)`` of each published port (short syntax); an address
     left out is every interface, 0.0.0.0."""
-    published = []
+    published: list[tuple[str, str, str]] = []
     for port in service.get("ports", []):
         parts = str(port).split(":")
         assert len(parts) in (2, 3), f"{port!r}: name the host port"
-        published.append(("0.0.0.0", *parts) if len(parts) == 2 else (parts[0], parts[1], parts[2]))
+        published.append(("0.0.0.0", parts[0], parts[1]) if len(parts) == 2 else (parts[0], parts[1], parts[2]))
     return published
 
 

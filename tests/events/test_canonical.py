@@ -2,6 +2,7 @@
 
 import math
 import struct
+from typing import TypeAlias
 
 import pytest
 import rfc8785
@@ -9,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm_ledger.events import CanonicalizationError, canonical_json
+
+Json: TypeAlias = "bool | int | float | str | list[Json] | dict[str, Json] | None"
 
 json_values = st.recursive(
     st.none()
@@ -28,7 +31,7 @@ json_values = st.recursive(
 
 @settings(max_examples=400, deadline=None)
 @given(json_values)
-def test_matches_an_independent_rfc8785_implementation(value: object) -> None:
+def test_matches_an_independent_rfc8785_implementation(value: Json) -> None:
     assert canonical_json(value) == rfc8785.dumps(value)
 
 
@@ -61,8 +64,7 @@ def test_values_without_a_canonical_form_are_rejected_clearly(value: object) -> 
 def test_event_payloads_reject_numbers_json_cannot_hold(value: float) -> None:
     from pydantic import ValidationError
 
-    from llm_ledger.events import FallbackTriggeredPayload, RequestParameters
+    from llm_ledger.events import RequestParameters
 
     with pytest.raises(ValidationError):
         RequestParameters(temperature=value)
-    assert FallbackTriggeredPayload  # the same Number type is used by every float field

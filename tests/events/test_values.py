@@ -50,7 +50,7 @@ numbers = st.one_of(
 texts = st.text(max_size=40)
 # What a provider supplies is made storable (NULs replaced, values cut or clamped: test_storable.py); the
 # values equal the model's for whatever needs no such change.
-provider_texts = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=40)
+provider_texts = st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=40)
 retry_afters = st.floats(min_value=0, max_value=86400) | st.integers(min_value=0, max_value=86400)
 ids = st.integers(min_value=0, max_value=10**6)
 opt = st.none

@@ -78,7 +78,7 @@ async def test_a_throttled_then_failing_chain_falls_back_to_the_model_that_answe
     ]
     _assert_well_formed(events, "rule_filtering")
     failed = [e.payload for e in events if e.event_type == "AttemptFailed"]
-    assert [(p.model, p.error_type, p.next_action) for p in failed] == [  # type: ignore[union-attr]
+    assert [(p.model, p.error_type, p.next_action) for p in failed] == [
         ("openrouter/a", "rate_limit", "retry"),
         ("openrouter/a", "rate_limit", "retry"),
         ("openrouter/a", "rate_limit", "fall_back"),
@@ -87,7 +87,7 @@ async def test_a_throttled_then_failing_chain_falls_back_to_the_model_that_answe
         ("anthropic/b", "server_error", "fall_back"),
     ]
     fallbacks = [e.payload for e in events if e.event_type == "FallbackTriggered"]
-    assert [(p.from_model, p.to_model, p.reason) for p in fallbacks] == [  # type: ignore[union-attr]
+    assert [(p.from_model, p.to_model, p.reason) for p in fallbacks] == [
         ("openrouter/a", "anthropic/b", "rate_limit"),
         ("anthropic/b", "openai/c", "server_error"),
     ]
@@ -181,8 +181,8 @@ async def test_retry_after_is_honoured_as_the_least_wait(
     with execution_context(**CONTEXT):
         await executor.generate(MESSAGES)
     failed = next(e for e in sink.events if e.event_type == "AttemptFailed").payload
-    assert failed.retry_after_seconds == pytest.approx(0.3)  # type: ignore[union-attr]
-    assert failed.backoff_seconds >= 0.3  # type: ignore[union-attr]
+    assert failed.retry_after_seconds == pytest.approx(0.3)
+    assert failed.backoff_seconds is not None and failed.backoff_seconds >= 0.3
     first, second = server.requests_for("a")
     assert second.received_at - first.received_at >= 0.3
 
@@ -203,14 +203,14 @@ async def test_a_retry_after_longer_than_the_limit_falls_back_at_once(
     assert response.model == "anthropic/b"
     assert len(server.requests_for("a")) == 1
     failed = next(e for e in sink.events if e.event_type == "AttemptFailed").payload
-    assert failed.next_action == "fall_back"  # type: ignore[union-attr]
+    assert failed.next_action == "fall_back"
 
 
 async def test_the_deadline_bounds_the_whole_execution(
     server: FakeProviderServer, providers: dict[str, ProviderSettings], sink: InMemorySink, fast_retries: RetryPolicy
 ) -> None:
-    server.default("a", Stall(seconds=3))
-    server.default("b", Stall(seconds=3))
+    server.default("a", Stall(seconds=60))  # far beyond the deadline: only the deadline can end the call early
+    server.default("b", Stall(seconds=60))
     executor = LLMExecutor(
         "openai/a",
         fallback_models=["anthropic/b"],
@@ -224,11 +224,11 @@ async def test_the_deadline_bounds_the_whole_execution(
     started = loop.time()
     with execution_context(**CONTEXT), pytest.raises(DeadlineExceededError):
         await executor.generate(MESSAGES)
-    assert loop.time() - started < 1.5, "the deadline, not the provider, decided when to stop"
+    assert loop.time() - started < 30, "the deadline, not the provider, decided when to stop"
     events = sink.events
     assert events[-1].event_type == "ExecutionFailed"
-    assert events[-1].payload.error_type == "deadline_exceeded"  # type: ignore[union-attr]
-    timeouts = [e.payload.timeout_seconds for e in events if e.event_type == "AttemptStarted"]  # type: ignore[union-attr]
+    assert events[-1].payload.error_type == "deadline_exceeded"
+    timeouts = [e.payload.timeout_seconds for e in events if e.event_type == "AttemptStarted"]
     assert timeouts[0] == pytest.approx(0.4)
     assert sum(timeouts) <= 0.7 + 1e-6
 
@@ -236,7 +236,7 @@ async def test_the_deadline_bounds_the_whole_execution(
 async def test_a_cancelled_call_ends_its_stream_with_execution_failed_cancelled(
     server: FakeProviderServer, providers: dict[str, ProviderSettings], sink: InMemorySink
 ) -> None:
-    server.script("a", Stall(seconds=3))
+    server.script("a", Stall(seconds=60))  # never answers before the cancel
     executor = LLMExecutor("openai/a", sink=sink, providers=providers)
 
     async def call() -> None:
@@ -244,7 +244,7 @@ async def test_a_cancelled_call_ends_its_stream_with_execution_failed_cancelled(
             await executor.generate(MESSAGES)
 
     task = asyncio.create_task(call())
-    for _ in range(500):  # until the provider has the request in hand
+    for _ in range(3000):  # until the provider has the request in hand
         if server.requests_for("a"):
             break
         await asyncio.sleep(0.01)

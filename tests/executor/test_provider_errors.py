@@ -50,7 +50,7 @@ CASES: list[tuple[str, Behaviour, type[ProviderError], int | None]] = [
     ("invalid request", BadRequest("temperature must be <= 2"), InvalidRequestError, 400),
     ("unknown model", NotFound(), ModelNotFoundError, 404),
     ("content filtered", ContentFiltered(), ContentFilterError, None),
-    ("stall past the timeout", Stall(seconds=1.5), TimeoutError, None),
+    ("stall past the timeout", Stall(seconds=60), TimeoutError, None),
     ("connection dropped", Disconnect(), ProviderConnectionError, None),
 ]
 
@@ -81,8 +81,10 @@ async def test_provider_failure_is_classified(
     status: int | None,
 ) -> None:
     server.script("m-1", behaviour)
+    # The attempt timeout must not decide the other cases: an answer on a busy machine can take over a
+    # second. Against the 60 s stall it is still the only way the call can end early.
     executor = LLMExecutor(
-        f"{provider}/m-1", max_retries=0, attempt_timeout_seconds=0.4, sink=sink, providers=providers
+        f"{provider}/m-1", max_retries=0, attempt_timeout_seconds=5.0, sink=sink, providers=providers
     )
     error = await _single_failure(executor)
 
@@ -90,9 +92,9 @@ async def test_provider_failure_is_classified(
     assert error.status_code == status
     assert error.model == f"{provider}/m-1" and error.provider == provider
     failed = [e for e in sink.events if e.event_type == "AttemptFailed"]
-    assert [e.payload.error_type for e in failed] == [expected.error_type]  # type: ignore[union-attr]
+    assert [e.payload.error_type for e in failed] == [expected.error_type]
     if status is not None:
-        assert failed[0].payload.request_id, "the provider's request id is recorded"  # type: ignore[union-attr]
+        assert failed[0].payload.request_id, "the provider's request id is recorded"
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -175,7 +177,7 @@ async def test_streamed_usage_is_a_token_usage_for_every_provider(
     assert "".join(chunks) == "streamed answer in parts"
     succeeded = sink.events[-1]
     assert succeeded.event_type == "ExecutionSucceeded"
-    usage = succeeded.payload.usage  # type: ignore[union-attr]
+    usage = succeeded.payload.usage
     assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (9, 5)
 
 
@@ -199,8 +201,8 @@ async def test_a_missing_api_key_is_a_recorded_authentication_failure_that_falls
     assert response.model == "openai/m-2"
     assert server.requests_for("m-1") == [], "no request is sent without a key"
     failed = next(e for e in sink.events if e.event_type == "AttemptFailed")
-    assert failed.payload.error_type == "authentication"  # type: ignore[union-attr]
-    assert "GROQ_API_KEY" in failed.payload.message  # type: ignore[union-attr]
+    assert failed.payload.error_type == "authentication"
+    assert "GROQ_API_KEY" in failed.payload.message
 
 
 async def test_agno_does_not_print_the_failures_the_executor_records(

@@ -82,13 +82,13 @@ async def test_a_failure_after_the_first_chunk_ends_the_stream_without_fallback(
 async def test_a_stalled_stream_times_out_and_falls_back(
     server: FakeProviderServer, providers: dict[str, ProviderSettings], sink: InMemorySink, fast_retries: RetryPolicy
 ) -> None:
-    server.script("a", Stall(seconds=2))
+    server.script("a", Stall(seconds=60))
     server.script("b", Reply(text="quick"))
     executor = LLMExecutor(
         "openai/a",
         fallback_models=["anthropic/b"],
         max_retries=0,
-        attempt_timeout_seconds=0.3,
+        attempt_timeout_seconds=5.0,  # far below the stall, far above a busy machine's answer
         sink=sink,
         providers=providers,
         retry_policy=fast_retries,
@@ -111,5 +111,5 @@ async def test_a_consumer_that_stops_reading_is_recorded_as_cancelled(
     assert first
     assert sink.events[-1].event_type == "ExecutionFailed"
     payload = sink.events[-1].payload
-    assert (payload.error_type, payload.chunks_delivered) == ("cancelled", 1)  # type: ignore[union-attr]
+    assert (payload.error_type, payload.chunks_delivered) == ("cancelled", 1)
     assert verify_chain(sink.events).ok

@@ -33,10 +33,10 @@ async def test_invalid_output_falls_back_to_a_model_that_answers_valid_json(
     assert verdict == Verdict(rule_ids=[7, 9], confident=True)
     assert response.model == "openai/b" and response.fallback_used
     failed = next(e for e in sink.events if e.event_type == "AttemptFailed").payload
-    assert failed.error_type == "invalid_output" and failed.next_action == "fall_back"  # type: ignore[union-attr]
-    assert "rule_ids" in failed.message  # type: ignore[union-attr]
+    assert failed.error_type == "invalid_output" and failed.next_action == "fall_back"
+    assert "rule_ids" in failed.message
     fallback = next(e for e in sink.events if e.event_type == "FallbackTriggered").payload
-    assert fallback.reason == "invalid_output"  # type: ignore[union-attr]
+    assert fallback.reason == "invalid_output"
     started = sink.events[0].payload
     assert started.output_schema == "Verdict" and started.operation == "generate_structured"  # type: ignore[union-attr]
 

@@ -781,8 +781,8 @@ class FakeProviderServer:
         started = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(started,), name="fake-llm-provider", daemon=True)
         self._thread.start()
-        if not started.wait(10.0):
-            raise RuntimeError("FakeProviderServer did not start within 10 s")
+        if not started.wait(60.0):
+            raise RuntimeError("FakeProviderServer did not start within 60 s")
         if self._startup_error is not None:
             self._thread = None
             raise RuntimeError("FakeProviderServer failed to start") from self._startup_error

@@ -65,7 +65,7 @@ STEP_COUNTERS = (
 STEP_SUMS = ("execution_latency_ms_sum", "attempt_latency_ms_sum")
 
 
-def moment(value: Any) -> datetime:
+def moment(value: datetime | str) -> datetime:
     """A timestamp as either driver returns it from a text query (SQLite: a string), in UTC."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)

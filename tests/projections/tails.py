@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from llm_ledger import LLMExecutor, LLMMessage, execution_context
 from llm_ledger.events import Event, StreamHeader, StreamSealer, uuid7
@@ -111,7 +112,8 @@ def events() -> list[Event]:
             payload = event.payload
             if event.event_type in ("AttemptSucceeded", "ExecutionSucceeded"):
                 payload = payload.model_copy(update={"latency_ms": placed.latency_ms})
-            made.append(sealer.seal(event.event_type, payload, occurred_at=at))
+            # sealing builds the concrete event class; it is typed as the EventEnvelope base
+            made.append(cast(Event, sealer.seal(event.event_type, payload, occurred_at=at)))
     return made
 
 

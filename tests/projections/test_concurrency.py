@@ -147,7 +147,7 @@ def test_a_projector_that_cannot_get_the_lock_in_time_says_it_is_busy(ledger_url
     holding = threading.Thread(target=hold)
     holding.start()
     try:
-        assert locked.wait(10)
+        assert locked.wait(60)
         result = waiter.catch_up(wait_seconds=0.2)
     finally:
         release.set()

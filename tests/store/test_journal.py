@@ -43,9 +43,15 @@ def _calls_returned_before_sigkill(url: str, spool: Path, tenant: str, calls: in
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    assert child.stdout is not None
+    stdout = child.stdout
+    assert stdout is not None
     lines: queue.Queue[str] = queue.Queue()
-    reader = threading.Thread(target=lambda: [lines.put(line) for line in child.stdout], daemon=True)  # type: ignore[union-attr]
+
+    def read_lines() -> None:
+        for line in stdout:
+            lines.put(line)
+
+    reader = threading.Thread(target=read_lines, daemon=True)
     reader.start()
     returned: list[str] = []
     deadline = time.monotonic() + 60

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from llm_ledger.events import compute_hash, verify_chain
+from llm_ledger.events import Event, compute_hash, verify_chain
 from llm_ledger.store import StoreConfigurationError, create_store_engine, migrate
 from llm_ledger.store.dialects import START
 from llm_ledger.store.errors import ConcurrencyError, InvalidEventError, UnreadableEventError
@@ -78,7 +78,7 @@ def test_read_all_pages_through_everything_in_order(store: EventStore) -> None:
     tenant = _tenant()
     events = make_events(6, tenant=tenant)
     store.append(events)
-    seen = []
+    seen: list[Event] = []
     cursor = START
     # On PostgreSQL a transaction left open anywhere on the server (another test's, another program's)
     # holds events back until it ends: a consumer polls, as this loop does, and must still see them

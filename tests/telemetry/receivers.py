@@ -441,7 +441,7 @@ class _OtlpReceiver:
         with self._cond:
             return self._attempts
 
-    def wait_for_attempts(self, count: int, timeout: float = 10.0) -> int:
+    def wait_for_attempts(self, count: int, timeout: float = 60.0) -> int:
         """Wait until at least ``count`` Export calls arrived (stalled or not); AssertionError otherwise."""
         with self._cond:
             if not self._cond.wait_for(lambda: self._attempts >= count, timeout):
@@ -506,7 +506,7 @@ class _OtlpReceiver:
             for scope in rs.scope_spans
         )
 
-    def wait_for_spans(self, count: int, timeout: float = 10.0) -> list[ReceivedSpan]:
+    def wait_for_spans(self, count: int, timeout: float = 60.0) -> list[ReceivedSpan]:
         """Wait until at least ``count`` spans arrived and return all spans; AssertionError listing what
         arrived otherwise."""
         with self._cond:
@@ -553,7 +553,7 @@ class _OtlpReceiver:
             points.extend(HistogramPoint(p.attributes, p.count or 0, p.sum) for p in metric.points)
         return points
 
-    def wait_for_metric(self, name: str, timeout: float = 10.0) -> list[ReceivedMetric]:
+    def wait_for_metric(self, name: str, timeout: float = 60.0) -> list[ReceivedMetric]:
         """Wait until a metric called ``name`` arrived and return its occurrences; AssertionError otherwise."""
         deadline = time.monotonic() + timeout
         while True:
