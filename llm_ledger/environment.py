@@ -93,34 +93,25 @@ LLM_LEDGER_DURABILITY = Variable(
 )
 
 # Providers: arguments to LLMExecutor win over these.
-OPENROUTER_API_KEY = Variable("OPENROUTER_API_KEY", "OpenRouter's API key", "llm_ledger/executor/routing.py")
-OPENROUTER_BASE_URL = Variable(
-    "OPENROUTER_BASE_URL",
-    "OpenRouter's endpoint",
-    "llm_ledger/executor/routing.py",
-    default_note="the provider's public endpoint",
-)
-ANTHROPIC_API_KEY = Variable("ANTHROPIC_API_KEY", "Anthropic's API key", "llm_ledger/executor/routing.py")
-ANTHROPIC_BASE_URL = Variable(
-    "ANTHROPIC_BASE_URL",
-    "Anthropic's endpoint",
-    "llm_ledger/executor/routing.py",
-    default_note="the provider's public endpoint",
-)
-OPENAI_API_KEY = Variable("OPENAI_API_KEY", "OpenAI's API key", "llm_ledger/executor/routing.py")
-OPENAI_BASE_URL = Variable(
-    "OPENAI_BASE_URL",
-    "OpenAI's endpoint",
-    "llm_ledger/executor/routing.py",
-    default_note="the provider's public endpoint",
-)
-GROQ_API_KEY = Variable("GROQ_API_KEY", "Groq's API key", "llm_ledger/executor/routing.py")
-GROQ_BASE_URL = Variable(
-    "GROQ_BASE_URL",
-    "Groq's endpoint",
-    "llm_ledger/executor/routing.py",
-    default_note="the provider's public endpoint",
-)
+
+
+def _provider(prefix: str, label: str) -> tuple[Variable, Variable]:
+    """A provider's API key and endpoint, read by the routing."""
+    return (
+        Variable(f"{prefix}_API_KEY", f"{label}'s API key", "llm_ledger/executor/routing.py"),
+        Variable(
+            f"{prefix}_BASE_URL",
+            f"{label}'s endpoint",
+            "llm_ledger/executor/routing.py",
+            default_note="the provider's public endpoint",
+        ),
+    )
+
+
+OPENROUTER_API_KEY, OPENROUTER_BASE_URL = _provider("OPENROUTER", "OpenRouter")
+ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL = _provider("ANTHROPIC", "Anthropic")
+OPENAI_API_KEY, OPENAI_BASE_URL = _provider("OPENAI", "OpenAI")
+GROQ_API_KEY, GROQ_BASE_URL = _provider("GROQ", "Groq")
 AGNO_TELEMETRY = Variable(
     "AGNO_TELEMETRY",
     "Agno's own usage telemetry; set to `false` when unset, so that nothing phones home",

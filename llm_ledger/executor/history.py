@@ -5,6 +5,7 @@ happened; this says it in events, with payloads built later, when each event is 
 from __future__ import annotations
 
 import time
+from typing import Literal
 from uuid import UUID
 
 from llm_ledger.events import CapturePolicy, EventDraft, Scrubber, StreamHeader, TokenUsage
@@ -110,6 +111,31 @@ class DeferredOutput:
         return self._value
 
 
+def _summary(
+    attempt: Attempt,
+    outcome: Literal["succeeded", "failed"],
+    latency_ms: float,
+    *,
+    error_type: str | None = None,
+    error_message: str | None = None,
+    status_code: int | None = None,
+) -> AttemptSummary:
+    """What the response tells the caller of one attempt."""
+    route = attempt.client.route
+    return AttemptSummary(
+        attempt=attempt.number,
+        model=route.model,
+        provider=route.provider.name,
+        fallback_index=attempt.index,
+        retry=attempt.retry,
+        outcome=outcome,
+        latency_ms=latency_ms,
+        error_type=error_type,
+        error_message=error_message,
+        status_code=status_code,
+    )
+
+
 class ExecutionHistory:
     """The events and spans of one execution, in the order the attempt loop reports what happened."""
 
@@ -185,17 +211,7 @@ class ExecutionHistory:
             span_id=attempt.trace.span_id,
         )
         attempt.trace.succeeded(completion, ttfc_ms)
-        self.summaries.append(
-            AttemptSummary(
-                attempt=attempt.number,
-                model=route.model,
-                provider=route.provider.name,
-                fallback_index=attempt.index,
-                retry=attempt.retry,
-                outcome="succeeded",
-                latency_ms=latency,
-            )
-        )
+        self.summaries.append(_summary(attempt, "succeeded", latency))
         if completion.usage is not None:
             self.usage = completion.usage if self.usage is None else self.usage + completion.usage
         return latency
@@ -235,17 +251,8 @@ class ExecutionHistory:
         )
         attempt.trace.failed(error, error_type)
         self.summaries.append(
-            AttemptSummary(
-                attempt=attempt.number,
-                model=route.model,
-                provider=route.provider.name,
-                fallback_index=attempt.index,
-                retry=attempt.retry,
-                outcome="failed",
-                latency_ms=latency,
-                error_type=error_type,
-                error_message=message,
-                status_code=error.status_code,
+            _summary(
+                attempt, "failed", latency, error_type=error_type, error_message=message, status_code=error.status_code
             )
         )
 
