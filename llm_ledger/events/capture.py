@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
+
+from llm_ledger.events.later import AddedLater, OmitsUnusedLaterFields
 
 CapturePolicy = Literal["none", "hash", "full"]
 """``none``: sizes only; ``hash``: sizes and SHA-256 digests (the default); ``full``: also the scrubbed text."""
@@ -24,9 +26,23 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class CapturedMessage(_Frozen):
+class CapturedToolCall(_Frozen):
+    """A tool call of a captured assistant message: the call id, the tool, the arguments' JSON text
+    (scrubbed)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+class CapturedMessage(OmitsUnusedLaterFields, _Frozen):
+    """A message as capture ``full`` keeps it (scrubbed); the tool fields only when the message has them."""
+
     role: str
     content: str
+    tool_calls: Annotated[tuple[CapturedToolCall, ...], AddedLater()] = ()
+    tool_call_id: Annotated[str | None, AddedLater()] = None
+    name: Annotated[str | None, AddedLater()] = None
 
 
 class InputRecord(_Frozen):

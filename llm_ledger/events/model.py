@@ -1,8 +1,11 @@
-"""The seven event types and their envelope (docs/ARCHITECTURE.md: the route of an event).
+"""The event types and their envelope (docs/ARCHITECTURE.md: the route of an event).
 
 An execution is one stream: ``ExecutionStarted``, then per attempt ``AttemptStarted`` followed by
 ``AttemptSucceeded`` or ``AttemptFailed``, a ``FallbackTriggered`` at each switch of model, and one
-terminal ``ExecutionSucceeded`` or ``ExecutionFailed``. Events are facts: frozen, and hash-chained.
+terminal ``ExecutionSucceeded`` or ``ExecutionFailed``. A tool's execution (a call an answer asked for,
+run by the application or by an Agno Agent) is a stream of its own: ``ToolCallStarted``, then one
+terminal ``ToolCallSucceeded`` or ``ToolCallFailed``; its payload names the execution and the tool call
+id that asked for it. Events are facts: frozen, and hash-chained.
 
 An event type is declared here once: its payload model (an ``EventPayload``), its envelope class (the
 ``event_type`` literal, the payload, whether it is ``terminal``), and its place in the ``Event`` union,
@@ -25,6 +28,7 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter, field_validator
 
 from llm_ledger.events.capture import CapturePolicy, InputRecord, OutputRecord
+from llm_ledger.events.later import AddedLater, OmitsUnusedLaterFields
 
 SCHEMA_VERSION = 1
 
@@ -96,12 +100,30 @@ class RequestParameters(_Frozen):
 # --- payloads ---------------------------------------------------------------------------------
 
 
-class EventPayload(_Frozen):
-    """The base of every payload model: what ``EventEnvelope.payload`` holds."""
+class EventPayload(OmitsUnusedLaterFields, _Frozen):
+    """The base of every payload model: what ``EventEnvelope.payload`` holds. A field marked
+    ``AddedLater`` is left out of the stored form while it holds its empty default (``later.py``)."""
 
 
 Payload: TypeAlias = EventPayload
 """Any event's payload (the base class; each envelope class names its own payload model)."""
+
+
+class OfferedTool(_Frozen):
+    """A tool offered to the model: its name and the SHA-256 of its definition's canonical JSON
+    (``ToolSpec.digest``: name, description and parameter schema)."""
+
+    name: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class ToolCallRecord(_Frozen):
+    """A tool call an answer asked for: the provider's call id, the tool, and its arguments' JSON text
+    kept under the capture policy (sizes always; a digest or the scrubbed text by policy)."""
+
+    id: str
+    name: str
+    arguments: OutputRecord
 
 
 class ExecutionStartedPayload(EventPayload):
@@ -114,6 +136,8 @@ class ExecutionStartedPayload(EventPayload):
     input: InputRecord
     output_schema: str | None = None
     capture: CapturePolicy
+    tools: Annotated[tuple[OfferedTool, ...], AddedLater()] = ()
+    tool_choice: Annotated[str | None, AddedLater()] = None
 
 
 class AttemptStartedPayload(EventPayload):
@@ -137,6 +161,7 @@ class AttemptSucceededPayload(EventPayload):
     response_model: ProviderText = None
     time_to_first_chunk_ms: Number | None = None
     output: OutputRecord
+    tool_calls: Annotated[tuple[ToolCallRecord, ...], AddedLater()] = ()
 
 
 class AttemptFailedPayload(EventPayload):
@@ -181,6 +206,32 @@ class ExecutionFailedPayload(EventPayload):
     latency_ms: Number
     last_model: str | None = None
     chunks_delivered: int = 0
+
+
+class ToolCallStartedPayload(EventPayload):
+    tool_name: str
+    tool_call_id: ProviderText = None
+    """The provider's id of the call that asked for this execution (None for a tool run unasked)."""
+    execution_id: UUID | None = None
+    """The execution whose answer asked for the call."""
+    arguments: OutputRecord
+    capture: CapturePolicy
+
+
+class ToolCallSucceededPayload(EventPayload):
+    tool_name: str
+    latency_ms: Number
+    result: OutputRecord
+
+
+class ToolCallFailedPayload(EventPayload):
+    tool_name: str
+    latency_ms: Number
+    error_type: str
+    """``tool_error`` for an exception the tool raised, ``cancelled`` when its caller cancelled it."""
+    error_class: str
+    message: ProviderMessage
+    """The exception's text, scrubbed of credentials."""
 
 
 # --- envelope ---------------------------------------------------------------------------------
@@ -268,6 +319,23 @@ class ExecutionFailed(EventEnvelope):
     payload: ExecutionFailedPayload
 
 
+class ToolCallStarted(EventEnvelope):
+    event_type: Literal["ToolCallStarted"] = "ToolCallStarted"
+    payload: ToolCallStartedPayload
+
+
+class ToolCallSucceeded(EventEnvelope):
+    terminal = True
+    event_type: Literal["ToolCallSucceeded"] = "ToolCallSucceeded"
+    payload: ToolCallSucceededPayload
+
+
+class ToolCallFailed(EventEnvelope):
+    terminal = True
+    event_type: Literal["ToolCallFailed"] = "ToolCallFailed"
+    payload: ToolCallFailedPayload
+
+
 Event: TypeAlias = Annotated[
     ExecutionStarted
     | AttemptStarted
@@ -275,7 +343,10 @@ Event: TypeAlias = Annotated[
     | AttemptFailed
     | FallbackTriggered
     | ExecutionSucceeded
-    | ExecutionFailed,
+    | ExecutionFailed
+    | ToolCallStarted
+    | ToolCallSucceeded
+    | ToolCallFailed,
     Field(discriminator="event_type"),
 ]
 """Any event type: the registry, which every table below is derived from (a new type is added here)."""

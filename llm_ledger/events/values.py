@@ -35,6 +35,7 @@ import threading
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
+from uuid import UUID
 
 import orjson
 from pydantic import TypeAdapter
@@ -211,20 +212,80 @@ def parameters_values(params: RequestParameters) -> JsonDict:
     }
 
 
-def input_values(messages: Sequence[tuple[str, str]], policy: CapturePolicy, scrubber: Scrubber) -> JsonDict:
+def input_values(
+    messages: Sequence[tuple[str, str] | tuple[str, str, JsonDict]], policy: CapturePolicy, scrubber: Scrubber
+) -> JsonDict:
     """What an event keeps of the messages sent (``InputRecord``'s JSON values): sizes always; a digest or
-    the scrubbed text by policy."""
-    messages = [(text(role), text(content)) for role, content in messages]
-    chars = sum(len(content) for _, content in messages)
-    size = sum(len(content.encode("utf-8", "surrogatepass")) for _, content in messages)
+    the scrubbed text by policy.
+
+    A message is ``(role, content)``, or ``(role, content, tool_fields)`` for one that carries tool fields:
+    the JSON values of any of ``tool_calls`` (a list of ``{"id", "name", "arguments"}``, the arguments'
+    JSON text), ``tool_call_id`` and ``name``, only those the message has. They count in the sizes and the
+    digest, and capture ``full`` keeps them (arguments scrubbed); a message without them is digested
+    exactly as before tools existed."""
+    plain = [(text(m[0]), text(m[1])) for m in messages]
+    extras = [_tool_fields(m[2]) if len(m) == 3 else None for m in messages]
+    chars = sum(len(content) for _, content in plain)
+    size = sum(len(content.encode("utf-8", "surrogatepass")) for _, content in plain)
+    for fields in extras:
+        if fields:
+            for call in fields.get("tool_calls", ()):
+                chars += len(call["arguments"])
+                size += len(call["arguments"].encode("utf-8", "surrogatepass"))
     digest = None
     captured = None
     if policy != "none":
-        form = [{"content": content, "role": role} for role, content in messages]
+        form = [
+            {"content": content, "role": role, **(fields or {})}
+            for (role, content), fields in zip(plain, extras, strict=True)
+        ]
         digest = sha256_hex(canonical_json(form))
     if policy == "full":
-        captured = [{"role": role, "content": scrubber.scrub(content)} for role, content in messages]
-    return {"message_count": len(messages), "chars": chars, "bytes": size, "sha256": digest, "messages": captured}
+        captured = [
+            {"role": role, "content": scrubber.scrub(content), **_captured_tool_fields(fields, scrubber)}
+            for (role, content), fields in zip(plain, extras, strict=True)
+        ]
+    return {"message_count": len(plain), "chars": chars, "bytes": size, "sha256": digest, "messages": captured}
+
+
+def _tool_fields(fields: JsonDict) -> JsonDict:
+    checked: JsonDict = {}
+    calls = fields.get("tool_calls")
+    if calls:
+        checked["tool_calls"] = [
+            {"id": text(c["id"]), "name": text(c["name"]), "arguments": text(c["arguments"])} for c in calls
+        ]
+    for key in ("tool_call_id", "name"):
+        if fields.get(key) is not None:
+            checked[key] = text(fields[key])
+    return checked
+
+
+def _captured_tool_fields(fields: JsonDict | None, scrubber: Scrubber) -> JsonDict:
+    if not fields:
+        return {}
+    captured = dict(fields)
+    if "tool_calls" in captured:
+        captured["tool_calls"] = [
+            {"id": c["id"], "name": c["name"], "arguments": scrubber.scrub(c["arguments"])}
+            for c in captured["tool_calls"]
+        ]
+    return captured
+
+
+def offered_tool_values(tools: Sequence[tuple[str, str]]) -> list[JsonDict]:
+    """``OfferedTool``'s JSON values of ``(name, sha256)`` pairs."""
+    return [{"name": text(name), "sha256": text(digest)} for name, digest in tools]
+
+
+def tool_call_values(call_id: str, name: str, arguments: str, policy: CapturePolicy, scrubber: Scrubber) -> JsonDict:
+    """``ToolCallRecord``'s JSON values: the provider's call id and the tool's name (made storable), and
+    the arguments' text under the capture policy (as ``output_values`` keeps an answer)."""
+    return {
+        "id": provider_text(text(call_id)),
+        "name": provider_text(text(name)),
+        "arguments": output_values(arguments, policy, scrubber),
+    }
 
 
 def output_values(output: str, policy: CapturePolicy, scrubber: Scrubber) -> JsonDict:
@@ -250,7 +311,9 @@ def _captured_output(body: str, scrubber: Scrubber) -> str | None:
     return kept
 
 
-def record_input(messages: Sequence[tuple[str, str]], policy: CapturePolicy, scrubber: Scrubber) -> InputRecord:
+def record_input(
+    messages: Sequence[tuple[str, str] | tuple[str, str, JsonDict]], policy: CapturePolicy, scrubber: Scrubber
+) -> InputRecord:
     """Summarise ``(role, content)`` pairs; the digest is over their canonical JSON, so it can be recomputed."""
     return InputRecord.model_validate(input_values(messages, policy, scrubber))
 
@@ -271,8 +334,11 @@ def execution_started(
     input: JsonDict,  # noqa: A002 - the field's name
     output_schema: str | None,
     capture: CapturePolicy,
+    tools: Sequence[JsonDict] = (),
+    tool_choice: str | None = None,
 ) -> JsonDict:
-    return {
+    """``tools``: ``offered_tool_values``; left out when empty, like ``tool_choice`` when None (``later.py``)."""
+    values: JsonDict = {
         "operation": _one_of(operation, _OPERATIONS, "operation"),
         "chain": [text(model) for model in chain],
         "max_retries": integer(max_retries),
@@ -283,6 +349,11 @@ def execution_started(
         "output_schema": _optional_text(output_schema),
         "capture": _one_of(capture, _CAPTURES, "capture"),
     }
+    if tools:
+        values["tools"] = list(tools)
+    if tool_choice is not None:
+        values["tool_choice"] = text(tool_choice)
+    return values
 
 
 def attempt_started(
@@ -314,8 +385,10 @@ def attempt_succeeded(
     response_model: str | None,
     time_to_first_chunk_ms: float | None,
     output: JsonDict,
+    tool_calls: Sequence[JsonDict] = (),
 ) -> JsonDict:
-    return {
+    """``tool_calls``: ``tool_call_values`` of each call the answer asked for; left out when empty."""
+    values: JsonDict = {
         "attempt": integer(attempt),
         "model": text(model),
         "provider": text(provider),
@@ -328,6 +401,9 @@ def attempt_succeeded(
         "time_to_first_chunk_ms": _optional_number(time_to_first_chunk_ms),
         "output": output,
     }
+    if tool_calls:
+        values["tool_calls"] = list(tool_calls)
+    return values
 
 
 def attempt_failed(
@@ -413,3 +489,43 @@ def execution_failed(
         "last_model": _optional_text(last_model),
         "chunks_delivered": integer(chunks_delivered),
     }
+
+
+def tool_call_started(
+    *,
+    tool_name: str,
+    tool_call_id: str | None,
+    execution_id: UUID | None,
+    arguments: JsonDict,
+    capture: CapturePolicy,
+) -> JsonDict:
+    """``arguments``: ``output_values`` of the arguments' JSON text."""
+    return {
+        "tool_name": text(tool_name),
+        "tool_call_id": _provider_text(tool_call_id),
+        "execution_id": None if execution_id is None else str(_uuid(execution_id)),
+        "arguments": arguments,
+        "capture": _one_of(capture, _CAPTURES, "capture"),
+    }
+
+
+def tool_call_succeeded(*, tool_name: str, latency_ms: float, result: JsonDict) -> JsonDict:
+    """``result``: ``output_values`` of the tool's result as text."""
+    return {"tool_name": text(tool_name), "latency_ms": number(latency_ms), "result": result}
+
+
+def tool_call_failed(*, tool_name: str, latency_ms: float, error_type: str, error_class: str, message: str) -> JsonDict:
+    return {
+        "tool_name": text(tool_name),
+        "latency_ms": number(latency_ms),
+        "error_type": text(error_type),
+        "error_class": text(error_class),
+        "message": _provider_message(message),
+    }
+
+
+def _uuid(value: UUID) -> UUID:
+    return value if type(value) is UUID else _uuid_adapter.validate_python(value)
+
+
+_uuid_adapter: TypeAdapter[UUID] = TypeAdapter(UUID)

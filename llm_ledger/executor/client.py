@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from llm_ledger.events import TokenUsage
 from llm_ledger.executor.routing import ModelRoute
+from llm_ledger.executor.tools import RequestedToolCall, ToolSpec
 from llm_ledger.executor.types import LLMMessage
 
 
@@ -21,6 +22,10 @@ class CallParams:
     stop_sequences: tuple[str, ...] | None = None
     json_schema: dict[str, Any] | None = None
     """For structured output: the JSON schema the answer must follow."""
+    tools: tuple[ToolSpec, ...] = ()
+    """The tools the model may call."""
+    tool_choice: str | None = None
+    """``auto``, ``none``, ``required`` or a tool's name (``tools.TOOL_CHOICES``); None: the provider's default."""
 
 
 @dataclass(slots=True)
@@ -33,6 +38,8 @@ class Completion:
     request_id: str | None = None
     response_id: str | None = None
     response_model: str | None = None
+    tool_calls: list[RequestedToolCall] = field(default_factory=list)
+    """The calls the answer asked for, as the provider wrote them (a stream's once it has ended)."""
 
 
 class ModelClient(Protocol):

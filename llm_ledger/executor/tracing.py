@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
 
@@ -44,15 +46,63 @@ class ExecutionTrace(Protocol):
     def failed(self, error_type: str, message: str) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class SpanRef:
+    """A span by its ids (hex), to parent another span on: an execution's, or an agent run's."""
+
+    trace_id: str
+    span_id: str
+
+
+class ToolTrace(Protocol):
+    """One tool execution's span (``execute_tool {name}``). ``trace_id``/``span_id`` go into its events."""
+
+    trace_id: str | None
+    span_id: str | None
+
+    def succeeded(self) -> None: ...
+
+    def failed(self, error_type: str, message: str) -> None: ...
+
+
+class RunTrace(Protocol):
+    """An agent run's span (``invoke_agent {name}``): while it is current (``current_run``), it is the
+    parent of the executions and the tool executions started in it."""
+
+    trace_id: str | None
+    span_id: str | None
+
+    def succeeded(self) -> None: ...
+
+    def failed(self, error_type: str, message: str) -> None: ...
+
+
 class ExecutionTracer(Protocol):
     def start(
         self, execution_id: UUID, operation: str, context: ExecutionContext, chain: tuple[str, ...]
-    ) -> ExecutionTrace: ...
+    ) -> ExecutionTrace:
+        """An execution's span; its parent is the current run's (``current_run``), if any."""
+        ...
+
+    def tool(
+        self, tool_name: str, tool_call_id: str | None, context: ExecutionContext, parent: SpanRef | None
+    ) -> ToolTrace:
+        """A tool execution's span: under the current run when there is one, else under ``parent`` (the
+        span of the execution that asked for the call), else a root."""
+        ...
+
+    def agent_run(self, agent_name: str | None, agent_id: str | None, context: ExecutionContext) -> RunTrace:
+        """An agent run's span, under whatever span is current in OpenTelemetry's context."""
+        ...
+
+
+current_run: ContextVar[SpanRef | None] = ContextVar("llm_ledger_current_run", default=None)
+"""The agent run in progress in this context, set by whoever drives the run (``llm_ledger.agno``)."""
 
 
 class _NoTrace:
-    trace_id = None
-    span_id = None
+    trace_id: str | None = None
+    span_id: str | None = None
 
     def attempt(self, *args: object) -> _NoTrace:
         return self
@@ -74,7 +124,13 @@ class NoTracer:
     """Records nothing."""
 
     def start(self, *args: object) -> ExecutionTrace:
-        return _NO_TRACE  # type: ignore[return-value]
+        return _NO_TRACE
+
+    def tool(self, *args: object) -> ToolTrace:
+        return _NO_TRACE
+
+    def agent_run(self, *args: object) -> RunTrace:
+        return _NO_TRACE
 
 
 _default_tracer: ExecutionTracer | None = None

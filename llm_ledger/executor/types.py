@@ -8,17 +8,25 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from llm_ledger.events import TokenUsage
+from llm_ledger.executor.tools import ToolCall
 
 Role = Literal["system", "user", "assistant", "tool"]
 
 
 class LLMMessage(BaseModel):
-    """One message of a conversation sent to a model."""
+    """One message of a conversation sent to a model.
+
+    An ``assistant`` message may carry the ``tool_calls`` its model asked for (its ``content`` may then be
+    empty); a ``tool`` message answers one of them: ``tool_call_id`` names the call, ``name`` the tool, and
+    ``content`` is the tool's result as text."""
 
     model_config = ConfigDict(frozen=True)
 
     role: Role
-    content: str
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
 
 
 class AttemptSummary(BaseModel):
@@ -53,3 +61,6 @@ class LLMResponse(BaseModel):
     execution_id: UUID
     attempts: tuple[AttemptSummary, ...] = ()
     fallback_used: bool = False
+    tool_calls: tuple[ToolCall, ...] = ()
+    """The tools the model asked to call (then ``finish_reason`` is ``"tool_calls"``, whatever word the
+    provider used; the events keep the provider's own)."""

@@ -333,7 +333,7 @@ _HANDLERS: dict[str, Callable[[Folder, Delta, EventRecord], None]] = {
     "ExecutionFailed": Folder._execution_failed,
 }
 
-UNFOLDED_EVENT_TYPES = frozenset({"AttemptStarted"})
+UNFOLDED_EVENT_TYPES = frozenset({"AttemptStarted", "ToolCallStarted", "ToolCallSucceeded", "ToolCallFailed"})
 """Event types the read models count nothing of (every other one has its fold in ``_HANDLERS``;
 tests/projections/test_payload_reads.py holds the two to ``events.EVENT_TYPES``)."""
 

@@ -1,0 +1,5 @@
+"""Agno Agents and Workflows on the audited chain: ``AuditedModel``, an Agno ``Model`` whose every round
+trip is one execution of ``LLMExecutor``, and the tool hooks that record the tools an Agent runs.
+See docs/ARCHITECTURE.md."""
+
+__all__: list[str] = []
