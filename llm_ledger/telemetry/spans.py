@@ -290,8 +290,8 @@ def _ref(span: Span) -> SpanRef | None:
     context = span.get_span_context()
     if not context.is_valid:
         return None
-    sampled = span.is_recording() and context.trace_flags.sampled
-    return SpanRef(format(context.trace_id, "032x"), format(context.span_id, "016x"), sampled)
+    # The flag, not is_recording(): an ended span records no more, and is still the parent it was.
+    return SpanRef(format(context.trace_id, "032x"), format(context.span_id, "016x"), context.trace_flags.sampled)
 
 
 class _ExecutionTrace:
