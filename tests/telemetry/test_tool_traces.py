@@ -11,12 +11,8 @@ from uuid import uuid4
 
 import orjson
 import pytest
-from opentelemetry.context import Context
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, Sampler, SamplingResult
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.semconv.attributes import error_attributes
-from opentelemetry.trace import Link, SpanKind
-from opentelemetry.util.types import Attributes
 
 from llm_ledger.executor import ExecutionContext
 from llm_ledger.executor.client import CallParams, Completion
@@ -33,7 +29,7 @@ from llm_ledger.executor.tracing import (
     span_ref,
 )
 from tests.telemetry.receivers import ReceivedSpan, neutralise_otel_environment
-from tests.telemetry.traced import TRACERS, Traced, traced_to
+from tests.telemetry.traced import TRACERS, DropsSpansNamed, Traced, traced_to
 
 CONTEXT = ExecutionContext("acme", agent_id="support", session_id="s-1", turn_id="t-1", step="generation")
 TOOLS = (
@@ -216,34 +212,12 @@ def test_a_run_inside_a_run_is_its_child(traced: Traced) -> None:
     assert only(spans, "invoke_agent team").parent_span_id is None
 
 
-class DropsAgentRuns(Sampler):
-    """Samples out every agent run and samples in everything else, whatever its parent: so that a child of
-    a sampled-out run is dropped only because the tracer keeps the trace whole, not by the sampler."""
-
-    def should_sample(
-        self,
-        parent_context: Context | None,
-        trace_id: int,
-        name: str,
-        kind: SpanKind | None = None,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = None,
-        trace_state: Any = None,
-    ) -> SamplingResult:
-        if name.startswith(INVOKE_AGENT):
-            return SamplingResult(Decision.DROP)
-        return ALWAYS_ON.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
-
-    def get_description(self) -> str:
-        return "DropsAgentRuns"
-
-
 @pytest.mark.parametrize("param", TRACERS)
 def test_the_executions_and_tools_of_a_sampled_out_run_are_sampled_out(
     param: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     neutralise_otel_environment(monkeypatch)
-    with traced_to(param, sampler=DropsAgentRuns()) as traced:
+    with traced_to(param, sampler=DropsSpansNamed(INVOKE_AGENT)) as traced:
         run = traced.tracer.agent_run("support-agent", None, CONTEXT)
         assert run.trace_id and run.span_id, "a run's ids parent its children even when it is sampled out"
         with running(run):

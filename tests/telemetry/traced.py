@@ -4,15 +4,19 @@ providers ``build_telemetry`` makes (``deferred``); over gRPC or HTTP."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
+from opentelemetry.context import Context
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import Sampler
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, Sampler, SamplingResult
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.util.types import Attributes
 
 from llm_ledger.executor.tracing import ExecutionTracer
 from llm_ledger.telemetry import DeferredExecutionTracer, OtelExecutionTracer, Telemetry, build_telemetry
@@ -28,6 +32,32 @@ class Traced:
     tracer: ExecutionTracer
     tracer_provider: TracerProvider
     flush: Callable[[], None]
+
+
+class DropsSpansNamed(Sampler):
+    """Samples out every span whose name starts with ``prefix`` and samples in everything else, whatever its
+    parent: so that a child of a sampled-out span is dropped only because the tracer keeps a trace whole,
+    never by the sampler."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
+        if name.startswith(self.prefix):
+            return SamplingResult(Decision.DROP)
+        return ALWAYS_ON.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return f"DropsSpansNamed({self.prefix!r})"
 
 
 def _providers(kind: str, endpoint: str, sampler: Sampler | None) -> tuple[TracerProvider, MeterProvider]:
