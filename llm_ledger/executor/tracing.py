@@ -103,14 +103,16 @@ class ExecutionTracer(Protocol):
     def start(
         self, execution_id: UUID, operation: str, context: ExecutionContext, chain: tuple[str, ...]
     ) -> ExecutionTrace:
-        """An execution's span; its parent is the current run's (``current_run``), if any."""
+        """An execution's span: under the current run (``current_run``) when there is one, else under
+        whatever span is current in OpenTelemetry's context, else a root."""
         ...
 
     def tool(
         self, tool_name: str, tool_call_id: str | None, context: ExecutionContext, parent: SpanRef | None
     ) -> ToolTrace:
         """A tool execution's span: under the current run when there is one, else under ``parent`` (the
-        span of the execution that asked for the call), else a root."""
+        span of the execution that asked for the call: ``span_ref`` of its trace), else under whatever
+        span is current in OpenTelemetry's context, else a root."""
         ...
 
     def agent_run(self, agent_name: str | None, agent_id: str | None, context: ExecutionContext) -> RunTrace:

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -135,8 +136,9 @@ class _Span:
     __slots__ = ("_owner", "arguments", "attributes", "end_ns", "error_message", "error_type", "expose_ids", "name",
                  "parent", "sampled", "span_id", "span_id_int", "start_ns", "trace_id", "trace_id_int")  # fmt: skip
 
-    def __init__(self, owner: DeferredExecutionTracer, name: str, attributes: Any, arguments: tuple[Any, ...],
-                 parent: SpanContext | None, sampled: bool, trace_id: int, *, expose_ids: bool) -> None:  # fmt: skip
+    def __init__(self, owner: DeferredExecutionTracer, name: str, attributes: Callable[..., dict[str, Any]],
+                 arguments: tuple[Any, ...], parent: SpanContext | None, sampled: bool, trace_id: int, *,
+                 expose_ids: bool) -> None:  # fmt: skip
         self._owner = owner
         self.name, self.attributes, self.arguments = name, attributes, arguments
         self.parent, self.sampled, self.expose_ids = parent, sampled, expose_ids
