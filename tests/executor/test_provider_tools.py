@@ -1,0 +1,331 @@
+"""Tool calls on each provider, through the real Agno classes and SDKs against the fake servers.
+
+First the client (``AgnoModelClient``: one attempt, what reaches the wire and what comes back), then
+the executor (``generate``/``generate_stream`` with tools: events, fallbacks, the requests the server
+saw).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from llm_ledger.executor import ProviderSettings
+from llm_ledger.executor.agno_client import AgnoModelClient
+from llm_ledger.executor.client import CallParams, Completion
+from llm_ledger.executor.errors import InvalidOutputError, ProviderConnectionError
+from llm_ledger.executor.routing import parse_model_string, resolve_settings
+from llm_ledger.executor.tools import RequestedToolCall, ToolCall, ToolSpec
+from llm_ledger.executor.types import LLMMessage
+from tests.fakes import FakeProviderServer, Reply, ToolCalls
+from tests.fakes.providers import RecordedRequest
+
+PROVIDERS = ["openai", "openrouter", "groq", "anthropic"]
+OPENAI_STYLE = ["openai", "openrouter", "groq"]
+
+LOOKUP = ToolSpec(
+    name="lookup_order",
+    description="Find an order by its id.",
+    parameters={
+        "type": "object",
+        "properties": {"order_id": {"type": "string", "description": "The order's id."}},
+        "required": ["order_id"],
+    },
+)
+REFUND = ToolSpec(
+    name="refund",
+    description="Refund an order.",
+    parameters={
+        "type": "object",
+        "properties": {
+            "order_id": {"type": "string", "description": "The order's id."},
+            "amount": {"type": "number", "description": "How much."},
+            # a nested object: Claude's formatter adds additionalProperties to it, on its own copy
+            "reason": {"type": "object", "properties": {"code": {"type": "string"}}},
+        },
+        "required": ["order_id"],
+    },
+)
+TOOLS = (LOOKUP, REFUND)
+ASK = [LLMMessage(role="system", content="You help with orders."), LLMMessage(role="user", content="Where is A1?")]
+TWO_CALLS = ToolCalls(
+    [("lookup_order", {"order_id": "A1"}), ("refund", {"order_id": "A1", "amount": 12.5})],
+    text="Let me check.",
+    argument_chunks=4,
+)
+
+
+def _client(provider: str, providers: dict[str, ProviderSettings], model_id: str = "m-1") -> AgnoModelClient:
+    route = parse_model_string(f"{provider}/{model_id}")
+    return AgnoModelClient(route, resolve_settings(route.provider, providers))
+
+
+def _params(tools: tuple[ToolSpec, ...] = TOOLS, tool_choice: str | None = None) -> CallParams:
+    return CallParams(timeout=30.0, tools=tools, tool_choice=tool_choice)
+
+
+async def _stream(
+    client: AgnoModelClient, messages: list[LLMMessage], params: CallParams
+) -> tuple[list[str], Completion]:
+    result = Completion()
+    chunks = [chunk async for chunk in client.stream(messages, params, result)]
+    return chunks, result
+
+
+def _arguments(calls: list[RequestedToolCall]) -> list[tuple[str, dict[str, Any]]]:
+    return [(call.name, json.loads(call.arguments)) for call in calls]
+
+
+def _only_request(server: FakeProviderServer, model: str = "m-1") -> RecordedRequest:
+    (request,) = server.requests_for(model)
+    assert request.rejected is None, request.rejected
+    return request
+
+
+# --------------------------------------------------------------------------------------------------------
+# the client: what reaches the wire
+# --------------------------------------------------------------------------------------------------------
+
+WIRE_CHOICE: dict[str, dict[str | None, Any]] = {
+    "openai-style": {
+        None: None,
+        "auto": "auto",
+        "none": "none",
+        "required": "required",
+        "refund": {"type": "function", "function": {"name": "refund"}},
+    },
+    "anthropic": {
+        None: None,
+        "auto": {"type": "auto"},
+        "none": {"type": "none"},
+        "required": {"type": "any"},
+        "refund": {"type": "tool", "name": "refund"},
+    },
+}
+
+
+@pytest.mark.parametrize("choice", [None, "auto", "none", "required", "refund"])
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_tools_and_tool_choice_reach_each_provider_in_its_own_form(
+    server: FakeProviderServer, providers: dict[str, ProviderSettings], provider: str, choice: str | None
+) -> None:
+    server.script("m-1", Reply(text="no tool needed"))
+    completion = await _client(provider, providers).complete(ASK, _params(tool_choice=choice))
+    assert completion.text == "no tool needed" and completion.tool_calls == []
+
+    request = _only_request(server)
+    assert request.tool_names == ["lookup_order", "refund"]
+    dialect = "anthropic" if provider == "anthropic" else "openai-style"
+    assert request.tool_choice == WIRE_CHOICE[dialect][choice]
+    first = request.body["tools"][0]
+    if provider == "anthropic":
+        assert first["description"] == "Find an order by its id."
+        assert first["input_schema"]["properties"]["order_id"] == {"type": "string", "description": "The order's id."}
+        assert first["input_schema"]["required"] == ["order_id"]
+    else:
+        assert first == {"type": "function", "function": LOOKUP.model_dump()}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_call_without_tools_sends_no_tools(
+    server: FakeProviderServer, providers: dict[str, ProviderSettings], provider: str
+) -> None:
+    completion = await _client(provider, providers).complete(ASK, CallParams(timeout=30.0))
+    assert completion.tool_calls == []
+    request = _only_request(server)
+    assert "tools" not in request.body and "tool_choice" not in request.body
+
+
+async def test_claude_formatting_leaves_the_tool_spec_as_it_was(
+    server: FakeProviderServer, providers: dict[str, ProviderSettings]
+) -> None:
+    before = copy.deepcopy(REFUND.parameters)
+    client = _client("anthropic", providers)
+    await client.complete(ASK, _params())
+    await client.complete(ASK, _params())
+    assert REFUND.parameters == before
+    sent = [r.body["tools"][1]["input_schema"] for r in server.requests_for("m-1")]
+    assert sent[0] == sent[1]  # the second call is formatted from the same, untouched schema
+    assert sent[0]["properties"]["reason"]["additionalProperties"] is False  # Claude's own formatting
+
+
+# --------------------------------------------------------------------------------------------------------
+# the client: what comes back
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_complete_returns_parallel_calls_as_the_provider_wrote_them(
+    server: FakeProviderServer, providers: dict[str, ProviderSettings], provider: str
+) -> None:
+    server.script("m-1", TWO_CALLS)
+    completion = await _client(provider, providers).complete(ASK, _params())
+
+    assert completion.text == "Let me check."
+    assert _arguments(completion.tool_calls) == [
+        ("lookup_order", {"order_id": "A1"}),
+        ("refund", {"order_id": "A1", "amount": 12.5}),
+    ]
+    prefix = "toolu_01" if provider == "anthropic" else "call_"
+    assert all(call.id.startswith(prefix) for call in completion.tool_calls)
+    assert len({call.id for call in completion.tool_calls}) == 2
+    # the provider's own word is kept (the executor reports "tool_calls" whatever it is)
+    assert completion.finish_reason == ("tool_use" if provider == "anthropic" else "tool_calls")
+    assert completion.request_id is not None and completion.request_id.startswith("req_")
+    assert completion.usage is not None and completion.usage.prompt_tokens > 0
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_stream_yields_text_as_it_arrives_and_the_calls_at_the_end(
+    server: FakeProviderServer, providers: dict[str, ProviderSettings], provider: str
+) -> None:
+    server.script("m-1", TWO_CALLS)
+    client = _client(provider, providers)
+    result = Completion()
+    chunks: list[str] = []
+    async for chunk in client.stream(ASK, _params(), result):
+        chunks.append(chunk)
+        assert result.tool_calls == [], "the calls are there once the stream has ended, not before"
+
+    assert chunks == ["Let me ", "check."]  # each text chunk once, as it arrived
+    assert result.text == "Let me check."
+    assert _arguments(result.tool_calls) == [
+        ("lookup_order", {"order_id": "A1"}),
+        ("refund", {"order_id": "A1", "amount": 12.5}),
+    ]
+    assert all(call.id for call in result.tool_calls)
+    assert result.usage is not None
+    assert _only_request(server).stream is True
+
+
+@pytest.mark.parametrize("provider", OPENAI_STYLE)
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_malformed_arguments_come_back_as_the_model_wrote_them(
+    server: FakeProviderServer, providers: dict[str, ProviderSettings], provider: str, stream: bool
+) -> None:
+    # Checking them is the executor's job (checked_tool_calls): the client reports what it received.
+    server.script("m-1", ToolCalls([("lookup_order", {"order_id": "A1"})], malformed=True))
+    client = _client(provider, providers)
+    calls = (
+        (await _stream(client, ASK, _params()))[1].tool_calls
+        if stream
+        else (await client.complete(ASK, _params())).tool_calls
+    )
+    assert [(c.name, c.arguments) for c in calls] == [("lookup_order", '{order_id":"A1"}')]
+
+
+async def test_malformed_arguments_in_a_claude_stream_are_an_invalid_output(
+    server: FakeProviderServer, providers: dict[str, ProviderSettings]
+) -> None:
+    # The anthropic SDK parses a tool_use block's input as it streams and raises on text that cannot
+    # become JSON: the answer is at fault, not the provider, so it follows the invalid-output policy.
+    server.script("m-1", ToolCalls([("lookup_order", {"order_id": "A1"})], malformed=True))
+    with pytest.raises(InvalidOutputError) as raised:
+        await _stream(_client("anthropic", providers), ASK, _params())
+    assert "not valid JSON" in raised.value.message
+    assert "order_id" not in str(raised.value), "the arguments are kept out of the error message"
+    assert raised.value.provider == "anthropic" and raised.value.model == "anthropic/m-1"
+
+
+async def test_a_claude_answer_whose_input_is_not_an_object_comes_back_as_json_text(
+    server: FakeProviderServer, providers: dict[str, ProviderSettings]
+) -> None:
+    server.script("m-1", ToolCalls([("lookup_order", {"order_id": "A1"})], malformed=True))
+    with pytest.warns(UserWarning):  # pydantic, as Agno dumps a tool_use block whose input is a string
+        completion = await _client("anthropic", providers).complete(ASK, _params())
+    ((call),) = completion.tool_calls
+    assert json.loads(call.arguments) == '{order_id":"A1"}'  # JSON, but not an object: the executor refuses it
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_a_broken_stream_has_no_calls(
+    server: FakeProviderServer, providers: dict[str, ProviderSettings], provider: str
+) -> None:
+    from tests.fakes import BrokenStream
+
+    server.script("m-1", BrokenStream(after_chunks=1, text="partial answer here"))
+    result = Completion()
+    with pytest.raises(ProviderConnectionError):
+        async for _ in _client(provider, providers).stream(ASK, _params(), result):
+            pass
+    assert result.tool_calls == []
+
+
+# --------------------------------------------------------------------------------------------------------
+# the client: a conversation with tool results, in each provider's form and across the formats
+# --------------------------------------------------------------------------------------------------------
+
+
+def _conversation(first_id: str, second_id: str) -> list[LLMMessage]:
+    """After one round trip: the assistant's two calls, then one result per call."""
+    calls = (
+        ToolCall(id=first_id, name="lookup_order", arguments={"order_id": "A1"}, arguments_json='{"order_id": "A1"}'),
+        # written by hand: only the parsed arguments are set, the text is left at its default
+        ToolCall(id=second_id, name="refund", arguments={"order_id": "A1", "amount": 12.5}),
+    )
+    return [
+        *ASK,
+        LLMMessage(role="assistant", content="Let me check.", tool_calls=calls),
+        LLMMessage(role="tool", tool_call_id=first_id, name="lookup_order", content='{"status": "shipped"}'),
+        LLMMessage(role="tool", tool_call_id=second_id, name="refund", content="refunded"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "ids", [("call_abc123", "call_def456"), ("toolu_01abc", "toolu_01def")], ids=["openai-ids", "anthropic-ids"]
+)
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_tool_conversation_is_sent_in_each_providers_form(
+    server: FakeProviderServer, providers: dict[str, ProviderSettings], provider: str, ids: tuple[str, str]
+) -> None:
+    # Calls made by one provider's model, sent to any provider: what a fallback across the formats does.
+    server.script("m-1", Reply(text="A1 shipped; refunded."))
+    completion = await _client(provider, providers).complete(_conversation(*ids), _params())
+    assert completion.text == "A1 shipped; refunded."
+
+    request = _only_request(server)  # not refused: the API would take it
+    sent = request.tool_calls_sent
+    assert [(c.name, c.arguments) for c in sent] == [
+        ("lookup_order", {"order_id": "A1"}),
+        ("refund", {"order_id": "A1", "amount": 12.5}),
+    ]
+    results = request.tool_results
+    assert [r.content for r in results] == ['{"status": "shipped"}', "refunded"]
+    assert [r.tool_call_id for r in results] == [c.id for c in sent], "each result answers its own call"
+    if provider == "anthropic":
+        assert request.body["system"] == [{"type": "text", "text": "You help with orders."}]
+        _user, assistant, results_message = request.messages
+        assert [b["type"] for b in assistant["content"]] == ["text", "tool_use", "tool_use"]
+        assert results_message["role"] == "user"
+        assert [b["type"] for b in results_message["content"]] == ["tool_result", "tool_result"]
+        assert [c.id for c in sent] == list(ids)
+    else:
+        system_role = "developer" if provider == "openai" else "system"  # OpenAIChat's own role map
+        assert [m["role"] for m in request.messages] == [system_role, "user", "assistant", "tool", "tool"]
+        assistant = request.messages[2]
+        assert assistant["content"] == "Let me check."
+        assert all(set(m) == {"role", "content", "tool_call_id"} for m in request.messages[3:])
+        if provider == "groq" or ids[0].startswith("call_"):
+            assert [c.id for c in sent] == list(ids)
+        else:  # OpenAIChat (and OpenRouter, its subclass) renumber ids that are not OpenAI's own
+            assert all(c.id.startswith("call_") for c in sent) and len({c.id for c in sent}) == 2
+
+
+async def test_an_assistant_message_with_calls_and_no_text(
+    server: FakeProviderServer, providers: dict[str, ProviderSettings]
+) -> None:
+    call = ToolCall(id="call_1", name="lookup_order", arguments={"order_id": "A1"}, arguments_json='{"order_id":"A1"}')
+    messages = [
+        *ASK,
+        LLMMessage(role="assistant", tool_calls=(call,)),
+        LLMMessage(role="tool", tool_call_id="call_1", name="lookup_order", content="shipped"),
+    ]
+    for provider in ("openai", "anthropic"):
+        await _client(provider, providers).complete(messages, _params())
+    openai_request, anthropic_request = server.requests_for("m-1")
+    assert openai_request.rejected is None and anthropic_request.rejected is None
+    assert [b["type"] for b in anthropic_request.messages[1]["content"]] == ["tool_use"]  # no empty text block
+    assert openai_request.messages[2]["content"] in ("", None)
