@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from typing import Any
 
 import pytest
 
-from llm_ledger.executor import ProviderSettings
+from llm_ledger import InMemorySink, LLMExecutor, LLMResponse, execution_context, verify_chain
+from llm_ledger.executor import ProviderSettings, RetryPolicy
 from llm_ledger.executor.agno_client import AgnoModelClient
 from llm_ledger.executor.client import CallParams, Completion
 from llm_ledger.executor.errors import InvalidOutputError, ProviderConnectionError
 from llm_ledger.executor.routing import parse_model_string, resolve_settings
 from llm_ledger.executor.tools import RequestedToolCall, ToolCall, ToolSpec
 from llm_ledger.executor.types import LLMMessage
-from tests.fakes import FakeProviderServer, Reply, ToolCalls
+from tests.fakes import FakeProviderServer, RateLimited, Reply, ToolCalls
 from tests.fakes.providers import RecordedRequest
 
 PROVIDERS = ["openai", "openrouter", "groq", "anthropic"]
@@ -329,3 +331,227 @@ async def test_an_assistant_message_with_calls_and_no_text(
     assert openai_request.rejected is None and anthropic_request.rejected is None
     assert [b["type"] for b in anthropic_request.messages[1]["content"]] == ["tool_use"]  # no empty text block
     assert openai_request.messages[2]["content"] in ("", None)
+
+
+# --------------------------------------------------------------------------------------------------------
+# the executor: tool calls on each provider, in the events, and what the server saw
+# --------------------------------------------------------------------------------------------------------
+
+
+def _payloads(sink: InMemorySink, event_type: str) -> list[Any]:
+    return [e.payload for e in sink.events if e.event_type == event_type]
+
+
+def assert_the_server_saw_what_the_events_say(server: FakeProviderServer, sink: InMemorySink) -> None:
+    """One request per recorded attempt, in order, to the attempt's model, and nothing else (no hidden
+    retry); each attempt's request id, where the event has one, is the one the server answered with."""
+    attempts: list[tuple[Any, Any]] = []  # (AttemptStarted, its AttemptSucceeded/AttemptFailed)
+    for event in sink.events:
+        if event.event_type == "AttemptStarted":
+            ended = [
+                e.payload
+                for e in sink.events
+                if e.stream_id == event.stream_id
+                and e.event_type in ("AttemptSucceeded", "AttemptFailed")
+                and e.payload.attempt == event.payload.attempt
+            ]
+            assert len(ended) == 1
+            attempts.append((event.payload, ended[0]))
+    requests = server.requests
+    assert [r.model for r in requests] == [started.model.split("/", 1)[1] for started, _ in attempts]
+    assert all(r.rejected is None for r in requests), [r.rejected for r in requests]
+    for request, (_, ended) in zip(requests, attempts, strict=True):
+        if ended.request_id is not None:
+            assert ended.request_id == request.request_id
+
+
+async def _generate(
+    executor: LLMExecutor, messages: list[LLMMessage], stream: bool, **options: Any
+) -> tuple[LLMResponse, list[str]]:
+    with execution_context(tenant_id="acme", agent_id="support", session_id="s-1"):
+        if not stream:
+            return await executor.generate(messages, tools=TOOLS, **options), []
+        answer = executor.generate_stream(messages, tools=TOOLS, **options)
+        chunks = [chunk async for chunk in answer]
+    assert answer.response is not None
+    assert answer.tool_calls == answer.response.tool_calls
+    return answer.response, chunks
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["generate", "generate_stream"])
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_parallel_tool_calls_on_each_provider(
+    server: FakeProviderServer,
+    providers: dict[str, ProviderSettings],
+    sink: InMemorySink,
+    provider: str,
+    stream: bool,
+) -> None:
+    server.script("m-1", TWO_CALLS)
+    executor = LLMExecutor(f"{provider}/m-1", max_retries=0, sink=sink, providers=providers, capture="full")
+    response, chunks = await _generate(executor, ASK, stream, tool_choice="auto")
+
+    assert response.content == "Let me check."
+    if stream:
+        assert chunks == ["Let me ", "check."]
+    assert response.finish_reason == "tool_calls"
+    assert [(c.name, c.arguments) for c in response.tool_calls] == [
+        ("lookup_order", {"order_id": "A1"}),
+        ("refund", {"order_id": "A1", "amount": 12.5}),
+    ]
+    assert all(c.execution_id == response.execution_id for c in response.tool_calls)
+    assert [json.loads(c.arguments_json) for c in response.tool_calls] == [c.arguments for c in response.tool_calls]
+
+    (started,) = _payloads(sink, "ExecutionStarted")
+    assert [(t.name, t.sha256) for t in started.tools] == [(t.name, t.digest()) for t in TOOLS]
+    assert started.tool_choice == "auto"
+    (succeeded,) = _payloads(sink, "AttemptSucceeded")
+    assert [(c.id, c.name) for c in succeeded.tool_calls] == [(c.id, c.name) for c in response.tool_calls]
+    assert [c.arguments.text for c in succeeded.tool_calls] == [c.arguments_json for c in response.tool_calls]
+    if not stream:  # the provider's own word, as the response told it
+        assert succeeded.finish_reason == ("tool_use" if provider == "anthropic" else "tool_calls")
+    assert verify_chain(sink.events).ok
+    (request,) = server.requests
+    assert (request.tool_names, request.stream) == (["lookup_order", "refund"], stream)
+    assert_the_server_saw_what_the_events_say(server, sink)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["generate", "generate_stream"])
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_tool_round_trip_sends_the_results_in_the_providers_form(
+    server: FakeProviderServer,
+    providers: dict[str, ProviderSettings],
+    sink: InMemorySink,
+    provider: str,
+    stream: bool,
+) -> None:
+    server.script("m-1", TWO_CALLS, Reply(text="A1 is shipped; refunded."))
+    executor = LLMExecutor(f"{provider}/m-1", max_retries=0, sink=sink, providers=providers)
+    asked, _ = await _generate(executor, ASK, stream)
+    results = {"lookup_order": '{"status":"shipped"}', "refund": "refunded"}
+    conversation = [
+        *ASK,
+        LLMMessage(role="assistant", content=asked.content, tool_calls=asked.tool_calls),
+        *(LLMMessage(role="tool", tool_call_id=c.id, name=c.name, content=results[c.name]) for c in asked.tool_calls),
+    ]
+    answered, _ = await _generate(executor, conversation, stream)
+
+    assert answered.content == "A1 is shipped; refunded." and answered.tool_calls == ()
+    second = server.requests[1]
+    assert [(r.tool_call_id, r.content) for r in second.tool_results] == [
+        (c.id, results[c.name]) for c in asked.tool_calls
+    ]
+    if provider == "anthropic":
+        assert second.messages[-2]["role"] == "assistant"
+        assert [b["type"] for b in second.messages[-2]["content"]] == ["text", "tool_use", "tool_use"]
+        assert second.messages[-1]["role"] == "user"
+        assert [b["type"] for b in second.messages[-1]["content"]] == ["tool_result", "tool_result"]
+    else:
+        assert [m["role"] for m in second.messages[-3:]] == ["assistant", "tool", "tool"]
+        assert [c["id"] for c in second.messages[-3]["tool_calls"]] == [c.id for c in asked.tool_calls]
+    assert_the_server_saw_what_the_events_say(server, sink)
+
+
+MALFORMED = {
+    "not json": ToolCalls([("lookup_order", {"order_id": "A1"})], malformed=True),
+    "schema mismatch": ToolCalls([("lookup_order", {"order_id": 7})]),
+    "unknown tool": ToolCalls([("delete_everything", {})]),
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["generate", "generate_stream"])
+@pytest.mark.parametrize(("primary", "fallback"), [("openai", "anthropic"), ("anthropic", "groq")])
+@pytest.mark.parametrize("case", list(MALFORMED))
+async def test_invalid_tool_calls_fall_back_as_invalid_output(
+    server: FakeProviderServer,
+    providers: dict[str, ProviderSettings],
+    sink: InMemorySink,
+    fast_retries: RetryPolicy,
+    primary: str,
+    fallback: str,
+    case: str,
+    stream: bool,
+) -> None:
+    server.script("a", MALFORMED[case])
+    server.script("b", ToolCalls([("lookup_order", {"order_id": "A1"})]))
+    executor = LLMExecutor(
+        f"{primary}/a",
+        fallback_models=[f"{fallback}/b"],
+        max_retries=0,
+        sink=sink,
+        providers=providers,
+        retry_policy=fast_retries,
+    )
+    with warnings.catch_warnings():
+        # pydantic warns when Agno dumps a Claude tool_use block whose input is not an object
+        warnings.simplefilter("ignore", UserWarning)
+        response, _ = await _generate(executor, ASK, stream)
+
+    assert response.model == f"{fallback}/b"
+    assert [(c.name, c.arguments) for c in response.tool_calls] == [("lookup_order", {"order_id": "A1"})]
+    assert [e.event_type for e in sink.events] == [
+        "ExecutionStarted",
+        "AttemptStarted",
+        "AttemptFailed",
+        "FallbackTriggered",
+        "AttemptStarted",
+        "AttemptSucceeded",
+        "ExecutionSucceeded",
+    ]
+    (failed,) = _payloads(sink, "AttemptFailed")
+    assert (failed.error_type, failed.next_action, failed.model) == ("invalid_output", "fall_back", f"{primary}/a")
+    assert verify_chain(sink.events).ok
+    assert_the_server_saw_what_the_events_say(server, sink)
+
+
+async def test_a_fallback_across_the_formats_in_the_middle_of_a_tool_conversation(
+    server: FakeProviderServer, providers: dict[str, ProviderSettings], sink: InMemorySink, fast_retries: RetryPolicy
+) -> None:
+    """Round 1: OpenAI asks for a call (a ``call_`` id). Round 2: OpenAI is rate limited, Anthropic gets
+    the conversation (OpenAI's call as a tool_use block, its result as a tool_result) and asks for another
+    (a ``toolu_`` id). Round 3: OpenAI answers the whole conversation, Anthropic's call included. Every
+    request is one the real API would accept, and every result answers its own call."""
+    server.script(
+        "a", ToolCalls([("lookup_order", {"order_id": "A1"})]), RateLimited(retry_after=0), Reply(text="done")
+    )
+    server.script("b", ToolCalls([("refund", {"order_id": "A1", "amount": 12.5})]))
+    executor = LLMExecutor(
+        "openai/a",
+        fallback_models=["anthropic/b"],
+        max_retries=0,
+        sink=sink,
+        providers=providers,
+        retry_policy=fast_retries,
+    )
+    conversation = list(ASK)
+    answers: list[LLMResponse] = []
+    for round_trip in range(3):
+        response, _ = await _generate(executor, conversation, stream=round_trip == 1)
+        answers.append(response)
+        conversation.append(LLMMessage(role="assistant", content=response.content, tool_calls=response.tool_calls))
+        conversation.extend(
+            LLMMessage(role="tool", tool_call_id=c.id, name=c.name, content=f"result of {c.name}")
+            for c in response.tool_calls
+        )
+
+    assert [a.model for a in answers] == ["openai/a", "anthropic/b", "openai/a"]
+    assert answers[2].content == "done"
+    openai_id = answers[0].tool_calls[0].id
+    anthropic_id = answers[1].tool_calls[0].id
+    assert openai_id.startswith("call_") and anthropic_id.startswith("toolu_")
+
+    first, limited, to_anthropic, back_to_openai = server.requests
+    assert first.tool_results == []
+    assert [r.tool_call_id for r in limited.tool_results] == [openai_id]  # the same round, refused with a 429
+    # Anthropic: OpenAI's call became a tool_use block, its result a tool_result in the next user message
+    assert [(c.id, c.name) for c in to_anthropic.tool_calls_sent] == [(openai_id, "lookup_order")]
+    assert [(r.tool_call_id, r.content) for r in to_anthropic.tool_results] == [(openai_id, "result of lookup_order")]
+    # back on OpenAI: both calls, each answered; OpenAIChat renumbered Anthropic's id, consistently
+    sent = back_to_openai.tool_calls_sent
+    assert [c.name for c in sent] == ["lookup_order", "refund"]
+    assert sent[0].id == openai_id and sent[1].id.startswith("call_")
+    assert [r.tool_call_id for r in back_to_openai.tool_results] == [c.id for c in sent]
+    assert [r.content for r in back_to_openai.tool_results] == ["result of lookup_order", "result of refund"]
+    assert [p.error_type for p in _payloads(sink, "AttemptFailed")] == ["rate_limit"]
+    assert verify_chain(sink.events).ok
+    assert_the_server_saw_what_the_events_say(server, sink)

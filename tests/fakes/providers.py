@@ -353,6 +353,9 @@ class RecordedRequest:
     api_key: str | None = None
     received_at: float = field(default_factory=time.monotonic)
     rejected: str | None = None
+    request_id: str | None = None
+    """The request id the answer carried (``x-request-id``; Anthropic ``request-id``): what a client
+    records of this request. ``None`` when no answer was sent (``Stall``, ``Disconnect``)."""
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -1267,6 +1270,10 @@ class FakeProviderServer:
         model = str(body.get("model", ""))
         stream = bool(body.get("stream"))
         rejected = conversation_error(provider, body)
+        ctx = _Ctx(provider, model, body, stream, api_key, _new_id("req_"))
+        behaviour = BadRequest(rejected) if rejected is not None else self._next_behaviour(model)
+        if isinstance(behaviour, (Reply, ToolCalls)) and behaviour.request_id is not None:
+            ctx.request_id = behaviour.request_id.replace("{api_key}", api_key or "")
         record = RecordedRequest(
             path=path,
             model=model,
@@ -1276,11 +1283,10 @@ class FakeProviderServer:
             provider=provider,
             api_key=api_key,
             rejected=rejected,
+            request_id=None if isinstance(behaviour, (Stall, Disconnect)) else ctx.request_id,
         )
         with self._lock:
             self._requests.append(record)
-        ctx = _Ctx(provider, model, body, stream, api_key, _new_id("req_"))
-        behaviour = BadRequest(rejected) if rejected is not None else self._next_behaviour(model)
 
         if isinstance(behaviour, Disconnect):
             return False
@@ -1306,8 +1312,6 @@ class FakeProviderServer:
                 await asyncio.sleep(behaviour.delay)
             text = (behaviour.text or "").replace("{model}", ctx.model)
             finish = "tool_calls"
-            if behaviour.request_id is not None:
-                ctx.request_id = behaviour.request_id
             if behaviour.response_id is not None:
                 ctx.response_id = behaviour.response_id
             tool_calls = _fake_tool_calls(ctx, behaviour)
@@ -1326,8 +1330,6 @@ class FakeProviderServer:
                 return value.replace("{api_key}", ctx.api_key or "")
 
             finish = echoed(behaviour.finish_reason)
-            if behaviour.request_id is not None:
-                ctx.request_id = echoed(behaviour.request_id)
             if behaviour.response_id is not None:
                 ctx.response_id = echoed(behaviour.response_id)
             if behaviour.response_model is not None:

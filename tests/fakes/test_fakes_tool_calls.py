@@ -608,3 +608,20 @@ def test_the_views_of_a_recorded_request_read_both_dialects(server: FakeProvider
     assert [(c.id, c.name, c.arguments) for c in anthropic_request.tool_calls_sent] == [("t1", "refund", {"a": 1})]
     assert [(r.tool_call_id, r.content) for r in anthropic_request.tool_results] == [("t1", "r2")]
     assert openai_request.rejected is None and anthropic_request.rejected is None
+
+
+def test_a_recorded_request_knows_the_request_id_it_was_answered_with(server: FakeProviderServer) -> None:
+    from tests.fakes import RateLimited, Stall
+
+    server.script("m", Reply(request_id="req_fixed"), RateLimited(retry_after=0), Reply(), Reply(), Stall(0.01))
+    answers = [_post(server, "openai", stream=False) for _ in range(3)]
+    anthropic_answer = _post(server, "anthropic", stream=True)
+    with pytest.raises(httpx.HTTPError):
+        _post(server, "openai", stream=False)
+    recorded = [r.request_id for r in server.requests]
+    assert recorded[:4] == [
+        *(answer.headers["x-request-id"] for answer in answers),
+        anthropic_answer.headers["request-id"],
+    ]
+    assert recorded[0] == "req_fixed"
+    assert recorded[4] is None  # a stalled request got no answer, so no id
