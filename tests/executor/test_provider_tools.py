@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 
-from llm_ledger import InMemorySink, LLMExecutor, LLMResponse, execution_context, verify_chain
+from llm_ledger import (
+    InMemorySink,
+    LLMExecutor,
+    LLMResponse,
+    StreamInterruptedError,
+    execution_context,
+    verify_chain,
+)
 from llm_ledger.executor import ProviderSettings, RetryPolicy
 from llm_ledger.executor.agno_client import AgnoModelClient
 from llm_ledger.executor.client import CallParams, Completion
@@ -554,4 +561,36 @@ async def test_a_fallback_across_the_formats_in_the_middle_of_a_tool_conversatio
     assert [r.content for r in back_to_openai.tool_results] == ["result of lookup_order", "result of refund"]
     assert [p.error_type for p in _payloads(sink, "AttemptFailed")] == ["rate_limit"]
     assert verify_chain(sink.events).ok
+    assert_the_server_saw_what_the_events_say(server, sink)
+
+
+@pytest.mark.parametrize("primary", ["openai", "anthropic"])
+async def test_an_invalid_call_after_text_reached_the_caller_does_not_fall_back(
+    server: FakeProviderServer,
+    providers: dict[str, ProviderSettings],
+    sink: InMemorySink,
+    fast_retries: RetryPolicy,
+    primary: str,
+) -> None:
+    # Text went out as it arrived; the calls are checked when the stream ends, too late to fall back
+    # without the caller seeing two answers.
+    server.script("a", ToolCalls([("lookup_order", {"order_id": "A1"})], text="Let me check.", malformed=True))
+    executor = LLMExecutor(
+        f"{primary}/a",
+        fallback_models=["groq/b"],
+        max_retries=0,
+        sink=sink,
+        providers=providers,
+        retry_policy=fast_retries,
+    )
+    received: list[str] = []
+    with execution_context(tenant_id="acme"), pytest.raises(StreamInterruptedError) as raised:
+        async for chunk in executor.generate_stream(ASK, tools=TOOLS):
+            received.append(chunk)
+
+    assert received == ["Let me ", "check."]
+    assert raised.value.cause.error_type == "invalid_output"
+    assert server.requests_for("b") == []
+    (failed,) = _payloads(sink, "AttemptFailed")
+    assert (failed.error_type, failed.next_action, failed.chunks_delivered) == ("invalid_output", "fail", 2)
     assert_the_server_saw_what_the_events_say(server, sink)
