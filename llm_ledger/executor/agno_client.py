@@ -255,10 +255,15 @@ class _StreamedToolCalls:
     """Tool calls assembled from a stream's items. OpenAI-style classes yield the SDK's delta objects:
     the first of a call carries its index, id and name, the next ones the same index and a fragment of
     the arguments, merged here in order. Claude yields each call complete, as a dict, at its block's
-    stop."""
+    stop.
+
+    Some OpenAI-compatible servers number every call 0, or leave the index out: a delta with a new id is
+    then a new call, and one without an index continues the call in progress."""
 
     def __init__(self) -> None:
         self._partial: dict[int, _PartialCall] = {}  # in order of first appearance
+        self._index_of: dict[int, int] = {}  # the provider's index -> the key of its current call
+        self._current: int | None = None
         self._complete: list[RequestedToolCall] = []
 
     def add(self, items: Sequence[Any]) -> None:
@@ -266,15 +271,26 @@ class _StreamedToolCalls:
             if isinstance(item, dict):
                 self._complete.extend(_requested([item]))
                 continue
-            call = self._partial.setdefault(getattr(item, "index", None) or 0, _PartialCall())
-            if getattr(item, "id", None):
-                call.id = item.id
+            call = self._call_for(getattr(item, "index", None), getattr(item, "id", None) or "")
             function = getattr(item, "function", None)
             if function is not None:
                 if function.name:
                     call.name = function.name
                 if function.arguments:
                     call.fragments.append(function.arguments)
+
+    def _call_for(self, index: int | None, call_id: str) -> _PartialCall:
+        key = self._index_of.get(index) if index is not None else self._current
+        call = self._partial.get(key) if key is not None else None
+        if call is None or (call_id and call.id and call_id != call.id):
+            key = len(self._partial)
+            call = self._partial[key] = _PartialCall()
+            if index is not None:
+                self._index_of[index] = key
+        if call_id:
+            call.id = call_id
+        self._current = key
+        return call
 
     def calls(self) -> list[RequestedToolCall]:
         merged = [RequestedToolCall(c.id, c.name, "".join(c.fragments)) for c in self._partial.values()]

@@ -594,3 +594,31 @@ async def test_an_invalid_call_after_text_reached_the_caller_does_not_fall_back(
     (failed,) = _payloads(sink, "AttemptFailed")
     assert (failed.error_type, failed.next_action, failed.chunks_delivered) == ("invalid_output", "fail", 2)
     assert_the_server_saw_what_the_events_say(server, sink)
+
+
+def _delta(index: int | None, call_id: str | None = None, name: str | None = None, arguments: str = "") -> Any:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(index=index, id=call_id, function=SimpleNamespace(name=name, arguments=arguments))
+
+
+@pytest.mark.parametrize(
+    "numbering",
+    [lambda i: i, lambda i: 0, lambda i: None],
+    ids=["by index", "every call index 0", "no index"],
+)
+def test_stream_deltas_are_merged_however_the_server_numbers_the_calls(numbering: Any) -> None:
+    # The fake numbers calls as OpenAI does; some OpenAI-compatible servers number every call 0 or send no
+    # index at all: a new id then starts a new call, a fragment continues the call in progress.
+    from llm_ledger.executor.agno_client import _StreamedToolCalls
+
+    assembled = _StreamedToolCalls()
+    for i, (call_id, name, fragments) in enumerate(
+        [("c1", "lookup_order", ['{"order', '_id":"A1"}']), ("c2", "refund", ["{}"])]
+    ):
+        assembled.add([_delta(numbering(i), call_id, name)])
+        assembled.add([_delta(numbering(i), arguments=fragment) for fragment in fragments])
+    assert assembled.calls() == [
+        RequestedToolCall("c1", "lookup_order", '{"order_id":"A1"}'),
+        RequestedToolCall("c2", "refund", "{}"),
+    ]
