@@ -170,12 +170,13 @@ def _check_tool_fields(index: int, message: LLMMessage, stores_text: bool) -> No
     where = f"messages[{index}]"
     if message.tool_calls and message.role != "assistant":
         raise InvalidInputError(
-            f"{where}.tool_calls", f"are only carried by an assistant message, not by a {message.role} message"
+            f"{where}.tool_calls",
+            f"are only carried by an assistant message, not by a message of role {message.role!r}",
         )
     if message.tool_call_id is not None and message.role != "tool":
         raise InvalidInputError(
             f"{where}.tool_call_id",
-            f"is only carried by a tool message (answering a call), not by a {message.role} message",
+            f"is only carried by a tool message (answering a call), not by a message of role {message.role!r}",
         )
     for number, call in enumerate(message.tool_calls):
         check_identifier(f"{where}.tool_calls[{number}].id", call.id)
