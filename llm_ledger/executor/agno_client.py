@@ -45,7 +45,7 @@ from llm_ledger.executor.classify import (
     retry_after_from,
 )
 from llm_ledger.executor.client import CallParams, Completion
-from llm_ledger.executor.errors import AuthenticationError, ContentFilterError, ProviderError
+from llm_ledger.executor.errors import AuthenticationError, ContentFilterError, InvalidOutputError, ProviderError
 from llm_ledger.executor.routing import ModelRoute, ResolvedSettings
 from llm_ledger.executor.tools import TOOL_CHOICES, RequestedToolCall, ToolCall, ToolSpec
 from llm_ledger.executor.types import LLMMessage
@@ -347,9 +347,11 @@ class AgnoModelClient:
 
     def _classified(self, exc: Exception, evidence: ResponseEvidence) -> tuple[ProviderError, Exception | None]:
         """The taxonomy error for ``exc``, and the cause to chain: the SDK's exception stays attached
-        for debugging unless its text carries a credential."""
+        for debugging unless its text carries a credential, or the model's output (an unparsable tool
+        input is quoted in the SDK's message: only the capture policy decides what of an answer is kept)."""
         error = classify(exc, self._route, evidence, self._scrubber)
-        return error, None if carries_secret(exc, self._scrubber) else exc
+        hidden = isinstance(error, InvalidOutputError) or carries_secret(exc, self._scrubber)
+        return error, None if hidden else exc
 
     def _model_for(self, params: CallParams) -> Model:
         if self._base is None:

@@ -236,6 +236,7 @@ async def test_malformed_arguments_in_a_claude_stream_are_an_invalid_output(
         await _stream(_client("anthropic", providers), ASK, _params())
     assert "not valid JSON" in raised.value.message
     assert "order_id" not in str(raised.value), "the arguments are kept out of the error message"
+    assert raised.value.__cause__ is None, "and out of its chain (the SDK's message quotes them)"
     assert raised.value.provider == "anthropic" and raised.value.model == "anthropic/m-1"
 
 
