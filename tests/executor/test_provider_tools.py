@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 import warnings
 from typing import Any
 
@@ -29,6 +30,7 @@ from llm_ledger.executor.errors import InvalidOutputError, ProviderConnectionErr
 from llm_ledger.executor.routing import parse_model_string, resolve_settings
 from llm_ledger.executor.tools import RequestedToolCall, ToolCall, ToolSpec
 from llm_ledger.executor.types import LLMMessage
+from tests.executor.ledger import Ledger
 from tests.fakes import FakeProviderServer, RateLimited, Reply, ToolCalls
 from tests.fakes.providers import RecordedRequest
 
@@ -623,3 +625,54 @@ def test_stream_deltas_are_merged_however_the_server_numbers_the_calls(numbering
         RequestedToolCall("c1", "lookup_order", '{"order_id":"A1"}'),
         RequestedToolCall("c2", "refund", "{}"),
     ]
+
+
+async def test_a_tool_conversation_across_the_formats_is_stored_whole_and_verifies(
+    server: FakeProviderServer, providers: dict[str, ProviderSettings], ledger: Ledger, fast_retries: RetryPolicy
+) -> None:
+    # The same conversation as above, into a real store: every execution sealed, the calls on its
+    # AttemptSucceeded, and `audit verify` clean for the tenant.
+    tenant = f"tenant-{uuid.uuid4().hex[:12]}"
+    server.script("a", ToolCalls([("lookup_order", {"order_id": "A1"})]), RateLimited(retry_after=0))
+    server.script("b", Reply(text="A1 is shipped."))
+    executor = LLMExecutor(
+        "openai/a",
+        fallback_models=["anthropic/b"],
+        max_retries=0,
+        sink=ledger.writer,
+        providers=providers,
+        retry_policy=fast_retries,
+        capture="full",
+    )
+    with execution_context(tenant_id=tenant, agent_id="support", session_id="s-1"):
+        asked = await executor.generate(ASK, tools=TOOLS)
+        (call,) = asked.tool_calls
+        conversation = [
+            *ASK,
+            LLMMessage(role="assistant", tool_calls=asked.tool_calls),
+            LLMMessage(role="tool", tool_call_id=call.id, name=call.name, content="shipped"),
+        ]
+        answered = await executor.generate(conversation, tools=TOOLS)
+
+    assert answered.model == "anthropic/b" and answered.content == "A1 is shipped."
+    stats = ledger.settle()
+    assert stats.rejected == 0 and ledger.rejected() == "", ledger.rejected()
+    first = ledger.stream(asked.execution_id)
+    (succeeded,) = [e.payload for e in first if e.event_type == "AttemptSucceeded"]
+    assert [(c.id, c.name, c.arguments.text) for c in succeeded.tool_calls] == [
+        (call.id, "lookup_order", call.arguments_json)
+    ]
+    second = ledger.stream(answered.execution_id)
+    assert [e.event_type for e in second] == [
+        "ExecutionStarted",
+        "AttemptStarted",
+        "AttemptFailed",
+        "FallbackTriggered",
+        "AttemptStarted",
+        "AttemptSucceeded",
+        "ExecutionSucceeded",
+    ]
+    report = ledger.verify(tenant)
+    assert report.ok, [str(f) for f in report.findings]
+    assert [r.provider for r in server.requests] == ["openai", "openai", "anthropic"]
+    assert server.requests[2].tool_results[0].tool_call_id == call.id
