@@ -1,15 +1,23 @@
 """Model calls through Agno's model classes, one attempt at a time.
 
-Rules learnt from Agno 3.1: call ``aresponse``/``aresponse_stream`` on the model directly (``Agent.arun``
-turns errors into text); switch off the SDK's and Agno's own retries so that every attempt is ours and
-recorded; never mutate a shared model for per-call parameters (under concurrency that sends one call's
-temperature with another's request), but take a ``dataclasses.replace`` copy, which keeps the cached
-HTTP client.
+Rules learnt from Agno 3.1: call the model's own ``ainvoke``/``ainvoke_stream`` (one request, a fresh
+assistant ``Message`` each time): ``aresponse`` would run Agno's tool loop and its retry wrapper, and
+``Agent.arun`` turns errors into text. Switch off the SDK's and Agno's own retries so that every attempt
+is ours and recorded; never mutate a shared model for per-call parameters (under concurrency that sends
+one call's temperature with another's request), but take a ``dataclasses.replace`` copy, which keeps the
+cached HTTP client.
+
+Tools go to ``ainvoke`` as Agno's function dicts and conversations as Agno ``Message``s (``tool_calls``
+in Agno's OpenAI-style form, ``tool_call_id``/``tool_name`` on results), so that each provider class
+formats a tool conversation its own way (Claude: ``tool_use``/``tool_result`` blocks; OpenAIChat
+renumbers ids that are not its own), and a fallback between the formats sends each provider a request
+it accepts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -37,8 +45,9 @@ from llm_ledger.executor.classify import (
     retry_after_from,
 )
 from llm_ledger.executor.client import CallParams, Completion
-from llm_ledger.executor.errors import AuthenticationError, ContentFilterError, ProviderError
+from llm_ledger.executor.errors import AuthenticationError, ContentFilterError, InvalidOutputError, ProviderError
 from llm_ledger.executor.routing import ModelRoute, ResolvedSettings
+from llm_ledger.executor.tools import TOOL_CHOICES, RequestedToolCall, ToolCall, ToolSpec
 from llm_ledger.executor.types import LLMMessage
 
 # Nothing phones home: Agno reads this when an Agent, Team or Workflow is built (never at import).
@@ -158,6 +167,136 @@ def _build_model(route: ModelRoute, settings: ResolvedSettings, http_client: Any
     raise AssertionError(f"no Agno class for provider {route.provider.name}")
 
 
+def _agno_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]] | None:
+    """The tools as Agno's function dicts. The schemas are copied: Claude's formatter edits nested
+    schemas in place (``additionalProperties``), which would change a ToolSpec, and its digest, behind
+    its back."""
+    if not tools:
+        return None
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": tool.name,
+                "description": tool.description,
+                "parameters": copy.deepcopy(tool.parameters),
+            },
+        }
+        for tool in tools
+    ]
+
+
+def _openai_tool_choice(choice: str) -> str | dict[str, Any]:
+    return choice if choice in TOOL_CHOICES else {"type": "function", "function": {"name": choice}}
+
+
+_ANTHROPIC_TOOL_CHOICE = {"auto": "auto", "required": "any", "none": "none"}
+
+
+def _anthropic_tool_choice(choice: str) -> dict[str, Any]:
+    if choice in _ANTHROPIC_TOOL_CHOICE:
+        return {"type": _ANTHROPIC_TOOL_CHOICE[choice]}
+    return {"type": "tool", "name": choice}
+
+
+def _arguments_text(call: ToolCall) -> str:
+    """The arguments' JSON text to send back: the model's own text when it says what ``arguments`` say
+    (Claude's formatter parses it again), else ``arguments`` encoded (a call written by hand may set only
+    the dict)."""
+    try:
+        if orjson.loads(call.arguments_json) == call.arguments:
+            return call.arguments_json
+    except orjson.JSONDecodeError:
+        pass
+    return orjson.dumps(call.arguments).decode()
+
+
+def _agno_message(message: LLMMessage) -> Message:
+    if message.role == "tool":
+        # Agno's own tool results carry the tool as tool_name (``name`` would be sent as the OpenAI
+        # participant name, which a tool message does not take).
+        return Message(role="tool", content=message.content, tool_call_id=message.tool_call_id, tool_name=message.name)
+    if message.tool_calls:
+        calls = [
+            {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": _arguments_text(call)}}
+            for call in message.tool_calls
+        ]
+        return Message(role=message.role, content=message.content or None, tool_calls=calls)
+    return Message(role=message.role, content=message.content)
+
+
+def _requested(calls: Sequence[Any]) -> list[RequestedToolCall]:
+    """Agno's complete tool calls (OpenAI-style dicts) as RequestedToolCalls; arguments kept as text."""
+    requested: list[RequestedToolCall] = []
+    for call in calls:
+        if not isinstance(call, dict):
+            continue
+        function = call.get("function")
+        function = function if isinstance(function, dict) else {}
+        arguments = function.get("arguments")
+        requested.append(
+            RequestedToolCall(
+                id=str(call.get("id") or ""),
+                name=str(function.get("name") or ""),
+                arguments=arguments if isinstance(arguments, str) else orjson.dumps(arguments).decode(),
+            )
+        )
+    return requested
+
+
+@dataclasses.dataclass(slots=True)
+class _PartialCall:
+    id: str = ""
+    name: str = ""
+    fragments: list[str] = dataclasses.field(default_factory=list)
+
+
+class _StreamedToolCalls:
+    """Tool calls assembled from a stream's items. OpenAI-style classes yield the SDK's delta objects:
+    the first of a call carries its index, id and name, the next ones the same index and a fragment of
+    the arguments, merged here in order. Claude yields each call complete, as a dict, at its block's
+    stop.
+
+    Some OpenAI-compatible servers number every call 0, or leave the index out: a delta with a new id is
+    then a new call, and one without an index continues the call in progress."""
+
+    def __init__(self) -> None:
+        self._partial: dict[int, _PartialCall] = {}  # in order of first appearance
+        self._index_of: dict[int, int] = {}  # the provider's index -> the key of its current call
+        self._current: int | None = None
+        self._complete: list[RequestedToolCall] = []
+
+    def add(self, items: Sequence[Any]) -> None:
+        for item in items:
+            if isinstance(item, dict):
+                self._complete.extend(_requested([item]))
+                continue
+            call = self._call_for(getattr(item, "index", None), getattr(item, "id", None) or "")
+            function = getattr(item, "function", None)
+            if function is not None:
+                if function.name:
+                    call.name = function.name
+                if function.arguments:
+                    call.fragments.append(function.arguments)
+
+    def _call_for(self, index: int | None, call_id: str) -> _PartialCall:
+        key = self._index_of.get(index) if index is not None else self._current
+        call = self._partial.get(key) if key is not None else None
+        if call is None or (call_id and call.id and call_id != call.id):
+            key = len(self._partial)
+            call = self._partial[key] = _PartialCall()
+            if index is not None:
+                self._index_of[index] = key
+        if call_id:
+            call.id = call_id
+        self._current = key
+        return call
+
+    def calls(self) -> list[RequestedToolCall]:
+        merged = [RequestedToolCall(c.id, c.name, "".join(c.fragments)) for c in self._partial.values()]
+        return merged + self._complete
+
+
 def _usage(response: ModelResponse) -> TokenUsage | None:
     """The usage the provider reported, or None when it reported none, or counts no event can hold exactly
     (10**30 tokens, a negative or fractional count: ``storable.provider_count``)."""
@@ -187,7 +326,7 @@ class AgnoModelClient:
         self._route = route
         self._settings = settings
         self._base: Model | None = None
-        self._copies: dict[tuple[float | None, int | None, tuple[str, ...] | None], Model] = {}
+        self._copies: dict[tuple[float | None, int | None, tuple[str, ...] | None, str | None], Model] = {}
         self._scrubber = Scrubber(self.secrets)
 
     @property
@@ -208,9 +347,11 @@ class AgnoModelClient:
 
     def _classified(self, exc: Exception, evidence: ResponseEvidence) -> tuple[ProviderError, Exception | None]:
         """The taxonomy error for ``exc``, and the cause to chain: the SDK's exception stays attached
-        for debugging unless its text carries a credential."""
+        for debugging unless its text carries a credential, or the model's output (an unparsable tool
+        input is quoted in the SDK's message: only the capture policy decides what of an answer is kept)."""
         error = classify(exc, self._route, evidence, self._scrubber)
-        return error, None if carries_secret(exc, self._scrubber) else exc
+        hidden = isinstance(error, InvalidOutputError) or carries_secret(exc, self._scrubber)
+        return error, None if hidden else exc
 
     def _model_for(self, params: CallParams) -> Model:
         if self._base is None:
@@ -220,7 +361,10 @@ class AgnoModelClient:
         # The attempt's timeout is enforced by the executor (asyncio cancels the request, which closes
         # its connection), so a copy depends only on the sampling parameters and can be reused: a
         # dataclasses.replace per call measured 12 us, three times that between SDK calls.
-        key = (params.temperature, params.max_tokens, params.stop_sequences)
+        # Claude's ainvoke ignores its tool_choice argument: for Claude alone the choice goes on the copy,
+        # as a request parameter (the tools themselves still go to ainvoke).
+        claude_choice = params.tool_choice if params.tools and isinstance(self._base, Claude) else None
+        key = (params.temperature, params.max_tokens, params.stop_sequences, claude_choice)
         model = self._copies.get(key)
         if model is None:
             overrides: dict[str, Any] = {}
@@ -231,15 +375,27 @@ class AgnoModelClient:
             if params.stop_sequences:
                 stop_field = "stop_sequences" if isinstance(self._base, Claude) else "stop"
                 overrides[stop_field] = list(params.stop_sequences)
+            if claude_choice is not None:
+                overrides["request_params"] = {"tool_choice": _anthropic_tool_choice(claude_choice)}
             model = dataclasses.replace(self._base, **overrides) if overrides else self._base
             if len(self._copies) >= _MAX_COPIES:
                 self._copies.clear()
             self._copies[key] = model
         return model
 
-    def _messages(self, messages: Sequence[LLMMessage]) -> list[Message]:
-        # Agno appends the assistant's answer to the list it is given: a fresh list per call.
-        return [Message(role=m.role, content=m.content) for m in messages]
+    def _invoke_arguments(self, messages: Sequence[LLMMessage], params: CallParams) -> dict[str, Any]:
+        """What ``ainvoke``/``ainvoke_stream`` take for this call: fresh messages, a fresh assistant
+        message (Agno fills it in), and the tools and tool choice of this call only."""
+        arguments: dict[str, Any] = {
+            "messages": [_agno_message(m) for m in messages],
+            "assistant_message": Message(role="assistant"),
+        }
+        tools = _agno_tools(params.tools)
+        if tools is not None:
+            arguments["tools"] = tools
+            if params.tool_choice is not None and not isinstance(self._base, Claude):
+                arguments["tool_choice"] = _openai_tool_choice(params.tool_choice)
+        return arguments
 
     def _check_credentials(self) -> None:
         if not self._settings.api_key:
@@ -257,14 +413,15 @@ class AgnoModelClient:
         capture = ResponseEvidence()
         token = _capture.set(capture)
         try:
-            response = await model.aresponse(messages=self._messages(messages))
+            response = await model.ainvoke(**self._invoke_arguments(messages, params))
         except Exception as exc:  # noqa: BLE001 - every provider failure is classified, then re-raised
             error, cause = self._classified(exc, capture)
             raise error from cause
         finally:
             _capture.reset(token)
         text = response.content if isinstance(response.content, str) else ""
-        if capture.finish_reason in _CONTENT_FILTER_REASONS and not text:
+        tool_calls = _requested(response.tool_calls or [])
+        if capture.finish_reason in _CONTENT_FILTER_REASONS and not text and not tool_calls:
             raise ContentFilterError(
                 f"the provider filtered the answer (finish reason {capture.finish_reason})",
                 model=self._route.model,
@@ -280,6 +437,7 @@ class AgnoModelClient:
             request_id=provider_id(capture.request_id, scrubber),
             response_id=provider_id(capture.response_id, scrubber),
             response_model=provider_id(capture.response_model, scrubber),
+            tool_calls=tool_calls,
         )
 
     async def stream(
@@ -292,19 +450,27 @@ class AgnoModelClient:
         # Joined once at the end: `result.text += chunk` copies the answer so far at every chunk, which is
         # quadratic in a long answer (400,000 small chunks: 204 s of CPU on the event loop).
         pieces: list[str] = []
+        tool_calls = _StreamedToolCalls()
+        ended = False
         try:
-            async for chunk in model.aresponse_stream(messages=self._messages(messages)):
+            async for chunk in model.ainvoke_stream(**self._invoke_arguments(messages, params)):
                 if not isinstance(chunk, ModelResponse):
                     continue
                 if chunk.response_usage is not None:
                     result.usage = _usage(chunk)
+                if chunk.tool_calls:
+                    tool_calls.add(chunk.tool_calls)
                 if isinstance(chunk.content, str) and chunk.content:
                     pieces.append(chunk.content)
                     yield chunk.content
+            ended = True
         except Exception as exc:  # noqa: BLE001 - every provider failure is classified, then re-raised
             error, cause = self._classified(exc, capture)
             raise error from cause
         finally:
+            if ended:
+                # Only a stream that ended has calls: a broken one's fragments are not a call.
+                result.tool_calls = tool_calls.calls()
             result.text += "".join(pieces)
             result.request_id = provider_id(capture.request_id, self._scrubber)
             # A stream closed from another context (garbage collection) cannot reset the token there.

@@ -32,6 +32,7 @@ from llm_ledger.executor.errors import (
     AuthenticationError,
     ContentFilterError,
     ContextLengthError,
+    InvalidOutputError,
     InvalidRequestError,
     ModelNotFoundError,
     ProviderConnectionError,
@@ -134,6 +135,15 @@ def provider_id(value: object, scrubber: Scrubber) -> str | None:
     return provider_text(scrubber.scrub(value if isinstance(value, str) else str(value)))
 
 
+_UNPARSABLE_TOOL_INPUT = "Unable to parse tool parameter JSON from model"
+
+
+def _is_unparsable_tool_input(error: BaseException) -> bool:
+    """The anthropic SDK's failure to parse a streamed tool_use block's input (a ``ValueError`` raised
+    while it accumulates ``input_json_delta`` fragments)."""
+    return type(error) is ValueError and str(error).startswith(_UNPARSABLE_TOOL_INPUT)
+
+
 def _body_code(error: Any) -> str | None:
     body = getattr(error, "body", None)
     if isinstance(body, Mapping):
@@ -171,6 +181,11 @@ def classify(
     chain = list(cause_chain(exc))
     status_error = next((e for e in chain if isinstance(e, _SDK_STATUS_ERRORS)), None)
     agno_error = next((e for e in chain if isinstance(e, ModelProviderError)), None)
+    if agno_error is not None:
+        # A model's own ainvoke raises its error unclassified (Agno's retry wrapper, which the executor
+        # does not use, is what turns 429s and "context window" wordings into subclasses): same reading.
+        agno_error = ModelProviderError.classify(agno_error)
+    unparsable_arguments = any(_is_unparsable_tool_input(e) for e in chain)
     timed_out = any(isinstance(e, _SDK_TIMEOUTS) for e in chain)
     unreachable = any(isinstance(e, _SDK_CONNECTION_ERRORS) for e in chain)
 
@@ -193,6 +208,13 @@ def classify(
         "request_id": provider_id(request_id_from(headers) or evidence.request_id, scrubber),
     }
 
+    if status is None and unparsable_arguments:
+        # The model's answer arrived but its tool call cannot be read: its output is at fault, not the
+        # provider (the SDK's own text carries the arguments, which only the capture policy may store).
+        return InvalidOutputError(
+            "the model's tool call arguments are not valid JSON (the streamed tool input could not be parsed)",
+            **kwargs,
+        )
     if status is None and timed_out:
         return TimeoutError(message or "the request timed out", **kwargs)
     if status is None and unreachable:

@@ -35,6 +35,13 @@ Echo replies (``Reply.echo()``) answer with a compact JSON object (sorted keys) 
 ``max_tokens`` falls back to ``max_completion_tokens`` when only that is sent; ``last_user`` is the text
 of the last ``user`` message (text parts joined with ``""``). Use :func:`parse_echo` to decode it.
 
+Tool calls (``ToolCalls``) are answered in each dialect's own form, streamed or not: parallel calls,
+text before the calls, malformed arguments. A request whose tools or tool conversation the real API would
+refuse (an unanswered call, a result without its call, a ``tool`` role sent to Anthropic, ...) gets that
+API's 400 instead of its scripted behaviour (``RecordedRequest.rejected``; see
+:mod:`tests.fakes.tool_conversation`). ``RecordedRequest.tool_names``, ``tool_choice``, ``tool_calls_sent``
+and ``tool_results`` read a recorded request's tools the same way for every dialect.
+
 Token usage: when ``input_tokens`` / ``output_tokens`` are not given, ``input_tokens`` is
 ``max(1, characters of all message/system text // 4)`` and ``output_tokens`` is
 ``max(1, len(reply_text.split()))``.
@@ -59,9 +66,19 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Literal, NamedTuple, Self, TypeAlias
+
+from tests.fakes.tool_conversation import (
+    SentToolCall,
+    SentToolResult,
+    conversation_error,
+    offered_tool_names,
+    sent_tool_calls,
+    sent_tool_results,
+)
 
 __all__ = [
     "BadRequest",
@@ -76,8 +93,11 @@ __all__ = [
     "RateLimited",
     "RecordedRequest",
     "Reply",
+    "SentToolCall",
+    "SentToolResult",
     "ServerError",
     "Stall",
+    "ToolCalls",
     "Unauthorized",
     "parse_echo",
     "refused_base_url",
@@ -121,6 +141,97 @@ class Reply:
     def echo(cls, **kwargs: Any) -> Reply:
         """A reply whose text is the JSON request summary described in the module docstring."""
         return cls(echo_request=True, **kwargs)
+
+
+ToolArguments: TypeAlias = Mapping[str, Any] | str
+
+
+@dataclass(frozen=True, init=False)
+class ToolCalls:
+    """A 200 answer that asks for tool calls (JSON, or SSE when the request has ``stream: true``)::
+
+        ToolCalls([("lookup_order", {"order_id": "A1"}), ("refund", {"order_id": "A1"})], text="Let me check.")
+
+    Each call is ``(tool name, arguments)``: a mapping is sent as its compact JSON text, a ``str`` verbatim
+    (so one call's arguments can be broken on purpose). ``malformed`` breaks every call's arguments
+    (``{order_id":"A1"}``: not JSON, nor the start of any). ``text`` is answered before the calls.
+
+    On the wire, as each API does it: OpenAI-style ``message.tool_calls`` with ``finish_reason:
+    "tool_calls"``; streamed, one ``delta.tool_calls`` chunk per call carrying ``index``, ``id``, ``type``
+    and the name, then the arguments split over ``argument_chunks`` chunks that carry only ``index`` and
+    a fragment. Anthropic: ``tool_use`` content blocks with ``stop_reason: "tool_use"``; streamed,
+    ``content_block_start`` (tool_use, empty input), ``input_json_delta`` fragments, ``content_block_stop``.
+    Anthropic's non-streamed ``input`` is an object: malformed arguments are sent there as a JSON string
+    (what a broken upstream would give). ``ids`` replaces the generated call ids (``call_...`` /
+    ``toolu_...``). ``delay``, ``chunk_delay``, token counts and ids as for :class:`Reply`.
+    """
+
+    calls: tuple[tuple[str, ToolArguments], ...]
+    text: str | None
+    malformed: bool
+    ids: tuple[str, ...] | None
+    argument_chunks: int
+    input_tokens: int | None
+    output_tokens: int | None
+    delay: float
+    chunk_delay: float
+    request_id: str | None
+    response_id: str | None
+
+    def __init__(
+        self,
+        calls: Sequence[tuple[str, ToolArguments]] = (("lookup_order", {"order_id": "A1"}),),
+        *,
+        text: str | None = None,
+        malformed: bool = False,
+        ids: Sequence[str] | None = None,
+        argument_chunks: int = 3,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        delay: float = 0.0,
+        chunk_delay: float = 0.0,
+        request_id: str | None = None,
+        response_id: str | None = None,
+    ) -> None:
+        if not calls:
+            raise ValueError("ToolCalls needs at least one (name, arguments) call")
+        if ids is not None and len(ids) != len(calls):
+            raise ValueError(f"ToolCalls got {len(ids)} ids for {len(calls)} calls")
+        values = {
+            "calls": tuple((str(name), arguments) for name, arguments in calls),
+            "text": text,
+            "malformed": malformed,
+            "ids": tuple(ids) if ids is not None else None,
+            "argument_chunks": max(1, argument_chunks),
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "delay": delay,
+            "chunk_delay": chunk_delay,
+            "request_id": request_id,
+            "response_id": response_id,
+        }
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def arguments_text(self, index: int) -> str:
+        """The arguments of call ``index`` as they go on the wire (OpenAI-style, and Anthropic streams)."""
+        arguments = self.calls[index][1]
+        text = arguments if isinstance(arguments, str) else json.dumps(arguments, separators=(",", ":"))
+        if not self.malformed:
+            return text
+        # Not a prefix of any JSON text either, so that even a parser that accepts incomplete JSON (the
+        # anthropic SDK's, on a stream) rejects it: the opening quote of the first key is dropped.
+        return "{" + text[2:] if text.startswith('{"') else "{]"
+
+    def anthropic_input(self, index: int) -> Any:
+        """The ``input`` of a non-streamed Anthropic ``tool_use`` block: the arguments' object, or their
+        text when that is not a JSON object (malformed)."""
+        text = self.arguments_text(index)
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return text
+        return value if isinstance(value, dict) else text
 
 
 @dataclass(frozen=True)
@@ -210,6 +321,7 @@ class Disconnect:
 
 Behaviour: TypeAlias = (
     Reply
+    | ToolCalls
     | RateLimited
     | Overloaded
     | Unauthorized
@@ -226,7 +338,11 @@ Behaviour: TypeAlias = (
 
 @dataclass(frozen=True)
 class RecordedRequest:
-    """A request as received. ``headers`` keys are lower-case; ``body`` is the decoded JSON body."""
+    """A request as received. ``headers`` keys are lower-case; ``body`` is the decoded JSON body.
+
+    ``rejected`` is the message of the 400 the fake answered instead of the scripted behaviour (which then
+    stays queued) because the request broke a tool-conversation rule of its API (see
+    :mod:`tests.fakes.tool_conversation`); ``None`` for a request the API would accept."""
 
     path: str
     model: str
@@ -236,6 +352,36 @@ class RecordedRequest:
     provider: str = "openai"
     api_key: str | None = None
     received_at: float = field(default_factory=time.monotonic)
+    rejected: str | None = None
+    request_id: str | None = None
+    """The request id the answer carried (``x-request-id``; Anthropic ``request-id``): what a client
+    records of this request. ``None`` when no answer was sent (``Stall``, ``Disconnect``)."""
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The request's ``messages`` as sent (Anthropic's system prompt is in ``body["system"]``)."""
+        messages = self.body.get("messages")
+        return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+
+    @property
+    def tool_names(self) -> list[str]:
+        """The names of the tools offered, in order, whatever the dialect."""
+        return offered_tool_names(self.provider, self.body)
+
+    @property
+    def tool_choice(self) -> Any:
+        """``tool_choice`` as sent (a word or an object; ``None`` when absent)."""
+        return self.body.get("tool_choice")
+
+    @property
+    def tool_calls_sent(self) -> list[SentToolCall]:
+        """The calls carried by the assistant messages sent back, in order."""
+        return sent_tool_calls(self.provider, self.body)
+
+    @property
+    def tool_results(self) -> list[SentToolResult]:
+        """The tool results sent: ``tool`` messages (OpenAI-style) or ``tool_result`` blocks (Anthropic)."""
+        return sent_tool_results(self.provider, self.body)
 
 
 def parse_echo(text: object) -> dict[str, Any]:
@@ -398,6 +544,38 @@ class _Ctx:
         return "request-id" if self.provider == "anthropic" else "x-request-id"
 
 
+@dataclass(frozen=True)
+class _FakeToolCall:
+    """One call of a :class:`ToolCalls` answer, as it goes on the wire."""
+
+    id: str
+    name: str
+    arguments: str
+    """The arguments' text (OpenAI-style ``function.arguments``, Anthropic's streamed ``partial_json``)."""
+    anthropic_input: Any
+    """Anthropic's non-streamed ``input``."""
+    fragments: list[str]
+    """``arguments`` split for a stream (at least one fragment, possibly empty)."""
+
+
+def _fake_tool_calls(ctx: _Ctx, behaviour: ToolCalls) -> list[_FakeToolCall]:
+    prefix = "toolu_01" if ctx.provider == "anthropic" else "call_"
+    calls: list[_FakeToolCall] = []
+    for index, (name, _arguments) in enumerate(behaviour.calls):
+        call_id = behaviour.ids[index] if behaviour.ids is not None else _new_id(prefix)
+        text = behaviour.arguments_text(index)
+        calls.append(
+            _FakeToolCall(
+                id=call_id,
+                name=name,
+                arguments=text,
+                anthropic_input=behaviour.anthropic_input(index),
+                fragments=_split(text, behaviour.argument_chunks),
+            )
+        )
+    return calls
+
+
 @dataclass
 class _Answer:
     """A fully built non-streaming HTTP answer."""
@@ -455,11 +633,23 @@ def _openai_envelope(ctx: _Ctx, completion_id: str, obj: str) -> dict[str, Any]:
     return env
 
 
-def _openai_json_reply(ctx: _Ctx, text: str | None, finish_reason: str, prompt: int, completion: int) -> dict[str, Any]:
+def _openai_json_reply(
+    ctx: _Ctx,
+    text: str | None,
+    finish_reason: str,
+    prompt: int,
+    completion: int,
+    tool_calls: list[_FakeToolCall] | None = None,
+) -> dict[str, Any]:
     body = _openai_envelope(ctx, _openai_completion_id(ctx), "chat.completion")
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if ctx.provider == "openai":
         message.update(refusal=None, annotations=[])
+    if tool_calls:
+        message["tool_calls"] = [
+            {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+            for call in tool_calls
+        ]
     body["choices"] = [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}]
     body["usage"] = _openai_usage(ctx, prompt, completion)
     if ctx.provider == "groq":
@@ -476,7 +666,12 @@ class _Frames(NamedTuple):
 
 
 def _openai_stream_events(
-    ctx: _Ctx, pieces: list[str], finish_reason: str | None, prompt: int, completion: int
+    ctx: _Ctx,
+    pieces: list[str],
+    finish_reason: str | None,
+    prompt: int,
+    completion: int,
+    tool_calls: list[_FakeToolCall] | None = None,
 ) -> _Frames:
     completion_id = _openai_completion_id(ctx)
     stream_options = ctx.body.get("stream_options")
@@ -499,6 +694,16 @@ def _openai_stream_events(
         first_delta["refusal"] = None
     head.append(chunk(first_delta, None, {"x_groq": {"id": ctx.request_id}} if ctx.provider == "groq" else None))
     content = [chunk({"content": piece}, None) for piece in pieces if piece]
+    for index, call in enumerate(tool_calls or ()):
+        # As OpenAI streams a call: the first delta names it (index, id, type, name, no arguments yet), the
+        # following ones carry only the index and a fragment of the arguments' text.
+        opening = {"index": index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
+        content.append(chunk({"tool_calls": [opening]}, None))
+        content.extend(
+            chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}, None)
+            for fragment in call.fragments
+            if fragment
+        )
     tail: list[str] = []
     if finish_reason is not None:
         extra: dict[str, Any] | None = None
@@ -544,8 +749,19 @@ def _anthropic_usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
     }
 
 
-def _anthropic_json_reply(ctx: _Ctx, text: str, stop_reason: str, prompt: int, completion: int) -> dict[str, Any]:
-    content = [{"type": "text", "text": text}] if text else []
+def _anthropic_json_reply(
+    ctx: _Ctx,
+    text: str,
+    stop_reason: str,
+    prompt: int,
+    completion: int,
+    tool_calls: list[_FakeToolCall] | None = None,
+) -> dict[str, Any]:
+    content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    content.extend(
+        {"type": "tool_use", "id": call.id, "name": call.name, "input": call.anthropic_input}
+        for call in tool_calls or ()
+    )
     return {
         "id": ctx.response_id or _new_id("msg_01"),
         "type": "message",
@@ -563,7 +779,12 @@ def _sse(event: str, data: dict[str, Any]) -> str:
 
 
 def _anthropic_stream_events(
-    ctx: _Ctx, pieces: list[str], stop_reason: str | None, prompt: int, completion: int
+    ctx: _Ctx,
+    pieces: list[str],
+    stop_reason: str | None,
+    prompt: int,
+    completion: int,
+    tool_calls: list[_FakeToolCall] | None = None,
 ) -> _Frames:
     message: dict[str, Any] = {
         "id": ctx.response_id or _new_id("msg_01"),
@@ -594,8 +815,31 @@ def _anthropic_stream_events(
         if piece
     ]
     tail: list[str] = []
-    if stop_reason is not None:
+    if tool_calls:
+        # The text block closes before the first tool_use block opens; each tool_use block starts with an
+        # empty input, receives its arguments as input_json_delta fragments and is complete at its stop.
         if has_text:
+            content.append(_sse("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        for offset, call in enumerate(tool_calls):
+            index = offset + (1 if has_text else 0)
+            block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
+            content.append(
+                _sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})
+            )
+            content.extend(
+                _sse(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": fragment},
+                    },
+                )
+                for fragment in ["", *call.fragments]
+            )
+            content.append(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
+    if stop_reason is not None:
+        if has_text and not tool_calls:
             tail.append(_sse("content_block_stop", {"type": "content_block_stop", "index": 0}))
         tail.append(
             _sse(
@@ -1025,6 +1269,11 @@ class FakeProviderServer:
             api_key = auth[7:].strip()
         model = str(body.get("model", ""))
         stream = bool(body.get("stream"))
+        rejected = conversation_error(provider, body)
+        ctx = _Ctx(provider, model, body, stream, api_key, _new_id("req_"))
+        behaviour = BadRequest(rejected) if rejected is not None else self._next_behaviour(model)
+        if isinstance(behaviour, (Reply, ToolCalls)) and behaviour.request_id is not None:
+            ctx.request_id = behaviour.request_id.replace("{api_key}", api_key or "")
         record = RecordedRequest(
             path=path,
             model=model,
@@ -1033,18 +1282,18 @@ class FakeProviderServer:
             stream=stream,
             provider=provider,
             api_key=api_key,
+            rejected=rejected,
+            request_id=None if isinstance(behaviour, (Stall, Disconnect)) else ctx.request_id,
         )
         with self._lock:
             self._requests.append(record)
-        ctx = _Ctx(provider, model, body, stream, api_key, _new_id("req_"))
-        behaviour = self._next_behaviour(model)
 
         if isinstance(behaviour, Disconnect):
             return False
         if isinstance(behaviour, Stall):
             await asyncio.sleep(behaviour.seconds)
             return False
-        if isinstance(behaviour, (Reply, ContentFiltered, BrokenStream)):
+        if isinstance(behaviour, (Reply, ToolCalls, ContentFiltered, BrokenStream)):
             return await self._answer_completion(ctx, behaviour, writer)
         answer = _error_answer(ctx, behaviour)
         answer.headers[ctx.request_id_header] = ctx.request_id
@@ -1052,12 +1301,27 @@ class FakeProviderServer:
         return True
 
     async def _answer_completion(
-        self, ctx: _Ctx, behaviour: Reply | ContentFiltered | BrokenStream, writer: asyncio.StreamWriter
+        self, ctx: _Ctx, behaviour: Reply | ToolCalls | ContentFiltered | BrokenStream, writer: asyncio.StreamWriter
     ) -> bool:
         anthropic = ctx.provider == "anthropic"
         chunk_delay = 0.0
         finish: str | None
-        if isinstance(behaviour, Reply):
+        tool_calls: list[_FakeToolCall] | None = None
+        if isinstance(behaviour, ToolCalls):
+            if behaviour.delay > 0:
+                await asyncio.sleep(behaviour.delay)
+            text = (behaviour.text or "").replace("{model}", ctx.model)
+            finish = "tool_calls"
+            if behaviour.response_id is not None:
+                ctx.response_id = behaviour.response_id
+            tool_calls = _fake_tool_calls(ctx, behaviour)
+            pieces = _split(text, 2) if text else []
+            prompt = behaviour.input_tokens
+            completion = behaviour.output_tokens
+            if completion is None:
+                completion = max(1, len(text.split()) + sum(len(call.arguments) // 4 for call in tool_calls))
+            chunk_delay = behaviour.chunk_delay
+        elif isinstance(behaviour, Reply):
             if behaviour.delay > 0:
                 await asyncio.sleep(behaviour.delay)
             text = _echo_text(ctx.body) if behaviour.echo_request else behaviour.text.replace("{model}", ctx.model)
@@ -1066,8 +1330,6 @@ class FakeProviderServer:
                 return value.replace("{api_key}", ctx.api_key or "")
 
             finish = echoed(behaviour.finish_reason)
-            if behaviour.request_id is not None:
-                ctx.request_id = echoed(behaviour.request_id)
             if behaviour.response_id is not None:
                 ctx.response_id = echoed(behaviour.response_id)
             if behaviour.response_model is not None:
@@ -1094,10 +1356,15 @@ class FakeProviderServer:
 
         if not ctx.stream:
             if anthropic:
-                payload = _anthropic_json_reply(ctx, text, finish or "end_turn", prompt_tokens, completion_tokens)
+                payload = _anthropic_json_reply(
+                    ctx, text, finish or "end_turn", prompt_tokens, completion_tokens, tool_calls
+                )
             else:
-                content = text if (text or not isinstance(behaviour, ContentFiltered)) else None
-                payload = _openai_json_reply(ctx, content, finish or "stop", prompt_tokens, completion_tokens)
+                # OpenAI sends content null beside tool calls when the model wrote no text.
+                keep = bool(text) or not isinstance(behaviour, (ContentFiltered, ToolCalls))
+                payload = _openai_json_reply(
+                    ctx, text if keep else None, finish or "stop", prompt_tokens, completion_tokens, tool_calls
+                )
             data = _dumps(payload).encode()
             if isinstance(behaviour, BrokenStream):
                 head = {"content-type": "application/json", "content-length": str(len(data)), **id_header}
@@ -1111,7 +1378,7 @@ class FakeProviderServer:
             return True
 
         build = _anthropic_stream_events if anthropic else _openai_stream_events
-        frames = build(ctx, pieces, finish, prompt_tokens, completion_tokens)
+        frames = build(ctx, pieces, finish, prompt_tokens, completion_tokens, tool_calls)
         head = {
             "content-type": "text/event-stream; charset=utf-8",
             "transfer-encoding": "chunked",
