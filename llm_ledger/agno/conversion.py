@@ -5,8 +5,8 @@ and ``tool_choice`` to ``ToolSpec``s and a tool's name, and an ``LLMResponse`` b
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from agno.metrics import MessageMetrics

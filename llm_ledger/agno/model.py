@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import AbstractContextManager, aclosing, contextmanager, nullcontext
+from contextlib import AbstractContextManager, aclosing, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -47,8 +47,6 @@ class AuditedModel(Model):
     call, as the executor does. Copies of the model (Agno copies agents and their models) share the
     executor, its clients and the private loop of the sync forms."""
 
-    executor: LLMExecutor
-
     def __init__(
         self,
         model: str | Sequence[str],
@@ -79,7 +77,7 @@ class AuditedModel(Model):
 
     def _set_up(self, executor: LLMExecutor, tracer: ExecutionTracer | None) -> None:
         Model.__init__(self, id=executor.model, name="AuditedModel", provider=PROVIDER)
-        self.executor = executor
+        self.executor: LLMExecutor = executor
         self._tracer = tracer
         self._bridge = SyncBridge()
 
@@ -90,7 +88,7 @@ class AuditedModel(Model):
         memo[id(self._bridge)] = self._bridge
         if self._tracer is not None:
             memo[id(self._tracer)] = self._tracer
-        copied: AuditedModel = super().__deepcopy__(memo)
+        copied: AuditedModel = super().__deepcopy__(memo)  # type: ignore[no-untyped-call]
         return copied
 
     @property
@@ -128,7 +126,7 @@ class AuditedModel(Model):
             _reset(current_run, run_token)
             _reset(current_scope, scope_token)
 
-    async def aresponse(  # type: ignore[override]
+    async def aresponse(
         self,
         messages: list[Message],
         response_format: Any = None,
@@ -145,7 +143,7 @@ class AuditedModel(Model):
             )
             return response
 
-    async def aresponse_stream(  # type: ignore[override]
+    async def aresponse_stream(
         self,
         messages: list[Message],
         response_format: Any = None,
@@ -158,7 +156,7 @@ class AuditedModel(Model):
         **kwargs: Any,
     ) -> AsyncIterator[Any]:
         with self._run(sys._getframe(1), tools, run_response, asynchronous=True):
-            stream = super().aresponse_stream(
+            stream: Any = super().aresponse_stream(
                 messages,
                 response_format,
                 tools,
@@ -173,7 +171,7 @@ class AuditedModel(Model):
                 async for event in stream:
                     yield event
 
-    def response(  # type: ignore[override]
+    def response(
         self,
         messages: list[Message],
         response_format: Any = None,
@@ -190,7 +188,7 @@ class AuditedModel(Model):
             )
             return response
 
-    def response_stream(  # type: ignore[override]
+    def response_stream(
         self,
         messages: list[Message],
         response_format: Any = None,
@@ -232,7 +230,7 @@ class AuditedModel(Model):
 
     # --- one round trip ----------------------------------------------------------------------------
 
-    async def ainvoke(  # type: ignore[override]
+    async def ainvoke(
         self,
         messages: list[Message],
         assistant_message: Message,
@@ -245,21 +243,22 @@ class AuditedModel(Model):
     ) -> ModelResponse:
         scope = current_scope.get()
         request = self._request(messages, response_format, tools, tool_choice, compress_tool_results, scope)
-        if assistant_message.metrics is not None:
-            assistant_message.metrics.start_timer()
+        metrics: Any = assistant_message.metrics  # Agno's MessageMetrics is untyped
+        if metrics is not None:
+            metrics.start_timer()
         try:
             with self._context(scope):
                 response = await self.executor.generate(
                     request.messages, tools=request.tools, tool_choice=request.choice
                 )
         finally:
-            if assistant_message.metrics is not None:
-                assistant_message.metrics.stop_timer()
+            if metrics is not None:
+                metrics.stop_timer()
         if scope is not None:
             scope.remember(response.tool_calls)
         return conversion.model_response(response)
 
-    async def ainvoke_stream(  # type: ignore[override]
+    async def ainvoke_stream(
         self,
         messages: list[Message],
         assistant_message: Message,
@@ -272,8 +271,9 @@ class AuditedModel(Model):
     ) -> AsyncIterator[ModelResponse]:
         scope = current_scope.get()
         request = self._request(messages, response_format, tools, tool_choice, compress_tool_results, scope)
-        if assistant_message.metrics is not None:
-            assistant_message.metrics.start_timer()
+        metrics: Any = assistant_message.metrics  # Agno's MessageMetrics is untyped
+        if metrics is not None:
+            metrics.start_timer()
         try:
             with self._context(scope):  # the stream takes its context when it is made
                 stream = self.executor.generate_stream(
@@ -295,8 +295,8 @@ class AuditedModel(Model):
                 provider_data=conversion.provider_data(response),
             )
         finally:
-            if assistant_message.metrics is not None:
-                assistant_message.metrics.stop_timer()
+            if metrics is not None:
+                metrics.stop_timer()
 
     def invoke(self, *args: Any, **kwargs: Any) -> ModelResponse:
         response: ModelResponse = self._bridge.run(self.ainvoke(*args, **kwargs))
@@ -353,11 +353,9 @@ def _run_context_of_tools(tools: Any) -> Any:
 
 
 def _reset(variable: Any, token: Any) -> None:
-    try:
+    # An async generator closed from another context (garbage collection): that context is gone.
+    with suppress(ValueError):
         variable.reset(token)
-    except ValueError:
-        # An async generator closed from another context (garbage collection): that context is gone.
-        pass
 
 
 __all__ = ["AuditedModel"]
