@@ -36,7 +36,9 @@ _MAX_FRAMES = 40
 @dataclass(frozen=True, slots=True)
 class RunOwner:
     """What the stack says about the run: the agent or team (None when the model is called directly),
-    its ``RunContext``, and the fallback configuration the model call was wrapped in."""
+    its ``RunContext``, the fallback configuration the model call was wrapped in (only that one: an
+    ``AuditedModel`` serving as an agent's ``output_model`` is not called through the agent's
+    fallbacks), and whether the model is being called as someone else's fallback."""
 
     component: Any = None
     run_context: RunContext | None = None
@@ -68,6 +70,4 @@ def find_run_owner(frame: FrameType | None) -> RunOwner:
                 break
         frame = frame.f_back
         depth += 1
-    if component is not None and fallback_config is None:
-        fallback_config = getattr(component, "fallback_config", None)
     return RunOwner(component, run_context, fallback_config, called_as_fallback)

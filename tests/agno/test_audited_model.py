@@ -289,11 +289,12 @@ async def test_a_workflow_of_two_agent_steps() -> None:
         steps=[Step(name="research", agent=researcher), Step(name="write", agent=writer)],
     )
 
-    output = await workflow.arun("What is the weather?", session_state=dict(TENANT))
+    output = await workflow.arun("What is the weather?", session_state={"tenant_id": "acme"})
 
     assert output.content == "A short summary."
+    # Each step's agent has its own model and step name; its id is Agno's (from its name).
     steps = [(execution[0].step, execution[0].agent_id) for execution in executions(sink)]
-    assert steps == [("research", "planner"), ("research", "planner"), ("write", "planner")]
+    assert steps == [("research", "researcher"), ("research", "researcher"), ("write", "writer")]
     assert {execution[0].tenant_id for execution in executions(sink)} == {"acme"}
     assert len(tool_executions(sink)) == 2
     assert {events[0].step for events in tool_executions(sink)} == {"research"}
