@@ -13,6 +13,7 @@ The hook is async only where Agno awaits the chain (an async tool, or an async h
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from inspect import isasyncgen, isasyncgenfunction, iscoroutinefunction, isgenerator
 from typing import Any
@@ -33,10 +34,14 @@ def with_recording_hook(
     function_call: FunctionCall, scope: RunScope, *, step: str | None, sink: EventSink, tracer: ExecutionTracer
 ) -> None:
     function = function_call.function
+    # The call as the model asked for it (with the execution that asked); a call this run's executions
+    # did not make (one Agno resumes after a pause, say) is recorded from Agno's own record of it.
+    arguments = dict(function_call.arguments or {})
     call = scope.call(function_call.call_id) or ToolCall(
         id=function_call.call_id or "",
         name=function.name,
-        arguments=dict(function_call.arguments or {}),
+        arguments=arguments,
+        arguments_json=json.dumps(arguments, default=str),
     )
     context = scope.context.with_step(step)
     user_hooks = list(function.tool_hooks or ())
