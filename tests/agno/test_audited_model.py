@@ -12,7 +12,7 @@ from typing import Any
 from uuid import UUID
 
 from agno.agent import Agent
-from agno.run.agent import RunOutput
+from agno.run.agent import RunCompletedEvent, RunContentEvent, RunOutput
 from agno.run.base import RunStatus
 from agno.workflow import Step, Workflow
 
@@ -141,7 +141,7 @@ async def test_an_agent_with_two_tools_records_every_attempt_and_every_tool() ->
     assert_completed(output)
     assert_two_round_trips_with_two_tools(sink)
     # Agno saw the tools run once each, and the tool loop sent both results back.
-    assert sorted(tool.tool_name for tool in output.tools or []) == ["get_time", "get_weather"]
+    assert sorted(str(tool.tool_name) for tool in output.tools or []) == ["get_time", "get_weather"]
     # The run's metrics add up the answers' usage, attributed to the model that answered.
     answered = [
         payload(event, "usage")
@@ -213,12 +213,12 @@ async def test_a_streamed_run() -> None:
     sink = InMemorySink()
     agent = Agent(name="planner", model=audited(sink=sink), tools=[get_weather, get_time])
 
-    chunks, completed = [], []
+    chunks: list[str] = []
+    completed: list[RunCompletedEvent] = []
     async for event in agent.arun("What is the weather?", session_state=dict(TENANT), stream=True):
-        kind = getattr(event, "event", None)
-        if kind == "RunContent" and isinstance(event.content, str):
+        if isinstance(event, RunContentEvent) and isinstance(event.content, str):
             chunks.append(event.content)
-        elif kind == "RunCompleted":
+        elif isinstance(event, RunCompletedEvent):
             completed.append(event)
 
     assert "".join(chunks) == "Sunny, and it is noon."
@@ -250,7 +250,7 @@ def test_a_sync_streamed_run() -> None:
     chunks = [
         event.content
         for event in agent.run("What is the weather?", session_state=dict(TENANT), stream=True)
-        if getattr(event, "event", None) == "RunContent" and isinstance(event.content, str)
+        if isinstance(event, RunContentEvent) and isinstance(event.content, str)
     ]
 
     assert "".join(chunks) == "Sunny, and it is noon."

@@ -139,9 +139,9 @@ async def test_a_configured_model_resolves_its_chain_per_tenant_and_agent(tmp_pa
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_the_run_span_is_current_for_its_executions_and_tools(stream: bool) -> None:
-    from llm_ledger.executor.tracing import current_run
+    from llm_ledger.executor.tracing import SpanRef, current_run
 
-    seen: list[object] = []
+    seen: list[SpanRef | None] = []
 
     register_mock("agno-probe", MockBehaviour(p50_ms=0, tool_calls=(("probe", {"city": "Paris"}),)))
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from agno.agent import Agent
 from agno.models.fallback import FallbackConfig
+from agno.run.agent import RunErrorEvent
 from agno.run.base import RunStatus
 
 from llm_ledger.agno import AuditedModel
@@ -75,7 +76,8 @@ def test_the_refusals_hold_in_sync_and_streamed_runs() -> None:
     )
     output = agent.run("hi", session_state=dict(TENANT))
     assert output.status == RunStatus.error and "fallback" in str(output.content)
-    errors = [event for event in agent.run("hi", session_state=dict(TENANT), stream=True) if event.event == "RunError"]
+    events = agent.run("hi", session_state=dict(TENANT), stream=True)
+    errors = [event for event in events if isinstance(event, RunErrorEvent)]
     assert errors and "fallback" in str(errors[0].content)
     assert len(sink) == 0
 
