@@ -184,3 +184,9 @@ class Request:
     messages: list[LLMMessage]
     tools: list[ToolSpec] | None
     choice: str | None
+
+    @property
+    def tool_arguments(self) -> dict[str, Any]:
+        """``tools=``/``tool_choice=`` for the executor, left out when no tool is offered (a text-only
+        round trip is the same call it always was)."""
+        return {"tools": self.tools, "tool_choice": self.choice} if self.tools else {}

@@ -248,9 +248,7 @@ class AuditedModel(Model):
             metrics.start_timer()
         try:
             with self._context(scope):
-                response = await self.executor.generate(
-                    request.messages, tools=request.tools, tool_choice=request.choice
-                )
+                response = await self.executor.generate(request.messages, **request.tool_arguments)
         finally:
             if metrics is not None:
                 metrics.stop_timer()
@@ -276,9 +274,7 @@ class AuditedModel(Model):
             metrics.start_timer()
         try:
             with self._context(scope):  # the stream takes its context when it is made
-                stream = self.executor.generate_stream(
-                    request.messages, tools=request.tools, tool_choice=request.choice
-                )
+                stream = self.executor.generate_stream(request.messages, **request.tool_arguments)
             async with aclosing(stream):
                 async for text in stream:
                     yield ModelResponse(role="assistant", content=text)
