@@ -18,7 +18,7 @@ from typing import Any
 from agno.run.base import RunContext
 
 from llm_ledger.executor import ConfigurationError, ExecutionContext, get_execution_context
-from llm_ledger.executor.executor import DEFAULT_TENANT
+from llm_ledger.executor.context import DEFAULT_TENANT
 from llm_ledger.executor.tools import ToolCall
 from llm_ledger.executor.tracing import RunTrace, SpanRef
 

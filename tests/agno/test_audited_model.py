@@ -215,7 +215,7 @@ async def test_a_streamed_run() -> None:
 
     chunks: list[str] = []
     completed: list[RunCompletedEvent] = []
-    async for event in agent.arun("What is the weather?", session_state=dict(TENANT), stream=True):
+    async for event in agent.arun("What is the weather?", session_state=dict(TENANT), stream=True, stream_events=True):
         if isinstance(event, RunContentEvent) and isinstance(event.content, str):
             chunks.append(event.content)
         elif isinstance(event, RunCompletedEvent):
