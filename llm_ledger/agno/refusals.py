@@ -22,7 +22,7 @@ def check_no_second_layer(model_retries: int, owner: RunOwner) -> None:
             "(or the step's max_retries in the pipeline configuration)"
         )
     name = _describe(owner.component)
-    if owner.called_as_fallback or _has_fallbacks(owner.fallback_config):
+    if _has_fallbacks(owner.fallback_config):
         raise ConfigurationError(
             f"{name} has Agno fallback models (fallback_models= or fallback_config=) around an AuditedModel: "
             "their calls would escape the ledger; remove them and list the fallbacks in the AuditedModel "

@@ -43,7 +43,6 @@ class RunOwner:
     component: Any = None
     run_context: RunContext | None = None
     fallback_config: Any = None
-    called_as_fallback: bool = False
 
 
 def find_run_owner(frame: FrameType | None) -> RunOwner:
@@ -53,7 +52,6 @@ def find_run_owner(frame: FrameType | None) -> RunOwner:
     component: Any = None
     run_context: RunContext | None = None
     fallback_config: Any = None
-    called_as_fallback = False
     depth = 0
     while frame is not None and depth < _MAX_FRAMES:
         module = frame.f_globals.get("__name__", "")
@@ -61,7 +59,6 @@ def find_run_owner(frame: FrameType | None) -> RunOwner:
             local = frame.f_locals
             if module == "agno.models.fallback" and frame.f_code.co_name in _FALLBACK_WRAPPERS:
                 fallback_config = local.get("fallback_config", fallback_config)
-                called_as_fallback = called_as_fallback or "try_fallback" in frame.f_code.co_name
             candidate = local.get("agent") if isinstance(local.get("agent"), Agent) else local.get("team")
             if isinstance(candidate, (Agent, Team)):
                 component = candidate
@@ -70,4 +67,4 @@ def find_run_owner(frame: FrameType | None) -> RunOwner:
                 break
         frame = frame.f_back
         depth += 1
-    return RunOwner(component, run_context, fallback_config, called_as_fallback)
+    return RunOwner(component, run_context, fallback_config)

@@ -121,3 +121,13 @@ def test_bad_chains_are_refused_at_construction(tmp_path: Path) -> None:
         AuditedModel.from_config(config, step_name="missing")
     model = AuditedModel.from_config(config, step_name="generation", sink=InMemorySink())
     assert model.id == "mock/a" and model.executor.fallback_models == ("mock/b",)
+
+
+async def test_an_audited_model_as_the_fallback_of_an_agno_model_is_refused() -> None:
+    """Agno would call it only after its own model failed, a failure the ledger never saw."""
+    from agno.models.openai import OpenAIChat
+
+    sink = InMemorySink()
+    unreachable = OpenAIChat(id="gpt-4o-mini", api_key="sk-test", base_url="http://127.0.0.1:9/v1", max_retries=0)
+    agent = Agent(name="planner", model=unreachable, fallback_models=[audited(sink=sink)])
+    await _refused(agent, sink, "fallback_models=[...]")
