@@ -4,7 +4,12 @@ Each ``AuditedModel`` (and its copies) owns one private event loop, in a daemon 
 first sync call. A sync call runs its coroutine there, in a copy of the caller's ``contextvars``
 context (its ``execution_context``, its run's scope and span), and blocks until it ends: the caller's
 thread may itself be running an event loop (``Agent.run`` inside async code) without the two meeting.
-A call made from the private loop's own thread would wait for itself, and is refused."""
+A call made from the private loop's own thread would wait for itself, and is refused.
+
+One ``AuditedModel`` is best used in one form: the executor keeps one pooled SDK client per model, and
+an async SDK client belongs to the event loop that first used it, so a model used by ``Agent.arun`` on
+the application's loop and by ``Agent.run`` (this private loop) would hand one loop's client to the
+other (the attempt fails as a ``provider_error`` and the chain falls back, recorded)."""
 
 from __future__ import annotations
 
