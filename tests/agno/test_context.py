@@ -191,3 +191,25 @@ async def test_the_run_span_is_current_for_its_executions_and_tools(stream: bool
     assert outcomes == ["succeeded"]
     assert [(ref.trace_id, ref.span_id) for ref in seen if ref is not None] == [("1" * 32, "2" * 16)]
     assert current_run.get() is None, "reset after the run"
+
+
+def test_concurrent_sync_runs_in_threads_mix_nothing() -> None:
+    """``Agent.run`` from many threads: one private loop runs every round trip, each in its caller's
+    context."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sink = InMemorySink()
+    agent = Agent(name="planner", model=audited(sink=sink), tools=[get_weather, get_time])
+
+    def run(index: int) -> None:
+        assert_completed(agent.run("What is the weather?", session_state={"tenant_id": f"tenant-{index}"}))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(run, range(16)))
+
+    assert len(executions(sink)) == 32 and len(tool_executions(sink)) == 32
+    for events in tool_executions(sink):
+        if payload(events[0], "tool_name") == "get_weather":
+            assert payload(events[1], "result").text == f"{events[0].tenant_id} asks about Paris"
+    for events in streams(sink).values():
+        assert len({event.tenant_id for event in events}) == 1
