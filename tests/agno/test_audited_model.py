@@ -298,3 +298,20 @@ async def test_a_workflow_of_two_agent_steps() -> None:
     assert {execution[0].tenant_id for execution in executions(sink)} == {"acme"}
     assert len(tool_executions(sink)) == 2
     assert {events[0].step for events in tool_executions(sink)} == {"research"}
+
+
+async def test_an_output_schema_goes_through_agnos_json_prompt() -> None:
+    from pydantic import BaseModel
+
+    class Forecast(BaseModel):
+        city: str
+
+    register_mock("agno-json", MockBehaviour(p50_ms=0, reply='{"city": "Paris"}'))
+    sink = InMemorySink()
+    agent = Agent(name="planner", model=audited(["mock/agno-json"], sink=sink), output_schema=Forecast)
+
+    output = await agent.arun("Which city?", session_state=dict(TENANT))
+
+    assert output.content == Forecast(city="Paris")
+    (execution,) = executions(sink)
+    assert payload(execution[0], "operation") == "generate"
