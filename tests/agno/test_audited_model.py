@@ -18,7 +18,7 @@ from agno.workflow import Step, Workflow
 
 from llm_ledger.agno import AuditedModel
 from llm_ledger.events import Event
-from llm_ledger.executor import InMemorySink, MockBehaviour, RetryPolicy, register_mock
+from llm_ledger.executor import InMemorySink, MockBehaviour, ProviderSettings, RetryPolicy, register_mock
 
 PRIMARY = "mock/agno-throttled?p50_ms=0&rate_limit=1.0"
 """Answers 429 to every attempt: its retries are spent, then the chain falls back."""
@@ -315,3 +315,29 @@ async def test_an_output_schema_goes_through_agnos_json_prompt() -> None:
     assert output.content == Forecast(city="Paris")
     (execution,) = executions(sink)
     assert payload(execution[0], "operation") == "generate"
+
+
+def test_one_model_serves_sync_and_async_runs_on_real_sdk_clients(providers: dict[str, ProviderSettings]) -> None:
+    """An async SDK client belongs to the event loop that first used it: the sync forms, on the model's
+    private loop, have clients of their own, so arun, run and arun again all answer at the first
+    attempt (one model, real openai SDK, the fake server)."""
+    import asyncio
+
+    sink = InMemorySink()
+    model = AuditedModel("openai/gpt-4o-mini", providers=providers, sink=sink, max_retries=0)
+    agent = Agent(name="planner", model=model)
+
+    async def arun() -> None:
+        assert (await agent.arun("hi", session_state=dict(TENANT))).status == RunStatus.completed
+
+    async def both() -> None:
+        await arun()
+        assert agent.run("hi", session_state=dict(TENANT)).status == RunStatus.completed
+        await arun()
+
+    asyncio.run(both())
+    assert agent.run("hi", session_state=dict(TENANT)).status == RunStatus.completed
+
+    assert [types(execution) for execution in executions(sink)] == [
+        ["ExecutionStarted", "AttemptStarted", "AttemptSucceeded", "ExecutionSucceeded"]
+    ] * 4
