@@ -2,4 +2,6 @@
 trip is one execution of ``LLMExecutor``, and the tool hooks that record the tools an Agent runs.
 See docs/ARCHITECTURE.md."""
 
-__all__: list[str] = []
+from llm_ledger.agno.model import AuditedModel
+
+__all__ = ["AuditedModel"]

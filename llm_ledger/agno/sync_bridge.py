@@ -1,0 +1,142 @@
+"""Agno's sync forms (``Agent.run``, ``Model.invoke``/``invoke_stream``) on the async executor.
+
+Each ``AuditedModel`` (and its copies) owns one private event loop, in a daemon thread started on the
+first sync call. A sync call runs its coroutine there, in a copy of the caller's ``contextvars``
+context (its ``execution_context``, its run's scope and span), and blocks until it ends: the caller's
+thread may itself be running an event loop (``Agent.run`` inside async code) without the two meeting.
+A call made from the private loop's own thread would wait for itself, and is refused.
+
+The round trips run here go through an executor of their own, a twin of the model's (same chain,
+options, sink and tracer) built on the first sync call: an executor keeps one pooled async SDK client
+per model, which belongs to the event loop that first used it, so one executor serving both the
+application's loop (``Agent.arun``) and this one would hand one loop's client to the other."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+from llm_ledger.executor import ConfigurationError, LLMExecutor
+
+T = TypeVar("T")
+
+_DONE = object()
+
+
+class SyncBridge:
+    def __init__(self, build_executor: Callable[[], LLMExecutor]) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._build_executor = build_executor
+        self._executor: LLMExecutor | None = None
+
+    def owns_current_thread(self) -> bool:
+        """Whether the caller runs on the private loop."""
+        return self._thread is not None and threading.current_thread() is self._thread
+
+    def executor(self) -> LLMExecutor:
+        """The executor of the round trips run on the private loop (its clients belong to it)."""
+        with self._lock:
+            if self._executor is None:
+                self._executor = self._build_executor()
+            return self._executor
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        if threading.current_thread() is self._thread:
+            raise ConfigurationError(
+                "AuditedModel: a sync call (invoke, Agent.run) was made from the AuditedModel's own event "
+                "loop thread; use the async form (ainvoke, Agent.arun) there"
+            )
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="llm-ledger-agno-sync", daemon=True)
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the private loop, in a copy of the caller's context; its result or error."""
+        try:
+            loop = self._running_loop()
+        except BaseException:
+            coroutine.close()
+            raise
+        context = contextvars.copy_context()
+        done: concurrent.futures.Future[T] = concurrent.futures.Future()
+        tasks: list[asyncio.Task[T]] = []
+
+        def start() -> None:
+            task = loop.create_task(coroutine, context=context)
+            tasks.append(task)
+            task.add_done_callback(lambda finished: _transfer(finished, done))
+
+        loop.call_soon_threadsafe(start)
+        try:
+            return done.result()
+        except BaseException:
+            # The caller was interrupted (KeyboardInterrupt): do not leave the call running.
+            if not done.done():
+                loop.call_soon_threadsafe(lambda: [task.cancel() for task in tasks])
+            raise
+
+    def iterate(self, stream: AsyncIterator[T]) -> Iterator[T]:
+        """The items of an async iterator, produced on the private loop in one task (an execution's
+        timeouts belong to the task that runs it); closing this generator early cancels that task."""
+        items: queue.Queue[Any] = queue.Queue()
+
+        async def pump() -> None:
+            try:
+                async for item in stream:
+                    items.put(item)
+            except BaseException as error:  # handed to the consumer, raised there
+                items.put(_Failure(error))
+                if isinstance(error, asyncio.CancelledError):
+                    raise
+            else:
+                items.put(_DONE)
+            finally:
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+        loop = self._running_loop()
+        context = contextvars.copy_context()
+        tasks: list[asyncio.Task[None]] = []
+        loop.call_soon_threadsafe(lambda: tasks.append(loop.create_task(pump(), context=context)))
+        finished = False
+        try:
+            while True:
+                item = items.get()
+                if item is _DONE:
+                    finished = True
+                    return
+                if isinstance(item, _Failure):
+                    finished = True
+                    raise item.error
+                yield item
+        finally:
+            if not finished:
+                loop.call_soon_threadsafe(lambda: [task.cancel() for task in tasks])
+
+
+class _Failure:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _transfer(task: asyncio.Task[T], done: concurrent.futures.Future[T]) -> None:
+    if task.cancelled():
+        done.cancel()
+    elif (error := task.exception()) is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(task.result())

@@ -1,0 +1,133 @@
+"""The retry and fallback layers Agno would add around an ``AuditedModel`` are refused, when the run's
+model loop starts and before any event, with an error naming what to change; so is what the executor
+cannot carry (a provider's built-in tool, media, a native response format) and a bad chain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from agno.agent import Agent
+from agno.models.fallback import FallbackConfig
+from agno.run.agent import RunErrorEvent
+from agno.run.base import RunStatus
+
+from llm_ledger.agno import AuditedModel
+from llm_ledger.executor import ConfigurationError, InMemorySink
+from tests.agno.test_audited_model import TENANT, audited, executions, get_time, get_weather
+
+FALLBACK = "mock/agno-tools"
+
+
+async def _refused(agent: Agent, sink: InMemorySink, *words: str) -> None:
+    output = await agent.arun("What is the weather?", session_state=dict(TENANT))
+    assert output.status == RunStatus.error
+    message = str(output.content)
+    for word in words:
+        assert word in message, message
+    assert len(sink) == 0, "refused before any execution"
+
+
+async def test_retries_on_the_audited_model_are_refused() -> None:
+    sink = InMemorySink()
+    model = audited(sink=sink)
+    model.retries = 2
+    agent = Agent(name="planner", model=model, tools=[get_weather, get_time])
+    await _refused(agent, sink, "AuditedModel.retries=2", "max_retries=")
+
+
+async def test_agno_fallback_models_around_an_audited_model_are_refused() -> None:
+    sink = InMemorySink()
+    agent = Agent(
+        name="planner",
+        model=audited(sink=sink),
+        fallback_models=[AuditedModel(FALLBACK, sink=sink)],
+        tools=[get_weather, get_time],
+    )
+    await _refused(agent, sink, "Agent 'planner'", "fallback_models=[...]")
+
+
+async def test_an_agno_fallback_config_is_refused() -> None:
+    sink = InMemorySink()
+    agent = Agent(
+        name="planner",
+        model=audited(sink=sink),
+        fallback_config=FallbackConfig(on_rate_limit=[AuditedModel(FALLBACK, sink=sink)]),
+        tools=[get_weather, get_time],
+    )
+    await _refused(agent, sink, "fallback_config=")
+
+
+async def test_run_level_retries_are_refused() -> None:
+    sink = InMemorySink()
+    agent = Agent(
+        name="planner", model=audited(sink=sink), retries=1, delay_between_retries=0, tools=[get_weather, get_time]
+    )
+    await _refused(agent, sink, "retries=1", "set retries=0")
+
+
+def test_the_refusals_hold_in_sync_and_streamed_runs() -> None:
+    sink = InMemorySink()
+    agent = Agent(
+        name="planner",
+        model=audited(sink=sink),
+        fallback_models=[AuditedModel(FALLBACK, sink=sink)],
+        tools=[get_weather, get_time],
+    )
+    output = agent.run("hi", session_state=dict(TENANT))
+    assert output.status == RunStatus.error and "fallback" in str(output.content)
+    events = agent.run("hi", session_state=dict(TENANT), stream=True)
+    errors = [event for event in events if isinstance(event, RunErrorEvent)]
+    assert errors and "fallback" in str(errors[0].content)
+    assert len(sink) == 0
+
+
+async def test_a_model_without_agno_layers_runs() -> None:
+    """The control of the tests above: the same agent, without the refused layer, runs."""
+    sink = InMemorySink()
+    agent = Agent(name="planner", model=audited(sink=sink), tools=[get_weather, get_time])
+    output = await agent.arun("What is the weather?", session_state=dict(TENANT))
+    assert output.status == RunStatus.completed
+    assert len(executions(sink)) == 2
+
+
+async def test_a_providers_builtin_tool_is_refused() -> None:
+    sink = InMemorySink()
+    agent = Agent(name="planner", model=audited(sink=sink), tools=[{"type": "web_search_preview"}])
+    output = await agent.arun("hi", session_state=dict(TENANT))
+    assert output.status == RunStatus.error
+    assert "tools[0] is not a function tool ('web_search_preview')" in str(output.content)
+    assert len(sink) == 0
+
+
+async def test_media_is_refused() -> None:
+    from agno.media import Image
+
+    sink = InMemorySink()
+    agent = Agent(name="planner", model=audited(sink=sink))
+    output = await agent.arun("hi", images=[Image(url="https://example.com/a.png")], session_state=dict(TENANT))
+    assert output.status == RunStatus.error
+    assert "carries media" in str(output.content)
+
+
+def test_bad_chains_are_refused_at_construction(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="not both"):
+        AuditedModel(["mock/a", "mock/b"], fallback_models=["mock/c"])
+    with pytest.raises(ConfigurationError, match="non-empty list"):
+        AuditedModel([])
+    config = tmp_path / "pipeline.toml"
+    config.write_text('[pipeline.generation]\nmodel = "mock/a"\nfallback_models = ["mock/b"]\n')
+    with pytest.raises(ConfigurationError):
+        AuditedModel.from_config(config, step_name="missing")
+    model = AuditedModel.from_config(config, step_name="generation", sink=InMemorySink())
+    assert model.id == "mock/a" and model.executor.fallback_models == ("mock/b",)
+
+
+async def test_an_audited_model_as_the_fallback_of_an_agno_model_is_refused() -> None:
+    """Agno would call it only after its own model failed, a failure the ledger never saw."""
+    from agno.models.openai import OpenAIChat
+
+    sink = InMemorySink()
+    unreachable = OpenAIChat(id="gpt-4o-mini", api_key="sk-test", base_url="http://127.0.0.1:9/v1", max_retries=0)
+    agent = Agent(name="planner", model=unreachable, fallback_models=[audited(sink=sink)])
+    await _refused(agent, sink, "fallback_models=[...]")
