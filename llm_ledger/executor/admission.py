@@ -135,7 +135,7 @@ def check_tools(tools: Sequence[ToolSpec] | None, tool_choice: str | None) -> tu
     for index, tool in enumerate(specs):
         if not isinstance(tool, ToolSpec):
             raise InvalidInputError(f"tools[{index}]", f"must be a ToolSpec, not {type(tool).__name__}")
-        if not (isinstance(tool.name, str) and TOOL_NAME.match(tool.name)):
+        if not (isinstance(tool.name, str) and TOOL_NAME.fullmatch(tool.name)):
             raise InvalidInputError(
                 f"tools[{index}].name", f"{tool.name!r} is not a tool name: 1 to 64 letters, digits, '_' or '-'"
             )

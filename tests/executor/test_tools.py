@@ -4,6 +4,7 @@ event could take."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Annotated, Literal
 
@@ -97,6 +98,22 @@ def _positional(city: str, /) -> None:
     pass
 
 
+def _private(_city: str) -> None:
+    pass
+
+
+class _Opaque:
+    pass
+
+
+def _opaque(thing: _Opaque) -> None:
+    pass
+
+
+def _unresolved(thing: Missing) -> None:  # type: ignore[name-defined]  # noqa: F821
+    pass
+
+
 @pytest.mark.parametrize(
     ("function", "expected"),
     [
@@ -105,6 +122,9 @@ def _positional(city: str, /) -> None:
         (_unannotated, r"parameter 'city' has no type annotation"),
         (_positional, r"parameter 'city' is positional-only"),
         (lambda city: city, r"would be named '<lambda>'"),
+        (_private, r"parameter '_city' starts with '_'"),
+        (_opaque, r"tool '_opaque': its parameters make no schema: Unable to generate pydantic-core schema"),
+        (_unresolved, r"cannot read the parameters of .*name 'Missing' is not defined"),
     ],
 )
 def test_a_function_whose_parameters_make_no_schema_is_refused_naming_the_parameter(
@@ -112,6 +132,20 @@ def test_a_function_whose_parameters_make_no_schema_is_refused_naming_the_parame
 ) -> None:
     with pytest.raises(ConfigurationError, match=expected):
         ToolSpec.from_function(function)  # type: ignore[arg-type]
+
+
+def test_a_tool_from_a_callable_object_or_a_partial_reads_the_annotations_where_they_are() -> None:
+    class Forecast:
+        """Forecast the weather."""
+
+        def __call__(self, city: str, days: int = 3) -> str:
+            return city
+
+    spec = ToolSpec.from_function(Forecast(), name="forecast")
+    assert (spec.description, spec.parameters["required"]) == ("Forecast the weather.", ["city"])
+    partial = ToolSpec.from_function(functools.partial(get_weather, days=5), name="five_days")
+    assert partial.description == "Today's weather in a city."
+    assert partial.parameters["properties"]["days"] == {"type": "integer", "default": 5}
 
 
 def test_a_tool_from_a_pydantic_model_takes_its_docstring_and_schema() -> None:
@@ -210,6 +244,8 @@ WEATHER = ToolSpec.from_function(get_weather)
     [
         ([ToolSpec(name="has space")], None, "tools[0].name", "is not a tool name"),
         ([ToolSpec(name="x" * 65)], None, "tools[0].name", "is not a tool name"),
+        ([ToolSpec(name="get_weather\n")], None, "tools[0].name", "is not a tool name"),
+        ([ToolSpec(name="t", description="\ud800")], None, "tools[0]", "has no canonical JSON form"),
         ([WEATHER, WEATHER], None, "tools[1].name", r"offered twice \(also tools\[0\]\)"),
         ([ToolSpec(name="t", parameters={"type": "string"})], None, "tools[0].parameters", "must be an object schema"),
         (
