@@ -21,7 +21,7 @@ from llm_ledger.executor.routing import ModelRoute
 from llm_ledger.executor.sink import until_durable
 from llm_ledger.executor.tool_executions import asking_executions
 from llm_ledger.executor.tools import ToolCall
-from llm_ledger.executor.tracing import SpanRef
+from llm_ledger.executor.tracing import span_ref
 from llm_ledger.executor.types import AttemptSummary, LLMResponse, input_entries
 
 TOOL_CALLS_FINISH = "tool_calls"
@@ -193,16 +193,10 @@ class ExecutionHistory:
             span_id=self.trace.span_id,
         )
         if self.plan.tools:
-            # What a tool execution this one asks for inherits (tool_executions.record_tool_call).
-            trace_id, span_id = self.trace.trace_id, self.trace.span_id
+            # What a tool execution this one asks for inherits (tool_executions.record_tool_call); the span
+            # by its ref, which a sampled-out span has too, so that its tools are sampled out with it.
             plan = self.plan
-            asking_executions.add(
-                self.execution_id,
-                plan.context,
-                plan.capture,
-                plan.scrubber,
-                SpanRef(trace_id, span_id) if trace_id and span_id else None,
-            )
+            asking_executions.add(self.execution_id, plan.context, plan.capture, plan.scrubber, span_ref(self.trace))
 
     def attempt_started(self, index: int, retry: int, params: CallParams, timeout: float, by_deadline: bool) -> Attempt:
         self.attempts += 1
