@@ -289,6 +289,8 @@ CALL = ToolCall(id="c1", name="get_weather", arguments={"city": "Paris"})
             "not by a message of role 'assistant'",
         ),
         (LLMMessage(role="tool", content="r", tool_call_id="c\x00"), "messages[1].tool_call_id", "NUL"),
+        (LLMMessage(role="tool", content="r", tool_call_id="c1"), "messages[1].tool_call_id", "answers no tool call"),
+        (LLMMessage(role="assistant", tool_calls=(CALL, CALL)), "messages[1].tool_calls", "'c1' more than once"),
         (
             LLMMessage(role="assistant", tool_calls=(ToolCall(id="c1", name="get\ud800"),)),
             "messages[1].tool_calls[0].name",
@@ -296,7 +298,7 @@ CALL = ToolCall(id="c1", name="get_weather", arguments={"city": "Paris"})
         ),
     ],
 )
-async def test_tool_fields_on_the_wrong_message_or_unstorable_are_refused_naming_the_field(
+async def test_tool_fields_on_the_wrong_message_unstorable_or_answering_nothing_are_refused_naming_the_field(
     message: LLMMessage, field: str, expected: str
 ) -> None:
     sink = InMemorySink()
@@ -305,3 +307,18 @@ async def test_tool_fields_on_the_wrong_message_or_unstorable_are_refused_naming
         await executor.generate([*MESSAGES, message], tools=[WEATHER])
     assert raised.value.field == field
     assert len(sink) == 0
+
+
+async def test_a_tool_result_answering_an_earlier_call_is_accepted_and_a_role_tool_message_without_id_still_is() -> (
+    None
+):
+    executor = LLMExecutor("mock/m?p50_ms=0", sink=InMemorySink())
+    conversation = [
+        *MESSAGES,
+        LLMMessage(role="assistant", tool_calls=(CALL,)),
+        LLMMessage(role="tool", content="sunny", tool_call_id="c1", name="get_weather"),
+        LLMMessage(role="tool", content="a tool message of before tools, with no id"),
+    ]
+    with execution_context(tenant_id="t"):
+        response = await executor.generate(conversation, tools=[WEATHER])
+    assert response.tool_calls == ()
