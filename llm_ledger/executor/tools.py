@@ -227,8 +227,18 @@ def checked_tool_calls(
 ) -> tuple[ToolCall, ...]:
     """The calls, parsed and validated against their tools' schemas; raises ``InvalidOutputError`` naming
     the call and what is wrong (an unknown tool, arguments that are not a JSON object, or that do not
-    match the schema)."""
-    return tuple(_checked(call, tools, route, execution_id) for call in requested)
+    match the schema, an id given to two calls)."""
+    checked = tuple(_checked(call, tools, route, execution_id) for call in requested)
+    ids = [call.id for call in checked]
+    if len(set(ids)) < len(ids):
+        # The results could not be told apart when sent back (and the conversation would be refused).
+        twice = next(i for i in ids if ids.count(i) > 1)
+        raise InvalidOutputError(
+            f"tool call {twice!r}: the answer uses this id for more than one call",
+            model=route.model,
+            provider=route.provider.name,
+        )
+    return checked
 
 
 def _checked(call: RequestedToolCall, tools: Mapping[str, ToolSpec], route: ModelRoute, execution_id: UUID) -> ToolCall:

@@ -225,6 +225,15 @@ def test_an_invalid_call_is_an_invalid_output_naming_the_call_and_the_problem(
     assert (raised.value.model, raised.value.provider) == ("mock/m", "mock")
 
 
+def test_two_calls_with_one_id_are_an_invalid_output() -> None:
+    calls = [
+        RequestedToolCall("c1", "get_weather", '{"city": "a"}'),
+        RequestedToolCall("c1", "get_weather", '{"city": "b"}'),
+    ]
+    with pytest.raises(InvalidOutputError, match="tool call 'c1': the answer uses this id for more than one call"):
+        checked_tool_calls(calls, TOOLS, ROUTE, uuid.uuid4())
+
+
 def test_a_hand_written_tool_call_derives_one_form_of_its_arguments_from_the_other() -> None:
     assert ToolCall(id="c", name="t", arguments={"a": 1}).arguments_json == '{"a":1}'
     assert ToolCall(id="c", name="t", arguments_json='{"a": 1}').arguments == {"a": 1}
