@@ -135,7 +135,7 @@ def check_tools(tools: Sequence[ToolSpec] | None, tool_choice: str | None) -> tu
     for index, tool in enumerate(specs):
         if not isinstance(tool, ToolSpec):
             raise InvalidInputError(f"tools[{index}]", f"must be a ToolSpec, not {type(tool).__name__}")
-        if not (isinstance(tool.name, str) and TOOL_NAME.match(tool.name)):
+        if not (isinstance(tool.name, str) and TOOL_NAME.fullmatch(tool.name)):
             raise InvalidInputError(
                 f"tools[{index}].name", f"{tool.name!r} is not a tool name: 1 to 64 letters, digits, '_' or '-'"
             )
@@ -192,12 +192,29 @@ def _check_tool_fields(index: int, message: LLMMessage, stores_text: bool) -> No
         check_identifier(f"{where}.name", message.name)
 
 
+def _check_answers(index: int, message: LLMMessage, asked: set[str]) -> None:
+    """Each call id once in an assistant message, and each tool result answering a call asked for earlier in
+    the conversation: every provider refuses a conversation otherwise (a 400 on each model of the chain),
+    so it is refused here, naming the message, rather than after a round of failed attempts."""
+    ids = [call.id for call in message.tool_calls]
+    if len(set(ids)) < len(ids):
+        twice = next(i for i in ids if ids.count(i) > 1)
+        raise InvalidInputError(f"messages[{index}].tool_calls", f"carry the call id {twice!r} more than once")
+    asked.update(ids)
+    if message.tool_call_id is not None and message.tool_call_id not in asked:
+        raise InvalidInputError(
+            f"messages[{index}].tool_call_id",
+            f"{message.tool_call_id!r} answers no tool call of an earlier assistant message",
+        )
+
+
 def check_messages(messages: Sequence[LLMMessage], capture: CapturePolicy, scrubber: Scrubber) -> JsonDict | None:
     """Refuse messages the ledger cannot record under ``capture``. Under ``full``, returns the input record
     (scrubbed text included) that the ``ExecutionStarted`` event will hold, measured here."""
     if not messages:
         raise ValueError("messages must not be empty")
     stores_text = capture == "full"
+    asked: set[str] = set()  # the ids of the tool calls asked for so far in the conversation
     for index, message in enumerate(messages):
         content = message.content
         # Every policy digests or sends the text as UTF-8: a lone surrogate has no UTF-8 form. A NUL only
@@ -208,6 +225,7 @@ def check_messages(messages: Sequence[LLMMessage], capture: CapturePolicy, scrub
             raise InvalidInputError(f"messages[{index}].content", f"{problem}, which {where}")
         if message.tool_calls or message.tool_call_id is not None or message.name is not None:
             _check_tool_fields(index, message, stores_text)
+            _check_answers(index, message, asked)
     if not stores_text:
         return None
     record = payloads.input_values(input_entries(messages), capture, scrubber)

@@ -54,14 +54,13 @@ def _attempt_succeeded_payload(
     completion: Completion,
     ttfc_ms: float | None,
     output: DeferredOutput,
-    tool_calls: tuple[ToolCall, ...] = (),
-    capture: CapturePolicy = "none",
-    scrubber: Scrubber | None = None,
+    tool_calls: tuple[ToolCall, ...],
+    capture: CapturePolicy,
+    scrubber: Scrubber,
 ) -> JsonDict:
-    calls = [
-        payloads.tool_call_values(call.id, call.name, call.arguments_json, capture, scrubber or Scrubber())
-        for call in tool_calls
-    ]
+    # Under the capture policy, scrubbed, like the answer; none for a text answer, whose payload is then
+    # exactly what it was before tools (``tool_calls`` is left out while empty).
+    calls = [payloads.tool_call_values(c.id, c.name, c.arguments_json, capture, scrubber) for c in tool_calls]
     return payloads.attempt_succeeded(
         attempt=attempt,
         model=route.model,
@@ -193,8 +192,8 @@ class ExecutionHistory:
             span_id=self.trace.span_id,
         )
         if self.plan.tools:
-            # What a tool execution this one asks for inherits (tool_executions.record_tool_call).
-            # span_ref: a sampled-out execution's too, so that its tools are sampled out with it.
+            # What a tool execution this one asks for inherits (tool_executions.record_tool_call); the span
+            # by its ref, which a sampled-out span has too, so that its tools are sampled out with it.
             plan = self.plan
             asking_executions.add(self.execution_id, plan.context, plan.capture, plan.scrubber, span_ref(self.trace))
 
@@ -225,23 +224,18 @@ class ExecutionHistory:
         latency = attempt.elapsed_ms()
         route = attempt.client.route
         output = self._output_record(completion.text)
-        if attempt.tool_calls:
-            payload = JsonPayload(
-                _attempt_succeeded_payload,
-                attempt.number,
-                route,
-                latency,
-                completion,
-                ttfc_ms,
-                output,
-                attempt.tool_calls,
-                self.plan.capture,
-                self.plan.scrubber,
-            )
-        else:  # the payload of a text answer, built exactly as before tools
-            payload = JsonPayload(
-                _attempt_succeeded_payload, attempt.number, route, latency, completion, ttfc_ms, output
-            )
+        payload = JsonPayload(
+            _attempt_succeeded_payload,
+            attempt.number,
+            route,
+            latency,
+            completion,
+            ttfc_ms,
+            output,
+            attempt.tool_calls,
+            self.plan.capture,
+            self.plan.scrubber,
+        )
         self.recorder.record(
             "AttemptSucceeded",
             payload,

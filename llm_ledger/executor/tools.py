@@ -4,13 +4,13 @@ not match its tool's schema, is a failed attempt: ``InvalidOutputError``)."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import typing
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -30,7 +30,7 @@ from llm_ledger.executor.routing import ModelRoute
 TOOL_CHOICES = ("auto", "none", "required")
 """``tool_choice`` is one of these, or the name of one of the offered tools (the model must call it)."""
 
-TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 """What every provider accepts as a tool's name (OpenAI's rule; Anthropic's is the same)."""
 
 _MAX_PROBLEMS = 3
@@ -62,7 +62,7 @@ class ToolSpec(BaseModel):
         _check_name(tool_name, f"the tool of {function!r}")
         try:
             signature = inspect.signature(function)
-            hints = typing.get_type_hints(function, include_extras=True)
+            hints = typing.get_type_hints(_annotated(function), include_extras=True)
         except (TypeError, ValueError, NameError) as exc:
             raise ConfigurationError(f"tool {tool_name!r}: cannot read the parameters of {function!r}: {exc}") from None
         fields: dict[str, Any] = {}
@@ -74,17 +74,24 @@ class ToolSpec(BaseModel):
                 raise ConfigurationError(f"{where} is **{parameter.name}; a tool's schema needs each argument named")
             if parameter.kind is inspect.Parameter.POSITIONAL_ONLY:
                 raise ConfigurationError(f"{where} is positional-only; a tool is called with keyword arguments")
+            if parameter.name.startswith("_"):
+                raise ConfigurationError(f"{where} starts with '_', which a tool's schema cannot name (pydantic)")
             if parameter.name not in hints:
                 raise ConfigurationError(f"{where} has no type annotation, which its JSON schema is made from")
             default = ... if parameter.default is inspect.Parameter.empty else parameter.default
             fields[parameter.name] = (hints[parameter.name], default)
         try:
-            arguments = create_model(f"{tool_name}_arguments", **fields)
-        except (PydanticUserError, PydanticSchemaGenerationError, TypeError) as exc:
-            raise ConfigurationError(f"tool {tool_name!r}: its parameters make no schema: {exc}") from None
+            with warnings.catch_warnings():
+                # A parameter named like a BaseModel attribute ("json", "schema") is a fine argument name.
+                warnings.filterwarnings("ignore", message="Field name .* shadows an attribute", category=UserWarning)
+                arguments = create_model(f"{tool_name}_arguments", **fields)
+        except (PydanticUserError, PydanticSchemaGenerationError, TypeError, NameError) as exc:
+            first_line = str(exc).split("\n", 1)[0]
+            raise ConfigurationError(f"tool {tool_name!r}: its parameters make no schema: {first_line}") from None
+        documented = function.func if isinstance(function, functools.partial) else function
         return cls(
             name=tool_name,
-            description=description if description is not None else _first_paragraph(inspect.getdoc(function)),
+            description=description if description is not None else _first_paragraph(inspect.getdoc(documented)),
             parameters=_schema_of(arguments, tool_name),
         )
 
@@ -108,7 +115,7 @@ class ToolSpec(BaseModel):
         ledger keeps of the tool's definition."""
         return self._digest
 
-    @cached_property
+    @functools.cached_property
     def _digest(self) -> str:
         # Cached on the instance (a frozen model; pydantic leaves cached properties out of equality): an
         # executor offers the same specs call after call.
@@ -116,7 +123,7 @@ class ToolSpec(BaseModel):
             canonical_json({"name": self.name, "description": self.description, "parameters": self.parameters})
         )
 
-    @cached_property
+    @functools.cached_property
     def arguments_validator(self) -> Validator:
         """A validator of a call's arguments against ``parameters``, made once per spec (the schema is
         checked first: ``jsonschema.SchemaError`` when it is not one; ``schema_problem`` says why)."""
@@ -125,8 +132,18 @@ class ToolSpec(BaseModel):
         return cls(self.parameters)
 
 
+def _annotated(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Where the annotations of a callable are: a partial's function, a callable object's ``__call__``."""
+    while isinstance(function, functools.partial):
+        function = function.func
+    if inspect.isroutine(function) or inspect.isclass(function):
+        return function
+    call: Callable[..., Any] = type(function).__call__
+    return call
+
+
 def _check_name(name: str, what: str) -> None:
-    if not isinstance(name, str) or not TOOL_NAME.match(name):
+    if not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
         raise ConfigurationError(
             f"{what} would be named {name!r}; a tool's name is 1 to 64 letters, digits, '_' or '-' (pass name=)"
         )
@@ -148,7 +165,8 @@ def _schema_of(model: type[BaseModel], tool_name: str) -> dict[str, Any]:
             warnings.simplefilter("ignore", PydanticJsonSchemaWarning)
             schema = model.model_json_schema()
     except (PydanticUserError, PydanticSchemaGenerationError, TypeError, ValueError) as exc:
-        raise ConfigurationError(f"tool {tool_name!r}: its parameters have no JSON schema: {exc}") from None
+        first_line = str(exc).split("\n", 1)[0]
+        raise ConfigurationError(f"tool {tool_name!r}: its parameters have no JSON schema: {first_line}") from None
     schema.pop("title", None)
     schema.pop("description", None)  # the tool's description, not the parameters'
     properties: dict[str, Any] = schema.get("properties", {})
@@ -209,8 +227,18 @@ def checked_tool_calls(
 ) -> tuple[ToolCall, ...]:
     """The calls, parsed and validated against their tools' schemas; raises ``InvalidOutputError`` naming
     the call and what is wrong (an unknown tool, arguments that are not a JSON object, or that do not
-    match the schema)."""
-    return tuple(_checked(call, tools, route, execution_id) for call in requested)
+    match the schema, an id given to two calls)."""
+    checked = tuple(_checked(call, tools, route, execution_id) for call in requested)
+    ids = [call.id for call in checked]
+    if len(set(ids)) < len(ids):
+        # The results could not be told apart when sent back (and the conversation would be refused).
+        twice = next(i for i in ids if ids.count(i) > 1)
+        raise InvalidOutputError(
+            f"tool call {twice!r}: the answer uses this id for more than one call",
+            model=route.model,
+            provider=route.provider.name,
+        )
+    return checked
 
 
 def _checked(call: RequestedToolCall, tools: Mapping[str, ToolSpec], route: ModelRoute, execution_id: UUID) -> ToolCall:

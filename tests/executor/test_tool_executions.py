@@ -31,6 +31,7 @@ from llm_ledger.events import Event, EventDraft, sha256_hex
 from llm_ledger.executor.context import ExecutionContext
 from llm_ledger.executor.tool_executions import AskingExecutions
 from llm_ledger.executor.tracing import SpanRef
+from tests.executor.ledger import Ledger
 
 SECRET = "sk-live-4f9a8b7c6d5e4f3a2b1c"
 QUESTION = [LLMMessage(role="user", content="weather in Paris?")]
@@ -366,3 +367,53 @@ async def test_50_concurrent_executions_and_tool_runs_under_different_tenants_mi
         assert result.result.sha256 == sha256_hex(f"result for {tenant}".encode())
         assert verify_chain(stream).ok
     assert len(_tool_streams(default_sink)) == 50
+
+
+# --- into a real ledger --------------------------------------------------------------------------------
+
+
+async def test_a_tool_conversation_reaches_the_store_whole_with_every_chain_intact(ledger: Ledger) -> None:
+    """Through the buffered writer (sealing, journal, the store as the least-privilege login): the
+    execution that asked, the tool runs (one failed) and the execution that got the results back."""
+    executor = LLMExecutor("mock/agent?p50_ms=0&tool_use=1", sink=ledger.writer, capture="full")
+    time_tool = ToolSpec(name="get_time", parameters={"type": "object", "properties": {}})
+    with execution_context(tenant_id="acme", session_id="s1", step="generation"):
+        asked = await executor.generate(QUESTION, tools=[WEATHER, time_tool])
+        weather, clock = asked.tool_calls
+        async with record_tool_call(weather, sink=ledger.writer) as run:
+            run.result = get_weather(**weather.arguments)
+        with pytest.raises(TimeoutError):
+            async with record_tool_call(clock, sink=ledger.writer):
+                raise TimeoutError("the clock service did not answer")
+        answered = await executor.generate(
+            [
+                *QUESTION,
+                LLMMessage(role="assistant", tool_calls=asked.tool_calls),
+                LLMMessage(role="tool", content=str(run.result), tool_call_id=weather.id, name=weather.name),
+                LLMMessage(role="tool", content="error: no answer", tool_call_id=clock.id, name=clock.name),
+            ],
+            tools=[WEATHER, time_tool],
+        )
+
+    stats = ledger.settle()
+    assert stats.rejected == 0 and ledger.rejected() == "", ledger.rejected()
+    streams: dict[UUID, list[Event]] = {}
+    for event in ledger.store.read_session("s1", tenant_id="acme"):
+        streams.setdefault(event.stream_id, []).append(event)
+    kinds = sorted(tuple(e.event_type for e in stream) for stream in streams.values())
+    assert kinds == [
+        ("ExecutionStarted", "AttemptStarted", "AttemptSucceeded", "ExecutionSucceeded"),
+        ("ExecutionStarted", "AttemptStarted", "AttemptSucceeded", "ExecutionSucceeded"),
+        ("ToolCallStarted", "ToolCallFailed"),
+        ("ToolCallStarted", "ToolCallSucceeded"),
+    ]
+    assert all(verify_chain(stream).ok for stream in streams.values())
+    stored_asked: Any = streams[asked.execution_id]
+    assert [c.id for c in stored_asked[2].payload.tool_calls] == [weather.id, clock.id]
+    stored_answered: Any = streams[answered.execution_id]
+    assert stored_answered[0].payload.input.messages[1].tool_calls[1].id == clock.id
+    tools_run = {s[0].payload.tool_call_id: s for s in streams.values() if s[0].event_type == "ToolCallStarted"}
+    assert tools_run[weather.id][0].stream_id == run.tool_execution_id
+    failed: Any = tools_run[clock.id][1].payload
+    assert (failed.error_type, failed.error_class) == ("tool_error", "TimeoutError")
+    assert {e.step for stream in streams.values() for e in stream} == {"generation"}

@@ -4,6 +4,7 @@ event could take."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Annotated, Literal
 
@@ -97,6 +98,22 @@ def _positional(city: str, /) -> None:
     pass
 
 
+def _private(_city: str) -> None:
+    pass
+
+
+class _Opaque:
+    pass
+
+
+def _opaque(thing: _Opaque) -> None:
+    pass
+
+
+def _unresolved(thing: Missing) -> None:  # type: ignore[name-defined]  # noqa: F821
+    pass
+
+
 @pytest.mark.parametrize(
     ("function", "expected"),
     [
@@ -105,6 +122,9 @@ def _positional(city: str, /) -> None:
         (_unannotated, r"parameter 'city' has no type annotation"),
         (_positional, r"parameter 'city' is positional-only"),
         (lambda city: city, r"would be named '<lambda>'"),
+        (_private, r"parameter '_city' starts with '_'"),
+        (_opaque, r"tool '_opaque': its parameters make no schema: Unable to generate pydantic-core schema"),
+        (_unresolved, r"cannot read the parameters of .*name 'Missing' is not defined"),
     ],
 )
 def test_a_function_whose_parameters_make_no_schema_is_refused_naming_the_parameter(
@@ -112,6 +132,20 @@ def test_a_function_whose_parameters_make_no_schema_is_refused_naming_the_parame
 ) -> None:
     with pytest.raises(ConfigurationError, match=expected):
         ToolSpec.from_function(function)  # type: ignore[arg-type]
+
+
+def test_a_tool_from_a_callable_object_or_a_partial_reads_the_annotations_where_they_are() -> None:
+    class Forecast:
+        """Forecast the weather."""
+
+        def __call__(self, city: str, days: int = 3) -> str:
+            return city
+
+    spec = ToolSpec.from_function(Forecast(), name="forecast")
+    assert (spec.description, spec.parameters["required"]) == ("Forecast the weather.", ["city"])
+    partial = ToolSpec.from_function(functools.partial(get_weather, days=5), name="five_days")
+    assert partial.description == "Today's weather in a city."
+    assert partial.parameters["properties"]["days"] == {"type": "integer", "default": 5}
 
 
 def test_a_tool_from_a_pydantic_model_takes_its_docstring_and_schema() -> None:
@@ -191,6 +225,15 @@ def test_an_invalid_call_is_an_invalid_output_naming_the_call_and_the_problem(
     assert (raised.value.model, raised.value.provider) == ("mock/m", "mock")
 
 
+def test_two_calls_with_one_id_are_an_invalid_output() -> None:
+    calls = [
+        RequestedToolCall("c1", "get_weather", '{"city": "a"}'),
+        RequestedToolCall("c1", "get_weather", '{"city": "b"}'),
+    ]
+    with pytest.raises(InvalidOutputError, match="tool call 'c1': the answer uses this id for more than one call"):
+        checked_tool_calls(calls, TOOLS, ROUTE, uuid.uuid4())
+
+
 def test_a_hand_written_tool_call_derives_one_form_of_its_arguments_from_the_other() -> None:
     assert ToolCall(id="c", name="t", arguments={"a": 1}).arguments_json == '{"a":1}'
     assert ToolCall(id="c", name="t", arguments_json='{"a": 1}').arguments == {"a": 1}
@@ -210,6 +253,8 @@ WEATHER = ToolSpec.from_function(get_weather)
     [
         ([ToolSpec(name="has space")], None, "tools[0].name", "is not a tool name"),
         ([ToolSpec(name="x" * 65)], None, "tools[0].name", "is not a tool name"),
+        ([ToolSpec(name="get_weather\n")], None, "tools[0].name", "is not a tool name"),
+        ([ToolSpec(name="t", description="\ud800")], None, "tools[0]", "has no canonical JSON form"),
         ([WEATHER, WEATHER], None, "tools[1].name", r"offered twice \(also tools\[0\]\)"),
         ([ToolSpec(name="t", parameters={"type": "string"})], None, "tools[0].parameters", "must be an object schema"),
         (
@@ -253,6 +298,8 @@ CALL = ToolCall(id="c1", name="get_weather", arguments={"city": "Paris"})
             "not by a message of role 'assistant'",
         ),
         (LLMMessage(role="tool", content="r", tool_call_id="c\x00"), "messages[1].tool_call_id", "NUL"),
+        (LLMMessage(role="tool", content="r", tool_call_id="c1"), "messages[1].tool_call_id", "answers no tool call"),
+        (LLMMessage(role="assistant", tool_calls=(CALL, CALL)), "messages[1].tool_calls", "'c1' more than once"),
         (
             LLMMessage(role="assistant", tool_calls=(ToolCall(id="c1", name="get\ud800"),)),
             "messages[1].tool_calls[0].name",
@@ -260,7 +307,7 @@ CALL = ToolCall(id="c1", name="get_weather", arguments={"city": "Paris"})
         ),
     ],
 )
-async def test_tool_fields_on_the_wrong_message_or_unstorable_are_refused_naming_the_field(
+async def test_tool_fields_on_the_wrong_message_unstorable_or_answering_nothing_are_refused_naming_the_field(
     message: LLMMessage, field: str, expected: str
 ) -> None:
     sink = InMemorySink()
@@ -269,3 +316,18 @@ async def test_tool_fields_on_the_wrong_message_or_unstorable_are_refused_naming
         await executor.generate([*MESSAGES, message], tools=[WEATHER])
     assert raised.value.field == field
     assert len(sink) == 0
+
+
+async def test_a_tool_result_answering_an_earlier_call_is_accepted_and_a_role_tool_message_without_id_still_is() -> (
+    None
+):
+    executor = LLMExecutor("mock/m?p50_ms=0", sink=InMemorySink())
+    conversation = [
+        *MESSAGES,
+        LLMMessage(role="assistant", tool_calls=(CALL,)),
+        LLMMessage(role="tool", content="sunny", tool_call_id="c1", name="get_weather"),
+        LLMMessage(role="tool", content="a tool message of before tools, with no id"),
+    ]
+    with execution_context(tenant_id="t"):
+        response = await executor.generate(conversation, tools=[WEATHER])
+    assert response.tool_calls == ()
