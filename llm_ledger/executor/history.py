@@ -195,7 +195,15 @@ class ExecutionHistory:
             # What a tool execution this one asks for inherits (tool_executions.record_tool_call); the span
             # by its ref, which a sampled-out span has too, so that its tools are sampled out with it.
             plan = self.plan
-            asking_executions.add(self.execution_id, plan.context, plan.capture, plan.scrubber, span_ref(self.trace))
+            asking_executions.add(
+                self.execution_id,
+                plan.context,
+                plan.capture,
+                plan.scrubber,
+                span_ref(self.trace),
+                plan.sink,
+                plan.tracer,
+            )
 
     def attempt_started(self, index: int, retry: int, params: CallParams, timeout: float, by_deadline: bool) -> Attempt:
         self.attempts += 1

@@ -61,6 +61,9 @@ class AskingExecution:
     capture: CapturePolicy
     scrubber: Scrubber
     span: SpanRef | None
+    sink: EventSink | None = None
+    """The asking executor's sink, so that a tool's events go where its execution's went."""
+    tracer: ExecutionTracer | None = None
 
 
 class AskingExecutions:
@@ -82,8 +85,10 @@ class AskingExecutions:
         capture: CapturePolicy,
         scrubber: Scrubber,
         span: SpanRef | None,
+        sink: EventSink | None = None,
+        tracer: ExecutionTracer | None = None,
     ) -> None:
-        entry = AskingExecution(context, capture, scrubber, span)
+        entry = AskingExecution(context, capture, scrubber, span, sink, tracer)
         with self._lock:
             if execution_id not in self._by_id:
                 self._order.append(execution_id)
@@ -244,7 +249,10 @@ class ToolCallRecording:
 
     @property
     def sink(self) -> EventSink:
-        return self._sink if self._sink is not None else get_default_sink()
+        if self._sink is None:
+            asking = asking_executions.get(self._execution_id)
+            self._sink = asking.sink if asking is not None and asking.sink is not None else get_default_sink()
+        return self._sink
 
     # --- what happens ---------------------------------------------------------------------------
 
@@ -257,7 +265,7 @@ class ToolCallRecording:
         scrubber = asking.scrubber if asking else Scrubber()
         self._policy = (capture, scrubber)
         tool_execution_id = uuid7()
-        tracer = self._tracer or get_default_tracer()
+        tracer = self._tracer or (asking.tracer if asking else None) or get_default_tracer()
         trace = tracer.tool(self._tool_name, self._tool_call_id, context, asking.span if asking else None)
         self._trace = trace
         self._recorder = StreamRecorder(
@@ -355,8 +363,8 @@ def record_tool_call(
 
     The events' context is the current ``execution_context`` if set, else the asking execution's; the
     capture policy (of the arguments and the result), the scrubber and the parent span are the asking
-    execution's unless ``capture=`` is given; the sink and tracer are the executor's defaults unless
-    given. ``async with`` returns once the last event is durable; plain ``with`` does not wait."""
+    execution's unless ``capture=`` is given; so are the sink and the tracer (an executor built with
+    ``sink=`` gets its tools' events too), else the process's defaults. ``async with`` returns once the last event is durable; plain ``with`` does not wait."""
     call_id: str | None
     if isinstance(call, ToolCall):
         name = call.name

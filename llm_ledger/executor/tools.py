@@ -16,7 +16,7 @@ from uuid import UUID
 
 import orjson
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
+from jsonschema.exceptions import SchemaError, ValidationError
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 from pydantic import BaseModel, ConfigDict, Field, PydanticUserError, create_model, model_validator
@@ -256,13 +256,14 @@ def _checked(call: RequestedToolCall, tools: Mapping[str, ToolSpec], route: Mode
     try:
         arguments = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise invalid(f"the arguments are not valid JSON ({exc}): {call.arguments[:80]!r}") from None
+        # Never the arguments' text itself: the message is stored whatever the capture policy keeps of them.
+        raise invalid(f"the arguments are not valid JSON ({exc}; {len(call.arguments)} characters)") from None
     if not isinstance(arguments, dict):
         raise invalid(f"the arguments are a JSON {_json_kind(arguments)}, not an object")
     problems = sorted(tool.arguments_validator.iter_errors(arguments), key=lambda error: list(error.absolute_path))
     if problems:
         named = "; ".join(
-            f"{'.'.join(str(part) for part in error.absolute_path) or '<arguments>'}: {error.message[:160]}"
+            f"{'.'.join(str(part) for part in error.absolute_path) or '<arguments>'}: {_violated(error)}"
             for error in problems[:_MAX_PROBLEMS]
         )
         more = f" (and {len(problems) - _MAX_PROBLEMS} more)" if len(problems) > _MAX_PROBLEMS else ""
@@ -270,6 +271,13 @@ def _checked(call: RequestedToolCall, tools: Mapping[str, ToolSpec], route: Mode
     return ToolCall(
         id=call.id, name=call.name, arguments=arguments, arguments_json=call.arguments, execution_id=execution_id
     )
+
+
+def _violated(error: ValidationError) -> str:
+    """The schema rule a value breaks, told from the schema alone: jsonschema's own message quotes the
+    value, and the message is stored in AttemptFailed whatever the capture policy keeps of the arguments."""
+    rule = repr(error.validator_value)
+    return f"breaks {error.validator!r} ({rule if len(rule) <= 80 else rule[:77] + '...'})"
 
 
 def _json_kind(value: object) -> str:

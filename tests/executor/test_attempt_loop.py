@@ -88,10 +88,12 @@ async def _cancelled_when(call: Awaitable[str], condition: Callable[[], bool]) -
 
 
 class _RetryPastTheDeadline(RetryPolicy):
-    """Retries after a pause longer than the time left, which the default policy never chooses."""
+    """Retries after a pause longer than the time left, which the default policy never chooses. With the
+    deadline of 2 s below: the first attempt (a 429 from the local fake) has 2 s to fail, far from what a
+    busy machine takes (a 0.3 s deadline was reached during the attempt once, with both cores busy)."""
 
     def decide(self, error: ProviderError, **_: Any) -> Decision:
-        return Decision("retry", 0.4)
+        return Decision("retry", 2.2)
 
 
 class _Tracer:
@@ -233,16 +235,16 @@ async def test_a_deadline_reached_during_a_backoff_ends_the_execution_without_an
 ) -> None:
     server.default("a", RateLimited(retry_after=0))
     executor = LLMExecutor(
-        "openai/a", timeout_seconds=0.3, sink=sink, providers=providers, retry_policy=_RetryPastTheDeadline()
+        "openai/a", timeout_seconds=2.0, sink=sink, providers=providers, retry_policy=_RetryPastTheDeadline()
     )
     with pytest.raises(DeadlineExceededError) as raised:
         await _call(executor, call)
-    assert (raised.value.message, raised.value.model) == ("execution deadline of 0.3 s reached", "openai/a")
+    assert (raised.value.message, raised.value.model) == ("execution deadline of 2 s reached", "openai/a")
     assert len(server.requests_for("a")) == 1
     assert _route(sink.events) == [
         ("ExecutionStarted",),
         ("AttemptStarted", 1, "openai/a", 0, 0),
-        ("AttemptFailed", 1, "rate_limit", "retry", 0.4, 0),
+        ("AttemptFailed", 1, "rate_limit", "retry", 2.2, 0),
         ("ExecutionFailed", "deadline_exceeded", 1, "openai/a", 0),
     ]
 
@@ -345,7 +347,7 @@ class _SlowDurableSink(InMemorySink):
         return future
 
 
-_DEADLINE_IN_A_BACKOFF: dict[str, Any] = {"timeout_seconds": 0.3, "retry_policy": _RetryPastTheDeadline()}
+_DEADLINE_IN_A_BACKOFF: dict[str, Any] = {"timeout_seconds": 2.0, "retry_policy": _RetryPastTheDeadline()}
 
 
 @pytest.mark.parametrize(

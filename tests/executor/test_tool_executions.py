@@ -417,3 +417,14 @@ async def test_a_tool_conversation_reaches_the_store_whole_with_every_chain_inta
     failed: Any = tools_run[clock.id][1].payload
     assert (failed.error_type, failed.error_class) == ("tool_error", "TimeoutError")
     assert {e.step for stream in streams.values() for e in stream} == {"generation"}
+
+
+async def test_a_tool_run_goes_to_the_sink_and_tracer_of_the_executor_that_asked(default_sink: InMemorySink) -> None:
+    """An executor built with ``sink=`` keeps its tools' events beside its executions', not in the default."""
+    own_sink = InMemorySink()
+    tracer = _Tracer()
+    call, _ = await _asked(own_sink, tracer, tenant_id="acme")
+    await run_tool_call(call, get_weather)
+    assert len(_tool_streams(own_sink)) == 1
+    assert _tool_streams(default_sink) == []
+    assert [name for name, *_ in tracer.tools] == ["get_weather"]
