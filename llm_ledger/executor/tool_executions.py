@@ -364,7 +364,8 @@ def record_tool_call(
     The events' context is the current ``execution_context`` if set, else the asking execution's; the
     capture policy (of the arguments and the result), the scrubber and the parent span are the asking
     execution's unless ``capture=`` is given; so are the sink and the tracer (an executor built with
-    ``sink=`` gets its tools' events too), else the process's defaults. ``async with`` returns once the last event is durable; plain ``with`` does not wait."""
+    ``sink=`` gets its tools' events too), else the process's defaults. ``async with`` returns once the
+    last event is durable; plain ``with`` does not wait."""
     call_id: str | None
     if isinstance(call, ToolCall):
         name = call.name
