@@ -16,10 +16,12 @@ it accepts.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import dataclasses
 import logging
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -327,6 +329,10 @@ class AgnoModelClient:
         self._settings = settings
         self._base: Model | None = None
         self._copies: dict[tuple[float | None, int | None, tuple[str, ...] | None, str | None], Model] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Model, dict[Any, Model]]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._scrubber = Scrubber(self.secrets)
 
     @property
@@ -353,19 +359,36 @@ class AgnoModelClient:
         hidden = isinstance(error, InvalidOutputError) or carries_secret(exc, self._scrubber)
         return error, None if hidden else exc
 
-    def _model_for(self, params: CallParams) -> Model:
-        if self._base is None:
-            self._base = _build_model(self._route, self._settings, _http_client(self._route.provider.name))
+    def _use_loop(self) -> tuple[Model, dict[Any, Model]]:
+        """Point ``_base`` and ``_copies`` at the current event loop's: an SDK's async client belongs to
+        the loop it was made on (its pool's connections), so an executor used from a second loop (a
+        second ``asyncio.run``, a thread of its own) gets clients of its own there, instead of failing
+        every attempt with "Event loop is closed"."""
+        loop = asyncio.get_running_loop()
+        if loop is self._loop and self._base is not None:
+            return self._base, self._copies
+        entry = self._by_loop.get(loop)
+        if entry is None:
+            base = _build_model(self._route, self._settings, _http_client(self._route.provider.name))
             # Create the SDK client once on the shared instance so that per-call copies reuse it.
-            self._base.get_async_client()  # type: ignore[attr-defined]
+            base.get_async_client()  # type: ignore[attr-defined]
+            entry = (base, {})
+            self._by_loop[loop] = entry
+        self._loop = loop
+        self._base, self._copies = entry
+        return entry
+
+    def _model_for(self, params: CallParams) -> Model:
+        # Locals, not self._base/_copies: another thread on another loop may switch those meanwhile.
+        base, copies = self._use_loop()
         # The attempt's timeout is enforced by the executor (asyncio cancels the request, which closes
         # its connection), so a copy depends only on the sampling parameters and can be reused: a
         # dataclasses.replace per call measured 12 us, three times that between SDK calls.
         # Claude's ainvoke ignores its tool_choice argument: for Claude alone the choice goes on the copy,
         # as a request parameter (the tools themselves still go to ainvoke).
-        claude_choice = params.tool_choice if params.tools and isinstance(self._base, Claude) else None
+        claude_choice = params.tool_choice if params.tools and isinstance(base, Claude) else None
         key = (params.temperature, params.max_tokens, params.stop_sequences, claude_choice)
-        model = self._copies.get(key)
+        model = copies.get(key)
         if model is None:
             overrides: dict[str, Any] = {}
             if params.temperature is not None:
@@ -373,14 +396,14 @@ class AgnoModelClient:
             if params.max_tokens is not None:
                 overrides["max_tokens"] = params.max_tokens
             if params.stop_sequences:
-                stop_field = "stop_sequences" if isinstance(self._base, Claude) else "stop"
+                stop_field = "stop_sequences" if isinstance(base, Claude) else "stop"
                 overrides[stop_field] = list(params.stop_sequences)
             if claude_choice is not None:
                 overrides["request_params"] = {"tool_choice": _anthropic_tool_choice(claude_choice)}
-            model = dataclasses.replace(self._base, **overrides) if overrides else self._base
-            if len(self._copies) >= _MAX_COPIES:
-                self._copies.clear()
-            self._copies[key] = model
+            model = dataclasses.replace(base, **overrides) if overrides else base
+            if len(copies) >= _MAX_COPIES:
+                copies.clear()
+            copies[key] = model
         return model
 
     def _invoke_arguments(self, messages: Sequence[LLMMessage], params: CallParams) -> dict[str, Any]:

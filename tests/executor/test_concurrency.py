@@ -48,3 +48,28 @@ async def test_200_concurrent_executions_keep_their_own_context_and_parameters(
         assert started.parameters.temperature == round(i / 200, 3)  # type: ignore[union-attr]
         assert started.parameters.max_tokens == 100 + i  # type: ignore[union-attr]
     assert len(sink.stream_ids()) == 200
+
+
+def test_one_executor_serves_one_event_loop_after_another(
+    server: FakeProviderServer, providers: dict[str, ProviderSettings], sink: InMemorySink
+) -> None:
+    """A script calling ``asyncio.run`` twice, or a worker thread with its own loop: an SDK's pooled
+    client belongs to the loop it was made on, so each loop gets its own, and no attempt fails."""
+    server.default(None, Reply.echo())
+    executors = [
+        LLMExecutor(f"{provider}/echo", max_retries=0, sink=sink, providers=providers)
+        for provider in ("openai", "openrouter", "groq", "anthropic")
+    ]
+
+    async def ask_each(round_number: int) -> list[str]:
+        responses = [
+            await executor.generate([LLMMessage(role="user", content=f"round {round_number}")])
+            for executor in executors
+        ]
+        return [parse_echo(response.content)["last_user"] for response in responses]
+
+    for round_number in range(3):
+        assert asyncio.run(ask_each(round_number)) == [f"round {round_number}"] * 4
+    failed = [event for event in sink.events if event.event_type == "AttemptFailed"]
+    assert failed == [], [event.payload for event in failed]
+    assert len(server.requests) == 12
