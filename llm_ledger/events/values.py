@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 from collections.abc import Sequence
 from functools import partial
@@ -274,8 +275,18 @@ def _captured_tool_fields(fields: JsonDict | None, scrubber: Scrubber) -> JsonDi
 
 
 def offered_tool_values(tools: Sequence[tuple[str, str]]) -> list[JsonDict]:
-    """``OfferedTool``'s JSON values of ``(name, sha256)`` pairs."""
-    return [{"name": text(name), "sha256": text(digest)} for name, digest in tools]
+    """``OfferedTool``'s JSON values of ``(name, sha256)`` pairs (``ToolSpec.digest``: a lowercase hex
+    SHA-256, refused otherwise, as the model refuses it)."""
+    return [{"name": text(name), "sha256": _sha256(digest)} for name, digest in tools]
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _sha256(value: str) -> str:
+    if type(value) is str and _SHA256.fullmatch(value):
+        return value
+    raise ValueError(f"a tool's digest must be a lowercase hex SHA-256, not {value!r}")
 
 
 def tool_call_values(call_id: str, name: str, arguments: str, policy: CapturePolicy, scrubber: Scrubber) -> JsonDict:
