@@ -245,10 +245,12 @@ class Folder:
         self._touch_session(delta, record)
 
     def _tool_call_succeeded(self, delta: Delta, record: EventRecord) -> None:
-        self._count_tool_call(delta, record, "succeeded")
+        payload = _payload(record)
+        self._count_tool_call(delta, record, str(payload["tool_name"]), float(payload["latency_ms"]), "succeeded")
 
     def _tool_call_failed(self, delta: Delta, record: EventRecord) -> None:
-        self._count_tool_call(delta, record, "failed")
+        payload = _payload(record)
+        self._count_tool_call(delta, record, str(payload["tool_name"]), float(payload["latency_ms"]), "failed")
 
     # --- helpers --------------------------------------------------------------------------------------
 
@@ -296,9 +298,7 @@ class Folder:
             counts[bucket] = counts.get(bucket, 0) + 1
         return rows
 
-    def _count_tool_call(self, delta: Delta, record: EventRecord, outcome: str) -> None:
-        payload = _payload(record)
-        tool, latency = str(payload["tool_name"]), float(payload["latency_ms"])
+    def _count_tool_call(self, delta: Delta, record: EventRecord, tool: str, latency: float, outcome: str) -> None:
         bucket = histogram.bucket_of(latency)
         tenant, agent, step = record.tenant_id, record.agent_id or "", record.step or ""
         tools = delta.tools
