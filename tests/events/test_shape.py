@@ -116,7 +116,12 @@ def test_each_event_type_is_one_class_named_after_it_with_its_payload_model() ->
 
 
 def test_the_terminal_event_types_are_the_ones_declared_terminal() -> None:
-    assert sorted(TERMINAL_EVENT_TYPES) == ["ExecutionFailed", "ExecutionSucceeded", "ToolCallFailed", "ToolCallSucceeded"]
+    assert sorted(TERMINAL_EVENT_TYPES) == [
+        "ExecutionFailed",
+        "ExecutionSucceeded",
+        "ToolCallFailed",
+        "ToolCallSucceeded",
+    ]
     assert not EventEnvelope.terminal
 
 
