@@ -14,7 +14,16 @@ from uuid import UUID
 
 import orjson
 
-from llm_ledger.events import CapturePolicy, Event, Scrubber, StreamHeader, StreamSealer, parse_event, uuid7
+from llm_ledger.events import (
+    CapturePolicy,
+    Event,
+    Scrubber,
+    StreamHeader,
+    StreamSealer,
+    ToolCallStartedPayload,
+    parse_event,
+    uuid7,
+)
 from llm_ledger.events import values as builders
 from llm_ledger.events.values import JsonPayload
 
@@ -95,6 +104,22 @@ def asked_by(execution: Sequence[Event]) -> Context:
     """The context of an execution's stream (its first event's), which its tool executions carry."""
     first = execution[0]
     return Context(first.tenant_id, first.agent_id, first.session_id, first.turn_id, first.step)
+
+
+def with_tool_streams(events: Sequence[Event], *, every: int = 3, seed: int = 5) -> list[Event]:
+    """``events`` with the tool executions of ``tool_streams_for`` each placed right after the terminal
+    event of the execution that asked, as a process records them."""
+    asked: dict[UUID, list[Event]] = {}
+    for event in tool_streams_for(events, every=every, seed=seed):
+        if isinstance(event.payload, ToolCallStartedPayload) and event.payload.execution_id is not None:
+            execution = event.payload.execution_id
+        asked.setdefault(execution, []).append(event)
+    placed: list[Event] = []
+    for event in events:
+        placed.append(event)
+        if event.event_type == "ExecutionSucceeded":
+            placed += asked.get(event.stream_id, [])
+    return placed
 
 
 def tool_streams_for(events: Sequence[Event], *, every: int = 3, seed: int = 5) -> list[Event]:

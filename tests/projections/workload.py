@@ -21,7 +21,7 @@ from uuid import UUID
 from llm_ledger import LLMExecutor, LLMMessage, ProviderError, RetryPolicy, execution_context
 from llm_ledger.events import Event, EventDraft
 from llm_ledger.executor import EventSink, InMemorySink
-from tests.events.tool_streams import tool_streams_for
+from tests.events.tool_streams import with_tool_streams
 
 AGENTS = ("support", "sales")
 CHAINS: dict[str, tuple[str, ...]] = {
@@ -120,10 +120,10 @@ async def run_calls(sink: EventSink, calls: Sequence[Call], *, concurrency: int 
 def generate(
     tenants: Sequence[str], count: int, *, spread: timedelta | None = None, seed: int = 7, tools: bool = True
 ) -> list[Event]:
-    """The sealed events of ``count`` executions, in emission order; with ``tools``, followed by the tool
-    executions some of the successful ones asked for (streams of their own: ``tool_streams_for``)."""
+    """The sealed events of ``count`` executions, in emission order; with ``tools``, the tool executions
+    some of the successful ones asked for (streams of their own), each after its execution's end."""
     memory = InMemorySink()
     sink: EventSink = PastSink(memory, spread, seed) if spread else memory
     asyncio.run(run_calls(sink, calls_for(tenants, count, seed)))
     events = memory.events
-    return [*events, *tool_streams_for(events, seed=seed)] if tools else events
+    return with_tool_streams(events, seed=seed) if tools else events
