@@ -102,13 +102,14 @@ def fill_ledger(url: str) -> Extras:
 def _digest_tool_calls(execution: list[Event]) -> list[Event]:
     """The digest execution's answer asked for two tools: one ran and failed, the other's process died
     while it ran (no terminal event); both name the execution and their call ids."""
-    context, ended = asked_by(execution), execution[-1].occurred_at
-    asking = {"execution_id": execution[0].stream_id, "trace_id": execution[0].trace_id}
+    context, ended, first = asked_by(execution), execution[-1].occurred_at, execution[0]
     return [
         *tool_stream(context, tool_name="refund_policy", started_at=ended + timedelta(milliseconds=2),
-                     outcome="failed", tool_call_id="call_refund", **asking),
+                     outcome="failed", tool_call_id="call_refund", execution_id=first.stream_id,
+                     trace_id=first.trace_id),
         *tool_stream(context, tool_name="lookup_order", started_at=ended + timedelta(milliseconds=3),
-                     outcome="incomplete", tool_call_id="call_lookup", **asking),
+                     outcome="incomplete", tool_call_id="call_lookup", execution_id=first.stream_id,
+                     trace_id=first.trace_id),
     ]  # fmt: skip
 
 
