@@ -5,7 +5,9 @@ An execution is one stream: ``ExecutionStarted``, then per attempt ``AttemptStar
 terminal ``ExecutionSucceeded`` or ``ExecutionFailed``. A tool's execution (a call an answer asked for,
 run by the application or by an Agno Agent) is a stream of its own: ``ToolCallStarted``, then one
 terminal ``ToolCallSucceeded`` or ``ToolCallFailed``; its payload names the execution and the tool call
-id that asked for it. Events are facts: frozen, and hash-chained.
+id that asked for it. Each envelope class says which kind of stream it belongs to (``stream_kind``) and
+whether it starts one (``starts_stream``): ``STREAM_KINDS`` is derived from that, and a reader tells a
+stream's kind by its first event. Events are facts: frozen, and hash-chained.
 
 An event type is declared here once: its payload model (an ``EventPayload``), its envelope class (the
 ``event_type`` literal, the payload, whether it is ``terminal``), and its place in the ``Event`` union,

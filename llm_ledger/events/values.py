@@ -221,9 +221,10 @@ def input_values(
 
     A message is ``(role, content)``, or ``(role, content, tool_fields)`` for one that carries tool fields:
     the JSON values of any of ``tool_calls`` (a list of ``{"id", "name", "arguments"}``, the arguments'
-    JSON text), ``tool_call_id`` and ``name``, only those the message has. They count in the sizes and the
-    digest, and capture ``full`` keeps them (arguments scrubbed); a message without them is digested
-    exactly as before tools existed."""
+    JSON text), ``tool_call_id`` and ``name``, only those the message has. They are in the digest (the
+    canonical JSON of each message's ``role``, ``content`` and those fields), the arguments' text counts in
+    ``chars`` and ``bytes``, and capture ``full`` keeps them (arguments scrubbed, like the content); a
+    message without them is digested exactly as before tools existed."""
     plain = [(text(m[0]), text(m[1])) for m in messages]
     extras = [_tool_fields(m[2]) if len(m) == 3 else None for m in messages]
     chars = sum(len(content) for _, content in plain)
