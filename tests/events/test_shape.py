@@ -20,6 +20,8 @@ from llm_ledger.events import (
     ENVELOPE_FIELDS,
     EVENT_TYPES,
     PAYLOAD_TYPES,
+    STREAM_KIND_OF_START,
+    STREAM_KINDS,
     TERMINAL_EVENT_TYPES,
     EventEnvelope,
     InputRecord,
@@ -123,6 +125,17 @@ def test_the_terminal_event_types_are_the_ones_declared_terminal() -> None:
         "ToolCallSucceeded",
     ]
     assert not EventEnvelope.terminal
+
+
+def test_each_event_type_belongs_to_one_kind_of_stream_which_one_type_starts() -> None:
+    assert sorted(STREAM_KINDS) == ["execution", "tool_call"]
+    kinds = list(STREAM_KINDS.values())
+    assert sorted(t for kind in kinds for t in kind.event_types) == sorted(EVENT_TYPES)
+    assert set().union(*(kind.terminals for kind in kinds)) == TERMINAL_EVENT_TYPES
+    for kind in kinds:
+        assert kind.terminals < kind.event_types and kind.start in kind.event_types - kind.terminals
+        assert STREAM_KIND_OF_START[kind.start] is kind
+    assert STREAM_KINDS["tool_call"].start == "ToolCallStarted"
 
 
 @pytest.mark.parametrize("event_type", _EVENT_TYPE_NAMES)
