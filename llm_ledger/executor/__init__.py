@@ -42,6 +42,9 @@ from llm_ledger.executor.sink import (
     get_default_sink,
     set_default_sink,
 )
+from llm_ledger.executor.stream import LLMStream
+from llm_ledger.executor.tool_executions import ToolCallRecording, ToolRun, record_tool_call, run_tool_call
+from llm_ledger.executor.tools import RequestedToolCall, ToolCall, ToolSpec
 from llm_ledger.executor.types import AttemptSummary, LLMMessage, LLMResponse
 
 __all__ = [
@@ -66,6 +69,7 @@ __all__ = [
     "LLMExecutor",
     "LLMMessage",
     "LLMResponse",
+    "LLMStream",
     "MockBehaviour",
     "ModelClient",
     "ModelNotFoundError",
@@ -75,6 +79,7 @@ __all__ = [
     "ProviderError",
     "ProviderSettings",
     "RateLimitError",
+    "RequestedToolCall",
     "RetryPolicy",
     "RingBufferSink",
     "ServerError",
@@ -82,13 +87,19 @@ __all__ = [
     "StreamInterruptedError",
     "TimeoutError",
     "TokenUsage",
+    "ToolCall",
+    "ToolCallRecording",
+    "ToolRun",
+    "ToolSpec",
     "clear_execution_context",
     "execution_context",
     "get_default_sink",
     "get_execution_context",
     "is_retryable",
     "parse_model_string",
+    "record_tool_call",
     "register_mock",
+    "run_tool_call",
     "set_default_sink",
     "set_execution_context",
     "should_fall_back",

@@ -17,10 +17,15 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Generic, Protocol, TypeVar
 
 from llm_ledger.executor.client import CallParams, Completion, ModelClient
+from llm_ledger.executor.tools import ToolCall
 from llm_ledger.executor.tracing import AttemptTrace
 from llm_ledger.executor.types import LLMMessage
 
 T = TypeVar("T")
+
+ToolCallCheck = Callable[[Completion, ModelClient], tuple[ToolCall, ...]]
+"""Turns an answer's requested tool calls into checked ones, or raises ``InvalidOutputError`` (which fails
+the attempt like any provider error). Called only when the answer asked for calls."""
 
 
 class Attempt:
@@ -37,6 +42,7 @@ class Attempt:
         "retry",
         "started",
         "timeout",
+        "tool_calls",
         "trace",
     )
 
@@ -62,6 +68,8 @@ class Attempt:
         """Whether the execution's deadline, not the per-attempt limit, set ``timeout``."""
         self.completion: Completion | None = None
         """The answer, once the attempt has succeeded."""
+        self.tool_calls: tuple[ToolCall, ...] = ()
+        """The answer's tool calls, checked, once the attempt has succeeded."""
         self.first_chunk_ms: float | None = None
         self.started = time.perf_counter()
 
@@ -84,17 +92,22 @@ class CompletionAttempt(Generic[T]):
     InvalidOutputError there, which fails the attempt like any provider error).
     """
 
-    __slots__ = ("_messages", "_parse", "value")
+    __slots__ = ("_check", "_messages", "_parse", "value")
 
     value: T
 
-    def __init__(self, messages: Sequence[LLMMessage], parse: Callable[[Completion, ModelClient], T]) -> None:
+    def __init__(
+        self, messages: Sequence[LLMMessage], parse: Callable[[Completion, ModelClient], T], check: ToolCallCheck
+    ) -> None:
         self._messages = messages
         self._parse = parse
+        self._check = check
 
     async def chunks(self, attempt: Attempt) -> AsyncGenerator[str, None]:
         async with asyncio.timeout(attempt.timeout):
             completion = await attempt.client.complete(self._messages, attempt.params)
+        if completion.tool_calls:
+            attempt.tool_calls = self._check(completion, attempt.client)
         self.value = self._parse(completion, attempt.client)
         attempt.completion = completion
         return
@@ -104,12 +117,16 @@ class CompletionAttempt(Generic[T]):
 class StreamAttempt:
     """The answer chunk by chunk. The attempt's time limit covers the whole stream, the caller's time
     between two chunks included; only the waits for a chunk are bounded (``asyncio.timeout_at`` one
-    deadline), since a timeout cannot interrupt the caller while it holds a chunk."""
+    deadline), since a timeout cannot interrupt the caller while it holds a chunk.
 
-    __slots__ = ("_messages",)
+    The tool calls come complete with the end of the stream (the client assembles their deltas); they are
+    checked then, so an invalid one fails the attempt after whatever text reached the caller."""
 
-    def __init__(self, messages: Sequence[LLMMessage]) -> None:
+    __slots__ = ("_check", "_messages")
+
+    def __init__(self, messages: Sequence[LLMMessage], check: ToolCallCheck) -> None:
         self._messages = messages
+        self._check = check
 
     async def chunks(self, attempt: Attempt) -> AsyncGenerator[str, None]:
         completion = Completion()
@@ -128,6 +145,8 @@ class StreamAttempt:
                     yield chunk
         finally:
             await _close(chunks)
+        if completion.tool_calls:
+            attempt.tool_calls = self._check(completion, attempt.client)
         attempt.completion = completion
 
 

@@ -7,6 +7,9 @@ from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
+DEFAULT_TENANT = "default"
+"""The tenant of what is recorded without any context (an execution's or a tool execution's events)."""
+
 
 @dataclass(frozen=True, slots=True)
 class ExecutionContext:

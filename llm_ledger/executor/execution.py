@@ -23,6 +23,8 @@ from llm_ledger.executor.errors import (
 from llm_ledger.executor.history import ExecutionHistory
 from llm_ledger.executor.plan import ExecutionPlan
 from llm_ledger.executor.policy import Decision
+from llm_ledger.executor.stream import LLMStream
+from llm_ledger.executor.tools import ToolCall, checked_tool_calls
 from llm_ledger.executor.types import LLMResponse
 
 T = TypeVar("T")
@@ -39,6 +41,15 @@ class Execution:
         self.history = ExecutionHistory(plan, self.execution_id)
         self.errors: list[ProviderError] = []
         self._response: LLMResponse | None = None
+        self._tools_by_name = {tool.name: tool for tool in plan.tools}
+
+    @property
+    def response(self) -> LLMResponse | None:
+        """The response, once the execution has succeeded."""
+        return self._response
+
+    def _checked_calls(self, completion: Completion, client: ModelClient) -> tuple[ToolCall, ...]:
+        return checked_tool_calls(completion.tool_calls, self._tools_by_name, client.route, self.execution_id)
 
     def _time_left(self) -> float:
         return self._deadline - time.monotonic()
@@ -180,15 +191,15 @@ class Execution:
 
     async def run(self, parse: Callable[[Completion, ModelClient], T]) -> tuple[T, LLMResponse]:
         """Run a non-streaming execution to its end; it returns (or raises) once its events are durable."""
-        kind = CompletionAttempt(self.plan.messages, parse)
+        kind = CompletionAttempt(self.plan.messages, parse, self._checked_calls)
         async for _ in self._attempt_loop(kind):
             pass  # a completion delivers no chunk
         assert self._response is not None
         return kind.value, self._response
 
-    def stream(self) -> AsyncGenerator[str, None]:
+    def stream(self) -> LLMStream:
         """Run a streaming execution, yielding text chunks. Falls back only before the first chunk."""
-        return self._attempt_loop(StreamAttempt(self.plan.messages))
+        return LLMStream(self, self._attempt_loop(StreamAttempt(self.plan.messages, self._checked_calls)))
 
     def _call_params(self, timeout: float) -> CallParams:
         p = self.plan.params
@@ -198,4 +209,6 @@ class Execution:
             max_tokens=p.max_tokens,
             stop_sequences=p.stop_sequences,
             json_schema=self.plan.json_schema,
+            tools=self.plan.tools,
+            tool_choice=self.plan.tool_choice,
         )

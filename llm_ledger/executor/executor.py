@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +21,7 @@ from llm_ledger.events import (
 from llm_ledger.executor import admission
 from llm_ledger.executor.client import Completion, ModelClient
 from llm_ledger.executor.config import PipelineConfig, StepConfig
-from llm_ledger.executor.context import ExecutionContext, get_execution_context
+from llm_ledger.executor.context import DEFAULT_TENANT, ExecutionContext, get_execution_context
 from llm_ledger.executor.errors import ConfigurationError
 from llm_ledger.executor.execution import Execution
 from llm_ledger.executor.mock import MockModelClient
@@ -29,15 +29,15 @@ from llm_ledger.executor.plan import ExecutionPlan
 from llm_ledger.executor.policy import RetryPolicy
 from llm_ledger.executor.routing import ModelRoute, ProviderSettings, parse_model_string, resolve_settings
 from llm_ledger.executor.sink import EventSink, get_default_sink
+from llm_ledger.executor.stream import LLMStream
 from llm_ledger.executor.structured import parse_structured, schema_instruction
+from llm_ledger.executor.tools import ToolSpec
 from llm_ledger.executor.tracing import ExecutionTracer, get_default_tracer
 from llm_ledger.executor.types import LLMMessage, LLMResponse
 
 log = logging.getLogger("llm_ledger.executor")
 
 S = TypeVar("S", bound=BaseModel)
-
-DEFAULT_TENANT = "default"
 
 ClientFactory = Callable[[ModelRoute, Mapping[str, ProviderSettings] | None], ModelClient]
 
@@ -147,9 +147,19 @@ class LLMExecutor:
         max_tokens: int | None = None,
         temperature: float | None = None,
         stop_sequences: Sequence[str] | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
     ) -> LLMResponse:
-        """One completion, routed through the chain with retries and fallbacks."""
-        plan = self._plan("generate", messages, max_tokens, temperature, stop_sequences)
+        """One completion, routed through the chain with retries and fallbacks.
+
+        With ``tools``, the model may answer with calls to them (``LLMResponse.tool_calls``, checked
+        against each tool's schema: a call that does not validate is a failed attempt, ``invalid_output``);
+        ``tool_choice`` is ``auto``, ``none``, ``required`` or an offered tool's name (None: the provider's
+        default). Send the results back as ``tool`` messages after the assistant message that carries
+        the calls."""
+        plan = self._plan(
+            "generate", messages, max_tokens, temperature, stop_sequences, tools=tools, tool_choice=tool_choice
+        )
         # Execution(plan), not Execution[str](plan): calling a subscripted generic costs 24% of the
         # executor's own time (typing's alias __call__).
         _, response = await Execution(plan).run(lambda completion, _client: completion.text)
@@ -188,13 +198,20 @@ class LLMExecutor:
         max_tokens: int | None = None,
         temperature: float | None = None,
         stop_sequences: Sequence[str] | None = None,
-    ) -> AsyncGenerator[str, None]:
+        tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
+    ) -> LLMStream:
         """Text chunks as they arrive. Falls back only before the first chunk; no chunk comes twice.
 
         The context is taken when this is called. Closing the generator early (``aclose()``, or
-        leaving an ``async for``) records the execution as cancelled.
+        leaving an ``async for``) records the execution as cancelled. Once it has ended, the stream's
+        ``response`` holds the whole response, and ``tool_calls`` the calls the model asked for (with
+        ``tools``, as ``generate``; an invalid call fails the attempt, and falls back only if no text
+        reached the caller).
         """
-        plan = self._plan("generate_stream", messages, max_tokens, temperature, stop_sequences)
+        plan = self._plan(
+            "generate_stream", messages, max_tokens, temperature, stop_sequences, tools=tools, tool_choice=tool_choice
+        )
         return Execution(plan).stream()
 
     # --- planning -------------------------------------------------------------------------------
@@ -236,6 +253,9 @@ class LLMExecutor:
         stop_sequences: Sequence[str] | None,
         json_schema: dict[str, Any] | None = None,
         schema_name: str | None = None,
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
     ) -> ExecutionPlan:
         context = _current_context().with_step(self.step_name)
         admission.check_context(context)
@@ -255,6 +275,7 @@ class LLMExecutor:
         )
         if schema_name is not None:
             admission.check_identifier("schema name", schema_name)
+        specs, offered = admission.check_tools(tools, tool_choice) if tools or tool_choice else ((), ())
         capture = (step.capture if step and step.capture else None) or self.capture
         return ExecutionPlan(
             operation=operation,
@@ -274,6 +295,9 @@ class LLMExecutor:
             scrubber=scrubber,
             tracer=self._tracer or get_default_tracer(),
             input_record=admission.check_messages(messages, capture, scrubber),
+            tools=specs,
+            offered_tools=offered,
+            tool_choice=tool_choice,
         )
 
 

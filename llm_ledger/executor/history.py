@@ -19,13 +19,19 @@ from llm_ledger.executor.policy import Decision
 from llm_ledger.executor.recorder import StreamRecorder
 from llm_ledger.executor.routing import ModelRoute
 from llm_ledger.executor.sink import until_durable
-from llm_ledger.executor.types import AttemptSummary, LLMResponse
+from llm_ledger.executor.tool_executions import asking_executions
+from llm_ledger.executor.tools import ToolCall
+from llm_ledger.executor.tracing import span_ref
+from llm_ledger.executor.types import AttemptSummary, LLMResponse, input_entries
+
+TOOL_CALLS_FINISH = "tool_calls"
+"""``LLMResponse.finish_reason`` of an answer that asks for tool calls, whatever the provider's word."""
 
 
 def _started_payload(plan: ExecutionPlan) -> JsonDict:
     record = plan.input_record
     if record is None:
-        record = payloads.input_values([(m.role, m.content) for m in plan.messages], plan.capture, plan.scrubber)
+        record = payloads.input_values(input_entries(plan.messages), plan.capture, plan.scrubber)
     return payloads.execution_started(
         operation=plan.operation,
         chain=plan.chain,
@@ -36,6 +42,8 @@ def _started_payload(plan: ExecutionPlan) -> JsonDict:
         input=record,
         output_schema=plan.schema_name,
         capture=plan.capture,
+        tools=payloads.offered_tool_values(plan.offered_tools),
+        tool_choice=plan.tool_choice,
     )
 
 
@@ -46,7 +54,13 @@ def _attempt_succeeded_payload(
     completion: Completion,
     ttfc_ms: float | None,
     output: DeferredOutput,
+    tool_calls: tuple[ToolCall, ...],
+    capture: CapturePolicy,
+    scrubber: Scrubber,
 ) -> JsonDict:
+    # Under the capture policy, scrubbed, like the answer; none for a text answer, whose payload is then
+    # exactly what it was before tools (``tool_calls`` is left out while empty).
+    calls = [payloads.tool_call_values(c.id, c.name, c.arguments_json, capture, scrubber) for c in tool_calls]
     return payloads.attempt_succeeded(
         attempt=attempt,
         model=route.model,
@@ -59,6 +73,7 @@ def _attempt_succeeded_payload(
         response_model=completion.response_model,
         time_to_first_chunk_ms=ttfc_ms,
         output=output(),
+        tool_calls=calls,
     )
 
 
@@ -176,6 +191,11 @@ class ExecutionHistory:
             trace_id=self.trace.trace_id,
             span_id=self.trace.span_id,
         )
+        if self.plan.tools:
+            # What a tool execution this one asks for inherits (tool_executions.record_tool_call); the span
+            # by its ref, which a sampled-out span has too, so that its tools are sampled out with it.
+            plan = self.plan
+            asking_executions.add(self.execution_id, plan.context, plan.capture, plan.scrubber, span_ref(self.trace))
 
     def attempt_started(self, index: int, retry: int, params: CallParams, timeout: float, by_deadline: bool) -> Attempt:
         self.attempts += 1
@@ -204,9 +224,21 @@ class ExecutionHistory:
         latency = attempt.elapsed_ms()
         route = attempt.client.route
         output = self._output_record(completion.text)
+        payload = JsonPayload(
+            _attempt_succeeded_payload,
+            attempt.number,
+            route,
+            latency,
+            completion,
+            ttfc_ms,
+            output,
+            attempt.tool_calls,
+            self.plan.capture,
+            self.plan.scrubber,
+        )
         self.recorder.record(
             "AttemptSucceeded",
-            JsonPayload(_attempt_succeeded_payload, attempt.number, route, latency, completion, ttfc_ms, output),
+            payload,
             trace_id=attempt.trace.trace_id,
             span_id=attempt.trace.span_id,
         )
@@ -296,7 +328,7 @@ class ExecutionHistory:
         return LLMResponse(
             content=completion.text,
             model=route.model,
-            finish_reason=completion.finish_reason,
+            finish_reason=TOOL_CALLS_FINISH if attempt.tool_calls else completion.finish_reason,
             usage=completion.usage,
             latency_ms=latency,
             request_id=completion.request_id,
@@ -304,6 +336,7 @@ class ExecutionHistory:
             execution_id=self.execution_id,
             attempts=tuple(self.summaries),
             fallback_used=attempt.index > 0,
+            tool_calls=attempt.tool_calls,
         )
 
     def _output_record(self, text: str) -> DeferredOutput:

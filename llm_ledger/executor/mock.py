@@ -3,6 +3,12 @@
 Behaviour comes from the model string's query (``mock/flaky?p50_ms=80&p99_ms=900&rate_limit=0.1&seed=7``)
 or from ``register_mock(name, MockBehaviour(...))``. Failures are raised as the same taxonomy errors a
 real provider's would be, so the executor's policy, events and traces behave exactly as in production.
+
+Offered tools, a mock calls them (``tool_use``: a probability; ``tool_calls``: a script) with arguments
+made from their schemas, or with arguments that are not JSON (``invalid_tool_arguments``); after a tool
+result it answers text. A stream delivers the calls at its end, as the real clients do. In a query string,
+``tool_calls`` is a comma-separated list of tool names (arguments from the schema) or a JSON list of
+``[name, arguments]`` pairs: ``mock/x?tool_calls=lookup,search`` or ``mock/x?tool_calls=[["lookup",{"q":"a"}]]``.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from llm_ledger.executor.errors import (
     TimeoutError,
 )
 from llm_ledger.executor.routing import ModelRoute
+from llm_ledger.executor.tools import RequestedToolCall, ToolSpec
 from llm_ledger.executor.types import LLMMessage
 
 _FAILURES: dict[str, type[ProviderError]] = {
@@ -43,7 +50,9 @@ _FAILURES: dict[str, type[ProviderError]] = {
     "authentication": AuthenticationError,
     "content_filter": ContentFilterError,
 }
+_OTHER_RATES = ("invalid_output", "stream_break", "tool_use", "invalid_tool_arguments")
 _Z99 = 2.3263478740408408  # the standard normal's 99th percentile
+_MAX_CALLS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +78,28 @@ class MockBehaviour:
     reply: str | None = None
     seed: int | None = None
     chunks: int = 4
+    tool_use: float = 0.0
+    """When tools are offered and the last message is no tool result: the probability of answering with
+    calls instead of text (one call to each offered tool, at most 2, arguments made from their schemas)."""
+    invalid_tool_arguments: float = 0.0
+    """The probability that a call's arguments are not JSON (the attempt then fails as ``invalid_output``)."""
+    tool_calls: tuple[tuple[str, dict[str, Any] | None], ...] = ()
+    """A script: when tools are offered and the last message is no tool result, call exactly these
+    (a tool's name and its arguments; None: made from the tool's schema)."""
 
     def __post_init__(self) -> None:
-        rates = {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if f.name in _FAILURES or f.name in ("invalid_output", "stream_break")
-        }
+        rates = {f.name: getattr(self, f.name) for f in fields(self) if f.name in _FAILURES or f.name in _OTHER_RATES}
+        for index, entry in enumerate(self.tool_calls):
+            if not (
+                isinstance(entry, tuple)
+                and len(entry) == 2
+                and isinstance(entry[0], str)
+                and (entry[1] is None or isinstance(entry[1], dict))
+            ):
+                raise ConfigurationError(
+                    f"mock behaviour tool_calls[{index}] must be a (tool name, arguments dict or None) pair,"
+                    f" not {entry!r}"
+                )
         for name, rate in rates.items():
             if not 0.0 <= rate <= 1.0:
                 raise ConfigurationError(f"mock behaviour {name}={rate} must be a probability between 0 and 1")
@@ -110,6 +134,9 @@ def behaviour_for(model_id: str) -> MockBehaviour:
                 f"unknown mock option {key!r} in 'mock/{model_id}'; known: {', '.join(sorted(types))}"
             )
         kind = str(types[key])
+        if key == "tool_calls":
+            updates[key] = _scripted_calls(raw, model_id)
+            continue
         try:
             if "int" in kind and "float" not in kind:
                 updates[key] = int(raw)
@@ -120,6 +147,25 @@ def behaviour_for(model_id: str) -> MockBehaviour:
         except ValueError:
             raise ConfigurationError(f"mock option {key}={raw!r} in 'mock/{model_id}' is not a number") from None
     return replace(base, **updates)
+
+
+def _scripted_calls(raw: str, model_id: str) -> tuple[tuple[str, dict[str, Any] | None], ...]:
+    """``tool_calls`` of a query string: ``name,name`` or a JSON list of ``[name, arguments]`` pairs."""
+    text = raw.strip()
+    if not text.startswith("["):
+        return tuple((name.strip(), None) for name in text.split(",") if name.strip())
+    try:
+        pairs = json.loads(text)
+    except ValueError as exc:
+        raise ConfigurationError(f"mock option tool_calls={raw!r} in 'mock/{model_id}' is not JSON: {exc}") from None
+    if not isinstance(pairs, list) or not all(
+        isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and isinstance(pair[1], dict | None)
+        for pair in pairs
+    ):
+        raise ConfigurationError(
+            f"mock option tool_calls={raw!r} in 'mock/{model_id}' must be a JSON list of [name, arguments] pairs"
+        )
+    return tuple((pair[0], pair[1]) for pair in pairs)
 
 
 @dataclass
@@ -180,6 +226,35 @@ class MockModelClient:
     def _request_id(self) -> str:
         return f"mock-{self._rng.getrandbits(48):012x}"
 
+    def _tool_calls(self, messages: Sequence[LLMMessage], params: CallParams) -> list[RequestedToolCall]:
+        """The calls this answer makes instead of text, if any. Draws from the seeded generator only when
+        tools are offered, so a text-only call sees the same sequence it always did."""
+        if not params.tools or params.tool_choice == "none" or (messages and messages[-1].role == "tool"):
+            return []
+        behaviour = self.behaviour
+        by_name = {tool.name: tool for tool in params.tools}
+        script: list[tuple[str, dict[str, Any] | None]]
+        if behaviour.tool_calls:
+            script = list(behaviour.tool_calls)
+        elif params.tool_choice in by_name:
+            script = [(str(params.tool_choice), None)]
+        elif params.tool_choice == "required" or self._rng.random() < behaviour.tool_use:
+            script = [(tool.name, None) for tool in params.tools[:_MAX_CALLS]]
+        else:
+            return []
+        calls = []
+        for name, arguments in script:
+            call_id = f"call_{self._rng.getrandbits(48):012x}"
+            if self._rng.random() < behaviour.invalid_tool_arguments:
+                text = '{"' + name + '": '  # cut short: not JSON
+            elif arguments is not None:
+                text = json.dumps(arguments)
+            else:
+                tool = by_name.get(name)
+                text = json.dumps(_arguments_for(tool) if tool is not None else {})
+            calls.append(RequestedToolCall(id=call_id, name=name, arguments=text))
+        return calls
+
     def _answer(self, messages: Sequence[LLMMessage], params: CallParams) -> str:
         if params.json_schema is not None:
             if self._rng.random() < self.behaviour.invalid_output:
@@ -189,7 +264,11 @@ class MockModelClient:
             return self.behaviour.reply
         last = next((m.content for m in reversed(messages) if m.role == "user"), "")
         digest = hashlib.sha256(last.encode()).hexdigest()[:8]
-        return f"[{self.route.model_id.partition('?')[0]}] answer to {digest}: {' '.join(last.split()[:12])}"
+        answer = f"[{self.route.model_id.partition('?')[0]}] answer to {digest}: {' '.join(last.split()[:12])}"
+        results = _trailing_tool_results(messages)
+        if results:
+            answer += f" (from {len(results)} tool result(s): {' '.join(' '.join(results).split()[:12])})"
+        return answer
 
     def _usage(self, messages: Sequence[LLMMessage], text: str) -> TokenUsage:
         prompt = self.behaviour.input_tokens
@@ -212,21 +291,24 @@ class MockModelClient:
 
     async def complete(self, messages: Sequence[LLMMessage], params: CallParams) -> Completion:
         await self._wait_or_fail(params)
-        text = self._answer(messages, params)
+        calls = self._tool_calls(messages, params)
+        text = "" if calls else self._answer(messages, params)
         return Completion(
             text=text,
             usage=self._usage(messages, text),
-            finish_reason="stop",
+            finish_reason="tool_calls" if calls else "stop",
             request_id=self._request_id(),
             response_id=f"mockresp-{self._rng.getrandbits(48):012x}",
             response_model=self.route.model_id.partition("?")[0],
+            tool_calls=calls,
         )
 
     async def stream(
         self, messages: Sequence[LLMMessage], params: CallParams, result: Completion
     ) -> AsyncIterator[str]:
         await self._wait_or_fail(params)
-        text = self._answer(messages, params)
+        calls = self._tool_calls(messages, params)
+        text = "" if calls else self._answer(messages, params)
         pieces = _split(text, max(1, self.behaviour.chunks))
         breaks = self._rng.random() < self.behaviour.stream_break
         result.request_id = self._request_id()
@@ -239,8 +321,49 @@ class MockModelClient:
             yield piece
             await asyncio.sleep(0)
         result.usage = self._usage(messages, text)
-        result.finish_reason = "stop"
+        result.finish_reason = "tool_calls" if calls else "stop"
         result.response_model = self.route.model_id.partition("?")[0]
+        result.tool_calls = calls  # complete only at the end, as a real client assembles their deltas
+
+
+def _trailing_tool_results(messages: Sequence[LLMMessage]) -> list[str]:
+    """The contents of the tool messages that end the conversation."""
+    results: list[str] = []
+    for message in reversed(messages):
+        if message.role != "tool":
+            break
+        results.insert(0, message.content)
+    return results
+
+
+def _arguments_for(tool: ToolSpec) -> dict[str, Any]:
+    """Arguments a tool's schema accepts: its required properties, each the plainest value of its type."""
+    value = _required_value(tool.parameters, tool.parameters)
+    return value if isinstance(value, dict) else {}
+
+
+def _required_value(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Any:
+    if "$ref" in schema:
+        name = str(schema["$ref"]).rsplit("/", 1)[-1]
+        return _required_value(root.get("$defs", {}).get(name, {}), root)
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in schema:
+            branches = [b for b in schema[key] if b.get("type") != "null"] or schema[key]
+            return _required_value(branches[0], root)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), None)
+    if kind == "object" or "properties" in schema:
+        properties: Mapping[str, Any] = schema.get("properties", {})
+        return {name: _required_value(properties.get(name, {}), root) for name in schema.get("required", ())}
+    return _PLAIN_VALUES.get(kind) if isinstance(kind, str) else None
+
+
+_PLAIN_VALUES: dict[str, Any] = {"string": "mock", "integer": 1, "number": 1.0, "boolean": True, "array": []}
 
 
 def _split(text: str, parts: int) -> list[str]:

@@ -11,6 +11,7 @@ from llm_ledger.executor.client import ModelClient
 from llm_ledger.executor.context import ExecutionContext
 from llm_ledger.executor.policy import RetryPolicy
 from llm_ledger.executor.sink import EventSink
+from llm_ledger.executor.tools import ToolSpec
 from llm_ledger.executor.tracing import ExecutionTracer
 from llm_ledger.executor.types import LLMMessage
 
@@ -37,3 +38,8 @@ class ExecutionPlan:
     tracer: ExecutionTracer
     input_record: JsonDict | None = None
     """The ``ExecutionStarted`` input record when the door already built it (capture ``full``, to measure it)."""
+    tools: tuple[ToolSpec, ...] = ()
+    """The tools offered to the model, checked at the door."""
+    offered_tools: tuple[tuple[str, str], ...] = ()
+    """``(name, digest)`` of each offered tool, as ``ExecutionStarted`` keeps them."""
+    tool_choice: str | None = None

@@ -48,10 +48,30 @@ class ExecutionTrace(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class SpanRef:
-    """A span by its ids (hex), to parent another span on: an execution's, or an agent run's."""
+    """A span by its ids (hex), to parent another span on: an execution's, or an agent run's.
+
+    ``sampled`` False says the span is not exported: its children are sampled out too, so that a trace is
+    kept or dropped whole (a tracer also remembers the agent runs it sampled out, whose ids it hands out
+    for this, so a ref built from a run's ids alone is enough)."""
 
     trace_id: str
     span_id: str
+    sampled: bool = True
+
+    def __post_init__(self) -> None:
+        if not _is_hex_id(self.trace_id, 32):
+            raise ValueError(f"SpanRef.trace_id must be 32 lowercase hex digits, not zero: {self.trace_id!r}")
+        if not _is_hex_id(self.span_id, 16):
+            raise ValueError(f"SpanRef.span_id must be 16 lowercase hex digits, not zero: {self.span_id!r}")
+
+
+def _is_hex_id(value: object, digits: int) -> bool:
+    return (
+        isinstance(value, str)
+        and len(value) == digits
+        and value.strip("0123456789abcdef") == ""
+        and value.strip("0") != ""
+    )
 
 
 class ToolTrace(Protocol):
@@ -67,7 +87,9 @@ class ToolTrace(Protocol):
 
 class RunTrace(Protocol):
     """An agent run's span (``invoke_agent {name}``): while it is current (``current_run``), it is the
-    parent of the executions and the tool executions started in it."""
+    parent of the executions and the tool executions started in it. Its ids are there to parent those on
+    (they go into no event), so a tracer gives them even when the run is sampled out: its children are
+    then sampled out with it."""
 
     trace_id: str | None
     span_id: str | None
@@ -92,12 +114,27 @@ class ExecutionTracer(Protocol):
         ...
 
     def agent_run(self, agent_name: str | None, agent_id: str | None, context: ExecutionContext) -> RunTrace:
-        """An agent run's span, under whatever span is current in OpenTelemetry's context."""
+        """An agent run's span: under the current run when there is one (an agent run by another's tool),
+        else under whatever span is current in OpenTelemetry's context, else a root."""
         ...
 
 
 current_run: ContextVar[SpanRef | None] = ContextVar("llm_ledger_current_run", default=None)
 """The agent run in progress in this context, set by whoever drives the run (``llm_ledger.agno``)."""
+
+
+def span_ref(trace: ExecutionTrace | RunTrace) -> SpanRef | None:
+    """The span of ``trace`` to parent others on (``current_run``, a tool's ``parent``).
+
+    The trace's own ``ref`` when it has one: the tracers of ``llm_ledger.telemetry`` give one even for a
+    span that is sampled out (whose ``trace_id``/``span_id`` are None, as its events must carry no ids of
+    a span that does not exist), so that its children are sampled out with it rather than starting
+    traces of their own. Else a ref from its ids, when it has them."""
+    ref = getattr(trace, "ref", None)
+    if isinstance(ref, SpanRef):
+        return ref
+    trace_id, span_id = trace.trace_id, trace.span_id
+    return SpanRef(trace_id, span_id) if trace_id and span_id else None
 
 
 class _NoTrace:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +28,32 @@ class LLMMessage(BaseModel):
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     name: str | None = None
+
+
+InputEntry = tuple[str, str] | tuple[str, str, dict[str, Any]]
+"""A message as ``events.values.input_values`` takes it: ``(role, content)``, plus its tool fields if any."""
+
+
+def input_entries(messages: Sequence[LLMMessage]) -> list[InputEntry]:
+    """The messages as the input record is made of them: a message without tool fields is the pair it
+    always was (so its digest is unchanged); one with them carries those it has, the calls' arguments as
+    their JSON text."""
+    return [_entry(message) for message in messages]
+
+
+def _entry(message: LLMMessage) -> InputEntry:
+    if not message.tool_calls and message.tool_call_id is None and message.name is None:
+        return (message.role, message.content)
+    fields: dict[str, Any] = {}
+    if message.tool_calls:
+        fields["tool_calls"] = [
+            {"id": call.id, "name": call.name, "arguments": call.arguments_json} for call in message.tool_calls
+        ]
+    if message.tool_call_id is not None:
+        fields["tool_call_id"] = message.tool_call_id
+    if message.name is not None:
+        fields["name"] = message.name
+    return (message.role, message.content, fields)
 
 
 class AttemptSummary(BaseModel):

@@ -5,38 +5,37 @@ executor at 1.25x a bare Agno call with them, 1.09x without). When llm-ledger ow
 provider it can do better: a call only notes ids and timestamps, and a background thread builds the
 finished spans (``ReadableSpan``, with those ids and times) and hands them to the batch processor,
 and records the metrics. The spans are the same as ``OtelExecutionTracer``'s; only when they are
-built differs. Spans of an execution are emitted when it ends.
+built differs. Spans of an execution are emitted when it ends; a tool execution's and an agent run's
+too (a run's span reaches the exporter after its children's, which a trace's backend does not mind).
+A parent given by its ids (``SpanRef``: the current run, the execution that asked for a tool) becomes a
+non-recording parent ``SpanContext`` in the same trace.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import random
 import threading
 import time
 from collections import deque
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
 
 from llm_ledger._metadata import __version__
 from llm_ledger.executor.client import CallParams, Completion, ModelClient
 from llm_ledger.executor.context import ExecutionContext
 from llm_ledger.executor.errors import ProviderError
-from llm_ledger.executor.tracing import NoTracer, RunTrace, SpanRef, ToolTrace
+from llm_ledger.executor.tracing import SpanRef, current_run
 from llm_ledger.telemetry import spans as conventions
+from llm_ledger.telemetry.parenting import SAMPLED, SampledOutRuns, new_span_id, new_trace_id, parent_context
 from llm_ledger.telemetry.setup import Telemetry
 
 log = logging.getLogger("llm_ledger.telemetry")
-
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_random = random.Random(os.urandom(16))
 
 
 class _Attempt:
@@ -49,7 +48,7 @@ class _Attempt:
                  params: CallParams, stream: bool) -> None:  # fmt: skip
         self.number, self.client, self.fallback_index, self.retry = number, client, fallback_index, retry
         self.params, self.stream = params, stream
-        self.span_id_int = _random.getrandbits(64) or 1
+        self.span_id_int = new_span_id()
         self.span_id = format(self.span_id_int, "016x") if execution.trace_id else None
         self.trace_id = execution.trace_id
         self.start_ns = time.time_ns()
@@ -92,7 +91,7 @@ class _Execution:
         self.execution_id, self.operation, self.context, self.chain = execution_id, operation, context, chain
         self.parent, self.sampled = parent, sampled
         self.trace_id_int = trace_id
-        self.span_id_int = _random.getrandbits(64) or 1
+        self.span_id_int = new_span_id()
         self.trace_id = format(trace_id, "032x") if sampled else None
         self.span_id = format(self.span_id_int, "016x") if sampled else None
         self.start_ns = time.time_ns()
@@ -101,6 +100,11 @@ class _Execution:
         self.fallbacks: list[_Fallback] = []
         self.error_type: str | None = None
         self.error_message: str | None = None
+
+    @property
+    def ref(self) -> SpanRef:
+        """The execution as a parent (``tracing.span_ref``), sampled or not."""
+        return SpanRef(format(self.trace_id_int, "032x"), format(self.span_id_int, "016x"), self.sampled)
 
     def attempt(self, number: int, client: ModelClient, fallback_index: int, retry: int, params: CallParams,
                 stream: bool) -> _Attempt:  # fmt: skip
@@ -121,6 +125,55 @@ class _Execution:
         self._owner.submit(self)
 
 
+class _Span:
+    """What a call noted of a tool execution or an agent run: one span, built by the background thread once
+    it ends. ``attributes`` is the function of ``spans`` that says what it holds, and its arguments: run
+    there, off the call path. A tool's ids go into its events, so they are there only when it is sampled;
+    a run's parent its children and go into no event, so they are there always (``expose_ids``), and a
+    sampled-out run is remembered while it runs."""
+
+    __slots__ = ("_owner", "arguments", "attributes", "end_ns", "error_message", "error_type", "expose_ids", "name",
+                 "parent", "sampled", "span_id", "span_id_int", "start_ns", "trace_id", "trace_id_int")  # fmt: skip
+
+    def __init__(self, owner: DeferredExecutionTracer, name: str, attributes: Any, arguments: tuple[Any, ...],
+                 parent: SpanContext | None, sampled: bool, trace_id: int, *, expose_ids: bool) -> None:  # fmt: skip
+        self._owner = owner
+        self.name, self.attributes, self.arguments = name, attributes, arguments
+        self.parent, self.sampled, self.expose_ids = parent, sampled, expose_ids
+        self.trace_id_int = trace_id
+        self.span_id_int = new_span_id()
+        shown = sampled or expose_ids
+        self.trace_id = format(trace_id, "032x") if shown else None
+        self.span_id = format(self.span_id_int, "016x") if shown else None
+        if expose_ids and not sampled and self.span_id is not None:
+            owner.sampled_out.add(self.span_id)
+        self.start_ns = time.time_ns()
+        self.end_ns = 0
+        self.error_type: str | None = None
+        self.error_message: str | None = None
+
+    @property
+    def ref(self) -> SpanRef:
+        return SpanRef(format(self.trace_id_int, "032x"), format(self.span_id_int, "016x"), self.sampled)
+
+    def succeeded(self) -> None:
+        self._end()
+
+    def failed(self, error_type: str, message: str) -> None:
+        if not self.end_ns:
+            self.error_type, self.error_message = error_type, message
+        self._end()
+
+    def _end(self) -> None:
+        if self.end_ns:  # a second end is ignored
+            return
+        self.end_ns = time.time_ns()
+        if self.expose_ids and not self.sampled and self.span_id is not None:
+            self._owner.sampled_out.discard(self.span_id)
+        if self.sampled:
+            self._owner.submit(self)
+
+
 class DeferredExecutionTracer:
     """Spans and metrics built in a background thread from what each call noted."""
 
@@ -132,7 +185,8 @@ class DeferredExecutionTracer:
         self._scope = InstrumentationScope("llm_ledger", __version__)
         meter = metrics.get_meter("llm_ledger", __version__, telemetry.meter_provider)
         self._instruments = conventions.Instruments(meter)
-        self._queue: deque[_Execution] = deque()
+        self.sampled_out = SampledOutRuns()
+        self._queue: deque[_Execution | _Span] = deque()
         self._wake = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
@@ -142,24 +196,49 @@ class DeferredExecutionTracer:
     def start(
         self, execution_id: UUID, operation: str, context: ExecutionContext, chain: tuple[str, ...]
     ) -> _Execution:
-        current = trace.get_current_span().get_span_context()
-        parent = current if current.is_valid else None
-        trace_id = parent.trace_id if parent else (_random.getrandbits(128) or 1)
-        result = self._sampler.should_sample(None, trace_id, operation, SpanKind.INTERNAL)
-        sampled = result.decision is Decision.RECORD_AND_SAMPLE
+        parent = self._parent(current_run.get())
+        trace_id = parent.trace_id if parent else new_trace_id()
+        sampled = self._sampled(parent, trace_id, operation)
         return _Execution(self, execution_id, operation, context, chain, parent, sampled, trace_id)
 
     def tool(
         self, tool_name: str, tool_call_id: str | None, context: ExecutionContext, parent: SpanRef | None
-    ) -> ToolTrace:
-        return NoTracer().tool()  # scaffolding: the telemetry helper builds execute_tool spans
+    ) -> _Span:
+        under = self._parent(current_run.get() or parent)
+        trace_id = under.trace_id if under else new_trace_id()
+        name = conventions.tool_span_name(tool_name)
+        return _Span(self, name, conventions.tool_attributes, (tool_name, tool_call_id, context), under,
+                     self._sampled(under, trace_id, name), trace_id, expose_ids=False)  # fmt: skip
 
-    def agent_run(self, agent_name: str | None, agent_id: str | None, context: ExecutionContext) -> RunTrace:
-        return NoTracer().agent_run()  # scaffolding: the telemetry helper builds invoke_agent spans
+    def agent_run(self, agent_name: str | None, agent_id: str | None, context: ExecutionContext) -> _Span:
+        under = self._parent(current_run.get())
+        trace_id = under.trace_id if under else new_trace_id()
+        name = conventions.run_span_name(agent_name)
+        return _Span(self, name, conventions.run_attributes, (agent_name, agent_id, context), under,
+                     self._sampled(under, trace_id, name), trace_id, expose_ids=True)  # fmt: skip
 
-    def submit(self, execution: _Execution) -> None:
+    def _parent(self, ref: SpanRef | None) -> SpanContext | None:
+        """A span's parent: ``ref`` when given, else OpenTelemetry's current span, else none (a root)."""
+        if ref is not None:
+            return parent_context(ref, self.sampled_out)
+        current = trace.get_current_span().get_span_context()
+        return current if current.is_valid else None
+
+    def _sampled(self, parent: SpanContext | None, trace_id: int, name: str) -> bool:
+        """The sampler's decision, except under a sampled-out parent: then sampled out, whatever the sampler
+        (a trace is kept or dropped whole)."""
+        if parent is None:
+            result = self._sampler.should_sample(None, trace_id, name, SpanKind.INTERNAL)
+        elif not parent.trace_flags.sampled:
+            return False
+        else:
+            context = trace.set_span_in_context(NonRecordingSpan(parent))
+            result = self._sampler.should_sample(context, trace_id, name, SpanKind.INTERNAL)
+        return result.decision is Decision.RECORD_AND_SAMPLE
+
+    def submit(self, finished: _Execution | _Span) -> None:
         self._idle.clear()
-        self._queue.append(execution)
+        self._queue.append(finished)
         self._wake.set()
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -172,9 +251,12 @@ class DeferredExecutionTracer:
             self._wake.wait()
             self._wake.clear()
             while self._queue:
-                execution = self._queue.popleft()
+                finished = self._queue.popleft()
                 try:
-                    self._materialize(execution)
+                    if isinstance(finished, _Span):
+                        self._materialize_span(finished)
+                    else:
+                        self._materialize(finished)
                 except Exception:
                     log.exception("llm-ledger: a span could not be built")
             if not self._queue:
@@ -186,7 +268,7 @@ class DeferredExecutionTracer:
             self._record_metrics(attempt)
         if not execution.sampled:
             return
-        parent_context = SpanContext(execution.trace_id_int, execution.span_id_int, False, _SAMPLED)
+        parent_context = SpanContext(execution.trace_id_int, execution.span_id_int, False, SAMPLED)
         for attempt in execution.attempts:
             attributes = conventions.attempt_attributes(ledger, attempt.number, attempt.client,
                                                         attempt.fallback_index, attempt.retry, attempt.params,
@@ -205,7 +287,7 @@ class DeferredExecutionTracer:
             self._processor.on_end(
                 ReadableSpan(
                     name=conventions.attempt_name(attempt.client),
-                    context=SpanContext(execution.trace_id_int, attempt.span_id_int, False, _SAMPLED),
+                    context=SpanContext(execution.trace_id_int, attempt.span_id_int, False, SAMPLED),
                     parent=parent_context,
                     resource=self._resource,
                     attributes=attributes,
@@ -242,6 +324,27 @@ class DeferredExecutionTracer:
                 status=status,
                 start_time=execution.start_ns,
                 end_time=execution.end_ns,
+                instrumentation_scope=self._scope,
+            )
+        )
+
+    def _materialize_span(self, span: _Span) -> None:
+        attributes: dict[str, Any] = span.attributes(*span.arguments)
+        status = Status(StatusCode.UNSET)
+        if span.error_type is not None:
+            attributes[conventions.ERROR_TYPE] = span.error_type
+            status = Status(StatusCode.ERROR, span.error_message)
+        self._processor.on_end(
+            ReadableSpan(
+                name=span.name,
+                context=SpanContext(span.trace_id_int, span.span_id_int, False, SAMPLED),
+                parent=span.parent,
+                resource=self._resource,
+                attributes=attributes,
+                kind=SpanKind.INTERNAL,
+                status=status,
+                start_time=span.start_ns,
+                end_time=span.end_ns,
                 instrumentation_scope=self._scope,
             )
         )

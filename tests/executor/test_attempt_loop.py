@@ -30,7 +30,7 @@ from llm_ledger.executor.context import ExecutionContext
 from llm_ledger.executor.errors import ProviderError, StreamInterruptedError
 from llm_ledger.executor.policy import Decision
 from llm_ledger.executor.routing import ModelRoute
-from llm_ledger.executor.tracing import AttemptTrace, ExecutionTrace
+from llm_ledger.executor.tracing import AttemptTrace, ExecutionTrace, SpanRef
 from tests.fakes import Behaviour, BrokenStream, FakeProviderServer, RateLimited, Reply, Stall
 from tests.fakes import ServerError as ServerFails
 
@@ -118,6 +118,12 @@ class _Tracer:
 
     def fallback(self, from_model: str, to_model: str, reason: str) -> None:
         self.calls.append(("fallback", reason))
+
+    def tool(self, tool_name: str, tool_call_id: str | None, context: ExecutionContext, parent: SpanRef | None) -> Any:
+        raise AssertionError("no tool runs in these tests")
+
+    def agent_run(self, agent_name: str | None, agent_id: str | None, context: ExecutionContext) -> Any:
+        raise AssertionError("no agent runs in these tests")
 
     def succeeded(self) -> None:
         self.calls.append(("succeeded",))

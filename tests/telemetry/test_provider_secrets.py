@@ -20,7 +20,7 @@ from llm_ledger.store import EventStore, migrate
 from llm_ledger.store.writer import BufferedWriter
 from tests.conftest import API_KEYS
 from tests.fakes import FakeProviderServer, Reply, Unauthorized
-from tests.telemetry.test_traces import Traced, traced  # noqa: F401 - the fixture
+from tests.telemetry.traced import Traced
 
 ECHOING = Reply(
     text="ok",
@@ -41,7 +41,7 @@ async def _run(executor: LLMExecutor, tenant: str) -> None:
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic", "groq", "openrouter"])
 async def test_an_echoed_key_is_in_no_stored_or_exported_string(
-    traced: Traced,  # noqa: F811
+    traced: Traced,
     server: FakeProviderServer,
     providers: dict[str, ProviderSettings],
     tmp_path: Path,

@@ -7,98 +7,23 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
 from opentelemetry.semconv.attributes import error_attributes, server_attributes
 
 from llm_ledger import InMemorySink, LLMExecutor, LLMMessage, execution_context
 from llm_ledger.executor import ProviderSettings, RetryPolicy
-from llm_ledger.executor.tracing import ExecutionTracer
-from llm_ledger.telemetry import DeferredExecutionTracer, OtelExecutionTracer, build_telemetry
+from llm_ledger.telemetry import build_telemetry
 from tests.fakes import FakeProviderServer, RateLimited, Reply
 from tests.telemetry.receivers import GrpcOtlpReceiver, HttpOtlpReceiver, closed_endpoint, neutralise_otel_environment
+from tests.telemetry.traced import Traced
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = gen_ai.GenAiOperationNameValues.CHAT.value
 MESSAGES = [LLMMessage(role="user", content="Which rules apply?")]
-
-
-def _providers(kind: str, endpoint: str) -> tuple[TracerProvider, MeterProvider]:
-    spans: SpanExporter
-    metrics: MetricExporter
-    if kind == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        spans, metrics = (
-            OTLPSpanExporter(endpoint=endpoint, insecure=True),
-            OTLPMetricExporter(endpoint=endpoint, insecure=True),
-        )
-    else:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetrics
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpans
-
-        spans, metrics = HttpSpans(endpoint=f"{endpoint}/v1/traces"), HttpMetrics(endpoint=f"{endpoint}/v1/metrics")
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
-    meter_provider = MeterProvider(metric_readers=[PeriodicExportingMetricReader(metrics, export_interval_millis=100)])
-    return tracer_provider, meter_provider
-
-
-@dataclass
-class Traced:
-    receiver: GrpcOtlpReceiver | HttpOtlpReceiver
-    tracer: ExecutionTracer
-    tracer_provider: TracerProvider
-    flush: Callable[[], None]
-
-
-@pytest.fixture(params=["grpc/api", "http/api", "grpc/deferred", "http/deferred"])
-def traced(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Traced]:
-    """A receiver, and an executor tracer exporting to it: either spans made through the OpenTelemetry
-    API on providers of the application's, or the deferred spans of the providers configure_tracing
-    builds."""
-    neutralise_otel_environment(monkeypatch)
-    protocol, how = request.param.split("/")
-    receiver_class = GrpcOtlpReceiver if protocol == "grpc" else HttpOtlpReceiver
-    with receiver_class() as receiver:
-        if how == "api":
-            tracer_provider, meter_provider = _providers(protocol, receiver.endpoint)
-            api_tracer = OtelExecutionTracer(tracer_provider, meter_provider)
-
-            def flush_api() -> None:
-                tracer_provider.force_flush()
-                meter_provider.force_flush(timeout_millis=5000)
-
-            yield Traced(receiver, api_tracer, tracer_provider, flush_api)
-            tracer_provider.shutdown()
-            meter_provider.shutdown(timeout_millis=2000)
-        else:
-            env = {
-                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc" if protocol == "grpc" else "http/protobuf",
-            }
-            telemetry = build_telemetry(env)
-            assert telemetry.tracer_provider is not None and telemetry.meter_provider is not None
-            deferred = DeferredExecutionTracer(telemetry)
-            providers = (telemetry.tracer_provider, telemetry.meter_provider)
-
-            def flush_deferred() -> None:
-                assert deferred.flush()
-                providers[0].force_flush()
-                providers[1].force_flush(timeout_millis=5000)
-
-            yield Traced(receiver, deferred, telemetry.tracer_provider, flush_deferred)
-            telemetry.shutdown()
 
 
 async def test_a_fallback_execution_arrives_as_one_trace_with_the_ids_of_its_events(
