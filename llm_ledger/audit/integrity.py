@@ -1,9 +1,10 @@
 """Whether the streams a page shows are as they were recorded, checked when they are shown.
 
 For each stream: the checks ``llm-ledger audit verify`` makes of a stream (``audit.verify.stream_findings``:
-its hash chain, that it starts with ``ExecutionStarted`` and ends with one terminal event, or that it has
-none yet), and its events against what the seals recorded of it (``llm_ledger_seal_streams``: per seal, the
-positions it held and the hash of the last; and that every event in a sealed range is one a seal holds).
+its hash chain, that it starts with the first event of its kind, an execution's or a tool execution's, and
+ends with one terminal event of that kind, or that it has none yet), and its events against what the seals
+recorded of it (``llm_ledger_seal_streams``: per seal, the positions it held and the hash of the last; and
+that every event in a sealed range is one a seal holds).
 The chain shows an edited, removed or reordered event; the seals show what the chain cannot, a stream
 rewritten with every hash recomputed (its sealed head is no longer there), cut short after its seal, or
 forged whole into sealed history. Three queries a view, over the shown streams' rows and the tenant's last

@@ -1,18 +1,24 @@
-"""One session as recorded: its executions and their attempts, read from the raw events as stored (not
-from the read models), each with what the check of its stream found (``integrity.check_streams``). The
-caller hands over the connection, scoped to the tenant (the dashboard's view reads through its
-tenant-bound store)."""
+"""One session as recorded: its executions and their attempts, and the tools' executions between them, read
+from the raw events as stored (not from the read models), each with what the check of its stream found
+(``integrity.check_streams``). The caller hands over the connection, scoped to the tenant (the dashboard's
+view reads through its tenant-bound store).
+
+A stream's kind is told by its first event (``events.STREAM_KIND_OF_START``): ``ExecutionStarted`` begins a
+round trip to a model, ``ToolCallStarted`` a tool's execution, which names the execution whose answer asked
+for it and the provider's tool call id. A stream whose first event is neither (a tampered or cut one) is
+shown as an execution, flagged by its check."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import Connection, select
 
 from llm_ledger.audit.integrity import StreamCheck, check_streams
+from llm_ledger.events import STREAM_KINDS
 from llm_ledger.store import as_utc
 from llm_ledger.store.schema import READ_COLUMNS
 from llm_ledger.store.schema import events as events_table
@@ -33,7 +39,17 @@ class AttemptView:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallRequest:
+    """A tool call an execution's answer asked for (``AttemptSucceeded.tool_calls``)."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class ExecutionView:
+    kind: ClassVar[str] = "execution"
+
     execution_id: str
     step: str | None
     agent_id: str | None
@@ -49,12 +65,52 @@ class ExecutionView:
     integrity: StreamCheck = field(default_factory=StreamCheck)
     """What checking its stream found: ``broken`` when an event was changed, removed or cut short since
     it was recorded (the figures above are then not what happened), ``incomplete`` without an outcome."""
+    tool_calls: tuple[ToolCallRequest, ...] = ()
+    """The tool calls its answer asked for (those of its last successful attempt)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallView:
+    """A tool's execution: its own stream, linked to the execution that asked (``execution_id``) and the
+    provider's call id (``tool_call_id``)."""
+
+    kind: ClassVar[str] = "tool_call"
+
+    tool_execution_id: str
+    tool_name: str | None
+    tool_call_id: str | None
+    execution_id: str | None
+    step: str | None
+    agent_id: str | None
+    turn_id: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: str
+    """``succeeded``, ``failed`` or ``incomplete`` (no terminal event yet)."""
+    latency_ms: float | None
+    error_type: str | None
+    error_class: str | None
+    message: str | None
+    """The tool's error, scrubbed of credentials when it was recorded."""
+    trace_id: str | None
+    span_id: str | None
+    integrity: StreamCheck = field(default_factory=StreamCheck)
+
+
+TimelineItem = ExecutionView | ToolCallView
 
 
 def session_timeline(connection: Connection, tenant_id: str, session_id: str) -> list[ExecutionView]:
     """The executions of one session and their attempts, from the raw events as stored, in time order;
     each with what the check of its stream found (``ExecutionView.integrity``): an execution whose
-    events were changed, removed or cut short is shown as such, never as valid."""
+    events were changed, removed or cut short is shown as such, never as valid. Tools' executions are
+    left out (``session_activity`` has them)."""
+    return [item for item in session_activity(connection, tenant_id, session_id) if isinstance(item, ExecutionView)]
+
+
+def session_activity(connection: Connection, tenant_id: str, session_id: str) -> list[TimelineItem]:
+    """The executions of one session and the tools' executions, in time order (so that each tool run
+    stands between the round trip that asked for it and the next), each with its stream's check."""
     query = (
         select(*READ_COLUMNS)
         .where(events_table.c.tenant_id == tenant_id, events_table.c.session_id == session_id)
@@ -64,8 +120,20 @@ def session_timeline(connection: Connection, tenant_id: str, session_id: str) ->
     for row in connection.execute(query):
         streams.setdefault(str(row.stream_id), []).append(row)
     checks = check_streams(connection, tenant_id, streams)
-    views = [_execution_view(rows, checks[stream_id]) for stream_id, rows in streams.items()]
-    return sorted(views, key=lambda view: (view.started_at, view.execution_id))
+    views = [
+        _tool_call_view(rows, checks[stream_id])
+        if rows[0].event_type == _TOOL_START
+        else _execution_view(rows, checks[stream_id])
+        for stream_id, rows in streams.items()
+    ]
+    return sorted(views, key=_in_time)
+
+
+_TOOL_START = STREAM_KINDS["tool_call"].start
+
+
+def _in_time(item: TimelineItem) -> tuple[datetime, str]:
+    return item.started_at, item.execution_id if isinstance(item, ExecutionView) else item.tool_execution_id
 
 
 def _execution_view(rows: Sequence[Any], check: StreamCheck) -> ExecutionView:
@@ -75,6 +143,7 @@ def _execution_view(rows: Sequence[Any], check: StreamCheck) -> ExecutionView:
     first = rows[0]
     attempts: dict[int, dict[str, Any]] = {}
     outcome, model, latency, fell_back = "incomplete", None, None, False
+    requested: tuple[ToolCallRequest, ...] = ()
     for row in rows:
         payload: dict[str, Any] = row.payload if isinstance(row.payload, dict) else {}
         number = payload.get("attempt")
@@ -97,6 +166,8 @@ def _execution_view(rows: Sequence[Any], check: StreamCheck) -> ExecutionView:
                 error_type=_text(payload.get("error_type")),
                 message=_text(payload.get("message")),
             )
+            if row.event_type == "AttemptSucceeded":
+                requested = _requested(payload.get("tool_calls"))
         elif row.event_type == "ExecutionSucceeded":
             outcome, model, latency = "succeeded", _text(payload.get("model")), _number(payload.get("latency_ms"))
             fell_back = bool(payload.get("fallback_used"))
@@ -116,6 +187,52 @@ def _execution_view(rows: Sequence[Any], check: StreamCheck) -> ExecutionView:
         fallback_used=fell_back,
         trace_id=first.trace_id,
         attempts=[AttemptView(**attempt) for _, attempt in sorted(attempts.items())],
+        integrity=check,
+        tool_calls=requested,
+    )
+
+
+def _requested(calls: Any) -> tuple[ToolCallRequest, ...]:
+    if not isinstance(calls, list):
+        return ()
+    return tuple(
+        ToolCallRequest(call["id"], call["name"])
+        for call in calls
+        if isinstance(call, dict) and isinstance(call.get("id"), str) and isinstance(call.get("name"), str)
+    )
+
+
+def _tool_call_view(rows: Sequence[Any], check: StreamCheck) -> ToolCallView:
+    """One tool execution's rows (in stream order), read as stored like an execution's."""
+    first = rows[0]
+    started: dict[str, Any] = first.payload if isinstance(first.payload, dict) else {}
+    outcome, ended_at, latency = "incomplete", None, None
+    error_type = error_class = message = None
+    for row in rows[1:]:
+        payload: dict[str, Any] = row.payload if isinstance(row.payload, dict) else {}
+        if row.event_type in ("ToolCallSucceeded", "ToolCallFailed") and outcome == "incomplete":
+            outcome = "succeeded" if row.event_type == "ToolCallSucceeded" else "failed"
+            ended_at, latency = as_utc(row.occurred_at), _number(payload.get("latency_ms"))
+            if row.event_type == "ToolCallFailed":
+                error_type, error_class = _text(payload.get("error_type")), _text(payload.get("error_class"))
+                message = _text(payload.get("message"))
+    return ToolCallView(
+        tool_execution_id=str(first.stream_id),
+        tool_name=_text(started.get("tool_name")),
+        tool_call_id=_text(started.get("tool_call_id")),
+        execution_id=_text(started.get("execution_id")),
+        step=first.step,
+        agent_id=first.agent_id,
+        turn_id=first.turn_id,
+        started_at=as_utc(first.occurred_at),
+        ended_at=ended_at,
+        outcome=outcome,
+        latency_ms=latency,
+        error_type=error_type,
+        error_class=error_class,
+        message=message,
+        trace_id=first.trace_id,
+        span_id=first.span_id,
         integrity=check,
     )
 

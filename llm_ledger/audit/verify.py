@@ -6,9 +6,11 @@ Per tenant, in two streamed passes (nothing is loaded whole, so it runs on tens 
    previous one's, its signature; then its content: the events of its range again give its Merkle root and
    count, and its manifest names each stream that lost, gained or changed events since it was sealed;
 2. the events in stream order: each stream's hash chain (``events.verify_chain``), that it starts with
-   ``ExecutionStarted`` at position 0 and has one terminal event, its last. A stream without one is
-   *incomplete* (its process died mid-call), which is a fact to report, not a failure; if a seal says the
-   stream had more events, that seal's finding fails the run.
+   the first event of its kind at position 0 (``ExecutionStarted`` for an execution, ``ToolCallStarted``
+   for a tool's execution: ``events.STREAM_KINDS``), holds only events of that kind, and has one terminal
+   event of that kind, its last. A stream without one is *incomplete* (its process died mid-call, or mid
+   tool run), which is a fact to report, not a failure; if a seal says the stream had more events, that
+   seal's finding fails the run.
 
 ``since``: the contents of the seals from the first whose recorded time span reaches ``since``
 (``last_occurred_at >= since``) on, and every stream with an event in their ranges or after them (by the
@@ -37,12 +39,17 @@ from llm_ledger.audit.report import AuditReport, Finding, Severity, TenantResult
 from llm_ledger.audit.roles import audit_engine, scoped_connection
 from llm_ledger.audit.runs import record_run
 from llm_ledger.audit.seals import RangeDigest, Seal, digest_range, manifest_digest
-from llm_ledger.events import TERMINAL_EVENT_TYPES, uuid7, verify_chain
+from llm_ledger.events import STREAM_KIND_OF_START, STREAM_KINDS, uuid7, verify_chain
 from llm_ledger.store import START, Cursor, as_utc
 from llm_ledger.store.rows import row_to_record
 from llm_ledger.store.scoping import AUDITOR_ROLE
 
-_STARTED = "ExecutionStarted"
+_STARTS = " or ".join(sorted(STREAM_KIND_OF_START))
+_WHAT = {"execution": "an execution", "tool_call": "a tool execution"}
+_DIED = {
+    "execution": "its process died mid-call, or the call is still running",
+    "tool_call": "a tool execution: its process died while the tool ran, or the tool is still running",
+}
 
 
 def verify_ledger(
@@ -381,9 +388,16 @@ def _check_stream(rows: Sequence[Any], result: TenantResult) -> None:
     for brk in chain.breaks:
         result.add(finding(brk.kind, "broken", brk.reason, rows[brk.index]))
     first = rows[0]
-    if first.stream_position == 0 and first.event_type != _STARTED:
-        result.add(finding("bad_start", "broken", f"the stream starts with {first.event_type}, not {_STARTED}", first))
-    terminals = [index for index, row in enumerate(rows) if row.event_type in TERMINAL_EVENT_TYPES]
+    kind = STREAM_KIND_OF_START.get(first.event_type)
+    if first.stream_position == 0 and kind is None:
+        result.add(finding("bad_start", "broken", f"the stream starts with {first.event_type}, not {_STARTS}", first))
+    if kind is None:  # its start is missing or wrong (reported): its kind is the one its first event is of
+        kind = next((k for k in STREAM_KINDS.values() if first.event_type in k.event_types), STREAM_KINDS["execution"])
+    for row in rows[1:]:
+        if row.event_type not in kind.event_types:
+            detail = f"a {row.event_type} in the stream of {_WHAT[kind.name]}, which holds no such event"
+            result.add(finding("wrong_kind", "broken", detail, row))
+    terminals = [index for index, row in enumerate(rows) if row.event_type in kind.terminals]
     for index in terminals[1:]:
         result.add(finding("several_terminals", "broken", "a second terminal event in the stream", rows[index]))
     if terminals and terminals[0] != len(rows) - 1:
@@ -397,7 +411,7 @@ def _check_stream(rows: Sequence[Any], result: TenantResult) -> None:
                 "incomplete",
                 "incomplete",
                 f"no terminal event: the last is {last.event_type} at position {last.stream_position},"
-                f" {_age(age.total_seconds())} ago (its process died mid-call, or the call is still running)",
+                f" {_age(age.total_seconds())} ago ({_DIED[kind.name]})",
                 last,
             )
         )

@@ -5,7 +5,9 @@ An execution is one stream: ``ExecutionStarted``, then per attempt ``AttemptStar
 terminal ``ExecutionSucceeded`` or ``ExecutionFailed``. A tool's execution (a call an answer asked for,
 run by the application or by an Agno Agent) is a stream of its own: ``ToolCallStarted``, then one
 terminal ``ToolCallSucceeded`` or ``ToolCallFailed``; its payload names the execution and the tool call
-id that asked for it. Events are facts: frozen, and hash-chained.
+id that asked for it. Each envelope class says which kind of stream it belongs to (``stream_kind``) and
+whether it starts one (``starts_stream``): ``STREAM_KINDS`` is derived from that, and a reader tells a
+stream's kind by its first event. Events are facts: frozen, and hash-chained.
 
 An event type is declared here once: its payload model (an ``EventPayload``), its envelope class (the
 ``event_type`` literal, the payload, whether it is ``terminal``), and its place in the ``Event`` union,
@@ -119,10 +121,11 @@ class OfferedTool(_Frozen):
 
 class ToolCallRecord(_Frozen):
     """A tool call an answer asked for: the provider's call id, the tool, and its arguments' JSON text
-    kept under the capture policy (sizes always; a digest or the scrubbed text by policy)."""
+    kept under the capture policy (sizes always; a digest or the scrubbed text by policy). The id and the
+    name are the provider's words (``values.tool_call_values`` makes them storable)."""
 
-    id: str
-    name: str
+    id: Annotated[str, ProviderSupplied("text")]
+    name: Annotated[str, ProviderSupplied("text")]
     arguments: OutputRecord
 
 
@@ -244,6 +247,10 @@ class EventEnvelope(_Frozen):
     payload model, and whether it is ``terminal`` (the last event of an execution's stream)."""
 
     terminal: ClassVar[bool] = False
+    stream_kind: ClassVar[str] = "execution"
+    """The kind of stream the event belongs to: ``execution`` or ``tool_call`` (a tool's execution)."""
+    starts_stream: ClassVar[bool] = False
+    """Whether the event is the first of its kind of stream (at position 0)."""
 
     event_id: UUID
     event_type: str
@@ -283,6 +290,7 @@ ENVELOPE_FIELDS: tuple[str, ...] = tuple(EventEnvelope.model_fields)
 
 
 class ExecutionStarted(EventEnvelope):
+    starts_stream = True
     event_type: Literal["ExecutionStarted"] = "ExecutionStarted"
     payload: ExecutionStartedPayload
 
@@ -320,17 +328,21 @@ class ExecutionFailed(EventEnvelope):
 
 
 class ToolCallStarted(EventEnvelope):
+    stream_kind = "tool_call"
+    starts_stream = True
     event_type: Literal["ToolCallStarted"] = "ToolCallStarted"
     payload: ToolCallStartedPayload
 
 
 class ToolCallSucceeded(EventEnvelope):
+    stream_kind = "tool_call"
     terminal = True
     event_type: Literal["ToolCallSucceeded"] = "ToolCallSucceeded"
     payload: ToolCallSucceededPayload
 
 
 class ToolCallFailed(EventEnvelope):
+    stream_kind = "tool_call"
     terminal = True
     event_type: Literal["ToolCallFailed"] = "ToolCallFailed"
     payload: ToolCallFailedPayload
@@ -374,7 +386,34 @@ EVENT_TYPES: dict[str, type[EventEnvelope]] = {_name_of(cls): cls for cls in _re
 PAYLOAD_TYPES: dict[str, type[EventPayload]] = {name: _payload_of(cls) for name, cls in EVENT_TYPES.items()}
 """The payload model of each event type."""
 TERMINAL_EVENT_TYPES = frozenset(name for name, cls in EVENT_TYPES.items() if cls.terminal)
-"""The event types that end an execution's stream."""
+"""The event types that end a stream (an execution's or a tool execution's: ``STREAM_KINDS`` says which)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamKind:
+    """One kind of stream: the event type it starts with, the types it may hold, the ones that end it."""
+
+    name: str
+    start: str
+    event_types: frozenset[str]
+    terminals: frozenset[str]
+
+
+def _stream_kind(name: str) -> StreamKind:
+    members = {event_type: cls for event_type, cls in EVENT_TYPES.items() if cls.stream_kind == name}
+    (start,) = (event_type for event_type, cls in members.items() if cls.starts_stream)
+    terminals = frozenset(event_type for event_type, cls in members.items() if cls.terminal)
+    return StreamKind(name, start, frozenset(members), terminals)
+
+
+STREAM_KINDS: dict[str, StreamKind] = {
+    name: _stream_kind(name) for name in dict.fromkeys(cls.stream_kind for cls in EVENT_TYPES.values())
+}
+"""Each kind of stream by name: ``execution`` (``ExecutionStarted`` ... ``ExecutionSucceeded`` or
+``ExecutionFailed``) and ``tool_call`` (``ToolCallStarted``, then ``ToolCallSucceeded`` or
+``ToolCallFailed``). A reader tells a stream's kind by its first event."""
+STREAM_KIND_OF_START: dict[str, StreamKind] = {kind.start: kind for kind in STREAM_KINDS.values()}
+"""The kind of stream each starting event type begins."""
 
 _event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
 

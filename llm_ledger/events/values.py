@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 from collections.abc import Sequence
 from functools import partial
@@ -220,9 +221,10 @@ def input_values(
 
     A message is ``(role, content)``, or ``(role, content, tool_fields)`` for one that carries tool fields:
     the JSON values of any of ``tool_calls`` (a list of ``{"id", "name", "arguments"}``, the arguments'
-    JSON text), ``tool_call_id`` and ``name``, only those the message has. They count in the sizes and the
-    digest, and capture ``full`` keeps them (arguments scrubbed); a message without them is digested
-    exactly as before tools existed."""
+    JSON text), ``tool_call_id`` and ``name``, only those the message has. They are in the digest (the
+    canonical JSON of each message's ``role``, ``content`` and those fields), the arguments' text counts in
+    ``chars`` and ``bytes``, and capture ``full`` keeps them (arguments scrubbed, like the content); a
+    message without them is digested exactly as before tools existed."""
     plain = [(text(m[0]), text(m[1])) for m in messages]
     extras = [_tool_fields(m[2]) if len(m) == 3 else None for m in messages]
     chars = sum(len(content) for _, content in plain)
@@ -274,8 +276,18 @@ def _captured_tool_fields(fields: JsonDict | None, scrubber: Scrubber) -> JsonDi
 
 
 def offered_tool_values(tools: Sequence[tuple[str, str]]) -> list[JsonDict]:
-    """``OfferedTool``'s JSON values of ``(name, sha256)`` pairs."""
-    return [{"name": text(name), "sha256": text(digest)} for name, digest in tools]
+    """``OfferedTool``'s JSON values of ``(name, sha256)`` pairs (``ToolSpec.digest``: a lowercase hex
+    SHA-256, refused otherwise, as the model refuses it)."""
+    return [{"name": text(name), "sha256": _sha256(digest)} for name, digest in tools]
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _sha256(value: str) -> str:
+    if type(value) is str and _SHA256.fullmatch(value):
+        return value
+    raise ValueError(f"a tool's digest must be a lowercase hex SHA-256, not {value!r}")
 
 
 def tool_call_values(call_id: str, name: str, arguments: str, policy: CapturePolicy, scrubber: Scrubber) -> JsonDict:

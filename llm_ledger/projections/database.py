@@ -37,6 +37,7 @@ from llm_ledger.projections.schema import (
     fallback_stats,
     sessions,
     step_stats,
+    tool_stats,
 )
 from llm_ledger.store import as_utc
 from llm_ledger.store.dialects import Backend, Cursor
@@ -234,6 +235,7 @@ _ON_CONFLICT: dict[str, dict[str, str] | None] = {
         "last_seen": _whichever(sessions, "last_seen", ">"),
     },
     failed_attempts.name: None,
+    tool_stats.name: {**_sums(tool_stats, "calls", "latency_ms_sum"), "latency": _merged(tool_stats, "latency")},
 }
 """How a row that is already stored takes a new one: figures added up (``None``: the first one stays)."""
 
@@ -272,6 +274,7 @@ def _delta_rows(delta: Delta) -> list[tuple[Table, list[tuple[Any, ...]]]]:
         (fallback_stats, [(*key, f.fallbacks, f.succeeded_after) for key, f in delta.fallbacks.items()]),
         (sessions, session_rows),
         (failed_attempts, [tuple(a[name] for name in _FAILED_ATTEMPT_COLUMNS) for a in delta.failed_attempts]),
+        (tool_stats, [(*key, f.calls, f.latency_ms_sum, dumps(f.latency)) for key, f in delta.tools.items()]),
     ]
 
 

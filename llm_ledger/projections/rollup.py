@@ -63,6 +63,15 @@ class SessionFigures:
 
 
 @dataclass(slots=True)
+class ToolFigures:
+    """Tools' executions that ended, of one tool and outcome (never counted among the executions)."""
+
+    calls: int = 0
+    latency_ms_sum: float = 0.0
+    latency: histogram.Counts = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class FallbackFigures:
     fallbacks: int = 0
     succeeded_after: int = 0
@@ -74,6 +83,8 @@ ErrorKey = tuple[str, int, datetime, str, str, str, str, str, str]
 """... model, provider, scope, error type"""
 FallbackKey = tuple[str, int, datetime, str, str, str, str, str]
 """tenant, grain, bucket start, agent, step, from model, to model, reason"""
+ToolKey = tuple[str, int, datetime, str, str, str, str]
+"""tenant, grain, bucket start, agent, step, tool name, outcome (``succeeded`` or ``failed``)"""
 EdgeOrigin = tuple[str, datetime, str, str, str, str, str]
 """Where a fallback edge was counted: tenant, when, agent, step, from, to, reason."""
 
@@ -86,6 +97,7 @@ class Delta:
     errors: dict[ErrorKey, int] = field(default_factory=dict)
     fallbacks: dict[FallbackKey, FallbackFigures] = field(default_factory=dict)
     sessions: dict[tuple[str, str], SessionFigures] = field(default_factory=dict)
+    tools: dict[ToolKey, ToolFigures] = field(default_factory=dict)
     failed_attempts: list[dict[str, Any]] = field(default_factory=list)
     events: int = 0
 
@@ -227,6 +239,19 @@ class Folder:
         self._end_session_execution(delta, record, fell_back).failed += 1
         self._close(record.stream_id)
 
+    def _tool_call_started(self, delta: Delta, record: EventRecord) -> None:
+        # A tool's execution is a stream of its own, not an execution: it counts nowhere but in the
+        # session's span of activity (its figures come with its terminal event).
+        self._touch_session(delta, record)
+
+    def _tool_call_succeeded(self, delta: Delta, record: EventRecord) -> None:
+        payload = _payload(record)
+        self._count_tool_call(delta, record, str(payload["tool_name"]), float(payload["latency_ms"]), "succeeded")
+
+    def _tool_call_failed(self, delta: Delta, record: EventRecord) -> None:
+        payload = _payload(record)
+        self._count_tool_call(delta, record, str(payload["tool_name"]), float(payload["latency_ms"]), "failed")
+
     # --- helpers --------------------------------------------------------------------------------------
 
     def _bucket_starts(self, moment: datetime) -> tuple[tuple[int, datetime], ...]:
@@ -272,6 +297,20 @@ class Folder:
             counts = figures.attempt_latency
             counts[bucket] = counts.get(bucket, 0) + 1
         return rows
+
+    def _count_tool_call(self, delta: Delta, record: EventRecord, tool: str, latency: float, outcome: str) -> None:
+        bucket = histogram.bucket_of(latency)
+        tenant, agent, step = record.tenant_id, record.agent_id or "", record.step or ""
+        tools = delta.tools
+        for grain, start in self._bucket_starts(record.occurred_at):
+            key = (tenant, grain, start, agent, step, tool, outcome)
+            figures = tools.get(key)
+            if figures is None:
+                figures = tools[key] = ToolFigures()
+            figures.calls += 1
+            figures.latency_ms_sum += latency
+            figures.latency[bucket] = figures.latency.get(bucket, 0) + 1
+        self._touch_session(delta, record)
 
     def _count_error(self, delta: Delta, record: EventRecord, model: str, scope: str, error_type: str) -> None:
         provider = provider_of(model)
@@ -331,11 +370,15 @@ _HANDLERS: dict[str, Callable[[Folder, Delta, EventRecord], None]] = {
     "FallbackTriggered": Folder._fallback_triggered,
     "ExecutionSucceeded": Folder._execution_succeeded,
     "ExecutionFailed": Folder._execution_failed,
+    "ToolCallStarted": Folder._tool_call_started,
+    "ToolCallSucceeded": Folder._tool_call_succeeded,
+    "ToolCallFailed": Folder._tool_call_failed,
 }
 
-UNFOLDED_EVENT_TYPES = frozenset({"AttemptStarted", "ToolCallStarted", "ToolCallSucceeded", "ToolCallFailed"})
+UNFOLDED_EVENT_TYPES = frozenset({"AttemptStarted"})
 """Event types the read models count nothing of (every other one has its fold in ``_HANDLERS``;
 tests/projections/test_payload_reads.py holds the two to ``events.EVENT_TYPES``)."""
 
-PAYLOAD_TYPES = frozenset(_HANDLERS) - {"ExecutionStarted"}
-"""Event types whose payload the projections read."""
+PAYLOAD_TYPES = frozenset(_HANDLERS) - {"ExecutionStarted", "ToolCallStarted"}
+"""Event types whose payload the projections read (not the started events': they carry the captured input
+or arguments, which can be large and which no read model needs)."""

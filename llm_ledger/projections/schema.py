@@ -9,7 +9,9 @@ UTC), keyed by tenant, agent, step, model and provider. Which model a figure is 
 - attempt figures (``attempts``, ``attempt_failures``, tokens, cost, attempt latency) under the attempted
   model, in the bucket of the attempt's outcome;
 - fallback edges in the bucket of the ``FallbackTriggered`` event; ``succeeded_after`` counts those whose
-  execution then succeeded.
+  execution then succeeded;
+- tool executions (``llm_ledger_tool_stats``, their own streams, never counted as executions) per tool and
+  outcome in the bucket of their terminal event.
 
 A missing agent or step is stored as ``''`` (primary keys cannot hold NULL). Latency histograms are JSON
 objects ``{"<bucket>": count}`` (see ``histogram``).
@@ -140,6 +142,20 @@ failed_attempts = Table(
     Index(None, "tenant_id", "occurred_at"),
 )
 
+tool_stats = Table(
+    "llm_ledger_tool_stats",
+    metadata,
+    *_bucket_key(),
+    Column("tool_name", Text, nullable=False),
+    Column("outcome", Text, nullable=False),  # 'succeeded' or 'failed'
+    _counter("calls"),
+    Column("latency_ms_sum", Float, nullable=False, server_default="0"),
+    Column("latency", _Histogram, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "grain_seconds", "bucket_start", "agent_id", "step", "tool_name", "outcome"),
+)
+"""Tools' executions that ended (``ToolCallSucceeded`` / ``ToolCallFailed``), in the bucket of that event,
+under the agent and step of their context."""
+
 checkpoints = Table(
     "llm_ledger_projection_checkpoints",
     metadata,
@@ -150,5 +166,5 @@ checkpoints = Table(
     Column("updated_at", DateTime(timezone=True)),
 )
 
-READ_MODELS = (step_stats, error_stats, fallback_stats, sessions, failed_attempts)
+READ_MODELS = (step_stats, error_stats, fallback_stats, sessions, failed_attempts, tool_stats)
 """The tenant-keyed tables a rebuild empties (the checkpoint is reset, not emptied)."""

@@ -42,7 +42,7 @@ from tests.store.conftest import (  # noqa: F401  (fixtures, registered here by 
 )
 
 TENANTS = ("audit-acme", "audit-globex")
-EXECUTIONS = 60
+EXECUTIONS = 100  # enough that whole executions (not only tool executions) start after the first seal
 
 
 @pytest.fixture(scope="session")

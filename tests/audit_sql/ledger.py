@@ -2,19 +2,23 @@
 process died after ``ExecutionStarted`` (incomplete streams), and an execution whose prompt holds every
 character that JSON escapes differently from plain text, so that a digest check is put to the test; and,
 since which demo call meets which failure depends on how concurrent calls interleave, executions that
-certainly fall back after a rate limit and then fail, and fall back and then succeed."""
+certainly fall back after a rate limit and then fail, and fall back and then succeed; and tool executions
+(``tests.events.tool_streams``) of some executions, of every outcome, one of them never finished."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from dataclasses import dataclass
+from datetime import timedelta
 from uuid import UUID
 
 from llm_ledger.demo import run_workload
 from llm_ledger.events import Event
 from llm_ledger.executor import InMemorySink, LLMExecutor, LLMMessage, ProviderError, execution_context
 from llm_ledger.store import EventStore
+from tests.events.tool_streams import asked_by, tool_stream, tool_streams_for
 
 DEMO_SESSIONS = 40
 DEMO_SEED = 11
@@ -39,6 +43,9 @@ class Extras:
     digest_response: str
     incomplete: tuple[UUID, ...]
     failed_over: tuple[UUID, ...]
+    tool_calls: tuple[UUID, ...]
+    """The tool executions added (their stream ids), the digest execution's among them."""
+    incomplete_tool_calls: tuple[UUID, ...]
 
 
 async def _execute(
@@ -76,9 +83,10 @@ def fill_ledger(url: str) -> Extras:
     assert response is not None
     incomplete = [_started_only(tenant) for tenant in INCOMPLETE_TENANTS]
     failing_over = [asyncio.run(_execute(DIGEST_TENANT, (("user", "fail over"),), chain))[0] for chain in FAILING_OVER]
+    tools = [*tool_streams_for(read_events(url), every=4), *_digest_tool_calls(sink.events)]
     store = EventStore(url)
     try:
-        store.append([*sink.events, *incomplete, *(event for run in failing_over for event in run.events)])
+        store.append([*sink.events, *incomplete, *(event for run in failing_over for event in run.events), *tools])
     finally:
         store.close()
     return Extras(
@@ -86,7 +94,23 @@ def fill_ledger(url: str) -> Extras:
         digest_response=response,
         incomplete=tuple(event.stream_id for event in incomplete),
         failed_over=tuple(run.events[0].stream_id for run in failing_over),
+        tool_calls=tuple(dict.fromkeys(event.stream_id for event in tools)),
+        incomplete_tool_calls=tuple(stream for stream, n in Counter(e.stream_id for e in tools).items() if n == 1),
     )
+
+
+def _digest_tool_calls(execution: list[Event]) -> list[Event]:
+    """The digest execution's answer asked for two tools: one ran and failed, the other's process died
+    while it ran (no terminal event); both name the execution and their call ids."""
+    context, ended, first = asked_by(execution), execution[-1].occurred_at, execution[0]
+    return [
+        *tool_stream(context, tool_name="refund_policy", started_at=ended + timedelta(milliseconds=2),
+                     outcome="failed", tool_call_id="call_refund", execution_id=first.stream_id,
+                     trace_id=first.trace_id),
+        *tool_stream(context, tool_name="lookup_order", started_at=ended + timedelta(milliseconds=3),
+                     outcome="incomplete", tool_call_id="call_lookup", execution_id=first.stream_id,
+                     trace_id=first.trace_id),
+    ]  # fmt: skip
 
 
 def read_events(url: str) -> list[Event]:

@@ -56,6 +56,9 @@ class Facts:
     def fallbacks(self, tenant: str) -> list[dict[str, Any]]:
         return [row for row in truth.fallbacks(self.ledger.events) if row["tenant_id"] == tenant]
 
+    def tool_calls(self, tenant: str) -> list[dict[str, Any]]:
+        return [row for row in truth.tool_calls(self.ledger.events).values() if row["tenant_id"] == tenant]
+
     @property
     def tenant(self) -> str:
         return self.variables["tenant"]
@@ -134,8 +137,46 @@ def _failure_rates(rows: Rows, facts: Facts) -> None:
 
 
 def _incomplete(rows: Rows, facts: Facts) -> None:
-    assert ids(rows) == sorted(str(stream) for stream in facts.ledger.extras.incomplete)
-    assert {row["last_event_type"] for row in rows} == {"ExecutionStarted"}
+    extras = facts.ledger.extras
+    assert {row["execution_id"]: row["kind"] for row in rows} == {
+        **{str(stream): "execution" for stream in extras.incomplete},
+        **{str(stream): "tool_call" for stream in extras.incomplete_tool_calls},
+    }
+    assert {(row["kind"], row["last_event_type"]) for row in rows} == {
+        ("execution", "ExecutionStarted"),
+        ("tool_call", "ToolCallStarted"),
+    }
+
+
+def _session_tool_calls(rows: Rows, facts: Facts) -> None:
+    expected = [
+        row
+        for row in facts.tool_calls(facts.tenant)
+        if row["session_id"] == facts.variables["session"] and row["execution_id"] is not None
+    ]
+    assert ids(rows, "tool_execution_id") == sorted(row["tool_execution_id"] for row in expected)
+    assert [row["started_at"] for row in rows] == sorted(row["started_at"] for row in rows)
+    executions = truth.executions(facts.ledger.events)
+    for row in rows:
+        assert row["execution_outcome"] == executions[row["execution_id"]]["outcome"]
+
+
+def _tool_calls_per_step(rows: Rows, facts: Facts) -> None:
+    expected = Counter((row["step"], row["tool_name"], row["outcome"]) for row in facts.tool_calls(facts.tenant))
+    for outcome in ("failed", "incomplete"):
+        counted = {(r["step"], r["tool_name"]): int(r[outcome]) for r in rows if int(r[outcome])}
+        assert counted == {(step, tool): n for (step, tool, o), n in expected.items() if o == outcome}
+    assert {(r["step"], r["tool_name"]): int(r["calls"]) for r in rows} == {
+        (step, tool): sum(n for (s, t, _), n in expected.items() if (s, t) == (step, tool))
+        for step, tool, _ in expected
+    }
+
+
+def _unsuccessful_tool_calls(rows: Rows, facts: Facts) -> None:
+    expected = [row for row in facts.tool_calls(facts.tenant) if row["outcome"] != "succeeded"]
+    assert ids(rows, "tool_call_id") == sorted(row["tool_call_id"] for row in expected)
+    assert {"call_refund", "call_lookup"} <= {row["tool_call_id"] for row in rows}  # the digest execution's
+    assert {row["outcome"] for row in rows} == {"failed", "incomplete"}
 
 
 def _one_stream(rows: Rows, facts: Facts) -> None:
@@ -176,13 +217,19 @@ def _verify_runs(rows: Rows, facts: Facts) -> None:
     newest = rows[0]
     assert newest["ok"] == "t" and newest["broken_streams"] == "0" and newest["unsealed_events"] == "0"
     assert int(newest["events"]) == _tenant_events(facts)
-    assert int(newest["streams"]) == len(facts.executions(facts.tenant))
+    # Every stream: the executions and the tools' executions.
+    assert int(newest["streams"]) == len(
+        {event.stream_id for event in facts.ledger.events if event.tenant_id == facts.tenant}
+    )
 
 
 def _newest_findings(rows: Rows, facts: Facts) -> None:
     # The ledger is intact: what the run found are the streams left without a terminal event.
     assert {row["severity"] for row in rows} == {"incomplete"}
-    assert sorted(row["stream_id"] for row in rows) == sorted(str(s) for s in facts.ledger.extras.incomplete)
+    extras = facts.ledger.extras
+    assert sorted(row["stream_id"] for row in rows) == sorted(
+        str(s) for s in (*extras.incomplete, *extras.incomplete_tool_calls)
+    )
 
 
 EXPECTED: dict[str, Expect] = {
@@ -203,6 +250,9 @@ EXPECTED: dict[str, Expect] = {
     "Incomplete executions [1]": Expect("all_tenants", _incomplete),
     "One execution's full event stream, with its hashes [1]": Expect("tenant", _one_stream),
     "A session's timeline [1]": Expect("tenant", _session_timeline),
+    "Tool calls [1]": Expect("tenant", _session_tool_calls),
+    "Tool calls [2]": Expect("tenant", _tool_calls_per_step),
+    "Tool calls [3]": Expect("tenant", _unsuccessful_tool_calls),
     "Who used which model, when [1]": Expect("tenant", _models_used),
     "Tenants at a glance [1]": Expect("all_tenants", _tenants_at_a_glance),
     "The seals of a tenant [1]": Expect("tenant", _seals),

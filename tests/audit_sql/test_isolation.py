@@ -13,7 +13,7 @@ from sqlalchemy.exc import ProgrammingError
 from llm_ledger.store.scoping import AUDITOR_ROLE, READER_ROLE, WRITER_ROLE, scope_transaction
 from tests.audit_sql.conftest import AuditedLedger
 
-VIEWS = ("audit_executions", "audit_attempts", "audit_fallbacks", "audit_incomplete")
+VIEWS = ("audit_executions", "audit_attempts", "audit_fallbacks", "audit_incomplete", "audit_tool_calls")
 
 
 @pytest.fixture
@@ -51,6 +51,7 @@ def test_the_auditor_sees_every_tenant_through_the_views(
 
     assert set(seen["audit_executions"]) == set(seen["audit_attempts"]) == all_tenants(audited_postgresql)
     assert len(set(seen["audit_incomplete"])) == len(audited_postgresql.extras.incomplete) > 1
+    assert len(set(seen["audit_tool_calls"])) > 1
 
 
 def test_a_reader_sees_only_its_tenants_rows_through_the_views(

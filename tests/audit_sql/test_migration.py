@@ -1,5 +1,6 @@
 """Migration 0004: the four audit views come with the upgrade and go with a downgrade to 0003, which
-leaves the events alone; on both dialects."""
+leaves the events alone; migration 0007: audit_tool_calls, audit_incomplete over tool executions too, and
+the tool-call read model, undone by a downgrade to 0006; on both dialects."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from llm_ledger.store.schema import events
 from tests.audit_sql.conftest import AuditedLedger
 
 VIEWS = {"audit_executions", "audit_attempts", "audit_fallbacks", "audit_incomplete"}
+TOOL_VIEW = "audit_tool_calls"
 
 
 def views(engine: Engine) -> set[str]:
@@ -34,7 +36,51 @@ def executions(engine: Engine) -> int:
 def test_upgrade_to_head_creates_the_audit_views(unmigrated_url: str, engine_of: Callable[[str], Engine]) -> None:
     migrate.upgrade(unmigrated_url)
 
-    assert views(engine_of(unmigrated_url)) >= VIEWS
+    assert views(engine_of(unmigrated_url)) >= VIEWS | {TOOL_VIEW}
+
+
+def _incomplete(engine: Engine) -> list[dict[str, object]]:
+    """The view's rows but their age (which grows while the test runs)."""
+    with engine.connect() as connection:
+        rows = [dict(row._mapping) for row in connection.execute(text("SELECT * FROM audit_incomplete"))]
+    return [{column: value for column, value in row.items() if column != "age_seconds"} for row in rows]
+
+
+def test_0007_shows_tool_executions_and_its_downgrade_restores_0006(
+    unmigrated_url: str, audited_sqlite: AuditedLedger, engine_of: Callable[[str], Engine]
+) -> None:
+    migrate.upgrade(unmigrated_url, "0006")
+    store = EventStore(unmigrated_url)
+    try:
+        stored = store.append(audited_sqlite.events).stored
+    finally:
+        store.close()
+    engine = engine_of(unmigrated_url)
+    before = _incomplete(engine)
+    assert {row["execution_id"] for row in before} == {str(s) for s in audited_sqlite.extras.incomplete}
+
+    migrate.upgrade(unmigrated_url)
+
+    with engine.connect() as connection:
+        tool_calls = connection.execute(text(f"SELECT count(*) FROM {TOOL_VIEW}")).scalar_one()
+    assert tool_calls == len(audited_sqlite.extras.tool_calls)
+    kinds = {row["execution_id"]: row["kind"] for row in _incomplete(engine)}
+    assert kinds == {
+        **{str(s): "execution" for s in audited_sqlite.extras.incomplete},
+        **{str(s): "tool_call" for s in audited_sqlite.extras.incomplete_tool_calls},
+    }
+    assert "llm_ledger_tool_stats" in inspect(engine).get_table_names()
+
+    migrate.downgrade(unmigrated_url, "0006")
+
+    inspector = inspect(engine)
+    assert TOOL_VIEW not in inspector.get_view_names() and views(engine) >= VIEWS
+    assert "llm_ledger_tool_stats" not in inspector.get_table_names()
+    assert sorted(_incomplete(engine), key=str) == sorted(before, key=str)
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(events)).scalar_one() == stored
+    migrate.upgrade(unmigrated_url)
+    assert views(engine) >= VIEWS | {TOOL_VIEW}
 
 
 def test_downgrade_to_0003_drops_the_views_and_keeps_the_events(

@@ -38,6 +38,38 @@ def project(row: dict[str, Any], columns: Any) -> dict[str, Any]:
     return {column: row[column] for column in columns}
 
 
+def test_audit_tool_calls_has_one_row_per_tool_execution_as_its_events_say(
+    audited: AuditedLedger, engine_of: Callable[[str], Engine]
+) -> None:
+    expected = truth.tool_calls(audited.events)
+    rows = view_rows(engine_of(audited.url), "audit_tool_calls")
+
+    assert Counter(row["outcome"] for row in rows) == Counter(row["outcome"] for row in expected.values())
+    assert {"succeeded", "failed", "incomplete"} <= {row["outcome"] for row in rows}
+    assert Counter(row["tool_execution_id"] for row in rows) == Counter(list(expected))
+    for row in rows:
+        wanted = expected[row["tool_execution_id"]]
+        assert project(row, wanted) == wanted, row["tool_execution_id"]
+    assert list(rows[0])[:12] == [
+        "tenant_id", "agent_id", "session_id", "turn_id", "step", "execution_id", "tool_call_id", "tool_name",
+        "outcome", "latency_ms", "error_type", "started_at",
+    ]  # fmt: skip
+
+
+def test_audit_tool_calls_joins_the_executions_that_asked(
+    audited: AuditedLedger, engine_of: Callable[[str], Engine]
+) -> None:
+    statement = text(
+        "SELECT c.tool_execution_id, e.execution_id, e.outcome FROM audit_tool_calls c"
+        " JOIN audit_executions e ON e.tenant_id = c.tenant_id AND e.execution_id = c.execution_id"
+    )
+    with engine_of(audited.url).connect() as connection:
+        joined = {row.tool_execution_id: row.execution_id for row in connection.execute(statement)}
+    asked = {stream: row["execution_id"] for stream, row in truth.tool_calls(audited.events).items()}
+    assert joined == {stream: execution for stream, execution in asked.items() if execution is not None}
+    assert len(joined) == len(asked)
+
+
 def test_the_dataset_has_every_kind_of_execution(audited: AuditedLedger) -> None:
     executions = truth.executions(audited.events).values()
     outcomes = Counter(row["outcome"] for row in executions)
@@ -72,7 +104,7 @@ def test_audit_executions_counts_outcomes_attempts_and_fallbacks_per_tenant(
         }
 
     expected: dict[tuple[str, str], list[int]] = {}
-    for stream in truth.streams(audited.events).values():
+    for stream in truth.streams(audited.events, kind="execution").values():
         types = [event.event_type for event in stream]
         outcome = next((name for kind, name in TERMINAL_OUTCOMES if kind in types), "incomplete")
         figures = expected.setdefault((stream[0].tenant_id, outcome), [0, 0, 0])
@@ -106,13 +138,18 @@ def test_audit_fallbacks_has_one_row_per_fallback_with_what_became_of_its_execut
     assert sorted(map(key, rows)) == sorted(map(key, expected))
 
 
-def test_audit_incomplete_lists_the_executions_with_no_terminal_event(
+def test_audit_incomplete_lists_the_executions_and_tool_executions_with_no_terminal_event(
     audited: AuditedLedger, engine_of: Callable[[str], Engine]
 ) -> None:
     expected = truth.incomplete(audited.events)
     rows = view_rows(engine_of(audited.url), "audit_incomplete")
 
-    assert set(expected) == {str(stream) for stream in audited.extras.incomplete}
+    unfinished = {str(stream) for stream in (*audited.extras.incomplete, *audited.extras.incomplete_tool_calls)}
+    assert set(expected) == unfinished
+    assert {row["execution_id"]: row["kind"] for row in rows} == {
+        **{str(stream): "execution" for stream in audited.extras.incomplete},
+        **{str(stream): "tool_call" for stream in audited.extras.incomplete_tool_calls},
+    }
     assert sorted(row["execution_id"] for row in rows) == sorted(expected)
     for row in rows:
         wanted = expected[row["execution_id"]]

@@ -7,18 +7,24 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from llm_ledger.events import Event
+from llm_ledger.events import STREAM_KIND_OF_START, STREAM_KINDS, Event
 from llm_ledger.events.model import TERMINAL_EVENT_TYPES
 
 Row = dict[str, Any]
 
 
-def streams(events: Iterable[Event]) -> dict[str, list[Event]]:
-    """Each execution's events in stream order, by execution id."""
+def streams(events: Iterable[Event], kind: str | None = "execution") -> dict[str, list[Event]]:
+    """Each stream's events in stream order, by stream id: the executions' (``kind``), the tools'
+    executions' (``tool_call``), or every stream (None)."""
     grouped: dict[str, list[Event]] = defaultdict(list)
     for event in events:
         grouped[str(event.stream_id)].append(event)
-    return {stream: sorted(found, key=lambda e: e.stream_position) for stream, found in grouped.items()}
+    ordered = {stream: sorted(found, key=lambda e: e.stream_position) for stream, found in grouped.items()}
+    return {stream: found for stream, found in ordered.items() if kind is None or kind_of(found) == kind}
+
+
+def kind_of(stream: list[Event]) -> str:
+    return STREAM_KIND_OF_START[stream[0].event_type].name
 
 
 def _context(event: Event) -> Row:
@@ -134,8 +140,9 @@ def fallbacks(events: Iterable[Event]) -> list[Row]:
 
 
 def incomplete(events: Iterable[Event]) -> dict[str, Row]:
+    """Executions and tools' executions without a terminal event (``execution_id`` the stream's id)."""
     rows = {}
-    for stream_id, stream in streams(events).items():
+    for stream_id, stream in streams(events, kind=None).items():
         if _first(stream, *TERMINAL_EVENT_TYPES) is not None:
             continue
         rows[stream_id] = {
@@ -145,5 +152,36 @@ def incomplete(events: Iterable[Event]) -> dict[str, Row]:
             "last_event_type": stream[-1].event_type,
             "events": len(stream),
             "attempts": sum(e.event_type == "AttemptStarted" for e in stream),
+            "kind": kind_of(stream),
+        }
+    return rows
+
+
+def tool_calls(events: Iterable[Event]) -> dict[str, Row]:
+    """``audit_tool_calls``: one row per tool execution, by its stream id."""
+    rows = {}
+    for stream_id, stream in streams(events, kind="tool_call").items():
+        started = stream[0]
+        terminal = _first(stream, *STREAM_KINDS["tool_call"].terminals)
+        start, end = _payload(started), _payload(terminal)
+        outcome = {None: "incomplete", "ToolCallSucceeded": "succeeded", "ToolCallFailed": "failed"}[
+            terminal.event_type if terminal else None
+        ]
+        rows[stream_id] = {
+            **{key: value for key, value in _context(started).items() if key != "execution_id"},
+            "execution_id": start["execution_id"],
+            "tool_call_id": start["tool_call_id"],
+            "tool_name": start["tool_name"],
+            "outcome": outcome,
+            "latency_ms": end.get("latency_ms"),
+            "error_type": end.get("error_type"),
+            "started_at": started.occurred_at,
+            "tool_execution_id": stream_id,
+            "ended_at": terminal.occurred_at if terminal else None,
+            "error_class": end.get("error_class"),
+            "error_message": end.get("message"),
+            "capture": start["capture"],
+            "trace_id": started.trace_id,
+            "span_id": started.span_id,
         }
     return rows

@@ -9,6 +9,7 @@ import re
 import types
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from uuid import UUID
 
 import orjson
 import pytest
@@ -19,6 +20,8 @@ from llm_ledger.events import (
     ENVELOPE_FIELDS,
     EVENT_TYPES,
     PAYLOAD_TYPES,
+    STREAM_KIND_OF_START,
+    STREAM_KINDS,
     TERMINAL_EVENT_TYPES,
     EventEnvelope,
     InputRecord,
@@ -33,7 +36,8 @@ from llm_ledger.events import (
 )
 from llm_ledger.events import values as builders
 from llm_ledger.events.chain import PayloadJson
-from llm_ledger.events.model import EventPayload, ProviderSupplied
+from llm_ledger.events.later import AddedLater
+from llm_ledger.events.model import EventPayload, OfferedTool, ProviderSupplied, ToolCallRecord
 from llm_ledger.events.storable import MAX_FIELD_CHARS, MAX_MESSAGE_CHARS, MAX_RETRY_AFTER_SECONDS, TRUNCATED
 from llm_ledger.events.values import JsonPayload, plain_floats
 
@@ -63,22 +67,36 @@ def _sample(annotation: Any) -> Any:
     if get_origin(inner) is Literal:
         return get_args(inner)[0]
     if get_origin(inner) is tuple:
-        return ("openai/gpt-4.1", "groq/llama")
+        item, *rest = get_args(inner)
+        assert rest == [Ellipsis], f"{annotation}: a payload's tuples are homogeneous"
+        return ("openai/gpt-4.1", "groq/llama") if item is str else (_sample(item), _sample(item))
     samples: dict[Any, Any] = {
         str: "some text",
         int: 2,
         float: 12.5,
         bool: True,
+        UUID: uuid7(),
         RequestParameters: RequestParameters(temperature=0.5, stop_sequences=("\n",)),
         TokenUsage: TokenUsage(prompt_tokens=10, completion_tokens=5, total_tokens=15),
-        InputRecord: builders.input_values([("user", "hello")], "full", _scrubber),
+        InputRecord: builders.input_values(
+            [("user", "hello"), ("assistant", "", {"tool_calls": [{"id": "c1", "name": "f", "arguments": "{}"}]})],
+            "full",
+            _scrubber,
+        ),
         OutputRecord: builders.output_values("hi there", "full", _scrubber),
+        OfferedTool: builders.offered_tool_values([("lookup", "ab" * 32)])[0],
+        ToolCallRecord: builders.tool_call_values("call_1", "lookup", '{"q": 1}', "full", _scrubber),
     }
+    assert inner in samples, f"no example value of {inner} for a builder: add one here"
     return samples[inner]
 
 
 def _arguments(model: type[BaseModel]) -> dict[str, Any]:
     return {name: _sample(field.annotation) for name, field in model.model_fields.items()}
+
+
+def _added_later(field: FieldInfo) -> bool:
+    return any(isinstance(mark, AddedLater) for mark in field.metadata)
 
 
 def _mark(field: FieldInfo) -> str | None:
@@ -100,8 +118,24 @@ def test_each_event_type_is_one_class_named_after_it_with_its_payload_model() ->
 
 
 def test_the_terminal_event_types_are_the_ones_declared_terminal() -> None:
-    assert sorted(TERMINAL_EVENT_TYPES) == ["ExecutionFailed", "ExecutionSucceeded", "ToolCallFailed", "ToolCallSucceeded"]
+    assert sorted(TERMINAL_EVENT_TYPES) == [
+        "ExecutionFailed",
+        "ExecutionSucceeded",
+        "ToolCallFailed",
+        "ToolCallSucceeded",
+    ]
     assert not EventEnvelope.terminal
+
+
+def test_each_event_type_belongs_to_one_kind_of_stream_which_one_type_starts() -> None:
+    assert sorted(STREAM_KINDS) == ["execution", "tool_call"]
+    kinds = list(STREAM_KINDS.values())
+    assert sorted(t for kind in kinds for t in kind.event_types) == sorted(EVENT_TYPES)
+    assert set().union(*(kind.terminals for kind in kinds)) == TERMINAL_EVENT_TYPES
+    for kind in kinds:
+        assert kind.terminals < kind.event_types and kind.start in kind.event_types - kind.terminals
+        assert STREAM_KIND_OF_START[kind.start] is kind
+    assert STREAM_KINDS["tool_call"].start == "ToolCallStarted"
 
 
 @pytest.mark.parametrize("event_type", _EVENT_TYPE_NAMES)
@@ -123,11 +157,17 @@ def _values(event_type: str, **changes: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("event_type", _EVENT_TYPE_NAMES)
 def test_every_event_type_has_a_builder_taking_exactly_its_payload_fields(event_type: str) -> None:
+    """Every argument required (mypy checks the executor's calls field by field), but an ``AddedLater``
+    field's: the callers written before it existed leave it out, with the model's empty default."""
     build = getattr(builders, _builder_name(event_type), None)
     assert build is not None, f"values.{_builder_name(event_type)} builds {event_type}'s payload values"
     parameters = inspect.signature(build).parameters.values()
-    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is p.empty for p in parameters)
-    assert [p.name for p in parameters] == list(PAYLOAD_TYPES[event_type].model_fields)
+    fields = PAYLOAD_TYPES[event_type].model_fields
+    assert [p.name for p in parameters] == list(fields)
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters)
+    for p in parameters:
+        field = fields[p.name]
+        assert p.default == field.default if _added_later(field) else p.default is p.empty, p
 
 
 @pytest.mark.parametrize("event_type", _EVENT_TYPE_NAMES)
@@ -189,8 +229,8 @@ def test_a_number_the_caller_supplied_must_be_finite(event_type: str, field: str
 
 
 def test_the_marks_cover_what_a_provider_supplies() -> None:
-    assert len(_provider_fields("text")) == 6
-    assert len(_provider_fields("message")) == 2
+    assert len(_provider_fields("text")) == 7
+    assert len(_provider_fields("message")) == 3
     assert len(_provider_fields("seconds")) == 1
     assert len(_provider_fields("usage")) == 2
 

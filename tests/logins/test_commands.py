@@ -56,6 +56,12 @@ def _held_back(ledger: Ledger) -> str:
     )
 
 
+def _tool_outcomes() -> dict[tuple[str, ...], int]:
+    """The tool executions the recording process made per tenant (every third one failed)."""
+    failed = sum(1 for i in range(EXECUTIONS_PER_TENANT) if i % 3 == 2)
+    return {("lookup", "succeeded"): EXECUTIONS_PER_TENANT - failed, ("lookup", "failed"): failed}
+
+
 def _whole_history() -> Window:
     now = datetime.now(UTC)
     return Window(now - timedelta(days=1), now + timedelta(minutes=5))
@@ -89,9 +95,12 @@ def test_a_writer_login_stores_every_event_through_the_default_writer(
 ) -> None:
     tenants = "', '".join(recorded.tenants[writer])
     streams = ledger.count(f"SELECT count(DISTINCT stream_id) FROM llm_ledger_events WHERE tenant_id IN ('{tenants}')")
-    assert streams == EXECUTIONS_PER_TENANT * len(recorded.tenants[writer])
+    # One execution and one tool execution each time.
+    assert streams == 2 * EXECUTIONS_PER_TENANT * len(recorded.tenants[writer])
+    tool_calls = ledger.count(f"SELECT count(*) FROM audit_tool_calls WHERE tenant_id IN ('{tenants}')")
+    assert tool_calls == EXECUTIONS_PER_TENANT * len(recorded.tenants[writer])
     incomplete = ledger.count(
-        f"SELECT count(*) FROM audit_incomplete WHERE tenant_id IN ('{tenants}')"  # every execution ended
+        f"SELECT count(*) FROM audit_incomplete WHERE tenant_id IN ('{tenants}')"  # every stream ended
     )
     assert incomplete == 0
     assert not list(recorded.spools[writer].rglob("spool-*.log")), "nothing was left in the spool"
@@ -163,9 +172,11 @@ def test_the_dashboard_as_a_reader_bound_to_a_tenant(
         sessions = view.sessions(tenant)
         assert sessions
         assert view.session_timeline(tenant, sessions[0].session_id)
+        calls = view.tool_calls(tenant, _whole_history(), by=("tool_name", "outcome"))
+        assert {group.key: group.calls for group in calls} == _tool_outcomes()
         audit = view.last_audit(tenant)
         assert audit is not None and audit.ok
-        assert audit.streams == EXECUTIONS_PER_TENANT, "its own tenant's figures of the run"
+        assert audit.streams == 2 * EXECUTIONS_PER_TENANT, "its own tenant's figures of the run"
         freshness = view.freshness()
         assert freshness is not None and freshness.updated_at is not None
         assert freshness.events_applied is None, "the platform's count is not shown to a bound viewer"
@@ -184,6 +195,8 @@ def test_the_dashboard_as_the_auditor(
         assert set(_all_tenants(recorded)) <= set(view.tenants())
         for tenant in _all_tenants(recorded):
             assert view.totals(tenant, _whole_history()).executions == EXECUTIONS_PER_TENANT
+            calls = view.tool_calls(tenant, _whole_history(), by=("tool_name", "outcome"))
+            assert {group.key: group.calls for group in calls} == _tool_outcomes()
             audit = view.last_audit(tenant)
             assert audit is not None and audit.ok
         freshness = view.freshness()
@@ -213,6 +226,35 @@ def test_a_reader_login_bound_to_a_tenant_reads_no_platform_wide_total(
             connection.execute(text(query))
     finally:
         engine.dispose()
+
+
+def _tenants_of_tool_calls(url: str, tenant: str | None) -> tuple[set[str], set[str]]:
+    """The tenants whose rows the login sees in ``audit_tool_calls`` and ``llm_ledger_tool_stats``, with
+    the tenant setting ``tenant`` (as the dashboard's bound view sets it)."""
+    engine = create_store_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            if tenant is not None:
+                connection.execute(text("SELECT set_config('llm_ledger.tenant_id', :tenant, true)"), {"tenant": tenant})
+            views = set(connection.execute(text("SELECT DISTINCT tenant_id FROM audit_tool_calls")).scalars())
+            stats = set(connection.execute(text("SELECT DISTINCT tenant_id FROM llm_ledger_tool_stats")).scalars())
+    finally:
+        engine.dispose()
+    return views, stats
+
+
+def test_row_level_security_isolates_the_tool_calls_of_each_tenant(
+    ledger: Ledger, recorded: Recorded, projected: object
+) -> None:
+    everyone = set(_all_tenants(recorded))
+    reader, auditor = ledger.login(READER_ROLE), ledger.login(AUDITOR_ROLE)
+    for tenant in sorted(everyone):
+        assert _tenants_of_tool_calls(reader, tenant) == ({tenant}, {tenant})
+    assert _tenants_of_tool_calls(reader, None) == (set(), set())
+    seen, stats = _tenants_of_tool_calls(auditor, None)
+    assert everyone <= seen and everyone <= stats
+    with pytest.raises(ProgrammingError, match="permission denied"):
+        _tenants_of_tool_calls(ledger.login(WRITER_ROLE), sorted(everyone)[0])
 
 
 @pytest.mark.parametrize("roles", [(READER_ROLE,), (AUDITOR_ROLE,)], ids=["reader", "auditor"])

@@ -4,7 +4,8 @@ independently of the projector's code; and the read models themselves, read into
 Definitions (``llm_ledger/projections/schema.py``): execution figures count under the model that
 answered (or, for a failed execution, the last model tried) in the bucket of the terminal event; attempt
 figures under the attempted model in the bucket of the attempt's outcome; fallback edges in the bucket of
-the ``FallbackTriggered`` event. An execution "fell back" when its stream holds a ``FallbackTriggered``.
+the ``FallbackTriggered`` event; tools' executions (streams of their own, never executions) per tool and
+outcome in the bucket of their terminal event. An execution "fell back" when its stream holds a ``FallbackTriggered``.
 Buckets are compared as whole seconds since the epoch; a missing agent or step reads as ``''``.
 """
 
@@ -180,6 +181,22 @@ class Truth(_TenantsQuery):
         """
         return {tuple(r[:7]): (int(r.fallbacks), int(r.succeeded_after)) for r in self._rows(statement)}
 
+    # --- llm_ledger_tool_stats -----------------------------------------------------------------------------
+
+    def tool_stats(self, grain: int) -> dict[tuple[Any, ...], tuple[int, float]]:
+        """Tools' executions that ended, per bucket of the terminal event, agent, step, tool and outcome."""
+        s = self.sql
+        statement = f"""
+            SELECT tenant_id, {s.epoch("occurred_at", grain)} AS bucket, COALESCE(agent_id, '') AS agent,
+                   COALESCE(step, '') AS step, {s.text("tool_name")} AS tool_name,
+                   CASE event_type WHEN 'ToolCallSucceeded' THEN 'succeeded' ELSE 'failed' END AS outcome,
+                   COUNT(*) AS calls, SUM({s.number("latency_ms")}) AS latency_ms_sum
+            FROM llm_ledger_events
+            WHERE event_type IN ('ToolCallSucceeded', 'ToolCallFailed') AND tenant_id IN :tenants
+            GROUP BY 1, 2, 3, 4, 5, 6
+        """
+        return {(r[0], int(r[1]), *r[2:6]): (int(r.calls), float(r.latency_ms_sum)) for r in self._rows(statement)}
+
     # --- llm_ledger_sessions ------------------------------------------------------------------------------
 
     def sessions(self) -> dict[tuple[str, str], dict[str, Any]]:
@@ -314,6 +331,18 @@ class Projected(_TenantsQuery):
         """
         return {(r[0], int(r[1]), *r[2:7]): (int(r[7]), int(r[8])) for r in self._rows(statement, grain=grain)}
 
+    def tool_stats(self, grain: int) -> dict[tuple[Any, ...], tuple[int, float]]:
+        statement = f"""
+            SELECT tenant_id, {self.sql.epoch("bucket_start")} AS bucket, agent_id, step, tool_name, outcome,
+                   calls, latency_ms_sum, CAST(latency AS TEXT) AS latency
+            FROM llm_ledger_tool_stats WHERE grain_seconds = :grain AND tenant_id IN :tenants
+        """
+        result = {}
+        for r in self._rows(statement, grain=grain):
+            assert sum(histogram.loads(r.latency).values()) == r.calls, "the latency histogram counts every call"
+            result[(r[0], int(r[1]), *r[2:6])] = (int(r.calls), float(r.latency_ms_sum))
+        return result
+
     def sessions(self) -> dict[tuple[str, str], dict[str, Any]]:
         statement = f"""
             SELECT tenant_id, session_id, agent_id, first_seen, last_seen, {", ".join(SESSION_COUNTERS)}
@@ -356,5 +385,10 @@ def assert_read_models_equal_truth(engine: Engine, tenants: Sequence[str]) -> No
             assert row["attempt_histogram_count"] == figures["attempts"], (grain, key)
         assert projected.error_stats(grain) == truth.error_stats(grain), f"error_stats at grain {grain}"
         assert projected.fallback_stats(grain) == truth.fallback_stats(grain), f"fallback_stats at grain {grain}"
+        expected_tools, actual_tools = truth.tool_stats(grain), projected.tool_stats(grain)
+        assert sorted(actual_tools) == sorted(expected_tools), f"tool_stats rows at grain {grain}"
+        for key, (calls, latency) in expected_tools.items():
+            assert actual_tools[key][0] == calls, (grain, key)
+            assert math.isclose(actual_tools[key][1], latency, rel_tol=1e-9, abs_tol=1e-6), (grain, key)
     assert projected.sessions() == truth.sessions()
     assert projected.failed_attempts() == truth.failed_attempts()

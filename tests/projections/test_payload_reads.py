@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 import llm_ledger
-from llm_ledger.events import EVENT_TYPES, PAYLOAD_TYPES, TERMINAL_EVENT_TYPES, TokenUsage
+from llm_ledger.events import EVENT_TYPES, PAYLOAD_TYPES, STREAM_KINDS, TERMINAL_EVENT_TYPES, TokenUsage
 from llm_ledger.projections import rollup
 from llm_ledger.store.migrate import upgrade
 
@@ -222,7 +222,9 @@ def view_sql(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def test_the_audit_views_read_declared_fields_of_registered_event_types(view_sql: dict[str, str]) -> None:
-    assert {"audit_executions", "audit_attempts", "audit_fallbacks", "audit_incomplete"} <= set(view_sql)
+    assert {"audit_executions", "audit_attempts", "audit_fallbacks", "audit_incomplete", "audit_tool_calls"} <= set(
+        view_sql
+    )
     keys = {(view, next(g for g in m.groups() if g)) for view, sql in view_sql.items() for m in _SQL_KEY.finditer(sql)}
     assert len(keys) > 20  # the scan sees the views' reads of the payload
     assert {(view, key) for view, key in keys if key not in _PAYLOAD_FIELDS} == set()
@@ -231,10 +233,29 @@ def test_the_audit_views_read_declared_fields_of_registered_event_types(view_sql
     assert {(view, name) for view, name in named if name not in EVENT_TYPES} == set()
 
 
-def test_the_audit_views_end_an_execution_at_each_terminal_event_type(view_sql: dict[str, str]) -> None:
-    """A new terminal event type needs a revision recreating the views, or its executions show as incomplete."""
-    for view in ("audit_executions", "audit_incomplete"):
-        assert set(re.findall(r"'(\w+)'", view_sql[view])) >= TERMINAL_EVENT_TYPES, view
+_VIEWS_OF_KIND = {
+    "execution": ("audit_executions", "audit_incomplete"),
+    "tool_call": ("audit_tool_calls", "audit_incomplete"),
+}
+"""The views listing the streams of each kind with their outcome: they start from its first event type and
+end a stream at each of its terminal types."""
+
+
+def test_the_audit_views_end_a_stream_at_each_terminal_event_type_of_its_kind(view_sql: dict[str, str]) -> None:
+    """A new terminal event type, or kind of stream, needs a revision recreating the views, or its streams
+    show as incomplete (or not at all)."""
+    assert set(_VIEWS_OF_KIND) == set(STREAM_KINDS)
+    for kind, views in _VIEWS_OF_KIND.items():
+        for view in views:
+            named = set(re.findall(r"'(\w+)'", view_sql[view]))
+            assert named >= STREAM_KINDS[kind].terminals | {STREAM_KINDS[kind].start}, (kind, view)
+    assert set().union(*(STREAM_KINDS[kind].terminals for kind in _VIEWS_OF_KIND)) == TERMINAL_EVENT_TYPES
+
+
+def test_an_execution_view_starts_from_executions_only(view_sql: dict[str, str]) -> None:
+    """A tool's execution is a stream of its own: the execution views never take one for an execution."""
+    for view in ("audit_executions", "audit_attempts", "audit_fallbacks"):
+        assert not set(re.findall(r"'(\w+)'", view_sql[view])) & STREAM_KINDS["tool_call"].event_types, view
 
 
 _DOCS = sorted([_PACKAGE.parent / "README.md", *(_PACKAGE.parent / "docs").glob("*.md")])

@@ -1,6 +1,7 @@
 """A generated workload for the projections: several tenants, agents, steps and models, with injected
 rate limits, server errors, timeouts, authentication and content errors, so that retries, fallbacks and
-failed executions all occur. Recorded by the real ``LLMExecutor`` on ``mock/`` models.
+failed executions all occur. Recorded by the real ``LLMExecutor`` on ``mock/`` models; some successful
+executions' tool executions are added (``tests.events.tool_streams``).
 
 The models are named after the provider they stand in for (``mock/openai-like-mini``); the query string
 sets their latency and failure rates (``llm_ledger.executor.mock``).
@@ -20,6 +21,7 @@ from uuid import UUID
 from llm_ledger import LLMExecutor, LLMMessage, ProviderError, RetryPolicy, execution_context
 from llm_ledger.events import Event, EventDraft
 from llm_ledger.executor import EventSink, InMemorySink
+from tests.events.tool_streams import with_tool_streams
 
 AGENTS = ("support", "sales")
 CHAINS: dict[str, tuple[str, ...]] = {
@@ -115,9 +117,13 @@ async def run_calls(sink: EventSink, calls: Sequence[Call], *, concurrency: int 
     await asyncio.gather(*(one(call) for call in calls))
 
 
-def generate(tenants: Sequence[str], count: int, *, spread: timedelta | None = None, seed: int = 7) -> list[Event]:
-    """The sealed events of ``count`` executions, in emission order."""
+def generate(
+    tenants: Sequence[str], count: int, *, spread: timedelta | None = None, seed: int = 7, tools: bool = True
+) -> list[Event]:
+    """The sealed events of ``count`` executions, in emission order; with ``tools``, the tool executions
+    some of the successful ones asked for (streams of their own), each after its execution's end."""
     memory = InMemorySink()
     sink: EventSink = PastSink(memory, spread, seed) if spread else memory
     asyncio.run(run_calls(sink, calls_for(tenants, count, seed)))
-    return memory.events
+    events = memory.events
+    return with_tool_streams(events, seed=seed) if tools else events
