@@ -261,6 +261,9 @@ class ToolCallRecording:
             raise RuntimeError("a record_tool_call(...) records one tool execution; make a new one for the next")
         asking = asking_executions.get(self._execution_id)
         context = get_execution_context() or (asking.context if asking else None) or _fallback_context()
+        if context.step is None and asking is not None and asking.context.step is not None:
+            # The asking execution took its executor's step_name: its tool calls count under that step.
+            context = context.with_step(asking.context.step)
         capture = self._capture or (asking.capture if asking else DEFAULT_CAPTURE)
         scrubber = asking.scrubber if asking else Scrubber()
         self._policy = (capture, scrubber)
@@ -361,7 +364,8 @@ def record_tool_call(
     in the block is recorded (``ToolCallFailed``, error type ``tool_error``, its message scrubbed) and
     propagates; a cancellation is recorded as ``cancelled``.
 
-    The events' context is the current ``execution_context`` if set, else the asking execution's; the
+    The events' context is the current ``execution_context`` if set (with the asking execution's step
+    when it names none), else the asking execution's; the
     capture policy (of the arguments and the result), the scrubber and the parent span are the asking
     execution's unless ``capture=`` is given; so are the sink and the tracer (an executor built with
     ``sink=`` gets its tools' events too), else the process's defaults. ``async with`` returns once the

@@ -146,12 +146,6 @@ def test_the_timeline_shows_the_tools_between_the_round_trips(stored: str, conve
     assert all(item.integrity.status == "intact" for item in items)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="executor (wt-exec): under an execution_context without a step, record_tool_call gives the tool"
-    " execution no step, while the asking execution has its executor's step_name: the tool calls of a"
-    " step would be counted under no step",
-)
 def test_a_tool_run_under_a_context_without_a_step_counts_under_the_asking_step() -> None:
     conversation = asyncio.run(_converse(step=None))
     steps = {event.step for event in conversation.events}
