@@ -74,7 +74,9 @@ class _DropLogsOfOurCalls(logging.Filter):
 def _install_log_filter() -> None:
     from agno.utils import log as agno_log
 
-    for logger in {logging.getLogger("agno"), agno_log.logger}:
+    # All three: a Workflow or a Team switches Agno's module-level logger to its own for good.
+    loggers = (logging.getLogger("agno"), agno_log.agent_logger, agno_log.team_logger, agno_log.workflow_logger)
+    for logger in loggers:
         if not any(isinstance(f, _DropLogsOfOurCalls) for f in logger.filters):
             logger.addFilter(_DropLogsOfOurCalls())
 

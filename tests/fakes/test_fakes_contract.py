@@ -37,6 +37,7 @@ from agno.models.message import Message
 from agno.models.openai import OpenAIChat
 from agno.models.openrouter import OpenRouter
 from agno.models.response import ModelResponse
+from agno.utils import log as agno_log
 
 from tests.fakes import (
     BadRequest,
@@ -665,6 +666,7 @@ class _Capture(logging.Handler):
 async def test_logging_agno_logs_provider_errors_with_the_key_on_its_own_logger(
     server: FakeProviderServer, make_model: ModelFactory, kind: Kind
 ) -> None:
+    agno_log.use_agent_logger()  # a Workflow run earlier in the suite leaves Agno on its workflow logger
     agno_logger = logging.getLogger("agno")
     assert agno_logger.propagate is False  # so caplog / root handlers never see these records
     assert any(isinstance(h, logging.StreamHandler) for h in agno_logger.handlers)
