@@ -666,7 +666,8 @@ class _Capture(logging.Handler):
 async def test_logging_agno_logs_provider_errors_with_the_key_on_its_own_logger(
     server: FakeProviderServer, make_model: ModelFactory, kind: Kind
 ) -> None:
-    agno_log.use_agent_logger()  # a Workflow run earlier in the suite leaves Agno on its workflow logger
+    # A Workflow run earlier in the suite leaves Agno on its workflow logger.
+    agno_log.use_agent_logger()  # type: ignore[no-untyped-call]
     agno_logger = logging.getLogger("agno")
     assert agno_logger.propagate is False  # so caplog / root handlers never see these records
     assert any(isinstance(h, logging.StreamHandler) for h in agno_logger.handlers)
