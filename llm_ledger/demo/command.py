@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llm_ledger.demo.plan import plan_workload
-from llm_ledger.demo.report import event_stream, headline, next_steps, reasons_line, summary_table
+from llm_ledger.demo.report import event_stream, headline, next_steps, reasons_line, summary_table, tools_line
 from llm_ledger.demo.summary import WorkloadSummary
 from llm_ledger.demo.workload import run_workload
 from llm_ledger.events import verify_chain
@@ -109,10 +109,10 @@ def run_demo(options: DemoOptions) -> int:
     configure_tracing()  # no-op without OTEL_* variables; with them, the run's traces are exported
     url = options.database_url or StoreSettings.from_env().database_url
     shown = shown_url(url)
-    total = plan_workload(options.sessions, options.seed).executions
+    total = plan_workload(options.sessions, options.seed).step_calls
     sessions = f"{options.sessions} session{'s' if options.sessions > 1 else ''}"
-    print(f"llm-ledger demo: {sessions}, {total:,} LLM executions, into {shown}")
-    bar = ProgressBar(total, "executions")
+    print(f"llm-ledger demo: {sessions}, {total:,} pipeline steps, into {shown}")
+    bar = ProgressBar(total, "steps")
     try:
         summary = run_workload(
             options.database_url,
@@ -125,7 +125,7 @@ def run_demo(options: DemoOptions) -> int:
         print(f"llm-ledger: {exc}", file=sys.stderr)
         return ExitCode.NO_LEDGER
     bar.finish()
-    print(f"\n{headline(summary)}\n\n{summary_table(summary)}\n\n{reasons_line(summary)}")
+    print(f"\n{headline(summary)}\n\n{summary_table(summary)}\n\n{reasons_line(summary)}\n{tools_line(summary)}")
     if summary.example:
         print(
             "\none execution that retried and fell back, as the ledger holds it:\n"
@@ -147,8 +147,8 @@ def run_demo(options: DemoOptions) -> int:
 def _complete(summary: WorkloadSummary) -> bool:
     if summary.incomplete:
         print(
-            f"\n{summary.incomplete} executions have no terminal event in the ledger: the writer could not "
-            "deliver every event (see the log above; spooled events are written at the next start)",
+            f"\n{summary.incomplete} executions or tool executions have no terminal event in the ledger: the "
+            "writer could not deliver every event (see the log above; spooled events are written at the next start)",
             file=sys.stderr,
         )
     return summary.incomplete == 0

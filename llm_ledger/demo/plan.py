@@ -16,7 +16,12 @@ TENANT_AGENTS: dict[str, tuple[str, ...]] = {
 }
 TURNS_PER_SESSION = (2, 5)
 
-GenerationMode = Literal["generate", "stream", "structured"]
+GenerationMode = Literal["generate", "stream", "structured", "tools"]
+"""``tools``: the step offers the demo's tools; a support agent runs the calls its model asks for with
+the demo's tool executor and asks again with their results, a sales agent answers as an Agno Agent on
+``AuditedModel`` (demo/agno_agent.py)."""
+AGNO_AGENTS = frozenset({"sales"})
+"""The agents whose tool turns run as an Agno Agent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +49,21 @@ class WorkloadPlan:
         return sum(len(session.turns) for session in self.sessions)
 
     @property
-    def executions(self) -> int:
-        """One execution per step per turn: a failed step does not stop its turn."""
+    def step_calls(self) -> int:
+        """One call of each step per turn (a failed step does not stop its turn). A step that calls tools
+        makes a second execution with their results, so a run holds at least this many executions."""
         return self.turns * len(STEPS)
+
+    @property
+    def agent_turns(self) -> int:
+        """The turns answered by the Agno Agent."""
+        return sum(
+            1
+            for session in self.sessions
+            if session.agent_id in AGNO_AGENTS
+            for turn in session.turns
+            if turn.generation == "tools"
+        )
 
 
 _MESSAGES = {
@@ -83,7 +100,7 @@ def plan_workload(sessions: int, seed: int = 7) -> WorkloadPlan:
             TurnPlan(
                 turn_id=f"turn-{number}",
                 customer_message=rng.choice(_MESSAGES[agent]),
-                generation=rng.choices(("stream", "structured", "generate"), weights=(4, 4, 2))[0],
+                generation=rng.choices(("stream", "structured", "generate", "tools"), weights=(3, 3, 1, 3))[0],
             )
             for number in range(1, rng.randint(*TURNS_PER_SESSION) + 1)
         )

@@ -2,7 +2,9 @@
 
 Rates are per call. They are set so that a few hundred executions show every path of the executor:
 retries (rate limits, 5xx, timeouts, dropped connections), fallbacks for every reason, streams broken
-after their first chunk, and some executions that fail on every model of their chain.
+after their first chunk, and some executions that fail on every model of their chain. Offered tools, the
+generation step's models mostly call them, now and then with arguments that are not JSON (an invalid
+output, which falls back).
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ MOCK_PROVIDERS: dict[str, MockBehaviour] = {
         p50_ms=90, p99_ms=450, rate_limit=0.3, server_error=0.08, retry_after=0.3, output_tokens=80
     ),
     "openrouter-claude-3.5-sonnet": MockBehaviour(
-        p50_ms=320, p99_ms=1400, rate_limit=0.2, connection=0.1, stream_break=0.05, output_tokens=220
+        p50_ms=320,
+        p99_ms=1400,
+        rate_limit=0.2,
+        connection=0.1,
+        stream_break=0.05,
+        tool_use=0.8,
+        output_tokens=220,
     ),
     # Anthropic direct: overloaded (5xx) now and then, strict content filter, slow big model.
     "anthropic-claude-3-haiku": MockBehaviour(
@@ -36,6 +44,8 @@ MOCK_PROVIDERS: dict[str, MockBehaviour] = {
         content_filter=0.03,
         invalid_output=0.12,
         stream_break=0.04,
+        tool_use=0.8,
+        invalid_tool_arguments=0.08,
         output_tokens=240,
     ),
     # OpenAI: steady; long sessions hit the context window, structured answers are sometimes cut.
@@ -46,6 +56,8 @@ MOCK_PROVIDERS: dict[str, MockBehaviour] = {
         context_length=0.08,
         invalid_output=0.15,
         stream_break=0.03,
+        tool_use=0.8,
+        invalid_tool_arguments=0.05,
         output_tokens=200,
     ),
     "openai-gpt-4.1-mini": MockBehaviour(
@@ -55,6 +67,7 @@ MOCK_PROVIDERS: dict[str, MockBehaviour] = {
         connection=0.15,
         invalid_output=0.2,
         stream_break=0.04,
+        tool_use=0.7,
         output_tokens=90,
     ),
 }

@@ -45,7 +45,20 @@ def headline(summary: WorkloadSummary) -> str:
     agents = len(summary.agents)
     return (
         f"{summary.sessions} sessions ({summary.turns} turns) of {agents} agents in {len(summary.tenants)} tenants: "
-        f"{summary.executions:,} executions, {summary.events:,} events in {summary.duration_seconds:.1f} s"
+        f"{summary.executions:,} executions, {summary.tool_calls:,} tool calls, {summary.events:,} events "
+        f"in {summary.duration_seconds:.1f} s"
+    )
+
+
+def tools_line(summary: WorkloadSummary) -> str:
+    """The tool executions by tool, and the turns the Agno Agent answered."""
+    tools = (
+        ", ".join(f"{name} {figures.calls:,} ({figures.failed:,} failed)" for name, figures in summary.tools.items())
+        or "none"
+    )
+    return (
+        f"tool calls by tool:  {tools}\n"
+        f"Agno Agent turns:    {summary.agent_turns:,} (sales agents, on AuditedModel: every round trip an execution)"
     )
 
 
@@ -76,6 +89,10 @@ def describe(event: Event) -> str:
             return f"{getattr(p, 'from_model', '')} -> {getattr(p, 'to_model', '')} ({getattr(p, 'reason', '')})"
         case "ExecutionSucceeded":
             return f"answered by {getattr(p, 'model', '')} after {getattr(p, 'attempts', 0)} attempts"
+        case "ToolCallStarted":
+            return f"{getattr(p, 'tool_name', '')} (call {getattr(p, 'tool_call_id', '')})"
+        case "ToolCallSucceeded":
+            return f"{getattr(p, 'tool_name', '')} returned after {getattr(p, 'latency_ms', 0):.0f} ms"
         case _:
             return f"{getattr(p, 'error_type', '')}: {getattr(p, 'message', '')}"
 

@@ -1,4 +1,6 @@
-"""What a demo run left in the ledger, read back from the store: counts and latency by step and tenant."""
+"""What a demo run left in the ledger, read back from the store: counts and latency by step and tenant,
+and the tool executions by tool. Executions and tool executions are streams of two kinds
+(``events.STREAM_KINDS``): each is counted as what it is."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from llm_ledger.demo.plan import STEPS, WorkloadPlan
-from llm_ledger.events import TERMINAL_EVENT_TYPES, Event
+from llm_ledger.events import STREAM_KIND_OF_START, STREAM_KINDS, Event
 from llm_ledger.store import EventStore, shown_url
 
 
@@ -42,6 +44,15 @@ class Figures:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolFigures:
+    """The executions of one tool: how many, how many failed, and how long they took."""
+
+    calls: int = 0
+    failed: int = 0
+    latencies_ms: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class WorkloadSummary:
     """The run's figures, from the events the ledger holds for its sessions."""
 
@@ -62,13 +73,22 @@ class WorkloadSummary:
     fallback_reasons: Mapping[str, int] = field(default_factory=dict)
     failure_types: Mapping[str, int] = field(default_factory=dict)
     incomplete: int = 0
-    """Executions with no terminal event in the store (none, unless the writer could not deliver)."""
+    """Executions and tool executions with no terminal event in the store (none, unless the writer could
+    not deliver)."""
+    tools: Mapping[str, ToolFigures] = field(default_factory=dict)
+    """The tool executions, by tool."""
+    agent_turns: int = 0
+    """Turns answered by the Agno Agent on ``AuditedModel``."""
     example: tuple[Event, ...] = ()
     """The events of an execution that retried and fell back before it succeeded, to show."""
 
     @property
     def executions(self) -> int:
         return self.total.executions
+
+    @property
+    def tool_calls(self) -> int:
+        return sum(figures.calls for figures in self.tools.values())
 
     @property
     def example_execution(self) -> UUID | None:
@@ -110,10 +130,15 @@ def summarize_events(
     failures: Counter[str] = Counter()
     example: tuple[Event, ...] = ()
     incomplete = 0
+    tools: dict[str, list[Sequence[Event]]] = {}
     for stream in streams.values():
         stream.sort(key=lambda event: event.stream_position)
-        if stream[-1].event_type not in TERMINAL_EVENT_TYPES:
+        kind = STREAM_KIND_OF_START.get(stream[0].event_type)
+        if kind is None or stream[-1].event_type not in kind.terminals:
             incomplete += 1
+            continue
+        if kind is not STREAM_KINDS["execution"]:
+            tools.setdefault(str(getattr(stream[0].payload, "tool_name", "")), []).append(stream)
             continue
         by_step.setdefault(stream[0].step or "", []).append(stream)
         by_tenant.setdefault(stream[0].tenant_id, []).append(stream)
@@ -141,6 +166,8 @@ def summarize_events(
         failure_types=dict(failures.most_common()),
         incomplete=incomplete,
         example=example,
+        tools={name: _tool_figures(tools[name]) for name in sorted(tools)},
+        agent_turns=plan.agent_turns,
     )
 
 
@@ -155,5 +182,13 @@ def _figures(streams: Sequence[Sequence[Event]]) -> Figures:
         fell_back=sum(1 for s in streams if any(e.event_type == "FallbackTriggered" for e in s)),
         fallbacks=sum(1 for s in streams for e in s if e.event_type == "FallbackTriggered"),
         retries=sum(_retries(s) for s in streams),
+        latencies_ms=tuple(float(getattr(s[-1].payload, "latency_ms", 0.0)) for s in streams),
+    )
+
+
+def _tool_figures(streams: Sequence[Sequence[Event]]) -> ToolFigures:
+    return ToolFigures(
+        calls=len(streams),
+        failed=sum(1 for s in streams if s[-1].event_type == "ToolCallFailed"),
         latencies_ms=tuple(float(getattr(s[-1].payload, "latency_ms", 0.0)) for s in streams),
     )

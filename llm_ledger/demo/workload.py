@@ -10,11 +10,14 @@ import time
 from collections.abc import Callable, Iterator
 from importlib import resources
 
+from agno.agent import Agent
 from pydantic import BaseModel, Field
 
-from llm_ledger.demo.plan import STEPS, SessionPlan, TurnPlan, plan_workload
+from llm_ledger.demo.agno_agent import agno_quiet, answer_as_agent, build_sales_agent
+from llm_ledger.demo.plan import AGNO_AGENTS, STEPS, SessionPlan, TurnPlan, plan_workload
 from llm_ledger.demo.providers import register_demo_models
 from llm_ledger.demo.summary import WorkloadSummary, summarize
+from llm_ledger.demo.tools import TOOL_SPECS, execute_tool_calls, order_service_is_down
 from llm_ledger.environment import LLM_LEDGER_DATABASE_URL
 from llm_ledger.executor import (
     LLMExecutor,
@@ -90,7 +93,7 @@ async def arun_workload(
 
     The same ``sessions`` and ``seed`` give the same tenants, agents, turns and executions, and each mock
     model the same random stream; which call meets which failure depends on how concurrent calls
-    interleave. ``progress`` is called with 1 after each execution. ``latency_scale`` multiplies the
+    interleave. ``progress`` is called with 1 after each step of a turn. ``latency_scale`` multiplies the
     mock models' latencies (tests make them short). Events recorded earlier in this process by executors
     without ``sink=`` are flushed to their own ledger first, since the default writer is rebound here.
     Raises ``StoreUnavailableError`` when the ledger cannot be reached.
@@ -101,21 +104,29 @@ async def arun_workload(
     url = database_url or StoreSettings.from_env().database_url
     await asyncio.to_thread(_prepare_ledger, url)
     register_demo_models(seed=seed, latency_scale=latency_scale)
-    executors = build_step_executors(
-        load_demo_pipeline(),
-        RetryPolicy(base_delay=0.25 * latency_scale, max_delay=2.0 * latency_scale, rng=random.Random(seed)),
-    )
+    pipeline = load_demo_pipeline()
+    retry_policy = RetryPolicy(base_delay=0.25 * latency_scale, max_delay=2.0 * latency_scale, rng=random.Random(seed))
+    steps = _Steps(build_step_executors(pipeline, retry_policy), build_sales_agent(pipeline, retry_policy))
     await aclose()
     with _configured_ledger(database_url):
         get_default_sink()  # made now, while the URL is the demo's
     started = time.monotonic()
     limit = asyncio.Semaphore(concurrency)
     try:
-        await asyncio.gather(*(_run_session(executors, session, limit, progress) for session in plan.sessions))
+        with agno_quiet():
+            await asyncio.gather(*(_run_session(steps, session, limit, progress) for session in plan.sessions))
     finally:
         duration = time.monotonic() - started
         await aclose()  # the events stored, the traces exported
     return await asyncio.to_thread(summarize, url, plan, duration)
+
+
+class _Steps:
+    """What answers the steps: one executor per step, and the Agno Agent of the sales agents' tool turns."""
+
+    def __init__(self, executors: dict[str, LLMExecutor], agent: Agent) -> None:
+        self.executors = executors
+        self.agent = agent
 
 
 def build_step_executors(config: PipelineConfig, retry_policy: RetryPolicy | None = None) -> dict[str, LLMExecutor]:
@@ -147,7 +158,7 @@ def _configured_ledger(database_url: str | None) -> Iterator[None]:
 
 
 async def _run_session(
-    executors: dict[str, LLMExecutor], session: SessionPlan, limit: asyncio.Semaphore, progress: Progress | None
+    steps: _Steps, session: SessionPlan, limit: asyncio.Semaphore, progress: Progress | None
 ) -> None:
     async with limit:
         for turn in session.turns:
@@ -158,16 +169,15 @@ async def _run_session(
                 session_id=session.session_id,
                 turn_id=turn.turn_id,
             ):
-                await _run_turn(executors, session, turn, progress)
+                await _run_turn(steps, session, turn, progress)
 
 
-async def _run_turn(
-    executors: dict[str, LLMExecutor], session: SessionPlan, turn: TurnPlan, progress: Progress | None
-) -> None:
+async def _run_turn(steps: _Steps, session: SessionPlan, turn: TurnPlan, progress: Progress | None) -> None:
     def done() -> None:
         if progress is not None:
             progress(1)
 
+    executors = steps.executors
     customer = LLMMessage(role="user", content=turn.customer_message)
     context = await _answer(
         executors["context_extraction"],
@@ -182,7 +192,11 @@ async def _run_turn(
         ],
     )
     done()
-    reply = await _generate(executors["generation"], turn, session, context, rules, customer)
+    if turn.generation == "tools" and session.agent_id in AGNO_AGENTS:
+        prompt = f"{turn.customer_message}\n\n(Context: {context}. Rules: {rules})"
+        reply = await answer_as_agent(steps.agent, session, turn, prompt)
+    else:
+        reply = await _generate(executors["generation"], turn, session, context, rules, customer)
     done()
     await _answer(
         executors["enforcement"],
@@ -214,6 +228,19 @@ async def _generate(
         if turn.generation == "structured":
             parsed, _ = await executor.generate_structured([system, customer], AgentReply)
             return parsed.answer
+        if turn.generation == "tools":
+            return await _generate_with_tools(executor, turn, [system, customer])
         return (await executor.generate([system, customer])).content
     except ProviderError as exc:
         return f"(no reply: {exc.error_type})"
+
+
+async def _generate_with_tools(executor: LLMExecutor, turn: TurnPlan, messages: list[LLMMessage]) -> str:
+    """Offer the tools; when the answer asks for them, run them and ask again with their results (a
+    second execution), as Focal's generation step does with its ToolExecutor."""
+    first = await executor.generate(messages, tools=TOOL_SPECS)
+    if not first.tool_calls:
+        return first.content
+    results = await execute_tool_calls(first.tool_calls, outage=order_service_is_down(turn))
+    asked = LLMMessage(role="assistant", content=first.content, tool_calls=first.tool_calls)
+    return (await executor.generate([*messages, asked, *results], tools=TOOL_SPECS)).content

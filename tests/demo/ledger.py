@@ -7,10 +7,8 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from llm_ledger.demo import TENANT_AGENTS
-from llm_ledger.events import Event
+from llm_ledger.events import STREAM_KIND_OF_START, Event
 from llm_ledger.store import EventStore
-
-TERMINAL = ("ExecutionSucceeded", "ExecutionFailed")
 
 
 def read_streams(url: str) -> dict[UUID, list[Event]]:
@@ -31,6 +29,8 @@ def read_streams(url: str) -> dict[UUID, list[Event]]:
 @dataclass(frozen=True)
 class LedgerShape:
     executions: int
+    tool_calls: Counter[tuple[str, str]]
+    """Tool executions by (tool, terminal event type)."""
     executions_by_tenant: Counter[str]
     events: int
     tenants: frozenset[str]
@@ -45,22 +45,27 @@ class LedgerShape:
 
 
 def check_streams(url: str) -> LedgerShape:
-    """Assert that every stream verifies and is whole; return what the ledger holds."""
+    """Assert that every stream verifies and is whole, an execution or a tool execution; return what the
+    ledger holds (``executions`` and the figures by stream count executions only)."""
     store = EventStore(url)
     try:
-        streams = read_streams(url)
-        for stream_id, stream in streams.items():
+        every = read_streams(url)
+        for stream_id, stream in every.items():
             report = store.scoped(tenant_id=stream[0].tenant_id).verify(stream_id)
             assert report.ok, report
             assert [e.stream_position for e in stream] == list(range(len(stream))), stream_id
-            assert stream[0].event_type == "ExecutionStarted", stream_id
-            assert stream[-1].event_type in TERMINAL, stream_id
-            assert sum(e.event_type in TERMINAL for e in stream) == 1, stream_id
+            kind = STREAM_KIND_OF_START[stream[0].event_type]
+            assert stream[-1].event_type in kind.terminals, stream_id
+            assert sum(e.event_type in kind.terminals for e in stream) == 1, stream_id
+            assert {e.event_type for e in stream} <= kind.event_types, stream_id
     finally:
         store.close()
-    events = [event for stream in streams.values() for event in stream]
+    streams = {sid: stream for sid, stream in every.items() if stream[0].event_type == "ExecutionStarted"}
+    tools = [stream for stream in every.values() if stream[0].event_type == "ToolCallStarted"]
+    events = [event for stream in every.values() for event in stream]
     return LedgerShape(
         executions=len(streams),
+        tool_calls=Counter((str(getattr(s[0].payload, "tool_name", "")), s[-1].event_type) for s in tools),
         executions_by_tenant=Counter(stream[0].tenant_id for stream in streams.values()),
         events=len(events),
         tenants=frozenset(e.tenant_id for e in events),
