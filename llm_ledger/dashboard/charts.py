@@ -83,6 +83,30 @@ def fallback_rate(rows: Sequence[Row]) -> alt.Chart:
     return chart
 
 
+def tool_calls(rows: Sequence[Row]) -> alt.Chart:
+    """Calls per tool, stacked by outcome."""
+    chart: alt.Chart = (
+        alt.Chart(alt.InlineData(values=list(rows)), height=_HEIGHT)
+        .mark_bar()
+        .encode(
+            x=alt.X("sum(calls):Q", title="tool calls"),
+            y=alt.Y("tool:N", title=None, sort="-x"),
+            color=alt.Color("outcome:N", title="outcome", scale=_OUTCOME_COLORS),
+            tooltip=[alt.Tooltip("tool:N"), alt.Tooltip("outcome:N"), alt.Tooltip("step:N"), alt.Tooltip("calls:Q")],
+        )
+    )
+    return chart
+
+
+def tool_calls_over_time(rows: Sequence[Row]) -> alt.Chart:
+    chart: alt.Chart = _lines(rows).encode(
+        y=alt.Y("calls:Q", title="tool calls"),
+        color=alt.Color("outcome:N", title="outcome", scale=_OUTCOME_COLORS),
+        tooltip=[alt.Tooltip("time:T"), alt.Tooltip("outcome:N"), alt.Tooltip("calls:Q")],
+    )
+    return chart
+
+
 def fallback_chains(rows: Sequence[Row]) -> alt.Chart:
     """The chains as from → to bars, stacked by what happened after the fallback (Vega-Lite has no
     Sankey; one bar per edge reads the same flows).

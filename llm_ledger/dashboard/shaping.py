@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from llm_ledger.audit.results import AuditFinding, TenantAudit
-from llm_ledger.audit.timeline import ExecutionView
+from llm_ledger.audit.timeline import ExecutionView, TimelineItem
 from llm_ledger.projections.queries import (
     ErrorCount,
     ErrorPoint,
@@ -20,6 +20,8 @@ from llm_ledger.projections.queries import (
     Group,
     Point,
     SessionSummary,
+    ToolCallGroup,
+    ToolCallPoint,
 )
 
 Row = dict[str, Any]
@@ -323,6 +325,59 @@ def fallback_outcome_rows(edges: Iterable[FallbackEdge]) -> list[Row]:
         ):
             if count:
                 rows.append({"edge": edge_label(edge), "reason": edge.reason, "outcome": outcome, "executions": count})
+    return rows
+
+
+# --- tools ----------------------------------------------------------------------------------------------
+
+
+def tool_call_rows(groups: Iterable[ToolCallGroup]) -> list[Row]:
+    """One row per tool, outcome and step (``LedgerView.tool_calls``' default grouping)."""
+    rows: list[Row] = []
+    for group in groups:
+        tool, outcome, step = group.key
+        p50, p95, _ = group.latency_percentiles()
+        rows.append(
+            {
+                "tool": tool,
+                "outcome": outcome,
+                "step": step or NONE,
+                "calls": group.calls,
+                "p50 ms": _rounded(p50),
+                "p95 ms": _rounded(p95),
+            }
+        )
+    return rows
+
+
+def tool_series_rows(points: Iterable[ToolCallPoint]) -> list[Row]:
+    """Tool calls over time by outcome (``LedgerView.tool_call_series(by="outcome")``)."""
+    return [{"time": iso(point.bucket_start), "outcome": point.group, "calls": point.calls} for point in points]
+
+
+def session_tool_rows(items: Iterable[TimelineItem], trace_url: Callable[[str | None], str | None]) -> list[Row]:
+    """The session's tool executions in time order, each after the round trip that asked for it."""
+    rows: list[Row] = []
+    asked_by: dict[str, int] = {}
+    for item in items:
+        if isinstance(item, ExecutionView):
+            asked_by[item.execution_id] = len(asked_by) + 1
+            continue
+        rows.append(
+            {
+                "started": item.started_at,
+                "tool": item.tool_name or NONE,
+                "outcome": item.outcome,
+                "integrity": item.integrity.status,
+                "latency ms": _rounded(item.latency_ms),
+                "asked by": f"execution #{asked_by[item.execution_id]}" if item.execution_id in asked_by else NONE,
+                "step": item.step or NONE,
+                "error": item.error_class,
+                "message": item.message,
+                "trace": trace_url(item.trace_id),
+                "tool call": item.tool_call_id,
+            }
+        )
     return rows
 
 

@@ -15,6 +15,7 @@ PAGES: Final = {
     "latency": "Latency",
     "errors": "Errors",
     "fallbacks": "Fallbacks",
+    "tools": "Tools",
     "sessions": "Sessions",
     "audit": "Audit",
 }

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from llm_ledger.audit import results, timeline
 from llm_ledger.audit.results import AuditFinding, TenantAudit
-from llm_ledger.audit.timeline import ExecutionView
+from llm_ledger.audit.timeline import ExecutionView, TimelineItem
 from llm_ledger.projections.queries import LedgerView
 
 
@@ -19,6 +19,12 @@ class DashboardView(LedgerView):
         (``audit.timeline.session_timeline``)."""
         with self._reading(tenant_id) as connection:
             return timeline.session_timeline(connection, tenant_id, session_id)
+
+    def session_activity(self, tenant_id: str, session_id: str) -> list[TimelineItem]:
+        """The executions and tool executions of one session in time order, each tool execution after the
+        round trip that asked for it (``audit.timeline.session_activity``)."""
+        with self._reading(tenant_id) as connection:
+            return timeline.session_activity(connection, tenant_id, session_id)
 
     def last_audit(self, tenant_id: str) -> TenantAudit | None:
         """The tenant's result in the latest verify run that checked it; ``None`` before the first."""

@@ -12,8 +12,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
-from llm_ledger import AllModelsFailedError, LLMExecutor, LLMMessage, RetryPolicy, execution_context
-from llm_ledger.events import TERMINAL_EVENT_TYPES, Event, StreamHeader, StreamSealer
+from llm_ledger import (
+    AllModelsFailedError,
+    LLMExecutor,
+    LLMMessage,
+    RetryPolicy,
+    ToolSpec,
+    execution_context,
+    run_tool_call,
+)
+from llm_ledger.events import STREAM_KINDS, Event, StreamHeader, StreamSealer
 from llm_ledger.executor import InMemorySink
 from llm_ledger.projections.queries import Window
 
@@ -22,6 +30,22 @@ LIMITED = "mock/limited?rate_limit=1&p50_ms=15&seed=2"
 BACKUP = "mock/backup?p50_ms=70&p99_ms=200&seed=3"
 BROKEN = "mock/broken?server_error=1&p50_ms=25&seed=4"
 OTHER_TENANTS_MODEL = "mock/globex-private-model?p50_ms=5"
+TOOL_USER = "mock/tool-user?p50_ms=10&tool_use=1&seed=5"
+"""Asks for each tool it is offered."""
+EXECUTION_ENDS = STREAM_KINDS["execution"].terminals
+
+
+def lookup_order(order_id: str) -> str:
+    """The status of an order."""
+    return f"{order_id}: shipped"
+
+
+def check_policy(topic: str) -> str:
+    """The policy on a topic."""
+    raise ConnectionError("the policy service did not answer")
+
+
+TOOLS = {"lookup_order": lookup_order, "check_policy": check_policy}
 
 
 def run(
@@ -54,6 +78,23 @@ def run(
         await asyncio.gather(*(one(i) for i in range(count)))
 
     asyncio.run(all_of_them())
+    return sink.events
+
+
+def tool_conversation(*, tenant: str, session: str, step: str, agent: str = "support-agent") -> list[Event]:
+    """One execution whose answer asks for both tools, and the two tool executions (one fails)."""
+    sink = InMemorySink()
+    executor = LLMExecutor(TOOL_USER, step_name=step, max_retries=0, sink=sink)
+    specs = [ToolSpec.from_function(function) for function in TOOLS.values()]
+
+    async def converse() -> None:
+        with execution_context(tenant_id=tenant, agent_id=agent, session_id=session, turn_id="turn-tools"):
+            asked = await executor.generate([LLMMessage(role="user", content="where is my order?")], tools=specs)
+            for call in asked.tool_calls:
+                with contextlib.suppress(ConnectionError):
+                    await run_tool_call(call, TOOLS[call.name])
+
+    asyncio.run(converse())
     return sink.events
 
 
@@ -107,6 +148,7 @@ class KnownLedger:
     tenant: str = "acme"
     other_tenant: str = "globex"
     traced_session: str = "acme-session-1"
+    tools_session: str = "acme-session-tools"
     other_session: str = "globex-private-session"
     events: list[Event] = field(default_factory=list)
 
@@ -122,6 +164,7 @@ class KnownLedger:
             ),
             *moved_back(run(2, tenant=acme, session=two, chain=[BROKEN], step="answer"), 20 * minutes),
             *moved_back(run(4, tenant=acme, session=two, chain=[FAST, BACKUP], step="classify"), 5 * minutes),
+            *moved_back(tool_conversation(tenant=acme, session=self.tools_session, step="answer"), 15 * minutes),
             *moved_back(
                 run(
                     3,
@@ -140,7 +183,7 @@ class KnownLedger:
         def inside(event: Event) -> bool:
             return event.tenant_id == tenant and window.start <= event.occurred_at < window.end
 
-        ended = [e for e in self.events if inside(e) and e.event_type in TERMINAL_EVENT_TYPES]
+        ended = [e for e in self.events if inside(e) and e.event_type in EXECUTION_ENDS]
         fell_back = {str(e.stream_id) for e in self.events if e.event_type == "FallbackTriggered"}
         return RawFigures(
             executions=len(ended),

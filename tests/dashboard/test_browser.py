@@ -144,3 +144,22 @@ def test_each_page_loads_in_a_browser_without_an_error(
     # A chart Vega refuses to draw leaves no element behind, only this (e.g. "Illegal property: then").
     script_errors = [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert not script_errors
+
+
+def test_the_tools_page_and_the_session_show_the_tool_calls_in_a_browser(
+    dashboard_url: str, browser: WebDriver, populated_ledger: PopulatedLedger
+) -> None:
+    ledger = populated_ledger.ledger
+    for page in ("tools", "sessions"):
+        query = {"page": page, "tenant": ledger.tenant, "window": "1d", "session": ledger.tools_session}
+        browser.get(f"{dashboard_url}/?{urlencode(query)}")
+        WebDriverWait(browser, PAGE_SECONDS).until(
+            lambda driver: _rendered(driver, PAGE_TITLES[page], has_charts=True)  # noqa: B023 - waited for here
+        )
+        text = browser.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / f"{page}-tool-calls.png"))
+        # The fixture's session ran two tools, one of which failed (tables are drawn on a canvas: the
+        # figures are read from the metric tiles and captions).
+        expected = "Tool calls\n2\nFailed\n1" if page == "tools" else "2 tool executions, 1 failed"
+        assert expected in text, text

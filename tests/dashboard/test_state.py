@@ -65,7 +65,7 @@ def test_a_link_parameter_that_cannot_be_used_is_named_and_falls_back() -> None:
     assert set(ignored) == {
         "start=9999-12-31 is outside the dates shown (1970-01-01 to 9999-12-30): ignored.",
         "end=0001-01-03 is outside the dates shown (1970-01-01 to 9999-12-30): ignored.",
-        "page=admin is not one of overview, latency, errors, fallbacks, sessions, audit: showing Overview.",
+        "page=admin is not one of overview, latency, errors, fallbacks, tools, sessions, audit: showing Overview.",
         "session=s-1\\x00 cannot be a session id (it holds a control character): ignored.",
     }
     assert len(ignored) == 4

@@ -7,7 +7,7 @@ import pytest
 from llm_ledger.cli import main
 from llm_ledger.demo import TENANT_AGENTS
 from tests.dashboard.apptest import metrics, open_dashboard, rendered_text
-from tests.demo.ledger import check_streams
+from tests.demo.ledger import check_streams, read_streams
 
 
 def test_the_dashboard_shows_the_demo(
@@ -28,3 +28,22 @@ def test_the_dashboard_shows_the_demo(
         app = open_dashboard(page="overview", tenant=tenant, window="1d")
         assert not app.exception and not app.error
         assert metrics(app)["Executions"] == f"{shape.executions_by_tenant[tenant]:,}"
+
+    # The demo's tool calls: on the Tools page, per tenant, and in the session that made them.
+    tool_streams = [s for s in read_streams(sqlite_url).values() if s[0].event_type == "ToolCallStarted"]
+    assert tool_streams, "the demo's generation step calls tools"
+    for tenant in TENANT_AGENTS:
+        ended = [s for s in tool_streams if s[0].tenant_id == tenant]
+        app = open_dashboard(page="tools", tenant=tenant, window="1d")
+        assert not app.exception and not app.error
+        if not ended:
+            continue
+        failed = sum(s[-1].event_type == "ToolCallFailed" for s in ended)
+        assert (metrics(app)["Tool calls"], metrics(app)["Failed"]) == (f"{len(ended):,}", f"{failed:,}")
+        assert all(name in rendered_text(app) for name in {str(getattr(s[0].payload, "tool_name", "")) for s in ended})
+    first = tool_streams[0][0]
+    assert first.session_id is not None
+    session = open_dashboard(page="sessions", tenant=first.tenant_id, window="1d", session=first.session_id)
+    assert not session.exception and not session.error
+    assert "Tool calls" in [header.value for header in session.main.subheader]
+    assert str(getattr(first.payload, "tool_name", "")) in rendered_text(session)

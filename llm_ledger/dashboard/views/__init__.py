@@ -28,13 +28,14 @@ Render = Callable[[PageContext], None]
 
 def renderer(page: str) -> Render:
     """The function that draws ``page`` (a key of ``state.PAGES``)."""
-    from llm_ledger.dashboard.views import audit, errors, fallbacks, latency, overview, sessions
+    from llm_ledger.dashboard.views import audit, errors, fallbacks, latency, overview, sessions, tools
 
     pages: dict[str, Render] = {
         "overview": overview.render,
         "latency": latency.render,
         "errors": errors.render,
         "fallbacks": fallbacks.render,
+        "tools": tools.render,
         "sessions": sessions.render,
         "audit": audit.render,
     }

@@ -1,5 +1,5 @@
 """Sessions: find one by id or pick a recent one; its executions and attempts on a timeline, each
-execution linked to its Jaeger trace."""
+execution linked to its Jaeger trace, and the tool executions between its round trips."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from llm_ledger.dashboard.shaping import (
     literal,
     session_choices,
     session_rows,
+    session_tool_rows,
     timeline_rows,
 )
 from llm_ledger.dashboard.source import VERIFY_COMMAND
@@ -84,6 +85,27 @@ def _timeline(page: PageContext, session_id: str) -> None:
     )
     st.subheader("Attempts")
     st.dataframe(attempt_rows(executions), hide_index=True, width="stretch")
+    _tool_calls(page, session_id)
+
+
+def _tool_calls(page: PageContext, session_id: str) -> None:
+    """The tools run between the round trips, each linked to the execution (numbered as in the timeline)
+    whose answer asked for it."""
+    rows = session_tool_rows(page.view.session_activity(page.tenant, session_id), page.settings.trace_url)
+    if not rows:
+        return
+    st.subheader("Tool calls")
+    failed = sum(row["outcome"] == "failed" for row in rows)
+    st.caption(
+        f"{len(rows):,} tool executions, {failed:,} failed. *asked by*: the execution of the timeline (its "
+        "number) whose answer asked for the call."
+    )
+    st.dataframe(
+        rows,
+        hide_index=True,
+        width="stretch",
+        column_config={"trace": st.column_config.LinkColumn("Jaeger trace", display_text="open trace")},
+    )
 
 
 def _integrity(executions: list[ExecutionView]) -> None:
