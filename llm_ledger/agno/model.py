@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractContextManager, aclosing, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,32 +65,23 @@ class AuditedModel(Model):
                 raise ConfigurationError("pass the chain either as a list or as model and fallback_models, not both")
             primary, fallbacks = chain[0], chain[1:]
 
-        def build() -> LLMExecutor:
-            return LLMExecutor(primary, fallbacks, step_name=step_name, **executor_options)
-
-        self._set_up(build, executor_options.get("tracer"))
+        executor = LLMExecutor(primary, fallbacks, step_name=step_name, **executor_options)
+        self._set_up(executor, executor_options.get("tracer"))
 
     @classmethod
     def from_config(cls, config: PipelineConfig | str | Path, step_name: str, **executor_options: Any) -> AuditedModel:
         """A model for one pipeline step of a configuration file (the chain chosen per call)."""
         model = cls.__new__(cls)
-        model._set_up(
-            lambda: LLMExecutor.from_config(config, step_name, **executor_options), executor_options.get("tracer")
-        )
+        model._set_up(LLMExecutor.from_config(config, step_name, **executor_options), executor_options.get("tracer"))
         return model
 
-    def _set_up(self, build: Callable[[], LLMExecutor], tracer: ExecutionTracer | None) -> None:
-        executor = build()
+    def _set_up(self, executor: LLMExecutor, tracer: ExecutionTracer | None) -> None:
         Model.__init__(self, id=executor.model, name="AuditedModel", provider=PROVIDER)
         self.executor: LLMExecutor = executor
-        """The executor of async round trips (``Agent.arun``); the sync forms use a twin of it whose
-        clients live on the private loop (``SyncBridge``), built on the first sync call."""
+        """The executor of every round trip, async or sync: its clients keep an SDK client per event
+        loop, so the private loop of the sync forms (``SyncBridge``) gets clients of its own."""
         self._tracer = tracer
-        self._bridge = SyncBridge(build)
-
-    def _executor_here(self) -> LLMExecutor:
-        """The executor whose SDK clients belong to the running event loop."""
-        return self._bridge.executor() if self._bridge.owns_current_thread() else self.executor
+        self._bridge = SyncBridge()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> AuditedModel:
         # Agno deep-copies models with its agents; the executor (its clients, their connections) and the
@@ -259,7 +250,7 @@ class AuditedModel(Model):
             metrics.start_timer()
         try:
             with self._context(scope):
-                response = await self._executor_here().generate(request.messages, **request.tool_arguments)
+                response = await self.executor.generate(request.messages, **request.tool_arguments)
         finally:
             if metrics is not None:
                 metrics.stop_timer()
@@ -285,7 +276,7 @@ class AuditedModel(Model):
             metrics.start_timer()
         try:
             with self._context(scope):  # the stream takes its context when it is made
-                stream = self._executor_here().generate_stream(request.messages, **request.tool_arguments)
+                stream = self.executor.generate_stream(request.messages, **request.tool_arguments)
             async with aclosing(stream):
                 async for text in stream:
                     yield ModelResponse(role="assistant", content=text)

@@ -341,3 +341,21 @@ def test_one_model_serves_sync_and_async_runs_on_real_sdk_clients(providers: dic
     assert [types(execution) for execution in executions(sink)] == [
         ["ExecutionStarted", "AttemptStarted", "AttemptSucceeded", "ExecutionSucceeded"]
     ] * 4
+
+
+def test_sync_runs_use_the_models_own_executor_and_configuration(tmp_path: Any) -> None:
+    """The sync forms run on the model's own executor (its clients keep one SDK client per event loop):
+    a configuration file is read once, when the model is built, and a setting changed on the executor
+    holds for sync runs too."""
+    config = tmp_path / "pipeline.toml"
+    config.write_text(f'[pipeline.generation]\nmodel = "{PRIMARY}"\nfallback_models = ["mock/{TOOLS_MODEL}"]\n')
+    sink = InMemorySink()
+    model = AuditedModel.from_config(config, step_name="generation", sink=sink, retry_policy=NO_WAIT)
+    model.executor.max_retries = 0
+    config.unlink()  # read when built: nothing reads it again
+    agent = Agent(name="planner", model=model, tools=[get_weather, get_time])
+
+    assert_completed(agent.run("What is the weather?", session_state=dict(TENANT)))
+
+    for execution in executions(sink):
+        assert types(execution)[:4] == ["ExecutionStarted", "AttemptStarted", "AttemptFailed", "FallbackTriggered"]
