@@ -11,13 +11,16 @@ tool Agno runs is recorded through a per-call tool hook (``tool_hooks``)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractContextManager, aclosing, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
+from inspect import CO_ASYNC_GENERATOR, CO_COROUTINE
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from uuid import UUID
 
 from agno.models.base import Model
 from agno.models.message import Message
@@ -31,7 +34,8 @@ from llm_ledger.agno.run_scope import RunScope, current_scope, run_context_of
 from llm_ledger.agno.sync_bridge import SyncBridge
 from llm_ledger.agno.tool_hooks import with_recording_hook
 from llm_ledger.executor import ConfigurationError, ExecutionContext, LLMExecutor, PipelineConfig, execution_context
-from llm_ledger.executor.tracing import ExecutionTracer, current_run, get_default_tracer
+from llm_ledger.executor.tools import ToolCall
+from llm_ledger.executor.tracing import ExecutionTracer, NoTracer, current_run, get_default_tracer
 
 PROVIDER = "llm-ledger"
 
@@ -230,6 +234,16 @@ class AuditedModel(Model):
                 with_recording_hook(call, scope, step=self.executor.step_name, sink=sink, tracer=tracer)
         return calls
 
+    def get_function_call_to_run_from_tool_execution(
+        self, tool_execution: Any, functions: dict[str, Function] | None = None
+    ) -> FunctionCall:
+        """A paused call Agno runs on ``continue_run`` (after a confirmation, say), with its recording
+        hook: Agno runs it outside the model loop, so the scope is made here, from the run's frames."""
+        call: FunctionCall = super().get_function_call_to_run_from_tool_execution(tool_execution, functions)
+        scope = current_scope.get() or _resumed_scope(sys._getframe(1), functions, tool_execution)
+        with_recording_hook(call, scope, step=self.executor.step_name, sink=self.executor.sink, tracer=self.tracer)
+        return call
+
     # --- one round trip ----------------------------------------------------------------------------
 
     async def ainvoke(
@@ -339,6 +353,42 @@ class AuditedModel(Model):
         if scope is None:
             return nullcontext()
         return execution_context(scope.context)
+
+
+def _resumed_scope(frame: FrameType | None, functions: dict[str, Function] | None, tool_execution: Any) -> RunScope:
+    """The scope of a tool Agno runs when it continues a paused run: its context as the run's, the call
+    linked to the execution that asked for it (the id its assistant message keeps in provider_data),
+    no run span of its own (the tool's parent is the current span). Agno awaits the tool's hook chain
+    when the function running it is async (``arun_tool``)."""
+    asynchronous = frame is not None and bool(frame.f_code.co_flags & (CO_COROUTINE | CO_ASYNC_GENERATOR))
+    run_response = frame.f_locals.get("run_response") if frame is not None else None
+    owner = find_run_owner(frame)
+    context = run_context_of(owner.run_context or _run_context_of_tools((functions or {}).values()), run_response)
+    scope = RunScope(context=context, trace=NoTracer().agent_run(), asynchronous=asynchronous)
+    asker = _asking_execution(run_response, tool_execution.tool_call_id)
+    if asker is not None and tool_execution.tool_call_id:
+        arguments = dict(tool_execution.tool_args or {})
+        scope.remember(
+            (
+                ToolCall(
+                    id=tool_execution.tool_call_id,
+                    name=str(tool_execution.tool_name or ""),
+                    arguments=arguments,
+                    arguments_json=json.dumps(arguments, default=str),
+                    execution_id=asker,
+                ),
+            )
+        )
+    return scope
+
+
+def _asking_execution(run_response: Any, call_id: str | None) -> UUID | None:
+    for message in getattr(run_response, "messages", None) or ():
+        if call_id and any(isinstance(raw, dict) and raw.get("id") == call_id for raw in message.tool_calls or ()):
+            recorded = (message.provider_data or {}).get("llm_ledger") or {}
+            with suppress(ValueError, TypeError):
+                return UUID(str(recorded.get("execution_id")))
+    return None
 
 
 def _run_context_of_tools(tools: Any) -> Any:

@@ -359,3 +359,57 @@ def test_sync_runs_use_the_models_own_executor_and_configuration(tmp_path: Any) 
 
     for execution in executions(sink):
         assert types(execution)[:4] == ["ExecutionStarted", "AttemptStarted", "AttemptFailed", "FallbackTriggered"]
+
+
+async def test_a_tool_run_after_a_confirmation_pause_is_recorded() -> None:
+    """Human in the loop: the run pauses before a tool that needs confirmation; the tool runs in
+    ``acontinue_run``, outside the model loop that asked for it, and is recorded all the same."""
+    from agno.tools import tool
+
+    ran: list[str] = []
+
+    @tool(requires_confirmation=True)
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        ran.append(city)
+        return f"sunny in {city}"
+
+    sink = InMemorySink()
+    agent = Agent(name="planner", model=audited(sink=sink), tools=[get_weather, get_time])
+
+    paused = await agent.arun("What is the weather?", session_state=dict(TENANT), session_id="s-1")
+    assert paused.is_paused and ran == []
+    for requirement in paused.active_requirements:
+        requirement.confirm()  # type: ignore[no-untyped-call]
+    output = await agent.acontinue_run(run_response=paused, requirements=paused.requirements)
+
+    assert_completed(output)
+    assert ran == ["Paris"]
+    by_tool = {payload(events[0], "tool_name"): events for events in tool_executions(sink)}
+    assert sorted(by_tool) == ["get_time", "get_weather"]
+    weather = by_tool["get_weather"]
+    assert types(weather) == ["ToolCallStarted", "ToolCallSucceeded"]
+    assert payload(weather[1], "result").text == "sunny in Paris"
+    assert (weather[0].tenant_id, weather[0].step) == ("acme", "generation")
+    assert payload(weather[0], "tool_call_id") in requested_calls(executions(sink)[0])
+    assert payload(weather[0], "execution_id") == executions(sink)[0][0].stream_id, "linked to the asking execution"
+
+
+def test_a_tool_run_after_a_confirmation_pause_is_recorded_in_a_sync_run() -> None:
+    from agno.tools import tool
+
+    @tool(requires_confirmation=True)
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    sink = InMemorySink()
+    agent = Agent(name="planner", model=audited(sink=sink), tools=[get_weather, get_time])
+    paused = agent.run("What is the weather?", session_state=dict(TENANT), session_id="s-1")
+    for requirement in paused.active_requirements:
+        requirement.confirm()  # type: ignore[no-untyped-call]
+    assert_completed(agent.continue_run(run_response=paused, requirements=paused.requirements))
+
+    by_tool = {payload(events[0], "tool_name"): events for events in tool_executions(sink)}
+    assert types(by_tool["get_weather"]) == ["ToolCallStarted", "ToolCallSucceeded"]
+    assert by_tool["get_weather"][0].tenant_id == "acme"
