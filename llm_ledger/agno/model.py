@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import AbstractContextManager, aclosing, contextmanager, nullcontext, suppress
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
+from contextlib import AbstractContextManager, aclosing, closing, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from inspect import CO_ASYNC_GENERATOR, CO_COROUTINE
 from pathlib import Path
@@ -115,9 +115,20 @@ class AuditedModel(Model):
 
     @contextmanager
     def _run(self, frame: FrameType | None, tools: Any, run_response: Any, asynchronous: bool) -> Iterator[RunScope]:
+        """A non-streamed loop: its scope current from start to end."""
+        with self._run_stream(frame, tools, run_response, asynchronous) as scope, _current(scope):
+            yield scope
+
+    @contextmanager
+    def _run_stream(
+        self, frame: FrameType | None, tools: Any, run_response: Any, asynchronous: bool
+    ) -> Iterator[RunScope]:
+        """The run's scope and trace around a streamed loop, whose caller makes the scope current only
+        while the loop runs (``_current`` around each step), never between two events. A generator's
+        body runs in its consumer's context, so a scope set across a ``yield`` would be the consumer's
+        too: another run read in the same task (two streams merged by hand) would take it for its own,
+        tenant included."""
         scope = self._open_scope(frame, tools, run_response, asynchronous)
-        scope_token = current_scope.set(scope)
-        run_token = current_run.set(scope.span)
         try:
             yield scope
         except (GeneratorExit, asyncio.CancelledError):
@@ -128,9 +139,6 @@ class AuditedModel(Model):
             raise
         else:
             scope.trace.succeeded()
-        finally:
-            _reset(current_run, run_token)
-            _reset(current_scope, scope_token)
 
     async def aresponse(
         self,
@@ -161,7 +169,7 @@ class AuditedModel(Model):
         *args: Any,
         **kwargs: Any,
     ) -> AsyncIterator[Any]:
-        with self._run(sys._getframe(1), tools, run_response, asynchronous=True):
+        with self._run_stream(sys._getframe(1), tools, run_response, asynchronous=True) as scope:
             stream: Any = super().aresponse_stream(
                 messages,
                 response_format,
@@ -174,7 +182,12 @@ class AuditedModel(Model):
                 **kwargs,
             )
             async with aclosing(stream):
-                async for event in stream:
+                while True:
+                    with _current(scope):
+                        try:
+                            event = await stream.__anext__()
+                        except StopAsyncIteration:
+                            break
                     yield event
 
     def response(
@@ -206,8 +219,8 @@ class AuditedModel(Model):
         *args: Any,
         **kwargs: Any,
     ) -> Iterator[Any]:
-        with self._run(sys._getframe(1), tools, run_response, asynchronous=False):
-            yield from super().response_stream(
+        with self._run_stream(sys._getframe(1), tools, run_response, asynchronous=False) as scope:
+            stream: Generator[Any, None, None] = super().response_stream(  # type: ignore[assignment]
                 messages,
                 response_format,
                 tools,
@@ -218,6 +231,14 @@ class AuditedModel(Model):
                 *args,
                 **kwargs,
             )
+            with closing(stream):
+                while True:
+                    with _current(scope):
+                        try:
+                            event = next(stream)
+                        except StopIteration:
+                            break
+                    yield event
 
     def get_function_calls_to_run(
         self,
@@ -398,6 +419,18 @@ def _run_context_of_tools(tools: Any) -> Any:
         if context is not None:
             return context
     return None
+
+
+@contextmanager
+def _current(scope: RunScope) -> Iterator[None]:
+    """``scope`` as the current run's (and its span as ``tracing.current_run``) for the block."""
+    scope_token = current_scope.set(scope)
+    run_token = current_run.set(scope.span)
+    try:
+        yield
+    finally:
+        _reset(current_run, run_token)
+        _reset(current_scope, scope_token)
 
 
 def _reset(variable: Any, token: Any) -> None:
