@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from contextlib import AbstractContextManager, aclosing, closing, contextmanager, nullcontext, suppress
@@ -38,6 +39,8 @@ from llm_ledger.executor.tools import ToolCall
 from llm_ledger.executor.tracing import ExecutionTracer, NoTracer, current_run, get_default_tracer
 
 PROVIDER = "llm-ledger"
+
+log = logging.getLogger("llm_ledger.agno")
 
 
 @dataclass(init=False)
@@ -105,6 +108,8 @@ class AuditedModel(Model):
 
     def _open_scope(self, frame: FrameType | None, tools: Any, run_response: Any, asynchronous: bool) -> RunScope:
         owner = find_run_owner(frame)
+        if owner.component is None and run_response is not None:
+            _warn_unseen_owner()
         check_no_second_layer(self.retries, owner)
         run_context = owner.run_context or _run_context_of_tools(tools)
         context = run_context_of(run_context, run_response)
@@ -419,6 +424,23 @@ def _run_context_of_tools(tools: Any) -> Any:
         if context is not None:
             return context
     return None
+
+
+_warned_unseen_owner = False
+
+
+def _warn_unseen_owner() -> None:
+    """An Agno run called the model, but its agent was not found on the stack (an Agno version whose
+    run functions differ, a run driven by hand): its Agno-level retries and fallbacks cannot be
+    checked, so say so once rather than let them run unseen."""
+    global _warned_unseen_owner
+    if not _warned_unseen_owner:
+        _warned_unseen_owner = True
+        log.warning(
+            "llm-ledger: an AuditedModel was called for an Agno run whose Agent or Team is not on the call "
+            "stack; its Agno retries and fallback models (which would escape the ledger) cannot be refused, "
+            "and its RunContext is not read (the run's session_state still is)"
+        )
 
 
 @contextmanager
