@@ -19,6 +19,7 @@ from agno.workflow import Step, Workflow
 from llm_ledger.agno import AuditedModel
 from llm_ledger.events import Event
 from llm_ledger.executor import InMemorySink, MockBehaviour, ProviderSettings, RetryPolicy, register_mock
+from tests.fakes.providers import FakeProviderServer, Reply, ToolCalls
 
 PRIMARY = "mock/agno-throttled?p50_ms=0&rate_limit=1.0"
 """Answers 429 to every attempt: its retries are spent, then the chain falls back."""
@@ -413,3 +414,25 @@ def test_a_tool_run_after_a_confirmation_pause_is_recorded_in_a_sync_run() -> No
     by_tool = {payload(events[0], "tool_name"): events for events in tool_executions(sink)}
     assert types(by_tool["get_weather"]) == ["ToolCallStarted", "ToolCallSucceeded"]
     assert by_tool["get_weather"][0].tenant_id == "acme"
+
+
+async def test_a_round_trip_without_usable_usage_adds_nothing_to_the_runs_metrics(
+    server: FakeProviderServer, providers: dict[str, ProviderSettings]
+) -> None:
+    """Agno adds each round trip's usage to the run's metrics, but keeps the previous round trip's when
+    an answer carries none: an answer whose usage the ledger cannot hold (10**30 tokens) must add zero,
+    not count the round trip before it twice (real openai SDK, the fake server)."""
+    sink = InMemorySink()
+    model = AuditedModel("openai/m-usage", providers=providers, sink=sink, max_retries=0)
+    server.script(
+        "m-usage",
+        ToolCalls([("get_weather", {"city": "Paris"})], input_tokens=10, output_tokens=5),
+        Reply(text="Sunny.", input_tokens=10**30, output_tokens=10**30),
+    )
+    agent = Agent(name="planner", model=model, tools=[get_weather])
+
+    output = await agent.arun("What is the weather?", session_state=dict(TENANT))
+
+    assert output.status == RunStatus.completed, output.content
+    assert output.metrics is not None
+    assert (output.metrics.input_tokens, output.metrics.output_tokens) == (10, 5)
