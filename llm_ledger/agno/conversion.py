@@ -138,12 +138,16 @@ def agno_tool_calls(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
     ]
 
 
-def usage_metrics(usage: TokenUsage | None, model: str) -> MessageMetrics | None:
+def usage_metrics(usage: TokenUsage | None, model: str) -> MessageMetrics:
     """The answer's usage as Agno's metrics. It is the usage of the attempt that answered (a failed
     attempt bills nothing the response carries), so a run's metrics count each round trip once;
-    ``provider_metrics["model"]`` names the model of the chain that answered."""
+    ``provider_metrics["model"]`` names the model of the chain that answered.
+
+    An answer without usage (none reported, or counts no event can hold) gets zero metrics, never None:
+    Agno's tool loop keeps the previous round trip's usage when an answer carries none, and would add
+    it to the run's metrics a second time."""
     if usage is None:
-        return None
+        return MessageMetrics(provider_metrics={"model": model})
     return MessageMetrics(
         input_tokens=usage.prompt_tokens,
         output_tokens=usage.completion_tokens,

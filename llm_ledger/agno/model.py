@@ -11,13 +11,17 @@ tool Agno runs is recorded through a per-call tool hook (``tool_hooks``)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, aclosing, contextmanager, nullcontext, suppress
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
+from contextlib import AbstractContextManager, aclosing, closing, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
+from inspect import CO_ASYNC_GENERATOR, CO_COROUTINE
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from uuid import UUID
 
 from agno.models.base import Model
 from agno.models.message import Message
@@ -31,9 +35,12 @@ from llm_ledger.agno.run_scope import RunScope, current_scope, run_context_of
 from llm_ledger.agno.sync_bridge import SyncBridge
 from llm_ledger.agno.tool_hooks import with_recording_hook
 from llm_ledger.executor import ConfigurationError, ExecutionContext, LLMExecutor, PipelineConfig, execution_context
-from llm_ledger.executor.tracing import ExecutionTracer, current_run, get_default_tracer
+from llm_ledger.executor.tools import ToolCall
+from llm_ledger.executor.tracing import ExecutionTracer, NoTracer, current_run, get_default_tracer
 
 PROVIDER = "llm-ledger"
+
+log = logging.getLogger("llm_ledger.agno")
 
 
 @dataclass(init=False)
@@ -65,32 +72,23 @@ class AuditedModel(Model):
                 raise ConfigurationError("pass the chain either as a list or as model and fallback_models, not both")
             primary, fallbacks = chain[0], chain[1:]
 
-        def build() -> LLMExecutor:
-            return LLMExecutor(primary, fallbacks, step_name=step_name, **executor_options)
-
-        self._set_up(build, executor_options.get("tracer"))
+        executor = LLMExecutor(primary, fallbacks, step_name=step_name, **executor_options)
+        self._set_up(executor, executor_options.get("tracer"))
 
     @classmethod
     def from_config(cls, config: PipelineConfig | str | Path, step_name: str, **executor_options: Any) -> AuditedModel:
         """A model for one pipeline step of a configuration file (the chain chosen per call)."""
         model = cls.__new__(cls)
-        model._set_up(
-            lambda: LLMExecutor.from_config(config, step_name, **executor_options), executor_options.get("tracer")
-        )
+        model._set_up(LLMExecutor.from_config(config, step_name, **executor_options), executor_options.get("tracer"))
         return model
 
-    def _set_up(self, build: Callable[[], LLMExecutor], tracer: ExecutionTracer | None) -> None:
-        executor = build()
+    def _set_up(self, executor: LLMExecutor, tracer: ExecutionTracer | None) -> None:
         Model.__init__(self, id=executor.model, name="AuditedModel", provider=PROVIDER)
         self.executor: LLMExecutor = executor
-        """The executor of async round trips (``Agent.arun``); the sync forms use a twin of it whose
-        clients live on the private loop (``SyncBridge``), built on the first sync call."""
+        """The executor of every round trip, async or sync: its clients keep an SDK client per event
+        loop, so the private loop of the sync forms (``SyncBridge``) gets clients of its own."""
         self._tracer = tracer
-        self._bridge = SyncBridge(build)
-
-    def _executor_here(self) -> LLMExecutor:
-        """The executor whose SDK clients belong to the running event loop."""
-        return self._bridge.executor() if self._bridge.owns_current_thread() else self.executor
+        self._bridge = SyncBridge()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> AuditedModel:
         # Agno deep-copies models with its agents; the executor (its clients, their connections) and the
@@ -110,6 +108,8 @@ class AuditedModel(Model):
 
     def _open_scope(self, frame: FrameType | None, tools: Any, run_response: Any, asynchronous: bool) -> RunScope:
         owner = find_run_owner(frame)
+        if owner.component is None and run_response is not None:
+            _warn_unseen_owner()
         check_no_second_layer(self.retries, owner)
         run_context = owner.run_context or _run_context_of_tools(tools)
         context = run_context_of(run_context, run_response)
@@ -120,9 +120,20 @@ class AuditedModel(Model):
 
     @contextmanager
     def _run(self, frame: FrameType | None, tools: Any, run_response: Any, asynchronous: bool) -> Iterator[RunScope]:
+        """A non-streamed loop: its scope current from start to end."""
+        with self._run_stream(frame, tools, run_response, asynchronous) as scope, _current(scope):
+            yield scope
+
+    @contextmanager
+    def _run_stream(
+        self, frame: FrameType | None, tools: Any, run_response: Any, asynchronous: bool
+    ) -> Iterator[RunScope]:
+        """The run's scope and trace around a streamed loop, whose caller makes the scope current only
+        while the loop runs (``_current`` around each step), never between two events. A generator's
+        body runs in its consumer's context, so a scope set across a ``yield`` would be the consumer's
+        too: another run read in the same task (two streams merged by hand) would take it for its own,
+        tenant included."""
         scope = self._open_scope(frame, tools, run_response, asynchronous)
-        scope_token = current_scope.set(scope)
-        run_token = current_run.set(scope.span)
         try:
             yield scope
         except (GeneratorExit, asyncio.CancelledError):
@@ -133,9 +144,6 @@ class AuditedModel(Model):
             raise
         else:
             scope.trace.succeeded()
-        finally:
-            _reset(current_run, run_token)
-            _reset(current_scope, scope_token)
 
     async def aresponse(
         self,
@@ -166,7 +174,7 @@ class AuditedModel(Model):
         *args: Any,
         **kwargs: Any,
     ) -> AsyncIterator[Any]:
-        with self._run(sys._getframe(1), tools, run_response, asynchronous=True):
+        with self._run_stream(sys._getframe(1), tools, run_response, asynchronous=True) as scope:
             stream: Any = super().aresponse_stream(
                 messages,
                 response_format,
@@ -179,7 +187,12 @@ class AuditedModel(Model):
                 **kwargs,
             )
             async with aclosing(stream):
-                async for event in stream:
+                while True:
+                    with _current(scope):
+                        try:
+                            event = await stream.__anext__()
+                        except StopAsyncIteration:
+                            break
                     yield event
 
     def response(
@@ -211,8 +224,8 @@ class AuditedModel(Model):
         *args: Any,
         **kwargs: Any,
     ) -> Iterator[Any]:
-        with self._run(sys._getframe(1), tools, run_response, asynchronous=False):
-            yield from super().response_stream(
+        with self._run_stream(sys._getframe(1), tools, run_response, asynchronous=False) as scope:
+            stream: Generator[Any, None, None] = super().response_stream(  # type: ignore[assignment]
                 messages,
                 response_format,
                 tools,
@@ -223,6 +236,14 @@ class AuditedModel(Model):
                 *args,
                 **kwargs,
             )
+            with closing(stream):
+                while True:
+                    with _current(scope):
+                        try:
+                            event = next(stream)
+                        except StopIteration:
+                            break
+                    yield event
 
     def get_function_calls_to_run(
         self,
@@ -238,6 +259,16 @@ class AuditedModel(Model):
             for call in calls:
                 with_recording_hook(call, scope, step=self.executor.step_name, sink=sink, tracer=tracer)
         return calls
+
+    def get_function_call_to_run_from_tool_execution(
+        self, tool_execution: Any, functions: dict[str, Function] | None = None
+    ) -> FunctionCall:
+        """A paused call Agno runs on ``continue_run`` (after a confirmation, say), with its recording
+        hook: Agno runs it outside the model loop, so the scope is made here, from the run's frames."""
+        call: FunctionCall = super().get_function_call_to_run_from_tool_execution(tool_execution, functions)
+        scope = current_scope.get() or _resumed_scope(sys._getframe(1), functions, tool_execution)
+        with_recording_hook(call, scope, step=self.executor.step_name, sink=self.executor.sink, tracer=self.tracer)
+        return call
 
     # --- one round trip ----------------------------------------------------------------------------
 
@@ -259,7 +290,7 @@ class AuditedModel(Model):
             metrics.start_timer()
         try:
             with self._context(scope):
-                response = await self._executor_here().generate(request.messages, **request.tool_arguments)
+                response = await self.executor.generate(request.messages, **request.tool_arguments)
         finally:
             if metrics is not None:
                 metrics.stop_timer()
@@ -285,7 +316,7 @@ class AuditedModel(Model):
             metrics.start_timer()
         try:
             with self._context(scope):  # the stream takes its context when it is made
-                stream = self._executor_here().generate_stream(request.messages, **request.tool_arguments)
+                stream = self.executor.generate_stream(request.messages, **request.tool_arguments)
             async with aclosing(stream):
                 async for text in stream:
                     yield ModelResponse(role="assistant", content=text)
@@ -350,6 +381,42 @@ class AuditedModel(Model):
         return execution_context(scope.context)
 
 
+def _resumed_scope(frame: FrameType | None, functions: dict[str, Function] | None, tool_execution: Any) -> RunScope:
+    """The scope of a tool Agno runs when it continues a paused run: its context as the run's, the call
+    linked to the execution that asked for it (the id its assistant message keeps in provider_data),
+    no run span of its own (the tool's parent is the current span). Agno awaits the tool's hook chain
+    when the function running it is async (``arun_tool``)."""
+    asynchronous = frame is not None and bool(frame.f_code.co_flags & (CO_COROUTINE | CO_ASYNC_GENERATOR))
+    run_response = frame.f_locals.get("run_response") if frame is not None else None
+    owner = find_run_owner(frame)
+    context = run_context_of(owner.run_context or _run_context_of_tools((functions or {}).values()), run_response)
+    scope = RunScope(context=context, trace=NoTracer().agent_run(), asynchronous=asynchronous)
+    asker = _asking_execution(run_response, tool_execution.tool_call_id)
+    if asker is not None and tool_execution.tool_call_id:
+        arguments = dict(tool_execution.tool_args or {})
+        scope.remember(
+            (
+                ToolCall(
+                    id=tool_execution.tool_call_id,
+                    name=str(tool_execution.tool_name or ""),
+                    arguments=arguments,
+                    arguments_json=json.dumps(arguments, default=str),
+                    execution_id=asker,
+                ),
+            )
+        )
+    return scope
+
+
+def _asking_execution(run_response: Any, call_id: str | None) -> UUID | None:
+    for message in getattr(run_response, "messages", None) or ():
+        if call_id and any(isinstance(raw, dict) and raw.get("id") == call_id for raw in message.tool_calls or ()):
+            recorded = (message.provider_data or {}).get("llm_ledger") or {}
+            with suppress(ValueError, TypeError):
+                return UUID(str(recorded.get("execution_id")))
+    return None
+
+
 def _run_context_of_tools(tools: Any) -> Any:
     """The ``RunContext`` Agno gave the run's functions (``Function._run_context``), if any."""
     for tool in tools or ():
@@ -357,6 +424,35 @@ def _run_context_of_tools(tools: Any) -> Any:
         if context is not None:
             return context
     return None
+
+
+_warned_unseen_owner = False
+
+
+def _warn_unseen_owner() -> None:
+    """An Agno run called the model, but its agent was not found on the stack (an Agno version whose
+    run functions differ, a run driven by hand): its Agno-level retries and fallbacks cannot be
+    checked, so say so once rather than let them run unseen."""
+    global _warned_unseen_owner
+    if not _warned_unseen_owner:
+        _warned_unseen_owner = True
+        log.warning(
+            "llm-ledger: an AuditedModel was called for an Agno run whose Agent or Team is not on the call "
+            "stack; its Agno retries and fallback models (which would escape the ledger) cannot be refused, "
+            "and its RunContext is not read (the run's session_state still is)"
+        )
+
+
+@contextmanager
+def _current(scope: RunScope) -> Iterator[None]:
+    """``scope`` as the current run's (and its span as ``tracing.current_run``) for the block."""
+    scope_token = current_scope.set(scope)
+    run_token = current_run.set(scope.span)
+    try:
+        yield
+    finally:
+        _reset(current_run, run_token)
+        _reset(current_scope, scope_token)
 
 
 def _reset(variable: Any, token: Any) -> None:

@@ -2,7 +2,8 @@
 ``invoke_agent`` span, and the calls its executions asked for (tool call id -> ``ToolCall``, whose
 ``execution_id`` links a tool's execution to the round trip that asked for it).
 
-The scope lives in a ``ContextVar`` for the duration of ``Model.aresponse``: an Agno model is shared by
+The scope lives in a ``ContextVar`` for the duration of ``Model.aresponse`` (of each step of a streamed
+loop, never across a ``yield``: a generator runs in its consumer's context): an Agno model is shared by
 every concurrent run of its agent, so nothing of a run can live on the model itself. Agno runs the tools
 of a round trip in tasks (``asyncio.gather``) or threads (``asyncio.to_thread``) made inside that call,
 and both copy the context, so the tool hooks see their run's scope."""

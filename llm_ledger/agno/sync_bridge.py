@@ -6,10 +6,9 @@ context (its ``execution_context``, its run's scope and span), and blocks until 
 thread may itself be running an event loop (``Agent.run`` inside async code) without the two meeting.
 A call made from the private loop's own thread would wait for itself, and is refused.
 
-The round trips run here go through an executor of their own, a twin of the model's (same chain,
-options, sink and tracer) built on the first sync call: an executor keeps one pooled async SDK client
-per model, which belongs to the event loop that first used it, so one executor serving both the
-application's loop (``Agent.arun``) and this one would hand one loop's client to the other."""
+The round trips run here go through the model's own executor: its provider clients keep one pooled
+async SDK client per event loop (``AgnoModelClient._use_loop``), so this loop gets clients of its own
+and the application's loop (``Agent.arun``) keeps its."""
 
 from __future__ import annotations
 
@@ -18,10 +17,10 @@ import concurrent.futures
 import contextvars
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
 
-from llm_ledger.executor import ConfigurationError, LLMExecutor
+from llm_ledger.executor import ConfigurationError
 
 T = TypeVar("T")
 
@@ -29,23 +28,10 @@ _DONE = object()
 
 
 class SyncBridge:
-    def __init__(self, build_executor: Callable[[], LLMExecutor]) -> None:
+    def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._build_executor = build_executor
-        self._executor: LLMExecutor | None = None
-
-    def owns_current_thread(self) -> bool:
-        """Whether the caller runs on the private loop."""
-        return self._thread is not None and threading.current_thread() is self._thread
-
-    def executor(self) -> LLMExecutor:
-        """The executor of the round trips run on the private loop (its clients belong to it)."""
-        with self._lock:
-            if self._executor is None:
-                self._executor = self._build_executor()
-            return self._executor
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         if threading.current_thread() is self._thread:

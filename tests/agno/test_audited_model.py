@@ -19,6 +19,7 @@ from agno.workflow import Step, Workflow
 from llm_ledger.agno import AuditedModel
 from llm_ledger.events import Event
 from llm_ledger.executor import InMemorySink, MockBehaviour, ProviderSettings, RetryPolicy, register_mock
+from tests.fakes.providers import FakeProviderServer, Reply, ToolCalls
 
 PRIMARY = "mock/agno-throttled?p50_ms=0&rate_limit=1.0"
 """Answers 429 to every attempt: its retries are spent, then the chain falls back."""
@@ -341,3 +342,97 @@ def test_one_model_serves_sync_and_async_runs_on_real_sdk_clients(providers: dic
     assert [types(execution) for execution in executions(sink)] == [
         ["ExecutionStarted", "AttemptStarted", "AttemptSucceeded", "ExecutionSucceeded"]
     ] * 4
+
+
+def test_sync_runs_use_the_models_own_executor_and_configuration(tmp_path: Any) -> None:
+    """The sync forms run on the model's own executor (its clients keep one SDK client per event loop):
+    a configuration file is read once, when the model is built, and a setting changed on the executor
+    holds for sync runs too."""
+    config = tmp_path / "pipeline.toml"
+    config.write_text(f'[pipeline.generation]\nmodel = "{PRIMARY}"\nfallback_models = ["mock/{TOOLS_MODEL}"]\n')
+    sink = InMemorySink()
+    model = AuditedModel.from_config(config, step_name="generation", sink=sink, retry_policy=NO_WAIT)
+    model.executor.max_retries = 0
+    config.unlink()  # read when built: nothing reads it again
+    agent = Agent(name="planner", model=model, tools=[get_weather, get_time])
+
+    assert_completed(agent.run("What is the weather?", session_state=dict(TENANT)))
+
+    for execution in executions(sink):
+        assert types(execution)[:4] == ["ExecutionStarted", "AttemptStarted", "AttemptFailed", "FallbackTriggered"]
+
+
+async def test_a_tool_run_after_a_confirmation_pause_is_recorded() -> None:
+    """Human in the loop: the run pauses before a tool that needs confirmation; the tool runs in
+    ``acontinue_run``, outside the model loop that asked for it, and is recorded all the same."""
+    from agno.tools import tool
+
+    ran: list[str] = []
+
+    @tool(requires_confirmation=True)
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        ran.append(city)
+        return f"sunny in {city}"
+
+    sink = InMemorySink()
+    agent = Agent(name="planner", model=audited(sink=sink), tools=[get_weather, get_time])
+
+    paused = await agent.arun("What is the weather?", session_state=dict(TENANT), session_id="s-1")
+    assert paused.is_paused and ran == []
+    for requirement in paused.active_requirements:
+        requirement.confirm()  # type: ignore[no-untyped-call]
+    output = await agent.acontinue_run(run_response=paused, requirements=paused.requirements)
+
+    assert_completed(output)
+    assert ran == ["Paris"]
+    by_tool = {payload(events[0], "tool_name"): events for events in tool_executions(sink)}
+    assert sorted(by_tool) == ["get_time", "get_weather"]
+    weather = by_tool["get_weather"]
+    assert types(weather) == ["ToolCallStarted", "ToolCallSucceeded"]
+    assert payload(weather[1], "result").text == "sunny in Paris"
+    assert (weather[0].tenant_id, weather[0].step) == ("acme", "generation")
+    assert payload(weather[0], "tool_call_id") in requested_calls(executions(sink)[0])
+    assert payload(weather[0], "execution_id") == executions(sink)[0][0].stream_id, "linked to the asking execution"
+
+
+def test_a_tool_run_after_a_confirmation_pause_is_recorded_in_a_sync_run() -> None:
+    from agno.tools import tool
+
+    @tool(requires_confirmation=True)
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    sink = InMemorySink()
+    agent = Agent(name="planner", model=audited(sink=sink), tools=[get_weather, get_time])
+    paused = agent.run("What is the weather?", session_state=dict(TENANT), session_id="s-1")
+    for requirement in paused.active_requirements:
+        requirement.confirm()  # type: ignore[no-untyped-call]
+    assert_completed(agent.continue_run(run_response=paused, requirements=paused.requirements))
+
+    by_tool = {payload(events[0], "tool_name"): events for events in tool_executions(sink)}
+    assert types(by_tool["get_weather"]) == ["ToolCallStarted", "ToolCallSucceeded"]
+    assert by_tool["get_weather"][0].tenant_id == "acme"
+
+
+async def test_a_round_trip_without_usable_usage_adds_nothing_to_the_runs_metrics(
+    server: FakeProviderServer, providers: dict[str, ProviderSettings]
+) -> None:
+    """Agno adds each round trip's usage to the run's metrics, but keeps the previous round trip's when
+    an answer carries none: an answer whose usage the ledger cannot hold (10**30 tokens) must add zero,
+    not count the round trip before it twice (real openai SDK, the fake server)."""
+    sink = InMemorySink()
+    model = AuditedModel("openai/m-usage", providers=providers, sink=sink, max_retries=0)
+    server.script(
+        "m-usage",
+        ToolCalls([("get_weather", {"city": "Paris"})], input_tokens=10, output_tokens=5),
+        Reply(text="Sunny.", input_tokens=10**30, output_tokens=10**30),
+    )
+    agent = Agent(name="planner", model=model, tools=[get_weather])
+
+    output = await agent.arun("What is the weather?", session_state=dict(TENANT))
+
+    assert output.status == RunStatus.completed, output.content
+    assert output.metrics is not None
+    assert (output.metrics.input_tokens, output.metrics.output_tokens) == (10, 5)

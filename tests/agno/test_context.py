@@ -213,3 +213,30 @@ def test_concurrent_sync_runs_in_threads_mix_nothing() -> None:
             assert payload(events[1], "result").text == f"{events[0].tenant_id} asks about Paris"
     for events in streams(sink).values():
         assert len({event.tenant_id for event in events}) == 1
+
+
+async def test_two_streamed_runs_interleaved_in_one_task_mix_nothing() -> None:
+    """A run's scope is not left in its consumer's context between two events: two streamed runs read
+    turn by turn in one task (a hand-made merge) each keep their own tenant, tools included."""
+    sink = InMemorySink()
+    agent = Agent(name="planner", model=audited(sink=sink), tools=[get_weather, get_time])
+    runs = [
+        agent.arun("What is the weather?", session_state={"tenant_id": tenant}, stream=True)
+        for tenant in ("tenant-a", "tenant-b")
+    ]
+    ended = [False, False]
+    while not all(ended):
+        for index, run in enumerate(runs):
+            if not ended[index]:
+                try:
+                    await run.__anext__()
+                except StopAsyncIteration:
+                    ended[index] = True
+
+    assert len(executions(sink)) == 4 and len(tool_executions(sink)) == 4
+    by_execution = {execution[0].stream_id: execution[0].tenant_id for execution in executions(sink)}
+    assert sorted(by_execution.values()) == ["tenant-a", "tenant-a", "tenant-b", "tenant-b"]
+    for events in tool_executions(sink):
+        assert by_execution[payload(events[0], "execution_id")] == events[0].tenant_id
+        if payload(events[0], "tool_name") == "get_weather":
+            assert payload(events[1], "result").text == f"{events[0].tenant_id} asks about Paris"

@@ -131,3 +131,25 @@ async def test_an_audited_model_as_the_fallback_of_an_agno_model_is_refused() ->
     unreachable = OpenAIChat(id="gpt-4o-mini", api_key="sk-test", base_url="http://127.0.0.1:9/v1", max_retries=0)
     agent = Agent(name="planner", model=unreachable, fallback_models=[audited(sink=sink)])
     await _refused(agent, sink, "fallback_models=[...]")
+
+
+async def test_a_run_whose_agent_is_not_on_the_stack_is_said_so(caplog: pytest.LogCaptureFixture) -> None:
+    """The refusals read the Agent from Agno's frames; when a run's model loop is driven without them
+    (here: by hand, with the run's output), the refusals cannot be checked, and a warning says so."""
+    from agno.models.message import Message
+    from agno.run.agent import RunOutput
+
+    import llm_ledger.agno.model as model_module
+
+    model_module._warned_unseen_owner = False
+    sink = InMemorySink()
+    model = audited(["mock/agno-tools"], sink=sink)
+    run = RunOutput(run_id="r-1", session_id="s-1", session_state={"tenant_id": "acme"})
+
+    with caplog.at_level("WARNING", logger="llm_ledger.agno"):
+        await model.aresponse([Message(role="user", content="hi")], run_response=run)
+        await model.aresponse([Message(role="user", content="hi")], run_response=run)
+
+    warnings = [record for record in caplog.records if "not on the call stack" in record.getMessage()]
+    assert len(warnings) == 1, "once"
+    assert {execution[0].tenant_id for execution in executions(sink)} == {"acme"}, "the run's state is still read"
