@@ -319,9 +319,25 @@ class Disconnect:
     """Close the connection after reading the request, without any response."""
 
 
+@dataclass(frozen=True)
+class ToolRoundTrip:
+    """One tool round trip per conversation: ``ToolCalls(calls)`` while the request carries no tool
+    result, then ``Reply(text)``, whatever order concurrent conversations arrive in (a benchmark's Agent
+    runs, where a per-model script would hand one run's answer to another)."""
+
+    calls: tuple[tuple[str, ToolArguments], ...] = (("lookup_order", {"order_id": "A1"}),)
+    text: str = "A1 is shipped."
+
+    def resolve(self, provider: str, body: dict[str, Any]) -> Reply | ToolCalls:
+        if sent_tool_results(provider, body):
+            return Reply(text=self.text)
+        return ToolCalls(self.calls)
+
+
 Behaviour: TypeAlias = (
     Reply
     | ToolCalls
+    | ToolRoundTrip
     | RateLimited
     | Overloaded
     | Unauthorized
@@ -1272,6 +1288,8 @@ class FakeProviderServer:
         rejected = conversation_error(provider, body)
         ctx = _Ctx(provider, model, body, stream, api_key, _new_id("req_"))
         behaviour = BadRequest(rejected) if rejected is not None else self._next_behaviour(model)
+        if isinstance(behaviour, ToolRoundTrip):
+            behaviour = behaviour.resolve(provider, body)
         if isinstance(behaviour, (Reply, ToolCalls)) and behaviour.request_id is not None:
             ctx.request_id = behaviour.request_id.replace("{api_key}", api_key or "")
         record = RecordedRequest(
@@ -1416,11 +1434,20 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME",
         help="every request for model NAME answers 429 with Retry-After: 0 (repeatable)",
     )
+    parser.add_argument(
+        "--tool-round-trip-model",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="model NAME asks for lookup_order until it is sent the result, then answers (repeatable)",
+    )
     args = parser.parse_args(argv)
 
     server = FakeProviderServer(host=args.host, port=args.port)
     for name in args.rate_limit_model:
         server.default(name, RateLimited(retry_after=0))
+    for name in args.tool_round_trip_model:
+        server.default(name, ToolRoundTrip())
     stop = threading.Event()
 
     def _on_signal(_signum: int, _frame: Any) -> None:

@@ -31,7 +31,7 @@ from agno.models.openai import OpenAIChat
 from agno.models.openrouter import OpenRouter
 from agno.models.response import ModelResponse
 
-from tests.fakes import FakeProviderServer, Reply, ToolCalls
+from tests.fakes import FakeProviderServer, Reply, ToolCalls, ToolRoundTrip
 from tests.fakes.providers import RecordedRequest
 
 os.environ.setdefault("AGNO_TELEMETRY", "false")
@@ -625,3 +625,29 @@ def test_a_recorded_request_knows_the_request_id_it_was_answered_with(server: Fa
     ]
     assert recorded[0] == "req_fixed"
     assert recorded[4] is None  # a stalled request got no answer, so no id
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+def test_a_tool_round_trip_asks_until_it_is_sent_the_result_then_answers(
+    server: FakeProviderServer, dialect: Dialect
+) -> None:
+    server.default("m", ToolRoundTrip(calls=(("lookup_order", {"order_id": "A1"}),), text="A1 is shipped."))
+    first = _post(server, dialect, False).json()
+    asked: dict[str, Any]
+    if dialect == "anthropic":
+        (block,) = first["content"]
+        call_id = block["id"]
+        asked = {"role": "assistant", "content": [block]}
+        answer = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call_id, "content": "shipped"}]}
+    else:
+        (call,) = first["choices"][0]["message"]["tool_calls"]
+        call_id = call["id"]
+        asked = {"role": "assistant", "content": None, "tool_calls": [call]}
+        answer = {"role": "tool", "tool_call_id": call_id, "content": "shipped"}
+    again = _post(server, dialect, False).json()  # another conversation, not sent a result: asks again
+    messages = [{"role": "user", "content": "hi"}, asked, answer]
+    second = _post(server, dialect, False, messages=messages).json()
+    assert ("tool_use" if dialect == "anthropic" else "tool_calls") in str(again)
+    text = second["content"][0]["text"] if dialect == "anthropic" else second["choices"][0]["message"]["content"]
+    assert text == "A1 is shipped."
+    assert [r.rejected for r in server.requests] == [None, None, None]
