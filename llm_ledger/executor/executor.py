@@ -275,7 +275,7 @@ class LLMExecutor:
         )
         if schema_name is not None:
             admission.check_identifier("schema name", schema_name)
-        specs, offered = admission.check_tools(tools, tool_choice) if tools or tool_choice else ((), ())
+        specs, offered = admission.check_tools(tools, tool_choice) if tools or tool_choice is not None else ((), ())
         capture = (step.capture if step and step.capture else None) or self.capture
         return ExecutionPlan(
             operation=operation,

@@ -208,7 +208,11 @@ def test_empty_arguments_are_no_arguments() -> None:
 @pytest.mark.parametrize(
     ("name", "arguments", "expected"),
     [
-        ("get_time", "{}", r"tool call 'c9' to 'get_time': no such tool was offered \(offered: 'get_weather'\)"),
+        (
+            "get_time",
+            "{}",
+            r"tool call 'c9' to a tool name of 8 characters: no such tool was offered \(offered: 'get_weather'\)",
+        ),
         ("get_weather", '{"city": ', r"tool call 'c9' to 'get_weather': the arguments are not valid JSON"),
         ("get_weather", '["Paris"]', r"the arguments are a JSON array, not an object"),
         ("get_weather", "{}", r"do not match the tool's schema: <arguments>: breaks 'required' \(\['city'\]\)"),
@@ -233,6 +237,48 @@ def test_an_invalid_calls_message_never_quotes_the_arguments(arguments: str) -> 
     with pytest.raises(InvalidOutputError) as raised:
         checked_tool_calls([RequestedToolCall("c9", "get_weather", arguments)], TOOLS, ROUTE, uuid.uuid4())
     assert "secret-value" not in raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("call", "tools"),
+    [
+        (RequestedToolCall("c9", "secret-value-in-a-tool-name", "{}"), TOOLS),
+        (RequestedToolCall("c9", "get_weather: secret-value", "{}"), TOOLS),
+        (RequestedToolCall("secret-value in an id", "get_weather", "{}"), TOOLS),
+        (
+            RequestedToolCall("c9", "tag", '{"labels": {"secret-value": 3}}'),
+            {
+                "tag": ToolSpec(
+                    name="tag",
+                    parameters={
+                        "type": "object",
+                        "properties": {"labels": {"type": "object", "additionalProperties": {"type": "string"}}},
+                    },
+                )
+            },
+        ),
+    ],
+)
+def test_an_invalid_calls_message_quotes_no_name_id_or_key_the_model_made_up(
+    call: RequestedToolCall, tools: dict[str, ToolSpec]
+) -> None:
+    """Only an offered tool's name, an id that looks like one, and keys the schema declares are quoted."""
+    with pytest.raises(InvalidOutputError) as raised:
+        checked_tool_calls([call], tools, ROUTE, uuid.uuid4())
+    assert "secret-value" not in raised.value.message
+    assert "characters" in raised.value.message or "<undeclared key>" in raised.value.message
+
+
+def test_a_violation_under_an_undeclared_key_names_the_declared_path_around_it() -> None:
+    tool = ToolSpec(
+        name="tag",
+        parameters={
+            "type": "object",
+            "properties": {"labels": {"type": "object", "additionalProperties": {"type": "string"}}},
+        },
+    )
+    with pytest.raises(InvalidOutputError, match=r"labels\.<undeclared key>: breaks 'type' \('string'\)"):
+        checked_tool_calls([RequestedToolCall("c1", "tag", '{"labels": {"x": 3}}')], {"tag": tool}, ROUTE, uuid.uuid4())
 
 
 def test_two_calls_with_one_id_are_an_invalid_output() -> None:
@@ -276,6 +322,19 @@ WEATHER = ToolSpec.from_function(get_weather)
         ([WEATHER], "sometimes", "tool_choice", "must be 'auto', 'none', 'required' or the name of an offered tool"),
         ([WEATHER], "get_time", "tool_choice", r"\('get_weather'\), not 'get_time'"),
         ([], "auto", "tool_choice", "no tools are offered"),
+        (None, "", "tool_choice", "no tools are offered"),
+        (
+            [ToolSpec(name="t", parameters={"type": "object", "properties": {"a": {"$ref": "#/$defs/A"}}})],
+            None,
+            "tools[0].parameters",
+            r"the \$ref '#/\$defs/A' resolves to nothing in the schema",
+        ),
+        (
+            [ToolSpec(name="t", parameters={"type": "object", "properties": {"a": {"$ref": "https://example.com/a"}}})],
+            None,
+            "tools[0].parameters",
+            "resolves to nothing",
+        ),
         ("get_weather", None, "tools", "must be a list of ToolSpec"),
         ([{"name": "t"}], None, "tools[0]", "must be a ToolSpec, not dict"),
     ],
