@@ -329,9 +329,10 @@ class AgnoModelClient:
     def __init__(self, route: ModelRoute, settings: ResolvedSettings) -> None:
         self._route = route
         self._settings = settings
-        self._base: Model | None = None
-        self._copies: dict[tuple[float | None, int | None, tuple[str, ...] | None, str | None], Model] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._claude = route.provider.name == "anthropic"
+        # The models of the loop used last, read and replaced as one tuple (threads on other loops may
+        # switch it between two reads); the loop only weakly, so that a finished loop is let go.
+        self._current: tuple[weakref.ReferenceType[asyncio.AbstractEventLoop], Model, dict[Any, Model]] | None = None
         self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Model, dict[Any, Model]]] = (
             weakref.WeakKeyDictionary()
         )
@@ -362,26 +363,28 @@ class AgnoModelClient:
         return error, None if hidden else exc
 
     def _use_loop(self) -> tuple[Model, dict[Any, Model]]:
-        """Point ``_base`` and ``_copies`` at the current event loop's: an SDK's async client belongs to
+        """The base model and per-call copies of the current event loop: an SDK's async client belongs to
         the loop it was made on (its pool's connections), so an executor used from a second loop (a
         second ``asyncio.run``, a thread of its own) gets clients of its own there, instead of failing
         every attempt with "Event loop is closed"."""
         loop = asyncio.get_running_loop()
-        if loop is self._loop and self._base is not None:
-            return self._base, self._copies
+        current = self._current
+        if current is not None and current[0]() is loop:
+            return current[1], current[2]
         entry = self._by_loop.get(loop)
         if entry is None:
+            # A closed loop that is still referenced somewhere can run nothing again: its clients go.
+            for closed in [known for known in list(self._by_loop.keys()) if known.is_closed()]:
+                self._by_loop.pop(closed, None)
             base = _build_model(self._route, self._settings, _http_client(self._route.provider.name))
             # Create the SDK client once on the shared instance so that per-call copies reuse it.
             base.get_async_client()  # type: ignore[attr-defined]
             entry = (base, {})
             self._by_loop[loop] = entry
-        self._loop = loop
-        self._base, self._copies = entry
+        self._current = (weakref.ref(loop), *entry)
         return entry
 
     def _model_for(self, params: CallParams) -> Model:
-        # Locals, not self._base/_copies: another thread on another loop may switch those meanwhile.
         base, copies = self._use_loop()
         # The attempt's timeout is enforced by the executor (asyncio cancels the request, which closes
         # its connection), so a copy depends only on the sampling parameters and can be reused: a
@@ -418,7 +421,7 @@ class AgnoModelClient:
         tools = _agno_tools(params.tools)
         if tools is not None:
             arguments["tools"] = tools
-            if params.tool_choice is not None and not isinstance(self._base, Claude):
+            if params.tool_choice is not None and not self._claude:
                 arguments["tool_choice"] = _openai_tool_choice(params.tool_choice)
         return arguments
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
+from concurrent.futures import ThreadPoolExecutor
 
 from llm_ledger import InMemorySink, LLMExecutor, LLMMessage, LLMResponse, execution_context
 from llm_ledger.executor import ProviderSettings
@@ -73,3 +76,46 @@ def test_one_executor_serves_one_event_loop_after_another(
     failed = [event for event in sink.events if event.event_type == "AttemptFailed"]
     assert failed == [], [event.payload for event in failed]
     assert len(server.requests) == 12
+
+
+def test_a_finished_event_loop_and_its_clients_are_let_go(
+    server: FakeProviderServer, providers: dict[str, ProviderSettings], sink: InMemorySink
+) -> None:
+    """A long-lived executor used by one short loop after another (a worker running ``asyncio.run`` per
+    job) keeps no finished loop alive but the last one (whose pooled connections refer to it), which goes
+    when the next loop calls: loops, their clients and their sockets do not pile up."""
+    server.default(None, Reply.echo())
+    executor = LLMExecutor("openai/echo", max_retries=0, sink=sink, providers=providers)
+    finished: list[weakref.ReferenceType[asyncio.AbstractEventLoop]] = []
+
+    async def ask() -> None:
+        finished.append(weakref.ref(asyncio.get_running_loop()))
+        await executor.generate([LLMMessage(role="user", content="hi")])
+
+    for _ in range(4):
+        asyncio.run(ask())
+    gc.collect()
+    assert [loop() is None for loop in finished] == [True, True, True, False]
+
+
+def test_threads_on_loops_of_their_own_share_one_executor(
+    server: FakeProviderServer, providers: dict[str, ProviderSettings], sink: InMemorySink
+) -> None:
+    """Four threads, each with its own loop, calling one executor at once: each call uses its own loop's
+    SDK client (a client of another loop fails with "attached to a different loop" or hangs)."""
+    server.default(None, Reply.echo(delay=0.005))
+    executor = LLMExecutor("openai/echo", max_retries=0, sink=sink, providers=providers)
+
+    async def ask(thread: int) -> list[str]:
+        answers = []
+        for number in range(10):
+            response = await executor.generate([LLMMessage(role="user", content=f"{thread}-{number}")])
+            answers.append(parse_echo(response.content)["last_user"])
+        return answers
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda thread: asyncio.run(ask(thread)), range(4)))
+
+    assert results == [[f"{thread}-{number}" for number in range(10)] for thread in range(4)]
+    failed = [event for event in sink.events if event.event_type == "AttemptFailed"]
+    assert failed == [], [event.payload for event in failed]
