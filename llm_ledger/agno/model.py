@@ -72,12 +72,14 @@ class AuditedModel(Model):
                 raise ConfigurationError("pass the chain either as a list or as model and fallback_models, not both")
             primary, fallbacks = chain[0], chain[1:]
 
+        _refuse_agno_retries(executor_options)
         executor = LLMExecutor(primary, fallbacks, step_name=step_name, **executor_options)
         self._set_up(executor, executor_options.get("tracer"))
 
     @classmethod
     def from_config(cls, config: PipelineConfig | str | Path, step_name: str, **executor_options: Any) -> AuditedModel:
         """A model for one pipeline step of a configuration file (the chain chosen per call)."""
+        _refuse_agno_retries(executor_options)
         model = cls.__new__(cls)
         model._set_up(LLMExecutor.from_config(config, step_name, **executor_options), executor_options.get("tracer"))
         return model
@@ -379,6 +381,17 @@ class AuditedModel(Model):
         if scope is None:
             return nullcontext()
         return execution_context(scope.context)
+
+
+def _refuse_agno_retries(executor_options: dict[str, Any]) -> None:
+    """``retries=`` is Agno's ``Model`` field, not the executor's: say so rather than fail as an unknown
+    argument of ``LLMExecutor`` (the same setting on the model is refused when a run starts)."""
+    if "retries" in executor_options:
+        raise ConfigurationError(
+            f"AuditedModel(retries={executor_options['retries']!r}): Agno's own retries would repeat executions "
+            "the ledger already retries; set max_retries= on the AuditedModel instead (or the step's "
+            "max_retries in the pipeline configuration)"
+        )
 
 
 def _resumed_scope(frame: FrameType | None, functions: dict[str, Function] | None, tool_execution: Any) -> RunScope:

@@ -16,7 +16,7 @@ from agno.utils import log as agno_log
 from llm_ledger.agno import AuditedModel
 from llm_ledger.demo import tools
 from llm_ledger.demo.plan import SessionPlan, TurnPlan
-from llm_ledger.demo.tools import OrderServiceDown, order_service_is_down
+from llm_ledger.demo.tools import ORDER_SERVICE_DOWN, OrderServiceDown, order_service_is_down
 from llm_ledger.executor import PipelineConfig, RetryPolicy
 
 
@@ -25,7 +25,7 @@ def lookup_order(run_context: RunContext, order_id: str) -> str:
     """The status and carrier of one of the customer's orders."""
     state = run_context.session_state or {}
     if state.get("order_service_down"):
-        raise OrderServiceDown(f"the order service did not answer for order {order_id!r}")
+        raise OrderServiceDown(ORDER_SERVICE_DOWN)
     return json.dumps({**tools.lookup_order(order_id), "tenant": state.get("tenant_id")})
 
 

@@ -29,8 +29,13 @@ class OrderServiceDown(ConnectionError):
     """The order service did not answer."""
 
 
+ORDER_SERVICE_DOWN = "the order service did not answer"
+"""The error's message names no argument: the ledger stores a tool's error whatever the capture policy
+(scrubbed of credentials only), while the arguments are kept under it (a digest, with ``hash``)."""
+
+
 def _order_service_down(order_id: str) -> dict[str, str]:
-    raise OrderServiceDown(f"the order service did not answer for order {order_id!r}")
+    raise OrderServiceDown(ORDER_SERVICE_DOWN)
 
 
 TOOL_FUNCTIONS: dict[str, Callable[..., Any]] = {"lookup_order": lookup_order, "check_policy": check_policy}

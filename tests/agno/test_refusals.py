@@ -36,6 +36,18 @@ async def test_retries_on_the_audited_model_are_refused() -> None:
     await _refused(agent, sink, "AuditedModel.retries=2", "max_retries=")
 
 
+@pytest.mark.parametrize("build", ["init", "from_config"])
+def test_retries_given_to_the_audited_model_are_refused_naming_max_retries(build: str, tmp_path: Path) -> None:
+    # As the README writes it, AuditedModel(retries=...): not a TypeError of the executor's constructor.
+    config = tmp_path / "pipeline.toml"
+    config.write_text(f'[pipeline.generation]\nmodel = "{FALLBACK}"\n', encoding="utf-8")
+    with pytest.raises(ConfigurationError, match=r"AuditedModel\(retries=2\).*max_retries="):
+        if build == "init":
+            AuditedModel(FALLBACK, retries=2)
+        else:
+            AuditedModel.from_config(config, step_name="generation", retries=2)
+
+
 async def test_agno_fallback_models_around_an_audited_model_are_refused() -> None:
     sink = InMemorySink()
     agent = Agent(

@@ -124,3 +124,12 @@ def test_the_readme_agno_agent_code_runs_on_the_ledger() -> None:
     assert all(
         "FallbackTriggered" in [e.event_type for e in s] for s in streams if s[0].event_type == "ExecutionStarted"
     )
+
+
+def test_the_readme_names_every_page_of_the_dashboard() -> None:
+    from llm_ledger.dashboard import PAGES
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    pages = text.split("\n## Projections and the dashboard\n", 1)[1].split("\nPages: ", 1)[1].split("\n\n", 1)[0]
+    named = re.findall(r"(?:^|, | and )(\w+)(?= \(|,| and |$)", pages.replace("\n", " "))
+    assert [title for title in PAGES.values() if title not in named] == []

@@ -8,6 +8,7 @@ import streamlit as st
 from llm_ledger.audit.timeline import ExecutionView
 from llm_ledger.dashboard import charts
 from llm_ledger.dashboard.shaping import (
+    Row,
     attempt_rows,
     execution_rows,
     literal,
@@ -95,6 +96,7 @@ def _tool_calls(page: PageContext, session_id: str) -> None:
     if not rows:
         return
     st.subheader("Tool calls")
+    _tool_integrity(rows)
     failed = sum(row["outcome"] == "failed" for row in rows)
     st.caption(
         f"{len(rows):,} tool executions, {failed:,} failed. *asked by*: the execution of the timeline (its "
@@ -106,6 +108,24 @@ def _tool_calls(page: PageContext, session_id: str) -> None:
         width="stretch",
         column_config={"trace": st.column_config.LinkColumn("Jaeger trace", display_text="open trace")},
     )
+
+
+def _tool_integrity(rows: list[Row]) -> None:
+    """Above the tool calls: which tool executions are not as recorded, and which have no outcome yet
+    (each is a stream of its own, checked as an execution's is)."""
+    broken = sum(row["integrity"] == "broken" for row in rows)
+    incomplete = sum(row["integrity"] == "incomplete" for row in rows)
+    if broken:
+        st.error(
+            f"{broken} of {len(rows)} tool executions of this session are not as they were recorded (their "
+            "hash chain or a seal says so): what they show below cannot be trusted. They are marked **broken** "
+            f"in the table; `{VERIFY_COMMAND}` names every event."
+        )
+    if incomplete:
+        st.warning(
+            f"{incomplete} of {len(rows)} tool executions have no outcome recorded (no terminal event): their "
+            "process died while the tool ran, or it is still running. They are marked **incomplete**."
+        )
 
 
 def _integrity(executions: list[ExecutionView]) -> None:
