@@ -115,7 +115,7 @@ GROQ_API_KEY, GROQ_BASE_URL = _provider("GROQ", "Groq")
 AGNO_TELEMETRY = Variable(
     "AGNO_TELEMETRY",
     "Agno's own usage telemetry; set to `false` when unset, so that nothing phones home",
-    "llm_ledger/executor/agno_client.py, llm_ledger/cli.py",
+    "llm_ledger/executor/agno_client.py, llm_ledger/agno/__init__.py, llm_ledger/cli.py",
     default_note="`false` (set by the package)",
 )
 
