@@ -233,15 +233,22 @@ def _projected_past_tool_events() -> bool:
     applied = bind.execute(sa.text(f"SELECT coalesce(max(events_applied), 0) FROM {_CHECKPOINTS}")).scalar()
     if not applied:
         return False
-    postgres = bind.dialect.name == "postgresql"
-    if postgres:
-        # As 0001's downgrade: NO FORCE lets a non-superuser owner see the rows for the check, and FORCE
-        # is restored right after, in the same transaction (ALTER TABLE holds the table until it commits).
+    # Row-level security is FORCEd on the events: a superuser (or a BYPASSRLS role) sees every row, a
+    # non-superuser owner none, unless the table is made NO FORCE for the check.
+    unforced = (
+        bind.dialect.name == "postgresql"
+        and not bind.execute(
+            sa.text("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user")
+        ).scalar()
+    )
+    if unforced:
+        # As 0001's downgrade: NO FORCE lets the owner see the rows for the check, and FORCE is restored
+        # right after, in the same transaction (ALTER TABLE locks the table until the upgrade commits).
         op.execute("ALTER TABLE llm_ledger_events NO FORCE ROW LEVEL SECURITY")
     found = bind.execute(
         sa.text(f"SELECT EXISTS (SELECT 1 FROM llm_ledger_events WHERE event_type IN {_TOOL_TERMINALS})")
     ).scalar()
-    if postgres:
+    if unforced:
         op.execute("ALTER TABLE llm_ledger_events FORCE ROW LEVEL SECURITY")
     return bool(found)
 
