@@ -91,7 +91,7 @@ class ToolCallView:
     error_type: str | None
     error_class: str | None
     message: str | None
-    """The tool's error, scrubbed of credentials when it was recorded."""
+    """The tool's error: its text, scrubbed of credentials, under capture ``full``; its class otherwise."""
     trace_id: str | None
     span_id: str | None
     integrity: StreamCheck = field(default_factory=StreamCheck)

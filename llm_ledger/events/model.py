@@ -234,7 +234,8 @@ class ToolCallFailedPayload(EventPayload):
     """``tool_error`` for an exception the tool raised, ``cancelled`` when its caller cancelled it."""
     error_class: str
     message: ProviderMessage
-    """The exception's text, scrubbed of credentials."""
+    """The exception's text, scrubbed of credentials, under capture ``full``; under ``hash`` or ``none``, a
+    sentence naming its class (the text may quote the arguments, which only the capture policy keeps)."""
 
 
 # --- envelope ---------------------------------------------------------------------------------

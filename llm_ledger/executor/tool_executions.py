@@ -181,6 +181,15 @@ def _succeeded_payload(
     )
 
 
+def _error_message(error: BaseException, capture: CapturePolicy, scrubber: Scrubber) -> str:
+    """What the event and the span keep of a tool's exception: its text (scrubbed) under capture ``full``
+    only. The text is the tool's own words, which quote its arguments as often as not ("no customer
+    'jane@example.com'"), and only the capture policy may keep those; otherwise its class alone."""
+    if capture == "full":
+        return scrubber.scrub(str(error))
+    return f"the tool raised {type(error).__name__} (its text is kept under capture 'full' only, not {capture!r})"
+
+
 _warned_no_context = False
 
 
@@ -325,7 +334,7 @@ class ToolCallRecording:
         if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
             error_type, message = CANCELLED, "cancelled by the caller"
         else:
-            error_type, message = TOOL_ERROR, scrubber.scrub(str(error))
+            error_type, message = TOOL_ERROR, _error_message(error, capture, scrubber)
         self.terminal = self._recorder.record(
             "ToolCallFailed",
             JsonPayload(
@@ -361,7 +370,8 @@ def record_tool_call(
     ``call`` is the ``ToolCall`` the model asked for (its name, id, arguments and asking execution), or
     a tool's name, with ``arguments`` (a mapping or their JSON text) and, if a model asked for it,
     ``tool_call_id`` and ``execution_id``; the keywords override what a ``ToolCall`` says. An exception
-    in the block is recorded (``ToolCallFailed``, error type ``tool_error``, its message scrubbed) and
+    in the block is recorded (``ToolCallFailed``, error type ``tool_error``, its text scrubbed, and kept only
+    under capture ``full``: it may quote the arguments) and
     propagates; a cancellation is recorded as ``cancelled``.
 
     The events' context is the current ``execution_context`` if set (with the asking execution's step

@@ -18,7 +18,7 @@ from llm_ledger.demo import run_workload
 from llm_ledger.events import Event
 from llm_ledger.executor import InMemorySink, LLMExecutor, LLMMessage, ProviderError, execution_context
 from llm_ledger.store import EventStore
-from tests.events.tool_streams import asked_by, tool_stream, tool_streams_for
+from tests.events.tool_streams import Context, asked_by, tool_stream, tool_streams_for
 
 DEMO_SESSIONS = 40
 DEMO_SEED = 11
@@ -46,6 +46,9 @@ class Extras:
     tool_calls: tuple[UUID, ...]
     """The tool executions added (their stream ids), the digest execution's among them."""
     incomplete_tool_calls: tuple[UUID, ...]
+    unasked_tool_call: UUID
+    """A tool execution no execution asked for (``execution_id`` and ``tool_call_id`` null), in the digest
+    tenant's busiest session."""
 
 
 async def _execute(
@@ -87,6 +90,10 @@ def fill_ledger(url: str) -> Extras:
     store = EventStore(url)
     try:
         store.append([*sink.events, *incomplete, *(event for run in failing_over for event in run.events), *tools])
+        # A tool run nobody asked for (no execution, no call id), in the session the doc's session queries
+        # read (the tenant's busiest, which these two events keep the busiest).
+        unasked = _unasked_tool_call(read_events(url))
+        store.append(unasked)
     finally:
         store.close()
     return Extras(
@@ -94,9 +101,20 @@ def fill_ledger(url: str) -> Extras:
         digest_response=response,
         incomplete=tuple(event.stream_id for event in incomplete),
         failed_over=tuple(run.events[0].stream_id for run in failing_over),
-        tool_calls=tuple(dict.fromkeys(event.stream_id for event in tools)),
+        tool_calls=tuple(dict.fromkeys(event.stream_id for event in (*tools, *unasked))),
         incomplete_tool_calls=tuple(stream for stream, n in Counter(e.stream_id for e in tools).items() if n == 1),
+        unasked_tool_call=unasked[0].stream_id,
     )
+
+
+def _unasked_tool_call(stored: list[Event]) -> list[Event]:
+    sessions = Counter(event.session_id for event in stored if event.tenant_id == DIGEST_TENANT and event.session_id)
+    session = sessions.most_common(1)[0][0]
+    last = max(
+        (e for e in stored if e.tenant_id == DIGEST_TENANT and e.session_id == session), key=lambda e: e.occurred_at
+    )
+    context = Context(DIGEST_TENANT, last.agent_id, session, last.turn_id, last.step)
+    return tool_stream(context, tool_name="refresh_cache", started_at=last.occurred_at + timedelta(milliseconds=5))
 
 
 def _digest_tool_calls(execution: list[Event]) -> list[Event]:

@@ -166,7 +166,7 @@ async def test_the_current_execution_context_wins_over_the_asking_executions(def
 
 def test_a_tool_that_raises_is_recorded_failed_with_its_message_scrubbed_and_the_error_propagates() -> None:
     sink = InMemorySink()
-    recording = record_tool_call("get_weather", {"city": ""}, tool_call_id="c7", sink=sink)
+    recording = record_tool_call("get_weather", {"city": ""}, tool_call_id="c7", capture="full", sink=sink)
     with execution_context(tenant_id="acme"), pytest.raises(ValueError, match="no city"), recording:
         raise ValueError(f"no city given (key {SECRET})")
     started, failed = (e.payload for e in _tool_streams(sink)[0])
@@ -428,3 +428,21 @@ async def test_a_tool_run_goes_to_the_sink_and_tracer_of_the_executor_that_asked
     assert len(_tool_streams(own_sink)) == 1
     assert _tool_streams(default_sink) == []
     assert [name for name, *_ in tracer.tools] == ["get_weather"]
+
+
+@pytest.mark.parametrize("capture", ["hash", "none"])
+def test_a_failed_tools_text_is_kept_only_under_capture_full(capture: str) -> None:
+    # The exception's text is the tool's own words, which quote its arguments as often as not: under a
+    # policy that keeps no argument, neither the event nor the span may hold it.
+    sink, tracer = InMemorySink(), _Tracer()
+    recording = record_tool_call(
+        "lookup_customer", {"email": "jane@example.com"}, capture=capture, sink=sink, tracer=tracer
+    )
+    with execution_context(tenant_id="acme"), pytest.raises(LookupError), recording:
+        raise LookupError("no customer with the e-mail 'jane@example.com'")
+    started, failed = (e.payload for e in _tool_streams(sink)[0])
+    assert "jane" not in started.model_dump_json()
+    assert (failed.error_type, failed.error_class) == ("tool_error", "LookupError")  # type: ignore[union-attr]
+    assert "jane" not in failed.message and "LookupError" in failed.message  # type: ignore[union-attr]
+    (*_, span) = tracer.tools[0]
+    assert all("jane" not in str(part) for ended in span.ended for part in ended)

@@ -11,6 +11,8 @@ from llm_ledger.projections.schema import READ_MODELS, checkpoints
 from llm_ledger.store import create_store_engine, migrate
 from llm_ledger.store.schema import EVENTS_TABLE, events
 from tests.projections.conftest import store_events
+from tests.projections.ground_truth import assert_read_models_equal_truth
+from tests.projections.projecting import project_url
 
 PROJECTION_TABLES = {table.name for table in (*READ_MODELS, checkpoints)}
 
@@ -87,3 +89,38 @@ def test_a_refused_downgrade_leaves_the_read_models_and_the_events_at_head(
     assert migrate.current(unmigrated_url) == migrate.head()
     assert count_events(unmigrated_url) == 100
     assert tables(unmigrated_url) >= PROJECTION_TABLES
+
+
+def _tool_calls_counted(url: str) -> int:
+    engine = create_store_engine(url)
+    try:
+        with engine.connect() as connection:
+            counted = text("SELECT sum(calls) FROM llm_ledger_tool_stats WHERE grain_seconds = 86400")
+            return int(connection.execute(counted).scalar_one() or 0)
+    finally:
+        engine.dispose()
+
+
+def test_upgrading_to_0007_past_projected_tool_events_has_them_counted(
+    unmigrated_url: str, recorded_events: list[Event], tenants: tuple[str, ...]
+) -> None:
+    # Tool events that a projector applied while the database was at 0006 (a downgrade of 0007, or writers
+    # upgraded before the database) are past the checkpoint when 0007 creates the empty tool read model:
+    # the upgrade must have the next catch-up count them, not leave the model empty for good.
+    ended = sum(e.event_type in ("ToolCallSucceeded", "ToolCallFailed") for e in recorded_events)
+    assert ended > 0
+    migrate.upgrade(unmigrated_url)
+    store_events(unmigrated_url, recorded_events)
+    project_url(unmigrated_url)
+    assert _tool_calls_counted(unmigrated_url) == ended
+
+    migrate.downgrade(unmigrated_url, "0006")
+    migrate.upgrade(unmigrated_url)
+    project_url(unmigrated_url)
+
+    assert _tool_calls_counted(unmigrated_url) == ended
+    engine = create_store_engine(unmigrated_url)
+    try:
+        assert_read_models_equal_truth(engine, tenants)
+    finally:
+        engine.dispose()

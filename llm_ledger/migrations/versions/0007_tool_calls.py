@@ -17,7 +17,12 @@ A tool's execution is a stream of its own: ``ToolCallStarted`` (the tool, the ``
   ``audit_fallbacks`` start from execution events only and are unchanged.
 - ``llm_ledger_tool_stats``: tools' executions that ended, per tenant, time bucket, agent, step, tool and
   outcome, with their count and latency (sum and histogram); ordinary table, emptied and refilled by a
-  rebuild like 0002's.
+  rebuild like 0002's. A projector may already have passed tool events while the database was at 0006
+  (a downgrade of 0007 and this upgrade again, or writers upgraded before the database, whose events the
+  projector of then skipped): if the checkpoint has applied events and the events hold an ended tool
+  execution, the upgrade empties the read models and resets the checkpoint, so that the next
+  ``llm-ledger project`` rebuilds them all (before: the new table stayed empty for good, the checkpoint
+  being past those events). Offline (``--sql``) it cannot look, and does not.
 
 Grants and row-level security as 0002 (read model) and 0004 (views): the views are ``security_invoker``
 on PostgreSQL 15 and later, granted to ``llm_ledger_reader`` (its tenant's rows, by the events' policy)
@@ -29,7 +34,7 @@ rather than shared with the application because a revision must keep doing what 
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0007"
@@ -211,11 +216,62 @@ def _tool_stats() -> None:
     op.execute(f"CREATE POLICY {table}_projector_all ON {table} TO llm_ledger_projector USING (true)")
 
 
+_READ_MODELS_0002 = (
+    "llm_ledger_step_stats",
+    "llm_ledger_error_stats",
+    "llm_ledger_fallback_stats",
+    "llm_ledger_sessions",
+    "llm_ledger_failed_attempts",
+)
+_CHECKPOINTS = "llm_ledger_projection_checkpoints"
+
+
+def _projected_past_tool_events() -> bool:
+    """Whether the projection checkpoint has applied events while the events hold an ended tool
+    execution, which the new, empty tool read model would then never count."""
+    bind = op.get_bind()
+    applied = bind.execute(sa.text(f"SELECT coalesce(max(events_applied), 0) FROM {_CHECKPOINTS}")).scalar()
+    if not applied:
+        return False
+    # Row-level security is FORCEd on the events: a superuser (or a BYPASSRLS role) sees every row, a
+    # non-superuser owner none, unless the table is made NO FORCE for the check.
+    unforced = (
+        bind.dialect.name == "postgresql"
+        and not bind.execute(
+            sa.text("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user")
+        ).scalar()
+    )
+    if unforced:
+        # As 0001's downgrade: NO FORCE lets the owner see the rows for the check, and FORCE is restored
+        # right after, in the same transaction (ALTER TABLE locks the table until the upgrade commits).
+        op.execute("ALTER TABLE llm_ledger_events NO FORCE ROW LEVEL SECURITY")
+    found = bind.execute(
+        sa.text(f"SELECT EXISTS (SELECT 1 FROM llm_ledger_events WHERE event_type IN {_TOOL_TERMINALS})")
+    ).scalar()
+    if unforced:
+        op.execute("ALTER TABLE llm_ledger_events FORCE ROW LEVEL SECURITY")
+    return bool(found)
+
+
+def _reset_projection() -> None:
+    """What a rebuild does first (``ProjectionDatabase.empty``): the read models emptied, the checkpoint
+    back at the start."""
+    tables = (*_READ_MODELS_0002, _TOOL_STATS)
+    if op.get_context().dialect.name == "postgresql":
+        op.execute(f"TRUNCATE {', '.join(tables)}")  # not subject to row-level security, unlike DELETE
+    else:
+        for table in tables:
+            op.execute(f"DELETE FROM {table}")
+    op.execute(f"UPDATE {_CHECKPOINTS} SET tx_id = 0, position = 0, events_applied = 0")
+
+
 def upgrade() -> None:
     dialect = _Dialect(op.get_context().dialect.name)
     op.execute("DROP VIEW audit_incomplete")
     _create_views(dialect, {"audit_incomplete": _incomplete_streams(dialect), "audit_tool_calls": _tool_calls(dialect)})
     _tool_stats()
+    if not context.is_offline_mode() and _projected_past_tool_events():
+        _reset_projection()
 
 
 def downgrade() -> None:
