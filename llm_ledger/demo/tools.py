@@ -30,8 +30,8 @@ class OrderServiceDown(ConnectionError):
 
 
 ORDER_SERVICE_DOWN = "the order service did not answer"
-"""The error's message names no argument, as a tool's should: the ledger keeps it under capture ``full``,
-where a session's text is kept, and a demo ledger switched to ``full`` still shows the outage plainly."""
+"""The error's message names no argument, as a tool's should (the ledger keeps a failed tool's message,
+scrubbed, under capture ``full`` only; under ``hash`` and ``none`` it keeps the exception's class)."""
 
 
 def _order_service_down(order_id: str) -> dict[str, str]:

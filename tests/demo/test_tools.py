@@ -1,6 +1,6 @@
-"""The demo's tools keep to the capture policy: when the order service is down, the error the ledger
-stores (whatever the capture policy, scrubbed of credentials only) names no argument the model passed,
-whose text the policy ``hash`` keeps as a digest."""
+"""The demo's tools keep to the capture policy: when the order service is down, the failure the ledger
+stores names no argument the model passed, whose text the policy ``hash`` keeps as a digest (and the
+error's own message names none either, for a ledger kept under ``full``)."""
 
 from __future__ import annotations
 
