@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from llm_ledger.demo.plan import TurnPlan
+from llm_ledger.errors import LedgerError
 from llm_ledger.executor import LLMMessage, ToolCall, ToolSpec, run_tool_call
 
 
@@ -25,8 +26,9 @@ def check_policy(topic: str) -> str:
     return f"{topic}: handled within 14 days, no questions asked"
 
 
-class OrderServiceDown(ConnectionError):
-    """The order service did not answer."""
+class OrderServiceDown(LedgerError, ConnectionError):
+    """The order service did not answer (the demo's stand-in for a tool's own failure; a LedgerError as
+    every class the package defines is, and a ConnectionError as a real client's would be)."""
 
 
 ORDER_SERVICE_DOWN = "the order service did not answer"
