@@ -78,12 +78,15 @@ def _text(content: Any) -> str:
 
 def _tool_call(raw: Mapping[str, Any], known: Mapping[str, ToolCall] | None) -> ToolCall:
     call_id = str(raw.get("id") or "")
-    if known is not None and call_id in known:
-        return known[call_id]
     function = raw.get("function") or {}
     arguments_json = function.get("arguments") or "{}"
     if not isinstance(arguments_json, str):
         arguments_json = json.dumps(arguments_json)
+    recorded = known.get(call_id) if known is not None else None
+    # Only the same call: a provider that numbers its calls per answer uses an id again in a later
+    # round trip, and the message must still say what its own round trip asked for.
+    if recorded is not None and recorded.name == function.get("name") and recorded.arguments_json == arguments_json:
+        return recorded
     try:
         arguments = json.loads(arguments_json)
     except ValueError:

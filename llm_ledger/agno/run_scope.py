@@ -69,7 +69,8 @@ def run_context_of(run_context: RunContext | None, run_response: Any) -> Executi
     run's own values: ``tenant_id``, ``agent_id``, ``session_id``, ``turn_id`` from its
     ``session_state`` (the live one of its ``RunContext``, else the ``RunOutput``'s), then from its
     ``metadata``; for what they leave out, Agno's own ``user_id`` as the tenant, Agno's ``session_id``,
-    and the Agno agent's id as ``agent_id`` (``Agent(id=...)``, or Agno's id derived from its name). A
+    and the Agno agent's id as ``agent_id`` (``Agent(id=...)``, or Agno's id derived from its name; a
+    Team's id for the Team's own round trips). A
     run with no tenant anywhere is recorded under the executor's default tenant, with one warning."""
     explicit = get_execution_context()
     if explicit is not None:
@@ -98,7 +99,10 @@ def run_context_of(run_context: RunContext | None, run_response: Any) -> Executi
         _warn_default_tenant()
     return ExecutionContext(
         tenant_id=tenant,
-        agent_id=values.get("agent_id") or _first_str(run_response, None, "agent_id"),
+        # A Team's own round trips: the Team is their agent (its run output names it team_id).
+        agent_id=values.get("agent_id")
+        or _first_str(run_response, None, "agent_id")
+        or _first_str(run_response, None, "team_id"),
         session_id=values.get("session_id") or _first_str(run_context, run_response, "session_id"),
         turn_id=values.get("turn_id"),
     )

@@ -4,7 +4,9 @@ Each ``AuditedModel`` (and its copies) owns one private event loop, in a daemon 
 first sync call. A sync call runs its coroutine there, in a copy of the caller's ``contextvars``
 context (its ``execution_context``, its run's scope and span), and blocks until it ends: the caller's
 thread may itself be running an event loop (``Agent.run`` inside async code) without the two meeting.
-A call made from the private loop's own thread would wait for itself, and is refused.
+A call made from the private loop's own thread would wait for itself, and is refused. The loop and its
+thread end when the bridge is collected (the last copy of its model gone): an Agent built per request
+and run with ``Agent.run`` leaves no thread or loop behind.
 
 The round trips run here go through the model's own executor: its provider clients keep one pooled
 async SDK client per event loop (``AgnoModelClient._use_loop``), so this loop gets clients of its own
@@ -14,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import queue
 import threading
+import weakref
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -42,9 +46,11 @@ class SyncBridge:
         with self._lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name="llm-ledger-agno-sync", daemon=True)
+                # The thread holds the loop, never the bridge, so that the bridge can be collected.
+                thread = threading.Thread(target=_serve, args=(loop,), name="llm-ledger-agno-sync", daemon=True)
                 thread.start()
                 self._loop, self._thread = loop, thread
+                weakref.finalize(self, _stop, loop)
             return self._loop
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
@@ -110,6 +116,22 @@ class SyncBridge:
         finally:
             if not finished:
                 loop.call_soon_threadsafe(lambda: [task.cancel() for task in tasks])
+
+
+def _serve(loop: asyncio.AbstractEventLoop) -> None:
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+    finally:
+        with contextlib.suppress(RuntimeError):
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+def _stop(loop: asyncio.AbstractEventLoop) -> None:
+    """Stop the loop of a bridge that is gone (its thread then closes it)."""
+    with contextlib.suppress(RuntimeError):  # closed already (interpreter shutdown)
+        loop.call_soon_threadsafe(loop.stop)
 
 
 class _Failure:

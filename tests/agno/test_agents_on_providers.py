@@ -203,3 +203,26 @@ async def test_a_fallback_across_the_formats_in_the_middle_of_a_tool_conversatio
     assert {result.tool_call_id for result in server.requests[-1].tool_results} == asked
     assert {result.tool_call_id for result in server.requests[1].tool_results} == asked
     assert tools.runs == {"get_weather": 1, "get_time": 1}
+
+
+async def test_a_call_id_the_provider_uses_again_in_a_later_round_trip_keeps_each_call_as_it_was(
+    server: FakeProviderServer, providers: dict[str, ProviderSettings]
+) -> None:
+    """Some OpenAI-compatible servers number their calls per answer (``call_1`` in every round trip): the
+    conversation sent back must still say what each round trip asked for, not the last call of that id."""
+    sink = InMemorySink()
+    server.script("x", ToolCalls([("get_weather", {"city": "Rome"})], ids=["call_1"]))
+    server.script("x", ToolCalls([("get_time", {"zone": "CET"})], ids=["call_1"]))
+    server.script("x", Reply(text="Sunny, 13:00."))
+    tools = Tools()
+    model = AuditedModel("openai/x", step_name="generation", providers=providers, sink=sink)
+    agent = Agent(name="planner", model=model, tools=[tools.get_weather, tools.get_time], telemetry=False)
+
+    output = await agent.arun("Weather and time?", session_state=_run_state("acme"))
+
+    assert output.status == RunStatus.completed and output.content == "Sunny, 13:00."
+    sent = [(call.name, call.arguments) for call in server.requests[-1].tool_calls_sent]
+    assert sent == [("get_weather", {"city": "Rome"}), ("get_time", {"zone": "CET"})]
+    first, second, _ = executions(sink)
+    runs = {payload(run[0], "tool_name"): payload(run[0], "execution_id") for run in tool_executions(sink)}
+    assert runs == {"get_weather": first[0].stream_id, "get_time": second[0].stream_id}

@@ -240,3 +240,21 @@ async def test_two_streamed_runs_interleaved_in_one_task_mix_nothing() -> None:
         assert by_execution[payload(events[0], "execution_id")] == events[0].tenant_id
         if payload(events[0], "tool_name") == "get_weather":
             assert payload(events[1], "result").text == f"{events[0].tenant_id} asks about Paris"
+
+
+async def test_a_teams_own_round_trips_are_recorded_under_the_teams_id() -> None:
+    """A Team's leader is the agent of its own round trips: with no agent_id in the session state,
+    they take the Team's id, as an Agent's take the Agent's (the README's "the Agent's id as the agent"),
+    and a configuration's per-agent chain can be chosen for it."""
+    from agno.team import Team
+
+    sink = InMemorySink()
+    register_mock("agno-team-leader", MockBehaviour(p50_ms=0, reply="Done."))
+    member = Agent(name="weather", model=audited(sink=sink), tools=[get_weather], role="weather")
+    team = Team(name="Crew", id="crew-7", members=[member], model=audited(["mock/agno-team-leader"], sink=sink))
+
+    output = await team.arun("What is the weather?", session_state={"tenant_id": "acme"}, session_id="s-1")
+
+    assert output.content == "Done."
+    (leader,) = executions(sink)
+    assert (leader[0].tenant_id, leader[0].agent_id, leader[0].session_id) == ("acme", "crew-7", "s-1")
