@@ -21,6 +21,7 @@ import contextlib
 import copy
 import dataclasses
 import logging
+import threading
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextvars import ContextVar
@@ -336,6 +337,7 @@ class AgnoModelClient:
         self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Model, dict[Any, Model]]] = (
             weakref.WeakKeyDictionary()
         )
+        self._new_loop = threading.Lock()
         self._scrubber = Scrubber(self.secrets)
 
     @property
@@ -371,16 +373,17 @@ class AgnoModelClient:
         current = self._current
         if current is not None and current[0]() is loop:
             return current[1], current[2]
-        entry = self._by_loop.get(loop)
-        if entry is None:
-            # A closed loop that is still referenced somewhere can run nothing again: its clients go.
-            for closed in [known for known in list(self._by_loop.keys()) if known.is_closed()]:
-                self._by_loop.pop(closed, None)
-            base = _build_model(self._route, self._settings, _http_client(self._route.provider.name))
-            # Create the SDK client once on the shared instance so that per-call copies reuse it.
-            base.get_async_client()  # type: ignore[attr-defined]
-            entry = (base, {})
-            self._by_loop[loop] = entry
+        with self._new_loop:  # rare (a loop's first call), and the dict is walked: one thread at a time
+            entry = self._by_loop.get(loop)
+            if entry is None:
+                # A closed loop that is still referenced somewhere can run nothing again: its clients go.
+                for closed in [known for known in list(self._by_loop.keys()) if known.is_closed()]:
+                    self._by_loop.pop(closed, None)
+                base = _build_model(self._route, self._settings, _http_client(self._route.provider.name))
+                # Create the SDK client once on the shared instance so that per-call copies reuse it.
+                base.get_async_client()  # type: ignore[attr-defined]
+                entry = (base, {})
+                self._by_loop[loop] = entry
         self._current = (weakref.ref(loop), *entry)
         return entry
 
