@@ -12,9 +12,9 @@ from agno.agent import Agent
 
 from llm_ledger.agno import AuditedModel
 from llm_ledger.events.model import ToolCallStartedPayload
-from llm_ledger.executor import InMemorySink, MockBehaviour, RetryPolicy, register_mock
-from tests.telemetry.receivers import ReceivedSpan
-from tests.telemetry.traced import Traced
+from llm_ledger.executor import ExecutionContext, InMemorySink, MockBehaviour, RetryPolicy, register_mock
+from tests.telemetry.receivers import ReceivedSpan, neutralise_otel_environment
+from tests.telemetry.traced import TRACERS, DropsSpansNamed, Traced, traced_to
 
 SECRET_CITY = "Zanzibar-4711"
 SECRET_ZONE = "Zone-0815"
@@ -117,3 +117,38 @@ async def test_an_agent_run_is_one_trace_under_its_invoke_agent_span_and_carries
         assert isinstance(started, ToolCallStartedPayload) and started.tool_call_id is not None
         span = tool_spans[started.tool_call_id]
         assert {(e.trace_id, e.span_id) for e in stream} == {(span.trace_id, span.span_id)}
+
+
+@pytest.mark.parametrize("param", TRACERS)
+@pytest.mark.parametrize("how", ["arun", "run-stream"])
+async def test_a_sampled_out_agent_run_takes_its_executions_and_tools_with_it(
+    param: str, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Agno layer hands its executions and tools the run's ids alone (``RunScope.span``), which say
+    nothing of sampling: the tracer's memory of the runs it sampled out is what keeps the trace whole."""
+    neutralise_otel_environment(monkeypatch)
+    sink = InMemorySink()
+    with traced_to(param, sampler=DropsSpansNamed("invoke_agent")) as traced:
+        model = AuditedModel(
+            "mock/agno-traced-tools",
+            step_name="generation",
+            retry_policy=RetryPolicy(base_delay=0, jitter=0),
+            sink=sink,
+            tracer=traced.tracer,
+        )
+        agent = Agent(name="support-agent", model=model, tools=[get_weather, get_time])
+        if how == "arun":
+            await agent.arun("What is the weather?", session_state={"tenant_id": "acme"})
+        else:
+            for _ in agent.run("What is the weather?", session_state={"tenant_id": "acme"}, stream=True):
+                pass
+        tracer: Any = traced.tracer
+        assert len(tracer.sampled_out) == 0, "an ended run is forgotten"
+        # A span the sampler keeps, after the run, so that the export is known to have happened.
+        marker = traced.tracer.tool("after_the_run", None, ExecutionContext("acme"), None)
+        marker.succeeded()
+        traced.flush()
+        spans = traced.receiver.wait_for_spans(1)
+    assert [s.name for s in spans] == ["execute_tool after_the_run"]
+    events = [event for stream_id in sink.stream_ids() for event in sink.stream(stream_id)]
+    assert len(events) > 10 and {(e.trace_id, e.span_id) for e in events} == {(None, None)}
