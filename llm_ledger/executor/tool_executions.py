@@ -182,12 +182,18 @@ def _succeeded_payload(
 
 
 def _error_message(error: BaseException, capture: CapturePolicy, scrubber: Scrubber) -> str:
-    """What the event and the span keep of a tool's exception: its text (scrubbed) under capture ``full``
-    only. The text is the tool's own words, which quote its arguments as often as not ("no customer
+    """What the event keeps of a tool's exception: its text (scrubbed) under capture ``full`` only. The
+    text is the tool's own words, which quote its arguments as often as not ("no customer
     'jane@example.com'"), and only the capture policy may keep those; otherwise its class alone."""
     if capture == "full":
         return scrubber.scrub(str(error))
     return f"the tool raised {type(error).__name__} (its text is kept under capture 'full' only, not {capture!r})"
+
+
+def _span_message(error: BaseException) -> str:
+    """What the span keeps of a tool's exception: its class alone, whatever the capture policy. The
+    policy is the ledger's; a span goes to a collector it does not govern, and carries no arguments."""
+    return f"the tool raised {type(error).__name__} (its text is in the ledger under capture 'full' only)"
 
 
 _warned_no_context = False
@@ -333,8 +339,10 @@ class ToolCallRecording:
             return
         if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
             error_type, message = CANCELLED, "cancelled by the caller"
+            span_message = message
         else:
             error_type, message = TOOL_ERROR, _error_message(error, capture, scrubber)
+            span_message = _span_message(error)
         self.terminal = self._recorder.record(
             "ToolCallFailed",
             JsonPayload(
@@ -348,7 +356,7 @@ class ToolCallRecording:
             trace_id=trace.trace_id,
             span_id=trace.span_id,
         )
-        trace.failed(error_type, message)
+        trace.failed(error_type, span_message)
 
 
 def record_tool_call(

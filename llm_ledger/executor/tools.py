@@ -325,11 +325,11 @@ def _checked(call: RequestedToolCall, tools: Mapping[str, ToolSpec], route: Mode
         raise invalid(f"the arguments are a JSON {_json_kind(arguments)}, not an object")
     problems = sorted(tool.arguments_validator.iter_errors(arguments), key=lambda error: list(error.absolute_path))
     if problems:
-        named = "; ".join(
+        broken = "; ".join(
             f"{_path(error, tool.declared_keys)}: {_violated(error)}" for error in problems[:_MAX_PROBLEMS]
         )
         more = f" (and {len(problems) - _MAX_PROBLEMS} more)" if len(problems) > _MAX_PROBLEMS else ""
-        raise invalid(f"the arguments do not match the tool's schema: {named}{more}")
+        raise invalid(f"the arguments do not match the tool's schema: {broken}{more}")
     return ToolCall(
         id=call.id, name=call.name, arguments=arguments, arguments_json=call.arguments, execution_id=execution_id
     )
