@@ -28,7 +28,6 @@ import gc
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,36 +37,11 @@ from pathlib import Path
 os.environ.setdefault("AGNO_TELEMETRY", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the fake servers live with the tests
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.executor_overhead import start_server
+
 API_KEY = "sk-bench-0000000000000000"
 MODEL = "tool-rt"
-PRIMARY = "primary-429"
-
-
-def start_server() -> tuple[subprocess.Popen[str], int]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.fakes.providers",
-            "--port",
-            "0",
-            "--rate-limit-model",
-            PRIMARY,
-            "--tool-round-trip-model",
-            MODEL,
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline().strip()
-    if not line.startswith("PORT="):
-        process.kill()
-        raise RuntimeError(f"fake provider did not start: {line!r}")
-    return process, int(line.removeprefix("PORT="))
+PRIMARY = "primary-429"  # the 429 model of executor_overhead.start_server
 
 
 def lookup_order(order_id: str) -> str:
@@ -177,7 +151,7 @@ def main() -> None:
         logger.disabled = True  # Agno's fallback logs each 429 it meets
     home = tempfile.mkdtemp(prefix="llm-ledger-bench-")
     os.environ["LLM_LEDGER_HOME"] = home  # the default writer: journal in home/spool, SQLite in home
-    process, port = start_server()
+    process, port = start_server("--tool-round-trip-model", MODEL)
     try:
         print(f"load: {os.getloadavg()}, durability: {args.durability}, gc.freeze: {args.gc_freeze}, ledger: {home}")
         report(asyncio.run(bench(args.rounds, port, args.gc_freeze)))

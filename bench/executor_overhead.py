@@ -40,9 +40,11 @@ API_KEY = "sk-bench-0000000000000000"
 PROMPT = "Which of the tenant's rules apply to this message? My order arrived broken."
 
 
-def start_server() -> tuple[subprocess.Popen[str], int]:
+def start_server(*options: str) -> tuple[subprocess.Popen[str], int]:
+    """The fake provider server of the tests in a process of its own (its work is not the benchmark's),
+    with a 429 model ``primary-429`` and the command-line ``options`` given; its process and port."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.providers", "--port", "0", "--rate-limit-model", "primary-429"],
+        [sys.executable, "-m", "tests.fakes.providers", "--port", "0", "--rate-limit-model", "primary-429", *options],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,

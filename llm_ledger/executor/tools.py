@@ -9,7 +9,7 @@ import inspect
 import re
 import typing
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -132,18 +132,13 @@ class ToolSpec(BaseModel):
     @functools.cached_property
     def declared_keys(self) -> frozenset[str]:
         """Every property name the schema declares, at any depth (what an error may name of the arguments)."""
-        keys: set[str] = set()
-        pending: list[object] = [self.parameters]
-        while pending:
-            node = pending.pop()
-            if isinstance(node, list):
-                pending.extend(node)
-            elif isinstance(node, dict):
-                declared = node.get("properties")
-                if isinstance(declared, dict):
-                    keys.update(key for key in declared if isinstance(key, str))
-                pending.extend(node.values())
-        return frozenset(keys)
+        return frozenset(
+            key
+            for node in _schema_objects(self.parameters)
+            if isinstance(declared := node.get("properties"), dict)
+            for key in declared
+            if isinstance(key, str)
+        )
 
     @functools.cached_property
     def arguments_validator(self) -> Validator:
@@ -165,7 +160,7 @@ def _validator(schema: bytes) -> Validator:
 
 
 _DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
-"""Keywords whose values are data, not schemas: a ``$ref`` key inside them refers to nothing."""
+"""Keywords whose values are data, not schemas: a ``$ref`` or ``properties`` key inside them is data too."""
 
 
 def _check_references(parameters: dict[str, Any], meta_schema: Mapping[str, Any]) -> None:
@@ -174,18 +169,24 @@ def _check_references(parameters: dict[str, Any], meta_schema: Mapping[str, Any]
     internal error, not be refused when the tool is offered; nothing is fetched from elsewhere."""
     specification = specification_with(str(meta_schema.get("$id", "")), default=DRAFT202012)
     resolver = Registry().with_resource("", specification.create_resource(parameters)).resolver()
-    pending: list[object] = [parameters]
+    for node in _schema_objects(parameters):
+        reference = node.get("$ref")
+        if isinstance(reference, str):
+            try:
+                resolver.lookup(reference)
+            except Unresolvable:
+                raise SchemaError(f"the $ref {reference!r} resolves to nothing in the schema") from None
+
+
+def _schema_objects(schema: object) -> Iterator[dict[str, Any]]:
+    """Every object of a JSON schema, at any depth, outside the keywords whose values are data."""
+    pending = [schema]
     while pending:
         node = pending.pop()
         if isinstance(node, list):
             pending.extend(node)
         elif isinstance(node, dict):
-            reference = node.get("$ref")
-            if isinstance(reference, str):
-                try:
-                    resolver.lookup(reference)
-                except Unresolvable:
-                    raise SchemaError(f"the $ref {reference!r} resolves to nothing in the schema") from None
+            yield node
             pending.extend(value for key, value in node.items() if key not in _DATA_KEYWORDS)
 
 

@@ -3,6 +3,8 @@ leaves the events alone; a downgrade that would drop events is refused and leave
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from sqlalchemy import Engine, func, inspect, select, text
 
@@ -91,18 +93,14 @@ def test_a_refused_downgrade_leaves_the_read_models_and_the_events_at_head(
     assert tables(unmigrated_url) >= PROJECTION_TABLES
 
 
-def _tool_calls_counted(url: str) -> int:
-    engine = create_store_engine(url)
-    try:
-        with engine.connect() as connection:
-            counted = text("SELECT sum(calls) FROM llm_ledger_tool_stats WHERE grain_seconds = 86400")
-            return int(connection.execute(counted).scalar_one() or 0)
-    finally:
-        engine.dispose()
+def _tool_calls_counted(engine: Engine) -> int:
+    with engine.connect() as connection:
+        counted = text("SELECT sum(calls) FROM llm_ledger_tool_stats WHERE grain_seconds = 86400")
+        return int(connection.execute(counted).scalar_one() or 0)
 
 
 def test_upgrading_to_0007_past_projected_tool_events_has_them_counted(
-    unmigrated_url: str, recorded_events: list[Event], tenants: tuple[str, ...]
+    unmigrated_url: str, recorded_events: list[Event], tenants: tuple[str, ...], engine_of: Callable[[str], Engine]
 ) -> None:
     # Tool events that a projector applied while the database was at 0006 (a downgrade of 0007, or writers
     # upgraded before the database) are past the checkpoint when 0007 creates the empty tool read model:
@@ -112,15 +110,12 @@ def test_upgrading_to_0007_past_projected_tool_events_has_them_counted(
     migrate.upgrade(unmigrated_url)
     store_events(unmigrated_url, recorded_events)
     project_url(unmigrated_url)
-    assert _tool_calls_counted(unmigrated_url) == ended
+    engine = engine_of(unmigrated_url)
+    assert _tool_calls_counted(engine) == ended
 
     migrate.downgrade(unmigrated_url, "0006")
     migrate.upgrade(unmigrated_url)
     project_url(unmigrated_url)
 
-    assert _tool_calls_counted(unmigrated_url) == ended
-    engine = create_store_engine(unmigrated_url)
-    try:
-        assert_read_models_equal_truth(engine, tenants)
-    finally:
-        engine.dispose()
+    assert _tool_calls_counted(engine) == ended
+    assert_read_models_equal_truth(engine, tenants)
