@@ -1,7 +1,9 @@
 """Run by the telemetry tests in a child process: N executions on mock models with tracing configured
 only from the OTEL_* environment (as an application would), then exit; prints timings and ids.
 With ``aclose`` as second argument it awaits ``llm_ledger.aclose()``, prints ``CLOSED`` and waits for a line
-on stdin before exiting, so the test can look at what was exported by then, before the exit hook runs."""
+on stdin before exiting, so the test can look at what was exported by then, before the exit hook runs. With ``flush`` it awaits
+``aclose()`` with a generous bound and exits: the exit hook's own budget is short by design, and a busy
+machine can spend it before the first export leaves."""
 
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ if __name__ == "__main__":
     print(f"TRACE_ID {first.trace_id}", flush=True)
     print(f"RAN {time.monotonic() - started:.3f}", flush=True)
     print(f"DONE_AT {time.time():.6f}", flush=True)
+    if sys.argv[2:] == ["flush"]:
+        asyncio.run(aclose(wait_seconds=60))
     if sys.argv[2:] == ["aclose"]:
         asyncio.run(aclose())
         print("CLOSED", flush=True)
