@@ -224,7 +224,8 @@ class PostgresBackend:
                 _copy_rows(cursor, staging, rows)
                 insert = (
                     f"INSERT INTO {events.name} ({columns}) SELECT {columns} FROM {staging} {{where}} "
-                    f"ON CONFLICT (tenant_id, event_id) DO NOTHING"
+                    # The idempotency key (migration 0008): a replayed event has the same stream.
+                    f"ON CONFLICT (tenant_id, stream_id, event_id) DO NOTHING"
                 )
                 if not per_tenant:
                     cursor.execute(insert.format(where=""))
