@@ -173,6 +173,9 @@ class EventStore:
             return
         try:
             created = self.ensure_partitions()
+        except StoreUnavailableError:
+            self._partitions_due = now + 60.0  # the outage is the writer's to report, once
+            return
         except Exception as exc:  # noqa: BLE001 - best effort: the events go to the default partition meanwhile
             self._partitions_due = now + PARTITIONS_RETRY
             log.warning(

@@ -29,7 +29,7 @@ from llm_ledger.projections import Projector
 from llm_ledger.store import EventStore, create_store_engine, migrate
 from llm_ledger.store.migrate import DowngradeRefusedError
 from llm_ledger.store.scoping import AUDITOR_ROLE, INGEST_ROLE, PROJECTOR_ROLE, SEALER_ROLE, WRITER_ROLE
-from tests.store.workload import make_events
+from tests.store.workload import make_events, wait_until_readable_by_cursor
 
 ROOT = Path(__file__).resolve().parents[2]
 LLM_LEDGER = str(Path(sys.executable).parent / "llm-ledger")
@@ -161,6 +161,14 @@ _TRIGGERS = (
 )
 
 
+def _settled(ledger: Ledger) -> None:
+    engine = create_store_engine(ledger.superuser, poolclass=NullPool)
+    try:
+        wait_until_readable_by_cursor(engine)  # what the projector and the sealer may read: everything
+    finally:
+        engine.dispose()
+
+
 def _state(ledger: Ledger) -> dict[str, list[tuple[object, ...]]]:
     return {
         "policies": ledger.rows(_POLICIES),
@@ -174,6 +182,7 @@ def _state(ledger: Ledger) -> dict[str, list[tuple[object, ...]]]:
 
 
 def _project(ledger: Ledger) -> int:
+    _settled(ledger)
     projector = Projector(ledger.login(PROJECTOR_ROLE))
     try:
         return projector.catch_up().events
@@ -185,6 +194,7 @@ def test_a_populated_ledger_is_partitioned_in_place_and_back(ledger: Ledger) -> 
     tenants = {"writer+ingest": ("t-a", "t-b"), "writer-only": ("t-c",)}
     ledger.record((WRITER_ROLE, INGEST_ROLE), tenants["writer+ingest"])
     ledger.record((WRITER_ROLE,), tenants["writer-only"])
+    _settled(ledger)
     assert seal_ledger(ledger.login(SEALER_ROLE))
     assert verify_ledger(ledger.login(AUDITOR_ROLE)).ok
     applied = _project(ledger)
@@ -211,6 +221,7 @@ def test_a_populated_ledger_is_partitioned_in_place_and_back(ledger: Ledger) -> 
     added = ledger.rows(f"SELECT min(global_position), count(*) FROM llm_ledger_events WHERE global_position > {last}")
     assert added[0][0] > last and added[0][1] == len(after) - len(before)
     assert _project(ledger) == len(after) - len(before)
+    _settled(ledger)
     assert seal_ledger(ledger.login(SEALER_ROLE))
     assert verify_ledger(ledger.login(AUDITOR_ROLE)).ok
     state = _state(ledger)

@@ -4,6 +4,7 @@ and ``llm_ledger_ensure_partitions``, on a real PostgreSQL."""
 from __future__ import annotations
 
 import itertools
+import re
 import types
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ from llm_ledger.store.partitions import (
 )
 from llm_ledger.store.scoping import INGEST_ROLE, READER_ROLE, WRITER_ROLE
 from llm_ledger.store.store import EventStore
-from tests.store.workload import make_events, moved_onto
+from tests.store.workload import make_events, moved_onto, wait_until_readable_by_cursor
 
 
 def _ms(year: int, month: int, day: int = 1, hour: int = 0, minute: int = 0, second: int = 0) -> int:
@@ -142,6 +143,7 @@ def test_a_stream_of_a_month_without_partition_is_kept_in_the_default_partition(
         assert store.append(stream).duplicates == len(stream)  # idempotent there too
         assert store.read_stream(stream[0].stream_id) == stream
         assert store.verify(stream[0].stream_id).ok
+        wait_until_readable_by_cursor(owner)
         events, _ = store.read_all(limit=100_000)
         assert {e.event_id for e in stream} <= {e.event_id for e in events}
     finally:
@@ -260,3 +262,45 @@ def test_the_keys_are_the_position_conflict_and_idempotency(own_ledger_url: str,
             store.append(moved_onto(stream, make_events(1, tenant=unique_tenant_id)[:1]))
     finally:
         store.close()
+
+
+def test_a_lookup_by_stream_reads_one_partition(owner: Engine) -> None:
+    stream_id = str(uuid7())
+    with owner.connect() as connection:
+        plan = "\n".join(
+            row[0]
+            for row in connection.execute(
+                text("EXPLAIN SELECT * FROM llm_ledger_events WHERE stream_id = :s"), {"s": stream_id}
+            )
+        )
+        since = "\n".join(
+            row[0]
+            for row in connection.execute(
+                text("EXPLAIN SELECT * FROM llm_ledger_events WHERE stream_id >= :s"),
+                {"s": month_floor(*_this_month())},
+            )
+        )
+        names = [p.name for p in list_partitions(connection)]
+
+    def scanned(query_plan: str) -> set[str]:
+        return {name for name in names if re.search(rf" on {name}\b", query_plan)}
+
+    assert scanned(plan) == {partition_name(*_this_month())}
+    # From this month on: every partition from this month (all of them here) and the default, which may hold
+    # any id; a month before would be pruned.
+    assert scanned(since) == set(names)
+
+
+def test_creating_partitions_does_not_wait_for_a_transaction_on_this_month(
+    ledger_login: Callable[..., str], own_ledger_url: str, owner: Engine
+) -> None:
+    """ATTACH locks the table in SHARE UPDATE EXCLUSIVE mode: a transaction reading (or writing) this month's
+    partition holds no lock it waits for (CREATE TABLE ... PARTITION OF would wait, then time out)."""
+    writer = EventStore(ledger_login(WRITER_ROLE, database=own_ledger_url))
+    try:
+        with owner.connect() as busy:
+            busy.execute(text("SELECT count(*) FROM llm_ledger_events WHERE stream_id = :s"), {"s": str(uuid7())})
+            assert writer.ensure_partitions(7)  # in a transaction of its own while `busy` is open
+            busy.rollback()
+    finally:
+        writer.close()

@@ -31,12 +31,13 @@ clock far off, an id that is not a UUIDv7 in old data): an event is never refuse
 ``llm_ledger_ensure_partitions(months_ahead)`` creates the months from the current one through
 ``months_ahead`` (0 to 36) that are missing; the writer calls it at start and about daily, ``llm-ledger db
 partitions`` on demand. It is SECURITY DEFINER (it runs as the owner, who alone may create tables), with a
-pinned search path, names built from dates only, a bounded month count, ``lock_timeout`` (a long reader must
-not make every insert queue behind its lock) and an advisory lock (two writers at once create each month
-once). A month whose range the DEFAULT partition already holds rows of is skipped with a WARNING: PostgreSQL
-would refuse the partition (those rows would violate the default's new constraint), and moving evidence
-rows is not something to do unattended; those streams stay readable in the default, and ``db partitions``
-reports its rows.
+pinned search path, names built from dates only, a bounded month count, an advisory lock (two writers at
+once create each month once) and a 2 s ``lock_timeout``. Each month is created apart and then ATTACHed,
+which locks the table in SHARE UPDATE EXCLUSIVE mode (inserts and reads go on) and the default partition
+in ACCESS EXCLUSIVE mode (a query reading it waits, at most that timeout). A month whose range the
+DEFAULT partition already holds rows of is skipped with a WARNING: PostgreSQL would refuse the partition
+(those rows would violate the default's new constraint), and moving evidence rows is not something to do
+unattended; those streams stay readable in the default, and ``db partitions`` reports its rows.
 
 What a partition does not inherit is added to each: the statement-level TRUNCATE trigger (row triggers are
 cloned, with their ALWAYS state). Partitions get no grants: the application roles reach them through the
@@ -279,7 +280,7 @@ def _ensure_function(schema: str, schema_literal: str) -> str:
         RETURNS SETOF text
         LANGUAGE plpgsql SECURITY DEFINER
         SET search_path = pg_catalog, pg_temp
-        SET lock_timeout = '5s'
+        SET lock_timeout = '2s'
         AS $$
         DECLARE
             first_month timestamp := date_trunc('month', now() AT TIME ZONE 'UTC');
@@ -305,7 +306,12 @@ def _ensure_function(schema: str, schema_literal: str) -> str:
                         ' streams (they stay there, readable); llm-ledger db partitions lists them', name, held;
                     CONTINUE;
                 END IF;
-                EXECUTE format('CREATE TABLE %I.%I PARTITION OF {schema}.{_EVENTS} FOR VALUES FROM (%L) TO (%L)',
+                -- Made apart, then attached: ATTACH takes SHARE UPDATE EXCLUSIVE on the table (inserts and reads
+                -- go on), where CREATE TABLE ... PARTITION OF would take ACCESS EXCLUSIVE and queue every insert
+                -- behind the longest running reader. The indexes and row triggers come with the attachment.
+                EXECUTE format('CREATE TABLE %I.%I (LIKE {schema}.{_EVENTS} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
+                    {schema_literal}, name);
+                EXECUTE format('ALTER TABLE {schema}.{_EVENTS} ATTACH PARTITION %I.%I FOR VALUES FROM (%L) TO (%L)',
                     {schema_literal}, name, low, high);
                 -- Row triggers are cloned onto a partition; the statement-level TRUNCATE trigger is not.
                 EXECUTE format('CREATE TRIGGER llm_ledger_events_reject_truncate BEFORE TRUNCATE ON %I.%I'
