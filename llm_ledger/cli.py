@@ -18,6 +18,8 @@ from llm_ledger.environment import (
 from llm_ledger.exit_codes import ExitCode, exit_code_table
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from llm_ledger.audit import Seal
 
 
@@ -128,6 +130,32 @@ def _db_current(args: argparse.Namespace) -> int:
     return ExitCode.OK if revision == head else ExitCode.FAILED
 
 
+def _create_partitions(connection: Connection, months_ahead: int) -> list[str]:
+    """``partitions.ensure_partitions``, its two expected refusals said in one line instead of a traceback."""
+    from sqlalchemy.exc import DBAPIError
+
+    from llm_ledger.cli_errors import UsageError
+    from llm_ledger.errors import LedgerError
+    from llm_ledger.store import partitions
+    from llm_ledger.store.scoping import INGEST_ROLE, WRITER_ROLE
+
+    try:
+        return partitions.ensure_partitions(connection, months_ahead)
+    except DBAPIError as exc:
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        if sqlstate == "42501":  # insufficient_privilege: EXECUTE on the function
+            raise UsageError(
+                f"this login may not create partitions: run --create-ahead as the database's owner or a login"
+                f" granted {WRITER_ROLE} (or {INGEST_ROLE}); listing them needs no grant"
+            ) from None
+        if sqlstate == "55P03":  # lock_not_available: the function's lock_timeout
+            raise LedgerError(
+                "partitions not created: a lock on the events table (or its default partition) was not granted"
+                " in time, held by a long transaction or a dump; nothing was changed, try again"
+            ) from None
+        raise
+
+
 def _db_partitions(args: argparse.Namespace) -> int:
     from llm_ledger.store import create_store_engine, partitions
 
@@ -142,7 +170,7 @@ def _db_partitions(args: argparse.Namespace) -> int:
                 print(f"{_shown(url)}: {kind} one events table, llm_ledger_events: no partitions")
                 return ExitCode.OK
             if args.create_ahead is not None:
-                created = partitions.ensure_partitions(connection, args.create_ahead)
+                created = _create_partitions(connection, args.create_ahead)
                 print(f"created {', '.join(created)}" if created else "no partition missing")
         with engine.begin() as connection:
             listed = partitions.list_partitions(connection)

@@ -13,6 +13,7 @@ from llm_ledger.events import compute_hash
 from llm_ledger.exit_codes import ExitCode
 from llm_ledger.store import EventStore, create_store_engine, migrate
 from llm_ledger.store.partitions import DEFAULT_PARTITION, partition_name
+from llm_ledger.store.scoping import READER_ROLE, WRITER_ROLE
 from tests.cli.conftest import Outcome
 from tests.store.workload import make_events
 
@@ -72,3 +73,18 @@ def test_months_ahead_out_of_bounds_is_a_usage_error(sqlite_url: str, llm_ledger
     for value in ("-1", "37", "x"):
         outcome = llm_ledger("db", "partitions", "--create-ahead", value, "--database-url", sqlite_url)
         assert outcome.status == ExitCode.USAGE and "--create-ahead" in outcome.err
+
+
+def test_a_login_that_may_not_create_partitions_is_told_so_without_a_traceback(
+    ledger_login: Callable[..., str], empty_postgres_url: str, llm_ledger: Callable[..., Outcome]
+) -> None:
+    migrate.upgrade(empty_postgres_url)
+    reader = ledger_login(READER_ROLE, database=empty_postgres_url)
+    refused = llm_ledger("db", "partitions", "--create-ahead", "5", "--database-url", reader)
+    assert refused.status == ExitCode.USAGE, refused.err
+    assert "Traceback" not in refused.err
+    assert "may not create partitions" in refused.err and WRITER_ROLE in refused.err
+    # Listing needs no more than connecting: the reader still may.
+    listed = llm_ledger("db", "partitions", "--database-url", reader)
+    assert listed.status == ExitCode.OK, listed.err
+    assert partition_name(*_month_after(5)) not in listed.out

@@ -262,3 +262,55 @@ def test_the_downgrade_refuses_when_an_event_id_is_in_two_streams(
         migrate.downgrade(ledger.owner, "0007")
     assert ledger.rows("SELECT count(*) FROM llm_ledger_events") == count
     assert ledger.rows("SELECT relkind::text FROM pg_class WHERE relname = 'llm_ledger_events'") == [("p",)]
+
+
+def test_column_grants_comments_and_view_owners_survive_the_conversion(
+    empty_postgres_url: str, ledger_login: Callable[..., str]
+) -> None:
+    """What an operator added to the table and its views that is not a table grant, a policy or a view
+    definition: a column grant, the comments, a view owned by another role (with a column grant of its own)."""
+    analyst = make_url(ledger_login(database=empty_postgres_url)).username
+    migrate.upgrade(empty_postgres_url, "0007")
+    engine = create_store_engine(empty_postgres_url, poolclass=NullPool)
+    setup = (
+        f'GRANT SELECT (tenant_id, stream_id) ON llm_ledger_events TO "{analyst}"',
+        "COMMENT ON TABLE llm_ledger_events IS 'the facts'",
+        "COMMENT ON COLUMN llm_ledger_events.hash IS 'sha-256 of the canonical form'",
+        "CREATE VIEW analyst_streams AS SELECT tenant_id, stream_id FROM llm_ledger_events",
+        f'ALTER VIEW analyst_streams OWNER TO "{analyst}"',
+        f'GRANT SELECT (stream_id) ON analyst_streams TO "{analyst}"',
+        "COMMENT ON VIEW analyst_streams IS 'streams for analysts'",
+        "COMMENT ON VIEW audit_executions IS 'one row an execution'",
+    )
+    state_sql = (
+        "SELECT (SELECT attacl::text FROM pg_attribute WHERE attrelid = 'llm_ledger_events'::regclass"
+        "  AND attname = 'stream_id'),"
+        " obj_description('llm_ledger_events'::regclass, 'pg_class'),"
+        " col_description('llm_ledger_events'::regclass,"
+        "  (SELECT attnum FROM pg_attribute WHERE attrelid = 'llm_ledger_events'::regclass AND attname = 'hash')),"
+        " (SELECT relowner::regrole::text FROM pg_class WHERE oid = 'analyst_streams'::regclass),"
+        " (SELECT coalesce(relacl, acldefault('r', relowner))::text FROM pg_class"
+        "  WHERE oid = 'analyst_streams'::regclass),"
+        " (SELECT attacl::text FROM pg_attribute WHERE attrelid = 'analyst_streams'::regclass"
+        "  AND attname = 'stream_id'),"
+        " obj_description('analyst_streams'::regclass, 'pg_class'),"
+        " obj_description('audit_executions'::regclass, 'pg_class')"
+    )
+    try:
+        with engine.begin() as connection:
+            for statement in setup:
+                connection.execute(text(statement))
+        with engine.connect() as connection:
+            before = connection.execute(text(state_sql)).one()
+        assert None not in before
+        migrate.upgrade(empty_postgres_url)
+        with engine.connect() as connection:
+            assert connection.execute(text(state_sql)).one() == before
+        migrate.downgrade(empty_postgres_url, "0007")
+        with engine.connect() as connection:
+            assert connection.execute(text(state_sql)).one() == before
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text("DROP VIEW IF EXISTS analyst_streams"))
+            connection.execute(text(f'REVOKE ALL ON llm_ledger_events FROM "{analyst}"'))
+        engine.dispose()

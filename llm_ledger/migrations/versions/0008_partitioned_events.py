@@ -45,9 +45,10 @@ parent only, where its row-level security applies (a partition's own would not).
 
 The conversion rewrites the table once, in the migration's transaction: every row is copied as it is
 (``global_position`` by ``OVERRIDING SYSTEM VALUE``, ``tx_id``, ``recorded_at``, ``hash``, ``prev_hash``, the
-payload ``jsonb`` to ``jsonb``), the identity continues after the old one, and the grants, row-level security
-(flags and policies) and the views reading the table (found in the catalog, recreated with their options and
-grants: a renamed table keeps its views) are carried over. The table's definition is written out here as it
+payload ``jsonb`` to ``jsonb``), the identity continues after the old one, and the grants (column grants too), the
+comments, row-level security (flags and policies) and the views reading the table (found in the catalog,
+recreated with their options, owners, grants, column grants and comments: a renamed table keeps its views)
+are carried over. The table's definition is written out here as it
 is when this revision ships. Its downgrade converts back the same way, refused when two events of a tenant
 share an event id in different streams (the old key refused that; the new one allows it).
 """
@@ -146,10 +147,19 @@ _SAVE_VIEWS = f"""
         WHERE r.ev_class <> dependent.oid
     )
     SELECT c.oid, n.nspname, c.relname, c.relkind, pg_get_viewdef(c.oid) AS definition, c.reloptions, c.relacl,
-        c.relowner,
+        c.relowner, obj_description(c.oid, 'pg_class') AS description,
         max(dependent.depth) AS depth
     FROM dependent JOIN pg_class c ON c.oid = dependent.oid JOIN pg_namespace n ON n.oid = c.relnamespace
     GROUP BY c.oid, n.nspname, c.relname, c.relkind, c.reloptions, c.relacl, c.relowner
+"""
+
+# A view's columns' grants and comments, which go with it when it is dropped.
+_SAVE_VIEW_COLUMNS = f"""
+    CREATE TEMP TABLE {_VIEWS_TABLE}_columns ON COMMIT DROP AS
+    SELECT a.attrelid AS oid, a.attname, a.attacl, col_description(a.attrelid, a.attnum) AS description
+    FROM pg_attribute a JOIN {_VIEWS_TABLE} v ON v.oid = a.attrelid
+    WHERE a.attnum > 0 AND NOT a.attisdropped
+        AND (a.attacl IS NOT NULL OR col_description(a.attrelid, a.attnum) IS NOT NULL)
 """
 
 _DROP_VIEWS = f"""
@@ -172,16 +182,37 @@ _RESTORE_VIEWS = f"""
     DECLARE
         v record;
         grant_ record;
+        column_ record;
     BEGIN
         FOR v IN SELECT * FROM {_VIEWS_TABLE} ORDER BY depth, oid LOOP
             EXECUTE format('CREATE VIEW %I.%I%s AS %s', v.nspname, v.relname,
                 CASE WHEN v.reloptions IS NULL THEN '' ELSE ' WITH (' || array_to_string(v.reloptions, ', ') || ')' END,
                 v.definition);
+            -- Its owner as before (an operator's view owned by another role would otherwise be the migrating
+            -- user's, and its owner would lose it): refused, stopping the migration, unless the migrating user
+            -- may act as that role.
+            IF v.relowner <> (SELECT oid FROM pg_roles WHERE rolname = current_user) THEN
+                EXECUTE format('ALTER VIEW %I.%I OWNER TO %I', v.nspname, v.relname, pg_get_userbyid(v.relowner));
+            END IF;
             EXECUTE format('REVOKE ALL ON TABLE %I.%I FROM PUBLIC', v.nspname, v.relname);
             FOR grant_ IN SELECT a.grantee, a.privilege_type FROM aclexplode(v.relacl) a
                     WHERE a.grantee <> v.relowner LOOP
                 EXECUTE format('GRANT %s ON TABLE %I.%I TO %s', grant_.privilege_type, v.nspname, v.relname,
                     CASE grant_.grantee WHEN 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(grant_.grantee)) END);
+            END LOOP;
+            IF v.description IS NOT NULL THEN
+                EXECUTE format('COMMENT ON VIEW %I.%I IS %L', v.nspname, v.relname, v.description);
+            END IF;
+            FOR column_ IN SELECT * FROM {_VIEWS_TABLE}_columns WHERE oid = v.oid LOOP
+                FOR grant_ IN SELECT a.grantee, a.privilege_type FROM aclexplode(column_.attacl) a LOOP
+                    EXECUTE format('GRANT %s (%I) ON TABLE %I.%I TO %s', grant_.privilege_type, column_.attname,
+                        v.nspname, v.relname, CASE grant_.grantee WHEN 0 THEN 'PUBLIC'
+                        ELSE quote_ident(pg_get_userbyid(grant_.grantee)) END);
+                END LOOP;
+                IF column_.description IS NOT NULL THEN
+                    EXECUTE format('COMMENT ON COLUMN %I.%I.%I IS %L', v.nspname, v.relname, column_.attname,
+                        column_.description);
+                END IF;
             END LOOP;
         END LOOP;
     END
@@ -253,6 +284,21 @@ _COPY_GRANTS_AND_ROW_SECURITY = f"""
                     FROM unnest(policy.roles) r),
                 CASE WHEN policy.qual IS NULL THEN '' ELSE ' USING (' || policy.qual || ')' END,
                 CASE WHEN policy.with_check IS NULL THEN '' ELSE ' WITH CHECK (' || policy.with_check || ')' END);
+        END LOOP;
+        -- Column grants (a role granted some columns only) and comments, which a table-level copy misses.
+        FOR grant_ IN SELECT a.attname, x.grantee, x.privilege_type
+                FROM pg_attribute a, aclexplode(a.attacl) x
+                WHERE a.attrelid = source AND a.attnum > 0 AND NOT a.attisdropped LOOP
+            EXECUTE format('GRANT %s (%I) ON TABLE {_EVENTS} TO %s', grant_.privilege_type, grant_.attname,
+                CASE grant_.grantee WHEN 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(grant_.grantee)) END);
+        END LOOP;
+        IF obj_description(source, 'pg_class') IS NOT NULL THEN
+            EXECUTE format('COMMENT ON TABLE {_EVENTS} IS %L', obj_description(source, 'pg_class'));
+        END IF;
+        FOR grant_ IN SELECT a.attname, col_description(source, a.attnum) AS description FROM pg_attribute a
+                WHERE a.attrelid = source AND a.attnum > 0 AND NOT a.attisdropped
+                    AND col_description(source, a.attnum) IS NOT NULL LOOP
+            EXECUTE format('COMMENT ON COLUMN {_EVENTS}.%I IS %L', grant_.attname, grant_.description);
         END LOOP;
         -- The old table's FORCE was lifted for the copy; 0001 made it ENABLE and FORCE.
         ALTER TABLE {_EVENTS} ENABLE ROW LEVEL SECURITY;
@@ -388,6 +434,7 @@ def _schema() -> tuple[str, str]:
 def _convert(partitioned: bool) -> None:
     """Rebuild the events table in the other layout, keeping every row, grant, policy and view."""
     op.execute(_SAVE_VIEWS)
+    op.execute(_SAVE_VIEW_COLUMNS)
     op.execute(_DROP_VIEWS)
     op.execute(_set_old_aside())
     op.execute(_table(partitioned))
