@@ -111,10 +111,11 @@ def _model_primary_key(table: Table, dialect: str) -> tuple[str | None, list[str
     """The primary key the model gives ``table`` on ``dialect``: SQLAlchemy has one per table, made for
     PostgreSQL only on the events table, whose SQLite key is ``SQLITE_PRIMARY_KEY``."""
     key = table.primary_key
+    name = str(key.name) if key.name else None
     if _created_on(key, dialect):
-        return (key.name, [c.name for c in key]) if len(key) else None
+        return (name, [c.name for c in key]) if len(key) else None
     assert table is llm_ledger.store.schema.events and dialect == "sqlite"
-    return (key.name, list(llm_ledger.store.schema.SQLITE_PRIMARY_KEY))
+    return (name, list(llm_ledger.store.schema.SQLITE_PRIMARY_KEY))
 
 
 def _model_metadata() -> MetaData:
@@ -209,7 +210,7 @@ def test_migrated_schema_matches_the_models(migrated: Connection) -> None:
         if not reflected and not _created_on(item, dialect):
             return False
         table = getattr(item, "table", None)
-        if reflected and EVENTS_PARTITION.fullmatch(name if type_ == "table" else getattr(table, "name", "")):
+        if reflected and EVENTS_PARTITION.fullmatch(str(name if type_ == "table" else getattr(table, "name", ""))):
             return False  # a partition of the events table (0008): the model is its parent
         found = unmodelled.get((type_, getattr(table, "name", ""), name or ""))
         if found is None or not reflected or compare_to is not None:
