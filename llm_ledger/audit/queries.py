@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Executable, Integer, String, bindparam, or_, select, text
+from sqlalchemy import Connection, DateTime, Executable, Integer, String, bindparam, select, text, true, union
 from sqlalchemy.engine import Row
 
 from llm_ledger.audit.schema import seal_streams, seals
@@ -251,15 +251,39 @@ class AuditQueries:
         occurred at or after ``since``. By the cursor, because ``occurred_at`` is a stored field like any
         other: a stream moved back in time must still be checked."""
         query = select(*READ_COLUMNS).where(events.c.tenant_id == tenant_id)
-        if since is not None:
-            bound = {k: v for k, v in _after_parameters(tenant_id, after).items() if f":{k}" in self._events_after}
-            in_sealed_ranges = text(self._events_after).bindparams(**bound)
-            recent = select(events.c.stream_id).where(
-                events.c.tenant_id == tenant_id, or_(events.c.occurred_at >= since, in_sealed_ranges)
+        order = (events.c.stream_id, events.c.stream_position, events.c.global_position)
+        if since is None:
+            yield from connection.execute(query.order_by(*order), execution_options=_STREAMING)
+            return
+        bound = {k: v for k, v in _after_parameters(tenant_id, after).items() if f":{k}" in self._events_after}
+        in_sealed_ranges = text(self._events_after).bindparams(**bound)
+        # Two narrow index ranges, (tenant_id, occurred_at) and (tx_id, global_position), rather than one OR,
+        # which no index answers: the OR read every event of the tenant (35 s of 36 for a tenant of 12M events).
+        recent = union(
+            select(events.c.stream_id).where(events.c.tenant_id == tenant_id, events.c.occurred_at >= since),
+            select(events.c.stream_id).where(events.c.tenant_id == tenant_id, in_sealed_ranges),
+        )
+        if self.dialect_name == "postgresql":
+            # Each recent stream's events looked up by the primary key, one stream at a time: on the
+            # partitioned table that lookup reads one partition, where "stream_id IN (...)" hashed every
+            # event of the tenant in every partition.
+            streams = recent.subquery("recent_streams")
+            streams = select(streams.c.stream_id).distinct().order_by(streams.c.stream_id).subquery("recent")
+            stream = (
+                select(*READ_COLUMNS)
+                .where(events.c.tenant_id == tenant_id, events.c.stream_id == streams.c.stream_id)
+                .order_by(events.c.stream_position, events.c.global_position)
+                .lateral("stream")
             )
-            query = query.where(events.c.stream_id.in_(recent))
-        query = query.order_by(events.c.stream_id, events.c.stream_position, events.c.global_position)
-        yield from connection.execute(query, execution_options=_STREAMING)
+            statement = (
+                select(*stream.c)
+                .select_from(streams.join(stream, true()))
+                .order_by(streams.c.stream_id, stream.c.stream_position, stream.c.global_position)
+            )
+            yield from connection.execute(statement, execution_options=_STREAMING)
+            return
+        query = query.where(events.c.stream_id.in_(recent))
+        yield from connection.execute(query.order_by(*order), execution_options=_STREAMING)
 
 
 def _streamed(connection: Connection, statement: Executable, parameters: Mapping[str, Any]) -> Iterator[Row[Any]]:
