@@ -198,6 +198,11 @@ class StreamSealer:
             self._next_position, self._prev_hash = position, prev_hash
 
     @property
+    def unsealed(self) -> int:
+        """Drafts of this stream neither sealed here nor acknowledged as sealed elsewhere."""
+        return len(self._unsealed)
+
+    @property
     def next_link(self) -> tuple[int, str | None]:
         """The position and prev_hash of the stream's next draft."""
         with _sealing:

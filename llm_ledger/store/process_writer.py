@@ -34,6 +34,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -120,6 +121,10 @@ class ProcessWriter:
         self.database_url = database_url
         self.spool_dir = Path(spool_dir).absolute()
         self.spool_dir.mkdir(parents=True, exist_ok=True)
+        # Unusable, it fails here, as the buffered writer's does (the child would fail where no one sees it).
+        probe, name = tempfile.mkstemp(prefix=".probe-", dir=self.spool_dir)
+        os.close(probe)
+        os.unlink(name)
         self.durability = durability
         self.hard_limit = hard_limit
         self.stall_timeout = stall_timeout
@@ -206,6 +211,17 @@ class ProcessWriter:
     @property
     def mode(self) -> str:
         return self._mode
+
+    @property
+    def child_pid(self) -> int | None:
+        """The writer process's pid (None between a death and its replacement, or once taken over)."""
+        child = self._child
+        return None if child is None else child.proc.pid
+
+    @property
+    def restarts(self) -> int:
+        """Writer processes started after the first one died (in the last minute)."""
+        return len(self._restarts)
 
     @property
     def spool(self) -> SpoolPlace:
@@ -372,6 +388,7 @@ class ProcessWriter:
                 elif kind == wire.HELLO:
                     with self._cond:
                         child.hello = value
+                        child.last_progress = time.monotonic()  # what waits has waited for the start
         except (wire.WireError, orjson.JSONDecodeError, KeyError) as exc:
             log.error("llm-ledger: the writer process %d sent what is not a frame (%s)", child.proc.pid, exc)
         finally:
@@ -473,7 +490,10 @@ class ProcessWriter:
                 self._replace(child)
                 continue
             quiet = time.monotonic() - child.last_progress
-            if (waiting or child.hello is None) and quiet > self.stall_timeout and not closing:
+            # Starting (importing, taking its journal, learning what a predecessor journaled) has a bound of
+            # its own; after that, no acknowledgement for stall_timeout while drafts wait is a stall.
+            bound = max(self.stall_timeout, START_TIMEOUT) if child.hello is None else self.stall_timeout
+            if (waiting or child.hello is None) and quiet > bound and not closing:
                 self._take_over(
                     child, f"the writer process {child.proc.pid} acknowledged nothing for {quiet:.0f} s (stalled)"
                 )
