@@ -205,8 +205,9 @@ class BufferedWriter:
             if len(self._queue) >= self.batch_size:
                 self._cond.notify_all()
 
-    def emit_many(self, events: list[EventDraft]) -> None:
-        """``emit`` of each event, waking the journaling thread once (the writer process hands frames)."""
+    def emit_many(self, events: list[EventDraft]) -> int:
+        """``emit`` of each event, waking the journaling thread once (the writer process hands frames); how
+        many were queued (the first ones: the others are dropped, counted, as ``emit`` drops them)."""
         with self._cond:
             room = self.hard_limit - len(self._queue)
             if self._journaling_done or room < len(events):
@@ -219,6 +220,7 @@ class BufferedWriter:
             self._queue.extend(events)
             self._accepted += len(events)
             self._cond.notify_all()
+            return len(events)
 
     def spools_taken_over(self) -> list[Spool]:
         """This writer's journal and the orphans it replays: what dead writers of this directory left."""

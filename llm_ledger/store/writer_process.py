@@ -167,8 +167,14 @@ class WriterChild:
         # Past max_queue the pipe is read slower: the application's handover waits, nothing is dropped here.
         while self.writer.backlog >= self._max_queue:
             time.sleep(0.005)
-        if drafts:
-            self.writer.emit_many(drafts)
+        if drafts and (kept := self.writer.emit_many(drafts)) < len(drafts):
+            # Dropped (counted in the writer's stats.lost, and logged): acknowledged as never sealed, so that
+            # the acknowledgements of the drafts after them stay in step.
+            with self._lock:
+                dropped = [self._in_writer.pop() for _ in range(len(drafts) - kept)]
+                for entry in dropped:
+                    entry.ready = True
+                self._advance()
 
     def _skip(self, item: list[Any]) -> str | None:
         """The journaled hash of a resent draft that this writer's journal holds already (None: not there)."""

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -64,9 +64,18 @@ async def _run_while(writer: ProcessWriter, drafts: list[EventDraft], tenant: st
     await run_executions(FanOutSink([DraftSink(drafts), writer]), count, tenant=tenant)
 
 
+def _poll(condition: Callable[[], bool]) -> None:
+    while not condition():
+        time.sleep(0.01)
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Wait (in a thread: the calls run on this loop meanwhile) until ``condition()`` holds."""
+    await asyncio.to_thread(_poll, condition)
+
+
 async def _when_acked(writer: ProcessWriter, at_least: int) -> None:
-    while writer.stats.journaled < at_least:
-        await asyncio.sleep(0.01)
+    await _until(lambda: writer.stats.journaled >= at_least)
 
 
 async def test_sigkill_of_the_writer_process_under_load_loses_and_doubles_nothing(
@@ -84,8 +93,7 @@ async def test_sigkill_of_the_writer_process_under_load_loses_and_doubles_nothin
             assert pid is not None
             os.kill(pid, signal.SIGKILL)  # while calls are in flight: some drafts sent and not acknowledged
             killed.append(pid)
-            while writer.child_pid in (pid, None):
-                await asyncio.sleep(0.01)
+            await _until(lambda: writer.child_pid not in (pid, None))  # noqa: B023 - this pid
 
     killer = asyncio.create_task(kill_twice())
     await _run_while(writer, drafts, tenant, 1_500)
@@ -154,10 +162,11 @@ def test_an_application_exiting_with_its_writer_behind_leaves_everything_to_the_
 class _App:
     """An application process calling through its own writer process (``tests.store.calling_process``)."""
 
+    OPTIONS = ("--concurrency", "4", "--writer", "process")
+
     def __init__(self, url: str, spool: Path, tenant: str) -> None:
         self.child = subprocess.Popen(
-            [sys.executable, "-m", "tests.store.calling_process", url, str(spool), tenant]
-            + ["--concurrency", "4", "--writer", "process"],
+            [sys.executable, "-m", "tests.store.calling_process", url, str(spool), tenant, *self.OPTIONS],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,
@@ -257,8 +266,7 @@ async def test_a_writer_process_that_cannot_be_restarted_is_taken_over_by_the_ap
     killer = asyncio.create_task(kill())
     await _run_while(writer, drafts, tenant, 1_000)
     await killer
-    while writer.mode != "taken-over":  # the last calls may have returned before the restart failed
-        await asyncio.sleep(0.01)
+    await _until(lambda: writer.mode == "taken-over")  # the last calls may have returned before the restart failed
     await _run_while(writer, drafts, tenant, 100)  # and the calls after it go on
     assert writer.wait_stored(60)
     stats = writer.close()
