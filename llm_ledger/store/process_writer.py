@@ -46,6 +46,7 @@ from typing import IO, Any
 import orjson
 
 import llm_ledger
+from llm_ledger.environment import child_environment
 from llm_ledger.events import EventDraft
 from llm_ledger.store import wire
 from llm_ledger.store.settings import DURABILITY_MODES
@@ -340,8 +341,8 @@ class ProcessWriter:
 
     def _start_child(self, resend: int) -> _Child | None:
         package_root = str(Path(llm_ledger.__file__).resolve().parent.parent)
-        path = os.environ.get("PYTHONPATH")
-        env = dict(os.environ, PYTHONPATH=package_root + (os.pathsep + path if path else ""))
+        env = child_environment()  # this package first: the child runs the application's own code
+        env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         try:
             proc = subprocess.Popen(
                 self._command,
