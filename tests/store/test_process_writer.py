@@ -13,16 +13,20 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from llm_ledger.events import EventDraft, verify_chain
+from llm_ledger.events import EventDraft, values, verify_chain
 from llm_ledger.events.chain import StreamHeader, StreamSealer
+from llm_ledger.events.values import JsonPayload
 from llm_ledger.executor import FanOutSink
+from llm_ledger.store.errors import InvalidEventError
 from llm_ledger.store.process_writer import ProcessWriter
+from llm_ledger.store.rows import event_to_row
 from llm_ledger.store.store import EventStore
 from llm_ledger.store.writer import BufferedWriter
 from tests.store.workload import DraftSink, make_events, run_executions
@@ -333,3 +337,41 @@ def test_the_writer_process_loads_neither_agno_nor_telemetry() -> None:
         [sys.executable, "-P", "-c", probe], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
     )
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_the_writer_process_seals_exactly_as_the_application_would(
+    own_writer_url: str, own_ledger_url: str, tmp_path: Path
+) -> None:
+    # Floats canonical JSON writes otherwise than orjson (1e-07, 3e+20) and a payload whose builder raises:
+    # the child's hashes and the chain around the unsealable draft are the ones an in-process writer makes.
+    tenant, stream_id = _tenant(), uuid.uuid4()
+    timeouts = [0.1, 1e-7, 3e20, 1.5, 2.0]
+    header = StreamHeader(stream_id=stream_id, tenant_id=tenant, session_id="floats")
+    here, there = StreamSealer(header), StreamSealer(header)
+    moment = datetime(2026, 12, 3, 12, 0, 0, 123456, tzinfo=UTC)
+    writer = ProcessWriter(own_writer_url, tmp_path / "spool", role="llm_ledger_writer")
+    expected: list[str | None] = []
+    for position, timeout in enumerate(timeouts):
+        attempt = 0 if position == 3 else 1  # attempt 0: the builder refuses it
+        arguments = {"attempt": attempt, "model": "m", "provider": "p", "fallback_index": 0, "retry": 0}
+        event_id = uuid.uuid4()
+        for sealer in (here, there):
+            draft = sealer.draft(
+                "AttemptStarted",
+                JsonPayload(values.attempt_started, **arguments, timeout_seconds=timeout),
+                occurred_at=moment,
+                event_id=event_id,
+            )
+            if sealer is there:
+                writer.emit(draft)
+            else:
+                try:
+                    expected.append(event_to_row(draft, position)["hash"])
+                except InvalidEventError:
+                    expected.append(None)
+    assert writer.wait_stored(60)
+    stats = writer.close()
+    assert stats.rejected == 1
+    stored = {e.stream_position: e.hash for e in EventStore(own_ledger_url).read_stream(stream_id)}
+    assert [stored.get(position) for position in range(len(timeouts))] == expected
+    assert expected[3] is None and None not in expected[:3] + expected[4:]
