@@ -156,6 +156,7 @@ class ProcessWriter:
         self._closing = False
         self._closed = False
         self._close_sent = False
+        self._hurry = False  # a call waits for drafts sent already: say so to the child
         self._close_deadline = float("inf")
         self._restarts: list[float] = []
         self._wake = threading.Event()
@@ -207,6 +208,9 @@ class ProcessWriter:
             target = self._accepted
             if self._acked >= target or self._closed:
                 return None
+            if not self._pending:
+                self._hurry = True  # its drafts are sent already: the handover tells the child to journal them
+                self._cond.notify_all()
             return self._waiters.add(target)
 
     @property
@@ -438,11 +442,12 @@ class ProcessWriter:
     def _hand_over(self) -> None:
         while True:
             with self._cond:
-                while not self._pending and not self._closing and self._fallback is None:
+                while not self._pending and not self._hurry and not self._closing and self._fallback is None:
                     self._cond.wait(0.5)
             with self._send_lock:
                 with self._cond:
                     child = self._child
+                    urgent, self._hurry = bool(self._waiters) or self._hurry, False
                     if self._fallback is not None:
                         return  # taken over: emit goes to the application's own writer
                     if child is None or child.broken or child.eof:
@@ -454,13 +459,16 @@ class ProcessWriter:
                         self._unacked.extend(batch)
                     closing = self._closing and not self._pending
                     deadline = self._close_deadline
-                if child is not None and batch:
+                if child is not None and (batch or urgent):
+                    kind = wire.URGENT_DRAFTS if urgent else wire.DRAFTS
+                    data = wire.frame(kind, encode_drafts(batch)) if batch else wire.frame(wire.HURRY, b"")
                     try:
-                        wire.write_all(child.stdin, wire.frame(wire.DRAFTS, encode_drafts(batch)))
+                        wire.write_all(child.stdin, data)
                     except OSError:
                         child.broken = True  # dead or killed: the supervisor resends what it did not acknowledge
                         self._wake.set()
-                    continue
+                    if batch:
+                        continue
                 if closing and child is not None and not child.broken and not child.eof:
                     left = max(deadline - time.monotonic() - 0.5, 0.0)
                     try:

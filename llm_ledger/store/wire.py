@@ -8,6 +8,10 @@ bytes). The application writes to the child's stdin:
 - ``D`` (drafts): a JSON array of drafts, each ``DRAFT_FIELDS`` in order: the stream's header, the draft's
   envelope fields, whether its ``prev_hash`` is known to the application (every earlier draft of its stream
   acknowledged) and which, and its payload's JSON values (or why they could not be built);
+- ``E``: drafts, as ``D``, while a call of the application waits for its events to be journaled, and ``U``
+  (hurry, empty) when a call begins to wait for drafts sent already: journal everything received at once,
+  as the buffered writer does for a call waiting (``D`` alone waits for ``batch_size`` or
+  ``flush_interval``, so that a writer nobody waits for journals and stores in large batches);
 - ``C`` (close): ``{"timeout": seconds}``: journal what was sent, store what the database takes by then,
   answer ``B`` and exit.
 
@@ -32,7 +36,7 @@ import orjson
 HEADER = struct.Struct(">IB")
 MAX_FRAME = 1 << 30
 
-INIT, DRAFTS, CLOSE = b"I", b"D", b"C"
+INIT, DRAFTS, URGENT_DRAFTS, HURRY, CLOSE = b"I", b"D", b"E", b"U", b"C"
 HELLO, JOURNALED, STATUS, BYE = b"H", b"J", b"S", b"B"
 
 DRAFT_FIELDS = (

@@ -122,12 +122,9 @@ class BufferedWriter:
         on_start: Callable[[], None] | None = None,
         durability: Durability | str = "journal",
         on_settled: Callable[[list[EventDraft]], None] | None = None,
-        eager: bool = False,
     ) -> None:
         """``on_settled`` is called from the journaling thread with each batch of drafts once it is settled
-        (journaled, held in memory, or set aside), in emission order; ``eager`` journals drafts as soon as
-        they are queued rather than at ``batch_size`` or ``flush_interval`` (a writer process, whose callers
-        wait in another process: it cannot see their waits). Both are for the writer process."""
+        (journaled, held in memory, or set aside), in emission order: for the writer process."""
         if batch_size < 1 or max_queue < batch_size or hard_limit < max_queue:
             raise ValueError("BufferedWriter needs 1 <= batch_size <= max_queue <= hard_limit")
         if durability not in DURABILITY_MODES:
@@ -156,7 +153,7 @@ class BufferedWriter:
         self.durability = durability
         self._on_start = on_start
         self._on_settled = on_settled
-        self._eager = eager
+        self._hurry_through = 0  # journal at once until this many events are settled (``hurry``)
         self._cond = threading.Condition()
         self._queue: deque[EventDraft] = deque()
         self._waiters = DurabilityWaiters()
@@ -221,6 +218,13 @@ class BufferedWriter:
             self._accepted += len(events)
             self._cond.notify_all()
             return len(events)
+
+    def hurry(self) -> None:
+        """Journal every event emitted so far at once, as for a call waiting in ``durable`` (the writer
+        process's callers wait in their application's process, which says so with a frame)."""
+        with self._cond:
+            self._hurry_through = self._accepted
+            self._cond.notify_all()
 
     def spools_taken_over(self) -> list[Spool]:
         """This writer's journal and the orphans it replays: what dead writers of this directory left."""
@@ -362,7 +366,7 @@ class BufferedWriter:
                 not self._stopping
                 and len(self._queue) < self.batch_size
                 and not self._waiters
-                and not (self._eager and self._queue)
+                and self._settled >= self._hurry_through
             ):
                 self._cond.wait(self.flush_interval)
             if not self._queue:

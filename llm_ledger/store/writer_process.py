@@ -3,8 +3,8 @@
 It runs a ``BufferedWriter`` fed from its stdin (``wire.py``): each draft its application sends is drafted
 again here, in a ``StreamSealer`` of its stream (its position checked; a stream first seen here resumes
 from the ``prev_hash`` the application gives), with the payload's JSON values the application built. The
-writer seals, journals (group commit, as soon as drafts wait: its callers' waits are in the other process)
-and stores as it does in an application; each settled batch is acknowledged on stdout with the hashes it
+writer seals, journals (group commit: at once while a call of the application waits, which its frames
+say) and stores as it does in an application; each settled batch is acknowledged on stdout with the hashes it
 was sealed to, in the order the drafts came.
 
 A writer process that replaces a dead one adopts its journal (``spool_lease``: the dead process's lock is
@@ -91,7 +91,6 @@ class WriterChild:
             durability=config["durability"],
             on_start=prepare,
             on_settled=self._settled,
-            eager=True,
         )
         self._resend = int(config.get("resend", 0))
         self._journaled = self._journaled_before() if self._resend else {}
@@ -136,8 +135,12 @@ class WriterChild:
             if got is None:
                 break
             kind, body = got
-            if kind == wire.DRAFTS:
+            if kind in (wire.DRAFTS, wire.URGENT_DRAFTS):
                 self._receive(orjson.loads(body))
+                if kind == wire.URGENT_DRAFTS:
+                    self.writer.hurry()
+            elif kind == wire.HURRY:
+                self.writer.hurry()
             elif kind == wire.CLOSE:
                 timeout = float(orjson.loads(body)["timeout"])
                 break
