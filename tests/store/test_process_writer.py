@@ -260,18 +260,13 @@ async def test_a_writer_process_that_cannot_be_restarted_is_taken_over_by_the_ap
     writer = ProcessWriter(
         own_writer_url, tmp_path / "spool", role="llm_ledger_writer", command=_failing_restarts(tmp_path)
     )
-
-    async def kill() -> None:
-        await _when_acked(writer, 500)
-        pid = writer.child_pid
-        assert pid is not None
-        os.kill(pid, signal.SIGKILL)
-
-    killer = asyncio.create_task(kill())
-    await _run_while(writer, drafts, tenant, 1_000)
-    await killer
-    await _until(lambda: writer.mode == "taken-over")  # the last calls may have returned before the restart failed
-    await _run_while(writer, drafts, tenant, 100)  # and the calls after it go on
+    await _run_while(writer, drafts, tenant, 300)
+    pid = writer.child_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    # These calls wait for their events to be journaled: they return once the application took over.
+    await _run_while(writer, drafts, tenant, 300)
+    assert writer.mode == "taken-over"
     assert writer.wait_stored(60)
     stats = writer.close()
     assert stats.mode == "taken-over" and stats.accepted == len(drafts) and stats.lost == 0
@@ -285,16 +280,13 @@ async def test_a_stalled_writer_process_is_killed_and_taken_over(
     tenant, drafts = _tenant(), []
     caplog.set_level(logging.ERROR, logger="llm_ledger.store")
     writer = ProcessWriter(own_writer_url, tmp_path / "spool", role="llm_ledger_writer", stall_timeout=1.0)
-
-    async def stop() -> None:
-        await _when_acked(writer, 300)
-        pid = writer.child_pid
-        assert pid is not None
-        os.kill(pid, signal.SIGSTOP)  # alive, and acknowledging nothing
-
-    stopper = asyncio.create_task(stop())
-    await _run_while(writer, drafts, tenant, 800)  # the calls waiting for it return once taken over
-    await stopper
+    await _run_while(writer, drafts, tenant, 200)
+    pid = writer.child_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # alive, and acknowledging nothing
+    # These calls wait for their events to be journaled: they return once the application took over.
+    await _run_while(writer, drafts, tenant, 300)
+    assert writer.mode == "taken-over"
     assert writer.wait_stored(60)
     stats = writer.close()
     assert stats.mode == "taken-over" and stats.lost == 0
