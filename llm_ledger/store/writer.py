@@ -203,7 +203,7 @@ class BufferedWriter:
                 self._cond.notify_all()
 
     def emit_many(self, events: list[EventDraft]) -> int:
-        """``emit`` of each event, waking the journaling thread once (the writer process hands frames); how
+        """``emit`` of each event, waking the journaling thread at most once (the writer process hands frames); how
         many were queued (the first ones: the others are dropped, counted, as ``emit`` drops them)."""
         with self._cond:
             room = self.hard_limit - len(self._queue)
@@ -216,7 +216,8 @@ class BufferedWriter:
                 events = kept
             self._queue.extend(events)
             self._accepted += len(events)
-            self._cond.notify_all()
+            if len(self._queue) >= self.batch_size:  # as emit: a wake-up per frame would journal small batches
+                self._cond.notify_all()
             return len(events)
 
     def hurry(self) -> None:
