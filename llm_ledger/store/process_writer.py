@@ -404,12 +404,15 @@ class ProcessWriter:
 
     def _journaled(self, child: _Child, hashes: list[str | None]) -> None:
         with self._cond:
-            for digest in hashes:
-                draft = self._unacked.popleft()
-                try:
-                    draft.sealer.sealed_elsewhere(draft, digest)
-                except ValueError as exc:  # pragma: no cover - a draft sealed out of order here: said, kept going
-                    log.error("llm-ledger: %s", exc)
+            drafts = [self._unacked.popleft() for _ in hashes]
+        # Outside the lock that emit takes (a few hundred drafts a frame). Nothing needs them moved on before
+        # the next acknowledgement: a draft sent meanwhile is one the child has the stream of.
+        for draft, digest in zip(drafts, hashes, strict=True):
+            try:
+                draft.sealer.sealed_elsewhere(draft, digest)
+            except ValueError as exc:  # pragma: no cover - a draft sealed out of order here: said, kept going
+                log.error("llm-ledger: %s", exc)
+        with self._cond:
             self._acked += len(hashes)
             child.acked += len(hashes)
             child.last_progress = time.monotonic()
