@@ -367,3 +367,14 @@ def test_the_writer_process_seals_exactly_as_the_application_would(
     stored = {e.stream_position: e.hash for e in EventStore(own_ledger_url).read_stream(stream_id)}
     assert [stored.get(position) for position in range(len(timeouts))] == expected
     assert expected[3] is None and None not in expected[:3] + expected[4:]
+
+
+async def test_a_writer_process_on_the_embedded_sqlite_file_migrates_it_and_stores(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    tenant, drafts = _tenant(), []
+    writer = ProcessWriter(sqlite_url, tmp_path / "spool")  # LLM_LEDGER_WRITER=process with the local default
+    await _run_while(writer, drafts, tenant, 50)
+    assert writer.wait_stored(60)
+    assert writer.close().mode == "process"
+    _assert_stored_once(sqlite_url, tenant, drafts)
