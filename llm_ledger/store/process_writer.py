@@ -161,6 +161,7 @@ class ProcessWriter:
         self._restarts: list[float] = []
         self._wake = threading.Event()
         self._last_state = "starting"
+        self._stored_at_close = False  # what the last child said as it closed
         self._child: _Child | None = self._start_child(resend=0)
         if self._child is None:
             self._take_over(None, "the writer process could not be started")
@@ -297,12 +298,9 @@ class ProcessWriter:
             if self._fallback is not None:
                 return self._fallback.is_stored
             child = self._child
-            return (
-                child is not None
-                and child.status is not None
-                and bool(child.status["stored"])
-                and int(child.status["acked"]) >= child.acked
-            )
+            if child is None:
+                return self._closed and self._stored_at_close  # between a death and a restart: not known
+            return _all_stored(child)
 
     def close(self, timeout: float = 5.0) -> WriterStats:
         """Hand over what is queued, let the writer process journal it and store what the database takes
@@ -433,6 +431,7 @@ class ProcessWriter:
                 for name, value in child.counted.items():
                     self._finished[name] += value
                 self._last_state = str(child.status["stats"]["state"])
+                self._stored_at_close = child.bye and _all_stored(child)
             if self._child is child:
                 self._child = None
         for stream in (child.proc.stdin, child.proc.stdout):
@@ -585,6 +584,12 @@ class ProcessWriter:
         fallback.flush(30.0)
         with self._cond:
             self._waiters.release_all()
+
+
+def _all_stored(child: _Child) -> bool:
+    """Whether the child said everything it acknowledged, and its journal's backlog, is in the database."""
+    status = child.status
+    return status is not None and bool(status["stored"]) and int(status["acked"]) >= child.acked
 
 
 def _migrating(url: str) -> Callable[[], None]:

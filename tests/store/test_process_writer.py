@@ -377,4 +377,5 @@ async def test_a_writer_process_on_the_embedded_sqlite_file_migrates_it_and_stor
     await _run_while(writer, drafts, tenant, 50)
     assert writer.wait_stored(60)
     assert writer.close().mode == "process"
+    assert writer.is_stored, "closed with everything stored, and says so (the exit hook warns otherwise)"
     _assert_stored_once(sqlite_url, tenant, drafts)
