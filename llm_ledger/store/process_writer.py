@@ -45,7 +45,6 @@ from typing import IO, Any
 
 import orjson
 
-import llm_ledger
 from llm_ledger.environment import child_environment
 from llm_ledger.events import EventDraft
 from llm_ledger.store import wire
@@ -342,7 +341,7 @@ class ProcessWriter:
     # --- the child --------------------------------------------------------------------------------
 
     def _start_child(self, resend: int) -> _Child | None:
-        package_root = str(Path(llm_ledger.__file__).resolve().parent.parent)
+        package_root = str(Path(__file__).resolve().parents[2])  # the directory holding llm_ledger/
         env = child_environment()  # this package first: the child runs the application's own code
         env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         try:

@@ -33,6 +33,8 @@ from typing import Any
 
 import orjson
 
+from llm_ledger.store.errors import StoreError
+
 HEADER = struct.Struct(">IB")
 MAX_FRAME = 1 << 30
 
@@ -48,7 +50,7 @@ DRAFT_FIELDS = (
 values)."""
 
 
-class WireError(Exception):
+class WireError(StoreError):
     """The other end sent something that is not a frame (it is not our peer, or a bug): the pipe is dropped."""
 
 
