@@ -62,7 +62,7 @@ import psycopg
 from psycopg import sql
 
 from bench.ingest import machine, write_results
-from llm_ledger.events import parse_event
+from llm_ledger.events import PAYLOAD_TYPES, compute_hash, parse_event, verify_chain
 from llm_ledger.projections import Projector
 from llm_ledger.projections.grains import DAY, HOUR, MINUTE, display_grain, floor
 from llm_ledger.projections.queries import LedgerView, Window
@@ -145,9 +145,12 @@ class Plan:
     tenants: tuple[tuple[str, float, tuple[tuple[str, int], ...]], ...]  # tenant, weight, (agent, chain kind)
     outages: dict[str, tuple[tuple[float, float, float], ...]]  # provider -> (start, end, failure probability)
     seed: int
+    genuine_from: float | None = None  # epoch seconds: streams of slices from then on get real hash chains
 
 
-def make_plan(events: int, tenants: int, days: int, end: datetime, seed: int) -> Plan:
+def make_plan(events: int, tenants: int, days: int, end: datetime, seed: int, *, genuine_days: float = 0) -> Plan:
+    """``genuine_days``: the last days of the data get real hash chains (what ``audit verify`` checks; building
+    such an event costs four times as much), the others random hex of the right shape."""
     rng = random.Random(seed)
     slices = days * DAY // SLICE_SECONDS
     start = end.timestamp() - days * DAY
@@ -163,7 +166,8 @@ def make_plan(events: int, tenants: int, days: int, end: datetime, seed: int) ->
             begin = start + rng.uniform(0, days * DAY - 4 * HOUR)
             windows.append((begin, begin + rng.uniform(0.5, 3) * HOUR, rng.uniform(0.3, 0.7)))
         outages[provider] = tuple(windows)
-    return Plan(start, slices, math.ceil(events / slices), tuple(tenant_rows), outages, seed)
+    genuine_from = end.timestamp() - genuine_days * DAY if genuine_days else None
+    return Plan(start, slices, math.ceil(events / slices), tuple(tenant_rows), outages, seed, genuine_from)
 
 
 class SliceBuilder:
@@ -178,6 +182,7 @@ class SliceBuilder:
         self._weights = [w for _, w, _ in plan.tenants]
         self._cumulative = [sum(self._weights[: i + 1]) for i in range(len(self._weights))]
         self._stamps: dict[int, str] = {}
+        self.genuine = plan.genuine_from is not None and self.slice_start >= plan.genuine_from
 
     # --- ids and text ---------------------------------------------------------------------------------
 
@@ -458,20 +463,39 @@ class SliceBuilder:
         tenant, stream, agent, session, turn, step, trace = common
         prev = "\\N"
         for position, (event_type, ts, span, payload) in enumerate(events):
-            digest = self.hex(64)
+            event_id, stamp = self.uuid7(ts), self.stamp(ts)
+            if self.genuine:
+                # every field of today's payload model, as the executor would store it (the hash covers them)
+                payload = PAYLOAD_TYPES[event_type].model_validate(payload).model_dump(mode="json")
+                record = {
+                    "event_id": event_id, "event_type": event_type, "schema_version": 1, "stream_id": stream,
+                    "stream_position": position, "tenant_id": tenant, "agent_id": agent, "session_id": session,
+                    "turn_id": turn, "step": step, "occurred_at": _hashed_time(stamp), "trace_id": trace,
+                    "span_id": span, "payload": payload, "prev_hash": None if prev == "\\N" else prev,
+                }  # fmt: skip
+                digest = compute_hash(record)
+            else:
+                digest = self.hex(64)
             text = orjson.dumps(payload)
             if b"\\" in text:
                 text = text.replace(b"\\", b"\\\\")
             line = (
                 (
-                    f"{tenant}\t{self.uuid7(ts)}\t{event_type}\t1\t{stream}\t{position}\t{agent}\t{session}\t{turn}\t"
-                    f"{step}\t{self.stamp(ts)}\t{trace}\t{span}\t"
+                    f"{tenant}\t{event_id}\t{event_type}\t1\t{stream}\t{position}\t{agent}\t{session}\t{turn}\t"
+                    f"{step}\t{stamp}\t{trace}\t{span}\t"
                 ).encode()
                 + text
                 + f"\t{prev}\t{digest}\n".encode()
             )
             self.rows.append((ts, line))
             prev = digest
+
+
+def _hashed_time(stamp: str) -> str:
+    """The stored ``occurred_at`` (``2026-01-01 12:00:00.123000+00``) as the hash covers it (the event's JSON
+    form: ``2026-01-01T12:00:00.123000Z``, no fraction when it is zero)."""
+    date_time = stamp[:-3].replace(" ", "T")
+    return (date_time[:-7] if date_time.endswith(".000000") else date_time) + "Z"
 
 
 def build_slice(args: tuple[Plan, int]) -> tuple[int, bytes, int]:
@@ -481,22 +505,30 @@ def build_slice(args: tuple[Plan, int]) -> tuple[int, bytes, int]:
 
 
 def check_sample(plan: Plan) -> None:
-    """Every row of one slice parses as a valid event (payloads as the executor records them)."""
-    data, _ = SliceBuilder(plan, 0).build()
+    """Every row of the last slice parses as a valid event (payloads as the executor records them), and
+    where the plan asks for genuine hash chains there, they verify."""
+    builder = SliceBuilder(plan, plan.slices - 1)
+    data, _ = builder.build()
+    events = []
     for line in data.decode().splitlines()[:5000]:
         values = [None if v == "\\N" else v for v in line.split("\t")]
         record: dict[str, object] = dict(zip(STORED_COLUMNS, values, strict=True))
         record["payload"] = orjson.loads(str(record["payload"]).replace("\\\\", "\\"))
         record["occurred_at"] = datetime.fromisoformat(str(record["occurred_at"]))
-        parse_event(record)
+        events.append(parse_event(record))
+    if builder.genuine:
+        streams = sorted(events, key=lambda e: (str(e.stream_id), e.stream_position))
+        report = verify_chain(streams)
+        if not report.ok:
+            raise RuntimeError(f"the generator's hash chains do not verify: {report}")
 
 
 # --- databases -------------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def database(server: str, reuse: str | None, keep: bool) -> Iterator[tuple[str, bool]]:
-    """Yields (url, fresh). A fresh database is migrated, and dropped on exit unless ``keep``."""
+def database(server: str, reuse: str | None, keep: bool, revision: str = "head") -> Iterator[tuple[str, bool]]:
+    """Yields (url, fresh). A fresh database is migrated (to ``revision``), and dropped on exit unless ``keep``."""
     if reuse:
         yield reuse, False
         return
@@ -505,7 +537,7 @@ def database(server: str, reuse: str | None, keep: bool) -> Iterator[tuple[str, 
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = f"{server}/{name}"
     try:
-        upgrade(url)
+        upgrade(url, revision)
         yield url, True
     finally:
         if keep:
@@ -523,7 +555,8 @@ class Load:
     table_bytes: int
 
 
-def load(url: str, plan: Plan) -> Load:
+def load(url: str, plan: Plan, slices: range | None = None) -> Load:
+    """COPY the plan's slices (``slices``: some of them, in order) and VACUUM (ANALYZE)."""
     statement = sql.SQL("COPY llm_ledger_events ({}) FROM STDIN").format(
         sql.SQL(", ").join(map(sql.Identifier, STORED_COLUMNS))
     )
@@ -531,7 +564,7 @@ def load(url: str, plan: Plan) -> Load:
     start = time.perf_counter()
     context = multiprocessing.get_context("fork")
     with context.Pool(2) as pool, psycopg.connect(url) as conn:
-        pending = [(plan, index) for index in range(plan.slices)]
+        pending = [(plan, index) for index in (slices if slices is not None else range(plan.slices))]
         results = pool.imap(build_slice, pending, chunksize=1)
         for index, data, count in results:
             with conn.cursor() as cursor, cursor.copy(statement) as copy:

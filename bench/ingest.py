@@ -1,6 +1,6 @@
 """Ingest throughput and memory of the event store on a local PostgreSQL.
 
-Run by hand:  .venv/bin/python bench/ingest.py [--events 75000] [--backlog 1000000]
+Run by hand:  .venv/bin/python bench/ingest.py [--events 75000] [--backlog 1000000] [--revision 0007]
 
 1. Writer rate: events per second through the real ``BufferedWriter`` into a freshly migrated database
    (indexes, append-only triggers, FORCEd row-level security), the store built with ``llm_ledger_writer``
@@ -16,8 +16,11 @@ Run by hand:  .venv/bin/python bench/ingest.py [--events 75000] [--backlog 10000
 2. COPY rate: the same rows (payload as JSON text, built beforehand) through psycopg's ``cursor.copy()``
    into a twin table, ``LIKE llm_ledger_events INCLUDING ALL`` (same columns, ``tx_id`` included, defaults,
    identity, constraints and indexes; no trigger, no row-level security, no role: the costs the writer
-   adds), from the first row to the commit (median of three): the baseline of the ratio. Also into a bare
-   table (columns and defaults, no index or constraint) and into the events table itself.
+   adds), from the first row to the commit (median of three): the baseline of the ratio. At head the events
+   table is partitioned (migration 0008) and the baseline is its partitioned twin: ``LIKE ... INCLUDING
+   ALL`` partitioned by ``stream_id`` with partitions of the same bounds (the unpartitioned twin is still
+   measured). ``--revision 0007`` measures everything on the unpartitioned table instead, for comparison.
+   Also into a bare table (columns and defaults, no index or constraint) and into the events table itself.
 3. Writer memory at a backlog: the writer points at a closed port, drafts are made one by one just before
    they are emitted (so the benchmark holds none), as fast as possible; peak RSS against the RSS before
    emitting, and what went to the spool. Runs in a child process so that its peak RSS is its own.
@@ -81,6 +84,8 @@ UNREACHABLE_URL = "postgresql://postgres@127.0.0.1:9/x"
 RESULTS = ROOT / "bench" / "INGEST_RESULTS.md"
 NOTES_MARKER = "<!-- notes -->"
 TWIN = "llm_ledger_events_twin"
+PARTITIONED_TWIN = "llm_ledger_events_partitioned_twin"
+"""The partitioned events table's twin (0008): the same, partitioned alike, with the same partitions."""
 BARE = "llm_ledger_events_bare"
 # How each COPY target is made from the events table (the events table itself needs nothing).
 TABLE_LIKE = {TWIN: "INCLUDING ALL", BARE: "INCLUDING DEFAULTS INCLUDING IDENTITY"}
@@ -92,14 +97,15 @@ EVENTS_PER_EXECUTION = 4.9  # measured on the workload's mock chain (retries, so
 
 
 @contextlib.contextmanager
-def fresh_database(server: str) -> Iterator[str]:
-    """A new database migrated to head, CHECKPOINTed, dropped on exit; yields its URL."""
+def fresh_database(server: str, revision: str = "head") -> Iterator[str]:
+    """A new database migrated to ``revision`` (0007: the events table unpartitioned), CHECKPOINTed, dropped
+    on exit; yields its URL."""
     name = f"llm_ledger_bench_{secrets.token_hex(4)}"
     with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = f"{server}/{name}"
     try:
-        upgrade(url)
+        upgrade(url, revision)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CHECKPOINT")
         yield url
@@ -276,7 +282,10 @@ def run_copy(url: str, values: list[tuple[Any, ...]], per_transaction: int | Non
         sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, STORED_COLUMNS))
     )
     with psycopg.connect(url) as conn:
-        if table in TABLE_LIKE:
+        if table == PARTITIONED_TWIN:
+            make_partitioned_twin(conn)
+            conn.commit()
+        elif table in TABLE_LIKE:
             conn.execute(
                 sql.SQL("CREATE TABLE {} (LIKE llm_ledger_events {})").format(
                     sql.Identifier(table), sql.SQL(TABLE_LIKE[table])
@@ -296,6 +305,33 @@ def run_copy(url: str, values: list[tuple[Any, ...]], per_transaction: int | Non
     if stored != len(values):
         raise RuntimeError(f"COPY stored {stored} rows of {len(values)}")
     return CopyRun(table, per_transaction, len(values), seconds)
+
+
+def is_partitioned(url: str) -> bool:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT relkind = 'p' FROM pg_class WHERE oid = 'llm_ledger_events'::regclass").fetchone()
+        return bool(row and row[0])
+
+
+def make_partitioned_twin(conn: psycopg.Connection[Any]) -> None:
+    """``LIKE llm_ledger_events INCLUDING ALL``, partitioned by ``stream_id`` like it, with a partition of the
+    same bounds for each of its partitions (the months made ahead and the default): the rows are routed to
+    the same partitions as in the events table."""
+    conn.execute(
+        sql.SQL("CREATE TABLE {} (LIKE llm_ledger_events INCLUDING ALL) PARTITION BY RANGE (stream_id)").format(
+            sql.Identifier(PARTITIONED_TWIN)
+        )
+    )
+    partitions = conn.execute(
+        "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = 'llm_ledger_events'::regclass"
+    ).fetchall()
+    for name, bound in partitions:
+        conn.execute(
+            sql.SQL("CREATE TABLE {} PARTITION OF {} {}").format(
+                sql.Identifier(f"twin_{name}"), sql.Identifier(PARTITIONED_TWIN), sql.SQL(bound)
+            )
+        )
 
 
 # --- 3. memory at a backlog (child process) ---------------------------------------------------------------
@@ -453,6 +489,7 @@ def report(
     append: AppendRun | None,
     staged: AppendRun | None,
     backlog: dict[str, Any] | None,
+    revision: str = "head",
 ) -> str:
     today = datetime.now(UTC).strftime("%Y-%m-%d")
     lines = [
@@ -463,7 +500,8 @@ def report(
         "```",
         "",
         f"Measured on {today}: {machine()}, CPython {platform.python_version()}, {server_version(server)},",
-        f"psycopg {psycopg.__version__}, SQLAlchemy {sqlalchemy.__version__}; load average before the run "
+        f"psycopg {psycopg.__version__}, SQLAlchemy {sqlalchemy.__version__}; schema revision {revision}; load"
+        " average before the run "
         f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (the machine is shared).",
         "",
     ]
@@ -488,17 +526,20 @@ def report(
             how = "one transaction" if c.per_transaction is None else f"one transaction per {c.per_transaction} rows"
             what = {
                 TWIN: "the twin table (`LIKE llm_ledger_events INCLUDING ALL`: all its indexes and constraints)",
+                PARTITIONED_TWIN: "the partitioned twin (the same, partitioned alike, with the same partitions)",
                 BARE: "a bare table (same columns and defaults, no index or constraint)",
             }.get(c.table, f"`{c.table}` itself (superuser)")
             lines.append(f"| COPY into {what}, {how} | {c.events} | {c.seconds:.2f} | {c.rate:,.0f} |")
         lines.append("")
-        copy_one = next((c for c in copies if c.per_transaction is None and c.table == TWIN), None)
+        twin = PARTITIONED_TWIN if any(c.table == PARTITIONED_TWIN for c in copies) else TWIN
+        copy_one = next((c for c in copies if c.per_transaction is None and c.table == twin), None)
         bare = next((c for c in copies if c.per_transaction is None and c.table == BARE), None)
         default = next((w for w in writers if w.batch_size == DEFAULT_BATCH_SIZE), None)
         best = max(writers, key=lambda w: w.rate) if writers else None
         if copy_one and default and best:
             lines.append(
-                f"- **writer / COPY into the twin: {default.rate / copy_one.rate:.2f}** at the default batch_size "
+                f"- **writer / COPY into the {'partitioned ' if twin == PARTITIONED_TWIN else ''}twin:"
+                f" {default.rate / copy_one.rate:.2f}** at the default batch_size "
                 f"{DEFAULT_BATCH_SIZE}; {best.rate / copy_one.rate:.2f} at the best, batch_size {best.batch_size} "
                 "(target >= 0.6)."
             )
@@ -616,6 +657,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--backlog", type=int, default=1_000_000, help="events of the memory measurement (0: skip)")
     parser.add_argument("--server", default=DEFAULT_SERVER, help="PostgreSQL server URL, without a database")
     parser.add_argument("--skip-copy", action="store_true")
+    parser.add_argument(
+        "--revision",
+        default="head",
+        help="the schema revision of every database: head (the events table partitioned, migration 0008; its"
+        " COPY baseline the partitioned twin) or 0007 (unpartitioned, for comparison)",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="where to write the report")
     parser.add_argument("--no-results", action="store_true", help="print the report only")
     parser.add_argument("--backlog-child", action="store_true", help=argparse.SUPPRESS)
@@ -640,13 +687,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Not reported: the first writer run of a process measured 5-10% below the next ones (same batch
         # size, fresh database each), which would have charged the warm-up to whichever variant came first.
         warm_up = generate_drafts(min(args.events, 20_000), args.tenants)
-        with frozen_heap(), fresh_database(args.server) as url:
+        with frozen_heap(), fresh_database(args.server, args.revision) as url:
             run_writer(url, warm_up, DEFAULT_BATCH_SIZE, Path(tmp) / "spool-warm-up", args.writer)
         del warm_up
         for batch_size in batch_sizes:
             print(f"generating {args.events:,} events for batch_size {batch_size} ...", file=sys.stderr, flush=True)
             drafts = generate_drafts(args.events, args.tenants)
-            with frozen_heap(), fresh_database(args.server) as url:
+            with frozen_heap(), fresh_database(args.server, args.revision) as url:
                 run = run_writer(url, drafts, batch_size, Path(tmp) / f"spool-{batch_size}", args.writer)
             print(f"  writer batch_size {batch_size}: {run.rate:,.0f} events/s", file=sys.stderr, flush=True)
             writers.append(run)
@@ -655,20 +702,29 @@ def main(argv: Sequence[str] | None = None) -> None:
                 rows = [event_to_row(draft, index) for index, draft in enumerate(drafts)]
             del drafts
         if rows:
-            with frozen_heap(), fresh_database(args.server) as url:
+            with frozen_heap(), fresh_database(args.server, args.revision) as url:
                 append = run_append_rows(url, rows, batch_sizes[0])
             print(f"  append_rows alone: {append.rate:,.0f} events/s", file=sys.stderr, flush=True)
-            with frozen_heap(), fresh_database(args.server) as url:
+            with frozen_heap(), fresh_database(args.server, args.revision) as url:
                 staged = run_append_rows(url, rows, batch_sizes[0], staged=True)
             print(f"  append_rows alone, staging path: {staged.rate:,.0f} events/s", file=sys.stderr, flush=True)
         if rows and not args.skip_copy:
             values = copy_values(rows)
-            targets = ((TWIN, None), (TWIN, batch_sizes[0]), (BARE, None), ("llm_ledger_events", None))
+            targets: tuple[tuple[str, int | None], ...] = (
+                (TWIN, None),
+                (TWIN, batch_sizes[0]),
+                (BARE, None),
+                ("llm_ledger_events", None),
+            )
+            with fresh_database(args.server, args.revision) as url:
+                partitioned = is_partitioned(url)
+            if partitioned:
+                targets = ((PARTITIONED_TWIN, None), (PARTITIONED_TWIN, batch_sizes[0]), *targets)
             for table, per_transaction in targets:
                 # COPY takes a second or two: the median of three runs, each in a fresh database.
                 runs = []
                 for _ in range(COPY_RUNS):
-                    with frozen_heap(), fresh_database(args.server) as url:
+                    with frozen_heap(), fresh_database(args.server, args.revision) as url:
                         runs.append(run_copy(url, values, per_transaction, table))
                 copies.append(sorted(runs, key=lambda run: run.seconds)[len(runs) // 2])
                 print(
@@ -696,6 +752,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         append=append,
         staged=staged,
         backlog=backlog,
+        revision=args.revision,
     )
     print(text)
     if not args.no_results:

@@ -18,6 +18,8 @@ from llm_ledger.environment import (
 from llm_ledger.exit_codes import ExitCode, exit_code_table
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from llm_ledger.audit import Seal
 
 
@@ -42,6 +44,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _months_ahead(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of months") from None
+    if not 0 <= value <= 36:
+        raise argparse.ArgumentTypeError(f"must be 0 to 36 months, got {value}")
     return value
 
 
@@ -116,6 +128,72 @@ def _db_current(args: argparse.Namespace) -> int:
     state = "up to date" if revision == head else f"behind head {head}: run llm-ledger db upgrade"
     print(f"{_shown(url)}: {revision} ({state})")
     return ExitCode.OK if revision == head else ExitCode.FAILED
+
+
+def _create_partitions(connection: Connection, months_ahead: int) -> list[str]:
+    """``partitions.ensure_partitions``, its two expected refusals said in one line instead of a traceback."""
+    from sqlalchemy.exc import DBAPIError
+
+    from llm_ledger.cli_errors import UsageError
+    from llm_ledger.errors import LedgerError
+    from llm_ledger.store import partitions
+    from llm_ledger.store.scoping import INGEST_ROLE, WRITER_ROLE
+
+    try:
+        return partitions.ensure_partitions(connection, months_ahead)
+    except DBAPIError as exc:
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        if sqlstate == "42501":  # insufficient_privilege: EXECUTE on the function
+            raise UsageError(
+                f"this login may not create partitions: run --create-ahead as the database's owner or a login"
+                f" granted {WRITER_ROLE} (or {INGEST_ROLE}); listing them needs no grant"
+            ) from None
+        if sqlstate == "55P03":  # lock_not_available: the function's lock_timeout
+            raise LedgerError(
+                "partitions not created: a lock on the events table (or its default partition) was not granted"
+                " in time, held by a long transaction or a dump; nothing was changed, try again"
+            ) from None
+        raise
+
+
+def _db_partitions(args: argparse.Namespace) -> int:
+    from llm_ledger.store import create_store_engine, partitions
+
+    url = _database_url(args)
+    engine = create_store_engine(url)
+    try:
+        with engine.begin() as connection:
+            if not partitions.is_partitioned(connection):
+                kind = (
+                    "SQLite keeps" if connection.dialect.name == "sqlite" else "this ledger (before revision 0008) has"
+                )
+                print(f"{_shown(url)}: {kind} one events table, llm_ledger_events: no partitions")
+                return ExitCode.OK
+            if args.create_ahead is not None:
+                created = _create_partitions(connection, args.create_ahead)
+                print(f"created {', '.join(created)}" if created else "no partition missing")
+        with engine.begin() as connection:
+            listed = partitions.list_partitions(connection)
+            default_rows = partitions.count_default_rows(connection)
+    finally:
+        engine.dispose()
+    print(f"{'partition':<28} {'from (stream id)':<38} {'to':<38} {'rows (est.)':>12} {'size':>10}")
+    for partition in listed:
+        rows = "-" if partition.rows is None else f"{partition.rows:,}"
+        low, high = (partition.low, partition.high) if not partition.is_default else ("DEFAULT", "")
+        print(f"{partition.name:<28} {low:<38} {high:<38} {rows:>12} {partition.bytes / 2**20:>8.1f} MB")
+    if default_rows is None:
+        print("the default partition: this login may not count its rows (the owner may); estimate above")
+    elif default_rows:
+        print(
+            f"WARNING: the default partition holds {default_rows:,} events: streams of a month that had no"
+            " partition (or ids that are not UUIDv7). They are stored and read like any other, but that month"
+            " cannot get its partition while they are there",
+            file=sys.stderr,
+        )
+    else:
+        print("the default partition is empty")
+    return ExitCode.OK
 
 
 def _project(args: argparse.Namespace) -> int:
@@ -303,6 +381,17 @@ def build_parser() -> argparse.ArgumentParser:
     current = db_commands.add_parser("current", help="show the database's schema revision")
     current.add_argument("--database-url", help=url_help)
     current.set_defaults(handler=_db_current)
+    partitions = db_commands.add_parser(
+        "partitions", help="list the events table's monthly partitions (PostgreSQL) and create missing ones"
+    )
+    partitions.add_argument(
+        "--create-ahead",
+        type=_months_ahead,
+        metavar="N",
+        help="first create the missing partitions of this month and the N after it (0 to 36)",
+    )
+    partitions.add_argument("--database-url", help=url_help)
+    partitions.set_defaults(handler=_db_partitions, needs_ledger=True)
 
     project = commands.add_parser(
         "project", help="bring the read models (the dashboard's figures) up to date with the events"

@@ -152,6 +152,24 @@ def _ingest_usable(connection: Connection, cursor: psycopg.Cursor[Any]) -> bool:
     return bool(usable)
 
 
+# The unique key an event id is idempotent by: (tenant_id, stream_id, event_id) on the partitioned table
+# (migration 0008; a replayed event has the same stream), (tenant_id, event_id) on a ledger not yet at 0008,
+# which a writer upgraded before its database still writes to.
+_PARTITIONED_SQL = f"SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass('{events.name}')"
+_IDEMPOTENCY_KEY = "llm_ledger_idempotency_key"
+
+
+def _idempotency_key(connection: Connection, cursor: psycopg.Cursor[Any]) -> str:
+    """Asked once per pooled connection, as ``_ingest_usable``."""
+    key = connection.info.get(_IDEMPOTENCY_KEY)
+    if key is None:
+        cursor.execute(_PARTITIONED_SQL)
+        found = cursor.fetchone()
+        key = "(tenant_id, stream_id, event_id)" if found and found[0] else "(tenant_id, event_id)"
+        connection.info[_IDEMPOTENCY_KEY] = key
+    return str(key)
+
+
 class PostgresBackend:
     """A batch goes in by one of two paths.
 
@@ -224,7 +242,7 @@ class PostgresBackend:
                 _copy_rows(cursor, staging, rows)
                 insert = (
                     f"INSERT INTO {events.name} ({columns}) SELECT {columns} FROM {staging} {{where}} "
-                    f"ON CONFLICT (tenant_id, event_id) DO NOTHING"
+                    f"ON CONFLICT {_idempotency_key(connection, cursor)} DO NOTHING"
                 )
                 if not per_tenant:
                     cursor.execute(insert.format(where=""))
@@ -243,6 +261,8 @@ class PostgresBackend:
                             counts.append(insert_cursor)
                     stored = sum(c.rowcount for c in counts)
             except BaseException:
+                # Asked again next time: the database may have been migrated to 0008 under this connection.
+                connection.info.pop(_IDEMPOTENCY_KEY, None)
                 if making:
                     # The table was made in this transaction and goes with its rollback (a taken position,
                     # an outage): the connection's next staged batch makes it again, instead of copying

@@ -1,13 +1,21 @@
 """The tables, as SQLAlchemy Core metadata. Migrations create them; the store reads and writes them.
 
 One append-only table of events. Every unique key leads with ``tenant_id`` so that the same schema can
-be distributed by tenant (Citus) or partitioned without a rewrite: both refuse a unique key that does
-not contain the distribution or partition column.
+be distributed by tenant (Citus): it refuses a unique key that does not contain the distribution column.
+On PostgreSQL the table is partitioned by ``stream_id`` (migration 0008: a range of UUIDv7 ids per month),
+so every key contains it too: the primary key ``(tenant_id, stream_id, stream_position)`` is the position
+conflict, ``(tenant_id, stream_id, event_id)`` the idempotency key. SQLite keeps the one table of 0001:
+``global_position INTEGER PRIMARY KEY`` (the rowid alias that gives positions) and the keys
+``(tenant_id, event_id)`` and ``(tenant_id, stream_id, stream_position)``. The per-dialect keys are
+``ddl_if`` constraints; the primary key, one per table for SQLAlchemy, is PostgreSQL's, and SQLite's is
+``SQLITE_PRIMARY_KEY``.
 ``tx_id`` (PostgreSQL's ``xid8`` of the writing transaction) exists on PostgreSQL only: it is how a
 reader knows that no earlier transaction can still commit (see ``store.read_all``).
 """
 
 from __future__ import annotations
+
+import re
 
 from sqlalchemy import (
     JSON,
@@ -19,6 +27,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     SmallInteger,
     String,
     Table,
@@ -44,6 +53,15 @@ metadata = MetaData(
 # SQLite only gives an auto-incrementing rowid alias to "INTEGER PRIMARY KEY", not to BIGINT.
 _Position = BigInteger().with_variant(Integer(), "sqlite")
 _Payload = JSON().with_variant(JSONB(), "postgresql")
+# PostgreSQL partitions by stream id ranges in byte order (UUIDv7 text: time order); SQLite has no "C".
+_StreamId = String(36).with_variant(String(36, collation="C"), "postgresql")
+
+EVENTS_PARTITION = re.compile(rf"{EVENTS_TABLE}_(?:\d{{4}}_\d{{2}}|default)")
+"""The names of the events table's partitions on PostgreSQL (``llm_ledger_events_2026_12``, and the default
+one): made by migration 0008 and ``llm_ledger_ensure_partitions``, not modelled (the parent is)."""
+
+SQLITE_PRIMARY_KEY = ("global_position",)
+"""SQLite's primary key of the events table (the model's is PostgreSQL's)."""
 
 
 class Xid8(UserDefinedType[int]):
@@ -60,12 +78,12 @@ events = Table(
     metadata,
     # ALWAYS: a position is the database's to give; an INSERT that names one fails on PostgreSQL
     # (SQLite ignores Identity and keeps its rowid alias).
-    Column("global_position", _Position, Identity(always=True), primary_key=True, autoincrement=True),
+    Column("global_position", _Position, Identity(always=True), nullable=False),
     Column("tenant_id", Text, nullable=False),
     Column("event_id", String(36), nullable=False),
     Column("event_type", String(40), nullable=False),
     Column("schema_version", SmallInteger, nullable=False),
-    Column("stream_id", String(36), nullable=False),
+    Column("stream_id", _StreamId, nullable=False),
     Column("stream_position", Integer, nullable=False),
     Column("agent_id", Text),
     Column("session_id", Text),
@@ -80,8 +98,10 @@ events = Table(
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.current_timestamp()),
     # Row-level security reads an empty tenant setting as "no tenant"; no row may claim that tenant.
     CheckConstraint("tenant_id <> ''", name="tenant_id_not_empty"),
-    UniqueConstraint("tenant_id", "event_id"),
-    UniqueConstraint("tenant_id", "stream_id", "stream_position"),
+    PrimaryKeyConstraint("tenant_id", "stream_id", "stream_position").ddl_if(dialect="postgresql"),
+    UniqueConstraint("tenant_id", "stream_id", "event_id").ddl_if(dialect="postgresql"),
+    UniqueConstraint("tenant_id", "event_id").ddl_if(dialect="sqlite"),
+    UniqueConstraint("tenant_id", "stream_id", "stream_position").ddl_if(dialect="sqlite"),
     Index(None, "tenant_id", "occurred_at"),
     Index(None, "tenant_id", "session_id", "occurred_at"),
 )

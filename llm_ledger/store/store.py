@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 
 from llm_ledger.events import ChainReport, Event, EventDraft, verify_chain
+from llm_ledger.store import partitions
 from llm_ledger.store.dialects import START, Backend, Cursor, DirectCopyConflict, backend_for
 from llm_ledger.store.errors import ConcurrencyError, StoreUnavailableError
 from llm_ledger.store.rows import event_to_row, row_to_event, row_to_record
@@ -25,6 +28,14 @@ from llm_ledger.store.scoping import WRITER_ROLE
 from llm_ledger.store.settings import create_store_engine
 
 Appendable = Event | EventDraft | Mapping[str, Any]
+
+log = logging.getLogger("llm_ledger.store")
+
+PARTITIONS_EVERY = 24 * 3600.0
+"""Seconds between the writer's calls of ``ensure_partitions`` once one succeeded: months are created 3 ahead,
+so a day late changes nothing."""
+PARTITIONS_RETRY = 600.0
+"""Seconds before the next call after one failed (an outage, a lock not granted within its timeout)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +66,7 @@ class EventStore:
         self.backend: Backend = backend_for(self.engine.dialect.name)
         self.tenant_id = tenant_id
         self.role = role
+        self._partitions_due = 0.0  # time.monotonic() of the next maintain_partitions call that does something
 
     def scoped(self, *, tenant_id: str | None = None, role: str | None = None) -> EventStore:
         """The same store (and engine) seen as one tenant and/or one role."""
@@ -140,6 +152,43 @@ class EventStore:
         # round trip less a batch.
         with self.transaction(scoped=False) as connection:
             return self.backend.copy_streaming(connection, rows)
+
+    # --- partitions (PostgreSQL) ------------------------------------------------------------------
+
+    def ensure_partitions(self, months_ahead: int = partitions.MONTHS_AHEAD) -> list[str]:
+        """Create the events table's monthly partitions from this month through ``months_ahead`` that are
+        missing (migration 0008's ``llm_ledger_ensure_partitions``, which runs as the owner); returns the names
+        created. Nothing to do on SQLite (one table) or an unpartitioned ledger."""
+        with self.transaction() as connection:
+            if not partitions.is_partitioned(connection):
+                return []
+            return partitions.ensure_partitions(connection, months_ahead)
+
+    def maintain_partitions(self) -> None:
+        """``ensure_partitions``, at most once a day (every ``PARTITIONS_RETRY`` seconds after a failure),
+        for the writer: never raises. Nothing depends on it in time: a stream with no partition of its month
+        is stored in the default partition."""
+        now = time.monotonic()
+        if now < self._partitions_due:
+            return
+        try:
+            created = self.ensure_partitions()
+        except StoreUnavailableError:
+            self._partitions_due = now + 60.0  # the outage is the writer's to report, once
+            return
+        except Exception as exc:  # noqa: BLE001 - best effort: the events go to the default partition meanwhile
+            self._partitions_due = now + PARTITIONS_RETRY
+            log.warning(
+                "llm-ledger: could not create the coming months' partitions (%s: %s); retrying in %.0f s,"
+                " events meanwhile stored in the default partition if their month has none",
+                type(exc).__name__,
+                getattr(exc, "orig", exc),
+                PARTITIONS_RETRY,
+            )
+            return
+        self._partitions_due = now + PARTITIONS_EVERY
+        if created:
+            log.info("llm-ledger: created the events partitions %s", ", ".join(created))
 
     # --- reading --------------------------------------------------------------------------------
 

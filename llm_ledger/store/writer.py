@@ -571,6 +571,7 @@ class BufferedWriter:
                 self._storing = None
                 self._on_disk = True
             return
+        self.store.maintain_partitions()  # the coming months' partitions: at start, then daily; never raises
         try:
             self._append(batch.rows)
         except Exception as exc:  # noqa: BLE001 - any failure to write is an outage for the writer

@@ -419,7 +419,7 @@ def test_a_reader_login_sees_no_tenant_without_the_setting(facts: Facts, logins:
             relations = connection.execute(
                 text(
                     "SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid"
-                    " WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'v')"
+                    " WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v')"
                     " AND a.attname = 'tenant_id' AND has_table_privilege(c.oid, 'SELECT')"
                 )
             ).scalars()

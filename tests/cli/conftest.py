@@ -17,6 +17,9 @@ from tests.store.conftest import (  # noqa: F401  (fixtures, registered here by 
     _create_postgres_database,
     _postgres_server,
     empty_postgres_url,
+    ledger_login,
+    postgres_migrated_url,
+    postgres_url,
     sqlite_url,
 )
 

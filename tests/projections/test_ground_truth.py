@@ -302,7 +302,12 @@ def test_sessions_equal_the_sessions_of_the_events(view: LedgerView, truth: Trut
 def test_a_session_timeline_shows_each_execution_with_its_attempts(
     view: DashboardView, recorded_events: list[Event], tenants: tuple[str, ...]
 ) -> None:
-    event = next(e for e in recorded_events if e.event_type == "FallbackTriggered")
+    # A session with a fallback and a tool execution: which sessions have both depends on the order in which
+    # the concurrent calls drew from the mock models (the first fallback's session had no tool under load).
+    with_tools = {(e.tenant_id, e.session_id) for e in recorded_events if e.event_type == "ToolCallStarted"}
+    event = next(
+        e for e in recorded_events if e.event_type == "FallbackTriggered" and (e.tenant_id, e.session_id) in with_tools
+    )
     session_events = [e for e in recorded_events if e.session_id == event.session_id and e.tenant_id == event.tenant_id]
 
     executions = view.session_timeline(event.tenant_id, str(event.session_id))

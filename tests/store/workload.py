@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
+
+from sqlalchemy import Engine, text
 
 from llm_ledger import LLMExecutor, LLMMessage, RetryPolicy, execution_context
 from llm_ledger.events import Event, EventDraft, compute_hash
@@ -67,3 +70,15 @@ def moved_onto(stream: list[Event], events: list[Event]) -> list[dict[str, Any]]
         record["hash"] = compute_hash(record)
         forged.append(record)
     return forged
+
+
+def wait_until_readable_by_cursor(engine: Engine) -> None:
+    """Wait until ``read_all`` (and the projector) may return every stored event: it stops short of the oldest
+    transaction running anywhere on the cluster, which other suites share."""
+    query = text("SELECT COALESCE(MAX(tx_id) < pg_snapshot_xmin(pg_current_snapshot()), true) FROM llm_ledger_events")
+    for _ in range(1_200):
+        with engine.connect() as connection:
+            if connection.execute(query).scalar_one():
+                return
+        time.sleep(0.05)
+    raise AssertionError("a transaction of the cluster stayed open for a minute: read_all cannot pass it")

@@ -1,9 +1,9 @@
 """Run by the telemetry tests in a child process: N executions on mock models with tracing configured
 only from the OTEL_* environment (as an application would), then exit; prints timings and ids.
 With ``aclose`` as second argument it awaits ``llm_ledger.aclose()``, prints ``CLOSED`` and waits for a line
-on stdin before exiting, so the test can look at what was exported by then, before the exit hook runs. With ``flush`` it awaits
-``aclose()`` with a generous bound and exits: the exit hook's own budget is short by design, and a busy
-machine can spend it before the first export leaves."""
+on stdin before exiting, so the test can look at what was exported by then, before the exit hook runs.
+With ``flush`` it awaits ``aclose()`` with a generous bound and exits: the exit hook's own budget is short
+by design, and a busy machine can spend it before the first export leaves."""
 
 from __future__ import annotations
 
