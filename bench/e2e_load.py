@@ -13,7 +13,9 @@ round so that the machine's drift falls on both:
   memory   every executor's sink an ``InMemorySink``: nothing sealed, nothing stored;
   writer   the process's default writer (``LLM_LEDGER_DATABASE_URL`` a fresh PostgreSQL database, migrated,
            written as ``llm_ledger_writer``; the journal in a new directory; ``LLM_LEDGER_DURABILITY`` as
-           given, ``journal`` by default).
+           given, ``journal`` by default): for PostgreSQL a writer process (``ProcessWriter``);
+  thread   the same with ``LLM_LEDGER_WRITER=thread``: the buffered writer's threads in the application's
+           own process, for comparison.
 
 Measured: turns per second (the ratio writer/memory at equal N is the figure that matters), the event
 loop's lag (a task that asks to wake every 10 ms records how late it wakes: p50, p99, max), the process's
@@ -51,7 +53,7 @@ from psycopg import sql
 from bench.ingest import count_rows, fresh_database
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432"
-VARIANTS = ("memory", "writer")
+VARIANTS = ("memory", "writer", "thread")
 STEPS = ("context_extraction", "rule_filtering", "generation", "enforcement")
 MODEL = "mock/bench-step?p50_ms=50"
 SETTLE_SECONDS = 2.0
@@ -69,6 +71,7 @@ class Run:
     lag_p99_ms: float
     lag_max_ms: float
     rss_mb: float
+    writer_rss_mb: float = 0.0  # the writer process's peak RSS (the process writer only)
     stored_during: int = 0  # events in PostgreSQL when the load stopped
     stored_settled: int = 0  # ... SETTLE_SECONDS later
     all_stored_after: float | None = None  # seconds after the load stopped until every accepted event was stored
@@ -127,14 +130,22 @@ def one(variant: str, sessions: int, seconds: float, url: str | None) -> Run:
 
     # The writer the process would make on its first call, from the same variables, held here to read it.
     sink = InMemorySink() if variant == "memory" else make_default_writer()
-    peak = [0.0]
+    peak = [0.0, 0.0]
     done = threading.Event()
 
+    def rss_of(pid: int | str) -> float:
+        try:
+            with open(f"/proc/{pid}/statm") as statm:
+                return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        except OSError:
+            return 0.0
+
     def watch_rss() -> None:  # ru_maxrss is the process's whole life: sampled here instead
-        page = os.sysconf("SC_PAGE_SIZE")
         while not done.wait(0.1):
-            with open("/proc/self/statm") as statm:
-                peak[0] = max(peak[0], int(statm.read().split()[1]) * page / 2**20)
+            peak[0] = max(peak[0], rss_of("self"))
+            child = getattr(sink, "child_pid", None)
+            if child is not None:
+                peak[1] = max(peak[1], rss_of(child))
 
     before = count_rows(url, "llm_ledger_events") if url else 0  # earlier runs' events, in the same database
     watcher = threading.Thread(target=watch_rss, daemon=True)
@@ -154,6 +165,7 @@ def one(variant: str, sessions: int, seconds: float, url: str | None) -> Run:
         _quantile(lags, 0.99),
         max(lags, default=float("nan")),
         peak[0],
+        writer_rss_mb=peak[1],
         load=os.getloadavg()[0],
     )
     if isinstance(sink, InMemorySink):
@@ -193,7 +205,10 @@ def measure(variant: str, sessions: int, seconds: float, url: str, login: str, d
     env = dict(os.environ)
     home = tempfile.mkdtemp(prefix=f"e2e-{variant}-")
     env.update(LLM_LEDGER_HOME=home, LLM_LEDGER_DURABILITY=durability, PYTHONPATH=str(Path(__file__).parent.parent))
-    if variant == "writer":
+    env.pop("LLM_LEDGER_WRITER", None)
+    if variant == "thread":
+        env["LLM_LEDGER_WRITER"] = "thread"
+    if variant != "memory":
         env["LLM_LEDGER_DATABASE_URL"] = url.replace("postgresql://postgres@", f"postgresql://{login}@", 1)
         with_count = url  # counted as the superuser, whom row-level security does not hide rows from
     else:
@@ -233,9 +248,9 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
         f"{args.rounds} rounds of {args.seconds:g} s runs, durability {args.durability}",
         "",
-        "| sessions | variant | turns/s | / memory | loop lag ms p50 | p99 | max | RSS MB | in PG at stop | "
-        f"in PG {SETTLE_SECONDS:g} s after | all stored after s | spooled | lost | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| sessions | variant | turns/s | / memory | loop lag ms p50 | p99 | max | RSS MB | writer RSS MB | "
+        f"in PG at stop | in PG {SETTLE_SECONDS:g} s after | all stored after s | spooled | lost | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for sessions in args.sessions:
         memory = [r.turns_per_second for r in runs if r.sessions == sessions and r.variant == "memory"]
@@ -245,13 +260,14 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
                 f"{run.stored_during:,} / {run.events:,} | {run.stored_settled:,} / {run.events:,} | "
                 f"{f'{run.all_stored_after:.2f}' if run.all_stored_after is not None else 'not in 60 s'} | "
                 f"{run.spooled:,} | {run.lost:,}"
-                if run.variant == "writer"
+                if run.variant != "memory"
                 else " | | | | "
             )
             lines.append(
                 f"| {run.sessions:,} | {run.variant} | {run.turns_per_second:.0f} | "
                 f"{run.turns_per_second / base:.2f} | "
                 f"{run.lag_p50_ms:.1f} | {run.lag_p99_ms:.1f} | {run.lag_max_ms:.0f} | {run.rss_mb:.0f} | "
+                f"{run.writer_rss_mb:.0f} | "
                 f"{stored} | {run.load:.1f} |"
             )
     return "\n".join(lines)

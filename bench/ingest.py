@@ -70,6 +70,7 @@ from llm_ledger.events import EventDraft, StreamHeader, StreamSealer, uuid7
 from llm_ledger.events.model import Payload
 from llm_ledger.events.values import JsonPayload
 from llm_ledger.store.migrate import upgrade
+from llm_ledger.store.process_writer import ProcessWriter
 from llm_ledger.store.rows import event_to_row
 from llm_ledger.store.schema import STORED_COLUMNS
 from llm_ledger.store.scoping import INGEST_ROLE, WRITER_ROLE
@@ -178,16 +179,21 @@ class WriterRun:
         return self.events / self.seconds
 
 
-def run_writer(url: str, drafts: list[EventDraft], batch_size: int, spool_dir: Path) -> WriterRun:
-    """Emit every draft to a BufferedWriter and time until ``wait_stored()`` returns (all committed).
+def run_writer(url: str, drafts: list[EventDraft], batch_size: int, spool_dir: Path, kind: str = "thread") -> WriterRun:
+    """Emit every draft to a BufferedWriter (``kind="process"``: a ``ProcessWriter``, its writer process
+    sealing and storing) and time until ``wait_stored()`` returns (all committed).
 
     The writer sends a batch to its spool instead of the database when more than ``max_queue`` events wait
     (it assumes the database cannot keep up), so the producer here never lets more than ``max_queue`` wait:
     it emits a batch whenever there is room for one. The writer is never idle and never spills.
     """
     store = EventStore(url, role=WRITER_ROLE)
-    writer = BufferedWriter(store, spool_dir, batch_size=batch_size)
-    ceiling = writer.max_queue - batch_size
+    writer: BufferedWriter | ProcessWriter
+    if kind == "process":
+        writer = ProcessWriter(url, spool_dir, role=WRITER_ROLE, batch_size=batch_size)
+    else:
+        writer = BufferedWriter(store, spool_dir, batch_size=batch_size)
+    ceiling = 10_000 - batch_size
     spread = tenants_per_batch(drafts, batch_size)
     start = time.perf_counter()
     for i in range(0, len(drafts), batch_size):
@@ -645,6 +651,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="writer batch sizes; the first also sizes the database-stage and per-batch COPY runs",
     )
     parser.add_argument("--tenants", type=int, default=20)
+    parser.add_argument(
+        "--writer", choices=("thread", "process"), default="thread", help="the writer measured (process: ProcessWriter)"
+    )
     parser.add_argument("--backlog", type=int, default=1_000_000, help="events of the memory measurement (0: skip)")
     parser.add_argument("--server", default=DEFAULT_SERVER, help="PostgreSQL server URL, without a database")
     parser.add_argument("--skip-copy", action="store_true")
@@ -679,13 +688,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         # size, fresh database each), which would have charged the warm-up to whichever variant came first.
         warm_up = generate_drafts(min(args.events, 20_000), args.tenants)
         with frozen_heap(), fresh_database(args.server, args.revision) as url:
-            run_writer(url, warm_up, DEFAULT_BATCH_SIZE, Path(tmp) / "spool-warm-up")
+            run_writer(url, warm_up, DEFAULT_BATCH_SIZE, Path(tmp) / "spool-warm-up", args.writer)
         del warm_up
         for batch_size in batch_sizes:
             print(f"generating {args.events:,} events for batch_size {batch_size} ...", file=sys.stderr, flush=True)
             drafts = generate_drafts(args.events, args.tenants)
             with frozen_heap(), fresh_database(args.server, args.revision) as url:
-                run = run_writer(url, drafts, batch_size, Path(tmp) / f"spool-{batch_size}")
+                run = run_writer(url, drafts, batch_size, Path(tmp) / f"spool-{batch_size}", args.writer)
             print(f"  writer batch_size {batch_size}: {run.rate:,.0f} events/s", file=sys.stderr, flush=True)
             writers.append(run)
             if batch_size == batch_sizes[0]:

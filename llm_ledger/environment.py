@@ -91,6 +91,13 @@ LLM_LEDGER_DURABILITY = Variable(
     "llm_ledger/store/settings.py",
     default="journal",
 )
+LLM_LEDGER_WRITER = Variable(
+    "LLM_LEDGER_WRITER",
+    "`process`: events are sealed, journaled and stored by a writer process the library starts; `thread`: by"
+    " threads of the application's own process",
+    "llm_ledger/store/settings.py",
+    default_note="`process` for a PostgreSQL ledger, `thread` for SQLite",
+)
 
 # Providers: arguments to LLMExecutor win over these.
 

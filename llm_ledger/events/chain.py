@@ -60,8 +60,9 @@ class EventDraft:
     every earlier draft of the stream first, so the chain is the same whoever asks, and when.
     """
 
-    __slots__ = ("_build", "_canonical", "_event", "_fields", "_payload", "_plain", "_sealer", "_values",
-                 "event_id", "event_type", "occurred_at", "span_id", "stream_position", "trace_id")  # fmt: skip
+    __slots__ = ("_build", "_canonical", "_elsewhere", "_event", "_fields", "_payload", "_plain", "_sealer",
+                 "_values", "event_id", "event_type", "occurred_at", "span_id", "stream_position",
+                 "trace_id")  # fmt: skip
 
     def __init__(
         self,
@@ -80,6 +81,9 @@ class EventDraft:
         self._canonical = b""
         self._values: JsonDict | None = None
         self._plain = False
+        # Sealed by another process (a writer process): the prev_hash it was sealed with, so that this
+        # process can seal it again, alone, if asked (``StreamSealer.sealed_elsewhere``).
+        self._elsewhere: str | _InChain | None = IN_CHAIN
         if callable(payload):
             self._payload: Payload | None = None
             self._build: Callable[[], Payload] | JsonPayload | None = payload
@@ -130,6 +134,25 @@ class EventDraft:
         return self._sealer.header.tenant_id
 
     @property
+    def sealer(self) -> StreamSealer:
+        return self._sealer
+
+    def payload_values(self) -> tuple[JsonDict, bool]:
+        """The payload's JSON values as the sealing would serialize them, and whether orjson writes their
+        floats as canonical JSON has them (``values.plain_floats``); built once. Raises as the builder does.
+        For handing the draft to a writer process, which seals it there from these values."""
+        if type(self._build) is JsonPayload:
+            values = self._json_values()
+            return values, self._plain
+        return self.payload.model_dump(mode="json"), False
+
+    @property
+    def sealed_hash(self) -> str | None:
+        """The hash it was sealed to; None if it is not sealed (yet, or its sealing failed). Never seals."""
+        fields = self._fields
+        return None if fields is None else fields["hash"]
+
+    @property
     def event(self) -> EventEnvelope:
         """The sealed event, with its position, ``prev_hash`` and hash."""
         if self._event is None:
@@ -160,6 +183,30 @@ class StreamSealer:
         self._unsealed: deque[EventDraft] = deque()
         self._fixed: tuple[str, ...] | None = None  # encoded at the first seal, off the call path
         self._stream_id = ""
+
+    @classmethod
+    def resume(cls, header: StreamHeader, position: int, prev_hash: str | None) -> StreamSealer:
+        """A sealer for a stream whose events before ``position`` were sealed elsewhere, the last to
+        ``prev_hash`` (a writer process taking over a stream its application started)."""
+        sealer = cls(header)
+        sealer._next_position, sealer._prev_hash = position, prev_hash
+        return sealer
+
+    def resume_at(self, position: int, prev_hash: str | None) -> None:
+        """Go on at ``position`` after ``prev_hash`` (what the stream's events sealed elsewhere say)."""
+        with _sealing:
+            self._next_position, self._prev_hash = position, prev_hash
+
+    @property
+    def unsealed(self) -> int:
+        """Drafts of this stream neither sealed here nor acknowledged as sealed elsewhere."""
+        return len(self._unsealed)
+
+    @property
+    def next_link(self) -> tuple[int, str | None]:
+        """The position and prev_hash of the stream's next draft."""
+        with _sealing:
+            return self._next_position, self._prev_hash
 
     def draft(
         self,
@@ -199,8 +246,44 @@ class StreamSealer:
     def seal_through(self, draft: EventDraft) -> None:
         """Seal every draft of this stream up to and including ``draft``."""
         with _sealing:
+            elsewhere = draft._elsewhere
+            if draft._fields is None and not isinstance(elsewhere, _InChain):
+                # Sealed by a writer process, and no longer in this sealer's queue: sealed again, alone, from
+                # the prev_hash it had there (the same hash: sealing is deterministic).
+                alone = StreamSealer(self.header)
+                alone._prev_hash = elsewhere
+                alone._seal(draft)
+                return
             while draft._fields is None:
                 self._seal(self._unsealed.popleft())
+
+    def sealed_elsewhere(self, draft: EventDraft, digest: str | None) -> None:
+        """``draft``, the next unsealed draft of this stream, was sealed by another process (a writer
+        process) to ``digest`` (None: it could not be sealed, and the chain goes on from its predecessor, as
+        it does here): take it off the queue and go on from there, so that drafts sealed elsewhere do not
+        accumulate, and this sealer can seal the next ones itself exactly as the other process would."""
+        with _sealing:
+            if draft._fields is not None:
+                return  # sealed here already (someone read it): the chain moved on with it
+            if not self._unsealed or self._unsealed[0] is not draft:
+                raise ValueError(f"{draft!r} is not the next draft of its stream to seal")
+            self._unsealed.popleft()
+            draft._elsewhere = self._prev_hash
+            if digest is not None:
+                self._prev_hash = digest
+
+    def next_unsealed_link(self, draft: EventDraft) -> tuple[bool, str | None]:
+        """Whether ``draft``'s prev_hash is known here (every earlier draft of the stream is sealed, here or
+        elsewhere), and that prev_hash: what a writer process needs to seal it without having seen the
+        stream before."""
+        with _sealing:
+            fields = draft._fields
+            if fields is not None:
+                prev: str | None = fields["prev_hash"]
+                return True, prev
+            if self._unsealed and self._unsealed[0] is draft:
+                return True, self._prev_hash
+            return False, None
 
     def _seal(self, draft: EventDraft) -> None:
         if type(draft._build) is JsonPayload:
@@ -271,6 +354,15 @@ class StreamSealer:
             f',"tenant_id":{_json_text(header.tenant_id)},"trace_id":',
             f',"turn_id":{_json_text(header.turn_id)}}}',
         )
+
+
+class _InChain:
+    """The marker of a draft sealed in its own sealer's order (not by another process)."""
+
+    __slots__ = ()
+
+
+IN_CHAIN = _InChain()
 
 
 class PayloadJson(dict[str, Any]):

@@ -541,3 +541,18 @@ def _uuid(value: UUID) -> UUID:
 
 
 _uuid_adapter: TypeAdapter[UUID] = TypeAdapter(UUID)
+
+
+def given(values: JsonDict, plain: bool) -> JsonDict:
+    """The builder of a payload whose JSON values were built in another process (an application handing its
+    drafts to its writer process): ``values`` as they were, and ``plain`` as ``plain_floats`` found it
+    there, so that the sealing here writes the same canonical JSON (and hash)."""
+    if not plain:
+        _float_rewrite.rewrite = True
+    return values
+
+
+def refused(reason: str) -> JsonDict:
+    """The builder of a payload whose values could not be built or sent by the application: it raises as
+    the builder did there, so that the draft is set aside here and the chain goes on as it would there."""
+    raise ValueError(reason)

@@ -7,6 +7,7 @@ import logging
 import threading
 from pathlib import Path
 
+from llm_ledger.store.process_writer import ProcessWriter
 from llm_ledger.store.settings import StoreConfigurationError, StoreSettings, normalize_url
 from llm_ledger.store.store import EventStore
 from llm_ledger.store.writer import BufferedWriter
@@ -14,13 +15,18 @@ from llm_ledger.store.writer import BufferedWriter
 log = logging.getLogger("llm_ledger.store")
 
 _lock = threading.Lock()
-_writers: list[BufferedWriter] = []
+_writers: list[BufferedWriter | ProcessWriter] = []
 
 
-def make_default_writer() -> BufferedWriter:
+def make_default_writer() -> BufferedWriter | ProcessWriter:
     """A writer to ``LLM_LEDGER_DATABASE_URL`` (default: the embedded SQLite file), journaling to
     ``LLM_LEDGER_SPOOL_DIR``. The embedded SQLite file is migrated on first use, in the writer's
     thread; a PostgreSQL database is migrated by its operator (``llm-ledger db upgrade``).
+
+    ``LLM_LEDGER_WRITER`` chooses where the sealing, journaling and storing run: ``process`` (the default
+    for PostgreSQL: a writer process this one starts and supervises, ``process_writer.py``, so that they do
+    not compete with the application for its interpreter) or ``thread`` (the default for the embedded
+    SQLite file, a local ledger without the load that would pay for a second process).
 
     Raises StoreConfigurationError, naming the variable and the path, when the spool directory (or the
     embedded database's directory) cannot be created or written: without its journal the writer could
@@ -40,8 +46,15 @@ def make_default_writer() -> BufferedWriter:
 
             upgrade(url)
 
+    writer: BufferedWriter | ProcessWriter
     try:
-        writer = BufferedWriter(store, settings.spool_dir, on_start=prepare, durability=settings.durability)
+        if settings.writer_kind == "process":
+            store.close()  # the writer process makes its own
+            writer = ProcessWriter(
+                url.render_as_string(hide_password=False), settings.spool_dir, durability=settings.durability
+            )
+        else:
+            writer = BufferedWriter(store, settings.spool_dir, on_start=prepare, durability=settings.durability)
     except OSError as exc:
         store.close()
         variable = "LLM_LEDGER_HOME" if settings.spool_dir == settings.home / "spool" else "LLM_LEDGER_SPOOL_DIR"

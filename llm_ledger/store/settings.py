@@ -16,11 +16,13 @@ from llm_ledger.environment import (
     LLM_LEDGER_DURABILITY,
     LLM_LEDGER_HOME,
     LLM_LEDGER_SPOOL_DIR,
+    LLM_LEDGER_WRITER,
 )
 from llm_ledger.store.errors import StoreError
 
 SUPPORTED_DIALECTS = ("postgresql", "sqlite")
 DURABILITY_MODES = ("journal", "buffered")
+WRITER_KINDS = ("process", "thread")
 
 
 class StoreConfigurationError(StoreError, ValueError):
@@ -32,12 +34,22 @@ class StoreSettings:
     """``LLM_LEDGER_DATABASE_URL`` (default: SQLite at ``$LLM_LEDGER_HOME/ledger.db``, home defaulting to
     ``~/.llm-ledger``), ``LLM_LEDGER_SPOOL_DIR`` (default ``$LLM_LEDGER_HOME/spool``) and
     ``LLM_LEDGER_DURABILITY`` (``journal``, the default: a call returns once its events are journaled;
-    ``buffered``: at once, see the README for the window)."""
+    ``buffered``: at once, see the README for the window) and ``LLM_LEDGER_WRITER`` (``process``: a writer
+    process; ``thread``: the application's own threads; unset: ``process`` for PostgreSQL, ``thread`` for
+    the embedded SQLite file)."""
 
     database_url: str
     spool_dir: Path
     home: Path
     durability: str = "journal"
+    writer: str | None = None
+
+    @property
+    def writer_kind(self) -> str:
+        """``process`` or ``thread``: as asked, or as the database's kind suggests."""
+        if self.writer is not None:
+            return self.writer
+        return "process" if normalize_url(self.database_url).get_backend_name() == "postgresql" else "thread"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StoreSettings:
@@ -49,7 +61,10 @@ class StoreSettings:
             raise StoreConfigurationError(
                 f"LLM_LEDGER_DURABILITY={durability!r} is not one of {', '.join(DURABILITY_MODES)}"
             )
-        return cls(database_url=url, spool_dir=spool, home=home, durability=durability)
+        writer = LLM_LEDGER_WRITER.get(environ) or None
+        if writer is not None and writer not in WRITER_KINDS:
+            raise StoreConfigurationError(f"LLM_LEDGER_WRITER={writer!r} is not one of {', '.join(WRITER_KINDS)}")
+        return cls(database_url=url, spool_dir=spool, home=home, durability=durability, writer=writer)
 
 
 def _expanded(path: str, where: str) -> Path:

@@ -317,6 +317,17 @@ class Spool:
             else:
                 self._set_aside(segment, *item)
 
+    def peek(self, segment: Path) -> Iterator[SpoolRecord]:
+        """The intact records of a segment, without setting anything aside or reporting (the replay does):
+        for a writer process learning what its predecessor journaled."""
+        try:
+            data = segment.read_bytes()
+        except OSError:
+            return
+        for item in _frames(data):
+            if isinstance(item, SpoolRecord):
+                yield item
+
     def _last_record(self) -> SpoolRecord | None:
         """The intact record with the highest seq in the previous segments (None if there is none)."""
         for segment in reversed(self.previous):

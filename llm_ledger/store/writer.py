@@ -84,6 +84,10 @@ class WriterStats:
     journaled: int = 0
     memory_only: int = 0
     lost: int = 0
+    mode: str = "thread"
+    """Where the sealing and journaling run: ``thread`` (this writer's threads, in the application's
+    process), ``process`` (a writer process, ``process_writer.py``), ``taken-over`` (the application took
+    over from a writer process that died or stalled, and journals in its own threads)."""
 
 
 DEFAULT_BATCH_SIZE = 1_000
@@ -117,7 +121,10 @@ class BufferedWriter:
         retry_interval: float = 1.0,
         on_start: Callable[[], None] | None = None,
         durability: Durability | str = "journal",
+        on_settled: Callable[[list[EventDraft]], None] | None = None,
     ) -> None:
+        """``on_settled`` is called from the journaling thread with each batch of drafts once it is settled
+        (journaled, held in memory, or set aside), in emission order: for the writer process."""
         if batch_size < 1 or max_queue < batch_size or hard_limit < max_queue:
             raise ValueError("BufferedWriter needs 1 <= batch_size <= max_queue <= hard_limit")
         if durability not in DURABILITY_MODES:
@@ -145,6 +152,8 @@ class BufferedWriter:
         self.retry_interval = retry_interval
         self.durability = durability
         self._on_start = on_start
+        self._on_settled = on_settled
+        self._hurry_through = 0  # journal at once until this many events are settled (``hurry``)
         self._cond = threading.Condition()
         self._queue: deque[EventDraft] = deque()
         self._waiters = DurabilityWaiters()
@@ -192,6 +201,41 @@ class BufferedWriter:
             self._accepted += 1
             if len(self._queue) >= self.batch_size:
                 self._cond.notify_all()
+
+    def emit_many(self, events: list[EventDraft]) -> int:
+        """``emit`` of each event, waking the journaling thread at most once (the writer process hands frames); how
+        many were queued (the first ones: the others are dropped, counted, as ``emit`` drops them)."""
+        with self._cond:
+            room = self.hard_limit - len(self._queue)
+            if self._journaling_done or room < len(events):
+                kept = [] if self._journaling_done else events[: max(room, 0)]
+                refused = len(events) - len(kept)
+                self._refused += refused
+                why = "the writer is closed: an event emitted now is neither journaled nor stored"
+                self._drop(refused, why if self._journaling_done else "the writer's queue is full")
+                events = kept
+            self._queue.extend(events)
+            self._accepted += len(events)
+            if len(self._queue) >= self.batch_size:  # as emit: a wake-up per frame would journal small batches
+                self._cond.notify_all()
+            return len(events)
+
+    def hurry(self) -> None:
+        """Journal every event emitted so far at once, as for a call waiting in ``durable`` (the writer
+        process's callers wait in their application's process, which says so with a frame)."""
+        with self._cond:
+            self._hurry_through = self._accepted
+            self._cond.notify_all()
+
+    def spools_taken_over(self) -> list[Spool]:
+        """This writer's journal and the orphans it replays: what dead writers of this directory left."""
+        return list(self._all_spools)
+
+    @property
+    def backlog(self) -> int:
+        """Events queued and not yet taken for journaling (the writer process reads its pipe slower past
+        ``max_queue``, so that its application's handover waits rather than this queue dropping)."""
+        return len(self._queue)
 
     def durable(self, event: EventDraft) -> Awaitable[None] | None:
         """An awaitable done once ``event`` (emitted before) and every earlier event is journaled or
@@ -319,7 +363,12 @@ class BufferedWriter:
         """The next batch: at ``batch_size``, at ``flush_interval``, or at once for a waiting call; None
         once stopping with nothing left."""
         with self._cond:
-            if not self._stopping and len(self._queue) < self.batch_size and not self._waiters:
+            if (
+                not self._stopping
+                and len(self._queue) < self.batch_size
+                and not self._waiters
+                and self._settled >= self._hurry_through
+            ):
                 self._cond.wait(self.flush_interval)
             if not self._queue:
                 if self._stopping:
@@ -354,6 +403,8 @@ class BufferedWriter:
             self._journaling = 0
             self._waiters.release_through(self._settled)
             self._cond.notify_all()
+        if self._on_settled is not None:
+            self._on_settled(batch)
 
     def _append_to_journal(self, records: list[bytes]) -> int | None:
         if self._journal_failing and time.monotonic() < self._journal_retry_at:

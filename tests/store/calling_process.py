@@ -2,7 +2,7 @@
 print ``RETURNED <execution id>`` the moment each call has returned to its caller, until killed (SIGKILL).
 
     python -m tests.store.calling_process URL SPOOL_DIR TENANT [--role ROLE] [--hard-limit N]
-        [--durability journal|buffered]
+        [--durability journal|buffered] [--writer thread|process]
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ import asyncio
 import sys
 
 from llm_ledger import LLMExecutor, LLMMessage, RetryPolicy, execution_context
+from llm_ledger.executor import EventSink
+from llm_ledger.store.process_writer import ProcessWriter
 from llm_ledger.store.store import EventStore
 from llm_ledger.store.writer import BufferedWriter
 
 
-async def call_forever(writer: BufferedWriter, tenant: str, concurrency: int) -> None:
+async def call_forever(writer: EventSink, tenant: str, concurrency: int) -> None:
     executor = LLMExecutor(
         "mock/child-primary?p50_ms=1&p99_ms=5&rate_limit=0.2&seed=5",
         fallback_models=["mock/child-fallback?p50_ms=1&p99_ms=5"],
@@ -47,15 +49,22 @@ def main() -> None:
     parser.add_argument("--hard-limit", type=int, default=100_000)
     parser.add_argument("--durability", default="journal")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--writer", choices=("thread", "process"), default="thread")
     args = parser.parse_args()
-    writer = BufferedWriter(
-        EventStore(args.url, role=args.role),
-        args.spool_dir,
-        batch_size=min(1_000, args.hard_limit),
-        max_queue=min(10_000, args.hard_limit),
-        hard_limit=args.hard_limit,
-        durability=args.durability,
-    )
+    writer: EventSink
+    if args.writer == "process":
+        writer = ProcessWriter(args.url, args.spool_dir, role=args.role, durability=args.durability)
+        sys.stdout.write(f"CHILD {writer.child_pid}\n")
+        sys.stdout.flush()
+    else:
+        writer = BufferedWriter(
+            EventStore(args.url, role=args.role),
+            args.spool_dir,
+            batch_size=min(1_000, args.hard_limit),
+            max_queue=min(10_000, args.hard_limit),
+            hard_limit=args.hard_limit,
+            durability=args.durability,
+        )
     asyncio.run(call_forever(writer, args.tenant, args.concurrency))
 
 

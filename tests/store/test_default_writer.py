@@ -12,6 +12,7 @@ import pytest
 import llm_ledger
 from llm_ledger import ConfigurationError, LLMExecutor, LLMMessage, execution_context
 from llm_ledger.executor.sink import set_default_sink
+from llm_ledger.store.settings import StoreSettings
 from llm_ledger.store.store import EventStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,3 +89,23 @@ async def test_an_unknown_durability_mode_is_a_configuration_error(
             await LLMExecutor("mock/unusable?p50_ms=0").generate([LLMMessage(role="user", content="hello")])
     finally:
         set_default_sink(None)
+
+
+async def test_an_unknown_writer_kind_is_a_configuration_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLM_LEDGER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LLM_LEDGER_WRITER", "fibers")
+    set_default_sink(None)
+    try:
+        with pytest.raises(ConfigurationError, match="LLM_LEDGER_WRITER"):
+            await LLMExecutor("mock/unusable?p50_ms=0").generate([LLMMessage(role="user", content="hello")])
+    finally:
+        set_default_sink(None)
+
+
+def test_postgresql_gets_a_writer_process_and_sqlite_the_thread_writer_unless_asked(tmp_path: Path) -> None:
+    home = {"LLM_LEDGER_HOME": str(tmp_path)}
+    postgres = {**home, "LLM_LEDGER_DATABASE_URL": "postgresql://u@h/db"}
+    assert StoreSettings.from_env(postgres).writer_kind == "process"
+    assert StoreSettings.from_env(home).writer_kind == "thread"
+    assert StoreSettings.from_env({**postgres, "LLM_LEDGER_WRITER": "thread"}).writer_kind == "thread"
+    assert StoreSettings.from_env({**home, "LLM_LEDGER_WRITER": "process"}).writer_kind == "process"

@@ -301,7 +301,9 @@ async def test_closing_says_how_many_events_were_never_journaled(
     await run_executions(DraftSink(drafts), 3, tenant=_tenant())
     monkeypatch.setenv("LLM_LEDGER_DATABASE_URL", UNREACHABLE)
     monkeypatch.setenv("LLM_LEDGER_SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv("LLM_LEDGER_WRITER", "thread")  # the journal stalled is this process's own
     writer = make_default_writer()
+    assert isinstance(writer, BufferedWriter)
     stall = StalledJournal(writer)
     for draft in drafts:
         writer.emit(draft)
