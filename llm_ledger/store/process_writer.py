@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -418,10 +417,8 @@ class ProcessWriter:
 
     def _end_child(self, child: _Child) -> None:
         """Make sure the child is gone and every acknowledgement it sent is read."""
-        if child.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                child.proc.send_signal(signal.SIGKILL)
-            child.proc.wait()
+        _kill(child)
+        child.proc.wait()
         if child.reader is not None:
             child.reader.join(10.0)
         with self._cond:
@@ -541,6 +538,11 @@ class ProcessWriter:
 
     def _take_over(self, child: _Child | None, why: str) -> None:
         """Journal and store in this process from now on, the drafts not acknowledged first."""
+        # Killed before the send lock is taken: a stalled child stops reading its stdin, and the handover
+        # holds that lock while it blocks writing to the full pipe until the write fails (the reader gone).
+        for doomed in (child, self._child):
+            if doomed is not None:
+                _kill(doomed)
         with self._send_lock:
             if child is not None:
                 self._end_child(child)
@@ -583,6 +585,13 @@ class ProcessWriter:
         fallback.flush(30.0)
         with self._cond:
             self._waiters.release_all()
+
+
+def _kill(child: _Child) -> None:
+    """Kill the child if it still runs (``Popen.kill``: SIGKILL, and TerminateProcess where there are no signals)."""
+    if child.proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            child.proc.kill()
 
 
 def _all_stored(child: _Child) -> bool:

@@ -4,6 +4,7 @@ stores them; whatever happens to the child, nothing accepted is lost or doubled 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -379,3 +380,36 @@ async def test_a_writer_process_on_the_embedded_sqlite_file_migrates_it_and_stor
     assert writer.close().mode == "process"
     assert writer.is_stored, "closed with everything stored, and says so (the exit hook warns otherwise)"
     _assert_stored_once(sqlite_url, tenant, drafts)
+
+
+def _drafts_of(count: int, tenant: str) -> list[EventDraft]:
+    """The drafts of ``count`` executions' events on one long stream, unsealed (none emitted yet)."""
+    sealer = StreamSealer(StreamHeader(stream_id=uuid.uuid4(), tenant_id=tenant, session_id="burst"))
+    return [sealer.draft(e.event_type, e.payload, occurred_at=e.occurred_at) for e in make_events(count, tenant=tenant)]
+
+
+def test_a_writer_process_stalled_with_its_pipe_full_is_still_taken_over(
+    own_writer_url: str, own_ledger_url: str, tmp_path: Path
+) -> None:
+    # A burst far larger than a pipe's buffer: the handover blocks writing to the stalled child's stdin. The
+    # supervisor must still be able to kill it and take over (the handover holds the send lock meanwhile).
+    tenant = _tenant()
+    drafts = _drafts_of(2_000, tenant)
+    writer = ProcessWriter(own_writer_url, tmp_path / "spool", role="llm_ledger_writer", stall_timeout=1.0)
+    writer.emit(drafts[0])
+    assert writer.flush(60), "the child started and acknowledged"
+    pid = writer.child_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for draft in drafts[1:]:
+            writer.emit(draft)
+        assert writer.flush(60), "taken over and journaled by the application"
+        assert writer.mode == "taken-over"
+        assert writer.wait_stored(60)
+        stats = writer.close()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert stats.lost == 0
+    _assert_stored_once(own_ledger_url, tenant, drafts)
