@@ -62,6 +62,9 @@ START_TIMEOUT = 30.0
 CLOSE_GRACE = 1.5
 """How long after the close deadline the child may take to answer (its journaling thread joins with a
 margin of one second)."""
+CLOSE_STALL = 2.0
+"""While closing, how long the child may acknowledge nothing while drafts wait before it is killed (at most
+``stall_timeout``): the rest of the budget goes to journaling them in this process."""
 _COUNTERS = ("written", "spooled", "replayed", "rejected", "journaled", "memory_only", "lost")
 
 
@@ -311,19 +314,10 @@ class ProcessWriter:
             self._close_deadline = time.monotonic() + timeout
             self._cond.notify_all()
         self._wake.set()
-        self._handover.join(max(timeout, 0) + CLOSE_GRACE)  # it sends the close frame once everything is sent
-        child = self._child
-        if child is not None and self._fallback is None:
-            left = self._close_deadline - time.monotonic()
-            try:
-                child.proc.wait(max(left, 0) + CLOSE_GRACE)
-            except subprocess.TimeoutExpired:
-                log.error(
-                    "llm-ledger: the writer process %d did not close in time: killed, and this process journals "
-                    "what it did not acknowledge",
-                    child.proc.pid,
-                )
-            self._end_child(child)
+        while (child := self._child) is not None and self._fallback is None:
+            self._wait_for_close(child, self._close_deadline + CLOSE_GRACE)
+            if self._child is child:  # not replaced meanwhile (a restart under way as the close began)
+                self._end_child(child)
         with self._cond:
             self._closed = True
             left_over = list(self._unacked) + list(self._pending)
@@ -336,6 +330,31 @@ class ProcessWriter:
         with self._cond:
             self._waiters.release_all()
         return self.stats
+
+    def _wait_for_close(self, child: _Child, until: float) -> None:
+        """Until the child exits (the handover sends it the close frame once everything is sent), ``until``
+        passes, or it acknowledges nothing for ``CLOSE_STALL`` while drafts wait: a child that takes nothing
+        must not spend the budget this process needs to journal what it did not acknowledge."""
+        quiet_bound = min(self.stall_timeout, CLOSE_STALL)
+        while child.proc.poll() is None:
+            with self._cond:
+                if self._fallback is not None or self._child is not child:
+                    return  # taken over or replaced meanwhile: what is left is the take-over's
+                now = time.monotonic()
+                waiting = bool(self._unacked or self._pending)
+                if waiting and now - child.last_progress > quiet_bound:
+                    why = f"acknowledged nothing for {now - child.last_progress:.1f} s while closing"
+                elif now >= until:
+                    why = "did not close in time"
+                else:
+                    self._cond.wait(0.05)
+                    continue
+            log.error(
+                "llm-ledger: the writer process %d %s: killed, and this process journals what it did not acknowledge",
+                child.proc.pid,
+                why,
+            )
+            return
 
     # --- the child --------------------------------------------------------------------------------
 
@@ -514,6 +533,7 @@ class ProcessWriter:
         if len(self._restarts) >= self.max_restarts or (child.hello is None and code is not None and code > 0):
             self._take_over(child, f"the writer process {child.proc.pid} exited ({code}) and is not restarted")
             return
+        _kill(child)  # its output unreadable, it may be alive: the handover could block on its stdin (the lock)
         time.sleep(min(0.2 * 2 ** len(self._restarts), 2.0))
         self._restarts.append(time.monotonic())
         with self._send_lock:

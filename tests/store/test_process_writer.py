@@ -413,3 +413,34 @@ def test_a_writer_process_stalled_with_its_pipe_full_is_still_taken_over(
             os.kill(pid, signal.SIGKILL)
     assert stats.lost == 0
     _assert_stored_once(own_ledger_url, tenant, drafts)
+
+
+def test_closing_with_a_stalled_writer_process_leaves_the_budget_to_journaling_here(
+    own_writer_url: str, own_ledger_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The child takes nothing while the application closes. Waiting for it until the deadline (and the
+    # handover blocked on its full pipe for as long again) left a fraction of a second to journal here what
+    # it never acknowledged, and at exit the rest dies: it is killed once it is seen taking nothing.
+    caplog.set_level(logging.ERROR, logger="llm_ledger.store")
+    tenant, spool = _tenant(), tmp_path / "spool"
+    drafts = _drafts_of(2_000, tenant)
+    writer = ProcessWriter(own_writer_url, spool, role="llm_ledger_writer")
+    writer.emit(drafts[0])
+    assert writer.flush(60)
+    pid = writer.child_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for draft in drafts[1:]:
+            writer.emit(draft)
+        with _table_locked(own_ledger_url):  # nothing stored during the close: all of it must be journaled
+            stats = writer.close(5.0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert [r for r in caplog.records if "while closing" in r.getMessage()], "killed as seen taking nothing"
+    assert stats.queued == 0 and stats.lost == 0 and stats.memory_only == 0, stats
+    replay = BufferedWriter(EventStore(own_writer_url), spool)  # the next start
+    assert replay.wait_stored(60)
+    replay.close()
+    _assert_stored_once(own_ledger_url, tenant, drafts)
