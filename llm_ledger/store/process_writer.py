@@ -89,6 +89,7 @@ class _Child:
     bye: bool = False
     eof: bool = False
     broken: bool = False  # a write to its stdin failed
+    ended: bool = False  # ended: its drafts not acknowledged went elsewhere, a late acknowledgement is ignored
     last_progress: float = 0.0  # the last acknowledgement, or when drafts began to wait for one
     reader: threading.Thread | None = None
     stderr_reader: threading.Thread | None = None
@@ -419,6 +420,10 @@ class ProcessWriter:
 
     def _journaled(self, child: _Child, hashes: list[str | None]) -> None:
         with self._cond:
+            if child.ended:
+                # Its reader outlived the wait in _end_child: _unacked holds another child's drafts now.
+                log.error("llm-ledger: an acknowledgement of the ended writer process %d ignored", child.proc.pid)
+                return
             drafts = [self._unacked.popleft() for _ in hashes]
         # Outside the lock that emit takes (a few hundred drafts a frame). Nothing needs them moved on before
         # the next acknowledgement: a draft sent meanwhile is one the child has the stream of.
@@ -441,6 +446,7 @@ class ProcessWriter:
         if child.reader is not None:
             child.reader.join(10.0)
         with self._cond:
+            child.ended = True
             if child.status is not None and not child.counted:
                 child.counted = {name: int(child.status["stats"][name]) for name in _COUNTERS}
                 for name, value in child.counted.items():
