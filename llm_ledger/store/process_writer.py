@@ -164,6 +164,8 @@ class ProcessWriter:
         self._wake = threading.Event()
         self._last_state = "starting"
         self._stored_at_close = False  # what the last child said as it closed
+        self._holding = False  # no child, and the take-over could not start: the drafts wait in memory
+        self._retry_interval = retry_interval
         self._child: _Child | None = self._start_child(resend=0)
         if self._child is None:
             self._take_over(None, "the writer process could not be started")
@@ -209,8 +211,8 @@ class ProcessWriter:
             if self._fallback is not None:
                 return self._fallback.durable(event)
             target = self._accepted
-            if self._acked >= target or self._closed:
-                return None
+            if self._acked >= target or self._closed or self._holding:
+                return None  # (holding: nothing journals now; as a writer whose journal fails, calls go on)
             if not self._pending:
                 self._hurry = True  # its drafts are sent already: the handover tells the child to journal them
                 self._cond.notify_all()
@@ -514,8 +516,14 @@ class ProcessWriter:
             with self._cond:
                 child, closed, closing = self._child, self._closed, self._closing
                 waiting = bool(self._unacked)
-            if closed or self._fallback is not None or child is None:
+            if closed or self._fallback is not None:
                 return
+            if child is None:
+                if not self._holding or closing:
+                    return
+                time.sleep(self._retry_interval)  # the take-over failed: held in memory, tried again
+                self._take_over(None, "the writer process is gone")
+                continue
             if child.eof or child.broken or child.proc.poll() is not None:
                 if closing:
                     return  # close() deals with it
@@ -578,19 +586,27 @@ class ProcessWriter:
                 current = self._child
             if current is not None:
                 self._end_child(current)
-            store = EventStore(self.database_url, role=self._role)
-            fallback = BufferedWriter(
-                store,
-                self.spool_dir,
-                on_start=_migrating(self.database_url) if store.engine.dialect.name == "sqlite" else None,
-                batch_size=int(self._config["batch_size"]),
-                flush_interval=float(self._config["flush_interval"]),
-                max_queue=int(self._config["max_queue"]),
-                hard_limit=int(self._config["hard_limit"]),
-                retry_interval=float(self._config["retry_interval"]),
-                durability=self.durability,
-            )
+            try:
+                fallback = self._in_process_writer()
+            except Exception as exc:  # noqa: BLE001 - the supervisor must live on: it tries again
+                with self._cond:
+                    held = len(self._unacked) + len(self._pending)
+                    # As a writer whose journal fails: the calls do not wait (for ever) for it.
+                    self._waiters.release_all()
+                    first, self._holding = not self._holding, True
+                if first:
+                    log.error(
+                        "llm-ledger: %s, and this process cannot journal its events itself either (%s: %s): %d "
+                        "event(s) held in memory only, tried again every %.1f s",
+                        why,
+                        type(exc).__name__,
+                        exc,
+                        held,
+                        self._retry_interval,
+                    )
+                return
             with self._cond:
+                self._holding = False
                 drafts = list(self._unacked) + list(self._pending)
                 self._unacked.clear()
                 self._pending.clear()
@@ -605,6 +621,20 @@ class ProcessWriter:
             len(drafts),
         )
         threading.Thread(target=self._release_after, args=(fallback,), daemon=True).start()
+
+    def _in_process_writer(self) -> BufferedWriter:
+        store = EventStore(self.database_url, role=self._role)
+        return BufferedWriter(
+            store,
+            self.spool_dir,
+            on_start=_migrating(self.database_url) if store.engine.dialect.name == "sqlite" else None,
+            batch_size=int(self._config["batch_size"]),
+            flush_interval=float(self._config["flush_interval"]),
+            max_queue=int(self._config["max_queue"]),
+            hard_limit=int(self._config["hard_limit"]),
+            retry_interval=self._retry_interval,
+            durability=self.durability,
+        )
 
     def _release_after(self, fallback: BufferedWriter) -> None:
         """Calls that waited for the writer process wait for the take-over's journal instead."""

@@ -444,3 +444,29 @@ def test_closing_with_a_stalled_writer_process_leaves_the_budget_to_journaling_h
     assert replay.wait_stored(60)
     replay.close()
     _assert_stored_once(own_ledger_url, tenant, drafts)
+
+
+async def test_a_take_over_that_cannot_start_holds_the_events_and_tries_again(
+    own_writer_url: str, own_ledger_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The writer process dies and the application's own writer cannot be made (its spool directory is
+    # gone, a file in its place): the supervisor thread died of it, and every call waiting hung for ever.
+    caplog.set_level(logging.ERROR, logger="llm_ledger.store")
+    tenant, drafts, spool = _tenant(), [], tmp_path / "spool"
+    writer = ProcessWriter(own_writer_url, spool, role="llm_ledger_writer", max_restarts=0, retry_interval=0.2)
+    await _run_while(writer, drafts, tenant, 20)
+    moved = tmp_path / "moved"
+    spool.rename(moved)
+    spool.write_text("not a directory")
+    pid = writer.child_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    await _until(lambda: bool([r for r in caplog.records if "cannot journal its events" in r.getMessage()]))
+    await asyncio.wait_for(_run_while(writer, drafts, tenant, 20), 120)  # the calls return meanwhile
+    spool.unlink()
+    moved.rename(spool)
+    await _until(lambda: writer.mode == "taken-over")
+    assert writer.wait_stored(60)
+    stats = writer.close()
+    assert stats.lost == 0 and stats.accepted == len(drafts)
+    _assert_stored_once(own_ledger_url, tenant, drafts)
