@@ -89,6 +89,7 @@ class _Child:
     bye: bool = False
     eof: bool = False
     broken: bool = False  # a write to its stdin failed
+    resend_left: int = 0  # drafts resent to it (at the head of _pending) not handed to it yet
     ended: bool = False  # ended: its drafts not acknowledged went elsewhere, a late acknowledgement is ignored
     last_progress: float = 0.0  # the last acknowledgement, or when drafts began to wait for one
     reader: threading.Thread | None = None
@@ -380,7 +381,7 @@ class ProcessWriter:
             log.error("llm-ledger: the writer process cannot be started (%s)", exc)
             return None
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-        child = _Child(proc, proc.stdin.fileno(), proc.stdout, time.monotonic())
+        child = _Child(proc, proc.stdin.fileno(), proc.stdout, time.monotonic(), resend_left=resend)
         child.last_progress = child.started
         try:
             wire.write_all(child.stdin, wire.message(wire.INIT, {**self._config, "resend": resend}))
@@ -479,6 +480,7 @@ class ProcessWriter:
                         batch: list[EventDraft] = []  # the supervisor replaces it
                     else:
                         batch = [self._pending.popleft() for _ in range(min(len(self._pending), HANDOVER_BATCH))]
+                        child.resend_left = max(child.resend_left - len(batch), 0)
                         if batch and not self._unacked:
                             child.last_progress = time.monotonic()
                         self._unacked.extend(batch)
@@ -556,6 +558,9 @@ class ProcessWriter:
                 resend = list(self._unacked)
                 self._unacked.clear()
                 self._pending.extendleft(reversed(resend))
+                # What it was resent and never got goes on to the next, which must look for it in the journal
+                # too (its predecessor's predecessor journaled some of it, perhaps).
+                owed = len(resend) + child.resend_left
             log.error(
                 "llm-ledger: the writer process %d exited (%s); another is started, and the %d event(s) it had not "
                 "acknowledged are sent to it again",
@@ -563,7 +568,7 @@ class ProcessWriter:
                 child.proc.returncode,
                 len(resend),
             )
-            replacement = self._start_child(resend=len(resend))
+            replacement = self._start_child(resend=owed)
             with self._cond:
                 self._child = replacement
                 self._cond.notify_all()
