@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -63,6 +62,9 @@ START_TIMEOUT = 30.0
 CLOSE_GRACE = 1.5
 """How long after the close deadline the child may take to answer (its journaling thread joins with a
 margin of one second)."""
+CLOSE_STALL = 2.0
+"""While closing, how long the child may acknowledge nothing while drafts wait before it is killed (at most
+``stall_timeout``): the rest of the budget goes to journaling them in this process."""
 _COUNTERS = ("written", "spooled", "replayed", "rejected", "journaled", "memory_only", "lost")
 
 
@@ -87,6 +89,8 @@ class _Child:
     bye: bool = False
     eof: bool = False
     broken: bool = False  # a write to its stdin failed
+    resend_left: int = 0  # drafts resent to it (at the head of _pending) not handed to it yet
+    ended: bool = False  # ended: its drafts not acknowledged went elsewhere, a late acknowledgement is ignored
     last_progress: float = 0.0  # the last acknowledgement, or when drafts began to wait for one
     reader: threading.Thread | None = None
     stderr_reader: threading.Thread | None = None
@@ -161,6 +165,8 @@ class ProcessWriter:
         self._wake = threading.Event()
         self._last_state = "starting"
         self._stored_at_close = False  # what the last child said as it closed
+        self._holding = False  # no child, and the take-over could not start: the drafts wait in memory
+        self._retry_interval = retry_interval
         self._child: _Child | None = self._start_child(resend=0)
         if self._child is None:
             self._take_over(None, "the writer process could not be started")
@@ -206,8 +212,8 @@ class ProcessWriter:
             if self._fallback is not None:
                 return self._fallback.durable(event)
             target = self._accepted
-            if self._acked >= target or self._closed:
-                return None
+            if self._acked >= target or self._closed or self._holding:
+                return None  # (holding: nothing journals now; as a writer whose journal fails, calls go on)
             if not self._pending:
                 self._hurry = True  # its drafts are sent already: the handover tells the child to journal them
                 self._cond.notify_all()
@@ -312,19 +318,10 @@ class ProcessWriter:
             self._close_deadline = time.monotonic() + timeout
             self._cond.notify_all()
         self._wake.set()
-        self._handover.join(max(timeout, 0) + CLOSE_GRACE)  # it sends the close frame once everything is sent
-        child = self._child
-        if child is not None and self._fallback is None:
-            left = self._close_deadline - time.monotonic()
-            try:
-                child.proc.wait(max(left, 0) + CLOSE_GRACE)
-            except subprocess.TimeoutExpired:
-                log.error(
-                    "llm-ledger: the writer process %d did not close in time: killed, and this process journals "
-                    "what it did not acknowledge",
-                    child.proc.pid,
-                )
-            self._end_child(child)
+        while (child := self._child) is not None and self._fallback is None:
+            self._wait_for_close(child, self._close_deadline + CLOSE_GRACE)
+            if self._child is child:  # not replaced meanwhile (a restart under way as the close began)
+                self._end_child(child)
         with self._cond:
             self._closed = True
             left_over = list(self._unacked) + list(self._pending)
@@ -337,6 +334,31 @@ class ProcessWriter:
         with self._cond:
             self._waiters.release_all()
         return self.stats
+
+    def _wait_for_close(self, child: _Child, until: float) -> None:
+        """Until the child exits (the handover sends it the close frame once everything is sent), ``until``
+        passes, or it acknowledges nothing for ``CLOSE_STALL`` while drafts wait: a child that takes nothing
+        must not spend the budget this process needs to journal what it did not acknowledge."""
+        quiet_bound = min(self.stall_timeout, CLOSE_STALL)
+        while child.proc.poll() is None:
+            with self._cond:
+                if self._fallback is not None or self._child is not child:
+                    return  # taken over or replaced meanwhile: what is left is the take-over's
+                now = time.monotonic()
+                waiting = bool(self._unacked or self._pending)
+                if waiting and now - child.last_progress > quiet_bound:
+                    why = f"acknowledged nothing for {now - child.last_progress:.1f} s while closing"
+                elif now >= until:
+                    why = "did not close in time"
+                else:
+                    self._cond.wait(0.05)
+                    continue
+            log.error(
+                "llm-ledger: the writer process %d %s: killed, and this process journals what it did not acknowledge",
+                child.proc.pid,
+                why,
+            )
+            return
 
     # --- the child --------------------------------------------------------------------------------
 
@@ -359,7 +381,7 @@ class ProcessWriter:
             log.error("llm-ledger: the writer process cannot be started (%s)", exc)
             return None
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-        child = _Child(proc, proc.stdin.fileno(), proc.stdout, time.monotonic())
+        child = _Child(proc, proc.stdin.fileno(), proc.stdout, time.monotonic(), resend_left=resend)
         child.last_progress = child.started
         try:
             wire.write_all(child.stdin, wire.message(wire.INIT, {**self._config, "resend": resend}))
@@ -401,6 +423,10 @@ class ProcessWriter:
 
     def _journaled(self, child: _Child, hashes: list[str | None]) -> None:
         with self._cond:
+            if child.ended:
+                # Its reader outlived the wait in _end_child: _unacked holds another child's drafts now.
+                log.error("llm-ledger: an acknowledgement of the ended writer process %d ignored", child.proc.pid)
+                return
             drafts = [self._unacked.popleft() for _ in hashes]
         # Outside the lock that emit takes (a few hundred drafts a frame). Nothing needs them moved on before
         # the next acknowledgement: a draft sent meanwhile is one the child has the stream of.
@@ -418,13 +444,12 @@ class ProcessWriter:
 
     def _end_child(self, child: _Child) -> None:
         """Make sure the child is gone and every acknowledgement it sent is read."""
-        if child.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                child.proc.send_signal(signal.SIGKILL)
-            child.proc.wait()
+        _kill(child)
+        child.proc.wait()
         if child.reader is not None:
             child.reader.join(10.0)
         with self._cond:
+            child.ended = True
             if child.status is not None and not child.counted:
                 child.counted = {name: int(child.status["stats"][name]) for name in _COUNTERS}
                 for name, value in child.counted.items():
@@ -455,6 +480,7 @@ class ProcessWriter:
                         batch: list[EventDraft] = []  # the supervisor replaces it
                     else:
                         batch = [self._pending.popleft() for _ in range(min(len(self._pending), HANDOVER_BATCH))]
+                        child.resend_left = max(child.resend_left - len(batch), 0)
                         if batch and not self._unacked:
                             child.last_progress = time.monotonic()
                         self._unacked.extend(batch)
@@ -492,8 +518,14 @@ class ProcessWriter:
             with self._cond:
                 child, closed, closing = self._child, self._closed, self._closing
                 waiting = bool(self._unacked)
-            if closed or self._fallback is not None or child is None:
+            if closed or self._fallback is not None:
                 return
+            if child is None:
+                if not self._holding or closing:
+                    return
+                time.sleep(self._retry_interval)  # the take-over failed: held in memory, tried again
+                self._take_over(None, "the writer process is gone")
+                continue
             if child.eof or child.broken or child.proc.poll() is not None:
                 if closing:
                     return  # close() deals with it
@@ -517,6 +549,7 @@ class ProcessWriter:
         if len(self._restarts) >= self.max_restarts or (child.hello is None and code is not None and code > 0):
             self._take_over(child, f"the writer process {child.proc.pid} exited ({code}) and is not restarted")
             return
+        _kill(child)  # its output unreadable, it may be alive: the handover could block on its stdin (the lock)
         time.sleep(min(0.2 * 2 ** len(self._restarts), 2.0))
         self._restarts.append(time.monotonic())
         with self._send_lock:
@@ -525,6 +558,9 @@ class ProcessWriter:
                 resend = list(self._unacked)
                 self._unacked.clear()
                 self._pending.extendleft(reversed(resend))
+                # What it was resent and never got goes on to the next, which must look for it in the journal
+                # too (its predecessor's predecessor journaled some of it, perhaps).
+                owed = len(resend) + child.resend_left
             log.error(
                 "llm-ledger: the writer process %d exited (%s); another is started, and the %d event(s) it had not "
                 "acknowledged are sent to it again",
@@ -532,7 +568,7 @@ class ProcessWriter:
                 child.proc.returncode,
                 len(resend),
             )
-            replacement = self._start_child(resend=len(resend))
+            replacement = self._start_child(resend=owed)
             with self._cond:
                 self._child = replacement
                 self._cond.notify_all()
@@ -541,6 +577,11 @@ class ProcessWriter:
 
     def _take_over(self, child: _Child | None, why: str) -> None:
         """Journal and store in this process from now on, the drafts not acknowledged first."""
+        # Killed before the send lock is taken: a stalled child stops reading its stdin, and the handover
+        # holds that lock while it blocks writing to the full pipe until the write fails (the reader gone).
+        for doomed in (child, self._child):
+            if doomed is not None:
+                _kill(doomed)
         with self._send_lock:
             if child is not None:
                 self._end_child(child)
@@ -550,19 +591,27 @@ class ProcessWriter:
                 current = self._child
             if current is not None:
                 self._end_child(current)
-            store = EventStore(self.database_url, role=self._role)
-            fallback = BufferedWriter(
-                store,
-                self.spool_dir,
-                on_start=_migrating(self.database_url) if store.engine.dialect.name == "sqlite" else None,
-                batch_size=int(self._config["batch_size"]),
-                flush_interval=float(self._config["flush_interval"]),
-                max_queue=int(self._config["max_queue"]),
-                hard_limit=int(self._config["hard_limit"]),
-                retry_interval=float(self._config["retry_interval"]),
-                durability=self.durability,
-            )
+            try:
+                fallback = self._in_process_writer()
+            except Exception as exc:  # noqa: BLE001 - the supervisor must live on: it tries again
+                with self._cond:
+                    held = len(self._unacked) + len(self._pending)
+                    # As a writer whose journal fails: the calls do not wait (for ever) for it.
+                    self._waiters.release_all()
+                    first, self._holding = not self._holding, True
+                if first:
+                    log.error(
+                        "llm-ledger: %s, and this process cannot journal its events itself either (%s: %s): %d "
+                        "event(s) held in memory only, tried again every %.1f s",
+                        why,
+                        type(exc).__name__,
+                        exc,
+                        held,
+                        self._retry_interval,
+                    )
+                return
             with self._cond:
+                self._holding = False
                 drafts = list(self._unacked) + list(self._pending)
                 self._unacked.clear()
                 self._pending.clear()
@@ -578,11 +627,32 @@ class ProcessWriter:
         )
         threading.Thread(target=self._release_after, args=(fallback,), daemon=True).start()
 
+    def _in_process_writer(self) -> BufferedWriter:
+        store = EventStore(self.database_url, role=self._role)
+        return BufferedWriter(
+            store,
+            self.spool_dir,
+            on_start=_migrating(self.database_url) if store.engine.dialect.name == "sqlite" else None,
+            batch_size=int(self._config["batch_size"]),
+            flush_interval=float(self._config["flush_interval"]),
+            max_queue=int(self._config["max_queue"]),
+            hard_limit=int(self._config["hard_limit"]),
+            retry_interval=self._retry_interval,
+            durability=self.durability,
+        )
+
     def _release_after(self, fallback: BufferedWriter) -> None:
         """Calls that waited for the writer process wait for the take-over's journal instead."""
         fallback.flush(30.0)
         with self._cond:
             self._waiters.release_all()
+
+
+def _kill(child: _Child) -> None:
+    """Kill the child if it still runs (``Popen.kill``: SIGKILL, and TerminateProcess where there are no signals)."""
+    if child.proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            child.proc.kill()
 
 
 def _all_stored(child: _Child) -> bool:

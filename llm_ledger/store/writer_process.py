@@ -103,6 +103,10 @@ class WriterChild:
         found: dict[str, str] = {}
         for spool in self.writer.spools_taken_over():
             for segment in list(spool.previous):
+                # The predecessor may have died between writing a record and its fsync: what is acknowledged
+                # as journaled on the strength of this segment must be on the disk, not in the page cache.
+                if not _synced(segment):
+                    continue  # journaled again instead (the store keeps one)
                 for record in spool.peek(segment):
                     try:
                         for event in record.records():
@@ -271,6 +275,21 @@ class WriterChild:
             if now != last or time.monotonic() - said > 1.0:
                 self.send(wire.STATUS, {"acked": acked, "stored": stored, "stats": stats})
                 last, said = now, time.monotonic()
+
+
+def _synced(segment: os.PathLike[str]) -> bool:
+    """fsync a journal segment a dead writer left; False if it cannot be (gone, or the disk failing)."""
+    try:
+        fd = os.open(segment, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        os.fsync(fd)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ stores them; whatever happens to the child, nothing accepted is lost or doubled 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -379,3 +380,93 @@ async def test_a_writer_process_on_the_embedded_sqlite_file_migrates_it_and_stor
     assert writer.close().mode == "process"
     assert writer.is_stored, "closed with everything stored, and says so (the exit hook warns otherwise)"
     _assert_stored_once(sqlite_url, tenant, drafts)
+
+
+def _drafts_of(count: int, tenant: str) -> list[EventDraft]:
+    """The drafts of ``count`` executions' events on one long stream, unsealed (none emitted yet)."""
+    sealer = StreamSealer(StreamHeader(stream_id=uuid.uuid4(), tenant_id=tenant, session_id="burst"))
+    return [sealer.draft(e.event_type, e.payload, occurred_at=e.occurred_at) for e in make_events(count, tenant=tenant)]
+
+
+def test_a_writer_process_stalled_with_its_pipe_full_is_still_taken_over(
+    own_writer_url: str, own_ledger_url: str, tmp_path: Path
+) -> None:
+    # A burst far larger than a pipe's buffer: the handover blocks writing to the stalled child's stdin. The
+    # supervisor must still be able to kill it and take over (the handover holds the send lock meanwhile).
+    tenant = _tenant()
+    drafts = _drafts_of(2_000, tenant)
+    writer = ProcessWriter(own_writer_url, tmp_path / "spool", role="llm_ledger_writer", stall_timeout=1.0)
+    writer.emit(drafts[0])
+    assert writer.flush(60), "the child started and acknowledged"
+    pid = writer.child_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for draft in drafts[1:]:
+            writer.emit(draft)
+        assert writer.flush(60), "taken over and journaled by the application"
+        assert writer.mode == "taken-over"
+        assert writer.wait_stored(60)
+        stats = writer.close()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert stats.lost == 0
+    _assert_stored_once(own_ledger_url, tenant, drafts)
+
+
+def test_closing_with_a_stalled_writer_process_leaves_the_budget_to_journaling_here(
+    own_writer_url: str, own_ledger_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The child takes nothing while the application closes. Waiting for it until the deadline (and the
+    # handover blocked on its full pipe for as long again) left a fraction of a second to journal here what
+    # it never acknowledged, and at exit the rest dies: it is killed once it is seen taking nothing.
+    caplog.set_level(logging.ERROR, logger="llm_ledger.store")
+    tenant, spool = _tenant(), tmp_path / "spool"
+    drafts = _drafts_of(2_000, tenant)
+    writer = ProcessWriter(own_writer_url, spool, role="llm_ledger_writer")
+    writer.emit(drafts[0])
+    assert writer.flush(60)
+    pid = writer.child_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for draft in drafts[1:]:
+            writer.emit(draft)
+        with _table_locked(own_ledger_url):  # nothing stored during the close: all of it must be journaled
+            stats = writer.close(5.0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert [r for r in caplog.records if "while closing" in r.getMessage()], "killed as seen taking nothing"
+    assert stats.queued == 0 and stats.lost == 0 and stats.memory_only == 0, stats
+    replay = BufferedWriter(EventStore(own_writer_url), spool)  # the next start
+    assert replay.wait_stored(60)
+    replay.close()
+    _assert_stored_once(own_ledger_url, tenant, drafts)
+
+
+async def test_a_take_over_that_cannot_start_holds_the_events_and_tries_again(
+    own_writer_url: str, own_ledger_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The writer process dies and the application's own writer cannot be made (its spool directory is
+    # gone, a file in its place): the supervisor thread died of it, and every call waiting hung for ever.
+    caplog.set_level(logging.ERROR, logger="llm_ledger.store")
+    tenant, drafts, spool = _tenant(), [], tmp_path / "spool"
+    writer = ProcessWriter(own_writer_url, spool, role="llm_ledger_writer", max_restarts=0, retry_interval=0.2)
+    await _run_while(writer, drafts, tenant, 20)
+    moved = tmp_path / "moved"
+    spool.rename(moved)
+    spool.write_text("not a directory")
+    pid = writer.child_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    await _until(lambda: bool([r for r in caplog.records if "cannot journal its events" in r.getMessage()]))
+    await asyncio.wait_for(_run_while(writer, drafts, tenant, 20), 120)  # the calls return meanwhile
+    spool.unlink()
+    moved.rename(spool)
+    await _until(lambda: writer.mode == "taken-over")
+    assert writer.wait_stored(60)
+    stats = writer.close()
+    assert stats.lost == 0 and stats.accepted == len(drafts)
+    _assert_stored_once(own_ledger_url, tenant, drafts)
