@@ -11,18 +11,14 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.pool import NullPool
 
 from llm_ledger.events import EventDraft
 from llm_ledger.store.store import EventStore
 from llm_ledger.store.writer import BufferedWriter
-from tests.store.workload import DraftSink, run_executions
+from tests.store.workload import DraftSink, run_executions, table_locked
 
 ROOT = Path(__file__).resolve().parents[2]
 UNREACHABLE = "postgresql://postgres@127.0.0.1:9/nowhere"  # port 9 (discard) is closed here: refused at once
@@ -99,21 +95,6 @@ def test_every_call_that_returned_survives_sigkill_of_its_process(
     assert not missing, f"{len(missing)} of {len(returned)} returned executions are not in the ledger"
 
 
-@contextmanager
-def _table_locked(url: str) -> Iterator[None]:
-    """Holds an ACCESS EXCLUSIVE lock on the events table: every write to it waits (a stalled database)."""
-    engine = create_engine(EventStore(url).engine.url, poolclass=NullPool)
-    connection = engine.connect()
-    transaction = connection.begin()
-    connection.execute(text("LOCK TABLE llm_ledger_events IN ACCESS EXCLUSIVE MODE"))
-    try:
-        yield
-    finally:
-        transaction.rollback()
-        connection.close()
-        engine.dispose()
-
-
 async def test_during_a_start_up_replay_new_calls_are_journaled_and_emit_does_not_block(
     own_writer_url: str, own_ledger_url: str, tmp_path: Path
 ) -> None:
@@ -123,7 +104,7 @@ async def test_during_a_start_up_replay_new_calls_are_journaled_and_emit_does_no
     left = backlog.close(timeout=3)
     assert left.journaled == left.accepted > 2_000
 
-    with _table_locked(own_ledger_url):  # the start-up replay cannot finish while the calls run
+    with table_locked(own_ledger_url):  # the start-up replay cannot finish while the calls run
         returned = _calls_returned_before_sigkill(
             own_writer_url, spool, tenant, 600, "--role", "llm_ledger_writer", "--hard-limit", "2000"
         )
@@ -142,7 +123,7 @@ async def test_closing_a_backlogged_writer_leaves_what_the_database_did_not_take
     drafts: list[EventDraft] = []
     await run_executions(DraftSink(drafts), 5_000, tenant=tenant)
     caplog.set_level(logging.WARNING, logger="llm_ledger.store")
-    with _table_locked(own_ledger_url):
+    with table_locked(own_ledger_url):
         writer = BufferedWriter(EventStore(own_writer_url, role="llm_ledger_writer"), spool)
         for draft in drafts:
             writer.emit(draft)

@@ -12,16 +12,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.pool import NullPool
 
-from llm_ledger.events import EventDraft, values, verify_chain
+from llm_ledger.events import Event, EventDraft, values, verify_chain
 from llm_ledger.events.chain import StreamHeader, StreamSealer
 from llm_ledger.events.values import JsonPayload
 from llm_ledger.executor import FanOutSink
@@ -30,7 +27,7 @@ from llm_ledger.store.process_writer import ProcessWriter
 from llm_ledger.store.rows import event_to_row
 from llm_ledger.store.store import EventStore
 from llm_ledger.store.writer import BufferedWriter
-from tests.store.workload import DraftSink, make_events, run_executions
+from tests.store.workload import DraftSink, make_events, run_executions, table_locked
 
 ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = ("ExecutionSucceeded", "ExecutionFailed")
@@ -40,19 +37,8 @@ def _tenant() -> str:
     return f"tenant-{uuid.uuid4().hex[:10]}"
 
 
-@contextmanager
-def _table_locked(url: str) -> Iterator[None]:
-    """Holds an ACCESS EXCLUSIVE lock on the events table: every write to it waits (a stalled database)."""
-    engine = create_engine(EventStore(url).engine.url, poolclass=NullPool)
-    connection = engine.connect()
-    transaction = connection.begin()
-    connection.execute(text("LOCK TABLE llm_ledger_events IN ACCESS EXCLUSIVE MODE"))
-    try:
-        yield
-    finally:
-        transaction.rollback()
-        connection.close()
-        engine.dispose()
+def _in_stream_order(stored: list[Event]) -> list[Event]:
+    return sorted(stored, key=lambda e: (str(e.stream_id), e.stream_position))
 
 
 def _assert_stored_once(url: str, tenant: str, drafts: list[EventDraft]) -> None:
@@ -61,7 +47,7 @@ def _assert_stored_once(url: str, tenant: str, drafts: list[EventDraft]) -> None
     stored_ids = [str(e.event_id) for e in stored]
     assert len(stored_ids) == len(set(stored_ids))
     assert sorted(stored_ids) == sorted(str(d.event_id) for d in drafts), "every accepted event, once"
-    report = verify_chain(sorted(stored, key=lambda e: (str(e.stream_id), e.stream_position)))
+    report = verify_chain(_in_stream_order(stored))
     assert report.ok, str(report)
 
 
@@ -86,7 +72,7 @@ async def _when_acked(writer: ProcessWriter, at_least: int) -> None:
 async def test_sigkill_of_the_writer_process_under_load_loses_and_doubles_nothing(
     own_writer_url: str, own_ledger_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    tenant, drafts = _tenant(), []
+    tenant, drafts = _tenant(), list[EventDraft]()
     caplog.set_level(logging.ERROR, logger="llm_ledger.store")
     writer = ProcessWriter(own_writer_url, tmp_path / "spool", role="llm_ledger_writer")
     killed: list[int] = []
@@ -114,9 +100,9 @@ async def test_sigkill_of_the_writer_process_under_load_loses_and_doubles_nothin
 async def test_a_stalled_database_slows_no_call_and_everything_is_stored_once_it_answers(
     own_writer_url: str, own_ledger_url: str, tmp_path: Path
 ) -> None:
-    tenant, drafts = _tenant(), []
+    tenant, drafts = _tenant(), list[EventDraft]()
     writer = ProcessWriter(own_writer_url, tmp_path / "spool", role="llm_ledger_writer", batch_size=200)
-    with _table_locked(own_ledger_url):
+    with table_locked(own_ledger_url):
         await _run_while(writer, drafts, tenant, 1_000)  # every call returns: journaled, not stored
         assert writer.flush(60), "every event is journaled by the writer process"
         stats = writer.stats
@@ -148,7 +134,7 @@ def test_an_application_exiting_with_its_writer_behind_leaves_everything_to_the_
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_LEDGER_")}
     env.update(LLM_LEDGER_DATABASE_URL=own_writer_url, LLM_LEDGER_SPOOL_DIR=str(spool), PYTHONPATH=str(ROOT))
-    with _table_locked(own_ledger_url):  # the writer process cannot store anything before the exit
+    with table_locked(own_ledger_url):  # the writer process cannot store anything before the exit
         done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     returned = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("RETURNED ")]
@@ -161,7 +147,7 @@ def test_an_application_exiting_with_its_writer_behind_leaves_everything_to_the_
     stored = EventStore(own_ledger_url).read_tenant(tenant)
     assert len(stored) == 4 * 400 == len({e.event_id for e in stored}), "every event of every call, once"
     assert {str(e.stream_id) for e in stored if e.event_type in TERMINAL} == set(returned)
-    assert verify_chain(sorted(stored, key=lambda e: (str(e.stream_id), e.stream_position))).ok
+    assert verify_chain(_in_stream_order(stored)).ok
 
 
 class _App:
@@ -234,7 +220,7 @@ def test_several_applications_with_writer_processes_share_one_spool_and_one_data
     missing = returned - {str(e.stream_id) for e in stored if e.event_type in TERMINAL}
     assert not missing, f"{len(missing)} of {len(returned)} returned executions are not in the ledger"
     assert len(stored) == len({e.event_id for e in stored})
-    assert verify_chain(sorted(stored, key=lambda e: (str(e.stream_id), e.stream_position))).ok
+    assert verify_chain(_in_stream_order(stored)).ok
     assert not list(spool.glob("writer-*/spool-*.log")), "every journal is replayed and freed"
 
 
@@ -256,7 +242,7 @@ def _failing_restarts(tmp_path: Path) -> list[str]:
 async def test_a_writer_process_that_cannot_be_restarted_is_taken_over_by_the_application(
     own_writer_url: str, own_ledger_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    tenant, drafts = _tenant(), []
+    tenant, drafts = _tenant(), list[EventDraft]()
     caplog.set_level(logging.ERROR, logger="llm_ledger.store")
     writer = ProcessWriter(
         own_writer_url, tmp_path / "spool", role="llm_ledger_writer", command=_failing_restarts(tmp_path)
@@ -278,7 +264,7 @@ async def test_a_writer_process_that_cannot_be_restarted_is_taken_over_by_the_ap
 async def test_a_stalled_writer_process_is_killed_and_taken_over(
     own_writer_url: str, own_ledger_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    tenant, drafts = _tenant(), []
+    tenant, drafts = _tenant(), list[EventDraft]()
     caplog.set_level(logging.ERROR, logger="llm_ledger.store")
     writer = ProcessWriter(own_writer_url, tmp_path / "spool", role="llm_ledger_writer", stall_timeout=1.0)
     await _run_while(writer, drafts, tenant, 200)
@@ -373,7 +359,7 @@ def test_the_writer_process_seals_exactly_as_the_application_would(
 async def test_a_writer_process_on_the_embedded_sqlite_file_migrates_it_and_stores(
     sqlite_url: str, tmp_path: Path
 ) -> None:
-    tenant, drafts = _tenant(), []
+    tenant, drafts = _tenant(), list[EventDraft]()
     writer = ProcessWriter(sqlite_url, tmp_path / "spool")  # LLM_LEDGER_WRITER=process with the local default
     await _run_while(writer, drafts, tenant, 50)
     assert writer.wait_stored(60)
@@ -433,7 +419,7 @@ def test_closing_with_a_stalled_writer_process_leaves_the_budget_to_journaling_h
     try:
         for draft in drafts[1:]:
             writer.emit(draft)
-        with _table_locked(own_ledger_url):  # nothing stored during the close: all of it must be journaled
+        with table_locked(own_ledger_url):  # nothing stored during the close: all of it must be journaled
             stats = writer.close(5.0)
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -452,7 +438,7 @@ async def test_a_take_over_that_cannot_start_holds_the_events_and_tries_again(
     # The writer process dies and the application's own writer cannot be made (its spool directory is
     # gone, a file in its place): the supervisor thread died of it, and every call waiting hung for ever.
     caplog.set_level(logging.ERROR, logger="llm_ledger.store")
-    tenant, drafts, spool = _tenant(), [], tmp_path / "spool"
+    tenant, drafts, spool = _tenant(), list[EventDraft](), tmp_path / "spool"
     writer = ProcessWriter(own_writer_url, spool, role="llm_ledger_writer", max_restarts=0, retry_interval=0.2)
     await _run_while(writer, drafts, tenant, 20)
     moved = tmp_path / "moved"

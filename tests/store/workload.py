@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.pool import NullPool
 
 from llm_ledger import LLMExecutor, LLMMessage, RetryPolicy, execution_context
 from llm_ledger.events import Event, EventDraft, compute_hash
 from llm_ledger.executor import EventSink, InMemorySink
+from llm_ledger.store import EventStore
 
 
 async def run_executions(
@@ -82,3 +86,18 @@ def wait_until_readable_by_cursor(engine: Engine) -> None:
                 return
         time.sleep(0.05)
     raise AssertionError("a transaction of the cluster stayed open for a minute: read_all cannot pass it")
+
+
+@contextmanager
+def table_locked(url: str) -> Iterator[None]:
+    """Holds an ACCESS EXCLUSIVE lock on the events table: every write to it waits (a stalled database)."""
+    engine = create_engine(EventStore(url).engine.url, poolclass=NullPool)
+    connection = engine.connect()
+    transaction = connection.begin()
+    connection.execute(text("LOCK TABLE llm_ledger_events IN ACCESS EXCLUSIVE MODE"))
+    try:
+        yield
+    finally:
+        transaction.rollback()
+        connection.close()
+        engine.dispose()
