@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -54,6 +55,33 @@ def _held_back(ledger: Ledger) -> str:
     return "oldest transactions of the cluster: " + "; ".join(
         f"{r.datname} {r.usename} {r.state} {r.age}" for r in rows
     )
+
+
+def _interrupt(follower: subprocess.Popen[str]) -> str:
+    """Ctrl-C to a ``--follow`` command, and what it said on stderr. One still running
+    ``COMMAND_TIMEOUT`` later is aborted, its threads' stacks dumped by faulthandler (``PYTHONFAULTHANDLER``
+    in its environment), so that the failure says where it hung rather than only that it did."""
+    follower.send_signal(signal.SIGINT)
+    try:
+        return follower.communicate(timeout=COMMAND_TIMEOUT)[1]
+    except subprocess.TimeoutExpired:
+        signals = _signal_state(follower.pid)
+        follower.send_signal(signal.SIGABRT)
+        try:
+            stacks = follower.communicate(timeout=30)[1]
+        except subprocess.TimeoutExpired:
+            follower.kill()
+            stacks = follower.communicate()[1]
+        pytest.fail(f"still running {COMMAND_TIMEOUT:.0f} s after SIGINT ({signals}); its stacks:\n{stacks}")
+
+
+def _signal_state(pid: int) -> str:
+    """The process's state and signal masks from /proc (a blocked or ignored SIGINT shows there)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError as exc:
+        return f"no /proc status: {exc}"
+    return ", ".join(line for line in lines if line.startswith(("State", "SigPnd", "ShdPnd", "SigBlk", "SigIgn")))
 
 
 def _tool_outcomes() -> dict[tuple[str, ...], int]:
@@ -122,7 +150,7 @@ def test_project_follow_as_the_projector_applies_new_events_until_interrupted(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=ledger.env(),
+        env=ledger.env(PYTHONFAULTHANDLER="1"),
     )
     try:
         record(ledger, (WRITER_ROLE, INGEST_ROLE), (f"tenant-{uuid.uuid4().hex[:8]}",), ledger.home / "spool-follow")
@@ -137,8 +165,7 @@ def test_project_follow_as_the_projector_applies_new_events_until_interrupted(
         assert follower.poll() is None, f"project --follow stopped: {follower.communicate()[1]}"
         assert applied == stored, _held_back(ledger)
     finally:
-        follower.send_signal(signal.SIGINT)
-        _, stderr = follower.communicate(timeout=COMMAND_TIMEOUT)
+        stderr = _interrupt(follower)
     assert follower.returncode == 130, stderr
     assert "Traceback" not in stderr
 
@@ -298,7 +325,7 @@ def test_audit_seal_follow_as_the_sealer_seals_new_events_until_interrupted(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=ledger.env(),
+        env=ledger.env(PYTHONFAULTHANDLER="1"),
     )
     try:
         deadline = time.monotonic() + COMMAND_TIMEOUT
@@ -309,8 +336,7 @@ def test_audit_seal_follow_as_the_sealer_seals_new_events_until_interrupted(
         assert follower.poll() is None, f"audit seal --follow stopped: {follower.communicate()[1]}"
         assert sealed_now == 1, _held_back(ledger)
     finally:
-        follower.send_signal(signal.SIGINT)
-        _, stderr = follower.communicate(timeout=COMMAND_TIMEOUT)
+        stderr = _interrupt(follower)
     assert follower.returncode == 130, stderr
     assert "Traceback" not in stderr
 
