@@ -40,53 +40,13 @@ from tests.store.conftest import (  # noqa: F401  (fixtures, registered here by 
     postgres_migrated_url,
     postgres_url,
 )
+from tests.store.workload import RECORD_SCRIPT, wait_until_readable_by_cursor
 
 ROOT = Path(__file__).resolve().parents[2]
 LLM_LEDGER = str(Path(sys.executable).parent / "llm-ledger")
 COMMAND_TIMEOUT = 180.0
 """Generous: two cores shared by several suites; a command that works finishes in seconds."""
 EXECUTIONS_PER_TENANT = 12
-
-_RECORD = """
-import asyncio, sys
-import llm_ledger
-from llm_ledger import LLMExecutor, LLMMessage, execution_context
-from llm_ledger.events import Scrubber, StreamHeader, uuid7
-from llm_ledger.events import values
-from llm_ledger.events.values import JsonPayload
-from llm_ledger.executor import get_default_sink
-from llm_ledger.executor.recorder import StreamRecorder
-
-def run_tool(tenant, i, execution_id):
-    # A tool the answer asked for, recorded as its own stream to the same writer (what record_tool_call
-    # does): started, then succeeded (every third one failed).
-    header = StreamHeader(stream_id=uuid7(), tenant_id=tenant, agent_id="agent-1", session_id=f"s-{i % 3}",
-                          turn_id=f"t{i}", step="generation")
-    recorder, scrubber = StreamRecorder(header, get_default_sink()), Scrubber([])
-    arguments = values.output_values('{"q": 1}', "hash", scrubber)
-    recorder.record("ToolCallStarted", JsonPayload(values.tool_call_started, tool_name="lookup",
-                    tool_call_id=f"call-{i}", execution_id=execution_id, arguments=arguments, capture="hash"))
-    if i % 3 == 2:
-        recorder.record("ToolCallFailed", JsonPayload(values.tool_call_failed, tool_name="lookup", latency_ms=2.0,
-                        error_type="tool_error", error_class="KeyError", message="no such order"))
-    else:
-        recorder.record("ToolCallSucceeded", JsonPayload(values.tool_call_succeeded, tool_name="lookup", latency_ms=1.5,
-                        result=values.output_values("found", "hash", scrubber)))
-
-async def main(tenants, count):
-    executor = LLMExecutor("mock/primary?p50_ms=0&rate_limit=0.3&seed=5", fallback_models=["mock/fallback?p50_ms=0"],
-                           step_name="generation", max_retries=1)
-    for tenant in tenants:
-        for i in range(count):
-            with execution_context(tenant_id=tenant, agent_id="agent-1", session_id=f"s-{i % 3}", turn_id=f"t{i}"):
-                response = await executor.generate([LLMMessage(role="user", content=f"question {i}")])
-            run_tool(tenant, i, response.execution_id)
-    await llm_ledger.aclose()
-
-asyncio.run(main(sys.argv[1].split(","), int(sys.argv[2])))
-"""
-"""What a Focal service does: executors built without ``sink=`` record to the process-wide writer of
-``LLM_LEDGER_DATABASE_URL`` (no role set by the application: the login's own)."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +78,15 @@ class Ledger:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_LEDGER_")}
         env.update(AGNO_TELEMETRY="false", LLM_LEDGER_HOME=str(self.home), PYTHONPATH=str(ROOT), **extra)
         return env
+
+    def wait_until_readable_by_cursor(self) -> None:
+        """Until every stored event is below the gap-safe cursor's horizon (no older transaction of the
+        cluster still running), so that a follower may read them."""
+        engine = create_store_engine(self.superuser, poolclass=NullPool)
+        try:
+            wait_until_readable_by_cursor(engine)
+        finally:
+            engine.dispose()
 
     def count(self, query: str) -> int:
         engine = create_store_engine(self.superuser, poolclass=NullPool)
@@ -172,7 +141,7 @@ def record(ledger: Ledger, roles: tuple[str, ...], tenants: tuple[str, ...], spo
     """``EXECUTIONS_PER_TENANT`` executions of each tenant, and a tool execution after each, in a process
     of their own, as a new login granted ``roles``, spooling to ``spool`` if the database refuses them."""
     subprocess.run(
-        [sys.executable, "-c", _RECORD, ",".join(tenants), str(EXECUTIONS_PER_TENANT)],
+        [sys.executable, "-c", RECORD_SCRIPT, ",".join(tenants), str(EXECUTIONS_PER_TENANT)],
         check=True,
         timeout=COMMAND_TIMEOUT,
         env=ledger.env(LLM_LEDGER_DATABASE_URL=ledger.login(*roles), LLM_LEDGER_SPOOL_DIR=str(spool)),

@@ -154,6 +154,7 @@ def test_project_follow_as_the_projector_applies_new_events_until_interrupted(
     )
     try:
         record(ledger, (WRITER_ROLE, INGEST_ROLE), (f"tenant-{uuid.uuid4().hex[:8]}",), ledger.home / "spool-follow")
+        ledger.wait_until_readable_by_cursor()  # else a transaction of another suite is what the test waits for
         stored = ledger.count("SELECT count(*) FROM llm_ledger_events")
         deadline = time.monotonic() + COMMAND_TIMEOUT
         applied = 0
@@ -320,6 +321,7 @@ def test_audit_seal_follow_as_the_sealer_seals_new_events_until_interrupted(
 ) -> None:
     tenant = f"tenant-{uuid.uuid4().hex[:8]}"
     record(ledger, (WRITER_ROLE,), (tenant,), ledger.home / "spool-seal-follow")
+    ledger.wait_until_readable_by_cursor()
     follower = subprocess.Popen(
         [LLM_LEDGER, "audit", "seal", "--follow", "--interval", "0.2", "--database-url", ledger.login(SEALER_ROLE)],
         stdout=subprocess.PIPE,

@@ -29,43 +29,11 @@ from llm_ledger.projections import Projector
 from llm_ledger.store import EventStore, create_store_engine, migrate
 from llm_ledger.store.migrate import DowngradeRefusedError
 from llm_ledger.store.scoping import AUDITOR_ROLE, INGEST_ROLE, PROJECTOR_ROLE, SEALER_ROLE, WRITER_ROLE
-from tests.store.workload import make_events, wait_until_readable_by_cursor
+from tests.store.workload import RECORD_SCRIPT, make_events, wait_until_readable_by_cursor
 
 ROOT = Path(__file__).resolve().parents[2]
 LLM_LEDGER = str(Path(sys.executable).parent / "llm-ledger")
 TIMEOUT = 180.0
-
-_RECORD = """
-import asyncio, sys
-import llm_ledger
-from llm_ledger import LLMExecutor, LLMMessage, execution_context
-from llm_ledger.events import Scrubber, StreamHeader, uuid7, values
-from llm_ledger.events.values import JsonPayload
-from llm_ledger.executor import get_default_sink
-from llm_ledger.executor.recorder import StreamRecorder
-
-def tool_call(tenant, i, execution_id):
-    header = StreamHeader(stream_id=uuid7(), tenant_id=tenant, agent_id="agent-1", session_id=f"s-{i % 3}",
-                          turn_id=f"t{i}", step="generation")
-    recorder, scrubber = StreamRecorder(header, get_default_sink()), Scrubber([])
-    recorder.record("ToolCallStarted", JsonPayload(values.tool_call_started, tool_name="lookup",
-                    tool_call_id=f"call-{i}", execution_id=execution_id,
-                    arguments=values.output_values('{"q": 1}', "hash", scrubber), capture="hash"))
-    recorder.record("ToolCallSucceeded", JsonPayload(values.tool_call_succeeded, tool_name="lookup", latency_ms=1.5,
-                    result=values.output_values("found", "hash", scrubber)))
-
-async def main(tenants, count):
-    executor = LLMExecutor("mock/primary?p50_ms=0&rate_limit=0.3&seed=5", fallback_models=["mock/fallback?p50_ms=0"],
-                           step_name="generation", max_retries=1)
-    for tenant in tenants:
-        for i in range(count):
-            with execution_context(tenant_id=tenant, agent_id="agent-1", session_id=f"s-{i % 3}", turn_id=f"t{i}"):
-                response = await executor.generate([LLMMessage(role="user", content=f"question {i}")])
-            tool_call(tenant, i, response.execution_id)
-    await llm_ledger.aclose()
-
-asyncio.run(main(sys.argv[1].split(","), int(sys.argv[2])))
-"""
 
 
 @dataclass(frozen=True)
@@ -84,7 +52,7 @@ class Ledger:
         """``count`` executions and tool calls per tenant through the default writer, in a process of their own."""
         spool = self.home / f"spool-{uuid.uuid4().hex[:8]}"
         subprocess.run(
-            [sys.executable, "-c", _RECORD, ",".join(tenants), str(count)],
+            [sys.executable, "-c", RECORD_SCRIPT, ",".join(tenants), str(count)],
             check=True,
             timeout=TIMEOUT,
             env=self.env(LLM_LEDGER_DATABASE_URL=self.login(*roles), LLM_LEDGER_SPOOL_DIR=str(spool)),

@@ -114,6 +114,16 @@ async def test_a_stalled_database_slows_no_call_and_everything_is_stored_once_it
     _assert_stored_once(own_ledger_url, tenant, drafts)
 
 
+def _stop_child_after(writer: ProcessWriter, draft: EventDraft) -> int:
+    """Once the child has started and acknowledged ``draft``, SIGSTOP it (alive, taking nothing): its pid."""
+    writer.emit(draft)
+    assert writer.flush(60), "the child started and acknowledged"
+    pid = writer.child_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    return pid
+
+
 def test_an_application_exiting_with_its_writer_behind_leaves_everything_to_the_next_start(
     own_writer_url: str, own_ledger_url: str, tmp_path: Path
 ) -> None:
@@ -382,11 +392,7 @@ def test_a_writer_process_stalled_with_its_pipe_full_is_still_taken_over(
     tenant = _tenant()
     drafts = _drafts_of(2_000, tenant)
     writer = ProcessWriter(own_writer_url, tmp_path / "spool", role="llm_ledger_writer", stall_timeout=1.0)
-    writer.emit(drafts[0])
-    assert writer.flush(60), "the child started and acknowledged"
-    pid = writer.child_pid
-    assert pid is not None
-    os.kill(pid, signal.SIGSTOP)
+    pid = _stop_child_after(writer, drafts[0])
     try:
         for draft in drafts[1:]:
             writer.emit(draft)
@@ -411,11 +417,7 @@ def test_closing_with_a_stalled_writer_process_leaves_the_budget_to_journaling_h
     tenant, spool = _tenant(), tmp_path / "spool"
     drafts = _drafts_of(2_000, tenant)
     writer = ProcessWriter(own_writer_url, spool, role="llm_ledger_writer")
-    writer.emit(drafts[0])
-    assert writer.flush(60)
-    pid = writer.child_pid
-    assert pid is not None
-    os.kill(pid, signal.SIGSTOP)
+    pid = _stop_child_after(writer, drafts[0])
     try:
         for draft in drafts[1:]:
             writer.emit(draft)

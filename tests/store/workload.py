@@ -16,6 +16,49 @@ from llm_ledger.events import Event, EventDraft, compute_hash
 from llm_ledger.executor import EventSink, InMemorySink
 from llm_ledger.store import EventStore
 
+RECORD_SCRIPT = """
+import asyncio, sys
+import llm_ledger
+from llm_ledger import LLMExecutor, LLMMessage, execution_context
+from llm_ledger.events import Scrubber, StreamHeader, uuid7
+from llm_ledger.events import values
+from llm_ledger.events.values import JsonPayload
+from llm_ledger.executor import get_default_sink
+from llm_ledger.executor.recorder import StreamRecorder
+
+def run_tool(tenant, i, execution_id):
+    # A tool the answer asked for, recorded as its own stream to the same writer (what record_tool_call
+    # does): started, then succeeded (every third one failed).
+    header = StreamHeader(stream_id=uuid7(), tenant_id=tenant, agent_id="agent-1", session_id=f"s-{i % 3}",
+                          turn_id=f"t{i}", step="generation")
+    recorder, scrubber = StreamRecorder(header, get_default_sink()), Scrubber([])
+    arguments = values.output_values('{"q": 1}', "hash", scrubber)
+    recorder.record("ToolCallStarted", JsonPayload(values.tool_call_started, tool_name="lookup",
+                    tool_call_id=f"call-{i}", execution_id=execution_id, arguments=arguments, capture="hash"))
+    if i % 3 == 2:
+        recorder.record("ToolCallFailed", JsonPayload(values.tool_call_failed, tool_name="lookup", latency_ms=2.0,
+                        error_type="tool_error", error_class="KeyError", message="no such order"))
+    else:
+        recorder.record("ToolCallSucceeded", JsonPayload(values.tool_call_succeeded, tool_name="lookup", latency_ms=1.5,
+                        result=values.output_values("found", "hash", scrubber)))
+
+async def main(tenants, count):
+    executor = LLMExecutor("mock/primary?p50_ms=0&rate_limit=0.3&seed=5", fallback_models=["mock/fallback?p50_ms=0"],
+                           step_name="generation", max_retries=1)
+    for tenant in tenants:
+        for i in range(count):
+            with execution_context(tenant_id=tenant, agent_id="agent-1", session_id=f"s-{i % 3}", turn_id=f"t{i}"):
+                response = await executor.generate([LLMMessage(role="user", content=f"question {i}")])
+            run_tool(tenant, i, response.execution_id)
+    await llm_ledger.aclose()
+
+asyncio.run(main(sys.argv[1].split(","), int(sys.argv[2])))
+"""
+"""What a Focal service does, for ``python -c RECORD_SCRIPT <tenant,tenant,...> <count>``: ``count``
+executions of each tenant, each followed by a tool execution (every third one failed), through executors
+built without ``sink=``, so to the process-wide writer of ``LLM_LEDGER_DATABASE_URL`` (as the login's own
+role: the application sets none)."""
+
 
 async def run_executions(
     sink: EventSink,
