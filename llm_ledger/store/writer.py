@@ -98,11 +98,17 @@ the end of each COPY are paid half as often) and no more is gained at 2,000; a b
 
 @dataclass(slots=True)
 class _Batch:
-    """A sealed batch on its way to the database: its journal record (None: not journaled) and rows."""
+    """A sealed batch on its way to the database: its journal record (None: not journaled) and rows. Several
+    consecutive records stored as one are ``first_seq`` through ``seq``."""
 
     seq: int | None
     end_event: int  # the journal's event count through this record
     rows: list[dict[str, Any]]
+    first_seq: int | None = None
+
+    @property
+    def start(self) -> int | None:
+        return self.seq if self.first_seq is None else self.first_seq
 
 
 class BufferedWriter:
@@ -552,10 +558,32 @@ class BufferedWriter:
                 self._cond.wait(self.retry_interval if self._state == "spooling" else 0.5)
                 if not self._handed:
                     return _NOTHING
-            batch = self._handed.popleft()
-            self._handed_events -= len(batch.rows)
+            first = self._handed.popleft()
+            self._handed_events -= len(first.rows)
+            batch = self._merged(first)
             self._storing = batch
             return batch
+
+    def _merged(self, batch: _Batch) -> _Batch:
+        """``batch`` and the consecutive batches after it in memory, up to ``batch_size`` rows, as one (the
+        lock is held). When calls wait for the journal, each batch is the few events journaled while the last
+        fsync ran: stored a transaction each, the storing fell behind the journal under load, and once behind
+        stayed behind (replayed from disk, record by record)."""
+        if not self._handed or (batch.seq is not None and batch.seq != self._next_seq):
+            return batch  # one stored from the journal meanwhile, or after a gap: _store decides alone
+        rows, last = list(batch.rows), batch
+        while self._handed:
+            following = self._handed[0]
+            if (following.seq is None) != (last.seq is None) or len(rows) + len(following.rows) > self.batch_size:
+                break
+            if last.seq is not None and following.seq != last.seq + 1:
+                break
+            rows.extend(self._handed.popleft().rows)
+            self._handed_events -= len(following.rows)
+            last = following
+        if last is batch:
+            return batch
+        return _Batch(last.seq, last.end_event, rows, first_seq=batch.seq)
 
     def _store(self, batch: _Batch) -> None:
         if batch.seq is not None and batch.seq < self._next_seq:
@@ -563,7 +591,7 @@ class BufferedWriter:
                 self._spooled += len(batch.rows)  # stored from the journal: counted as replayed
             self._stored(batch, 0)
             return
-        if batch.seq is not None and batch.seq > self._next_seq:
+        if batch.start is not None and batch.start > self._next_seq:
             # Records before it are on disk only (dropped from memory when the storer was behind).
             with self._cond:
                 self._handed.appendleft(batch)

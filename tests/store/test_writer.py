@@ -26,7 +26,7 @@ from llm_ledger.events.values import JsonPayload
 from llm_ledger.store import spool as spool_module
 from llm_ledger.store.store import EventStore
 from llm_ledger.store.writer import BufferedWriter
-from tests.store.workload import DraftSink, run_executions
+from tests.store.workload import DraftSink, run_executions, table_locked
 
 ROOT = Path(__file__).resolve().parents[2]
 # What a close may take to store everything: it returns as soon as it has; the rest is margin for a busy machine.
@@ -203,6 +203,36 @@ async def test_batches_are_stored_in_the_order_they_were_emitted(
     with EventStore(postgres_migrated_url).transaction() as connection:
         by_position = list(connection.execute(query, {"tenant": tenant}).scalars())
     assert by_position == [str(d.event_id) for d in drafts]
+
+
+async def test_small_journaled_batches_queued_behind_a_slow_database_are_stored_together(
+    writer_url: str, postgres_migrated_url: str, tmp_path: Path
+) -> None:
+    # Every call waits for the journal, so every batch is the one event journaled meanwhile. Stored a
+    # transaction each, a database slower than the journal for a moment held the storing behind it.
+    tenant = _tenant()
+    drafts: list[EventDraft] = []
+    await run_executions(DraftSink(drafts), 20, tenant=tenant)
+    drafts = drafts[:60]
+    writer = BufferedWriter(
+        EventStore(writer_url, role="llm_ledger_writer"), tmp_path / "spool", batch_size=100, flush_interval=0.01
+    )
+    with table_locked(postgres_migrated_url):
+        for draft in drafts:
+            writer.emit(draft)
+            waiting = writer.durable(draft)
+            if waiting is not None:
+                await waiting
+    stats = writer.close(timeout=CLOSE_SECONDS)
+    assert stats.written == len(drafts) and stats.spooled == 0 and stats.lost == 0
+    query = text(
+        "SELECT event_id, tx_id::text FROM llm_ledger_events WHERE tenant_id = :tenant ORDER BY global_position"
+    )
+    with EventStore(postgres_migrated_url).transaction() as connection:
+        rows = connection.execute(query, {"tenant": tenant}).all()
+    assert [row.event_id for row in rows] == [str(d.event_id) for d in drafts], "each once, in emission order"
+    transactions = len({row.tx_id for row in rows})
+    assert transactions <= 3, f"{len(drafts)} journal records stored in {transactions} transactions"
 
 
 async def test_a_batch_whose_direct_copy_conflicts_falls_back_and_keeps_every_event(
