@@ -9,18 +9,47 @@ import altair as alt
 
 from llm_ledger.dashboard.shaping import Row
 
+PERCENTILE_DASHES = {"p50": [1, 0], "p95": [6, 3], "p99": [2, 2]}
+"""Solid, dashed, dotted: told apart in the legend and on the lines."""
+
 _HEIGHT = 280
 _OUTCOME_COLORS = alt.Scale(
     domain=["succeeded", "failed", "incomplete", "in flight"], range=["#2e7d32", "#c62828", "#9e9e9e", "#f9a825"]
 )
 
 
+_UTC_LABEL = (
+    "utchours(datum.value) == 0 && utcminutes(datum.value) == 0"
+    " ? utcFormat(datum.value, '%b %d') : utcFormat(datum.value, '%H:%M')"
+)
+"""Tick labels in UTC on a 24-hour clock, the day at midnight. Vega's default labels are in the browser's
+time zone with a 12-hour clock ("03 PM"), while every caption and table of the dashboard is in UTC."""
+TIME_AXIS = alt.X(
+    "time:T",
+    title="time (UTC)",
+    scale=alt.Scale(type="utc"),
+    axis=alt.Axis(labelExpr=_UTC_LABEL, labelOverlap=True),
+)
+TIME_TOOLTIP = alt.Tooltip("utcyearmonthdatehoursminutes(time):T", title="time (UTC)", format="%Y-%m-%d %H:%M")
+"""A UTC time unit makes Vega-Lite format the tooltip with ``utcFormat``, whatever the browser's zone."""
+
+
+def _count_axis() -> alt.Axis:
+    """Counts are whole: no "0.5 executions" tick."""
+    return alt.Axis(tickMinStep=1, format="d")
+
+
+_NO_CUT = 0
+"""``labelLimit`` 0: no limit. Cut at the default 160 pixels, two models of one provider read the same."""
+
+
 def _lines(rows: Sequence[Row], color: str | None = None) -> alt.Chart:
-    """A line chart over time of ``rows`` (its points marked), to be encoded further."""
+    """A line chart over time of ``rows`` (its points marked), to be encoded further. A row whose value is
+    None (a bucket without data for a rate or a latency) breaks the line: a gap, not a line across it."""
     chart: alt.Chart = (
         alt.Chart(alt.InlineData(values=list(rows)), height=_HEIGHT)
-        .mark_line(point=True, color=alt.Undefined if color is None else color)
-        .encode(x=alt.X("time:T", title="time"))
+        .mark_line(point=True, color=alt.Undefined if color is None else color, invalid="break-paths-filter-domains")
+        .encode(x=TIME_AXIS)
     )
     return chart
 
@@ -28,39 +57,51 @@ def _lines(rows: Sequence[Row], color: str | None = None) -> alt.Chart:
 def activity(rows: Sequence[Row]) -> alt.Chart:
     """Executions, failures and fallbacks over time."""
     chart: alt.Chart = _lines(rows).encode(
-        y=alt.Y("count:Q", title="executions"),
+        y=alt.Y("count:Q", title="executions", axis=_count_axis()),
         color=alt.Color(
             "series:N",
             title=None,
             scale=alt.Scale(domain=["executions", "failed", "fell back"], range=["#1565c0", "#c62828", "#ef6c00"]),
         ),
-        tooltip=[alt.Tooltip("time:T"), alt.Tooltip("series:N"), alt.Tooltip("count:Q")],
+        tooltip=[TIME_TOOLTIP, alt.Tooltip("series:N"), alt.Tooltip("count:Q")],
     )
     return chart
 
 
-def latency(rows: Sequence[Row], group_title: str) -> alt.Chart:
-    """Percentile lines over time: one colour per group, one dash per percentile."""
-    chart: alt.Chart = _lines(rows).encode(
+def latency(rows: Sequence[Row], group_title: str) -> alt.LayerChart:
+    """Percentile lines over time: one colour per group, one dash per percentile, its points over them.
+    The points are a layer of their own: on the line mark (``point=True``) the dash legend drew the points'
+    symbol, three blank marks that told the percentiles apart by their label only."""
+    base = alt.Chart(alt.InlineData(values=list(rows)), height=_HEIGHT).encode(
+        x=TIME_AXIS,
         y=alt.Y("latency_ms:Q", title="latency (ms)"),
-        color=alt.Color("group:N", title=group_title),
-        strokeDash=alt.StrokeDash("percentile:N", title="percentile", sort=["p50", "p95", "p99"]),
+        color=alt.Color("group:N", title=group_title, legend=alt.Legend(labelLimit=_NO_CUT)),
         tooltip=[
-            alt.Tooltip("time:T"),
+            TIME_TOOLTIP,
             alt.Tooltip("group:N", title=group_title),
             alt.Tooltip("percentile:N"),
             alt.Tooltip("latency_ms:Q", title="ms", format=".1f"),
         ],
     )
-    return chart
+    lines = base.mark_line(invalid="break-paths-filter-domains").encode(
+        strokeDash=alt.StrokeDash(
+            "percentile:N",
+            title="percentile",
+            sort=list(PERCENTILE_DASHES),
+            scale=alt.Scale(domain=list(PERCENTILE_DASHES), range=list(PERCENTILE_DASHES.values())),
+            legend=alt.Legend(symbolType="stroke", symbolStrokeColor="#555", symbolStrokeWidth=2, symbolSize=400),
+        ),
+    )
+    points = base.mark_point(filled=True, invalid="break-paths-filter-domains").encode(detail="percentile:N")
+    return alt.LayerChart(layer=[lines, points])
 
 
 def error_rate(rows: Sequence[Row], group_title: str) -> alt.Chart:
     chart: alt.Chart = _lines(rows).encode(
         y=alt.Y("rate:Q", title="failed attempts / attempts", axis=alt.Axis(format="%")),
-        color=alt.Color("group:N", title=group_title),
+        color=alt.Color("group:N", title=group_title, legend=alt.Legend(labelLimit=_NO_CUT)),
         tooltip=[
-            alt.Tooltip("time:T"),
+            TIME_TOOLTIP,
             alt.Tooltip("group:N", title=group_title),
             alt.Tooltip("failures:Q"),
             alt.Tooltip("attempts:Q"),
@@ -74,7 +115,7 @@ def fallback_rate(rows: Sequence[Row]) -> alt.Chart:
     chart: alt.Chart = _lines(rows, color="#ef6c00").encode(
         y=alt.Y("rate:Q", title="executions that fell back", axis=alt.Axis(format="%")),
         tooltip=[
-            alt.Tooltip("time:T"),
+            TIME_TOOLTIP,
             alt.Tooltip("executions:Q"),
             alt.Tooltip("fell back:Q"),
             alt.Tooltip("rate:Q", format=".1%"),
@@ -89,8 +130,8 @@ def tool_calls(rows: Sequence[Row]) -> alt.Chart:
         alt.Chart(alt.InlineData(values=list(rows)), height=_HEIGHT)
         .mark_bar()
         .encode(
-            x=alt.X("sum(calls):Q", title="tool calls"),
-            y=alt.Y("tool:N", title=None, sort="-x"),
+            x=alt.X("sum(calls):Q", title="tool calls", axis=_count_axis()),
+            y=alt.Y("tool:N", title=None, sort="-x", axis=alt.Axis(labelLimit=_NO_CUT)),
             color=alt.Color("outcome:N", title="outcome", scale=_OUTCOME_COLORS),
             tooltip=[alt.Tooltip("tool:N"), alt.Tooltip("outcome:N"), alt.Tooltip("step:N"), alt.Tooltip("calls:Q")],
         )
@@ -100,16 +141,16 @@ def tool_calls(rows: Sequence[Row]) -> alt.Chart:
 
 def tool_calls_over_time(rows: Sequence[Row]) -> alt.Chart:
     chart: alt.Chart = _lines(rows).encode(
-        y=alt.Y("calls:Q", title="tool calls"),
+        y=alt.Y("calls:Q", title="tool calls", axis=_count_axis()),
         color=alt.Color("outcome:N", title="outcome", scale=_OUTCOME_COLORS),
-        tooltip=[alt.Tooltip("time:T"), alt.Tooltip("outcome:N"), alt.Tooltip("calls:Q")],
+        tooltip=[TIME_TOOLTIP, alt.Tooltip("outcome:N"), alt.Tooltip("calls:Q")],
     )
     return chart
 
 
 def fallback_chains(rows: Sequence[Row]) -> alt.Chart:
     """The chains as from → to bars, stacked by what happened after the fallback (Vega-Lite has no
-    Sankey; one bar per edge reads the same flows).
+    Sankey; one bar per edge reads the same flows), the most frequent first.
 
     No title may be ``then``: Streamlit draws with Vega's CSP-safe interpreter, which refuses a tooltip
     object with that key ("Illegal property: then") and leaves the chart blank.
@@ -119,8 +160,8 @@ def fallback_chains(rows: Sequence[Row]) -> alt.Chart:
         alt.Chart(alt.InlineData(values=list(rows)), height=60 + 36 * len(edges))
         .mark_bar()
         .encode(
-            y=alt.Y("edge:N", title=None, axis=alt.Axis(labelLimit=480)),
-            x=alt.X("sum(executions):Q", title="fallbacks"),
+            y=alt.Y("edge:N", title=None, sort="-x", axis=alt.Axis(labelLimit=_NO_CUT)),
+            x=alt.X("sum(executions):Q", title="fallbacks", axis=_count_axis()),
             color=alt.Color(
                 "outcome:N",
                 title="after the fallback",
@@ -148,7 +189,7 @@ def session_timeline(rows: Sequence[Row]) -> alt.LayerChart:
     outcome; lanes in time order."""
     lanes = list(dict.fromkeys(row["lane"] for row in rows))
     base = alt.Chart(alt.InlineData(values=list(rows))).encode(
-        y=alt.Y("lane:N", sort=lanes, title=None, axis=alt.Axis(labelLimit=320)),
+        y=alt.Y("lane:N", sort=lanes, title=None, axis=alt.Axis(labelLimit=_NO_CUT)),
         x=alt.X("start_ms:Q", title="milliseconds since the execution started"),
         x2="end_ms:Q",
         color=alt.Color("outcome:N", scale=_OUTCOME_COLORS),

@@ -161,33 +161,46 @@ def overview_metrics(current: Figures, previous: Figures) -> list[Metric]:
     return metrics
 
 
-def activity_rows(points: Iterable[Point]) -> list[Row]:
-    """Executions, failures and fallbacks per time bucket, one row per bucket and figure."""
+def activity_rows(points: Iterable[Point], buckets: Sequence[datetime]) -> list[Row]:
+    """Executions, failures and fallbacks per time bucket, one row per bucket and figure: an idle bucket
+    (``buckets`` are every bucket of the window) is a zero, not a line drawn across it."""
+    by_bucket = {point.bucket_start: point.figures for point in points}
     rows: list[Row] = []
-    for point in points:
-        figures = point.figures
+    for bucket in _every_bucket(buckets, by_bucket):
+        figures = by_bucket.get(bucket)
         for series, count in (
-            ("executions", figures.executions),
-            ("failed", figures.failed),
-            ("fell back", figures.fallback_executions),
+            ("executions", figures.executions if figures else 0),
+            ("failed", figures.failed if figures else 0),
+            ("fell back", figures.fallback_executions if figures else 0),
         ):
-            rows.append({"time": iso(point.bucket_start), "series": series, "count": count})
+            rows.append({"time": iso(bucket), "series": series, "count": count})
     return rows
 
 
 # --- latency --------------------------------------------------------------------------------------------
 
 
-def latency_rows(points: Iterable[Point]) -> list[Row]:
-    """Execution latency percentiles per time bucket and group (buckets without executions left out)."""
+def latency_rows(points: Iterable[Point], buckets: Sequence[datetime]) -> list[Row]:
+    """Execution latency percentiles per time bucket and group; a bucket in which the group ran nothing is
+    a gap (``latency_ms`` None), not a line drawn across it."""
+    by_key = {(point.bucket_start, point.group): point.figures for point in points}
     rows: list[Row] = []
-    for point in points:
-        for name, value in zip(PERCENTILE_NAMES, point.figures.latency_percentiles(), strict=True):
-            if value is not None:
-                rows.append(
-                    {"time": iso(point.bucket_start), "group": point.group, "percentile": name, "latency_ms": value}
-                )
+    for group in _groups(key[1] for key in by_key):
+        for bucket in _every_bucket(buckets, (key[0] for key in by_key)):
+            figures = by_key.get((bucket, group))
+            values = figures.latency_percentiles() if figures else (None,) * len(PERCENTILE_NAMES)
+            for name, value in zip(PERCENTILE_NAMES, values, strict=True):
+                rows.append({"time": iso(bucket), "group": group or NONE, "percentile": name, "latency_ms": value})
     return rows
+
+
+def _groups(groups: Iterable[str]) -> list[str]:
+    return sorted(set(groups))
+
+
+def _every_bucket(buckets: Sequence[datetime], with_data: Iterable[datetime]) -> Sequence[datetime]:
+    """``buckets``, or where the window had too many to list (``display_buckets``), those with data."""
+    return buckets or sorted(set(with_data))
 
 
 def step_model_rows(groups: Iterable[Group]) -> list[Row]:
@@ -221,8 +234,11 @@ def _rounded(value: float | None) -> float | None:
 # --- errors ---------------------------------------------------------------------------------------------
 
 
-def error_rate_rows(failures: Iterable[ErrorPoint], attempts: Iterable[Point]) -> list[Row]:
-    """Attempt failures / attempts per time bucket and group.
+def error_rate_rows(
+    failures: Iterable[ErrorPoint], attempts: Iterable[Point], buckets: Sequence[datetime]
+) -> list[Row]:
+    """Attempt failures / attempts per time bucket and group that failed in the window: 0 in a bucket with
+    attempts and none of its failures, a gap (``rate`` None) in one without attempts.
 
     ``attempts`` is either split by the same dimension as ``failures`` (provider, model: each group's own
     attempts are the denominator) or not split at all (error types: every attempt of the bucket is).
@@ -233,17 +249,21 @@ def error_rate_rows(failures: Iterable[ErrorPoint], attempts: Iterable[Point]) -
         per_group[point.bucket_start, point.group] += point.figures.attempts
         per_bucket[point.bucket_start] += point.figures.attempts
     split = any(group for _, group in per_group)
-    rows: list[Row] = []
+    failed: Counter[tuple[datetime, str]] = Counter()
     for failure in failures:
-        total = per_group[failure.bucket_start, failure.group] if split else per_bucket[failure.bucket_start]
-        if total:
+        failed[failure.bucket_start, failure.group] += failure.count
+    rows: list[Row] = []
+    for group in _groups(key[1] for key in failed):
+        for bucket in _every_bucket(buckets, (key[0] for key in failed)):
+            total = per_group[bucket, group] if split else per_bucket[bucket]
+            count = failed[bucket, group]
             rows.append(
                 {
-                    "time": iso(failure.bucket_start),
-                    "group": failure.group or NONE,
-                    "failures": failure.count,
+                    "time": iso(bucket),
+                    "group": group or NONE,
+                    "failures": count,
                     "attempts": total,
-                    "rate": failure.count / total,
+                    "rate": count / total if total else None,
                 }
             )
     return rows
@@ -284,17 +304,21 @@ def failed_attempt_rows(failed: Iterable[FailedAttempt]) -> list[Row]:
 # --- fallbacks ------------------------------------------------------------------------------------------
 
 
-def fallback_rate_rows(points: Iterable[Point]) -> list[Row]:
-    return [
-        {
-            "time": iso(point.bucket_start),
-            "executions": point.figures.executions,
-            "fell back": point.figures.fallback_executions,
-            "rate": point.figures.fallback_rate,
-        }
-        for point in points
-        if point.figures.executions
-    ]
+def fallback_rate_rows(points: Iterable[Point], buckets: Sequence[datetime]) -> list[Row]:
+    """The share of executions that fell back per bucket; a bucket without executions is a gap."""
+    by_bucket = {point.bucket_start: point.figures for point in points}
+    rows: list[Row] = []
+    for bucket in _every_bucket(buckets, by_bucket):
+        figures = by_bucket.get(bucket)
+        rows.append(
+            {
+                "time": iso(bucket),
+                "executions": figures.executions if figures else 0,
+                "fell back": figures.fallback_executions if figures else 0,
+                "rate": figures.fallback_rate if figures else None,
+            }
+        )
+    return rows
 
 
 def edge_label(edge: FallbackEdge) -> str:
@@ -350,9 +374,17 @@ def tool_call_rows(groups: Iterable[ToolCallGroup]) -> list[Row]:
     return rows
 
 
-def tool_series_rows(points: Iterable[ToolCallPoint]) -> list[Row]:
-    """Tool calls over time by outcome (``LedgerView.tool_call_series(by="outcome")``)."""
-    return [{"time": iso(point.bucket_start), "outcome": point.group, "calls": point.calls} for point in points]
+def tool_series_rows(points: Iterable[ToolCallPoint], buckets: Sequence[datetime]) -> list[Row]:
+    """Tool calls over time by outcome (``LedgerView.tool_call_series(by="outcome")``): a count, so an idle
+    bucket is a zero."""
+    calls: Counter[tuple[datetime, str]] = Counter()
+    for point in points:
+        calls[point.bucket_start, point.group] += point.calls
+    return [
+        {"time": iso(bucket), "outcome": outcome, "calls": calls[bucket, outcome]}
+        for outcome in _groups(key[1] for key in calls)
+        for bucket in _every_bucket(buckets, (key[0] for key in calls))
+    ]
 
 
 def session_tool_rows(items: Iterable[TimelineItem], trace_url: Callable[[str | None], str | None]) -> list[Row]:

@@ -453,6 +453,25 @@ class LedgerView:
             ]
 
 
+MAX_DISPLAY_BUCKETS = 2_000
+"""The display grains give at most ~1,440 buckets for windows up to years; wider custom windows get none."""
+
+
+def display_buckets(window: Window) -> list[datetime]:
+    """The start of every bucket a time series over ``window`` is drawn in (``series`` and the other
+    ``*_series`` give points only for buckets with data): what a chart needs to show an idle bucket as a
+    zero or a gap rather than draw across it. Empty past ``MAX_DISPLAY_BUCKETS``."""
+    segment = _display_segment(window)
+    step = timedelta(seconds=segment.grain)
+    if (segment.end - segment.start) / step > MAX_DISPLAY_BUCKETS:
+        return []  # a custom window over centuries: drawn from the buckets with data only
+    buckets, moment = [], segment.start
+    while moment < segment.end:
+        buckets.append(moment)
+        moment += step
+    return buckets
+
+
 def _display_segment(window: Window) -> Segment:
     """The rows a time series over the window is drawn from: its display grain, from the bucket holding
     its start."""

@@ -8,6 +8,7 @@ saying how to install them: a browser test that skips proves nothing.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import time
@@ -163,3 +164,42 @@ def test_the_tools_page_and_the_session_show_the_tool_calls_in_a_browser(
         # figures are read from the metric tiles and captions).
         expected = "Tool calls\n2\nFailed\n1" if page == "tools" else "2 tool executions, 1 failed"
         assert expected in text, text
+
+
+_X_AXIS_LABELS = '[data-testid="stVegaLiteChart"] g[aria-label^="X-axis"] .role-axis-label text'
+_UTC_24_HOUR = re.compile(r"\d{2}:\d{2}|[A-Z][a-z]{2} \d{2}")
+
+
+def _time_labels(driver: WebDriver, url: str, zone: str) -> list[str]:
+    """The overview chart's time-axis labels, as a browser in ``zone`` draws them."""
+    driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": zone})
+    driver.get(url)
+    WebDriverWait(driver, PAGE_SECONDS).until(
+        lambda d: (
+            _rendered(d, PAGE_TITLES["overview"], has_charts=True)
+            and bool(d.find_elements(By.CSS_SELECTOR, _X_AXIS_LABELS))
+        )
+    )
+    assert driver.execute_script("return Intl.DateTimeFormat().resolvedOptions().timeZone") == zone
+    return [
+        element.get_attribute("textContent") or "" for element in driver.find_elements(By.CSS_SELECTOR, _X_AXIS_LABELS)
+    ]
+
+
+def test_the_time_axis_reads_utc_on_a_24_hour_clock_in_a_browser_in_new_york(
+    dashboard_url: str, browser: WebDriver, populated_ledger: PopulatedLedger
+) -> None:
+    # Vega labels a time axis in the browser's zone, on a 12-hour clock ("03 PM"), by default; every caption
+    # and table of the dashboard says UTC. Drawn in New York and in UTC, the labels must be the same.
+    query = {"page": "overview", "tenant": populated_ledger.ledger.tenant, "window": "1d"}
+    url = f"{dashboard_url}/?{urlencode(query)}"
+    try:
+        in_new_york = _time_labels(browser, url, "America/New_York")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "overview-new-york.png"))
+        in_utc = _time_labels(browser, url, "UTC")
+    finally:
+        browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": ""})
+    assert in_new_york, "the overview's chart has time labels"
+    assert all(_UTC_24_HOUR.fullmatch(label) for label in in_new_york), in_new_york
+    assert in_new_york == in_utc

@@ -10,24 +10,32 @@ from llm_ledger.audit.integrity import StreamCheck
 from llm_ledger.audit.results import AuditFinding, TenantAudit
 from llm_ledger.audit.timeline import AttemptView, ExecutionView
 from llm_ledger.dashboard.shaping import (
+    activity_rows,
     audit_run_summary,
     duration,
     error_rate_rows,
     execution_rows,
     fallback_outcome_rows,
+    fallback_rate_rows,
     finding_rows,
+    latency_rows,
     literal,
     overview_metrics,
     session_choices,
     time_ago,
     timeline_rows,
+    tool_series_rows,
 )
+from llm_ledger.projections import histogram
 from llm_ledger.projections.queries import (
     ErrorPoint,
     FallbackEdge,
     Figures,
     Point,
     SessionSummary,
+    ToolCallPoint,
+    Window,
+    display_buckets,
 )
 
 T0 = datetime(2026, 3, 14, 15, 0, tzinfo=UTC)
@@ -57,7 +65,7 @@ def test_an_error_types_rate_is_over_every_attempt_of_the_bucket() -> None:
     failures = [ErrorPoint(T0, "rate_limit", 2), ErrorPoint(T0, "timeout", 1)]
     attempts = [_attempts(T0, "", 8)]
 
-    rates = {row["group"]: row["rate"] for row in error_rate_rows(failures, attempts)}
+    rates = {row["group"]: row["rate"] for row in error_rate_rows(failures, attempts, [T0])}
 
     assert rates == {"rate_limit": 0.25, "timeout": 0.125}
 
@@ -66,9 +74,65 @@ def test_a_models_rate_is_over_that_models_own_attempts() -> None:
     failures = [ErrorPoint(T0, "mock/a", 1), ErrorPoint(T1, "mock/b", 3)]
     attempts = [_attempts(T0, "mock/a", 4), _attempts(T0, "mock/b", 6), _attempts(T1, "mock/b", 3)]
 
-    rates = [(row["time"], row["group"], row["rate"]) for row in error_rate_rows(failures, attempts)]
+    rates = [(row["time"], row["group"], row["rate"]) for row in error_rate_rows(failures, attempts, [T0, T1])]
 
-    assert rates == [(T0.isoformat(), "mock/a", 0.25), (T1.isoformat(), "mock/b", 1.0)]
+    assert rates == [
+        (T0.isoformat(), "mock/a", 0.25),
+        (T1.isoformat(), "mock/a", None),  # mock/a had no attempt then: a gap
+        (T0.isoformat(), "mock/b", 0.0),  # attempts and none failed: a zero
+        (T1.isoformat(), "mock/b", 1.0),
+    ]
+
+
+# An hour of traffic, an idle hour, and another: what a chart must show as a zero or a gap, never a line
+# drawn straight from the first to the third.
+H0 = datetime(2026, 3, 14, 10, 0, tzinfo=UTC)
+H1, H2 = H0 + timedelta(hours=1), H0 + timedelta(hours=2)
+BUCKETS = [H0, H1, H2]
+
+
+def _ran(bucket: datetime, group: str = "") -> Point:
+    figures = Figures(executions=4, failed=1, fallback_executions=2, attempts=5)
+    histogram.add(figures.execution_latency, 120.0, 4)
+    return Point(bucket, group, figures)
+
+
+def test_an_idle_bucket_is_a_zero_in_the_activity_counts() -> None:
+    rows = activity_rows([_ran(H0), _ran(H2)], BUCKETS)
+
+    executions = [(row["time"], row["count"]) for row in rows if row["series"] == "executions"]
+    assert executions == [(H0.isoformat(), 4), (H1.isoformat(), 0), (H2.isoformat(), 4)]
+
+
+def test_an_idle_bucket_is_a_gap_in_rates_and_latency() -> None:
+    rates = [row["rate"] for row in fallback_rate_rows([_ran(H0), _ran(H2)], BUCKETS)]
+    assert rates == [0.5, None, 0.5]
+    latency = latency_rows([_ran(H0, "generation"), _ran(H2, "generation")], BUCKETS)
+    assert {row["time"] for row in latency if row["latency_ms"] is None} == {H1.isoformat()}
+    assert {row["time"] for row in latency if row["latency_ms"] is not None} == {H0.isoformat(), H2.isoformat()}
+    assert {row["percentile"] for row in latency if row["time"] == H1.isoformat()} == {"p50", "p95", "p99"}
+
+
+def test_tool_calls_over_time_count_an_idle_bucket_as_zero_for_each_outcome() -> None:
+    points = [ToolCallPoint(H0, "succeeded", 3, 0), ToolCallPoint(H2, "failed", 1, 1)]
+
+    rows = [(row["outcome"], row["time"], row["calls"]) for row in tool_series_rows(points, BUCKETS)]
+
+    assert rows == [
+        ("failed", H0.isoformat(), 0),
+        ("failed", H1.isoformat(), 0),
+        ("failed", H2.isoformat(), 1),
+        ("succeeded", H0.isoformat(), 3),
+        ("succeeded", H1.isoformat(), 0),
+        ("succeeded", H2.isoformat(), 0),
+    ]
+
+
+def test_the_buckets_of_a_window_are_every_one_its_series_is_drawn_in() -> None:
+    day = Window(H0, H0 + timedelta(hours=24))
+    assert display_buckets(day) == [H0 + timedelta(hours=i) for i in range(24)]
+    short = Window(H0 + timedelta(seconds=30), H0 + timedelta(minutes=3))
+    assert display_buckets(short) == [H0, H0 + timedelta(minutes=1), H0 + timedelta(minutes=2)]
 
 
 def test_each_fallback_edge_is_split_into_succeeded_after_and_not() -> None:
@@ -213,3 +277,12 @@ def test_a_finding_links_to_its_session_only_while_its_stream_has_one() -> None:
         ("stream-1", "event-1", None),
         ("stream-2", "—", 1),
     ]
+
+
+def test_a_window_over_centuries_is_drawn_from_the_buckets_with_data() -> None:
+    centuries = Window(datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 12, 30, tzinfo=UTC))
+    assert display_buckets(centuries) == []
+
+    rows = activity_rows([_ran(H0), _ran(H2)], display_buckets(centuries))
+
+    assert sorted({row["time"] for row in rows}) == [H0.isoformat(), H2.isoformat()]

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from llm_ledger.dashboard.settings import DashboardSettings
 from llm_ledger.dashboard.state import ViewState
 from llm_ledger.dashboard.view import DashboardView
-from llm_ledger.projections.queries import Window
+from llm_ledger.projections.queries import Window, display_buckets
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +22,11 @@ class PageContext:
     window: Window
     state: ViewState
     settings: DashboardSettings
+
+    @property
+    def buckets(self) -> list[datetime]:
+        """Every time bucket of the window's charts, idle ones included."""
+        return display_buckets(self.window)
 
 
 Render = Callable[[PageContext], None]

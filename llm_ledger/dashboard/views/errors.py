@@ -36,7 +36,8 @@ def render(page: PageContext) -> None:
         with tab:
             failures = page.view.error_series(page.tenant, page.window, by=dimension)
             attempts = page.view.series(page.tenant, page.window, by=attempts_by)
-            st.altair_chart(charts.error_rate(error_rate_rows(failures, attempts), dimension), width="stretch")
+            rows = error_rate_rows(failures, attempts, page.buckets)
+            st.altair_chart(charts.error_rate(rows, dimension), width="stretch")
     st.subheader("Failures by error type, provider and model")
     counts = page.view.error_counts(page.tenant, page.window)
     st.dataframe(error_count_rows(counts, totals.attempts), hide_index=True, width="stretch")

@@ -24,9 +24,8 @@ def render(page: PageContext) -> None:
     middle.metric("Fallbacks", f"{fallbacks:,}")
     right.metric("Succeeded after fallback", percent(succeeded / fallbacks if fallbacks else None))
     st.subheader("Fallback rate over time")
-    st.altair_chart(
-        charts.fallback_rate(fallback_rate_rows(page.view.series(page.tenant, page.window))), width="stretch"
-    )
+    rates = fallback_rate_rows(page.view.series(page.tenant, page.window), page.buckets)
+    st.altair_chart(charts.fallback_rate(rates), width="stretch")
     st.subheader("Chains")
     if not edges:
         st.success("No execution fell back in this window.")

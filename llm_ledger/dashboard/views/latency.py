@@ -24,7 +24,7 @@ def render(page: PageContext) -> None:
     splits: tuple[tuple[DeltaGenerator, Dimension], ...] = ((by_step, "step"), (by_model, "model"))
     for tab, dimension in splits:
         with tab:
-            rows = latency_rows(page.view.series(page.tenant, page.window, by=dimension))
+            rows = latency_rows(page.view.series(page.tenant, page.window, by=dimension), page.buckets)
             st.altair_chart(charts.latency(rows, dimension), width="stretch")
     st.subheader("Steps x models")
     groups = page.view.breakdown(page.tenant, page.window, ("step", "model"))

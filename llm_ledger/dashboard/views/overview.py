@@ -23,4 +23,5 @@ def render(page: PageContext) -> None:
         nothing_in_window(page)
         return
     st.subheader("Over time")
-    st.altair_chart(charts.activity(activity_rows(page.view.series(page.tenant, page.window))), width="stretch")
+    activity = activity_rows(page.view.series(page.tenant, page.window), page.buckets)
+    st.altair_chart(charts.activity(activity), width="stretch")

@@ -27,7 +27,7 @@ def render(page: PageContext) -> None:
     st.altair_chart(charts.tool_calls(rows), width="stretch")
     st.subheader("Over time")
     series = page.view.tool_call_series(page.tenant, page.window, by="outcome")
-    st.altair_chart(charts.tool_calls_over_time(tool_series_rows(series)), width="stretch")
+    st.altair_chart(charts.tool_calls_over_time(tool_series_rows(series, page.buckets)), width="stretch")
     st.subheader("By tool, outcome and step")
     st.caption(
         "A tool execution still running, or whose process died, has no outcome yet and is not counted here: "
