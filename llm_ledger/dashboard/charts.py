@@ -4,6 +4,7 @@ out of the dashboard's own code."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 import altair as alt
 
@@ -39,6 +40,8 @@ def _count_axis() -> alt.Axis:
     return alt.Axis(tickMinStep=1, format="d")
 
 
+_BREAK_AT_NULL: Final = "break-paths-filter-domains"
+"""A row whose value is None breaks a line (a gap) and is left out of the scales."""
 _NO_CUT = 0
 """``labelLimit`` 0: no limit. Cut at the default 160 pixels, two models of one provider read the same."""
 
@@ -48,7 +51,7 @@ def _lines(rows: Sequence[Row], color: str | None = None) -> alt.Chart:
     None (a bucket without data for a rate or a latency) breaks the line: a gap, not a line across it."""
     chart: alt.Chart = (
         alt.Chart(alt.InlineData(values=list(rows)), height=_HEIGHT)
-        .mark_line(point=True, color=alt.Undefined if color is None else color, invalid="break-paths-filter-domains")
+        .mark_line(point=True, color=alt.Undefined if color is None else color, invalid=_BREAK_AT_NULL)
         .encode(x=TIME_AXIS)
     )
     return chart
@@ -83,7 +86,7 @@ def latency(rows: Sequence[Row], group_title: str) -> alt.LayerChart:
             alt.Tooltip("latency_ms:Q", title="ms", format=".1f"),
         ],
     )
-    lines = base.mark_line(invalid="break-paths-filter-domains").encode(
+    lines = base.mark_line(invalid=_BREAK_AT_NULL).encode(
         strokeDash=alt.StrokeDash(
             "percentile:N",
             title="percentile",
@@ -92,7 +95,7 @@ def latency(rows: Sequence[Row], group_title: str) -> alt.LayerChart:
             legend=alt.Legend(symbolType="stroke", symbolStrokeColor="#555", symbolStrokeWidth=2, symbolSize=400),
         ),
     )
-    points = base.mark_point(filled=True, invalid="break-paths-filter-domains").encode(detail="percentile:N")
+    points = base.mark_point(filled=True, invalid=_BREAK_AT_NULL).encode(detail="percentile:N")
     return alt.LayerChart(layer=[lines, points])
 
 

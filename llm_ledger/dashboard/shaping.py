@@ -185,8 +185,9 @@ def latency_rows(points: Iterable[Point], buckets: Sequence[datetime]) -> list[R
     a gap (``latency_ms`` None), not a line drawn across it."""
     by_key = {(point.bucket_start, point.group): point.figures for point in points}
     rows: list[Row] = []
+    every = _every_bucket(buckets, (key[0] for key in by_key))
     for group in _groups(key[1] for key in by_key):
-        for bucket in _every_bucket(buckets, (key[0] for key in by_key)):
+        for bucket in every:
             figures = by_key.get((bucket, group))
             values = figures.latency_percentiles() if figures else (None,) * len(PERCENTILE_NAMES)
             for name, value in zip(PERCENTILE_NAMES, values, strict=True):
@@ -253,8 +254,9 @@ def error_rate_rows(
     for failure in failures:
         failed[failure.bucket_start, failure.group] += failure.count
     rows: list[Row] = []
+    every = _every_bucket(buckets, (key[0] for key in failed))
     for group in _groups(key[1] for key in failed):
-        for bucket in _every_bucket(buckets, (key[0] for key in failed)):
+        for bucket in every:
             total = per_group[bucket, group] if split else per_bucket[bucket]
             count = failed[bucket, group]
             rows.append(
@@ -380,10 +382,11 @@ def tool_series_rows(points: Iterable[ToolCallPoint], buckets: Sequence[datetime
     calls: Counter[tuple[datetime, str]] = Counter()
     for point in points:
         calls[point.bucket_start, point.group] += point.calls
+    every = _every_bucket(buckets, (key[0] for key in calls))
     return [
         {"time": iso(bucket), "outcome": outcome, "calls": calls[bucket, outcome]}
         for outcome in _groups(key[1] for key in calls)
-        for bucket in _every_bucket(buckets, (key[0] for key in calls))
+        for bucket in every
     ]
 
 
