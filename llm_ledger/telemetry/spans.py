@@ -268,7 +268,7 @@ class OtelExecutionTracer:
     ) -> _ExecutionTrace:
         ledger = ledger_attributes(execution_id, context)
         run = current_run.get()
-        parent = self._under(run) if run is not None else None
+        parent = self._under(run) if run is not None else self._under_current()
         if isinstance(parent, Span):
             return _ExecutionTrace(self, parent, ledger)
         span = self.tracer.start_span(
@@ -283,7 +283,7 @@ class OtelExecutionTracer:
         self, tool_name: str, tool_call_id: str | None, context: ExecutionContext, parent: SpanRef | None
     ) -> _SpanTrace:
         ref = current_run.get() or parent
-        under = self._under(ref) if ref is not None else None
+        under = self._under(ref) if ref is not None else self._under_current()
         if isinstance(under, Span):
             return _SpanTrace(under, self.sampled_out, expose_ids=False)
         span = self.tracer.start_span(
@@ -296,7 +296,7 @@ class OtelExecutionTracer:
 
     def agent_run(self, agent_name: str | None, agent_id: str | None, context: ExecutionContext) -> _SpanTrace:
         run = current_run.get()
-        under = self._under(run) if run is not None else None
+        under = self._under(run) if run is not None else self._under_current()
         if isinstance(under, Span):
             return _SpanTrace(under, self.sampled_out, expose_ids=True)
         span = self.tracer.start_span(
@@ -309,13 +309,22 @@ class OtelExecutionTracer:
 
     def turn(self, name: str, context: ExecutionContext) -> CurrentTurn:
         run = current_run.get()
-        under = self._under(run) if run is not None else None
+        under = self._under(run) if run is not None else self._under_current()
         if isinstance(under, Span):
             return CurrentTurn(_SpanTrace(under, self.sampled_out, expose_ids=False), under)
         span = self.tracer.start_span(
             turn_span_name(name), context=under, kind=SpanKind.INTERNAL, attributes=turn_attributes(name, context)
         )
         return CurrentTurn(_SpanTrace(span, self.sampled_out, expose_ids=False), span)
+
+    def _under_current(self) -> Span | None:
+        """None, to start a span under the caller's current span (the API's default), unless that one is sampled
+        out (a turn's, say): then the child itself, a non-recording span in its trace, as the deferred tracer
+        makes it (a trace is kept or dropped whole)."""
+        current = trace.get_current_span().get_span_context()
+        if current.is_valid and not current.trace_flags.sampled:
+            return NonRecordingSpan(SpanContext(current.trace_id, new_span_id(), False, NOT_SAMPLED))
+        return None
 
     def _under(self, ref: SpanRef) -> Context | Span:
         """The context to start a child of ``ref`` in; or, when ``ref`` is sampled out, the child itself:

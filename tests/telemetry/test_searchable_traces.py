@@ -22,8 +22,8 @@ from llm_ledger import (
 from llm_ledger.agno import AuditedModel
 from llm_ledger.executor import ProviderSettings, RetryPolicy
 from tests.fakes import FakeProviderServer, RateLimited, Reply, ServerError
-from tests.telemetry.receivers import ReceivedSpan
-from tests.telemetry.traced import Traced
+from tests.telemetry.receivers import ReceivedSpan, neutralise_otel_environment
+from tests.telemetry.traced import TRACERS, DropsSpansNamed, Traced, traced_to
 
 MESSAGES = [LLMMessage(role="user", content="Which rules apply?")]
 NO_WAIT = RetryPolicy(base_delay=0, jitter=0)
@@ -94,6 +94,9 @@ async def test_every_span_of_a_session_carries_its_conversation_id(traced: Trace
     assert kinds == {INVOKE_WORKFLOW, "chat", "execute_tool", "invoke_agent"}
     assert [s.name for s in spans if s.attributes.get(gen_ai.GEN_AI_CONVERSATION_ID) != "s-42"] == []
     assert len({s.trace_id for s in spans}) == 1
+    turn = _only(spans, f"{INVOKE_WORKFLOW} turn")
+    under_turn = {s.name for s in spans if s.parent_span_id == turn.span_id}
+    assert under_turn == {"generate rule_filtering", "execute_tool lookup_order", "invoke_agent support-agent"}
 
 
 async def test_a_span_without_a_session_carries_no_conversation_id(traced: Traced, sink: InMemorySink) -> None:
@@ -159,3 +162,22 @@ async def test_a_turn_that_raises_is_a_failed_span_and_the_error_goes_on(traced:
     assert by_turn["t-1"].attributes[error_attributes.ERROR_TYPE] == AllModelsFailedError.error_type
     assert by_turn["t-2"].attributes[error_attributes.ERROR_TYPE] == "LookupError"
     assert "4711" not in by_turn["t-2"].status_message, "an application's error text stays off the span"
+
+
+@pytest.mark.parametrize("param", TRACERS)
+async def test_a_sampled_out_turn_drops_its_executions_with_it(
+    param: str, monkeypatch: pytest.MonkeyPatch, sink: InMemorySink
+) -> None:
+    neutralise_otel_environment(monkeypatch)
+    with traced_to(param, sampler=DropsSpansNamed(INVOKE_WORKFLOW)) as traced:
+        executor = _executor(traced, sink, "mock/primary?p50_ms=0&rate_limit=1", "mock/backup?p50_ms=0",
+                             step="rule_filtering")  # fmt: skip
+        with execution_context(tenant_id="acme", session_id="s-1"), turn_span("t-1", tracer=traced.tracer):
+            dropped = await executor.generate(MESSAGES)
+        with execution_context(tenant_id="acme", session_id="s-1"):
+            kept = await executor.generate(MESSAGES)  # no turn: sampled, and exported after the turn would be
+
+        traced.flush()
+        spans = traced.receiver.wait_for_spans(3)
+    assert {s.attributes["llm_ledger.execution_id"] for s in spans} == {str(kept.execution_id)}
+    assert {(e.trace_id, e.span_id) for e in sink.stream(dropped.execution_id)} == {(None, None)}
