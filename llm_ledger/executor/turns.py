@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import replace
 
 from llm_ledger.executor.context import DEFAULT_TENANT, ExecutionContext, execution_context, get_execution_context
@@ -28,9 +28,8 @@ def turn_span(
         raise ValueError(f"turn_span's turn_id must be a non-empty string, not {turn_id!r}")
     if not isinstance(name, str) or not name:
         raise ValueError(f"turn_span's name must be a non-empty string, not {name!r}")
-    current = get_execution_context() or ExecutionContext(DEFAULT_TENANT)
-    context = current if turn_id is None else replace(current, turn_id=turn_id)
-    with execution_context(context):
+    context, scope = _turn_context(turn_id)
+    with scope:
         trace = (tracer or get_default_tracer()).turn(name, context)
         try:
             yield context
@@ -41,3 +40,14 @@ def turn_span(
             trace.failed(type(error).__qualname__, type(error).__qualname__)
             raise
         trace.succeeded()
+
+
+def _turn_context(turn_id: str | None) -> tuple[ExecutionContext, AbstractContextManager[ExecutionContext]]:
+    """The turn's context, and what sets it for the block: the current one as it is (without one, the
+    executions still warn that it is missing), or that one with ``turn_id``."""
+    current = get_execution_context()
+    if turn_id is None:
+        context = current or ExecutionContext(DEFAULT_TENANT)
+        return context, nullcontext(context)
+    context = replace(current, turn_id=turn_id) if current else ExecutionContext(DEFAULT_TENANT, turn_id=turn_id)
+    return context, execution_context(context)

@@ -11,6 +11,7 @@ from opentelemetry.semconv.attributes import error_attributes
 
 from llm_ledger import (
     AllModelsFailedError,
+    ExecutionContext,
     InMemorySink,
     LLMExecutor,
     LLMMessage,
@@ -21,6 +22,7 @@ from llm_ledger import (
 )
 from llm_ledger.agno import AuditedModel
 from llm_ledger.executor import ProviderSettings, RetryPolicy
+from llm_ledger.executor.tracing import NoTracer
 from tests.fakes import FakeProviderServer, RateLimited, Reply, ServerError
 from tests.telemetry.receivers import ReceivedSpan, neutralise_otel_environment
 from tests.telemetry.traced import TRACERS, DropsSpansNamed, Traced, traced_to
@@ -181,3 +183,19 @@ async def test_a_sampled_out_turn_drops_its_executions_with_it(
         spans = traced.receiver.wait_for_spans(3)
     assert {s.attributes["llm_ledger.execution_id"] for s in spans} == {str(kept.execution_id)}
     assert {(e.trace_id, e.span_id) for e in sink.stream(dropped.execution_id)} == {(None, None)}
+
+
+@pytest.mark.parametrize(("arguments", "named"), [({"turn_id": ""}, "turn_id"), ({"name": ""}, "name")])
+def test_a_turn_without_an_id_or_a_name_is_refused_naming_it(arguments: dict[str, str], named: str) -> None:
+    refused = pytest.raises(ValueError, match=f"^turn_span's {named} must be a non-empty string, not ''$")
+    with refused, turn_span(**arguments, tracer=NoTracer()):
+        pass
+
+
+async def test_without_tracing_a_turn_still_sets_its_turn_id(sink: InMemorySink) -> None:
+    executor = LLMExecutor("mock/m?p50_ms=0", step_name="generation", sink=sink, tracer=NoTracer())
+    with execution_context(tenant_id="acme", turn_id="t-1"), turn_span("t-2", tracer=NoTracer()):
+        response = await executor.generate(MESSAGES)
+        assert get_execution_context() == ExecutionContext("acme", turn_id="t-2")
+    assert get_execution_context() is None
+    assert {(e.turn_id, e.trace_id) for e in sink.stream(response.execution_id)} == {("t-2", None)}
