@@ -70,10 +70,9 @@ def _integrity(execution: ExecutionView) -> None:
 def _summary(page: PageContext, record: ExecutionRecord) -> None:
     execution = record.execution
     for column, (label, value) in zip(
-        st.columns(5),
+        st.columns(4),
         (
             ("Outcome", execution.outcome),
-            ("Model", execution.model or NONE),
             ("Attempts", f"{len(execution.attempts):,}"),
             ("Latency", milliseconds(execution.latency_ms)),
             ("Fell back", "yes" if execution.fallback_used else "no"),
@@ -81,7 +80,9 @@ def _summary(page: PageContext, record: ExecutionRecord) -> None:
         strict=True,
     ):
         column.metric(label, value)
+    # The model in the text, not a tile: a tile cuts a long model name.
     context = [
+        f"{'last model' if execution.outcome == 'failed' else 'model'} **{literal(execution.model or NONE)}**",
         f"started {execution.started_at:%Y-%m-%d %H:%M:%S} UTC",
         f"step **{literal(execution.step or NONE)}**",
         f"agent **{literal(execution.agent_id or NONE)}**",
