@@ -1,7 +1,8 @@
 """One session as recorded: its executions and their attempts, and the tools' executions between them, read
 from the raw events as stored (not from the read models), each with what the check of its stream found
-(``integrity.check_streams``). The caller hands over the connection, scoped to the tenant (the dashboard's
-view reads through its tenant-bound store).
+(``integrity.check_streams``); and one execution as recorded, every event of its stream with the tools'
+executions it asked for (``execution_record``). The caller hands over the connection, scoped to the tenant
+(the dashboard's view reads through its tenant-bound store).
 
 A stream's kind is told by its first event (``events.STREAM_KIND_OF_START``): ``ExecutionStarted`` begins a
 round trip to a model, ``ToolCallStarted`` a tool's execution, which names the execution whose answer asked
@@ -268,7 +269,7 @@ def _execution_view(rows: Sequence[Any], check: StreamCheck) -> ExecutionView:
                 "error_type": None,
                 "message": None,
                 "span_id": row.span_id,
-                "retry": payload.get("retry") if isinstance(payload.get("retry"), int) else None,
+                "retry": retry if isinstance(retry := payload.get("retry"), int) else None,
                 "next_action": None,
             }
         elif row.event_type in ("AttemptSucceeded", "AttemptFailed") and number in attempts:
