@@ -10,10 +10,13 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import create_engine, text
 from streamlit.testing.v1 import AppTest
 
+from llm_ledger.dashboard.view import DashboardView
 from llm_ledger.events import Event, ExecutionFailed, ToolCallStarted, uuid7
+from llm_ledger.projections import TenantNotAllowedError
 from llm_ledger.store import EventStore, migrate, normalize_url
 from tests.dashboard.apptest import metrics, open_dashboard, rendered_text
 from tests.dashboard.conftest import PopulatedLedger
@@ -201,3 +204,15 @@ def _forge(url: str, event_type: str, path: str, value: str) -> None:
             {"type": event_type},
         )
     engine.dispose()
+
+
+def test_a_view_bound_to_a_tenant_refuses_another_tenants_execution(populated_ledger: PopulatedLedger) -> None:
+    ledger = populated_ledger.ledger
+    theirs = next(str(e.stream_id) for e in ledger.events if e.tenant_id == ledger.other_tenant)
+    view = DashboardView(populated_ledger.url, bound_tenant=ledger.tenant)
+    try:
+        with pytest.raises(TenantNotAllowedError, match=f"bound to tenant '{ledger.tenant}'"):
+            view.execution_record(ledger.other_tenant, theirs)
+        assert view.execution_record(ledger.tenant, theirs) is None
+    finally:
+        view.close()
