@@ -20,7 +20,7 @@ from llm_ledger.projections import TenantNotAllowedError
 from llm_ledger.store import EventStore, migrate, normalize_url
 from tests.dashboard.apptest import metrics, open_dashboard, rendered_text
 from tests.dashboard.conftest import PopulatedLedger
-from tests.dashboard.ledger import moved_back, tool_conversation
+from tests.dashboard.ledger import FAST, moved_back, run, tool_conversation
 
 Configure = Callable[..., None]
 
@@ -216,3 +216,27 @@ def test_a_view_bound_to_a_tenant_refuses_another_tenants_execution(populated_le
         assert view.execution_record(ledger.tenant, theirs) is None
     finally:
         view.close()
+
+
+def test_an_execution_whose_process_died_mid_call_is_shown_incomplete(
+    sqlite_url: str, dashboard_env: Configure
+) -> None:
+    migrate.upgrade(sqlite_url)
+    recorded = moved_back(tool_conversation(tenant="acme", session="s-died", step="answer"), timedelta(minutes=5))
+    execution_id = _tools_execution(recorded, "s-died")
+    # What a process killed after the attempt began leaves: the stream's first two events (beside an
+    # execution that ended, so that the tenant has figures and the dashboard shows it).
+    started = [e for e in _stream(recorded, execution_id) if e.stream_position < 2]
+    store = EventStore(sqlite_url)
+    store.append([*started, *run(1, tenant="acme", session="s-other", chain=[FAST], step="classify")])
+    store.close()
+    dashboard_env(sqlite_url)
+
+    app = open_dashboard(page="execution", tenant="acme", execution=execution_id, window="1d")
+
+    assert not app.exception
+    assert not app.main.error and not app.main.success
+    [warning] = app.main.warning
+    assert warning.value.startswith("This execution has no outcome recorded")
+    assert metrics(app)["Outcome"] == "incomplete"
+    assert list(_table(app, "event id")["event"]) == ["ExecutionStarted", "AttemptStarted"]
