@@ -19,7 +19,7 @@ def test_a_view_survives_the_round_trip_through_the_url() -> None:
 def test_unknown_pages_and_windows_fall_back_to_the_defaults() -> None:
     view = ViewState.from_query({"page": "admin", "window": "forever", "start": "yesterday"})
 
-    assert (view.page, view.window, view.start) == ("overview", "1d", None)
+    assert (view.page, view.window, view.start) == ("overview", "7d", None)
 
 
 def test_dates_are_left_out_of_the_url_unless_the_window_is_custom() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
-from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -13,6 +12,7 @@ from llm_ledger.audit.results import TenantAudit
 from llm_ledger.dashboard.shaping import audit_metrics, audit_run_summary, finding_rows, time_ago
 from llm_ledger.dashboard.source import SEAL_COMMAND, VERIFY_COMMAND
 from llm_ledger.dashboard.views import PageContext
+from llm_ledger.dashboard.views.common import filter_notice
 
 SHOWN_FINDINGS = 500
 
@@ -23,6 +23,7 @@ def render(page: PageContext) -> None:
         f"Integrity of tenant **{page.tenant}**'s events as `{VERIFY_COMMAND}` last found it: hash chains, "
         "complete streams, sealed ranges"
     )
+    filter_notice(page)
     audit = page.view.last_audit(page.tenant)
     if audit is None:
         _never_verified(page)
@@ -91,7 +92,7 @@ def _findings(page: PageContext, audit: TenantAudit) -> None:
 
     def session_link(session_id: str) -> str:
         # Opens in a new tab, whose first run takes the view from the URL.
-        return "?" + urlencode(replace(page.state, tenant=page.tenant, page="sessions", session=session_id).to_query())
+        return replace(page.state, tenant=page.tenant, page="sessions", session=session_id).link()
 
     st.dataframe(
         finding_rows(findings, session_link),
