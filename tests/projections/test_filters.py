@@ -182,8 +182,7 @@ class FilteredEvents:
         return {(r.tool, r.step): int(r.n) for r in self._rows(statement)}
 
 
-def filtered_cases() -> Any:
-    return pytest.mark.parametrize("filters", FILTERS.values(), ids=FILTERS.keys())
+filtered_cases = pytest.mark.parametrize("filters", FILTERS.values(), ids=FILTERS.keys())
 
 
 # --- what there is to choose -------------------------------------------------------------------------------
@@ -214,7 +213,7 @@ def test_the_choices_are_the_agents_steps_models_and_providers_of_the_window(
 # --- figures ----------------------------------------------------------------------------------------------
 
 
-@filtered_cases()
+@filtered_cases
 @pytest.mark.parametrize("window_of", [everything, part_of_the_workload], ids=["everything", "part"])
 def test_filtered_totals_equal_the_events_the_filters_keep(
     view: LedgerView, engine: Engine, tenant: str, filters: Filters, window_of: Callable[[], Window]
@@ -232,7 +231,7 @@ def test_filtered_totals_equal_the_events_the_filters_keep(
         assert 0 < totals.executions < unfiltered.executions, "the case keeps some executions, not all"
 
 
-@filtered_cases()
+@filtered_cases
 @pytest.mark.parametrize(("by", "expression"), [("step", "COALESCE(step, '')"), ("model", "{model}")])
 def test_a_filtered_breakdown_equals_the_events_the_filters_keep(
     view: LedgerView, engine: Engine, tenant: str, filters: Filters, by: Any, expression: str
@@ -247,7 +246,7 @@ def test_a_filtered_breakdown_equals_the_events_the_filters_keep(
     assert {key: (f.executions, f.failed, f.fallback_executions) for key, f in shown.items()} == expected
 
 
-@filtered_cases()
+@filtered_cases
 def test_a_filtered_series_adds_up_to_the_filtered_totals(
     view: LedgerView, engine: Engine, tenant: str, filters: Filters
 ) -> None:
@@ -260,7 +259,7 @@ def test_a_filtered_series_adds_up_to_the_filtered_totals(
     assert sum(point.figures.failed for point in points) == expected[1]
 
 
-@filtered_cases()
+@filtered_cases
 def test_filtered_error_counts_and_failed_attempts_equal_the_failures_the_filters_keep(
     view: LedgerView, engine: Engine, tenant: str, filters: Filters
 ) -> None:
@@ -276,7 +275,7 @@ def test_filtered_error_counts_and_failed_attempts_equal_the_failures_the_filter
     assert sum(point.count for point in series) == sum(expected.values())
 
 
-@filtered_cases()
+@filtered_cases
 def test_filtered_fallback_edges_are_those_from_or_to_a_chosen_model(
     view: LedgerView, engine: Engine, tenant: str, filters: Filters
 ) -> None:
