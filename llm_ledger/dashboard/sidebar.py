@@ -46,12 +46,13 @@ def choose_view(tenants: Sequence[str], *, is_bound: bool, today: date) -> ViewS
     if _SEEDED_KEY not in state:
         initial, ignored = ViewState.read_query({name: st.query_params.get_all(name) for name in st.query_params})
         initial = initial.with_custom_dates(today)
-        tenant: str | None = initial.tenant or tenants[0]
-        if tenant is not None and tenant not in tenants:
+        asked = initial.tenant or tenants[0]
+        tenant: str | None = asked
+        if asked not in tenants:
             # The same words whether the tenant exists or not: a bound viewer learns nothing of others.
             instead = f"showing {tenants[0]}" if is_bound else "choose a tenant in the sidebar"
             ignored.append(
-                f"tenant={shown(tenant)} has no executions in this ledger (or you may not see it); {instead}."
+                f"tenant={shown(asked)} has no executions in this ledger (or you may not see it); {instead}."
             )
             tenant = tenants[0] if is_bound else None
         for message in ignored:
