@@ -63,7 +63,7 @@ def _served(database_url: str, log_path: Path) -> Iterator[str]:
     environment = {
         name: value
         for name, value in os.environ.items()
-        if name not in ("LLM_LEDGER_DASHBOARD_TENANT", "LLM_LEDGER_JAEGER_URL")
+        if name not in ("LLM_LEDGER_DASHBOARD_TENANT", "LLM_LEDGER_TRACE_URL", "LLM_LEDGER_JAEGER_URL")
     }
     environment |= {"LLM_LEDGER_DATABASE_URL": database_url, "AGNO_TELEMETRY": "false"}
     with log_path.open("wb") as log:

@@ -1,5 +1,5 @@
 """Sessions: find one by id or pick a recent one; its executions and attempts on a timeline, each
-execution linked to its Jaeger trace, and the tool executions between its round trips."""
+execution linked to its trace (in Jaeger, Phoenix, ...), and the tool executions between its round trips."""
 
 from __future__ import annotations
 
@@ -76,13 +76,13 @@ def _timeline(page: PageContext, session_id: str) -> None:
     if all(execution.trace_id is None for execution in executions):
         st.caption(
             "Traces were not recorded for these executions (no OpenTelemetry exporter was configured when "
-            "they ran), so there is no Jaeger link."
+            "they ran), so there is no trace link."
         )
     st.dataframe(
         execution_rows(executions, page.settings.trace_url),
         hide_index=True,
         width="stretch",
-        column_config={"trace": st.column_config.LinkColumn("Jaeger trace", display_text="open trace")},
+        column_config={"trace": st.column_config.LinkColumn("trace", display_text="open trace")},
     )
     st.subheader("Attempts")
     st.dataframe(attempt_rows(executions), hide_index=True, width="stretch")
@@ -106,7 +106,7 @@ def _tool_calls(page: PageContext, session_id: str) -> None:
         rows,
         hide_index=True,
         width="stretch",
-        column_config={"trace": st.column_config.LinkColumn("Jaeger trace", display_text="open trace")},
+        column_config={"trace": st.column_config.LinkColumn("trace", display_text="open trace")},
     )
 
 
