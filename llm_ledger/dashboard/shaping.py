@@ -11,12 +11,15 @@ from typing import Any, Literal
 
 from llm_ledger.audit.results import AuditFinding, TenantAudit
 from llm_ledger.audit.timeline import ExecutionView, TimelineItem
+from llm_ledger.dashboard.state import shown
 from llm_ledger.projections.queries import (
+    Dimension,
     ErrorCount,
     ErrorPoint,
     FailedAttempt,
     FallbackEdge,
     Figures,
+    Filters,
     Group,
     Point,
     SessionSummary,
@@ -40,6 +43,12 @@ class Links:
 DeltaColor = Literal["normal", "inverse", "off"]
 NONE = "—"
 PERCENTILE_NAMES = ("p50", "p95", "p99")
+FILTER_NOUNS: dict[Dimension, tuple[str, str]] = {
+    "agent_id": ("agent", "agents"),
+    "step": ("step", "steps"),
+    "model": ("model", "models"),
+    "provider": ("provider", "providers"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +84,31 @@ def literal(text: str) -> str:
     """``text`` escaped for Streamlit's markdown, so that it shows as written (a tenant id or a link's
     value can hold ``**``, ``[...](...)``, ``:red[...]`` or ``$``)."""
     return text.translate(_MARKDOWN_SPECIAL)
+
+
+def filter_summary(filters: Filters) -> str | None:
+    """The chosen filters in a line (``agent support · steps a, b``); ``None`` when none is chosen."""
+    parts = [
+        f"{FILTER_NOUNS[dimension][len(values) > 1]} {', '.join(values)}"
+        for dimension, values in filters.chosen().items()
+    ]
+    return " · ".join(parts) or None
+
+
+def unmatched_filters(chosen: Filters, present: Filters, tenant: str) -> list[str]:
+    """A message (plain text) for each chosen value that ``present`` (the values with figures in the
+    window) lacks: a value from a link that matches nothing must not pass for one that was applied."""
+    offered = present.chosen()
+    messages: list[str] = []
+    for dimension, values in chosen.chosen().items():
+        noun = FILTER_NOUNS[dimension][0]
+        messages.extend(
+            f"The {noun} filter holds {shown(value)}, but tenant {shown(tenant)} has no executions of that {noun} "
+            "in this window: nothing is counted for it."
+            for value in values
+            if value not in offered.get(dimension, ())
+        )
+    return messages
 
 
 def iso(moment: datetime) -> str:

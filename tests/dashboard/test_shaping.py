@@ -18,6 +18,7 @@ from llm_ledger.dashboard.shaping import (
     execution_rows,
     fallback_outcome_rows,
     fallback_rate_rows,
+    filter_summary,
     finding_rows,
     latency_rows,
     literal,
@@ -26,12 +27,14 @@ from llm_ledger.dashboard.shaping import (
     time_ago,
     timeline_rows,
     tool_series_rows,
+    unmatched_filters,
 )
 from llm_ledger.projections import histogram
 from llm_ledger.projections.queries import (
     ErrorPoint,
     FallbackEdge,
     Figures,
+    Filters,
     Point,
     SessionSummary,
     ToolCallPoint,
@@ -288,3 +291,20 @@ def test_a_window_over_centuries_is_drawn_from_the_buckets_with_data() -> None:
     rows = activity_rows([_ran(H0), _ran(H2)], display_buckets(centuries))
 
     assert sorted({row["time"] for row in rows}) == [H0.isoformat(), H2.isoformat()]
+
+
+def test_the_chosen_filters_read_as_one_line() -> None:
+    filters = Filters(agents=("support",), steps=("answer", "classify"), providers=("openai",))
+
+    assert filter_summary(filters) == "agent support · steps answer, classify · provider openai"
+    assert filter_summary(Filters()) is None
+
+
+def test_each_chosen_value_without_figures_in_the_window_is_named() -> None:
+    present = Filters(agents=("support",), models=("mock/fast",))
+    chosen = Filters(agents=("support",), models=("mock/fast", "mock/gone\x1b"))
+
+    assert unmatched_filters(chosen, present, "acme") == [
+        "The model filter holds mock/gone\\x1b, but tenant acme has no executions of that model in this window: "
+        "nothing is counted for it."
+    ]

@@ -11,7 +11,7 @@ from llm_ledger.audit.results import TenantAudit
 from llm_ledger.dashboard.shaping import audit_metrics, audit_run_summary, finding_rows, time_ago
 from llm_ledger.dashboard.source import SEAL_COMMAND, VERIFY_COMMAND
 from llm_ledger.dashboard.views import PageContext
-from llm_ledger.dashboard.views.common import session_link
+from llm_ledger.dashboard.views.common import filter_notice, session_link
 
 SHOWN_FINDINGS = 500
 
@@ -22,6 +22,7 @@ def render(page: PageContext) -> None:
         f"Integrity of tenant **{page.tenant}**'s events as `{VERIFY_COMMAND}` last found it: hash chains, "
         "complete streams, sealed ranges"
     )
+    filter_notice(page)
     audit = page.view.last_audit(page.tenant)
     if audit is None:
         _never_verified(page)

@@ -13,19 +13,24 @@ from llm_ledger.dashboard.views.common import heading, nothing_in_window, sessio
 
 def render(page: PageContext) -> None:
     heading(page, "Fallbacks", "Executions answered by a model other than the first of their chain")
-    totals = page.view.totals(page.tenant, page.window)
+    totals = page.view.totals(page.tenant, page.window, page.filters)
     if not totals.executions:
         nothing_in_window(page)
         return
-    edges = page.view.fallback_edges(page.tenant, page.window)
+    edges = page.view.fallback_edges(page.tenant, page.window, page.filters)
     fallbacks = sum(edge.fallbacks for edge in edges)
     succeeded = sum(edge.succeeded_after for edge in edges)
+    if page.filters.names_a_model:
+        st.caption(
+            "With a model or provider filter: the fallback rate is of the executions the chosen models answered "
+            "(or, failed, tried last); a chain counts when it falls back from or to a chosen model."
+        )
     left, middle, right = st.columns(3)
     left.metric("Fallback rate", percent(totals.fallback_rate))
     middle.metric("Fallbacks", f"{fallbacks:,}")
     right.metric("Succeeded after fallback", percent(succeeded / fallbacks if fallbacks else None))
     st.subheader("Fallback rate over time")
-    rates = fallback_rate_rows(page.view.series(page.tenant, page.window), page.buckets)
+    rates = fallback_rate_rows(page.view.series(page.tenant, page.window, filters=page.filters), page.buckets)
     st.altair_chart(charts.fallback_rate(rates), width="stretch")
     st.subheader("Chains")
     if not edges:
