@@ -39,7 +39,7 @@ from llm_ledger.store import EventStore, StoreSettings, migrate
 from llm_ledger.store.settings import directory_error
 
 PIPELINE_RESOURCE = "focal_pipeline.toml"
-DEFAULT_CONCURRENCY = 32
+DEFAULT_CONCURRENCY = 50
 """Sessions in flight at once. Spread over days, they rarely overlap on their own clocks: this sets only
 how long the run takes (its calls wait on the mock models' latencies, not on the CPU)."""
 
@@ -109,8 +109,9 @@ async def arun_workload(
     one provider is rate-limited; with 0 they happen now. The same ``sessions``, ``seed`` and ``anchor``
     give the same tenants, agents, turns, start times and outcomes, whatever the database and however the
     concurrent sessions interleave (``SessionModels``). ``progress`` is called with 1 after each step of
-    a turn. ``latency_scale`` multiplies the mock models' latencies (tests make them short). Events recorded earlier in this process by executors
-    without ``sink=`` are flushed to their own ledger first, since the default writer is rebound here.
+    a turn. ``latency_scale`` multiplies the mock models' latencies (tests make them short). Events
+    recorded earlier in this process by executors without ``sink=`` are flushed to their own ledger
+    first, since the default writer is rebound here.
     Raises ``StoreUnavailableError`` when the ledger cannot be reached.
     """
     if concurrency < 1:
