@@ -107,9 +107,8 @@ def _incident(rng: random.Random, history: timedelta, anchor: datetime) -> Incid
 
 def _during_incident(rng: random.Random, incident: Incident) -> datetime:
     # Not in its last minutes: a session lasts a few seconds, and each should meet the incident whole.
-    return incident.starts_at + timedelta(
-        seconds=rng.uniform(0, (INCIDENT_LENGTH - timedelta(minutes=5)).total_seconds())
-    )
+    latest = INCIDENT_LENGTH - timedelta(minutes=5)
+    return incident.starts_at + timedelta(seconds=int(rng.uniform(0, latest.total_seconds())))
 
 
 def _by_traffic(rng: random.Random, start: datetime, history: timedelta) -> datetime:
