@@ -22,10 +22,9 @@ from tests.projections.ground_truth import assert_read_models_equal_truth
 from tests.projections.projecting import project_all
 
 FAST = ["--latency-scale", "0"]  # the mock models answer at once; the workload is the same
-# The demo's own default: its 99 turns hold 24 tool turns, 8 of them with the order service down. Which
-# tool turn's model asks for which tool depends on the order the concurrent sessions draw from the mock
-# models (fsync waits change it on a busy machine); with 12 sessions one outage turn decided whether any
-# tool call failed at all, and under load none sometimes did.
+# With the default history (the week before this hour), enough turns that tool calls both succeed and
+# fail: which sessions fall in the incident hour, where openai's models are rate-limited, depends on
+# the hour the test runs in.
 SESSIONS = 30
 
 
