@@ -26,6 +26,7 @@ from llm_ledger.executor import (
     default_client_factory,
     register_mock,
 )
+from llm_ledger.projections import provider_of
 
 MOCK_PROVIDERS: dict[str, MockBehaviour] = {
     # Groq: very fast, throttles often, and the demo's key for it is sometimes refused.
@@ -150,7 +151,7 @@ class SessionModels:
             behaviour = MOCK_PROVIDERS.get(route.model_id) if route.provider.name == "mock" else None
             if behaviour is None:
                 return default_client_factory(route, providers)
-            if route.model_id.partition("-")[0] == self._rate_limited:
+            if provider_of(route.model) == self._rate_limited:  # as the read models will count it
                 behaviour = behaviour_in_incident(behaviour)
             key = f"{self._seed}:{self._session_number}:{executor}:{route.model_id}"
             return MockModelClient(route, _scaled(behaviour, self._latency_scale, zlib.crc32(key.encode())))
