@@ -372,8 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--history",
         type=_history,
         default="7d",
-        help="spread the sessions over this span before the current hour (UTC), busier in working hours, with"
-        " one hour in which openai's models are rate-limited: 7d (default), 36h, ..., up to 30d; 0: all now",
+        help="spread the sessions over this span before the anchor, the start of the current hour (UTC): busier"
+        " in working hours, with one hour in which openai's models are rate-limited; 7d (default), 36h, ...,"
+        " up to 30d; 0: all now, no incident",
     )
     demo.add_argument(
         "--seed",
