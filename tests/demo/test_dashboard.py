@@ -1,4 +1,5 @@
-"""The dashboard, opened on what the demo recorded, shows the demo's tenants and their executions."""
+"""The dashboard, opened on what the demo recorded, shows the demo's tenants, their executions, and their
+failures under the providers the mock models stand for."""
 
 from __future__ import annotations
 
@@ -49,3 +50,15 @@ def test_the_dashboard_shows_the_demo(
     assert not session.exception and not session.error
     assert "Tool calls" in [header.value for header in session.main.subheader]
     assert str(getattr(first.payload, "tool_name", "")) in rendered_text(session)
+
+    # Failures split by provider: the providers the mock models stand for, not "mock".
+    errors = open_dashboard(page="errors", window="7d")
+    assert not errors.exception and not errors.error
+    providers = {
+        str(provider)
+        for table in errors.main.dataframe
+        for column in table.value.columns
+        if str(column).lower() == "provider"
+        for provider in table.value[column]
+    }
+    assert "openai" in providers and providers <= {"anthropic", "groq", "openai", "openrouter"}
