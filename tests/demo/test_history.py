@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, select
 
-from llm_ledger.audit import verify_ledger
+from llm_ledger.audit import seal_ledger, verify_ledger
 from llm_ledger.cli import main
 from llm_ledger.demo import WorkloadSummary, run_workload
 from llm_ledger.demo.timeline import HOURLY_TRAFFIC, INCIDENT_PROVIDER
@@ -43,7 +43,9 @@ def _project(url: str) -> Projector:
     return projector
 
 
-def test_the_sessions_span_the_week_before_the_anchor_busier_in_working_hours(sqlite_url: str) -> None:
+def test_the_sessions_span_the_week_before_the_anchor_busier_in_working_hours_and_so_do_the_seals(
+    sqlite_url: str,
+) -> None:
     _history_demo(sqlite_url)
     events = _events(sqlite_url)
 
@@ -54,6 +56,9 @@ def test_the_sessions_span_the_week_before_the_anchor_busier_in_working_hours(sq
     night = sum(sessions[hour] for hour in range(0, 6)) / 6
     assert HOURLY_TRAFFIC[10] > 4 * HOURLY_TRAFFIC[3]
     assert working > 3 * night, sessions
+    # What is derived from the events carries their times: the seals' spans lie in the week too.
+    seals = seal_ledger(sqlite_url)
+    assert seals and all(ANCHOR - WEEK <= seal.first_occurred_at < seal.last_occurred_at < ANCHOR for seal in seals)
 
 
 def test_the_incident_hour_shows_a_spike_of_fallbacks_away_from_its_provider_in_the_read_models(
