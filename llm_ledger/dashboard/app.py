@@ -20,6 +20,7 @@ from llm_ledger.dashboard.source import (
     check_schema,
     is_unreachable,
 )
+from llm_ledger.dashboard.trace_links import TraceLinkTemplateError
 from llm_ledger.dashboard.views import PageContext, renderer
 from llm_ledger.projections import CatchUpResult
 from llm_ledger.projections.queries import Freshness
@@ -61,7 +62,11 @@ def _open(settings: DashboardSettings) -> tuple[LedgerSource, CatchUpResult | No
 
 def main() -> None:
     st.set_page_config(page_title="llm-ledger", layout="wide")
-    settings = DashboardSettings.from_env()
+    try:
+        settings = DashboardSettings.from_env()
+    except TraceLinkTemplateError as exc:
+        st.error(str(exc))
+        return
     try:
         source, caught, tenants, freshness = _open(settings)
     except LedgerNotReadyError as exc:

@@ -15,6 +15,7 @@ import streamlit as st
 from llm_ledger.dashboard.shaping import literal, time_ago
 from llm_ledger.dashboard.source import DEMO_COMMAND
 from llm_ledger.dashboard.state import FIRST_DATE, LAST_DATE, PAGES, WINDOWS, ViewState, shown
+from llm_ledger.dashboard.views.execution import EXECUTION_KEY
 from llm_ledger.dashboard.views.sessions import SESSION_KEY
 from llm_ledger.projections import CatchUpResult
 from llm_ledger.projections.queries import Freshness
@@ -46,6 +47,8 @@ def choose_view(tenants: Sequence[str], *, is_bound: bool, today: date) -> ViewS
         state[END_KEY] = initial.end
         if initial.session:
             state[SESSION_KEY] = initial.session
+        if initial.execution:
+            state[EXECUTION_KEY] = initial.execution
         state[_SEEDED_KEY] = True
     if state.get(TENANT_KEY) not in tenants:
         state[TENANT_KEY] = tenants[0]
@@ -66,13 +69,18 @@ def choose_view(tenants: Sequence[str], *, is_bound: bool, today: date) -> ViewS
         start = _day(sidebar.date_input("From (UTC)", key=START_KEY, min_value=FIRST_DATE, max_value=LAST_DATE))
         end = _day(sidebar.date_input("Through (UTC)", key=END_KEY, min_value=FIRST_DATE, max_value=LAST_DATE))
     page = sidebar.radio("Page", list(PAGES), format_func=PAGES.__getitem__, key=PAGE_KEY)
-    view = ViewState(str(tenant), str(window), start, end, str(page), state.get(SESSION_KEY))
+    view = ViewState(str(tenant), str(window), start, end, str(page), state.get(SESSION_KEY), state.get(EXECUTION_KEY))
     return view.with_custom_dates(today) if view.window == "custom" else view
 
 
 def keep_in_url(view: ViewState) -> None:
-    """Write the view to the address bar (after the page ran: the session page may have changed it)."""
-    chosen = replace(view, session=st.session_state.get(SESSION_KEY) or view.session)
+    """Write the view to the address bar (after the page ran: the session and execution pages may have
+    changed it)."""
+    chosen = replace(
+        view,
+        session=st.session_state.get(SESSION_KEY) or view.session,
+        execution=st.session_state.get(EXECUTION_KEY) or view.execution,
+    )
     query = chosen.to_query()
     if st.query_params.to_dict() != query:
         st.query_params.from_dict(query)

@@ -1,4 +1,4 @@
-"""What a view shows (tenant, window, page, session), as it is kept in the URL so that it can be shared."""
+"""What a view shows (tenant, window, page, session, execution), as it is kept in the URL so that it can be shared."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ PAGES: Final = {
     "fallbacks": "Fallbacks",
     "tools": "Tools",
     "sessions": "Sessions",
+    "execution": "Execution",
     "audit": "Audit",
 }
 WINDOWS: Final = {
@@ -54,6 +55,7 @@ class ViewState:
     end: date | None = None
     page: str = DEFAULT_PAGE
     session: str | None = None
+    execution: str | None = None
 
     @classmethod
     def from_query(cls, params: Mapping[str, str | list[str]]) -> ViewState:
@@ -91,10 +93,15 @@ class ViewState:
                 return None
             return parsed
 
-        session = value("session")
-        if session is not None and not is_plain_text(session):
-            ignored.append(f"session={shown(session)} cannot be a session id (it holds a control character): ignored.")
-            session = None
+        def identifier(name: str, what: str) -> str | None:
+            given = value(name)
+            if given is not None and not is_plain_text(given):
+                ignored.append(f"{name}={shown(given)} cannot be {what} (it holds a control character): ignored.")
+                return None
+            return given
+
+        session = identifier("session", "a session id")
+        execution = identifier("execution", "an execution id")
         view = cls(
             tenant=value("tenant"),
             window=choice("window", WINDOWS, DEFAULT_WINDOW),
@@ -102,6 +109,7 @@ class ViewState:
             end=day("end"),
             page=choice("page", PAGES, DEFAULT_PAGE),
             session=session,
+            execution=execution,
         )
         return view, ignored
 
@@ -117,6 +125,8 @@ class ViewState:
                 query["end"] = self.end.isoformat()
         if self.session:
             query["session"] = self.session
+        if self.execution:
+            query["execution"] = self.execution
         return query
 
     def with_custom_dates(self, today: date) -> ViewState:

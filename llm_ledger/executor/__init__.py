@@ -46,6 +46,7 @@ from llm_ledger.executor.sink import (
 from llm_ledger.executor.stream import LLMStream
 from llm_ledger.executor.tool_executions import ToolCallRecording, ToolRun, record_tool_call, run_tool_call
 from llm_ledger.executor.tools import RequestedToolCall, ToolCall, ToolSpec
+from llm_ledger.executor.turns import turn_span
 from llm_ledger.executor.types import AttemptSummary, LLMMessage, LLMResponse
 
 __all__ = [
@@ -109,4 +110,5 @@ __all__ = [
     "set_execution_context",
     "should_fall_back",
     "system_clock",
+    "turn_span",
 ]

@@ -203,3 +203,28 @@ def test_the_time_axis_reads_utc_on_a_24_hour_clock_in_a_browser_in_new_york(
     assert in_new_york, "the overview's chart has time labels"
     assert all(_UTC_24_HOUR.fullmatch(label) for label in in_new_york), in_new_york
     assert in_new_york == in_utc
+
+
+def test_the_execution_page_shows_its_stream_and_tool_calls_in_a_browser(
+    dashboard_url: str, browser: WebDriver, populated_ledger: PopulatedLedger
+) -> None:
+    ledger = populated_ledger.ledger
+    execution_id = next(
+        str(e.stream_id)
+        for e in ledger.events
+        if e.session_id == ledger.tools_session and e.event_type == "ExecutionStarted"
+    )
+    query = {"page": "execution", "tenant": ledger.tenant, "window": "1d", "execution": execution_id}
+
+    browser.get(f"{dashboard_url}/?{urlencode(query)}")
+    WebDriverWait(browser, PAGE_SECONDS).until(
+        lambda driver: _rendered(driver, PAGE_TITLES["execution"], has_charts=True)
+    )
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "execution-tool-calls.png"))
+    text = browser.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
+    assert "Integrity: intact." in text, text
+    assert f"events of stream {execution_id}, in stream order" in text, text
+    assert "Tool calls" in text, text
+    assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="stAlertContentError"]')

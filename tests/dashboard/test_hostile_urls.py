@@ -21,6 +21,7 @@ HOSTILE = {
     "not a date": {"window": "custom", "start": "yesterday"},
     "a NUL in the session": {"session": "acme-session-1\x00"},
     "a control character in the session": {"session": "acme\x1bsession"},
+    "a NUL in the execution": {"execution": "01a24237-3db1-73e0-90d3-cdb5281e0666\x00"},
     "an unknown tenant": {"tenant": "nobody-has-this-tenant"},
     "a NUL in the tenant": {"tenant": "acme\x00"},
     "markup in the tenant": {"tenant": "**bold** [link](http://evil.example) :red[x]"},

@@ -10,6 +10,7 @@ from llm_ledger.audit.integrity import StreamCheck
 from llm_ledger.audit.results import AuditFinding, TenantAudit
 from llm_ledger.audit.timeline import AttemptView, ExecutionView
 from llm_ledger.dashboard.shaping import (
+    Links,
     activity_rows,
     audit_run_summary,
     duration,
@@ -39,6 +40,7 @@ from llm_ledger.projections.queries import (
 )
 
 T0 = datetime(2026, 3, 14, 15, 0, tzinfo=UTC)
+NO_LINKS = Links(trace=lambda trace: None, session=str, execution=lambda execution, session: execution)
 T1 = T0 + timedelta(minutes=1)
 
 
@@ -201,7 +203,7 @@ def test_an_execution_whose_stream_does_not_verify_is_marked_in_its_row_and_its_
         ),
     ]
 
-    rows = execution_rows(executions, lambda trace: None)
+    rows = execution_rows(executions, NO_LINKS)
     lanes = [row["lane"] for row in timeline_rows(executions)]
 
     assert [(r["integrity"], r["checked"]) for r in rows] == [

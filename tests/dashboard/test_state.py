@@ -65,10 +65,22 @@ def test_a_link_parameter_that_cannot_be_used_is_named_and_falls_back() -> None:
     assert set(ignored) == {
         "start=9999-12-31 is outside the dates shown (1970-01-01 to 9999-12-30): ignored.",
         "end=0001-01-03 is outside the dates shown (1970-01-01 to 9999-12-30): ignored.",
-        "page=admin is not one of overview, latency, errors, fallbacks, tools, sessions, audit: showing Overview.",
+        (
+            "page=admin is not one of overview, latency, errors, fallbacks, tools, sessions, execution, audit: "
+            "showing Overview."
+        ),
         "session=s-1\\x00 cannot be a session id (it holds a control character): ignored.",
     }
     assert len(ignored) == 4
+
+
+def test_an_execution_is_kept_in_the_url_and_one_with_a_control_character_is_named() -> None:
+    shared = ViewState(tenant="acme", page="execution", session="s-1", execution="e-1").to_query()
+    view, ignored = ViewState.read_query({"page": "execution", "execution": "e-1\x07"})
+
+    assert ViewState.from_query(shared).execution == "e-1"
+    assert view.execution is None
+    assert ignored == ["execution=e-1\\x07 cannot be an execution id (it holds a control character): ignored."]
 
 
 def test_the_widest_custom_window_has_a_previous_window() -> None:

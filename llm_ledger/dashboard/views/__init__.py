@@ -34,7 +34,7 @@ Render = Callable[[PageContext], None]
 
 def renderer(page: str) -> Render:
     """The function that draws ``page`` (a key of ``state.PAGES``)."""
-    from llm_ledger.dashboard.views import audit, errors, fallbacks, latency, overview, sessions, tools
+    from llm_ledger.dashboard.views import audit, errors, execution, fallbacks, latency, overview, sessions, tools
 
     pages: dict[str, Render] = {
         "overview": overview.render,
@@ -43,6 +43,7 @@ def renderer(page: str) -> Render:
         "fallbacks": fallbacks.render,
         "tools": tools.render,
         "sessions": sessions.render,
+        "execution": execution.render,
         "audit": audit.render,
     }
     return pages[page]

@@ -1,4 +1,5 @@
-"""Errors: attempt failure rate over time by error type, provider and model; counts; latest failures."""
+"""Errors: attempt failure rate over time by error type, provider and model; counts; latest failures, each
+linked to its session and execution."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import streamlit as st
 from llm_ledger.dashboard import charts
 from llm_ledger.dashboard.shaping import error_count_rows, error_rate_rows, failed_attempt_rows, percent
 from llm_ledger.dashboard.views import PageContext
-from llm_ledger.dashboard.views.common import heading, nothing_in_window
+from llm_ledger.dashboard.views.common import heading, links, nothing_in_window
 from llm_ledger.projections.queries import Dimension, ErrorDimension
 
 _SPLITS: tuple[tuple[str, ErrorDimension, Dimension | None], ...] = (
@@ -44,4 +45,12 @@ def render(page: PageContext) -> None:
     st.subheader("Latest failed attempts")
     st.caption("Messages as recorded: secrets were scrubbed before the events were written.")
     failed = page.view.failed_attempts(page.tenant, page.window, limit=50)
-    st.dataframe(failed_attempt_rows(failed), hide_index=True, width="stretch")
+    st.dataframe(
+        failed_attempt_rows(failed, links(page)),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "session": st.column_config.LinkColumn("session", display_text="open session"),
+            "execution": st.column_config.LinkColumn("execution", display_text="open execution"),
+        },
+    )

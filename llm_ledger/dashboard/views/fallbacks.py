@@ -1,4 +1,5 @@
-"""Fallbacks: how often executions fell back over time, and the chains from -> to with what followed."""
+"""Fallbacks: how often executions fell back over time, and the chains from -> to with what followed, each
+linked to the latest session that took it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import streamlit as st
 from llm_ledger.dashboard import charts
 from llm_ledger.dashboard.shaping import fallback_edge_rows, fallback_outcome_rows, fallback_rate_rows, percent
 from llm_ledger.dashboard.views import PageContext
-from llm_ledger.dashboard.views.common import heading, nothing_in_window
+from llm_ledger.dashboard.views.common import heading, nothing_in_window, session_link
 
 
 def render(page: PageContext) -> None:
@@ -31,4 +32,11 @@ def render(page: PageContext) -> None:
         st.success("No execution fell back in this window.")
         return
     st.altair_chart(charts.fallback_chains(fallback_outcome_rows(edges)), width="stretch")
-    st.dataframe(fallback_edge_rows(edges), hide_index=True, width="stretch")
+    examples = page.view.fallback_sessions(page.tenant, page.window, edges)
+    st.caption("*example*: the latest session of the window in which an execution took the chain.")
+    st.dataframe(
+        fallback_edge_rows(edges, {edge: session_link(page, session) for edge, session in examples.items()}),
+        hide_index=True,
+        width="stretch",
+        column_config={"example": st.column_config.LinkColumn("example", display_text="open session")},
+    )
