@@ -18,6 +18,9 @@ INCIDENT_PROVIDER = "openai"
 """Rate-limited for the incident hour: its models are the primary of the enforcement step and of the
 sales agents' generation, so their fallbacks stand out."""
 INCIDENT_LENGTH = timedelta(hours=1)
+SESSION_ROOM = timedelta(minutes=5)
+"""The time left for a session to run after its start, before the hour it starts in ends (the incident's)
+or before the anchor."""
 HOURLY_TRAFFIC = (
     # 00-05 UTC: night; 08-17: working hours (a dip at lunch); then the evening tails off.
     *(0.12,) * 6,
@@ -90,8 +93,10 @@ def lay_out(sessions: int, *, seed: int, history: timedelta, anchor: datetime) -
     rng = random.Random(f"timeline:{seed}")  # its own stream: the plan's sessions are drawn as without history
     incident = _incident(rng, history, anchor)
     in_incident = 0 if incident is None else min(sessions // 4, max(2, sessions // 25))
-    starts = [_during_incident(rng, incident) for _ in range(in_incident) if incident is not None]
-    starts += [_by_traffic(rng, anchor - history, history) for _ in range(sessions - in_incident)]
+    starts = [_during_incident(rng, incident) for _ in range(in_incident)] if incident else []
+    # A session runs for seconds: one starting just before the anchor, which may be now, would end after it.
+    room = min(SESSION_ROOM, history / 2)
+    starts += [_by_traffic(rng, anchor - history, history - room) for _ in range(sessions - in_incident)]
     return Timeline(anchor, history, tuple(sorted(starts)), incident)
 
 
@@ -106,8 +111,7 @@ def _incident(rng: random.Random, history: timedelta, anchor: datetime) -> Incid
 
 
 def _during_incident(rng: random.Random, incident: Incident) -> datetime:
-    # Not in its last minutes: a session lasts a few seconds, and each should meet the incident whole.
-    latest = INCIDENT_LENGTH - timedelta(minutes=5)
+    latest = INCIDENT_LENGTH - SESSION_ROOM  # each session meets the incident whole
     return incident.starts_at + timedelta(seconds=int(rng.uniform(0, latest.total_seconds())))
 
 
