@@ -144,9 +144,8 @@ def run_demo(options: DemoOptions) -> int:
         print(f"llm-ledger: {exc}", file=sys.stderr)
         return ExitCode.NO_LEDGER
     bar.finish()
-    print(
-        f"\n{headline(summary)}\n\n{summary_table(summary)}\n\n{reasons_line(summary)}\n{tools_line(summary)}\n{timeline_lines(summary)}"
-    )
+    lines = (reasons_line(summary), tools_line(summary), timeline_lines(summary))
+    print(f"\n{headline(summary)}\n\n{summary_table(summary)}\n\n" + "\n".join(lines))
     if summary.example:
         print(
             "\none execution that retried and fell back, as the ledger holds it:\n"
