@@ -29,8 +29,8 @@ from llm_ledger.progress import ProgressBar
 from llm_ledger.store import StoreSettings, StoreUnavailableError, shown_url
 
 DEFAULT_SESSIONS = 100
-"""About 1,300 executions, some every hour of a week: 10 to 20 seconds with the mock models' realistic
-latencies, 50 sessions at a time."""
+"""About 1,300 executions over a week, most in working hours: 10 to 20 seconds with the mock models'
+realistic latencies, 50 sessions at a time (``workload.DEFAULT_CONCURRENCY``)."""
 
 
 @dataclass(frozen=True, slots=True)
