@@ -42,17 +42,21 @@ def turn_span(
     if not isinstance(name, str) or not name:
         raise ValueError(f"turn_span's name must be a non-empty string, not {name!r}")
     current = get_execution_context()
-    if turn_id is not None and current is None:
+    token: Token[ExecutionContext | None] | None = None
+    if turn_id is None:
+        context = current or ExecutionContext(DEFAULT_TENANT)  # the executions' too, which warn it is missing
+    elif current is None:
         raise ValueError(
             f"turn_span({turn_id!r}) needs an execution context to set its turn id in (the tenant, at least): "
             "open it inside execution_context(tenant_id=...)"
         )
-    context = replace(current, turn_id=turn_id) if current and turn_id else current
-    token = set_execution_context(context) if context is not current and context is not None else None
+    else:
+        context = replace(current, turn_id=turn_id)
+        token = set_execution_context(context)
     try:
-        trace = _turn(tracer or get_default_tracer(), name, context or ExecutionContext(DEFAULT_TENANT))
+        trace = _turn(tracer or get_default_tracer(), name, context)
         try:
-            yield context or ExecutionContext(DEFAULT_TENANT)
+            yield context
         except GeneratorExit:
             trace.succeeded()
             raise

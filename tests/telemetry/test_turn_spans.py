@@ -26,7 +26,7 @@ from llm_ledger import (
     get_execution_context,
     turn_span,
 )
-from llm_ledger.executor import RetryPolicy
+from llm_ledger.executor import RetryPolicy, tracing
 from llm_ledger.executor.tracing import ExecutionTracer, NoTracer, current_run, span_ref
 from tests.telemetry.receivers import ReceivedSpan, neutralise_otel_environment
 from tests.telemetry.traced import TRACERS, Traced, traced_to
@@ -215,8 +215,13 @@ class _TracerWithoutTurns:
         self.start, self.tool, self.agent_run = self._none.start, self._none.tool, self._none.agent_run
 
 
-def test_a_tracer_without_turns_still_runs_the_turn_without_its_span() -> None:
+@pytest.mark.parametrize("how", ["given", "default"])
+def test_a_tracer_without_turns_still_runs_the_turn_without_its_span(how: str, monkeypatch: pytest.MonkeyPatch) -> None:
     legacy: ExecutionTracer = _TracerWithoutTurns()
-    with execution_context(tenant_id="acme"), turn_span("t-2", tracer=legacy) as context:
+    if how == "default":  # as an application installs its own; the package's default is back after the test
+        monkeypatch.setattr(tracing, "_default_factory", tracing._default_factory)
+        monkeypatch.setattr(tracing, "_default_tracer", tracing._default_tracer)
+        tracing.set_default_tracer_factory(lambda: legacy)
+    with execution_context(tenant_id="acme"), turn_span("t-2", tracer=legacy if how == "given" else None) as context:
         assert context == get_execution_context() == ExecutionContext("acme", turn_id="t-2")
     assert get_execution_context() is None
