@@ -43,6 +43,11 @@ class Variable:
         """Whether the variable is present, even empty (as the OpenTelemetry SDK tells it)."""
         return self.name in (os.environ if environ is None else environ)
 
+    def is_given(self, environ: Mapping[str, str] | None = None) -> bool:
+        """Whether the variable is set to a value of its own: present and not empty (an empty one stands for
+        its default, as ``get`` reads it)."""
+        return bool((os.environ if environ is None else environ).get(self.name))
+
     def setdefault(self, value: str) -> None:
         """Set it in the process's environment unless it is set already (for libraries that read it)."""
         os.environ.setdefault(self.name, value)

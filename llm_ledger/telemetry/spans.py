@@ -311,18 +311,20 @@ class OtelExecutionTracer:
         run = current_run.get()
         under = self._under(run) if run is not None else self._under_current()
         if isinstance(under, Span):
-            return CurrentTurn(_SpanTrace(under, self.sampled_out, expose_ids=False), under)
+            return CurrentTurn(_SpanTrace(under, self.sampled_out, expose_ids=True), under)
         span = self.tracer.start_span(
             turn_span_name(name), context=under, kind=SpanKind.INTERNAL, attributes=turn_attributes(name, context)
         )
-        return CurrentTurn(_SpanTrace(span, self.sampled_out, expose_ids=False), span)
+        return CurrentTurn(_SpanTrace(span, self.sampled_out, expose_ids=True), span)
 
     def _under_current(self) -> Span | None:
-        """None, to start a span under the caller's current span (the API's default), unless that one is sampled
-        out (a turn's, say): then the child itself, a non-recording span in its trace, as the deferred tracer
-        makes it (a trace is kept or dropped whole)."""
+        """None, to start a span under the caller's current span (the API's default: the application's sampler
+        decides), unless that one is a turn this tracer sampled out: then the child itself, a non-recording span
+        in its trace, as the deferred tracer makes it (a trace is kept or dropped whole). Any other sampled-out
+        parent (one of the application's, a remote one of an incoming ``traceparent``) is the sampler's to
+        judge, as it always was."""
         current = trace.get_current_span().get_span_context()
-        if current.is_valid and not current.trace_flags.sampled:
+        if current.is_valid and not current.trace_flags.sampled and format(current.span_id, "016x") in self.sampled_out:
             return NonRecordingSpan(SpanContext(current.trace_id, new_span_id(), False, NOT_SAMPLED))
         return None
 
@@ -424,9 +426,10 @@ class _AttemptTrace:
 
 
 class _SpanTrace:
-    """A tool execution's or an agent run's span. A tool's ids go into its events, so they are there only
-    when the span is exported; a run's (``expose_ids``) parent its children and go into no event, so they
-    are there whenever the span is valid, and a sampled-out run is remembered until it ends."""
+    """A tool execution's, an agent run's or a turn's span. A tool's ids go into its events, so they are
+    there only when the span is exported; a run's or a turn's (``expose_ids``) parent its children and go
+    into no event, so they are there whenever the span is valid, and a sampled-out one is remembered until
+    it ends."""
 
     __slots__ = ("_sampled_out", "ended", "span", "span_id", "trace_id")
 
