@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from llm_ledger.projections import histogram
+from llm_ledger.projections.costs import Pricing
 from llm_ledger.projections.grains import GRAINS, MINUTE, floor
-from llm_ledger.projections.prices import PriceTable
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +135,8 @@ class Folder:
     executions still open.
     """
 
-    def __init__(self, prices: PriceTable, edges_of: Callable[[str, str], list[EdgeOrigin]]) -> None:
-        self._prices = prices
+    def __init__(self, pricing: Pricing, edges_of: Callable[[str, str], list[EdgeOrigin]]) -> None:
+        self._pricing = pricing
         self._edges_of = edges_of
         self._open_edges: dict[str, list[EdgeOrigin]] = {}
         self._open_streams: set[str] = set()
@@ -168,7 +168,7 @@ class Folder:
         latency = float(payload["latency_ms"])
         usage = payload.get("usage") or {}
         input_tokens, output_tokens = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
-        cost = self._prices.cost(model, input_tokens, output_tokens)
+        cost = self._pricing.cost(model, usage, record.occurred_at)
         for figures in self._attempt_rows(delta, record, model, latency):
             figures.input_tokens += input_tokens
             figures.output_tokens += output_tokens
