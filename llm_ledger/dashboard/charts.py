@@ -151,6 +151,26 @@ def tool_calls_over_time(rows: Sequence[Row]) -> alt.Chart:
     return chart
 
 
+def tokens_over_time(rows: Sequence[Row], group_title: str) -> alt.Chart:
+    """Tokens (in + out) per bucket, one line per group; idle buckets are zeros."""
+    chart: alt.Chart = _lines(rows).encode(
+        y=alt.Y("tokens:Q", title="tokens", axis=_count_axis()),
+        color=alt.Color("group:N", title=group_title, legend=alt.Legend(labelLimit=_NO_CUT)),
+        tooltip=[TIME_TOOLTIP, alt.Tooltip("group:N", title=group_title), alt.Tooltip("tokens:Q", format=",d")],
+    )
+    return chart
+
+
+def cost_over_time(rows: Sequence[Row], group_title: str) -> alt.Chart:
+    """Cost (US dollars) per bucket, one line per group; a bucket of unknown cost is a gap."""
+    chart: alt.Chart = _lines(rows).encode(
+        y=alt.Y("cost_usd:Q", title="cost (US$)"),
+        color=alt.Color("group:N", title=group_title, legend=alt.Legend(labelLimit=_NO_CUT)),
+        tooltip=[TIME_TOOLTIP, alt.Tooltip("group:N", title=group_title), alt.Tooltip("cost_usd:Q", format="$,.4f")],
+    )
+    return chart
+
+
 def fallback_chains(rows: Sequence[Row]) -> alt.Chart:
     """The chains as from → to bars, stacked by what happened after the fallback (Vega-Lite has no
     Sankey; one bar per edge reads the same flows), the most frequent first.

@@ -18,6 +18,7 @@ PAGES: Final = {
     "tools": "Tools",
     "sessions": "Sessions",
     "audit": "Audit",
+    "cost": "Tokens & cost",
 }
 WINDOWS: Final = {
     "1h": "Last hour",

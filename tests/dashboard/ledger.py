@@ -56,8 +56,10 @@ def run(
     chain: Sequence[str],
     step: str,
     agent: str = "support-agent",
+    stream: bool = False,
 ) -> list[Event]:
-    """``count`` executions of one step, each with no retries (a failure falls back or fails at once)."""
+    """``count`` executions of one step, each with no retries (a failure falls back or fails at once);
+    streamed when ``stream``."""
     sink = InMemorySink()
     executor = LLMExecutor(
         chain[0],
@@ -72,8 +74,12 @@ def run(
         async def one(i: int) -> None:
             context = execution_context(tenant_id=tenant, agent_id=agent, session_id=session, turn_id=f"turn-{i}")
             # Failed executions are part of the fixture.
+            messages = [LLMMessage(role="user", content=f"question {i}")]
             with context, contextlib.suppress(AllModelsFailedError):
-                await executor.generate([LLMMessage(role="user", content=f"question {i}")])
+                if stream:
+                    [chunk async for chunk in executor.generate_stream(messages)]
+                else:
+                    await executor.generate(messages)
 
         await asyncio.gather(*(one(i) for i in range(count)))
 
@@ -163,6 +169,7 @@ class KnownLedger:
                 run(3, tenant=acme, session=one, chain=[LIMITED, BACKUP], step="answer"), 35 * minutes, traced=True
             ),
             *moved_back(run(2, tenant=acme, session=two, chain=[BROKEN], step="answer"), 20 * minutes),
+            *moved_back(run(3, tenant=acme, session=two, chain=[FAST], step="summarize", stream=True), 70 * minutes),
             *moved_back(run(4, tenant=acme, session=two, chain=[FAST, BACKUP], step="classify"), 5 * minutes),
             *moved_back(tool_conversation(tenant=acme, session=self.tools_session, step="answer"), 15 * minutes),
             *moved_back(

@@ -34,7 +34,7 @@ Render = Callable[[PageContext], None]
 
 def renderer(page: str) -> Render:
     """The function that draws ``page`` (a key of ``state.PAGES``)."""
-    from llm_ledger.dashboard.views import audit, errors, fallbacks, latency, overview, sessions, tools
+    from llm_ledger.dashboard.views import audit, cost, errors, fallbacks, latency, overview, sessions, tools
 
     pages: dict[str, Render] = {
         "overview": overview.render,
@@ -44,5 +44,6 @@ def renderer(page: str) -> Render:
         "tools": tools.render,
         "sessions": sessions.render,
         "audit": audit.render,
+        "cost": cost.render,
     }
     return pages[page]

@@ -1,0 +1,40 @@
+"""Tokens & cost: tokens and cost over time by model, agent or step against the previous window, and the
+time to first chunk of streamed executions per step and model."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from llm_ledger.dashboard import charts
+from llm_ledger.dashboard.cost_shaping import cost_metrics, first_chunk_rows, usage_rows, usage_table
+from llm_ledger.dashboard.views import PageContext
+from llm_ledger.dashboard.views.common import heading, nothing_in_window
+from llm_ledger.projections.queries import Dimension
+
+SPLITS: dict[str, Dimension] = {"By model": "model", "By agent": "agent_id", "By step": "step"}
+
+
+def render(page: PageContext) -> None:
+    heading(page, "Tokens & cost", "Tokens, cost and time to first chunk, against the previous window")
+    current = page.view.totals(page.tenant, page.window)
+    previous = page.view.totals(page.tenant, page.window.previous())
+    for column, metric in zip(st.columns(5), cost_metrics(current, previous), strict=True):
+        column.metric(metric.label, metric.value, metric.delta, delta_color=metric.delta_color, help=metric.help)
+    if not current.attempts:
+        nothing_in_window(page, "attempts")
+        return
+    for tab, (label, dimension) in zip(st.tabs(list(SPLITS)), SPLITS.items(), strict=True):
+        with tab:
+            rows = usage_rows(page.view.series(page.tenant, page.window, by=dimension), page.buckets)
+            title = label.removeprefix("By ")
+            st.altair_chart(charts.tokens_over_time(rows, title), width="stretch")
+            st.altair_chart(charts.cost_over_time(rows, title), width="stretch")
+            groups = page.view.breakdown(page.tenant, page.window, (dimension,))
+            earlier = page.view.breakdown(page.tenant, page.window.previous(), (dimension,))
+            st.dataframe(usage_table(groups, earlier), hide_index=True, width="stretch")
+    st.subheader("Time to first chunk (streamed executions)")
+    streamed = first_chunk_rows(page.view.breakdown(page.tenant, page.window, ("step", "model")))
+    if streamed:
+        st.dataframe(streamed, hide_index=True, width="stretch")
+    else:
+        st.info(f"No streamed attempts answered for tenant {page.tenant} in this window.")
