@@ -12,6 +12,10 @@ from llm_ledger.dashboard.views.common import heading, nothing_in_window
 from llm_ledger.projections.queries import Dimension
 
 SPLITS: dict[str, Dimension] = {"By model": "model", "By agent": "agent_id", "By step": "step"}
+UNPRICED = (
+    "No cost: no model of this window has a known price (neither reported by its provider, nor in the price "
+    "table `LLM_LEDGER_PRICES`, nor in genai-prices; the demo's mock models have none)."
+)
 
 
 def render(page: PageContext) -> None:
@@ -28,7 +32,10 @@ def render(page: PageContext) -> None:
             rows = usage_rows(page.view.series(page.tenant, page.window, by=dimension), page.buckets)
             title = label.removeprefix("By ")
             st.altair_chart(charts.tokens_over_time(rows, title), width="stretch")
-            st.altair_chart(charts.cost_over_time(rows, title), width="stretch")
+            if current.cost_usd is None:
+                st.caption(UNPRICED)
+            else:
+                st.altair_chart(charts.cost_over_time(rows, title), width="stretch")
             groups = page.view.breakdown(page.tenant, page.window, (dimension,))
             earlier = page.view.breakdown(page.tenant, page.window.previous(), (dimension,))
             st.dataframe(usage_table(groups, earlier), hide_index=True, width="stretch")
