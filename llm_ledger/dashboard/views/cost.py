@@ -20,8 +20,8 @@ UNPRICED = (
 
 def render(page: PageContext) -> None:
     heading(page, "Tokens & cost", "Tokens, cost and time to first chunk, against the previous window")
-    current = page.view.totals(page.tenant, page.window)
-    previous = page.view.totals(page.tenant, page.window.previous())
+    current = page.view.totals(page.tenant, page.window, page.filters)
+    previous = page.view.totals(page.tenant, page.window.previous(), page.filters)
     for column, metric in zip(st.columns(5), cost_metrics(current, previous), strict=True):
         column.metric(metric.label, metric.value, metric.delta, delta_color=metric.delta_color, help=metric.help)
     if not current.attempts:
@@ -29,19 +29,21 @@ def render(page: PageContext) -> None:
         return
     for tab, (label, dimension) in zip(st.tabs(list(SPLITS)), SPLITS.items(), strict=True):
         with tab:
-            rows = usage_rows(page.view.series(page.tenant, page.window, by=dimension), page.buckets)
+            rows = usage_rows(
+                page.view.series(page.tenant, page.window, by=dimension, filters=page.filters), page.buckets
+            )
             title = label.removeprefix("By ")
             st.altair_chart(charts.tokens_over_time(rows, title), width="stretch")
             if current.cost_usd is None:
                 st.caption(UNPRICED)
             else:
                 st.altair_chart(charts.cost_over_time(rows, title), width="stretch")
-            groups = page.view.breakdown(page.tenant, page.window, (dimension,))
-            earlier = page.view.breakdown(page.tenant, page.window.previous(), (dimension,))
+            groups = page.view.breakdown(page.tenant, page.window, (dimension,), page.filters)
+            earlier = page.view.breakdown(page.tenant, page.window.previous(), (dimension,), page.filters)
             st.dataframe(usage_table(groups, earlier), hide_index=True, width="stretch")
     st.subheader("Time to first chunk (streamed executions)")
-    streamed = first_chunk_rows(page.view.breakdown(page.tenant, page.window, ("step", "model")))
+    streamed = first_chunk_rows(page.view.breakdown(page.tenant, page.window, ("step", "model"), page.filters))
     if streamed:
         st.dataframe(streamed, hide_index=True, width="stretch")
     else:
-        st.info(f"No streamed attempts answered for tenant {page.tenant} in this window.")
+        st.caption("No streamed attempts answered in this window.")
