@@ -17,7 +17,7 @@ from tests.dashboard.conftest import PopulatedLedger
 from tests.dashboard.ledger import BACKUP, BROKEN, EXECUTION_ENDS, FAST
 
 Configure = Callable[..., None]
-UNFILTERED_PAGES = {"sessions", "audit"}
+UNFILTERED_PAGES = {"sessions", "execution", "audit"}
 """Pages that apply no filter: they say so."""
 
 
@@ -68,6 +68,7 @@ def test_each_page_draws_with_a_filter_and_says_what_it_applies(
 def _reason(page: str) -> str:
     return {
         "sessions": "a session is shown whole, every execution of it",
+        "execution": "an execution is shown whole, every event of it",
         "audit": "the audit checks every event of the tenant",
     }[page]
 
