@@ -82,17 +82,27 @@ def cost_metrics(current: Figures, previous: Figures) -> list[Metric]:
 
 def usage_rows(points: Iterable[Point], buckets: Sequence[datetime]) -> list[Row]:
     """Tokens (in + out) and cost per time bucket and group: an idle bucket is zero tokens; its cost is
-    zero too, and a bucket whose tokens no price knows has an unknown cost (None: a gap)."""
+    zero too, and a bucket whose tokens no price knows has an unknown cost (None: a gap). A group that no
+    price knows at all has an unknown cost throughout (``priced_rows`` leaves it out of the cost chart)."""
     by_key = {(point.bucket_start, point.group): point.figures for point in points}
+    priced = {group for (_, group), figures in by_key.items() if figures.cost_usd is not None}
     rows: list[Row] = []
     every = _every_bucket(buckets, (key[0] for key in by_key))
     for group in _groups(key[1] for key in by_key):
         for bucket in every:
             figures = by_key.get((bucket, group))
             tokens = figures.input_tokens + figures.output_tokens if figures else 0
-            cost = figures.cost_usd if figures else 0.0
+            cost = None if group not in priced else figures.cost_usd if figures else 0.0
             rows.append({"time": iso(bucket), "group": group or NONE, "tokens": tokens, "cost_usd": cost})
     return rows
+
+
+def priced_rows(rows: Iterable[Row]) -> list[Row]:
+    """``usage_rows`` of the groups with a known cost somewhere: a group no price knows would draw no line
+    but a legend entry."""
+    kept = list(rows)
+    priced = {row["group"] for row in kept if row["cost_usd"] is not None}
+    return [row for row in kept if row["group"] in priced]
 
 
 def usage_table(current: Iterable[Group], previous: Iterable[Group]) -> list[Row]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from llm_ledger.dashboard import charts
-from llm_ledger.dashboard.cost_shaping import cost_metrics, first_chunk_rows, usage_rows, usage_table
+from llm_ledger.dashboard.cost_shaping import cost_metrics, first_chunk_rows, priced_rows, usage_rows, usage_table
 from llm_ledger.dashboard.views import PageContext
 from llm_ledger.dashboard.views.common import heading, nothing_in_window
 from llm_ledger.projections.queries import Dimension
@@ -37,7 +37,7 @@ def render(page: PageContext) -> None:
             if current.cost_usd is None:
                 st.caption(UNPRICED)
             else:
-                st.altair_chart(charts.cost_over_time(rows, title), width="stretch")
+                st.altair_chart(charts.cost_over_time(priced_rows(rows), title), width="stretch")
             groups = page.view.breakdown(page.tenant, page.window, (dimension,), page.filters)
             earlier = page.view.breakdown(page.tenant, page.window.previous(), (dimension,), page.filters)
             st.dataframe(usage_table(groups, earlier), hide_index=True, width="stretch")
