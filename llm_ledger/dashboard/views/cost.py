@@ -32,12 +32,12 @@ def render(page: PageContext) -> None:
             rows = usage_rows(
                 page.view.series(page.tenant, page.window, by=dimension, filters=page.filters), page.buckets
             )
-            title = label.removeprefix("By ")
-            st.altair_chart(charts.tokens_over_time(rows, title), width="stretch")
+            title, groups = label.removeprefix("By "), sorted({row["group"] for row in rows})
+            st.altair_chart(charts.tokens_over_time(rows, title, groups), width="stretch")
             if current.cost_usd is None:
                 st.caption(UNPRICED)
             else:
-                st.altair_chart(charts.cost_over_time(priced_rows(rows), title), width="stretch")
+                st.altair_chart(charts.cost_over_time(priced_rows(rows), title, groups), width="stretch")
             groups = page.view.breakdown(page.tenant, page.window, (dimension,), page.filters)
             earlier = page.view.breakdown(page.tenant, page.window.previous(), (dimension,), page.filters)
             st.dataframe(usage_table(groups, earlier), hide_index=True, width="stretch")
