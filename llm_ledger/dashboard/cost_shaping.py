@@ -1,4 +1,4 @@
-"""The Tokens & cost page's figures shaped for the screen: tiles against the previous window, rows over time
+"""The Cost page's figures shaped for the screen: tiles against the previous window, rows over time
 and per model, agent or step, and the time to first chunk of streamed attempts. Pure functions, as in
 ``shaping``."""
 

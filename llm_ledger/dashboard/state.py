@@ -21,7 +21,7 @@ PAGES: Final = {
     "sessions": "Sessions",
     "execution": "Execution",
     "audit": "Audit",
-    "cost": "Tokens & cost",
+    "cost": "Cost",
 }
 WINDOWS: Final = {
     "1h": "Last hour",

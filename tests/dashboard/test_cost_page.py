@@ -1,4 +1,4 @@
-"""The Tokens & cost page under AppTest: its tokens, cost and change against the previous window equal what
+"""The Cost page under AppTest: its tokens, cost and change against the previous window equal what
 the raw events say, priced by the fixture's price table; its time to first chunk is that of the streamed
 executions, within the histogram's precision."""
 

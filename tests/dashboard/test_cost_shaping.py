@@ -1,4 +1,4 @@
-"""The Tokens & cost page's shaping: idle buckets, unknown costs, the previous window beside the current."""
+"""The Cost page's shaping: idle buckets, unknown costs, the previous window beside the current."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tokens & cost: tokens and cost over time by model, agent or step against the previous window, and the
+"""Cost: tokens and cost over time by model, agent or step against the previous window, and the
 time to first chunk of streamed executions per step and model."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ UNPRICED = (
 
 
 def render(page: PageContext) -> None:
-    heading(page, "Tokens & cost", "Tokens, cost and time to first chunk, against the previous window")
+    heading(page, "Cost", "Tokens, cost and time to first chunk, against the previous window")
     current = page.view.totals(page.tenant, page.window, page.filters)
     previous = page.view.totals(page.tenant, page.window.previous(), page.filters)
     for column, metric in zip(st.columns(5), cost_metrics(current, previous), strict=True):
