@@ -192,7 +192,7 @@ OTEL_RESOURCE_ATTRIBUTES = Variable(
 # Projections and the dashboard.
 LLM_LEDGER_PRICES = Variable(
     "LLM_LEDGER_PRICES",
-    "a TOML price table, for the projected costs",
+    "a TOML price table for the projected costs, over the genai-prices catalogue for the models it names",
     "llm_ledger/projections/prices.py",
 )
 LLM_LEDGER_DASHBOARD_TENANT = Variable(

@@ -378,4 +378,4 @@ class DeferredExecutionTracer:
         if attempt.completion is None:
             self._instruments.duration.record(seconds, {**base, conventions.ERROR_TYPE: attempt.error_type or ""})
             return
-        conventions.record_success(self._instruments, base, seconds, attempt.completion)
+        conventions.record_success(self._instruments, base, seconds, attempt.completion, attempt.ttfc_ms)

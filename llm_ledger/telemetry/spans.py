@@ -38,6 +38,7 @@ from llm_ledger.executor.context import ExecutionContext
 from llm_ledger.executor.errors import ProviderError
 from llm_ledger.executor.tools import ToolSpec
 from llm_ledger.executor.tracing import SpanRef, current_run
+from llm_ledger.telemetry.first_chunk import FirstChunkMetric
 from llm_ledger.telemetry.parenting import NOT_SAMPLED, SampledOutRuns, new_span_id, parent_context
 from llm_ledger.telemetry.turns import CurrentTurn
 
@@ -229,13 +230,17 @@ class Instruments:
     def __init__(self, meter: metrics.Meter) -> None:
         self.duration = gen_ai_metrics.create_gen_ai_client_operation_duration(meter)
         self.tokens = gen_ai_metrics.create_gen_ai_client_token_usage(meter)
+        self.first_chunk = FirstChunkMetric(meter)
 
 
-def record_success(instruments: Instruments, base: dict[str, Any], seconds: float, completion: Completion) -> None:
+def record_success(
+    instruments: Instruments, base: dict[str, Any], seconds: float, completion: Completion, ttfc_ms: float | None
+) -> None:
     attributes = (
         {**base, gen_ai.GEN_AI_RESPONSE_MODEL: completion.response_model} if completion.response_model else base
     )
     instruments.duration.record(seconds, attributes)
+    instruments.first_chunk.record(ttfc_ms, attributes)
     if completion.usage is not None:
         token_type = gen_ai.GEN_AI_TOKEN_TYPE
         instruments.tokens.record(completion.usage.prompt_tokens, {**attributes, token_type: "input"})
@@ -414,7 +419,7 @@ class _AttemptTrace:
             self.span.set_attributes(response_attributes(completion, ttfc_ms))
         self.span.end()
         seconds = (time.perf_counter_ns() - self.started_ns) / 1e9
-        record_success(self._owner.instruments, metric_attributes(self.client), seconds, completion)
+        record_success(self._owner.instruments, metric_attributes(self.client), seconds, completion, ttfc_ms)
 
     def failed(self, error: ProviderError, error_type: str) -> None:
         self.span.set_attribute(ERROR_TYPE, error_type)
