@@ -71,6 +71,10 @@ TIMED_OUT_WITHIN = 30.0  # returned well before the stall ends (the figure itsel
 # to httpx2; groq still uses httpx).
 SDK: dict[Kind, str] = {"openai": "openai", "openrouter": "openai", "groq": "groq", "claude": "anthropic"}
 HTTP: dict[Kind, str] = {"openai": "httpx2", "openrouter": "httpx2", "groq": "httpx", "claude": "httpx2"}
+ANTHROPIC_2_17 = tuple(int(part) for part in anthropic.__version__.split(".")[:2]) >= (2, 17)
+"""anthropic 2.17 wraps a transport error raised while iterating a stream in APIConnectionError, as the
+other SDKs do, and words an error as "400 <message> (request_id: ..., path: ..., type: ...)" instead of
+"Error code: 400 - {<the body>}": pyproject allows both sides of that release, so the contract names both."""
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -282,8 +286,8 @@ def raises(kind: Kind, behaviour: str, stream: bool) -> Raises:
         )
     if behaviour == "stall":
         return Raises(ModelProviderError, 502, (f"{sdk}.APITimeoutError", f"{http}.ReadTimeout"), None)
-    if behaviour == "broken_stream" and stream and kind in ("groq", "claude"):
-        # groq and anthropic do not wrap transport errors raised while iterating a stream
+    if behaviour == "broken_stream" and stream and (kind == "groq" or (kind == "claude" and not ANTHROPIC_2_17)):
+        # groq (and anthropic before 2.17) do not wrap transport errors raised while iterating a stream
         http_core = "httpcore2" if http == "httpx2" else "httpcore"
         return Raises(
             ModelProviderError, 502, (f"{http}.RemoteProtocolError", f"{http_core}.RemoteProtocolError"), None
@@ -363,6 +367,9 @@ async def test_error_message_shape(server: FakeProviderServer, make_model: Model
         assert message == "temperature must be <= 2"  # error.message from the JSON body
     elif kind == "groq":
         assert message == '{"error":{"message":"temperature must be <= 2","type":"invalid_request_error"}}'
+    elif ANTHROPIC_2_17:
+        assert message.startswith("400 temperature must be <= 2 (request_id: req_"), message
+        assert message.endswith("path: /v1/messages, type: invalid_request_error)"), message
     else:
         assert message.startswith("Error code: 400 - {'type': 'error', 'error': {'type': 'invalid_request_error'")
     assert str(info.value) == info.value.message
