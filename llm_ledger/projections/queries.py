@@ -25,7 +25,7 @@ from llm_ledger.projections.database import ProjectionDatabase
 from llm_ledger.projections.errors import TenantNotAllowedError as TenantNotAllowedError
 from llm_ledger.projections.grains import DAY, MINUTE, Segment, display_grain, floor, plan
 from llm_ledger.projections.projector import PROJECTION_NAME
-from llm_ledger.projections.rollup import StepFigures
+from llm_ledger.projections.rollup import StepFigures, provider_is_one_of
 from llm_ledger.projections.schema import (
     checkpoints,
     error_stats,
@@ -445,7 +445,7 @@ class LedgerView:
         query = (
             select(table.c.from_model, table.c.to_model, table.c.reason, fallbacks, succeeded)
             .where(table.c.tenant_id == tenant_id, _in_segments(table, plan(window.start, window.end)))
-            .where(*_kept_fallbacks(tenant_id, filters))
+            .where(*_kept_fallbacks(filters))
             .group_by(table.c.from_model, table.c.to_model, table.c.reason)
             .order_by(fallbacks.desc(), table.c.from_model, table.c.to_model, table.c.reason)
         )
@@ -571,20 +571,16 @@ def _kept(table: Any, filters: Filters) -> list[ColumnElement[bool]]:
     return [table.c[dimension].in_(values) for dimension, values in filters.chosen().items()]
 
 
-def _kept_fallbacks(tenant_id: str, filters: Filters) -> list[ColumnElement[bool]]:
-    """``_kept`` for the fallback edges, which have a model at each end and no provider: a provider stands
-    for the tenant's models attributed to it (in the day rows, the fewest that name every model)."""
+def _kept_fallbacks(filters: Filters) -> list[ColumnElement[bool]]:
+    """``_kept`` for the fallback edges, which have a model at each end and no provider: a provider keeps
+    an edge when either end's model is counted under it (``provider_of``, as SQL on the model string)."""
     table = fallback_stats
     conditions = _kept(table, Filters(agents=filters.agents, steps=filters.steps))
     if filters.models:
         conditions.append(or_(table.c.from_model.in_(filters.models), table.c.to_model.in_(filters.models)))
     if filters.providers:
-        models = select(step_stats.c.model).where(
-            step_stats.c.tenant_id == tenant_id,
-            step_stats.c.grain_seconds == DAY,
-            step_stats.c.provider.in_(filters.providers),
-        )
-        conditions.append(or_(table.c.from_model.in_(models), table.c.to_model.in_(models)))
+        ends = (table.c.from_model, table.c.to_model)
+        conditions.append(or_(*(provider_is_one_of(end, filters.providers) for end in ends)))
     return conditions
 
 
