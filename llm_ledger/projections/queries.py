@@ -73,6 +73,12 @@ class Filters:
     def without_models(self) -> Filters:
         return Filters(agents=self.agents, steps=self.steps)
 
+    def without(self, dimensions: Iterable[Dimension]) -> Filters:
+        """These filters, keeping every value of ``dimensions``."""
+        dropped = set(dimensions)
+        kept = {dimension: values for dimension, values in self.chosen().items() if dimension not in dropped}
+        return Filters(*(kept.get(dimension, ()) for dimension in ("agent_id", "step", "model", "provider")))
+
 
 EVERYTHING = Filters()
 """The filters that keep every row."""
@@ -319,18 +325,31 @@ class LedgerView:
 
     def filter_choices(self, tenant_id: str, window: Window) -> Filters:
         """The agents, steps, models and providers with figures in the window, each sorted (what a filter
-        can usefully choose). A missing agent or step (stored as ``''``) is not offered."""
-        table = step_stats
-        dimensions = ("agent_id", "step", "model", "provider")
-        query = (
-            select(*(table.c[name] for name in dimensions))
-            .where(table.c.tenant_id == tenant_id, _in_segments(table, plan(window.start, window.end)))
+        can usefully choose), the agents and steps of tools' executions among them (the Tools page filters
+        by those). A missing agent or step (stored as ``''``) is not offered."""
+        segments = plan(window.start, window.end)
+        figures = (
+            select(step_stats.c.agent_id, step_stats.c.step, step_stats.c.model, step_stats.c.provider)
+            .where(step_stats.c.tenant_id == tenant_id, _in_segments(step_stats, segments))
+            .distinct()
+        )
+        tools = (
+            select(tool_stats.c.agent_id, tool_stats.c.step)
+            .where(tool_stats.c.tenant_id == tenant_id, _in_segments(tool_stats, segments))
             .distinct()
         )
         with self._reading(tenant_id) as connection:
-            rows = list(connection.execute(query))
-        agents, steps, models, providers = (tuple(sorted({row[i] for row in rows} - {""})) for i in range(4))
-        return Filters(agents, steps, models, providers)
+            rows, tool_rows = list(connection.execute(figures)), list(connection.execute(tools))
+
+        def offered(values: Iterable[str]) -> tuple[str, ...]:
+            return tuple(sorted(set(values) - {""}))
+
+        return Filters(
+            agents=offered(row.agent_id for row in [*rows, *tool_rows]),
+            steps=offered(row.step for row in [*rows, *tool_rows]),
+            models=offered(row.model for row in rows),
+            providers=offered(row.provider for row in rows),
+        )
 
     def totals(self, tenant_id: str, window: Window, filters: Filters = EVERYTHING) -> Figures:
         """Every figure of the window, summed over agents, steps and models."""
