@@ -210,7 +210,8 @@ def shown(text: str) -> str:
 def _refused_values(name: str, texts: list[str], reason: str) -> str:
     """One message for every value of a filter refused for ``reason``, however many the link holds."""
     more = f" (and {len(texts) - 1:,} more like it)" if len(texts) > 1 else ""
-    return f"{name}={shown(texts[0])}{more} cannot be a {name} ({reason}): ignored."
+    article = "an" if name[0] in "aeiou" else "a"
+    return f"{name}={shown(texts[0])}{more} cannot be {article} {name} ({reason}): ignored."
 
 
 def _parse_date(text: str | None) -> date | None:
