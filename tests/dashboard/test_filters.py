@@ -17,7 +17,7 @@ from llm_ledger.projections.queries import Window
 from llm_ledger.store import EventStore, migrate
 from tests.dashboard.apptest import PAGES, deltas, metrics, open_dashboard, rendered_text
 from tests.dashboard.conftest import PopulatedLedger, recorded_ledger
-from tests.dashboard.ledger import BACKUP, BROKEN, EXECUTION_ENDS, FAST, LIMITED, tool_conversation
+from tests.dashboard.ledger import BACKUP, BROKEN, EXECUTION_ENDS, FAST, LIMITED, answered_by, tool_conversation
 from tests.projections.projecting import project_url
 
 Configure = Callable[..., None]
@@ -27,12 +27,6 @@ UNFILTERED_PAGES = {"sessions", "execution", "audit"}
 
 def last_day() -> Window:
     return Window.last(timedelta(days=1), datetime.now(UTC))
-
-
-def answered_by(event: Event) -> str:
-    """The model an execution's figures count under: the one that answered, or the last one tried."""
-    payload = event.payload
-    return str(payload.model if event.event_type == "ExecutionSucceeded" else payload.last_model)  # type: ignore[union-attr]
 
 
 def ended(ledger: PopulatedLedger, keep: Callable[[Event], bool], window: Window | None = None) -> list[Event]:
