@@ -246,7 +246,7 @@ def fallbacks_from(ledger: PopulatedLedger, model: str) -> list[Event]:
     return [
         e
         for e in known.events
-        if e.tenant_id == known.tenant and e.event_type == "FallbackTriggered" and e.payload.from_model == model  # type: ignore[union-attr]
+        if e.tenant_id == known.tenant and e.event_type == "FallbackTriggered" and e.payload.from_model == model
     ]
 
 
