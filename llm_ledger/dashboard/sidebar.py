@@ -124,7 +124,7 @@ def choose_filters(view: ViewState, choices: Filters) -> ViewState:
         field = FILTER_FIELDS[name]
         selected = [str(value) for value in state.get(key) or ()]
         offered = sorted({*getattr(choices, field), *selected})
-        values = sidebar.multiselect(FILTERS[name], offered, key=key, placeholder="All", format_func=shown)
+        values = sidebar.multiselect(FILTERS[name], offered, key=key, placeholder="All")
         chosen[field] = tuple(str(value) for value in values)
     state[_KEPT_FILTERS_KEY] = {key: list(state[key]) for key in FILTER_KEYS.values()}
     filtered = replace(view, filters=Filters(**chosen))
