@@ -87,26 +87,31 @@ def literal(text: str) -> str:
 
 
 def filter_summary(filters: Filters) -> str | None:
-    """The chosen filters in a line (``agent support · steps a, b``); ``None`` when none is chosen."""
+    """The chosen filters in a line (``agent support · steps a, b``), each value as ``shown`` quotes it;
+    ``None`` when none is chosen."""
     parts = [
-        f"{FILTER_NOUNS[dimension][len(values) > 1]} {', '.join(values)}"
+        f"{FILTER_NOUNS[dimension][len(values) > 1]} {', '.join(shown(value) for value in values)}"
         for dimension, values in filters.chosen().items()
     ]
     return " · ".join(parts) or None
 
 
 def unmatched_filters(chosen: Filters, present: Filters, tenant: str) -> list[str]:
-    """A message (plain text) for each chosen value that ``present`` (the values with figures in the
-    window) lacks: a value from a link that matches nothing must not pass for one that was applied."""
+    """A message (plain text) for each filter holding values that ``present`` (the values with figures in
+    the window) lacks, naming them: a value from a link that matches nothing must not pass for one that
+    was applied."""
     offered = present.chosen()
     messages: list[str] = []
     for dimension, values in chosen.chosen().items():
-        noun = FILTER_NOUNS[dimension][0]
-        messages.extend(
-            f"The {noun} filter holds {shown(value)}, but tenant {shown(tenant)} has no executions of that {noun} "
-            "in this window: nothing is counted for it."
-            for value in values
-            if value not in offered.get(dimension, ())
+        missing = [value for value in values if value not in offered.get(dimension, ())]
+        if not missing:
+            continue
+        noun, nouns = FILTER_NOUNS[dimension]
+        several = len(missing) > 1
+        messages.append(
+            f"The {noun} filter holds {', '.join(shown(value) for value in missing)}, but tenant {shown(tenant)} "
+            f"has no executions of {'these ' + nouns if several else 'that ' + noun} in this window: nothing is "
+            f"counted for {'them' if several else 'it'}."
         )
     return messages
 

@@ -24,6 +24,7 @@ from llm_ledger.dashboard.state import (
     ViewState,
     shown,
 )
+from llm_ledger.dashboard.views.common import applied_filters
 from llm_ledger.dashboard.views.execution import EXECUTION_KEY
 from llm_ledger.dashboard.views.sessions import SESSION_KEY
 from llm_ledger.projections import CatchUpResult
@@ -36,6 +37,9 @@ START_KEY = "start"
 END_KEY = "end"
 FILTER_KEYS = {name: f"filter_{name}" for name in FILTERS}
 _SEEDED_KEY = "_seeded_from_url"
+_KEPT_FILTERS_KEY = "_filters_kept"
+"""The filters last drawn, outside the widgets' keys: Streamlit deletes a widget's state after a run that
+did not draw it (one whose database did not answer before the filters), and this puts them back."""
 
 
 def choose_view(tenants: Sequence[str], *, is_bound: bool, today: date) -> ViewState:
@@ -70,6 +74,9 @@ def choose_view(tenants: Sequence[str], *, is_bound: bool, today: date) -> ViewS
         if initial.execution:
             state[EXECUTION_KEY] = initial.execution
         state[_SEEDED_KEY] = True
+    for key, kept in state.get(_KEPT_FILTERS_KEY, {}).items():
+        if key not in state:
+            state[key] = kept
     if state.get(TENANT_KEY) not in tenants and (is_bound or state.get(TENANT_KEY) is not None):
         state[TENANT_KEY] = tenants[0]
 
@@ -119,8 +126,11 @@ def choose_filters(view: ViewState, choices: Filters) -> ViewState:
         offered = sorted({*getattr(choices, field), *selected})
         values = sidebar.multiselect(FILTERS[name], offered, key=key, placeholder="All")
         chosen[field] = tuple(str(value) for value in values)
+    state[_KEPT_FILTERS_KEY] = {key: list(state[key]) for key in FILTER_KEYS.values()}
     filtered = replace(view, filters=Filters(**chosen))
-    for message in unmatched_filters(filtered.filters, choices, str(view.tenant)):
+    # A page that does not apply a filter says so (views.common.filter_notice); whether its values match is moot.
+    applied = applied_filters(view.page, filtered.filters)
+    for message in unmatched_filters(applied, choices, str(view.tenant)):
         st.warning(literal(message))
     return filtered
 

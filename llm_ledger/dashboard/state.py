@@ -49,6 +49,11 @@ before it."""
 LAST_DATE: Final = date(9999, 12, 30)
 """The latest custom date: the window ends at the next midnight, the last one a datetime can hold."""
 _SHOWN_CHARACTERS: Final = 80
+MAX_FILTER_VALUES: Final = 20
+"""The values one filter takes from a link: more than a person picks, few enough that a hostile link
+cannot flood the page with them."""
+MAX_FILTER_CHARACTERS: Final = 1_000
+"""The longest filter value a link may give: model strings with options run to about a hundred."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +89,24 @@ class ViewState:
             raw = params.get(name)
             given = [raw] if isinstance(raw, str) else raw or []
             kept: dict[str, None] = {}  # in the link's order, once each
+            unusable, too_long = "it holds a control character", f"it is over {MAX_FILTER_CHARACTERS:,} characters long"
+            refused: dict[str, list[str]] = {unusable: [], too_long: []}
             for text in (text.strip() for text in given):
                 if not is_plain_text(text):
-                    ignored.append(f"{name}={shown(text)} cannot be a {name} (it holds a control character): ignored.")
+                    refused[unusable].append(text)
+                elif len(text) > MAX_FILTER_CHARACTERS:
+                    refused[too_long].append(text)
                 elif text:
                     kept[text] = None
-            return tuple(kept)
+            for reason, texts in refused.items():
+                if texts:
+                    ignored.append(_refused_values(name, texts, reason))
+            if len(kept) > MAX_FILTER_VALUES:
+                ignored.append(
+                    f"{name}= is given {len(kept):,} times: the first {MAX_FILTER_VALUES} are kept, "
+                    f"and {len(kept) - MAX_FILTER_VALUES:,} more ignored."
+                )
+            return tuple(kept)[:MAX_FILTER_VALUES]
 
         def choice(name: str, known: Mapping[str, str], default: str) -> str:
             given = value(name)
@@ -189,6 +206,13 @@ def shown(text: str) -> str:
     escaped, cut to a readable length."""
     quoted = text if text.isprintable() else repr(text)[1:-1]
     return quoted if len(quoted) <= _SHOWN_CHARACTERS else f"{quoted[:_SHOWN_CHARACTERS]}..."
+
+
+def _refused_values(name: str, texts: list[str], reason: str) -> str:
+    """One message for every value of a filter refused for ``reason``, however many the link holds."""
+    more = f" (and {len(texts) - 1:,} more like it)" if len(texts) > 1 else ""
+    article = "an" if name[0] in "aeiou" else "a"
+    return f"{name}={shown(texts[0])}{more} cannot be {article} {name} ({reason}): ignored."
 
 
 def _parse_date(text: str | None) -> date | None:

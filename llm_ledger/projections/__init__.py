@@ -5,7 +5,7 @@ See docs/ARCHITECTURE.md for its place among the layers."""
 from llm_ledger.projections.errors import PriceTableError, ProjectionError, TenantNotAllowedError
 from llm_ledger.projections.prices import Price, PriceTable
 from llm_ledger.projections.projector import PROJECTION_NAME, CatchUpResult, ProjectionStatus, Projector
-from llm_ledger.projections.rollup import MOCKED_PROVIDERS, provider_of
+from llm_ledger.projections.rollup import MOCKED_PROVIDERS, provider_is_one_of, provider_of
 
 __all__ = [
     "MOCKED_PROVIDERS",
@@ -18,5 +18,6 @@ __all__ = [
     "ProjectionStatus",
     "Projector",
     "TenantNotAllowedError",
+    "provider_is_one_of",
     "provider_of",
 ]

@@ -25,7 +25,7 @@ from llm_ledger.projections.database import ProjectionDatabase
 from llm_ledger.projections.errors import TenantNotAllowedError as TenantNotAllowedError
 from llm_ledger.projections.grains import DAY, MINUTE, Segment, display_grain, floor, plan
 from llm_ledger.projections.projector import PROJECTION_NAME
-from llm_ledger.projections.rollup import StepFigures
+from llm_ledger.projections.rollup import StepFigures, provider_is_one_of
 from llm_ledger.projections.schema import (
     checkpoints,
     error_stats,
@@ -72,6 +72,12 @@ class Filters:
 
     def without_models(self) -> Filters:
         return Filters(agents=self.agents, steps=self.steps)
+
+    def without(self, dimensions: Iterable[Dimension]) -> Filters:
+        """These filters, keeping every value of ``dimensions``."""
+        dropped = set(dimensions)
+        kept = {dimension: values for dimension, values in self.chosen().items() if dimension not in dropped}
+        return Filters(*(kept.get(dimension, ()) for dimension in ("agent_id", "step", "model", "provider")))
 
 
 EVERYTHING = Filters()
@@ -329,18 +335,31 @@ class LedgerView:
 
     def filter_choices(self, tenant_id: str, window: Window) -> Filters:
         """The agents, steps, models and providers with figures in the window, each sorted (what a filter
-        can usefully choose). A missing agent or step (stored as ``''``) is not offered."""
-        table = step_stats
-        dimensions = ("agent_id", "step", "model", "provider")
-        query = (
-            select(*(table.c[name] for name in dimensions))
-            .where(table.c.tenant_id == tenant_id, _in_segments(table, plan(window.start, window.end)))
+        can usefully choose), the agents and steps of tools' executions among them (the Tools page filters
+        by those). A missing agent or step (stored as ``''``) is not offered."""
+        segments = plan(window.start, window.end)
+        figures = (
+            select(step_stats.c.agent_id, step_stats.c.step, step_stats.c.model, step_stats.c.provider)
+            .where(step_stats.c.tenant_id == tenant_id, _in_segments(step_stats, segments))
+            .distinct()
+        )
+        tools = (
+            select(tool_stats.c.agent_id, tool_stats.c.step)
+            .where(tool_stats.c.tenant_id == tenant_id, _in_segments(tool_stats, segments))
             .distinct()
         )
         with self._reading(tenant_id) as connection:
-            rows = list(connection.execute(query))
-        agents, steps, models, providers = (tuple(sorted({row[i] for row in rows} - {""})) for i in range(4))
-        return Filters(agents, steps, models, providers)
+            rows, tool_rows = list(connection.execute(figures)), list(connection.execute(tools))
+
+        def offered(values: Iterable[str]) -> tuple[str, ...]:
+            return tuple(sorted(set(values) - {""}))
+
+        return Filters(
+            agents=offered(row.agent_id for row in [*rows, *tool_rows]),
+            steps=offered(row.step for row in [*rows, *tool_rows]),
+            models=offered(row.model for row in rows),
+            providers=offered(row.provider for row in rows),
+        )
 
     def totals(self, tenant_id: str, window: Window, filters: Filters = EVERYTHING) -> Figures:
         """Every figure of the window, summed over agents, steps and models."""
@@ -454,7 +473,7 @@ class LedgerView:
         query = (
             select(table.c.from_model, table.c.to_model, table.c.reason, fallbacks, succeeded)
             .where(table.c.tenant_id == tenant_id, _in_segments(table, plan(window.start, window.end)))
-            .where(*_kept_fallbacks(tenant_id, filters))
+            .where(*_kept_fallbacks(filters))
             .group_by(table.c.from_model, table.c.to_model, table.c.reason)
             .order_by(fallbacks.desc(), table.c.from_model, table.c.to_model, table.c.reason)
         )
@@ -580,20 +599,16 @@ def _kept(table: Any, filters: Filters) -> list[ColumnElement[bool]]:
     return [table.c[dimension].in_(values) for dimension, values in filters.chosen().items()]
 
 
-def _kept_fallbacks(tenant_id: str, filters: Filters) -> list[ColumnElement[bool]]:
-    """``_kept`` for the fallback edges, which have a model at each end and no provider: a provider stands
-    for the tenant's models attributed to it (in the day rows, the fewest that name every model)."""
+def _kept_fallbacks(filters: Filters) -> list[ColumnElement[bool]]:
+    """``_kept`` for the fallback edges, which have a model at each end and no provider: a provider keeps
+    an edge when either end's model is counted under it (``provider_of``, as SQL on the model string)."""
     table = fallback_stats
     conditions = _kept(table, Filters(agents=filters.agents, steps=filters.steps))
     if filters.models:
         conditions.append(or_(table.c.from_model.in_(filters.models), table.c.to_model.in_(filters.models)))
     if filters.providers:
-        models = select(step_stats.c.model).where(
-            step_stats.c.tenant_id == tenant_id,
-            step_stats.c.grain_seconds == DAY,
-            step_stats.c.provider.in_(filters.providers),
-        )
-        conditions.append(or_(table.c.from_model.in_(models), table.c.to_model.in_(models)))
+        ends = (table.c.from_model, table.c.to_model)
+        conditions.append(or_(*(provider_is_one_of(end, filters.providers) for end in ends)))
     return conditions
 
 

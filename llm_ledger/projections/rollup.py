@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import ColumnElement, and_, false, func, not_, or_
+
 from llm_ledger.projections import histogram
 from llm_ledger.projections.costs import Pricing
 from llm_ledger.projections.grains import GRAINS, MINUTE, floor
@@ -126,6 +128,31 @@ def provider_of(model: str | None) -> str:
         if mocked in MOCKED_PROVIDERS:
             return mocked
     return prefix
+
+
+def provider_is_one_of(model: ColumnElement[str], providers: Iterable[str]) -> ColumnElement[bool]:
+    """The SQL condition that ``provider_of(model)`` is one of ``providers``, on a column holding model
+    strings (the fallback edges keep models only): ``provider_of`` written as comparisons of prefixes, with
+    ``substr`` rather than ``LIKE``, which SQLite compares without case."""
+
+    def starts(prefix: str) -> ColumnElement[bool]:
+        return func.substr(model, 1, len(prefix)) == prefix
+
+    def names_mock_of(provider: str) -> ColumnElement[bool]:
+        # provider_of takes the name after "mock/" up to its first dash, or whole when it has none.
+        return or_(model == f"mock/{provider}", starts(f"mock/{provider}-"))
+
+    def prefixed(provider: str) -> ColumnElement[bool]:
+        exact = or_(model == provider, starts(f"{provider}/"), *([model.is_(None)] if provider == "" else []))
+        if provider == "mock":
+            return and_(exact, not_(or_(*(names_mock_of(mocked) for mocked in sorted(MOCKED_PROVIDERS)))))
+        return exact
+
+    conditions = [
+        or_(prefixed(provider), names_mock_of(provider)) if provider in MOCKED_PROVIDERS else prefixed(provider)
+        for provider in dict.fromkeys(providers)
+    ]
+    return or_(*conditions) if conditions else false()
 
 
 def edge_origin(

@@ -38,6 +38,12 @@ TOOL_USER = "mock/tool-user?p50_ms=10&tool_use=1&seed=5"
 EXECUTION_ENDS = STREAM_KINDS["execution"].terminals
 
 
+def answered_by(event: Event) -> str:
+    """The model an execution's figures count under: the one that answered, or the last one tried."""
+    payload = event.payload
+    return str(payload.model if event.event_type == "ExecutionSucceeded" else payload.last_model)  # type: ignore[union-attr]
+
+
 def lookup_order(order_id: str) -> str:
     """The status of an order."""
     return f"{order_id}: shipped"

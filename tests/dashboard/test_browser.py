@@ -32,7 +32,7 @@ from llm_ledger.events import Event
 from llm_ledger.store import EventStore, migrate
 from tests.dashboard.apptest import PAGES
 from tests.dashboard.conftest import PopulatedLedger
-from tests.dashboard.ledger import EXECUTION_ENDS, FAST, moved_back, run
+from tests.dashboard.ledger import EXECUTION_ENDS, FAST, answered_by, moved_back, run
 from tests.projections.projecting import project_url
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -253,7 +253,7 @@ def test_a_filter_in_the_link_keeps_the_figures_to_it_in_a_browser(
         if e.tenant_id == ledger.tenant
         and e.event_type in EXECUTION_ENDS
         and e.step == "classify"
-        and e.payload.model == FAST  # type: ignore[union-attr]
+        and answered_by(e) == FAST
     ]
 
     browser.get(f"{dashboard_url}/?{urlencode(query)}")

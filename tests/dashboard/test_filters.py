@@ -4,17 +4,21 @@ the ledger does not hold is named, never silently swapped for something else."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from llm_ledger.dashboard import PAGES as PAGE_TITLES
-from llm_ledger.events import Event
+from llm_ledger.events import Event, StreamHeader, StreamSealer
 from llm_ledger.projections.queries import Window
-from tests.dashboard.apptest import PAGES, metrics, open_dashboard, rendered_text
-from tests.dashboard.conftest import PopulatedLedger
-from tests.dashboard.ledger import BACKUP, BROKEN, EXECUTION_ENDS, FAST
+from llm_ledger.store import EventStore, migrate
+from tests.dashboard.apptest import PAGES, deltas, metrics, open_dashboard, rendered_text
+from tests.dashboard.conftest import PopulatedLedger, recorded_ledger
+from tests.dashboard.ledger import BACKUP, BROKEN, EXECUTION_ENDS, FAST, LIMITED, answered_by, tool_conversation
+from tests.projections.projecting import project_url
 
 Configure = Callable[..., None]
 UNFILTERED_PAGES = {"sessions", "execution", "audit"}
@@ -25,15 +29,10 @@ def last_day() -> Window:
     return Window.last(timedelta(days=1), datetime.now(UTC))
 
 
-def answered_by(event: Event) -> str:
-    """The model an execution's figures count under: the one that answered, or the last one tried."""
-    payload = event.payload
-    return str(payload.model if event.event_type == "ExecutionSucceeded" else payload.last_model)  # type: ignore[union-attr]
-
-
-def ended(ledger: PopulatedLedger, keep: Callable[[Event], bool]) -> list[Event]:
-    """The tenant's executions that ended in the last day and that ``keep`` keeps, as their terminal events."""
-    window, known = last_day(), ledger.ledger
+def ended(ledger: PopulatedLedger, keep: Callable[[Event], bool], window: Window | None = None) -> list[Event]:
+    """The tenant's executions that ended in the window (the last day) and that ``keep`` keeps, as their
+    terminal events."""
+    window, known = window or last_day(), ledger.ledger
     return [
         e
         for e in known.events
@@ -241,3 +240,157 @@ def test_a_bound_viewer_filtering_by_another_tenants_model_learns_nothing_of_it(
     options = known.sidebar.multiselect(key="filter_model").options
     assert [option for option in options if "globex" in option] == [private], "only what the link itself named"
     assert "globex-private-step" not in rendered_text(known)
+
+
+def fallbacks_from(ledger: PopulatedLedger, model: str) -> list[Event]:
+    known = ledger.ledger
+    return [
+        e
+        for e in known.events
+        if e.tenant_id == known.tenant and e.event_type == "FallbackTriggered" and e.payload.from_model == model
+    ]
+
+
+def test_the_fallbacks_page_shows_the_chains_of_a_model_that_only_ever_fell_back(
+    populated_ledger: PopulatedLedger, dashboard_env: Configure
+) -> None:
+    dashboard_env(populated_ledger.url)
+    # The fixture as designed: the rate-limited model answers nothing; each of its executions falls back.
+    assert not ended(populated_ledger, lambda e: answered_by(e) == LIMITED)
+    fell_back = fallbacks_from(populated_ledger, LIMITED)
+
+    app = open_dashboard(page="fallbacks", tenant=populated_ledger.ledger.tenant, window="1d", model=LIMITED)
+
+    assert not app.exception and not app.main.warning
+    shown = metrics(app)
+    assert (shown["Fallback rate"], shown["Fallbacks"]) == ("—", str(len(fell_back)))
+    assert len(fell_back) == 3
+    assert any("No chosen model answered" in caption.value for caption in app.main.caption)
+    [table] = [frame.value for frame in app.main.dataframe]
+    assert set(table["from"]) == {LIMITED}
+
+
+@pytest.mark.parametrize("page", ["overview", "latency", "fallbacks"])
+def test_a_page_left_empty_by_a_model_filter_explains_how_the_filter_counts(
+    page: str, populated_ledger: PopulatedLedger, dashboard_env: Configure
+) -> None:
+    dashboard_env(populated_ledger.url)
+    # The broken model answers nothing and falls back to nothing; the rate-limited one only falls back.
+    model = LIMITED if page != "fallbacks" else BROKEN
+
+    app = open_dashboard(page=page, tenant=populated_ledger.ledger.tenant, window="1d", model=model, step="classify")
+
+    [note] = [info.value for info in app.main.info]
+    assert note.startswith("No executions for tenant acme matching the filters in this window: a model or provider")
+    assert "a model that was only ever fallen back from counts none" in note
+    assert "longer window" not in note
+
+
+def test_the_tools_page_with_only_a_model_filter_says_it_found_nothing_in_the_window(
+    populated_ledger: PopulatedLedger, dashboard_env: Configure
+) -> None:
+    dashboard_env(populated_ledger.url)
+    tenant = populated_ledger.ledger.tenant
+
+    app = open_dashboard(page="tools", tenant=tenant, window="custom", start="2020-01-01", end="2020-01-02", model=FAST)
+
+    assert not app.main.warning, "the page applies no model filter: it does not match the model against the window"
+    assert [info.value for info in app.main.info] == [
+        "The filters (model mock/fast?p50\\_ms=40&p99\\_ms=120&seed=1) are not applied on this page: tool calls are "
+        "recorded per agent and step, not per model.",
+        "No tool calls for tenant acme in this window. Pick a longer window in the sidebar.",
+    ]
+
+
+@pytest.mark.parametrize("page", sorted(UNFILTERED_PAGES))
+def test_a_page_that_applies_no_filter_does_not_warn_of_its_unmatched_values(
+    page: str, populated_ledger: PopulatedLedger, dashboard_env: Configure
+) -> None:
+    dashboard_env(populated_ledger.url)
+
+    app = open_dashboard(page=page, tenant=populated_ledger.ledger.tenant, window="1d", model="mock/nobody-has-it")
+
+    assert not app.main.warning, [warning.value for warning in app.main.warning]
+    assert [info.value for info in app.main.info][:1] == [
+        f"The filters (model mock/nobody-has-it) are not applied on this page: {_reason(page)}."
+    ]
+
+
+def test_the_overview_compares_the_filtered_figures_with_the_previous_window_filtered_alike(
+    populated_ledger: PopulatedLedger, dashboard_env: Configure
+) -> None:
+    dashboard_env(populated_ledger.url)
+    window = Window.last(timedelta(hours=1), datetime.now(UTC))
+
+    app = open_dashboard(page="overview", tenant=populated_ledger.ledger.tenant, window="1h", step="answer")
+
+    def answer(e: Event) -> bool:
+        return e.step == "answer"
+
+    now, before = ended(populated_ledger, answer, window), ended(populated_ledger, answer, window.previous())
+    everything_before = ended(populated_ledger, lambda e: True, window.previous())
+    assert 0 < len(before) < len(everything_before), "the previous window holds executions the filter leaves out"
+    error_rates = [sum(e.event_type == "ExecutionFailed" for e in ends) / len(ends) for ends in (now, before)]
+    assert deltas(app)["Executions"] == f"{len(now) - len(before):+d}"
+    assert deltas(app)["Error rate"] == f"{(error_rates[0] - error_rates[1]) * 100:+.1f} pp"
+
+
+def resealed(events: Sequence[Event], *, agent: str, step: str) -> list[Event]:
+    """The same streams sealed again as another agent's and step's."""
+    streams: dict[str, list[Event]] = {}
+    for event in events:
+        streams.setdefault(str(event.stream_id), []).append(event)
+    moved: list[Event] = []
+    for stream in streams.values():
+        first = min(stream, key=lambda e: e.stream_position)
+        sealer = StreamSealer(
+            StreamHeader(first.stream_id, first.tenant_id, agent, first.session_id, first.turn_id, step)
+        )
+        for event in sorted(stream, key=lambda e: e.stream_position):
+            sealed = sealer.seal(event.event_type, event.payload, occurred_at=event.occurred_at)
+            moved.append(cast(Event, sealed))  # sealing builds the concrete event class, typed as the base
+    return moved
+
+
+def test_the_tools_page_offers_and_matches_the_agents_and_steps_only_tools_ran_in(
+    sqlite_url: str, dashboard_env: Configure
+) -> None:
+    conversation = tool_conversation(tenant="acme", session="tools-only", step="answer")
+    tools = [e for e in conversation if e.event_type.startswith("ToolCall")]
+    migrate.upgrade(sqlite_url)
+    store = EventStore(sqlite_url)
+    store.append(resealed(tools, agent="lookup-agent", step="lookup"))
+    store.append([e for e in conversation if not e.event_type.startswith("ToolCall")])
+    store.close()
+    project_url(sqlite_url)
+    dashboard_env(sqlite_url)
+
+    app = open_dashboard(page="tools", tenant="acme", window="1d", agent="lookup-agent", step="lookup")
+
+    assert not app.main.warning, [warning.value for warning in app.main.warning]
+    assert metrics(app)["Tool calls"] == str(len([e for e in tools if e.event_type != "ToolCallStarted"]))
+    assert "lookup" in app.sidebar.multiselect(key="filter_step").options
+    assert "lookup-agent" in app.sidebar.multiselect(key="filter_agent").options
+
+
+def test_the_filters_outlast_a_run_whose_database_did_not_answer(sqlite_url: str, dashboard_env: Configure) -> None:
+    ledger = recorded_ledger(sqlite_url)
+    dashboard_env(sqlite_url)
+    app = open_dashboard(page="overview", tenant=ledger.tenant, window="1d")
+    app.sidebar.multiselect(key="filter_model").set_value([FAST]).run()
+    engine = create_engine(sqlite_url)
+
+    # The filters' choices are read after the other selectors are drawn: a table gone for one run stands
+    # for a database that stopped answering between the two.
+    with engine.begin() as connection:
+        connection.execute(text("ALTER TABLE llm_ledger_tool_stats RENAME TO llm_ledger_tool_stats_away"))
+    app.run()
+    assert "The ledger database cannot be reached" in app.error[0].value
+    with engine.begin() as connection:
+        connection.execute(text("ALTER TABLE llm_ledger_tool_stats_away RENAME TO llm_ledger_tool_stats"))
+    engine.dispose()
+    app.run()
+
+    assert app.sidebar.multiselect(key="filter_model").value == [FAST]
+    assert app.query_params["model"] == FAST
+    assert "Filtered to model mock/fast" in "\n".join(caption.value for caption in app.main.caption)

@@ -1,5 +1,6 @@
 """Links edited by hand or by an attacker: every page of the dashboard answers a query parameter it cannot
-use with a plain message naming it, and shows the view it falls back to; never a traceback or the SQL."""
+use with a plain message naming it (or, for a filter the page does not apply, says it does not), and shows
+the view it falls back to; never a traceback or the SQL, and never more than a few short messages."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from collections.abc import Callable
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from llm_ledger.dashboard.state import MAX_FILTER_VALUES
 from tests.dashboard.apptest import PAGES, open_dashboard, rendered_text
 from tests.dashboard.conftest import PopulatedLedger
 
 Configure = Callable[..., None]
 
-HOSTILE = {
+A_THOUSAND_MODELS = [f"mock/nobody-has-model-{i}" for i in range(990)]
+HOSTILE: dict[str, dict[str, str | list[str]]] = {
     "end in year 1": {"window": "custom", "end": "0001-01-03"},
     "start in year 9999": {"window": "custom", "start": "9999-12-31"},
     "both at the ends of time, reversed": {"window": "custom", "start": "9999-12-31", "end": "0001-01-01"},
@@ -29,6 +32,8 @@ HOSTILE = {
     "a NUL in a model": {"model": "mock/fast\x00"},
     "a control character in a step": {"step": "answer\x1b[2J"},
     "markup in a provider": {"provider": "**bold** [link](http://evil.example) :red[x]"},
+    "990 models": {"model": A_THOUSAND_MODELS},
+    "a 400,000-character agent": {"agent": "a" * 400_000},
     "an unknown page": {"page": "admin"},
     "an unknown window": {"window": "forever"},
 }
@@ -43,18 +48,24 @@ def _says_plainly(app: AppTest) -> str:
     return "\n".join(warning.value for warning in app.main.warning)
 
 
+def _says_not_applied(app: AppTest) -> str:
+    return "\n".join(info.value for info in app.main.info if "not applied on this page" in info.value)
+
+
 @pytest.mark.parametrize("page", PAGES)
 @pytest.mark.parametrize("query", HOSTILE.values(), ids=HOSTILE.keys())
 def test_a_hostile_link_gets_a_plain_message_on_every_page(
-    page: str, query: dict[str, str], populated_ledger: PopulatedLedger, dashboard_env: Configure
+    page: str, query: dict[str, str | list[str]], populated_ledger: PopulatedLedger, dashboard_env: Configure
 ) -> None:
     dashboard_env(populated_ledger.url)
     params = {"page": page, "tenant": populated_ledger.ledger.tenant, "window": "1d", **query}
 
     app = open_dashboard(**params)
 
-    warnings = _says_plainly(app)
-    assert warnings, "a parameter the dashboard could not use was ignored without a word"
+    # A filter value the page does not apply is not matched against the ledger: the page says it ignores it.
+    said = _says_plainly(app) or _says_not_applied(app)
+    assert said, "a parameter the dashboard could not use was ignored without a word"
+    assert len(app.main.warning) <= 2 and len(said) < 2_000, "a hostile link floods the page"
     assert app.main.header, "the page fell back to a view and drew it"
 
 
@@ -76,9 +87,43 @@ def test_the_message_names_the_parameter(
 ) -> None:
     dashboard_env(populated_ledger.url)
 
-    app = open_dashboard(**{"page": "sessions", "tenant": populated_ledger.ledger.tenant, "window": "1d", **query})
+    app = open_dashboard(**{"page": "overview", "tenant": populated_ledger.ledger.tenant, "window": "1d", **query})
 
     assert named in _says_plainly(app)
+
+
+def test_a_link_with_hundreds_of_values_of_a_filter_keeps_the_first_and_says_so_once(
+    populated_ledger: PopulatedLedger, dashboard_env: Configure
+) -> None:
+    dashboard_env(populated_ledger.url)
+
+    app = open_dashboard(tenant=populated_ledger.ledger.tenant, window="1d", model=A_THOUSAND_MODELS)
+
+    capped, unmatched = (warning.value for warning in app.main.warning)
+    assert (
+        capped
+        == f"This link's model= is given 990 times\\: the first {MAX_FILTER_VALUES} are kept, and 970 more ignored."
+    )
+    assert unmatched.startswith("The model filter holds mock/nobody-has-model-0, mock/nobody-has-model-1, ")
+    assert app.sidebar.multiselect(key="filter_model").value == A_THOUSAND_MODELS[:MAX_FILTER_VALUES]
+    assert len(app.query_params["model"]) == MAX_FILTER_VALUES
+
+
+def test_a_filter_value_too_long_to_be_one_is_refused_and_never_shown_whole(
+    populated_ledger: PopulatedLedger, dashboard_env: Configure
+) -> None:
+    dashboard_env(populated_ledger.url)
+    allowed = "m" * 900  # short enough to be kept, too long to be quoted whole
+
+    app = open_dashboard(tenant=populated_ledger.ledger.tenant, window="1d", agent="a" * 400_000, model=allowed)
+
+    refused, unmatched = _says_plainly(app).splitlines()
+    assert "cannot be an agent \\(it is over 1,000 characters long\\)\\: ignored." in refused
+    assert "The model filter holds " + "m" * 80 + "..." in unmatched
+    captions = [caption.value for caption in app.main.caption]
+    assert "Filtered to model " + "m" * 80 + "..." in captions
+    assert all(len(text) < 1_000 for text in [refused, unmatched, *captions])
+    assert "a" * 1_000 not in rendered_text(app)
 
 
 def test_markup_in_a_tenant_from_the_link_is_shown_as_text(

@@ -300,6 +300,12 @@ def test_the_chosen_filters_read_as_one_line() -> None:
     assert filter_summary(Filters()) is None
 
 
+def test_a_chosen_value_is_quoted_cut_and_escaped_in_the_line() -> None:
+    filters = Filters(agents=("a" * 1_000,), models=("mock/x\x1b",))
+
+    assert filter_summary(filters) == f"agent {'a' * 80}... · model mock/x\\x1b"
+
+
 def test_each_chosen_value_without_figures_in_the_window_is_named() -> None:
     present = Filters(agents=("support",), models=("mock/fast",))
     chosen = Filters(agents=("support",), models=("mock/fast", "mock/gone\x1b"))
@@ -307,4 +313,16 @@ def test_each_chosen_value_without_figures_in_the_window_is_named() -> None:
     assert unmatched_filters(chosen, present, "acme") == [
         "The model filter holds mock/gone\\x1b, but tenant acme has no executions of that model in this window: "
         "nothing is counted for it."
+    ]
+
+
+def test_the_values_of_one_filter_without_figures_are_named_in_one_message() -> None:
+    present = Filters(models=("mock/fast",))
+    chosen = Filters(models=("mock/gone", "mock/fast", "mock/never"), providers=("nobody",))
+
+    assert unmatched_filters(chosen, present, "acme") == [
+        "The model filter holds mock/gone, mock/never, but tenant acme has no executions of these models in this "
+        "window: nothing is counted for them.",
+        "The provider filter holds nobody, but tenant acme has no executions of that provider in this window: "
+        "nothing is counted for it.",
     ]

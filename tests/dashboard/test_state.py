@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from urllib.parse import parse_qs
 
 from llm_ledger.dashboard import ViewState
-from llm_ledger.dashboard.state import FIRST_DATE, LAST_DATE, PAGES
+from llm_ledger.dashboard.state import FIRST_DATE, LAST_DATE, MAX_FILTER_CHARACTERS, MAX_FILTER_VALUES, PAGES
 from llm_ledger.projections.queries import Filters
 
 NOW = datetime(2026, 3, 14, 15, 9, 26, tzinfo=UTC)
@@ -118,3 +118,31 @@ def test_a_filter_value_with_a_control_character_is_named_and_ignored() -> None:
 
     assert view.filters == Filters(providers=("mock",))
     assert ignored == ["provider=open\\x00ai cannot be a provider (it holds a control character): ignored."]
+
+
+def test_a_filter_takes_at_most_its_first_values_from_a_link_and_says_how_many_more_it_ignored() -> None:
+    models = [f"mock/m{i}" for i in range(990)]
+
+    view, ignored = ViewState.read_query({"model": [*models, models[0]]})
+
+    assert view.filters == Filters(models=tuple(models[:MAX_FILTER_VALUES]))
+    assert ignored == [f"model= is given 990 times: the first {MAX_FILTER_VALUES} are kept, and 970 more ignored."]
+
+
+def test_many_values_with_a_control_character_get_one_message() -> None:
+    view, ignored = ViewState.read_query({"agent": [f"a{i}\x00" for i in range(500)]})
+
+    assert view.filters == Filters()
+    assert ignored == [
+        "agent=a0\\x00 (and 499 more like it) cannot be an agent (it holds a control character): ignored."
+    ]
+
+
+def test_a_filter_value_too_long_to_be_one_is_refused_without_being_quoted_whole() -> None:
+    longest = "m" * MAX_FILTER_CHARACTERS
+
+    view, ignored = ViewState.read_query({"agent": "a" * 400_000, "model": longest})
+
+    assert view.filters == Filters(models=(longest,))
+    [message] = ignored
+    assert message == "agent=" + "a" * 80 + "... cannot be an agent (it is over 1,000 characters long): ignored."

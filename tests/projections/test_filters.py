@@ -73,17 +73,20 @@ def part_of_the_workload() -> Window:
     return Window(start, start + timedelta(hours=29, minutes=31))
 
 
-# The chain of context extraction: the primary model and the one it falls back to.
+# The chain of context extraction: the primary model (an openai mock) and the one it falls back to (a groq mock).
 MINI, LLAMA = workload.CHAINS["context_extraction"]
 FILTERS = {
     "one agent": Filters(agents=("support",)),
     "two steps": Filters(steps=("generation", "enforcement")),
     "two models": Filters(models=(MINI, LLAMA)),
     "the model fallen back to": Filters(models=(LLAMA,)),
-    "a provider and a step": Filters(providers=("mock",), steps=("rule_filtering",)),
-    "a provider nothing ran on": Filters(providers=("openai",)),
+    "a provider": Filters(providers=("anthropic",)),
+    "a provider and a step": Filters(providers=("anthropic",), steps=("rule_filtering",)),
+    "the provider fallen back to": Filters(providers=("groq",), steps=("context_extraction",)),
+    "a provider nothing is counted under": Filters(providers=("mock",)),
     "every dimension": Filters(agents=("sales",), steps=("context_extraction", "rule_filtering"), models=(MINI,)),
 }
+"""Every mock of the workload is named after a provider, so nothing is counted under ``mock``."""
 
 
 class FilteredEvents:
@@ -195,7 +198,8 @@ def test_the_choices_are_the_agents_steps_models_and_providers_of_the_window(
     truth = FilteredEvents(engine, tenant, window, EVERYTHING)
     s = truth.sql
     statement = f"""
-        SELECT DISTINCT COALESCE(agent_id, '') AS agent, COALESCE(step, '') AS step, {s.text("model")} AS model
+        SELECT DISTINCT COALESCE(agent_id, '') AS agent, COALESCE(step, '') AS step, {s.text("model")} AS model,
+               {s.provider(s.text("model"))} AS provider
         FROM llm_ledger_events
         WHERE event_type IN ('AttemptSucceeded', 'AttemptFailed') AND {truth._kept()}
     """
@@ -206,8 +210,8 @@ def test_the_choices_are_the_agents_steps_models_and_providers_of_the_window(
     assert choices.agents == tuple(sorted({r.agent for r in rows}))
     assert choices.steps == tuple(sorted({r.step for r in rows}))
     assert choices.models == tuple(sorted({r.model for r in rows}))
-    assert choices.providers == ("mock",)
-    assert len(choices.agents) > 1 and len(choices.models) > 1
+    assert choices.providers == tuple(sorted({r.provider for r in rows}))
+    assert len(choices.agents) > 1 and len(choices.models) > 1 and len(choices.providers) > 1
 
 
 # --- figures ----------------------------------------------------------------------------------------------
@@ -227,7 +231,7 @@ def test_filtered_totals_equal_the_events_the_filters_keep(
 
     assert (totals.executions, totals.failed, totals.fallback_executions) == (executions, failed, fell_back)
     assert (totals.attempts, totals.attempt_failures) == truth.attempts()
-    if filters.providers != ("openai",):
+    if filters.providers != ("mock",):
         assert 0 < totals.executions < unfiltered.executions, "the case keeps some executions, not all"
 
 
@@ -288,6 +292,9 @@ def test_filtered_fallback_edges_are_those_from_or_to_a_chosen_model(
     if filters.models == (LLAMA,):
         # The edge's far end counts: llama is only ever fallen back to, from the mini model.
         assert edges and {(e.from_model, e.to_model) for e in edges} == {(MINI, LLAMA)}
+    if filters.providers == ("groq",):
+        # A chain across two providers: its far end (a groq mock) keeps it, though it falls back from openai's.
+        assert (MINI, LLAMA) in {(e.from_model, e.to_model) for e in edges}
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import streamlit as st
 from llm_ledger.dashboard.shaping import FILTER_NOUNS, Links, filter_summary, literal
 from llm_ledger.dashboard.state import ViewState
 from llm_ledger.dashboard.views import PageContext
-from llm_ledger.projections.queries import Dimension
+from llm_ledger.projections.queries import Dimension, Filters
 
 _EVERY_FILTER: Final[tuple[Dimension, ...]] = ("agent_id", "step", "model", "provider")
 NOT_FILTERED: Final[dict[str, tuple[tuple[Dimension, ...], str]]] = {
@@ -21,6 +21,15 @@ NOT_FILTERED: Final[dict[str, tuple[tuple[Dimension, ...], str]]] = {
     "audit": (_EVERY_FILTER, "the audit checks every event of the tenant"),
 }
 """The filters a page cannot apply, and why (it says so rather than show unfiltered figures as filtered)."""
+MODEL_FILTER_RULE: Final = (
+    "a model or provider filter counts an execution under the model that answered it (or, failed, the model "
+    "tried last), so a model that was only ever fallen back from counts none"
+)
+
+
+def applied_filters(page_name: str, filters: Filters) -> Filters:
+    """The filters the page ``page_name`` (a key of ``state.PAGES``) applies: ``NOT_FILTERED`` taken out."""
+    return filters.without(NOT_FILTERED.get(page_name, ((), ""))[0])
 
 
 def heading(page: PageContext, title: str, what: str) -> None:
@@ -47,8 +56,15 @@ def filter_notice(page: PageContext) -> None:
 
 
 def nothing_in_window(page: PageContext, what: str = "executions") -> None:
-    filtered = " matching the filters" if filter_summary(page.filters) else ""
-    st.info(f"No {what} for tenant {page.tenant}{filtered} in this window. Pick a longer window in the sidebar.")
+    """The message for a page with nothing to draw, from what its filters (those it applies) can explain."""
+    applied = applied_filters(page.state.page, page.filters)
+    nothing = f"No {what} for tenant {page.tenant}"
+    if not applied.chosen():
+        st.info(f"{nothing} in this window. Pick a longer window in the sidebar.")
+    elif applied.names_a_model:
+        st.info(f"{nothing} matching the filters in this window: {MODEL_FILTER_RULE}.")
+    else:
+        st.info(f"{nothing} matching the filters in this window. Pick a longer window or fewer filters in the sidebar.")
 
 
 def links(page: PageContext) -> Links:

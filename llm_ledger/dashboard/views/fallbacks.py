@@ -14,10 +14,12 @@ from llm_ledger.dashboard.views.common import heading, nothing_in_window, sessio
 def render(page: PageContext) -> None:
     heading(page, "Fallbacks", "Executions answered by a model other than the first of their chain")
     totals = page.view.totals(page.tenant, page.window, page.filters)
-    if not totals.executions:
+    # A model filter counts an execution under the model that answered it, but a chain from either end: a
+    # chosen model that always fell back has no executions, and its chains still count.
+    edges = page.view.fallback_edges(page.tenant, page.window, page.filters)
+    if not totals.executions and not edges:
         nothing_in_window(page)
         return
-    edges = page.view.fallback_edges(page.tenant, page.window, page.filters)
     fallbacks = sum(edge.fallbacks for edge in edges)
     succeeded = sum(edge.succeeded_after for edge in edges)
     if page.filters.names_a_model:
@@ -27,6 +29,11 @@ def render(page: PageContext) -> None:
         )
     left, middle, right = st.columns(3)
     left.metric("Fallback rate", percent(totals.fallback_rate))
+    if not totals.executions:
+        left.caption(
+            "No chosen model answered (or, failed, was tried last by) an execution in this window: there is no "
+            "rate to show. The chains below fall back from a chosen model."
+        )
     middle.metric("Fallbacks", f"{fallbacks:,}")
     right.metric("Succeeded after fallback", percent(succeeded / fallbacks if fallbacks else None))
     st.subheader("Fallback rate over time")

@@ -7,13 +7,13 @@ import streamlit as st
 from llm_ledger.dashboard import charts
 from llm_ledger.dashboard.shaping import percent, tool_call_rows, tool_series_rows
 from llm_ledger.dashboard.views import PageContext
-from llm_ledger.dashboard.views.common import heading, nothing_in_window
+from llm_ledger.dashboard.views.common import applied_filters, heading, nothing_in_window
 
 
 def render(page: PageContext) -> None:
     heading(page, "Tools", "Tool executions (run by the application or by an Agno Agent) that ended in the window")
     # NOT_FILTERED says on the page that a model or provider filter is not applied here.
-    filters = page.filters.without_models()
+    filters = applied_filters(page.state.page, page.filters)
     groups = page.view.tool_calls(page.tenant, page.window, filters=filters)
     calls = sum(group.calls for group in groups)
     if not calls:
