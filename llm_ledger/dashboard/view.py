@@ -12,7 +12,7 @@ from llm_ledger.audit import results, timeline
 from llm_ledger.audit.results import AuditFinding, TenantAudit
 from llm_ledger.audit.timeline import ExecutionRecord, ExecutionView, TimelineItem
 from llm_ledger.projections import drilldown
-from llm_ledger.projections.queries import FallbackEdge, LedgerView, SessionSummary, Window
+from llm_ledger.projections.queries import EVERYTHING, FallbackEdge, Filters, LedgerView, SessionSummary, Window
 
 
 class DashboardView(LedgerView):
@@ -48,12 +48,12 @@ class DashboardView(LedgerView):
             return timeline.execution_record(connection, tenant_id, execution_id)
 
     def fallback_sessions(
-        self, tenant_id: str, window: Window, edges: Iterable[FallbackEdge]
+        self, tenant_id: str, window: Window, edges: Iterable[FallbackEdge], filters: Filters = EVERYTHING
     ) -> dict[FallbackEdge, str]:
-        """The latest session of the window showing each fallback edge
+        """The latest session of the window showing each fallback edge, of the fallbacks ``filters`` keep
         (``projections.drilldown.fallback_sessions``)."""
         with self._reading(tenant_id) as connection:
-            return drilldown.fallback_sessions(connection, tenant_id, window, edges)
+            return drilldown.fallback_sessions(connection, tenant_id, window, edges, filters)
 
     def failed_sessions(
         self, tenant_id: str, *, window: Window | None = None, search: str | None = None, limit: int = 50
