@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from llm_ledger.audit import results, timeline
 from llm_ledger.audit.results import AuditFinding, TenantAudit
-from llm_ledger.audit.timeline import ExecutionRecord, ExecutionView, TimelineItem
+from llm_ledger.audit.timeline import ExecutionRecord, ExecutionView, FirstExecution, TimelineItem
 from llm_ledger.projections import drilldown
 from llm_ledger.projections.queries import EVERYTHING, FallbackEdge, Filters, LedgerView, SessionSummary, Window
 
@@ -30,6 +30,11 @@ class DashboardView(LedgerView):
         round trip that asked for it (``audit.timeline.session_activity``)."""
         with self._reading(tenant_id) as connection:
             return timeline.session_activity(connection, tenant_id, session_id)
+
+    def first_execution(self, tenant_id: str, session_id: str) -> FirstExecution | None:
+        """The session's first execution to fail, else its first (``audit.timeline.first_execution``)."""
+        with self._reading(tenant_id) as connection:
+            return timeline.first_execution(connection, tenant_id, session_id)
 
     def last_audit(self, tenant_id: str) -> TenantAudit | None:
         """The tenant's result in the latest verify run that checked it; ``None`` before the first."""
