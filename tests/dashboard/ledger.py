@@ -52,12 +52,13 @@ def run(
     count: int,
     *,
     tenant: str,
-    session: str,
+    session: str | None,
     chain: Sequence[str],
     step: str,
     agent: str = "support-agent",
 ) -> list[Event]:
-    """``count`` executions of one step, each with no retries (a failure falls back or fails at once)."""
+    """``count`` executions of one step, each with no retries (a failure falls back or fails at once), in
+    ``session`` (``None``: of no session)."""
     sink = InMemorySink()
     executor = LLMExecutor(
         chain[0],
