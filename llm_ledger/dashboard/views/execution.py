@@ -21,8 +21,8 @@ from llm_ledger.dashboard.views.integrity import tool_integrity
 
 EXECUTION_KEY = "execution"
 _DEFAULTED_KEY = "execution_defaulted"
-"""The session whose first execution the id box was last filled with, and that id: filled once per
-session, so that clearing the box leaves it empty."""
+"""The session the id box was last offered a default for, and the ``FirstExecution`` it was filled with:
+filled once per session, so that a box cleared by hand stays empty."""
 
 
 def render(page: PageContext) -> None:
