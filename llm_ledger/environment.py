@@ -43,6 +43,11 @@ class Variable:
         """Whether the variable is present, even empty (as the OpenTelemetry SDK tells it)."""
         return self.name in (os.environ if environ is None else environ)
 
+    def is_given(self, environ: Mapping[str, str] | None = None) -> bool:
+        """Whether the variable is set to a value of its own: present and not empty (an empty one stands for
+        its default, as ``get`` reads it)."""
+        return bool((os.environ if environ is None else environ).get(self.name))
+
     def setdefault(self, value: str) -> None:
         """Set it in the process's environment unless it is set already (for libraries that read it)."""
         os.environ.setdefault(self.name, value)
@@ -187,7 +192,7 @@ OTEL_RESOURCE_ATTRIBUTES = Variable(
 # Projections and the dashboard.
 LLM_LEDGER_PRICES = Variable(
     "LLM_LEDGER_PRICES",
-    "a TOML price table, for the projected costs",
+    "a TOML price table for the projected costs, over the genai-prices catalogue for the models it names",
     "llm_ledger/projections/prices.py",
 )
 LLM_LEDGER_DASHBOARD_TENANT = Variable(

@@ -157,6 +157,7 @@ def usage_metrics(usage: TokenUsage | None, model: str) -> MessageMetrics:
         total_tokens=usage.total_tokens,
         cache_read_tokens=usage.cached_tokens or 0,
         reasoning_tokens=usage.reasoning_tokens or 0,
+        cost=usage.cost_usd,
         provider_metrics={"model": model},
     )
 

@@ -151,6 +151,33 @@ def tool_calls_over_time(rows: Sequence[Row]) -> alt.Chart:
     return chart
 
 
+def _usage_colors(group_title: str, groups: Sequence[str]) -> alt.Color:
+    """One colour per group, the same in the tokens and the cost chart (the cost chart leaves some out)."""
+    return alt.Color(
+        "group:N", title=group_title, scale=alt.Scale(domain=list(groups)), legend=alt.Legend(labelLimit=_NO_CUT)
+    )
+
+
+def tokens_over_time(rows: Sequence[Row], group_title: str, groups: Sequence[str]) -> alt.Chart:
+    """Tokens (in + out) per bucket, one line per group; idle buckets are zeros."""
+    chart: alt.Chart = _lines(rows).encode(
+        y=alt.Y("tokens:Q", title="tokens", axis=_count_axis()),
+        color=_usage_colors(group_title, groups),
+        tooltip=[TIME_TOOLTIP, alt.Tooltip("group:N", title=group_title), alt.Tooltip("tokens:Q", format=",d")],
+    )
+    return chart
+
+
+def cost_over_time(rows: Sequence[Row], group_title: str, groups: Sequence[str]) -> alt.Chart:
+    """Cost (US dollars) per bucket, one line per group; a bucket of unknown cost is a gap."""
+    chart: alt.Chart = _lines(rows).encode(
+        y=alt.Y("cost_usd:Q", title="cost (US$)"),
+        color=_usage_colors(group_title, groups),
+        tooltip=[TIME_TOOLTIP, alt.Tooltip("group:N", title=group_title), alt.Tooltip("cost_usd:Q", format="$,.4f")],
+    )
+    return chart
+
+
 def fallback_chains(rows: Sequence[Row]) -> alt.Chart:
     """The chains as from → to bars, stacked by what happened after the fallback (Vega-Lite has no
     Sankey; one bar per edge reads the same flows), the most frequent first.

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, InitVar, dataclass
 
-from llm_ledger.dashboard.trace_links import TraceLinks, trace_links_from_env
-from llm_ledger.environment import LLM_LEDGER_DASHBOARD_CATCH_UP, LLM_LEDGER_DASHBOARD_TENANT
+from llm_ledger.dashboard.trace_links import TraceLinks, jaeger_trace_links, trace_links_from_env
+from llm_ledger.environment import LLM_LEDGER_DASHBOARD_CATCH_UP, LLM_LEDGER_DASHBOARD_TENANT, LLM_LEDGER_JAEGER_URL
 from llm_ledger.store import StoreConfigurationError, StoreSettings
 from llm_ledger.store import shown_url as _printable
 
 DEFAULT_TRACE_LINKS = trace_links_from_env({})
+DEFAULT_JAEGER_URL = LLM_LEDGER_JAEGER_URL.value({})
+"""Deprecated with ``jaeger_url``: the default links are ``DEFAULT_TRACE_LINKS``."""
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 
@@ -18,20 +21,42 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 class DashboardSettings:
     """``LLM_LEDGER_DATABASE_URL`` (the store's default when unset), ``LLM_LEDGER_DASHBOARD_TENANT`` (bind
     the viewer to one tenant), ``LLM_LEDGER_TRACE_URL`` (``trace_links``) and ``LLM_LEDGER_DASHBOARD_CATCH_UP``
-    (catch the projector up before each view; default true)."""
+    (catch the projector up before each view; default true).
+
+    ``trace_links`` is keyword-only. The third argument is still the deprecated ``jaeger_url`` (Jaeger's
+    base URL, linked as ``<url>/trace/{trace_id}``), so that settings made as before keep their links."""
 
     database_url: str
     bound_tenant: str | None = None
-    trace_links: TraceLinks = DEFAULT_TRACE_LINKS
+    jaeger_url: InitVar[str | None] = None
     catch_up: bool = True
+    _: KW_ONLY
+    trace_links: TraceLinks = DEFAULT_TRACE_LINKS
+
+    def __post_init__(self, jaeger_url: str | None) -> None:
+        if jaeger_url is None:
+            return
+        if not isinstance(jaeger_url, str):
+            raise TypeError(
+                f"DashboardSettings' third argument is the deprecated jaeger_url (a str), not {jaeger_url!r}: "
+                "pass trace_links=TraceLinks(...) by keyword"
+            )
+        if self.trace_links != DEFAULT_TRACE_LINKS:
+            raise TypeError("DashboardSettings takes trace_links or the deprecated jaeger_url, not both")
+        warnings.warn(
+            "DashboardSettings' jaeger_url is deprecated: pass trace_links=TraceLinks('<url>/trace/{trace_id}')",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        object.__setattr__(self, "trace_links", jaeger_trace_links(jaeger_url, "jaeger_url"))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DashboardSettings:
         return cls(
             database_url=StoreSettings.from_env(environ).database_url,
             bound_tenant=LLM_LEDGER_DASHBOARD_TENANT.get(environ),
-            trace_links=trace_links_from_env(environ),
             catch_up=LLM_LEDGER_DASHBOARD_CATCH_UP.value(environ).strip().lower() not in _FALSE,
+            trace_links=trace_links_from_env(environ),
         )
 
     @property

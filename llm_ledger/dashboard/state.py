@@ -21,6 +21,7 @@ PAGES: Final = {
     "sessions": "Sessions",
     "execution": "Execution",
     "audit": "Audit",
+    "cost": "Cost",
 }
 WINDOWS: Final = {
     "1h": "Last hour",

@@ -3,7 +3,9 @@
 
 ``LLM_LEDGER_JAEGER_URL`` (Jaeger's base URL, before templates) is still read when the template is unset,
 as ``{base}/trace/{trace_id}``; it is deprecated. A template is checked when the dashboard starts, so a
-mistyped one is an error naming its variable rather than links that lead nowhere.
+mistyped one is an error naming its variable rather than links that lead nowhere. It is an http(s) URL,
+or a path on the dashboard's own site (``/jaeger/trace/{trace_id}``, a trace UI behind the same reverse
+proxy); nothing else, so that no link runs a script (``javascript:``) or opens another kind of page.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ JAEGER_TRACE_PAGE = "/trace/{trace_id}"
 class TraceLinkTemplateError(LedgerError, ValueError):
     """Raised when the dashboard starts with a trace link template (``LLM_LEDGER_TRACE_URL``, or the deprecated
     ``LLM_LEDGER_JAEGER_URL``) that cannot make links: no ``{trace_id}``, an unknown placeholder, an
-    unmatched brace, or not an http(s) URL. The message names the variable."""
+    unmatched brace, or neither an http(s) URL nor a path (``/...``). The message names the variable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +60,12 @@ def _template_problem(template: str) -> str | None:
         return "formats {trace_id}: write it as {trace_id}, without a format or a conversion"
     if "trace_id" not in names:
         return "has no {trace_id}: the links could not say which trace to open"
-    if urlsplit(template).scheme not in ("http", "https") or not urlsplit(template).netloc:
-        return "is not an http:// or https:// URL"
-    return None
+    parts = urlsplit(template)
+    if parts.scheme in ("http", "https") and parts.netloc:
+        return None
+    if not parts.scheme and template.startswith("/"):
+        return None  # a path on the dashboard's own site (a trace UI behind the same reverse proxy)
+    return "is not an http:// or https:// URL nor a path on the dashboard's own site (/...)"
 
 
 def trace_links_from_env(environ: Mapping[str, str] | None = None) -> TraceLinks:
@@ -69,13 +74,20 @@ def trace_links_from_env(environ: Mapping[str, str] | None = None) -> TraceLinks
     template = LLM_LEDGER_TRACE_URL.get(environ)
     if template is not None:
         return TraceLinks(template)
-    base = LLM_LEDGER_JAEGER_URL.value(environ).rstrip("/").replace("{", "{{").replace("}", "}}")
-    return TraceLinks(base + JAEGER_TRACE_PAGE, LLM_LEDGER_JAEGER_URL.name)
+    return jaeger_trace_links(LLM_LEDGER_JAEGER_URL.value(environ), LLM_LEDGER_JAEGER_URL.name)
+
+
+def jaeger_trace_links(base_url: str, variable: str) -> TraceLinks:
+    """Links to Jaeger's trace page under ``base_url`` (its braces literal), as the deprecated
+    ``LLM_LEDGER_JAEGER_URL`` and ``DashboardSettings``' ``jaeger_url`` give them."""
+    base = base_url.rstrip("/").replace("{", "{{").replace("}", "}}")
+    return TraceLinks(base + JAEGER_TRACE_PAGE, variable)
 
 
 def deprecation_notice(environ: Mapping[str, str] | None = None) -> str | None:
-    """What to tell an operator who still sets ``LLM_LEDGER_JAEGER_URL`` alone; ``None`` when nothing."""
-    if LLM_LEDGER_TRACE_URL.get(environ) is not None or not LLM_LEDGER_JAEGER_URL.is_set(environ):
+    """What to tell an operator who still sets ``LLM_LEDGER_JAEGER_URL`` alone; ``None`` when nothing (an
+    empty one is unset: it stands for the default)."""
+    if LLM_LEDGER_TRACE_URL.get(environ) is not None or not LLM_LEDGER_JAEGER_URL.is_given(environ):
         return None
     return (
         f"{LLM_LEDGER_JAEGER_URL.name} is deprecated: set {LLM_LEDGER_TRACE_URL.name}="

@@ -68,18 +68,25 @@ ProviderMessage = Annotated[str, ProviderSupplied("message")]
 ProviderSeconds = Annotated[Number | None, ProviderSupplied("seconds")]
 
 
-class TokenUsage(_Frozen):
-    """Tokens billed for a call; ``cached_tokens`` and ``reasoning_tokens`` when the provider reports them."""
+class TokenUsage(OmitsUnusedLaterFields, _Frozen):
+    """Tokens billed for a call; ``cached_tokens`` and ``reasoning_tokens`` when the provider reports them,
+    and ``cost_usd`` when the provider reports what the call cost (OpenRouter's ``usage.cost``)."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
+    cost_usd: Annotated[Number | None, AddedLater()] = None
+    """US dollars, as the provider billed them; left out of the stored form while unknown, so that usage
+    without it keeps the form (and hash) it had before the field existed."""
 
     def __add__(self, other: TokenUsage) -> TokenUsage:
         def _sum(a: int | None, b: int | None) -> int | None:
             return None if a is None and b is None else (a or 0) + (b or 0)
+
+        def _total(a: float | None, b: float | None) -> float | None:
+            return None if a is None and b is None else (a or 0.0) + (b or 0.0)
 
         return TokenUsage(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
@@ -87,6 +94,7 @@ class TokenUsage(_Frozen):
             total_tokens=self.total_tokens + other.total_tokens,
             cached_tokens=_sum(self.cached_tokens, other.cached_tokens),
             reasoning_tokens=_sum(self.reasoning_tokens, other.reasoning_tokens),
+            cost_usd=_total(self.cost_usd, other.cost_usd),
         )
 
 

@@ -92,6 +92,15 @@ def provider_count(value: object) -> int | None:
     return None
 
 
+def provider_cost(value: object) -> float | None:
+    """A provider-reported cost (US dollars) an event can hold, or None when it is not one (not a number,
+    negative, or not finite)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    cost = float(value)
+    return cost if math.isfinite(cost) and cost >= 0 else None
+
+
 def provider_seconds(value: float | None) -> float | None:
     """A provider-supplied duration an event can hold: NaN is unknown (None), a negative one 0, and one
     beyond ``MAX_RETRY_AFTER_SECONDS`` (infinity included) that maximum."""

@@ -49,6 +49,7 @@ from llm_ledger.events.storable import (
     MAX_CAPTURED_BYTES,
     MAX_EXACT_INTEGER,
     MAX_MESSAGE_CHARS,
+    provider_cost,
     provider_count,
     provider_seconds,
     provider_text,
@@ -181,13 +182,17 @@ def usage_values(usage: TokenUsage | None) -> JsonDict | None:
     if any(provider_count(count) is None for count in counts):
         _unstorable("the token usage a provider reported:", usage)
         return None  # a count no event can hold exactly is no count: usage unknown
-    return {
+    values: JsonDict = {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
         "cached_tokens": provider_count(usage.cached_tokens),
         "reasoning_tokens": provider_count(usage.reasoning_tokens),
     }
+    cost = provider_cost(usage.cost_usd)
+    if cost is not None:  # an AddedLater field: left out while unknown (``later.py``)
+        values["cost_usd"] = number(cost)
+    return values
 
 
 _reported: set[str] = set()

@@ -38,7 +38,7 @@ from agno.models.response import ModelResponse
 
 from llm_ledger.environment import AGNO_TELEMETRY
 from llm_ledger.events import Scrubber, TokenUsage
-from llm_ledger.events.storable import provider_count
+from llm_ledger.events.storable import provider_cost, provider_count
 from llm_ledger.executor.classify import (
     ResponseEvidence,
     carries_secret,
@@ -304,7 +304,8 @@ class _StreamedToolCalls:
 
 def _usage(response: ModelResponse) -> TokenUsage | None:
     """The usage the provider reported, or None when it reported none, or counts no event can hold exactly
-    (10**30 tokens, a negative or fractional count: ``storable.provider_count``)."""
+    (10**30 tokens, a negative or fractional count: ``storable.provider_count``). Its cost when the provider
+    billed one in the response (OpenRouter's ``usage.cost``, which Agno reads as ``metrics.cost``)."""
     metrics = response.response_usage
     if metrics is None:
         return None
@@ -321,6 +322,7 @@ def _usage(response: ModelResponse) -> TokenUsage | None:
         total_tokens=total or provider_count(prompt + completion) or 0,
         cached_tokens=cached or None,
         reasoning_tokens=reasoning or None,
+        cost_usd=provider_cost(getattr(metrics, "cost", None)),
     )
 
 

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from uuid import UUID
 
 from llm_ledger.executor.client import CallParams, Completion, ModelClient
@@ -133,9 +133,17 @@ class ExecutionTracer(Protocol):
         else under whatever span is current in OpenTelemetry's context, else a root."""
         ...
 
+
+@runtime_checkable
+class TurnTracer(Protocol):
+    """What a tracer has beyond ``ExecutionTracer`` to give a turn its span (``turns.turn_span``); the
+    tracers of ``llm_ledger.telemetry`` have it. Not part of ``ExecutionTracer``, so that a tracer written
+    before turns had spans still serves: ``turn_span`` makes no span with it."""
+
     def turn(self, name: str, context: ExecutionContext) -> TurnTrace:
         """A turn's span, made the current span until it ends: under the current run when there is one, else
-        under whatever span is current in OpenTelemetry's context, else a root."""
+        under whatever span is current in OpenTelemetry's context, else a root. While it is current, no run
+        is (``current_run``): the turn's executions hang under it, or under a span the caller opened in it."""
         ...
 
 

@@ -201,7 +201,7 @@ _STEP_COUNTS = (
     "input_tokens",
     "output_tokens",
 )
-_STEP_COUNTERS = (*_STEP_COUNTS, "execution_latency_ms_sum", "attempt_latency_ms_sum")
+_STEP_COUNTERS = (*_STEP_COUNTS, "execution_latency_ms_sum", "attempt_latency_ms_sum", "first_chunk_ms_sum")
 """The step figures a stored row and a new one add up plainly."""
 _SESSION_COUNTERS = ("executions", "succeeded", "failed", "fallback_executions", "attempts", "attempt_failures")
 
@@ -226,6 +226,7 @@ _ON_CONFLICT: dict[str, dict[str, str] | None] = {
         " ELSE coalesce(llm_ledger_step_stats.cost_usd, 0.0) + coalesce(EXCLUDED.cost_usd, 0.0) END",
         "execution_latency": _merged(step_stats, "execution_latency"),
         "attempt_latency": _merged(step_stats, "attempt_latency"),
+        "first_chunk_latency": _merged(step_stats, "first_chunk_latency"),
     },
     error_stats.name: _sums(error_stats, "count"),
     fallback_stats.name: _sums(fallback_stats, "fallbacks", "succeeded_after"),
@@ -261,6 +262,8 @@ def _delta_rows(delta: Delta) -> list[tuple[Table, list[tuple[Any, ...]]]]:
             dumps(f.execution_latency),
             f.attempt_latency_ms_sum,
             dumps(f.attempt_latency),
+            f.first_chunk_ms_sum,
+            dumps(f.first_chunk_latency),
         )
         for key, f in delta.steps.items()
     ]

@@ -1,4 +1,5 @@
-"""What tokens cost, when the operator says so: a TOML price table (``LLM_LEDGER_PRICES``).
+"""What tokens cost, when the operator says so: a TOML price table (``LLM_LEDGER_PRICES``), which overrides
+the ``genai-prices`` catalogue for the models it names (``costs.Pricing``).
 
 ```toml
 [models."openai/gpt-4o-mini"]
@@ -11,7 +12,8 @@ output_per_million = 15.0
 ```
 
 Prices are applied when events are projected: after changing the table, ``llm-ledger project --rebuild``
-recomputes every cost. A model with no price has no cost (NULL), never a cost of zero.
+recomputes every cost. A model priced neither here nor by the catalogue has no cost (NULL), never a cost of
+zero.
 """
 
 from __future__ import annotations

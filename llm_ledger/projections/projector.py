@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import URL
 
+from llm_ledger.projections.costs import Pricing
 from llm_ledger.projections.database import Checkpoint, ProjectionDatabase
 from llm_ledger.projections.prices import PriceTable
 from llm_ledger.projections.rollup import EdgeOrigin, Folder
@@ -67,7 +68,7 @@ class Projector:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         self._store = EventStore(url_or_engine, role=PROJECTOR_ROLE)
         self._database = ProjectionDatabase(self._store.backend, name)
-        self._folder = Folder(prices or PriceTable.from_env(), self._edges_of)
+        self._folder = Folder(Pricing(prices or PriceTable.from_env()), self._edges_of)
         self._connection: Connection | None = None
         self._last_saved: Cursor | None = None
         self.batch_size = batch_size

@@ -139,6 +139,16 @@ class Figures(StepFigures):
         p50, p95, p99 = histogram.quantiles(self.attempt_latency, PERCENTILES)
         return p50, p95, p99
 
+    @property
+    def streamed_attempts(self) -> int:
+        """Streamed attempts that answered: those with a time to first chunk."""
+        return sum(self.first_chunk_latency.values())
+
+    def first_chunk_percentiles(self) -> tuple[float | None, float | None, float | None]:
+        """Time to first chunk p50, p95, p99 (ms) of the streamed attempts that answered, within 1.5%."""
+        p50, p95, p99 = histogram.quantiles(self.first_chunk_latency, PERCENTILES)
+        return p50, p95, p99
+
 
 @dataclass(frozen=True, slots=True)
 class Point:
@@ -357,12 +367,11 @@ class LedgerView:
         return [Point(start, group, summed.figures()) for (start, group), summed in sorted(points.items())]
 
     def _step_rows(self, tenant_id: str, segments: Iterable[Segment], filters: Filters) -> list[Any]:
-        columns = [c for c in step_stats.c if c.name not in ("execution_latency", "attempt_latency")]
-        query = select(
-            *columns,
-            cast(step_stats.c.execution_latency, Text).label("execution_latency"),
-            cast(step_stats.c.attempt_latency, Text).label("attempt_latency"),
-        ).where(step_stats.c.tenant_id == tenant_id, _in_segments(step_stats, segments), *_kept(step_stats, filters))
+        histograms = ("execution_latency", "attempt_latency", "first_chunk_latency")
+        columns = [c for c in step_stats.c if c.name not in histograms]
+        query = select(*columns, *(cast(step_stats.c[name], Text).label(name) for name in histograms)).where(
+            step_stats.c.tenant_id == tenant_id, _in_segments(step_stats, segments), *_kept(step_stats, filters)
+        )
         with self._reading(tenant_id) as connection:
             return list(connection.execute(query))
 
@@ -592,12 +601,13 @@ class _Sums:
     """``llm_ledger_step_stats`` rows summed into ``Figures``: the stored histograms are merged as read
     (bucket keys left as text) and turned into ``Figures``' integer buckets once, at the end."""
 
-    __slots__ = ("attempt_latency", "execution_latency", "totals")
+    __slots__ = ("attempt_latency", "execution_latency", "first_chunk_latency", "totals")
 
     def __init__(self) -> None:
         self.totals = Figures()
         self.execution_latency: dict[str, int] = {}
         self.attempt_latency: dict[str, int] = {}
+        self.first_chunk_latency: dict[str, int] = {}
 
     def add(self, row: Any) -> None:
         totals = self.totals
@@ -615,11 +625,14 @@ class _Sums:
         totals.attempt_latency_ms_sum += row.attempt_latency_ms_sum
         _merge_stored(self.execution_latency, row.execution_latency)
         _merge_stored(self.attempt_latency, row.attempt_latency)
+        totals.first_chunk_ms_sum += row.first_chunk_ms_sum
+        _merge_stored(self.first_chunk_latency, row.first_chunk_latency)
 
     def figures(self) -> Figures:
         totals = self.totals
         totals.execution_latency = {int(b): n for b, n in self.execution_latency.items()}
         totals.attempt_latency = {int(b): n for b, n in self.attempt_latency.items()}
+        totals.first_chunk_latency = {int(b): n for b, n in self.first_chunk_latency.items()}
         return totals
 
 

@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from llm_ledger.projections import histogram
+from llm_ledger.projections.costs import Pricing
 from llm_ledger.projections.grains import GRAINS, MINUTE, floor
-from llm_ledger.projections.prices import PriceTable
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +47,8 @@ class StepFigures:
     execution_latency: histogram.Counts = field(default_factory=dict)
     attempt_latency_ms_sum: float = 0.0
     attempt_latency: histogram.Counts = field(default_factory=dict)
+    first_chunk_ms_sum: float = 0.0
+    first_chunk_latency: histogram.Counts = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -150,8 +152,8 @@ class Folder:
     executions still open.
     """
 
-    def __init__(self, prices: PriceTable, edges_of: Callable[[str, str], list[EdgeOrigin]]) -> None:
-        self._prices = prices
+    def __init__(self, pricing: Pricing, edges_of: Callable[[str, str], list[EdgeOrigin]]) -> None:
+        self._pricing = pricing
         self._edges_of = edges_of
         self._open_edges: dict[str, list[EdgeOrigin]] = {}
         self._open_streams: set[str] = set()
@@ -183,12 +185,16 @@ class Folder:
         latency = float(payload["latency_ms"])
         usage = payload.get("usage") or {}
         input_tokens, output_tokens = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
-        cost = self._prices.cost(model, input_tokens, output_tokens)
-        for figures in self._attempt_rows(delta, record, model, latency):
+        cost = self._pricing.cost(model, usage, record.occurred_at)
+        rows = self._attempt_rows(delta, record, model, latency)
+        for figures in rows:
             figures.input_tokens += input_tokens
             figures.output_tokens += output_tokens
             if cost is not None:
                 figures.cost_usd = (figures.cost_usd or 0.0) + cost
+        first_chunk = payload.get("time_to_first_chunk_ms")
+        if first_chunk is not None:  # a streamed attempt's: the others have none
+            _count_first_chunk(rows, float(first_chunk))
         self._touch_session(delta, record).attempts += 1
 
     def _attempt_failed(self, delta: Delta, record: EventRecord) -> None:
@@ -370,6 +376,14 @@ class Folder:
     def _close(self, stream_id: str) -> None:
         self._open_streams.discard(stream_id)
         self._open_edges.pop(stream_id, None)
+
+
+def _count_first_chunk(rows: list[StepFigures], first_chunk_ms: float) -> None:
+    bucket = histogram.bucket_of(first_chunk_ms)
+    for figures in rows:
+        figures.first_chunk_ms_sum += first_chunk_ms
+        counts = figures.first_chunk_latency
+        counts[bucket] = counts.get(bucket, 0) + 1
 
 
 def _payload(record: EventRecord) -> Mapping[str, Any]:

@@ -7,7 +7,9 @@ UTC), keyed by tenant, agent, step, model and provider. Which model a figure is 
   under the model that answered, or for a failed execution the last model tried, in the bucket of the
   terminal event;
 - attempt figures (``attempts``, ``attempt_failures``, tokens, cost, attempt latency) under the attempted
-  model, in the bucket of the attempt's outcome;
+  model, in the bucket of the attempt's outcome; the time to the first chunk (``first_chunk_latency``, its
+  count the streamed attempts that answered, and ``first_chunk_ms_sum``) likewise, of the streamed attempts
+  that succeeded (the ``time_to_first_chunk_ms`` of ``AttemptSucceeded``);
 - fallback edges in the bucket of the ``FallbackTriggered`` event; ``succeeded_after`` counts those whose
   execution then succeeded;
 - tool executions (``llm_ledger_tool_stats``, their own streams, never counted as executions) per tool and
@@ -71,6 +73,8 @@ step_stats = Table(
     Column("execution_latency", _Histogram, nullable=False),
     Column("attempt_latency_ms_sum", Float, nullable=False, server_default="0"),
     Column("attempt_latency", _Histogram, nullable=False),
+    Column("first_chunk_ms_sum", Float, nullable=False, server_default="0"),
+    Column("first_chunk_latency", _Histogram, nullable=False, server_default="{}"),
     PrimaryKeyConstraint("tenant_id", "grain_seconds", "bucket_start", "agent_id", "step", "model", "provider"),
 )
 

@@ -206,53 +206,54 @@ class DeferredExecutionTracer:
     def start(
         self, execution_id: UUID, operation: str, context: ExecutionContext, chain: tuple[str, ...]
     ) -> _Execution:
-        parent = self._parent(current_run.get())
+        parent, dropped = self._parent(current_run.get())
         trace_id = parent.trace_id if parent else new_trace_id()
-        sampled = self._sampled(parent, trace_id, operation)
+        sampled = not dropped and self._sampled(parent, trace_id, operation)
         return _Execution(self, execution_id, operation, context, chain, parent, sampled, trace_id)
 
     def tool(
         self, tool_name: str, tool_call_id: str | None, context: ExecutionContext, parent: SpanRef | None
     ) -> _Span:
-        under = self._parent(current_run.get() or parent)
+        under, dropped = self._parent(current_run.get() or parent)
         trace_id = under.trace_id if under else new_trace_id()
         name = conventions.tool_span_name(tool_name)
         return _Span(self, name, conventions.tool_attributes, (tool_name, tool_call_id, context), under,
-                     self._sampled(under, trace_id, name), trace_id, expose_ids=False)  # fmt: skip
+                     not dropped and self._sampled(under, trace_id, name), trace_id, expose_ids=False)  # fmt: skip
 
     def agent_run(self, agent_name: str | None, agent_id: str | None, context: ExecutionContext) -> _Span:
-        under = self._parent(current_run.get())
+        under, dropped = self._parent(current_run.get())
         trace_id = under.trace_id if under else new_trace_id()
         name = conventions.run_span_name(agent_name)
         return _Span(self, name, conventions.run_attributes, (agent_name, agent_id, context), under,
-                     self._sampled(under, trace_id, name), trace_id, expose_ids=True)  # fmt: skip
+                     not dropped and self._sampled(under, trace_id, name), trace_id, expose_ids=True)  # fmt: skip
 
     def turn(self, name: str, context: ExecutionContext) -> CurrentTurn:
-        under = self._parent(current_run.get())
+        under, dropped = self._parent(current_run.get())
         trace_id = under.trace_id if under else new_trace_id()
         span_name = conventions.turn_span_name(name)
         span = _Span(self, span_name, conventions.turn_attributes, (name, context), under,
-                     self._sampled(under, trace_id, span_name), trace_id, expose_ids=False)  # fmt: skip
+                     not dropped and self._sampled(under, trace_id, span_name), trace_id, expose_ids=True)  # fmt: skip
         ids = SpanContext(trace_id, span.span_id_int, False, SAMPLED if span.sampled else NOT_SAMPLED)
         return CurrentTurn(span, NonRecordingSpan(ids))
 
-    def _parent(self, ref: SpanRef | None) -> SpanContext | None:
-        """A span's parent: ``ref`` when given, else OpenTelemetry's current span, else none (a root)."""
+    def _parent(self, ref: SpanRef | None) -> tuple[SpanContext | None, bool]:
+        """A span's parent: ``ref`` when given, else OpenTelemetry's current span, else none (a root); and
+        whether the span is sampled out with it, whatever the sampler (a trace is kept or dropped whole):
+        under a span of this tracer's that is sampled out (``ref``'s, or a turn's). Under any other
+        sampled-out span (the application's, a remote one of an incoming ``traceparent``) the sampler
+        decides."""
         if ref is not None:
-            return parent_context(ref, self.sampled_out)
+            parent = parent_context(ref, self.sampled_out)
+            return parent, not parent.trace_flags.sampled
         current = trace.get_current_span().get_span_context()
-        return current if current.is_valid else None
+        if not current.is_valid:
+            return None, False
+        return current, not current.trace_flags.sampled and format(current.span_id, "016x") in self.sampled_out
 
     def _sampled(self, parent: SpanContext | None, trace_id: int, name: str) -> bool:
-        """The sampler's decision, except under a sampled-out parent: then sampled out, whatever the sampler
-        (a trace is kept or dropped whole)."""
-        if parent is None:
-            result = self._sampler.should_sample(None, trace_id, name, SpanKind.INTERNAL)
-        elif not parent.trace_flags.sampled:
-            return False
-        else:
-            context = trace.set_span_in_context(NonRecordingSpan(parent))
-            result = self._sampler.should_sample(context, trace_id, name, SpanKind.INTERNAL)
+        """The sampler's decision."""
+        context = trace.set_span_in_context(NonRecordingSpan(parent)) if parent is not None else None
+        result = self._sampler.should_sample(context, trace_id, name, SpanKind.INTERNAL)
         return result.decision is Decision.RECORD_AND_SAMPLE
 
     def submit(self, finished: _Execution | _Span) -> None:
@@ -377,4 +378,4 @@ class DeferredExecutionTracer:
         if attempt.completion is None:
             self._instruments.duration.record(seconds, {**base, conventions.ERROR_TYPE: attempt.error_type or ""})
             return
-        conventions.record_success(self._instruments, base, seconds, attempt.completion)
+        conventions.record_success(self._instruments, base, seconds, attempt.completion, attempt.ttfc_ms)

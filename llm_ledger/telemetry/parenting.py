@@ -1,10 +1,12 @@
 """Where a span hangs, for both tracers: a ``SpanRef`` (the current agent run, or the execution that asked
-for a tool) made into the parent ``SpanContext`` of OpenTelemetry, and the memory of the agent runs that
-were sampled out.
+for a tool) made into the parent ``SpanContext`` of OpenTelemetry, and the memory of the agent runs and
+turns that were sampled out.
 
 A run hands out its ids even when it is sampled out (they parent its executions and tools, and go into
 no event); the ref built from them says nothing of that, so the tracer that made the run remembers it
-here, and a child of a sampled-out run is sampled out too: a trace is kept or dropped whole.
+here, and a child of a sampled-out run is sampled out too: a trace is kept or dropped whole. A turn,
+which its children find as OpenTelemetry's current span, is remembered alike: a sampled-out current span
+that is not in this memory (a remote parent, one of the application's) is left to the sampler.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def new_trace_id() -> int:
 
 
 class SampledOutRuns:
-    """The span ids (hex) of the agent runs a tracer sampled out and that have not ended: the last
+    """The span ids (hex) of the agent runs and turns a tracer sampled out and that have not ended: the last
     ``limit`` of them at most, so that a run that never ends cannot grow it without bound."""
 
     def __init__(self, limit: int = 10_000) -> None:

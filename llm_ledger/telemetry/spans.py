@@ -38,6 +38,7 @@ from llm_ledger.executor.context import ExecutionContext
 from llm_ledger.executor.errors import ProviderError
 from llm_ledger.executor.tools import ToolSpec
 from llm_ledger.executor.tracing import SpanRef, current_run
+from llm_ledger.telemetry.first_chunk import FirstChunkMetric
 from llm_ledger.telemetry.parenting import NOT_SAMPLED, SampledOutRuns, new_span_id, parent_context
 from llm_ledger.telemetry.turns import CurrentTurn
 
@@ -229,13 +230,17 @@ class Instruments:
     def __init__(self, meter: metrics.Meter) -> None:
         self.duration = gen_ai_metrics.create_gen_ai_client_operation_duration(meter)
         self.tokens = gen_ai_metrics.create_gen_ai_client_token_usage(meter)
+        self.first_chunk = FirstChunkMetric(meter)
 
 
-def record_success(instruments: Instruments, base: dict[str, Any], seconds: float, completion: Completion) -> None:
+def record_success(
+    instruments: Instruments, base: dict[str, Any], seconds: float, completion: Completion, ttfc_ms: float | None
+) -> None:
     attributes = (
         {**base, gen_ai.GEN_AI_RESPONSE_MODEL: completion.response_model} if completion.response_model else base
     )
     instruments.duration.record(seconds, attributes)
+    instruments.first_chunk.record(ttfc_ms, attributes)
     if completion.usage is not None:
         token_type = gen_ai.GEN_AI_TOKEN_TYPE
         instruments.tokens.record(completion.usage.prompt_tokens, {**attributes, token_type: "input"})
@@ -311,18 +316,20 @@ class OtelExecutionTracer:
         run = current_run.get()
         under = self._under(run) if run is not None else self._under_current()
         if isinstance(under, Span):
-            return CurrentTurn(_SpanTrace(under, self.sampled_out, expose_ids=False), under)
+            return CurrentTurn(_SpanTrace(under, self.sampled_out, expose_ids=True), under)
         span = self.tracer.start_span(
             turn_span_name(name), context=under, kind=SpanKind.INTERNAL, attributes=turn_attributes(name, context)
         )
-        return CurrentTurn(_SpanTrace(span, self.sampled_out, expose_ids=False), span)
+        return CurrentTurn(_SpanTrace(span, self.sampled_out, expose_ids=True), span)
 
     def _under_current(self) -> Span | None:
-        """None, to start a span under the caller's current span (the API's default), unless that one is sampled
-        out (a turn's, say): then the child itself, a non-recording span in its trace, as the deferred tracer
-        makes it (a trace is kept or dropped whole)."""
+        """None, to start a span under the caller's current span (the API's default: the application's sampler
+        decides), unless that one is a turn this tracer sampled out: then the child itself, a non-recording span
+        in its trace, as the deferred tracer makes it (a trace is kept or dropped whole). Any other sampled-out
+        parent (one of the application's, a remote one of an incoming ``traceparent``) is the sampler's to
+        judge, as it always was."""
         current = trace.get_current_span().get_span_context()
-        if current.is_valid and not current.trace_flags.sampled:
+        if current.is_valid and not current.trace_flags.sampled and format(current.span_id, "016x") in self.sampled_out:
             return NonRecordingSpan(SpanContext(current.trace_id, new_span_id(), False, NOT_SAMPLED))
         return None
 
@@ -412,7 +419,7 @@ class _AttemptTrace:
             self.span.set_attributes(response_attributes(completion, ttfc_ms))
         self.span.end()
         seconds = (time.perf_counter_ns() - self.started_ns) / 1e9
-        record_success(self._owner.instruments, metric_attributes(self.client), seconds, completion)
+        record_success(self._owner.instruments, metric_attributes(self.client), seconds, completion, ttfc_ms)
 
     def failed(self, error: ProviderError, error_type: str) -> None:
         self.span.set_attribute(ERROR_TYPE, error_type)
@@ -424,9 +431,10 @@ class _AttemptTrace:
 
 
 class _SpanTrace:
-    """A tool execution's or an agent run's span. A tool's ids go into its events, so they are there only
-    when the span is exported; a run's (``expose_ids``) parent its children and go into no event, so they
-    are there whenever the span is valid, and a sampled-out run is remembered until it ends."""
+    """A tool execution's, an agent run's or a turn's span. A tool's ids go into its events, so they are
+    there only when the span is exported; a run's or a turn's (``expose_ids``) parent its children and go
+    into no event, so they are there whenever the span is valid, and a sampled-out one is remembered until
+    it ends."""
 
     __slots__ = ("_sampled_out", "ended", "span", "span_id", "trace_id")
 

@@ -155,3 +155,19 @@ def test_audit_incomplete_lists_the_executions_and_tool_executions_with_no_termi
         wanted = expected[row["execution_id"]]
         assert project(row, wanted) == wanted
         assert row["age_seconds"] >= 0
+
+
+def test_audit_attempts_shows_the_time_to_first_chunk_of_the_streamed_attempts(
+    audited: AuditedLedger, engine_of: Callable[[str], Engine]
+) -> None:
+    rows = view_rows(engine_of(audited.url), "audit_attempts")
+    streamed = {
+        (str(e.stream_id), e.payload.attempt): e.payload.time_to_first_chunk_ms
+        for e in audited.events
+        if e.event_type == "AttemptSucceeded" and e.payload.time_to_first_chunk_ms is not None
+    }
+
+    assert streamed, "the dataset streams"
+    shown = {(str(row["execution_id"]), row["attempt"]): row["time_to_first_chunk_ms"] for row in rows}
+    assert {key: shown[key] for key in streamed} == streamed
+    assert all(ms is None for key, ms in shown.items() if key not in streamed)

@@ -115,6 +115,10 @@ def attempts(events: Iterable[Event]) -> dict[tuple[str, int], Row]:
                 "next_action": end.get("next_action"),
                 "latency_ms": end.get("latency_ms"),
                 "total_tokens": (end.get("usage") or {}).get("total_tokens"),
+                "time_to_first_chunk_ms": end.get("time_to_first_chunk_ms"),
+                "cached_tokens": (end.get("usage") or {}).get("cached_tokens"),
+                "reasoning_tokens": (end.get("usage") or {}).get("reasoning_tokens"),
+                "reported_cost_usd": (end.get("usage") or {}).get("cost_usd"),
             }
     return rows
 

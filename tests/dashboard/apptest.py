@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.dashboard.conftest import APP
 
-PAGES = ("overview", "latency", "errors", "fallbacks", "tools", "sessions", "execution", "audit")
+PAGES = ("overview", "latency", "errors", "fallbacks", "tools", "sessions", "execution", "audit", "cost")
 
 
 def open_dashboard(**query: str | list[str]) -> AppTest:

@@ -12,7 +12,7 @@ import pytest
 
 from llm_ledger.audit import seal_ledger, verify_ledger
 from llm_ledger.store import EventStore, migrate
-from tests.dashboard.ledger import KnownLedger
+from tests.dashboard.ledger import PRICES, KnownLedger
 from tests.projections.projecting import project_url
 from tests.store import conftest as store_fixtures
 
@@ -54,7 +54,7 @@ def recorded_ledger(url: str) -> KnownLedger:
     store = EventStore(url)
     store.append(ledger.events)
     store.close()
-    project_url(url)
+    project_url(url, prices=PRICES)
     return ledger
 
 

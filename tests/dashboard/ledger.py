@@ -23,11 +23,14 @@ from llm_ledger import (
 )
 from llm_ledger.events import STREAM_KINDS, Event, StreamHeader, StreamSealer
 from llm_ledger.executor import InMemorySink
+from llm_ledger.projections import Price, PriceTable
 from llm_ledger.projections.queries import Window
 
 FAST = "mock/fast?p50_ms=40&p99_ms=120&seed=1"
 LIMITED = "mock/limited?rate_limit=1&p50_ms=15&seed=2"
 BACKUP = "mock/backup?p50_ms=70&p99_ms=200&seed=3"
+PRICES = PriceTable(exact={FAST: Price(input_per_million=150.0, output_per_million=600.0)})
+"""The operator's price of one mock model (no catalogue knows a mock model): the others' cost stays unknown."""
 BROKEN = "mock/broken?server_error=1&p50_ms=25&seed=4"
 OTHER_TENANTS_MODEL = "mock/globex-private-model?p50_ms=5"
 TOOL_USER = "mock/tool-user?p50_ms=10&tool_use=1&seed=5"
@@ -56,9 +59,10 @@ def run(
     chain: Sequence[str],
     step: str,
     agent: str = "support-agent",
+    stream: bool = False,
 ) -> list[Event]:
     """``count`` executions of one step, each with no retries (a failure falls back or fails at once), in
-    ``session`` (``None``: of no session)."""
+    ``session`` (``None``: of no session); streamed when ``stream``."""
     sink = InMemorySink()
     executor = LLMExecutor(
         chain[0],
@@ -73,8 +77,12 @@ def run(
         async def one(i: int) -> None:
             context = execution_context(tenant_id=tenant, agent_id=agent, session_id=session, turn_id=f"turn-{i}")
             # Failed executions are part of the fixture.
+            messages = [LLMMessage(role="user", content=f"question {i}")]
             with context, contextlib.suppress(AllModelsFailedError):
-                await executor.generate([LLMMessage(role="user", content=f"question {i}")])
+                if stream:
+                    [chunk async for chunk in executor.generate_stream(messages)]
+                else:
+                    await executor.generate(messages)
 
         await asyncio.gather(*(one(i) for i in range(count)))
 
@@ -169,6 +177,10 @@ class KnownLedger:
                 run(3, tenant=acme, session=one, chain=[LIMITED, BACKUP], step="answer"), 35 * minutes, traced=True
             ),
             *moved_back(run(2, tenant=acme, session=two, chain=[BROKEN], step="answer"), 20 * minutes),
+            *moved_back(
+                run(3, tenant=acme, session="acme-session-streamed", chain=[FAST], step="summarize", stream=True),
+                70 * minutes,
+            ),
             *moved_back(run(4, tenant=acme, session=two, chain=[FAST, BACKUP], step="classify"), 5 * minutes),
             *moved_back(tool_conversation(tenant=acme, session=self.tools_session, step="answer"), 15 * minutes),
             *moved_back(

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from urllib.parse import parse_qs
 
 from llm_ledger.dashboard import ViewState
-from llm_ledger.dashboard.state import FIRST_DATE, LAST_DATE
+from llm_ledger.dashboard.state import FIRST_DATE, LAST_DATE, PAGES
 from llm_ledger.projections.queries import Filters
 
 NOW = datetime(2026, 3, 14, 15, 9, 26, tzinfo=UTC)
@@ -67,10 +67,7 @@ def test_a_link_parameter_that_cannot_be_used_is_named_and_falls_back() -> None:
     assert set(ignored) == {
         "start=9999-12-31 is outside the dates shown (1970-01-01 to 9999-12-30): ignored.",
         "end=0001-01-03 is outside the dates shown (1970-01-01 to 9999-12-30): ignored.",
-        (
-            "page=admin is not one of overview, latency, errors, fallbacks, tools, sessions, execution, audit: "
-            "showing Overview."
-        ),
+        f"page=admin is not one of {', '.join(PAGES)}: showing Overview.",
         "session=s-1\\x00 cannot be a session id (it holds a control character): ignored.",
     }
     assert len(ignored) == 4

@@ -72,9 +72,19 @@ def test_the_template_wins_over_the_jaeger_url_and_nothing_is_deprecated_without
         ("http://jaeger:16686/trace/", "has no {trace_id}"),
         ("http://jaeger:16686/trace/{trace_id", "has an unmatched brace"),
         ("http://jaeger:16686/trace/{trace_id:>40}", "formats {trace_id}"),
-        ("jaeger:16686/trace/{trace_id}", "is not an http:// or https:// URL"),
+        ("jaeger:16686/trace/{trace_id}", "is not an http:// or https:// URL nor a path"),
+        ("javascript:alert(document.cookie)//{trace_id}", "is not an http:// or https:// URL nor a path"),
+        ("jaeger/trace/{trace_id}", "is not an http:// or https:// URL nor a path"),
     ],
-    ids=["unknown-placeholder", "no-trace-id", "unmatched-brace", "format-spec", "no-scheme"],
+    ids=[
+        "unknown-placeholder",
+        "no-trace-id",
+        "unmatched-brace",
+        "format-spec",
+        "no-scheme",
+        "javascript",
+        "relative-without-slash",
+    ],
 )
 def test_a_template_that_cannot_make_links_is_an_error_naming_the_variable(template: str, problem: str) -> None:
     with pytest.raises(TraceLinkTemplateError, match=r"^LLM_LEDGER_TRACE_URL=") as raised:
@@ -82,6 +92,28 @@ def test_a_template_that_cannot_make_links_is_an_error_naming_the_variable(templ
 
     assert problem in str(raised.value)
     assert repr(template) in str(raised.value)
+
+
+def test_a_path_on_the_dashboards_own_site_is_a_template_too() -> None:
+    links = trace_links_from_env({"LLM_LEDGER_TRACE_URL": "/phoenix/redirects/traces/{trace_id}"})
+
+    assert links.url(TRACE_ID) == f"/phoenix/redirects/traces/{TRACE_ID}"
+
+
+def test_a_deprecated_jaeger_url_behind_the_dashboards_reverse_proxy_still_links() -> None:
+    environ = {"LLM_LEDGER_JAEGER_URL": "/jaeger"}
+
+    assert trace_links_from_env(environ).url(TRACE_ID) == f"/jaeger/trace/{TRACE_ID}"
+    assert deprecation_notice(environ) == (
+        "LLM_LEDGER_JAEGER_URL is deprecated: set LLM_LEDGER_TRACE_URL=/jaeger/trace/{trace_id}"
+    )
+
+
+def test_an_empty_jaeger_url_is_unset_and_not_deprecated() -> None:
+    environ = {"LLM_LEDGER_JAEGER_URL": ""}
+
+    assert deprecation_notice(environ) is None
+    assert trace_links_from_env(environ).url(TRACE_ID) == f"http://localhost:16686/trace/{TRACE_ID}"
 
 
 def test_a_deprecated_jaeger_url_that_cannot_make_links_is_an_error_naming_it() -> None:

@@ -37,7 +37,7 @@ from llm_ledger.events import (
 )
 from llm_ledger.events import values as payloads
 from llm_ledger.events.chain import _json_text
-from llm_ledger.events.values import JsonPayload, plain_floats
+from llm_ledger.events.values import JsonPayload, plain_floats, usage_values
 
 # Floats of every shape: integral ones (written as ints), tiny and huge ones (exponents), and ints given
 # for a float field (the models take them).
@@ -62,6 +62,9 @@ usages = st.none() | st.builds(
     total_tokens=ids,
     cached_tokens=opt() | ids,
     reasoning_tokens=opt() | ids,
+    # A provider's reported cost: left out of the values while None (an AddedLater field), tiny ones
+    # written with an exponent.
+    cost_usd=opt() | st.floats(min_value=0, max_value=1e6) | st.sampled_from([1e-7, 0.0123, 5e-324, 2.0]),
 )
 parameters = st.builds(
     RequestParameters,
@@ -364,3 +367,13 @@ def test_occurred_at_is_hashed_as_pydantic_writes_it(moment: datetime) -> None:
 @given(st.none() | st.text() | st.sampled_from(['a"b', "a\\b", "tab\there", "\x7f", "\u2028", "é", "😀", "/"]))
 def test_the_stream_fields_are_written_as_orjson_writes_them(value: str | None) -> None:
     assert _json_text(value) == orjson.dumps(value).decode()
+
+
+def test_usage_without_a_reported_cost_keeps_its_form_and_one_with_it_is_stored() -> None:
+    usage = TokenUsage(prompt_tokens=10, completion_tokens=5, total_tokens=15, cached_tokens=4)
+
+    assert "cost_usd" not in usage.model_dump(mode="json")
+    assert "cost_usd" not in (usage_values(usage) or {})
+    billed = usage.model_copy(update={"cost_usd": 0.0123})
+    assert billed.model_dump(mode="json")["cost_usd"] == usage_values(billed)["cost_usd"] == 0.0123  # type: ignore[index]
+    assert (usage + billed).cost_usd == 0.0123

@@ -123,11 +123,17 @@ class Reply:
     shorter). ``request_id``, ``response_id`` and ``response_model`` replace the ids and the model name the
     answer reports (``{api_key}`` in them, and in ``finish_reason``, is replaced by the key the request
     carried: a provider echoing it). ``input_tokens``/``output_tokens`` are sent as given, however large.
+    ``cached_tokens`` and ``reasoning_tokens`` go in OpenAI's and OpenRouter's usage details (of the input and
+    output tokens: counted in them, as OpenAI counts them), ``cost`` as OpenRouter's ``usage.cost`` (US
+    dollars; the other dialects report no cost).
     """
 
     text: str = "fake reply from {model}"
     input_tokens: int | None = None
     output_tokens: int | None = None
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost: float = 0.0
     finish_reason: str = "stop"
     delay: float = 0.0
     chunk_delay: float = 0.0
@@ -554,6 +560,8 @@ class _Ctx:
     request_id: str
     response_id: str | None = None
     response_model: str | None = None
+    usage_details: Reply | None = None
+    """The reply whose cached and reasoning tokens and cost the usage reports (none: zeros)."""
 
     @property
     def request_id_header(self) -> str:
@@ -613,15 +621,16 @@ def _openai_usage(ctx: _Ctx, prompt: int, completion: int) -> dict[str, Any]:
     if ctx.provider == "groq":
         usage.update(queue_time=0.01, prompt_time=0.002, completion_time=0.004, total_time=0.006)
     else:
-        usage["prompt_tokens_details"] = {"cached_tokens": 0, "audio_tokens": 0}
+        details = ctx.usage_details or Reply()
+        usage["prompt_tokens_details"] = {"cached_tokens": details.cached_tokens, "audio_tokens": 0}
         usage["completion_tokens_details"] = {
-            "reasoning_tokens": 0,
+            "reasoning_tokens": details.reasoning_tokens,
             "audio_tokens": 0,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
         }
     if ctx.provider == "openrouter":
-        usage["cost"] = 0.0
+        usage["cost"] = (ctx.usage_details or Reply()).cost
     return usage
 
 
@@ -1292,6 +1301,8 @@ class FakeProviderServer:
             behaviour = behaviour.resolve(provider, body)
         if isinstance(behaviour, (Reply, ToolCalls)) and behaviour.request_id is not None:
             ctx.request_id = behaviour.request_id.replace("{api_key}", api_key or "")
+        if isinstance(behaviour, Reply):
+            ctx.usage_details = behaviour
         record = RecordedRequest(
             path=path,
             model=model,

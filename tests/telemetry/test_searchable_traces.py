@@ -154,7 +154,11 @@ async def test_a_turn_that_raises_is_a_failed_span_and_the_error_goes_on(traced:
         turn_span("t-1", name="focal", tracer=traced.tracer),
     ):
         await executor.generate(MESSAGES)
-    with pytest.raises(LookupError), turn_span("t-2", name="focal", tracer=traced.tracer):
+    with (
+        pytest.raises(LookupError),
+        execution_context(tenant_id="acme"),
+        turn_span("t-2", name="focal", tracer=traced.tracer),
+    ):
         raise LookupError("customer 4711 not found")
 
     traced.flush()

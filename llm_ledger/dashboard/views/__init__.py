@@ -38,7 +38,7 @@ Render = Callable[[PageContext], None]
 
 def renderer(page: str) -> Render:
     """The function that draws ``page`` (a key of ``state.PAGES``)."""
-    from llm_ledger.dashboard.views import audit, errors, execution, fallbacks, latency, overview, sessions, tools
+    from llm_ledger.dashboard.views import audit, cost, errors, execution, fallbacks, latency, overview, sessions, tools
 
     pages: dict[str, Render] = {
         "overview": overview.render,
@@ -49,5 +49,6 @@ def renderer(page: str) -> Render:
         "sessions": sessions.render,
         "execution": execution.render,
         "audit": audit.render,
+        "cost": cost.render,
     }
     return pages[page]

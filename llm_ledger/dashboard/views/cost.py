@@ -1,0 +1,49 @@
+"""Cost: tokens and cost over time by model, agent or step against the previous window, and the
+time to first chunk of streamed executions per step and model."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from llm_ledger.dashboard import charts
+from llm_ledger.dashboard.cost_shaping import cost_metrics, first_chunk_rows, priced_rows, usage_rows, usage_table
+from llm_ledger.dashboard.views import PageContext
+from llm_ledger.dashboard.views.common import heading, nothing_in_window
+from llm_ledger.projections.queries import Dimension
+
+SPLITS: dict[str, Dimension] = {"By model": "model", "By agent": "agent_id", "By step": "step"}
+UNPRICED = (
+    "No cost: no model of this window has a known price (neither reported by its provider, nor in the price "
+    "table `LLM_LEDGER_PRICES`, nor in genai-prices; the demo's mock models have none)."
+)
+
+
+def render(page: PageContext) -> None:
+    heading(page, "Cost", "Tokens, cost and time to first chunk, against the previous window")
+    current = page.view.totals(page.tenant, page.window, page.filters)
+    previous = page.view.totals(page.tenant, page.window.previous(), page.filters)
+    for column, metric in zip(st.columns(5), cost_metrics(current, previous), strict=True):
+        column.metric(metric.label, metric.value, metric.delta, delta_color=metric.delta_color, help=metric.help)
+    if not current.attempts:
+        nothing_in_window(page, "attempts")
+        return
+    for tab, (label, dimension) in zip(st.tabs(list(SPLITS)), SPLITS.items(), strict=True):
+        with tab:
+            rows = usage_rows(
+                page.view.series(page.tenant, page.window, by=dimension, filters=page.filters), page.buckets
+            )
+            title, groups = label.removeprefix("By "), sorted({row["group"] for row in rows})
+            st.altair_chart(charts.tokens_over_time(rows, title, groups), width="stretch")
+            if current.cost_usd is None:
+                st.caption(UNPRICED)
+            else:
+                st.altair_chart(charts.cost_over_time(priced_rows(rows), title, groups), width="stretch")
+            groups = page.view.breakdown(page.tenant, page.window, (dimension,), page.filters)
+            earlier = page.view.breakdown(page.tenant, page.window.previous(), (dimension,), page.filters)
+            st.dataframe(usage_table(groups, earlier), hide_index=True, width="stretch")
+    st.subheader("Time to first chunk (streamed executions)")
+    streamed = first_chunk_rows(page.view.breakdown(page.tenant, page.window, ("step", "model"), page.filters))
+    if streamed:
+        st.dataframe(streamed, hide_index=True, width="stretch")
+    else:
+        st.caption("No streamed attempts answered in this window.")
