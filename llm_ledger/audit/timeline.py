@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from sqlalchemy import Connection, select
@@ -23,6 +23,12 @@ from llm_ledger.events import STREAM_KINDS
 from llm_ledger.store import as_utc
 from llm_ledger.store.schema import READ_COLUMNS
 from llm_ledger.store.schema import events as events_table
+
+TOOL_RUN_HORIZON = timedelta(hours=1)
+"""How long after the answer that asked for them its tools' executions are looked for: an agent runs the
+tools an answer asks for at once, and the search reads the tenant's events of that span at most."""
+TOOL_EXECUTIONS_SHOWN = 200
+"""The tools' executions of one execution shown, the first ones (an answer asks for a few)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +140,9 @@ class ExecutionRecord:
     session_id: str | None
     events: list[RecordedEvent]
     tool_calls: list[ToolCallView]
+    tool_calls_cut: bool = False
+    """Whether more tool executions name it than the ``TOOL_EXECUTIONS_SHOWN`` first, which alone are in
+    ``tool_calls``."""
 
 
 def session_timeline(connection: Connection, tenant_id: str, session_id: str) -> list[ExecutionView]:
@@ -168,6 +177,34 @@ def session_activity(connection: Connection, tenant_id: str, session_id: str) ->
 _TOOL_START = STREAM_KINDS["tool_call"].start
 
 
+@dataclass(frozen=True, slots=True)
+class FirstExecution:
+    """The execution a session is opened at: its first to fail, else its first."""
+
+    execution_id: str
+    failed: bool
+
+
+def first_execution(connection: Connection, tenant_id: str, session_id: str) -> FirstExecution | None:
+    """The session's first execution to fail (its first ``ExecutionFailed``), else its first to start;
+    ``None`` for a session without executions. Each a row of the session index, read in time order."""
+    for event_type in ("ExecutionFailed", "ExecutionStarted"):
+        query = (
+            select(events_table.c.stream_id)
+            .where(
+                events_table.c.tenant_id == tenant_id,
+                events_table.c.session_id == session_id,
+                events_table.c.event_type == event_type,
+            )
+            .order_by(events_table.c.occurred_at, events_table.c.stream_id)
+            .limit(1)
+        )
+        found = connection.execute(query).scalar()
+        if found is not None:
+            return FirstExecution(str(found), failed=event_type == "ExecutionFailed")
+    return None
+
+
 def execution_record(connection: Connection, tenant_id: str, execution_id: str) -> ExecutionRecord | None:
     """One execution of the tenant and the tools' executions it asked for, from the raw events as stored,
     each stream checked; ``None`` when the tenant has no execution of that id (a tool execution's id is
@@ -175,14 +212,15 @@ def execution_record(connection: Connection, tenant_id: str, execution_id: str) 
     rows = list(connection.execute(_streams_query(tenant_id, [execution_id])))
     if not rows or rows[0].event_type == _TOOL_START:
         return None
-    first = rows[0]
-    tools = _tool_streams(connection, tenant_id, first, execution_id)
+    asked = _asking_answer(rows)
+    tools, is_cut = _tool_streams(connection, tenant_id, asked, execution_id) if asked is not None else ({}, False)
     checks = check_streams(connection, tenant_id, {execution_id: rows, **tools})
     return ExecutionRecord(
         execution=_execution_view(rows, checks[execution_id]),
-        session_id=first.session_id,
+        session_id=rows[0].session_id,
         events=[_recorded_event(row) for row in rows],
         tool_calls=sorted((_tool_call_view(tool, checks[tool_id]) for tool_id, tool in tools.items()), key=_in_time),
+        tool_calls_cut=is_cut,
     )
 
 
@@ -194,26 +232,47 @@ def _streams_query(tenant_id: str, stream_ids: Sequence[str]) -> Any:
     )
 
 
-def _tool_streams(connection: Connection, tenant_id: str, first: Any, execution_id: str) -> dict[str, list[Any]]:
-    """The streams of the tools' executions that name ``execution_id`` as the one that asked: they are of
-    its session and start after it (which the session index finds), and name it in their first payload."""
-    session = events_table.c.session_id
-    starts = select(events_table.c.stream_id, events_table.c.payload).where(
-        events_table.c.tenant_id == tenant_id,
-        session.is_(None) if first.session_id is None else session == first.session_id,
-        events_table.c.occurred_at >= first.occurred_at,
-        events_table.c.event_type == _TOOL_START,
+def _asking_answer(rows: Sequence[Any]) -> Any | None:
+    """The row of the answer whose tool calls the execution shows (its last ``AttemptSucceeded``, as
+    ``_execution_view`` reads it), when it asked for any."""
+    answers = [row for row in rows if row.event_type == "AttemptSucceeded"]
+    if not answers or not _requested(_payload(answers[-1]).get("tool_calls")):
+        return None
+    return answers[-1]
+
+
+def _tool_streams(
+    connection: Connection, tenant_id: str, asked: Any, execution_id: str
+) -> tuple[dict[str, list[Any]], bool]:
+    """The streams of the tools' executions that name ``execution_id`` as the one that asked, whatever
+    session or turn they were recorded under (a tool run may be given a context of its own), and whether
+    there were more than ``TOOL_EXECUTIONS_SHOWN``. They start after the answer that asked and, a tool
+    being run for the answer at once, within ``TOOL_RUN_HORIZON`` of it: the tenant and time index bounds
+    the scan there."""
+    named = events_table.c.payload["execution_id"].as_string()
+    starts = (
+        select(events_table.c.stream_id)
+        .where(
+            events_table.c.tenant_id == tenant_id,
+            events_table.c.occurred_at >= asked.occurred_at,
+            events_table.c.occurred_at < asked.occurred_at + TOOL_RUN_HORIZON,
+            events_table.c.event_type == _TOOL_START,
+            named == execution_id,
+        )
+        .order_by(events_table.c.occurred_at)
+        .limit(TOOL_EXECUTIONS_SHOWN + 1)
     )
-    asked = [
-        str(stream_id)
-        for stream_id, payload in connection.execute(starts)
-        if isinstance(payload, dict) and payload.get("execution_id") == execution_id
-    ]
+    found = [str(stream_id) for stream_id in connection.execute(starts).scalars()]
+    shown = found[:TOOL_EXECUTIONS_SHOWN]
     streams: dict[str, list[Any]] = {}
-    if asked:
-        for row in connection.execute(_streams_query(tenant_id, asked)):
+    if shown:
+        for row in connection.execute(_streams_query(tenant_id, shown)):
             streams.setdefault(str(row.stream_id), []).append(row)
-    return streams
+    return streams, len(found) > len(shown)
+
+
+def _payload(row: Any) -> dict[str, Any]:
+    return row.payload if isinstance(row.payload, dict) else {}
 
 
 _OUTCOMES = {

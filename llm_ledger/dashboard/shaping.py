@@ -499,9 +499,15 @@ def session_choices(recent: Sequence[SessionSummary], chosen: str | None) -> lis
     return ids
 
 
-def session_labels(recent: Iterable[SessionSummary]) -> Callable[[str], str]:
-    """How the picker names each session: those with failed executions marked, and how many failed."""
+def session_labels(
+    recent: Iterable[SessionSummary], chosen: str, chosen_executions: Iterable[ExecutionView]
+) -> Callable[[str], str]:
+    """How the picker names each session: those with failed executions marked, and how many failed; the
+    chosen one counted from its own executions (it may not be among the recent ones)."""
     failed = {summary.session_id: summary.failed for summary in recent if summary.failed}
+    failed.pop(chosen, None)
+    if chosen_failed := sum(execution.outcome == "failed" for execution in chosen_executions):
+        failed[chosen] = chosen_failed
 
     def label(session: str) -> str:
         return f"🔴 {session} · {failed[session]} failed" if session in failed else session
@@ -509,9 +515,10 @@ def session_labels(recent: Iterable[SessionSummary]) -> Callable[[str], str]:
     return label
 
 
-def execution_rows(executions: Iterable[ExecutionView], links: Links) -> list[Row]:
-    """One row per execution, numbered as in the timeline (``#``), with the turn, why it failed (from its
-    ``ExecutionFailed``: e.g. all models failed, and what each answered) and a link to its page."""
+def execution_rows(executions: Iterable[ExecutionView], session_id: str, links: Links) -> list[Row]:
+    """One row per execution of the session ``session_id``, numbered as in the timeline (``#``), with the
+    turn, why it failed (from its ``ExecutionFailed``: e.g. all models failed, and what each answered) and a
+    link to its page."""
     return [
         {
             "#": number,
@@ -527,7 +534,7 @@ def execution_rows(executions: Iterable[ExecutionView], links: Links) -> list[Ro
             "attempts": len(execution.attempts),
             "fell back": execution.fallback_used,
             "trace": links.trace(execution.trace_id),
-            "events": links.execution(execution.execution_id, None),
+            "events": links.execution(execution.execution_id, session_id),
             "execution": execution.execution_id,
             "checked": execution.integrity.summary,
         }

@@ -8,6 +8,9 @@ from collections.abc import Callable
 from llm_ledger.audit.timeline import ExecutionRecord
 from llm_ledger.dashboard.shaping import NONE, Row
 
+NOT_RUN = "not recorded as run"
+"""The outcome of a tool call the answer asked for that no tool execution answers."""
+
 
 def event_rows(record: ExecutionRecord) -> list[Row]:
     """Every event of the stream, in order, with what a reader scans for (the payload is shown apart)."""
@@ -47,7 +50,7 @@ def tool_call_rows(record: ExecutionRecord, trace_url: Callable[[str | None], st
     ]
     ran = {run.tool_call_id for run in record.tool_calls}
     rows.extend(
-        {"tool": asked.name, "tool call": asked.id, "outcome": "not recorded as run"}
+        {"tool": asked.name, "tool call": asked.id, "outcome": NOT_RUN}
         for asked in record.execution.tool_calls
         if asked.id not in ran
     )

@@ -10,9 +10,9 @@ from collections.abc import Iterable
 
 from llm_ledger.audit import results, timeline
 from llm_ledger.audit.results import AuditFinding, TenantAudit
-from llm_ledger.audit.timeline import ExecutionRecord, ExecutionView, TimelineItem
+from llm_ledger.audit.timeline import ExecutionRecord, ExecutionView, FirstExecution, TimelineItem
 from llm_ledger.projections import drilldown
-from llm_ledger.projections.queries import FallbackEdge, LedgerView, SessionSummary, Window
+from llm_ledger.projections.queries import EVERYTHING, FallbackEdge, Filters, LedgerView, SessionSummary, Window
 
 
 class DashboardView(LedgerView):
@@ -31,6 +31,11 @@ class DashboardView(LedgerView):
         with self._reading(tenant_id) as connection:
             return timeline.session_activity(connection, tenant_id, session_id)
 
+    def first_execution(self, tenant_id: str, session_id: str) -> FirstExecution | None:
+        """The session's first execution to fail, else its first (``audit.timeline.first_execution``)."""
+        with self._reading(tenant_id) as connection:
+            return timeline.first_execution(connection, tenant_id, session_id)
+
     def last_audit(self, tenant_id: str) -> TenantAudit | None:
         """The tenant's result in the latest verify run that checked it; ``None`` before the first."""
         with self._reading(tenant_id) as connection:
@@ -48,12 +53,12 @@ class DashboardView(LedgerView):
             return timeline.execution_record(connection, tenant_id, execution_id)
 
     def fallback_sessions(
-        self, tenant_id: str, window: Window, edges: Iterable[FallbackEdge]
+        self, tenant_id: str, window: Window, edges: Iterable[FallbackEdge], filters: Filters = EVERYTHING
     ) -> dict[FallbackEdge, str]:
-        """The latest session of the window showing each fallback edge
+        """The latest session of the window showing each fallback edge, of the fallbacks ``filters`` keep
         (``projections.drilldown.fallback_sessions``)."""
         with self._reading(tenant_id) as connection:
-            return drilldown.fallback_sessions(connection, tenant_id, window, edges)
+            return drilldown.fallback_sessions(connection, tenant_id, window, edges, filters)
 
     def failed_sessions(
         self, tenant_id: str, *, window: Window | None = None, search: str | None = None, limit: int = 50

@@ -1,28 +1,29 @@
 """The sessions the dashboard's links drill down to: the sessions with failed executions, and where an
-aggregated fallback edge can be seen (the latest session of the window in which an execution fell back
+aggregated fallback chain can be seen (the latest session of the window in which an execution fell back
 from one model to another for a reason).
 
-``llm_ledger_fallback_stats`` counts edges without naming a session; ``llm_ledger_failed_attempts`` names
-the session of every attempt that failed with ``next_action = 'fall_back'`` (the error type is the edge's
-reason) but not the model fallen back to, which the stream's ``FallbackTriggered`` event does. So the
-latest few candidates are read from the read model (its tenant and time index), and the first whose
-fallback event names the edge's models is the example."""
+``llm_ledger_fallback_stats`` counts chains without naming a session, so the examples are read from the
+raw ``FallbackTriggered`` events, which name both models and the reason: one query for every chain, over
+the window's latest fallbacks (the ``(tenant_id, occurred_at)`` index, read backwards), the latest of each
+chain kept."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import fields
+from typing import Any
 
-from sqlalchemy import Connection, RowMapping, select
+from sqlalchemy import ColumnElement, Connection, RowMapping, Select, func, or_, select
 
-from llm_ledger.projections.queries import FallbackEdge, SessionSummary, Window
-from llm_ledger.projections.schema import failed_attempts, sessions
+from llm_ledger.projections.grains import DAY
+from llm_ledger.projections.queries import EVERYTHING, FallbackEdge, Filters, SessionSummary, Window
+from llm_ledger.projections.schema import sessions, step_stats
 from llm_ledger.store import as_utc
 from llm_ledger.store.schema import events
 
-CANDIDATES = 20
-"""Failed attempts looked at per edge: chains that share a model and a reason but go on to different
-models are told apart among them."""
+FALLBACKS_SCANNED = 10_000
+"""The window's latest fallbacks an example is looked for among: a chain whose last fallback is older
+than these (or that only executions without a session took) has no example."""
 
 
 def failed_sessions(
@@ -50,46 +51,75 @@ def _summary(row: RowMapping) -> SessionSummary:
 
 
 def fallback_sessions(
-    connection: Connection, tenant_id: str, window: Window, edges: Iterable[FallbackEdge]
+    connection: Connection,
+    tenant_id: str,
+    window: Window,
+    edges: Iterable[FallbackEdge],
+    filters: Filters = EVERYTHING,
+    scanned: int = FALLBACKS_SCANNED,
 ) -> dict[FallbackEdge, str]:
-    """The latest session of the window showing each edge (edges with none, e.g. of executions without a
-    session, are left out)."""
+    """The latest session of the window showing each edge, among the window's latest ``scanned``
+    fallbacks kept by ``filters`` (as ``LedgerView.fallback_edges`` keeps the chains); an edge with none
+    (taken only by executions without a session, or only before those) is left out."""
+    wanted = {(edge.from_model, edge.to_model, edge.reason): edge for edge in edges}
+    if not wanted:
+        return {}
     found: dict[FallbackEdge, str] = {}
-    for edge in edges:
-        session = _latest_session(connection, tenant_id, window, edge)
-        if session is not None:
+    for from_model, to_model, reason, session in connection.execute(
+        _latest_per_chain(tenant_id, window, filters, scanned)
+    ):
+        edge = wanted.get((from_model, to_model, reason))
+        if edge is not None:
             found[edge] = session
     return found
 
 
-def _latest_session(connection: Connection, tenant_id: str, window: Window, edge: FallbackEdge) -> str | None:
-    table = failed_attempts
-    candidates = connection.execute(
-        select(table.c.stream_id, table.c.session_id)
-        .where(table.c.tenant_id == tenant_id, table.c.occurred_at >= window.start, table.c.occurred_at < window.end)
-        .where(table.c.model == edge.from_model, table.c.error_type == edge.reason)
-        .where(table.c.next_action == "fall_back", table.c.session_id.is_not(None))
-        .order_by(table.c.occurred_at.desc())
-        .limit(CANDIDATES)
-    ).all()
-    sessions = {str(stream_id): session for stream_id, session in candidates}
-    if not sessions:
-        return None
-    fallbacks = connection.execute(
-        select(events.c.stream_id, events.c.payload).where(
-            events.c.tenant_id == tenant_id,
-            events.c.stream_id.in_(list(sessions)),
-            events.c.event_type == "FallbackTriggered",
+_FROM = events.c.payload["from_model"].as_string()
+_TO = events.c.payload["to_model"].as_string()
+_REASON = events.c.payload["reason"].as_string()
+
+
+def _latest_per_chain(tenant_id: str, window: Window, filters: Filters, scanned: int) -> Select[Any]:
+    """The window's latest ``scanned`` fallbacks of sessions (newest first: the tenant and time index read
+    backwards, stopping there), then the newest of each chain."""
+    latest = (
+        select(
+            _FROM.label("from_model"),
+            _TO.label("to_model"),
+            _REASON.label("reason"),
+            events.c.session_id,
+            events.c.occurred_at,
         )
+        .where(events.c.tenant_id == tenant_id, events.c.occurred_at >= window.start, events.c.occurred_at < window.end)
+        .where(events.c.event_type == "FallbackTriggered", events.c.session_id.is_not(None))
+        .where(*_kept(tenant_id, filters))
+        .order_by(events.c.occurred_at.desc())
+        .limit(scanned)
+        .subquery()
     )
-    shown = {str(stream_id) for stream_id, payload in fallbacks if _is_edge(payload, edge)}
-    return next((session for stream_id, session in sessions.items() if stream_id in shown), None)
+    chain = (latest.c.from_model, latest.c.to_model, latest.c.reason)
+    newest = func.row_number().over(
+        partition_by=chain, order_by=(latest.c.occurred_at.desc(), latest.c.session_id.desc())
+    )
+    ranked = select(*chain, latest.c.session_id, newest.label("rank")).subquery()
+    return select(ranked.c.from_model, ranked.c.to_model, ranked.c.reason, ranked.c.session_id).where(
+        ranked.c.rank == 1
+    )
 
 
-def _is_edge(payload: object, edge: FallbackEdge) -> bool:
-    return (
-        isinstance(payload, dict)
-        and payload.get("from_model") == edge.from_model
-        and payload.get("to_model") == edge.to_model
-        and payload.get("reason") == edge.reason
-    )
+def _kept(tenant_id: str, filters: Filters) -> list[ColumnElement[bool]]:
+    """The fallbacks the filters keep, as the Fallbacks page's chains: of the chosen agents and steps, from
+    or to a chosen model, or a model of a chosen provider (those the read models attribute to it)."""
+    conditions: list[ColumnElement[bool]] = [
+        events.c[dimension].in_(values) for dimension, values in filters.without_models().chosen().items()
+    ]
+    if filters.models:
+        conditions.append(or_(_FROM.in_(filters.models), _TO.in_(filters.models)))
+    if filters.providers:
+        models = select(step_stats.c.model).where(
+            step_stats.c.tenant_id == tenant_id,
+            step_stats.c.grain_seconds == DAY,
+            step_stats.c.provider.in_(filters.providers),
+        )
+        conditions.append(or_(_FROM.in_(models), _TO.in_(models)))
+    return conditions

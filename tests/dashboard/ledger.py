@@ -61,14 +61,14 @@ def run(
     count: int,
     *,
     tenant: str,
-    session: str,
+    session: str | None,
     chain: Sequence[str],
     step: str,
     agent: str = "support-agent",
     stream: bool = False,
 ) -> list[Event]:
-    """``count`` executions of one step, each with no retries (a failure falls back or fails at once);
-    streamed when ``stream``."""
+    """``count`` executions of one step, each with no retries (a failure falls back or fails at once), in
+    ``session`` (``None``: of no session); streamed when ``stream``."""
     sink = InMemorySink()
     executor = LLMExecutor(
         chain[0],
@@ -96,8 +96,11 @@ def run(
     return sink.events
 
 
-def tool_conversation(*, tenant: str, session: str, step: str, agent: str = "support-agent") -> list[Event]:
-    """One execution whose answer asks for both tools, and the two tool executions (one fails)."""
+def tool_conversation(
+    *, tenant: str, session: str, step: str, agent: str = "support-agent", tools_session: str | None = None
+) -> list[Event]:
+    """One execution whose answer asks for both tools, and the two tool executions (one fails); with
+    ``tools_session``, the tools run under a context of their own, of that session and another turn."""
     sink = InMemorySink()
     executor = LLMExecutor(TOOL_USER, step_name=step, max_retries=0, sink=sink)
     specs = [ToolSpec.from_function(function) for function in TOOLS.values()]
@@ -105,6 +108,8 @@ def tool_conversation(*, tenant: str, session: str, step: str, agent: str = "sup
     async def converse() -> None:
         with execution_context(tenant_id=tenant, agent_id=agent, session_id=session, turn_id="turn-tools"):
             asked = await executor.generate([LLMMessage(role="user", content="where is my order?")], tools=specs)
+        own, turn = (session, "turn-tools") if tools_session is None else (tools_session, "turn-elsewhere")
+        with execution_context(tenant_id=tenant, agent_id=agent, session_id=own, turn_id=turn):
             for call in asked.tool_calls:
                 with contextlib.suppress(ConnectionError):
                     await run_tool_call(call, TOOLS[call.name])

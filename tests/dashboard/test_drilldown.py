@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
@@ -15,12 +16,14 @@ from streamlit.testing.v1 import AppTest
 
 from llm_ledger.dashboard.views.sessions import FAILED_ONLY_KEY
 from llm_ledger.events import AttemptFailed, Event, ExecutionFailed, FallbackTriggered
+from llm_ledger.store import EventStore, migrate
 from tests.dashboard.apptest import open_dashboard
 from tests.dashboard.conftest import PopulatedLedger
-from tests.dashboard.ledger import BACKUP, LIMITED
+from tests.dashboard.ledger import BACKUP, BROKEN, LIMITED, moved_back, run
 
 Configure = Callable[..., None]
 _Event = TypeVar("_Event", bound=Event)
+_MINUTE = timedelta(minutes=1)
 FAILED_SESSION = "acme-session-2"
 """Two executions of a broken model (each failed: all models failed) and four that succeeded."""
 
@@ -170,3 +173,59 @@ def test_a_fallback_chain_links_to_a_session_that_took_it(
     }
     assert shown in took_it
     assert set(_table(session, "events")["fell back"]) == {True, False}
+
+
+def _query(link: str) -> dict[str, str]:
+    return dict(parse_qsl(urlsplit(link).query))
+
+
+def test_an_execution_without_a_session_links_to_none(sqlite_url: str, dashboard_env: Configure) -> None:
+    migrate.upgrade(sqlite_url)
+    sessionless = moved_back(run(1, tenant="acme", session=None, chain=[BROKEN], step="answer"), 5 * _MINUTE)
+    in_session = moved_back(run(1, tenant="acme", session="s-1", chain=[BROKEN], step="answer"), _MINUTE)
+    store = EventStore(sqlite_url)
+    store.append([*sessionless, *in_session])
+    store.close()
+    dashboard_env(sqlite_url)
+
+    # The viewer looked at session s-1 last (it is in the URL): a link without a session must not take it.
+    app = open_dashboard(page="errors", tenant="acme", session="s-1", window="1d")
+
+    assert not app.exception
+    links = [_query(link) for link in _table(app, "next action")["execution"]]
+    assert {query["execution"]: query.get("session") for query in links} == {
+        str(sessionless[0].stream_id): None,
+        str(in_session[0].stream_id): "s-1",
+    }
+
+
+def test_the_sessions_pages_execution_links_carry_the_session_shown(
+    populated_ledger: PopulatedLedger, dashboard_env: Configure
+) -> None:
+    ledger = populated_ledger.ledger
+    dashboard_env(populated_ledger.url)
+    app = open_dashboard(page="sessions", tenant=ledger.tenant, session=ledger.traced_session, window="1d")
+
+    # The session in the URL has no failure: listing failed sessions only shows another.
+    app.main.checkbox(key=FAILED_ONLY_KEY).check().run()
+
+    shown = app.main.selectbox(key="session").value
+    assert shown != ledger.traced_session
+    assert {_query(link)["session"] for link in _table(app, "events")["events"]} == {shown}
+
+
+def test_a_failed_session_outside_the_listed_ones_is_marked_failed(
+    populated_ledger: PopulatedLedger, dashboard_env: Configure
+) -> None:
+    ledger = populated_ledger.ledger
+    dashboard_env(populated_ledger.url)
+    older = "acme-session-0"
+    failed = len(_recorded(populated_ledger, ExecutionFailed, older))
+
+    # An hour's window lists the recent sessions only: the linked one ran before it.
+    app = open_dashboard(page="sessions", tenant=ledger.tenant, session=older, window="1h")
+
+    picker = app.main.selectbox(key="session")
+    assert picker.value == older
+    assert f"🔴 {older} · {failed} failed" in picker.options
+    assert failed == 1

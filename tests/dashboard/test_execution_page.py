@@ -54,7 +54,8 @@ def test_the_execution_page_shows_every_event_of_its_stream_in_order(
 
     assert not app.exception
     [intact] = app.main.success
-    assert intact.value.startswith("Integrity: intact.")
+    assert intact.value.startswith("Integrity: intact. Every event of this execution is as it was recorded")
+    assert "chain verified, as sealed" in intact.value
     events = _table(app, "event id")
     assert list(zip(events["position"], events["event"], events["event id"], strict=True)) == [
         (e.stream_position, e.event_type, str(e.event_id)) for e in recorded
@@ -94,16 +95,9 @@ def test_without_an_id_the_execution_page_shows_the_sessions_first_failed_execut
 ) -> None:
     ledger = populated_ledger.ledger
     dashboard_env(populated_ledger.url)
-    failures = {
-        str(e.stream_id): e.payload.message
-        for e in ledger.events
-        if e.session_id == "acme-session-2" and isinstance(e, ExecutionFailed)
-    }
-    _, first_failed = min(
-        (e.occurred_at, str(e.stream_id))
-        for e in ledger.events
-        if e.event_type == "ExecutionStarted" and str(e.stream_id) in failures
-    )
+    failed = [e for e in ledger.events if e.session_id == "acme-session-2" and isinstance(e, ExecutionFailed)]
+    failures = {str(e.stream_id): e.payload.message for e in failed}
+    _, first_failed = min((e.occurred_at, str(e.stream_id)) for e in failed)
 
     app = open_dashboard(page="execution", tenant=ledger.tenant, session="acme-session-2", window="1d")
 
@@ -112,6 +106,35 @@ def test_without_an_id_the_execution_page_shows_the_sessions_first_failed_execut
     assert failures[first_failed] in {code.value for code in app.main.code}
     app.run()
     assert app.query_params["execution"] == first_failed
+
+
+def test_without_an_id_nor_a_failure_the_execution_page_shows_the_sessions_first_execution(
+    populated_ledger: PopulatedLedger, dashboard_env: Configure
+) -> None:
+    ledger = populated_ledger.ledger
+    dashboard_env(populated_ledger.url)
+    session = ledger.traced_session
+    assert not [e for e in ledger.events if e.session_id == session and isinstance(e, ExecutionFailed)]
+    _, first = min((e.occurred_at, str(e.stream_id)) for e in ledger.events if e.session_id == session)
+
+    app = open_dashboard(page="execution", tenant=ledger.tenant, session=session, window="1d")
+
+    assert app.main.text_input(key="execution").value == first
+    assert f"Session {session}'s first execution:" in [caption.value for caption in app.main.caption]
+
+
+def test_a_cleared_execution_id_stays_cleared(populated_ledger: PopulatedLedger, dashboard_env: Configure) -> None:
+    ledger = populated_ledger.ledger
+    dashboard_env(populated_ledger.url)
+    app = open_dashboard(page="execution", tenant=ledger.tenant, session="acme-session-2", window="1d")
+    assert app.main.text_input(key="execution").value
+
+    app.main.text_input(key="execution").input("").run()
+
+    assert not app.exception
+    assert app.main.text_input(key="execution").value == ""
+    assert not app.main.dataframe
+    assert "Open an execution from the Sessions or Errors page" in app.main.markdown[-1].value
 
 
 def test_an_unknown_execution_id_says_so(populated_ledger: PopulatedLedger, dashboard_env: Configure) -> None:
@@ -182,7 +205,9 @@ def test_a_tool_execution_changed_after_it_was_recorded_is_shown_broken(
 
     assert not app.exception
     [intact] = app.main.success
-    assert intact.value.startswith("Integrity: intact.")
+    # Not sealed yet: a rewrite with every hash recomputed would not show, and the banner says so.
+    assert intact.value.startswith("Integrity: intact. Its hash chain verifies, but no seal holds it yet")
+    assert "Every event" not in intact.value
     [error] = app.main.error
     assert error.value.startswith("1 of 2 tool executions of this execution are not as they were recorded")
     tools = _table(app, "tool call")

@@ -206,7 +206,7 @@ def test_an_execution_whose_stream_does_not_verify_is_marked_in_its_row_and_its_
         ),
     ]
 
-    rows = execution_rows(executions, NO_LINKS)
+    rows = execution_rows(executions, "session-1", NO_LINKS)
     lanes = [row["lane"] for row in timeline_rows(executions)]
 
     assert [(r["integrity"], r["checked"]) for r in rows] == [

@@ -4,14 +4,21 @@ workload: the sessions with failed executions, and for each fallback edge the la
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine
 
 from llm_ledger.dashboard.view import DashboardView
 from llm_ledger.events import Event, ExecutionFailed, FallbackTriggered
-from llm_ledger.projections.queries import Window
+from llm_ledger.projections import drilldown
+from llm_ledger.projections.queries import EVERYTHING, Filters, Window
+from llm_ledger.store import EventStore
+from tests.dashboard.ledger import BACKUP, FAST, LIMITED, moved_back, run
 from tests.projections.projecting import project_url
 
 _EVERYTHING = Window(datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+_MINUTE = timedelta(minutes=1)
 
 
 def _tenant(events: list[Event]) -> str:
@@ -52,4 +59,72 @@ def test_each_fallback_edge_names_the_latest_session_that_took_it(
     assert len(edges) > 1
     assert {(edge.from_model, edge.to_model, edge.reason): session for edge, session in examples.items()} == {
         edge: session for edge, (_, session) in latest.items()
+    }
+
+
+def _recorded(url: str, *streams: list[Event]) -> DashboardView:
+    store = EventStore(url)
+    store.append([event for stream in streams for event in stream])
+    store.close()
+    project_url(url)
+    return DashboardView(url)
+
+
+def _examples(view: DashboardView, tenant: str, filters: Filters = EVERYTHING) -> dict[tuple[str, str], str]:
+    edges = view.fallback_edges(tenant, _EVERYTHING, filters)
+    examples = view.fallback_sessions(tenant, _EVERYTHING, edges, filters)
+    return {(edge.from_model, edge.to_model): session for edge, session in examples.items()}
+
+
+def test_a_chain_has_its_example_however_many_later_fallbacks_share_its_model_and_reason(ledger_url: str) -> None:
+    # Every fallback is from the rate-limited model for the same reason; the 25 latest go on to another model.
+    view = _recorded(
+        ledger_url,
+        moved_back(run(1, tenant="acme", session="took-backup", chain=[LIMITED, BACKUP], step="answer"), 30 * _MINUTE),
+        moved_back(run(25, tenant="acme", session="took-fast", chain=[LIMITED, FAST], step="answer"), 10 * _MINUTE),
+    )
+
+    examples = _examples(view, "acme")
+
+    view.close()
+    assert examples == {(LIMITED, BACKUP): "took-backup", (LIMITED, FAST): "took-fast"}
+
+
+def test_a_chains_example_is_of_the_fallbacks_the_filters_keep(ledger_url: str) -> None:
+    view = _recorded(
+        ledger_url,
+        moved_back(
+            run(1, tenant="acme", session="classifying", chain=[LIMITED, BACKUP], step="classify"), 30 * _MINUTE
+        ),
+        moved_back(run(1, tenant="acme", session="answering", chain=[LIMITED, BACKUP], step="answer"), 20 * _MINUTE),
+        moved_back(run(1, tenant="acme", session="answering-fast", chain=[LIMITED, FAST], step="answer"), 10 * _MINUTE),
+    )
+
+    unfiltered = _examples(view, "acme")
+    classifying = _examples(view, "acme", Filters(steps=("classify",)))
+    to_backup = _examples(view, "acme", Filters(models=(BACKUP,)))
+
+    view.close()
+    assert unfiltered == {(LIMITED, BACKUP): "answering", (LIMITED, FAST): "answering-fast"}
+    assert classifying == {(LIMITED, BACKUP): "classifying"}
+    assert to_backup == {(LIMITED, BACKUP): "answering"}
+
+
+def test_the_examples_are_looked_for_among_the_windows_latest_fallbacks(
+    ledger_url: str, engine_of: Callable[[str], Engine]
+) -> None:
+    view = _recorded(
+        ledger_url,
+        moved_back(run(1, tenant="acme", session="took-backup", chain=[LIMITED, BACKUP], step="answer"), 30 * _MINUTE),
+        moved_back(run(3, tenant="acme", session="took-fast", chain=[LIMITED, FAST], step="answer"), 10 * _MINUTE),
+    )
+    edges = view.fallback_edges("acme", _EVERYTHING)
+    view.close()
+
+    with engine_of(ledger_url).connect() as connection:
+        examples = drilldown.fallback_sessions(connection, "acme", _EVERYTHING, edges, scanned=3)
+
+    assert len(edges) == 2
+    assert {(edge.from_model, edge.to_model): session for edge, session in examples.items()} == {
+        (LIMITED, FAST): "took-fast"
     }

@@ -81,11 +81,10 @@ def session_link(page: PageContext, session_id: str) -> str:
     return _link(replace(page.state, page="sessions", session=session_id, execution=None), page.tenant)
 
 
-def execution_link(page: PageContext, execution_id: str, session_id: str | None = None) -> str:
-    """The Execution page of ``execution_id`` (of ``session_id``, when known), keeping this view's tenant
-    and window."""
-    session = session_id or page.state.session
-    return _link(replace(page.state, page="execution", session=session, execution=execution_id), page.tenant)
+def execution_link(page: PageContext, execution_id: str, session_id: str | None) -> str:
+    """The Execution page of ``execution_id`` of ``session_id`` (``None``: of no session, never the session
+    this view last showed), keeping this view's tenant and window."""
+    return _link(replace(page.state, page="execution", session=session_id, execution=execution_id), page.tenant)
 
 
 def _link(state: ViewState, tenant: str) -> str:

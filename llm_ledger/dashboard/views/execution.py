@@ -5,23 +5,29 @@ its payload on demand, and the tools its answer asked for. Opened from the Sessi
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import streamlit as st
 
-from llm_ledger.audit.timeline import ExecutionRecord, ExecutionView
+from llm_ledger.audit.timeline import TOOL_EXECUTIONS_SHOWN, TOOL_RUN_HORIZON, ExecutionRecord, ExecutionView
 from llm_ledger.dashboard import charts
 from llm_ledger.dashboard.shaping import NONE, literal, milliseconds, timeline_rows
 from llm_ledger.dashboard.source import VERIFY_COMMAND
 from llm_ledger.dashboard.state import is_plain_text, shown
-from llm_ledger.dashboard.stream_rows import event_rows, tool_call_rows
+from llm_ledger.dashboard.stream_rows import NOT_RUN, event_rows, tool_call_rows
 from llm_ledger.dashboard.views import PageContext
 from llm_ledger.dashboard.views.common import heading, session_link
+from llm_ledger.dashboard.views.integrity import tool_integrity
 
 EXECUTION_KEY = "execution"
+_DEFAULTED_KEY = "execution_defaulted"
+"""The session the id box was last offered a default for, and the ``FirstExecution`` it was filled with:
+filled once per session, so that a box cleared by hand stays empty."""
 
 
 def render(page: PageContext) -> None:
     heading(page, "Execution", "One execution's events as recorded, checked")
-    if not st.session_state.get(EXECUTION_KEY) and page.state.session:
+    if page.state.session:
         _default_to_session(page, page.state.session)
     execution_id = st.text_input("Execution id", key=EXECUTION_KEY, placeholder="an execution's id").strip()
     if not execution_id:
@@ -42,12 +48,18 @@ def render(page: PageContext) -> None:
 
 
 def _default_to_session(page: PageContext, session_id: str) -> None:
-    """Without an id, the session's first failed execution (else its first) is shown."""
-    executions = page.view.session_timeline(page.tenant, session_id)
-    failed = [execution for execution in executions if execution.outcome == "failed"]
-    if executions:
-        st.session_state[EXECUTION_KEY] = (failed or executions)[0].execution_id
-        st.caption(f"Session {literal(session_id)}'s first {'failed ' if failed else ''}execution:")
+    """Opened from a session without an id: the session's first execution to fail (else its first) is
+    shown, the first time only (the box may then be cleared, and stays so)."""
+    state = st.session_state
+    defaulted = state.get(_DEFAULTED_KEY)
+    if defaulted is None or defaulted[0] != session_id:
+        first = None if state.get(EXECUTION_KEY) else page.view.first_execution(page.tenant, session_id)
+        defaulted = state[_DEFAULTED_KEY] = (session_id, first)
+        if first is not None:
+            state[EXECUTION_KEY] = first.execution_id
+    first = defaulted[1]
+    if first is not None and state.get(EXECUTION_KEY) == first.execution_id:
+        st.caption(f"Session {literal(session_id)}'s first {'failed ' if first.failed else ''}execution:")
 
 
 def _integrity(execution: ExecutionView) -> None:
@@ -63,8 +75,15 @@ def _integrity(execution: ExecutionView) -> None:
             "This execution has no outcome recorded (no terminal event): its process died mid-call, or the "
             f"call is still running. Its hash chain verifies so far ({literal(check.summary)})."
         )
+    elif check.sealed:
+        st.success(
+            f"Integrity: intact. Every event of this execution is as it was recorded ({literal(check.summary)})."
+        )
     else:
-        st.success(f"Integrity: intact. Every event of this execution is as it was recorded ({check.summary}).")
+        st.success(
+            "Integrity: intact. Its hash chain verifies, but no seal holds it yet: an event rewritten with every "
+            f"hash after it recomputed would not show until the stream is sealed ({literal(check.summary)})."
+        )
 
 
 def _summary(page: PageContext, record: ExecutionRecord) -> None:
@@ -103,11 +122,11 @@ def _summary(page: PageContext, record: ExecutionRecord) -> None:
 
 def _events(record: ExecutionRecord) -> None:
     st.subheader("Events")
-    st.caption(f"{len(record.events):,} events of stream `{record.execution.execution_id}`, in stream order.")
+    st.caption(f"{len(record.events):,} events of stream {literal(record.execution.execution_id)}, in stream order.")
     st.dataframe(event_rows(record), hide_index=True, width="stretch")
     with st.expander("Payloads", expanded=False):
         for event in record.events:
-            st.markdown(f"**{event.position}** · {event.event_type} · {event.occurred_at:%H:%M:%S.%f} UTC")
+            st.markdown(f"**{event.position}** · {literal(event.event_type)} · {event.occurred_at:%H:%M:%S.%f} UTC")
             st.json(event.payload, expanded=False)
 
 
@@ -117,11 +136,15 @@ def _tool_calls(page: PageContext, record: ExecutionRecord) -> None:
     if not rows:
         return
     st.subheader("Tool calls")
-    broken = [run for run in record.tool_calls if run.integrity.status == "broken"]
-    if broken:
-        st.error(
-            f"{len(broken)} of {len(record.tool_calls)} tool executions of this execution are not as they were "
-            "recorded (their hash chain or a seal says so). They are marked **broken** in the table."
+    tool_integrity(rows, "of this execution")
+    if record.tool_calls_cut:
+        st.warning(
+            f"More tool executions name this execution than the first {TOOL_EXECUTIONS_SHOWN:,}: only those are shown."
+        )
+    if any(row["outcome"] == NOT_RUN for row in rows):
+        st.caption(
+            f"*{NOT_RUN}*: no tool execution naming this execution started within {_horizon()} of the answer "
+            "that asked for the call."
         )
     st.dataframe(
         rows,
@@ -129,3 +152,8 @@ def _tool_calls(page: PageContext, record: ExecutionRecord) -> None:
         width="stretch",
         column_config={"trace": st.column_config.LinkColumn("trace", display_text="open trace")},
     )
+
+
+def _horizon() -> str:
+    hours = TOOL_RUN_HORIZON / timedelta(hours=1)
+    return f"{hours:g} hour{'s' if hours != 1 else ''}"

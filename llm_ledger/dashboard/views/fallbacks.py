@@ -44,7 +44,7 @@ def render(page: PageContext) -> None:
         st.success("No execution fell back in this window.")
         return
     st.altair_chart(charts.fallback_chains(fallback_outcome_rows(edges)), width="stretch")
-    examples = page.view.fallback_sessions(page.tenant, page.window, edges)
+    examples = page.view.fallback_sessions(page.tenant, page.window, edges, page.filters)
     st.caption("*example*: the latest session of the window in which an execution took the chain.")
     st.dataframe(
         fallback_edge_rows(edges, {edge: session_link(page, session) for edge, session in examples.items()}),

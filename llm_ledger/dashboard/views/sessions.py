@@ -10,7 +10,6 @@ from llm_ledger.audit.timeline import ExecutionView
 from llm_ledger.dashboard import charts
 from llm_ledger.dashboard.shaping import (
     NONE,
-    Row,
     attempt_rows,
     execution_rows,
     literal,
@@ -24,6 +23,7 @@ from llm_ledger.dashboard.source import VERIFY_COMMAND
 from llm_ledger.dashboard.state import is_plain_text, shown
 from llm_ledger.dashboard.views import PageContext
 from llm_ledger.dashboard.views.common import heading, links, session_link
+from llm_ledger.dashboard.views.integrity import tool_integrity
 
 SESSION_KEY = "session"
 SEARCH_KEY = "session_search"
@@ -52,8 +52,10 @@ def render(page: PageContext) -> None:
         return
     if st.session_state.get(SESSION_KEY) not in choices:
         st.session_state[SESSION_KEY] = chosen if chosen in choices else choices[0]
-    session_id = st.selectbox("Session", choices, key=SESSION_KEY, format_func=session_labels(recent))
-    _timeline(page, str(session_id))
+    session_id = str(st.session_state[SESSION_KEY])
+    executions = page.view.session_timeline(page.tenant, session_id)
+    st.selectbox("Session", choices, key=SESSION_KEY, format_func=session_labels(recent, session_id, executions))
+    _timeline(page, session_id, executions)
     with st.expander("Recent sessions", expanded=False):
         st.dataframe(
             session_rows(recent, lambda session: session_link(page, session)),
@@ -63,8 +65,7 @@ def render(page: PageContext) -> None:
         )
 
 
-def _timeline(page: PageContext, session_id: str) -> None:
-    executions = page.view.session_timeline(page.tenant, session_id)
+def _timeline(page: PageContext, session_id: str, executions: list[ExecutionView]) -> None:
     if not executions:
         st.info(f"Session {literal(repr(session_id))} has no recorded executions for tenant {literal(page.tenant)}.")
         return
@@ -91,7 +92,7 @@ def _timeline(page: PageContext, session_id: str) -> None:
             "they ran), so there is no trace link."
         )
     st.dataframe(
-        execution_rows(executions, links(page)),
+        execution_rows(executions, session_id, links(page)),
         hide_index=True,
         width="stretch",
         column_config={
@@ -121,7 +122,7 @@ def _messages(executions: list[ExecutionView]) -> None:
                 if attempt.message:
                     st.markdown(
                         f"**#{number} attempt {attempt.attempt}** · {literal(attempt.model)} · "
-                        f"{literal(attempt.error_type or NONE)} → next: {attempt.next_action or NONE}"
+                        f"{literal(attempt.error_type or NONE)} → next: {literal(attempt.next_action or NONE)}"
                     )
                     st.code(attempt.message, language=None, wrap_lines=True)
             if execution.message:
@@ -136,7 +137,7 @@ def _tool_calls(page: PageContext, session_id: str) -> None:
     if not rows:
         return
     st.subheader("Tool calls")
-    _tool_integrity(rows)
+    tool_integrity(rows, "of this session")
     failed = sum(row["outcome"] == "failed" for row in rows)
     st.caption(
         f"{len(rows):,} tool executions, {failed:,} failed. *asked by*: the execution of the timeline (its "
@@ -148,24 +149,6 @@ def _tool_calls(page: PageContext, session_id: str) -> None:
         width="stretch",
         column_config={"trace": st.column_config.LinkColumn("trace", display_text="open trace")},
     )
-
-
-def _tool_integrity(rows: list[Row]) -> None:
-    """Above the tool calls: which tool executions are not as recorded, and which have no outcome yet
-    (each is a stream of its own, checked as an execution's is)."""
-    broken = sum(row["integrity"] == "broken" for row in rows)
-    incomplete = sum(row["integrity"] == "incomplete" for row in rows)
-    if broken:
-        st.error(
-            f"{broken} of {len(rows)} tool executions of this session are not as they were recorded (their "
-            "hash chain or a seal says so): what they show below cannot be trusted. They are marked **broken** "
-            f"in the table; `{VERIFY_COMMAND}` names every event."
-        )
-    if incomplete:
-        st.warning(
-            f"{incomplete} of {len(rows)} tool executions have no outcome recorded (no terminal event): their "
-            "process died while the tool ran, or it is still running. They are marked **incomplete**."
-        )
 
 
 def _integrity(executions: list[ExecutionView]) -> None:
