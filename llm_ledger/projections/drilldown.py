@@ -15,9 +15,9 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, RowMapping, Select, func, or_, select
 
-from llm_ledger.projections.grains import DAY
 from llm_ledger.projections.queries import EVERYTHING, FallbackEdge, Filters, SessionSummary, Window
-from llm_ledger.projections.schema import sessions, step_stats
+from llm_ledger.projections.rollup import provider_is_one_of
+from llm_ledger.projections.schema import sessions
 from llm_ledger.store import as_utc
 from llm_ledger.store.schema import events
 
@@ -109,17 +109,12 @@ def _latest_per_chain(tenant_id: str, window: Window, filters: Filters, scanned:
 
 def _kept(tenant_id: str, filters: Filters) -> list[ColumnElement[bool]]:
     """The fallbacks the filters keep, as the Fallbacks page's chains: of the chosen agents and steps, from
-    or to a chosen model, or a model of a chosen provider (those the read models attribute to it)."""
+    or to a chosen model, or a model of a chosen provider (as the read models attribute it: ``provider_is_one_of``)."""
     conditions: list[ColumnElement[bool]] = [
         events.c[dimension].in_(values) for dimension, values in filters.without_models().chosen().items()
     ]
     if filters.models:
         conditions.append(or_(_FROM.in_(filters.models), _TO.in_(filters.models)))
     if filters.providers:
-        models = select(step_stats.c.model).where(
-            step_stats.c.tenant_id == tenant_id,
-            step_stats.c.grain_seconds == DAY,
-            step_stats.c.provider.in_(filters.providers),
-        )
-        conditions.append(or_(_FROM.in_(models), _TO.in_(models)))
+        conditions.append(or_(provider_is_one_of(_FROM, filters.providers), provider_is_one_of(_TO, filters.providers)))
     return conditions
