@@ -63,7 +63,7 @@ def test_the_console_script_prints_no_traceback() -> None:
     assert completed.stderr.startswith("llm-ledger: postgresql+psycopg://postgres:***@127.0.0.1:1/ledger cannot be")
 
 
-@pytest.mark.parametrize("revision", ["bogus", "9999", "", "+9"])
+@pytest.mark.parametrize("revision", ["bogus", "9999", "", "+99"])
 def test_db_upgrade_to_a_revision_that_does_not_exist_is_a_usage_error(
     revision: str, sqlite_url: str, llm_ledger: Callable[..., Outcome]
 ) -> None:
