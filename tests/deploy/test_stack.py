@@ -40,7 +40,7 @@ GRANTED = {
     "writer": {"llm_ledger_writer", "llm_ledger_ingest"},
     "projector": {"llm_ledger_projector"},
     "sealer": {"llm_ledger_sealer"},
-    "dashboard": {"llm_ledger_auditor"},
+    "dashboard": {"llm_ledger_auditor", "llm_ledger_reader"},
     "auditor": {"llm_ledger_auditor"},
     "demo": {
         "llm_ledger_writer",
