@@ -47,6 +47,7 @@ from llm_ledger.executor import (
     run_tool_call,
     set_default_sink,
     set_execution_context,
+    turn_span,
 )
 from llm_ledger.lifecycle import aclose
 
@@ -95,5 +96,6 @@ __all__ = [
     "run_tool_call",
     "set_default_sink",
     "set_execution_context",
+    "turn_span",
     "verify_chain",
 ]

@@ -195,10 +195,16 @@ LLM_LEDGER_DASHBOARD_TENANT = Variable(
     "binds the dashboard's viewer to one tenant",
     "llm_ledger/dashboard/settings.py",
 )
+LLM_LEDGER_TRACE_URL = Variable(
+    "LLM_LEDGER_TRACE_URL",
+    "where the dashboard's trace links point: a URL template with `{trace_id}` (Jaeger's, Phoenix's, Grafana's)",
+    "llm_ledger/dashboard/trace_links.py",
+    default_note="`$LLM_LEDGER_JAEGER_URL/trace/{trace_id}`",
+)
 LLM_LEDGER_JAEGER_URL = Variable(
     "LLM_LEDGER_JAEGER_URL",
-    "where the dashboard's trace links point",
-    "llm_ledger/dashboard/settings.py",
+    "deprecated: Jaeger's base URL, read only when `LLM_LEDGER_TRACE_URL` is unset",
+    "llm_ledger/dashboard/trace_links.py",
     default="http://localhost:16686",
 )
 LLM_LEDGER_DASHBOARD_CATCH_UP = Variable(

@@ -1,7 +1,8 @@
 """One session as recorded: its executions and their attempts, and the tools' executions between them, read
 from the raw events as stored (not from the read models), each with what the check of its stream found
-(``integrity.check_streams``). The caller hands over the connection, scoped to the tenant (the dashboard's
-view reads through its tenant-bound store).
+(``integrity.check_streams``); and one execution as recorded, every event of its stream with the tools'
+executions it asked for (``execution_record``). The caller hands over the connection, scoped to the tenant
+(the dashboard's view reads through its tenant-bound store).
 
 A stream's kind is told by its first event (``events.STREAM_KIND_OF_START``): ``ExecutionStarted`` begins a
 round trip to a model, ``ToolCallStarted`` a tool's execution, which names the execution whose answer asked
@@ -36,6 +37,10 @@ class AttemptView:
     error_type: str | None
     message: str | None
     span_id: str | None
+    retry: int | None = None
+    """0 for the first call to its model, 1 for its first retry, ..."""
+    next_action: str | None = None
+    """What followed a failure: ``retry``, ``fall_back`` or ``fail``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,10 @@ class ExecutionView:
     it was recorded (the figures above are then not what happened), ``incomplete`` without an outcome."""
     tool_calls: tuple[ToolCallRequest, ...] = ()
     """The tool calls its answer asked for (those of its last successful attempt)."""
+    error_type: str | None = None
+    """Why the execution failed, from its ``ExecutionFailed`` (e.g. ``all_models_failed``)."""
+    message: str | None = None
+    """The failure's message as recorded (scrubbed), naming what each model answered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +107,33 @@ class ToolCallView:
 
 
 TimelineItem = ExecutionView | ToolCallView
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """One event of a stream as stored: its place and the values a reader scans for, and its payload whole."""
+
+    position: int
+    event_type: str
+    occurred_at: datetime
+    attempt: int | None
+    model: str | None
+    outcome: str | None
+    """``succeeded`` or ``failed`` for an attempt's or the execution's end, ``fell back`` for a fallback."""
+    payload: dict[str, Any]
+    event_id: str
+    span_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionRecord:
+    """One execution as recorded: every event of its stream in order, the tools' executions it asked for,
+    and (``execution.integrity``) what the check of its stream found."""
+
+    execution: ExecutionView
+    session_id: str | None
+    events: list[RecordedEvent]
+    tool_calls: list[ToolCallView]
 
 
 def session_timeline(connection: Connection, tenant_id: str, session_id: str) -> list[ExecutionView]:
@@ -132,6 +168,80 @@ def session_activity(connection: Connection, tenant_id: str, session_id: str) ->
 _TOOL_START = STREAM_KINDS["tool_call"].start
 
 
+def execution_record(connection: Connection, tenant_id: str, execution_id: str) -> ExecutionRecord | None:
+    """One execution of the tenant and the tools' executions it asked for, from the raw events as stored,
+    each stream checked; ``None`` when the tenant has no execution of that id (a tool execution's id is
+    not an execution's)."""
+    rows = list(connection.execute(_streams_query(tenant_id, [execution_id])))
+    if not rows or rows[0].event_type == _TOOL_START:
+        return None
+    first = rows[0]
+    tools = _tool_streams(connection, tenant_id, first, execution_id)
+    checks = check_streams(connection, tenant_id, {execution_id: rows, **tools})
+    return ExecutionRecord(
+        execution=_execution_view(rows, checks[execution_id]),
+        session_id=first.session_id,
+        events=[_recorded_event(row) for row in rows],
+        tool_calls=sorted((_tool_call_view(tool, checks[tool_id]) for tool_id, tool in tools.items()), key=_in_time),
+    )
+
+
+def _streams_query(tenant_id: str, stream_ids: Sequence[str]) -> Any:
+    return (
+        select(*READ_COLUMNS)
+        .where(events_table.c.tenant_id == tenant_id, events_table.c.stream_id.in_(stream_ids))
+        .order_by(events_table.c.stream_id, events_table.c.stream_position, events_table.c.global_position)
+    )
+
+
+def _tool_streams(connection: Connection, tenant_id: str, first: Any, execution_id: str) -> dict[str, list[Any]]:
+    """The streams of the tools' executions that name ``execution_id`` as the one that asked: they are of
+    its session and start after it (which the session index finds), and name it in their first payload."""
+    session = events_table.c.session_id
+    starts = select(events_table.c.stream_id, events_table.c.payload).where(
+        events_table.c.tenant_id == tenant_id,
+        session.is_(None) if first.session_id is None else session == first.session_id,
+        events_table.c.occurred_at >= first.occurred_at,
+        events_table.c.event_type == _TOOL_START,
+    )
+    asked = [
+        str(stream_id)
+        for stream_id, payload in connection.execute(starts)
+        if isinstance(payload, dict) and payload.get("execution_id") == execution_id
+    ]
+    streams: dict[str, list[Any]] = {}
+    if asked:
+        for row in connection.execute(_streams_query(tenant_id, asked)):
+            streams.setdefault(str(row.stream_id), []).append(row)
+    return streams
+
+
+_OUTCOMES = {
+    "AttemptSucceeded": "succeeded",
+    "AttemptFailed": "failed",
+    "ExecutionSucceeded": "succeeded",
+    "ExecutionFailed": "failed",
+    "FallbackTriggered": "fell back",
+}
+
+
+def _recorded_event(row: Any) -> RecordedEvent:
+    payload: dict[str, Any] = row.payload if isinstance(row.payload, dict) else {}
+    attempt = payload.get("attempt")
+    model = payload.get("model", payload.get("last_model", payload.get("to_model")))
+    return RecordedEvent(
+        position=row.stream_position,
+        event_type=row.event_type,
+        occurred_at=as_utc(row.occurred_at),
+        attempt=attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None,
+        model=_text(model),
+        outcome=_OUTCOMES.get(row.event_type),
+        payload=payload,
+        event_id=str(row.event_id),
+        span_id=row.span_id,
+    )
+
+
 def _in_time(item: TimelineItem) -> tuple[datetime, str]:
     return item.started_at, item.execution_id if isinstance(item, ExecutionView) else item.tool_execution_id
 
@@ -143,6 +253,7 @@ def _execution_view(rows: Sequence[Any], check: StreamCheck) -> ExecutionView:
     first = rows[0]
     attempts: dict[int, dict[str, Any]] = {}
     outcome, model, latency, fell_back = "incomplete", None, None, False
+    error_type = message = None
     requested: tuple[ToolCallRequest, ...] = ()
     for row in rows:
         payload: dict[str, Any] = row.payload if isinstance(row.payload, dict) else {}
@@ -158,6 +269,8 @@ def _execution_view(rows: Sequence[Any], check: StreamCheck) -> ExecutionView:
                 "error_type": None,
                 "message": None,
                 "span_id": row.span_id,
+                "retry": retry if isinstance(retry := payload.get("retry"), int) else None,
+                "next_action": None,
             }
         elif row.event_type in ("AttemptSucceeded", "AttemptFailed") and number in attempts:
             attempts[number].update(
@@ -165,6 +278,7 @@ def _execution_view(rows: Sequence[Any], check: StreamCheck) -> ExecutionView:
                 latency_ms=_number(payload.get("latency_ms")),
                 error_type=_text(payload.get("error_type")),
                 message=_text(payload.get("message")),
+                next_action=_text(payload.get("next_action")),
             )
             if row.event_type == "AttemptSucceeded":
                 requested = _requested(payload.get("tool_calls"))
@@ -173,6 +287,7 @@ def _execution_view(rows: Sequence[Any], check: StreamCheck) -> ExecutionView:
             fell_back = bool(payload.get("fallback_used"))
         elif row.event_type == "ExecutionFailed":
             outcome, model, latency = "failed", _text(payload.get("last_model")), _number(payload.get("latency_ms"))
+            error_type, message = _text(payload.get("error_type")), _text(payload.get("message"))
         elif row.event_type == "FallbackTriggered":
             fell_back = True
     return ExecutionView(
@@ -189,6 +304,8 @@ def _execution_view(rows: Sequence[Any], check: StreamCheck) -> ExecutionView:
         attempts=[AttemptView(**attempt) for _, attempt in sorted(attempts.items())],
         integrity=check,
         tool_calls=requested,
+        error_type=error_type,
+        message=message,
     )
 
 

@@ -17,7 +17,7 @@ import streamlit as st
 from llm_ledger.dashboard.gate import admit, show_who
 from llm_ledger.dashboard.login import OidcSettings
 from llm_ledger.dashboard.settings import DashboardSettings
-from llm_ledger.dashboard.sidebar import choose_view, keep_in_url, show_freshness
+from llm_ledger.dashboard.sidebar import choose_filters, choose_view, keep_in_url, show_freshness
 from llm_ledger.dashboard.source import (
     DEMO_COMMAND,
     LedgerNotReadyError,
@@ -25,6 +25,8 @@ from llm_ledger.dashboard.source import (
     check_schema,
     is_unreachable,
 )
+from llm_ledger.dashboard.state import PAGES
+from llm_ledger.dashboard.trace_links import TraceLinkTemplateError
 from llm_ledger.dashboard.views import PageContext, renderer
 from llm_ledger.projections import CatchUpResult
 from llm_ledger.projections.queries import Freshness
@@ -68,7 +70,11 @@ def _open(settings: DashboardSettings) -> tuple[LedgerSource, CatchUpResult | No
 
 def main() -> None:
     st.set_page_config(page_title="llm-ledger", layout="wide")
-    settings = DashboardSettings.from_env()
+    try:
+        settings = DashboardSettings.from_env()
+    except TraceLinkTemplateError as exc:
+        st.error(str(exc))
+        return
     access = admit(OidcSettings.from_env(), settings.bound_tenant)
     if access is None:
         return
@@ -91,12 +97,19 @@ def main() -> None:
         return
     now = datetime.now(UTC)
     state = choose_view(tenants, is_bound=settings.bound_tenant is not None, today=now.date())
-    show_freshness(freshness, caught)
-    show_who(access)
-    assert state.tenant is not None, "choose_view always picks one of the tenants"
-    page = PageContext(source.view, state.tenant, state.time_window(now), state, settings)
+    if state.tenant is None:
+        # A link's tenant this dashboard does not show (choose_view said so): nothing is drawn in its place.
+        show_freshness(freshness, caught)
+        show_who(access)
+        st.header(PAGES[state.page])
+        st.info("Choose a tenant in the sidebar.")
+        return
+    tenant, window = state.tenant, state.time_window(now)
     try:
-        renderer(state.page)(page)
+        state = choose_filters(state, source.view.filter_choices(tenant, window))
+        show_freshness(freshness, caught)
+        show_who(access)
+        renderer(state.page)(PageContext(source.view, tenant, window, state, settings))
     except Exception as exc:
         if not is_unreachable(exc):
             raise

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from llm_ledger.dashboard.login import LoginConfigurationError, OidcSettings
+from llm_ledger.dashboard.trace_links import TraceLinkTemplateError, deprecation_notice, trace_links_from_env
 from llm_ledger.environment import LLM_LEDGER_DATABASE_URL, LLM_LEDGER_OIDC_ISSUER, child_environment
 
 APP = Path(__file__).resolve().parent / "app.py"
@@ -93,6 +94,14 @@ def run_dashboard(database_url: str | None, port: int, address: str, *, insecure
         raise LoginConfigurationError(f"the dashboard may not listen on --address {address}: {problem}")
     if oidc is not None and importlib.util.find_spec("authlib") is None:
         raise LoginConfigurationError("the dashboard's login needs Authlib: pip install 'llm-ledger[dashboard]'")
+    try:  # here, not only in the app: a mistyped template stops the command before Streamlit starts
+        trace_links_from_env()
+    except TraceLinkTemplateError as exc:
+        print(f"llm-ledger: {exc}", file=sys.stderr)
+        return 2
+    notice = deprecation_notice()
+    if notice is not None:
+        print(f"llm-ledger: {notice}", file=sys.stderr)
     environment = child_environment(STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     if database_url:
         environment[LLM_LEDGER_DATABASE_URL.name] = database_url

@@ -4,19 +4,22 @@ a page shows is tested without Streamlit; the pages only hand these to ``st.*``.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from llm_ledger.audit.results import AuditFinding, TenantAudit
 from llm_ledger.audit.timeline import ExecutionView, TimelineItem
+from llm_ledger.dashboard.state import shown
 from llm_ledger.projections.queries import (
+    Dimension,
     ErrorCount,
     ErrorPoint,
     FailedAttempt,
     FallbackEdge,
     Figures,
+    Filters,
     Group,
     Point,
     SessionSummary,
@@ -25,9 +28,27 @@ from llm_ledger.projections.queries import (
 )
 
 Row = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Links:
+    """Where a table's link cells lead: a trace (``None`` when not traced), a session's page, an
+    execution's page (of a session, when known)."""
+
+    trace: Callable[[str | None], str | None]
+    session: Callable[[str], str]
+    execution: Callable[[str, str | None], str]
+
+
 DeltaColor = Literal["normal", "inverse", "off"]
 NONE = "—"
 PERCENTILE_NAMES = ("p50", "p95", "p99")
+FILTER_NOUNS: dict[Dimension, tuple[str, str]] = {
+    "agent_id": ("agent", "agents"),
+    "step": ("step", "steps"),
+    "model": ("model", "models"),
+    "provider": ("provider", "providers"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +84,31 @@ def literal(text: str) -> str:
     """``text`` escaped for Streamlit's markdown, so that it shows as written (a tenant id or a link's
     value can hold ``**``, ``[...](...)``, ``:red[...]`` or ``$``)."""
     return text.translate(_MARKDOWN_SPECIAL)
+
+
+def filter_summary(filters: Filters) -> str | None:
+    """The chosen filters in a line (``agent support · steps a, b``); ``None`` when none is chosen."""
+    parts = [
+        f"{FILTER_NOUNS[dimension][len(values) > 1]} {', '.join(values)}"
+        for dimension, values in filters.chosen().items()
+    ]
+    return " · ".join(parts) or None
+
+
+def unmatched_filters(chosen: Filters, present: Filters, tenant: str) -> list[str]:
+    """A message (plain text) for each chosen value that ``present`` (the values with figures in the
+    window) lacks: a value from a link that matches nothing must not pass for one that was applied."""
+    offered = present.chosen()
+    messages: list[str] = []
+    for dimension, values in chosen.chosen().items():
+        noun = FILTER_NOUNS[dimension][0]
+        messages.extend(
+            f"The {noun} filter holds {shown(value)}, but tenant {shown(tenant)} has no executions of that {noun} "
+            "in this window: nothing is counted for it."
+            for value in values
+            if value not in offered.get(dimension, ())
+        )
+    return messages
 
 
 def iso(moment: datetime) -> str:
@@ -284,7 +330,8 @@ def error_count_rows(counts: Iterable[ErrorCount], attempts: int) -> list[Row]:
     ]
 
 
-def failed_attempt_rows(failed: Iterable[FailedAttempt]) -> list[Row]:
+def failed_attempt_rows(failed: Iterable[FailedAttempt], links: Links) -> list[Row]:
+    """The latest failed attempts, each linked to its session (when it has one) and its execution."""
     return [
         {
             "time": attempt.occurred_at,
@@ -296,8 +343,8 @@ def failed_attempt_rows(failed: Iterable[FailedAttempt]) -> list[Row]:
             "next action": attempt.next_action,
             "step": attempt.step,
             "agent": attempt.agent_id,
-            "session": attempt.session_id,
-            "execution": attempt.execution_id,
+            "session": links.session(attempt.session_id) if attempt.session_id else None,
+            "execution": links.execution(attempt.execution_id, attempt.session_id),
         }
         for attempt in failed
     ]
@@ -327,7 +374,8 @@ def edge_label(edge: FallbackEdge) -> str:
     return f"{edge.from_model} → {edge.to_model}"
 
 
-def fallback_edge_rows(edges: Iterable[FallbackEdge]) -> list[Row]:
+def fallback_edge_rows(edges: Iterable[FallbackEdge], example_sessions: Mapping[FallbackEdge, str]) -> list[Row]:
+    """One row per edge and reason; ``example_sessions`` holds a link to the latest session showing it."""
     return [
         {
             "from": edge.from_model,
@@ -336,6 +384,7 @@ def fallback_edge_rows(edges: Iterable[FallbackEdge]) -> list[Row]:
             "fallbacks": edge.fallbacks,
             "succeeded after": edge.succeeded_after,
             "success after fallback": percent(edge.succeeded_after / edge.fallbacks if edge.fallbacks else None),
+            "example": example_sessions.get(edge),
         }
         for edge in edges
     ]
@@ -419,7 +468,7 @@ def session_tool_rows(items: Iterable[TimelineItem], trace_url: Callable[[str | 
 # --- sessions -------------------------------------------------------------------------------------------
 
 
-def session_rows(summaries: Iterable[SessionSummary]) -> list[Row]:
+def session_rows(summaries: Iterable[SessionSummary], session_link: Callable[[str], str]) -> list[Row]:
     return [
         {
             "session": summary.session_id,
@@ -431,6 +480,7 @@ def session_rows(summaries: Iterable[SessionSummary]) -> list[Row]:
             "fell back": summary.fallback_executions,
             "attempts": summary.attempts,
             "outcome": summary.outcome,
+            "link": session_link(summary.session_id),
         }
         for summary in summaries
     ]
@@ -444,30 +494,51 @@ def session_choices(recent: Sequence[SessionSummary], chosen: str | None) -> lis
     return ids
 
 
-def execution_rows(executions: Iterable[ExecutionView], trace_url: Callable[[str | None], str | None]) -> list[Row]:
+def session_labels(recent: Iterable[SessionSummary]) -> Callable[[str], str]:
+    """How the picker names each session: those with failed executions marked, and how many failed."""
+    failed = {summary.session_id: summary.failed for summary in recent if summary.failed}
+
+    def label(session: str) -> str:
+        return f"🔴 {session} · {failed[session]} failed" if session in failed else session
+
+    return label
+
+
+def execution_rows(executions: Iterable[ExecutionView], links: Links) -> list[Row]:
+    """One row per execution, numbered as in the timeline (``#``), with the turn, why it failed (from its
+    ``ExecutionFailed``: e.g. all models failed, and what each answered) and a link to its page."""
     return [
         {
+            "#": number,
             "started": execution.started_at,
+            "turn": execution.turn_id or NONE,
             "step": execution.step or NONE,
             "model": execution.model or NONE,
             "outcome": execution.outcome,
             "integrity": execution.integrity.status,
+            "error type": execution.error_type,
+            "message": execution.message,
             "latency ms": _rounded(execution.latency_ms),
             "attempts": len(execution.attempts),
             "fell back": execution.fallback_used,
-            "trace": trace_url(execution.trace_id),
+            "trace": links.trace(execution.trace_id),
+            "events": links.execution(execution.execution_id, None),
             "execution": execution.execution_id,
             "checked": execution.integrity.summary,
         }
-        for execution in executions
+        for number, execution in enumerate(executions, start=1)
     ]
 
 
 def attempt_rows(executions: Iterable[ExecutionView]) -> list[Row]:
+    """One row per attempt, under the number (``#``) and id of its execution in the executions table."""
     return [
         {
-            "execution": short_id(execution.execution_id),
+            "#": number,
+            "execution": execution.execution_id,
+            "step": execution.step or NONE,
             "attempt": attempt.attempt,
+            "retry": attempt.retry,
             "model": attempt.model,
             "provider": attempt.provider,
             "started": attempt.started_at,
@@ -475,8 +546,9 @@ def attempt_rows(executions: Iterable[ExecutionView]) -> list[Row]:
             "latency ms": _rounded(attempt.latency_ms),
             "error type": attempt.error_type,
             "message": attempt.message,
+            "next action": attempt.next_action,
         }
-        for execution in executions
+        for number, execution in enumerate(executions, start=1)
         for attempt in execution.attempts
     ]
 

@@ -1,14 +1,16 @@
-"""What a view shows (tenant, window, page, session), as it is kept in the URL so that it can be shared."""
+"""What a view shows (tenant, window, filters, page, session, execution), as it is kept in the URL so that it
+can be shared."""
 
 from __future__ import annotations
 
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
+from urllib.parse import urlencode
 
-from llm_ledger.projections.queries import Window
+from llm_ledger.projections.queries import Filters, Window
 
 PAGES: Final = {
     "overview": "Overview",
@@ -17,6 +19,7 @@ PAGES: Final = {
     "fallbacks": "Fallbacks",
     "tools": "Tools",
     "sessions": "Sessions",
+    "execution": "Execution",
     "audit": "Audit",
 }
 WINDOWS: Final = {
@@ -32,8 +35,12 @@ _SPANS: Final = {
     "7d": timedelta(days=7),
     "30d": timedelta(days=30),
 }
+FILTERS: Final = {"agent": "Agents", "step": "Steps", "model": "Models", "provider": "Providers"}
+"""The filters' URL parameters (each may be repeated: ``?model=a&model=b``) and their labels."""
+FILTER_FIELDS: Final = {"agent": "agents", "step": "steps", "model": "models", "provider": "providers"}
+"""The field of ``Filters`` each parameter sets."""
 DEFAULT_PAGE: Final = "overview"
-DEFAULT_WINDOW: Final = "1d"
+DEFAULT_WINDOW: Final = "7d"
 CUSTOM_DEFAULT_DAYS: Final = 7
 FIRST_DATE: Final = date(1970, 1, 1)
 """The earliest custom date: the ledger's time buckets count from the epoch, and nothing is recorded
@@ -54,6 +61,8 @@ class ViewState:
     end: date | None = None
     page: str = DEFAULT_PAGE
     session: str | None = None
+    execution: str | None = None
+    filters: Filters = field(default_factory=Filters)
 
     @classmethod
     def from_query(cls, params: Mapping[str, str | list[str]]) -> ViewState:
@@ -69,6 +78,17 @@ class ViewState:
             if isinstance(raw, list):
                 raw = raw[-1] if raw else None
             return raw.strip() or None if raw is not None else None
+
+        def values(name: str) -> tuple[str, ...]:
+            raw = params.get(name)
+            given = [raw] if isinstance(raw, str) else raw or []
+            kept: dict[str, None] = {}  # in the link's order, once each
+            for text in (text.strip() for text in given):
+                if not is_plain_text(text):
+                    ignored.append(f"{name}={shown(text)} cannot be a {name} (it holds a control character): ignored.")
+                elif text:
+                    kept[text] = None
+            return tuple(kept)
 
         def choice(name: str, known: Mapping[str, str], default: str) -> str:
             given = value(name)
@@ -91,10 +111,15 @@ class ViewState:
                 return None
             return parsed
 
-        session = value("session")
-        if session is not None and not is_plain_text(session):
-            ignored.append(f"session={shown(session)} cannot be a session id (it holds a control character): ignored.")
-            session = None
+        def identifier(name: str, what: str) -> str | None:
+            given = value(name)
+            if given is not None and not is_plain_text(given):
+                ignored.append(f"{name}={shown(given)} cannot be {what} (it holds a control character): ignored.")
+                return None
+            return given
+
+        session = identifier("session", "a session id")
+        execution = identifier("execution", "an execution id")
         view = cls(
             tenant=value("tenant"),
             window=choice("window", WINDOWS, DEFAULT_WINDOW),
@@ -102,12 +127,15 @@ class ViewState:
             end=day("end"),
             page=choice("page", PAGES, DEFAULT_PAGE),
             session=session,
+            execution=execution,
+            filters=Filters(**{FILTER_FIELDS[name]: values(name) for name in FILTERS}),
         )
         return view, ignored
 
-    def to_query(self) -> dict[str, str]:
-        """The query parameters that restore this view (nothing for what is unset)."""
-        query = {"page": self.page, "window": self.window}
+    def to_query(self) -> dict[str, str | list[str]]:
+        """The query parameters that restore this view (nothing for what is unset); a filter of several
+        values is a list (a parameter repeated), of one a string, as ``st.query_params`` holds them."""
+        query: dict[str, str | list[str]] = {"page": self.page, "window": self.window}
         if self.tenant:
             query["tenant"] = self.tenant
         if self.window == "custom":
@@ -117,7 +145,17 @@ class ViewState:
                 query["end"] = self.end.isoformat()
         if self.session:
             query["session"] = self.session
+        if self.execution:
+            query["execution"] = self.execution
+        for name in FILTERS:
+            chosen: tuple[str, ...] = getattr(self.filters, FILTER_FIELDS[name])
+            if chosen:
+                query[name] = chosen[0] if len(chosen) == 1 else list(chosen)
         return query
+
+    def link(self) -> str:
+        """The relative link (``?page=...``) that opens this view."""
+        return "?" + urlencode(self.to_query(), doseq=True)
 
     def with_custom_dates(self, today: date) -> ViewState:
         """The custom window's dates, defaulted (the last week) and put in order."""

@@ -1,18 +1,23 @@
 """The view every page of the dashboard queries: the read models' figures (``projections.queries``) and,
 read in the same tenant-scoped transactions, what the audit has of the tenant (``audit.timeline``: one
-session's events as stored, each stream checked; ``audit.results``: what the last verify run recorded).
-The dashboard is where both meet: projections and audit do not import each other."""
+session's events as stored, each stream checked; ``audit.results``: what the last verify run recorded),
+and the sessions its links drill down to (``projections.drilldown``). The dashboard is where both meet:
+projections and audit do not import each other."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from llm_ledger.audit import results, timeline
 from llm_ledger.audit.results import AuditFinding, TenantAudit
-from llm_ledger.audit.timeline import ExecutionView, TimelineItem
-from llm_ledger.projections.queries import LedgerView
+from llm_ledger.audit.timeline import ExecutionRecord, ExecutionView, TimelineItem
+from llm_ledger.projections import drilldown
+from llm_ledger.projections.queries import FallbackEdge, LedgerView, SessionSummary, Window
 
 
 class DashboardView(LedgerView):
-    """A ``LedgerView`` (optionally bound to one tenant) that also answers the Sessions and Audit pages."""
+    """A ``LedgerView`` (optionally bound to one tenant) that also answers the Sessions, Execution and Audit
+    pages, and names the sessions the Fallbacks page links to."""
 
     def session_timeline(self, tenant_id: str, session_id: str) -> list[ExecutionView]:
         """The executions of one session, each with what the check of its stream found
@@ -35,3 +40,24 @@ class DashboardView(LedgerView):
         """The run's findings for the tenant, broken first (``audit.results.run_findings``)."""
         with self._reading(tenant_id) as connection:
             return results.run_findings(connection, tenant_id, run_id, limit)
+
+    def execution_record(self, tenant_id: str, execution_id: str) -> ExecutionRecord | None:
+        """One execution's events, tool executions and check (``audit.timeline.execution_record``); ``None``
+        when the tenant has none of that id (a bound view never reads another tenant's)."""
+        with self._reading(tenant_id) as connection:
+            return timeline.execution_record(connection, tenant_id, execution_id)
+
+    def fallback_sessions(
+        self, tenant_id: str, window: Window, edges: Iterable[FallbackEdge]
+    ) -> dict[FallbackEdge, str]:
+        """The latest session of the window showing each fallback edge
+        (``projections.drilldown.fallback_sessions``)."""
+        with self._reading(tenant_id) as connection:
+            return drilldown.fallback_sessions(connection, tenant_id, window, edges)
+
+    def failed_sessions(
+        self, tenant_id: str, *, window: Window | None = None, search: str | None = None, limit: int = 50
+    ) -> list[SessionSummary]:
+        """Sessions with failed executions, seen last first (``projections.drilldown.failed_sessions``)."""
+        with self._reading(tenant_id) as connection:
+            return drilldown.failed_sessions(connection, tenant_id, window=window, search=search, limit=limit)

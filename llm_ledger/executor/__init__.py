@@ -45,6 +45,7 @@ from llm_ledger.executor.sink import (
 from llm_ledger.executor.stream import LLMStream
 from llm_ledger.executor.tool_executions import ToolCallRecording, ToolRun, record_tool_call, run_tool_call
 from llm_ledger.executor.tools import RequestedToolCall, ToolCall, ToolSpec
+from llm_ledger.executor.turns import turn_span
 from llm_ledger.executor.types import AttemptSummary, LLMMessage, LLMResponse
 
 __all__ = [
@@ -103,4 +104,5 @@ __all__ = [
     "set_default_sink",
     "set_execution_context",
     "should_fall_back",
+    "turn_span",
 ]

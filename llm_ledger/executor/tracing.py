@@ -99,6 +99,19 @@ class RunTrace(Protocol):
     def failed(self, error_type: str, message: str) -> None: ...
 
 
+class TurnTrace(Protocol):
+    """One turn's span (``invoke_workflow {name}``, ``turns.turn_span``): from its start until it ends it is
+    the caller's current span, so the executions, agent runs and tool executions of the turn hang under it,
+    in one trace."""
+
+    trace_id: str | None
+    span_id: str | None
+
+    def succeeded(self) -> None: ...
+
+    def failed(self, error_type: str, message: str) -> None: ...
+
+
 class ExecutionTracer(Protocol):
     def start(
         self, execution_id: UUID, operation: str, context: ExecutionContext, chain: tuple[str, ...]
@@ -118,6 +131,11 @@ class ExecutionTracer(Protocol):
     def agent_run(self, agent_name: str | None, agent_id: str | None, context: ExecutionContext) -> RunTrace:
         """An agent run's span: under the current run when there is one (an agent run by another's tool),
         else under whatever span is current in OpenTelemetry's context, else a root."""
+        ...
+
+    def turn(self, name: str, context: ExecutionContext) -> TurnTrace:
+        """A turn's span, made the current span until it ends: under the current run when there is one, else
+        under whatever span is current in OpenTelemetry's context, else a root."""
         ...
 
 
@@ -169,6 +187,9 @@ class NoTracer:
         return _NO_TRACE
 
     def agent_run(self, *args: object) -> RunTrace:
+        return _NO_TRACE
+
+    def turn(self, *args: object) -> TurnTrace:
         return _NO_TRACE
 
 

@@ -1,4 +1,5 @@
-"""What the dashboard asks of the read models: figures for one tenant over a time window. (One session's
+"""What the dashboard asks of the read models: figures for one tenant over a time window, optionally kept
+to some agents, steps, models and providers (``Filters``). (One session's
 raw events and what ``llm-ledger audit verify`` recorded are the audit's to read: ``audit.timeline`` and
 ``audit.results``, which ``dashboard.view.DashboardView`` reads in this view's scoped transactions.)
 
@@ -16,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 import orjson
-from sqlalchemy import Connection, Engine, Text, and_, cast, false, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Engine, Text, and_, cast, false, func, or_, select
 from sqlalchemy.engine import URL
 
 from llm_ledger.projections import histogram
@@ -42,6 +43,39 @@ Dimension = Literal["agent_id", "step", "model", "provider"]
 ErrorDimension = Literal["error_type", "provider", "model", "step"]
 ToolDimension = Literal["agent_id", "step", "tool_name", "outcome"]
 _Key = TypeVar("_Key", bound=Hashable)
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """The agents, steps, models and providers a question keeps; an empty tuple keeps every value. The
+    values of one dimension are alternatives (any of them), the dimensions all apply (each of them)."""
+
+    agents: tuple[str, ...] = ()
+    steps: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    providers: tuple[str, ...] = ()
+
+    def chosen(self) -> dict[Dimension, tuple[str, ...]]:
+        """The dimensions that keep only some values, by their column in the read models."""
+        every: dict[Dimension, tuple[str, ...]] = {
+            "agent_id": self.agents,
+            "step": self.steps,
+            "model": self.models,
+            "provider": self.providers,
+        }
+        return {dimension: values for dimension, values in every.items() if values}
+
+    @property
+    def names_a_model(self) -> bool:
+        """Whether a model or a provider is chosen (which tool calls, recorded per agent and step, cannot honour)."""
+        return bool(self.models or self.providers)
+
+    def without_models(self) -> Filters:
+        return Filters(agents=self.agents, steps=self.steps)
+
+
+EVERYTHING = Filters()
+"""The filters that keep every row."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,72 +317,100 @@ class LedgerView:
 
     # --- figures ------------------------------------------------------------------------------------------
 
-    def totals(self, tenant_id: str, window: Window) -> Figures:
+    def filter_choices(self, tenant_id: str, window: Window) -> Filters:
+        """The agents, steps, models and providers with figures in the window, each sorted (what a filter
+        can usefully choose). A missing agent or step (stored as ``''``) is not offered."""
+        table = step_stats
+        dimensions = ("agent_id", "step", "model", "provider")
+        query = (
+            select(*(table.c[name] for name in dimensions))
+            .where(table.c.tenant_id == tenant_id, _in_segments(table, plan(window.start, window.end)))
+            .distinct()
+        )
+        with self._reading(tenant_id) as connection:
+            rows = list(connection.execute(query))
+        agents, steps, models, providers = (tuple(sorted({row[i] for row in rows} - {""})) for i in range(4))
+        return Filters(agents, steps, models, providers)
+
+    def totals(self, tenant_id: str, window: Window, filters: Filters = EVERYTHING) -> Figures:
         """Every figure of the window, summed over agents, steps and models."""
         summed = _Sums()
-        for row in self._step_rows(tenant_id, plan(window.start, window.end)):
+        for row in self._step_rows(tenant_id, plan(window.start, window.end), filters):
             summed.add(row)
         return summed.figures()
 
-    def breakdown(self, tenant_id: str, window: Window, by: Sequence[Dimension]) -> list[Group]:
+    def breakdown(
+        self, tenant_id: str, window: Window, by: Sequence[Dimension], filters: Filters = EVERYTHING
+    ) -> list[Group]:
         """The window's figures per combination of ``by`` (e.g. ``("step", "model")``), largest first."""
-        rows = self._step_rows(tenant_id, plan(window.start, window.end))
+        rows = self._step_rows(tenant_id, plan(window.start, window.end), filters)
         groups = _sums_by(rows, lambda row: tuple(getattr(row, name) for name in by))
         return sorted((Group(k, s.figures()) for k, s in groups.items()), key=lambda g: (-g.figures.executions, g.key))
 
-    def series(self, tenant_id: str, window: Window, by: Dimension | None = None) -> list[Point]:
+    def series(
+        self, tenant_id: str, window: Window, by: Dimension | None = None, filters: Filters = EVERYTHING
+    ) -> list[Point]:
         """Figures per time bucket (minutes, hours or days, whichever gives a readable number of points),
         per value of ``by`` when given."""
-        rows = self._step_rows(tenant_id, [_display_segment(window)])
+        rows = self._step_rows(tenant_id, [_display_segment(window)], filters)
         points = _sums_by(rows, lambda row: (as_utc(row.bucket_start), getattr(row, by) if by else ""))
         return [Point(start, group, summed.figures()) for (start, group), summed in sorted(points.items())]
 
-    def _step_rows(self, tenant_id: str, segments: Iterable[Segment]) -> list[Any]:
+    def _step_rows(self, tenant_id: str, segments: Iterable[Segment], filters: Filters) -> list[Any]:
         columns = [c for c in step_stats.c if c.name not in ("execution_latency", "attempt_latency")]
         query = select(
             *columns,
             cast(step_stats.c.execution_latency, Text).label("execution_latency"),
             cast(step_stats.c.attempt_latency, Text).label("attempt_latency"),
-        ).where(step_stats.c.tenant_id == tenant_id, _in_segments(step_stats, segments))
+        ).where(step_stats.c.tenant_id == tenant_id, _in_segments(step_stats, segments), *_kept(step_stats, filters))
         with self._reading(tenant_id) as connection:
             return list(connection.execute(query))
 
     # --- errors ---------------------------------------------------------------------------------------------
 
     def error_series(
-        self, tenant_id: str, window: Window, by: ErrorDimension = "error_type", scope: str = "attempt"
+        self,
+        tenant_id: str,
+        window: Window,
+        by: ErrorDimension = "error_type",
+        scope: str = "attempt",
+        filters: Filters = EVERYTHING,
     ) -> list[ErrorPoint]:
         """Failures per time bucket and value of ``by`` (attempt failures, or failed executions)."""
         column = error_stats.c[by]
         query = (
             select(error_stats.c.bucket_start, column, func.sum(error_stats.c.count))
             .where(error_stats.c.tenant_id == tenant_id, error_stats.c.scope == scope)
-            .where(_in_segments(error_stats, [_display_segment(window)]))
+            .where(_in_segments(error_stats, [_display_segment(window)]), *_kept(error_stats, filters))
             .group_by(error_stats.c.bucket_start, column)
             .order_by(error_stats.c.bucket_start, column)
         )
         with self._reading(tenant_id) as connection:
             return [ErrorPoint(as_utc(start), group, int(n)) for start, group, n in connection.execute(query)]
 
-    def error_counts(self, tenant_id: str, window: Window, scope: str = "attempt") -> list[ErrorCount]:
+    def error_counts(
+        self, tenant_id: str, window: Window, scope: str = "attempt", filters: Filters = EVERYTHING
+    ) -> list[ErrorCount]:
         """Failures of the window per error type, provider and model, most frequent first."""
         total = func.sum(error_stats.c.count)
         query = (
             select(error_stats.c.error_type, error_stats.c.provider, error_stats.c.model, total)
             .where(error_stats.c.tenant_id == tenant_id, error_stats.c.scope == scope)
-            .where(_in_segments(error_stats, plan(window.start, window.end)))
+            .where(_in_segments(error_stats, plan(window.start, window.end)), *_kept(error_stats, filters))
             .group_by(error_stats.c.error_type, error_stats.c.provider, error_stats.c.model)
             .order_by(total.desc(), error_stats.c.error_type)
         )
         with self._reading(tenant_id) as connection:
             return [ErrorCount(e, p, m, int(n)) for e, p, m, n in connection.execute(query)]
 
-    def failed_attempts(self, tenant_id: str, window: Window, limit: int = 50) -> list[FailedAttempt]:
+    def failed_attempts(
+        self, tenant_id: str, window: Window, limit: int = 50, filters: Filters = EVERYTHING
+    ) -> list[FailedAttempt]:
         """The latest failed attempts of the window, newest first (messages as recorded: scrubbed)."""
         table = failed_attempts
         query = (
             select(table)
-            .where(table.c.tenant_id == tenant_id)
+            .where(table.c.tenant_id == tenant_id, *_kept(table, filters))
             .where(table.c.occurred_at >= window.start, table.c.occurred_at < window.end)
             .order_by(table.c.occurred_at.desc())
             .limit(limit)
@@ -375,13 +437,15 @@ class LedgerView:
 
     # --- fallbacks ------------------------------------------------------------------------------------------
 
-    def fallback_edges(self, tenant_id: str, window: Window) -> list[FallbackEdge]:
-        """Fallbacks of the window as ``from -> to`` edges with reasons, most frequent first."""
+    def fallback_edges(self, tenant_id: str, window: Window, filters: Filters = EVERYTHING) -> list[FallbackEdge]:
+        """Fallbacks of the window as ``from -> to`` edges with reasons, most frequent first. A model (or
+        provider) filter keeps the fallbacks from or to one of its models: either end of the edge."""
         table = fallback_stats
         fallbacks, succeeded = func.sum(table.c.fallbacks), func.sum(table.c.succeeded_after)
         query = (
             select(table.c.from_model, table.c.to_model, table.c.reason, fallbacks, succeeded)
             .where(table.c.tenant_id == tenant_id, _in_segments(table, plan(window.start, window.end)))
+            .where(*_kept_fallbacks(tenant_id, filters))
             .group_by(table.c.from_model, table.c.to_model, table.c.reason)
             .order_by(fallbacks.desc(), table.c.from_model, table.c.to_model, table.c.reason)
         )
@@ -391,21 +455,27 @@ class LedgerView:
     # --- tool calls -----------------------------------------------------------------------------------------
 
     def tool_calls(
-        self, tenant_id: str, window: Window, by: Sequence[ToolDimension] = ("tool_name", "outcome", "step")
+        self,
+        tenant_id: str,
+        window: Window,
+        by: Sequence[ToolDimension] = ("tool_name", "outcome", "step"),
+        filters: Filters = EVERYTHING,
     ) -> list[ToolCallGroup]:
-        """Tools' executions that ended in the window per combination of ``by``, most calls first."""
+        """Tools' executions that ended in the window per combination of ``by``, most calls first. They are
+        recorded per agent and step only: ``filters`` naming a model or provider raise ``ValueError``."""
         groups: dict[tuple[str, ...], list[Any]] = {}
-        for row in self._tool_rows(tenant_id, plan(window.start, window.end)):
+        for row in self._tool_rows(tenant_id, plan(window.start, window.end), filters):
             groups.setdefault(tuple(getattr(row, name) for name in by), []).append(row)
         found = [_tool_group(key, rows) for key, rows in groups.items()]
         return sorted(found, key=lambda group: (-group.calls, group.key))
 
     def tool_call_series(
-        self, tenant_id: str, window: Window, by: ToolDimension | None = "outcome"
+        self, tenant_id: str, window: Window, by: ToolDimension | None = "outcome", filters: Filters = EVERYTHING
     ) -> list[ToolCallPoint]:
-        """Tools' executions that ended, per time bucket (the grain ``series`` draws) and value of ``by``."""
+        """Tools' executions that ended, per time bucket (the grain ``series`` draws) and value of ``by``
+        (``filters`` as for ``tool_calls``)."""
         points: dict[tuple[datetime, str], list[int]] = {}
-        for row in self._tool_rows(tenant_id, [_display_segment(window)]):
+        for row in self._tool_rows(tenant_id, [_display_segment(window)], filters):
             counts = points.setdefault((as_utc(row.bucket_start), getattr(row, by) if by else ""), [0, 0])
             counts[0] += row.calls
             counts[1] += row.calls if row.outcome == "failed" else 0
@@ -413,10 +483,15 @@ class LedgerView:
             ToolCallPoint(start, group, calls, failed) for (start, group), (calls, failed) in sorted(points.items())
         ]
 
-    def _tool_rows(self, tenant_id: str, segments: Iterable[Segment]) -> list[Any]:
+    def _tool_rows(self, tenant_id: str, segments: Iterable[Segment], filters: Filters) -> list[Any]:
+        if filters.names_a_model:
+            raise ValueError(
+                "tool calls are recorded per agent and step, not per model: a model or provider filter cannot "
+                "apply to them (pass filters.without_models())"
+            )
         columns = [c for c in tool_stats.c if c.name != "latency"]
         query = select(*columns, cast(tool_stats.c.latency, Text).label("latency")).where(
-            tool_stats.c.tenant_id == tenant_id, _in_segments(tool_stats, segments)
+            tool_stats.c.tenant_id == tenant_id, _in_segments(tool_stats, segments), *_kept(tool_stats, filters)
         )
         with self._reading(tenant_id) as connection:
             return list(connection.execute(query))
@@ -489,6 +564,28 @@ def _in_segments(table: Any, segments: Iterable[Segment]) -> Any:
         for segment in segments
     ]
     return or_(*conditions) if conditions else false()
+
+
+def _kept(table: Any, filters: Filters) -> list[ColumnElement[bool]]:
+    """The conditions that keep the rows of ``table`` the filters choose, on its own columns."""
+    return [table.c[dimension].in_(values) for dimension, values in filters.chosen().items()]
+
+
+def _kept_fallbacks(tenant_id: str, filters: Filters) -> list[ColumnElement[bool]]:
+    """``_kept`` for the fallback edges, which have a model at each end and no provider: a provider stands
+    for the tenant's models attributed to it (in the day rows, the fewest that name every model)."""
+    table = fallback_stats
+    conditions = _kept(table, Filters(agents=filters.agents, steps=filters.steps))
+    if filters.models:
+        conditions.append(or_(table.c.from_model.in_(filters.models), table.c.to_model.in_(filters.models)))
+    if filters.providers:
+        models = select(step_stats.c.model).where(
+            step_stats.c.tenant_id == tenant_id,
+            step_stats.c.grain_seconds == DAY,
+            step_stats.c.provider.in_(filters.providers),
+        )
+        conditions.append(or_(table.c.from_model.in_(models), table.c.to_model.in_(models)))
+    return conditions
 
 
 class _Sums:

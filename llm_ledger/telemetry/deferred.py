@@ -33,8 +33,16 @@ from llm_ledger.executor.context import ExecutionContext
 from llm_ledger.executor.errors import ProviderError
 from llm_ledger.executor.tracing import SpanRef, current_run
 from llm_ledger.telemetry import spans as conventions
-from llm_ledger.telemetry.parenting import SAMPLED, SampledOutRuns, new_span_id, new_trace_id, parent_context
+from llm_ledger.telemetry.parenting import (
+    NOT_SAMPLED,
+    SAMPLED,
+    SampledOutRuns,
+    new_span_id,
+    new_trace_id,
+    parent_context,
+)
 from llm_ledger.telemetry.setup import Telemetry
+from llm_ledger.telemetry.turns import CurrentTurn
 
 log = logging.getLogger("llm_ledger.telemetry")
 
@@ -219,6 +227,15 @@ class DeferredExecutionTracer:
         return _Span(self, name, conventions.run_attributes, (agent_name, agent_id, context), under,
                      self._sampled(under, trace_id, name), trace_id, expose_ids=True)  # fmt: skip
 
+    def turn(self, name: str, context: ExecutionContext) -> CurrentTurn:
+        under = self._parent(current_run.get())
+        trace_id = under.trace_id if under else new_trace_id()
+        span_name = conventions.turn_span_name(name)
+        span = _Span(self, span_name, conventions.turn_attributes, (name, context), under,
+                     self._sampled(under, trace_id, span_name), trace_id, expose_ids=False)  # fmt: skip
+        ids = SpanContext(trace_id, span.span_id_int, False, SAMPLED if span.sampled else NOT_SAMPLED)
+        return CurrentTurn(span, NonRecordingSpan(ids))
+
     def _parent(self, ref: SpanRef | None) -> SpanContext | None:
         """A span's parent: ``ref`` when given, else OpenTelemetry's current span, else none (a root)."""
         if ref is not None:
@@ -302,6 +319,9 @@ class DeferredExecutionTracer:
                 )
             )
         attributes = conventions.execution_attributes(ledger, execution.chain)
+        if execution.attempts:
+            last = execution.attempts[-1]
+            attributes.update(conventions.answer_attributes(last.client, last.completion))
         status = Status(StatusCode.UNSET)
         if execution.error_type is not None:
             attributes[conventions.ERROR_TYPE] = execution.error_type

@@ -5,10 +5,13 @@ One INTERNAL span per execution, child of the current agent run (``tracing.curre
 caller's current span, and one CLIENT span per attempt named ``{gen_ai.operation.name}
 {gen_ai.request.model}``. A tool execution is an INTERNAL ``execute_tool {gen_ai.tool.name}`` span under
 the current run, else under the execution that asked for it; an agent run an INTERNAL ``invoke_agent
-{gen_ai.agent.name}`` span. Attribute names come from the ``opentelemetry-semantic-conventions`` package.
-Prompt and answer content, tool arguments and results are never put on spans. The functions here say
-what the spans hold; ``OtelExecutionTracer`` makes them through the OpenTelemetry API as a call goes,
-``deferred`` builds the same after the call.
+{gen_ai.agent.name}`` span; a Focal turn (``turns.turn_span``) an INTERNAL ``invoke_workflow {name}`` span,
+the current span while it runs, so that a turn is one trace. Every span of a session carries
+``gen_ai.conversation.id`` (the session id), by which trace UIs group a session; an execution's span
+names the provider and models of the attempt that answered it. Attribute names come from the
+``opentelemetry-semantic-conventions`` package. Prompt and answer content, tool arguments and results are
+never put on spans. The functions here say what the spans hold; ``OtelExecutionTracer`` makes them through
+the OpenTelemetry API as a call goes, ``deferred`` builds the same after the call.
 
 No metric for tools or runs: the pinned conventions (and the released GenAI conventions) name none; the
 ``gen_ai.client.*`` histograms are for model calls only.
@@ -36,10 +39,12 @@ from llm_ledger.executor.errors import ProviderError
 from llm_ledger.executor.tools import ToolSpec
 from llm_ledger.executor.tracing import SpanRef, current_run
 from llm_ledger.telemetry.parenting import NOT_SAMPLED, SampledOutRuns, new_span_id, parent_context
+from llm_ledger.telemetry.turns import CurrentTurn
 
 OPERATION = gen_ai.GenAiOperationNameValues.CHAT.value
 EXECUTE_TOOL = gen_ai.GenAiOperationNameValues.EXECUTE_TOOL.value
 INVOKE_AGENT = gen_ai.GenAiOperationNameValues.INVOKE_AGENT.value
+INVOKE_WORKFLOW = gen_ai.GenAiOperationNameValues.INVOKE_WORKFLOW.value
 TOOL_TYPE = "function"
 """``gen_ai.tool.type`` of every tool the executor offers: a function the application runs itself."""
 ERROR_TYPE = error_attributes.ERROR_TYPE
@@ -60,12 +65,15 @@ def ledger_attributes(execution_id: UUID, context: ExecutionContext) -> dict[str
 
 
 def context_attributes(context: ExecutionContext) -> dict[str, Any]:
-    """``llm_ledger.*`` attributes of who the work is for, on every span (empty context fields left out)."""
+    """``llm_ledger.*`` attributes of who the work is for, on every span (empty context fields left out),
+    and the session as ``gen_ai.conversation.id``."""
     attributes: dict[str, Any] = {"llm_ledger.tenant_id": context.tenant_id}
     for name, value in (("agent_id", context.agent_id), ("session_id", context.session_id),
                         ("turn_id", context.turn_id), ("step", context.step)):  # fmt: skip
         if value:
             attributes[f"llm_ledger.{name}"] = value
+    if context.session_id:
+        attributes[gen_ai.GEN_AI_CONVERSATION_ID] = context.session_id
     return attributes
 
 
@@ -98,6 +106,18 @@ def run_attributes(agent_name: str | None, agent_id: str | None, context: Execut
     return attributes
 
 
+def turn_span_name(name: str) -> str:
+    return f"{INVOKE_WORKFLOW} {name}"
+
+
+def turn_attributes(name: str, context: ExecutionContext) -> dict[str, Any]:
+    return {
+        **context_attributes(context),
+        gen_ai.GEN_AI_OPERATION_NAME: INVOKE_WORKFLOW,
+        gen_ai.GEN_AI_WORKFLOW_NAME: name,
+    }
+
+
 def tool_definitions(tools: Sequence[ToolSpec]) -> str:
     """``gen_ai.tool.definitions`` with the offered tools' names only.
 
@@ -115,6 +135,19 @@ def execution_name(operation: str, context: ExecutionContext) -> str:
 
 def execution_attributes(ledger: dict[str, Any], chain: tuple[str, ...]) -> dict[str, Any]:
     return {**ledger, "llm_ledger.chain": list(chain), gen_ai.GEN_AI_OPERATION_NAME: OPERATION}
+
+
+def answer_attributes(client: ModelClient, completion: Completion | None) -> dict[str, Any]:
+    """What an execution's span says of the attempt that answered it (or, when none did, of its last): the
+    provider and model asked, and the model that answered as the provider reported it, so that a search
+    by model or provider finds executions as well as attempts."""
+    attributes: dict[str, Any] = {
+        gen_ai.GEN_AI_PROVIDER_NAME: client.route.provider.otel_name,
+        gen_ai.GEN_AI_REQUEST_MODEL: _model_id(client),
+    }
+    if completion is not None and completion.response_model:
+        attributes[gen_ai.GEN_AI_RESPONSE_MODEL] = completion.response_model
+    return attributes
 
 
 def _model_id(client: ModelClient) -> str:
@@ -235,7 +268,7 @@ class OtelExecutionTracer:
     ) -> _ExecutionTrace:
         ledger = ledger_attributes(execution_id, context)
         run = current_run.get()
-        parent = self._under(run) if run is not None else None
+        parent = self._under(run) if run is not None else self._under_current()
         if isinstance(parent, Span):
             return _ExecutionTrace(self, parent, ledger)
         span = self.tracer.start_span(
@@ -250,7 +283,7 @@ class OtelExecutionTracer:
         self, tool_name: str, tool_call_id: str | None, context: ExecutionContext, parent: SpanRef | None
     ) -> _SpanTrace:
         ref = current_run.get() or parent
-        under = self._under(ref) if ref is not None else None
+        under = self._under(ref) if ref is not None else self._under_current()
         if isinstance(under, Span):
             return _SpanTrace(under, self.sampled_out, expose_ids=False)
         span = self.tracer.start_span(
@@ -263,7 +296,7 @@ class OtelExecutionTracer:
 
     def agent_run(self, agent_name: str | None, agent_id: str | None, context: ExecutionContext) -> _SpanTrace:
         run = current_run.get()
-        under = self._under(run) if run is not None else None
+        under = self._under(run) if run is not None else self._under_current()
         if isinstance(under, Span):
             return _SpanTrace(under, self.sampled_out, expose_ids=True)
         span = self.tracer.start_span(
@@ -273,6 +306,25 @@ class OtelExecutionTracer:
             attributes=run_attributes(agent_name, agent_id, context),
         )
         return _SpanTrace(span, self.sampled_out, expose_ids=True)
+
+    def turn(self, name: str, context: ExecutionContext) -> CurrentTurn:
+        run = current_run.get()
+        under = self._under(run) if run is not None else self._under_current()
+        if isinstance(under, Span):
+            return CurrentTurn(_SpanTrace(under, self.sampled_out, expose_ids=False), under)
+        span = self.tracer.start_span(
+            turn_span_name(name), context=under, kind=SpanKind.INTERNAL, attributes=turn_attributes(name, context)
+        )
+        return CurrentTurn(_SpanTrace(span, self.sampled_out, expose_ids=False), span)
+
+    def _under_current(self) -> Span | None:
+        """None, to start a span under the caller's current span (the API's default), unless that one is sampled
+        out (a turn's, say): then the child itself, a non-recording span in its trace, as the deferred tracer
+        makes it (a trace is kept or dropped whole)."""
+        current = trace.get_current_span().get_span_context()
+        if current.is_valid and not current.trace_flags.sampled:
+            return NonRecordingSpan(SpanContext(current.trace_id, new_span_id(), False, NOT_SAMPLED))
+        return None
 
     def _under(self, ref: SpanRef) -> Context | Span:
         """The context to start a child of ``ref`` in; or, when ``ref`` is sampled out, the child itself:
@@ -295,13 +347,14 @@ def _ref(span: Span) -> SpanRef | None:
 
 
 class _ExecutionTrace:
-    __slots__ = ("_ledger", "_owner", "span", "span_id", "trace_id")
+    __slots__ = ("_ledger", "_owner", "last_attempt", "span", "span_id", "trace_id")
 
     def __init__(self, owner: OtelExecutionTracer, span: Span, ledger: dict[str, Any]) -> None:
         self._owner = owner
         self._ledger = ledger
         self.span = span
         self.trace_id, self.span_id = _ids(span)
+        self.last_attempt: _AttemptTrace | None = None
 
     @property
     def ref(self) -> SpanRef | None:
@@ -320,36 +373,46 @@ class _ExecutionTrace:
             kind=SpanKind.CLIENT,
             attributes=attempt_attributes(self._ledger, number, client, fallback_index, retry, params, stream),
         )
-        return _AttemptTrace(self._owner, span, client)
+        self.last_attempt = _AttemptTrace(self._owner, span, client)
+        return self.last_attempt
 
     def fallback(self, from_model: str, to_model: str, reason: str) -> None:
         self.span.add_event(FALLBACK_EVENT, fallback_attributes(from_model, to_model, reason))
 
     def succeeded(self) -> None:
+        self._describe_answer()
         self.span.end()
 
     def failed(self, error_type: str, message: str) -> None:
+        self._describe_answer()
         self.span.set_attribute(ERROR_TYPE, error_type)
         self.span.set_status(Status(StatusCode.ERROR, message))
         self.span.end()
 
+    def _describe_answer(self) -> None:
+        last = self.last_attempt
+        if last is not None and self.span.is_recording():
+            self.span.set_attributes(answer_attributes(last.client, last.completion))
+
 
 class _AttemptTrace:
-    __slots__ = ("_client", "_owner", "span", "span_id", "started_ns", "trace_id")
+    __slots__ = ("_owner", "client", "completion", "span", "span_id", "started_ns", "trace_id")
 
     def __init__(self, owner: OtelExecutionTracer, span: Span, client: ModelClient) -> None:
         self._owner = owner
-        self._client = client
+        self.client = client
+        self.completion: Completion | None = None
         self.span = span
         self.trace_id, self.span_id = _ids(span)
         self.started_ns = time.perf_counter_ns()
 
     def succeeded(self, completion: Completion, ttfc_ms: float | None) -> None:
+        self.completion = completion
         if self.span.is_recording():
             self.span.set_attributes(response_attributes(completion, ttfc_ms))
         self.span.end()
         seconds = (time.perf_counter_ns() - self.started_ns) / 1e9
-        record_success(self._owner.instruments, metric_attributes(self._client), seconds, completion)
+        record_success(self._owner.instruments, metric_attributes(self.client), seconds, completion)
 
     def failed(self, error: ProviderError, error_type: str) -> None:
         self.span.set_attribute(ERROR_TYPE, error_type)
@@ -357,7 +420,7 @@ class _AttemptTrace:
         self.span.record_exception(error)
         self.span.end()
         seconds = (time.perf_counter_ns() - self.started_ns) / 1e9
-        self._owner.instruments.duration.record(seconds, {**metric_attributes(self._client), ERROR_TYPE: error_type})
+        self._owner.instruments.duration.record(seconds, {**metric_attributes(self.client), ERROR_TYPE: error_type})
 
 
 class _SpanTrace:

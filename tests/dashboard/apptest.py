@@ -8,11 +8,11 @@ from streamlit.testing.v1 import AppTest
 
 from tests.dashboard.conftest import APP
 
-PAGES = ("overview", "latency", "errors", "fallbacks", "tools", "sessions", "audit")
+PAGES = ("overview", "latency", "errors", "fallbacks", "tools", "sessions", "execution", "audit")
 
 
-def open_dashboard(**query: str) -> AppTest:
-    """The dashboard run once, as a browser opening ``/?<query>`` would."""
+def open_dashboard(**query: str | list[str]) -> AppTest:
+    """The dashboard run once, as a browser opening ``/?<query>`` would (a list: a parameter repeated)."""
     app = AppTest.from_file(str(APP), default_timeout=30)
     app.query_params.update(query)
     return app.run()

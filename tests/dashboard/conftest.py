@@ -67,14 +67,20 @@ def empty_ledger_url(sqlite_url: str) -> str:
 
 @pytest.fixture
 def dashboard_env(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
-    """Sets the dashboard's environment for one test: ``dashboard_env(url, tenant=..., jaeger=...)``."""
+    """Sets the dashboard's environment for one test: ``dashboard_env(url, tenant=..., trace_url=...)``
+    (``jaeger=``: the deprecated ``LLM_LEDGER_JAEGER_URL``)."""
 
-    def configure(url: str, *, tenant: str | None = None, jaeger: str | None = None) -> None:
-        for name in ("LLM_LEDGER_DASHBOARD_TENANT", "LLM_LEDGER_JAEGER_URL", "LLM_LEDGER_DASHBOARD_CATCH_UP"):
+    def configure(
+        url: str, *, tenant: str | None = None, trace_url: str | None = None, jaeger: str | None = None
+    ) -> None:
+        for name in ("LLM_LEDGER_DASHBOARD_TENANT", "LLM_LEDGER_TRACE_URL", "LLM_LEDGER_JAEGER_URL",
+                     "LLM_LEDGER_DASHBOARD_CATCH_UP"):  # fmt: skip
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("LLM_LEDGER_DATABASE_URL", url)
         if tenant is not None:
             monkeypatch.setenv("LLM_LEDGER_DASHBOARD_TENANT", tenant)
+        if trace_url is not None:
+            monkeypatch.setenv("LLM_LEDGER_TRACE_URL", trace_url)
         if jaeger is not None:
             monkeypatch.setenv("LLM_LEDGER_JAEGER_URL", jaeger)
 

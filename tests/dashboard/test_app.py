@@ -190,7 +190,36 @@ def test_choices_made_in_the_sidebar_are_written_to_the_url(
     assert app.query_params == {"page": "fallbacks", "window": "30d", "tenant": populated_ledger.ledger.tenant}
 
 
-def test_the_sessions_page_links_each_execution_to_its_jaeger_trace(
+def test_the_sessions_page_links_each_execution_to_its_trace_as_the_template_says(
+    populated_ledger: PopulatedLedger, dashboard_env: Configure
+) -> None:
+    ledger = populated_ledger.ledger
+    dashboard_env(populated_ledger.url, trace_url="http://phoenix.internal:6006/redirects/traces/{trace_id}")
+
+    app = open_dashboard(page="sessions", tenant=ledger.tenant, session=ledger.traced_session, window="1d")
+
+    [executions] = [frame.value for frame in app.main.dataframe if "trace" in frame.value.columns]
+    expected = {
+        f"http://phoenix.internal:6006/redirects/traces/{trace_id}"
+        for trace_id in ledger.trace_ids(ledger.traced_session)
+    }
+    assert len(expected) == 7
+    assert set(executions["trace"]) == expected
+
+
+def test_a_trace_link_template_that_cannot_work_is_an_error_naming_its_variable(
+    populated_ledger: PopulatedLedger, dashboard_env: Configure
+) -> None:
+    dashboard_env(populated_ledger.url, trace_url="http://jaeger.internal:16686/trace/")
+
+    app = open_dashboard(page="sessions", tenant=populated_ledger.ledger.tenant, window="1d")
+
+    [error] = [element.value for element in app.error]
+    assert error.startswith("LLM_LEDGER_TRACE_URL='http://jaeger.internal:16686/trace/' has no {trace_id}")
+    assert not app.main.dataframe, "nothing else is drawn"
+
+
+def test_the_sessions_page_links_each_execution_to_its_jaeger_trace_by_the_deprecated_variable(
     populated_ledger: PopulatedLedger, dashboard_env: Configure
 ) -> None:
     ledger = populated_ledger.ledger

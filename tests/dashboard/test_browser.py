@@ -12,7 +12,9 @@ import re
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -26,8 +28,12 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from llm_ledger.dashboard import PAGES as PAGE_TITLES
 from llm_ledger.dashboard import streamlit_command
+from llm_ledger.events import Event
+from llm_ledger.store import EventStore, migrate
 from tests.dashboard.apptest import PAGES
 from tests.dashboard.conftest import PopulatedLedger
+from tests.dashboard.ledger import EXECUTION_ENDS, FAST, moved_back, run
+from tests.projections.projecting import project_url
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -46,14 +52,20 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def dashboard_url(populated_ledger: PopulatedLedger, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The dashboard of the known ledger, served on a free port of 127.0.0.1 for the whole module."""
+    with _served(populated_ledger.url, tmp_path_factory.mktemp("dashboard") / "streamlit.log") as base:
+        yield base
+
+
+@contextmanager
+def _served(database_url: str, log_path: Path) -> Iterator[str]:
+    """The dashboard of ``database_url`` served as ``llm-ledger dashboard`` serves it, until the block ends."""
     port = _free_port()
     environment = {
         name: value
         for name, value in os.environ.items()
-        if name not in ("LLM_LEDGER_DASHBOARD_TENANT", "LLM_LEDGER_JAEGER_URL")
+        if name not in ("LLM_LEDGER_DASHBOARD_TENANT", "LLM_LEDGER_TRACE_URL", "LLM_LEDGER_JAEGER_URL")
     }
-    environment |= {"LLM_LEDGER_DATABASE_URL": populated_ledger.url, "AGNO_TELEMETRY": "false"}
-    log_path = tmp_path_factory.mktemp("dashboard") / "streamlit.log"
+    environment |= {"LLM_LEDGER_DATABASE_URL": database_url, "AGNO_TELEMETRY": "false"}
     with log_path.open("wb") as log:
         server = subprocess.Popen(
             streamlit_command(port, "127.0.0.1"), env=environment, stdout=log, stderr=subprocess.STDOUT
@@ -203,3 +215,108 @@ def test_the_time_axis_reads_utc_on_a_24_hour_clock_in_a_browser_in_new_york(
     assert in_new_york, "the overview's chart has time labels"
     assert all(_UTC_24_HOUR.fullmatch(label) for label in in_new_york), in_new_york
     assert in_new_york == in_utc
+
+
+def test_the_execution_page_shows_its_stream_and_tool_calls_in_a_browser(
+    dashboard_url: str, browser: WebDriver, populated_ledger: PopulatedLedger
+) -> None:
+    ledger = populated_ledger.ledger
+    execution_id = next(
+        str(e.stream_id)
+        for e in ledger.events
+        if e.session_id == ledger.tools_session and e.event_type == "ExecutionStarted"
+    )
+    query = {"page": "execution", "tenant": ledger.tenant, "window": "1d", "execution": execution_id}
+
+    browser.get(f"{dashboard_url}/?{urlencode(query)}")
+    WebDriverWait(browser, PAGE_SECONDS).until(
+        lambda driver: _rendered(driver, PAGE_TITLES["execution"], has_charts=True)
+    )
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "execution-tool-calls.png"))
+    text = browser.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
+    assert "Integrity: intact." in text, text
+    assert f"events of stream {execution_id}, in stream order" in text, text
+    assert "Tool calls" in text, text
+    assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="stAlertContentError"]')
+
+
+def test_a_filter_in_the_link_keeps_the_figures_to_it_in_a_browser(
+    dashboard_url: str, browser: WebDriver, populated_ledger: PopulatedLedger
+) -> None:
+    ledger = populated_ledger.ledger
+    query = {"page": "overview", "tenant": ledger.tenant, "window": "1d", "step": "classify", "model": FAST}
+    kept = [
+        e
+        for e in ledger.events
+        if e.tenant_id == ledger.tenant
+        and e.event_type in EXECUTION_ENDS
+        and e.step == "classify"
+        and e.payload.model == FAST  # type: ignore[union-attr]
+    ]
+
+    browser.get(f"{dashboard_url}/?{urlencode(query)}")
+    WebDriverWait(browser, PAGE_SECONDS).until(
+        lambda driver: _rendered(driver, PAGE_TITLES["overview"], has_charts=True)
+    )
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "overview-filtered.png"))
+    text = browser.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
+    assert f"Executions\n{len(kept)}\n" in text, text
+    assert "Filtered to step classify · model mock/fast" in text
+    assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="stAlertContentWarning"]')
+    sidebar = browser.find_element(By.CSS_SELECTOR, '[data-testid="stSidebar"]').text
+    assert "classify" in sidebar and FAST in sidebar
+
+
+IDLE_TENANT = "idle-hour"
+BUSY_HOURS_AGO = (6, 5, 4, 2, 1)
+"""Hours (before now) with executions: the hour three hours ago is idle, in the middle of the data."""
+
+
+@pytest.fixture(scope="module")
+def idle_hour_url(
+    _create_postgres_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The dashboard of a ledger whose only tenant ran executions in ``BUSY_HOURS_AGO``, none in between."""
+    url = _create_postgres_database()
+    migrate.upgrade(url)
+    events: list[Event] = []
+    for hours in BUSY_HOURS_AGO:
+        executions = run(3, tenant=IDLE_TENANT, session=f"idle-{hours}", chain=[FAST], step="classify")
+        events.extend(moved_back(executions, timedelta(hours=hours)))
+    store = EventStore(url)
+    store.append(events)
+    store.close()
+    project_url(url)
+    with _served(url, tmp_path_factory.mktemp("idle-hour") / "streamlit.log") as base:
+        yield base
+
+
+def _line_paths(driver: WebDriver) -> list[str]:
+    """The outlines of the lines of the page's first visible chart, as SVG path data."""
+    chart = next(
+        c for c in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stVegaLiteChart"]') if c.is_displayed()
+    )
+    return [path.get_attribute("d") or "" for path in chart.find_elements(By.CSS_SELECTOR, "g.mark-line path")]
+
+
+def test_an_idle_hour_in_the_middle_of_the_data_breaks_the_latency_line_in_a_browser(
+    idle_hour_url: str, browser: WebDriver
+) -> None:
+    query = {"page": "latency", "tenant": IDLE_TENANT, "window": "1d"}
+
+    browser.get(f"{idle_hour_url}/?{urlencode(query)}")
+    WebDriverWait(browser, PAGE_SECONDS).until(
+        lambda driver: _rendered(driver, PAGE_TITLES["latency"], has_charts=True) and bool(_line_paths(driver))
+    )
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "latency-idle-hour.png"))
+    paths = _line_paths(browser)
+    # One line per percentile of the one step; each is drawn in two pieces, a "moveto" starting each: the
+    # hours before the idle one, and those after it. A line drawn across the idle hour would be one piece.
+    assert len(paths) == 3, paths
+    assert [path.count("M") for path in paths] == [2, 2, 2], paths

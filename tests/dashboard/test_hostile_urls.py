@@ -21,9 +21,14 @@ HOSTILE = {
     "not a date": {"window": "custom", "start": "yesterday"},
     "a NUL in the session": {"session": "acme-session-1\x00"},
     "a control character in the session": {"session": "acme\x1bsession"},
+    "a NUL in the execution": {"execution": "01a24237-3db1-73e0-90d3-cdb5281e0666\x00"},
     "an unknown tenant": {"tenant": "nobody-has-this-tenant"},
     "a NUL in the tenant": {"tenant": "acme\x00"},
     "markup in the tenant": {"tenant": "**bold** [link](http://evil.example) :red[x]"},
+    "an unknown agent": {"agent": "nobody-has-this-agent"},
+    "a NUL in a model": {"model": "mock/fast\x00"},
+    "a control character in a step": {"step": "answer\x1b[2J"},
+    "markup in a provider": {"provider": "**bold** [link](http://evil.example) :red[x]"},
     "an unknown page": {"page": "admin"},
     "an unknown window": {"window": "forever"},
 }
@@ -61,6 +66,9 @@ def test_a_hostile_link_gets_a_plain_message_on_every_page(
         ({"window": "custom", "start": "yesterday"}, "start=yesterday"),
         ({"session": "acme-session-1\x00"}, "session"),
         ({"tenant": "nobody-has-this-tenant"}, "nobody-has-this-tenant"),
+        ({"agent": "nobody-has-this-agent"}, "nobody-has-this-agent"),
+        ({"model": "mock/fast\x00"}, "model=mock/fast\\\\x00"),
+        ({"step": "answer\x1b[2J"}, "step=answer\\\\x1b\\[2J"),
     ],
 )
 def test_the_message_names_the_parameter(
@@ -82,6 +90,18 @@ def test_markup_in_a_tenant_from_the_link_is_shown_as_text(
 
     warnings = _says_plainly(app)
     assert "\\*\\*bold\\*\\* \\[link\\]\\(http" in warnings
+
+
+def test_markup_in_a_filter_from_the_link_is_shown_as_text(
+    populated_ledger: PopulatedLedger, dashboard_env: Configure
+) -> None:
+    dashboard_env(populated_ledger.url)
+
+    app = open_dashboard(tenant=populated_ledger.ledger.tenant, provider="**bold** [link](http://evil.example)")
+
+    warnings = _says_plainly(app)
+    assert "\\*\\*bold\\*\\* \\[link\\]\\(http" in warnings
+    assert "\\*\\*bold\\*\\*" in "\n".join(caption.value for caption in app.main.caption)
 
 
 def test_a_bound_viewer_asked_for_another_tenant_is_told_nothing_about_it(

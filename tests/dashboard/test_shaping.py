@@ -10,6 +10,7 @@ from llm_ledger.audit.integrity import StreamCheck
 from llm_ledger.audit.results import AuditFinding, TenantAudit
 from llm_ledger.audit.timeline import AttemptView, ExecutionView
 from llm_ledger.dashboard.shaping import (
+    Links,
     activity_rows,
     audit_run_summary,
     duration,
@@ -17,6 +18,7 @@ from llm_ledger.dashboard.shaping import (
     execution_rows,
     fallback_outcome_rows,
     fallback_rate_rows,
+    filter_summary,
     finding_rows,
     latency_rows,
     literal,
@@ -25,12 +27,14 @@ from llm_ledger.dashboard.shaping import (
     time_ago,
     timeline_rows,
     tool_series_rows,
+    unmatched_filters,
 )
 from llm_ledger.projections import histogram
 from llm_ledger.projections.queries import (
     ErrorPoint,
     FallbackEdge,
     Figures,
+    Filters,
     Point,
     SessionSummary,
     ToolCallPoint,
@@ -39,6 +43,7 @@ from llm_ledger.projections.queries import (
 )
 
 T0 = datetime(2026, 3, 14, 15, 0, tzinfo=UTC)
+NO_LINKS = Links(trace=lambda trace: None, session=str, execution=lambda execution, session: execution)
 T1 = T0 + timedelta(minutes=1)
 
 
@@ -201,7 +206,7 @@ def test_an_execution_whose_stream_does_not_verify_is_marked_in_its_row_and_its_
         ),
     ]
 
-    rows = execution_rows(executions, lambda trace: None)
+    rows = execution_rows(executions, NO_LINKS)
     lanes = [row["lane"] for row in timeline_rows(executions)]
 
     assert [(r["integrity"], r["checked"]) for r in rows] == [
@@ -286,3 +291,20 @@ def test_a_window_over_centuries_is_drawn_from_the_buckets_with_data() -> None:
     rows = activity_rows([_ran(H0), _ran(H2)], display_buckets(centuries))
 
     assert sorted({row["time"] for row in rows}) == [H0.isoformat(), H2.isoformat()]
+
+
+def test_the_chosen_filters_read_as_one_line() -> None:
+    filters = Filters(agents=("support",), steps=("answer", "classify"), providers=("openai",))
+
+    assert filter_summary(filters) == "agent support · steps answer, classify · provider openai"
+    assert filter_summary(Filters()) is None
+
+
+def test_each_chosen_value_without_figures_in_the_window_is_named() -> None:
+    present = Filters(agents=("support",), models=("mock/fast",))
+    chosen = Filters(agents=("support",), models=("mock/fast", "mock/gone\x1b"))
+
+    assert unmatched_filters(chosen, present, "acme") == [
+        "The model filter holds mock/gone\\x1b, but tenant acme has no executions of that model in this window: "
+        "nothing is counted for it."
+    ]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from urllib.parse import parse_qs
 
 from llm_ledger.dashboard import ViewState
 from llm_ledger.dashboard.state import FIRST_DATE, LAST_DATE
+from llm_ledger.projections.queries import Filters
 
 NOW = datetime(2026, 3, 14, 15, 9, 26, tzinfo=UTC)
 
@@ -19,7 +21,7 @@ def test_a_view_survives_the_round_trip_through_the_url() -> None:
 def test_unknown_pages_and_windows_fall_back_to_the_defaults() -> None:
     view = ViewState.from_query({"page": "admin", "window": "forever", "start": "yesterday"})
 
-    assert (view.page, view.window, view.start) == ("overview", "1d", None)
+    assert (view.page, view.window, view.start) == ("overview", "7d", None)
 
 
 def test_dates_are_left_out_of_the_url_unless_the_window_is_custom() -> None:
@@ -65,10 +67,22 @@ def test_a_link_parameter_that_cannot_be_used_is_named_and_falls_back() -> None:
     assert set(ignored) == {
         "start=9999-12-31 is outside the dates shown (1970-01-01 to 9999-12-30): ignored.",
         "end=0001-01-03 is outside the dates shown (1970-01-01 to 9999-12-30): ignored.",
-        "page=admin is not one of overview, latency, errors, fallbacks, tools, sessions, audit: showing Overview.",
+        (
+            "page=admin is not one of overview, latency, errors, fallbacks, tools, sessions, execution, audit: "
+            "showing Overview."
+        ),
         "session=s-1\\x00 cannot be a session id (it holds a control character): ignored.",
     }
     assert len(ignored) == 4
+
+
+def test_an_execution_is_kept_in_the_url_and_one_with_a_control_character_is_named() -> None:
+    shared = ViewState(tenant="acme", page="execution", session="s-1", execution="e-1").to_query()
+    view, ignored = ViewState.read_query({"page": "execution", "execution": "e-1\x07"})
+
+    assert ViewState.from_query(shared).execution == "e-1"
+    assert view.execution is None
+    assert ignored == ["execution=e-1\\x07 cannot be an execution id (it holds a control character): ignored."]
 
 
 def test_the_widest_custom_window_has_a_previous_window() -> None:
@@ -78,3 +92,32 @@ def test_the_widest_custom_window_has_a_previous_window() -> None:
 
     assert window.end == datetime(9999, 12, 31, tzinfo=UTC)
     assert previous.end == window.start and previous.start == datetime.min.replace(tzinfo=UTC)
+
+
+def test_filters_survive_the_round_trip_through_the_url() -> None:
+    view = ViewState(tenant="acme", filters=Filters(agents=("support",), models=("mock/a?x=1&y=2", "mock/b")))
+
+    query = view.to_query()
+
+    assert query == {
+        "page": "overview",
+        "window": "7d",
+        "tenant": "acme",
+        "agent": "support",
+        "model": ["mock/a?x=1&y=2", "mock/b"],
+    }
+    assert ViewState.from_query(query) == view
+    assert ViewState.from_query(parse_qs(view.link().removeprefix("?"))) == view
+
+
+def test_a_filter_value_given_twice_or_blank_is_kept_once_or_dropped() -> None:
+    view = ViewState.from_query({"step": ["answer", " ", "classify", "answer "]})
+
+    assert view.filters == Filters(steps=("answer", "classify"))
+
+
+def test_a_filter_value_with_a_control_character_is_named_and_ignored() -> None:
+    view, ignored = ViewState.read_query({"provider": ["mock", "open\x00ai"]})
+
+    assert view.filters == Filters(providers=("mock",))
+    assert ignored == ["provider=open\\x00ai cannot be a provider (it holds a control character): ignored."]

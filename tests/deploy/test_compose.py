@@ -258,7 +258,8 @@ def test_the_dashboard_is_served_on_8501_checks_its_health_with_python_and_links
     dashboard = stack.services()["dashboard"]
     assert "127.0.0.1:8501:8501" in dashboard["ports"]
     env = dashboard["environment"]
-    assert env["LLM_LEDGER_JAEGER_URL"] == "http://localhost:16686"
+    assert env["LLM_LEDGER_TRACE_URL"] == "http://localhost:16686/trace/{trace_id}"
+    assert "LLM_LEDGER_JAEGER_URL" not in env, "the deprecated variable is not set beside it"
     # Its login holds no projector role: the projector service keeps the figures current.
     assert env["LLM_LEDGER_DASHBOARD_CATCH_UP"] == "false"
     check = dashboard["healthcheck"]["test"]

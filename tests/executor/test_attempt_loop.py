@@ -127,6 +127,9 @@ class _Tracer:
     def agent_run(self, agent_name: str | None, agent_id: str | None, context: ExecutionContext) -> Any:
         raise AssertionError("no agent runs in these tests")
 
+    def turn(self, name: str, context: ExecutionContext) -> Any:
+        raise AssertionError("no turns in these tests")
+
     def succeeded(self) -> None:
         self.calls.append(("succeeded",))
 

@@ -101,6 +101,9 @@ class _Tracer:
     def agent_run(self, agent_name: str | None, agent_id: str | None, context: ExecutionContext) -> Any:
         return self._span()
 
+    def turn(self, name: str, context: ExecutionContext) -> Any:
+        return self._span()
+
 
 def _tool_streams(sink: InMemorySink) -> list[list[Event]]:
     return [sink.stream(sid) for sid in sink.stream_ids() if sink.stream(sid)[0].event_type == "ToolCallStarted"]

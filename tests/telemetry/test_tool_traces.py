@@ -94,6 +94,7 @@ def test_a_tool_span_is_under_the_execution_that_asked_for_it(traced: Traced) ->
         gen_ai.GEN_AI_TOOL_NAME: "lookup_order",
         gen_ai.GEN_AI_TOOL_CALL_ID: "call_0",
         gen_ai.GEN_AI_TOOL_TYPE: "function",
+        gen_ai.GEN_AI_CONVERSATION_ID: "s-1",
         "llm_ledger.tenant_id": "acme",
         "llm_ledger.agent_id": "support",
         "llm_ledger.session_id": "s-1",

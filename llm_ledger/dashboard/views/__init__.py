@@ -10,18 +10,22 @@ from datetime import datetime
 from llm_ledger.dashboard.settings import DashboardSettings
 from llm_ledger.dashboard.state import ViewState
 from llm_ledger.dashboard.view import DashboardView
-from llm_ledger.projections.queries import Window, display_buckets
+from llm_ledger.projections.queries import Filters, Window, display_buckets
 
 
 @dataclass(frozen=True, slots=True)
 class PageContext:
-    """What every page is drawn for: one tenant over one window."""
+    """What every page is drawn for: one tenant over one window, kept to the sidebar's filters."""
 
     view: DashboardView
     tenant: str
     window: Window
     state: ViewState
     settings: DashboardSettings
+
+    @property
+    def filters(self) -> Filters:
+        return self.state.filters
 
     @property
     def buckets(self) -> list[datetime]:
@@ -34,7 +38,7 @@ Render = Callable[[PageContext], None]
 
 def renderer(page: str) -> Render:
     """The function that draws ``page`` (a key of ``state.PAGES``)."""
-    from llm_ledger.dashboard.views import audit, errors, fallbacks, latency, overview, sessions, tools
+    from llm_ledger.dashboard.views import audit, errors, execution, fallbacks, latency, overview, sessions, tools
 
     pages: dict[str, Render] = {
         "overview": overview.render,
@@ -43,6 +47,7 @@ def renderer(page: str) -> Render:
         "fallbacks": fallbacks.render,
         "tools": tools.render,
         "sessions": sessions.render,
+        "execution": execution.render,
         "audit": audit.render,
     }
     return pages[page]

@@ -3,9 +3,7 @@ the verdict and what was checked, the last seal, and each finding, broken first,
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime
-from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -13,6 +11,7 @@ from llm_ledger.audit.results import TenantAudit
 from llm_ledger.dashboard.shaping import audit_metrics, audit_run_summary, finding_rows, time_ago
 from llm_ledger.dashboard.source import SEAL_COMMAND, VERIFY_COMMAND
 from llm_ledger.dashboard.views import PageContext
+from llm_ledger.dashboard.views.common import filter_notice, session_link
 
 SHOWN_FINDINGS = 500
 
@@ -23,6 +22,7 @@ def render(page: PageContext) -> None:
         f"Integrity of tenant **{page.tenant}**'s events as `{VERIFY_COMMAND}` last found it: hash chains, "
         "complete streams, sealed ranges"
     )
+    filter_notice(page)
     audit = page.view.last_audit(page.tenant)
     if audit is None:
         _never_verified(page)
@@ -88,13 +88,8 @@ def _findings(page: PageContext, audit: TenantAudit) -> None:
         st.markdown("None.")
         return
     findings = page.view.audit_findings(page.tenant, audit.run_id, limit=SHOWN_FINDINGS)
-
-    def session_link(session_id: str) -> str:
-        # Opens in a new tab, whose first run takes the view from the URL.
-        return "?" + urlencode(replace(page.state, tenant=page.tenant, page="sessions", session=session_id).to_query())
-
     st.dataframe(
-        finding_rows(findings, session_link),
+        finding_rows(findings, lambda session_id: session_link(page, session_id)),
         hide_index=True,
         width="stretch",
         column_config={

@@ -1,4 +1,5 @@
-"""Errors: attempt failure rate over time by error type, provider and model; counts; latest failures."""
+"""Errors: attempt failure rate over time by error type, provider and model; counts; latest failures, each
+linked to its session and execution."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import streamlit as st
 from llm_ledger.dashboard import charts
 from llm_ledger.dashboard.shaping import error_count_rows, error_rate_rows, failed_attempt_rows, percent
 from llm_ledger.dashboard.views import PageContext
-from llm_ledger.dashboard.views.common import heading, nothing_in_window
+from llm_ledger.dashboard.views.common import heading, links, nothing_in_window
 from llm_ledger.projections.queries import Dimension, ErrorDimension
 
 _SPLITS: tuple[tuple[str, ErrorDimension, Dimension | None], ...] = (
@@ -19,7 +20,7 @@ _SPLITS: tuple[tuple[str, ErrorDimension, Dimension | None], ...] = (
 
 def render(page: PageContext) -> None:
     heading(page, "Errors", "Failed attempts (each retry and fallback counts) and failed executions")
-    totals = page.view.totals(page.tenant, page.window)
+    totals = page.view.totals(page.tenant, page.window, page.filters)
     if not totals.attempts:
         nothing_in_window(page, "attempts")
         return
@@ -34,14 +35,22 @@ def render(page: PageContext) -> None:
     tabs = st.tabs([title for title, _, _ in _SPLITS])
     for tab, (_, dimension, attempts_by) in zip(tabs, _SPLITS, strict=True):
         with tab:
-            failures = page.view.error_series(page.tenant, page.window, by=dimension)
-            attempts = page.view.series(page.tenant, page.window, by=attempts_by)
+            failures = page.view.error_series(page.tenant, page.window, by=dimension, filters=page.filters)
+            attempts = page.view.series(page.tenant, page.window, by=attempts_by, filters=page.filters)
             rows = error_rate_rows(failures, attempts, page.buckets)
             st.altair_chart(charts.error_rate(rows, dimension), width="stretch")
     st.subheader("Failures by error type, provider and model")
-    counts = page.view.error_counts(page.tenant, page.window)
+    counts = page.view.error_counts(page.tenant, page.window, filters=page.filters)
     st.dataframe(error_count_rows(counts, totals.attempts), hide_index=True, width="stretch")
     st.subheader("Latest failed attempts")
     st.caption("Messages as recorded: secrets were scrubbed before the events were written.")
-    failed = page.view.failed_attempts(page.tenant, page.window, limit=50)
-    st.dataframe(failed_attempt_rows(failed), hide_index=True, width="stretch")
+    failed = page.view.failed_attempts(page.tenant, page.window, limit=50, filters=page.filters)
+    st.dataframe(
+        failed_attempt_rows(failed, links(page)),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "session": st.column_config.LinkColumn("session", display_text="open session"),
+            "execution": st.column_config.LinkColumn("execution", display_text="open execution"),
+        },
+    )

@@ -14,7 +14,7 @@ from llm_ledger.projections.queries import Dimension
 
 def render(page: PageContext) -> None:
     heading(page, "Latency", "Execution latency (every attempt included), p50 / p95 / p99")
-    totals = page.view.totals(page.tenant, page.window)
+    totals = page.view.totals(page.tenant, page.window, page.filters)
     if not totals.executions:
         nothing_in_window(page)
         return
@@ -24,8 +24,10 @@ def render(page: PageContext) -> None:
     splits: tuple[tuple[DeltaGenerator, Dimension], ...] = ((by_step, "step"), (by_model, "model"))
     for tab, dimension in splits:
         with tab:
-            rows = latency_rows(page.view.series(page.tenant, page.window, by=dimension), page.buckets)
+            rows = latency_rows(
+                page.view.series(page.tenant, page.window, by=dimension, filters=page.filters), page.buckets
+            )
             st.altair_chart(charts.latency(rows, dimension), width="stretch")
     st.subheader("Steps x models")
-    groups = page.view.breakdown(page.tenant, page.window, ("step", "model"))
+    groups = page.view.breakdown(page.tenant, page.window, ("step", "model"), page.filters)
     st.dataframe(step_model_rows(groups), hide_index=True, width="stretch")

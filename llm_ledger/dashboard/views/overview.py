@@ -12,8 +12,8 @@ from llm_ledger.dashboard.views.common import heading, nothing_in_window
 
 def render(page: PageContext) -> None:
     heading(page, "Overview", "Executions, errors, fallbacks and latency")
-    current = page.view.totals(page.tenant, page.window)
-    previous = page.view.totals(page.tenant, page.window.previous())
+    current = page.view.totals(page.tenant, page.window, page.filters)
+    previous = page.view.totals(page.tenant, page.window.previous(), page.filters)
     for column, metric in zip(st.columns(6), overview_metrics(current, previous), strict=True):
         column.metric(metric.label, metric.value, metric.delta, delta_color=metric.delta_color, help=metric.help)
     tokens = f"Tokens: {current.input_tokens:,} in, {current.output_tokens:,} out"
@@ -23,5 +23,5 @@ def render(page: PageContext) -> None:
         nothing_in_window(page)
         return
     st.subheader("Over time")
-    activity = activity_rows(page.view.series(page.tenant, page.window), page.buckets)
+    activity = activity_rows(page.view.series(page.tenant, page.window, filters=page.filters), page.buckets)
     st.altair_chart(charts.activity(activity), width="stretch")

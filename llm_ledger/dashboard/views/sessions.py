@@ -1,5 +1,6 @@
-"""Sessions: find one by id or pick a recent one; its executions and attempts on a timeline, each
-execution linked to its Jaeger trace, and the tool executions between its round trips."""
+"""Sessions: find one by id or pick a recent one (those with failed executions marked, or only those); its
+executions and attempts on a timeline, each execution linked to its trace (in Jaeger, Phoenix, ...) and to its
+own page, why each failed and every message in full, and the tool executions between its round trips."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import streamlit as st
 from llm_ledger.audit.timeline import ExecutionView
 from llm_ledger.dashboard import charts
 from llm_ledger.dashboard.shaping import (
+    NONE,
     Row,
     attempt_rows,
     execution_rows,
     literal,
     session_choices,
+    session_labels,
     session_rows,
     session_tool_rows,
     timeline_rows,
@@ -20,10 +23,11 @@ from llm_ledger.dashboard.shaping import (
 from llm_ledger.dashboard.source import VERIFY_COMMAND
 from llm_ledger.dashboard.state import is_plain_text, shown
 from llm_ledger.dashboard.views import PageContext
-from llm_ledger.dashboard.views.common import heading
+from llm_ledger.dashboard.views.common import heading, links, session_link
 
 SESSION_KEY = "session"
 SEARCH_KEY = "session_search"
+FAILED_ONLY_KEY = "session_failed_only"
 
 
 def render(page: PageContext) -> None:
@@ -32,23 +36,31 @@ def render(page: PageContext) -> None:
     if not is_plain_text(search):
         st.warning(f"No session id holds a control character: {literal(shown(search))} is not searched for.")
         return
+    failed_only = st.checkbox("Failed sessions only", key=FAILED_ONLY_KEY, help="Sessions with a failed execution")
     # A search looks at every session of the tenant; without one, the window's most recent are offered.
-    recent = page.view.sessions(page.tenant, window=None if search else page.window, search=search or None)
+    listed = page.view.failed_sessions if failed_only else page.view.sessions
+    recent = listed(page.tenant, window=None if search else page.window, search=search or None)
     chosen = st.session_state.get(SESSION_KEY) or page.state.session
-    choices = session_choices(recent, None if search else chosen)
+    choices = session_choices(recent, None if search or failed_only else chosen)
     if not choices:
+        what = "failed session" if failed_only else "session"
         st.info(
-            f"No session matches {literal(repr(search))}."
+            f"No {what} matches {literal(repr(search))}."
             if search
-            else f"No session of tenant {literal(page.tenant)} in this window."
+            else f"No {what} of tenant {literal(page.tenant)} in this window."
         )
         return
     if st.session_state.get(SESSION_KEY) not in choices:
         st.session_state[SESSION_KEY] = chosen if chosen in choices else choices[0]
-    session_id = st.selectbox("Session", choices, key=SESSION_KEY)
+    session_id = st.selectbox("Session", choices, key=SESSION_KEY, format_func=session_labels(recent))
     _timeline(page, str(session_id))
     with st.expander("Recent sessions", expanded=False):
-        st.dataframe(session_rows(recent), hide_index=True, width="stretch")
+        st.dataframe(
+            session_rows(recent, lambda session: session_link(page, session)),
+            hide_index=True,
+            width="stretch",
+            column_config={"link": st.column_config.LinkColumn("link", display_text="open session")},
+        )
 
 
 def _timeline(page: PageContext, session_id: str) -> None:
@@ -76,17 +88,45 @@ def _timeline(page: PageContext, session_id: str) -> None:
     if all(execution.trace_id is None for execution in executions):
         st.caption(
             "Traces were not recorded for these executions (no OpenTelemetry exporter was configured when "
-            "they ran), so there is no Jaeger link."
+            "they ran), so there is no trace link."
         )
     st.dataframe(
-        execution_rows(executions, page.settings.trace_url),
+        execution_rows(executions, links(page)),
         hide_index=True,
         width="stretch",
-        column_config={"trace": st.column_config.LinkColumn("Jaeger trace", display_text="open trace")},
+        column_config={
+            "trace": st.column_config.LinkColumn("trace", display_text="open trace"),
+            "events": st.column_config.LinkColumn("events", display_text="open execution"),
+        },
     )
     st.subheader("Attempts")
+    st.caption("*#* and *execution*: the execution's in the table above.")
     st.dataframe(attempt_rows(executions), hide_index=True, width="stretch")
+    _messages(executions)
     _tool_calls(page, session_id)
+
+
+def _messages(executions: list[ExecutionView]) -> None:
+    """Every failure's message whole (a table cell cuts it): each failed attempt's, then the execution's."""
+    failing = [
+        (number, execution)
+        for number, execution in enumerate(executions, start=1)
+        if execution.message or any(attempt.message for attempt in execution.attempts)
+    ]
+    if not failing:
+        return
+    with st.expander("Messages in full", expanded=False):
+        for number, execution in failing:
+            for attempt in execution.attempts:
+                if attempt.message:
+                    st.markdown(
+                        f"**#{number} attempt {attempt.attempt}** · {literal(attempt.model)} · "
+                        f"{literal(attempt.error_type or NONE)} → next: {attempt.next_action or NONE}"
+                    )
+                    st.code(attempt.message, language=None, wrap_lines=True)
+            if execution.message:
+                st.markdown(f"**#{number} execution failed** · {literal(execution.error_type or NONE)}")
+                st.code(execution.message, language=None, wrap_lines=True)
 
 
 def _tool_calls(page: PageContext, session_id: str) -> None:
@@ -106,7 +146,7 @@ def _tool_calls(page: PageContext, session_id: str) -> None:
         rows,
         hide_index=True,
         width="stretch",
-        column_config={"trace": st.column_config.LinkColumn("Jaeger trace", display_text="open trace")},
+        column_config={"trace": st.column_config.LinkColumn("trace", display_text="open trace")},
     )
 
 

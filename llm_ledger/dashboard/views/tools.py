@@ -12,7 +12,9 @@ from llm_ledger.dashboard.views.common import heading, nothing_in_window
 
 def render(page: PageContext) -> None:
     heading(page, "Tools", "Tool executions (run by the application or by an Agno Agent) that ended in the window")
-    groups = page.view.tool_calls(page.tenant, page.window)
+    # NOT_FILTERED says on the page that a model or provider filter is not applied here.
+    filters = page.filters.without_models()
+    groups = page.view.tool_calls(page.tenant, page.window, filters=filters)
     calls = sum(group.calls for group in groups)
     if not calls:
         nothing_in_window(page, "tool calls")
@@ -26,7 +28,7 @@ def render(page: PageContext) -> None:
     st.subheader("By tool and outcome")
     st.altair_chart(charts.tool_calls(rows), width="stretch")
     st.subheader("Over time")
-    series = page.view.tool_call_series(page.tenant, page.window, by="outcome")
+    series = page.view.tool_call_series(page.tenant, page.window, by="outcome", filters=filters)
     st.altair_chart(charts.tool_calls_over_time(tool_series_rows(series, page.buckets)), width="stretch")
     st.subheader("By tool, outcome and step")
     st.caption(

@@ -1,0 +1,312 @@
+"""The dashboard's filters: every figure query kept to some agents, steps, models and providers gives what
+SQL over the raw events (``llm_ledger_events``) gives under the same conditions, on PostgreSQL and SQLite.
+
+The ground truth here puts the filters into the SQL over the events (``FilteredEvents``), independently of
+the read models and of ``queries._kept``: which model an event counts under is the schema's definition
+(``llm_ledger/projections/schema.py``), and a fallback counts under a model filter when it falls back from
+or to one of the chosen models.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, bindparam, text
+
+from llm_ledger.events import Event
+from llm_ledger.projections.grains import DAY, MINUTE, floor
+from llm_ledger.projections.queries import EVERYTHING, Filters, LedgerView, Window
+from llm_ledger.store import migrate
+from tests.projections import workload
+from tests.projections.conftest import store_events
+from tests.projections.ground_truth import _Sql
+from tests.projections.projecting import project_url
+
+EXECUTION_MODEL = "CASE WHEN event_type = 'ExecutionSucceeded' THEN {model} ELSE COALESCE({last_model}, '') END"
+
+
+@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
+def projected_url(
+    request: pytest.FixtureRequest, recorded_events: list[Event], tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """A database of this module's own holding the workload, projected."""
+    if request.param == "postgresql":
+        url: str = request.getfixturevalue("_create_postgres_database")()
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('filtered') / 'ledger.db'}"
+    migrate.upgrade(url)
+    store_events(url, recorded_events)
+    project_url(url)
+    return url
+
+
+@pytest.fixture
+def view(projected_url: str) -> Iterator[LedgerView]:
+    ledger = LedgerView(projected_url)
+    yield ledger
+    ledger.close()
+
+
+@pytest.fixture
+def engine(projected_url: str, engine_of: Callable[[str], Engine]) -> Engine:
+    return engine_of(projected_url)
+
+
+@pytest.fixture
+def tenant(tenants: tuple[str, ...]) -> str:
+    return tenants[0]
+
+
+def everything() -> Window:
+    """A window holding the whole workload (recorded over the three days before now)."""
+    now = datetime.now(UTC)
+    return Window(floor(now, DAY) - timedelta(days=5), floor(now, MINUTE) + timedelta(minutes=2))
+
+
+def part_of_the_workload() -> Window:
+    """About 29 hours in the middle of the workload, starting and ending mid-hour."""
+    start = floor(datetime.now(UTC) - timedelta(hours=52, minutes=13), MINUTE)
+    return Window(start, start + timedelta(hours=29, minutes=31))
+
+
+# The chain of context extraction: the primary model and the one it falls back to.
+MINI, LLAMA = workload.CHAINS["context_extraction"]
+FILTERS = {
+    "one agent": Filters(agents=("support",)),
+    "two steps": Filters(steps=("generation", "enforcement")),
+    "two models": Filters(models=(MINI, LLAMA)),
+    "the model fallen back to": Filters(models=(LLAMA,)),
+    "a provider and a step": Filters(providers=("mock",), steps=("rule_filtering",)),
+    "a provider nothing ran on": Filters(providers=("openai",)),
+    "every dimension": Filters(agents=("sales",), steps=("context_extraction", "rule_filtering"), models=(MINI,)),
+}
+
+
+class FilteredEvents:
+    """Ground truth: the tenant's events in the window that ``filters`` keep, counted by SQL."""
+
+    def __init__(self, engine: Engine, tenant: str, window: Window, filters: Filters) -> None:
+        self.engine, self.tenant, self.window, self.filters = engine, tenant, window, filters
+        self.sql = _Sql(engine.dialect.name)
+
+    def _kept(self, models: tuple[str, ...] = ("model",)) -> str:
+        """The conditions of the window and the filters; ``models`` are the expressions of the event's
+        model (several: a fallback has two, either of which may match)."""
+        s, filters = self.sql, self.filters
+        moment = s.epoch("occurred_at")
+        conditions = [
+            "tenant_id = :tenant",
+            f"{moment} >= {int(self.window.start.timestamp())}",
+            f"{moment} < {int(self.window.end.timestamp())}",
+        ]
+        if filters.agents:
+            conditions.append("COALESCE(agent_id, '') IN :agents")
+        if filters.steps:
+            conditions.append("COALESCE(step, '') IN :steps")
+        if filters.models:
+            conditions.append("(" + " OR ".join(f"{model} IN :models" for model in models) + ")")
+        if filters.providers:
+            conditions.append("(" + " OR ".join(f"{s.provider(model)} IN :providers" for model in models) + ")")
+        return " AND ".join(conditions)
+
+    def _rows(self, statement: str) -> list[Any]:
+        names = ("agents", "steps", "models", "providers")
+        query = text(statement).bindparams(
+            *(bindparam(name, expanding=True) for name in names if f":{name}" in statement)
+        )
+        values = {name: list(getattr(self.filters, name)) for name in names}
+        with self.engine.connect() as connection:
+            return list(connection.execute(query, {"tenant": self.tenant, **values}))
+
+    def executions(self, by: str = "''") -> dict[Any, tuple[int, int, int]]:
+        """Executions, failed ones and those that fell back, per value of the expression ``by``."""
+        s = self.sql
+        model = EXECUTION_MODEL.format(model=s.text("model"), last_model=s.text("last_model"))
+        statement = f"""
+            SELECT {by.format(model=model)} AS key, COUNT(*) AS executions,
+                   SUM(CASE WHEN event_type = 'ExecutionFailed' THEN 1 ELSE 0 END) AS failed,
+                   SUM(CASE WHEN stream_id IN (
+                       SELECT stream_id FROM llm_ledger_events WHERE event_type = 'FallbackTriggered'
+                   ) THEN 1 ELSE 0 END) AS fell_back
+            FROM llm_ledger_events
+            WHERE event_type IN ('ExecutionSucceeded', 'ExecutionFailed') AND {self._kept((model,))}
+            GROUP BY 1
+        """
+        return {r.key: (int(r.executions), int(r.failed), int(r.fell_back)) for r in self._rows(statement)}
+
+    def attempts(self) -> tuple[int, int]:
+        statement = f"""
+            SELECT COUNT(*) AS attempts, SUM(CASE WHEN event_type = 'AttemptFailed' THEN 1 ELSE 0 END) AS failed
+            FROM llm_ledger_events
+            WHERE event_type IN ('AttemptSucceeded', 'AttemptFailed') AND {self._kept((self.sql.text("model"),))}
+        """
+        [row] = self._rows(statement)
+        return int(row.attempts), int(row.failed or 0)
+
+    def attempt_failures(self) -> dict[tuple[str, str], int]:
+        """Failed attempts per error type and model."""
+        s = self.sql
+        statement = f"""
+            SELECT {s.text("error_type")} AS error_type, {s.text("model")} AS model, COUNT(*) AS n
+            FROM llm_ledger_events WHERE event_type = 'AttemptFailed' AND {self._kept((s.text("model"),))}
+            GROUP BY 1, 2
+        """
+        return {(r.error_type, r.model): int(r.n) for r in self._rows(statement)}
+
+    def fallbacks(self) -> dict[tuple[str, str, str], tuple[int, int]]:
+        """Fallback edges (from, to, reason): how many, and how many of their executions then succeeded."""
+        s = self.sql
+        ends = (s.text("from_model"), s.text("to_model"))
+        statement = f"""
+            SELECT {ends[0]} AS from_model, {ends[1]} AS to_model, {s.text("reason")} AS reason, COUNT(*) AS n,
+                   SUM(CASE WHEN stream_id IN (
+                       SELECT stream_id FROM llm_ledger_events WHERE event_type = 'ExecutionSucceeded'
+                   ) THEN 1 ELSE 0 END) AS succeeded
+            FROM llm_ledger_events WHERE event_type = 'FallbackTriggered' AND {self._kept(ends)}
+            GROUP BY 1, 2, 3
+        """
+        return {(r.from_model, r.to_model, r.reason): (int(r.n), int(r.succeeded)) for r in self._rows(statement)}
+
+    def tool_calls(self) -> dict[tuple[str, str], int]:
+        """Tools' executions that ended, per tool and step (filters of agents and steps only)."""
+        statement = f"""
+            SELECT {self.sql.text("tool_name")} AS tool, COALESCE(step, '') AS step, COUNT(*) AS n
+            FROM llm_ledger_events
+            WHERE event_type IN ('ToolCallSucceeded', 'ToolCallFailed') AND {self._kept()}
+            GROUP BY 1, 2
+        """
+        return {(r.tool, r.step): int(r.n) for r in self._rows(statement)}
+
+
+filtered_cases = pytest.mark.parametrize("filters", FILTERS.values(), ids=FILTERS.keys())
+
+
+# --- what there is to choose -------------------------------------------------------------------------------
+
+
+def test_the_choices_are_the_agents_steps_models_and_providers_of_the_window(
+    view: LedgerView, engine: Engine, tenant: str
+) -> None:
+    window = part_of_the_workload()
+    truth = FilteredEvents(engine, tenant, window, EVERYTHING)
+    s = truth.sql
+    statement = f"""
+        SELECT DISTINCT COALESCE(agent_id, '') AS agent, COALESCE(step, '') AS step, {s.text("model")} AS model
+        FROM llm_ledger_events
+        WHERE event_type IN ('AttemptSucceeded', 'AttemptFailed') AND {truth._kept()}
+    """
+    rows = truth._rows(statement)
+
+    choices = view.filter_choices(tenant, window)
+
+    assert choices.agents == tuple(sorted({r.agent for r in rows}))
+    assert choices.steps == tuple(sorted({r.step for r in rows}))
+    assert choices.models == tuple(sorted({r.model for r in rows}))
+    assert choices.providers == ("mock",)
+    assert len(choices.agents) > 1 and len(choices.models) > 1
+
+
+# --- figures ----------------------------------------------------------------------------------------------
+
+
+@filtered_cases
+@pytest.mark.parametrize("window_of", [everything, part_of_the_workload], ids=["everything", "part"])
+def test_filtered_totals_equal_the_events_the_filters_keep(
+    view: LedgerView, engine: Engine, tenant: str, filters: Filters, window_of: Callable[[], Window]
+) -> None:
+    window = window_of()
+    truth = FilteredEvents(engine, tenant, window, filters)
+    executions, failed, fell_back = truth.executions().get("", (0, 0, 0))
+    unfiltered = view.totals(tenant, window)
+
+    totals = view.totals(tenant, window, filters)
+
+    assert (totals.executions, totals.failed, totals.fallback_executions) == (executions, failed, fell_back)
+    assert (totals.attempts, totals.attempt_failures) == truth.attempts()
+    if filters.providers != ("openai",):
+        assert 0 < totals.executions < unfiltered.executions, "the case keeps some executions, not all"
+
+
+@filtered_cases
+@pytest.mark.parametrize(("by", "expression"), [("step", "COALESCE(step, '')"), ("model", "{model}")])
+def test_a_filtered_breakdown_equals_the_events_the_filters_keep(
+    view: LedgerView, engine: Engine, tenant: str, filters: Filters, by: Any, expression: str
+) -> None:
+    window = everything()
+    expected = FilteredEvents(engine, tenant, window, filters).executions(expression)
+
+    groups = view.breakdown(tenant, window, (by,), filters)
+
+    # A group whose attempts were kept but none of whose executions ended under it counts no execution.
+    shown = {group.key[0]: group.figures for group in groups if group.figures.executions}
+    assert {key: (f.executions, f.failed, f.fallback_executions) for key, f in shown.items()} == expected
+
+
+@filtered_cases
+def test_a_filtered_series_adds_up_to_the_filtered_totals(
+    view: LedgerView, engine: Engine, tenant: str, filters: Filters
+) -> None:
+    window = everything()
+    expected = FilteredEvents(engine, tenant, window, filters).executions().get("", (0, 0, 0))
+
+    points = view.series(tenant, window, filters=filters)
+
+    assert sum(point.figures.executions for point in points) == expected[0]
+    assert sum(point.figures.failed for point in points) == expected[1]
+
+
+@filtered_cases
+def test_filtered_error_counts_and_failed_attempts_equal_the_failures_the_filters_keep(
+    view: LedgerView, engine: Engine, tenant: str, filters: Filters
+) -> None:
+    window = everything()
+    expected = FilteredEvents(engine, tenant, window, filters).attempt_failures()
+
+    counts = view.error_counts(tenant, window, filters=filters)
+    listed = view.failed_attempts(tenant, window, limit=10_000, filters=filters)
+    series = view.error_series(tenant, window, filters=filters)
+
+    assert {(c.error_type, c.model): c.count for c in counts} == expected
+    assert collections.Counter((f.error_type, f.model) for f in listed) == expected
+    assert sum(point.count for point in series) == sum(expected.values())
+
+
+@filtered_cases
+def test_filtered_fallback_edges_are_those_from_or_to_a_chosen_model(
+    view: LedgerView, engine: Engine, tenant: str, filters: Filters
+) -> None:
+    window = everything()
+    expected = FilteredEvents(engine, tenant, window, filters).fallbacks()
+
+    edges = view.fallback_edges(tenant, window, filters)
+
+    assert {(e.from_model, e.to_model, e.reason): (e.fallbacks, e.succeeded_after) for e in edges} == expected
+    if filters.models == (LLAMA,):
+        # The edge's far end counts: llama is only ever fallen back to, from the mini model.
+        assert edges and {(e.from_model, e.to_model) for e in edges} == {(MINI, LLAMA)}
+
+
+@pytest.mark.parametrize(
+    "filters", [Filters(agents=("sales",)), Filters(steps=("generation",))], ids=["an agent", "a step"]
+)
+def test_filtered_tool_calls_equal_the_tool_executions_the_filters_keep(
+    view: LedgerView, engine: Engine, tenant: str, filters: Filters
+) -> None:
+    window = everything()
+    expected = FilteredEvents(engine, tenant, window, filters).tool_calls()
+
+    groups = view.tool_calls(tenant, window, by=("tool_name", "step"), filters=filters)
+    series = view.tool_call_series(tenant, window, filters=filters)
+
+    assert expected, "the case keeps some tool calls"
+    assert {(g.key[0], g.key[1]): g.calls for g in groups} == expected
+    assert sum(point.calls for point in series) == sum(expected.values())
+
+
+def test_tool_calls_refuse_a_model_filter_they_cannot_apply(view: LedgerView, tenant: str) -> None:
+    with pytest.raises(ValueError, match="not per model: a model or provider filter cannot apply"):
+        view.tool_calls(tenant, everything(), filters=Filters(models=(MINI,)))
