@@ -8,7 +8,7 @@ import streamlit as st
 
 from llm_ledger.dashboard.access import Access, access_of
 from llm_ledger.dashboard.login import OidcSettings
-from llm_ledger.dashboard.server import INSECURE_FLAG, is_loopback
+from llm_ledger.dashboard.server import is_loopback
 from llm_ledger.dashboard.shaping import literal
 from llm_ledger.environment import LLM_LEDGER_OIDC_ISSUER
 
@@ -52,10 +52,11 @@ def show_who(access: Access) -> None:
         if sidebar.button("Log out"):
             st.logout()
         return
+    no_login = f"No login ({LLM_LEDGER_OIDC_ISSUER.name} is not set)"
     address = st.get_option("server.address")
     if address and is_loopback(str(address)):
-        sidebar.caption(
-            f"No login ({LLM_LEDGER_OIDC_ISSUER.name} is not set): served on {address}, to this machine only."
-        )
+        sidebar.caption(f"{no_login}: served on {address}, to this machine only.")
     else:
-        sidebar.caption(f"No login ({INSECURE_FLAG}): whoever reaches this page sees every tenant.")
+        # Served elsewhere (llm-ledger dashboard --insecure-no-login, or Streamlit run by hand on every address).
+        shown = "this tenant" if access.tenant is not None else "every tenant"
+        sidebar.caption(f"{no_login}: whoever reaches this page sees {shown}.")

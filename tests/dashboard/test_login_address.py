@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -19,6 +19,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.dashboard import test_browser
+from tests.dashboard.apptest import open_dashboard
 from tests.dashboard.conftest import PopulatedLedger
 from tests.dashboard.test_browser import ARTIFACTS, PAGE_SECONDS, STARTUP_SECONDS, _free_port
 
@@ -144,3 +145,19 @@ def test_without_a_login_the_page_says_it_is_served_to_this_machine_only(
     )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "no-login-note.png"))
+
+
+def test_served_elsewhere_without_a_login_the_page_says_whoever_reaches_it_sees_every_tenant(
+    populated_ledger: PopulatedLedger, dashboard_env: Callable[..., None]
+) -> None:
+    # AppTest's server has no address: as Streamlit run by hand, listening on every one.
+    dashboard_env(populated_ledger.url)
+    app = open_dashboard(tenant=populated_ledger.ledger.tenant, window="1d")
+
+    captions = [caption.value for caption in app.sidebar.caption]
+    assert "No login (LLM_LEDGER_OIDC_ISSUER is not set): whoever reaches this page sees every tenant." in captions
+
+    dashboard_env(populated_ledger.url, tenant=populated_ledger.ledger.tenant)
+    app = open_dashboard(window="1d")
+    captions = [caption.value for caption in app.sidebar.caption]
+    assert "No login (LLM_LEDGER_OIDC_ISSUER is not set): whoever reaches this page sees this tenant." in captions
