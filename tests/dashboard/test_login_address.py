@@ -18,10 +18,11 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from llm_ledger.dashboard import PAGES
 from tests.dashboard import test_browser
 from tests.dashboard.apptest import open_dashboard
 from tests.dashboard.conftest import PopulatedLedger
-from tests.dashboard.test_browser import ARTIFACTS, PAGE_SECONDS, STARTUP_SECONDS, _free_port
+from tests.dashboard.test_browser import ARTIFACTS, PAGE_SECONDS, STARTUP_SECONDS, _free_port, _rendered
 
 browser = test_browser.browser
 LLM_LEDGER = str(Path(sys.executable).with_name("llm-ledger"))
@@ -143,6 +144,7 @@ def test_without_a_login_the_page_says_it_is_served_to_this_machine_only(
             bool(d.find_elements(By.CSS_SELECTOR, sidebar)) and note in d.find_element(By.CSS_SELECTOR, sidebar).text
         )
     )
+    WebDriverWait(browser, PAGE_SECONDS).until(lambda d: _rendered(d, PAGES["overview"], has_charts=True))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "no-login-note.png"))
 
