@@ -6,6 +6,7 @@ import argparse
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from llm_ledger._metadata import __version__
@@ -27,7 +28,11 @@ def _demo(args: argparse.Namespace) -> int:
     from llm_ledger.demo.command import DemoOptions, run_demo
 
     options = DemoOptions(
-        sessions=args.sessions, seed=args.seed, database_url=args.database_url, latency_scale=args.latency_scale
+        sessions=args.sessions,
+        seed=args.seed,
+        database_url=args.database_url,
+        latency_scale=args.latency_scale,
+        history=args.history,
     )
     status = run_demo(options)
     if status == 0 and args.dashboard:
@@ -76,6 +81,15 @@ def _port(text: str) -> int:
     if not 1 <= value <= 65_535:
         raise argparse.ArgumentTypeError(f"a TCP port is 1 to 65535, got {value}")
     return value
+
+
+def _history(text: str) -> timedelta:
+    from llm_ledger.demo.timeline import parse_history
+
+    try:
+        return parse_history(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _scale(text: str) -> float:
@@ -354,10 +368,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a multi-tenant Focal-like workload on mock models into the ledger, and summarize it",
     )
     demo.add_argument(
-        "--sessions", type=_positive_int, default=30, help="conversations to run, of 2 to 5 turns each (default 30)"
+        "--sessions", type=_positive_int, default=100, help="conversations to run, of 2 to 5 turns each (default 100)"
     )
     demo.add_argument(
-        "--seed", type=int, default=7, help="seed of the sessions' plan and of the mock models' randomness (default 7)"
+        "--history",
+        type=_history,
+        default="7d",
+        help="spread the sessions over this span before the anchor, the start of the current hour (UTC): busier"
+        " in working hours, with one hour in which openai's models are rate-limited; 7d (default), 36h, ...,"
+        " up to 30d; 0: all now, no incident",
+    )
+    demo.add_argument(
+        "--seed",
+        type=int,
+        default=7,
+        help="seed of the sessions' plan, times and outcomes: the same seed in the same hour gives the same"
+        " workload at the same times, on SQLite or PostgreSQL (default 7)",
     )
     demo.add_argument(
         "--database-url", help="database URL (default: LLM_LEDGER_DATABASE_URL, else SQLite at ~/.llm-ledger/ledger.db)"

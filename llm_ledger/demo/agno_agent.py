@@ -17,7 +17,7 @@ from llm_ledger.agno import AuditedModel
 from llm_ledger.demo import tools
 from llm_ledger.demo.plan import SessionPlan, TurnPlan
 from llm_ledger.demo.tools import ORDER_SERVICE_DOWN, OrderServiceDown, order_service_is_down
-from llm_ledger.executor import PipelineConfig, RetryPolicy
+from llm_ledger.executor import ClientFactory, Clock, PipelineConfig, RetryPolicy, system_clock
 
 
 # Named as the executor's tools are (the ledger counts tools by name); Agno passes the run's RunContext.
@@ -35,11 +35,21 @@ def check_policy(run_context: RunContext, topic: str) -> str:
     return f"{tenant}: {tools.check_policy(topic)}"
 
 
-def build_sales_agent(config: PipelineConfig, retry_policy: RetryPolicy | None = None) -> Agent:
-    """One Agent for every tenant: the models are chosen per call, from the run's tenant and agent."""
+def build_sales_agent(
+    config: PipelineConfig,
+    retry_policy: RetryPolicy | None = None,
+    *,
+    clock: Clock = system_clock,
+    client_factory: ClientFactory | None = None,
+) -> Agent:
+    """An Agent for any tenant: the models are chosen per call, from the run's tenant and agent. ``clock``
+    and ``client_factory`` are its executor's (``LLMExecutor``)."""
+    model = AuditedModel.from_config(
+        config, step_name="generation", retry_policy=retry_policy, clock=clock, client_factory=client_factory
+    )
     return Agent(
         name="sales-assistant",
-        model=AuditedModel.from_config(config, step_name="generation", retry_policy=retry_policy),
+        model=model,
         tools=[lookup_order, check_policy],
         instructions="You are a sales assistant. Look up orders and policies before you answer.",
         telemetry=False,

@@ -7,18 +7,30 @@ import importlib.util
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from llm_ledger.demo.plan import plan_workload
-from llm_ledger.demo.report import event_stream, headline, next_steps, reasons_line, summary_table, tools_line
+from llm_ledger.demo.report import (
+    event_stream,
+    headline,
+    next_steps,
+    reasons_line,
+    span_text,
+    summary_table,
+    timeline_lines,
+    tools_line,
+)
 from llm_ledger.demo.summary import WorkloadSummary
+from llm_ledger.demo.timeline import DEFAULT_HISTORY, anchor_at
 from llm_ledger.demo.workload import run_workload
 from llm_ledger.events import verify_chain
 from llm_ledger.exit_codes import ExitCode
 from llm_ledger.progress import ProgressBar
 from llm_ledger.store import StoreSettings, StoreUnavailableError, shown_url
 
-DEFAULT_SESSIONS = 30
-"""About 400 executions: 10 to 20 seconds with the mock models' realistic latencies."""
+DEFAULT_SESSIONS = 100
+"""About 1,300 executions over a week, most in working hours: 10 to 20 seconds with the mock models'
+realistic latencies, 50 sessions at a time (``workload.DEFAULT_CONCURRENCY``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +52,9 @@ class DemoOptions:
     seed: int = 7
     database_url: str | None = None
     latency_scale: float = 1.0
+    history: timedelta = DEFAULT_HISTORY
+    anchor: datetime | None = None
+    """The end of the history; None: the hour the demo starts in (``timeline.anchor_at``)."""
     after: list[AfterStep] = field(default_factory=list)
 
 
@@ -109,9 +124,11 @@ def run_demo(options: DemoOptions) -> int:
     configure_tracing()  # no-op without OTEL_* variables; with them, the run's traces are exported
     url = options.database_url or StoreSettings.from_env().database_url
     shown = shown_url(url)
-    total = plan_workload(options.sessions, options.seed).step_calls
+    anchor = options.anchor or anchor_at(datetime.now(UTC))  # one for the plan here and the run's
+    total = plan_workload(options.sessions, options.seed, history=options.history, anchor=anchor).step_calls
     sessions = f"{options.sessions} session{'s' if options.sessions > 1 else ''}"
-    print(f"llm-ledger demo: {sessions}, {total:,} pipeline steps, into {shown}")
+    when = f"over the {span_text(options.history)} before {anchor:%Y-%m-%d %H:%M} UTC" if options.history else "now"
+    print(f"llm-ledger demo: {sessions} {when}, {total:,} pipeline steps, into {shown}")
     bar = ProgressBar(total, "steps")
     try:
         summary = run_workload(
@@ -120,12 +137,15 @@ def run_demo(options: DemoOptions) -> int:
             seed=options.seed,
             progress=bar.advance,
             latency_scale=options.latency_scale,
+            history=options.history,
+            anchor=anchor,
         )
     except StoreUnavailableError as exc:
         print(f"llm-ledger: {exc}", file=sys.stderr)
         return ExitCode.NO_LEDGER
     bar.finish()
-    print(f"\n{headline(summary)}\n\n{summary_table(summary)}\n\n{reasons_line(summary)}\n{tools_line(summary)}")
+    lines = (reasons_line(summary), tools_line(summary), timeline_lines(summary))
+    print(f"\n{headline(summary)}\n\n{summary_table(summary)}\n\n" + "\n".join(lines))
     if summary.example:
         print(
             "\none execution that retried and fell back, as the ledger holds it:\n"

@@ -1,12 +1,16 @@
 """What the demo workload will do, drawn from its seed before anything runs: which tenant and agent
-each session belongs to, how many turns it has, and how each turn's generation step is called."""
+each session belongs to, when it starts, how many turns it has, and how each turn's generation step is
+called."""
 
 from __future__ import annotations
 
 import random
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Literal
+
+from llm_ledger.demo.timeline import Incident, Timeline, anchor_at, lay_out
 
 STEPS = ("context_extraction", "rule_filtering", "generation", "enforcement")
 TENANT_AGENTS: dict[str, tuple[str, ...]] = {
@@ -37,12 +41,20 @@ class SessionPlan:
     agent_id: str
     session_id: str
     turns: tuple[TurnPlan, ...]
+    starts_at: datetime | None = None
+    """When the session starts on its simulated clock; None: now, on the system's."""
 
 
 @dataclass(frozen=True, slots=True)
 class WorkloadPlan:
     seed: int
     sessions: tuple[SessionPlan, ...]
+    timeline: Timeline | None = None
+    """Where the sessions lie in the past; None for a demo of today only (``history`` 0)."""
+
+    @property
+    def incident(self) -> Incident | None:
+        return self.timeline.incident if self.timeline else None
 
     @property
     def turns(self) -> int:
@@ -85,11 +97,18 @@ _MESSAGES = {
 }
 
 
-def plan_workload(sessions: int, seed: int = 7) -> WorkloadPlan:
-    """The sessions of a run. The same ``sessions`` and ``seed`` give the same tenants, agents, turns and
-    calls; session ids are new each time, so that runs on the same ledger never share a session."""
+def plan_workload(
+    sessions: int, seed: int = 7, *, history: timedelta = timedelta(0), anchor: datetime | None = None
+) -> WorkloadPlan:
+    """The sessions of a run, in the order they start. The same ``sessions`` and ``seed`` give the same
+    tenants, agents, turns and calls, and with the same ``anchor`` the same start times, spread over
+    ``history`` before it (``timeline.lay_out``; ``anchor`` defaults to this hour, ``timeline.anchor_at``);
+    with ``history`` 0 every session runs now. Session ids are new each time, so that runs on the same
+    ledger never share a session."""
     if sessions < 1:
         raise ValueError(f"the demo needs at least one session, got {sessions}")
+    if history < timedelta(0):
+        raise ValueError(f"history must not be negative, got {history}")
     rng = random.Random(seed)
     pairs = [(tenant, agent) for tenant, agents in TENANT_AGENTS.items() for agent in agents]
     planned = []
@@ -105,4 +124,8 @@ def plan_workload(sessions: int, seed: int = 7) -> WorkloadPlan:
             for number in range(1, rng.randint(*TURNS_PER_SESSION) + 1)
         )
         planned.append(SessionPlan(tenant, agent, f"session-{uuid.uuid4().hex[:12]}", turns))
-    return WorkloadPlan(seed, tuple(planned))
+    if not history:
+        return WorkloadPlan(seed, tuple(planned))
+    timeline = lay_out(sessions, seed=seed, history=history, anchor=anchor or anchor_at(datetime.now(UTC)))
+    timed = (replace(session, starts_at=start) for session, start in zip(planned, timeline.starts, strict=True))
+    return WorkloadPlan(seed, tuple(timed), timeline)

@@ -5,14 +5,28 @@ retries (rate limits, 5xx, timeouts, dropped connections), fallbacks for every r
 after their first chunk, and some executions that fail on every model of their chain. Offered tools, the
 generation step's models mostly call them, now and then with arguments that are not JSON (an invalid
 output, which falls back).
+
+Each is named after the provider it stands for (``openai-gpt-4.1``): the read models count
+``mock/openai-gpt-4.1`` under provider ``openai``, while its model string in the ledger keeps ``mock/``.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from dataclasses import replace
 
-from llm_ledger.executor import MockBehaviour, register_mock
+from llm_ledger.executor import (
+    ClientFactory,
+    MockBehaviour,
+    MockModelClient,
+    ModelClient,
+    ModelRoute,
+    ProviderSettings,
+    default_client_factory,
+    register_mock,
+)
+from llm_ledger.projections import provider_of
 
 MOCK_PROVIDERS: dict[str, MockBehaviour] = {
     # Groq: very fast, throttles often, and the demo's key for it is sometimes refused.
@@ -73,20 +87,73 @@ MOCK_PROVIDERS: dict[str, MockBehaviour] = {
 }
 
 
+INCIDENT_RATE_LIMIT = 0.95
+"""Not 1: now and then a call gets through, as when a provider sheds load."""
+
+
 def register_demo_models(*, seed: int, latency_scale: float = 1.0) -> None:
     """Register every ``mock/<name>`` of the demo, each with its own random stream derived from
     ``seed``, and its latencies (and ``Retry-After``) multiplied by ``latency_scale``."""
     if latency_scale < 0:
         raise ValueError(f"latency_scale must not be negative, got {latency_scale}")
     for name, behaviour in MOCK_PROVIDERS.items():
-        register_mock(
-            name,
-            replace(
-                behaviour,
-                p50_ms=behaviour.p50_ms * latency_scale,
-                p99_ms=None if behaviour.p99_ms is None else behaviour.p99_ms * latency_scale,
-                retry_after=None if behaviour.retry_after is None else behaviour.retry_after * latency_scale,
-                # crc32, not hash(): str hashes change between interpreter runs.
-                seed=seed * 1_000_003 + zlib.crc32(name.encode()),
-            ),
-        )
+        # crc32, not hash(): str hashes change between interpreter runs.
+        register_mock(name, _scaled(behaviour, latency_scale, seed * 1_000_003 + zlib.crc32(name.encode())))
+
+
+def _scaled(behaviour: MockBehaviour, latency_scale: float, seed: int) -> MockBehaviour:
+    return replace(
+        behaviour,
+        p50_ms=behaviour.p50_ms * latency_scale,
+        p99_ms=None if behaviour.p99_ms is None else behaviour.p99_ms * latency_scale,
+        retry_after=None if behaviour.retry_after is None else behaviour.retry_after * latency_scale,
+        seed=seed,
+    )
+
+
+def behaviour_in_incident(behaviour: MockBehaviour) -> MockBehaviour:
+    """How a model of the incident's provider answers during it: a rate limit for almost every call."""
+    return replace(
+        behaviour,
+        rate_limit=INCIDENT_RATE_LIMIT,
+        server_error=0.0,
+        timeout=0.0,
+        connection=0.0,
+        context_length=0.0,
+        authentication=0.0,
+        content_filter=0.0,
+        retry_after=behaviour.retry_after or 0.2,
+    )
+
+
+class SessionModels:
+    """The mock models as one session meets them, for ``LLMExecutor(client_factory=...)``.
+
+    Each (step, model) pair has its own random stream, drawn from the run's seed and the session's place
+    in the plan: a session's outcomes do not depend on how the concurrent sessions interleave, so a seed
+    gives the same ledger on SQLite and PostgreSQL. In an incident, the models named after its provider
+    are rate-limited (``behaviour_in_incident``)."""
+
+    def __init__(
+        self, *, seed: int, session_number: int, latency_scale: float = 1.0, rate_limited: str | None = None
+    ) -> None:
+        if latency_scale < 0:
+            raise ValueError(f"latency_scale must not be negative, got {latency_scale}")
+        self._seed = seed
+        self._session_number = session_number
+        self._latency_scale = latency_scale
+        self._rate_limited = rate_limited
+
+    def factory(self, executor: str) -> ClientFactory:
+        """The client factory of one of the session's executors (named after its step)."""
+
+        def client(route: ModelRoute, providers: Mapping[str, ProviderSettings] | None) -> ModelClient:
+            behaviour = MOCK_PROVIDERS.get(route.model_id) if route.provider.name == "mock" else None
+            if behaviour is None:
+                return default_client_factory(route, providers)
+            if provider_of(route.model) == self._rate_limited:  # as the read models will count it
+                behaviour = behaviour_in_incident(behaviour)
+            key = f"{self._seed}:{self._session_number}:{executor}:{route.model_id}"
+            return MockModelClient(route, _scaled(behaviour, self._latency_scale, zlib.crc32(key.encode())))
+
+        return client

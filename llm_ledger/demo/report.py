@@ -1,8 +1,10 @@
-"""The demo's printed output: the summary table, one execution's event stream, and what to run next."""
+"""The demo's printed output: the summary table, when it happened, one execution's event stream, and
+what to run next."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 from llm_ledger.demo.summary import Figures, WorkloadSummary
 from llm_ledger.events import Event
@@ -62,6 +64,48 @@ def tools_line(summary: WorkloadSummary) -> str:
     )
 
 
+def _utc(moment: datetime) -> str:
+    return f"{moment:%Y-%m-%d %H:%M} UTC"
+
+
+def span_text(history: timedelta) -> str:
+    """``7 days``, ``36 hours``: a history as ``--history`` took it."""
+    days, hours = history.days, history.seconds // 3600
+    count, unit = (days, "day") if not hours else (days * 24 + hours, "hour")
+    return f"{count} {unit}{'s' if count != 1 else ''}"
+
+
+def timeline_lines(summary: WorkloadSummary) -> str:
+    """When the events happened and, for a history demo, the incident and the fallbacks it caused."""
+    if summary.first_at is None or summary.last_at is None:
+        return "timeline:            no events"
+    happened = f"timeline:            {_utc(summary.first_at)} to {_utc(summary.last_at)}"
+    figures, timeline = summary.incident, summary.timeline
+    if timeline is None:
+        return f"{happened} (today: --history 0)"
+    lines = [f"{happened} (the {span_text(timeline.history)} before {_utc(timeline.anchor)}, busier in working hours)"]
+    if figures is not None:
+        incident = figures.incident
+        lines.append(
+            f"incident:            {incident.provider} rate-limited {incident.starts_at:%Y-%m-%d %H:%M} to"
+            f" {incident.ends_at:%H:%M} UTC: {figures.fallbacks:,} fallbacks away from its models"
+            f" (at most {figures.busiest_other_hour:,} in any other hour)"
+        )
+    return "\n".join(lines)
+
+
+def dashboard_window(history: timedelta | None) -> str | None:
+    """The shortest of the dashboard's windows as long as the history (a window ends now, up to an hour
+    past the anchor: it may cut the history's first hour, which holds no incident); None for the
+    dashboard's default."""
+    if not history:
+        return None
+    return next((name for name, span in _WINDOWS if history <= span), "30d")
+
+
+_WINDOWS = (("1d", timedelta(days=1)), ("7d", timedelta(days=7)), ("30d", timedelta(days=30)))
+
+
 def reasons_line(summary: WorkloadSummary) -> str:
     fallbacks = ", ".join(f"{reason} {count}" for reason, count in summary.fallback_reasons.items()) or "none"
     failures = ", ".join(f"{kind} {count}" for kind, count in summary.failure_types.items()) or "none"
@@ -116,8 +160,10 @@ def next_steps(summary: WorkloadSummary, database_url: str | None, *, has_dashbo
     dashboard = f"llm-ledger dashboard{url_option}"
     if not has_dashboard:
         dashboard = f"pip install 'llm-ledger[dashboard]' && {dashboard}"
+    window = dashboard_window(summary.timeline.history if summary.timeline else None)
+    link = "http://127.0.0.1:8501" + (f"/?window={window}" if window else "")
     commands = [
-        (dashboard, "the dashboard, at http://127.0.0.1:8501"),
+        (dashboard, f"the dashboard, at {link}"),
         (f"llm-ledger audit verify{url_option}", "check the hash chains and seals again, any time"),
     ]
     width = max(len(command) for command, _ in commands) + 3

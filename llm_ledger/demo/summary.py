@@ -8,10 +8,13 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from uuid import UUID
 
 from llm_ledger.demo.plan import STEPS, WorkloadPlan
+from llm_ledger.demo.timeline import Incident, Timeline
 from llm_ledger.events import STREAM_KIND_OF_START, STREAM_KINDS, Event
+from llm_ledger.projections import provider_of
 from llm_ledger.store import EventStore, shown_url
 
 
@@ -53,6 +56,15 @@ class ToolFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class IncidentFigures:
+    """The fallbacks away from the incident's provider: in its hour, and in the busiest other hour."""
+
+    incident: Incident
+    fallbacks: int
+    busiest_other_hour: int
+
+
+@dataclass(frozen=True, slots=True)
 class WorkloadSummary:
     """The run's figures, from the events the ledger holds for its sessions."""
 
@@ -81,6 +93,12 @@ class WorkloadSummary:
     """Turns answered by the Agno Agent on ``AuditedModel``."""
     example: tuple[Event, ...] = ()
     """The events of an execution that retried and fell back before it succeeded, to show."""
+    timeline: Timeline | None = None
+    """Where the sessions were laid out in the past (None: they ran now)."""
+    first_at: datetime | None = None
+    last_at: datetime | None = None
+    """The ``occurred_at`` of the first and the last event."""
+    incident: IncidentFigures | None = None
 
     @property
     def executions(self) -> int:
@@ -131,6 +149,7 @@ def summarize_events(
     example: tuple[Event, ...] = ()
     incomplete = 0
     tools: dict[str, list[Sequence[Event]]] = {}
+    moments = [event.occurred_at for stream in streams.values() for event in stream]
     for stream in streams.values():
         stream.sort(key=lambda event: event.stream_position)
         kind = STREAM_KIND_OF_START.get(stream[0].event_type)
@@ -168,7 +187,25 @@ def summarize_events(
         example=example,
         tools={name: _tool_figures(tools[name]) for name in sorted(tools)},
         agent_turns=plan.agent_turns,
+        timeline=plan.timeline,
+        first_at=min(moments, default=None),
+        last_at=max(moments, default=None),
+        incident=_incident_figures(plan.incident, streams.values()),
     )
+
+
+def _incident_figures(incident: Incident | None, streams: Iterable[Sequence[Event]]) -> IncidentFigures | None:
+    if incident is None:
+        return None
+    by_hour: Counter[datetime] = Counter(
+        event.occurred_at.replace(minute=0, second=0, microsecond=0)
+        for stream in streams
+        for event in stream
+        if event.event_type == "FallbackTriggered"
+        and provider_of(str(getattr(event.payload, "from_model", ""))) == incident.provider
+    )
+    during = by_hour.pop(incident.starts_at, 0)
+    return IncidentFigures(incident, during, max(by_hour.values(), default=0))
 
 
 def _retries(stream: Sequence[Event]) -> int:

@@ -1,5 +1,6 @@
-"""The demo workload: Focal-like sessions, run concurrently through one ``LLMExecutor`` per pipeline
-step, recording to the process-wide default writer exactly as an application's calls do."""
+"""The demo workload: Focal-like sessions, run concurrently, each through its own ``LLMExecutor`` per
+pipeline step (on its own simulated clock and mock models), recording to the process-wide default writer
+exactly as an application's calls do."""
 
 from __future__ import annotations
 
@@ -8,18 +9,22 @@ import contextlib
 import random
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from importlib import resources
 
 from agno.agent import Agent
 from pydantic import BaseModel, Field
 
 from llm_ledger.demo.agno_agent import agno_quiet, answer_as_agent, build_sales_agent
-from llm_ledger.demo.plan import AGNO_AGENTS, STEPS, SessionPlan, TurnPlan, plan_workload
-from llm_ledger.demo.providers import register_demo_models
+from llm_ledger.demo.plan import AGNO_AGENTS, STEPS, SessionPlan, TurnPlan, WorkloadPlan, plan_workload
+from llm_ledger.demo.providers import SessionModels
 from llm_ledger.demo.summary import WorkloadSummary, summarize
+from llm_ledger.demo.timeline import SimulatedClock
 from llm_ledger.demo.tools import TOOL_SPECS, execute_tool_calls, order_service_is_down
 from llm_ledger.environment import LLM_LEDGER_DATABASE_URL
 from llm_ledger.executor import (
+    ClientFactory,
+    Clock,
     LLMExecutor,
     LLMMessage,
     PipelineConfig,
@@ -27,14 +32,16 @@ from llm_ledger.executor import (
     RetryPolicy,
     execution_context,
     get_default_sink,
+    system_clock,
 )
 from llm_ledger.lifecycle import aclose
 from llm_ledger.store import EventStore, StoreSettings, migrate
 from llm_ledger.store.settings import directory_error
 
 PIPELINE_RESOURCE = "focal_pipeline.toml"
-DEFAULT_CONCURRENCY = 8
-"""Sessions in flight at once: a handful of conversations being answered at the same moment."""
+DEFAULT_CONCURRENCY = 50
+"""Sessions in flight at once. Spread over days, they rarely overlap on their own clocks: this sets only
+how long the run takes (its calls wait on the mock models' latencies, not on the CPU)."""
 
 Progress = Callable[[int], None]
 
@@ -61,6 +68,8 @@ def run_workload(
     progress: Progress | None = None,
     latency_scale: float = 1.0,
     concurrency: int = DEFAULT_CONCURRENCY,
+    history: timedelta = timedelta(0),
+    anchor: datetime | None = None,
 ) -> WorkloadSummary:
     """Run the demo workload into a ledger and return what it recorded; see ``arun_workload``.
 
@@ -74,6 +83,8 @@ def run_workload(
             progress=progress,
             latency_scale=latency_scale,
             concurrency=concurrency,
+            history=history,
+            anchor=anchor,
         )
     )
 
@@ -86,27 +97,31 @@ async def arun_workload(
     progress: Progress | None = None,
     latency_scale: float = 1.0,
     concurrency: int = DEFAULT_CONCURRENCY,
+    history: timedelta = timedelta(0),
+    anchor: datetime | None = None,
 ) -> WorkloadSummary:
     """Run ``sessions`` Focal-like sessions into the ledger at ``database_url`` (default: the configured
     one, ``LLM_LEDGER_DATABASE_URL`` or the embedded SQLite file), migrating it to the newest schema
     first, and return the summary of the events it holds afterwards.
 
-    The same ``sessions`` and ``seed`` give the same tenants, agents, turns and executions, and each mock
-    model the same random stream; which call meets which failure depends on how concurrent calls
-    interleave. ``progress`` is called with 1 after each step of a turn. ``latency_scale`` multiplies the
-    mock models' latencies (tests make them short). Events recorded earlier in this process by executors
-    without ``sink=`` are flushed to their own ledger first, since the default writer is rebound here.
+    With ``history`` above 0 the sessions happen in the past (``plan_workload``: over ``history`` before
+    ``anchor``, this hour by default, each on its own simulated clock), with an incident hour in which
+    one provider is rate-limited; with 0 they happen now. The same ``sessions``, ``seed`` and ``anchor``
+    give the same tenants, agents, turns, start times and outcomes, whatever the database and however the
+    concurrent sessions interleave (``SessionModels``). ``progress`` is called with 1 after each step of
+    a turn. ``latency_scale`` multiplies the mock models' latencies (tests make them short). Events
+    recorded earlier in this process by executors without ``sink=`` are flushed to their own ledger
+    first, since the default writer is rebound here.
     Raises ``StoreUnavailableError`` when the ledger cannot be reached.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
-    plan = plan_workload(sessions, seed)
+    if latency_scale < 0:
+        raise ValueError(f"latency_scale must not be negative, got {latency_scale}")
+    plan = plan_workload(sessions, seed, history=history, anchor=anchor)
     url = database_url or StoreSettings.from_env().database_url
     await asyncio.to_thread(_prepare_ledger, url)
-    register_demo_models(seed=seed, latency_scale=latency_scale)
-    pipeline = load_demo_pipeline()
-    retry_policy = RetryPolicy(base_delay=0.25 * latency_scale, max_delay=2.0 * latency_scale, rng=random.Random(seed))
-    steps = _Steps(build_step_executors(pipeline, retry_policy), build_sales_agent(pipeline, retry_policy))
+    setup = _Setup(plan, load_demo_pipeline(), latency_scale)
     await aclose()
     with _configured_ledger(database_url):
         get_default_sink()  # made now, while the URL is the demo's
@@ -114,7 +129,9 @@ async def arun_workload(
     limit = asyncio.Semaphore(concurrency)
     try:
         with agno_quiet():
-            await asyncio.gather(*(_run_session(steps, session, limit, progress) for session in plan.sessions))
+            await asyncio.gather(
+                *(_run_session(setup, number, session, limit, progress) for number, session in enumerate(plan.sessions))
+            )
     finally:
         duration = time.monotonic() - started
         await aclose()  # the events stored, the traces exported
@@ -122,17 +139,63 @@ async def arun_workload(
 
 
 class _Steps:
-    """What answers the steps: one executor per step, and the Agno Agent of the sales agents' tool turns."""
+    """What answers a session's steps: one executor per step, and the Agno Agent of the sales agents' tool turns."""
 
     def __init__(self, executors: dict[str, LLMExecutor], agent: Agent) -> None:
         self.executors = executors
         self.agent = agent
 
 
-def build_step_executors(config: PipelineConfig, retry_policy: RetryPolicy | None = None) -> dict[str, LLMExecutor]:
+class _Setup:
+    """What every session of a run is built from."""
+
+    def __init__(self, plan: WorkloadPlan, pipeline: PipelineConfig, latency_scale: float) -> None:
+        self.plan = plan
+        self.pipeline = pipeline
+        self.latency_scale = latency_scale
+
+    def steps_for(self, number: int, session: SessionPlan) -> _Steps:
+        """The session's executors: on its clock, its own mock models and its own retry jitter, so that
+        what it meets depends on the seed and its place in the plan only."""
+        seed, incident = self.plan.seed, self.plan.incident
+        clock: Clock = system_clock if session.starts_at is None else SimulatedClock(session.starts_at)
+        rate_limited = (
+            incident.provider if incident and session.starts_at and incident.covers(session.starts_at) else None
+        )
+        models = SessionModels(
+            seed=seed, session_number=number, latency_scale=self.latency_scale, rate_limited=rate_limited
+        )
+        scale = self.latency_scale
+        retry_policy = RetryPolicy(
+            base_delay=0.25 * scale, max_delay=2.0 * scale, rng=random.Random(f"retries:{seed}:{number}")
+        )
+        executors = build_step_executors(self.pipeline, retry_policy, clock=clock, client_factory=models.factory)
+        # The Agent's models draw apart from the generation executor's, as another executor's would.
+        agent_models = models.factory("generation (Agno Agent)")
+        agent = build_sales_agent(self.pipeline, retry_policy, clock=clock, client_factory=agent_models)
+        return _Steps(executors, agent)
+
+
+def build_step_executors(
+    config: PipelineConfig,
+    retry_policy: RetryPolicy | None = None,
+    *,
+    clock: Clock = system_clock,
+    client_factory: Callable[[str], ClientFactory] | None = None,
+) -> dict[str, LLMExecutor]:
     """One executor per pipeline step, as Focal builds them at start-up; each resolves its chain per
-    call from the execution context (tenant+agent override, then agent, then step)."""
-    return {step: LLMExecutor.from_config(config, step, retry_policy=retry_policy) for step in STEPS}
+    call from the execution context (tenant+agent override, then agent, then step). ``clock`` stamps
+    their events; ``client_factory``, given a step, gives the factory of that step's model clients."""
+    return {
+        step: LLMExecutor.from_config(
+            config,
+            step,
+            retry_policy=retry_policy,
+            clock=clock,
+            client_factory=client_factory(step) if client_factory else None,
+        )
+        for step in STEPS
+    }
 
 
 def _prepare_ledger(url: str) -> None:
@@ -158,9 +221,10 @@ def _configured_ledger(database_url: str | None) -> Iterator[None]:
 
 
 async def _run_session(
-    steps: _Steps, session: SessionPlan, limit: asyncio.Semaphore, progress: Progress | None
+    setup: _Setup, number: int, session: SessionPlan, limit: asyncio.Semaphore, progress: Progress | None
 ) -> None:
     async with limit:
+        steps = setup.steps_for(number, session)  # in the slot: its clock starts when it runs
         for turn in session.turns:
             # Set inside the task: concurrent sessions each see only their own context.
             with execution_context(

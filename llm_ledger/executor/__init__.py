@@ -3,6 +3,7 @@ See docs/ARCHITECTURE.md for the route of a call and where each of its decisions
 
 from llm_ledger.events import TokenUsage
 from llm_ledger.executor.client import CallParams, Completion, ModelClient
+from llm_ledger.executor.clock import Clock, system_clock
 from llm_ledger.executor.config import PipelineConfig, StepConfig
 from llm_ledger.executor.context import (
     ExecutionContext,
@@ -29,8 +30,8 @@ from llm_ledger.executor.errors import (
     StreamInterruptedError,
     TimeoutError,
 )
-from llm_ledger.executor.executor import LLMExecutor
-from llm_ledger.executor.mock import MockBehaviour, register_mock
+from llm_ledger.executor.executor import ClientFactory, LLMExecutor, default_client_factory
+from llm_ledger.executor.mock import MockBehaviour, MockModelClient, register_mock
 from llm_ledger.executor.policy import RetryPolicy, is_retryable, should_fall_back
 from llm_ledger.executor.routing import PROVIDERS, ModelRoute, ProviderSettings, parse_model_string
 from llm_ledger.executor.sink import (
@@ -54,6 +55,8 @@ __all__ = [
     "AttemptSummary",
     "AuthenticationError",
     "CallParams",
+    "ClientFactory",
+    "Clock",
     "Completion",
     "ConfigurationError",
     "ContentFilterError",
@@ -72,6 +75,7 @@ __all__ = [
     "LLMResponse",
     "LLMStream",
     "MockBehaviour",
+    "MockModelClient",
     "ModelClient",
     "ModelNotFoundError",
     "ModelRoute",
@@ -93,6 +97,7 @@ __all__ = [
     "ToolRun",
     "ToolSpec",
     "clear_execution_context",
+    "default_client_factory",
     "execution_context",
     "get_default_sink",
     "get_execution_context",
@@ -104,5 +109,6 @@ __all__ = [
     "set_default_sink",
     "set_execution_context",
     "should_fall_back",
+    "system_clock",
     "turn_span",
 ]

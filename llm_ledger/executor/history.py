@@ -168,6 +168,7 @@ class ExecutionHistory:
                 step=ctx.step,
             ),
             plan.sink,
+            plan.clock,
         )
         self.summaries: list[AttemptSummary] = []
         self.usage: TokenUsage | None = None
@@ -203,6 +204,7 @@ class ExecutionHistory:
                 span_ref(self.trace),
                 plan.sink,
                 plan.tracer,
+                plan.clock,
             )
 
     def attempt_started(self, index: int, retry: int, params: CallParams, timeout: float, by_deadline: bool) -> Attempt:

@@ -8,6 +8,7 @@ from typing import Any
 from llm_ledger.events import CapturePolicy, Operation, RequestParameters, Scrubber
 from llm_ledger.events.values import JsonDict
 from llm_ledger.executor.client import ModelClient
+from llm_ledger.executor.clock import Clock, system_clock
 from llm_ledger.executor.context import ExecutionContext
 from llm_ledger.executor.policy import RetryPolicy
 from llm_ledger.executor.sink import EventSink
@@ -43,3 +44,5 @@ class ExecutionPlan:
     offered_tools: tuple[tuple[str, str], ...] = ()
     """``(name, digest)`` of each offered tool, as ``ExecutionStarted`` keeps them."""
     tool_choice: str | None = None
+    clock: Clock = system_clock
+    """What stamps the events' ``occurred_at`` (the execution's, and its tools')."""

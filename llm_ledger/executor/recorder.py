@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from llm_ledger.events import EventDraft, Payload, StreamHeader, StreamSealer
 from llm_ledger.events.values import JsonPayload
+from llm_ledger.executor.clock import Clock, system_clock
 from llm_ledger.executor.sink import EventSink
 
 log = logging.getLogger("llm_ledger.executor")
@@ -17,13 +17,14 @@ class StreamRecorder:
     """Emits each event of one execution to the sink as it happens (a draft, sealed by whoever
     consumes it), so that a process dying mid-call still leaves ``ExecutionStarted`` behind."""
 
-    __slots__ = ("_sealer", "_sink")
+    __slots__ = ("_clock", "_sealer", "_sink")
 
     _sink_failures = 0
 
-    def __init__(self, header: StreamHeader, sink: EventSink) -> None:
+    def __init__(self, header: StreamHeader, sink: EventSink, clock: Clock = system_clock) -> None:
         self._sealer = StreamSealer(header)
         self._sink = sink
+        self._clock = clock
 
     def record(
         self,
@@ -33,9 +34,7 @@ class StreamRecorder:
         trace_id: str | None = None,
         span_id: str | None = None,
     ) -> EventDraft:
-        event = self._sealer.draft(
-            event_type, payload, occurred_at=datetime.now(UTC), trace_id=trace_id, span_id=span_id
-        )
+        event = self._sealer.draft(event_type, payload, occurred_at=self._clock(), trace_id=trace_id, span_id=span_id)
         try:
             self._sink.emit(event)
         except Exception:

@@ -38,6 +38,7 @@ from llm_ledger.events import (
 from llm_ledger.events import values as payloads
 from llm_ledger.events.values import JsonDict, JsonPayload
 from llm_ledger.executor.admission import check_identifier
+from llm_ledger.executor.clock import Clock, system_clock
 from llm_ledger.executor.context import DEFAULT_TENANT, ExecutionContext, get_execution_context
 from llm_ledger.executor.errors import CANCELLED, InvalidInputError
 from llm_ledger.executor.recorder import StreamRecorder
@@ -64,6 +65,8 @@ class AskingExecution:
     sink: EventSink | None = None
     """The asking executor's sink, so that a tool's events go where its execution's went."""
     tracer: ExecutionTracer | None = None
+    clock: Clock = system_clock
+    """The asking executor's clock, so that a tool's events are stamped in its execution's time."""
 
 
 class AskingExecutions:
@@ -87,8 +90,9 @@ class AskingExecutions:
         span: SpanRef | None,
         sink: EventSink | None = None,
         tracer: ExecutionTracer | None = None,
+        clock: Clock = system_clock,
     ) -> None:
-        entry = AskingExecution(context, capture, scrubber, span, sink, tracer)
+        entry = AskingExecution(context, capture, scrubber, span, sink, tracer, clock)
         with self._lock:
             if execution_id not in self._by_id:
                 self._order.append(execution_id)
@@ -296,6 +300,7 @@ class ToolCallRecording:
                 step=context.step,
             ),
             self.sink,
+            asking.clock if asking is not None else system_clock,
         )
         self._recorder.record(
             "ToolCallStarted",
@@ -386,7 +391,8 @@ def record_tool_call(
     when it names none), else the asking execution's; the
     capture policy (of the arguments and the result), the scrubber and the parent span are the asking
     execution's unless ``capture=`` is given; so are the sink and the tracer (an executor built with
-    ``sink=`` gets its tools' events too), else the process's defaults. ``async with`` returns once the
+    ``sink=`` gets its tools' events too), else the process's defaults, and the clock that stamps the
+    events (the system's for a tool run unasked). ``async with`` returns once the
     last event is durable; plain ``with`` does not wait."""
     call_id: str | None
     if isinstance(call, ToolCall):

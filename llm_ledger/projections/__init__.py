@@ -5,8 +5,10 @@ See docs/ARCHITECTURE.md for its place among the layers."""
 from llm_ledger.projections.errors import PriceTableError, ProjectionError, TenantNotAllowedError
 from llm_ledger.projections.prices import Price, PriceTable
 from llm_ledger.projections.projector import PROJECTION_NAME, CatchUpResult, ProjectionStatus, Projector
+from llm_ledger.projections.rollup import MOCKED_PROVIDERS, provider_of
 
 __all__ = [
+    "MOCKED_PROVIDERS",
     "PROJECTION_NAME",
     "CatchUpResult",
     "Price",
@@ -16,4 +18,5 @@ __all__ = [
     "ProjectionStatus",
     "Projector",
     "TenantNotAllowedError",
+    "provider_of",
 ]

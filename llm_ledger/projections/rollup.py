@@ -106,9 +106,24 @@ _BUCKET_CACHE = 100_000
 """Minutes whose bucket starts a folder remembers (about 70 days of minutes)."""
 
 
+MOCKED_PROVIDERS = frozenset({"anthropic", "groq", "openai", "openrouter"})
+"""The providers a ``mock/`` model stands for when its name starts with one and a dash: the executor's
+providers but ``mock`` (tests keep the two equal; the projections import no executor)."""
+
+
 def provider_of(model: str | None) -> str:
-    """The routing prefix of a model string (``openrouter/anthropic/x`` -> ``openrouter``)."""
-    return model.split("/", 1)[0] if model else ""
+    """The routing prefix of a model string (``openrouter/anthropic/x`` -> ``openrouter``), or the
+    provider a mock is named after (``mock/openai-gpt-4.1`` -> ``openai``): a mock standing in for a
+    provider is counted under it, so that splits by provider mean something; its model string, which
+    the figures keep too, still says ``mock/``."""
+    if not model:
+        return ""
+    prefix, _, name = model.partition("/")
+    if prefix == "mock":
+        mocked = name.partition("-")[0]
+        if mocked in MOCKED_PROVIDERS:
+            return mocked
+    return prefix
 
 
 def edge_origin(

@@ -1,7 +1,7 @@
 """The audited dataset: the demo workload, plus what the demo never leaves behind: executions whose
 process died after ``ExecutionStarted`` (incomplete streams), and an execution whose prompt holds every
 character that JSON escapes differently from plain text, so that a digest check is put to the test; and,
-since which demo call meets which failure depends on how concurrent calls interleave, executions that
+since a seed's demo need not meet every path (and tests do not pin one), executions that
 certainly fall back after a rate limit and then fail, and fall back and then succeed; and tool executions
 (``tests.events.tool_streams``) of some executions, of every outcome, one of them never finished."""
 

@@ -19,7 +19,11 @@ from typing import Any
 
 from sqlalchemy import Engine, bindparam, text
 
+from llm_ledger.executor import PROVIDERS
 from llm_ledger.projections import histogram
+
+MOCKED = frozenset(PROVIDERS) - {"mock"}
+"""The providers a ``mock/<provider>-...`` model is counted under: the executor's, not the projections' list."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +52,12 @@ class _Sql:
         return f"((CAST(strftime('%s', {column}) AS integer) / {grain}) * {grain})"
 
     def provider(self, model: str) -> str:
+        """The model string's prefix, or the provider a ``mock/<provider>-...`` model is named after."""
+        mocks = " ".join(f"WHEN {model} LIKE 'mock/{name}-%' THEN '{name}'" for name in sorted(MOCKED))
         if self.dialect == "postgresql":
-            return f"split_part({model}, '/', 1)"
-        return f"CASE WHEN instr({model}, '/') > 0 THEN substr({model}, 1, instr({model}, '/') - 1) ELSE {model} END"
+            return f"CASE {mocks} ELSE split_part({model}, '/', 1) END"
+        prefix = f"CASE WHEN instr({model}, '/') > 0 THEN substr({model}, 1, instr({model}, '/') - 1) ELSE {model} END"
+        return f"CASE {mocks} ELSE {prefix} END"
 
 
 STEP_COUNTERS = (
