@@ -137,11 +137,29 @@ def login_dashboard(
     assert list(private_parent.iterdir()) == [], "the login's secrets outlived the dashboard"
 
 
+def _waiting(driver: WebDriver) -> WebDriverWait[WebDriver]:
+    # Streamlit redraws the page as its script runs: an element found a moment ago may be replaced.
+    return WebDriverWait(driver, PAGE_SECONDS, ignored_exceptions=[StaleElementReferenceException])
+
+
 def _button(driver: WebDriver, label: str) -> WebElement | None:
     for button in driver.find_elements(By.CSS_SELECTOR, "button"):
         if button.text.strip() == label and button.is_displayed():
             return button
     return None
+
+
+def _click(driver: WebDriver, label: str) -> None:
+    """Click the button labelled ``label`` once it is there (again if it was redrawn under the click)."""
+
+    def clicked(d: WebDriver) -> bool:
+        button = _button(d, label)
+        if button is None:
+            return False
+        button.click()
+        return True
+
+    _waiting(driver).until(clicked)
 
 
 def _log_in(driver: WebDriver, dashboard: str, provider: str, user: str, query: dict[str, str] | None = None) -> None:
@@ -150,21 +168,16 @@ def _log_in(driver: WebDriver, dashboard: str, provider: str, user: str, query: 
     driver.get(f"{dashboard}/_stcore/health")
     driver.delete_all_cookies()  # 127.0.0.1's, the dashboard's and the provider's alike (cookies ignore ports)
     driver.get(f"{dashboard}/")
-    WebDriverWait(driver, PAGE_SECONDS).until(lambda d: _button(d, "Log in") is not None)
-    login = _button(driver, "Log in")
-    assert login is not None
-    login.click()
-    WebDriverWait(driver, PAGE_SECONDS).until(lambda d: d.current_url.startswith(provider))
+    _click(driver, "Log in")
+    _waiting(driver).until(lambda d: d.current_url.startswith(provider))
     driver.find_element(By.CSS_SELECTOR, f'button[name="sub"][value="{user}"]').click()
-    WebDriverWait(driver, PAGE_SECONDS).until(
-        lambda d: d.current_url.startswith(dashboard) and _button(d, "Log out") is not None
-    )
+    _waiting(driver).until(lambda d: d.current_url.startswith(dashboard) and _button(d, "Log out") is not None)
     if query is not None:
         driver.get(f"{dashboard}/?{urlencode(query)}")
 
 
 def _page_drawn(driver: WebDriver, page: str) -> None:
-    WebDriverWait(driver, PAGE_SECONDS).until(
+    _waiting(driver).until(
         lambda d: _rendered(d, PAGE_TITLES[page], has_charts=page not in test_browser.WITHOUT_CHARTS)
     )
 
@@ -185,10 +198,8 @@ def _wait_for_chooser(driver: WebDriver, tenant: str, *, enabled: bool) -> None:
         box = d.find_element(By.CSS_SELECTOR, '[data-testid="stSidebar"] input[aria-label="Tenant"]')
         return box.get_attribute("value"), box.is_enabled()
 
-    # Streamlit redraws the sidebar as the page runs: an element found a moment ago may be replaced.
-    waiting = WebDriverWait(driver, PAGE_SECONDS, ignored_exceptions=[StaleElementReferenceException])
     try:
-        waiting.until(lambda d: chooser(d) == (tenant, enabled))
+        _waiting(driver).until(lambda d: chooser(d) == (tenant, enabled))
     except TimeoutException:
         pytest.fail(f"the tenant chooser shows {chooser(driver)}, not {(tenant, enabled)}")
 
@@ -199,7 +210,7 @@ def test_a_visitor_not_logged_in_is_asked_to_log_in_and_shown_no_tenant(
     browser.get(f"{login_dashboard.url}/_stcore/health")
     browser.delete_all_cookies()
     browser.get(f"{login_dashboard.url}/?{urlencode({'tenant': 'acme', 'page': 'sessions'})}")
-    WebDriverWait(browser, PAGE_SECONDS).until(lambda d: _button(d, "Log in") is not None)
+    _waiting(browser).until(lambda d: _button(d, "Log in") is not None)
     _screenshot(browser, "login-asked")
 
     source = browser.page_source
@@ -253,7 +264,7 @@ def test_a_person_whose_identity_names_no_tenant_sees_an_explanation_and_nothing
     ledger = populated_ledger.ledger
     _log_in(browser, login_dashboard.url, identity_provider, NOBODYS_USER)
     browser.get(f"{login_dashboard.url}/?{urlencode({'page': 'overview', 'window': '1d'})}")
-    WebDriverWait(browser, PAGE_SECONDS).until(
+    _waiting(browser).until(
         lambda d: "grants you no tenant" in d.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
     )
     _screenshot(browser, "login-no-tenant")
