@@ -6,7 +6,7 @@ import argparse
 import sys
 import threading
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from llm_ledger._metadata import __version__
@@ -33,6 +33,7 @@ def _demo(args: argparse.Namespace) -> int:
         database_url=args.database_url,
         latency_scale=args.latency_scale,
         history=args.history,
+        anchor=args.anchor,
     )
     status = run_demo(options)
     if status == 0 and args.dashboard:
@@ -88,6 +89,15 @@ def _history(text: str) -> timedelta:
 
     try:
         return parse_history(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _anchor(text: str) -> datetime:
+    from llm_ledger.demo.timeline import parse_anchor
+
+    try:
+        return parse_anchor(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -389,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dashboard", action="store_true", help="open the dashboard when done")
     # Tests shorten the mock models' latencies; a demo is meant to look like real providers.
     demo.add_argument("--latency-scale", type=_scale, default=1.0, help=argparse.SUPPRESS)
+    # Tests fix the hour the history ends in, and with it which sessions meet the incident.
+    demo.add_argument("--anchor", type=_anchor, default=None, help=argparse.SUPPRESS)
     demo.set_defaults(handler=_demo)
 
     db = commands.add_parser("db", help="create and migrate the event store (PostgreSQL or SQLite)")
