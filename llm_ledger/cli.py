@@ -220,6 +220,12 @@ def _db_partitions(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+_OLDER_PROJECTOR = (
+    "llm-ledger: read models were built by an older projector (mock/<provider>-... models counted under"
+    " provider mock): run llm-ledger project --rebuild"
+)
+
+
 def _project(args: argparse.Namespace) -> int:
     from llm_ledger.cli_errors import UsageError
     from llm_ledger.progress import ProgressBar
@@ -246,6 +252,8 @@ def _project(args: argparse.Namespace) -> int:
             bar.finish()
             total = projector.status().events_applied
             print(f"applied {result.events:,} events; the read models now hold {total:,}")
+            if projector.is_built_by_an_older_projector():
+                print(_OLDER_PROJECTOR, file=sys.stderr)
     finally:
         projector.close()
     return ExitCode.OK
@@ -464,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--since",
         help="only streams with an event at or after this time (ISO date or date-time, or 30m/24h/7d/2w back),"
-        " and the seals holding such events; the seal chain is always checked in full",
+        " and the seals made since then or holding such events; the seal chain is always checked in full",
     )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.add_argument(
