@@ -399,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=7,
         help="seed of the sessions' plan, times and outcomes: the same seed in the same hour gives the same"
-        " workload at the same times, on SQLite or PostgreSQL (default 7)",
+        " workload, its sessions starting at the same seconds, on SQLite or PostgreSQL (default 7)",
     )
     demo.add_argument(
         "--database-url", help="database URL (default: LLM_LEDGER_DATABASE_URL, else SQLite at ~/.llm-ledger/ledger.db)"

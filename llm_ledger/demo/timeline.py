@@ -59,7 +59,7 @@ def parse_history(text: str) -> timedelta:
 
 def anchor_at(moment: datetime) -> datetime:
     """The end of a history demo's timeline: ``moment`` (UTC) floored to the hour. Runs started in the
-    same hour with the same seed lay out their sessions at the same times."""
+    same hour with the same seed start their sessions at the same seconds."""
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
