@@ -174,8 +174,15 @@ class ProjectionDatabase:
     def counts_mocks_under_mock(self, connection: Connection) -> bool:
         """Whether the read models count a mock named after a provider (``mock/openai-...``) under provider
         ``mock``, as projectors did before ``rollup.provider_of`` counted it under the provider it stands for."""
-        named = or_(*(step_stats.c.model.startswith(f"mock/{provider}-") for provider in sorted(MOCKED_PROVIDERS)))
-        query = select(step_stats.c.model).where(step_stats.c.provider == "mock", named).limit(1)
+        model = step_stats.c.model
+        # substr, not LIKE, which SQLite compares without case: mock/OpenAI-x was never counted under openai.
+        named = or_(
+            *(
+                or_(model == f"mock/{provider}", func.substr(model, 1, len(provider) + 6) == f"mock/{provider}-")
+                for provider in sorted(MOCKED_PROVIDERS)
+            )
+        )
+        query = select(model).where(step_stats.c.provider == "mock", named).limit(1)
         return connection.execute(query).first() is not None
 
     def fallback_edges(self, connection: Connection, tenant_id: str, stream_id: str) -> list[EdgeOrigin]:
