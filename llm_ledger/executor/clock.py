@@ -24,17 +24,17 @@ def system_clock() -> datetime:
     return datetime.now(UTC)
 
 
-def checked_clock(clock: Clock, option: str = "clock") -> Clock:
+def checked_clock(clock: Clock) -> Clock:
     """``clock``, read once: a clock that returns no aware datetime is refused here, when the executor is
     built, rather than at every call it records."""
     if clock is system_clock:
         return clock
     if not callable(clock):
-        raise ConfigurationError(f"{option}= must be a function returning the current time, got {clock!r}")
+        raise ConfigurationError(f"clock= must be a function returning the current time, got {clock!r}")
     reading = clock()
     if not isinstance(reading, datetime) or reading.utcoffset() is None:
         raise ConfigurationError(
-            f"{option}= must return an aware datetime (datetime.now(UTC), not datetime.now()), got {reading!r}"
+            f"clock= must return an aware datetime (datetime.now(UTC), not datetime.now()), got {reading!r}"
         )
     return clock
 

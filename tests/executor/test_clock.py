@@ -125,3 +125,8 @@ async def test_a_tool_run_unasked_is_stamped_by_the_clock_it_is_given() -> None:
         run.result = lookup_order("A-1")
     assert [event.occurred_at for event in sink.events] == clock.readings[1:]
     assert [event.event_type for event in sink.events] == ["ToolCallStarted", "ToolCallSucceeded"]
+
+
+def test_a_clock_that_is_no_function_is_refused_when_the_executor_is_built() -> None:
+    with pytest.raises(ConfigurationError, match="^clock= must be a function returning the current time, got 42$"):
+        LLMExecutor("mock/steady", clock=42)  # type: ignore[arg-type]
