@@ -128,5 +128,5 @@ async def test_a_tool_run_unasked_is_stamped_by_the_clock_it_is_given() -> None:
 
 
 def test_a_clock_that_is_no_function_is_refused_when_the_executor_is_built() -> None:
-    with pytest.raises(ConfigurationError, match="^clock= must be a function returning the current time, got 42$"):
+    with pytest.raises(ConfigurationError, match=r"^clock= must be a function returning the current time, got 42$"):
         LLMExecutor("mock/steady", clock=42)  # type: ignore[arg-type]
