@@ -6,7 +6,7 @@ import argparse
 import sys
 import threading
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from llm_ledger._metadata import __version__
@@ -33,6 +33,7 @@ def _demo(args: argparse.Namespace) -> int:
         database_url=args.database_url,
         latency_scale=args.latency_scale,
         history=args.history,
+        anchor=args.anchor,
     )
     status = run_demo(options)
     if status == 0 and args.dashboard:
@@ -88,6 +89,15 @@ def _history(text: str) -> timedelta:
 
     try:
         return parse_history(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _anchor(text: str) -> datetime:
+    from llm_ledger.demo.timeline import parse_anchor
+
+    try:
+        return parse_anchor(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -210,6 +220,12 @@ def _db_partitions(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+_OLDER_PROJECTOR = (
+    "llm-ledger: read models were built by an older projector (mock/<provider>-... models counted under"
+    " provider mock): run llm-ledger project --rebuild"
+)
+
+
 def _project(args: argparse.Namespace) -> int:
     from llm_ledger.cli_errors import UsageError
     from llm_ledger.progress import ProgressBar
@@ -236,6 +252,8 @@ def _project(args: argparse.Namespace) -> int:
             bar.finish()
             total = projector.status().events_applied
             print(f"applied {result.events:,} events; the read models now hold {total:,}")
+            if projector.is_built_by_an_older_projector():
+                print(_OLDER_PROJECTOR, file=sys.stderr)
     finally:
         projector.close()
     return ExitCode.OK
@@ -383,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=7,
         help="seed of the sessions' plan, times and outcomes: the same seed in the same hour gives the same"
-        " workload at the same times, on SQLite or PostgreSQL (default 7)",
+        " workload, its sessions starting at the same seconds, on SQLite or PostgreSQL (default 7)",
     )
     demo.add_argument(
         "--database-url", help="database URL (default: LLM_LEDGER_DATABASE_URL, else SQLite at ~/.llm-ledger/ledger.db)"
@@ -391,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dashboard", action="store_true", help="open the dashboard when done")
     # Tests shorten the mock models' latencies; a demo is meant to look like real providers.
     demo.add_argument("--latency-scale", type=_scale, default=1.0, help=argparse.SUPPRESS)
+    # Tests fix the hour the history ends in, and with it which sessions meet the incident.
+    demo.add_argument("--anchor", type=_anchor, default=None, help=argparse.SUPPRESS)
     demo.set_defaults(handler=_demo)
 
     db = commands.add_parser("db", help="create and migrate the event store (PostgreSQL or SQLite)")
@@ -465,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--since",
         help="only streams with an event at or after this time (ISO date or date-time, or 30m/24h/7d/2w back),"
-        " and the seals holding such events; the seal chain is always checked in full",
+        " and the seals made since then or holding such events; the seal chain is always checked in full",
     )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.add_argument(

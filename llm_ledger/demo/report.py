@@ -96,7 +96,7 @@ def timeline_lines(summary: WorkloadSummary) -> str:
 
 def dashboard_window(history: timedelta | None) -> str | None:
     """The shortest of the dashboard's windows as long as the history (a window ends now, up to an hour
-    past the anchor: it may cut the history's first hour, which holds no incident); None for the
+    past the anchor: it may cut the history's first hour, in which no session starts); None for the
     dashboard's default."""
     if not history:
         return None

@@ -21,6 +21,14 @@ INCIDENT_LENGTH = timedelta(hours=1)
 SESSION_ROOM = timedelta(minutes=5)
 """The time left for a session to run after its start, before the hour it starts in ends (the incident's)
 or before the anchor."""
+FIRST_HOUR_LEFT_OUT = timedelta(hours=1)
+"""No session starts in the history's first hour: the dashboard's window as long as the history ends now,
+up to an hour past the anchor, and would cut it."""
+PEAK_HOUR_SHARE = 12
+"""The incident's sessions: one in this many of the run's, at least ``MIN_INCIDENT_SESSIONS``. More than the
+busiest hours draw by traffic (a week of 30 sessions put up to 3 in one hour), so that its fallbacks
+stand out at any anchor hour (tests/demo/test_timeline.py sweeps them)."""
+MIN_INCIDENT_SESSIONS = 4
 HOURLY_TRAFFIC = (
     # 00-05 UTC: night; 08-17: working hours (a dip at lunch); then the evening tails off.
     *(0.12,) * 6,
@@ -51,8 +59,19 @@ def parse_history(text: str) -> timedelta:
 
 def anchor_at(moment: datetime) -> datetime:
     """The end of a history demo's timeline: ``moment`` (UTC) floored to the hour. Runs started in the
-    same hour with the same seed lay out their sessions at the same times."""
+    same hour with the same seed start their sessions at the same seconds."""
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def parse_anchor(text: str) -> datetime:
+    """``--anchor``: an ISO date-time with its offset (``2026-03-11T17:00Z``), floored to the hour (``anchor_at``)."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        moment = None
+    if moment is None or moment.utcoffset() is None:
+        raise ValueError(f"the anchor must be an ISO date-time with its offset like 2026-03-11T17:00Z, got {text!r}")
+    return anchor_at(moment)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +101,9 @@ class Timeline:
 
 
 def lay_out(sessions: int, *, seed: int, history: timedelta, anchor: datetime) -> Timeline:
-    """When each of ``sessions`` starts, within ``history`` before ``anchor``. The incident falls in one
-    of the busiest whole hours, and some sessions are placed in it (about one in 25) so that it shows
-    however few sessions there are; the others start at times drawn by ``HOURLY_TRAFFIC``."""
+    """When each of ``sessions`` starts, within ``history`` before ``anchor`` but its first hour. The incident
+    falls in one of the busiest whole hours, and some sessions are placed in it (``incident_sessions``) so
+    that it shows however few sessions there are; the others start at times drawn by ``HOURLY_TRAFFIC``."""
     if history <= timedelta(0):
         raise ValueError(f"a timeline needs a history above 0, got {history}")
     if anchor.utcoffset() is None:
@@ -92,12 +111,20 @@ def lay_out(sessions: int, *, seed: int, history: timedelta, anchor: datetime) -
     anchor = anchor.astimezone(UTC)
     rng = random.Random(f"timeline:{seed}")  # its own stream: the plan's sessions are drawn as without history
     incident = _incident(rng, history, anchor)
-    in_incident = 0 if incident is None else min(sessions // 4, max(2, sessions // 25))
+    in_incident = 0 if incident is None else incident_sessions(sessions)
     starts = [_during_incident(rng, incident) for _ in range(in_incident)] if incident else []
     # A session runs for seconds: one starting just before the anchor, which may be now, would end after it.
     room = min(SESSION_ROOM, history / 2)
-    starts += [_by_traffic(rng, anchor - history, history - room) for _ in range(sessions - in_incident)]
+    left_out = min(FIRST_HOUR_LEFT_OUT, (history - room) / 2)
+    drawn = history - left_out - room
+    starts += [_by_traffic(rng, anchor - history + left_out, drawn) for _ in range(sessions - in_incident)]
     return Timeline(anchor, history, tuple(sorted(starts)), incident)
+
+
+def incident_sessions(sessions: int) -> int:
+    """How many of ``sessions`` are placed in the incident hour: never more than a quarter of them, so
+    that a small run still shows the rest of its days."""
+    return min(sessions // 4, max(MIN_INCIDENT_SESSIONS, sessions // PEAK_HOUR_SHARE))
 
 
 def _incident(rng: random.Random, history: timedelta, anchor: datetime) -> Incident | None:

@@ -20,7 +20,7 @@ from llm_ledger.events import (
 )
 from llm_ledger.executor import admission
 from llm_ledger.executor.client import Completion, ModelClient
-from llm_ledger.executor.clock import Clock, system_clock
+from llm_ledger.executor.clock import Clock, checked_clock, system_clock
 from llm_ledger.executor.config import PipelineConfig, StepConfig
 from llm_ledger.executor.context import DEFAULT_TENANT, ExecutionContext, get_execution_context
 from llm_ledger.executor.errors import ConfigurationError
@@ -58,7 +58,9 @@ class LLMExecutor:
     Build it with a model and fallbacks, or from pipeline configuration (``config=`` and
     ``step_name=``), in which case the chain is resolved per call from the execution context:
     tenant+agent override, then agent, then step. ``clock`` stamps its events' ``occurred_at`` (and
-    those of the tool executions they ask for): the system's, unless a simulation gives its own.
+    those of the tool executions they ask for): the system's, unless a simulation gives its own, which must
+    return aware datetimes (``executor.clock``: it moves nothing else, not spans, latencies, stream ids
+    nor the store's ``recorded_at``).
     """
 
     def __init__(
@@ -119,7 +121,7 @@ class LLMExecutor:
         self._providers = dict(providers) if providers else None
         self._client_factory = client_factory or default_client_factory
         self._tracer = tracer
-        self._clock = clock
+        self._clock = checked_clock(clock)
         self._clients: dict[str, ModelClient] = {}
         self._chains: dict[tuple[str, ...], tuple[tuple[ModelClient, ...], Scrubber]] = {}
         self._clients_lock = threading.Lock()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from llm_ledger.events import EventDraft, Payload, StreamHeader, StreamSealer
 from llm_ledger.events.values import JsonPayload
-from llm_ledger.executor.clock import Clock, system_clock
+from llm_ledger.executor.clock import Clock, StreamClock, system_clock
 from llm_ledger.executor.sink import EventSink
 
 log = logging.getLogger("llm_ledger.executor")
@@ -15,7 +15,8 @@ log = logging.getLogger("llm_ledger.executor")
 
 class StreamRecorder:
     """Emits each event of one execution to the sink as it happens (a draft, sealed by whoever
-    consumes it), so that a process dying mid-call still leaves ``ExecutionStarted`` behind."""
+    consumes it), so that a process dying mid-call still leaves ``ExecutionStarted`` behind. Its events
+    are stamped by ``clock`` in UTC, in order (``StreamClock``)."""
 
     __slots__ = ("_clock", "_sealer", "_sink")
 
@@ -24,7 +25,7 @@ class StreamRecorder:
     def __init__(self, header: StreamHeader, sink: EventSink, clock: Clock = system_clock) -> None:
         self._sealer = StreamSealer(header)
         self._sink = sink
-        self._clock = clock
+        self._clock = StreamClock(clock)
 
     def record(
         self,

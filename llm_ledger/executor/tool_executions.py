@@ -38,7 +38,7 @@ from llm_ledger.events import (
 from llm_ledger.events import values as payloads
 from llm_ledger.events.values import JsonDict, JsonPayload
 from llm_ledger.executor.admission import check_identifier
-from llm_ledger.executor.clock import Clock, system_clock
+from llm_ledger.executor.clock import Clock, checked_clock, system_clock
 from llm_ledger.executor.context import DEFAULT_TENANT, ExecutionContext, get_execution_context
 from llm_ledger.executor.errors import CANCELLED, InvalidInputError
 from llm_ledger.executor.recorder import StreamRecorder
@@ -229,6 +229,7 @@ class ToolCallRecording:
         capture: CapturePolicy | None,
         sink: EventSink | None,
         tracer: ExecutionTracer | None,
+        clock: Clock | None = None,
     ) -> None:
         self._tool_name = tool_name
         self._arguments = arguments
@@ -237,6 +238,7 @@ class ToolCallRecording:
         self._capture = capture
         self._sink = sink
         self._tracer = tracer
+        self._clock = clock
         self._run: ToolRun | None = None
         self._recorder: StreamRecorder | None = None
         self._trace: ToolTrace | None = None
@@ -300,7 +302,7 @@ class ToolCallRecording:
                 step=context.step,
             ),
             self.sink,
-            asking.clock if asking is not None else system_clock,
+            self._clock or (asking.clock if asking is not None else system_clock),
         )
         self._recorder.record(
             "ToolCallStarted",
@@ -373,6 +375,7 @@ def record_tool_call(
     capture: CapturePolicy | str | None = None,
     sink: EventSink | None = None,
     tracer: ExecutionTracer | None = None,
+    clock: Clock | None = None,
 ) -> ToolCallRecording:
     """Record the execution of a tool, as ``with`` or ``async with``; it gives a ``ToolRun`` whose
     ``result`` the block sets::
@@ -392,7 +395,8 @@ def record_tool_call(
     capture policy (of the arguments and the result), the scrubber and the parent span are the asking
     execution's unless ``capture=`` is given; so are the sink and the tracer (an executor built with
     ``sink=`` gets its tools' events too), else the process's defaults, and the clock that stamps the
-    events (the system's for a tool run unasked). ``async with`` returns once the
+    events unless ``clock=`` is given (the system's for a tool run unasked; a simulation's must return
+    aware datetimes, as ``LLMExecutor(clock=)``'s). ``async with`` returns once the
     last event is durable; plain ``with`` does not wait."""
     call_id: str | None
     if isinstance(call, ToolCall):
@@ -408,7 +412,8 @@ def record_tool_call(
     if asked_by is not None and not isinstance(asked_by, UUID):
         raise InvalidInputError("execution_id", f"must be a UUID (an execution's id), not {type(asked_by).__name__}")
     policy = parse_capture_policy(capture) if capture is not None else None
-    return ToolCallRecording(name, text, call_id, asked_by, policy, sink, tracer)
+    checked = checked_clock(clock) if clock is not None else None
+    return ToolCallRecording(name, text, call_id, asked_by, policy, sink, tracer, checked)
 
 
 def _check_text(field: str, value: str) -> None:

@@ -22,13 +22,21 @@ from sqlalchemy import (
     case,
     cast,
     func,
+    or_,
     select,
     text,
     update,
 )
 
 from llm_ledger.projections import histogram
-from llm_ledger.projections.rollup import PAYLOAD_TYPES, Delta, EdgeOrigin, EventRecord, edge_origin
+from llm_ledger.projections.rollup import (
+    MOCKED_PROVIDERS,
+    PAYLOAD_TYPES,
+    Delta,
+    EdgeOrigin,
+    EventRecord,
+    edge_origin,
+)
 from llm_ledger.projections.schema import (
     READ_MODELS,
     checkpoints,
@@ -162,6 +170,20 @@ class ProjectionDatabase:
         """How many stored events past ``after`` the projector can read now (for a progress bar)."""
         past = self._backend.read_all(after, _NO_LIMIT, [events.c.global_position]).order_by(None).subquery()
         return int(connection.execute(select(func.count()).select_from(past)).scalar_one())
+
+    def counts_mocks_under_mock(self, connection: Connection) -> bool:
+        """Whether the read models count a mock named after a provider (``mock/openai-...``) under provider
+        ``mock``, as projectors did before ``rollup.provider_of`` counted it under the provider it stands for."""
+        model = step_stats.c.model
+        # substr, not LIKE, which SQLite compares without case: mock/OpenAI-x was never counted under openai.
+        named = or_(
+            *(
+                or_(model == f"mock/{provider}", func.substr(model, 1, len(provider) + 6) == f"mock/{provider}-")
+                for provider in sorted(MOCKED_PROVIDERS)
+            )
+        )
+        query = select(model).where(step_stats.c.provider == "mock", named).limit(1)
+        return connection.execute(query).first() is not None
 
     def fallback_edges(self, connection: Connection, tenant_id: str, stream_id: str) -> list[EdgeOrigin]:
         query = (

@@ -123,14 +123,14 @@ def test_an_unknown_tenant_is_a_usage_error(ledger: Ledger, capsys: pytest.Captu
 
 def streams_checked_since(ledger: Ledger, since: datetime) -> set[str]:
     """The streams a verify ``since`` checks: per tenant, those with an event in the range of the first seal
-    whose recorded span reaches ``since`` or after it (by position), and those with an event of ``since`` or
-    later (by time)."""
+    made at or after ``since`` or whose recorded span reaches it, or after it (by position), and those with an
+    event of ``since`` or later (by time)."""
     with ledger.engine.connect() as connection:
         chain = [Seal.from_row(row) for row in connection.execute(select(seals).order_by(seals.c.sequence))]
     start = {}
     for tenant in TENANTS:
         own = [seal for seal in chain if seal.tenant_id == tenant]
-        reaching = [seal for seal in own if seal.last_occurred_at >= since]
+        reaching = [seal for seal in own if seal.sealed_at >= since or seal.last_occurred_at >= since]
         start[tenant] = reaching[0].after.position if reaching else own[-1].through.position
     return {
         row.stream_id
@@ -139,9 +139,25 @@ def streams_checked_since(ledger: Ledger, since: datetime) -> set[str]:
     }
 
 
+def test_since_checks_the_seals_made_since_then_though_their_events_occurred_long_before(
+    ledger: Ledger, recorded: list[Event]
+) -> None:
+    # A backfill (or the demo's history): events dated three days back, sealed after ``since``.
+    since = datetime.now(UTC)
+    header = StreamHeader(stream_id=uuid.uuid4(), tenant_id=TENANTS[0], agent_id="support", session_id="s")
+    store_events(ledger.url, [started_event(recorded, header, since - timedelta(days=3))])
+    (seal,) = ledger.seal()
+    assert seal.sealed_at >= since > seal.last_occurred_at
+
+    report = ledger.verify(since=since)
+
+    assert report.ok, report.to_text()
+    assert streams_checked_since(ledger, since) == {str(header.stream_id)}
+    assert (report.streams, report.events) == (1, 1)
+
+
 def test_since_checks_the_streams_of_the_seals_that_reach_it_and_of_what_follows(ledger: Ledger) -> None:
-    # The time of the newest event sealed: only the seal that holds it reaches it, and every stream with an
-    # event in its range is checked, although (but for one) they all occurred earlier.
+    # Every seal of the ledger was made after the newest event it holds: a verify since then checks them all.
     with ledger.engine.connect() as connection:
         lasts = connection.execute(select(seals.c.last_occurred_at)).scalars()
         since = max(as_utc(moment) for moment in lasts)
@@ -152,8 +168,8 @@ def test_since_checks_the_streams_of_the_seals_that_reach_it_and_of_what_follows
     report = ledger.verify(since=since)
 
     assert report.ok
-    assert len(recent) < report.streams == len(checked) < len({row.stream_id for row in rows})
-    assert report.events == sum(1 for row in rows if row.stream_id in checked)
+    assert len(recent) < report.streams == len(checked) == len({row.stream_id for row in rows})
+    assert report.events == len(rows)
 
 
 def test_since_accepts_dates_datetimes_and_spans() -> None:

@@ -22,16 +22,18 @@ from tests.projections.ground_truth import assert_read_models_equal_truth
 from tests.projections.projecting import project_all
 
 FAST = ["--latency-scale", "0"]  # the mock models answer at once; the workload is the same
-# With the default history (the week before this hour), enough turns that tool calls both succeed and
-# fail: which sessions fall in the incident hour, where openai's models are rate-limited, depends on
-# the hour the test runs in.
+ANCHORED = ["--anchor", "2026-03-11T17:00Z"]
+"""The end of the default history (a week): which sessions fall in the incident hour, where openai's models
+are rate-limited, depends on its hour, not on the hour the test runs in."""
+# Enough turns that tool calls both succeed and fail.
 SESSIONS = 30
 
 
 def test_the_demo_fills_a_whole_ledger_whose_projections_equal_the_ground_truth(
     empty_ledger_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status = main(["demo", "--sessions", str(SESSIONS), "--seed", "7", "--database-url", empty_ledger_url, *FAST])
+    demo = ["demo", "--sessions", str(SESSIONS), "--seed", "7", "--database-url", empty_ledger_url, *ANCHORED]
+    status = main([*demo, *FAST])
     out = capsys.readouterr().out
     assert status == 0, out
 
@@ -78,7 +80,7 @@ def test_the_demo_fills_a_whole_ledger_whose_projections_equal_the_ground_truth(
 
 
 def test_the_summary_table_counts_by_step_and_tenant(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--sessions", "6", "--database-url", sqlite_url, *FAST]) == 0
+    assert main(["demo", "--sessions", "6", "--database-url", sqlite_url, *ANCHORED, *FAST]) == 0
     out = capsys.readouterr().out
     shape = check_streams(sqlite_url)
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.split()[:1]}
@@ -141,6 +143,12 @@ def test_the_same_seed_makes_the_same_calls_and_another_seed_others(
         (["--seed", "x"], "argument --seed: invalid int value: 'x'"),
         (["--history", "7w"], "argument --history: history must be a number of days or hours like 7d or 36h, or 0"),
         (["--history", "31d"], "argument --history: history must be at most 30d (the dashboard's longest window)"),
+        (
+            ["--anchor", "2026-03-11T17:00"],
+            "argument --anchor: the anchor must be an ISO date-time with its offset like 2026-03-11T17:00Z,"
+            " got '2026-03-11T17:00'",
+        ),
+        (["--anchor", "5pm"], "argument --anchor: the anchor must be an ISO date-time with its offset"),
     ],
 )
 def test_bad_options_are_named(arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

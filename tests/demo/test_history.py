@@ -83,6 +83,16 @@ def test_the_incident_hour_shows_a_spike_of_fallbacks_away_from_its_provider_in_
     assert rate_limits[incident.starts_at] > 2 * max(n for hour, n in rate_limits.items() if hour != incident.starts_at)
 
 
+@pytest.mark.parametrize("hour", range(24))
+def test_a_small_run_shows_the_incident_at_any_anchor_hour(sqlite_url: str, hour: int) -> None:
+    # 30 sessions, as the compose file's demo profile runs: the incident's fallbacks must stand out
+    # whichever hour the history ends in.
+    anchor = ANCHOR.replace(hour=hour)
+    summary = run_workload(sqlite_url, sessions=30, seed=7, latency_scale=0, history=WEEK, anchor=anchor)
+    assert summary.incident is not None
+    assert summary.incident.fallbacks > 2 * summary.incident.busiest_other_hour, summary.incident
+
+
 def _fallbacks_from(engine: Engine, model_prefix: str) -> Counter[datetime]:
     query = select(fallback_stats.c.bucket_start, fallback_stats.c.fallbacks).where(
         fallback_stats.c.grain_seconds == HOUR, fallback_stats.c.from_model.startswith(model_prefix)
@@ -197,7 +207,20 @@ def test_the_report_names_the_timeline_the_incident_and_a_dashboard_window_that_
     sqlite_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert (
-        main(["demo", "--sessions", "12", "--history", "36h", "--database-url", sqlite_url, "--latency-scale", "0"])
+        main(
+            [
+                "demo",
+                "--sessions",
+                "12",
+                "--history",
+                "36h",
+                "--anchor",
+                "2026-03-11T17:00Z",
+                "--database-url",
+                sqlite_url,
+                *FAST,
+            ]
+        )
         == 0
     )
     out = capsys.readouterr().out
