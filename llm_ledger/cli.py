@@ -248,7 +248,9 @@ def _dashboard(args: argparse.Namespace) -> int:
     problem = _listening_problem(args.address, args.port)
     if problem is not None:
         raise UsageError(f"the dashboard cannot listen on --address {args.address} --port {args.port}: {problem}")
-    return run_dashboard(database_url=args.database_url, port=args.port, address=args.address)
+    return run_dashboard(
+        database_url=args.database_url, port=args.port, address=args.address, insecure_no_login=args.insecure_no_login
+    )
 
 
 def _listening_problem(address: str, port: int) -> str | None:
@@ -437,7 +439,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     dashboard = commands.add_parser("dashboard", help="open the Streamlit dashboard of the ledger")
     dashboard.add_argument("--port", type=_port, default=8501, help="port to serve on (default 8501)")
-    dashboard.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    dashboard.add_argument(
+        "--address",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1); without an OpenID Connect login (LLM_LEDGER_OIDC_ISSUER)"
+        " only a loopback address is accepted",
+    )
+    dashboard.add_argument(
+        "--insecure-no-login",
+        action="store_true",
+        help="without a login, listen on another address all the same: every visitor sees every tenant, so only"
+        " behind something that checks who comes in (an authenticating proxy, a port published on 127.0.0.1)",
+    )
     dashboard.add_argument("--database-url", help=url_help)
     dashboard.set_defaults(handler=_dashboard, needs_ledger=True)
 

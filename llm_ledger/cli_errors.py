@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass
 
 from llm_ledger.audit import AuditConfigurationError, SealRefusedError
+from llm_ledger.dashboard.login import LoginConfigurationError
 from llm_ledger.errors import LedgerError
 from llm_ledger.exit_codes import ExitCode
 from llm_ledger.projections import PriceTableError
@@ -41,6 +42,7 @@ EXITS: dict[type[LedgerError] | type[KeyboardInterrupt], Exit] = {
     # Not FAILED: nothing was found broken, the ledger could not be checked.
     AuditConfigurationError: Exit(ExitCode.USAGE),
     UsageError: Exit(ExitCode.USAGE),
+    LoginConfigurationError: Exit(ExitCode.USAGE),
     DowngradeRefusedError: Exit(ExitCode.FAILED, prefix="refused"),
     # `audit seal` says each refusal itself (escaped: a tenant id is not trusted text) and goes on sealing.
     SealRefusedError: Exit(ExitCode.FAILED),

@@ -218,6 +218,47 @@ LLM_LEDGER_DASHBOARD_CATCH_UP = Variable(
     "llm_ledger/dashboard/settings.py",
     default="true",
 )
+# Who may look: the dashboard's OpenID Connect login (all unset: no login, and 127.0.0.1 only).
+LLM_LEDGER_OIDC_ISSUER = Variable(
+    "LLM_LEDGER_OIDC_ISSUER",
+    "the OpenID Connect provider the dashboard logs people in with (its discovery document is"
+    " `<issuer>/.well-known/openid-configuration`); set, the four below are required",
+    "llm_ledger/dashboard/login.py",
+)
+LLM_LEDGER_OIDC_CLIENT_ID = Variable(
+    "LLM_LEDGER_OIDC_CLIENT_ID", "the dashboard's client id at the provider", "llm_ledger/dashboard/login.py"
+)
+LLM_LEDGER_OIDC_CLIENT_SECRET = Variable(
+    "LLM_LEDGER_OIDC_CLIENT_SECRET", "the dashboard's client secret at the provider", "llm_ledger/dashboard/login.py"
+)
+LLM_LEDGER_OIDC_REDIRECT_URI = Variable(
+    "LLM_LEDGER_OIDC_REDIRECT_URI",
+    "the dashboard's address as browsers reach it, ending in `/oauth2callback`",
+    "llm_ledger/dashboard/login.py",
+)
+LLM_LEDGER_OIDC_COOKIE_SECRET = Variable(
+    "LLM_LEDGER_OIDC_COOKIE_SECRET",
+    "signs the login cookie (at least 32 characters, random)",
+    "llm_ledger/dashboard/login.py",
+)
+LLM_LEDGER_OIDC_TENANT_CLAIM = Variable(
+    "LLM_LEDGER_OIDC_TENANT_CLAIM",
+    "the ID token claim naming the one tenant a person may see",
+    "llm_ledger/dashboard/login.py",
+    default="tenant",
+)
+LLM_LEDGER_OIDC_OPERATORS_CLAIM = Variable(
+    "LLM_LEDGER_OIDC_OPERATORS_CLAIM",
+    "the ID token claim listing a person's groups",
+    "llm_ledger/dashboard/login.py",
+    default="groups",
+)
+LLM_LEDGER_OIDC_OPERATORS_GROUP = Variable(
+    "LLM_LEDGER_OIDC_OPERATORS_GROUP",
+    "the group (in that claim) whose members see every tenant",
+    "llm_ledger/dashboard/login.py",
+    default="llm-ledger-operators",
+)
 
 # Audit.
 LLM_LEDGER_SEAL_KEY = Variable(

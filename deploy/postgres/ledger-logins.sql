@@ -35,7 +35,8 @@ INSERT INTO ledger_login VALUES
     (:'writer_login', :'writer_password', ARRAY['llm_ledger_writer', 'llm_ledger_ingest']),
     (:'projector_login', :'projector_password', ARRAY['llm_ledger_projector']),
     (:'sealer_login', :'sealer_password', ARRAY['llm_ledger_sealer']),
-    (:'dashboard_login', :'dashboard_password', ARRAY['llm_ledger_auditor']),
+    -- The auditor for every tenant; the reader too, for the people its OpenID Connect login scopes to one.
+    (:'dashboard_login', :'dashboard_password', ARRAY['llm_ledger_auditor', 'llm_ledger_reader']),
     (:'auditor_login', :'auditor_password', ARRAY['llm_ledger_auditor']),
     -- The demo writes as Focal does, then projects, seals and verifies what it wrote.
     (:'demo_login', :'demo_password',

@@ -1,16 +1,21 @@
 """The llm-ledger dashboard, a Streamlit script: ``llm-ledger dashboard`` serves it.
 
-Every run: check the database can be read (its schema, until it is found at head), catch the projector up
-(bounded in time), then draw the sidebar and the chosen page for one tenant over one window. An
-unreachable, unmigrated or empty database gets a plain message saying what to do, never a traceback.
+Every run: find who is looking and what they may see (with a login configured, the tenant their identity
+names or every tenant for an operator), check the database can be read (its schema, until it is found at
+head), catch the projector up (bounded in time), then draw the sidebar and the chosen page for one tenant
+over one window. An unreachable, unmigrated or empty database gets a plain message saying what to do,
+never a traceback.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import streamlit as st
 
+from llm_ledger.dashboard.gate import admit, show_who
+from llm_ledger.dashboard.login import OidcSettings
 from llm_ledger.dashboard.settings import DashboardSettings
 from llm_ledger.dashboard.sidebar import choose_filters, choose_view, keep_in_url, show_freshness
 from llm_ledger.dashboard.source import (
@@ -29,8 +34,10 @@ from llm_ledger.projections.queries import Freshness
 
 @st.cache_resource(show_spinner=False)
 def _source(database_url: str, shown_url: str, bound_tenant: str | None, catch_up: bool) -> LedgerSource:
-    """One view (and projector) per server process: their engines pool the connections. Opened once the
-    schema is at head; a failed check raises and is not cached, so the next run checks again."""
+    """One view (and projector) per server process and tenant binding: their engines pool the connections,
+    and each logged-in person's session is given the one of their tenant (or the unbound one of the
+    operators). Opened once the schema is at head; a failed check raises and is not cached, so the next run
+    checks again."""
     check_schema(database_url, shown_url)
     return LedgerSource.open(database_url, bound_tenant=bound_tenant, catch_up=catch_up)
 
@@ -68,6 +75,11 @@ def main() -> None:
     except TraceLinkTemplateError as exc:
         st.error(str(exc))
         return
+    access = admit(OidcSettings.from_env(), settings.bound_tenant)
+    if access is None:
+        return
+    # Per browser session, never per process: the binding is this person's, and _source is cached by it.
+    settings = replace(settings, bound_tenant=access.tenant)
     try:
         source, caught, tenants, freshness = _open(settings)
     except LedgerNotReadyError as exc:
@@ -80,6 +92,7 @@ def main() -> None:
         return
     if not tenants:
         show_freshness(freshness, caught)
+        show_who(access)
         _no_data(settings)
         return
     now = datetime.now(UTC)
@@ -87,6 +100,7 @@ def main() -> None:
     if state.tenant is None:
         # A link's tenant this dashboard does not show (choose_view said so): nothing is drawn in its place.
         show_freshness(freshness, caught)
+        show_who(access)
         st.header(PAGES[state.page])
         st.info("Choose a tenant in the sidebar.")
         return
@@ -94,6 +108,7 @@ def main() -> None:
     try:
         state = choose_filters(state, source.view.filter_choices(tenant, window))
         show_freshness(freshness, caught)
+        show_who(access)
         renderer(state.page)(PageContext(source.view, tenant, window, state, settings))
     except Exception as exc:
         if not is_unreachable(exc):

@@ -1,16 +1,24 @@
-"""``llm-ledger dashboard``: run the Streamlit app with nothing phoning home."""
+"""``llm-ledger dashboard``: run the Streamlit app with nothing phoning home, behind a login or on this
+machine only."""
 
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import os
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+from llm_ledger.dashboard.login import LoginConfigurationError, OidcSettings
 from llm_ledger.dashboard.trace_links import TraceLinkTemplateError, deprecation_notice, trace_links_from_env
-from llm_ledger.environment import LLM_LEDGER_DATABASE_URL, child_environment
+from llm_ledger.environment import LLM_LEDGER_DATABASE_URL, LLM_LEDGER_OIDC_ISSUER, child_environment
 
 APP = Path(__file__).resolve().parent / "app.py"
+INSECURE_FLAG = "--insecure-no-login"
 
 # Streamlit collects usage statistics unless told not to; the ledger sends nothing anywhere.
 STREAMLIT_FLAGS = (
@@ -23,8 +31,10 @@ STREAMLIT_FLAGS = (
 )
 
 
-def streamlit_command(port: int, address: str) -> list[str]:
-    """The command that serves the dashboard (also what the browser tests start)."""
+def streamlit_command(port: int, address: str, secrets_file: Path | None = None) -> list[str]:
+    """The command that serves the dashboard (also what the browser tests start). ``secrets_file`` holds
+    the login's ``[auth]`` section; given, it is the only secrets file Streamlit reads."""
+    secrets = [f"--secrets.files={secrets_file}"] if secrets_file is not None else []
     return [
         sys.executable,
         "-m",
@@ -34,10 +44,43 @@ def streamlit_command(port: int, address: str) -> list[str]:
         f"--server.port={port}",
         f"--server.address={address}",
         *STREAMLIT_FLAGS,
+        *secrets,
     ]
 
 
-def run_dashboard(database_url: str | None, port: int, address: str) -> int:
+def is_loopback(address: str) -> bool:
+    """Whether every address ``address`` resolves to is this machine's own (127.0.0.0/8, ::1)."""
+    try:
+        found = socket.getaddrinfo(address, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False
+    return bool(found) and all(ipaddress.ip_address(entry[4][0]).is_loopback for entry in found)
+
+
+def exposure_problem(address: str, oidc: OidcSettings | None, *, insecure_no_login: bool) -> str | None:
+    """Why the dashboard may not listen on ``address``, or None. Without a login every visitor sees every
+    tenant, so only this machine's own users may reach it unless the operator says, with the flag, that
+    something in front of it (an authenticating proxy, a published port bound to 127.0.0.1) guards it."""
+    if oidc is not None or insecure_no_login or is_loopback(address):
+        return None
+    return (
+        f"without a login the dashboard shows every tenant to whoever reaches it, so it listens on 127.0.0.1"
+        f" only: configure an OpenID Connect provider ({LLM_LEDGER_OIDC_ISSUER.name} and the rest, README"
+        f' "Who may look"), or pass {INSECURE_FLAG} if something in front of it checks who comes in'
+    )
+
+
+def serving_note(address: str, port: int, oidc: OidcSettings | None) -> str:
+    """The console's line on where the dashboard is served and who may see it."""
+    where = f"llm-ledger dashboard: http://{address}:{port}"
+    if oidc is not None:
+        return f"{where} (login with OpenID Connect at {oidc.issuer})"
+    if is_loopback(address):
+        return f"{where} (no login, {LLM_LEDGER_OIDC_ISSUER.name} is not set: served to this machine only)"
+    return f"{where} (no login, {INSECURE_FLAG}: whoever reaches {address}:{port} sees every tenant)"
+
+
+def run_dashboard(database_url: str | None, port: int, address: str, *, insecure_no_login: bool = False) -> int:
     # Whether it is installed, without importing it (0.2 s): this process is replaced by Streamlit's own.
     if importlib.util.find_spec("streamlit") is None:
         print(
@@ -45,6 +88,12 @@ def run_dashboard(database_url: str | None, port: int, address: str) -> int:
             file=sys.stderr,
         )
         return 2
+    oidc = OidcSettings.from_env()
+    problem = exposure_problem(address, oidc, insecure_no_login=insecure_no_login)
+    if problem is not None:
+        raise LoginConfigurationError(f"the dashboard may not listen on --address {address}: {problem}")
+    if oidc is not None and importlib.util.find_spec("authlib") is None:
+        raise LoginConfigurationError("the dashboard's login needs Authlib: pip install 'llm-ledger[dashboard]'")
     try:  # here, not only in the app: a mistyped template stops the command before Streamlit starts
         trace_links_from_env()
     except TraceLinkTemplateError as exc:
@@ -56,6 +105,24 @@ def run_dashboard(database_url: str | None, port: int, address: str) -> int:
     environment = child_environment(STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     if database_url:
         environment[LLM_LEDGER_DATABASE_URL.name] = database_url
-    print(f"llm-ledger dashboard: http://{address}:{port}", file=sys.stderr)
-    command = streamlit_command(port, address)
-    os.execvpe(command[0], command, environment)
+    print(serving_note(address, port, oidc), file=sys.stderr)
+    if oidc is None:
+        command = streamlit_command(port, address)
+        os.execvpe(command[0], command, environment)
+    # The login's secrets live only while Streamlit runs: this process waits for it, then removes them
+    # (an exec would leave them behind).
+    with tempfile.TemporaryDirectory(prefix="llm-ledger-dashboard-") as private:
+        return _serve(streamlit_command(port, address, oidc.write_secrets(Path(private))), environment)
+
+
+def _serve(command: list[str], environment: dict[str, str]) -> int:
+    """Run Streamlit until it exits, passing on the signals that stop a service (docker stop, Ctrl-C)."""
+    child = subprocess.Popen(command, env=environment)
+
+    def forward(signum: int, _frame: object) -> None:
+        child.send_signal(signum)
+
+    for stopping in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(stopping, forward)
+    code = child.wait()
+    return code if code >= 0 else 128 - code

@@ -88,7 +88,7 @@ def choose_view(tenants: Sequence[str], *, is_bound: bool, today: date) -> ViewS
         key=TENANT_KEY,
         placeholder="Choose a tenant",
         disabled=is_bound,
-        help="This dashboard is bound to one tenant (LLM_LEDGER_DASHBOARD_TENANT)." if is_bound else None,
+        help="Bound to one tenant: the one your identity names, or LLM_LEDGER_DASHBOARD_TENANT." if is_bound else None,
     )
     window = sidebar.selectbox("Time window", list(WINDOWS), format_func=WINDOWS.__getitem__, key=WINDOW_KEY)
     start = end = None

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from llm_ledger.cli import build_parser
+from llm_ledger.dashboard.login import OidcSettings
 from tests.deploy import compose as stack
 from tests.deploy.compose import ROOT, MissingVariableError, interpolated, service_environment, variables
 from tests.deploy.conftest import LOGIN_SCRIPT
@@ -81,7 +82,8 @@ def test_every_application_service_command_parses_with_the_cli() -> None:
     assert stack.services()["migrate"]["command"] == ["db", "upgrade"]
     assert parsed["projector"].command == "project" and parsed["projector"].follow is True
     assert parsed["dashboard"].command == "dashboard" and parsed["dashboard"].address == "0.0.0.0"
-    assert parsed["dashboard"].port == 8501
+    assert parsed["dashboard"].port == 8501 and parsed["dashboard"].insecure_no_login is True
+    assert (parsed["verifier"].command, parsed["verifier"].audit_command) == ("audit", "verify")
     assert (parsed["sealer"].command, parsed["sealer"].follow, parsed["sealer"].interval) == ("audit", True, 300)
     assert parsed["demo"].command == "demo" and parsed["demo"].sessions > 0
     assert (parsed["audit"].command, parsed["audit"].audit_command) == ("audit", "verify")
@@ -101,7 +103,7 @@ def test_every_dependency_exists_and_waits_for_what_it_needs() -> None:
             else:
                 assert condition == "service_started", (name, target, condition)
     assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
-    for name in ("projector", "sealer", "dashboard", "demo", "audit"):
+    for name in ("projector", "sealer", "verifier", "dashboard", "demo", "audit"):
         assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}, name
 
 
@@ -110,7 +112,7 @@ def test_the_migration_runs_once_and_the_long_running_services_come_back() -> No
     assert services["migrate"]["restart"] == "no"
     assert services["demo"]["restart"] == "no"
     assert services["audit"]["restart"] == "no"
-    for name in ("postgres", "jaeger", "projector", "sealer", "dashboard"):
+    for name in ("postgres", "jaeger", "projector", "sealer", "verifier", "dashboard"):
         assert services[name]["restart"] in {"always", "unless-stopped"}, name
 
 
@@ -124,6 +126,8 @@ LOGINS = {
     "sealer": "LEDGER_SEALER",
     "dashboard": "LEDGER_DASHBOARD",
     "audit": "LEDGER_AUDITOR",
+    # The audit service's own check, on a schedule: the same login.
+    "verifier": "LEDGER_AUDITOR",
     "demo": "LEDGER_DEMO",
 }
 
@@ -153,7 +157,7 @@ def test_each_service_connects_as_a_login_of_its_own_named_by_a_variable() -> No
         assert [(variable, operator) for variable, operator, _ in variables(url)] == [(f"{prefix}_LOGIN", ":-")], name
         users[name] = make_url(interpolated(url)).username
         assert make_url(interpolated(url, {f"{prefix}_LOGIN": "someone"})).username == "someone", name
-    assert len(set(users.values())) == len(users), users
+    assert len(set(users.values())) == len(set(LOGINS.values())), users
 
 
 def test_no_service_connects_as_the_superuser() -> None:
@@ -262,6 +266,59 @@ def test_the_dashboard_is_served_on_8501_checks_its_health_with_python_and_links
     assert check[:3] == ["CMD", "python", "-c"]
     assert "http://127.0.0.1:8501/_stcore/health" in check[3]
     compile(check[3], "healthcheck", "exec")
+
+
+def test_the_dashboard_without_a_login_is_reached_from_this_host_alone() -> None:
+    dashboard = stack.services()["dashboard"]
+    # --insecure-no-login lets it listen on the container's 0.0.0.0: only because the port is published on
+    # 127.0.0.1, as a person on this host (or an SSH tunnel) reaches it.
+    assert "--insecure-no-login" in dashboard["command"]
+    assert {address for address, _, _ in _published(dashboard)} == {"127.0.0.1"}
+    assert OidcSettings.from_env(service_environment("dashboard", {"LEDGER_DASHBOARD_PASSWORD": "p"})) is None
+
+
+def test_the_dashboard_gets_its_login_from_the_environment() -> None:
+    login = {
+        "LEDGER_DASHBOARD_PASSWORD": "p",
+        "LLM_LEDGER_OIDC_ISSUER": "https://id.example",
+        "LLM_LEDGER_OIDC_CLIENT_ID": "llm-ledger",
+        "LLM_LEDGER_OIDC_CLIENT_SECRET": "s3cret",
+        "LLM_LEDGER_OIDC_REDIRECT_URI": "https://ledger.example/oauth2callback",
+        "LLM_LEDGER_OIDC_COOKIE_SECRET": "c" * 32,
+        "LLM_LEDGER_OIDC_OPERATORS_GROUP": "sre",
+    }
+    settings = OidcSettings.from_env(service_environment("dashboard", login))
+
+    assert settings == OidcSettings(
+        "https://id.example",
+        "llm-ledger",
+        "s3cret",
+        "https://ledger.example/oauth2callback",
+        "c" * 32,
+        tenant_claim="tenant",
+        operators_claim="groups",
+        operators_group="sre",
+    )
+    secrets = [
+        name for name, s in stack.application_services().items() if "LLM_LEDGER_OIDC_CLIENT_SECRET" in s["environment"]
+    ]
+    assert secrets == ["dashboard"]
+
+
+def test_the_verifier_runs_audit_verify_every_15_minutes_as_the_audit_service_does() -> None:
+    services = stack.services()
+    verifier, audit = services["verifier"], services["audit"]
+    shell, flag, script, name = verifier["entrypoint"]
+    assert (shell, flag) == ("/bin/sh", "-c")
+    # Compose turns $$ into $: the shell runs `llm-ledger <command>`, then sleeps, forever.
+    assert script == 'while :; do llm-ledger "$$@"; sleep 900; done' and name
+    assert verifier["command"] == audit["command"] == ["audit", "verify"]
+    # Its shell would ignore `docker compose stop` as PID 1: an init passes the signal on.
+    assert verifier["init"] is True
+    assert verifier["restart"] == "unless-stopped" and "profiles" not in verifier
+    variables = {"LEDGER_AUDITOR_PASSWORD": "p", "LLM_LEDGER_SEAL_PUBLIC_KEY": "k"}
+    assert service_environment("verifier", variables) == service_environment("audit", variables)
+    assert verifier["volumes"] == audit["volumes"]
 
 
 # --- what the docs tell an operator to run ------------------------------------------------------------------

@@ -6,6 +6,7 @@ service. None of them is the superuser; each can do its job and no more."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from tests.dashboard.apptest import open_dashboard
 from tests.dashboard.ledger import KnownLedger
 from tests.deploy.compose import services
 from tests.deploy.conftest import (
+    LLM_LEDGER,
     LOGIN_SERVICES,
     LOGIN_SQL,
     Stack,
@@ -38,7 +40,7 @@ GRANTED = {
     "writer": {"llm_ledger_writer", "llm_ledger_ingest"},
     "projector": {"llm_ledger_projector"},
     "sealer": {"llm_ledger_sealer"},
-    "dashboard": {"llm_ledger_auditor"},
+    "dashboard": {"llm_ledger_auditor", "llm_ledger_reader"},
     "auditor": {"llm_ledger_auditor"},
     "demo": {
         "llm_ledger_writer",
@@ -291,6 +293,39 @@ def test_audit_verifies_the_ledger_as_the_auditor(migrated: Stack, recorded: Kno
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"^OK: \d+ tenants", done.stdout, re.MULTILINE), done.stdout
     assert count(migrated, "SELECT count(*) FROM llm_ledger_audit_runs") >= 1
+
+
+def test_the_verifier_verifies_the_ledger_again_and_again_as_the_auditor(
+    migrated: Stack, recorded: KnownLedger
+) -> None:
+    # What the sealer service does first (its own test runs it following): the witness verify checks.
+    sealed = migrated.run("sealer", [LLM_LEDGER, "audit", "seal"])
+    assert sealed.returncode == 0, sealed.stderr
+    service = services()["verifier"]
+    shell, flag, script, name = service["entrypoint"]
+    # As Compose hands it to the shell ($$ is $), its pause of 900 s shortened.
+    script = script.replace("$$", "$").replace("sleep 900", "sleep 1")
+    environment = migrated.environment("verifier")
+    assert make_url(environment["LLM_LEDGER_DATABASE_URL"]).username == migrated.login("auditor")
+    environment["PATH"] = f"{Path(LLM_LEDGER).parent}{os.pathsep}{environment['PATH']}"
+    runs = "SELECT count(*) FROM llm_ledger_audit_runs"
+    before = count(migrated, runs)
+    process = subprocess.Popen(
+        [shell, flag, script, name, *service["command"]],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: count(migrated, runs) >= before + 2, "two more verify runs recorded", process)
+    except BaseException:
+        process.terminate()
+        stdout, stderr = process.communicate(timeout=30)
+        print(f"the verifier printed:\n{stdout[-3000:]}\n{stderr[-3000:]}")
+        raise
+    finally:
+        stop(process)
 
 
 def test_the_dashboard_serves_every_tenant_as_its_login(
