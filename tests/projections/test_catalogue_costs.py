@@ -45,7 +45,7 @@ async def _call(model: str, providers: dict[str, ProviderSettings], *, stream: b
     return sink.events
 
 
-def _projected_cost(url: str, events: list[Event], prices: PriceTable | None = None) -> float | None:
+def projected_cost(url: str, events: list[Event], prices: PriceTable | None = None) -> float | None:
     store_events(url, events)
     project_url(url, prices=prices or PriceTable())
     engine = create_store_engine(url)
@@ -83,7 +83,7 @@ async def test_a_known_models_cost_is_genai_prices_own_with_cached_tokens(
         genai_prices.Usage(input_tokens=12_000, output_tokens=800), "gpt-4o-mini", provider_id="openai"
     ).total_price
     assert catalogue < uncached, "the cached tokens are billed at their own, lower rate"
-    cost = _projected_cost(ledger_url, events)
+    cost = projected_cost(ledger_url, events)
     assert cost is not None and math.isclose(cost, float(catalogue), rel_tol=1e-12)
 
 
@@ -106,7 +106,7 @@ async def test_claudes_cache_reads_and_writes_are_priced_as_the_catalogue_prices
     }
     extracted = genai_prices.extract_usage({"model": "claude-haiku-4-5", "usage": wire_usage}, provider_id="anthropic")
     catalogue = extracted.calc_price().total_price
-    cost = _projected_cost(ledger_url, events)
+    cost = projected_cost(ledger_url, events)
     assert cost is not None and math.isclose(cost, float(catalogue), rel_tol=1e-12)
 
 
@@ -123,7 +123,7 @@ async def test_a_custom_snapshot_set_in_the_process_changes_no_cost(
     # What UpdatePrices does with the prices it fetched: here, a catalogue that knows no model at all.
     data_snapshot.set_custom_snapshot(data_snapshot.DataSnapshot(providers=[], from_auto_update=True))
     try:
-        cost = _projected_cost(ledger_url, events)
+        cost = projected_cost(ledger_url, events)
     finally:
         data_snapshot.set_custom_snapshot(None)
 
@@ -137,7 +137,7 @@ async def test_the_toml_table_overrides_the_catalogue(
     events = await _call("openai/gpt-4o-mini", providers)
     override = PriceTable(exact={"openai/gpt-4o-mini": Price(input_per_million=1.0, output_per_million=2.0)})
 
-    cost = _projected_cost(ledger_url, events, override)
+    cost = projected_cost(ledger_url, events, override)
 
     assert cost is not None and math.isclose(cost, (12_000 * 1.0 + 800 * 2.0) / 1_000_000, rel_tol=1e-12)
 
@@ -157,7 +157,7 @@ async def test_openrouters_reported_cost_is_recorded_and_preferred(
     usage = genai_prices.Usage(input_tokens=5_000, output_tokens=300)
     catalogue = genai_prices.calc_price(usage, "anthropic/claude-3.5-haiku", provider_id="openrouter").total_price
     assert catalogue != Decimal("0.0123"), "the catalogue knows the model, at another price"
-    assert _projected_cost(ledger_url, events, override) == 0.0123
+    assert projected_cost(ledger_url, events, override) == 0.0123
 
 
 async def test_a_model_no_price_knows_has_no_cost_not_zero(
@@ -166,4 +166,4 @@ async def test_a_model_no_price_knows_has_no_cost_not_zero(
     server.default("no-such-model-anywhere", CACHED_CALL)
     events = await _call("openai/no-such-model-anywhere", providers)
 
-    assert _projected_cost(ledger_url, events) is None
+    assert projected_cost(ledger_url, events) is None
