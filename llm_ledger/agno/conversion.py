@@ -156,6 +156,7 @@ def usage_metrics(usage: TokenUsage | None, model: str) -> MessageMetrics:
         output_tokens=usage.completion_tokens,
         total_tokens=usage.total_tokens,
         cache_read_tokens=usage.cached_tokens or 0,
+        cache_write_tokens=usage.cache_write_tokens or 0,
         reasoning_tokens=usage.reasoning_tokens or 0,
         cost=usage.cost_usd,
         provider_metrics={"model": model},

@@ -151,11 +151,11 @@ def tool_calls_over_time(rows: Sequence[Row]) -> alt.Chart:
     return chart
 
 
-def _usage_colors(group_title: str, groups: Sequence[str]) -> alt.Color:
-    """One colour per group, the same in the tokens and the cost chart (the cost chart leaves some out)."""
-    return alt.Color(
-        "group:N", title=group_title, scale=alt.Scale(domain=list(groups)), legend=alt.Legend(labelLimit=_NO_CUT)
-    )
+def _usage_colors(group_title: str, groups: Sequence[str], shown: Sequence[str] | None = None) -> alt.Color:
+    """One colour per group, the same in the tokens and the cost chart; the legend names the ``shown`` ones
+    (the cost chart leaves some out: a group it draws no line for has no place in its legend)."""
+    legend = alt.Legend(labelLimit=_NO_CUT) if shown is None else alt.Legend(labelLimit=_NO_CUT, values=list(shown))
+    return alt.Color("group:N", title=group_title, scale=alt.Scale(domain=list(groups)), legend=legend)
 
 
 def tokens_over_time(rows: Sequence[Row], group_title: str, groups: Sequence[str]) -> alt.Chart:
@@ -169,10 +169,11 @@ def tokens_over_time(rows: Sequence[Row], group_title: str, groups: Sequence[str
 
 
 def cost_over_time(rows: Sequence[Row], group_title: str, groups: Sequence[str]) -> alt.Chart:
-    """Cost (US dollars) per bucket, one line per group; a bucket of unknown cost is a gap."""
+    """Cost (US dollars) per bucket, one line per group of ``rows``; a bucket of unknown cost is a gap."""
+    drawn = [group for group in groups if any(row["group"] == group for row in rows)]
     chart: alt.Chart = _lines(rows).encode(
         y=alt.Y("cost_usd:Q", title="cost (US$)"),
-        color=_usage_colors(group_title, groups),
+        color=_usage_colors(group_title, groups, drawn),
         tooltip=[TIME_TOOLTIP, alt.Tooltip("group:N", title=group_title), alt.Tooltip("cost_usd:Q", format="$,.4f")],
     )
     return chart

@@ -33,7 +33,8 @@ def dollars(cost: float | None) -> str:
 def _cost_delta(current: float | None, previous: float | None) -> str | None:
     if current is None or previous is None:
         return None
-    return f"{current - previous:+,.4f} $"
+    change = current - previous
+    return f"{'-' if change < 0 else '+'}${abs(change):,.4f}"  # as ``dollars`` writes a cost, signed
 
 
 def cost_metrics(current: Figures, previous: Figures) -> list[Metric]:
@@ -46,7 +47,8 @@ def cost_metrics(current: Figures, previous: Figures) -> list[Metric]:
             f"{current.input_tokens:,}",
             _count_delta(current.input_tokens, previous.input_tokens),
             "off",
-            f"Prompt tokens of the answered attempts (cached ones included); change {SINCE}.",
+            "Prompt tokens of the answered attempts, all of them: those read from and written to the provider's"
+            f" prompt cache are counted in (Anthropic's too, which it reports apart); change {SINCE}.",
         ),
         Metric(
             "Output tokens",
@@ -119,7 +121,8 @@ def usage_table(current: Iterable[Group], previous: Iterable[Group]) -> list[Row
                 "cost": dollars(figures.cost_usd),
                 "previous input tokens": earlier.input_tokens if earlier else 0,
                 "previous output tokens": earlier.output_tokens if earlier else 0,
-                "previous cost": dollars(earlier.cost_usd) if earlier else dollars(0.0),
+                # Absent before: nothing spent then, if a price knows the group; unknown if none does.
+                "previous cost": dollars(earlier.cost_usd if earlier else None if figures.cost_usd is None else 0.0),
             }
         )
     return rows

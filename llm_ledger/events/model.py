@@ -69,8 +69,13 @@ ProviderSeconds = Annotated[Number | None, ProviderSupplied("seconds")]
 
 
 class TokenUsage(OmitsUnusedLaterFields, _Frozen):
-    """Tokens billed for a call; ``cached_tokens`` and ``reasoning_tokens`` when the provider reports them,
-    and ``cost_usd`` when the provider reports what the call cost (OpenRouter's ``usage.cost``)."""
+    """Tokens billed for a call; ``cached_tokens`` (read from the provider's prompt cache),
+    ``cache_write_tokens`` (written to it) and ``reasoning_tokens`` when the provider reports them, and
+    ``cost_usd`` when the provider reports what the call cost (OpenRouter's ``usage.cost``).
+
+    ``prompt_tokens`` counts every input token, cached and cache-written ones included, whatever the
+    provider's own convention (Anthropic counts them apart): the cached and cache-written counts are parts
+    of it, and ``total_tokens`` is input and output together."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -80,13 +85,16 @@ class TokenUsage(OmitsUnusedLaterFields, _Frozen):
     cost_usd: Annotated[Number | None, AddedLater()] = None
     """US dollars, as the provider billed them; left out of the stored form while unknown, so that usage
     without it keeps the form (and hash) it had before the field existed."""
+    cache_write_tokens: Annotated[int | None, AddedLater()] = None
+    """Left out of the stored form while unknown, as ``cost_usd`` is."""
 
     def __add__(self, other: TokenUsage) -> TokenUsage:
         def _sum(a: int | None, b: int | None) -> int | None:
             return None if a is None and b is None else (a or 0) + (b or 0)
 
         def _total(a: float | None, b: float | None) -> float | None:
-            return None if a is None and b is None else (a or 0.0) + (b or 0.0)
+            # A call whose cost is unknown leaves the sum unknown: a partial sum would read as the whole bill.
+            return None if a is None or b is None else a + b
 
         return TokenUsage(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
@@ -95,6 +103,7 @@ class TokenUsage(OmitsUnusedLaterFields, _Frozen):
             cached_tokens=_sum(self.cached_tokens, other.cached_tokens),
             reasoning_tokens=_sum(self.reasoning_tokens, other.reasoning_tokens),
             cost_usd=_total(self.cost_usd, other.cost_usd),
+            cache_write_tokens=_sum(self.cache_write_tokens, other.cache_write_tokens),
         )
 
 

@@ -40,6 +40,10 @@ MAX_CAPTURED_BYTES = MAX_EVENT_BYTES - RESERVED_EVENT_BYTES
 MAX_RETRY_AFTER_SECONDS = 86400.0
 """A provider's ``Retry-After`` beyond a day (or infinite) is recorded as a day: any policy falls back."""
 
+MAX_CALL_COST_USD = 1e6
+"""A provider-reported cost beyond a million dollars for one call is no bill but a provider's error: recorded
+as unknown, so that no sum of costs reaches infinity."""
+
 TRUNCATED = "…[truncated]"
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -94,11 +98,15 @@ def provider_count(value: object) -> int | None:
 
 def provider_cost(value: object) -> float | None:
     """A provider-reported cost (US dollars) an event can hold, or None when it is not one (not a number,
-    negative, or not finite)."""
+    negative, not finite, or beyond ``MAX_CALL_COST_USD``). Never raises: an integer too large for a float
+    is no cost either."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    cost = float(value)
-    return cost if math.isfinite(cost) and cost >= 0 else None
+    try:
+        cost = float(value)
+    except OverflowError:
+        return None
+    return cost if 0 <= cost <= MAX_CALL_COST_USD else None
 
 
 def provider_seconds(value: float | None) -> float | None:

@@ -192,6 +192,9 @@ def usage_values(usage: TokenUsage | None) -> JsonDict | None:
     cost = provider_cost(usage.cost_usd)
     if cost is not None:  # an AddedLater field: left out while unknown (``later.py``)
         values["cost_usd"] = number(cost)
+    cache_writes = provider_count(usage.cache_write_tokens)
+    if cache_writes is not None:  # AddedLater too
+        values["cache_write_tokens"] = cache_writes
     return values
 
 

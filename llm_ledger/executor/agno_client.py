@@ -302,19 +302,27 @@ class _StreamedToolCalls:
         return merged + self._complete
 
 
-def _usage(response: ModelResponse) -> TokenUsage | None:
+def _usage(response: ModelResponse, cache_counted_apart: bool) -> TokenUsage | None:
     """The usage the provider reported, or None when it reported none, or counts no event can hold exactly
     (10**30 tokens, a negative or fractional count: ``storable.provider_count``). Its cost when the provider
-    billed one in the response (OpenRouter's ``usage.cost``, which Agno reads as ``metrics.cost``)."""
+    billed one in the response (OpenRouter's ``usage.cost``, which Agno reads as ``metrics.cost``).
+
+    ``cache_counted_apart`` for Anthropic, whose ``input_tokens`` (Agno's too) leave out the tokens read
+    from and written to the prompt cache: they are added back, so that every event's ``prompt_tokens``
+    counts all input tokens, as OpenAI's and OpenRouter's do."""
     metrics = response.response_usage
     if metrics is None:
         return None
     prompt = provider_count(getattr(metrics, "input_tokens", 0) or 0)
     completion = provider_count(getattr(metrics, "output_tokens", 0) or 0)
     total = provider_count(getattr(metrics, "total_tokens", 0) or 0)
+    cached = provider_count(getattr(metrics, "cache_read_tokens", None))
+    cache_writes = provider_count(getattr(metrics, "cache_write_tokens", None))
+    if cache_counted_apart and prompt is not None and completion is not None:
+        prompt = provider_count(prompt + (cached or 0) + (cache_writes or 0))
+        total = provider_count((prompt or 0) + completion)
     if prompt is None or completion is None or total is None:
         return None
-    cached = provider_count(getattr(metrics, "cache_read_tokens", None))
     reasoning = provider_count(getattr(metrics, "reasoning_tokens", None))
     return TokenUsage(
         prompt_tokens=prompt,
@@ -323,6 +331,7 @@ def _usage(response: ModelResponse) -> TokenUsage | None:
         cached_tokens=cached or None,
         reasoning_tokens=reasoning or None,
         cost_usd=provider_cost(getattr(metrics, "cost", None)),
+        cache_write_tokens=cache_writes or None,
     )
 
 
@@ -465,7 +474,7 @@ class AgnoModelClient:
         scrubber = self._scrubber
         return Completion(
             text=text,
-            usage=_usage(response),
+            usage=_usage(response, self._claude),
             finish_reason=provider_id(capture.finish_reason, scrubber),
             request_id=provider_id(capture.request_id, scrubber),
             response_id=provider_id(capture.response_id, scrubber),
@@ -490,7 +499,7 @@ class AgnoModelClient:
                 if not isinstance(chunk, ModelResponse):
                     continue
                 if chunk.response_usage is not None:
-                    result.usage = _usage(chunk)
+                    result.usage = _usage(chunk, self._claude)
                 if chunk.tool_calls:
                     tool_calls.add(chunk.tool_calls)
                 if isinstance(chunk.content, str) and chunk.content:

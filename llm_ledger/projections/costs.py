@@ -2,25 +2,35 @@
 
 1. the provider's own bill, when its response carried one (``usage.cost_usd``: OpenRouter's ``usage.cost``);
 2. the operator's TOML price table (``LLM_LEDGER_PRICES``, ``prices.PriceTable``), which overrides
-3. the prices of the ``genai-prices`` package, as they stood when the call was made, cached and reasoning
-   tokens priced at their own rates where the model has them.
+3. the prices of the ``genai-prices`` package, as they stood when the call was made, tokens read from and
+   written to the prompt cache and reasoning tokens priced at their own rates where the model has them.
 
 A model none of them knows (a ``mock/`` model of the demo, a model newer than the installed package) has
-no cost (NULL), never a cost of zero. The package's bundled snapshot is used as installed: it is never
-updated over the network (``genai_prices.UpdatePrices`` is not started), so that projecting the same
-events gives the same costs until the package is upgraded and the read models rebuilt.
+no cost (NULL), never a cost of zero. Prices come from the snapshot bundled with the installed package,
+never from the one ``genai_prices.calc_price`` would use: that one is replaced by any ``UpdatePrices``
+another library in the process runs, with prices fetched over the network. So projecting the same events
+gives the same costs until the package is upgraded and the read models rebuilt.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import genai_prices
+from genai_prices import data, data_snapshot
 
+from llm_ledger.events.storable import provider_cost
 from llm_ledger.projections.prices import PriceTable
+
+
+@functools.cache
+def _bundled_prices() -> data_snapshot.DataSnapshot:
+    """The prices bundled with the installed ``genai-prices``, whatever snapshot it was told to use."""
+    return data_snapshot.DataSnapshot(providers=data.providers, from_auto_update=False)
 
 
 class Pricing:
@@ -32,10 +42,11 @@ class Pricing:
 
     def cost(self, model: str, usage: Mapping[str, Any], at: datetime) -> float | None:
         """``usage`` is an event's ``usage`` value; ``model`` the ledger's model string (``openai/gpt-4.1``);
-        ``at`` when the call was answered."""
+        ``at`` when the call was made (prices change at a moment: the request's, not the answer's)."""
         reported = usage.get("cost_usd")
         if reported is not None:
-            return float(reported)
+            # Events stored before costs were bounded may hold an absurd one: unknown, as it is now.
+            return provider_cost(reported)
         input_tokens, output_tokens = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
         overridden = self._overrides.cost(model, input_tokens, output_tokens)
         if overridden is not None:
@@ -49,6 +60,7 @@ class Pricing:
         counts = {
             "input_tokens": int(usage.get("prompt_tokens", 0)),
             "cache_read_tokens": usage.get("cached_tokens"),
+            "cache_write_tokens": usage.get("cache_write_tokens"),
             "output_tokens": int(usage.get("completion_tokens", 0)),
             "output_reasoning_tokens": usage.get("reasoning_tokens"),
         }
@@ -56,8 +68,12 @@ class Pricing:
             with warnings.catch_warnings():
                 # A model priced only by inference from other counts warns per call; its price is still its own.
                 warnings.simplefilter("ignore")
-                calculation = genai_prices.calc_price(
-                    genai_prices.Usage(**counts), model_ref, provider_id=provider, genai_request_timestamp=at
+                calculation = _bundled_prices().calc(
+                    genai_prices.Usage(**counts),
+                    model_ref,
+                    provider_id=provider,
+                    provider_api_url=None,
+                    genai_request_timestamp=at,
                 )
         except LookupError:
             self._unknown.add(model)

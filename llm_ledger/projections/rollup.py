@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, false, func, not_, or_
@@ -212,7 +212,7 @@ class Folder:
         latency = float(payload["latency_ms"])
         usage = payload.get("usage") or {}
         input_tokens, output_tokens = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
-        cost = self._pricing.cost(model, usage, record.occurred_at)
+        cost = self._pricing.cost(model, usage, _requested_at(record.occurred_at, latency))
         rows = self._attempt_rows(delta, record, model, latency)
         for figures in rows:
             figures.input_tokens += input_tokens
@@ -403,6 +403,15 @@ class Folder:
     def _close(self, stream_id: str) -> None:
         self._open_streams.discard(stream_id)
         self._open_edges.pop(stream_id, None)
+
+
+def _requested_at(answered_at: datetime, latency_ms: float) -> datetime:
+    """When an attempt's request was sent: its answer less its latency (the AttemptStarted's moment, which
+    the fold does not keep). The answer's moment when the latency cannot be taken from it."""
+    try:
+        return answered_at - timedelta(milliseconds=latency_ms)
+    except (OverflowError, ValueError):
+        return answered_at
 
 
 def _count_first_chunk(rows: list[StepFigures], first_chunk_ms: float) -> None:

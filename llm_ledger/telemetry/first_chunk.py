@@ -13,7 +13,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import metrics
-from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
+
+METRIC_NAME = "gen_ai.client.operation.time_to_first_chunk"
+"""Spelt out rather than taken from the semantic-conventions package, which has the constant only in
+releases newer than the oldest this project supports."""
 
 BOUNDARIES_SECONDS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 """The conventions' advised explicit bucket boundaries for ``gen_ai.client.operation.*`` durations."""
@@ -26,7 +29,7 @@ class FirstChunkMetric:
 
     def __init__(self, meter: metrics.Meter) -> None:
         self._histogram = meter.create_histogram(
-            name=gen_ai_metrics.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK,
+            name=METRIC_NAME,
             unit="s",
             description="Time to receive the first chunk, from the request to the first chunk of the response stream.",
             explicit_bucket_boundaries_advisory=BOUNDARIES_SECONDS,

@@ -56,7 +56,8 @@ def test_the_cost_page_shows_the_tokens_and_cost_the_raw_events_imply(
     assert shown["Output tokens"] == f"{tokens_out:,}"
     assert changes["Input tokens"] == f"{tokens_in - before_in:+d}"
     assert shown["Cost"] == f"${_cost(now):,.4f}"
-    assert changes["Cost"] == f"{_cost(now) - _cost(before):+,.4f} $"
+    change = _cost(now) - _cost(before)
+    assert changes["Cost"] == f"{'-' if change < 0 else '+'}${abs(change):,.4f}"
     assert not app.exception and not app.error
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from llm_ledger.dashboard import charts
 from llm_ledger.dashboard.cost_shaping import cost_metrics, dollars, priced_rows, usage_rows, usage_table
 from llm_ledger.dashboard.shaping import milliseconds
 from llm_ledger.projections import histogram
@@ -32,6 +33,17 @@ def test_a_group_no_price_knows_has_no_cost_line() -> None:
 
     assert {row["cost_usd"] for row in rows if row["group"] == "mock/x"} == {None}
     assert {row["group"] for row in priced_rows(rows)} == {"priced"}
+    color = charts.cost_over_time(priced_rows(rows), "model", ["mock/x", "priced"]).to_dict()["encoding"]["color"]
+    assert color["scale"]["domain"] == ["mock/x", "priced"], "the tokens chart's colours"
+    assert color["legend"]["values"] == ["priced"], "no legend entry without a line"
+
+
+def test_a_change_in_cost_is_written_as_a_cost_is() -> None:
+    tiles = {m.label: m for m in cost_metrics(_figures(10, 5, 0.5), _figures(1, 1, 0.75))}
+
+    assert (tiles["Cost"].value, tiles["Cost"].delta) == ("$0.5000", "-$0.2500")
+    tiles = {m.label: m for m in cost_metrics(_figures(10, 5, 0.75), _figures(1, 1, 0.5))}
+    assert tiles["Cost"].delta == "+$0.2500"
 
 
 def test_an_unknown_cost_reads_as_a_dash_never_zero_dollars() -> None:
@@ -49,6 +61,13 @@ def test_the_table_sets_the_previous_windows_figures_beside_the_current_ones() -
 
     assert rows["model-a"]["previous input tokens"] == 40 and rows["model-a"]["previous cost"] == "$0.5000"
     assert rows["model-b"]["cost"] == "—" and rows["model-b"]["previous input tokens"] == 0
+    assert rows["model-b"]["previous cost"] == "—", "no price knows it: not $0 before either"
+
+
+def test_a_priced_group_absent_from_the_previous_window_cost_nothing_then() -> None:
+    (row,) = usage_table([Group(("model-a",), _figures(100, 10, 1.5))], [])
+
+    assert row["previous cost"] == "$0.0000"
 
 
 def test_the_first_chunk_tiles_are_read_from_the_histogram() -> None:

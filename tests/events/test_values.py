@@ -376,4 +376,15 @@ def test_usage_without_a_reported_cost_keeps_its_form_and_one_with_it_is_stored(
     assert "cost_usd" not in (usage_values(usage) or {})
     billed = usage.model_copy(update={"cost_usd": 0.0123})
     assert billed.model_dump(mode="json")["cost_usd"] == usage_values(billed)["cost_usd"] == 0.0123  # type: ignore[index]
-    assert (usage + billed).cost_usd == 0.0123
+    assert (billed + billed).cost_usd == 0.0246
+    assert (usage + billed).cost_usd is None, "a sum over a call of unknown cost is unknown, not a partial bill"
+
+
+def test_usage_without_cache_writes_keeps_its_form_and_one_with_them_is_stored() -> None:
+    usage = TokenUsage(prompt_tokens=10, completion_tokens=5, total_tokens=15, cached_tokens=4)
+
+    assert "cache_write_tokens" not in usage.model_dump(mode="json")
+    assert "cache_write_tokens" not in (usage_values(usage) or {})
+    written = usage.model_copy(update={"cache_write_tokens": 3})
+    assert written.model_dump(mode="json")["cache_write_tokens"] == usage_values(written)["cache_write_tokens"] == 3  # type: ignore[index]
+    assert (usage + written).cache_write_tokens == 3

@@ -124,14 +124,18 @@ class Reply:
     answer reports (``{api_key}`` in them, and in ``finish_reason``, is replaced by the key the request
     carried: a provider echoing it). ``input_tokens``/``output_tokens`` are sent as given, however large.
     ``cached_tokens`` and ``reasoning_tokens`` go in OpenAI's and OpenRouter's usage details (of the input and
-    output tokens: counted in them, as OpenAI counts them), ``cost`` as OpenRouter's ``usage.cost`` (US
-    dollars; the other dialects report no cost).
+    output tokens: counted in them, as OpenAI counts them), ``cache_write_tokens`` too (as OpenRouter reports
+    them), ``cost`` as OpenRouter's ``usage.cost`` (US dollars; the other dialects report no cost). Anthropic
+    reports ``cached_tokens`` as ``cache_read_input_tokens`` and ``cache_write_tokens`` as
+    ``cache_creation_input_tokens``, and as it does, leaves both out of its ``input_tokens``: ``input_tokens``
+    here is always every input token, however the dialect splits them.
     """
 
     text: str = "fake reply from {model}"
     input_tokens: int | None = None
     output_tokens: int | None = None
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     cost: float = 0.0
     finish_reason: str = "stop"
@@ -622,7 +626,11 @@ def _openai_usage(ctx: _Ctx, prompt: int, completion: int) -> dict[str, Any]:
         usage.update(queue_time=0.01, prompt_time=0.002, completion_time=0.004, total_time=0.006)
     else:
         details = ctx.usage_details or Reply()
-        usage["prompt_tokens_details"] = {"cached_tokens": details.cached_tokens, "audio_tokens": 0}
+        usage["prompt_tokens_details"] = {
+            "cached_tokens": details.cached_tokens,
+            "cache_write_tokens": details.cache_write_tokens,
+            "audio_tokens": 0,
+        }
         usage["completion_tokens_details"] = {
             "reasoning_tokens": details.reasoning_tokens,
             "audio_tokens": 0,
@@ -764,12 +772,13 @@ def _openai_error(
 # ---- Anthropic -----------------------------------------------------------------------------------------
 
 
-def _anthropic_usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
+def _anthropic_usage(ctx: _Ctx, input_tokens: int, output_tokens: int) -> dict[str, Any]:
+    details = ctx.usage_details or Reply()
     return {
-        "input_tokens": input_tokens,
+        "input_tokens": max(input_tokens - details.cached_tokens - details.cache_write_tokens, 0),
         "output_tokens": output_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
+        "cache_creation_input_tokens": details.cache_write_tokens,
+        "cache_read_input_tokens": details.cached_tokens,
         "service_tier": "standard",
     }
 
@@ -795,7 +804,7 @@ def _anthropic_json_reply(
         "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": None,
-        "usage": _anthropic_usage(prompt, completion),
+        "usage": _anthropic_usage(ctx, prompt, completion),
     }
 
 
@@ -819,7 +828,7 @@ def _anthropic_stream_events(
         "content": [],
         "stop_reason": None,
         "stop_sequence": None,
-        "usage": _anthropic_usage(prompt, 1),
+        "usage": _anthropic_usage(ctx, prompt, 1),
     }
     has_text = any(pieces)
     head = [_sse("message_start", {"type": "message_start", "message": message})]

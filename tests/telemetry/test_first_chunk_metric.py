@@ -11,12 +11,18 @@ from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
 
 from llm_ledger import InMemorySink, LLMExecutor, LLMMessage, execution_context
 from llm_ledger.executor import ProviderSettings
-from llm_ledger.telemetry.first_chunk import BOUNDARIES_SECONDS
+from llm_ledger.telemetry.first_chunk import BOUNDARIES_SECONDS, METRIC_NAME
 from tests.fakes import FakeProviderServer, Reply
 from tests.telemetry.traced import Traced
 
-FIRST_CHUNK = gen_ai_metrics.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK
+FIRST_CHUNK = METRIC_NAME
 MESSAGES = [LLMMessage(role="user", content="Summarise the rules")]
+
+
+def test_the_metric_is_named_as_the_installed_conventions_name_it() -> None:
+    # Older conventions releases, which the project supports, lack the constant: nothing to compare there.
+    installed = getattr(gen_ai_metrics, "GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK", METRIC_NAME)
+    assert installed == METRIC_NAME
 
 
 async def test_streamed_attempts_export_their_time_to_first_chunk(

@@ -20,14 +20,19 @@ Create Date: 2026-12-04
 - ``audit_attempts`` gains, after the columns it had, ``time_to_first_chunk_ms`` (streamed attempts that
   answered), ``cached_tokens``, ``reasoning_tokens`` and ``reported_cost_usd`` (the provider's own bill, when
   it reported one: OpenRouter's ``usage.cost``). Replaced in place on PostgreSQL (``CREATE OR REPLACE``
-  keeps its grants; its ``security_invoker`` option is given again, as 0004 set it); the downgrade restores
-  0004's view and grants.
+  keeps its grants; its ``security_invoker`` option is given again, as 0004 set it). The downgrade restores
+  0004's columns on PostgreSQL with 0008's helpers: the view and the views reading it are saved, dropped and
+  created again with their options, owners, grants (column grants too) and comments.
 
 The SQL is written out rather than shared with the application because a revision must keep doing what it
 did when it shipped.
 """
 
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
 
 import sqlalchemy as sa
 from alembic import context, op
@@ -49,7 +54,7 @@ _READ_MODELS_0007 = (
     "llm_ledger_tool_stats",
 )
 _CHECKPOINTS = "llm_ledger_projection_checkpoints"
-_READERS = ("llm_ledger_reader", "llm_ledger_auditor")
+_COLUMNS_0009 = ("time_to_first_chunk_ms", "cached_tokens", "reasoning_tokens", "reported_cost_usd")
 
 
 class _Dialect:
@@ -138,10 +143,63 @@ def _replace_attempts_view(*, with_0009_columns: bool) -> None:
     if with_0009_columns:  # columns added at the end: replaced in place, its grants kept
         op.execute(f"CREATE OR REPLACE VIEW audit_attempts{option} AS {select}")
         return
-    op.execute("DROP VIEW audit_attempts")  # columns removed: only a new view can lose them
-    op.execute(f"CREATE VIEW audit_attempts{option} AS {select}")
-    op.execute("REVOKE ALL ON TABLE audit_attempts FROM PUBLIC")
-    op.execute(f"GRANT SELECT ON TABLE audit_attempts TO {', '.join(_READERS if invoker else _READERS[1:])}")
+    _recreate_attempts_view(select)
+
+
+def _revision_0008() -> ModuleType:
+    """0008, whose statements keep the views reading a relation through its replacement (a revision's file
+    is no importable module: its name starts with a digit)."""
+    spec = importlib.util.spec_from_file_location(
+        "llm_ledger_revision_0008", Path(__file__).with_name("0008_partitioned_events.py")
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _recreate_attempts_view(select: str) -> None:
+    """Columns removed: only a new view can lose them, and a view reading it must go first. Saved in 0008's
+    temporary tables (audit_attempts at depth 0, each view reading it deeper), with audit_attempts' new
+    definition and without the dropped columns' grants and comments, then dropped and created again."""
+    revision_0008 = _revision_0008()
+    views: str = revision_0008._VIEWS_TABLE
+    # Left over from 0008's upgrade when both run in one transaction (dropped only at its commit).
+    op.execute(f"DROP TABLE IF EXISTS {views}_columns, {views}")
+    op.execute(f"""
+        CREATE TEMP TABLE {views} ON COMMIT DROP AS
+        WITH RECURSIVE dependent(oid, depth) AS (
+            SELECT 'audit_attempts'::regclass::oid, 0
+            UNION
+            SELECT r.ev_class, dependent.depth + 1
+            FROM dependent JOIN pg_depend d ON d.refobjid = dependent.oid AND d.classid = 'pg_rewrite'::regclass
+                JOIN pg_rewrite r ON r.oid = d.objid
+            WHERE r.ev_class <> dependent.oid
+        )
+        SELECT c.oid, n.nspname, c.relname, c.relkind, pg_get_viewdef(c.oid) AS definition, c.reloptions,
+            c.relacl, c.relowner, obj_description(c.oid, 'pg_class') AS description, max(dependent.depth) AS depth
+        FROM dependent JOIN pg_class c ON c.oid = dependent.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+        GROUP BY c.oid, n.nspname, c.relname, c.relkind, c.reloptions, c.relacl, c.relowner
+    """)
+    op.execute(f"""
+        DO $$
+        BEGIN
+            IF EXISTS (SELECT FROM {views} WHERE relkind <> 'v') THEN
+                RAISE EXCEPTION 'a materialized view reads audit_attempts: drop it, downgrade, recreate it';
+            END IF;
+        END
+        $$
+    """)
+    op.execute(revision_0008._SAVE_VIEW_COLUMNS)
+    op.execute(
+        f"UPDATE {views} SET definition = $llm_ledger_0009${select}$llm_ledger_0009$"
+        " WHERE oid = 'audit_attempts'::regclass"
+    )
+    removed = ", ".join(f"'{column}'" for column in _COLUMNS_0009)
+    op.execute(f"DELETE FROM {views}_columns WHERE oid = 'audit_attempts'::regclass AND attname IN ({removed})")
+    op.execute(revision_0008._DROP_VIEWS)
+    op.execute(revision_0008._RESTORE_VIEWS)
+    op.execute(f"DROP TABLE {views}_columns, {views}")  # 0008's downgrade, in the same transaction, makes them anew
 
 
 def _projected_past_attempts() -> bool:
