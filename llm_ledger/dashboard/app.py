@@ -20,6 +20,7 @@ from llm_ledger.dashboard.settings import DashboardSettings
 from llm_ledger.dashboard.sidebar import choose_filters, choose_view, keep_in_url, show_freshness
 from llm_ledger.dashboard.source import (
     DEMO_COMMAND,
+    REBUILD_COMMAND,
     LedgerNotReadyError,
     LedgerSource,
     check_schema,
@@ -68,6 +69,14 @@ def _open(settings: DashboardSettings) -> tuple[LedgerSource, CatchUpResult | No
     return source, caught, source.view.tenants(), source.view.freshness()
 
 
+def _older_projector() -> None:
+    st.warning(
+        "The read models were built by an older projector: mock models named after a provider "
+        "(mock/<provider>-...) are partly counted under provider mock, so figures by provider are mixed. "
+        f"Rebuild them with `{REBUILD_COMMAND}` (same LLM_LEDGER_DATABASE_URL), then reload."
+    )
+
+
 def main() -> None:
     st.set_page_config(page_title="llm-ledger", layout="wide")
     try:
@@ -109,6 +118,8 @@ def main() -> None:
         state = choose_filters(state, source.view.filter_choices(tenant, window))
         show_freshness(freshness, caught)
         show_who(access)
+        if source.is_built_by_an_older_projector():
+            _older_projector()
         renderer(state.page)(PageContext(source.view, tenant, window, state, settings))
     except Exception as exc:
         if not is_unreachable(exc):

@@ -26,6 +26,7 @@ UPGRADE_COMMAND = "llm-ledger db upgrade"
 DEMO_COMMAND = "llm-ledger demo"
 VERIFY_COMMAND = "llm-ledger audit verify"
 SEAL_COMMAND = "llm-ledger audit seal"
+REBUILD_COMMAND = "llm-ledger project --rebuild"
 
 _UNREACHABLE = (
     StoreUnavailableError,
@@ -47,6 +48,10 @@ class LedgerSource:
 
     view: DashboardView
     projector: Projector | None
+    checker: Projector | None = None
+    """Asks whether an older projector built the read models: the login's projector whether it catches up
+    or not; None when the login may not project (``llm-ledger project``, run as the projector, says so)."""
+    _is_known_current: bool = False
 
     @classmethod
     def open(cls, database_url: str, *, bound_tenant: str | None, catch_up: bool) -> LedgerSource:
@@ -54,14 +59,26 @@ class LedgerSource:
         auditor's login, as the README prescribes for the dashboard): ``llm-ledger project --follow``,
         run as the projector, keeps its figures current."""
         view = DashboardView(database_url, bound_tenant=bound_tenant)
-        projecting = catch_up and _may_project(view.engine)
-        return cls(view, Projector(view.engine) if projecting else None)
+        projector = Projector(view.engine) if _may_project(view.engine) else None
+        return cls(view, projector if catch_up else None, projector)
 
     def catch_up(self) -> CatchUpResult | None:
         """Apply the events recorded since the last view, for at most ``CATCH_UP_SECONDS``."""
         if self.projector is None:
             return None
         return self.projector.catch_up(timeout=CATCH_UP_SECONDS, wait_seconds=LOCK_WAIT_SECONDS)
+
+    def is_built_by_an_older_projector(self) -> bool:
+        """Whether the read models hold rows an older projector made (``Projector.is_built_by_an_older_projector``).
+        Asked until the answer is no: this version's projector never makes such rows, so once they are
+        rebuilt the question is never asked again in this process; until then the warning goes as soon
+        as someone runs ``REBUILD_COMMAND``."""
+        if self._is_known_current or self.checker is None:
+            return False
+        if self.checker.is_built_by_an_older_projector():
+            return True
+        self._is_known_current = True
+        return False
 
 
 _MAY_PROJECT = text(

@@ -1,6 +1,7 @@
 """The dashboard script under Streamlit's AppTest: every page for a tenant of a known ledger, for an
 empty, an unmigrated and an unreachable database; the figures equal what the raw events say; a viewer
-bound to a tenant sees nothing of the others; the URL keeps the view."""
+bound to a tenant sees nothing of the others; the URL keeps the view; read models an older projector
+built are named with the command that rebuilds them."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import create_engine, update
 
+from llm_ledger.cli import main
 from llm_ledger.dashboard import PAGES as PAGE_TITLES
+from llm_ledger.projections.schema import step_stats
 from llm_ledger.store import migrate
 from tests.dashboard.apptest import PAGES, deltas, metrics, open_dashboard, rendered_text
 from tests.dashboard.conftest import UNREACHABLE_URL, PopulatedLedger
@@ -243,3 +247,31 @@ def test_the_sessions_page_says_when_traces_were_not_recorded(
     app = open_dashboard(page="sessions", tenant=populated_ledger.ledger.tenant, session="acme-session-2", window="1d")
 
     assert any("Traces were not recorded" in caption.value for caption in app.main.caption)
+
+
+def test_read_models_built_by_an_older_projector_get_a_warning_naming_the_rebuild(
+    sqlite_url: str, dashboard_env: Configure, capsys: pytest.CaptureFixture[str]
+) -> None:
+    demo = ["demo", "--sessions", "4", "--history", "0", "--latency-scale", "0", "--database-url", sqlite_url]
+    assert main(demo) == 0
+    capsys.readouterr()
+    # As a projector left them before it counted mock/openai-... under openai.
+    engine = create_engine(sqlite_url)
+    try:
+        with engine.begin() as connection:
+            mocks = step_stats.c.model.startswith("mock/openai-")
+            assert connection.execute(update(step_stats).where(mocks).values(provider="mock")).rowcount > 0
+    finally:
+        engine.dispose()
+    dashboard_env(sqlite_url)
+
+    app = open_dashboard(page="errors", window="1d")
+    assert not app.exception and not app.error
+    [warning] = app.main.warning
+    assert "built by an older projector" in warning.value
+    assert "`llm-ledger project --rebuild`" in warning.value
+
+    assert main(["project", "--rebuild", "--database-url", sqlite_url]) == 0
+    rebuilt = open_dashboard(page="errors", window="1d")
+    assert not rebuilt.exception and not rebuilt.error
+    assert not rebuilt.main.warning

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from llm_ledger.demo import TENANT_AGENTS
 from llm_ledger.events import STREAM_KIND_OF_START, Event
 from llm_ledger.store import EventStore
+
+
+def latest_anchor_at(hour: int) -> datetime:
+    """The latest start of ``hour`` (UTC) not after now: the history ends within the day before now, so
+    that the dashboard's windows, which end now, hold it."""
+    now = datetime.now(UTC)
+    anchor = now.replace(hour=hour, minute=0, second=0, microsecond=0)
+    return anchor if anchor <= now else anchor - timedelta(days=1)
 
 
 def read_streams(url: str) -> dict[UUID, list[Event]]:

@@ -3,26 +3,16 @@ failures under the providers the mock models stand for."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import pytest
 
 from llm_ledger.cli import main
 from llm_ledger.demo import TENANT_AGENTS
 from tests.dashboard.apptest import metrics, open_dashboard, rendered_text
-from tests.demo.ledger import check_streams, read_streams
+from tests.demo.ledger import check_streams, latest_anchor_at, read_streams
 
 ANCHOR_HOUR = 17
 """The hour of the day the history ends in fixes which sessions meet the incident, and so whether any
 calls tools (at 03:00 both of the eight sessions that would are rate-limited)."""
-
-
-def latest_anchor_at(hour: int) -> datetime:
-    """The latest start of ``hour`` (UTC) not after now: the history ends within the day before now, so
-    that the dashboard's windows, which end now, hold it."""
-    now = datetime.now(UTC)
-    anchor = now.replace(hour=hour, minute=0, second=0, microsecond=0)
-    return anchor if anchor <= now else anchor - timedelta(days=1)
 
 
 def test_the_dashboard_shows_the_demo(
