@@ -9,6 +9,7 @@ or to one of the chosen models.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, bindparam, text
 
-from llm_ledger.events import Event
+from llm_ledger.events import Event, EventDraft
+from llm_ledger.executor import InMemorySink
 from llm_ledger.projections.grains import DAY, MINUTE, floor
 from llm_ledger.projections.queries import EVERYTHING, Filters, LedgerView, Window
 from llm_ledger.store import migrate
@@ -29,9 +31,35 @@ from tests.projections.projecting import project_url
 EXECUTION_MODEL = "CASE WHEN event_type = 'ExecutionSucceeded' THEN {model} ELSE COALESCE({last_model}, '') END"
 
 
+FALLBACK_CALLS = 200
+"""Context extractions of the first tenant added to the workload 37 hours back (inside both windows): the
+primary falls back after two rate limits in a row (9%), so some of these fall back to the groq mock whatever
+the shared workload's interleaving and spread gave (which may be none in one window)."""
+
+
+class _Shifted:
+    def __init__(self, inner: InMemorySink, by: timedelta) -> None:
+        self._inner, self._by = inner, by
+
+    def emit(self, event: EventDraft) -> None:
+        event.occurred_at = event.occurred_at - self._by
+        self._inner.emit(event)
+
+
+@pytest.fixture(scope="module")
+def filtered_events(recorded_events: list[Event], tenants: tuple[str, ...]) -> list[Event]:
+    memory = InMemorySink()
+    calls = [
+        workload.Call(tenants[0], workload.AGENTS[i % 2], "context_extraction", f"{tenants[0]}-fallbacks", f"fb-{i}")
+        for i in range(FALLBACK_CALLS)
+    ]
+    asyncio.run(workload.run_calls(_Shifted(memory, timedelta(hours=37)), calls))
+    return [*recorded_events, *memory.events]
+
+
 @pytest.fixture(scope="module", params=["postgresql", "sqlite"])
 def projected_url(
-    request: pytest.FixtureRequest, recorded_events: list[Event], tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, filtered_events: list[Event], tmp_path_factory: pytest.TempPathFactory
 ) -> str:
     """A database of this module's own holding the workload, projected."""
     if request.param == "postgresql":
@@ -39,7 +67,7 @@ def projected_url(
     else:
         url = f"sqlite:///{tmp_path_factory.mktemp('filtered') / 'ledger.db'}"
     migrate.upgrade(url)
-    store_events(url, recorded_events)
+    store_events(url, filtered_events)
     project_url(url)
     return url
 
