@@ -100,6 +100,11 @@ class OidcSettings:
             )
 
     @property
+    def redirect_host(self) -> str:
+        """The host browsers reach the dashboard by: the redirect URI's, without port."""
+        return urlsplit(self.redirect_uri).hostname or ""
+
+    @property
     def metadata_url(self) -> str:
         """The provider's discovery document (OpenID Connect Discovery 1.0)."""
         return f"{self.issuer}/.well-known/openid-configuration"

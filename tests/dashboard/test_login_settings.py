@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from llm_ledger.dashboard.access import Access, access_of
+from llm_ledger.dashboard.access import Access, access_of, stale_login
 from llm_ledger.dashboard.login import LoginConfigurationError, OidcSettings
-from llm_ledger.dashboard.server import exposure_problem, is_loopback, serving_note
+from llm_ledger.dashboard.server import exposure_problem, is_loopback, serving_note, streamlit_command
 
 COOKIE_SECRET = "c" * 32
 CONFIGURED = {
@@ -165,3 +165,55 @@ def test_the_console_says_who_may_reach_the_dashboard() -> None:
     )
     assert "whoever reaches 0.0.0.0:8501 sees every tenant" in serving_note("0.0.0.0", 8501, None)
     assert serving_note("0.0.0.0", 8501, OIDC).endswith("(login with OpenID Connect at https://id.example)")
+
+
+def _options(command: list[str], name: str) -> list[str]:
+    return [argument.split("=", 1)[1] for argument in command if argument.startswith(f"--{name}=")]
+
+
+def test_without_a_login_the_stream_answers_this_machines_names_and_the_address_alone() -> None:
+    command = streamlit_command(8501, "127.0.0.2")
+
+    assert _options(command, "server.allowedHosts") == ["localhost", "127.0.0.1", "::1", "127.0.0.2"]
+    assert _options(command, "client.showErrorDetails") == []
+
+
+def test_with_a_login_the_stream_answers_the_redirect_uris_host_and_shows_no_error_details(tmp_path: Path) -> None:
+    oidc = replace(OIDC, redirect_uri="https://ledger.example:8443/oauth2callback")
+    command = streamlit_command(8501, "0.0.0.0", tmp_path / "secrets.toml", oidc)
+
+    assert _options(command, "server.allowedHosts") == ["ledger.example"]
+    assert _options(command, "client.showErrorDetails") == ["none"]
+
+
+def test_no_request_header_can_name_who_is_looking(tmp_path: Path) -> None:
+    for command in (streamlit_command(8501, "127.0.0.1"), streamlit_command(8501, "::", tmp_path / "s.toml", OIDC)):
+        assert _options(command, "server.trustedUserHeaders") == ["{}"]
+
+
+NOW = 1_800_000_000.0
+CURRENT = {"sub": "ada", "exp": int(NOW) + 300, "iss": "https://id.example/", "aud": ["llm-ledger", "other"]}
+
+
+def test_a_current_identity_from_this_provider_for_this_client_logs_in() -> None:
+    assert stale_login(CURRENT, OIDC, NOW) is None
+    assert stale_login(CURRENT | {"aud": "llm-ledger", "iss": "https://id.example"}, OIDC, NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("changed", "reason"),
+    [
+        ({"exp": int(NOW)}, "the login has expired"),
+        ({"exp": int(NOW) - 86_400 * 29}, "the login has expired"),
+        ({"exp": None}, "the identity carries no expiry"),
+        ({"exp": "1900000000"}, "the identity carries no expiry"),
+        ({"exp": True}, "the identity carries no expiry"),
+        ({"iss": "https://evil.example"}, "the identity was issued by another provider"),
+        ({"iss": None}, "the identity was issued by another provider"),
+        ({"aud": "another-client"}, "the identity was issued for another application"),
+        ({"aud": ["another-client"]}, "the identity was issued for another application"),
+        ({"aud": None}, "the identity was issued for another application"),
+    ],
+)
+def test_an_expired_foreign_or_misaddressed_identity_logs_nobody_in(changed: dict[str, object], reason: str) -> None:
+    assert stale_login(CURRENT | changed, OIDC, NOW) == reason
