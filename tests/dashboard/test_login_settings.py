@@ -68,6 +68,15 @@ def test_an_issuer_without_the_rest_names_every_missing_variable() -> None:
         ("LLM_LEDGER_OIDC_ISSUER", "id.example", "LLM_LEDGER_OIDC_ISSUER must be the provider's http(s) address"),
         ("LLM_LEDGER_OIDC_REDIRECT_URI", "https://ledger.example/", "ending in /oauth2callback"),
         ("LLM_LEDGER_OIDC_REDIRECT_URI", "/oauth2callback", "LLM_LEDGER_OIDC_REDIRECT_URI must be"),
+        ("LLM_LEDGER_OIDC_REDIRECT_URI", "http://ledger.example/oauth2callback", "plain http is for this machine"),
+        ("LLM_LEDGER_OIDC_REDIRECT_URI", "http://127.0.0.1.example/oauth2callback", "plain http is for this"),
+        ("LLM_LEDGER_OIDC_REDIRECT_URI", "https://a:b@ledger.example/oauth2callback", "it names a user"),
+        ("LLM_LEDGER_OIDC_REDIRECT_URI", "https://evil@ledger.example/oauth2callback", "it names a user"),
+        ("LLM_LEDGER_OIDC_REDIRECT_URI", "https://ledger.example/oauth2callback?next=x", "a query or a fragment"),
+        ("LLM_LEDGER_OIDC_REDIRECT_URI", "https://ledger.example/oauth2callback#x", "a query or a fragment"),
+        ("LLM_LEDGER_OIDC_REDIRECT_URI", "https://ledger.example/oauth2callback?", "a query or a fragment"),
+        ("LLM_LEDGER_OIDC_REDIRECT_URI", "https://ledger.example/evil/oauth2callback", "its path is '/evil/oauth2"),
+        ("LLM_LEDGER_OIDC_REDIRECT_URI", "https://ledger.example/oauth2callback/", "its path is"),
         ("LLM_LEDGER_OIDC_COOKIE_SECRET", "short", "at least 32 characters (openssl rand -base64 32 makes one), got 5"),
     ],
 )
@@ -93,6 +102,31 @@ def test_the_secrets_are_streamlits_auth_section_and_no_value_can_break_out_of_i
     auth = tomllib.loads(hostile.secrets_toml())["auth"]
     assert (auth["client_id"], auth["client_secret"]) == (hostile.client_id, "s\\")
     assert "expose_tokens" not in auth
+
+
+TAKEN_REDIRECTS = [
+    "http://127.0.0.1:8501/oauth2callback",
+    "http://localhost/oauth2callback",
+    "http://[::1]:8501/oauth2callback",
+    "https://ledger.example:8443/oauth2callback",
+]
+
+
+@pytest.mark.parametrize("redirect_uri", TAKEN_REDIRECTS)
+def test_plain_http_is_taken_for_this_machine_and_https_for_any_host(redirect_uri: str) -> None:
+    settings = OidcSettings.from_env(CONFIGURED | {"LLM_LEDGER_OIDC_REDIRECT_URI": redirect_uri})
+    assert settings is not None and settings.redirect_uri == redirect_uri
+
+
+def test_a_character_beyond_the_basic_plane_is_written_as_itself() -> None:
+    settings = replace(OIDC, client_secret="s3cret-\U0001f511-\u00e9")
+    assert tomllib.loads(settings.secrets_toml())["auth"]["client_secret"] == "s3cret-\U0001f511-\u00e9"
+
+
+@pytest.mark.parametrize("secret", ["s3cret\x7f", "s3cret\udc80"])
+def test_a_value_toml_cannot_hold_is_refused_before_streamlit_reads_it(secret: str) -> None:
+    with pytest.raises(LoginConfigurationError, match="a value holds a character TOML refuses"):
+        replace(OIDC, client_secret=secret).secrets_toml()
 
 
 def test_the_secrets_file_is_readable_by_its_user_alone_and_never_overwritten(tmp_path: Path) -> None:
