@@ -36,6 +36,8 @@ LOGIN_FLAGS = (
     # A tenant's people see that the ledger failed, not its database address or a traceback (the server logs them).
     "--client.showErrorDetails=none",
 )
+STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+"""What ``llm-ledger dashboard`` passes on to Streamlit, so that it removes the login's secrets when it exits."""
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 """The names this machine's browsers reach a dashboard without a login by."""
 
@@ -139,12 +141,22 @@ def run_dashboard(database_url: str | None, port: int, address: str, *, insecure
 
 def _serve(command: list[str], environment: dict[str, str]) -> int:
     """Run Streamlit until it exits, passing on the signals that stop a service (docker stop, Ctrl-C)."""
-    child = subprocess.Popen(command, env=environment)
+    started: list[subprocess.Popen[bytes]] = []
+    stopped: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
-        child.send_signal(signum)
+        # A signal before Streamlit is started is kept for it: the default handler would end this process
+        # and leave the login's secrets behind.
+        if started:
+            started[0].send_signal(signum)
+        else:
+            stopped.append(signum)
 
-    for stopping in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for stopping in STOPPING_SIGNALS:
         signal.signal(stopping, forward)
+    child = subprocess.Popen(command, env=environment)
+    started.append(child)
+    for signum in stopped:
+        child.send_signal(signum)
     code = child.wait()
     return code if code >= 0 else 128 - code
