@@ -93,7 +93,7 @@ class OidcSettings:
         if problem is not None:
             raise LoginConfigurationError(
                 f"{LLM_LEDGER_OIDC_REDIRECT_URI.name} must be the dashboard's http(s) address as browsers reach it,"
-                f" ending in {CALLBACK_PATH} (e.g. https://ledger.example{CALLBACK_PATH}): {problem},"
+                f" with the path {CALLBACK_PATH} (e.g. https://ledger.example{CALLBACK_PATH}): {problem},"
                 f" got {self.redirect_uri!r}"
             )
         if len(self.cookie_secret) < MIN_COOKIE_SECRET_CHARACTERS:

@@ -66,7 +66,7 @@ def test_an_issuer_without_the_rest_names_every_missing_variable() -> None:
     ("name", "value", "said"),
     [
         ("LLM_LEDGER_OIDC_ISSUER", "id.example", "LLM_LEDGER_OIDC_ISSUER must be the provider's http(s) address"),
-        ("LLM_LEDGER_OIDC_REDIRECT_URI", "https://ledger.example/", "ending in /oauth2callback"),
+        ("LLM_LEDGER_OIDC_REDIRECT_URI", "https://ledger.example/", "with the path /oauth2callback"),
         ("LLM_LEDGER_OIDC_REDIRECT_URI", "/oauth2callback", "LLM_LEDGER_OIDC_REDIRECT_URI must be"),
         ("LLM_LEDGER_OIDC_REDIRECT_URI", "http://ledger.example/oauth2callback", "plain http is for this machine"),
         ("LLM_LEDGER_OIDC_REDIRECT_URI", "http://127.0.0.1.example/oauth2callback", "plain http is for this"),
