@@ -233,7 +233,7 @@ LLM_LEDGER_OIDC_CLIENT_SECRET = Variable(
 )
 LLM_LEDGER_OIDC_REDIRECT_URI = Variable(
     "LLM_LEDGER_OIDC_REDIRECT_URI",
-    "the dashboard's address as browsers reach it, ending in `/oauth2callback`",
+    "the dashboard's address as browsers reach it, path `/oauth2callback`, `https` unless loopback",
     "llm_ledger/dashboard/login.py",
 )
 LLM_LEDGER_OIDC_COOKIE_SECRET = Variable(

@@ -36,6 +36,8 @@ INSERT INTO ledger_login VALUES
     (:'projector_login', :'projector_password', ARRAY['llm_ledger_projector']),
     (:'sealer_login', :'sealer_password', ARRAY['llm_ledger_sealer']),
     -- The auditor for every tenant; the reader too, for the people its OpenID Connect login scopes to one.
+    -- Inherited, not SET ROLE only (WITH INHERIT FALSE): every read of the ledger takes one of the two roles
+    -- per transaction, but the dashboard's schema check reads the migrations' version table as the login.
     (:'dashboard_login', :'dashboard_password', ARRAY['llm_ledger_auditor', 'llm_ledger_reader']),
     (:'auditor_login', :'auditor_password', ARRAY['llm_ledger_auditor']),
     -- The demo writes as Focal does, then projects, seals and verifies what it wrote.

@@ -42,6 +42,26 @@ def access_of(claims: Mapping[str, object], oidc: OidcSettings) -> Access:
     return Access(who)
 
 
+def stale_login(claims: Mapping[str, object], oidc: OidcSettings, now: float) -> str | None:
+    """Why an ID token's ``claims`` no longer log anyone in, or None. Streamlit keeps the claims in its
+    login cookie for 30 days whatever the token said, so the dashboard checks them on every run: expired
+    (``exp``, seconds since the epoch, at or before ``now``), issued by another provider (``iss``), or
+    for another client (``aud``)."""
+    expires = claims.get("exp")
+    if isinstance(expires, bool) or not isinstance(expires, int | float):
+        return "the identity carries no expiry"
+    if expires <= now:
+        return "the login has expired"
+    issuer = claims.get("iss")
+    if not isinstance(issuer, str) or issuer.rstrip("/") != oidc.issuer:
+        return "the identity was issued by another provider"
+    audience = claims.get("aud")
+    audiences = [audience] if isinstance(audience, str) else audience if isinstance(audience, list) else []
+    if oidc.client_id not in audiences:
+        return "the identity was issued for another application"
+    return None
+
+
 def _is_member(groups: object, group: str) -> bool:
     """Providers give groups as a list of names (Keycloak, Okta, Entra ID), some as one name."""
     if isinstance(groups, str):

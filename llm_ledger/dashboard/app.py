@@ -9,6 +9,7 @@ never a traceback.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -32,6 +33,11 @@ from llm_ledger.dashboard.views import PageContext, renderer
 from llm_ledger.projections import CatchUpResult
 from llm_ledger.projections.queries import Freshness
 
+logger = logging.getLogger(__name__)
+# What a tenant's person is told when the database fails: its address and the driver's words are the
+# operators' (in the server's log). A comment, not a docstring: Streamlit would draw a bare string.
+UNAVAILABLE = "The ledger is unavailable just now: please try again later, or tell whoever runs this dashboard."
+
 
 @st.cache_resource(show_spinner=False)
 def _source(database_url: str, shown_url: str, bound_tenant: str | None, catch_up: bool) -> LedgerSource:
@@ -43,7 +49,15 @@ def _source(database_url: str, shown_url: str, bound_tenant: str | None, catch_u
     return LedgerSource.open(database_url, bound_tenant=bound_tenant, catch_up=catch_up)
 
 
-def _unreachable(settings: DashboardSettings, exc: BaseException) -> None:
+def _unavailable(exc: BaseException) -> None:
+    logger.error("the dashboard could not read the ledger", exc_info=exc)
+    st.error(UNAVAILABLE)
+
+
+def _unreachable(settings: DashboardSettings, exc: BaseException, *, shows_details: bool) -> None:
+    if not shows_details:
+        _unavailable(exc)
+        return
     reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     st.error(f"The ledger database cannot be reached: {settings.shown_url}")
     if reason:
@@ -84,20 +98,27 @@ def main() -> None:
     except TraceLinkTemplateError as exc:
         st.error(str(exc))
         return
-    access = admit(OidcSettings.from_env(), settings.bound_tenant)
+    oidc = OidcSettings.from_env()
+    access = admit(oidc, settings.bound_tenant)
     if access is None:
         return
     # Per browser session, never per process: the binding is this person's, and _source is cached by it.
     settings = replace(settings, bound_tenant=access.tenant)
+    # Without a login the page is this machine's (or its operator's); with one, operators alone are told
+    # the database's address and the driver's words.
+    shows_details = oidc is None or access.every_tenant
     try:
         source, caught, tenants, freshness = _open(settings)
     except LedgerNotReadyError as exc:
-        st.error(str(exc))
+        if shows_details:
+            st.error(str(exc))
+        else:
+            _unavailable(exc)
         return
     except Exception as exc:
         if not is_unreachable(exc):
             raise
-        _unreachable(settings, exc)
+        _unreachable(settings, exc, shows_details=shows_details)
         return
     if not tenants:
         show_freshness(freshness, caught)
@@ -124,7 +145,7 @@ def main() -> None:
     except Exception as exc:
         if not is_unreachable(exc):
             raise
-        _unreachable(settings, exc)
+        _unreachable(settings, exc, shows_details=shows_details)
     keep_in_url(state)
 
 

@@ -4,9 +4,11 @@ explanation and nothing else."""
 
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
-from llm_ledger.dashboard.access import Access, access_of
+from llm_ledger.dashboard.access import Access, access_of, stale_login
 from llm_ledger.dashboard.login import OidcSettings
 from llm_ledger.dashboard.server import is_loopback
 from llm_ledger.dashboard.shaping import literal
@@ -21,13 +23,17 @@ def admit(oidc: OidcSettings | None, fixed_tenant: str | None) -> Access | None:
     asks to log in, and shows no tenant and no figure)."""
     if oidc is None:
         return UNGUARDED.within(fixed_tenant)
-    if not st.user.is_logged_in:
+    claims = st.user.to_dict()
+    stale = stale_login(claims, oidc, time.time()) if st.user.is_logged_in else None
+    if not st.user.is_logged_in or stale is not None:
         st.title("llm-ledger")
         st.markdown("This dashboard shows the ledger's figures to the people its identity provider names.")
+        if stale is not None:
+            st.info(f"Please log in again: {stale}.")
         if st.button("Log in", type="primary"):
             st.login()
         return None
-    access = access_of(st.user.to_dict(), oidc).within(fixed_tenant)
+    access = access_of(claims, oidc).within(fixed_tenant)
     if access.sees_anything:
         return access
     st.title("llm-ledger")

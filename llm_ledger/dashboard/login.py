@@ -8,8 +8,10 @@ removes it when Streamlit exits. Plain Python: importing this module does not im
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,7 @@ from llm_ledger.environment import (
 from llm_ledger.errors import LedgerError
 
 CALLBACK_PATH = "/oauth2callback"
-"""Where Streamlit receives the provider's answer: the redirect URI must end with it."""
+"""Where Streamlit receives the provider's answer: the redirect URI's path."""
 MIN_COOKIE_SECRET_CHARACTERS = 32
 SECRETS_FILE_NAME = "secrets.toml"
 _REQUIRED = (
@@ -87,10 +89,12 @@ class OidcSettings:
             raise LoginConfigurationError(
                 f"{LLM_LEDGER_OIDC_ISSUER.name} must be the provider's http(s) address, got {self.issuer!r}"
             )
-        if not _is_web_address(self.redirect_uri) or not urlsplit(self.redirect_uri).path.endswith(CALLBACK_PATH):
+        problem = _redirect_problem(self.redirect_uri)
+        if problem is not None:
             raise LoginConfigurationError(
                 f"{LLM_LEDGER_OIDC_REDIRECT_URI.name} must be the dashboard's http(s) address as browsers reach it,"
-                f" ending in {CALLBACK_PATH} (e.g. https://ledger.example{CALLBACK_PATH}), got {self.redirect_uri!r}"
+                f" with the path {CALLBACK_PATH} (e.g. https://ledger.example{CALLBACK_PATH}): {problem},"
+                f" got {self.redirect_uri!r}"
             )
         if len(self.cookie_secret) < MIN_COOKIE_SECRET_CHARACTERS:
             # Whoever can forge the cookie is whoever they claim to be: a short secret is guessed offline.
@@ -98,6 +102,12 @@ class OidcSettings:
                 f"{LLM_LEDGER_OIDC_COOKIE_SECRET.name} must be at least {MIN_COOKIE_SECRET_CHARACTERS} characters"
                 f" (openssl rand -base64 32 makes one), got {len(self.cookie_secret)}"
             )
+        self.secrets_toml()  # a value Streamlit could not read stops the command here, not in Streamlit
+
+    @property
+    def redirect_host(self) -> str:
+        """The host browsers reach the dashboard by: the redirect URI's, without port."""
+        return urlsplit(self.redirect_uri).hostname or ""
 
     @property
     def metadata_url(self) -> str:
@@ -113,9 +123,18 @@ class OidcSettings:
             "client_secret": self.client_secret,
             "server_metadata_url": self.metadata_url,
         }
-        # A JSON string is a TOML basic string (the same escapes), so no value can break out of its line.
-        lines = [f"{key} = {json.dumps(value)}" for key, value in values.items()]
-        return "[auth]\n" + "\n".join(lines) + "\n"
+        # A JSON string is a TOML basic string (the same escapes), so no value can break out of its line;
+        # unescaped, as ensure_ascii would write a character beyond U+FFFF as a surrogate pair TOML refuses.
+        lines = [f"{key} = {json.dumps(value, ensure_ascii=False)}" for key, value in values.items()]
+        written = "[auth]\n" + "\n".join(lines) + "\n"
+        try:  # what JSON leaves as it is and TOML does not take (U+007F, a lone surrogate) stops here
+            tomllib.loads(written)
+            written.encode("utf-8")
+        except (tomllib.TOMLDecodeError, UnicodeEncodeError) as exc:
+            raise LoginConfigurationError(
+                f"the login's settings cannot be written for Streamlit: a value holds a character TOML refuses ({exc})"
+            ) from None
+        return written
 
     def write_secrets(self, directory: Path) -> Path:
         """Write ``secrets_toml`` to ``directory/secrets.toml``, readable by this user alone."""
@@ -124,6 +143,32 @@ class OidcSettings:
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
             file.write(self.secrets_toml())
         return path
+
+
+def _redirect_problem(uri: str) -> str | None:
+    """Why the provider may not send browsers back to ``uri``, or None. Plain http only to this machine
+    (the code and the login cookie would otherwise cross the network in clear)."""
+    parts = urlsplit(uri)
+    if not _is_web_address(uri):
+        return "not an http(s) address"
+    if parts.username is not None or parts.password is not None:
+        return "it names a user"
+    if parts.query or parts.fragment or uri.endswith(("?", "#")):
+        return "it has a query or a fragment"
+    if parts.path != CALLBACK_PATH:
+        return f"its path is {parts.path or '/'!r}"
+    if parts.scheme != "https" and not _is_loopback_name(parts.hostname or ""):
+        return "plain http is for this machine (localhost, 127.0.0.1, ::1) alone"
+    return None
+
+
+def _is_loopback_name(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _is_web_address(value: str) -> bool:

@@ -28,13 +28,27 @@ STREAMLIT_FLAGS = (
     "--global.developmentMode=false",
     # Operators view figures; Streamlit's "Deploy" button and developer menu are not for them.
     "--client.toolbarMode=viewer",
+    # Identity comes from the login alone: a header mapping (STREAMLIT_SERVER_TRUSTED_USER_HEADERS left in
+    # the environment) would let any client name its own claims, an operator's group among them.
+    "--server.trustedUserHeaders={}",
 )
+LOGIN_FLAGS = (
+    # A tenant's people see that the ledger failed, not its database address or a traceback (the server logs them).
+    "--client.showErrorDetails=none",
+)
+STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+"""What ``llm-ledger dashboard`` passes on to Streamlit, so that it removes the login's secrets when it exits."""
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+"""The names this machine's browsers reach a dashboard without a login by."""
 
 
-def streamlit_command(port: int, address: str, secrets_file: Path | None = None) -> list[str]:
+def streamlit_command(
+    port: int, address: str, secrets_file: Path | None = None, oidc: OidcSettings | None = None
+) -> list[str]:
     """The command that serves the dashboard (also what the browser tests start). ``secrets_file`` holds
-    the login's ``[auth]`` section; given, it is the only secrets file Streamlit reads."""
-    secrets = [f"--secrets.files={secrets_file}"] if secrets_file is not None else []
+    the login's ``[auth]`` section (``oidc``'s); given, it is the only secrets file Streamlit reads."""
+    secrets = [f"--secrets.files={secrets_file}", *LOGIN_FLAGS] if secrets_file is not None else []
+    hosts = [f"--server.allowedHosts={host}" for host in allowed_hosts(address, oidc)]
     return [
         sys.executable,
         "-m",
@@ -44,8 +58,18 @@ def streamlit_command(port: int, address: str, secrets_file: Path | None = None)
         f"--server.port={port}",
         f"--server.address={address}",
         *STREAMLIT_FLAGS,
+        *hosts,
         *secrets,
     ]
+
+
+def allowed_hosts(address: str, oidc: OidcSettings | None) -> list[str]:
+    """The Host headers the dashboard's websocket accepts. Streamlit accepts any by default, so a web page
+    whose name is rebound to 127.0.0.1 (DNS rebinding) could read the dashboard in a local user's browser;
+    with a login, browsers come back to the redirect URI's host alone."""
+    if oidc is not None:
+        return [oidc.redirect_host]
+    return list(dict.fromkeys((*LOCAL_HOSTS, address.strip("[]"))))
 
 
 def is_loopback(address: str) -> bool:
@@ -112,17 +136,27 @@ def run_dashboard(database_url: str | None, port: int, address: str, *, insecure
     # The login's secrets live only while Streamlit runs: this process waits for it, then removes them
     # (an exec would leave them behind).
     with tempfile.TemporaryDirectory(prefix="llm-ledger-dashboard-") as private:
-        return _serve(streamlit_command(port, address, oidc.write_secrets(Path(private))), environment)
+        return _serve(streamlit_command(port, address, oidc.write_secrets(Path(private)), oidc), environment)
 
 
 def _serve(command: list[str], environment: dict[str, str]) -> int:
     """Run Streamlit until it exits, passing on the signals that stop a service (docker stop, Ctrl-C)."""
-    child = subprocess.Popen(command, env=environment)
+    started: list[subprocess.Popen[bytes]] = []
+    stopped: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
-        child.send_signal(signum)
+        # A signal before Streamlit is started is kept for it: the default handler would end this process
+        # and leave the login's secrets behind.
+        if started:
+            started[0].send_signal(signum)
+        else:
+            stopped.append(signum)
 
-    for stopping in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for stopping in STOPPING_SIGNALS:
         signal.signal(stopping, forward)
+    child = subprocess.Popen(command, env=environment)
+    started.append(child)
+    for signum in stopped:
+        child.send_signal(signum)
     code = child.wait()
     return code if code >= 0 else 128 - code

@@ -13,7 +13,14 @@ PAGES = ("overview", "latency", "errors", "fallbacks", "tools", "sessions", "exe
 
 def open_dashboard(**query: str | list[str]) -> AppTest:
     """The dashboard run once, as a browser opening ``/?<query>`` would (a list: a parameter repeated)."""
+    return open_dashboard_as(None, **query)
+
+
+def open_dashboard_as(user: dict[str, Any] | None, **query: str | list[str]) -> AppTest:
+    """``open_dashboard`` for a browser whose login cookie holds ``user`` (what ``st.user`` reads)."""
     app = AppTest.from_file(str(APP), default_timeout=30)
+    if user is not None:
+        app.user = user
     app.query_params.update(query)
     return app.run()
 

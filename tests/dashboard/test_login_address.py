@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+import websocket
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -163,3 +164,14 @@ def test_served_elsewhere_without_a_login_the_page_says_whoever_reaches_it_sees_
     app = open_dashboard(window="1d")
     captions = [caption.value for caption in app.sidebar.caption]
     assert "No login (LLM_LEDGER_OIDC_ISSUER is not set): whoever reaches this page sees this tenant." in captions
+
+
+def test_a_page_rebound_to_this_machine_cannot_open_the_dashboards_stream(local_dashboard: tuple[str, Path]) -> None:
+    # DNS rebinding: a page from rebound.example whose name now resolves to 127.0.0.1 sends its own Host.
+    stream = local_dashboard[0].replace("http://", "ws://") + "/_stcore/stream"
+
+    with pytest.raises(websocket.WebSocketBadStatusException):
+        websocket.create_connection(stream, host="rebound.example", subprotocols=["streamlit"], timeout=10)
+    for host in ("127.0.0.1", "localhost"):
+        port = stream.split(":")[2].split("/")[0]
+        websocket.create_connection(stream, host=f"{host}:{port}", subprotocols=["streamlit"], timeout=10).close()

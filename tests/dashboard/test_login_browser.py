@@ -25,6 +25,7 @@ from selenium.common.exceptions import StaleElementReferenceException, TimeoutEx
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from llm_ledger.dashboard import PAGES as PAGE_TITLES
@@ -134,7 +135,12 @@ def login_dashboard(
     finally:
         _stop(process)
     assert process.returncode is not None
-    assert list(private_parent.iterdir()) == [], "the login's secrets outlived the dashboard"
+    assert _private_directories(private_parent) == [], "the login's secrets outlived the dashboard"
+
+
+def _private_directories(parent: Path) -> list[Path]:
+    """The dashboard's private directories in ``parent`` (whatever else Chromium or Streamlit put there)."""
+    return [entry for entry in parent.iterdir() if entry.name.startswith("llm-ledger-dashboard-")]
 
 
 def _waiting(driver: WebDriver) -> WebDriverWait[WebDriver]:
@@ -170,7 +176,8 @@ def _log_in(driver: WebDriver, dashboard: str, provider: str, user: str, query: 
     driver.get(f"{dashboard}/")
     _click(driver, "Log in")
     _waiting(driver).until(lambda d: d.current_url.startswith(provider))
-    driver.find_element(By.CSS_SELECTOR, f'button[name="sub"][value="{user}"]').click()
+    choice = (By.CSS_SELECTOR, f'button[name="sub"][value="{user}"]')
+    _waiting(driver).until(expected_conditions.element_to_be_clickable(choice)).click()
     _waiting(driver).until(lambda d: d.current_url.startswith(dashboard) and _button(d, "Log out") is not None)
     if query is not None:
         driver.get(f"{dashboard}/?{urlencode(query)}")
@@ -241,6 +248,36 @@ def test_a_person_of_one_tenant_sees_that_tenant_alone_even_after_an_operator_lo
         assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="stAlertContentError"]')
 
 
+def test_a_person_of_one_tenant_following_links_into_another_tenant_sees_nothing_of_it(
+    login_dashboard: LoginDashboard, identity_provider: str, browser: WebDriver, populated_ledger: PopulatedLedger
+) -> None:
+    ledger = populated_ledger.ledger
+    theirs = next(str(e.stream_id) for e in ledger.events if e.tenant_id == ledger.other_tenant)
+    _log_in(browser, login_dashboard.url, identity_provider, TENANT_USER)
+
+    browser.get(f"{login_dashboard.url}/?{urlencode({'tenant': ledger.other_tenant, 'window': '1d'})}")
+    # Their own tenant is shown instead, and nothing of the other's (its session, model and agent names).
+    _wait_for_chooser(browser, ledger.tenant, enabled=False)
+    _page_drawn(browser, "overview")
+    _screenshot(browser, "login-tenant-link-to-another-tenant")
+    assert "globex-private" not in browser.page_source
+
+    for query in ({"page": "execution", "execution": theirs}, {"page": "execution", "tenant": ledger.other_tenant,
+                                                              "execution": theirs}):  # fmt: skip
+        browser.get(f"{login_dashboard.url}/?{urlencode(query | {'window': '1d'})}")
+        said = f"Tenant {ledger.tenant} has no execution {theirs}."
+        _waiting(browser).until(
+            lambda d: said in d.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text  # noqa: B023
+        )
+        _screenshot(browser, f"login-tenant-other-execution-{len(query)}")
+        source = browser.page_source
+        # The link's own tenant is named back to them (as one they may not see), nothing more of it.
+        echoed = f"This link's tenant={ledger.other_tenant} has no executions in this ledger (or you may not see it)"
+        assert "globex-private" not in source and ledger.other_tenant not in source.replace(echoed, ""), query
+        for shown in ("stDataFrame", "stAlertContentSuccess"):
+            assert not browser.find_elements(By.CSS_SELECTOR, f'[data-testid="{shown}"]'), (query, shown)
+
+
 def test_an_operator_sees_every_tenant(
     login_dashboard: LoginDashboard, identity_provider: str, browser: WebDriver, populated_ledger: PopulatedLedger
 ) -> None:
@@ -282,7 +319,7 @@ def test_a_person_whose_identity_names_no_tenant_sees_an_explanation_and_nothing
 def test_the_logins_secrets_are_in_a_private_directory_readable_by_its_user_alone(
     login_dashboard: LoginDashboard,
 ) -> None:
-    (private,) = login_dashboard.private_parent.iterdir()
+    (private,) = _private_directories(login_dashboard.private_parent)
     (secrets,) = private.iterdir()
     assert private.stat().st_mode & 0o777 == 0o700
     assert secrets.stat().st_mode & 0o777 == 0o600

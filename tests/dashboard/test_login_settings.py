@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from llm_ledger.dashboard.access import Access, access_of
+from llm_ledger.dashboard.access import Access, access_of, stale_login
 from llm_ledger.dashboard.login import LoginConfigurationError, OidcSettings
-from llm_ledger.dashboard.server import exposure_problem, is_loopback, serving_note
+from llm_ledger.dashboard.server import exposure_problem, is_loopback, serving_note, streamlit_command
 
 COOKIE_SECRET = "c" * 32
 CONFIGURED = {
@@ -66,8 +66,17 @@ def test_an_issuer_without_the_rest_names_every_missing_variable() -> None:
     ("name", "value", "said"),
     [
         ("LLM_LEDGER_OIDC_ISSUER", "id.example", "LLM_LEDGER_OIDC_ISSUER must be the provider's http(s) address"),
-        ("LLM_LEDGER_OIDC_REDIRECT_URI", "https://ledger.example/", "ending in /oauth2callback"),
+        ("LLM_LEDGER_OIDC_REDIRECT_URI", "https://ledger.example/", "with the path /oauth2callback"),
         ("LLM_LEDGER_OIDC_REDIRECT_URI", "/oauth2callback", "LLM_LEDGER_OIDC_REDIRECT_URI must be"),
+        ("LLM_LEDGER_OIDC_REDIRECT_URI", "http://ledger.example/oauth2callback", "plain http is for this machine"),
+        ("LLM_LEDGER_OIDC_REDIRECT_URI", "http://127.0.0.1.example/oauth2callback", "plain http is for this"),
+        ("LLM_LEDGER_OIDC_REDIRECT_URI", "https://a:b@ledger.example/oauth2callback", "it names a user"),
+        ("LLM_LEDGER_OIDC_REDIRECT_URI", "https://evil@ledger.example/oauth2callback", "it names a user"),
+        ("LLM_LEDGER_OIDC_REDIRECT_URI", "https://ledger.example/oauth2callback?next=x", "a query or a fragment"),
+        ("LLM_LEDGER_OIDC_REDIRECT_URI", "https://ledger.example/oauth2callback#x", "a query or a fragment"),
+        ("LLM_LEDGER_OIDC_REDIRECT_URI", "https://ledger.example/oauth2callback?", "a query or a fragment"),
+        ("LLM_LEDGER_OIDC_REDIRECT_URI", "https://ledger.example/evil/oauth2callback", "its path is '/evil/oauth2"),
+        ("LLM_LEDGER_OIDC_REDIRECT_URI", "https://ledger.example/oauth2callback/", "its path is"),
         ("LLM_LEDGER_OIDC_COOKIE_SECRET", "short", "at least 32 characters (openssl rand -base64 32 makes one), got 5"),
     ],
 )
@@ -93,6 +102,31 @@ def test_the_secrets_are_streamlits_auth_section_and_no_value_can_break_out_of_i
     auth = tomllib.loads(hostile.secrets_toml())["auth"]
     assert (auth["client_id"], auth["client_secret"]) == (hostile.client_id, "s\\")
     assert "expose_tokens" not in auth
+
+
+TAKEN_REDIRECTS = [
+    "http://127.0.0.1:8501/oauth2callback",
+    "http://localhost/oauth2callback",
+    "http://[::1]:8501/oauth2callback",
+    "https://ledger.example:8443/oauth2callback",
+]
+
+
+@pytest.mark.parametrize("redirect_uri", TAKEN_REDIRECTS)
+def test_plain_http_is_taken_for_this_machine_and_https_for_any_host(redirect_uri: str) -> None:
+    settings = OidcSettings.from_env(CONFIGURED | {"LLM_LEDGER_OIDC_REDIRECT_URI": redirect_uri})
+    assert settings is not None and settings.redirect_uri == redirect_uri
+
+
+def test_a_character_beyond_the_basic_plane_is_written_as_itself() -> None:
+    settings = replace(OIDC, client_secret="s3cret-\U0001f511-\u00e9")
+    assert tomllib.loads(settings.secrets_toml())["auth"]["client_secret"] == "s3cret-\U0001f511-\u00e9"
+
+
+@pytest.mark.parametrize("secret", ["s3cret\x7f", "s3cret\udc80"])
+def test_a_value_toml_cannot_hold_is_refused_before_streamlit_reads_it(secret: str) -> None:
+    with pytest.raises(LoginConfigurationError, match="a value holds a character TOML refuses"):
+        replace(OIDC, client_secret=secret).secrets_toml()
 
 
 def test_the_secrets_file_is_readable_by_its_user_alone_and_never_overwritten(tmp_path: Path) -> None:
@@ -165,3 +199,55 @@ def test_the_console_says_who_may_reach_the_dashboard() -> None:
     )
     assert "whoever reaches 0.0.0.0:8501 sees every tenant" in serving_note("0.0.0.0", 8501, None)
     assert serving_note("0.0.0.0", 8501, OIDC).endswith("(login with OpenID Connect at https://id.example)")
+
+
+def _options(command: list[str], name: str) -> list[str]:
+    return [argument.split("=", 1)[1] for argument in command if argument.startswith(f"--{name}=")]
+
+
+def test_without_a_login_the_stream_answers_this_machines_names_and_the_address_alone() -> None:
+    command = streamlit_command(8501, "127.0.0.2")
+
+    assert _options(command, "server.allowedHosts") == ["localhost", "127.0.0.1", "::1", "127.0.0.2"]
+    assert _options(command, "client.showErrorDetails") == []
+
+
+def test_with_a_login_the_stream_answers_the_redirect_uris_host_and_shows_no_error_details(tmp_path: Path) -> None:
+    oidc = replace(OIDC, redirect_uri="https://ledger.example:8443/oauth2callback")
+    command = streamlit_command(8501, "0.0.0.0", tmp_path / "secrets.toml", oidc)
+
+    assert _options(command, "server.allowedHosts") == ["ledger.example"]
+    assert _options(command, "client.showErrorDetails") == ["none"]
+
+
+def test_no_request_header_can_name_who_is_looking(tmp_path: Path) -> None:
+    for command in (streamlit_command(8501, "127.0.0.1"), streamlit_command(8501, "::", tmp_path / "s.toml", OIDC)):
+        assert _options(command, "server.trustedUserHeaders") == ["{}"]
+
+
+NOW = 1_800_000_000.0
+CURRENT = {"sub": "ada", "exp": int(NOW) + 300, "iss": "https://id.example/", "aud": ["llm-ledger", "other"]}
+
+
+def test_a_current_identity_from_this_provider_for_this_client_logs_in() -> None:
+    assert stale_login(CURRENT, OIDC, NOW) is None
+    assert stale_login(CURRENT | {"aud": "llm-ledger", "iss": "https://id.example"}, OIDC, NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("changed", "reason"),
+    [
+        ({"exp": int(NOW)}, "the login has expired"),
+        ({"exp": int(NOW) - 86_400 * 29}, "the login has expired"),
+        ({"exp": None}, "the identity carries no expiry"),
+        ({"exp": "1900000000"}, "the identity carries no expiry"),
+        ({"exp": True}, "the identity carries no expiry"),
+        ({"iss": "https://evil.example"}, "the identity was issued by another provider"),
+        ({"iss": None}, "the identity was issued by another provider"),
+        ({"aud": "another-client"}, "the identity was issued for another application"),
+        ({"aud": ["another-client"]}, "the identity was issued for another application"),
+        ({"aud": None}, "the identity was issued for another application"),
+    ],
+)
+def test_an_expired_foreign_or_misaddressed_identity_logs_nobody_in(changed: dict[str, object], reason: str) -> None:
+    assert stale_login(CURRENT | changed, OIDC, NOW) == reason

@@ -310,8 +310,8 @@ def test_the_verifier_runs_audit_verify_every_15_minutes_as_the_audit_service_do
     verifier, audit = services["verifier"], services["audit"]
     shell, flag, script, name = verifier["entrypoint"]
     assert (shell, flag) == ("/bin/sh", "-c")
-    # Compose turns $$ into $: the shell runs `llm-ledger <command>`, then sleeps, forever.
-    assert script == 'while :; do llm-ledger "$$@"; sleep 900; done' and name
+    # Compose turns $$ into $: the shell runs `llm-ledger <command>` for 10 minutes at most, then sleeps, forever.
+    assert script == 'while :; do timeout 600 llm-ledger "$$@"; sleep 900; done' and name
     assert verifier["command"] == audit["command"] == ["audit", "verify"]
     # Its shell would ignore `docker compose stop` as PID 1: an init passes the signal on.
     assert verifier["init"] is True
