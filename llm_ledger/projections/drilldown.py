@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, RowMapping, Select, func, or_, select
 
-from llm_ledger.projections.queries import EVERYTHING, FallbackEdge, Filters, SessionSummary, Window
+from llm_ledger.projections.queries import EVERYTHING, FallbackEdge, Filters, SessionSummary, Window, sessions_seen
 from llm_ledger.projections.rollup import provider_is_one_of
 from llm_ledger.projections.schema import sessions
 from llm_ledger.store import as_utc
@@ -31,14 +31,8 @@ def failed_sessions(
 ) -> list[SessionSummary]:
     """Sessions with at least one failed execution, seen last first (as ``LedgerView.sessions`` lists
     every session: in the window when given, ``search`` matching ids containing it)."""
-    table = sessions
-    query = select(table).where(table.c.tenant_id == tenant_id, table.c.failed > 0)
-    if window is not None:
-        query = query.where(table.c.last_seen >= window.start, table.c.first_seen < window.end)
-    if search:
-        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(table.c.session_id.like(f"%{escaped}%", escape="\\"))
-    query = query.order_by(table.c.last_seen.desc(), table.c.session_id).limit(limit)
+    failed = sessions.c.failed > 0
+    query = sessions_seen(sessions.c.tenant_id == tenant_id, failed, window=window, search=search, limit=limit)
     return [_summary(row._mapping) for row in connection.execute(query)]
 
 

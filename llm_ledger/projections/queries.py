@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 import orjson
-from sqlalchemy import ColumnElement, Connection, Engine, Text, and_, cast, false, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Engine, Select, Text, and_, cast, false, func, or_, select
 from sqlalchemy.engine import URL
 
 from llm_ledger.projections import histogram
@@ -530,14 +530,7 @@ class LedgerView:
         self, tenant_id: str, *, window: Window | None = None, search: str | None = None, limit: int = 50
     ) -> list[SessionSummary]:
         """Sessions seen last first; ``search`` matches session ids containing it."""
-        table = sessions
-        query = select(table).where(table.c.tenant_id == tenant_id)
-        if window is not None:
-            query = query.where(table.c.last_seen >= window.start, table.c.first_seen < window.end)
-        if search:
-            escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            query = query.where(table.c.session_id.like(f"%{escaped}%", escape="\\"))
-        query = query.order_by(table.c.last_seen.desc(), table.c.session_id).limit(limit)
+        query = sessions_seen(sessions.c.tenant_id == tenant_id, window=window, search=search, limit=limit)
         with self._reading(tenant_id) as connection:
             return [
                 SessionSummary(
@@ -554,6 +547,20 @@ class LedgerView:
                 )
                 for row in connection.execute(query)
             ]
+
+
+def sessions_seen(
+    *conditions: ColumnElement[bool], window: Window | None, search: str | None, limit: int
+) -> Select[Any]:
+    """The sessions meeting ``conditions``, seen last first: in the window when given, ``search`` matching
+    ids containing it as written (its ``%`` and ``_`` escaped, no wildcards)."""
+    query = select(sessions).where(*conditions)
+    if window is not None:
+        query = query.where(sessions.c.last_seen >= window.start, sessions.c.first_seen < window.end)
+    if search:
+        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(sessions.c.session_id.like(f"%{escaped}%", escape="\\"))
+    return query.order_by(sessions.c.last_seen.desc(), sessions.c.session_id).limit(limit)
 
 
 MAX_DISPLAY_BUCKETS = 2_000

@@ -120,6 +120,19 @@ def tool_conversation(
 
 def moved_back(events: Sequence[Event], by: timedelta, *, traced: bool = False) -> list[Event]:
     """The same streams sealed again ``by`` earlier (and, when ``traced``, each with a trace id)."""
+    return resealed(events, by=by, traced=traced)
+
+
+def resealed(
+    events: Sequence[Event],
+    *,
+    by: timedelta = timedelta(0),
+    traced: bool = False,
+    agent: str | None = None,
+    step: str | None = None,
+) -> list[Event]:
+    """The same streams sealed again: ``by`` earlier, as ``agent``'s and ``step``'s when given (else their
+    own), and, when ``traced``, each with a trace id."""
     streams: dict[str, list[Event]] = {}
     for event in events:
         streams.setdefault(str(event.stream_id), []).append(event)
@@ -127,7 +140,14 @@ def moved_back(events: Sequence[Event], by: timedelta, *, traced: bool = False) 
     for stream in streams.values():
         first = min(stream, key=lambda e: e.stream_position)
         sealer = StreamSealer(
-            StreamHeader(first.stream_id, first.tenant_id, first.agent_id, first.session_id, first.turn_id, first.step)
+            StreamHeader(
+                first.stream_id,
+                first.tenant_id,
+                first.agent_id if agent is None else agent,
+                first.session_id,
+                first.turn_id,
+                first.step if step is None else step,
+            )
         )
         trace_id = secrets.token_hex(16) if traced else None
         for event in sorted(stream, key=lambda e: e.stream_position):

@@ -9,14 +9,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine, update
 
 from llm_ledger.cli import main
 from llm_ledger.dashboard import PAGES as PAGE_TITLES
-from llm_ledger.projections.schema import step_stats
 from llm_ledger.store import migrate
 from tests.dashboard.apptest import PAGES, deltas, metrics, open_dashboard, rendered_text
 from tests.dashboard.conftest import UNREACHABLE_URL, PopulatedLedger
+from tests.projections.projecting import as_an_older_projector_left_them
 
 Configure = Callable[..., None]
 
@@ -255,14 +254,7 @@ def test_read_models_built_by_an_older_projector_get_a_warning_naming_the_rebuil
     demo = ["demo", "--sessions", "4", "--history", "0", "--latency-scale", "0", "--database-url", sqlite_url]
     assert main(demo) == 0
     capsys.readouterr()
-    # As a projector left them before it counted mock/openai-... under openai.
-    engine = create_engine(sqlite_url)
-    try:
-        with engine.begin() as connection:
-            mocks = step_stats.c.model.startswith("mock/openai-")
-            assert connection.execute(update(step_stats).where(mocks).values(provider="mock")).rowcount > 0
-    finally:
-        engine.dispose()
+    as_an_older_projector_left_them(sqlite_url)
     dashboard_env(sqlite_url)
 
     app = open_dashboard(page="errors", window="1d")

@@ -11,14 +11,12 @@ import os
 import re
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
-import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -33,12 +31,12 @@ from llm_ledger.store import EventStore, migrate
 from tests.dashboard.apptest import PAGES
 from tests.dashboard.conftest import PopulatedLedger
 from tests.dashboard.ledger import EXECUTION_ENDS, FAST, answered_by, moved_back, run
+from tests.dashboard.served import stop, wait_until_up
 from tests.projections.projecting import project_url
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "dashboard"
-STARTUP_SECONDS = 60
 PAGE_SECONDS = 60
 
 
@@ -72,26 +70,10 @@ def _served(database_url: str, log_path: Path) -> Iterator[str]:
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"the dashboard server exited ({server.returncode}):\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{base}/_stcore/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the dashboard did not answer within {STARTUP_SECONDS} s:\n{log_path.read_text()}")
-            time.sleep(0.2)
+        wait_until_up(server, f"{base}/_stcore/health", log_path)
         yield base
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
 
 
 @pytest.fixture(scope="module")

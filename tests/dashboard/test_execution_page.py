@@ -42,6 +42,20 @@ def _tools_execution(events: list[Event], session: str) -> str:
     return next(str(e.stream_id) for e in events if e.session_id == session and e.event_type == "ExecutionStarted")
 
 
+def _tool_conversation(session: str) -> tuple[list[Event], str]:
+    """A tool conversation of tenant acme's ``session``, recorded five minutes back, and its execution's id."""
+    recorded = moved_back(tool_conversation(tenant="acme", session=session, step="answer"), timedelta(minutes=5))
+    return recorded, _tools_execution(recorded, session)
+
+
+def _store(url: str, events: list[Event]) -> None:
+    """``events`` stored in a new ledger at ``url``."""
+    migrate.upgrade(url)
+    store = EventStore(url)
+    store.append(events)
+    store.close()
+
+
 def test_the_execution_page_shows_every_event_of_its_stream_in_order(
     populated_ledger: PopulatedLedger, dashboard_env: Configure
 ) -> None:
@@ -170,12 +184,8 @@ def test_a_bound_viewer_cannot_open_another_tenants_execution(
 
 
 def test_an_execution_changed_after_it_was_recorded_is_shown_broken(sqlite_url: str, dashboard_env: Configure) -> None:
-    migrate.upgrade(sqlite_url)
-    recorded = moved_back(tool_conversation(tenant="acme", session="s-forged", step="answer"), timedelta(minutes=5))
-    execution_id = _tools_execution(recorded, "s-forged")
-    store = EventStore(sqlite_url)
-    store.append(recorded)
-    store.close()
+    recorded, execution_id = _tool_conversation("s-forged")
+    _store(sqlite_url, recorded)
     _forge(sqlite_url, "AttemptSucceeded", "$.latency_ms", "1.0")
     dashboard_env(sqlite_url)
 
@@ -192,12 +202,8 @@ def test_an_execution_changed_after_it_was_recorded_is_shown_broken(sqlite_url: 
 def test_a_tool_execution_changed_after_it_was_recorded_is_shown_broken(
     sqlite_url: str, dashboard_env: Configure
 ) -> None:
-    migrate.upgrade(sqlite_url)
-    recorded = moved_back(tool_conversation(tenant="acme", session="s-forged", step="answer"), timedelta(minutes=5))
-    execution_id = _tools_execution(recorded, "s-forged")
-    store = EventStore(sqlite_url)
-    store.append(recorded)
-    store.close()
+    recorded, execution_id = _tool_conversation("s-forged")
+    _store(sqlite_url, recorded)
     _forge(sqlite_url, "ToolCallFailed", "$.message", "'all fine'")
     dashboard_env(sqlite_url)
 
@@ -246,15 +252,11 @@ def test_a_view_bound_to_a_tenant_refuses_another_tenants_execution(populated_le
 def test_an_execution_whose_process_died_mid_call_is_shown_incomplete(
     sqlite_url: str, dashboard_env: Configure
 ) -> None:
-    migrate.upgrade(sqlite_url)
-    recorded = moved_back(tool_conversation(tenant="acme", session="s-died", step="answer"), timedelta(minutes=5))
-    execution_id = _tools_execution(recorded, "s-died")
+    recorded, execution_id = _tool_conversation("s-died")
     # What a process killed after the attempt began leaves: the stream's first two events (beside an
     # execution that ended, so that the tenant has figures and the dashboard shows it).
     started = [e for e in _stream(recorded, execution_id) if e.stream_position < 2]
-    store = EventStore(sqlite_url)
-    store.append([*started, *run(1, tenant="acme", session="s-other", chain=[FAST], step="classify")])
-    store.close()
+    _store(sqlite_url, [*started, *run(1, tenant="acme", session="s-other", chain=[FAST], step="classify")])
     dashboard_env(sqlite_url)
 
     app = open_dashboard(page="execution", tenant="acme", execution=execution_id, window="1d")

@@ -4,20 +4,28 @@ the ledger does not hold is named, never silently swapped for something else."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import cast
 
 import pytest
 from sqlalchemy import create_engine, text
 
 from llm_ledger.dashboard import PAGES as PAGE_TITLES
-from llm_ledger.events import Event, StreamHeader, StreamSealer
+from llm_ledger.events import Event
 from llm_ledger.projections.queries import Window
 from llm_ledger.store import EventStore, migrate
 from tests.dashboard.apptest import PAGES, deltas, metrics, open_dashboard, rendered_text
 from tests.dashboard.conftest import PopulatedLedger, recorded_ledger
-from tests.dashboard.ledger import BACKUP, BROKEN, EXECUTION_ENDS, FAST, LIMITED, answered_by, tool_conversation
+from tests.dashboard.ledger import (
+    BACKUP,
+    BROKEN,
+    EXECUTION_ENDS,
+    FAST,
+    LIMITED,
+    answered_by,
+    resealed,
+    tool_conversation,
+)
 from tests.projections.projecting import project_url
 
 Configure = Callable[..., None]
@@ -333,23 +341,6 @@ def test_the_overview_compares_the_filtered_figures_with_the_previous_window_fil
     error_rates = [sum(e.event_type == "ExecutionFailed" for e in ends) / len(ends) for ends in (now, before)]
     assert deltas(app)["Executions"] == f"{len(now) - len(before):+d}"
     assert deltas(app)["Error rate"] == f"{(error_rates[0] - error_rates[1]) * 100:+.1f} pp"
-
-
-def resealed(events: Sequence[Event], *, agent: str, step: str) -> list[Event]:
-    """The same streams sealed again as another agent's and step's."""
-    streams: dict[str, list[Event]] = {}
-    for event in events:
-        streams.setdefault(str(event.stream_id), []).append(event)
-    moved: list[Event] = []
-    for stream in streams.values():
-        first = min(stream, key=lambda e: e.stream_position)
-        sealer = StreamSealer(
-            StreamHeader(first.stream_id, first.tenant_id, agent, first.session_id, first.turn_id, step)
-        )
-        for event in sorted(stream, key=lambda e: e.stream_position):
-            sealed = sealer.seal(event.event_type, event.payload, occurred_at=event.occurred_at)
-            moved.append(cast(Event, sealed))  # sealing builds the concrete event class, typed as the base
-    return moved
 
 
 def test_the_tools_page_offers_and_matches_the_agents_and_steps_only_tools_ran_in(

@@ -7,12 +7,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
-import httpx
 import pytest
 import websocket
 from selenium.webdriver.chrome.webdriver import WebDriver
@@ -23,7 +21,8 @@ from llm_ledger.dashboard import PAGES
 from tests.dashboard import test_browser
 from tests.dashboard.apptest import open_dashboard
 from tests.dashboard.conftest import PopulatedLedger
-from tests.dashboard.test_browser import ARTIFACTS, PAGE_SECONDS, STARTUP_SECONDS, _free_port, _rendered
+from tests.dashboard.served import stop, wait_until_up
+from tests.dashboard.test_browser import ARTIFACTS, PAGE_SECONDS, _free_port, _rendered
 
 browser = test_browser.browser
 LLM_LEDGER = str(Path(sys.executable).with_name("llm-ledger"))
@@ -99,26 +98,10 @@ def local_dashboard(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the dashboard exited ({process.returncode}):\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the dashboard did not answer within {STARTUP_SECONDS} s:\n{log.read_text()}")
-            time.sleep(0.2)
+        wait_until_up(process, f"{url}/_stcore/health", log)
         yield url, log
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def test_without_a_login_it_listens_on_127_0_0_1_alone_and_says_so(local_dashboard: tuple[str, Path]) -> None:

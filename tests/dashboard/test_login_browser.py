@@ -13,13 +13,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
-import httpx
 import pytest
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.webdriver import WebDriver
@@ -32,7 +30,8 @@ from llm_ledger.dashboard import PAGES as PAGE_TITLES
 from llm_ledger.store.scoping import AUDITOR_ROLE, READER_ROLE
 from tests.dashboard import test_browser
 from tests.dashboard.conftest import PopulatedLedger
-from tests.dashboard.test_browser import ARTIFACTS, PAGE_SECONDS, STARTUP_SECONDS, _free_port, _rendered
+from tests.dashboard.served import stop, wait_until_up
+from tests.dashboard.test_browser import ARTIFACTS, PAGE_SECONDS, _free_port, _rendered
 
 browser = test_browser.browser
 LLM_LEDGER = str(Path(sys.executable).with_name("llm-ledger"))
@@ -54,30 +53,6 @@ class LoginDashboard:
     """The TMPDIR the dashboard made its private directory (the login's secrets) in."""
 
 
-def _wait_until_up(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"{url}'s server exited ({process.returncode}):\n{log.read_text()}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"{url} did not answer within {STARTUP_SECONDS} s:\n{log.read_text()}")
-        time.sleep(0.2)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @pytest.fixture(scope="module")
 def identity_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``oidc-provider-mock`` on a free port of 127.0.0.1, with the predefined users above."""
@@ -94,10 +69,10 @@ def identity_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         )
     issuer = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_up(process, f"{issuer}/.well-known/openid-configuration", log)
+        wait_until_up(process, f"{issuer}/.well-known/openid-configuration", log)
         yield issuer
     finally:
-        _stop(process)
+        stop(process)
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +105,10 @@ def login_dashboard(
             [LLM_LEDGER, "dashboard", "--port", str(port)], env=environment, stdout=output, stderr=subprocess.STDOUT
         )
     try:
-        _wait_until_up(process, f"{url}/_stcore/health", log)
+        wait_until_up(process, f"{url}/_stcore/health", log)
         yield LoginDashboard(url, private_parent)
     finally:
-        _stop(process)
+        stop(process)
     assert process.returncode is not None
     assert _private_directories(private_parent) == [], "the login's secrets outlived the dashboard"
 

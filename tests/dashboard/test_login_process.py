@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.dashboard.served import wait_until_up
 from tests.dashboard.test_browser import _free_port
 from tests.dashboard.test_login_address import LLM_LEDGER, _environment
-from tests.dashboard.test_login_browser import _wait_until_up
 
 PRIVATE_PREFIX = "llm-ledger-dashboard-"
 
@@ -43,7 +43,7 @@ def test_a_stopping_signal_reaches_streamlit_and_the_secrets_are_removed(
             start_new_session=True,  # Streamlit too, so that nothing outlives the test whatever happens
         )
     try:
-        _wait_until_up(process, f"{url}/_stcore/health", log)
+        wait_until_up(process, f"{url}/_stcore/health", log)
         assert [entry.name.startswith(PRIVATE_PREFIX) for entry in private_parent.iterdir()] == [True]
 
         process.send_signal(stopping)

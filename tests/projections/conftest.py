@@ -8,14 +8,18 @@ deleted between tests.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
 from llm_ledger.events import Event
+from llm_ledger.projections.grains import DAY, MINUTE, floor
+from llm_ledger.projections.queries import Window
 from llm_ledger.store import EventStore, create_store_engine, migrate
 from tests.projections import workload
+from tests.projections.projecting import project_url
 from tests.store.conftest import (  # noqa: F401  (fixtures, registered here by import)
     _create_postgres_database,
     _postgres_server,
@@ -74,6 +78,18 @@ def recorded_events(tenants: tuple[str, ...]) -> list[Event]:
     return workload.generate(tenants, WORKLOAD_EXECUTIONS, spread=WORKLOAD_SPREAD)
 
 
+def everything() -> Window:
+    """A window holding the whole workload (recorded over the three days before now)."""
+    now = datetime.now(UTC)
+    return Window(floor(now, DAY) - timedelta(days=5), floor(now, MINUTE) + timedelta(minutes=2))
+
+
+def part_of_the_workload() -> Window:
+    """About 29 hours in the middle of the workload, starting and ending mid-hour."""
+    start = floor(datetime.now(UTC) - timedelta(hours=52, minutes=13), MINUTE)
+    return Window(start, start + timedelta(hours=29, minutes=31))
+
+
 def store_events(url: str, recorded: list[Event], batch: int = 500) -> None:
     store = EventStore(url)
     try:
@@ -81,6 +97,21 @@ def store_events(url: str, recorded: list[Event], batch: int = 500) -> None:
             store.append(recorded[start : start + batch])
     finally:
         store.close()
+
+
+def projected_database(
+    request: pytest.FixtureRequest, events: list[Event], directory: Path, **projector_options: object
+) -> str:
+    """A database of a test module's own on the dialect ``request.param`` names (the file in ``directory``
+    on SQLite) holding ``events``, projected by a ``Projector`` given ``projector_options``."""
+    if request.param == "postgresql":
+        url: str = request.getfixturevalue("_create_postgres_database")()
+    else:
+        url = f"sqlite:///{directory / 'ledger.db'}"
+    migrate.upgrade(url)
+    store_events(url, events)
+    project_url(url, **projector_options)
+    return url
 
 
 @pytest.fixture

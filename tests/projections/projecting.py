@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, text, update
 
 from llm_ledger.projections import Projector
+from llm_ledger.projections.schema import step_stats
 from llm_ledger.store import EventStore, create_store_engine
 
 CATCH_UP_SECONDS = 90.0
@@ -92,3 +93,14 @@ def project_in_batches(
     finally:
         engine.dispose()
     return batches
+
+
+def as_an_older_projector_left_them(url: str) -> None:
+    """The read models at ``url`` as a projector left them before it counted mock/openai-... under openai."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            mocks = step_stats.c.model.startswith("mock/openai-")
+            assert connection.execute(update(step_stats).where(mocks).values(provider="mock")).rowcount > 0
+    finally:
+        engine.dispose()

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import create_engine, update
+from sqlalchemy import create_engine
 
 from llm_ledger.cli import main
 from llm_ledger.events import Event
 from llm_ledger.projections import Projector
-from llm_ledger.projections.schema import step_stats
 from llm_ledger.store import EventStore, migrate
 from tests.projections.conftest import store_events
 from tests.projections.ground_truth import assert_read_models_equal_truth
+from tests.projections.projecting import as_an_older_projector_left_them
 
 
 @pytest.fixture
@@ -58,14 +58,7 @@ def test_project_says_when_an_older_projector_built_the_read_models(
     older = "llm-ledger: read models were built by an older projector (mock/<provider>-... models counted under"
     assert main(["project", "--database-url", sqlite_workload_url]) == 0
     assert older not in capsys.readouterr().err
-    # As a projector left them before it counted mock/openai-... under openai.
-    engine = create_engine(sqlite_workload_url)
-    try:
-        with engine.begin() as connection:
-            mocks = step_stats.c.model.startswith("mock/openai-")
-            assert connection.execute(update(step_stats).where(mocks).values(provider="mock")).rowcount > 0
-    finally:
-        engine.dispose()
+    as_an_older_projector_left_them(sqlite_workload_url)
 
     assert main(["project", "--database-url", sqlite_workload_url]) == 0
     assert f"{older} provider mock): run llm-ledger project --rebuild\n" in capsys.readouterr().err

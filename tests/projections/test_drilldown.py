@@ -14,7 +14,7 @@ from llm_ledger.events import Event, ExecutionFailed, FallbackTriggered
 from llm_ledger.projections import drilldown
 from llm_ledger.projections.queries import EVERYTHING, Filters, Window
 from llm_ledger.store import EventStore
-from tests.dashboard.ledger import BACKUP, FAST, LIMITED, moved_back, run
+from tests.dashboard.ledger import BACKUP, BROKEN, FAST, LIMITED, moved_back, run
 from tests.projections.projecting import project_url
 
 _EVERYTHING = Window(datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
@@ -74,6 +74,25 @@ def _examples(view: DashboardView, tenant: str, filters: Filters = EVERYTHING) -
     edges = view.fallback_edges(tenant, _EVERYTHING, filters)
     examples = view.fallback_sessions(tenant, _EVERYTHING, edges, filters)
     return {(edge.from_model, edge.to_model): session for edge, session in examples.items()}
+
+
+def test_a_session_search_finds_its_text_as_written_not_as_a_pattern(ledger_url: str) -> None:
+    # % and _ are LIKE's wildcards and \ the escape given to it: in a search each stands for itself alone.
+    named = ["order_1%", "orderX1%", "order_1X", "order\\_1%"]
+    streams = [run(1, tenant="acme", session=name, chain=[BROKEN], step="answer") for name in named]
+    view = _recorded(ledger_url, *streams)
+    try:
+        found = {
+            search: (
+                sorted(s.session_id for s in view.sessions("acme", search=search)),
+                sorted(s.session_id for s in view.failed_sessions("acme", window=_EVERYTHING, search=search)),
+            )
+            for search in ("r_1%", "\\_")
+        }
+    finally:
+        view.close()
+
+    assert found == {"r_1%": (["order_1%"], ["order_1%"]), "\\_": (["order\\_1%"], ["order\\_1%"])}
 
 
 def test_a_chain_has_its_example_however_many_later_fallbacks_share_its_model_and_reason(ledger_url: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -20,13 +20,10 @@ from sqlalchemy import Engine, bindparam, text
 
 from llm_ledger.events import Event, EventDraft
 from llm_ledger.executor import InMemorySink
-from llm_ledger.projections.grains import DAY, MINUTE, floor
 from llm_ledger.projections.queries import EVERYTHING, Filters, LedgerView, Window
-from llm_ledger.store import migrate
 from tests.projections import workload
-from tests.projections.conftest import store_events
+from tests.projections.conftest import everything, part_of_the_workload, projected_database
 from tests.projections.ground_truth import _Sql
-from tests.projections.projecting import project_url
 
 EXECUTION_MODEL = "CASE WHEN event_type = 'ExecutionSucceeded' THEN {model} ELSE COALESCE({last_model}, '') END"
 
@@ -62,14 +59,7 @@ def projected_url(
     request: pytest.FixtureRequest, filtered_events: list[Event], tmp_path_factory: pytest.TempPathFactory
 ) -> str:
     """A database of this module's own holding the workload, projected."""
-    if request.param == "postgresql":
-        url: str = request.getfixturevalue("_create_postgres_database")()
-    else:
-        url = f"sqlite:///{tmp_path_factory.mktemp('filtered') / 'ledger.db'}"
-    migrate.upgrade(url)
-    store_events(url, filtered_events)
-    project_url(url)
-    return url
+    return projected_database(request, filtered_events, tmp_path_factory.mktemp("filtered"))
 
 
 @pytest.fixture
@@ -87,18 +77,6 @@ def engine(projected_url: str, engine_of: Callable[[str], Engine]) -> Engine:
 @pytest.fixture
 def tenant(tenants: tuple[str, ...]) -> str:
     return tenants[0]
-
-
-def everything() -> Window:
-    """A window holding the whole workload (recorded over the three days before now)."""
-    now = datetime.now(UTC)
-    return Window(floor(now, DAY) - timedelta(days=5), floor(now, MINUTE) + timedelta(minutes=2))
-
-
-def part_of_the_workload() -> Window:
-    """About 29 hours in the middle of the workload, starting and ending mid-hour."""
-    start = floor(datetime.now(UTC) - timedelta(hours=52, minutes=13), MINUTE)
-    return Window(start, start + timedelta(hours=29, minutes=31))
 
 
 # The chain of context extraction: the primary model (an openai mock) and the one it falls back to (a groq mock).

@@ -6,7 +6,6 @@ from __future__ import annotations
 import collections
 import statistics
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,18 +14,17 @@ from sqlalchemy import Engine, make_url
 from llm_ledger.dashboard.view import DashboardView
 from llm_ledger.events import Event
 from llm_ledger.projections import Projector
-from llm_ledger.projections.grains import DAY, MINUTE, floor
+from llm_ledger.projections.grains import MINUTE
 from llm_ledger.projections.queries import PERCENTILES, Figures, LedgerView, Window
-from llm_ledger.store import migrate
 from tests.projections import tails
-from tests.projections.conftest import store_events
+from tests.projections.conftest import everything, part_of_the_workload, projected_database
 from tests.projections.ground_truth import (
     STEP_COUNTERS,
     Truth,
     assert_read_models_equal_truth,
     nearest_rank,
 )
-from tests.projections.projecting import project_all, project_url
+from tests.projections.projecting import project_all
 
 LIMIT = 0.02
 
@@ -41,14 +39,7 @@ def projected_url(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> str:
     """A database of this module's own holding the workload, projected. Tests that only read share it."""
-    if request.param == "postgresql":
-        url: str = request.getfixturevalue("_create_postgres_database")()
-    else:
-        url = f"sqlite:///{tmp_path_factory.mktemp('projected') / 'ledger.db'}"
-    migrate.upgrade(url)
-    store_events(url, recorded_events)
-    project_url(url)
-    return url
+    return projected_database(request, recorded_events, tmp_path_factory.mktemp("projected"))
 
 
 @pytest.fixture
@@ -62,18 +53,6 @@ def view(projected_url: str) -> Iterator[DashboardView]:
 @pytest.fixture
 def truth(projected_url: str, tenants: tuple[str, ...], engine_of: Callable[[str], Engine]) -> Truth:
     return Truth(engine_of(projected_url), tenants)
-
-
-def everything() -> Window:
-    """A window holding the whole workload (recorded over the three days before now)."""
-    now = datetime.now(UTC)
-    return Window(floor(now, DAY) - timedelta(days=5), floor(now, MINUTE) + timedelta(minutes=2))
-
-
-def part_of_the_workload() -> Window:
-    """About 29 hours in the middle of the workload, starting and ending mid-hour."""
-    start = floor(datetime.now(UTC) - timedelta(hours=52, minutes=13), MINUTE)
-    return Window(start, start + timedelta(hours=29, minutes=31))
 
 
 WINDOWS = {"everything": everything, "part": part_of_the_workload}
@@ -335,14 +314,7 @@ def tail_events() -> list[Event]:
 def tail_url(request: pytest.FixtureRequest, tail_events: list[Event], tmp_path_factory: pytest.TempPathFactory) -> str:
     """A database holding only ``tails``' executions, projected in small batches (so that the rows of every
     grain are merged across batches too)."""
-    if request.param == "postgresql":
-        url: str = request.getfixturevalue("_create_postgres_database")()
-    else:
-        url = f"sqlite:///{tmp_path_factory.mktemp('tails') / 'ledger.db'}"
-    migrate.upgrade(url)
-    store_events(url, tail_events)
-    project_url(url, batch_size=97)
-    return url
+    return projected_database(request, tail_events, tmp_path_factory.mktemp("tails"), batch_size=97)
 
 
 def _latencies(events: list[Event], kinds: tuple[str, ...], window: Window) -> list[float]:

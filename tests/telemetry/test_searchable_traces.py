@@ -14,29 +14,21 @@ from llm_ledger import (
     ExecutionContext,
     InMemorySink,
     LLMExecutor,
-    LLMMessage,
     execution_context,
     get_execution_context,
     record_tool_call,
     turn_span,
 )
 from llm_ledger.agno import AuditedModel
-from llm_ledger.executor import ProviderSettings, RetryPolicy
+from llm_ledger.executor import ProviderSettings
 from llm_ledger.executor.tracing import NoTracer
 from tests.fakes import FakeProviderServer, RateLimited, Reply, ServerError
 from tests.telemetry.receivers import ReceivedSpan, neutralise_otel_environment
-from tests.telemetry.traced import TRACERS, DropsSpansNamed, Traced, traced_to
+from tests.telemetry.traced import MESSAGES, NO_WAIT, TRACERS, DropsSpansNamed, Traced, traced_executor, traced_to
 
-MESSAGES = [LLMMessage(role="user", content="Which rules apply?")]
-NO_WAIT = RetryPolicy(base_delay=0, jitter=0)
 INVOKE_WORKFLOW = gen_ai.GenAiOperationNameValues.INVOKE_WORKFLOW.value
 OPENAI = gen_ai.GenAiProviderNameValues.OPENAI.value
 ANTHROPIC = gen_ai.GenAiProviderNameValues.ANTHROPIC.value
-
-
-def _executor(traced: Traced, sink: InMemorySink, model: str, *fallbacks: str, step: str) -> LLMExecutor:
-    return LLMExecutor(model, fallback_models=list(fallbacks), step_name=step, max_retries=0, sink=sink,
-                       retry_policy=NO_WAIT, tracer=traced.tracer)  # fmt: skip
 
 
 def _only(spans: list[ReceivedSpan], name: str) -> ReceivedSpan:
@@ -50,9 +42,9 @@ def _weather(city: str) -> str:
 
 
 async def test_a_turn_is_one_trace_whose_steps_hang_under_its_span(traced: Traced, sink: InMemorySink) -> None:
-    filtering = _executor(traced, sink, "mock/primary?p50_ms=0&rate_limit=1", "mock/backup?p50_ms=0",
+    filtering = traced_executor(traced, sink, "mock/primary?p50_ms=0&rate_limit=1", "mock/backup?p50_ms=0",
                           step="rule_filtering")  # fmt: skip
-    generation = _executor(traced, sink, "mock/writer?p50_ms=0", step="generation")
+    generation = traced_executor(traced, sink, "mock/writer?p50_ms=0", step="generation")
     with (
         execution_context(tenant_id="acme", agent_id="support", session_id="s-1"),
         turn_span("t-7", tracer=traced.tracer) as turn,
@@ -78,7 +70,7 @@ async def test_a_turn_is_one_trace_whose_steps_hang_under_its_span(traced: Trace
 
 
 async def test_every_span_of_a_session_carries_its_conversation_id(traced: Traced, sink: InMemorySink) -> None:
-    executor = _executor(traced, sink, "mock/primary?p50_ms=0&rate_limit=1", "mock/backup?p50_ms=0",
+    executor = traced_executor(traced, sink, "mock/primary?p50_ms=0&rate_limit=1", "mock/backup?p50_ms=0",
                          step="rule_filtering")  # fmt: skip
     model = AuditedModel("mock/writer?p50_ms=0", step_name="generation", retry_policy=NO_WAIT, sink=sink,
                          tracer=traced.tracer)  # fmt: skip
@@ -102,7 +94,7 @@ async def test_every_span_of_a_session_carries_its_conversation_id(traced: Trace
 
 
 async def test_a_span_without_a_session_carries_no_conversation_id(traced: Traced, sink: InMemorySink) -> None:
-    executor = _executor(traced, sink, "mock/m?p50_ms=0", step="generation")
+    executor = traced_executor(traced, sink, "mock/m?p50_ms=0", step="generation")
     with execution_context(tenant_id="acme"), turn_span("t-1", tracer=traced.tracer):
         await executor.generate(MESSAGES)
     traced.flush()
@@ -147,7 +139,7 @@ async def test_a_failed_execution_span_names_the_last_model_asked_and_no_answer(
 
 
 async def test_a_turn_that_raises_is_a_failed_span_and_the_error_goes_on(traced: Traced, sink: InMemorySink) -> None:
-    executor = _executor(traced, sink, "mock/down?p50_ms=0&server_error=1", step="generation")
+    executor = traced_executor(traced, sink, "mock/down?p50_ms=0&server_error=1", step="generation")
     with (
         pytest.raises(AllModelsFailedError),
         execution_context(tenant_id="acme"),
@@ -176,7 +168,7 @@ async def test_a_sampled_out_turn_drops_its_executions_with_it(
 ) -> None:
     neutralise_otel_environment(monkeypatch)
     with traced_to(param, sampler=DropsSpansNamed(INVOKE_WORKFLOW)) as traced:
-        executor = _executor(traced, sink, "mock/primary?p50_ms=0&rate_limit=1", "mock/backup?p50_ms=0",
+        executor = traced_executor(traced, sink, "mock/primary?p50_ms=0&rate_limit=1", "mock/backup?p50_ms=0",
                              step="rule_filtering")  # fmt: skip
         with execution_context(tenant_id="acme", session_id="s-1"), turn_span("t-1", tracer=traced.tracer):
             dropped = await executor.generate(MESSAGES)

@@ -21,26 +21,22 @@ from llm_ledger import (
     ExecutionContext,
     InMemorySink,
     LLMExecutor,
-    LLMMessage,
     execution_context,
     get_execution_context,
     turn_span,
 )
-from llm_ledger.executor import RetryPolicy, tracing
+from llm_ledger.executor import tracing
 from llm_ledger.executor.tracing import ExecutionTracer, NoTracer, current_run, span_ref
 from tests.telemetry.receivers import ReceivedSpan, neutralise_otel_environment
-from tests.telemetry.traced import TRACERS, Traced, traced_to
+from tests.telemetry.traced import MESSAGES, TRACERS, Traced, traced_executor, traced_to
 
-MESSAGES = [LLMMessage(role="user", content="Which rules apply?")]
-NO_WAIT = RetryPolicy(base_delay=0, jitter=0)
 TURN = f"{gen_ai.GenAiOperationNameValues.INVOKE_WORKFLOW.value} turn"
 REMOTE_TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 REMOTE_SPAN_ID = 0x00F067AA0BA902B7
 
 
 def _executor(traced: Traced, sink: InMemorySink, step: str = "generation") -> LLMExecutor:
-    return LLMExecutor("mock/m?p50_ms=0", step_name=step, max_retries=0, sink=sink, retry_policy=NO_WAIT,
-                       tracer=traced.tracer)  # fmt: skip
+    return traced_executor(traced, sink, "mock/m?p50_ms=0", step=step)
 
 
 def _only(spans: list[ReceivedSpan], name: str) -> ReceivedSpan:

@@ -1,6 +1,7 @@
 """An executor tracer exporting to a real OTLP receiver, for the tests of this package: either spans made
 through the OpenTelemetry API on providers of the application's (``api``), or the deferred spans of the
-providers ``build_telemetry`` makes (``deferred``); over gRPC or HTTP."""
+providers ``build_telemetry`` makes (``deferred``); over gRPC or HTTP. And the executors the tests trace
+with it."""
 
 from __future__ import annotations
 
@@ -18,12 +19,16 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, Sampler, Sampl
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.util.types import Attributes
 
+from llm_ledger import InMemorySink, LLMExecutor, LLMMessage
+from llm_ledger.executor import RetryPolicy
 from llm_ledger.executor.tracing import ExecutionTracer
 from llm_ledger.telemetry import DeferredExecutionTracer, OtelExecutionTracer, Telemetry, build_telemetry
 from tests.telemetry.receivers import GrpcOtlpReceiver, HttpOtlpReceiver
 
 TRACERS = ["grpc/api", "http/api", "grpc/deferred", "http/deferred"]
 """The fixture parameters: protocol/how the spans are made."""
+MESSAGES = [LLMMessage(role="user", content="Which rules apply?")]
+NO_WAIT = RetryPolicy(base_delay=0, jitter=0)
 
 
 @dataclass
@@ -32,6 +37,12 @@ class Traced:
     tracer: ExecutionTracer
     tracer_provider: TracerProvider
     flush: Callable[[], None]
+
+
+def traced_executor(traced: Traced, sink: InMemorySink, model: str, *fallbacks: str, step: str) -> LLMExecutor:
+    """An executor of ``model`` (falling back to ``fallbacks``) tracing to ``traced``: no retries, no waits."""
+    return LLMExecutor(model, fallback_models=list(fallbacks), step_name=step, max_retries=0, sink=sink,
+                       retry_policy=NO_WAIT, tracer=traced.tracer)  # fmt: skip
 
 
 class DropsSpansNamed(Sampler):

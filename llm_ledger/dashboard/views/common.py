@@ -1,17 +1,19 @@
 """Pieces every page uses: its heading, what of the filters it applies, the message for a window without
-data, and the links its tables hold (to traces, and to the Sessions and Execution pages)."""
+data, the window's headline metrics against the previous window's, the links its tables hold (to traces,
+and to the Sessions and Execution pages), and the table of a session's or an execution's tool calls."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Final
 
 import streamlit as st
 
-from llm_ledger.dashboard.shaping import FILTER_NOUNS, Links, filter_summary, literal
+from llm_ledger.dashboard.shaping import FILTER_NOUNS, Links, Metric, Row, filter_summary, literal
 from llm_ledger.dashboard.state import ViewState
 from llm_ledger.dashboard.views import PageContext
-from llm_ledger.projections.queries import Dimension, Filters
+from llm_ledger.projections.queries import Dimension, Figures, Filters
 
 _EVERY_FILTER: Final[tuple[Dimension, ...]] = ("agent_id", "step", "model", "provider")
 NOT_FILTERED: Final[dict[str, tuple[tuple[Dimension, ...], str]]] = {
@@ -67,12 +69,33 @@ def nothing_in_window(page: PageContext, what: str = "executions") -> None:
         st.info(f"{nothing} matching the filters in this window. Pick a longer window or fewer filters in the sidebar.")
 
 
+def metrics_row(page: PageContext, metrics: Callable[[Figures, Figures], list[Metric]]) -> Figures:
+    """Shows ``metrics`` of the window's figures against the previous window's side by side; returns the
+    window's figures."""
+    current = page.view.totals(page.tenant, page.window, page.filters)
+    previous = page.view.totals(page.tenant, page.window.previous(), page.filters)
+    metrics_shown = metrics(current, previous)
+    for column, metric in zip(st.columns(len(metrics_shown)), metrics_shown, strict=True):
+        column.metric(metric.label, metric.value, metric.delta, delta_color=metric.delta_color, help=metric.help)
+    return current
+
+
 def links(page: PageContext) -> Links:
     """The links of this view's tables: to traces, and to session and execution pages of its tenant."""
     return Links(
         trace=page.settings.trace_url,
         session=lambda session_id: session_link(page, session_id),
         execution=lambda execution_id, session_id: execution_link(page, execution_id, session_id),
+    )
+
+
+def tool_calls_table(rows: list[Row]) -> None:
+    """The tool calls of a session or an execution, each linked to its trace."""
+    st.dataframe(
+        rows,
+        hide_index=True,
+        width="stretch",
+        column_config={"trace": st.column_config.LinkColumn("trace", display_text="open trace")},
     )
 
 

@@ -8,7 +8,7 @@ import streamlit as st
 from llm_ledger.dashboard import charts
 from llm_ledger.dashboard.cost_shaping import cost_metrics, first_chunk_rows, priced_rows, usage_rows, usage_table
 from llm_ledger.dashboard.views import PageContext
-from llm_ledger.dashboard.views.common import heading, nothing_in_window
+from llm_ledger.dashboard.views.common import heading, metrics_row, nothing_in_window
 from llm_ledger.projections.queries import Dimension
 
 SPLITS: dict[str, Dimension] = {"By model": "model", "By agent": "agent_id", "By step": "step"}
@@ -20,10 +20,7 @@ UNPRICED = (
 
 def render(page: PageContext) -> None:
     heading(page, "Cost", "Tokens, cost and time to first chunk, against the previous window")
-    current = page.view.totals(page.tenant, page.window, page.filters)
-    previous = page.view.totals(page.tenant, page.window.previous(), page.filters)
-    for column, metric in zip(st.columns(5), cost_metrics(current, previous), strict=True):
-        column.metric(metric.label, metric.value, metric.delta, delta_color=metric.delta_color, help=metric.help)
+    current = metrics_row(page, cost_metrics)
     if not current.attempts:
         nothing_in_window(page, "attempts")
         return

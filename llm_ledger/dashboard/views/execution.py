@@ -16,7 +16,7 @@ from llm_ledger.dashboard.source import VERIFY_COMMAND
 from llm_ledger.dashboard.state import is_plain_text, shown
 from llm_ledger.dashboard.stream_rows import NOT_RUN, event_rows, tool_call_rows
 from llm_ledger.dashboard.views import PageContext
-from llm_ledger.dashboard.views.common import heading, session_link
+from llm_ledger.dashboard.views.common import heading, session_link, tool_calls_table
 from llm_ledger.dashboard.views.integrity import tool_integrity
 
 EXECUTION_KEY = "execution"
@@ -146,12 +146,7 @@ def _tool_calls(page: PageContext, record: ExecutionRecord) -> None:
             f"*{NOT_RUN}*: no tool execution naming this execution started within {_horizon()} of the answer "
             "that asked for the call."
         )
-    st.dataframe(
-        rows,
-        hide_index=True,
-        width="stretch",
-        column_config={"trace": st.column_config.LinkColumn("trace", display_text="open trace")},
-    )
+    tool_calls_table(rows)
 
 
 def _horizon() -> str:

@@ -7,15 +7,12 @@ import streamlit as st
 from llm_ledger.dashboard import charts
 from llm_ledger.dashboard.shaping import activity_rows, overview_metrics
 from llm_ledger.dashboard.views import PageContext
-from llm_ledger.dashboard.views.common import heading, nothing_in_window
+from llm_ledger.dashboard.views.common import heading, metrics_row, nothing_in_window
 
 
 def render(page: PageContext) -> None:
     heading(page, "Overview", "Executions, errors, fallbacks and latency")
-    current = page.view.totals(page.tenant, page.window, page.filters)
-    previous = page.view.totals(page.tenant, page.window.previous(), page.filters)
-    for column, metric in zip(st.columns(6), overview_metrics(current, previous), strict=True):
-        column.metric(metric.label, metric.value, metric.delta, delta_color=metric.delta_color, help=metric.help)
+    current = metrics_row(page, overview_metrics)
     tokens = f"Tokens: {current.input_tokens:,} in, {current.output_tokens:,} out"
     cost = "" if current.cost_usd is None else f" · cost ${current.cost_usd:,.4f}"
     st.caption(f"{tokens}{cost} · {current.attempts:,} attempts, {current.attempt_failures:,} failed")

@@ -22,7 +22,7 @@ from llm_ledger.dashboard.shaping import (
 from llm_ledger.dashboard.source import VERIFY_COMMAND
 from llm_ledger.dashboard.state import is_plain_text, shown
 from llm_ledger.dashboard.views import PageContext
-from llm_ledger.dashboard.views.common import heading, links, session_link
+from llm_ledger.dashboard.views.common import heading, links, session_link, tool_calls_table
 from llm_ledger.dashboard.views.integrity import tool_integrity
 
 SESSION_KEY = "session"
@@ -143,12 +143,7 @@ def _tool_calls(page: PageContext, session_id: str) -> None:
         f"{len(rows):,} tool executions, {failed:,} failed. *asked by*: the execution of the timeline (its "
         "number) whose answer asked for the call."
     )
-    st.dataframe(
-        rows,
-        hide_index=True,
-        width="stretch",
-        column_config={"trace": st.column_config.LinkColumn("trace", display_text="open trace")},
-    )
+    tool_calls_table(rows)
 
 
 def _integrity(executions: list[ExecutionView]) -> None:
