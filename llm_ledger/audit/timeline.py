@@ -285,7 +285,7 @@ _OUTCOMES = {
 
 
 def _recorded_event(row: Any) -> RecordedEvent:
-    payload: dict[str, Any] = row.payload if isinstance(row.payload, dict) else {}
+    payload = _payload(row)
     attempt = payload.get("attempt")
     model = payload.get("model", payload.get("last_model", payload.get("to_model")))
     return RecordedEvent(
@@ -315,7 +315,7 @@ def _execution_view(rows: Sequence[Any], check: StreamCheck) -> ExecutionView:
     error_type = message = None
     requested: tuple[ToolCallRequest, ...] = ()
     for row in rows:
-        payload: dict[str, Any] = row.payload if isinstance(row.payload, dict) else {}
+        payload = _payload(row)
         number = payload.get("attempt")
         if row.event_type == "AttemptStarted" and isinstance(number, int):
             attempts[number] = {
@@ -385,7 +385,7 @@ def _tool_call_view(rows: Sequence[Any], check: StreamCheck) -> ToolCallView:
     outcome, ended_at, latency = "incomplete", None, None
     error_type = error_class = message = None
     for row in rows[1:]:
-        payload: dict[str, Any] = row.payload if isinstance(row.payload, dict) else {}
+        payload = _payload(row)
         if row.event_type in ("ToolCallSucceeded", "ToolCallFailed") and outcome == "incomplete":
             outcome = "succeeded" if row.event_type == "ToolCallSucceeded" else "failed"
             ended_at, latency = as_utc(row.occurred_at), _number(payload.get("latency_ms"))

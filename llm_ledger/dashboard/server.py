@@ -3,6 +3,7 @@ machine only."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import ipaddress
 import os
@@ -72,8 +73,10 @@ def allowed_hosts(address: str, oidc: OidcSettings | None) -> list[str]:
     return list(dict.fromkeys((*LOCAL_HOSTS, address.strip("[]"))))
 
 
+@functools.cache
 def is_loopback(address: str) -> bool:
-    """Whether every address ``address`` resolves to is this machine's own (127.0.0.0/8, ::1)."""
+    """Whether every address ``address`` resolves to is this machine's own (127.0.0.0/8, ::1). Cached: the
+    page asks on every run, and the address is the process's for its life."""
     try:
         found = socket.getaddrinfo(address, None, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):

@@ -6,7 +6,7 @@ See docs/ARCHITECTURE.md for its place among the layers.
 """
 
 from llm_ledger.demo.plan import STEPS, TENANT_AGENTS, SessionPlan, TurnPlan, WorkloadPlan, plan_workload
-from llm_ledger.demo.providers import MOCK_PROVIDERS, register_demo_models
+from llm_ledger.demo.providers import MOCK_PROVIDERS
 from llm_ledger.demo.summary import Figures, WorkloadSummary
 from llm_ledger.demo.workload import (
     AgentReply,
@@ -30,6 +30,5 @@ __all__ = [
     "build_step_executors",
     "load_demo_pipeline",
     "plan_workload",
-    "register_demo_models",
     "run_workload",
 ]

@@ -24,7 +24,6 @@ from llm_ledger.executor import (
     ModelRoute,
     ProviderSettings,
     default_client_factory,
-    register_mock,
 )
 from llm_ledger.projections import provider_of
 
@@ -91,16 +90,6 @@ INCIDENT_RATE_LIMIT = 0.95
 """Not 1: now and then a call gets through, as when a provider sheds load."""
 
 
-def register_demo_models(*, seed: int, latency_scale: float = 1.0) -> None:
-    """Register every ``mock/<name>`` of the demo, each with its own random stream derived from
-    ``seed``, and its latencies (and ``Retry-After``) multiplied by ``latency_scale``."""
-    if latency_scale < 0:
-        raise ValueError(f"latency_scale must not be negative, got {latency_scale}")
-    for name, behaviour in MOCK_PROVIDERS.items():
-        # crc32, not hash(): str hashes change between interpreter runs.
-        register_mock(name, _scaled(behaviour, latency_scale, seed * 1_000_003 + zlib.crc32(name.encode())))
-
-
 def _scaled(behaviour: MockBehaviour, latency_scale: float, seed: int) -> MockBehaviour:
     return replace(
         behaviour,
@@ -137,8 +126,6 @@ class SessionModels:
     def __init__(
         self, *, seed: int, session_number: int, latency_scale: float = 1.0, rate_limited: str | None = None
     ) -> None:
-        if latency_scale < 0:
-            raise ValueError(f"latency_scale must not be negative, got {latency_scale}")
         self._seed = seed
         self._session_number = session_number
         self._latency_scale = latency_scale

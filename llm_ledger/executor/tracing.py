@@ -99,17 +99,10 @@ class RunTrace(Protocol):
     def failed(self, error_type: str, message: str) -> None: ...
 
 
-class TurnTrace(Protocol):
-    """One turn's span (``invoke_workflow {name}``, ``turns.turn_span``): from its start until it ends it is
-    the caller's current span, so the executions, agent runs and tool executions of the turn hang under it,
-    in one trace."""
-
-    trace_id: str | None
-    span_id: str | None
-
-    def succeeded(self) -> None: ...
-
-    def failed(self, error_type: str, message: str) -> None: ...
+TurnTrace = RunTrace
+"""One turn's span (``invoke_workflow {name}``, ``turns.turn_span``), of an agent run's shape: from its start
+until it ends it is the caller's current span, so the executions, agent runs and tool executions of the turn
+hang under it, in one trace."""
 
 
 class ExecutionTracer(Protocol):

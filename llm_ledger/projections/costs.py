@@ -18,18 +18,22 @@ import functools
 import warnings
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
-
-import genai_prices
-from genai_prices import data, data_snapshot
+from typing import TYPE_CHECKING, Any
 
 from llm_ledger.events.storable import provider_cost
 from llm_ledger.projections.prices import PriceTable
 
+if TYPE_CHECKING:
+    from genai_prices import data_snapshot
+
 
 @functools.cache
 def _bundled_prices() -> data_snapshot.DataSnapshot:
-    """The prices bundled with the installed ``genai-prices``, whatever snapshot it was told to use."""
+    """The prices bundled with the installed ``genai-prices``, whatever snapshot it was told to use. Imported
+    here, not with the module: every ``llm-ledger`` command imports the projections, and only the projector
+    prices (the package's data takes ~140 ms to load cold)."""
+    from genai_prices import data, data_snapshot
+
     return data_snapshot.DataSnapshot(providers=data.providers, from_auto_update=False)
 
 
@@ -56,6 +60,8 @@ class Pricing:
     def _catalogue_cost(self, model: str, usage: Mapping[str, Any], at: datetime) -> float | None:
         if model in self._unknown:
             return None
+        from genai_prices import Usage
+
         provider, _, model_ref = model.partition("/")
         counts = {
             "input_tokens": int(usage.get("prompt_tokens", 0)),
@@ -69,7 +75,7 @@ class Pricing:
                 # A model priced only by inference from other counts warns per call; its price is still its own.
                 warnings.simplefilter("ignore")
                 calculation = _bundled_prices().calc(
-                    genai_prices.Usage(**counts),
+                    Usage(**counts),
                     model_ref,
                     provider_id=provider,
                     provider_api_url=None,

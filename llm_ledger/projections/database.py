@@ -22,7 +22,6 @@ from sqlalchemy import (
     case,
     cast,
     func,
-    or_,
     select,
     text,
     update,
@@ -36,6 +35,7 @@ from llm_ledger.projections.rollup import (
     EdgeOrigin,
     EventRecord,
     edge_origin,
+    provider_is_one_of,
 )
 from llm_ledger.projections.schema import (
     READ_MODELS,
@@ -175,13 +175,7 @@ class ProjectionDatabase:
         """Whether the read models count a mock named after a provider (``mock/openai-...``) under provider
         ``mock``, as projectors did before ``rollup.provider_of`` counted it under the provider it stands for."""
         model = step_stats.c.model
-        # substr, not LIKE, which SQLite compares without case: mock/OpenAI-x was never counted under openai.
-        named = or_(
-            *(
-                or_(model == f"mock/{provider}", func.substr(model, 1, len(provider) + 6) == f"mock/{provider}-")
-                for provider in sorted(MOCKED_PROVIDERS)
-            )
-        )
+        named = provider_is_one_of(model, MOCKED_PROVIDERS)
         query = select(model).where(step_stats.c.provider == "mock", named).limit(1)
         return connection.execute(query).first() is not None
 
