@@ -533,10 +533,18 @@ class LedgerView:
     # --- sessions -------------------------------------------------------------------------------------------
 
     def sessions(
-        self, tenant_id: str, *, window: Window | None = None, search: str | None = None, limit: int = 50
+        self,
+        tenant_id: str,
+        *,
+        window: Window | None = None,
+        search: str | None = None,
+        limit: int = 50,
+        failed_only: bool = False,
     ) -> list[SessionSummary]:
-        """Sessions seen last first; ``search`` matches session ids containing it."""
-        query = sessions_seen(sessions.c.tenant_id == tenant_id, window=window, search=search, limit=limit)
+        """Sessions seen last first; ``search`` matches session ids containing it; ``failed_only`` keeps
+        those with at least one failed execution."""
+        conditions = [sessions.c.tenant_id == tenant_id, *([sessions.c.failed > 0] if failed_only else [])]
+        query = sessions_seen(*conditions, window=window, search=search, limit=limit)
         with self._reading(tenant_id) as connection:
             return [
                 SessionSummary(
