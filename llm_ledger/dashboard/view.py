@@ -12,7 +12,7 @@ from llm_ledger.audit import results, timeline
 from llm_ledger.audit.results import AuditFinding, TenantAudit
 from llm_ledger.audit.timeline import ExecutionRecord, ExecutionView, FirstExecution, TimelineItem
 from llm_ledger.projections import drilldown
-from llm_ledger.projections.queries import EVERYTHING, FallbackEdge, Filters, LedgerView, SessionSummary, Window
+from llm_ledger.projections.queries import EVERYTHING, FallbackEdge, Filters, LedgerView, Window
 
 
 class DashboardView(LedgerView):
@@ -59,10 +59,3 @@ class DashboardView(LedgerView):
         (``projections.drilldown.fallback_sessions``)."""
         with self._reading(tenant_id) as connection:
             return drilldown.fallback_sessions(connection, tenant_id, window, edges, filters)
-
-    def failed_sessions(
-        self, tenant_id: str, *, window: Window | None = None, search: str | None = None, limit: int = 50
-    ) -> list[SessionSummary]:
-        """Sessions with failed executions, seen last first (``projections.drilldown.failed_sessions``)."""
-        with self._reading(tenant_id) as connection:
-            return drilldown.failed_sessions(connection, tenant_id, window=window, search=search, limit=limit)

@@ -1,6 +1,5 @@
-"""The sessions the dashboard's links drill down to: the sessions with failed executions, and where an
-aggregated fallback chain can be seen (the latest session of the window in which an execution fell back
-from one model to another for a reason).
+"""The sessions the dashboard's links drill down to: where an aggregated fallback chain can be seen (the
+latest session of the window in which an execution fell back from one model to another for a reason).
 
 ``llm_ledger_fallback_stats`` counts chains without naming a session, so the examples are read from the
 raw ``FallbackTriggered`` events, which name both models and the reason: one query for every chain, over
@@ -10,38 +9,17 @@ chain kept."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import fields
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, RowMapping, Select, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Select, func, or_, select
 
-from llm_ledger.projections.queries import EVERYTHING, FallbackEdge, Filters, SessionSummary, Window, sessions_seen
+from llm_ledger.projections.queries import EVERYTHING, FallbackEdge, Filters, Window
 from llm_ledger.projections.rollup import provider_is_one_of
-from llm_ledger.projections.schema import sessions
-from llm_ledger.store import as_utc
 from llm_ledger.store.schema import events
 
 FALLBACKS_SCANNED = 10_000
 """The window's latest fallbacks an example is looked for among: a chain whose last fallback is older
 than these (or that only executions without a session took) has no example."""
-
-
-def failed_sessions(
-    connection: Connection, tenant_id: str, *, window: Window | None, search: str | None, limit: int = 50
-) -> list[SessionSummary]:
-    """Sessions with at least one failed execution, seen last first (as ``LedgerView.sessions`` lists
-    every session: in the window when given, ``search`` matching ids containing it)."""
-    failed = sessions.c.failed > 0
-    query = sessions_seen(sessions.c.tenant_id == tenant_id, failed, window=window, search=search, limit=limit)
-    return [_summary(row._mapping) for row in connection.execute(query)]
-
-
-_SUMMARY_FIELDS = [field.name for field in fields(SessionSummary)]
-
-
-def _summary(row: RowMapping) -> SessionSummary:
-    values = {name: row[name] for name in _SUMMARY_FIELDS}
-    return SessionSummary(**values | {"first_seen": as_utc(row["first_seen"]), "last_seen": as_utc(row["last_seen"])})
 
 
 def fallback_sessions(

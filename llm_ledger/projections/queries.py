@@ -372,9 +372,15 @@ class LedgerView:
         self, tenant_id: str, window: Window, by: Sequence[Dimension], filters: Filters = EVERYTHING
     ) -> list[Group]:
         """The window's figures per combination of ``by`` (e.g. ``("step", "model")``), largest first."""
+        [groups] = self.breakdowns(tenant_id, window, [by], filters)
+        return groups
+
+    def breakdowns(
+        self, tenant_id: str, window: Window, bys: Sequence[Sequence[Dimension]], filters: Filters = EVERYTHING
+    ) -> list[list[Group]]:
+        """``breakdown`` for each of ``bys``, in order, from one read of the window's rows."""
         rows = self._step_rows(tenant_id, plan(window.start, window.end), filters)
-        groups = _sums_by(rows, lambda row: tuple(getattr(row, name) for name in by))
-        return sorted((Group(k, s.figures()) for k, s in groups.items()), key=lambda g: (-g.figures.executions, g.key))
+        return [_groups(rows, by) for by in bys]
 
     def series(
         self, tenant_id: str, window: Window, by: Dimension | None = None, filters: Filters = EVERYTHING
@@ -527,10 +533,18 @@ class LedgerView:
     # --- sessions -------------------------------------------------------------------------------------------
 
     def sessions(
-        self, tenant_id: str, *, window: Window | None = None, search: str | None = None, limit: int = 50
+        self,
+        tenant_id: str,
+        *,
+        window: Window | None = None,
+        search: str | None = None,
+        limit: int = 50,
+        failed_only: bool = False,
     ) -> list[SessionSummary]:
-        """Sessions seen last first; ``search`` matches session ids containing it."""
-        query = sessions_seen(sessions.c.tenant_id == tenant_id, window=window, search=search, limit=limit)
+        """Sessions seen last first; ``search`` matches session ids containing it; ``failed_only`` keeps
+        those with at least one failed execution."""
+        conditions = [sessions.c.tenant_id == tenant_id, *([sessions.c.failed > 0] if failed_only else [])]
+        query = sessions_seen(*conditions, window=window, search=search, limit=limit)
         with self._reading(tenant_id) as connection:
             return [
                 SessionSummary(
@@ -667,6 +681,12 @@ def _sums_by(rows: Iterable[Any], key: Callable[[Any], _Key]) -> dict[_Key, _Sum
             summed = sums[k] = _Sums()
         summed.add(row)
     return sums
+
+
+def _groups(rows: Iterable[Any], by: Sequence[Dimension]) -> list[Group]:
+    """The rows' figures per combination of ``by``, largest first."""
+    groups = _sums_by(rows, lambda row: tuple(getattr(row, name) for name in by))
+    return sorted((Group(k, s.figures()) for k, s in groups.items()), key=lambda g: (-g.figures.executions, g.key))
 
 
 def _tool_group(key: tuple[str, ...], rows: Sequence[Any]) -> ToolCallGroup:

@@ -31,7 +31,7 @@ def test_the_failed_sessions_are_those_with_a_failed_execution(workload_url: str
     failed = {e.session_id for e in recorded_events if e.tenant_id == tenant and isinstance(e, ExecutionFailed)}
     view = DashboardView(workload_url)
 
-    listed = view.failed_sessions(tenant, window=_EVERYTHING, limit=10_000)
+    listed = view.sessions(tenant, window=_EVERYTHING, limit=10_000, failed_only=True)
 
     view.close()
     assert failed, "the workload has failed executions"
@@ -85,7 +85,9 @@ def test_a_session_search_finds_its_text_as_written_not_as_a_pattern(ledger_url:
         found = {
             search: (
                 sorted(s.session_id for s in view.sessions("acme", search=search)),
-                sorted(s.session_id for s in view.failed_sessions("acme", window=_EVERYTHING, search=search)),
+                sorted(
+                    s.session_id for s in view.sessions("acme", window=_EVERYTHING, search=search, failed_only=True)
+                ),
             )
             for search in ("r_1%", "\\_")
         }

@@ -24,7 +24,11 @@ def render(page: PageContext) -> None:
     if not current.attempts:
         nothing_in_window(page, "attempts")
         return
-    for tab, (label, dimension) in zip(st.tabs(list(SPLITS)), SPLITS.items(), strict=True):
+    bys: list[tuple[Dimension, ...]] = [*((dimension,) for dimension in SPLITS.values()), ("step", "model")]
+    *tables, streamed_groups = page.view.breakdowns(page.tenant, page.window, bys, page.filters)
+    earlier_tables = page.view.breakdowns(page.tenant, page.window.previous(), bys[:-1], page.filters)
+    tabs = zip(st.tabs(list(SPLITS)), SPLITS.items(), tables, earlier_tables, strict=True)
+    for tab, (label, dimension), table, earlier in tabs:
         with tab:
             rows = usage_rows(
                 page.view.series(page.tenant, page.window, by=dimension, filters=page.filters), page.buckets
@@ -35,11 +39,9 @@ def render(page: PageContext) -> None:
                 st.caption(UNPRICED)
             else:
                 st.altair_chart(charts.cost_over_time(priced_rows(rows), title, groups), width="stretch")
-            groups = page.view.breakdown(page.tenant, page.window, (dimension,), page.filters)
-            earlier = page.view.breakdown(page.tenant, page.window.previous(), (dimension,), page.filters)
-            st.dataframe(usage_table(groups, earlier), hide_index=True, width="stretch")
+            st.dataframe(usage_table(table, earlier), hide_index=True, width="stretch")
     st.subheader("Time to first chunk (streamed executions)")
-    streamed = first_chunk_rows(page.view.breakdown(page.tenant, page.window, ("step", "model"), page.filters))
+    streamed = first_chunk_rows(streamed_groups)
     if streamed:
         st.dataframe(streamed, hide_index=True, width="stretch")
     else:

@@ -38,8 +38,9 @@ def render(page: PageContext) -> None:
         return
     failed_only = st.checkbox("Failed sessions only", key=FAILED_ONLY_KEY, help="Sessions with a failed execution")
     # A search looks at every session of the tenant; without one, the window's most recent are offered.
-    listed = page.view.failed_sessions if failed_only else page.view.sessions
-    recent = listed(page.tenant, window=None if search else page.window, search=search or None)
+    recent = page.view.sessions(
+        page.tenant, window=None if search else page.window, search=search or None, failed_only=failed_only
+    )
     chosen = st.session_state.get(SESSION_KEY) or page.state.session
     choices = session_choices(recent, None if search or failed_only else chosen)
     if not choices:
