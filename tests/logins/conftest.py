@@ -157,6 +157,9 @@ def recorded(ledger: Ledger, migrated: subprocess.CompletedProcess[str]) -> Reco
         tenants[name] = (f"tenant-{uuid.uuid4().hex[:8]}", f"tenant-{uuid.uuid4().hex[:8]}")
         spools[name] = ledger.home / f"spool-{name}"
         record(ledger, roles, tenants[name], spools[name])
+    # The projector and the sealer read below the gap-safe cursor's horizon, which any transaction of the
+    # cluster holds back (another suite's, on a shared server): wait for it, or they see part of the events.
+    ledger.wait_until_readable_by_cursor()
     return Recorded(tenants, spools)
 
 

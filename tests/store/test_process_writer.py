@@ -416,7 +416,9 @@ def test_closing_with_a_stalled_writer_process_leaves_the_budget_to_journaling_h
     caplog.set_level(logging.ERROR, logger="llm_ledger.store")
     tenant, spool = _tenant(), tmp_path / "spool"
     drafts = _drafts_of(2_000, tenant)
-    writer = ProcessWriter(own_writer_url, spool, role="llm_ledger_writer")
+    # A stall timeout that emitting 2,000 drafts cannot reach on a loaded machine (at 10 s it did, and the stall
+    # was found before the close): the close still bounds its wait by CLOSE_STALL, which is what this tests.
+    writer = ProcessWriter(own_writer_url, spool, role="llm_ledger_writer", stall_timeout=600.0)
     pid = _stop_child_after(writer, drafts[0])
     try:
         for draft in drafts[1:]:
