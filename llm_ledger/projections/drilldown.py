@@ -22,6 +22,10 @@ from llm_ledger.store.schema import events
 FALLBACKS_SCANNED = 10_000
 """The window's latest fallbacks (of the chosen agents and steps) an example is looked for among: a chain
 whose last fallback is older than these (or that only executions without a session took) has no example."""
+FIRST_SCANNED = 64
+SCAN_GROWTH = 4
+"""The latest ``FIRST_SCANNED`` fallbacks are looked at first, then ``SCAN_GROWTH`` times as many until
+every chain has its example (or ``FALLBACKS_SCANNED`` were)."""
 
 
 def fallback_sessions(
@@ -37,15 +41,21 @@ def fallback_sessions(
     ``LedgerView.fallback_edges`` keeps the chains); an edge with none (taken only by executions without a
     session, or only before those) is left out."""
     wanted = {(edge.from_model, edge.to_model, edge.reason): edge for edge in edges}
-    if not wanted:
-        return {}
     found: dict[FallbackEdge, str] = {}
-    for from_model, to_model, reason, session in connection.execute(
-        _latest_per_chain(tenant_id, window, filters, scanned, connection.dialect.name)
-    ):
-        edge = wanted.get((from_model, to_model, reason))
-        if edge is not None:
-            found[edge] = session
+    # Newest first, a few fallbacks and then more: most chains' latest fallback is among the window's last
+    # few dozen, and each fallback looked at costs a lookup of its stream.
+    limit = min(FIRST_SCANNED, scanned)
+    while wanted:
+        rows = list(connection.execute(_latest_per_chain(tenant_id, window, filters, limit, connection.dialect.name)))
+        found = {}
+        for from_model, to_model, reason, session, _ in rows:
+            edge = wanted.get((from_model, to_model, reason))
+            if edge is not None:
+                found[edge] = session
+        exhausted = limit >= scanned or (bool(rows) and rows[0].looked_at < limit)
+        if len(found) == len(wanted) or exhausted:
+            break
+        limit = min(limit * SCAN_GROWTH, scanned)
     return found
 
 
@@ -62,12 +72,12 @@ def _latest_per_chain(tenant_id: str, window: Window, filters: Filters, scanned:
 
     Every fallback follows an attempt failed with the next action ``fall_back``, which the read model
     ``llm_ledger_failed_attempts`` keeps (its tenant and time index read backwards, stopping there); its
-    ``FallbackTriggered``, found by the failed attempt's stream (the events' primary key), names the model
-    it went on to. Scanning the raw events by time instead reads every event of the window to find the
+    ``FallbackTriggered``, the event after the failed attempt's in its stream (the events' keys), names the
+    model it went on to. Scanning the raw events by time instead reads every event of the window to find the
     few fallbacks among them (a tenant's month: half a million events for some thousand fallbacks)."""
     attempts = failed_attempts
     latest = (
-        select(attempts.c.stream_id, attempts.c.occurred_at)
+        select(attempts.c.stream_id, attempts.c.event_id, attempts.c.occurred_at)
         .where(attempts.c.tenant_id == tenant_id, attempts.c.next_action == "fall_back")
         .where(attempts.c.occurred_at >= window.start - _FAILURE_BEFORE, attempts.c.occurred_at < window.end)
         .where(attempts.c.session_id.is_not(None), *_kept_agents_and_steps(attempts, filters))
@@ -75,9 +85,14 @@ def _latest_per_chain(tenant_id: str, window: Window, filters: Filters, scanned:
         .limit(scanned)
         .subquery()
     )
+    # How many were looked at: fewer than ``scanned``, there are no more.
+    latest = select(latest, func.count().over().label("looked_at")).subquery()
     # The events' stream ids compare in the "C" collation of their keys (the read model's in the
     # database's): named, the comparison is one the primary key answers.
     stream = latest.c.stream_id.collate("C") if dialect == "postgresql" else latest.c.stream_id
+    # The executor records the fallback right after the failure, nothing between them: the failed attempt's
+    # event (by its id) and the next position of its stream are two rows, where the whole stream is ten.
+    failure = events.alias("failure")
     fallbacks = (
         select(
             _FROM.label("from_model"),
@@ -85,8 +100,25 @@ def _latest_per_chain(tenant_id: str, window: Window, filters: Filters, scanned:
             _REASON.label("reason"),
             events.c.session_id,
             events.c.occurred_at,
+            latest.c.looked_at,
         )
-        .select_from(latest.join(events, and_(events.c.tenant_id == tenant_id, events.c.stream_id == stream)))
+        .select_from(
+            latest.join(
+                failure,
+                and_(
+                    failure.c.tenant_id == tenant_id,
+                    failure.c.stream_id == stream,
+                    failure.c.event_id == latest.c.event_id,
+                ),
+            ).join(
+                events,
+                and_(
+                    events.c.tenant_id == tenant_id,
+                    events.c.stream_id == failure.c.stream_id,
+                    events.c.stream_position == failure.c.stream_position + 1,
+                ),
+            )
+        )
         .where(events.c.event_type == "FallbackTriggered", events.c.session_id.is_not(None))
         .where(events.c.occurred_at >= window.start, events.c.occurred_at < window.end)
         .where(*_kept(tenant_id, filters))
@@ -96,10 +128,10 @@ def _latest_per_chain(tenant_id: str, window: Window, filters: Filters, scanned:
     newest = func.row_number().over(
         partition_by=chain, order_by=(fallbacks.c.occurred_at.desc(), fallbacks.c.session_id.desc())
     )
-    ranked = select(*chain, fallbacks.c.session_id, newest.label("rank")).subquery()
-    return select(ranked.c.from_model, ranked.c.to_model, ranked.c.reason, ranked.c.session_id).where(
-        ranked.c.rank == 1
-    )
+    ranked = select(*chain, fallbacks.c.session_id, fallbacks.c.looked_at, newest.label("rank")).subquery()
+    return select(
+        ranked.c.from_model, ranked.c.to_model, ranked.c.reason, ranked.c.session_id, ranked.c.looked_at
+    ).where(ranked.c.rank == 1)
 
 
 def _kept_agents_and_steps(table: Any, filters: Filters) -> list[ColumnElement[bool]]:
