@@ -543,14 +543,14 @@ def report(
     by_page: dict[tuple[str, str], list[Measured]] = defaultdict(list)
     for m in results:
         by_page[(m.page, m.window)].append(m)
-    verdicts: dict[str, float] = {}
+    verdicts: dict[str, tuple[float, float]] = {}
     for (page, window), measured in by_page.items():
         query = [q for m in measured for q in m.query_ms()]
         wall = [w for m in measured for w in m.wall_ms()]
         statements = statistics.median(len(r.statements) for m in measured for r in m.renders)
         label, slowest = calls(measured)[0]
         if window == "30d":
-            verdicts[page] = p90(query)
+            verdicts[page] = (statistics.median(query), p90(query))
         lines.append(
             f"| {PAGES[page]} | {window} | {len(query)} | {statements:.0f} | {statistics.median(query):.1f} | "
             f"{p90(query):.1f} | {statistics.median(wall):.0f} | `{label}` ({slowest:.1f}) |"
@@ -573,16 +573,18 @@ def report(
         month_wall = f"{statistics.median(month.wall_ms()):.0f}" if month else "-"
         lines.append(f"| {PAGES[page]} | {variant} | {count} | {cells[0]} | {cells[1]} | {month_wall} |")
     if verdicts:
-        worst = max(verdicts, key=verdicts.__getitem__)
-        over = [PAGES[page] for page, ms in verdicts.items() if ms > TARGET_MS]
+        worst = max(verdicts, key=lambda page: verdicts[page][1])
         lines += [
             "",
-            f"- Worst page at 30 days: **{PAGES[worst]}**, p90 {verdicts[worst]:.1f} ms of queries per render.",
-            (
-                f"- Every page's queries <= {TARGET_MS:.0f} ms at 30 days (p90 over its variants and tenants): "
-                + ("**met**." if not over else f"**not met** by {', '.join(over)}.")
-            ),
+            f"- Worst page at 30 days: **{PAGES[worst]}**, median {verdicts[worst][0]:.1f} ms, p90 "
+            f"{verdicts[worst][1]:.1f} ms of queries per render.",
         ]
+        for index, name in enumerate(("median", "p90")):
+            over = [PAGES[page] for page, figures in verdicts.items() if figures[index] > TARGET_MS]
+            lines.append(
+                f"- Every page's queries <= {TARGET_MS:.0f} ms at 30 days ({name} over its variants and tenants): "
+                + ("**met**." if not over else f"**not met** by {', '.join(over)}.")
+            )
     return "\n".join(lines) + "\n"
 
 
