@@ -62,7 +62,7 @@ import psycopg
 from psycopg import sql
 
 from bench.ingest import machine, write_results
-from llm_ledger.events import PAYLOAD_TYPES, compute_hash, parse_event, verify_chain
+from llm_ledger.events import PAYLOAD_TYPES, Event, compute_hash, parse_event, verify_chain
 from llm_ledger.projections import Projector
 from llm_ledger.projections.grains import DAY, HOUR, MINUTE, display_grain, floor
 from llm_ledger.projections.queries import LedgerView, Window
@@ -504,18 +504,25 @@ def build_slice(args: tuple[Plan, int]) -> tuple[int, bytes, int]:
     return index, data, count
 
 
-def check_sample(plan: Plan) -> None:
-    """Every row of the last slice parses as a valid event (payloads as the executor records them), and
-    where the plan asks for genuine hash chains there, they verify."""
-    builder = SliceBuilder(plan, plan.slices - 1)
-    data, _ = builder.build()
+def parse_copy_rows(data: bytes, limit: int) -> list[Event]:
+    """The first ``limit`` rows of COPY text (``SliceBuilder.emit``'s) parsed as events: ``parse_event``
+    raises on a payload the executor would not record."""
     events = []
-    for line in data.decode().splitlines()[:5000]:
+    for line in data.decode().splitlines()[:limit]:
         values = [None if v == "\\N" else v for v in line.split("\t")]
         record: dict[str, object] = dict(zip(STORED_COLUMNS, values, strict=True))
         record["payload"] = orjson.loads(str(record["payload"]).replace("\\\\", "\\"))
         record["occurred_at"] = datetime.fromisoformat(str(record["occurred_at"]))
         events.append(parse_event(record))
+    return events
+
+
+def check_sample(plan: Plan) -> None:
+    """Every row of the last slice parses as a valid event (payloads as the executor records them), and
+    where the plan asks for genuine hash chains there, they verify."""
+    builder = SliceBuilder(plan, plan.slices - 1)
+    data, _ = builder.build()
+    events = parse_copy_rows(data, 5000)
     if builder.genuine:
         streams = sorted(events, key=lambda e: (str(e.stream_id), e.stream_position))
         report = verify_chain(streams)

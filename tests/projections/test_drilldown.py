@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import Engine
 
 from llm_ledger.dashboard.view import DashboardView
@@ -149,3 +150,20 @@ def test_the_examples_are_looked_for_among_the_windows_latest_fallbacks(
     assert {(edge.from_model, edge.to_model): session for edge, session in examples.items()} == {
         (LIMITED, FAST): "took-fast"
     }
+
+
+def test_a_chain_whose_latest_fallback_is_older_than_the_first_looked_at_is_found_by_looking_further(
+    ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The latest 2 fallbacks are looked at first: both to the fast model; the backup's is the 6th latest.
+    monkeypatch.setattr(drilldown, "FIRST_SCANNED", 2)
+    view = _recorded(
+        ledger_url,
+        moved_back(run(1, tenant="acme", session="took-backup", chain=[LIMITED, BACKUP], step="answer"), 30 * _MINUTE),
+        moved_back(run(5, tenant="acme", session="took-fast", chain=[LIMITED, FAST], step="answer"), 10 * _MINUTE),
+    )
+
+    examples = _examples(view, "acme")
+
+    view.close()
+    assert examples == {(LIMITED, BACKUP): "took-backup", (LIMITED, FAST): "took-fast"}

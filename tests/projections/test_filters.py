@@ -270,6 +270,52 @@ def test_a_filtered_series_adds_up_to_the_filtered_totals(
 
 
 @filtered_cases
+def test_series_split_several_ways_from_one_read_each_equal_the_events_the_filters_keep(
+    view: LedgerView, engine: Engine, tenant: str, filters: Filters
+) -> None:
+    window = everything()
+    events = FilteredEvents(engine, tenant, window, filters)
+    splits: list[tuple[Any, str]] = [(None, "''"), ("step", "COALESCE(step, '')"), ("model", "{model}")]
+
+    every_series = view.series_by(tenant, window, [by for by, _ in splits], filters)
+
+    assert len(every_series) == len(splits)
+    for (by, expression), points in zip(splits, every_series, strict=True):
+        summed: dict[str, tuple[int, int]] = {}
+        for point in points:
+            executions, failed = summed.get(point.group, (0, 0))
+            summed[point.group] = (executions + point.figures.executions, failed + point.figures.failed)
+        shown = {group: figures for group, figures in summed.items() if figures[0]}
+        expected = {key: (n, failed) for key, (n, failed, _) in events.executions(expression).items()}
+        assert shown == expected, by
+
+
+@filtered_cases
+def test_error_series_split_several_ways_from_one_query_each_equal_the_failures_the_filters_keep(
+    view: LedgerView, engine: Engine, tenant: str, filters: Filters
+) -> None:
+    window = everything()
+    expected = FilteredEvents(engine, tenant, window, filters).attempt_failures()
+
+    by_type, by_model = view.error_series_by(tenant, window, ["error_type", "model"], filters=filters)
+
+    assert by_type == view.error_series(tenant, window, by="error_type", filters=filters)
+    types: collections.Counter[str] = collections.Counter()
+    models: collections.Counter[str] = collections.Counter()
+    for point in by_type:
+        types[point.group] += point.count
+    for point in by_model:
+        models[point.group] += point.count
+    expected_types: collections.Counter[str] = collections.Counter()
+    expected_models: collections.Counter[str] = collections.Counter()
+    for (error_type, model), n in expected.items():
+        expected_types[error_type] += n
+        expected_models[model] += n
+    assert types == expected_types
+    assert models == expected_models
+
+
+@filtered_cases
 def test_filtered_error_counts_and_failed_attempts_equal_the_failures_the_filters_keep(
     view: LedgerView, engine: Engine, tenant: str, filters: Filters
 ) -> None:

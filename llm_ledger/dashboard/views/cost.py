@@ -27,12 +27,11 @@ def render(page: PageContext) -> None:
     bys: list[tuple[Dimension, ...]] = [*((dimension,) for dimension in SPLITS.values()), ("step", "model")]
     *tables, streamed_groups = page.view.breakdowns(page.tenant, page.window, bys, page.filters)
     earlier_tables = page.view.breakdowns(page.tenant, page.window.previous(), bys[:-1], page.filters)
-    tabs = zip(st.tabs(list(SPLITS)), SPLITS.items(), tables, earlier_tables, strict=True)
-    for tab, (label, dimension), table, earlier in tabs:
+    every_series = page.view.series_by(page.tenant, page.window, list(SPLITS.values()), page.filters)
+    tabs = zip(st.tabs(list(SPLITS)), SPLITS.items(), tables, earlier_tables, every_series, strict=True)
+    for tab, (label, _), table, earlier, series in tabs:
         with tab:
-            rows = usage_rows(
-                page.view.series(page.tenant, page.window, by=dimension, filters=page.filters), page.buckets
-            )
+            rows = usage_rows(series, page.buckets)
             title, groups = label.removeprefix("By "), sorted({row["group"] for row in rows})
             st.altair_chart(charts.tokens_over_time(rows, title, groups), width="stretch")
             if current.cost_usd is None:

@@ -33,10 +33,14 @@ def render(page: PageContext) -> None:
         return
     st.subheader("Failure rate over time")
     tabs = st.tabs([title for title, _, _ in _SPLITS])
-    for tab, (_, dimension, attempts_by) in zip(tabs, _SPLITS, strict=True):
+    # Each figure read once for the three splits.
+    every_failures = page.view.error_series_by(
+        page.tenant, page.window, [dimension for _, dimension, _ in _SPLITS], filters=page.filters
+    )
+    every_attempts = page.view.series_by(page.tenant, page.window, [by for _, _, by in _SPLITS], page.filters)
+    splits = zip(tabs, _SPLITS, every_failures, every_attempts, strict=True)
+    for tab, (_, dimension, _), failures, attempts in splits:
         with tab:
-            failures = page.view.error_series(page.tenant, page.window, by=dimension, filters=page.filters)
-            attempts = page.view.series(page.tenant, page.window, by=attempts_by, filters=page.filters)
             rows = error_rate_rows(failures, attempts, page.buckets)
             st.altair_chart(charts.error_rate(rows, dimension), width="stretch")
     st.subheader("Failures by error type, provider and model")

@@ -22,11 +22,10 @@ def render(page: PageContext) -> None:
     st.caption(f"Whole window: p50 {milliseconds(p50)} · p95 {milliseconds(p95)} · p99 {milliseconds(p99)}")
     by_step, by_model = st.tabs(["By step", "By model"])
     splits: tuple[tuple[DeltaGenerator, Dimension], ...] = ((by_step, "step"), (by_model, "model"))
-    for tab, dimension in splits:
+    every_series = page.view.series_by(page.tenant, page.window, [dimension for _, dimension in splits], page.filters)
+    for (tab, dimension), series in zip(splits, every_series, strict=True):
         with tab:
-            rows = latency_rows(
-                page.view.series(page.tenant, page.window, by=dimension, filters=page.filters), page.buckets
-            )
+            rows = latency_rows(series, page.buckets)
             st.altair_chart(charts.latency(rows, dimension), width="stretch")
     st.subheader("Steps x models")
     groups = page.view.breakdown(page.tenant, page.window, ("step", "model"), page.filters)
