@@ -5,6 +5,7 @@ and in the ways that aim at the fast path itself."""
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from llm_ledger.events import canonical_json, compute_hash, sha256_hex
 from llm_ledger.store import as_utc
 from llm_ledger.store.rows import row_to_record
 from llm_ledger.store.schema import events
-from tests.audit.conftest import Ledger
+from tests.audit.conftest import TENANTS, Ledger
 from tests.audit.test_tampering import header_of, replace_rows, resealed, stream_of_the_second_seal
 
 Tampering = Callable[[Ledger], None]
@@ -213,3 +214,23 @@ def test_worker_processes_give_the_report_of_one_process(ledger: Ledger) -> None
     changed_payload_byte(ledger)
 
     assert report_of(ledger, jobs=2) == report_of(ledger, jobs=1)
+
+
+def test_by_default_only_a_large_ledger_is_verified_in_worker_processes(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[tuple[list[str], int]] = []
+    map_tenants = verify_module.map_tenants
+
+    def recorded(work: Any, url: Any, tenants: Any, jobs: int) -> Any:
+        started.append((list(tenants), jobs))
+        return map_tenants(work, url, tenants, jobs)
+
+    monkeypatch.setattr(verify_module, "map_tenants", recorded)
+    small = report_of(ledger, jobs=None)
+    assert started == []  # far below PARALLEL_FROM sealed events: this process
+
+    monkeypatch.setattr(verify_module, "PARALLEL_FROM", 1)
+    assert report_of(ledger, jobs=None) == small
+    [(tenants, jobs)] = started
+    assert sorted(tenants) == sorted(TENANTS) and jobs == (os.cpu_count() or 1)
