@@ -9,9 +9,7 @@ of its own on the ledger's URL, used for every tenant it is given.
 from __future__ import annotations
 
 import atexit
-import multiprocessing
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
 
 from sqlalchemy import Engine
@@ -29,6 +27,11 @@ def map_tenants(work: Callable[[Engine, str], T], url: URL, tenants: Sequence[st
     """``work(engine, tenant)`` for each tenant, in up to ``jobs`` worker processes; the results in the order
     of ``tenants``, which are handed out in that order (largest first keeps the workers busy to the end).
     ``work`` must be picklable: a module's function, or a ``functools.partial`` of one."""
+    # Imported here: importing them registers exit handlers, which fails in code that runs at interpreter
+    # exit and imports the audit package (the embedded writer's last flush migrates its database).
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     context = multiprocessing.get_context("spawn")
     workers = max(1, min(jobs, len(tenants)))
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start, initargs=(url,))
