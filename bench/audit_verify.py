@@ -14,12 +14,17 @@ Run by hand:  .venv/bin/python bench/audit_verify.py [--events 1000000] [--tenan
    reads them a second time), and the peak resident memory of the process (``ru_maxrss`` of the child),
    which must not grow with the ledger.
 
+``--keep`` keeps the loaded and sealed database (its URL is printed); ``--database-url`` verifies one kept
+so, without loading or sealing again: variants (another checkout's ``PYTHONPATH``, ``--jobs``) can then be
+timed against the same ledger, interleaved. ``--jobs`` is passed to ``audit verify`` (default: its own).
+
 Prints a markdown report and writes it to ``bench/results/AUDIT_RESULTS.md`` unless ``--no-results``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -27,7 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 os.environ.setdefault("AGNO_TELEMETRY", "false")
@@ -92,21 +97,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seals", type=int, default=2, help="seals per tenant (the load is split in as many parts)")
     parser.add_argument("--runs", type=int, default=3, help="verify runs (median reported)")
     parser.add_argument("--server", default=DEFAULT_SERVER)
+    parser.add_argument("--jobs", type=int, help="audit verify --jobs (default: the command's own)")
+    parser.add_argument("--keep", action="store_true", help="keep the database (its URL is printed)")
+    parser.add_argument("--database-url", help="verify this database, loaded and sealed by an earlier --keep")
     parser.add_argument("--no-results", action="store_true")
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
+@contextlib.contextmanager
+def ledger(args: argparse.Namespace) -> Iterator[tuple[str, list[str]]]:
+    """The database to verify, and the table rows of loading and sealing it (none when reused)."""
+    if args.database_url:
+        yield args.database_url, []
+        return
     part = args.events // args.seals
-    lines = [
-        "# Audit seal and verify (`bench/audit_verify.py`)",
-        "",
-        f"- machine: {machine()}; {server_version(args.server)}",
-        f"- {args.events:,} events, {args.tenants} tenants, {args.seals} seals per tenant",
-        "",
-    ]
-    with fresh_database(args.server) as url:
+    with fresh_database(args.server, keep=args.keep) as url:
         seal_seconds = []
         loaded = 0.0
         for _ in range(args.seals):
@@ -116,25 +121,41 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(out, end="", file=sys.stderr)
         vacuum(url)
         seal_rss = peak_child_rss_mib()
+        rate = part * args.seals / loaded
+        seal_rows = [
+            f"| `audit seal` #{i + 1} | {s:.1f} s | {part / s:,.0f} | {args.tenants} seals over {part:,} events;"
+            f" peak RSS of the seal processes {seal_rss:.0f} MiB |"
+            for i, s in enumerate(seal_seconds)
+        ]
+        yield url, [f"| load (`EventStore.append`, {BATCH:,} a batch) | {loaded:.1f} s | {rate:,.0f} | |", *seal_rows]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    lines = [
+        "# Audit seal and verify (`bench/audit_verify.py`)",
+        "",
+        f"- machine: {machine()}; {server_version(args.server)}",
+        f"- {args.events:,} events, {args.tenants} tenants, {args.seals} seals per tenant"
+        if not args.database_url
+        else f"- the ledger of {args.database_url}",
+        "",
+    ]
+    jobs = [] if args.jobs is None else ["--jobs", str(args.jobs)]
+    with ledger(args) as (url, loading):
         verify_seconds, report = [], {}
         for _ in range(args.runs):
-            seconds, out = run_cli("audit", "verify", "--database-url", url, "--json")
+            seconds, out = run_cli("audit", "verify", "--database-url", url, "--json", *jobs)
             verify_seconds.append(seconds)
             report = json.loads(out)
         verify_rss = peak_child_rss_mib()
     events = int(report["events"])
-    sealed = part * args.seals
     verify = statistics.median(verify_seconds)
     lines += [
         "| step | wall time | events/s | notes |",
         "|---|---:|---:|---|",
-        f"| load (`EventStore.append`, {BATCH:,} a batch) | {loaded:.1f} s | {sealed / loaded:,.0f} | |",
-        *(
-            f"| `audit seal` #{i + 1} | {s:.1f} s | {part / s:,.0f} | {args.tenants} seals over {part:,} events;"
-            f" peak RSS of the seal processes {seal_rss:.0f} MiB |"
-            for i, s in enumerate(seal_seconds)
-        ),
-        f"| `audit verify` (median of {args.runs}) | {verify:.1f} s | {events / verify:,.0f} |"
+        *loading,
+        f"| `audit verify`{' '.join(['', *jobs])} (median of {args.runs}) | {verify:.1f} s | {events / verify:,.0f} |"
         f" {report['streams']:,} streams, {report['seals']} seals, ok={report['ok']};"
         f" runs {', '.join(f'{s:.1f}' for s in verify_seconds)} s; peak RSS {verify_rss:.0f} MiB |",
         "",

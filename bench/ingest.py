@@ -97,9 +97,9 @@ EVENTS_PER_EXECUTION = 4.9  # measured on the workload's mock chain (retries, so
 
 
 @contextlib.contextmanager
-def fresh_database(server: str, revision: str = "head") -> Iterator[str]:
+def fresh_database(server: str, revision: str = "head", keep: bool = False) -> Iterator[str]:
     """A new database migrated to ``revision`` (0007: the events table unpartitioned), CHECKPOINTed, dropped
-    on exit; yields its URL."""
+    on exit unless ``keep`` (its URL is then printed); yields its URL."""
     name = f"llm_ledger_bench_{secrets.token_hex(4)}"
     with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -110,8 +110,11 @@ def fresh_database(server: str, revision: str = "head") -> Iterator[str]:
             conn.execute("CHECKPOINT")
         yield url
     finally:
-        with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        if keep:
+            print(f"kept: {url}", file=sys.stderr)
+        else:
+            with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def count_rows(url: str, table: str) -> int:

@@ -300,6 +300,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
         record=not args.no_record,
         witness=args.witness or LLM_LEDGER_VERIFY_WITNESS.get(),
         state=args.state or LLM_LEDGER_VERIFY_STATE.get(),
+        jobs=args.jobs,
     )
     print(json.dumps(report.to_json(), indent=2, default=str) if args.json else report.to_text())
     return ExitCode.OK if report.ok else ExitCode.FAILED
@@ -506,6 +507,13 @@ def build_parser() -> argparse.ArgumentParser:
         " default LLM_LEDGER_VERIFY_STATE): a head or tenant seen by an earlier run that is gone fails",
     )
     verify.add_argument("--no-record", action="store_true", help="do not store this run for the dashboard")
+    verify.add_argument(
+        "--jobs",
+        type=_positive_int,
+        metavar="N",
+        help="tenants verified at once, each in a worker process (default: the machine's cores for a large"
+        " ledger, docs/AUDIT.md; 1: in this process); the report is the same whatever N",
+    )
     verify.add_argument("--database-url", help=url_help)
     verify.set_defaults(handler=_audit_verify, needs_ledger=True)
     seal = audit_commands.add_parser(

@@ -13,7 +13,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Executable, Integer, String, bindparam, select, text, true, union
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Executable,
+    Integer,
+    String,
+    Text,
+    bindparam,
+    cast,
+    func,
+    select,
+    text,
+    true,
+    union,
+)
 from sqlalchemy.engine import Row
 
 from llm_ledger.audit.schema import seal_streams, seals
@@ -23,6 +37,12 @@ from llm_ledger.store.schema import READ_COLUMNS, events
 STREAM_BATCH = 5_000
 """Rows fetched per round trip when a query streams (server-side cursor on PostgreSQL)."""
 _STREAMING = {"stream_results": True, "yield_per": STREAM_BATCH}
+
+# The payload as its stored JSON text, which the verify reads itself (orjson, several times faster than the
+# json.loads of the column's type); every other column as READ_COLUMNS reads it.
+_STORED_COLUMNS = tuple(
+    cast(column, Text).label(column.name) if column.name == "payload" else column for column in READ_COLUMNS
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +194,11 @@ class AuditQueries:
     def sealed_tenants(self, connection: Connection) -> list[str]:
         return [str(row[0]) for row in connection.execute(select(seals.c.tenant_id).distinct())]
 
+    def sealed_events(self, connection: Connection) -> dict[str, int]:
+        """Each sealed tenant's events, as its seals counted them."""
+        query = select(seals.c.tenant_id, func.sum(seals.c.event_count)).group_by(seals.c.tenant_id)
+        return {str(tenant): int(count or 0) for tenant, count in connection.execute(query)}
+
     def last_seal(self, connection: Connection, tenant_id: str) -> Row[Any] | None:
         query = select(seals).where(seals.c.tenant_id == tenant_id).order_by(seals.c.sequence.desc()).limit(1)
         return connection.execute(query).first()
@@ -246,11 +271,12 @@ class AuditQueries:
     def stream_events(
         self, connection: Connection, tenant_id: str, since: datetime | None, after: Cursor = START
     ) -> Iterator[Row[Any]]:
-        """The tenant's events in stream order, streamed: with ``since``, every event of each stream that has
-        one after the cursor ``after`` (where the seals holding events of ``since`` or later begin) or that
-        occurred at or after ``since``. By the cursor, because ``occurred_at`` is a stored field like any
-        other: a stream moved back in time must still be checked."""
-        query = select(*READ_COLUMNS).where(events.c.tenant_id == tenant_id)
+        """The tenant's events in stream order (``READ_COLUMNS``, the payload as its stored JSON text), streamed:
+        with ``since``, every event of each stream that has one after the cursor ``after`` (where the seals
+        holding events of ``since`` or later begin) or that occurred at or after ``since``. By the cursor,
+        because ``occurred_at`` is a stored field like any other: a stream moved back in time must still be
+        checked."""
+        query = select(*_STORED_COLUMNS).where(events.c.tenant_id == tenant_id)
         order = (events.c.stream_id, events.c.stream_position, events.c.global_position)
         if since is None:
             yield from connection.execute(query.order_by(*order), execution_options=_STREAMING)
@@ -270,7 +296,7 @@ class AuditQueries:
             streams = recent.subquery("recent_streams")
             streams = select(streams.c.stream_id).distinct().order_by(streams.c.stream_id).subquery("recent")
             stream = (
-                select(*READ_COLUMNS)
+                select(*_STORED_COLUMNS)
                 .where(events.c.tenant_id == tenant_id, events.c.stream_id == streams.c.stream_id)
                 .order_by(events.c.stream_position, events.c.global_position)
                 .lateral("stream")

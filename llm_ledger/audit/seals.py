@@ -135,16 +135,21 @@ class RangeDigest:
 def digest_range(rows: Iterable[Any]) -> RangeDigest:
     """The Merkle root, count and time span of a range's events (rows with ``hash`` and ``occurred_at``)."""
     tree = MerkleAccumulator()
+    add, leaf = tree.add, leaf_of
     first: datetime | None = None
     last: datetime | None = None
     for row in rows:
-        tree.add(leaf_of(row.hash))
-        moment = as_utc(row.occurred_at)
+        add(leaf(row.hash))
+        # Compared as read (one query gives them all in the same zone, or all naive in UTC on SQLite), and
+        # only the two kept turned into UTC.
+        moment = row.occurred_at
         if first is None or moment < first:
             first = moment
         if last is None or moment > last:
             last = moment
-    return RangeDigest(tree.root().hex(), tree.count, first, last)
+    return RangeDigest(
+        tree.root().hex(), tree.count, None if first is None else as_utc(first), None if last is None else as_utc(last)
+    )
 
 
 def manifest_digest(rows: Iterable[Any]) -> tuple[str, int]:

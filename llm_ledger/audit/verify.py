@@ -21,12 +21,15 @@ event whose time lies outside the span its seal recorded is a finding.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import URL
 
@@ -34,15 +37,19 @@ from llm_ledger.audit.errors import AuditConfigurationError
 from llm_ledger.audit.heads import STATE_FILE, WITNESS_FILE, Head, HeadLog, locked, resolve
 from llm_ledger.audit.keys import PublicKey
 from llm_ledger.audit.outside import RecordedHeads
+from llm_ledger.audit.parallel import map_tenants
 from llm_ledger.audit.queries import AuditQueries
 from llm_ledger.audit.report import AuditReport, Finding, Severity, TenantResult
 from llm_ledger.audit.roles import audit_engine, scoped_connection
 from llm_ledger.audit.runs import record_run
 from llm_ledger.audit.seals import RangeDigest, Seal, digest_range, manifest_digest
-from llm_ledger.events import STREAM_KIND_OF_START, STREAM_KINDS, uuid7, verify_chain
+from llm_ledger.events import STREAM_KIND_OF_START, STREAM_KINDS, chain_holds, uuid7, verify_chain
 from llm_ledger.store import START, Cursor, as_utc
 from llm_ledger.store.rows import row_to_record
 from llm_ledger.store.scoping import AUDITOR_ROLE
+
+PARALLEL_FROM = 100_000
+"""Sealed events from which ``verify_ledger(jobs=None)`` verifies tenants in worker processes."""
 
 _STARTS = " or ".join(sorted(STREAM_KIND_OF_START))
 _WHAT = {"execution": "an execution", "tool_call": "a tool execution"}
@@ -61,8 +68,13 @@ def verify_ledger(
     record: bool = True,
     witness: str | os.PathLike[str] | None = None,
     state: str | os.PathLike[str] | None = None,
+    jobs: int | None = 1,
 ) -> AuditReport:
     """Verify the ledger (every tenant, or ``tenant_id``), as ``llm_ledger_auditor`` on PostgreSQL.
+
+    ``jobs`` tenants are verified at once, each in a worker process (``parallel``) when more than one; None:
+    as many as the machine has cores, if the ledger holds at least ``PARALLEL_FROM`` sealed events (below
+    that, starting the workers costs more than they save). The report is the same whatever ``jobs``.
 
     With ``public_key`` (or its base64 text), every seal must carry a valid signature by that key. With
     ``record``, the result is stored in the audit run tables for the dashboard. With ``witness`` (the
@@ -72,6 +84,8 @@ def verify_ledger(
     """
     if since is not None and since.tzinfo is None:
         raise AuditConfigurationError("since must be an aware datetime (UTC)")
+    if jobs is not None and jobs < 1:
+        raise AuditConfigurationError(f"jobs must be at least 1, not {jobs}")
     if isinstance(public_key, str):
         public_key = PublicKey.parse(public_key, "public_key")
     recorded: list[RecordedHeads] = []
@@ -85,7 +99,7 @@ def verify_ledger(
     with locked(state_path) if state_path is not None else nullcontext():
         if state_path is not None:
             recorded.append(RecordedHeads(HeadLog.read(state_path), "verify state", is_witness=False))
-        report = _verify(database_url, tenant_id, since, public_key, recorded)
+        report = _verify(database_url, tenant_id, since, public_key, recorded, jobs)
         if state_path is not None:
             _remember(recorded[-1].log, report)
     if record:
@@ -100,23 +114,31 @@ def _verify(
     since: datetime | None,
     public_key: PublicKey | None,
     recorded: list[RecordedHeads],
+    jobs: int | None,
 ) -> AuditReport:
     with audit_engine(database_url) as engine:
         queries = AuditQueries(engine.dialect.name)
         started_at = datetime.now(UTC)
         with scoped_connection(engine, AUDITOR_ROLE) as connection:
             with_events = set(queries.tenants(connection, tenant_id))
+            sealed = queries.sealed_events(connection)
             # A tenant whose every event was deleted is still known to its seals, or to the heads kept outside.
-            known = {*with_events, *queries.sealed_tenants(connection), *(t for r in recorded for t in r.log.heads())}
+            known = {*with_events, *sealed, *(t for r in recorded for t in r.log.heads())}
             tenants = {tenant for tenant in known if tenant_id is None or tenant == tenant_id}
             if not tenants:
                 raise AuditConfigurationError(f"the ledger has no events and no seals of tenant {tenant_id!r}")
+        # The largest first, so that no worker is left with a large tenant when the others are done.
+        order = sorted(tenants, key=lambda tenant: (-sealed.get(tenant, 0), tenant))
+        workers = _workers(jobs, engine, sum(sealed.get(tenant, 0) for tenant in tenants))
+        if workers > 1 and len(order) > 1:
+            key = public_key.text() if public_key is not None else None
+            work = partial(_verify_tenant_in_worker, since=since, public_key=key)
+            outcomes = dict(zip(order, map_tenants(work, engine.url, order, workers), strict=True))
+        else:
+            outcomes = {tenant: _verify_tenant(engine, tenant, since, public_key) for tenant in order}
         results = []
         for tenant in sorted(tenants):
-            result = TenantResult(tenant)
-            with scoped_connection(engine, AUDITOR_ROLE) as connection:
-                chain, checked_after = _check_seals(connection, queries, result, since, public_key)
-                _check_streams(connection, queries, result, since, checked_after)
+            result, chain = outcomes[tenant]
             for heads in recorded:
                 heads.check(result, chain, tenant in with_events)
             results.append(result)
@@ -129,6 +151,37 @@ def _verify(
             tenants=results,
             outside_findings=[finding for heads in recorded for finding in heads.findings()],
         )
+
+
+def _workers(jobs: int | None, engine: Engine, sealed_events: int) -> int:
+    """How many worker processes verify the tenants: ``jobs``; by default the cores, for a ledger of at least
+    ``PARALLEL_FROM`` sealed events. One means none: the tenants are verified in this process. A SQLite
+    database in memory is this process's own."""
+    if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        return 1
+    if jobs is None:
+        return (os.cpu_count() or 1) if sealed_events >= PARALLEL_FROM else 1
+    return jobs
+
+
+def _verify_tenant(
+    engine: Engine, tenant: str, since: datetime | None, public_key: PublicKey | None
+) -> tuple[TenantResult, list[Seal]]:
+    """One tenant's seals and streams checked; its result, and its seals in sequence."""
+    queries = AuditQueries(engine.dialect.name)
+    result = TenantResult(tenant)
+    with scoped_connection(engine, AUDITOR_ROLE) as connection:
+        chain, checked_after = _check_seals(connection, queries, result, since, public_key)
+        _check_streams(connection, queries, result, since, checked_after)
+    return result, chain
+
+
+def _verify_tenant_in_worker(
+    engine: Engine, tenant: str, *, since: datetime | None, public_key: str | None
+) -> tuple[TenantResult, list[Seal]]:
+    """``_verify_tenant`` in a worker process (``parallel``), given the public key as its text."""
+    key = PublicKey.parse(public_key, "public_key") if public_key is not None else None
+    return _verify_tenant(engine, tenant, since, key)
 
 
 def _remember(state: HeadLog, report: AuditReport) -> None:
@@ -389,9 +442,12 @@ def _check_stream(rows: Sequence[Any], result: TenantResult) -> None:
             event_type=row.event_type,
         )
 
-    chain = verify_chain(row_to_record(row._mapping) for row in rows)
-    for brk in chain.breaks:
-        result.add(finding(brk.kind, "broken", brk.reason, rows[brk.index]))
+    records = [_stored_record(row) for row in rows]
+    if not chain_holds(records):
+        # Something is wrong: verify_chain names it, from the records as the payload column's type reads them.
+        chain = verify_chain(_as_read(record, row) for record, row in zip(records, rows, strict=True))
+        for brk in chain.breaks:
+            result.add(finding(brk.kind, "broken", brk.reason, rows[brk.index]))
     first = rows[0]
     kind = STREAM_KIND_OF_START.get(first.event_type)
     if first.stream_position == 0 and kind is None:
@@ -420,6 +476,27 @@ def _check_stream(rows: Sequence[Any], result: TenantResult) -> None:
                 last,
             )
         )
+
+
+def _stored_record(row: Any) -> dict[str, Any]:
+    """The stored record of a row (``store.rows.row_to_record``); a payload read as its JSON text (the stream
+    query's) parsed by orjson. orjson and json.loads give the same values, but for an integer beyond 64 bits,
+    which orjson makes a float; ``chain_holds`` passes no record whose floats need rewriting, so that such a
+    payload goes to ``_as_read``."""
+    record = row_to_record(row._mapping)
+    payload = record["payload"]
+    if isinstance(payload, str):
+        try:
+            record["payload"] = orjson.loads(payload)
+        except orjson.JSONDecodeError:  # NaN, a lone surrogate, a number beyond a double: json.loads reads them
+            record["payload"] = json.loads(payload)
+    return record
+
+
+def _as_read(record: dict[str, Any], row: Any) -> dict[str, Any]:
+    """The record with its payload as the column's type reads it (json.loads, on both dialects)."""
+    payload = row.payload
+    return {**record, "payload": json.loads(payload)} if isinstance(payload, str) else record
 
 
 def _age(seconds: float) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 from pydantic import ValidationError
@@ -110,10 +111,13 @@ def _check_nul(canonical: bytes, index: int, event_id: str) -> None:
         )
 
 
+_ENVELOPE_VALUES = itemgetter(*ENVELOPE_FIELDS)
+
+
 def row_to_record(row: Mapping[Any, Any]) -> dict[str, Any]:
     """The stored record of a row, as it was hashed (timestamps back in UTC, ids as text): every envelope
     field (``ENVELOPE_FIELDS``, in its order), each from its column of the same name."""
-    record = {name: row[name] for name in ENVELOPE_FIELDS}
+    record = dict(zip(ENVELOPE_FIELDS, _ENVELOPE_VALUES(row), strict=True))
     record["event_id"] = str(record["event_id"])
     record["stream_id"] = str(record["stream_id"])
     record["occurred_at"] = as_utc(record["occurred_at"]).replace(tzinfo=None).isoformat() + "Z"

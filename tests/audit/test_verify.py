@@ -189,6 +189,18 @@ def test_usage_errors_exit_2_naming_the_problem(ledger: Ledger, capsys: pytest.C
     assert "--public-key must be the base64 of 32 raw Ed25519 key bytes" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("jobs", ["0", "-1", "all"])
+def test_a_bad_jobs_count_is_a_usage_error_naming_the_option(
+    jobs: str, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["audit", "verify", "--jobs", jobs, "--database-url", sqlite_url])
+    assert exited.value.code == 2
+    assert "argument --jobs:" in capsys.readouterr().err
+    with pytest.raises(AuditConfigurationError, match="jobs must be at least 1, not 0"):
+        verify_ledger(sqlite_url, jobs=0)
+
+
 def test_a_database_without_the_audit_tables_is_a_configuration_error(
     sqlite_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

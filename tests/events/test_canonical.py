@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm_ledger.events import CanonicalizationError, canonical_json
+from llm_ledger.events.canonical import orjson_canonical
 
 Json: TypeAlias = "bool | int | float | str | list[Json] | dict[str, Json] | None"
 
@@ -48,6 +49,32 @@ def test_random_bit_patterns_of_floats_match() -> None:
         (value,) = struct.unpack("d", struct.pack("Q", rng.getrandbits(64)))
         if math.isfinite(value):
             assert canonical_json([value]) == rfc8785.dumps([value])
+
+
+# Strings that hold what a float looks like (a UUID's "...3e-4...", text with "60.0,"), next to floats that
+# must be rewritten and floats that need not be.
+number_like_text = st.sampled_from(
+    ["01a250da-655e-7477-8e4f-3e9a1b2c3d4e", "x:1.5e-7", "[60.0]", "a,1.0}", "-2.0", "7E+3", "1e+5 ", ".0"]
+)
+floats_to_rewrite = st.sampled_from([60.0, -0.0, 1e-7, 1.5e21, 1e16, -2.5e-9, 0.5, 12.25])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(number_like_text | floats_to_rewrite | st.integers(-(2**53) + 1, 2**53 - 1), max_size=6))
+def test_number_like_strings_beside_floats_match_rfc8785(values: list[Json]) -> None:
+    assert canonical_json(values) == rfc8785.dumps(values)
+    assert canonical_json({"v": values}) == rfc8785.dumps({"v": values})
+
+
+def test_orjson_output_is_taken_as_it_stands_when_only_strings_look_like_floats() -> None:
+    # The check for floats to rewrite looks where a number can stand: a UUID in an event's envelope (one event
+    # in eight has a "<digit>e-<digit>") does not send it down the rewriting path.
+    record = {"event_id": "01a250da-655e-7477-8e4f-3e9a1b2c3d4e", "message": "took 60.0, then 1e-5 s", "n": 3}
+    assert orjson_canonical(record) == canonical_json(record) == rfc8785.dumps(record)
+    for value in [60.0, 1e-7, 1e16, -0.0]:
+        assert orjson_canonical({**record, "x": value}) is None
+        assert orjson_canonical([value]) is None
+    assert orjson_canonical({**record, "x": 0.5}) == rfc8785.dumps({**record, "x": 0.5})
 
 
 def test_keys_are_sorted_and_there_is_no_whitespace() -> None:

@@ -11,6 +11,7 @@ from llm_ledger.events import (
     AttemptStartedPayload,
     FallbackTriggeredPayload,
     StreamHeader,
+    chain_holds,
     compute_hash,
     parse_event,
     seal_event,
@@ -157,3 +158,80 @@ def test_sealing_rejects_a_time_that_is_not_utc() -> None:
             event_type="FallbackTriggered",
             occurred_at=datetime.now(timezone(timedelta(hours=2))),
         )
+
+
+def _rehashed(records: list[dict[str, Any]], start: int) -> list[dict[str, Any]]:
+    """The records with the hashes from ``start`` on recomputed, each linked to the one before: a forger's
+    self-consistent chain."""
+    for index in range(start, len(records)):
+        if index:
+            records[index]["prev_hash"] = records[index - 1]["hash"]
+        records[index]["hash"] = compute_hash(records[index])
+    return records
+
+
+def _mutations() -> list[tuple[str, list[dict[str, Any]]]]:
+    """One stream's stored records, changed in each way the chain check tells apart (and some it must pass)."""
+
+    def fresh() -> list[dict[str, Any]]:
+        return [json.loads(json.dumps(e.to_record())) for e in _stream(4)]
+
+    made: list[tuple[str, list[dict[str, Any]]]] = [("intact", fresh())]
+    records = fresh()
+    records[1]["payload"]["message"] = "nothing happened"
+    made.append(("payload changed", records))
+    records = fresh()
+    records[2]["hash"] = "0" * 64
+    made.append(("hash replaced", records))
+    made.append(("event removed", [r for i, r in enumerate(fresh()) if i != 1]))
+    records = fresh()
+    made.append(("reordered", [records[0], records[2], records[1], records[3]]))
+    records = fresh()
+    records[1]["payload"]["message"] = "nothing happened"
+    made.append(("rehashed from the change on", _rehashed(records, 1)))
+    records = fresh()
+    records[1]["payload"]["surprise"] = True  # the model forbids it; every hash recomputed
+    made.append(("invalid, rehashed", _rehashed(records, 1)))
+    records = fresh()
+    records[1]["payload"]["status_code"] = 2**70  # beyond what orjson writes: no canonical form
+    made.append(("integer beyond 64 bits", records))
+    records = fresh()
+    records[1]["stream_position"] = 1.0  # verify_chain leaves the links of a non-integer position unchecked
+    made.append(("float position", _rehashed(records, 1)))
+    records = fresh()
+    records[1]["stream_position"] = True  # equal to 1, and an int to verify_chain; the model refuses it
+    made.append(("bool position, rehashed", _rehashed(records, 1)))
+    records = fresh()
+    records[2]["stream_id"] = str(uuid7())
+    made.append(("another stream's event", _rehashed(records, 2)))
+    records = fresh()
+    records[0]["prev_hash"] = "f" * 64
+    made.append(("a first event linked to something", _rehashed(records, 0)))
+    records = fresh()
+    records[1]["payload"]["latency_ms"] = 1e-7  # a float canonical JSON writes as ECMAScript does
+    made.append(("a float to rewrite, rehashed", _rehashed(records, 1)))
+    return made
+
+
+# Where chain_holds is only cautious: it sends the stream to verify_chain, which passes it.
+_CAUTIOUS = ("a float to rewrite, rehashed", "bool position, rehashed")
+
+
+@pytest.mark.parametrize(("change", "records"), _mutations(), ids=[name for name, _ in _mutations()])
+def test_chain_holds_gives_the_verdict_of_verify_chain(change: str, records: list[dict[str, Any]]) -> None:
+    report = verify_chain(records)
+    if change in _CAUTIOUS:
+        assert report.ok and not chain_holds(records)
+    else:
+        assert chain_holds(records) == report.ok, str(report)
+    # A chain rehashed from the change on is self-consistent: only the seals tell (tests/audit).
+    assert report.ok == (change in ("intact", "rehashed from the change on", *_CAUTIOUS)), str(report)
+
+
+def test_chain_holds_passes_no_record_whose_payload_a_reader_may_have_read_otherwise() -> None:
+    # orjson reads an integer beyond 64 bits as a float: a forger who hashed that float's canonical form
+    # must not pass the fast check, since json.loads (the column's reader) keeps the integer, which has none.
+    records = [json.loads(json.dumps(e.to_record())) for e in _stream(2)]
+    records[1]["payload"]["status_code"] = float(2**70)
+    _rehashed(records, 1)
+    assert not chain_holds(records)
