@@ -120,7 +120,7 @@ def ledger(
 
 
 def _archived(ledger: RetentionLedger) -> Path:
-    plan, outcomes = apply_retention(ledger.retention_url, POLICY, ledger.archive)
+    _, outcomes = apply_retention(ledger.retention_url, POLICY, ledger.archive)
     assert [(o.plan.partition, o.archived, o.reason) for o in outcomes] == [(OLD, True, None)]
     directory = outcomes[0].directory
     assert directory is not None
@@ -294,7 +294,7 @@ def test_only_the_retention_role_drops_and_only_through_the_function(ledger: Ret
             (retention, f"DROP TABLE {OLD}"),
             (retention, f"ALTER TABLE llm_ledger_events DETACH PARTITION {OLD}"),
         ):
-            with pytest.raises(DBAPIError, match="permission denied|must be owner"), engine.begin() as connection:
+            with pytest.raises(DBAPIError, match=r"permission denied|must be owner"), engine.begin() as connection:
                 connection.execute(text(statement))
         # With the role but no archived run of its own making, the function refuses.
         with pytest.raises(DBAPIError, match="no archived retention run"), retention.begin() as connection:
