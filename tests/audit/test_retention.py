@@ -27,6 +27,7 @@ from llm_ledger.exit_codes import ExitCode
 from llm_ledger.store import create_store_engine, migrate
 from llm_ledger.store.partitions import list_partitions
 from tests.audit.conftest import as_login, seal_all
+from tests.audit_sql.auditdoc import AUDIT_MD, sql_blocks
 from tests.audit.retention_ledger import OLD_MONTH, create_month_partition, move_to_month, old_month_start, store
 from tests.projections import workload
 
@@ -283,6 +284,22 @@ def test_the_auditor_sees_the_retention_record(ledger: RetentionLedger) -> None:
     files = {t["tenant_id"]: t for t in manifest["tenants"]}
     assert all(r.sha256 == files[r.tenant_id]["sha256"] and r.file_name == files[r.tenant_id]["file"] for r in rows)
     assert all(json.loads(r.seal_sequences) == [1, 2] for r in rows)
+
+
+def test_the_audit_doc_s_retention_query_answers_as_the_record_says(ledger: RetentionLedger) -> None:
+    (block,) = (b for b in sql_blocks(AUDIT_MD.read_text()) if b.heading.startswith("What left the database"))
+    directory = _archived(ledger)
+    engine = create_store_engine(ledger.auditor_url)
+    try:
+        with engine.connect() as connection:
+            rows = list(connection.execute(text(block.sql)))
+    finally:
+        engine.dispose()
+    manifest = json.loads((directory / MANIFEST).read_text())
+    assert sorted((r.tenant_id, r.sha256, r.event_count) for r in rows) == sorted(
+        (t["tenant_id"], t["sha256"], t["events"]) for t in manifest["tenants"]
+    )
+    assert {(r.partition_name, r.outcome, r.run_by) for r in rows} == {(OLD, "archived", ledger.retention_login)}
 
 
 def test_only_the_retention_role_drops_and_only_through_the_function(ledger: RetentionLedger) -> None:
