@@ -159,12 +159,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             ["retention", "apply", "--older-than", older_than, "--archive", str(archive), "--database-url", url]
         )
         archived = directory_bytes(archive)
+        partition_mib, writing = (heap + index) / 2**20, apply_seconds - verify_seconds
         lines += [
             f"- `retention apply --older-than {older_than}` (only `{name}` due): **{apply_seconds:.1f} s** in all,"
-            f" of which about {verify_seconds:.0f} s the verify above; the rest ({apply_seconds - verify_seconds:.1f} s)"
+            f" of which about {verify_seconds:.0f} s the verify above; the rest ({writing:.1f} s)"
             f" reads the month, writes, fsyncs and re-reads {rows:,} events' Parquet files"
-            f" ({rows / max(apply_seconds - verify_seconds, 1e-9):,.0f} events/s) and drops the partition.",
-            f"- Archive: **{archived / 2**20:,.1f} MiB** (zstd Parquet + manifest) against {(heap + index) / 2**20:,.0f}"
+            f" ({rows / max(writing, 1e-9):,.0f} events/s) and drops the partition.",
+            f"- Archive: **{archived / 2**20:,.1f} MiB** (zstd Parquet + manifest) against {partition_mib:,.0f}"
             f" MiB of partition heap and indexes: {archived / (heap + index):.1%} of it,"
             f" {archived / rows:,.0f} bytes per event.",
             f"- Output: `{out.strip().splitlines()[-1]}`",
