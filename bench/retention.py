@@ -180,7 +180,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"- `audit verify --archive DIR`: **{archive_seconds:.1f} s**, ok={report['ok']}, {report['events']:,}"
             f" events checked ({rows:,} of them from the archive): **{report['events'] / archive_seconds:,.0f}"
             " events/s**.",
-            f"- Plain `audit verify` after the drop (the archived month reported as not checked): {plain_seconds:.1f} s.",
+            f"- Plain `audit verify` after the drop (the archived month reported as not checked):"
+            f" {plain_seconds:.1f} s.",
             f"- Load average at the end {os.getloadavg()[0]:.2f} / {os.getloadavg()[1]:.2f}.",
         ]
     text = "\n".join(lines)

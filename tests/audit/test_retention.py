@@ -27,8 +27,8 @@ from llm_ledger.exit_codes import ExitCode
 from llm_ledger.store import create_store_engine, migrate
 from llm_ledger.store.partitions import list_partitions
 from tests.audit.conftest import as_login, seal_all
-from tests.audit_sql.auditdoc import AUDIT_MD, sql_blocks
 from tests.audit.retention_ledger import OLD_MONTH, create_month_partition, move_to_month, old_month_start, store
+from tests.audit_sql.auditdoc import AUDIT_MD, sql_blocks
 from tests.projections import workload
 
 TENANTS = ("keep-acme", "keep-globex")
