@@ -333,6 +333,8 @@ def _retention_apply(args: argparse.Namespace) -> int:
     for month in plan.months:
         if not month.is_due:
             print(printable(month.describe()))
+    if plan.verify_seconds is not None:
+        print(f"verify run {plan.verify_run_id}: {plan.verify_seconds:.1f} s")
     for outcome in outcomes:
         print(printable(outcome.describe()), file=sys.stdout if outcome.archived else sys.stderr)
     if not outcomes:

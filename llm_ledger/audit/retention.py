@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,8 @@ class MonthPlan:
 class RetentionPlan:
     months: list[MonthPlan]
     verify_run_id: str | None
+    verify_seconds: float | None = None
+    """How long the verify took (None: no month was due and sealed, so none ran)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +95,14 @@ class MonthOutcome:
     reason: str | None
     directory: Path | None
     files: tuple[archive_files.WrittenFile, ...] = ()
+    seconds: float = 0.0
+    """Writing, reading back and dropping (or failing to)."""
 
     def describe(self) -> str:
         if self.archived:
             return (
                 f"{self.plan.partition}: archived {self.plan.event_count:,} events of {len(self.files)} tenants to"
-                f" {self.directory} and dropped (run {self.run_id})"
+                f" {self.directory} and dropped in {self.seconds:.1f} s (run {self.run_id})"
             )
         return f"{self.plan.partition}: refused (run {self.run_id}): {self.reason}"
 
@@ -195,14 +200,16 @@ def _plan(engine: Engine, policy: RetentionPolicy, now: datetime, record_verify:
     candidates = [month for month in months if month.may_go]
     if not candidates:
         return RetentionPlan(months, None)
+    started = time.perf_counter()
     report: AuditReport = verify_ledger(engine, record=record_verify)
+    seconds = time.perf_counter() - started
     for month in candidates:
         against = [finding for finding in report.findings if _relevant(finding, month)]
         if against:
             named = "; ".join(str(finding).strip() for finding in against[:_MAX_NAMED_FINDINGS])
             more = f" (and {len(against) - _MAX_NAMED_FINDINGS:,} more)" if len(against) > _MAX_NAMED_FINDINGS else ""
             month.refusals.append(f"verify run {report.run_id} found it broken: {named}{more}")
-    return RetentionPlan(months, report.run_id if record_verify else None)
+    return RetentionPlan(months, report.run_id if record_verify else None, seconds)
 
 
 def plan_retention(
@@ -340,11 +347,13 @@ def apply_retention(
                 outcomes.append(outcome)
                 continue
             directory = root / f"{month.partition}-{run_id}"
+            started = time.perf_counter()
             try:
                 files = _archive_month(engine, month, run_id, directory, started_at)
                 manifest_sha = archive_files.file_sha256(directory / archive_files.MANIFEST)
                 outcome = MonthOutcome(month, run_id, True, None, directory, tuple(files))
                 _record(engine, month, policy, outcome, started_at, manifest_sha, plan.verify_run_id)
+                outcome = replace(outcome, seconds=time.perf_counter() - started)
             except (OSError, DBAPIError) as exc:
                 # Nothing left the database: the copy is removed, the refusal recorded in a run of its own.
                 shutil.rmtree(directory, ignore_errors=True)

@@ -287,10 +287,6 @@ class Retired:
         self._with_archive = with_archive
         self.findings = findings
 
-    @property
-    def tenants(self) -> set[str]:
-        return set(self._months)
-
     def of(self, tenant_id: str) -> RetiredTenant:
         return RetiredTenant(tenant_id, self._months.get(tenant_id, []), self._with_archive)
 

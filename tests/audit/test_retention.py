@@ -2,7 +2,8 @@
 archived to Parquet and its partition dropped (``llm_ledger_retention``); ``audit verify`` (``llm_ledger_auditor``)
 then reports it as archived and not checked, and with ``--archive`` proves it from the files, the seals that
 straddle the cut included; a flipped byte is named; an unsealed or broken month is refused, with the reason,
-and recorded; the auditor reads the record. SQLite has no partitions: the command refuses, naming PostgreSQL."""
+and recorded; the auditor reads the record. SQLite has no partitions: the command refuses, naming PostgreSQL.
+Migration 0010 goes up and down on both dialects, and down is refused once a run is recorded."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, make_url, text
+from sqlalchemy import Engine, inspect, make_url, text
 from sqlalchemy.exc import DBAPIError
 
 from llm_ledger import cli
@@ -22,9 +23,11 @@ from llm_ledger.audit import verify_ledger
 from llm_ledger.audit.archive_files import MANIFEST, read_rows
 from llm_ledger.audit.retention import apply_retention, plan_retention
 from llm_ledger.audit.retention_policy import RetentionPolicy
+from llm_ledger.audit.schema import RETENTION_TABLES
 from llm_ledger.events import Event
 from llm_ledger.exit_codes import ExitCode
 from llm_ledger.store import create_store_engine, migrate
+from llm_ledger.store.migrate import DowngradeRefusedError
 from llm_ledger.store.partitions import list_partitions
 from tests.audit.conftest import as_login, seal_all
 from tests.audit.retention_ledger import OLD_MONTH, create_month_partition, move_to_month, old_month_start, store
@@ -366,3 +369,36 @@ def test_sqlite_verify_is_unchanged_by_the_retention_tables(tmp_path: Path) -> N
     seal_all(url)
     report = verify_ledger(url, record=False, archive=tmp_path)
     assert report.ok and not [f for f in report.findings if f.kind.startswith("archive")]
+
+
+def retention_objects(url: str) -> set[str]:
+    engine = create_store_engine(url)
+    try:
+        with engine.connect() as connection:
+            inspector = inspect(connection)
+            names = {*inspector.get_table_names(), *inspector.get_view_names()}
+    finally:
+        engine.dispose()
+    return names & {*(table.name for table in RETENTION_TABLES), "audit_retention"}
+
+
+def test_0010_creates_the_retention_record_and_its_downgrade_drops_it(unmigrated_url: str) -> None:
+    migrate.upgrade(unmigrated_url)
+    assert retention_objects(unmigrated_url) == {
+        "llm_ledger_retention_runs",
+        "llm_ledger_retention_files",
+        "audit_retention",
+    }
+    migrate.downgrade(unmigrated_url, "0009")
+    assert retention_objects(unmigrated_url) == set()
+    migrate.upgrade(unmigrated_url)  # the downgrade left no function, trigger or policy in the way
+    assert migrate.current(unmigrated_url) == migrate.head()
+
+
+def test_downgrading_below_0010_is_refused_once_a_run_is_recorded(ledger: RetentionLedger) -> None:
+    _archived(ledger)
+    with pytest.raises(DowngradeRefusedError, match="records retention runs"):
+        migrate.downgrade(ledger.url, "0009")
+    assert migrate.current(ledger.url) == migrate.head()
+    with ledger.engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM llm_ledger_retention_runs")).scalar_one() == 1
