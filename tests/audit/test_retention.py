@@ -8,6 +8,8 @@ Migration 0010 goes up and down on both dialects, and down is refused once a run
 from __future__ import annotations
 
 import json
+import re
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ from sqlalchemy import Engine, inspect, make_url, text
 from sqlalchemy.exc import DBAPIError
 
 from llm_ledger import cli
-from llm_ledger.audit import verify_ledger
+from llm_ledger.audit import AuditConfigurationError, archive_files, verify_ledger
 from llm_ledger.audit.archive_files import MANIFEST, read_rows
 from llm_ledger.audit.retention import apply_retention, plan_retention
 from llm_ledger.audit.retention_policy import RetentionPolicy
@@ -352,6 +354,13 @@ def test_bad_policies_are_named(ledger: RetentionLedger, capsys: pytest.CaptureF
         options = ["--older-than", "400d", argument] if argument.startswith("--tenant") else [argument]
         assert cli.main(["retention", "plan", *options, "--database-url", ledger.retention_url]) == ExitCode.USAGE
         assert named in capsys.readouterr().err
+
+
+def test_without_pyarrow_the_archive_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # what an install without the extra gives: ImportError
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(AuditConfigurationError, match=re.escape("pip install 'llm-ledger[archive]'")):
+        archive_files.pyarrow()
 
 
 def test_sqlite_refuses_naming_postgresql(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
