@@ -90,6 +90,10 @@ class ArchivedMonth:
     def holds(self, stream_id: str) -> bool:
         return self.low <= stream_id < self.high
 
+    def release(self) -> None:
+        """Let the leaves go once the tenant is checked: only one tenant's months are held at a time."""
+        self.leaves, self.cursors, self.summaries = [], [], {}
+
 
 def _seal_index(seals: Sequence[Seal]) -> Callable[[Leaf], int | None]:
     """The sequence of the seal whose range holds a cursor (seals are contiguous, in cursor order)."""
@@ -209,6 +213,7 @@ class RetiredTenant:
                 stream.append(row)
             if stream:
                 check_stream(stream, result)
+            month.release()
 
     def _rows(self, month: ArchivedMonth, result: TenantResult) -> Iterator[ArchivedRow]:
         assert month.path is not None
