@@ -224,6 +224,7 @@ def _archive_month(
     engine: Engine, plan: MonthPlan, run_id: str, directory: Path, started_at: datetime
 ) -> list[archive_files.WrittenFile]:
     directory.mkdir(parents=True)
+    queries = AuditQueries(engine.dialect.name)
     written = []
     tenants: list[dict[str, Any]] = []
     for tenant in sorted(plan.events):
@@ -231,7 +232,6 @@ def _archive_month(
             file = archive_files.write_tenant_file(
                 directory, tenant, retention_queries.month_rows(connection, tenant, plan.low, plan.high)
             )
-            queries = AuditQueries(engine.dialect.name)
             seals = [
                 Seal.from_row(row).to_row()
                 for row in queries.seals_of(connection, tenant)
@@ -278,6 +278,8 @@ def _record(
     manifest_sha: str | None,
     verify_run_id: str | None,
 ) -> None:
+    """Record the month's run; for an archived one, its files, and drop the partition in the same transaction
+    (the drop function finds the run there), so that a partition never leaves unrecorded."""
     values = {
         "run_id": outcome.run_id,
         "partition_name": plan.partition,
@@ -333,6 +335,7 @@ def apply_retention(
     root = Path(archive_dir)
     if root.exists() and not root.is_dir():
         raise AuditConfigurationError(f"--archive {root}: not a directory")
+    archive_files.pyarrow()  # before the verify: without the extra, nothing could be archived
     with audit_engine(database_url) as engine:
         started_at = datetime.now(UTC)
         plan = _plan(engine, policy, now or started_at, record_verify=True)
