@@ -23,7 +23,8 @@ PROJECTOR_ROLE: Final = "llm_ledger_projector"
 SEALER_ROLE: Final = "llm_ledger_sealer"
 """Reads every tenant's events and writes the audit seals (migration 0005)."""
 RETENTION_ROLE: Final = "llm_ledger_retention"
-"""Archives sealed, verified months and drops their partitions, a member of the auditor (migration 0010)."""
+"""Archives sealed months and drops their partitions (migration 0010); its login also holds the auditor, for
+the verify that comes first."""
 INGEST_ROLE: Final = "llm_ledger_ingest"
 """INSERT only on the events, bypassing row-level security (migration 0003): the store takes it for a
 direct COPY of a batch. Not a role to scope a store to (it cannot read)."""

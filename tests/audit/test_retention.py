@@ -101,7 +101,7 @@ def ledger(
     with _postgres_server.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{_retention_template.rsplit("/", 1)[1]}"'))
     url = _retention_template.rsplit("/", 1)[0] + f"/{name}"
-    retention = make_url(ledger_login("llm_ledger_retention")).username
+    retention = make_url(ledger_login("llm_ledger_retention", "llm_ledger_auditor")).username
     auditor = make_url(ledger_login("llm_ledger_auditor")).username
     assert retention and auditor
     engine = create_store_engine(url)

@@ -18,14 +18,16 @@ ALWAYS; on SQLite, UPDATE and DELETE triggers):
 
 The view ``audit_retention`` joins them for auditors (``security_invoker`` as 0004's views).
 
-PostgreSQL: the role ``llm_ledger_retention`` (NOLOGIN, created defensively like 0005's sealer) is a member of
-``llm_ledger_auditor`` (it verifies a range before removing it, and records that verify run), inserts and
-reads the retention tables, and may execute ``llm_ledger_drop_archived_partition(run_id, partition)``, the
+PostgreSQL: the role ``llm_ledger_retention`` (NOLOGIN, created defensively like 0005's sealer) reads every
+tenant's events, the seals and their manifests (to plan and archive a month), inserts and reads the retention
+tables, and may execute ``llm_ledger_drop_archived_partition(run_id, partition)``, the
 only way a partition of the events leaves: a SECURITY DEFINER function (the owner alone may drop a table)
 with a pinned search path that takes only a monthly partition of ``llm_ledger_events`` named by a run row of
 outcome ``archived`` of this transaction's making, locks it (ACCESS EXCLUSIVE, 5 s ``lock_timeout``), refuses
 unless its events per tenant are exactly those the run's files hold, then detaches and drops it. Nobody else
-may execute it; the events' triggers still reject DELETE and TRUNCATE for everyone.
+may execute it; the events' triggers still reject DELETE and TRUNCATE for everyone. The verify ``retention
+apply`` runs first is ``audit verify``'s, as ``llm_ledger_auditor``: the login is granted both roles (a
+migration may not grant one role to another without the admin option on it, which a database owner lacks).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ _RUNS = "llm_ledger_retention_runs"
 _FILES = "llm_ledger_retention_files"
 _TABLES = (_RUNS, _FILES)
 _VIEW = "audit_retention"
+_READ_TABLES = ("llm_ledger_events", "llm_ledger_seals", "llm_ledger_seal_streams")
 _ROLE = "llm_ledger_retention"
 
 _RUN_BY = """
@@ -190,8 +193,11 @@ def _postgresql_upgrade() -> None:
         $$
         """
     )
-    op.execute(f"GRANT llm_ledger_auditor TO {_ROLE}")
     op.execute(f"GRANT SELECT ON TABLE llm_ledger_alembic_version TO {_ROLE}")
+    # What it reads to plan and archive a month; the verify before it runs as the auditor, a role of the login's.
+    for name in _READ_TABLES:
+        op.execute(f"GRANT SELECT ON TABLE {name} TO {_ROLE}")
+        op.execute(f"CREATE POLICY {name}_retention_select ON {name} FOR SELECT TO {_ROLE} USING (true)")
     for name in _TABLES:
         op.execute(f"REVOKE ALL ON TABLE {name} FROM PUBLIC")
         op.execute(f"GRANT SELECT ON TABLE {name} TO llm_ledger_auditor")
@@ -199,7 +205,8 @@ def _postgresql_upgrade() -> None:
         op.execute(f"ALTER TABLE {name} FORCE ROW LEVEL SECURITY")
         op.execute(f"CREATE POLICY {name}_auditor_select ON {name} FOR SELECT TO llm_ledger_auditor USING (true)")
         op.execute(f"CREATE POLICY {name}_retention_insert ON {name} FOR INSERT TO {_ROLE} WITH CHECK (true)")
-    op.execute(f"GRANT INSERT ON TABLE {_RUNS}, {_FILES} TO {_ROLE}")
+        op.execute(f"CREATE POLICY {name}_retention_select ON {name} FOR SELECT TO {_ROLE} USING (true)")
+    op.execute(f"GRANT SELECT, INSERT ON TABLE {_RUNS}, {_FILES} TO {_ROLE}")
     # FORCEd row-level security holds the owner too: the drop function, which runs as the owner, reads both.
     for name in _TABLES:
         op.execute(
@@ -262,4 +269,6 @@ def downgrade() -> None:
     if dialect == "postgresql":
         op.execute("DROP FUNCTION llm_ledger_retention_run_by()")
         op.execute(f"REVOKE ALL ON TABLE llm_ledger_alembic_version FROM {_ROLE}")
-        op.execute(f"REVOKE llm_ledger_auditor FROM {_ROLE}")
+        for name in _READ_TABLES:
+            op.execute(f"DROP POLICY {name}_retention_select ON {name}")
+            op.execute(f"REVOKE ALL ON TABLE {name} FROM {_ROLE}")
