@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from llm_ledger.audit import Seal
+    from llm_ledger.audit.retention_policy import RetentionPolicy
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -301,9 +302,45 @@ def _audit_verify(args: argparse.Namespace) -> int:
         witness=args.witness or LLM_LEDGER_VERIFY_WITNESS.get(),
         state=args.state or LLM_LEDGER_VERIFY_STATE.get(),
         jobs=args.jobs,
+        archive=args.archive,
     )
     print(json.dumps(report.to_json(), indent=2, default=str) if args.json else report.to_text())
     return ExitCode.OK if report.ok else ExitCode.FAILED
+
+
+def _retention_policy(args: argparse.Namespace) -> RetentionPolicy:
+    from llm_ledger.audit.retention_policy import RetentionPolicy
+
+    return RetentionPolicy.parse(args.older_than, args.tenant_policy or ())
+
+
+def _retention_plan(args: argparse.Namespace) -> int:
+    from llm_ledger.audit.report import printable
+    from llm_ledger.audit.retention import plan_retention
+
+    plan = plan_retention(_database_url(args), _retention_policy(args))
+    for month in plan.months:
+        print(printable(month.describe()))
+    if not plan.months:
+        print("no monthly partition holds events")
+    return ExitCode.OK
+
+
+def _retention_apply(args: argparse.Namespace) -> int:
+    from llm_ledger.audit.report import printable
+    from llm_ledger.audit.retention import apply_retention
+
+    plan, outcomes = apply_retention(_database_url(args), _retention_policy(args), args.archive)
+    for month in plan.months:
+        if not month.is_due:
+            print(printable(month.describe()))
+    if plan.verify_seconds is not None:
+        print(f"verify run {plan.verify_run_id}: {plan.verify_seconds:.1f} s")
+    for outcome in outcomes:
+        print(printable(outcome.describe()), file=sys.stdout if outcome.archived else sys.stderr)
+    if not outcomes:
+        print("nothing is due: no month is older than every policy that applies to it")
+    return ExitCode.OK if all(outcome.archived for outcome in outcomes) else ExitCode.FAILED
 
 
 def _print_seals(seals: Sequence[Seal]) -> None:
@@ -506,6 +543,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="this command's own record of the heads it verified (a file or directory, created if missing;"
         " default LLM_LEDGER_VERIFY_STATE): a head or tenant seen by an earlier run that is gone fails",
     )
+    verify.add_argument(
+        "--archive",
+        action="append",
+        metavar="DIR",
+        help="a directory `retention apply --archive` wrote: prove the archived months from its files too"
+        " (repeatable; without it they are reported as not checked)",
+    )
     verify.add_argument("--no-record", action="store_true", help="do not store this run for the dashboard")
     verify.add_argument(
         "--jobs",
@@ -538,6 +582,31 @@ def build_parser() -> argparse.ArgumentParser:
     seal.set_defaults(handler=_audit_seal, needs_ledger=True)
     keygen = audit_commands.add_parser("keygen", help="print a new Ed25519 key pair for signing seals")
     keygen.set_defaults(handler=_audit_keygen)
+
+    retention = commands.add_parser(
+        "retention", help="move whole sealed, verified months of events to a Parquet archive (PostgreSQL)"
+    )
+    retention_commands = retention.add_subparsers(dest="retention_command", metavar="ACTION", required=True)
+    policy_help = {
+        "older_than": "the age after which a month may leave, in days or weeks (400d, 60w): the month's end must be"
+        " that old",
+        "tenant_policy": "a tenant's own age, or keep (never): TENANT=800d, TENANT=keep (repeatable)",
+    }
+    retention_plan = retention_commands.add_parser(
+        "plan", help="say which months would be archived and dropped, and why the others would not (changes nothing)"
+    )
+    retention_apply = retention_commands.add_parser(
+        "apply", help="archive every month that may go to --archive DIR, then drop its partition"
+    )
+    for command in (retention_plan, retention_apply):
+        command.add_argument("--older-than", required=True, help=policy_help["older_than"])
+        command.add_argument(
+            "--tenant-policy", action="append", metavar="TENANT=AGE", help=policy_help["tenant_policy"]
+        )
+        command.add_argument("--database-url", help=url_help)
+    retention_apply.add_argument("--archive", required=True, metavar="DIR", help="the archive directory (created)")
+    retention_plan.set_defaults(handler=_retention_plan, needs_ledger=True)
+    retention_apply.set_defaults(handler=_retention_apply, needs_ledger=True)
     return parser
 
 

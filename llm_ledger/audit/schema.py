@@ -12,6 +12,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     Index,
@@ -115,3 +116,46 @@ audit_findings = Table(
 
 AUDIT_TABLES = (seals, seal_streams, audit_runs, audit_tenant_results, audit_findings)
 """In creation order."""
+
+retention_runs = Table(
+    "llm_ledger_retention_runs",
+    metadata,
+    Column("run_id", Text, nullable=False),
+    Column("partition_name", Text, nullable=False),
+    Column("month", Text, nullable=False),
+    Column("stream_low", Text, nullable=False),
+    Column("stream_high", Text, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+    Column("run_by", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("reason", Text),
+    Column("event_count", BigInteger, nullable=False),
+    Column("tenant_count", Integer, nullable=False),
+    Column("archive_dir", Text),
+    Column("manifest_sha256", String(64)),
+    Column("policy", Text, nullable=False),
+    Column("verify_run_id", Text),
+    PrimaryKeyConstraint("run_id", "partition_name"),
+    CheckConstraint("outcome IN ('archived', 'refused')", name="outcome"),
+)
+"""Migration 0010: per ``retention apply`` and monthly partition it considered, what became of it. ``run_by``
+is the database's ``session_user`` (set by a trigger on PostgreSQL); ``policy`` the JSON of the ages applied."""
+
+retention_files = Table(
+    "llm_ledger_retention_files",
+    metadata,
+    Column("run_id", Text, nullable=False),
+    Column("partition_name", Text, nullable=False),
+    Column("tenant_id", Text, nullable=False),
+    Column("file_name", Text, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("event_count", BigInteger, nullable=False),
+    Column("stream_count", BigInteger, nullable=False),
+    Column("seal_sequences", Text, nullable=False),
+    PrimaryKeyConstraint("run_id", "partition_name", "tenant_id"),
+)
+"""Per archived partition and tenant: its Parquet file and the seals (a JSON array of sequences) covering it."""
+
+RETENTION_TABLES = (retention_runs, retention_files)

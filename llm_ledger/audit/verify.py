@@ -40,6 +40,7 @@ from llm_ledger.audit.outside import RecordedHeads
 from llm_ledger.audit.parallel import map_tenants
 from llm_ledger.audit.queries import AuditQueries
 from llm_ledger.audit.report import AuditReport, Finding, Severity, TenantResult
+from llm_ledger.audit.retired import ArchiveDirs, Retired, RetiredTenant
 from llm_ledger.audit.roles import audit_engine, scoped_connection
 from llm_ledger.audit.runs import record_run
 from llm_ledger.audit.seals import RangeDigest, Seal, digest_range, manifest_digest
@@ -69,6 +70,7 @@ def verify_ledger(
     witness: str | os.PathLike[str] | None = None,
     state: str | os.PathLike[str] | None = None,
     jobs: int | None = 1,
+    archive: ArchiveDirs = None,
 ) -> AuditReport:
     """Verify the ledger (every tenant, or ``tenant_id``), as ``llm_ledger_auditor`` on PostgreSQL.
 
@@ -81,6 +83,9 @@ def verify_ledger(
     sealer's, ``audit seal --witness``) and ``state`` (this function's own, read and then appended to), each
     tenant's seal chain is held against the heads recorded there (``outside``): a head or a tenant that
     disappeared is broken, and so is a seal the witness never recorded that is not signed by the sealer.
+
+    Months that retention archived (``retired``) are reported as not checked, unless ``archive`` (one or more
+    directories ``retention apply --archive`` wrote) holds their files: then they are proved from those.
     """
     if since is not None and since.tzinfo is None:
         raise AuditConfigurationError("since must be an aware datetime (UTC)")
@@ -99,7 +104,7 @@ def verify_ledger(
     with locked(state_path) if state_path is not None else nullcontext():
         if state_path is not None:
             recorded.append(RecordedHeads(HeadLog.read(state_path), "verify state", is_witness=False))
-        report = _verify(database_url, tenant_id, since, public_key, recorded, jobs)
+        report = _verify(database_url, tenant_id, since, public_key, recorded, jobs, archive)
         if state_path is not None:
             _remember(recorded[-1].log, report)
     if record:
@@ -115,6 +120,7 @@ def _verify(
     public_key: PublicKey | None,
     recorded: list[RecordedHeads],
     jobs: int | None,
+    archive: ArchiveDirs,
 ) -> AuditReport:
     with audit_engine(database_url) as engine:
         queries = AuditQueries(engine.dialect.name)
@@ -122,6 +128,7 @@ def _verify(
         with scoped_connection(engine, AUDITOR_ROLE) as connection:
             with_events = set(queries.tenants(connection, tenant_id))
             sealed = queries.sealed_events(connection)
+            retired = Retired.load(connection, archive)
             # A tenant whose every event was deleted is still known to its seals, or to the heads kept outside.
             known = {*with_events, *sealed, *(t for r in recorded for t in r.log.heads())}
             tenants = {tenant for tenant in known if tenant_id is None or tenant == tenant_id}
@@ -132,10 +139,13 @@ def _verify(
         workers = _workers(jobs, engine, sum(sealed.get(tenant, 0) for tenant in tenants))
         if workers > 1 and len(order) > 1:
             key = public_key.text() if public_key is not None else None
-            work = partial(_verify_tenant_in_worker, since=since, public_key=key)
+            archived = {tenant: retired.of(tenant) for tenant in order}
+            work = partial(_verify_tenant_in_worker, since=since, public_key=key, archived=archived)
             outcomes = dict(zip(order, map_tenants(work, engine.url, order, workers), strict=True))
         else:
-            outcomes = {tenant: _verify_tenant(engine, tenant, since, public_key) for tenant in order}
+            outcomes = {
+                tenant: _verify_tenant(engine, tenant, since, public_key, retired.of(tenant)) for tenant in order
+            }
         results = []
         for tenant in sorted(tenants):
             result, chain = outcomes[tenant]
@@ -149,7 +159,7 @@ def _verify(
             tenant_scope=tenant_id,
             since=since,
             tenants=results,
-            outside_findings=[finding for heads in recorded for finding in heads.findings()],
+            outside_findings=[*retired.findings, *(finding for heads in recorded for finding in heads.findings())],
         )
 
 
@@ -165,23 +175,30 @@ def _workers(jobs: int | None, engine: Engine, sealed_events: int) -> int:
 
 
 def _verify_tenant(
-    engine: Engine, tenant: str, since: datetime | None, public_key: PublicKey | None
+    engine: Engine, tenant: str, since: datetime | None, public_key: PublicKey | None, archived: RetiredTenant
 ) -> tuple[TenantResult, list[Seal]]:
-    """One tenant's seals and streams checked; its result, and its seals in sequence."""
+    """One tenant's seals and streams checked, its archived months with them; its result, and its seals in
+    sequence."""
     queries = AuditQueries(engine.dialect.name)
     result = TenantResult(tenant)
     with scoped_connection(engine, AUDITOR_ROLE) as connection:
-        chain, checked_after = _check_seals(connection, queries, result, since, public_key)
+        chain, checked_after = _check_seals(connection, queries, result, since, public_key, archived)
         _check_streams(connection, queries, result, since, checked_after)
+    archived.check_streams(result, _check_stream)
     return result, chain
 
 
 def _verify_tenant_in_worker(
-    engine: Engine, tenant: str, *, since: datetime | None, public_key: str | None
+    engine: Engine,
+    tenant: str,
+    *,
+    since: datetime | None,
+    public_key: str | None,
+    archived: dict[str, RetiredTenant],
 ) -> tuple[TenantResult, list[Seal]]:
     """``_verify_tenant`` in a worker process (``parallel``), given the public key as its text."""
     key = PublicKey.parse(public_key, "public_key") if public_key is not None else None
-    return _verify_tenant(engine, tenant, since, key)
+    return _verify_tenant(engine, tenant, since, key, archived[tenant])
 
 
 def _remember(state: HeadLog, report: AuditReport) -> None:
@@ -209,6 +226,7 @@ def _check_seals(
     result: TenantResult,
     since: datetime | None,
     public_key: PublicKey | None,
+    archived: RetiredTenant,
 ) -> tuple[list[Seal], Cursor]:
     """Check the tenant's seals; returns them in sequence, and the cursor after which events are checked:
     with ``since``, where the first seal made at or after ``since`` or holding an event of ``since`` or later
@@ -216,6 +234,7 @@ def _check_seals(
     checked too."""
     tenant = result.tenant_id
     chain = [Seal.from_row(row) for row in queries.seals_of(connection, tenant)]
+    archived.use_seals(chain)
     first_checked = next((index for index, seal in enumerate(chain) if _reaches(seal, since)), len(chain))
     previous: Seal | None = None
     for index, seal in enumerate(chain):
@@ -223,7 +242,7 @@ def _check_seals(
         for kind, detail in [*_chain_problems(seal, previous), *_signature_problems(seal, public_key)]:
             result.add(Finding(tenant, kind, "broken", detail, seal_sequence=seal.sequence))
         if index >= first_checked:
-            _check_seal_content(connection, queries, result, seal)
+            _check_seal_content(connection, queries, result, seal, archived)
         previous = seal
     if previous is not None:
         result.last_seal_hash, result.last_sealed_at = previous.seal_hash, previous.sealed_at
@@ -290,23 +309,31 @@ def _signature_problems(seal: Seal, public_key: PublicKey | None) -> list[tuple[
     return []
 
 
-def _check_seal_content(connection: Connection, queries: AuditQueries, result: TenantResult, seal: Seal) -> None:
+def _check_seal_content(
+    connection: Connection, queries: AuditQueries, result: TenantResult, seal: Seal, archived: RetiredTenant
+) -> None:
     tenant, sequence = result.tenant_id, seal.sequence
 
     def broken(kind: str, detail: str, **where: Any) -> None:
         result.add(Finding(tenant, kind, "broken", detail, seal_sequence=sequence, **where))
 
-    digest = digest_range(queries.leaves(connection, seal.range))
-    if not _is_within_sealed_span(digest, seal):
+    # A seal over events that retention archived gets its leaves from the archive too, or goes unchecked.
+    retired = archived.covers(seal)
+    digest = (
+        archived.digest(connection, seal, result) if retired else digest_range(queries.leaves(connection, seal.range))
+    )
+    if digest is not None and not _is_within_sealed_span(digest, seal):
         _name_events_outside_span(connection, queries, seal, result)
-    if digest.count != seal.event_count:
+    if digest is not None and digest.count != seal.event_count:
         broken("seal_count_mismatch", f"its range now holds {digest.count:,} events; {seal.event_count:,} were sealed")
-    if digest.root != seal.merkle_root:
+    if digest is not None and digest.root != seal.merkle_root:
         broken("seal_root_mismatch", f"its range's events give Merkle root {digest.root}, not {seal.merkle_root}")
     manifest, streams = manifest_digest(queries.manifest(connection, tenant, sequence))
     if manifest != seal.manifest_digest or streams != seal.stream_count:
         broken("manifest_altered", f"its stream manifest ({streams:,} rows) is not the one sealed")
     for difference in queries.manifest_differences(connection, seal.range, sequence):
+        if retired and archived.explains(seal, difference, result):
+            continue
         for finding in _stream_differences(connection, queries, seal, difference):
             result.add(finding)
 

@@ -22,10 +22,13 @@ PROJECTOR_ROLE: Final = "llm_ledger_projector"
 """Reads every tenant's events and writes the read models (migration 0002)."""
 SEALER_ROLE: Final = "llm_ledger_sealer"
 """Reads every tenant's events and writes the audit seals (migration 0005)."""
+RETENTION_ROLE: Final = "llm_ledger_retention"
+"""Archives sealed months and drops their partitions (migration 0010); its login also holds the auditor, for
+the verify that comes first."""
 INGEST_ROLE: Final = "llm_ledger_ingest"
 """INSERT only on the events, bypassing row-level security (migration 0003): the store takes it for a
 direct COPY of a batch. Not a role to scope a store to (it cannot read)."""
-LEDGER_ROLES: Final = frozenset({WRITER_ROLE, READER_ROLE, AUDITOR_ROLE, PROJECTOR_ROLE, SEALER_ROLE})
+LEDGER_ROLES: Final = frozenset({WRITER_ROLE, READER_ROLE, AUDITOR_ROLE, PROJECTOR_ROLE, SEALER_ROLE, RETENTION_ROLE})
 
 # set_config('role', ..., true) is SET LOCAL ROLE, with the role as a bound value instead of SQL text, in
 # the same round trip as the tenant.

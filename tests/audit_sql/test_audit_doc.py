@@ -65,7 +65,8 @@ class Facts:
 
 
 Check = Callable[[Rows, Facts], None]
-Kind = Literal["login", "auditor_session", "reader_session", "tenant", "all_tenants"]
+Kind = Literal["login", "auditor_session", "reader_session", "tenant", "all_tenants", "retention"]
+"""``retention``: run by ``tests/audit/test_retention.py`` on a ledger with an archived month, as the auditor."""
 
 
 @dataclass(frozen=True)
@@ -257,6 +258,7 @@ EXPECTED: dict[str, Expect] = {
     "The seals of a tenant [1]": Expect("tenant", _seals),
     "The last verify runs over a tenant [1]": Expect("tenant", _verify_runs),
     "The last verify runs over a tenant [2]": Expect("all_tenants", _newest_findings),
+    "What left the database, when, by whom, to which files [1]": Expect("retention"),
 }
 
 

@@ -22,6 +22,8 @@ COMMANDS_ON_A_DATABASE = [
     ["project", "--rebuild"],
     ["audit", "verify"],
     ["audit", "seal"],
+    ["retention", "plan", "--older-than", "400d"],
+    ["retention", "apply", "--older-than", "400d", "--archive", "archive"],
 ]
 
 

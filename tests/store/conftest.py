@@ -135,6 +135,7 @@ LEDGER_ROLES = (
     "llm_ledger_auditor",
     "llm_ledger_projector",
     "llm_ledger_sealer",
+    "llm_ledger_retention",
 )
 """The ledger's roles (NOLOGIN, made by the migrations) that a deployment grants to its logins."""
 

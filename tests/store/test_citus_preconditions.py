@@ -32,6 +32,10 @@ NOT_DISTRIBUTED = {
         "a verify run may cover every tenant (scope_tenant NULL); its per-tenant figures are in"
         " llm_ledger_audit_tenant_results, which is distributed: a reference table"
     ),
+    "llm_ledger_retention_runs": (
+        "a retention run removes a partition of every tenant's streams; its per-tenant files are in"
+        " llm_ledger_retention_files, which is distributed: a reference table"
+    ),
 }
 
 _TABLES = """

@@ -1,0 +1,206 @@
+"""The retention archive on disk: one directory per archived partition, holding one Parquet file per tenant and
+a ``manifest.json`` that names each file's SHA-256, size and counts, the seals covering it and their manifest
+rows. Pure file IO: no database here.
+
+A file holds the tenant's rows as stored, every column of the events table, in stream order; ``payload`` is
+the stored JSON text, so that each event's hash recomputes from the file as it does from the database, and
+``tx_id`` with ``global_position`` is the read cursor, which places each event among its seal's leaves.
+
+pyarrow is imported on first use: it is the ``archive`` extra, not a core dependency.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from llm_ledger.audit.errors import AuditConfigurationError
+
+FORMAT = "llm-ledger-archive/1"
+MANIFEST = "manifest.json"
+ROW_GROUP = 50_000
+"""Rows per Parquet row group (and per batch read back)."""
+
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("global_position", "int64"),
+    ("tx_id", "int64"),
+    ("tenant_id", "string"),
+    ("event_id", "string"),
+    ("event_type", "string"),
+    ("schema_version", "int16"),
+    ("stream_id", "string"),
+    ("stream_position", "int32"),
+    ("agent_id", "string"),
+    ("session_id", "string"),
+    ("turn_id", "string"),
+    ("step", "string"),
+    ("occurred_at", "timestamp"),
+    ("trace_id", "string"),
+    ("span_id", "string"),
+    ("payload", "string"),
+    ("prev_hash", "string"),
+    ("hash", "string"),
+    ("recorded_at", "timestamp"),
+)
+"""Every column of ``llm_ledger_events``, ``tx_id`` as the number the audit's cursor uses."""
+LEAF_COLUMNS = ("tx_id", "global_position", "hash", "occurred_at")
+
+
+def pyarrow() -> tuple[ModuleType, ModuleType]:
+    """``pyarrow`` and ``pyarrow.parquet``, or a clear error naming the extra to install."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise AuditConfigurationError(
+            "the retention archive is Parquet, read and written with pyarrow: pip install 'llm-ledger[archive]'"
+        ) from None
+    return pa, pq
+
+
+def damaged_file_errors() -> tuple[type[Exception], ...]:
+    """What reading a damaged file raises: pyarrow's own errors, and a payload that is no longer JSON."""
+    pa, _ = pyarrow()
+    return (pa.ArrowException, OSError, ValueError, KeyError, TypeError)
+
+
+def _schema(pa: ModuleType) -> Any:
+    types = {
+        "int64": pa.int64(),
+        "int16": pa.int16(),
+        "int32": pa.int32(),
+        "string": pa.string(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+    }
+    return pa.schema([pa.field(name, types[kind], nullable=True) for name, kind in COLUMNS])
+
+
+def tenant_file_name(tenant_id: str) -> str:
+    """A file name for any tenant id (ids are stored text: never a path); the manifest names the tenant."""
+    return f"tenant-{hashlib.sha256(tenant_id.encode()).hexdigest()[:16]}.parquet"
+
+
+def sha256_bytes(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenFile:
+    """A tenant's file once written, fsynced and read back."""
+
+    tenant_id: str
+    name: str
+    sha256: str
+    bytes: int
+    events: int
+    streams: int
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def write_tenant_file(directory: Path, tenant_id: str, batches: Iterable[Sequence[Mapping[str, Any]]]) -> WrittenFile:
+    """Write the tenant's rows (batches of mappings with ``COLUMNS``, in stream order) to its file: to a
+    temporary name, fsynced, renamed, the directory fsynced; then read back, and refused unless it holds
+    the same events in the same order (the SHA-256 of their hashes) as were written."""
+    pa, pq = pyarrow()
+    schema = _schema(pa)
+    name = tenant_file_name(tenant_id)
+    final, partial = directory / name, directory / f"{name}.partial"
+    written = hashlib.sha256()
+    events = streams = 0
+    last_stream: str | None = None
+    with partial.open("wb") as handle:
+        writer = pq.ParquetWriter(handle, schema, compression="zstd")
+        for batch in batches:
+            if not batch:
+                continue
+            columns = {column: [row[column] for row in batch] for column, _ in COLUMNS}
+            for stream_id, event_hash in zip(columns["stream_id"], columns["hash"], strict=True):
+                written.update(event_hash.encode())
+                if stream_id != last_stream:
+                    streams, last_stream = streams + 1, stream_id
+            events += len(batch)
+            writer.write_table(pa.table(columns, schema=schema), row_group_size=ROW_GROUP)
+        writer.close()
+        handle.flush()
+        os.fsync(handle.fileno())
+    partial.rename(final)
+    _fsync_directory(directory)
+    read_back = hashlib.sha256()
+    count = 0
+    for hashes in read_columns(final, ("hash",)):
+        for event_hash in hashes["hash"]:
+            read_back.update(event_hash.encode())
+            count += 1
+    if count != events or read_back.hexdigest() != written.hexdigest():
+        raise OSError(f"{final} does not read back as written ({count:,} of {events:,} events): disk or filesystem")
+    return WrittenFile(tenant_id, name, file_sha256(final), final.stat().st_size, events, streams)
+
+
+def read_columns(path: Path, columns: Iterable[str] | None = None) -> Iterator[dict[str, list[Any]]]:
+    """The file's columns in batches of ``ROW_GROUP`` rows, as Python lists (timestamps aware, in UTC)."""
+    _, pq = pyarrow()
+    parquet = pq.ParquetFile(path)
+    for batch in parquet.iter_batches(batch_size=ROW_GROUP, columns=list(columns) if columns else None):
+        yield {name: batch.column(name).to_pylist() for name in batch.schema.names}
+
+
+def read_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """The file's rows as mappings, in the file's (stream) order; ``payload`` parsed from its text."""
+    for batch in read_columns(path):
+        names = list(batch)
+        for values in zip(*(batch[name] for name in names), strict=True):
+            row = dict(zip(names, values, strict=True))
+            row["payload"] = json.loads(row["payload"])
+            yield row
+
+
+def write_manifest(directory: Path, manifest: Mapping[str, Any]) -> str:
+    """Write ``manifest.json`` (fsynced, like the files) and return its SHA-256, which the run records."""
+    body = json.dumps(manifest, indent=2, sort_keys=True, default=_json_default).encode()
+    partial = directory / f"{MANIFEST}.partial"
+    with partial.open("wb") as handle:
+        handle.write(body)
+        handle.flush()
+        os.fsync(handle.fileno())
+    partial.rename(directory / MANIFEST)
+    _fsync_directory(directory)
+    return sha256_bytes(body)
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def find_manifests(roots: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Every ``manifest.json`` in the archive directories given (each directory itself, or one level down)."""
+    found: list[Path] = []
+    for root in roots:
+        base = Path(root)
+        if not base.is_dir():
+            raise AuditConfigurationError(f"--archive {base}: not a directory")
+        found += [base / MANIFEST] if (base / MANIFEST).is_file() else sorted(base.glob(f"*/{MANIFEST}"))
+    return found

@@ -1,0 +1,413 @@
+"""Retention with proofs, on real PostgreSQL under the logins the README prescribes: a sealed old month is
+archived to Parquet and its partition dropped (``llm_ledger_retention``); ``audit verify`` (``llm_ledger_auditor``)
+then reports it as archived and not checked, and with ``--archive`` proves it from the files, the seals that
+straddle the cut included; a flipped byte is named; an unsealed or broken month is refused, with the reason,
+and recorded; the auditor reads the record. SQLite has no partitions: the command refuses, naming PostgreSQL.
+Migration 0010 goes up and down on both dialects, and down is refused once a run is recorded."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, inspect, make_url, text
+from sqlalchemy.exc import DBAPIError
+
+from llm_ledger import cli
+from llm_ledger.audit import AuditConfigurationError, archive_files, verify_ledger
+from llm_ledger.audit.archive_files import MANIFEST, read_rows
+from llm_ledger.audit.retention import apply_retention, plan_retention
+from llm_ledger.audit.retention_policy import RetentionPolicy
+from llm_ledger.audit.schema import RETENTION_TABLES
+from llm_ledger.events import Event
+from llm_ledger.exit_codes import ExitCode
+from llm_ledger.store import create_store_engine, migrate
+from llm_ledger.store.migrate import DowngradeRefusedError
+from llm_ledger.store.partitions import list_partitions
+from tests.audit.conftest import as_login, seal_all
+from tests.audit.retention_ledger import OLD_MONTH, create_month_partition, move_to_month, old_month_start, store
+from tests.audit_sql.auditdoc import AUDIT_MD, sql_blocks
+from tests.projections import workload
+
+TENANTS = ("keep-acme", "keep-globex")
+OLD = f"llm_ledger_events_{OLD_MONTH[0]:04d}_{OLD_MONTH[1]:02d}"
+POLICY = RetentionPolicy.parse("400d")
+
+
+@pytest.fixture(scope="session")
+def month_events() -> tuple[list[Event], set[str]]:
+    recorded = workload.generate(TENANTS, 60, tools=False, seed=11)
+    return move_to_month(recorded, 3, old_month_start())
+
+
+@pytest.fixture(scope="session")
+def _retention_template(
+    _create_postgres_database: Callable[[], str], month_events: tuple[list[Event], set[str]]
+) -> str:
+    """Migrated, the old month's partition made, the events stored in two parts each sealed after it: both
+    seals of each tenant hold events of the old month and of this one."""
+    url = _create_postgres_database()
+    migrate.upgrade(url)
+    engine = create_store_engine(url)
+    try:
+        create_month_partition(engine, *OLD_MONTH)
+    finally:
+        engine.dispose()
+    events, _ = month_events
+    cut = len(events) * 2 // 3
+    store(url, events[:cut])
+    seal_all(url)
+    store(url, events[cut:])
+    seal_all(url)
+    return url
+
+
+@dataclass
+class RetentionLedger:
+    url: str
+    engine: Engine
+    retention_url: str
+    auditor_url: str
+    retention_login: str
+    archive: Path
+    moved: set[str]
+    total: int
+
+    def old_count(self) -> int:
+        with self.engine.connect() as connection:
+            return int(connection.execute(text(f"SELECT count(*) FROM {OLD}")).scalar_one())
+
+    def partitions(self) -> list[str]:
+        with self.engine.connect() as connection:
+            return [p.name for p in list_partitions(connection)]
+
+
+@pytest.fixture
+def ledger(
+    _retention_template: str,
+    _postgres_server: Engine,
+    ledger_login: Callable[..., str],
+    month_events: tuple[list[Event], set[str]],
+    tmp_path: Path,
+) -> Iterator[RetentionLedger]:
+    name = f"llm_ledger_retention_{uuid.uuid4().hex[:12]}"
+    with _postgres_server.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{_retention_template.rsplit("/", 1)[1]}"'))
+    url = _retention_template.rsplit("/", 1)[0] + f"/{name}"
+    retention = make_url(ledger_login("llm_ledger_retention", "llm_ledger_auditor")).username
+    auditor = make_url(ledger_login("llm_ledger_auditor")).username
+    assert retention and auditor
+    engine = create_store_engine(url)
+    try:
+        yield RetentionLedger(
+            url,
+            engine,
+            as_login(url, retention),
+            as_login(url, auditor),
+            retention,
+            tmp_path / "archive",
+            month_events[1],
+            len(month_events[0]),
+        )
+    finally:
+        engine.dispose()
+        with _postgres_server.connect() as connection:
+            connection.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"), {"name": name}
+            )
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+
+
+def _archived(ledger: RetentionLedger) -> Path:
+    _, outcomes = apply_retention(ledger.retention_url, POLICY, ledger.archive)
+    assert [(o.plan.partition, o.archived, o.reason) for o in outcomes] == [(OLD, True, None)]
+    directory = outcomes[0].directory
+    assert directory is not None
+    return directory
+
+
+def _audit_retention(ledger: RetentionLedger, columns: str) -> list[Any]:
+    """The view as the auditor's login reads it (a login granted only ``llm_ledger_auditor``)."""
+    engine = create_store_engine(ledger.auditor_url)
+    try:
+        with engine.connect() as connection:
+            return list(connection.execute(text(f"SELECT {columns} FROM audit_retention ORDER BY tenant_id")))
+    finally:
+        engine.dispose()
+
+
+def test_plan_names_the_old_month_as_due_and_the_current_one_as_kept(ledger: RetentionLedger) -> None:
+    plan = plan_retention(ledger.retention_url, POLICY)
+    by_name = {month.partition: month for month in plan.months}
+    assert by_name[OLD].may_go, by_name[OLD].describe()
+    assert set(by_name[OLD].events) == set(TENANTS)
+    assert all(by_name[OLD].seals[tenant] == [1, 2] for tenant in TENANTS)  # both seals straddle the cut
+    recent = [month for name, month in by_name.items() if name != OLD]
+    assert recent and all(not month.is_due for month in recent)
+    assert "keeps events 400d" in recent[0].describe()
+    assert ledger.old_count() > 0  # a plan changes nothing
+
+
+def test_apply_archives_then_drops_the_sealed_month(ledger: RetentionLedger) -> None:
+    held = ledger.old_count()
+    with ledger.engine.connect() as connection:
+        seals_before = connection.execute(text("SELECT count(*) FROM llm_ledger_seals")).scalar_one()
+    directory = _archived(ledger)
+    assert OLD not in ledger.partitions()
+    manifest = json.loads((directory / MANIFEST).read_text())
+    assert {t["tenant_id"] for t in manifest["tenants"]} == set(TENANTS)
+    assert sum(t["events"] for t in manifest["tenants"]) == held
+    rows = [row for t in manifest["tenants"] for row in read_rows(directory / t["file"])]
+    assert {row["stream_id"] for row in rows} == ledger.moved
+    assert all(seal["seal_hash"] for t in manifest["tenants"] for seal in t["seals"])
+    with ledger.engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM llm_ledger_seals")).scalar_one() == seals_before
+        live = connection.execute(text("SELECT count(*) FROM llm_ledger_events")).scalar_one()
+    assert live + held == ledger.total
+
+
+def test_plain_verify_after_the_drop_reports_the_month_archived_not_missing(ledger: RetentionLedger) -> None:
+    _archived(ledger)
+    report = verify_ledger(ledger.auditor_url, record=False)
+    assert report.ok, report.to_text()
+    notes = [f for f in report.findings if f.kind == "archived_not_checked"]
+    per_tenant = [f for f in notes if f.seal_sequence is None]
+    assert {f.tenant_id for f in per_tenant} == set(TENANTS)
+    assert all(
+        "events archived in run" in f.detail and "not checked (use --archive DIR)" in f.detail for f in per_tenant
+    )
+    assert {f.seal_sequence for f in notes if f.seal_sequence is not None} == {1, 2}
+    assert not [f for f in report.findings if f.severity == "broken"]
+
+
+def test_verify_with_the_archive_proves_the_month_and_the_straddling_seals(ledger: RetentionLedger) -> None:
+    before = verify_ledger(ledger.auditor_url, record=False)
+    _archived(ledger)
+    report = verify_ledger(ledger.auditor_url, record=False, archive=ledger.archive)
+    assert report.ok, report.to_text()
+    assert not [f for f in report.findings if f.kind.startswith("archive")], report.to_text()
+    assert report.events == before.events == ledger.total
+    assert report.streams == before.streams
+
+
+def test_a_flipped_byte_in_an_archive_file_is_named(ledger: RetentionLedger) -> None:
+    directory = _archived(ledger)
+    victim = sorted(directory.glob("*.parquet"))[0]
+    body = bytearray(victim.read_bytes())
+    body[len(body) // 2] ^= 0x01
+    victim.write_bytes(bytes(body))
+    report = verify_ledger(ledger.auditor_url, record=False, archive=ledger.archive)
+    assert not report.ok
+    altered = [f for f in report.findings if f.kind == "archive_file_altered"]
+    assert len(altered) == 1 and str(victim) in altered[0].detail
+
+
+def test_an_event_rewritten_in_a_rewritten_archive_file_is_named(ledger: RetentionLedger) -> None:
+    """An archive file written anew with one payload changed: its SHA-256 names the file, the event's hash
+    names the event, and its seal's Merkle root no longer matches."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    directory = _archived(ledger)
+    victim = sorted(directory.glob("*.parquet"))[0]
+    table = pq.read_table(victim)
+    payloads = table.column("payload").to_pylist()
+    payloads[0] = json.dumps({**json.loads(payloads[0]), "x": 1})
+    table = table.set_column(table.schema.get_field_index("payload"), "payload", pa.array(payloads))
+    pq.write_table(table, victim)
+    report = verify_ledger(ledger.auditor_url, record=False, archive=ledger.archive)
+    kinds = {f.kind for f in report.findings if f.severity == "broken"}
+    assert {"archive_file_altered", "hash_mismatch"} <= kinds, report.to_text()
+    event_id = table.column("event_id")[0].as_py()
+    assert any(f.kind == "hash_mismatch" and f.event_id == event_id for f in report.findings)
+
+
+def test_an_unsealed_month_is_refused_and_the_refusal_recorded(
+    ledger: RetentionLedger, month_events: tuple[list[Event], set[str]]
+) -> None:
+    late = workload.generate(TENANTS[:1], 3, tools=False, seed=99)
+    moved, _ = move_to_month(late, 1, old_month_start())
+    store(ledger.url, moved)
+    held = ledger.old_count()
+    _, outcomes = apply_retention(ledger.retention_url, POLICY, ledger.archive)
+    assert [o.archived for o in outcomes] == [False]
+    reason = outcomes[0].reason or ""
+    assert f"tenant {TENANTS[0]!r}" in reason and "not sealed" in reason and "audit seal" in reason
+    assert ledger.old_count() == held
+    assert not ledger.archive.exists() or not any(ledger.archive.iterdir())
+    rows = _audit_retention(ledger, "outcome, reason, run_by")
+    assert [(r.outcome, r.run_by) for r in rows] == [("refused", ledger.retention_login)]
+    assert "not sealed" in rows[0].reason
+
+
+def test_a_month_whose_verify_is_broken_is_refused_naming_the_finding(ledger: RetentionLedger) -> None:
+    stream = sorted(ledger.moved)[0]
+    with ledger.engine.begin() as connection:
+        # As an attacker with the owner's power would (the database is the test's own: left so).
+        connection.execute(text("ALTER TABLE llm_ledger_events DISABLE TRIGGER ALL"))
+        connection.execute(
+            text(
+                f"UPDATE {OLD} SET payload = payload || '{{\"x\": 1}}'::jsonb"
+                " WHERE stream_id = :stream AND stream_position = 0"
+            ),
+            {"stream": stream},
+        )
+    _, outcomes = apply_retention(ledger.retention_url, POLICY, ledger.archive)
+    assert [o.archived for o in outcomes] == [False]
+    assert "found it broken" in (outcomes[0].reason or "") and stream in (outcomes[0].reason or "")
+    assert OLD in ledger.partitions()
+
+
+def test_a_tenant_policy_that_keeps_its_events_keeps_the_month(ledger: RetentionLedger) -> None:
+    policy = RetentionPolicy.parse("400d", [f"{TENANTS[1]}=keep"])
+    plan, outcomes = apply_retention(ledger.retention_url, policy, ledger.archive)
+    assert outcomes == []
+    old = next(month for month in plan.months if month.partition == OLD)
+    assert "keeps its events" in old.describe() and TENANTS[1] in old.describe()
+    assert OLD in ledger.partitions()
+
+
+def test_the_auditor_sees_the_retention_record(ledger: RetentionLedger) -> None:
+    directory = _archived(ledger)
+    manifest = json.loads((directory / MANIFEST).read_text())
+    rows = _audit_retention(
+        ledger,
+        "run_id, partition_name, run_by, outcome, tenant_id, file_name, sha256, event_count, seal_sequences,"
+        " manifest_sha256, archive_dir",
+    )
+    assert [r.tenant_id for r in rows] == sorted(TENANTS)
+    assert {(r.partition_name, r.run_by, r.outcome, r.archive_dir) for r in rows} == {
+        (OLD, ledger.retention_login, "archived", str(directory))
+    }
+    files = {t["tenant_id"]: t for t in manifest["tenants"]}
+    assert all(r.sha256 == files[r.tenant_id]["sha256"] and r.file_name == files[r.tenant_id]["file"] for r in rows)
+    assert all(json.loads(r.seal_sequences) == [1, 2] for r in rows)
+
+
+def test_the_audit_doc_s_retention_query_answers_as_the_record_says(ledger: RetentionLedger) -> None:
+    (block,) = (b for b in sql_blocks(AUDIT_MD.read_text()) if b.heading.startswith("What left the database"))
+    directory = _archived(ledger)
+    engine = create_store_engine(ledger.auditor_url)
+    try:
+        with engine.connect() as connection:
+            rows = list(connection.execute(text(block.sql)))
+    finally:
+        engine.dispose()
+    manifest = json.loads((directory / MANIFEST).read_text())
+    assert sorted((r.tenant_id, r.sha256, r.event_count) for r in rows) == sorted(
+        (t["tenant_id"], t["sha256"], t["events"]) for t in manifest["tenants"]
+    )
+    assert {(r.partition_name, r.outcome, r.run_by) for r in rows} == {(OLD, "archived", ledger.retention_login)}
+
+
+def test_only_the_retention_role_drops_and_only_through_the_function(ledger: RetentionLedger) -> None:
+    auditor = create_store_engine(ledger.auditor_url)
+    retention = create_store_engine(ledger.retention_url)
+    try:
+        for engine, statement in (
+            (auditor, f"SELECT llm_ledger_drop_archived_partition('x', '{OLD}')"),
+            (retention, f"DROP TABLE {OLD}"),
+            (retention, f"ALTER TABLE llm_ledger_events DETACH PARTITION {OLD}"),
+        ):
+            with pytest.raises(DBAPIError, match=r"permission denied|must be owner"), engine.begin() as connection:
+                connection.execute(text(statement))
+        # With the role but no archived run of its own making, the function refuses.
+        with pytest.raises(DBAPIError, match="no archived retention run"), retention.begin() as connection:
+            connection.execute(text("SELECT set_config('role', 'llm_ledger_retention', true)"))
+            connection.execute(text(f"SELECT llm_ledger_drop_archived_partition('nothing', '{OLD}')"))
+    finally:
+        auditor.dispose()
+        retention.dispose()
+    assert OLD in ledger.partitions()
+
+
+def test_the_retention_record_is_append_only(ledger: RetentionLedger) -> None:
+    _archived(ledger)
+    for statement in ("DELETE FROM llm_ledger_retention_runs", "UPDATE llm_ledger_retention_files SET bytes = 0"):
+        with pytest.raises(DBAPIError, match="append-only"), ledger.engine.begin() as connection:
+            connection.execute(text(statement))
+
+
+def test_the_commands_under_their_logins(ledger: RetentionLedger, capsys: pytest.CaptureFixture[str]) -> None:
+    common = ["--older-than", "400d", "--database-url"]
+    assert cli.main(["retention", "plan", *common, ledger.retention_url]) == ExitCode.OK
+    assert "may be archived and dropped" in capsys.readouterr().out
+    archive = str(ledger.archive)
+    assert cli.main(["retention", "apply", *common, ledger.retention_url, "--archive", archive]) == ExitCode.OK
+    assert f"{OLD}: archived" in capsys.readouterr().out
+    verify = ["audit", "verify", "--no-record", "--database-url", ledger.auditor_url]
+    assert cli.main(verify) == ExitCode.OK
+    assert "not checked (use --archive DIR)" in capsys.readouterr().out
+    assert cli.main([*verify, "--archive", archive]) == ExitCode.OK
+    assert "archived_not_checked" not in capsys.readouterr().out
+
+
+def test_bad_policies_are_named(ledger: RetentionLedger, capsys: pytest.CaptureFixture[str]) -> None:
+    for argument, named in (("--older-than=13mo", "13mo"), ("--tenant-policy=acme", "TENANT=AGE")):
+        options = ["--older-than", "400d", argument] if argument.startswith("--tenant") else [argument]
+        assert cli.main(["retention", "plan", *options, "--database-url", ledger.retention_url]) == ExitCode.USAGE
+        assert named in capsys.readouterr().err
+
+
+def test_without_pyarrow_the_archive_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # what an install without the extra gives: ImportError
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(AuditConfigurationError, match=re.escape("pip install 'llm-ledger[archive]'")):
+        archive_files.pyarrow()
+
+
+def test_sqlite_refuses_naming_postgresql(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    migrate.upgrade(url)
+    status = cli.main(["retention", "plan", "--older-than", "400d", "--database-url", url])
+    assert status == ExitCode.USAGE
+    assert "PostgreSQL" in capsys.readouterr().err
+
+
+def test_sqlite_verify_is_unchanged_by_the_retention_tables(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    migrate.upgrade(url)
+    store(url, workload.generate(TENANTS[:1], 5, tools=False, seed=3))
+    seal_all(url)
+    report = verify_ledger(url, record=False, archive=tmp_path)
+    assert report.ok and not [f for f in report.findings if f.kind.startswith("archive")]
+
+
+def retention_objects(url: str) -> set[str]:
+    engine = create_store_engine(url)
+    try:
+        with engine.connect() as connection:
+            inspector = inspect(connection)
+            names = {*inspector.get_table_names(), *inspector.get_view_names()}
+    finally:
+        engine.dispose()
+    return names & {*(table.name for table in RETENTION_TABLES), "audit_retention"}
+
+
+def test_0010_creates_the_retention_record_and_its_downgrade_drops_it(unmigrated_url: str) -> None:
+    migrate.upgrade(unmigrated_url)
+    assert retention_objects(unmigrated_url) == {
+        "llm_ledger_retention_runs",
+        "llm_ledger_retention_files",
+        "audit_retention",
+    }
+    migrate.downgrade(unmigrated_url, "0009")
+    assert retention_objects(unmigrated_url) == set()
+    migrate.upgrade(unmigrated_url)  # the downgrade left no function, trigger or policy in the way
+    assert migrate.current(unmigrated_url) == migrate.head()
+
+
+def test_downgrading_below_0010_is_refused_once_a_run_is_recorded(ledger: RetentionLedger) -> None:
+    _archived(ledger)
+    with pytest.raises(DowngradeRefusedError, match="records retention runs"):
+        migrate.downgrade(ledger.url, "0009")
+    assert migrate.current(ledger.url) == migrate.head()
+    with ledger.engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM llm_ledger_retention_runs")).scalar_one() == 1
