@@ -16,7 +16,7 @@ from llm_ledger import (
     execution_context,
     verify_chain,
 )
-from llm_ledger.events import Event, compute_hash
+from llm_ledger.events import AttemptFailed, Event, FallbackTriggered, compute_hash
 from llm_ledger.executor import ProviderSettings, RetryPolicy
 from tests.fakes import FakeProviderServer, RateLimited, Reply, Stall
 from tests.fakes import ServerError as ServerFails
@@ -282,12 +282,12 @@ async def test_each_attempt_failed_to_fall_back_is_followed_by_its_fallback_in_t
 
     events = sink.events
     falling_back = [
-        i for i, e in enumerate(events) if e.event_type == "AttemptFailed" and e.payload.next_action == "fall_back"
-    ]  # type: ignore[union-attr]
+        (i, e) for i, e in enumerate(events) if isinstance(e, AttemptFailed) and e.payload.next_action == "fall_back"
+    ]
     assert len(falling_back) == 2
-    for i in falling_back:
-        failed, following = events[i], events[i + 1]
-        assert following.event_type == "FallbackTriggered"
+    for i, failed in falling_back:
+        following = events[i + 1]
+        assert isinstance(following, FallbackTriggered)
         assert following.stream_position == failed.stream_position + 1
-        assert following.payload.from_model == failed.payload.model  # type: ignore[union-attr]
+        assert following.payload.from_model == failed.payload.model
     assert events[-1].event_type == "ExecutionSucceeded"
