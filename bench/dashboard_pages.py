@@ -39,19 +39,17 @@ minutes or hours of the window empty, as the report says.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import math
 import os
 import platform
 import re
-import secrets
 import shlex
 import statistics
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -65,7 +63,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psycopg
 from psycopg import sql
 from sqlalchemy import Engine, event
-from sqlalchemy.engine import make_url
 from streamlit.testing.v1 import AppTest
 
 from bench.dashboard_queries import (
@@ -77,6 +74,8 @@ from bench.dashboard_queries import (
     server_settings,
 )
 from bench.ingest import machine, write_results
+from bench.logins import temporary_login
+from bench.percentiles import p90
 from llm_ledger.dashboard.state import PAGES
 from llm_ledger.dashboard.views.sessions import FAILED_ONLY_KEY
 from llm_ledger.projections.rollup import provider_of
@@ -210,25 +209,6 @@ def tool_executions(builder: SliceBuilder, asking: Sequence[Any]) -> None:
         common = (tenant, builder.uuid7(t), agent, session or "\\N", turn or "\\N", step or "\\N", trace or "\\N")
         builder.emit(common, [("ToolCallStarted", t, span, start), (terminal[0], end, span, terminal[1])])
         t = end
-
-
-# --- the dashboard's login ------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def dashboard_login(url: str) -> Iterator[str]:
-    """A login granted ``llm_ledger_auditor`` only (the README's dashboard login), as a URL of ``url``'s
-    database; dropped on exit (roles are the cluster's: a random name keeps concurrent runs apart)."""
-    name = f"llm_ledger_bench_pages_{secrets.token_hex(4)}"
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(AUDITOR_ROLE), sql.Identifier(name)))
-    try:
-        yield make_url(url).set(username=name, password=None).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(pid, 30000) FROM pg_stat_activity WHERE usename = %s", (name,))
-            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
 
 
 # --- timing the statements ------------------------------------------------------------------------------------
@@ -461,11 +441,6 @@ class Measured:
         return [r.wall * 1000 for r in self.renders]
 
 
-def p90(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
-
-
 def measure(clock: StatementClock, data: Sequence[TenantData], runs: int, chosen: Sequence[Case]) -> list[Measured]:
     results: list[Measured] = []
     for window in WINDOWS:
@@ -628,8 +603,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     data = tenant_data(url, end)
     with psycopg.connect(url) as conn:
         count = conn.execute("SELECT count(*) FROM llm_ledger_events").fetchone()
-        tools = conn.execute("SELECT coalesce(sum(calls), 0) FROM llm_ledger_tool_stats WHERE grain_seconds = 86400")
-        tool_calls = tools.fetchone()
+        daily_calls = "SELECT coalesce(sum(calls), 0) FROM llm_ledger_tool_stats WHERE grain_seconds = 86400"
+        tool_calls = conn.execute(daily_calls).fetchone()
     settings = server_settings(url)
     pages = set(args.pages.split(","))
     chosen = [case for case in cases() if case.page in pages]
@@ -637,7 +612,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     clock.install()
     started = datetime.now(UTC)
     load_before = os.getloadavg()
-    with dashboard_login(url) as login:
+    with temporary_login(url, "pages", [AUDITOR_ROLE]) as login:
         _dashboard_environment(login)
         results = measure(clock, data, args.runs, chosen)
     text = report(

@@ -62,6 +62,7 @@ import psycopg
 from psycopg import sql
 
 from bench.ingest import machine, write_results
+from bench.percentiles import p90
 from llm_ledger.events import PAYLOAD_TYPES, Event, compute_hash, parse_event, verify_chain
 from llm_ledger.projections import Projector
 from llm_ledger.projections.grains import DAY, HOUR, MINUTE, display_grain, floor
@@ -737,8 +738,7 @@ class Timing:
 
     @property
     def p90_ms(self) -> float:
-        ordered = sorted(self.runs)
-        return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))] * 1000
+        return p90(self.runs) * 1000
 
 
 def time_runs(fn: Callable[[str], dict[Any, Any]], tenants: Sequence[str], runs: int) -> tuple[list[float], int]:

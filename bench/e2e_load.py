@@ -28,29 +28,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
 import random
-import secrets
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 os.environ.setdefault("AGNO_TELEMETRY", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psycopg
-from psycopg import sql
 
 from bench.ingest import count_rows, fresh_database
+from bench.logins import temporary_login
+from llm_ledger.store.scoping import INGEST_ROLE, WRITER_ROLE
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432"
 VARIANTS = ("memory", "writer", "thread")
@@ -58,6 +56,8 @@ STEPS = ("context_extraction", "rule_filtering", "generation", "enforcement")
 MODEL = "mock/bench-step?p50_ms=50"
 SETTLE_SECONDS = 2.0
 TICK_SECONDS = 0.01
+SERVICE_ROLES = (WRITER_ROLE, INGEST_ROLE)
+"""A login of the application's kind, as the README prescribes for Focal's services."""
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,7 @@ def measure(variant: str, sessions: int, seconds: float, url: str, login: str, d
     if variant == "thread":
         env["LLM_LEDGER_WRITER"] = "thread"
     if variant != "memory":
-        env["LLM_LEDGER_DATABASE_URL"] = url.replace("postgresql://postgres@", f"postgresql://{login}@", 1)
+        env["LLM_LEDGER_DATABASE_URL"] = login
         with_count = url  # counted as the superuser, whom row-level security does not hide rows from
     else:
         env.pop("LLM_LEDGER_DATABASE_URL", None)
@@ -225,22 +225,6 @@ def measure(variant: str, sessions: int, seconds: float, url: str, login: str, d
     if done.returncode != 0:
         raise RuntimeError(f"{variant} {sessions}: exit {done.returncode}\n{done.stderr[-3000:]}")
     return Run(**json.loads(done.stdout.strip().splitlines()[-1]))
-
-
-@contextlib.contextmanager
-def service_login(url: str) -> Iterator[str]:
-    """A login of the application's kind, as the README prescribes for Focal's services: granted
-    ``llm_ledger_writer`` and ``llm_ledger_ingest`` only. Dropped on exit."""
-    name = f"llm_ledger_bench_service_{secrets.token_hex(4)}"
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("CREATE ROLE {} LOGIN IN ROLE llm_ledger_writer, llm_ledger_ingest").format(sql.Identifier(name))
-        )
-    try:
-        yield name
-    finally:
-        with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
 
 
 def report(runs: list[Run], args: argparse.Namespace) -> str:
@@ -290,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     args = parse_args(argv)
     runs: list[Run] = []
-    with fresh_database(args.server) as url, service_login(url) as login:
+    with fresh_database(args.server) as url, temporary_login(url, "service", SERVICE_ROLES) as login:
         for round_ in range(args.rounds):
             plan = [(variant, sessions) for variant in VARIANTS for sessions in args.sessions]
             random.shuffle(plan)

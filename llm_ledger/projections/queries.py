@@ -10,6 +10,7 @@ view reads as ``llm_ledger_auditor``.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -443,10 +444,9 @@ class LedgerView:
             rows = list(connection.execute(query))
         found: list[list[ErrorPoint]] = []
         for by in bys:
-            counts: dict[tuple[datetime, str], int] = {}
+            counts: Counter[tuple[datetime, str]] = Counter()
             for row in rows:
-                key = (as_utc(row.bucket_start), getattr(row, by))
-                counts[key] = counts.get(key, 0) + int(row.failures)
+                counts[as_utc(row.bucket_start), getattr(row, by)] += int(row.failures)
             found.append([ErrorPoint(start, group, n) for (start, group), n in sorted(counts.items())])
         return found
 
@@ -663,17 +663,35 @@ def _kept(table: Any, filters: Filters) -> list[ColumnElement[bool]]:
     return [table.c[dimension].in_(values) for dimension, values in filters.chosen().items()]
 
 
-def _kept_fallbacks(filters: Filters) -> list[ColumnElement[bool]]:
-    """``_kept`` for the fallback edges, which have a model at each end and no provider: a provider keeps
-    an edge when either end's model is counted under it (``provider_of``, as SQL on the model string)."""
-    table = fallback_stats
-    conditions = _kept(table, Filters(agents=filters.agents, steps=filters.steps))
+def kept_agents_and_steps(table: Any, filters: Filters) -> list[ColumnElement[bool]]:
+    """``_kept`` for the filters' agents and steps alone: what a table whose models are not one column
+    (a fallback has two) keeps by its own columns."""
+    return _kept(table, filters.without_models())
+
+
+def kept_fallback_ends(
+    from_model: ColumnElement[str], to_model: ColumnElement[str], filters: Filters
+) -> list[ColumnElement[bool]]:
+    """The conditions that keep a fallback the filters' models and providers choose: one from or to a
+    chosen model, or from or to a model counted under a chosen provider (``provider_is_one_of``, as SQL on
+    the model string)."""
+    conditions: list[ColumnElement[bool]] = []
     if filters.models:
-        conditions.append(or_(table.c.from_model.in_(filters.models), table.c.to_model.in_(filters.models)))
+        conditions.append(or_(from_model.in_(filters.models), to_model.in_(filters.models)))
     if filters.providers:
-        ends = (table.c.from_model, table.c.to_model)
-        conditions.append(or_(*(provider_is_one_of(end, filters.providers) for end in ends)))
+        conditions.append(
+            or_(provider_is_one_of(from_model, filters.providers), provider_is_one_of(to_model, filters.providers))
+        )
     return conditions
+
+
+def _kept_fallbacks(filters: Filters) -> list[ColumnElement[bool]]:
+    """``_kept`` for the fallback edges, which have a model at each end and no provider."""
+    table = fallback_stats
+    return [
+        *kept_agents_and_steps(table, filters),
+        *kept_fallback_ends(table.c.from_model, table.c.to_model, filters),
+    ]
 
 
 class _Sums:

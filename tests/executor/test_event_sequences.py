@@ -16,7 +16,7 @@ from llm_ledger import (
     execution_context,
     verify_chain,
 )
-from llm_ledger.events import Event, compute_hash
+from llm_ledger.events import AttemptFailed, Event, FallbackTriggered, compute_hash
 from llm_ledger.executor import ProviderSettings, RetryPolicy
 from tests.fakes import FakeProviderServer, RateLimited, Reply, Stall
 from tests.fakes import ServerError as ServerFails
@@ -266,3 +266,28 @@ async def test_hashes_cover_the_context(
     record = sink.events[0].to_record()
     record["tenant_id"] = "someone-else"
     assert compute_hash(record) != sink.events[0].hash
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["generate", "stream"])
+async def test_each_attempt_failed_to_fall_back_is_followed_by_its_fallback_in_the_stream(stream: bool) -> None:
+    # The dashboard finds a fallback as the event after its failed attempt (projections/drilldown.py).
+    chain = ["mock/limited?rate_limit=1&p50_ms=0", "mock/broken?server_error=1&p50_ms=0", "mock/answers?p50_ms=0"]
+    sink = InMemorySink()
+    executor = LLMExecutor(chain[0], fallback_models=chain[1:], max_retries=0, sink=sink)
+    with execution_context(**CONTEXT):
+        if stream:
+            [chunk async for chunk in executor.generate_stream(MESSAGES)]
+        else:
+            await executor.generate(MESSAGES)
+
+    events = sink.events
+    falling_back = [
+        (i, e) for i, e in enumerate(events) if isinstance(e, AttemptFailed) and e.payload.next_action == "fall_back"
+    ]
+    assert len(falling_back) == 2
+    for i, failed in falling_back:
+        following = events[i + 1]
+        assert isinstance(following, FallbackTriggered)
+        assert following.stream_position == failed.stream_position + 1
+        assert following.payload.from_model == failed.payload.model
+    assert events[-1].event_type == "ExecutionSucceeded"

@@ -4,16 +4,17 @@ workload: the sessions with failed executions, and for each fallback edge the la
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, Row
 
 from llm_ledger.dashboard.view import DashboardView
 from llm_ledger.events import Event, ExecutionFailed, FallbackTriggered
 from llm_ledger.projections import drilldown
-from llm_ledger.projections.queries import EVERYTHING, Filters, Window
+from llm_ledger.projections.queries import EVERYTHING, FallbackEdge, Filters, Window
 from llm_ledger.store import EventStore
 from tests.dashboard.ledger import BACKUP, BROKEN, FAST, LIMITED, moved_back, run
 from tests.projections.projecting import project_url
@@ -144,7 +145,7 @@ def test_the_examples_are_looked_for_among_the_windows_latest_fallbacks(
     view.close()
 
     with engine_of(ledger_url).connect() as connection:
-        examples = drilldown.fallback_sessions(connection, "acme", _EVERYTHING, edges, scanned=3)
+        examples = drilldown.fallback_sessions(connection, "acme", _EVERYTHING, edges, cap=3)
 
     assert len(edges) == 2
     assert {(edge.from_model, edge.to_model): session for edge, session in examples.items()} == {
@@ -167,3 +168,135 @@ def test_a_chain_whose_latest_fallback_is_older_than_the_first_looked_at_is_foun
 
     view.close()
     assert examples == {(LIMITED, BACKUP): "took-backup", (LIMITED, FAST): "took-fast"}
+
+
+class _Recording:
+    """A connection that keeps the rows of each statement run on it: what the rounds read, as read."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.dialect = connection.dialect
+        self.statements: list[list[Row[Any]]] = []
+        self._connection = connection
+
+    def execute(self, statement: Any) -> list[Row[Any]]:
+        self.statements.append(list(self._connection.execute(statement)))
+        return self.statements[-1]
+
+
+def _rounds(
+    url: str,
+    engine_of: Callable[[str], Engine],
+    edges: Sequence[FallbackEdge],
+    filters: Filters = EVERYTHING,
+    cap: int = drilldown.FAILURES_SCANNED,
+) -> tuple[dict[tuple[str, str], str], list[list[Row[Any]]]]:
+    with engine_of(url).connect() as connection:
+        recording = _Recording(connection)
+        examples = drilldown.fallback_sessions(cast(Connection, recording), "acme", _EVERYTHING, edges, filters, cap)
+    return {(edge.from_model, edge.to_model): session for edge, session in examples.items()}, recording.statements
+
+
+def _failures_read(statements: list[list[Row[Any]]]) -> list[str]:
+    return [row.failure_id for rows in statements for row in rows]
+
+
+def test_a_chain_only_executions_without_a_session_took_has_no_example_and_its_search_stops_at_the_last_failure(
+    ledger_url: str, engine_of: Callable[[str], Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rounds of 2 then 8: the 7 failures of sessions are read once each, in two statements, and the search
+    # stops there (the 8 asked for were not all there), not at the cap, though a chain is still missing.
+    monkeypatch.setattr(drilldown, "FIRST_SCANNED", 2)
+    view = _recorded(
+        ledger_url,
+        moved_back(run(3, tenant="acme", session=None, chain=[LIMITED, BACKUP], step="answer"), 5 * _MINUTE),
+        moved_back(run(7, tenant="acme", session="took-fast", chain=[LIMITED, FAST], step="answer"), 30 * _MINUTE),
+    )
+    edges = view.fallback_edges("acme", _EVERYTHING)
+    view.close()
+
+    examples, statements = _rounds(ledger_url, engine_of, edges)
+
+    assert {(edge.from_model, edge.to_model) for edge in edges} == {(LIMITED, BACKUP), (LIMITED, FAST)}
+    assert examples == {(LIMITED, FAST): "took-fast"}
+    assert [len(rows) for rows in statements] == [2, 5]
+    assert len(set(_failures_read(statements))) == 7
+
+
+def test_the_search_stops_at_the_last_failure_when_no_failure_leads_to_a_kept_fallback(
+    ledger_url: str, engine_of: Callable[[str], Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A filter no fallback meets drops every joined row: the failures are still counted as read.
+    monkeypatch.setattr(drilldown, "FIRST_SCANNED", 2)
+    view = _recorded(ledger_url, run(5, tenant="acme", session="took-fast", chain=[LIMITED, FAST], step="answer"))
+    edges = view.fallback_edges("acme", _EVERYTHING)
+    view.close()
+
+    examples, statements = _rounds(ledger_url, engine_of, edges, Filters(models=("mock/no-such-model",)))
+
+    assert examples == {}
+    assert [len(rows) for rows in statements] == [2, 3]
+    assert all(row.session_id is None for rows in statements for row in rows)
+
+
+def test_each_round_reads_the_failures_older_than_the_last_and_all_of_them_at_most_the_cap(
+    ledger_url: str, engine_of: Callable[[str], Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The backup chain's only fallback is the 12th latest: rounds of 2, 8 and the 3 left of a cap of 13.
+    monkeypatch.setattr(drilldown, "FIRST_SCANNED", 2)
+    view = _recorded(
+        ledger_url,
+        moved_back(run(1, tenant="acme", session="took-backup", chain=[LIMITED, BACKUP], step="answer"), 30 * _MINUTE),
+        moved_back(run(11, tenant="acme", session="took-fast", chain=[LIMITED, FAST], step="answer"), 10 * _MINUTE),
+    )
+    edges = view.fallback_edges("acme", _EVERYTHING)
+    view.close()
+
+    examples, statements = _rounds(ledger_url, engine_of, edges, cap=13)
+    capped, capped_statements = _rounds(ledger_url, engine_of, edges, cap=11)
+
+    assert examples == {(LIMITED, BACKUP): "took-backup", (LIMITED, FAST): "took-fast"}
+    # The third round stops at the cap's 13th failure and the backup's, the 12th, ends the search.
+    assert [len(rows) for rows in statements] == [2, 8, 2]
+    read = _failures_read(statements)
+    assert len(set(read)) == len(read) == 12
+    failed_at = [row.failed_at for rows in statements for row in rows]
+    assert failed_at == sorted(failed_at, reverse=True)
+    assert capped == {(LIMITED, FAST): "took-fast"}
+    assert [len(rows) for rows in capped_statements] == [2, 8, 1]
+
+
+def test_a_streamed_fallback_has_its_example(ledger_url: str) -> None:
+    view = _recorded(
+        ledger_url,
+        moved_back(
+            run(2, tenant="acme", session="streamed", chain=[LIMITED, FAST], step="answer", stream=True), 10 * _MINUTE
+        ),
+        moved_back(run(2, tenant="acme", session="generated", chain=[LIMITED, BACKUP], step="answer"), 30 * _MINUTE),
+    )
+
+    examples = _examples(view, "acme")
+
+    view.close()
+    assert examples == {(LIMITED, FAST): "streamed", (LIMITED, BACKUP): "generated"}
+
+
+def test_the_cap_counts_only_the_failures_of_the_models_the_chosen_chains_fall_back_from(
+    ledger_url: str, engine_of: Callable[[str], Engine]
+) -> None:
+    # The broken model's one fallback is older than the 5 latest, all from the rate-limited model: with a cap
+    # of 3 it has no example among every chain, and keeps it when a filter chooses it alone.
+    view = _recorded(
+        ledger_url,
+        moved_back(run(1, tenant="acme", session="took-backup", chain=[BROKEN, BACKUP], step="answer"), 30 * _MINUTE),
+        moved_back(run(5, tenant="acme", session="took-fast", chain=[LIMITED, FAST], step="answer"), 10 * _MINUTE),
+    )
+    chosen = Filters(models=(BROKEN,))
+    edges, chosen_edges = view.fallback_edges("acme", _EVERYTHING), view.fallback_edges("acme", _EVERYTHING, chosen)
+    view.close()
+
+    every, _ = _rounds(ledger_url, engine_of, edges, cap=3)
+    rarely_used, statements = _rounds(ledger_url, engine_of, chosen_edges, chosen, cap=3)
+
+    assert every == {(LIMITED, FAST): "took-fast"}
+    assert rarely_used == {(BROKEN, BACKUP): "took-backup"}
+    assert [len(rows) for rows in statements] == [1]

@@ -20,6 +20,7 @@ from sqlalchemy import Engine, bindparam, text
 
 from llm_ledger.events import Event, EventDraft
 from llm_ledger.executor import InMemorySink
+from llm_ledger.projections.grains import display_grain
 from llm_ledger.projections.queries import EVERYTHING, Filters, LedgerView, Window
 from tests.projections import workload
 from tests.projections.conftest import everything, part_of_the_workload, projected_database
@@ -131,21 +132,32 @@ class FilteredEvents:
         with self.engine.connect() as connection:
             return list(connection.execute(query, {"tenant": self.tenant, **values}))
 
-    def executions(self, by: str = "''") -> dict[Any, tuple[int, int, int]]:
-        """Executions, failed ones and those that fell back, per value of the expression ``by``."""
+    def executions(self, by: str = "''", grain: int | None = None) -> dict[Any, tuple[int, int, int]]:
+        """Executions, failed ones and those that fell back, per value of the expression ``by`` (per
+        ``(bucket, value)`` with ``grain``: the start of the ``grain``-second bucket each ended in)."""
         s = self.sql
         model = EXECUTION_MODEL.format(model=s.text("model"), last_model=s.text("last_model"))
         statement = f"""
-            SELECT {by.format(model=model)} AS key, COUNT(*) AS executions,
+            SELECT {by.format(model=model)} AS key, {self._bucket(grain)} AS bucket, COUNT(*) AS executions,
                    SUM(CASE WHEN event_type = 'ExecutionFailed' THEN 1 ELSE 0 END) AS failed,
                    SUM(CASE WHEN stream_id IN (
                        SELECT stream_id FROM llm_ledger_events WHERE event_type = 'FallbackTriggered'
                    ) THEN 1 ELSE 0 END) AS fell_back
             FROM llm_ledger_events
             WHERE event_type IN ('ExecutionSucceeded', 'ExecutionFailed') AND {self._kept((model,))}
-            GROUP BY 1
+            GROUP BY 1, 2
         """
-        return {r.key: (int(r.executions), int(r.failed), int(r.fell_back)) for r in self._rows(statement)}
+        return {
+            self._keyed(grain, r.bucket, r.key): (int(r.executions), int(r.failed), int(r.fell_back))
+            for r in self._rows(statement)
+        }
+
+    def _bucket(self, grain: int | None) -> str:
+        return self.sql.epoch("occurred_at", grain) if grain else "0"
+
+    @staticmethod
+    def _keyed(grain: int | None, bucket: Any, key: Any) -> Any:
+        return (int(bucket), key) if grain else key
 
     def attempts(self) -> tuple[int, int]:
         statement = f"""
@@ -156,15 +168,16 @@ class FilteredEvents:
         [row] = self._rows(statement)
         return int(row.attempts), int(row.failed or 0)
 
-    def attempt_failures(self) -> dict[tuple[str, str], int]:
-        """Failed attempts per error type and model."""
+    def attempt_failures(self, grain: int | None = None) -> dict[Any, int]:
+        """Failed attempts per error type and model (per ``(bucket, (error type, model))`` with ``grain``)."""
         s = self.sql
         statement = f"""
-            SELECT {s.text("error_type")} AS error_type, {s.text("model")} AS model, COUNT(*) AS n
+            SELECT {s.text("error_type")} AS error_type, {s.text("model")} AS model,
+                   {self._bucket(grain)} AS bucket, COUNT(*) AS n
             FROM llm_ledger_events WHERE event_type = 'AttemptFailed' AND {self._kept((s.text("model"),))}
-            GROUP BY 1, 2
+            GROUP BY 1, 2, 3
         """
-        return {(r.error_type, r.model): int(r.n) for r in self._rows(statement)}
+        return {self._keyed(grain, r.bucket, (r.error_type, r.model)): int(r.n) for r in self._rows(statement)}
 
     def fallbacks(self) -> dict[tuple[str, str, str], tuple[int, int]]:
         """Fallback edges (from, to, reason): how many, and how many of their executions then succeeded."""
@@ -274,6 +287,7 @@ def test_series_split_several_ways_from_one_read_each_equal_the_events_the_filte
     view: LedgerView, engine: Engine, tenant: str, filters: Filters
 ) -> None:
     window = everything()
+    grain = display_grain(window.start, window.end)
     events = FilteredEvents(engine, tenant, window, filters)
     splits: list[tuple[Any, str]] = [(None, "''"), ("step", "COALESCE(step, '')"), ("model", "{model}")]
 
@@ -281,13 +295,16 @@ def test_series_split_several_ways_from_one_read_each_equal_the_events_the_filte
 
     assert len(every_series) == len(splits)
     for (by, expression), points in zip(splits, every_series, strict=True):
-        summed: dict[str, tuple[int, int]] = {}
-        for point in points:
-            executions, failed = summed.get(point.group, (0, 0))
-            summed[point.group] = (executions + point.figures.executions, failed + point.figures.failed)
-        shown = {group: figures for group, figures in summed.items() if figures[0]}
-        expected = {key: (n, failed) for key, (n, failed, _) in events.executions(expression).items()}
+        # A bucket whose attempts were kept but none of whose executions ended under it counts no execution.
+        shown = {
+            (int(point.bucket_start.timestamp()), point.group): (point.figures.executions, point.figures.failed)
+            for point in points
+            if point.figures.executions
+        }
+        expected = {key: (n, failed) for key, (n, failed, _) in events.executions(expression, grain).items()}
         assert shown == expected, by
+        if filters.providers != ("mock",):
+            assert len({bucket for bucket, _ in expected}) > 1, "the case's executions span several buckets"
 
 
 @filtered_cases
@@ -295,24 +312,17 @@ def test_error_series_split_several_ways_from_one_query_each_equal_the_failures_
     view: LedgerView, engine: Engine, tenant: str, filters: Filters
 ) -> None:
     window = everything()
-    expected = FilteredEvents(engine, tenant, window, filters).attempt_failures()
+    failures = FilteredEvents(engine, tenant, window, filters).attempt_failures(display_grain(window.start, window.end))
+    expected_types: collections.Counter[tuple[int, str]] = collections.Counter()
+    expected_models: collections.Counter[tuple[int, str]] = collections.Counter()
+    for (bucket, (error_type, model)), n in failures.items():
+        expected_types[bucket, error_type] += n
+        expected_models[bucket, model] += n
 
     by_type, by_model = view.error_series_by(tenant, window, ["error_type", "model"], filters=filters)
 
-    assert by_type == view.error_series(tenant, window, by="error_type", filters=filters)
-    types: collections.Counter[str] = collections.Counter()
-    models: collections.Counter[str] = collections.Counter()
-    for point in by_type:
-        types[point.group] += point.count
-    for point in by_model:
-        models[point.group] += point.count
-    expected_types: collections.Counter[str] = collections.Counter()
-    expected_models: collections.Counter[str] = collections.Counter()
-    for (error_type, model), n in expected.items():
-        expected_types[error_type] += n
-        expected_models[model] += n
-    assert types == expected_types
-    assert models == expected_models
+    assert {(int(p.bucket_start.timestamp()), p.group): p.count for p in by_type} == expected_types
+    assert {(int(p.bucket_start.timestamp()), p.group): p.count for p in by_model} == expected_models
 
 
 @filtered_cases

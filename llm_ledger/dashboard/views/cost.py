@@ -27,8 +27,8 @@ def render(page: PageContext) -> None:
     bys: list[tuple[Dimension, ...]] = [*((dimension,) for dimension in SPLITS.values()), ("step", "model")]
     *tables, streamed_groups = page.view.breakdowns(page.tenant, page.window, bys, page.filters)
     earlier_tables = page.view.breakdowns(page.tenant, page.window.previous(), bys[:-1], page.filters)
-    every_series = page.view.series_by(page.tenant, page.window, list(SPLITS.values()), page.filters)
-    tabs = zip(st.tabs(list(SPLITS)), SPLITS.items(), tables, earlier_tables, every_series, strict=True)
+    series_per_split = page.view.series_by(page.tenant, page.window, list(SPLITS.values()), page.filters)
+    tabs = zip(st.tabs(list(SPLITS)), SPLITS.items(), tables, earlier_tables, series_per_split, strict=True)
     for tab, (label, _), table, earlier, series in tabs:
         with tab:
             rows = usage_rows(series, page.buckets)

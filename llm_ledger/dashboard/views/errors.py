@@ -34,11 +34,11 @@ def render(page: PageContext) -> None:
     st.subheader("Failure rate over time")
     tabs = st.tabs([title for title, _, _ in _SPLITS])
     # Each figure read once for the three splits.
-    every_failures = page.view.error_series_by(
+    failures_per_split = page.view.error_series_by(
         page.tenant, page.window, [dimension for _, dimension, _ in _SPLITS], filters=page.filters
     )
-    every_attempts = page.view.series_by(page.tenant, page.window, [by for _, _, by in _SPLITS], page.filters)
-    splits = zip(tabs, _SPLITS, every_failures, every_attempts, strict=True)
+    attempts_per_split = page.view.series_by(page.tenant, page.window, [by for _, _, by in _SPLITS], page.filters)
+    splits = zip(tabs, _SPLITS, failures_per_split, attempts_per_split, strict=True)
     for tab, (_, dimension, _), failures, attempts in splits:
         with tab:
             rows = error_rate_rows(failures, attempts, page.buckets)

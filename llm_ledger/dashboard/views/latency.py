@@ -22,8 +22,10 @@ def render(page: PageContext) -> None:
     st.caption(f"Whole window: p50 {milliseconds(p50)} · p95 {milliseconds(p95)} · p99 {milliseconds(p99)}")
     by_step, by_model = st.tabs(["By step", "By model"])
     splits: tuple[tuple[DeltaGenerator, Dimension], ...] = ((by_step, "step"), (by_model, "model"))
-    every_series = page.view.series_by(page.tenant, page.window, [dimension for _, dimension in splits], page.filters)
-    for (tab, dimension), series in zip(splits, every_series, strict=True):
+    series_per_split = page.view.series_by(
+        page.tenant, page.window, [dimension for _, dimension in splits], page.filters
+    )
+    for (tab, dimension), series in zip(splits, series_per_split, strict=True):
         with tab:
             rows = latency_rows(series, page.buckets)
             st.altair_chart(charts.latency(rows, dimension), width="stretch")
