@@ -587,7 +587,10 @@ def load(url: str, plan: Plan, slices: range | None = None) -> Load:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM (ANALYZE) llm_ledger_events")
         conn.execute("CHECKPOINT")
-        row = conn.execute("SELECT pg_total_relation_size('llm_ledger_events')").fetchone()
+        # A partitioned table has no storage of its own: its size is its partitions' (and on 0007, itself).
+        row = conn.execute(
+            "SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('llm_ledger_events')"
+        ).fetchone()
     return Load(total, seconds, time.perf_counter() - started, int(row[0]) if row else 0)
 
 
