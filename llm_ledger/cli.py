@@ -555,8 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs",
         type=_positive_int,
         metavar="N",
-        help="tenants verified at once, each in a worker process (default: the machine's cores for a large"
-        " ledger, docs/AUDIT.md; 1: in this process); the report is the same whatever N",
+        help="tenants verified at once, each in a worker process with a database connection (default: the cores"
+        " it may use, at most 4, for a large ledger, docs/AUDIT.md; 1: in this process); the report is the same"
+        " whatever N",
     )
     verify.add_argument("--database-url", help=url_help)
     verify.set_defaults(handler=_audit_verify, needs_ledger=True)

@@ -37,7 +37,7 @@ from llm_ledger.audit.errors import AuditConfigurationError
 from llm_ledger.audit.heads import STATE_FILE, WITNESS_FILE, Head, HeadLog, locked, resolve
 from llm_ledger.audit.keys import PublicKey
 from llm_ledger.audit.outside import RecordedHeads
-from llm_ledger.audit.parallel import map_tenants
+from llm_ledger.audit.parallel import default_jobs, map_tenants
 from llm_ledger.audit.queries import AuditQueries
 from llm_ledger.audit.report import AuditReport, Finding, Severity, TenantResult
 from llm_ledger.audit.retired import ArchiveDirs, Retired, RetiredTenant
@@ -75,8 +75,15 @@ def verify_ledger(
     """Verify the ledger (every tenant, or ``tenant_id``), as ``llm_ledger_auditor`` on PostgreSQL.
 
     ``jobs`` tenants are verified at once, each in a worker process (``parallel``) when more than one; None:
-    as many as the machine has cores, if the ledger holds at least ``PARALLEL_FROM`` sealed events (below
-    that, starting the workers costs more than they save). The report is the same whatever ``jobs``.
+    as many as this process may use cores, at most ``parallel.DEFAULT_JOBS_CAP``, if the ledger holds at
+    least ``PARALLEL_FROM`` sealed events (below that, starting the workers costs more than they save). The
+    report is the same whatever ``jobs``. Each worker is a process (~93 MiB) with a connection of its own.
+    Workers open the ledger from its URL alone, so they are only started for ``database_url`` given as a
+    URL (or its text) of a database another process can open: an ``Engine`` (whose creator or connect_args
+    a URL would lose) and an SQLite database in memory (``:memory:``, ``file:...?mode=memory``) are
+    verified in this process whatever ``jobs``. Workers are spawned: a script that calls this with ``jobs``
+    other than 1 must do so under ``if __name__ == "__main__":`` (each worker imports the caller's main
+    module). A worker that fails on the database, or dies, raises ``StoreUnavailableError``.
 
     With ``public_key`` (or its base64 text), every seal must carry a valid signature by that key. With
     ``record``, the result is stored in the audit run tables for the dashboard. With ``witness`` (the
@@ -136,7 +143,7 @@ def _verify(
                 raise AuditConfigurationError(f"the ledger has no events and no seals of tenant {tenant_id!r}")
         # The largest first, so that no worker is left with a large tenant when the others are done.
         order = sorted(tenants, key=lambda tenant: (-sealed.get(tenant, 0), tenant))
-        workers = _workers(jobs, engine, sum(sealed.get(tenant, 0) for tenant in tenants))
+        workers = _workers(jobs, database_url, engine, sum(sealed.get(tenant, 0) for tenant in tenants))
         if workers > 1 and len(order) > 1:
             key = public_key.text() if public_key is not None else None
             archived = {tenant: retired.of(tenant) for tenant in order}
@@ -163,15 +170,23 @@ def _verify(
         )
 
 
-def _workers(jobs: int | None, engine: Engine, sealed_events: int) -> int:
-    """How many worker processes verify the tenants: ``jobs``; by default the cores, for a ledger of at least
-    ``PARALLEL_FROM`` sealed events. One means none: the tenants are verified in this process. A SQLite
-    database in memory is this process's own."""
-    if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
+def _workers(jobs: int | None, database_url: str | URL | Engine, engine: Engine, sealed_events: int) -> int:
+    """How many worker processes verify the tenants: ``jobs``; by default ``parallel.default_jobs()``, for a
+    ledger of at least ``PARALLEL_FROM`` sealed events. One means none: the tenants are verified in this
+    process, as they always are for a given ``Engine`` and an SQLite database in memory (``verify_ledger``)."""
+    if isinstance(database_url, Engine) or _in_memory(engine.url):
         return 1
     if jobs is None:
-        return (os.cpu_count() or 1) if sealed_events >= PARALLEL_FROM else 1
+        return default_jobs() if sealed_events >= PARALLEL_FROM else 1
     return jobs
+
+
+def _in_memory(url: URL) -> bool:
+    """Whether ``url`` is an SQLite database in memory, this process's own: ``:memory:`` (or no file), or a
+    URI filename with ``mode=memory``."""
+    if url.get_backend_name() != "sqlite":
+        return False
+    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
 
 
 def _verify_tenant(
@@ -469,11 +484,17 @@ def _check_stream(rows: Sequence[Any], result: TenantResult) -> None:
             event_type=row.event_type,
         )
 
-    records = [_stored_record(row) for row in rows]
-    if not chain_holds(records):
+    records, unreadable = _stored_records(rows)
+    for index, reason in unreadable.items():
+        result.add(finding("invalid", "broken", f"its payload is not readable JSON ({reason})", rows[index]))
+    if unreadable or not chain_holds(records):
         # Something is wrong: verify_chain names it, from the records as the payload column's type reads them.
+        # An unreadable payload is left as its text: verify_chain still checks the event's links (by its stored
+        # hash), and what it says of its content is what was said above.
         chain = verify_chain(_as_read(record, row) for record, row in zip(records, rows, strict=True))
         for brk in chain.breaks:
+            if brk.index in unreadable and brk.kind in ("invalid", "hash_mismatch"):
+                continue
             result.add(finding(brk.kind, "broken", brk.reason, rows[brk.index]))
     first = rows[0]
     kind = STREAM_KIND_OF_START.get(first.event_type)
@@ -505,6 +526,20 @@ def _check_stream(rows: Sequence[Any], result: TenantResult) -> None:
         )
 
 
+def _stored_records(rows: Sequence[Any]) -> tuple[list[dict[str, Any]], dict[int, str]]:
+    """The stored records of rows (``_stored_record``), and why each payload that is no JSON (which SQLite's
+    column may hold) could not be read, by index: such a payload stays its text."""
+    records: list[dict[str, Any]] = []
+    unreadable: dict[int, str] = {}
+    for index, row in enumerate(rows):
+        try:
+            records.append(_stored_record(row))
+        except (json.JSONDecodeError, RecursionError) as exc:
+            records.append(row_to_record(row._mapping))
+            unreadable[index] = str(exc) or type(exc).__name__
+    return records, unreadable
+
+
 def _stored_record(row: Any) -> dict[str, Any]:
     """The stored record of a row (``store.rows.row_to_record``); a payload read as its JSON text (the stream
     query's) parsed by orjson. orjson and json.loads give the same values, but for an integer beyond 64 bits,
@@ -521,9 +556,15 @@ def _stored_record(row: Any) -> dict[str, Any]:
 
 
 def _as_read(record: dict[str, Any], row: Any) -> dict[str, Any]:
-    """The record with its payload as the column's type reads it (json.loads, on both dialects)."""
+    """The record with its payload as the column's type reads it (json.loads, on both dialects); as it is
+    when that cannot read it (``_stored_record`` has said why)."""
     payload = row.payload
-    return {**record, "payload": json.loads(payload)} if isinstance(payload, str) else record
+    if not isinstance(payload, str):
+        return record
+    try:
+        return {**record, "payload": json.loads(payload)}
+    except (json.JSONDecodeError, RecursionError):
+        return record
 
 
 def _age(seconds: float) -> str:

@@ -107,7 +107,7 @@ def canonical_json(value: Any) -> bytes:
     faster than a pure-Python RFC 8785 serializer, and hashing sits on every LLM call. NaN and the
     infinities, which JSON cannot hold, are written as null; event models reject them beforehand.
     """
-    data = _sorted_json(value)
+    data = sorted_json(value)
     if _may_differ(data):
         text = _STRING_OR_FLOAT.sub(_rewrite_float, data.decode("utf-8"))
         return text.encode("utf-8")
@@ -117,11 +117,12 @@ def canonical_json(value: Any) -> bytes:
 def orjson_canonical(value: Any) -> bytes | None:
     """``canonical_json(value)`` when orjson's sorted output is it as it stands (no float to rewrite);
     None when it has a float to rewrite."""
-    data = _sorted_json(value)
+    data = sorted_json(value)
     return None if _may_differ(data) else data
 
 
-def _sorted_json(value: Any) -> bytes:
+def sorted_json(value: Any) -> bytes:
+    """orjson's output with sorted keys: ``canonical_json`` before its float check."""
     try:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError as exc:

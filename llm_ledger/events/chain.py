@@ -14,7 +14,13 @@ from uuid import UUID
 import orjson
 from pydantic import ValidationError
 
-from llm_ledger.events.canonical import CanonicalizationError, canonical_json, orjson_canonical, sha256_hex
+from llm_ledger.events.canonical import (
+    CanonicalizationError,
+    canonical_json,
+    orjson_canonical,
+    sha256_hex,
+    sorted_json,
+)
 from llm_ledger.events.ids import uuid7
 from llm_ledger.events.model import (
     EVENT_TYPES,
@@ -290,7 +296,7 @@ class StreamSealer:
             payload_json = draft._json_values()
             # Values of exact JSON types, whose floats orjson writes as canonical JSON has them (values.py)
             # need no float scan: orjson's sorted output is their canonical form.
-            payload_bytes = _sorted_json(payload_json) if draft._plain else canonical_json(payload_json)
+            payload_bytes = sorted_json(payload_json) if draft._plain else canonical_json(payload_json)
         else:
             payload_json = draft.payload.model_dump(mode="json")
             payload_bytes = canonical_json(payload_json)
@@ -441,13 +447,6 @@ def _iso_utc(moment: datetime) -> str:
     if text.endswith("+00:00"):
         return text[:-6]
     return orjson.dumps(moment, option=orjson.OPT_UTC_Z).decode()[1:-2]
-
-
-def _sorted_json(values: JsonDict) -> bytes:
-    try:
-        return orjson.dumps(values, option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONEncodeError as exc:
-        raise CanonicalizationError(str(exc)) from exc
 
 
 BreakKind = Literal[

@@ -245,3 +245,14 @@ def postgres_ledger(
     """A copy of the sealed PostgreSQL template, for what only PostgreSQL has (roles, row-level security)."""
     with _copy_of_template("postgresql", request, tmp_path, _postgres_server) as copy:
         yield copy
+
+
+@pytest.fixture
+def sqlite_ledger(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    _postgres_server: Engine,  # noqa: F811
+) -> Iterator[Ledger]:
+    """A copy of the sealed SQLite template, for what only SQLite's column can hold (a payload that is no JSON)."""
+    with _copy_of_template("sqlite", request, tmp_path, _postgres_server) as copy:
+        yield copy

@@ -10,19 +10,25 @@ import re
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
-from sqlalchemy import Connection, delete, insert, update
+from sqlalchemy import Connection, Engine, delete, insert, literal, make_url, text, update
 
+from llm_ledger.audit import parallel, verify_ledger
+from llm_ledger.audit import queries as queries_module
 from llm_ledger.audit import verify as verify_module
 from llm_ledger.audit.schema import seal_streams
+from llm_ledger.cli import main
 from llm_ledger.events import canonical_json, compute_hash, sha256_hex
-from llm_ledger.store import as_utc
+from llm_ledger.store import as_utc, create_store_engine
 from llm_ledger.store.rows import row_to_record
-from llm_ledger.store.schema import events
+from llm_ledger.store.schema import READ_COLUMNS, events
 from tests.audit.conftest import TENANTS, Ledger
 from tests.audit.test_tampering import header_of, replace_rows, resealed, stream_of_the_second_seal
+from tests.store.conftest import _postgres_server  # noqa: F401  (fixture)
 
 Tampering = Callable[[Ledger], None]
 
@@ -130,6 +136,39 @@ def integer_beyond_64_bits_hashed_as_orjson_reads_it(ledger: Ledger) -> None:
     rechain(ledger, change)
 
 
+def orjson_hash(record: dict[str, Any]) -> str:
+    """The hash a forger computes over orjson's sorted output as it stands, skipping the canonical float check
+    (``canonical._may_differ``): what a fast path that trusted orjson's output would recompute."""
+    unhashed = {key: value for key, value in record.items() if key != "hash"}
+    return sha256_hex(orjson.dumps(unhashed, option=orjson.OPT_SORT_KEYS))
+
+
+NUMBER_FIELD = "timeout_seconds"
+"""A number field (where a float is valid) of the event ``rechain`` changes, an ``AttemptStarted``."""
+
+
+def integer_beyond_64_bits_hashed_over_orjson_bytes(ledger: Ledger) -> None:
+    # orjson reads 2**70 as a float, valid in a number field, which it writes 1.1805916207174113e+21: a hash
+    # over those bytes passes only a fast path that skips the float check. json.loads keeps the integer, which
+    # canonical JSON has no form for: invalid.
+    def change(record: dict[str, Any]) -> str:
+        assert record["event_type"] == "AttemptStarted"
+        record["payload"] = {**record["payload"], NUMBER_FIELD: 2**70}
+        return orjson_hash({**record, "payload": {**record["payload"], NUMBER_FIELD: float(2**70)}})
+
+    rechain(ledger, change)
+
+
+def float_to_rewrite_hashed_over_orjson_bytes(ledger: Ledger) -> None:
+    # A valid number written 2.0 by orjson, 2 by ECMAScript: the canonical hash differs from the forger's.
+    def change(record: dict[str, Any]) -> str:
+        assert record["event_type"] == "AttemptStarted"
+        record["payload"] = {**record["payload"], NUMBER_FIELD: 2.0}
+        return orjson_hash(record)
+
+    rechain(ledger, change)
+
+
 def float_to_rewrite_with_its_hash_recomputed(ledger: Ledger) -> None:
     def change(record: dict[str, Any]) -> str:
         record["payload"] = {**record["payload"], "attempt": 1e-7}
@@ -151,6 +190,8 @@ TAMPERINGS: list[Tampering] = [
     event_moved_outside_its_seals_span,
     invalid_event_with_its_hash_recomputed,
     integer_beyond_64_bits_hashed_as_orjson_reads_it,
+    integer_beyond_64_bits_hashed_over_orjson_bytes,
+    float_to_rewrite_hashed_over_orjson_bytes,
     float_to_rewrite_with_its_hash_recomputed,
 ]
 
@@ -169,8 +210,11 @@ def report_of(ledger: Ledger, **options: Any) -> dict[str, Any]:
 
 def full_validation(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """The report of a verify that sends every stream to ``verify_chain``, from the records as the payload
-    column's type reads them (what every verify did before the fast path), in this process."""
+    column's type reads them (what every verify did before the fast path: ``READ_COLUMNS``, no cast to text,
+    ``row_to_record``), in this process."""
     with monkeypatch.context() as patch:
+        patch.setattr(queries_module, "_STORED_COLUMNS", READ_COLUMNS)
+        patch.setattr(verify_module, "_stored_record", lambda row: row_to_record(row._mapping))
         patch.setattr(verify_module, "chain_holds", lambda records: False)
         return report_of(ledger, jobs=1)
 
@@ -233,4 +277,117 @@ def test_by_default_only_a_large_ledger_is_verified_in_worker_processes(
     monkeypatch.setattr(verify_module, "PARALLEL_FROM", 1)
     assert report_of(ledger, jobs=None) == small
     [(tenants, jobs)] = started
-    assert sorted(tenants) == sorted(TENANTS) and jobs == (os.cpu_count() or 1)
+    assert sorted(tenants) == sorted(TENANTS) and jobs == parallel.default_jobs()
+
+
+def test_by_default_the_workers_are_the_cores_this_process_may_use_at_most_the_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 256)  # the host's, which a container does not get
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert parallel.default_jobs() == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert parallel.default_jobs() == parallel.DEFAULT_JOBS_CAP
+    monkeypatch.delattr(os, "sched_getaffinity")  # macOS, Windows: the count is all there is
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert parallel.default_jobs() == 3
+
+
+def recording_map_tenants(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the jobs of each start of worker processes by the verify."""
+    started: list[int] = []
+    map_tenants = verify_module.map_tenants
+
+    def recorded(work: Any, url: Any, tenants: Any, jobs: int) -> Any:
+        started.append(jobs)
+        return map_tenants(work, url, tenants, jobs)
+
+    monkeypatch.setattr(verify_module, "map_tenants", recorded)
+    return started
+
+
+def test_a_given_engine_is_verified_in_this_process_whatever_jobs(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker would rebuild it from its URL alone, without the creator or connect_args it was made with.
+    started = recording_map_tenants(monkeypatch)
+    engine = create_store_engine(ledger.auditor_url)
+    try:
+        by_engine = verify_ledger(engine, record=False, jobs=2).to_json()
+    finally:
+        engine.dispose()
+
+    assert started == []
+    assert by_engine["ok"] and by_engine["tenants"] == report_of(ledger, jobs=2)["tenants"]
+    assert started == [2]  # the same ledger by its URL: in workers
+
+
+@pytest.mark.parametrize(
+    ("url", "in_memory"),
+    [
+        ("sqlite://", True),
+        ("sqlite:///:memory:", True),
+        ("sqlite:///file:ledger?mode=memory&cache=shared&uri=true", True),
+        ("sqlite:///file:ledger.db?mode=rwc&uri=true", False),
+        ("sqlite:////var/lib/ledger.db", False),
+        ("postgresql://auditor@db/ledger?application_name=memory", False),
+    ],
+)
+def test_only_an_sqlite_database_in_memory_is_taken_for_one(url: str, in_memory: bool) -> None:
+    assert verify_module._in_memory(make_url(url)) is in_memory
+
+
+@pytest.mark.parametrize(
+    "text", ['{"bad', "[" * 100_000 + "]" * 100_000], ids=["truncated", "nested_beyond_the_parsers_depth"]
+)
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_payload_that_is_no_json_is_an_invalid_event_named_not_a_crash(
+    sqlite_ledger: Ledger, text: str, jobs: int
+) -> None:
+    stream = sqlite_ledger.complete_stream()
+    victim = stream[1]
+    sqlite_ledger.tamper(
+        lambda c: c.execute(update(events).where(events.c.event_id == victim.event_id).values(payload=literal(text)))
+    )
+
+    report = report_of(sqlite_ledger, jobs=jobs)
+
+    in_stream = [f for f in report["findings"] if f["stream_id"] == str(victim.stream_id)]
+    assert [(f["kind"], f["severity"], f["event_id"]) for f in in_stream] == [
+        ("invalid", "broken", str(victim.event_id))
+    ]
+    assert "its payload is not readable JSON" in in_stream[0]["detail"]
+    assert not report["ok"]
+    assert report == report_of(sqlite_ledger, jobs=1)
+
+
+def vanishing_database(ledger: Ledger, server: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the ledger's database vanish once the verify has read its tenants, before its workers start."""
+    map_tenants = verify_module.map_tenants
+
+    def after_the_database_vanished(work: Any, url: Any, tenants: Any, jobs: int) -> Any:
+        ledger.engine.dispose()
+        if ledger.dialect == "postgresql":
+            with server.connect() as connection:
+                connection.execute(text(f'DROP DATABASE "{make_url(ledger.url).database}" WITH (FORCE)'))
+        else:
+            Path(str(make_url(ledger.url).database)).unlink()
+        return map_tenants(work, url, tenants, jobs)
+
+    monkeypatch.setattr(verify_module, "map_tenants", after_the_database_vanished)
+
+
+def test_a_worker_that_cannot_reach_the_database_exits_3_could_not_check(
+    ledger: Ledger,
+    _postgres_server: Engine,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    vanishing_database(ledger, _postgres_server, monkeypatch)
+
+    code = main(["audit", "verify", "--jobs", "2", "--no-record", "--database-url", ledger.auditor_url])
+
+    err = capsys.readouterr().err
+    assert code == 3, err  # 1 would say the ledger is broken: it could not be checked
+    assert re.search(r"tenant '[^']+' could not be checked: its worker process failed on the database \(.+\)", err)
+    assert "Traceback" not in err

@@ -4,6 +4,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 
 from llm_ledger.events import (
@@ -15,6 +16,7 @@ from llm_ledger.events import (
     compute_hash,
     parse_event,
     seal_event,
+    sha256_hex,
     uuid7,
     verify_chain,
 )
@@ -235,3 +237,35 @@ def test_chain_holds_passes_no_record_whose_payload_a_reader_may_have_read_other
     records[1]["payload"]["status_code"] = float(2**70)
     _rehashed(records, 1)
     assert not chain_holds(records)
+
+
+def _orjson_hashed(records: list[dict[str, Any]], start: int) -> list[dict[str, Any]]:
+    """``_rehashed``, each hash over orjson's sorted output as it stands (no canonical float rewrite)."""
+    for index in range(start, len(records)):
+        if index:
+            records[index]["prev_hash"] = records[index - 1]["hash"]
+        unhashed = {key: value for key, value in records[index].items() if key != "hash"}
+        records[index]["hash"] = sha256_hex(orjson.dumps(unhashed, option=orjson.OPT_SORT_KEYS))
+    return records
+
+
+@pytest.mark.parametrize(
+    ("number", "canonical_differs"),
+    [(2.0, True), (float(2**70), False)],
+    ids=["float written 2.0 by orjson, 2 canonically", "integer beyond 64 bits as orjson reads it"],
+)
+def test_chain_holds_passes_no_record_hashed_over_orjson_bytes_with_a_float_to_rewrite(
+    number: float, canonical_differs: bool
+) -> None:
+    # What a fast check that skipped the float scan (canonical._may_differ) would pass. 2.0: verify_chain finds
+    # the hash wrong. 2**70 read by orjson: its canonical form is orjson's, but json.loads keeps the integer,
+    # which has none (tests/audit/test_fast_path.py), so the record must not pass either.
+    records = [json.loads(json.dumps(e.to_record())) for e in _stream(2)]
+    assert records[0]["event_type"] == "AttemptStarted"
+    records[0]["payload"]["timeout_seconds"] = number
+    _orjson_hashed(records, 0)
+
+    report = verify_chain(records)
+
+    assert not chain_holds(records)
+    assert [b.kind for b in report.breaks] == (["hash_mismatch"] if canonical_differs else [])
