@@ -13,18 +13,19 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from sqlalchemy import Connection, Engine, RowMapping, func, select
+from sqlalchemy import Connection, Engine, RowMapping, func, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 
 from llm_ledger.events import ChainReport, Event, EventDraft, verify_chain
 from llm_ledger.store import partitions
+from llm_ledger.store.content_keys import KeyLookup, keys_of_rows, read_keys, store_keys, without_keys
 from llm_ledger.store.dialects import START, Backend, Cursor, DirectCopyConflict, backend_for
 from llm_ledger.store.errors import ConcurrencyError, StoreUnavailableError
 from llm_ledger.store.rows import event_to_row, row_to_event, row_to_record
 from llm_ledger.store.schema import READ_COLUMNS, events
-from llm_ledger.store.scoping import WRITER_ROLE
+from llm_ledger.store.scoping import KEYHOLDER_ROLE, WRITER_ROLE
 from llm_ledger.store.settings import create_store_engine
 
 Appendable = Event | EventDraft | Mapping[str, Any]
@@ -106,6 +107,8 @@ class EventStore:
         COPY, for a batch known to conflict)."""
         if not rows:
             return AppendResult(0, 0)
+        keys = keys_of_rows(rows)  # stored in the events' transaction: a ciphertext never lands without its key
+        rows = without_keys(rows)
         # Row-level security only lets a transaction insert the tenant it is scoped to, under a ledger role
         # taken per transaction and under a login granted one alike (the recommended configuration; the
         # store does not ask which it is): a batch of several tenants is inserted one tenant at a time, in
@@ -123,11 +126,13 @@ class EventStore:
         try:
             try:
                 with self.transaction() as connection:
+                    store_keys(connection, keys)
                     stored = self.backend.insert_rows(connection, rows, self.role, per_tenant, direct)
             except DirectCopyConflict:
                 # Rolled back: again through the staging path, which skips the duplicates exactly and
                 # raises for a taken position.
                 with self.transaction() as connection:
+                    store_keys(connection, keys)
                     stored = self.backend.insert_rows(connection, rows, self.role, per_tenant)
         except (IntegrityError, psycopg.errors.IntegrityError) as exc:
             raise ConcurrencyError(
@@ -143,8 +148,9 @@ class EventStore:
 
         Returns how many were stored; None, with nothing taken from ``rows``, when the direct path is not
         available (SQLite, a store scoped to a tenant or a reading role, no ingest role): use
-        ``append_rows``. Raises DirectCopyConflict (rolled back) when an event id or stream position is
-        already taken: append the rows again with ``append_rows(rows, direct=False)``.
+        ``append_rows``; rows that carry a data key (``content_keys.CONTENT_KEY``) must go through
+        ``append_rows``, which stores the keys with them. Raises DirectCopyConflict (rolled back) when an
+        event id or stream position is already taken: append the rows again with ``append_rows(rows, direct=False)``.
         """
         if self.role not in (None, WRITER_ROLE) or self.tenant_id is not None:
             return None
@@ -241,6 +247,21 @@ class EventStore:
         """Check one stream's hash chain as stored."""
         return verify_chain(self.records_of_stream(stream_id))
 
+    def content_keys(self, tenant_id: str, wanted: Iterable[str]) -> KeyLookup:
+        """The data keys of ``tenant_id`` among ``wanted`` this login may read: on PostgreSQL a login granted
+        ``llm_ledger_keyholder`` reads them as that role, under its row-level security; any other login reads
+        none (``KeyLookup.readable`` is False). SQLite: one local file, readable."""
+        ids = set(wanted)
+        if self.engine.dialect.name != "postgresql":
+            with self.engine.begin() as connection:
+                return KeyLookup(read_keys(connection, tenant_id, ids), True)
+        with self.engine.begin() as connection:
+            member = connection.execute(_KEYHOLDER_MEMBER).scalar()
+            if not member:
+                return KeyLookup({}, False)
+            self.backend.scope(connection, tenant_id, KEYHOLDER_ROLE)
+            return KeyLookup(read_keys(connection, tenant_id, ids), True)
+
     def ping(self) -> None:
         """Raise StoreUnavailableError unless the database answers."""
         with self.transaction() as connection:
@@ -249,6 +270,12 @@ class EventStore:
     def count(self) -> int:
         with self.transaction() as connection:
             return int(connection.execute(select(func.count()).select_from(events)).scalar_one())
+
+
+_KEYHOLDER_MEMBER = text(
+    f"SELECT pg_has_role(session_user, '{KEYHOLDER_ROLE}', 'MEMBER')"
+    " AND to_regclass('llm_ledger_content_keys') IS NOT NULL"
+)
 
 
 def _is_unreachable(exc: Exception) -> bool:

@@ -1,0 +1,323 @@
+"""Data keys of captured content, erasures, and their roles and audit views (docs/AUDIT.md: erasure).
+
+Revision ID: 0011
+Revises: 0009
+Create Date: 2026-12-07
+
+- ``llm_ledger_content_keys``: one random 256-bit AES-GCM key per tenant, subject and session (and writer:
+  ``events.encryption``), ``(tenant_id, key_id)`` its key. No UPDATE or TRUNCATE ever (triggers that fire
+  always); a DELETE only inside an erasure (the setting ``llm_ledger.erasing`` = ``on``, which
+  ``llm-ledger erase`` sets in its transaction) and only by a role granted DELETE: ``llm_ledger_eraser``.
+- Keys are written by the writer through ``llm_ledger_store_content_keys(jsonb)``, a SECURITY DEFINER
+  function that inserts and returns nothing: the writer (and the ingest role of its direct COPY) may store
+  keys in the transaction of their events but never read one, so a writer's login cannot decrypt.
+- ``llm_ledger_keyholder`` may read keys (its tenant's, under row-level security): a reading login granted
+  it sees content; ``llm_ledger_eraser`` may see a key's owner columns (not its secret), delete it, read
+  the events of its tenant (to count what an erasure affects) and record the erasure.
+- ``llm_ledger_erasures``: append-only record of each erasure (tenant, subject or session, key ids
+  destroyed, events affected, when, by whom = ``session_user``), never content; ``llm_ledger_auditor``
+  reads it, through ``audit_erasures`` too.
+- ``audit_content``: one row per encrypted text of an event (field, sizes, digest, key id) and whether its
+  key was erased (named by an erasure record).
+
+SQLite gets the tables, the append-only triggers and the views (one local file: no roles).
+
+Revises 0009 for now: another revision (0010) is being written alongside; they are chained at merge.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import context, op
+
+from llm_ledger.store.migrate import DowngradeRefusedError
+
+revision: str = "0011"
+down_revision: str | None = "0009"
+branch_labels: str | None = None
+depends_on: str | None = None
+
+_TENANT = "NULLIF(current_setting('llm_ledger.tenant_id', true), '')"
+_KEYS = "llm_ledger_content_keys"
+_ERASURES = "llm_ledger_erasures"
+_EVENTS = "llm_ledger_events"
+_ROLES = ("llm_ledger_keyholder", "llm_ledger_eraser")
+_VIEWS = ("audit_content", "audit_erasures")
+
+
+def _roles() -> None:
+    # Roles are cluster-wide: two databases migrating at once may race to create one (as in 0001).
+    op.execute(
+        f"""
+        DO $$
+        DECLARE
+            name text;
+        BEGIN
+            FOREACH name IN ARRAY ARRAY['{_ROLES[0]}', '{_ROLES[1]}'] LOOP
+                IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = name) THEN
+                    BEGIN
+                        EXECUTE format('CREATE ROLE %I NOLOGIN', name);
+                    EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                        NULL;
+                    END;
+                END IF;
+            END LOOP;
+        END
+        $$
+        """
+    )
+
+
+def _postgresql_tables() -> None:
+    op.execute(
+        f"""
+        CREATE TABLE {_KEYS} (
+            tenant_id text NOT NULL CHECK (tenant_id <> ''),
+            key_id uuid NOT NULL,
+            subject_id text,
+            session_id text,
+            secret bytea NOT NULL CHECK (octet_length(secret) = 32),
+            created_at timestamptz NOT NULL,
+            stored_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (tenant_id, key_id)
+        )
+        """
+    )
+    op.execute(f"CREATE INDEX ix_{_KEYS}_session ON {_KEYS} (tenant_id, session_id)")
+    op.execute(f"CREATE INDEX ix_{_KEYS}_subject ON {_KEYS} (tenant_id, subject_id)")
+    op.execute(
+        f"""
+        CREATE TABLE {_ERASURES} (
+            erasure_id uuid PRIMARY KEY,
+            tenant_id text NOT NULL CHECK (tenant_id <> ''),
+            subject_id text,
+            session_id text,
+            key_ids jsonb NOT NULL,
+            key_count integer NOT NULL,
+            events_affected integer NOT NULL,
+            erased_at timestamptz NOT NULL DEFAULT now(),
+            erased_by text NOT NULL DEFAULT session_user
+        )
+        """
+    )
+    op.execute(f"CREATE INDEX ix_{_ERASURES}_tenant ON {_ERASURES} (tenant_id, erased_at)")
+    op.execute(
+        f"""
+        CREATE FUNCTION {_KEYS}_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'DELETE' AND current_setting('llm_ledger.erasing', true) = 'on' THEN
+                RETURN OLD;
+            END IF;
+            RAISE EXCEPTION '{_KEYS}: % rejected (a key is deleted only by llm-ledger erase)', TG_OP;
+        END
+        $$
+        """
+    )
+    op.execute(
+        f"""
+        CREATE FUNCTION {_ERASURES}_reject_change() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            RAISE EXCEPTION '{_ERASURES} is append-only: % rejected', TG_OP;
+        END
+        $$
+        """
+    )
+    for table, guard in ((_KEYS, f"{_KEYS}_guard"), (_ERASURES, f"{_ERASURES}_reject_change")):
+        op.execute(
+            f"CREATE TRIGGER {table}_guard BEFORE UPDATE OR DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION {guard}()"
+        )
+        op.execute(f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} EXECUTE FUNCTION {guard}()")
+        op.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {table}_guard")
+        op.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {table}_no_truncate")
+    op.execute(
+        f"""
+        CREATE FUNCTION llm_ledger_store_content_keys(keys jsonb) RETURNS void
+        LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+            INSERT INTO {_KEYS} (tenant_id, key_id, subject_id, session_id, secret, created_at)
+            SELECT k.tenant_id, k.key_id::uuid, k.subject_id, k.session_id, decode(k.secret, 'base64'),
+                   k.created_at::timestamptz
+            FROM jsonb_to_recordset(keys)
+                AS k(tenant_id text, key_id text, subject_id text, session_id text, secret text, created_at text)
+            ON CONFLICT (tenant_id, key_id) DO NOTHING
+        $$
+        """
+    )
+
+
+def _postgresql_grants() -> None:
+    _roles()
+    for table in (_KEYS, _ERASURES):
+        op.execute(f"REVOKE ALL ON TABLE {table} FROM PUBLIC")
+        op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+        op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
+    op.execute("REVOKE ALL ON FUNCTION llm_ledger_store_content_keys(jsonb) FROM PUBLIC")
+    op.execute("GRANT EXECUTE ON FUNCTION llm_ledger_store_content_keys(jsonb) TO llm_ledger_writer, llm_ledger_ingest")
+    # The function runs as the owner, whom FORCE subjects to the policies: it may insert any tenant's key
+    # (as the ingest role inserts any tenant's events); nobody else holds INSERT.
+    op.execute(f"CREATE POLICY {_KEYS}_insert ON {_KEYS} FOR INSERT WITH CHECK (true)")
+    op.execute(f"GRANT SELECT ON TABLE {_KEYS} TO llm_ledger_keyholder")
+    op.execute(
+        f"CREATE POLICY {_KEYS}_keyholder_select ON {_KEYS} FOR SELECT TO llm_ledger_keyholder"
+        f" USING (tenant_id = {_TENANT})"
+    )
+    owner_columns = "tenant_id, key_id, subject_id, session_id, created_at"  # not the secret
+    op.execute(f"GRANT SELECT ({owner_columns}), DELETE ON TABLE {_KEYS} TO llm_ledger_eraser")
+    op.execute(
+        f"CREATE POLICY {_KEYS}_eraser_select ON {_KEYS} FOR SELECT TO llm_ledger_eraser USING (tenant_id = {_TENANT})"
+    )
+    op.execute(
+        f"CREATE POLICY {_KEYS}_eraser_delete ON {_KEYS} FOR DELETE TO llm_ledger_eraser USING (tenant_id = {_TENANT})"
+    )
+    op.execute(f"GRANT SELECT ON TABLE {_EVENTS} TO llm_ledger_eraser")
+    op.execute(
+        f"CREATE POLICY {_EVENTS}_eraser_select ON {_EVENTS} FOR SELECT TO llm_ledger_eraser"
+        f" USING (tenant_id = {_TENANT})"
+    )
+    op.execute(f"GRANT SELECT, INSERT ON TABLE {_ERASURES} TO llm_ledger_eraser")
+    op.execute(f"GRANT SELECT ON TABLE {_ERASURES} TO llm_ledger_auditor")
+    op.execute(
+        f"CREATE POLICY {_ERASURES}_eraser ON {_ERASURES} FOR ALL TO llm_ledger_eraser"
+        f" USING (tenant_id = {_TENANT}) WITH CHECK (tenant_id = {_TENANT})"
+    )
+    op.execute(f"CREATE POLICY {_ERASURES}_auditor_select ON {_ERASURES} FOR SELECT TO llm_ledger_auditor USING (true)")
+
+
+def _content_view(postgresql: bool) -> str:
+    """One row per encrypted text; ``erased`` when an erasure record names its key."""
+    if postgresql:
+        places = f"""
+            SELECT e.tenant_id, e.session_id, e.stream_id, e.event_id, e.event_type, e.occurred_at,
+                   p.field, p.rec
+            FROM {_EVENTS} e
+            CROSS JOIN LATERAL (VALUES ('input', e.payload -> 'input'), ('output', e.payload -> 'output'),
+                                       ('arguments', e.payload -> 'arguments'), ('result', e.payload -> 'result'))
+                AS p(field, rec)
+            WHERE p.rec ? 'encrypted'
+            UNION ALL
+            SELECT e.tenant_id, e.session_id, e.stream_id, e.event_id, e.event_type, e.occurred_at,
+                   'tool_calls.' || (t.n - 1) || '.arguments', t.call -> 'arguments'
+            FROM {_EVENTS} e
+            CROSS JOIN LATERAL jsonb_array_elements(
+                CASE WHEN jsonb_typeof(e.payload -> 'tool_calls') = 'array' THEN e.payload -> 'tool_calls'
+                     ELSE '[]'::jsonb END) WITH ORDINALITY AS t(call, n)
+            WHERE (t.call -> 'arguments') ? 'encrypted'
+        """
+        return f"""
+            SELECT c.tenant_id, c.session_id, c.stream_id, c.event_id, c.event_type, c.occurred_at, c.field,
+                   CAST(c.rec ->> 'chars' AS bigint) AS chars, CAST(c.rec ->> 'bytes' AS bigint) AS bytes,
+                   c.rec ->> 'sha256' AS sha256, c.rec #>> '{{encrypted,key_id}}' AS key_id,
+                   EXISTS (SELECT 1 FROM {_ERASURES} x
+                           WHERE x.tenant_id = c.tenant_id AND x.key_ids ? (c.rec #>> '{{encrypted,key_id}}')) AS erased
+            FROM ({places}) c
+        """
+    places = f"""
+        SELECT e.tenant_id, e.session_id, e.stream_id, e.event_id, e.event_type, e.occurred_at, f.field,
+               json_extract(e.payload, '$.' || f.field) AS rec
+        FROM {_EVENTS} e, (SELECT 'input' AS field UNION ALL SELECT 'output' UNION ALL SELECT 'arguments'
+                           UNION ALL SELECT 'result') f
+        WHERE json_extract(e.payload, '$.' || f.field || '.encrypted.key_id') IS NOT NULL
+        UNION ALL
+        SELECT e.tenant_id, e.session_id, e.stream_id, e.event_id, e.event_type, e.occurred_at,
+               'tool_calls.' || t.key || '.arguments', json_extract(t.value, '$.arguments')
+        FROM {_EVENTS} e, json_each(e.payload, '$.tool_calls') t
+        WHERE json_extract(t.value, '$.arguments.encrypted.key_id') IS NOT NULL
+    """
+    return f"""
+        SELECT c.tenant_id, c.session_id, c.stream_id, c.event_id, c.event_type, c.occurred_at, c.field,
+               json_extract(c.rec, '$.chars') AS chars, json_extract(c.rec, '$.bytes') AS bytes,
+               json_extract(c.rec, '$.sha256') AS sha256, json_extract(c.rec, '$.encrypted.key_id') AS key_id,
+               EXISTS (SELECT 1 FROM {_ERASURES} x, json_each(x.key_ids) j
+                       WHERE x.tenant_id = c.tenant_id AND j.value = json_extract(c.rec, '$.encrypted.key_id'))
+                   AS erased
+        FROM ({places}) c
+    """
+
+
+_ERASURES_VIEW = f"""
+    SELECT erasure_id, tenant_id, subject_id, session_id, key_count, events_affected, key_ids, erased_at, erased_by
+    FROM {_ERASURES}
+"""
+
+
+def _sqlite_upgrade() -> None:
+    op.execute(
+        f"""
+        CREATE TABLE {_KEYS} (
+            tenant_id TEXT NOT NULL CHECK (tenant_id <> ''),
+            key_id VARCHAR(36) NOT NULL,
+            subject_id TEXT,
+            session_id TEXT,
+            secret BLOB NOT NULL CHECK (length(secret) = 32),
+            created_at DATETIME NOT NULL,
+            stored_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+            PRIMARY KEY (tenant_id, key_id)
+        )
+        """
+    )
+    op.execute(f"CREATE INDEX ix_{_KEYS}_session ON {_KEYS} (tenant_id, session_id)")
+    op.execute(f"CREATE INDEX ix_{_KEYS}_subject ON {_KEYS} (tenant_id, subject_id)")
+    op.execute(
+        f"""
+        CREATE TABLE {_ERASURES} (
+            erasure_id VARCHAR(36) PRIMARY KEY,
+            tenant_id TEXT NOT NULL CHECK (tenant_id <> ''),
+            subject_id TEXT,
+            session_id TEXT,
+            key_ids JSON NOT NULL,
+            key_count INTEGER NOT NULL,
+            events_affected INTEGER NOT NULL,
+            erased_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+            erased_by TEXT NOT NULL
+        )
+        """
+    )
+    op.execute(
+        f"CREATE TRIGGER {_KEYS}_reject_update BEFORE UPDATE ON {_KEYS}"
+        f" BEGIN SELECT RAISE(ABORT, '{_KEYS}: UPDATE rejected'); END"
+    )
+    for operation in ("UPDATE", "DELETE"):
+        op.execute(
+            f"CREATE TRIGGER {_ERASURES}_reject_{operation.lower()} BEFORE {operation} ON {_ERASURES}"
+            f" BEGIN SELECT RAISE(ABORT, '{_ERASURES} is append-only: {operation} rejected'); END"
+        )
+    op.execute(f"CREATE VIEW audit_content AS {_content_view(False)}")
+    op.execute(f"CREATE VIEW audit_erasures AS {_ERASURES_VIEW}")
+
+
+def upgrade() -> None:
+    if op.get_context().dialect.name != "postgresql":
+        _sqlite_upgrade()
+        return
+    _postgresql_tables()
+    _postgresql_grants()
+    op.execute(f"CREATE VIEW audit_content WITH (security_invoker = true) AS {_content_view(True)}")
+    op.execute(f"CREATE VIEW audit_erasures WITH (security_invoker = true) AS {_ERASURES_VIEW}")
+    for view in _VIEWS:
+        op.execute(f"REVOKE ALL ON TABLE {view} FROM PUBLIC")
+        op.execute(f"GRANT SELECT ON TABLE {view} TO llm_ledger_auditor")
+
+
+def downgrade() -> None:
+    # Dropping the keys would erase every content they protect: refused while there is one.
+    if context.is_offline_mode():
+        raise DowngradeRefusedError("downgrade of 0011 must see the key table to know it is empty: run it online")
+    if op.get_context().dialect.name == "postgresql":
+        op.execute(f"ALTER TABLE {_KEYS} NO FORCE ROW LEVEL SECURITY")
+    if op.get_bind().execute(sa.select(sa.exists().select_from(sa.table(_KEYS)))).scalar():
+        raise DowngradeRefusedError(
+            f"{_KEYS} holds data keys: downgrading below 0011 would erase every content they encrypt, and is refused"
+        )
+    for view in _VIEWS:
+        op.execute(f"DROP VIEW IF EXISTS {view}")
+    if op.get_context().dialect.name != "postgresql":
+        op.execute(f"DROP TABLE {_ERASURES}")
+        op.execute(f"DROP TABLE {_KEYS}")
+        return
+    op.execute(f"DROP POLICY IF EXISTS {_EVENTS}_eraser_select ON {_EVENTS}")
+    op.execute(f"REVOKE ALL ON TABLE {_EVENTS} FROM llm_ledger_eraser")
+    op.execute("DROP FUNCTION llm_ledger_store_content_keys(jsonb)")
+    op.execute(f"DROP TABLE {_ERASURES}")
+    op.execute(f"DROP TABLE {_KEYS}")
+    op.execute(f"DROP FUNCTION {_KEYS}_guard()")
+    op.execute(f"DROP FUNCTION {_ERASURES}_reject_change()")
+    # The roles stay: they are the cluster's, and another database may use them (as 0001 leaves its own).
