@@ -31,6 +31,7 @@ from llm_ledger import (
 from llm_ledger.events import Event, canonical_json, sha256_hex
 from llm_ledger.executor import RetryPolicy, parse_model_string
 from llm_ledger.executor.client import CallParams, Completion, ModelClient
+from llm_ledger.executor.content import made_here, revealed_event
 from llm_ledger.executor.routing import ModelRoute
 from llm_ledger.executor.tools import RequestedToolCall
 
@@ -59,7 +60,8 @@ def _types(events: Sequence[Event]) -> list[str]:
 
 
 def _payload(events: Sequence[Event], event_type: str) -> Any:
-    return next(e.payload for e in events if e.event_type == event_type)
+    """The payload of the first ``event_type``, its captured texts decrypted (this process made the keys)."""
+    return next(revealed_event(e, made_here).payload for e in events if e.event_type == event_type)
 
 
 # --- a scripted client: answers as a provider would, text and tool calls --------------------------------
