@@ -119,8 +119,8 @@ def erase(
             connection.execute(
                 text(
                     "INSERT INTO llm_ledger_erasures (erasure_id, tenant_id, subject_id, session_id, key_ids,"
-                    " key_count, events_affected) VALUES (CAST(:id AS uuid), :tenant, :subject, :session,"
-                    " CAST(:keys AS jsonb), :count, :affected)"
+                    " key_count, events_affected, erased_by) VALUES (CAST(:id AS uuid), :tenant, :subject, :session,"
+                    " CAST(:keys AS jsonb), :count, :affected, session_user)"
                 ),
                 record,
             )

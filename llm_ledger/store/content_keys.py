@@ -18,22 +18,11 @@ from datetime import datetime
 from typing import Any, Literal
 
 import orjson
-from sqlalchemy import Column, Connection, DateTime, LargeBinary, MetaData, String, Table, Text, cast, select, text
+from sqlalchemy import Connection, Text, cast, select, text
 
 from llm_ledger.events.encryption import DataKey, key_ids, reveal
 from llm_ledger.store.rows import CONTENT_KEY, as_utc
-
-_metadata = MetaData()
-content_keys = Table(
-    "llm_ledger_content_keys",
-    _metadata,
-    Column("tenant_id", Text, nullable=False),
-    Column("key_id", String(36), nullable=False),
-    Column("subject_id", Text),
-    Column("session_id", Text),
-    Column("secret", LargeBinary, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
+from llm_ledger.store.schema import content_keys
 
 
 def keys_of_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import context, op
+from sqlalchemy.dialects import postgresql
 
 from llm_ledger.store.migrate import DowngradeRefusedError
 
@@ -68,39 +69,41 @@ def _roles() -> None:
     )
 
 
-def _postgresql_tables() -> None:
-    op.execute(
-        f"""
-        CREATE TABLE {_KEYS} (
-            tenant_id text NOT NULL CHECK (tenant_id <> ''),
-            key_id uuid NOT NULL,
-            subject_id text,
-            session_id text,
-            secret bytea NOT NULL CHECK (octet_length(secret) = 32),
-            created_at timestamptz NOT NULL,
-            stored_at timestamptz NOT NULL DEFAULT now(),
-            PRIMARY KEY (tenant_id, key_id)
-        )
-        """
+def _tables() -> None:
+    uuid = sa.String(36).with_variant(postgresql.UUID(as_uuid=False), "postgresql")
+    op.create_table(
+        _KEYS,
+        sa.Column("tenant_id", sa.Text(), nullable=False),
+        sa.Column("key_id", uuid, nullable=False),
+        sa.Column("subject_id", sa.Text()),
+        sa.Column("session_id", sa.Text()),
+        sa.Column("secret", sa.LargeBinary(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("stored_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.current_timestamp()),
+        sa.CheckConstraint("tenant_id <> ''", name=op.f(f"ck_{_KEYS}_tenant_id_not_empty")),
+        sa.CheckConstraint("length(secret) = 32", name=op.f(f"ck_{_KEYS}_secret_is_256_bits")),
+        sa.PrimaryKeyConstraint("tenant_id", "key_id", name=op.f(f"pk_{_KEYS}")),
     )
-    op.execute(f"CREATE INDEX ix_{_KEYS}_session ON {_KEYS} (tenant_id, session_id)")
-    op.execute(f"CREATE INDEX ix_{_KEYS}_subject ON {_KEYS} (tenant_id, subject_id)")
-    op.execute(
-        f"""
-        CREATE TABLE {_ERASURES} (
-            erasure_id uuid PRIMARY KEY,
-            tenant_id text NOT NULL CHECK (tenant_id <> ''),
-            subject_id text,
-            session_id text,
-            key_ids jsonb NOT NULL,
-            key_count integer NOT NULL,
-            events_affected integer NOT NULL,
-            erased_at timestamptz NOT NULL DEFAULT now(),
-            erased_by text NOT NULL DEFAULT session_user
-        )
-        """
+    op.create_index(op.f(f"ix_{_KEYS}_tenant_id_session_id"), _KEYS, ["tenant_id", "session_id"])
+    op.create_index(op.f(f"ix_{_KEYS}_tenant_id_subject_id"), _KEYS, ["tenant_id", "subject_id"])
+    op.create_table(
+        _ERASURES,
+        sa.Column("tenant_id", sa.Text(), nullable=False),
+        sa.Column("erasure_id", uuid, nullable=False),
+        sa.Column("subject_id", sa.Text()),
+        sa.Column("session_id", sa.Text()),
+        sa.Column("key_ids", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("key_count", sa.Integer(), nullable=False),
+        sa.Column("events_affected", sa.Integer(), nullable=False),
+        sa.Column("erased_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.current_timestamp()),
+        sa.Column("erased_by", sa.Text(), nullable=False),
+        sa.CheckConstraint("tenant_id <> ''", name=op.f(f"ck_{_ERASURES}_tenant_id_not_empty")),
+        sa.PrimaryKeyConstraint("tenant_id", "erasure_id", name=op.f(f"pk_{_ERASURES}")),
     )
-    op.execute(f"CREATE INDEX ix_{_ERASURES}_tenant ON {_ERASURES} (tenant_id, erased_at)")
+    op.create_index(op.f(f"ix_{_ERASURES}_tenant_id_erased_at"), _ERASURES, ["tenant_id", "erased_at"])
+
+
+def _postgresql_guards() -> None:
     op.execute(
         f"""
         CREATE FUNCTION {_KEYS}_guard() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -182,9 +185,9 @@ def _postgresql_grants() -> None:
     op.execute(f"CREATE POLICY {_ERASURES}_auditor_select ON {_ERASURES} FOR SELECT TO llm_ledger_auditor USING (true)")
 
 
-def _content_view(postgresql: bool) -> str:
+def _content_view(on_postgresql: bool) -> str:
     """One row per encrypted text; ``erased`` when an erasure record names its key."""
-    if postgresql:
+    if on_postgresql:
         places = f"""
             SELECT e.tenant_id, e.session_id, e.stream_id, e.event_id, e.event_type, e.occurred_at,
                    p.field, p.rec
@@ -241,37 +244,6 @@ _ERASURES_VIEW = f"""
 
 def _sqlite_upgrade() -> None:
     op.execute(
-        f"""
-        CREATE TABLE {_KEYS} (
-            tenant_id TEXT NOT NULL CHECK (tenant_id <> ''),
-            key_id VARCHAR(36) NOT NULL,
-            subject_id TEXT,
-            session_id TEXT,
-            secret BLOB NOT NULL CHECK (length(secret) = 32),
-            created_at DATETIME NOT NULL,
-            stored_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
-            PRIMARY KEY (tenant_id, key_id)
-        )
-        """
-    )
-    op.execute(f"CREATE INDEX ix_{_KEYS}_session ON {_KEYS} (tenant_id, session_id)")
-    op.execute(f"CREATE INDEX ix_{_KEYS}_subject ON {_KEYS} (tenant_id, subject_id)")
-    op.execute(
-        f"""
-        CREATE TABLE {_ERASURES} (
-            erasure_id VARCHAR(36) PRIMARY KEY,
-            tenant_id TEXT NOT NULL CHECK (tenant_id <> ''),
-            subject_id TEXT,
-            session_id TEXT,
-            key_ids JSON NOT NULL,
-            key_count INTEGER NOT NULL,
-            events_affected INTEGER NOT NULL,
-            erased_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
-            erased_by TEXT NOT NULL
-        )
-        """
-    )
-    op.execute(
         f"CREATE TRIGGER {_KEYS}_reject_update BEFORE UPDATE ON {_KEYS}"
         f" BEGIN SELECT RAISE(ABORT, '{_KEYS}: UPDATE rejected'); END"
     )
@@ -285,10 +257,11 @@ def _sqlite_upgrade() -> None:
 
 
 def upgrade() -> None:
+    _tables()
     if op.get_context().dialect.name != "postgresql":
         _sqlite_upgrade()
         return
-    _postgresql_tables()
+    _postgresql_guards()
     _postgresql_grants()
     op.execute(f"CREATE VIEW audit_content WITH (security_invoker = true) AS {_content_view(True)}")
     op.execute(f"CREATE VIEW audit_erasures WITH (security_invoker = true) AS {_ERASURES_VIEW}")
