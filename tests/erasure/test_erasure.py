@@ -14,6 +14,7 @@ from llm_ledger import LLMExecutor, LLMMessage, execution_context
 from llm_ledger.audit import verify_ledger
 from llm_ledger.audit.erasure import NothingToEraseError, UnknownErasureTargetError, erase
 from llm_ledger.store import EventStore, create_store_engine
+from llm_ledger.store.process_writer import ProcessWriter
 from llm_ledger.store.writer import BufferedWriter
 from tests.erasure.conftest import Logins, question, read_back, record, texts_of
 
@@ -198,3 +199,24 @@ def test_only_a_keyholder_reads_content_and_only_an_erasure_deletes_a_key(
     assert "append-only" in refused(logins.owner, "UPDATE llm_ledger_erasures SET key_count = 0")
     assert "UPDATE rejected" in refused(logins.owner, "UPDATE llm_ledger_content_keys SET session_id = 'x'")
     assert all(not hidden for _, _, hidden in read_back(logins.keyholder, tenant)), "nothing was deleted"
+
+
+def test_a_writer_process_stores_the_keys_made_in_the_application(logins: Logins, tenant: str, tmp_path: Path) -> None:
+    # The application builds the payloads (and makes the keys); the child seals, journals and stores them.
+    writer = ProcessWriter(logins.writer, tmp_path / "spool")
+
+    async def run() -> None:
+        executor = LLMExecutor("mock/primary?p50_ms=0", sink=writer, capture="full")
+        for session in ("p1", "p2"):
+            with execution_context(tenant_id=tenant, session_id=session):
+                await executor.generate([LLMMessage(role="user", content=question(session, 0))])
+
+    asyncio.run(run())
+    assert writer.wait_stored(60)
+    assert writer.close(timeout=30).mode == "process"
+    opened = read_back(logins.keyholder, tenant)
+    assert len(opened) == 8 and all(not hidden for _, _, hidden in opened)
+    started = sorted(
+        texts_of(values, "ExecutionStarted")[0] for e, values, _ in opened if e.event_type == "ExecutionStarted"
+    )
+    assert started == [question("p1", 0), question("p2", 0)]
