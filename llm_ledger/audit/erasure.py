@@ -23,6 +23,7 @@ from llm_ledger.audit.errors import AuditError
 from llm_ledger.events import uuid7
 from llm_ledger.events.encryption import key_ids
 from llm_ledger.store import EventStore
+from llm_ledger.store.schema import erasures
 from llm_ledger.store.scoping import ERASER_ROLE, scope_transaction
 
 
@@ -124,14 +125,19 @@ def erase(
                 ),
                 record,
             )
-        else:
+        else:  # through the model, whose DateTime writes the form the key table's times are compared in
             connection.execute(
-                text(
-                    "INSERT INTO llm_ledger_erasures (erasure_id, tenant_id, subject_id, session_id, key_ids,"
-                    " key_count, events_affected, erased_at, erased_by) VALUES (:id, :tenant, :subject, :session,"
-                    " :keys, :count, :affected, :at, :by)"
-                ),
-                {**record, "at": datetime.now(UTC), "by": getpass.getuser()},
+                erasures.insert().values(
+                    erasure_id=erasure_id,
+                    tenant_id=tenant_id,
+                    subject_id=subject_id,
+                    session_id=session_id,
+                    key_ids=list(plan.key_ids),
+                    key_count=len(plan.key_ids),
+                    events_affected=affected,
+                    erased_at=datetime.now(UTC),
+                    erased_by=getpass.getuser(),
+                )
             )
     return Erasure(erasure_id, plan, affected)
 

@@ -18,11 +18,11 @@ from datetime import datetime
 from typing import Any, Literal
 
 import orjson
-from sqlalchemy import Connection, Text, cast, select, text
+from sqlalchemy import Connection, Text, cast, or_, select, text
 
 from llm_ledger.events.encryption import DataKey, key_ids, reveal
 from llm_ledger.store.rows import CONTENT_KEY, as_utc
-from llm_ledger.store.schema import content_keys
+from llm_ledger.store.schema import content_keys, erasures
 
 
 def keys_of_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -56,8 +56,25 @@ def store_keys(connection: Connection, keys: list[dict[str, Any]]) -> None:
             "created_at": datetime.fromisoformat(key["created_at"]),
         }
         for key in keys
+        if not _erased_since(connection, key)
     ]
-    connection.execute(content_keys.insert().prefix_with("OR IGNORE"), rows)
+    if rows:
+        connection.execute(content_keys.insert().prefix_with("OR IGNORE"), rows)
+
+
+def _erased_since(connection: Connection, key: dict[str, Any]) -> bool:
+    """Whether an erasure of the key's session or subject came after it was made (SQLite; PostgreSQL's
+    ``llm_ledger_store_content_keys`` asks the same): a journal replayed after an erasure must not bring back a
+    key the erasure meant to destroy."""
+    erased = erasures.c
+    owner = [erased.session_id == key.get("session_id"), erased.subject_id == key.get("subject_id")]
+    found = connection.execute(
+        select(erased.tenant_id)
+        .where(erased.tenant_id == key["tenant_id"], erased.erased_at >= datetime.fromisoformat(key["created_at"]))
+        .where(or_(*owner))
+        .limit(1)
+    ).first()
+    return found is not None
 
 
 ContentState = Literal["readable", "erased", "no key access"]

@@ -220,3 +220,31 @@ def test_a_writer_process_stores_the_keys_made_in_the_application(logins: Logins
         texts_of(values, "ExecutionStarted")[0] for e, values, _ in opened if e.event_type == "ExecutionStarted"
     )
     assert started == [question("p1", 0), question("p2", 0)]
+
+
+def test_a_journal_replayed_after_an_erasure_does_not_bring_its_session_back(
+    logins: Logins, tenant: str, tmp_path: Path
+) -> None:
+    record(logins.writer, tmp_path / "stored", tenant, {"r": "full"}, executions=1)
+    # Another process wrote the same session while the database was down: its own key, in its journal only.
+    spool = tmp_path / "journaled"
+    down = "postgresql://postgres@127.0.0.1:9/nowhere" if logins.dialect == "postgresql" else "sqlite:////no/such/x.db"
+    writer = BufferedWriter(EventStore(down), spool, flush_interval=0.05)
+
+    async def run() -> None:
+        executor = LLMExecutor("mock/primary?p50_ms=0", sink=writer, capture="full")
+        with execution_context(tenant_id=tenant, session_id="r"):
+            await executor.generate([LLMMessage(role="user", content=question("r", 1))])
+
+    asyncio.run(run())
+    assert writer.close(timeout=5).spooled == 4
+
+    assert _erase(logins.eraser, tenant, session_id="r")[0] == 1, "the one key in the database"
+    replaying = BufferedWriter(EventStore(logins.writer), spool)
+    assert replaying.flush(timeout=60)
+    assert replaying.close(timeout=60).rejected == 0
+    opened = read_back(logins.keyholder, tenant)
+    assert len([e for e, _, _ in opened if e.event_type == "ExecutionStarted"]) == 2, "both executions stored"
+    for event, _, hidden in opened:
+        if event.event_type in CONTENT_EVENTS:
+            assert set(hidden.values()) == {"erased"}, "the journaled key was made before the erasure: not stored"

@@ -9,8 +9,10 @@ Create Date: 2026-12-07
   always); a DELETE only inside an erasure (the setting ``llm_ledger.erasing`` = ``on``, which
   ``llm-ledger erase`` sets in its transaction) and only by a role granted DELETE: ``llm_ledger_eraser``.
 - Keys are written by the writer through ``llm_ledger_store_content_keys(jsonb)``, a SECURITY DEFINER
-  function that inserts and returns nothing: the writer (and the ingest role of its direct COPY) may store
-  keys in the transaction of their events but never read one, so a writer's login cannot decrypt.
+  function that inserts and returns nothing (and skips a key made before an erasure of its session or
+  subject: a journal replayed after the erasure does not bring it back): the writer (and the ingest role
+  of its direct COPY) may store keys in the transaction of their events but never read one, so a writer's
+  login cannot decrypt.
 - ``llm_ledger_keyholder`` may read keys (its tenant's, under row-level security): a reading login granted
   it sees content; ``llm_ledger_eraser`` may see a key's owner columns (not its secret), delete it, read
   the events of its tenant (to count what an erasure affects) and record the erasure.
@@ -141,6 +143,13 @@ def _postgresql_guards() -> None:
                    k.created_at::timestamptz
             FROM jsonb_to_recordset(keys)
                 AS k(tenant_id text, key_id text, subject_id text, session_id text, secret text, created_at text)
+            -- A key made before an erasure of its session or subject (a journal replayed after the erasure)
+            -- stays erased: it is not stored.
+            WHERE NOT EXISTS (
+                SELECT FROM {_ERASURES} x
+                WHERE x.tenant_id = k.tenant_id AND x.erased_at >= k.created_at::timestamptz
+                  AND (x.session_id = k.session_id OR x.subject_id = k.subject_id)
+            )
             ON CONFLICT (tenant_id, key_id) DO NOTHING
         $$
         """
