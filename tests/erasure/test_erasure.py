@@ -163,11 +163,10 @@ def test_content_recorded_while_the_database_was_down_is_readable_after_the_repl
     assert texts_of(started, "ExecutionStarted") == [question("offline", 0)]
 
 
+@pytest.mark.parametrize("logins", ["postgresql"], indirect=True)  # one SQLite file has no logins
 def test_only_a_keyholder_reads_content_and_only_an_erasure_deletes_a_key(
     logins: Logins, tenant: str, tmp_path: Path
 ) -> None:
-    if logins.dialect != "postgresql":
-        pytest.skip("one local SQLite file has no logins: whoever opens it reads it")
     record(logins.writer, tmp_path / "spool", tenant, {"s": "full"})
     as_reader = [hidden for _, _, hidden in read_back(logins.reader, tenant)]
     assert any(as_reader) and all(set(hidden.values()) <= {"no key access"} for hidden in as_reader)
