@@ -195,9 +195,12 @@ def test_only_a_keyholder_reads_content_and_only_an_erasure_deletes_a_key(
     assert "permission denied" in refused(logins.writer, forged)
     outside = refused(logins.eraser, "DELETE FROM llm_ledger_content_keys", "SET LOCAL ROLE llm_ledger_eraser")
     assert "a key is deleted only by llm-ledger erase" in outside
-    assert "append-only" in refused(logins.owner, "UPDATE llm_ledger_erasures SET key_count = 0")
-    assert "UPDATE rejected" in refused(logins.owner, "UPDATE llm_ledger_content_keys SET session_id = 'x'")
+    mine = f"WHERE tenant_id = '{tenant}'"
+    assert "UPDATE rejected" in refused(logins.owner, f"UPDATE llm_ledger_content_keys SET session_id = 'x' {mine}")
     assert all(not hidden for _, _, hidden in read_back(logins.keyholder, tenant)), "nothing was deleted"
+    _erase(logins.eraser, tenant, session_id="s")
+    for change in (f"UPDATE llm_ledger_erasures SET key_count = 0 {mine}", f"DELETE FROM llm_ledger_erasures {mine}"):
+        assert "append-only" in refused(logins.owner, change), "not even by the owner"
 
 
 def test_a_writer_process_stores_the_keys_made_in_the_application(logins: Logins, tenant: str, tmp_path: Path) -> None:
