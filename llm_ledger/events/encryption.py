@@ -32,6 +32,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ConfigDict
 
+from llm_ledger.errors import LedgerError
 from llm_ledger.events.ids import uuid7
 
 ALGORITHM: Literal["A256GCM"] = "A256GCM"
@@ -152,7 +153,7 @@ def encrypt(key: DataKey, plaintext: bytes, stream_id: str, event_id: str, field
     }
 
 
-class UndecryptableError(ValueError):
+class UndecryptableError(LedgerError, ValueError):
     """A ciphertext that does not open under its key for this event and field (moved, or altered)."""
 
 

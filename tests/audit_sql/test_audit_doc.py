@@ -65,14 +65,15 @@ class Facts:
 
 
 Check = Callable[[Rows, Facts], None]
-Kind = Literal["login", "auditor_session", "reader_session", "tenant", "all_tenants"]
+Kind = Literal["login", "auditor_session", "reader_session", "tenant", "all_tenants", "erasure"]
 
 
 @dataclass(frozen=True)
 class Expect:
     """How a block is run: ``tenant`` blocks as the auditor and as the tenant's reader (the same rows);
     ``all_tenants`` blocks as the auditor (several tenants) and as the reader (its tenant only);
-    ``check`` then holds the auditor's rows to the events."""
+    ``check`` then holds the auditor's rows to the events. ``erasure`` blocks run on a ledger with erasures,
+    in tests/erasure/test_erasure.py."""
 
     kind: Kind
     check: Check | None = None
@@ -257,6 +258,9 @@ EXPECTED: dict[str, Expect] = {
     "The seals of a tenant [1]": Expect("tenant", _seals),
     "The last verify runs over a tenant [1]": Expect("tenant", _verify_runs),
     "The last verify runs over a tenant [2]": Expect("all_tenants", _newest_findings),
+    # Run on a ledger with erasures, by tests/erasure/test_erasure.py (this dataset captures no content).
+    "Erasure [1]": Expect("erasure"),
+    "Erasure [2]": Expect("erasure"),
 }
 
 

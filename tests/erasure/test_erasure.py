@@ -16,8 +16,10 @@ from llm_ledger.audit.erasure import NothingToEraseError, UnknownErasureTargetEr
 from llm_ledger.store import EventStore, create_store_engine
 from llm_ledger.store.process_writer import ProcessWriter
 from llm_ledger.store.writer import BufferedWriter
+from tests.audit_sql.auditdoc import psql_url, run_psql, sql_blocks
 from tests.erasure.conftest import Logins, question, read_back, record, texts_of
 
+AUDIT_MD = Path(__file__).resolve().parents[2] / "docs" / "AUDIT.md"
 NOTHING = r"^nothing to erase: these events keep no content \(capture hash/none\)$"
 CONTENT_EVENTS = {"ExecutionStarted", "AttemptSucceeded", "ExecutionSucceeded", "ToolCallStarted", "ToolCallSucceeded"}
 
@@ -250,3 +252,16 @@ def test_a_journal_replayed_after_an_erasure_does_not_bring_its_session_back(
     for event, _, hidden in opened:
         if event.event_type in CONTENT_EVENTS:
             assert set(hidden.values()) == {"erased"}, "the journaled key was made before the erasure: not stored"
+
+
+@pytest.mark.parametrize("logins", ["postgresql"], indirect=True)  # the doc's SQL, run with psql as an auditor
+def test_the_audit_docs_erasure_queries_answer_as_the_erasure_says(logins: Logins, tenant: str, tmp_path: Path) -> None:
+    record(logins.writer, tmp_path / "spool", tenant, {"a": "full", "b": "full"})
+    _, affected = _erase(logins.eraser, tenant, session_id="a")
+    blocks = {block.key: block.sql for block in sql_blocks(AUDIT_MD.read_text(encoding="utf-8"))}
+    auditor = psql_url(logins.auditor)
+    (erasure,) = run_psql(auditor, blocks["Erasure [1]"], {"tenant": tenant})
+    assert (erasure["session_id"], erasure["key_count"], erasure["events_affected"]) == ("a", "1", str(affected))
+    for session, erased in (("a", "t"), ("b", "f")):
+        texts = run_psql(auditor, blocks["Erasure [2]"], {"tenant": tenant, "session": session})
+        assert len(texts) == affected and {row["erased"] for row in texts} == {erased}
