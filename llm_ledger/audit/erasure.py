@@ -1,27 +1,30 @@
 """Erasure by crypto-shredding: ``llm-ledger erase`` destroys the data keys of a session or a subject, so the
 content they encrypt can never be read again, while every event, chain and seal stays as it was.
 
-One transaction: find the keys (by the key table's session or subject index), count the events whose
-content they encrypt (the events of those sessions, by the events' session index), delete the keys, and
-record the erasure (what, when, by whom; never content). On PostgreSQL it runs as ``llm_ledger_eraser``,
-scoped to the tenant: the only role that may delete a key, and only inside an erasure (the key table's
-trigger wants the transaction's ``llm_ledger.erasing`` setting).
+First a plan, read as ``llm_ledger_eraser`` scoped to the tenant (the keys by the key table's session or
+subject index), shown for confirmation before anything is locked; then one transaction that deletes the
+keys and records the erasure (what, when, by whom; never content). On PostgreSQL that transaction is one
+call of ``llm_ledger_erase`` (migration 0011), which the eraser may execute but not bypass: it holds no
+DELETE on the keys, so no key goes without its record. It takes the lock the key store takes for the same
+session or subject, so a key is either stored before it (and deleted with the rest) or stored after it and
+checked against its record. SQLite: one writer at a time, the erasure's DELETE keeps key stores out.
 """
 
 from __future__ import annotations
 
 import getpass
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 from sqlalchemy import Connection, text
 
 from llm_ledger.audit.errors import AuditError
 from llm_ledger.events import uuid7
-from llm_ledger.events.encryption import key_ids
+from llm_ledger.events.encryption import content_fields, key_ids
 from llm_ledger.store import EventStore
 from llm_ledger.store.schema import erasures
 from llm_ledger.store.scoping import ERASER_ROLE, scope_transaction
@@ -73,73 +76,116 @@ def erase(
     confirm: Callable[[ErasurePlan], bool] = lambda plan: True,
 ) -> Erasure | None:
     """Destroy the keys of one session or one subject of ``tenant_id`` and record it; None if ``confirm``
-    said no (nothing is changed then). Raises ``UnknownErasureTargetError`` or ``NothingToEraseError``."""
+    said no (nothing is changed then). Raises ``UnknownErasureTargetError`` or ``NothingToEraseError``.
+
+    ``confirm`` is asked before the erasure's transaction opens (a person may take minutes to answer: no
+    lock is held meanwhile); the erasure then destroys and records exactly the keys it deleted, which
+    include any key stored since the plan."""
     if (session_id is None) == (subject_id is None):
         raise ValueError("erase one session or one subject")
-    postgresql = store.engine.dialect.name == "postgresql"
+    with _eraser_transaction(store, tenant_id) as connection:
+        plan = _plan(connection, tenant_id, session_id, subject_id)
+    if not confirm(plan):
+        return None
+    with _eraser_transaction(store, tenant_id) as connection:
+        if store.engine.dialect.name == "postgresql":
+            done = _erase_postgresql(connection, plan)
+        else:
+            done = _erase_sqlite(connection, plan)
+        if done is None:  # erased by another erasure since the plan
+            _nothing_to_erase(connection, plan)
+    assert done is not None
+    return done
+
+
+@contextmanager
+def _eraser_transaction(store: EventStore, tenant_id: str) -> Iterator[Connection]:
     with store.transaction(scoped=False) as connection:
-        if postgresql:
+        if store.engine.dialect.name == "postgresql":
             scope_transaction(connection, tenant_id, ERASER_ROLE)
-            connection.execute(text("SELECT set_config('llm_ledger.erasing', 'on', true)"))
-        owner = "session_id" if session_id is not None else "subject_id"
-        value = session_id if session_id is not None else subject_id
-        found = connection.execute(
-            text(
-                f"SELECT CAST(key_id AS text) AS key_id, session_id FROM llm_ledger_content_keys"
-                f" WHERE tenant_id = :tenant AND {owner} = :value ORDER BY created_at, key_id"
-            ),
-            {"tenant": tenant_id, "value": value},
-        ).all()
-        plan = ErasurePlan(
-            tenant_id,
-            session_id,
-            subject_id,
-            tuple(row.key_id for row in found),
-            tuple(dict.fromkeys(row.session_id for row in found)),
+        yield connection
+
+
+def _owner(plan: ErasurePlan) -> tuple[str, str | None]:
+    return ("session_id", plan.session_id) if plan.session_id is not None else ("subject_id", plan.subject_id)
+
+
+def _plan(connection: Connection, tenant_id: str, session_id: str | None, subject_id: str | None) -> ErasurePlan:
+    plan = ErasurePlan(tenant_id, session_id, subject_id, (), ())
+    owner, value = _owner(plan)
+    found = connection.execute(
+        text(
+            f"SELECT CAST(key_id AS text) AS key_id, session_id FROM llm_ledger_content_keys"
+            f" WHERE tenant_id = :tenant AND {owner} = :value ORDER BY key_id"
+        ),
+        {"tenant": tenant_id, "value": value},
+    ).all()
+    if not found:
+        _nothing_to_erase(connection, plan)
+    return _with_keys(plan, [(row.key_id, row.session_id) for row in found])
+
+
+def _with_keys(plan: ErasurePlan, keys: Sequence[tuple[str, str | None]]) -> ErasurePlan:
+    return ErasurePlan(
+        plan.tenant_id,
+        plan.session_id,
+        plan.subject_id,
+        tuple(key for key, _ in keys),
+        tuple(dict.fromkeys(session for _, session in keys)),
+    )
+
+
+def _erase_postgresql(connection: Connection, plan: ErasurePlan) -> Erasure | None:
+    """``llm_ledger_erase`` (migration 0011): under the lock the key store takes too, it deletes the keys,
+    counts the events they encrypted and records exactly the keys deleted, in one step; the eraser holds no
+    DELETE of its own."""
+    done = connection.execute(
+        text(
+            "SELECT CAST(erasure_id AS text) AS erasure_id, key_ids, events_affected"
+            " FROM llm_ledger_erase(:tenant, :session, :subject)"
+        ),
+        {"tenant": plan.tenant_id, "session": plan.session_id, "subject": plan.subject_id},
+    ).first()
+    if done is None:
+        return None
+    return Erasure(
+        str(done.erasure_id),
+        ErasurePlan(plan.tenant_id, plan.session_id, plan.subject_id, tuple(done.key_ids), plan.sessions),
+        int(done.events_affected),
+    )
+
+
+def _erase_sqlite(connection: Connection, plan: ErasurePlan) -> Erasure | None:
+    """One local file, one writer at a time: the DELETE's write lock keeps any key store out until the
+    record is committed with it, and a key stored since the plan is deleted (and recorded) too."""
+    owner, value = _owner(plan)
+    gone = connection.execute(
+        text(
+            f"DELETE FROM llm_ledger_content_keys WHERE tenant_id = :tenant AND {owner} = :value"
+            " RETURNING key_id, session_id"
+        ),
+        {"tenant": plan.tenant_id, "value": value},
+    ).all()
+    if not gone:
+        return None
+    done = _with_keys(plan, sorted((str(row.key_id), row.session_id) for row in gone))
+    affected = _events_affected(connection, done)
+    erasure_id = str(uuid7())
+    # Through the model, whose DateTime writes the form the key table's times are compared in.
+    connection.execute(
+        erasures.insert().values(
+            erasure_id=erasure_id,
+            tenant_id=plan.tenant_id,
+            subject_id=plan.subject_id,
+            session_id=plan.session_id,
+            key_ids=list(done.key_ids),
+            key_count=len(done.key_ids),
+            events_affected=affected,
+            erased_at=datetime.now(UTC),
+            erased_by=getpass.getuser(),
         )
-        if not found:
-            _nothing_to_erase(connection, plan, owner)
-        if not confirm(plan):
-            return None
-        affected = _events_affected(connection, plan)
-        connection.execute(
-            text(f"DELETE FROM llm_ledger_content_keys WHERE tenant_id = :tenant AND {owner} = :value"),
-            {"tenant": tenant_id, "value": value},
-        )
-        erasure_id = str(uuid7())
-        record: dict[str, Any] = {
-            "id": erasure_id,
-            "tenant": tenant_id,
-            "subject": subject_id,
-            "session": session_id,
-            "keys": orjson.dumps(list(plan.key_ids)).decode(),
-            "count": len(plan.key_ids),
-            "affected": affected,
-        }
-        if postgresql:
-            connection.execute(
-                text(
-                    "INSERT INTO llm_ledger_erasures (erasure_id, tenant_id, subject_id, session_id, key_ids,"
-                    " key_count, events_affected, erased_by) VALUES (CAST(:id AS uuid), :tenant, :subject, :session,"
-                    " CAST(:keys AS jsonb), :count, :affected, session_user)"
-                ),
-                record,
-            )
-        else:  # through the model, whose DateTime writes the form the key table's times are compared in
-            connection.execute(
-                erasures.insert().values(
-                    erasure_id=erasure_id,
-                    tenant_id=tenant_id,
-                    subject_id=subject_id,
-                    session_id=session_id,
-                    key_ids=list(plan.key_ids),
-                    key_count=len(plan.key_ids),
-                    events_affected=affected,
-                    erased_at=datetime.now(UTC),
-                    erased_by=getpass.getuser(),
-                )
-            )
-    return Erasure(erasure_id, plan, affected)
+    )
+    return Erasure(erasure_id, done, affected)
 
 
 def _session_events(connection: Connection, tenant_id: str, sessions: Sequence[str | None]) -> list[Any]:
@@ -168,9 +214,9 @@ def _events_affected(connection: Connection, plan: ErasurePlan) -> int:
     )
 
 
-def _nothing_to_erase(connection: Connection, plan: ErasurePlan, owner: str) -> None:
+def _nothing_to_erase(connection: Connection, plan: ErasurePlan) -> NoReturn:
     """Raise the reason there is no key to destroy."""
-    value = plan.session_id if plan.session_id is not None else plan.subject_id
+    owner, value = _owner(plan)
     earlier = connection.execute(
         text(
             f"SELECT erased_at, erased_by FROM llm_ledger_erasures WHERE tenant_id = :tenant AND {owner} = :value"
@@ -205,8 +251,5 @@ def _nothing_to_erase(connection: Connection, plan: ErasurePlan, owner: str) -> 
 
 
 def _plain_full(event_type: str, payload: dict[str, Any]) -> bool:
-    if event_type == "ExecutionStarted":
-        return payload.get("input", {}).get("messages") is not None
-    if event_type in ("AttemptSucceeded", "ExecutionSucceeded"):
-        return payload.get("output", {}).get("text") is not None
-    return False
+    """Whether a payload keeps captured text in plain (recorded in full before content was encrypted)."""
+    return any(record.get(kind) is not None for _, record, kind in content_fields(event_type, payload))

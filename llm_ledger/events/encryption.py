@@ -19,8 +19,10 @@ Pure: no IO but the OS's random numbers.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,7 +63,7 @@ class DataKey:
     tenant_id: str
     subject_id: str | None
     session_id: str | None
-    secret: bytes
+    secret: bytes = dataclasses.field(repr=False)
     created_at: datetime
 
     def record(self) -> JsonDict:
@@ -90,26 +92,45 @@ class DataKey:
         )
 
 
+KEYS_KEPT = 10_000
+"""The keys a keyring keeps, least recently used dropped first: dropping one is always safe (it travelled
+with its first event; the owner's next event gets a new key, which travels with it)."""
+KEY_LIFETIME = 3600.0
+"""Seconds a key is used for new content before its owner gets a new one. Bounds how long a live process
+goes on encrypting under a key an erasure destroyed meanwhile (it cannot know): the next key, made after
+the erasure, is stored, so what comes after it stays readable."""
+
+
 class Keyring:
     """The data keys one sink's events were encrypted under, one per tenant, subject and session, made on
-    first need and kept for the process's life (a key is made once, not looked up in the database: the
-    writer never needs to read a key back). Thread-safe."""
+    first need (a key is made, never looked up in the database: the writer never needs to read a key back),
+    replaced after ``lifetime`` seconds and at most ``kept`` of them held. Thread-safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, kept: int = KEYS_KEPT, lifetime: float = KEY_LIFETIME) -> None:
         self._lock = threading.Lock()
-        self._by_owner: dict[tuple[str, str | None, str | None], DataKey] = {}
+        self._kept = kept
+        self._lifetime = lifetime
+        self._by_owner: OrderedDict[tuple[str, str | None, str | None], DataKey] = OrderedDict()
         self._by_id: dict[str, DataKey] = {}
 
     def key_for(self, tenant_id: str, subject_id: str | None, session_id: str | None) -> tuple[DataKey, bool]:
         """The key of ``(tenant, subject, session)`` and whether it was made just now."""
         owner = (tenant_id, subject_id, session_id)
+        now = datetime.now(UTC)
         with self._lock:
             key = self._by_owner.get(owner)
-            if key is not None:
+            if key is not None and (now - key.created_at).total_seconds() < self._lifetime:
+                self._by_owner.move_to_end(owner)
                 return key, False
-            key = DataKey(str(uuid7()), tenant_id, subject_id, session_id, os.urandom(32), datetime.now(UTC))
+            if key is not None:
+                del self._by_owner[owner]
+                self._by_id.pop(key.key_id, None)
+            key = DataKey(str(uuid7()), tenant_id, subject_id, session_id, os.urandom(32), now)
             self._by_owner[owner] = key
             self._by_id[key.key_id] = key
+            while len(self._by_owner) > self._kept:
+                _, dropped = self._by_owner.popitem(last=False)
+                self._by_id.pop(dropped.key_id, None)
             return key, True
 
     def get(self, key_id: str) -> DataKey | None:
@@ -192,7 +213,7 @@ def content_fields(event_type: str, payload: JsonDict) -> Iterator[tuple[str, Js
         yield "result", payload["result"], "text"
 
 
-def encrypted_of(record: JsonDict, kind: str) -> JsonDict | None:
+def encrypted_of(record: JsonDict) -> JsonDict | None:
     """The ``EncryptedContent`` values a content place holds, if it holds one."""
     found = record.get("encrypted")
     return found if isinstance(found, dict) else None
@@ -201,8 +222,8 @@ def encrypted_of(record: JsonDict, kind: str) -> JsonDict | None:
 def key_ids(event_type: str, payload: JsonDict) -> set[str]:
     """The data keys a stored payload's content is encrypted under."""
     found: set[str] = set()
-    for _, record, kind in content_fields(event_type, payload):
-        encrypted = encrypted_of(record, kind)
+    for _, record, _ in content_fields(event_type, payload):
+        encrypted = encrypted_of(record)
         if encrypted is not None:
             found.add(str(encrypted.get("key_id")))
     return found
@@ -276,7 +297,7 @@ def reveal(
     hidden: dict[str, str] = {}
     for field, _, kind in list(content_fields(event_type, out)):
         record = _place(out, field)
-        encrypted = encrypted_of(record, kind)
+        encrypted = encrypted_of(record)
         if encrypted is None:
             continue
         key = lookup(str(encrypted.get("key_id")))

@@ -7,11 +7,10 @@ events go (two stores in one process each get their own keys), and keys live as 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from weakref import WeakKeyDictionary
 
-from llm_ledger.events import CapturePolicy, Event
-from llm_ledger.events.encryption import ContentSubject, DataKey, Keyring, reveal
+from llm_ledger.events import CapturePolicy
+from llm_ledger.events.encryption import ContentSubject, Keyring
 from llm_ledger.executor.context import ExecutionContext
 
 _keyrings: WeakKeyDictionary[object, Keyring] = WeakKeyDictionary()
@@ -32,24 +31,3 @@ def content_subject(sink: object, context: ExecutionContext, capture: CapturePol
     if capture != "full":
         return None
     return ContentSubject(keyring_of(sink), context.subject_id)
-
-
-def revealed_event(event: Event, lookup: Callable[[str], DataKey | None]) -> Event:
-    """``event`` with its encrypted texts decrypted back into their places (``messages``, ``text``) for the
-    keys ``lookup`` gives (``keyring_of(sink).get`` for what this process recorded to ``sink``); a text
-    whose key it lacks stays encrypted."""
-    values, _ = reveal(
-        event.event_type, event.payload.model_dump(mode="json"), str(event.stream_id), str(event.event_id), lookup
-    )
-    return event.model_copy(update={"payload": type(event.payload).model_validate(values)})
-
-
-def made_here(key_id: str) -> DataKey | None:
-    """A data key this process made, whichever sink's it is (for reading back what this process recorded)."""
-    with _lock:
-        keyrings = list(_keyrings.values())
-    for keyring in keyrings:
-        key = keyring.get(key_id)
-        if key is not None:
-            return key
-    return None

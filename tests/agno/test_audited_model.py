@@ -19,8 +19,8 @@ from agno.workflow import Step, Workflow
 from llm_ledger.agno import AuditedModel
 from llm_ledger.events import Event
 from llm_ledger.executor import InMemorySink, MockBehaviour, ProviderSettings, RetryPolicy, register_mock
-from llm_ledger.executor.content import made_here, revealed_event
 from tests.fakes.providers import FakeProviderServer, Reply, ToolCalls
+from tests.revealed import made_here, revealed_event
 
 PRIMARY = "mock/agno-throttled?p50_ms=0&rate_limit=1.0"
 """Answers 429 to every attempt: its retries are spent, then the chain falls back."""

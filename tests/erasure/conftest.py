@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from llm_ledger import LLMExecutor, LLMMessage, execution_context, record_tool_call
 from llm_ledger.events import Event
 from llm_ledger.events.capture import CapturePolicy
-from llm_ledger.store import EventStore, migrate
+from llm_ledger.store import EventStore, create_store_engine, migrate
 from llm_ledger.store.content_keys import ContentState, opened, wanted_keys
 from llm_ledger.store.writer import BufferedWriter
 from tests.store.conftest import (  # noqa: F401  (fixtures, registered here by import)
@@ -41,16 +44,51 @@ class Logins:
     auditor: str
 
 
+@dataclass(frozen=True)
+class OwnedLedger:
+    superuser: str
+    """The database as the superuser: only to look at what the logins did."""
+    owner: str
+    """As its owner, a login that is not a superuser, which migrated it (the deploy's migrating login)."""
+    login: Callable[..., str]
+
+
+@pytest.fixture(scope="package")
+def owned_ledger(
+    _create_postgres_database: Callable[[], str],  # noqa: F811
+    _postgres_server: Engine,  # noqa: F811
+    ledger_login: Callable[..., str],  # noqa: F811
+) -> Iterator[OwnedLedger]:
+    """A database owned and migrated by a login that is not a superuser, as deploy/postgres/ledger-logins.sql
+    sets one up (and as tests/logins' ledger): row-level security FORCEd applies to that owner, and so to
+    the SECURITY DEFINER functions that run as it."""
+    database = _create_postgres_database()
+    owner_url = ledger_login(database=database)
+    owner, name = make_url(owner_url).username, make_url(database).database
+    with _postgres_server.connect() as connection:
+        connection.execute(text(f'ALTER DATABASE "{name}" OWNER TO "{owner}"'))
+    migrate.upgrade(owner_url)
+    yield OwnedLedger(database, owner_url, lambda *roles: ledger_login(*roles, database=database))
+    # The login is dropped at the end of the session, before the database: hand what it owns back.
+    superuser = create_store_engine(database, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with superuser.connect() as connection:
+            connection.execute(text(f'REASSIGN OWNED BY "{owner}" TO CURRENT_USER'))
+            connection.execute(text(f'DROP OWNED BY "{owner}"'))
+    finally:
+        superuser.dispose()
+
+
 @pytest.fixture(params=["postgresql", "sqlite"])
 def logins(request: pytest.FixtureRequest, sqlite_url: str) -> Logins:  # noqa: F811
     if request.param == "sqlite":
         migrate.upgrade(sqlite_url)
         return Logins("sqlite", *([sqlite_url] * 6))
-    owner: str = request.getfixturevalue("postgres_migrated_url")
-    login: Callable[..., str] = request.getfixturevalue("ledger_login")
+    ledger: OwnedLedger = request.getfixturevalue("owned_ledger")
+    login = ledger.login
     return Logins(
         "postgresql",
-        owner,
+        ledger.owner,
         writer=login("llm_ledger_writer", "llm_ledger_ingest"),
         eraser=login("llm_ledger_eraser"),
         keyholder=login("llm_ledger_reader", "llm_ledger_keyholder"),

@@ -187,17 +187,22 @@ def test_only_a_keyholder_reads_content_and_only_an_erasure_deletes_a_key(
             engine.dispose()
         return "not refused"
 
-    assert "permission denied" in refused(logins.writer, "SELECT secret FROM llm_ledger_content_keys")
-    assert "permission denied" in refused(logins.eraser, "SELECT secret FROM llm_ledger_content_keys")
+    for login in (logins.writer, logins.reader, logins.eraser, logins.auditor):
+        assert "permission denied" in refused(login, "SELECT secret FROM llm_ledger_content_keys")
     assert "permission denied" in refused(logins.keyholder, "DELETE FROM llm_ledger_content_keys")
+    # The eraser deletes only through llm_ledger_erase, which records what it deleted: not by itself, even in
+    # a transaction that says it is erasing.
+    erasing = "SELECT set_config('llm_ledger.erasing', 'on', true)"
+    for scope in ("SET LOCAL ROLE llm_ledger_eraser", erasing):
+        assert "permission denied" in refused(logins.eraser, "DELETE FROM llm_ledger_content_keys", scope)
     forged = (
         "INSERT INTO llm_ledger_erasures (erasure_id, tenant_id, key_ids, key_count, events_affected)"
         " VALUES (gen_random_uuid(), 'x', '[]', 0, 0)"
     )
     assert "permission denied" in refused(logins.writer, forged)
-    outside = refused(logins.eraser, "DELETE FROM llm_ledger_content_keys", "SET LOCAL ROLE llm_ledger_eraser")
-    assert "a key is deleted only by llm-ledger erase" in outside
     mine = f"WHERE tenant_id = '{tenant}'"
+    outside = refused(logins.owner, f"DELETE FROM llm_ledger_content_keys {mine}")
+    assert "a key is deleted only by llm-ledger erase" in outside, "not even by the owner, outside an erasure"
     assert "UPDATE rejected" in refused(logins.owner, f"UPDATE llm_ledger_content_keys SET session_id = 'x' {mine}")
     assert all(not hidden for _, _, hidden in read_back(logins.keyholder, tenant)), "nothing was deleted"
     _erase(logins.eraser, tenant, session_id="s")

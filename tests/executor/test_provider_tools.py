@@ -26,7 +26,6 @@ from llm_ledger import (
 from llm_ledger.executor import ProviderSettings, RetryPolicy
 from llm_ledger.executor.agno_client import AgnoModelClient
 from llm_ledger.executor.client import CallParams, Completion
-from llm_ledger.executor.content import made_here, revealed_event
 from llm_ledger.executor.errors import InvalidOutputError, ProviderConnectionError
 from llm_ledger.executor.routing import parse_model_string, resolve_settings
 from llm_ledger.executor.tools import RequestedToolCall, ToolCall, ToolSpec
@@ -34,6 +33,7 @@ from llm_ledger.executor.types import LLMMessage
 from tests.executor.ledger import Ledger
 from tests.fakes import FakeProviderServer, RateLimited, Reply, ToolCalls
 from tests.fakes.providers import RecordedRequest
+from tests.revealed import made_here, revealed_event
 
 PROVIDERS = ["openai", "openrouter", "groq", "anthropic"]
 OPENAI_STYLE = ["openai", "openrouter", "groq"]

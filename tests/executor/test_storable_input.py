@@ -23,10 +23,10 @@ from llm_ledger.executor import (
     ProviderSettings,
     RetryPolicy,
 )
-from llm_ledger.executor.content import made_here, revealed_event
 from tests.executor.ledger import Ledger
 from tests.fakes import FakeProviderServer, RateLimited, Reply
 from tests.fakes import ServerError as ServerFails
+from tests.revealed import made_here, revealed_event
 
 HELLO = [LLMMessage(role="user", content="hello")]
 

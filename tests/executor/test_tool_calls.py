@@ -31,9 +31,9 @@ from llm_ledger import (
 from llm_ledger.events import Event, canonical_json, sha256_hex
 from llm_ledger.executor import RetryPolicy, parse_model_string
 from llm_ledger.executor.client import CallParams, Completion, ModelClient
-from llm_ledger.executor.content import made_here, revealed_event
 from llm_ledger.executor.routing import ModelRoute
 from llm_ledger.executor.tools import RequestedToolCall
+from tests.revealed import made_here, revealed_event
 
 SECRET = "sk-live-4f9a8b7c6d5e4f3a2b1c"
 

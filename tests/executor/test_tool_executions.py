@@ -28,11 +28,12 @@ from llm_ledger import (
     verify_chain,
 )
 from llm_ledger.events import Event, EventDraft, sha256_hex
-from llm_ledger.executor.content import keyring_of, revealed_event
+from llm_ledger.executor.content import keyring_of
 from llm_ledger.executor.context import ExecutionContext
 from llm_ledger.executor.tool_executions import AskingExecutions
 from llm_ledger.executor.tracing import SpanRef
 from tests.executor.ledger import Ledger
+from tests.revealed import revealed_event
 
 SECRET = "sk-live-4f9a8b7c6d5e4f3a2b1c"
 QUESTION = [LLMMessage(role="user", content="weather in Paris?")]

@@ -105,6 +105,15 @@ def _tables() -> None:
     op.create_index(op.f(f"ix_{_ERASURES}_tenant_id_erased_at"), _ERASURES, ["tenant_id", "erased_at"])
 
 
+def _schema() -> tuple[str, str]:
+    """The ledger's schema as an identifier and as a literal, for the SECURITY DEFINER functions' qualified
+    names (offline: ``public``), as 0008's."""
+    if context.is_offline_mode():
+        return "public", "'public'"
+    row = op.get_bind().exec_driver_sql("SELECT quote_ident(current_schema()), quote_literal(current_schema())").one()
+    return str(row[0]), str(row[1])
+
+
 def _postgresql_guards() -> None:
     op.execute(
         f"""
@@ -134,25 +143,132 @@ def _postgresql_guards() -> None:
         op.execute(f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} EXECUTE FUNCTION {guard}()")
         op.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {table}_guard")
         op.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {table}_no_truncate")
-    op.execute(
+    schema, _ = _schema()
+    for function in _functions(schema):
+        op.execute(function)
+
+
+def _functions(schema: str) -> tuple[str, ...]:
+    """The erasure lock, the writer's key store and the eraser's erase: every name qualified with the
+    ledger's schema and search_path pinned with pg_temp last (as 0008's), so that a SECURITY DEFINER function
+    never runs a caller's object (a TEMP table of the same name) as the owner."""
+    keys, erasures, events = f"{schema}.{_KEYS}", f"{schema}.{_ERASURES}", f"{schema}.{_EVENTS}"
+    lock = f"{schema}.llm_ledger_erasure_lock"
+    records = "jsonb_to_recordset(keys) AS k(tenant_id text, key_id text, subject_id text, session_id text,"
+    records += " secret text, created_at text)"
+    # A key made before an erasure of its session or subject (a journal replayed, a batch retried after the
+    # erasure) stays erased: it is not stored. A NULL owner matches no erasure (SQL's NULL = NULL is unknown).
+    erased_since = f"""EXISTS (
+                SELECT FROM {erasures} x
+                WHERE x.tenant_id = k.tenant_id AND x.erased_at >= k.created_at::timestamptz
+                  AND (x.session_id = k.session_id OR x.subject_id = k.subject_id))"""
+    return (
+        # One lock per tenant and session and per tenant and subject: the key store and the erase of either
+        # take it, so a key is either stored before an erasure (and destroyed by it) or checked after it.
         f"""
-        CREATE FUNCTION llm_ledger_store_content_keys(keys jsonb) RETURNS void
-        LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
-            INSERT INTO {_KEYS} (tenant_id, key_id, subject_id, session_id, secret, created_at)
-            SELECT k.tenant_id, k.key_id::uuid, k.subject_id, k.session_id, decode(k.secret, 'base64'),
-                   k.created_at::timestamptz
-            FROM jsonb_to_recordset(keys)
-                AS k(tenant_id text, key_id text, subject_id text, session_id text, secret text, created_at text)
-            -- A key made before an erasure of its session or subject (a journal replayed after the erasure)
-            -- stays erased: it is not stored.
-            WHERE NOT EXISTS (
-                SELECT FROM {_ERASURES} x
+        CREATE FUNCTION {lock}(tenant text, kind text, owner text) RETURNS bigint
+        LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+            SELECT hashtextextended('llm_ledger_erasure/' || tenant || '/' || kind || '/' || owner, 0)
+        $$
+        """,
+        f"""
+        CREATE FUNCTION {schema}.llm_ledger_store_content_keys(keys jsonb) RETURNS integer
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+        DECLARE
+            scope text := NULLIF(current_setting('llm_ledger.tenant_id', true), '');
+            skipped integer;
+        BEGIN
+            -- A transaction scoped to a tenant stores that tenant's keys only.
+            IF scope IS NOT NULL AND EXISTS (SELECT FROM {records} WHERE k.tenant_id IS DISTINCT FROM scope) THEN
+                RAISE EXCEPTION 'llm_ledger_store_content_keys: a key of another tenant than %, which the transaction'
+                    ' is scoped to', scope;
+            END IF;
+            -- In one order, whatever the batch: two writers never wait on each other crosswise.
+            PERFORM pg_advisory_xact_lock(l.id) FROM (
+                SELECT {lock}(k.tenant_id, 'session', k.session_id) AS id FROM {records} WHERE k.session_id IS NOT NULL
+                UNION
+                SELECT {lock}(k.tenant_id, 'subject', k.subject_id) FROM {records} WHERE k.subject_id IS NOT NULL
+            ) AS l ORDER BY l.id;
+            SELECT count(*) INTO skipped FROM {records} WHERE {erased_since};
+            -- Each key destroyed on arrival is named by an erasure record too (the covering erasure's owner, by
+            -- this login, no event stored yet), once: a key that no record names and no row holds is a loss.
+            INSERT INTO {erasures} (erasure_id, tenant_id, subject_id, session_id, key_ids, key_count,
+                                    events_affected, erased_at, erased_by)
+            SELECT gen_random_uuid(), k.tenant_id, c.subject_id, c.session_id, jsonb_build_array(k.key_id), 1, 0,
+                   clock_timestamp(), session_user
+            FROM {records}
+            CROSS JOIN LATERAL (
+                SELECT x.subject_id, x.session_id FROM {erasures} x
                 WHERE x.tenant_id = k.tenant_id AND x.erased_at >= k.created_at::timestamptz
                   AND (x.session_id = k.session_id OR x.subject_id = k.subject_id)
-            )
-            ON CONFLICT (tenant_id, key_id) DO NOTHING
+                ORDER BY x.erased_at DESC LIMIT 1
+            ) AS c
+            WHERE NOT EXISTS (SELECT FROM {erasures} y WHERE y.tenant_id = k.tenant_id AND y.key_ids ? k.key_id);
+            INSERT INTO {keys} (tenant_id, key_id, subject_id, session_id, secret, created_at)
+            SELECT k.tenant_id, k.key_id::uuid, k.subject_id, k.session_id, decode(k.secret, 'base64'),
+                   k.created_at::timestamptz
+            FROM {records}
+            WHERE NOT {erased_since}
+            ON CONFLICT (tenant_id, key_id) DO NOTHING;
+            RETURN skipped;
+        END
         $$
-        """
+        """,
+        # The only way to delete a key: deletes the keys of one session or subject and records exactly those
+        # in the same step; the eraser may execute it and holds no DELETE of its own.
+        f"""
+        CREATE FUNCTION {schema}.llm_ledger_erase(tenant text, session text, subject text)
+        RETURNS TABLE (erasure_id uuid, key_ids jsonb, events_affected integer, erased_at timestamptz)
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+        DECLARE
+            destroyed text[];
+            sessions text[];
+            with_null boolean;
+            affected integer;
+            made uuid := gen_random_uuid();
+            at timestamptz;
+        BEGIN
+            IF tenant IS NULL OR tenant = '' OR (session IS NULL) = (subject IS NULL) THEN
+                RAISE EXCEPTION 'llm_ledger_erase: name a tenant and one session or one subject';
+            END IF;
+            PERFORM set_config('llm_ledger.erasing', 'on', true);
+            -- After the lock: a key stored before it is deleted here, one stored after it sees this record.
+            IF session IS NOT NULL THEN
+                PERFORM pg_advisory_xact_lock({lock}(tenant, 'session', session));
+                WITH gone AS (
+                    DELETE FROM {keys} c WHERE c.tenant_id = tenant AND c.session_id = session
+                    RETURNING CAST(c.key_id AS text) AS key_id, c.session_id
+                )
+                SELECT array_agg(g.key_id ORDER BY g.key_id), array_agg(DISTINCT g.session_id),
+                       bool_or(g.session_id IS NULL)
+                INTO destroyed, sessions, with_null FROM gone g;
+            ELSE
+                PERFORM pg_advisory_xact_lock({lock}(tenant, 'subject', subject));
+                WITH gone AS (
+                    DELETE FROM {keys} c WHERE c.tenant_id = tenant AND c.subject_id = subject
+                    RETURNING CAST(c.key_id AS text) AS key_id, c.session_id
+                )
+                SELECT array_agg(g.key_id ORDER BY g.key_id), array_agg(DISTINCT g.session_id),
+                       bool_or(g.session_id IS NULL)
+                INTO destroyed, sessions, with_null FROM gone g;
+            END IF;
+            PERFORM set_config('llm_ledger.erasing', 'off', true);
+            at := clock_timestamp();  -- a key made before this moment and stored later stays erased
+            IF destroyed IS NULL THEN
+                RETURN;  -- nothing to destroy: nothing recorded
+            END IF;
+            SELECT count(*) INTO affected FROM {events} e
+            WHERE e.tenant_id = tenant AND (e.session_id = ANY(sessions) OR (with_null AND e.session_id IS NULL))
+              AND EXISTS (SELECT FROM jsonb_path_query(e.payload, 'lax $.**.encrypted.key_id') AS p(id)
+                          WHERE p.id #>> '{{}}' = ANY(destroyed));
+            INSERT INTO {erasures} (erasure_id, tenant_id, subject_id, session_id, key_ids, key_count,
+                                    events_affected, erased_at, erased_by)
+            VALUES (made, tenant, subject, session, to_jsonb(destroyed), cardinality(destroyed), affected, at,
+                    session_user);
+            RETURN QUERY SELECT made, to_jsonb(destroyed), affected, at;
+        END
+        $$
+        """,
     )
 
 
@@ -162,34 +278,38 @@ def _postgresql_grants() -> None:
         op.execute(f"REVOKE ALL ON TABLE {table} FROM PUBLIC")
         op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
         op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
-    op.execute("REVOKE ALL ON FUNCTION llm_ledger_store_content_keys(jsonb) FROM PUBLIC")
-    op.execute("GRANT EXECUTE ON FUNCTION llm_ledger_store_content_keys(jsonb) TO llm_ledger_writer, llm_ledger_ingest")
-    # The function runs as the owner, whom FORCE subjects to the policies: it may insert any tenant's key
-    # (as the ingest role inserts any tenant's events); nobody else holds INSERT.
-    op.execute(f"CREATE POLICY {_KEYS}_insert ON {_KEYS} FOR INSERT WITH CHECK (true)")
+        # The functions above run as the owner, whom FORCE subjects to the policies: without a policy of
+        # its own, a non-superuser owner (the deploy's migrating login) would insert and see no row in them.
+        op.execute(f"CREATE POLICY {table}_owner ON {table} FOR ALL TO CURRENT_USER USING (true) WITH CHECK (true)")
+    # The erase counts the events of the sessions it erased, as the owner (a SELECT only, and only the
+    # owner, who could lift the FORCE anyway).
+    op.execute(f"CREATE POLICY {_EVENTS}_owner_select ON {_EVENTS} FOR SELECT TO CURRENT_USER USING (true)")
+    for function, roles in (
+        ("llm_ledger_store_content_keys(jsonb)", "llm_ledger_writer, llm_ledger_ingest"),
+        ("llm_ledger_erase(text, text, text)", "llm_ledger_eraser"),
+    ):
+        op.execute(f"REVOKE ALL ON FUNCTION {function} FROM PUBLIC")
+        op.execute(f"GRANT EXECUTE ON FUNCTION {function} TO {roles}")
     op.execute(f"GRANT SELECT ON TABLE {_KEYS} TO llm_ledger_keyholder")
     op.execute(
         f"CREATE POLICY {_KEYS}_keyholder_select ON {_KEYS} FOR SELECT TO llm_ledger_keyholder"
         f" USING (tenant_id = {_TENANT})"
     )
     owner_columns = "tenant_id, key_id, subject_id, session_id, created_at"  # not the secret
-    op.execute(f"GRANT SELECT ({owner_columns}), DELETE ON TABLE {_KEYS} TO llm_ledger_eraser")
+    op.execute(f"GRANT SELECT ({owner_columns}) ON TABLE {_KEYS} TO llm_ledger_eraser")
     op.execute(
         f"CREATE POLICY {_KEYS}_eraser_select ON {_KEYS} FOR SELECT TO llm_ledger_eraser USING (tenant_id = {_TENANT})"
-    )
-    op.execute(
-        f"CREATE POLICY {_KEYS}_eraser_delete ON {_KEYS} FOR DELETE TO llm_ledger_eraser USING (tenant_id = {_TENANT})"
     )
     op.execute(f"GRANT SELECT ON TABLE {_EVENTS} TO llm_ledger_eraser")
     op.execute(
         f"CREATE POLICY {_EVENTS}_eraser_select ON {_EVENTS} FOR SELECT TO llm_ledger_eraser"
         f" USING (tenant_id = {_TENANT})"
     )
-    op.execute(f"GRANT SELECT, INSERT ON TABLE {_ERASURES} TO llm_ledger_eraser")
-    op.execute(f"GRANT SELECT ON TABLE {_ERASURES} TO llm_ledger_auditor")
+    # A keyholder reads its tenant's erasure records to tell an erased key from a missing one.
+    op.execute(f"GRANT SELECT ON TABLE {_ERASURES} TO llm_ledger_eraser, llm_ledger_keyholder, llm_ledger_auditor")
     op.execute(
-        f"CREATE POLICY {_ERASURES}_eraser ON {_ERASURES} FOR ALL TO llm_ledger_eraser"
-        f" USING (tenant_id = {_TENANT}) WITH CHECK (tenant_id = {_TENANT})"
+        f"CREATE POLICY {_ERASURES}_tenant_select ON {_ERASURES} FOR SELECT TO llm_ledger_eraser, llm_ledger_keyholder"
+        f" USING (tenant_id = {_TENANT})"
     )
     op.execute(f"CREATE POLICY {_ERASURES}_auditor_select ON {_ERASURES} FOR SELECT TO llm_ledger_auditor USING (true)")
 
@@ -280,15 +400,23 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Dropping the keys would erase every content they protect: refused while there is one.
+    # Dropping the keys would erase every content they protect, dropping the erasures their record, and the
+    # events kept encrypted would lose the views that explain them: refused while there is any of these.
     if context.is_offline_mode():
-        raise DowngradeRefusedError("downgrade of 0011 must see the key table to know it is empty: run it online")
-    if op.get_context().dialect.name == "postgresql":
-        op.execute(f"ALTER TABLE {_KEYS} NO FORCE ROW LEVEL SECURITY")
-    if op.get_bind().execute(sa.select(sa.exists().select_from(sa.table(_KEYS)))).scalar():
         raise DowngradeRefusedError(
-            f"{_KEYS} holds data keys: downgrading below 0011 would erase every content they encrypt, and is refused"
+            "downgrade of 0011 must see its tables and the events to know they are empty: run it online"
         )
+    bind = op.get_bind()
+    for what, relation in (
+        ("holds data keys", _KEYS),
+        ("holds erasure records", _ERASURES),
+        ("holds events whose content is encrypted (audit_content lists them)", "audit_content"),
+    ):
+        # The owner's policies (above) let a non-superuser owner see these rows.
+        if bind.execute(sa.select(sa.exists().select_from(sa.table(relation)))).scalar():
+            raise DowngradeRefusedError(
+                f"{relation} {what}: downgrading below 0011 would erase content or its record, and is refused"
+            )
     for view in _VIEWS:
         op.execute(f"DROP VIEW IF EXISTS {view}")
     if op.get_context().dialect.name != "postgresql":
@@ -296,8 +424,11 @@ def downgrade() -> None:
         op.execute(f"DROP TABLE {_KEYS}")
         return
     op.execute(f"DROP POLICY IF EXISTS {_EVENTS}_eraser_select ON {_EVENTS}")
+    op.execute(f"DROP POLICY IF EXISTS {_EVENTS}_owner_select ON {_EVENTS}")
     op.execute(f"REVOKE ALL ON TABLE {_EVENTS} FROM llm_ledger_eraser")
+    op.execute("DROP FUNCTION llm_ledger_erase(text, text, text)")
     op.execute("DROP FUNCTION llm_ledger_store_content_keys(jsonb)")
+    op.execute("DROP FUNCTION llm_ledger_erasure_lock(text, text, text)")
     op.execute(f"DROP TABLE {_ERASURES}")
     op.execute(f"DROP TABLE {_KEYS}")
     op.execute(f"DROP FUNCTION {_KEYS}_guard()")
