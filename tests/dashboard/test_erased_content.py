@@ -9,10 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from streamlit.testing.v1 import AppTest
 
 from llm_ledger.audit.erasure import erase
-from llm_ledger.store import EventStore, migrate
+from llm_ledger.store import EventStore, create_store_engine, migrate
 from tests.dashboard.apptest import open_dashboard
 from tests.erasure.conftest import question, record
 
@@ -82,3 +83,33 @@ def test_on_postgresql_only_a_keyholder_login_sees_content(
     gone = _page(tenant, executions["gone"])
     expected = "erased" if keyholder else "encrypted (no key access)"
     assert [info.value for info in gone.main.info] == [f"Captured content of this execution: {expected}."]
+
+
+def test_a_key_lost_without_an_erasure_reads_as_missing_loudly_not_as_erased(
+    sqlite_url: str, dashboard_env: Configure, tmp_path: Path
+) -> None:
+    migrate.upgrade(sqlite_url)
+    executions = _recorded("acme", sqlite_url, sqlite_url, tmp_path / "spool")
+    # A loss, not an erasure: the key of "kept" gone from the file without any erasure naming it.
+    engine = create_store_engine(sqlite_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("DELETE FROM llm_ledger_content_keys WHERE session_id = 'kept'"))
+            states = {
+                row.session_id: row.key_state
+                for row in connection.execute(text("SELECT DISTINCT session_id, key_state FROM audit_content"))
+            }
+    finally:
+        engine.dispose()
+    assert states == {"kept": "missing", "gone": "erased"}
+    dashboard_env(sqlite_url)
+
+    lost = _page("acme", executions["kept"])
+    assert [error.value for error in lost.main.error] == [
+        "Captured content of this execution: KEY MISSING (no key and no erasure of it: content lost)."
+    ]
+    assert not lost.main.info
+    gone = _page("acme", executions["gone"])
+    assert not gone.main.error and [info.value for info in gone.main.info] == [
+        "Captured content of this execution: erased."
+    ]

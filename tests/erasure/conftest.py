@@ -42,6 +42,8 @@ class Logins:
     keyholder: str
     reader: str
     auditor: str
+    superuser: str
+    """Only to look at what the logins did (SQLite: the file)."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ def owned_ledger(
 def logins(request: pytest.FixtureRequest, sqlite_url: str) -> Logins:  # noqa: F811
     if request.param == "sqlite":
         migrate.upgrade(sqlite_url)
-        return Logins("sqlite", *([sqlite_url] * 6))
+        return Logins("sqlite", *([sqlite_url] * 7))
     ledger: OwnedLedger = request.getfixturevalue("owned_ledger")
     login = ledger.login
     return Logins(
@@ -94,6 +96,7 @@ def logins(request: pytest.FixtureRequest, sqlite_url: str) -> Logins:  # noqa: 
         keyholder=login("llm_ledger_reader", "llm_ledger_keyholder"),
         reader=login("llm_ledger_reader"),
         auditor=login("llm_ledger_auditor"),
+        superuser=ledger.superuser,
     )
 
 

@@ -93,6 +93,12 @@ def test_erasing_one_session_among_many(logins: Logins, tenant: str, tmp_path: P
         *((s, False) for s in sessions if s != "s2"),
         ("s2", True),
     }
+    states = _query(
+        logins.auditor,
+        "SELECT DISTINCT session_id, key_state FROM audit_content WHERE tenant_id = :tenant",
+        tenant=tenant,
+    )
+    assert set(states) == {*((s, "kept") for s in sessions if s != "s2"), ("s2", "erased")}, "the auditor sees no key"
 
 
 def test_erasing_a_subject_erases_each_of_its_sessions(logins: Logins, tenant: str, tmp_path: Path) -> None:

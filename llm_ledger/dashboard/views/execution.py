@@ -120,9 +120,13 @@ def _summary(page: PageContext, record: ExecutionRecord) -> None:
     )
 
 
-CONTENT_STATES = {"erased": "erased", "no key access": "encrypted (no key access)"}
-"""How a captured text that cannot be shown reads: its key was destroyed by an erasure, or this login may not
-read keys (``llm_ledger_keyholder``)."""
+CONTENT_STATES = {
+    "erased": "erased",
+    "no key access": "encrypted (no key access)",
+    "key missing": "KEY MISSING (no key and no erasure of it: content lost)",
+}
+"""How a captured text that cannot be shown reads: its key was destroyed by an erasure, this login may not
+read keys (``llm_ledger_keyholder``), or its key is neither stored nor named by any erasure: a loss."""
 
 
 def _events(page: PageContext, record: ExecutionRecord) -> None:
@@ -132,7 +136,8 @@ def _events(page: PageContext, record: ExecutionRecord) -> None:
     payloads = page.view.opened_payloads(page.tenant, record.execution.execution_id, record.events)
     hidden = {state for _, states in payloads for state in states.values()}
     for state in sorted(hidden):
-        st.info(f"Captured content of this execution: {CONTENT_STATES[state]}.")
+        shown = st.error if state == "key missing" else st.info
+        shown(f"Captured content of this execution: {CONTENT_STATES[state]}.")
     with st.expander("Payloads", expanded=False):
         for event, (values, states) in zip(record.events, payloads, strict=True):
             st.markdown(f"**{event.position}** · {literal(event.event_type)} · {event.occurred_at:%H:%M:%S.%f} UTC")

@@ -19,8 +19,9 @@ Create Date: 2026-12-07
 - ``llm_ledger_erasures``: append-only record of each erasure (tenant, subject or session, key ids
   destroyed, events affected, when, by whom = ``session_user``), never content; ``llm_ledger_auditor``
   reads it, through ``audit_erasures`` too.
-- ``audit_content``: one row per encrypted text of an event (field, sizes, digest, key id) and whether its
-  key was erased (named by an erasure record).
+- ``audit_content``: one row per encrypted text of an event (field, sizes, digest, key id), whether its
+  key was erased (named by an erasure record) and ``key_state``: ``kept``, ``erased`` or ``missing`` (neither
+  stored nor erased: a loss). The auditor may see a key's tenant and id, never its secret.
 
 SQLite gets the tables, the append-only triggers and the views (one local file: no roles).
 
@@ -297,6 +298,9 @@ def _postgresql_grants() -> None:
     )
     owner_columns = "tenant_id, key_id, subject_id, session_id, created_at"  # not the secret
     op.execute(f"GRANT SELECT ({owner_columns}) ON TABLE {_KEYS} TO llm_ledger_eraser")
+    # The auditor sees whether a key is kept (audit_content's key_state: kept, erased or missing), never it.
+    op.execute(f"GRANT SELECT (tenant_id, key_id) ON TABLE {_KEYS} TO llm_ledger_auditor")
+    op.execute(f"CREATE POLICY {_KEYS}_auditor_select ON {_KEYS} FOR SELECT TO llm_ledger_auditor USING (true)")
     op.execute(
         f"CREATE POLICY {_KEYS}_eraser_select ON {_KEYS} FOR SELECT TO llm_ledger_eraser USING (tenant_id = {_TENANT})"
     )
@@ -334,7 +338,7 @@ def _content_view(on_postgresql: bool) -> str:
                      ELSE '[]'::jsonb END) WITH ORDINALITY AS t(call, n)
             WHERE (t.call -> 'arguments') ? 'encrypted'
         """
-        return f"""
+        texts = f"""
             SELECT c.tenant_id, c.session_id, c.stream_id, c.event_id, c.event_type, c.occurred_at, c.field,
                    CAST(c.rec ->> 'chars' AS bigint) AS chars, CAST(c.rec ->> 'bytes' AS bigint) AS bytes,
                    c.rec ->> 'sha256' AS sha256, c.rec #>> '{{encrypted,key_id}}' AS key_id,
@@ -342,6 +346,7 @@ def _content_view(on_postgresql: bool) -> str:
                            WHERE x.tenant_id = c.tenant_id AND x.key_ids ? (c.rec #>> '{{encrypted,key_id}}')) AS erased
             FROM ({places}) c
         """
+        return _with_key_state(texts, "CAST(k.key_id AS text)")
     places = f"""
         SELECT e.tenant_id, e.session_id, e.stream_id, e.event_id, e.event_type, e.occurred_at, f.field,
                json_extract(e.payload, '$.' || f.field) AS rec
@@ -354,7 +359,7 @@ def _content_view(on_postgresql: bool) -> str:
         FROM {_EVENTS} e, json_each(e.payload, '$.tool_calls') t
         WHERE json_extract(t.value, '$.arguments.encrypted.key_id') IS NOT NULL
     """
-    return f"""
+    texts = f"""
         SELECT c.tenant_id, c.session_id, c.stream_id, c.event_id, c.event_type, c.occurred_at, c.field,
                json_extract(c.rec, '$.chars') AS chars, json_extract(c.rec, '$.bytes') AS bytes,
                json_extract(c.rec, '$.sha256') AS sha256, json_extract(c.rec, '$.encrypted.key_id') AS key_id,
@@ -362,6 +367,20 @@ def _content_view(on_postgresql: bool) -> str:
                        WHERE x.tenant_id = c.tenant_id AND j.value = json_extract(c.rec, '$.encrypted.key_id'))
                    AS erased
         FROM ({places}) c
+    """
+    return _with_key_state(texts, "k.key_id")
+
+
+def _with_key_state(texts: str, key_id: str) -> str:
+    """``texts`` and each one's ``key_state``: ``erased`` (an erasure record names its key), ``kept`` (its key
+    is stored) or ``missing`` (neither: a loss, not an erasure)."""
+    return f"""
+        SELECT t.*,
+               CASE WHEN t.erased THEN 'erased'
+                    WHEN EXISTS (SELECT 1 FROM {_KEYS} k WHERE k.tenant_id = t.tenant_id AND {key_id} = t.key_id)
+                        THEN 'kept'
+                    ELSE 'missing' END AS key_state
+        FROM ({texts}) t
     """
 
 
