@@ -100,6 +100,14 @@ WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v')
        OR c.relname IN ('audit_executions', 'audit_attempts', 'audit_fallbacks', 'audit_incomplete',
                         'audit_content', 'audit_erasures'))
 \gexec
+-- The owner policies of 0011 (its SECURITY DEFINER functions run as the owner, whom FORCEd row-level security
+-- subjects to the policies) name the login that migrated: they follow the tables to the migrating login.
+SELECT format('ALTER POLICY %I ON %I TO %I', p.policyname, p.tablename, :'migrate_login')
+FROM pg_policies p
+WHERE p.schemaname = 'public'
+  AND p.policyname IN ('llm_ledger_content_keys_owner', 'llm_ledger_erasures_owner', 'llm_ledger_events_owner_select')
+  AND p.roles = ARRAY[current_user]::name[]
+\gexec
 SELECT format('ALTER FUNCTION %s OWNER TO %I', p.oid::regprocedure, :'migrate_login')
 FROM pg_proc p
 WHERE p.pronamespace = 'public'::regnamespace AND p.proowner = current_user::regrole

@@ -12,7 +12,9 @@ event id and field: a ciphertext copied into another event, field or tenant does
 A key is made by the ``Keyring`` of the sink the events go to, off the call path (when the first event
 that needs it has its payload built, in the thread that seals it), and travels with that event
 (``EventDraft.content_key``) into the journal and the database, in the same transaction as the event
-(``store.content_keys``): no event's ciphertext is ever stored without its key being stored too.
+(``store.content_keys``): a key reaches the journal and the database with or before the first ciphertext
+under it, unless an erasure of its session or subject came after it was made (then it is destroyed on
+arrival, and recorded so).
 Pure: no IO but the OS's random numbers.
 """
 

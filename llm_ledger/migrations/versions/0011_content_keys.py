@@ -6,16 +6,25 @@ Create Date: 2026-12-07
 
 - ``llm_ledger_content_keys``: one random 256-bit AES-GCM key per tenant, subject and session (and writer:
   ``events.encryption``), ``(tenant_id, key_id)`` its key. No UPDATE or TRUNCATE ever (triggers that fire
-  always); a DELETE only inside an erasure (the setting ``llm_ledger.erasing`` = ``on``, which
-  ``llm-ledger erase`` sets in its transaction) and only by a role granted DELETE: ``llm_ledger_eraser``.
+  always); a DELETE only inside ``llm_ledger_erase`` (the trigger wants the setting ``llm_ledger.erasing``,
+  which only that function sets; nobody holds DELETE on the table).
 - Keys are written by the writer through ``llm_ledger_store_content_keys(jsonb)``, a SECURITY DEFINER
-  function that inserts and returns nothing (and skips a key made before an erasure of its session or
-  subject: a journal replayed after the erasure does not bring it back): the writer (and the ingest role
-  of its direct COPY) may store keys in the transaction of their events but never read one, so a writer's
-  login cannot decrypt.
-- ``llm_ledger_keyholder`` may read keys (its tenant's, under row-level security): a reading login granted
-  it sees content; ``llm_ledger_eraser`` may see a key's owner columns (not its secret), delete it, read
-  the events of its tenant (to count what an erasure affects) and record the erasure.
+  function that inserts and returns how many keys it did not store because an erasure of their session or
+  subject came after they were made (those it names in an erasure record of their own: destroyed on
+  arrival): the writer (and the ingest role of its direct COPY) may store keys in the transaction of their
+  events but never read one, so a writer's login cannot decrypt.
+- ``llm_ledger_erase(tenant, session, subject)``, SECURITY DEFINER, EXECUTE for ``llm_ledger_eraser``
+  only: deletes the keys of one session or subject, counts the events they encrypted and records exactly
+  the keys deleted, in one step. It and the key store take one advisory lock per (tenant, session) and
+  (tenant, subject) (``llm_ledger_erasure_lock``), so a key is stored either before an erasure (and
+  deleted by it) or after it (and checked against it).
+- Both run as the owner, whom FORCEd row-level security subjects to the policies: owner policies on both
+  tables and a SELECT one on the events let a non-superuser owner (the deploy's migrating login) run them.
+  Their names are schema-qualified and their search_path ``pg_catalog, pg_temp`` (as 0008's function).
+- ``llm_ledger_keyholder`` may read keys and erasure records (its tenant's, under row-level security): a
+  reading login granted it sees content; ``llm_ledger_eraser`` may see a key's owner columns (not its
+  secret), read the events and erasure records of its tenant and execute the erase;
+  ``llm_ledger_auditor`` may see every key's tenant and id (not its secret), for ``audit_content``.
 - ``llm_ledger_erasures``: append-only record of each erasure (tenant, subject or session, key ids
   destroyed, events affected, when, by whom = ``session_user``), never content; ``llm_ledger_auditor``
   reads it, through ``audit_erasures`` too.
