@@ -101,3 +101,20 @@ def test_values_without_content_are_left_as_they_are() -> None:
     )
     out, key = encrypt_payload("ToolCallSucceeded", values, ContentSubject(Keyring()), header, str(uuid7()))
     assert out is values and key is None
+
+
+def test_a_keyring_keeps_a_bounded_number_of_keys_and_replaces_one_past_its_lifetime() -> None:
+    keyring = Keyring(kept=2)
+    first, made = keyring.key_for("acme", None, "s1")
+    assert made and keyring.key_for("acme", None, "s1") == (first, False)
+    keyring.key_for("acme", None, "s2")
+    keyring.key_for("acme", None, "s1")  # used again: s2 is now the least recently used
+    keyring.key_for("acme", None, "s3")
+    assert keyring.get(first.key_id) == first
+    _, made = keyring.key_for("acme", None, "s2")
+    assert made, "s2's key was dropped: a new one, which travels with its first event"
+    expiring = Keyring(lifetime=0.0)
+    old, _ = expiring.key_for("acme", None, "s1")
+    new, made = expiring.key_for("acme", None, "s1")
+    assert made and new.key_id != old.key_id and expiring.get(old.key_id) is None
+    assert "secret" not in repr(new) and new.secret.hex() not in repr(new)
