@@ -379,7 +379,7 @@ class Spool:
         return max((int(match.group(1)) for match in numbers if match), default=0)
 
 
-_SECRET = re.compile(rb'"secret":"[A-Za-z0-9+/=]*"?')
+_SECRET = re.compile(rb'"secret":"[^"]*"?')
 
 
 def _without_secrets(damaged: bytes) -> bytes:

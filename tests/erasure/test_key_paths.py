@@ -28,6 +28,7 @@ from llm_ledger.store.rows import event_to_row
 from llm_ledger.store.writer import BufferedWriter
 from tests.erasure.conftest import Logins, question, read_back, record, texts_of
 from tests.erasure.test_erasure import CONTENT_EVENTS, _erase
+from tests.store.test_spool import _record_offsets
 from tests.store.workload import DraftSink
 
 LOCK_WAIT_POLLS = 600
@@ -241,3 +242,30 @@ def _superuser_rows(logins: Logins, sql: str, **parameters: object) -> list[tupl
             return [tuple(row) for row in connection.execute(text(sql), parameters)]
     finally:
         engine.dispose()
+
+
+def test_a_damaged_journal_record_is_set_aside_without_its_keys_secret(
+    logins: Logins, tenant: str, tmp_path: Path
+) -> None:
+    spool = tmp_path / "journaled"
+    down = "postgresql://postgres@127.0.0.1:9/nowhere" if logins.dialect == "postgresql" else "sqlite:////no/such/x.db"
+    writer = BufferedWriter(EventStore(down), spool, flush_interval=0.05)
+    drafts = _drafts(tenant, "z")
+    for draft in drafts:
+        writer.emit(draft)
+    assert writer.close(timeout=5).spooled == len(drafts)
+    assert drafts[0].content_key is not None
+    secret = base64.b64encode(drafts[0].content_key.secret)
+    (segment,) = spool.rglob("spool-*.log")
+    data = bytearray(segment.read_bytes())
+    assert secret in data, "the journal holds the key (that is how a replay stores it)"
+    at = data.index(secret)
+    offset, size = next((o, n) for o, n in _record_offsets(segment) if o <= at < o + n)
+    data[offset + size - 3] ^= 0x10  # a bit of the body of the record holding the key, away from the key
+    segment.write_bytes(bytes(data))
+
+    replaying = BufferedWriter(EventStore(logins.writer), spool)
+    assert replaying.flush(timeout=60)
+    replaying.close(timeout=60)
+    torn = [path.read_bytes() for path in spool.rglob("*.torn")]
+    assert torn and all(b'"secret":"(removed)"' in kept and secret not in kept for kept in torn)
