@@ -11,8 +11,9 @@ Run by hand:  .venv/bin/python bench/erasure.py [--events 1000000] [--sessions 4
    as capture ``hash``): first a tenth of ``--events``, then the rest.
 3. At each size, half the recorded sessions (a different one each time) are erased with
    ``llm_ledger.audit.erasure.erase``, as a login granted only ``llm_ledger_eraser`` (row-level security and
-   the grants in force): the keys found by the key table's session index, the events affected counted from
-   the session's events (the events' session index), the DELETE, the erasure record, one transaction.
+   the grants in force): the plan (the keys by the key table's session index), then one call of
+   ``llm_ledger_erase`` (the lock, the DELETE returning the keys, the events affected counted from the
+   session's events by the events' session index, the erasure record).
    Median and maximum wall-clock time per erasure; each one is checked (one key, 11 events affected).
 """
 

@@ -94,7 +94,6 @@ def erase(
             done = _erase_sqlite(connection, plan)
         if done is None:  # erased by another erasure since the plan
             _nothing_to_erase(connection, plan)
-    assert done is not None
     return done
 
 
