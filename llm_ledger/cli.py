@@ -410,6 +410,40 @@ def _audit_keygen(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _erase(args: argparse.Namespace) -> int:
+    from llm_ledger.audit.erasure import ErasurePlan, erase
+    from llm_ledger.audit.report import printable
+    from llm_ledger.cli_errors import UsageError
+    from llm_ledger.store import EventStore
+
+    if not args.yes and not sys.stdin.isatty():
+        raise UsageError("erase destroys keys for good: pass --yes to erase without being asked")
+
+    def confirm(plan: ErasurePlan) -> bool:
+        if args.yes:
+            return True
+        answer = input(
+            f"destroy {len(plan.key_ids)} data key(s) of {printable(plan.target)}? The content they encrypt can"
+            " never be read again [y/N] "
+        )
+        return answer.strip().lower() in ("y", "yes")
+
+    store = EventStore(_database_url(args))
+    try:
+        done = erase(store, args.tenant, session_id=args.session, subject_id=args.subject, confirm=confirm)
+    finally:
+        store.close()
+    if done is None:
+        print("nothing erased")
+        return ExitCode.OK
+    print(
+        f"erased {printable(done.plan.target)}: destroyed {done.key_count} data key(s); the content of"
+        f" {done.events_affected} event(s) can no longer be read (erasure {done.erasure_id}); the events,"
+        " their chains and seals are unchanged"
+    )
+    return ExitCode.OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llm-ledger",
@@ -608,6 +642,20 @@ def build_parser() -> argparse.ArgumentParser:
     retention_apply.add_argument("--archive", required=True, metavar="DIR", help="the archive directory (created)")
     retention_plan.set_defaults(handler=_retention_plan, needs_ledger=True)
     retention_apply.set_defaults(handler=_retention_apply, needs_ledger=True)
+    erase = commands.add_parser(
+        "erase",
+        help="erase a session's or a subject's captured content by destroying its data keys (crypto-shredding;"
+        " run as a login granted llm_ledger_eraser)",
+    )
+    erase.add_argument("--tenant", required=True, help="the tenant of the session or subject")
+    target = erase.add_mutually_exclusive_group(required=True)
+    target.add_argument("--session", help="erase this session's content")
+    target.add_argument(
+        "--subject", help="erase the content of every session of this subject (ExecutionContext.subject_id)"
+    )
+    erase.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    erase.add_argument("--database-url", help=url_help)
+    erase.set_defaults(handler=_erase, needs_ledger=True)
     return parser
 
 

@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass
 
 from llm_ledger.audit import AuditConfigurationError, SealRefusedError
+from llm_ledger.audit.erasure import NothingToEraseError, UnknownErasureTargetError
 from llm_ledger.dashboard.login import LoginConfigurationError
 from llm_ledger.errors import LedgerError
 from llm_ledger.exit_codes import ExitCode
@@ -46,6 +47,9 @@ EXITS: dict[type[LedgerError] | type[KeyboardInterrupt], Exit] = {
     DowngradeRefusedError: Exit(ExitCode.FAILED, prefix="refused"),
     # `audit seal` says each refusal itself (escaped: a tenant id is not trusted text) and goes on sealing.
     SealRefusedError: Exit(ExitCode.FAILED),
+    # The message says "nothing to erase: ..." itself.
+    NothingToEraseError: Exit(ExitCode.FAILED),
+    UnknownErasureTargetError: Exit(ExitCode.USAGE),
     LedgerError: Exit(ExitCode.FAILED),
     KeyboardInterrupt: Exit(ExitCode.INTERRUPTED, prefix=None),
 }

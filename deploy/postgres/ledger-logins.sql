@@ -11,7 +11,7 @@
 --
 -- Why the roles are created here and not only by the migrations: the migrating login is the database's
 -- owner and nothing more (no superuser, no CREATEROLE), so it cannot create roles, and the logins can only
--- be granted roles that exist. The statements are the migrations' own (0001-0005: NOLOGIN, IF NOT EXISTS;
+-- be granted roles that exist. The statements are the migrations' own (0001-0005, 0011: NOLOGIN, IF NOT EXISTS;
 -- llm_ledger_ingest with BYPASSRLS, which needs the superuser this runs as), so the migrations then find
 -- every role in place and only grant it privileges on the tables they create.
 
@@ -19,7 +19,7 @@
 
 SELECT format('CREATE ROLE %I NOLOGIN', name)
 FROM unnest(ARRAY['llm_ledger_writer', 'llm_ledger_reader', 'llm_ledger_auditor', 'llm_ledger_projector',
-                  'llm_ledger_sealer']) AS name
+                  'llm_ledger_sealer', 'llm_ledger_keyholder', 'llm_ledger_eraser']) AS name
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = name)
 \gexec
 SELECT 'CREATE ROLE llm_ledger_ingest NOLOGIN BYPASSRLS'
@@ -97,7 +97,16 @@ FROM pg_class c
 WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v')
   AND c.relowner = current_user::regrole
   AND (c.relname LIKE 'llm\_ledger\_%'
-       OR c.relname IN ('audit_executions', 'audit_attempts', 'audit_fallbacks', 'audit_incomplete'))
+       OR c.relname IN ('audit_executions', 'audit_attempts', 'audit_fallbacks', 'audit_incomplete',
+                        'audit_content', 'audit_erasures'))
+\gexec
+-- The owner policies of 0011 (its SECURITY DEFINER functions run as the owner, whom FORCEd row-level security
+-- subjects to the policies) name the login that migrated: they follow the tables to the migrating login.
+SELECT format('ALTER POLICY %I ON %I TO %I', p.policyname, p.tablename, :'migrate_login')
+FROM pg_policies p
+WHERE p.schemaname = 'public'
+  AND p.policyname IN ('llm_ledger_content_keys_owner', 'llm_ledger_erasures_owner', 'llm_ledger_events_owner_select')
+  AND p.roles = ARRAY[current_user]::name[]
 \gexec
 SELECT format('ALTER FUNCTION %s OWNER TO %I', p.oid::regprocedure, :'migrate_login')
 FROM pg_proc p

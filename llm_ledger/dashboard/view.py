@@ -6,13 +6,15 @@ projections and audit do not import each other."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from llm_ledger.audit import results, timeline
 from llm_ledger.audit.results import AuditFinding, TenantAudit
-from llm_ledger.audit.timeline import ExecutionRecord, ExecutionView, FirstExecution, TimelineItem
+from llm_ledger.audit.timeline import ExecutionRecord, ExecutionView, FirstExecution, RecordedEvent, TimelineItem
 from llm_ledger.projections import drilldown
 from llm_ledger.projections.queries import EVERYTHING, FallbackEdge, Filters, LedgerView, Window
+from llm_ledger.store.content_keys import ContentState, opened, wanted_keys
 
 
 class DashboardView(LedgerView):
@@ -51,6 +53,17 @@ class DashboardView(LedgerView):
         when the tenant has none of that id (a bound view never reads another tenant's)."""
         with self._reading(tenant_id) as connection:
             return timeline.execution_record(connection, tenant_id, execution_id)
+
+    def opened_payloads(
+        self, tenant_id: str, stream_id: str, events: Sequence[RecordedEvent]
+    ) -> list[tuple[dict[str, Any], dict[str, ContentState]]]:
+        """Each event's payload with its captured texts decrypted where this login may read their keys
+        (``llm_ledger_keyholder``), and the state of each text it could not open: ``erased`` (an erasure record
+        names its key), ``key missing`` (neither stored nor erased: a loss) or ``no key access``."""
+        self._check_allowed(tenant_id)
+        wanted = wanted_keys((event.event_type, event.payload) for event in events)
+        lookup = self._store.content_keys(tenant_id, wanted)
+        return [opened(event.event_type, event.payload, stream_id, event.event_id, lookup) for event in events]
 
     def fallback_sessions(
         self, tenant_id: str, window: Window, edges: Iterable[FallbackEdge], filters: Filters = EVERYTHING

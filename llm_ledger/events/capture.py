@@ -6,10 +6,12 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
+from llm_ledger.events.encryption import EncryptedContent
 from llm_ledger.events.later import AddedLater, OmitsUnusedLaterFields
 
 CapturePolicy = Literal["none", "hash", "full"]
-"""``none``: sizes only; ``hash``: sizes and SHA-256 digests (the default); ``full``: also the scrubbed text."""
+"""``none``: sizes only; ``hash``: sizes and SHA-256 digests (the default); ``full``: also the scrubbed text,
+encrypted under a data key of the tenant and subject (``encryption.py``), so that it can be erased."""
 
 DEFAULT_CAPTURE: CapturePolicy = "hash"
 CAPTURE_POLICIES: tuple[str, ...] = get_args(CapturePolicy)
@@ -45,20 +47,25 @@ class CapturedMessage(OmitsUnusedLaterFields, _Frozen):
     name: Annotated[str | None, AddedLater()] = None
 
 
-class InputRecord(_Frozen):
-    """What an event keeps of the messages sent: always sizes; a digest or the text by policy."""
+class InputRecord(OmitsUnusedLaterFields, _Frozen):
+    """What an event keeps of the messages sent: always sizes; a digest or the text by policy. Under capture
+    ``full`` the messages are ``encrypted`` (``messages`` is then None); events recorded before encryption
+    keep them in ``messages``."""
 
     message_count: int
     chars: int
     bytes: int
     sha256: str | None = None
     messages: tuple[CapturedMessage, ...] | None = None
+    encrypted: Annotated[EncryptedContent | None, AddedLater()] = None
 
 
-class OutputRecord(_Frozen):
-    """What an event keeps of a response text: always sizes; a digest or the text by policy."""
+class OutputRecord(OmitsUnusedLaterFields, _Frozen):
+    """What an event keeps of a response text: always sizes; a digest or the text by policy (under capture
+    ``full``, ``encrypted``, as ``InputRecord`` keeps its messages)."""
 
     chars: int
     bytes: int
     sha256: str | None = None
     text: str | None = None
+    encrypted: Annotated[EncryptedContent | None, AddedLater()] = None

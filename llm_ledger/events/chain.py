@@ -21,6 +21,7 @@ from llm_ledger.events.canonical import (
     sha256_hex,
     sorted_json,
 )
+from llm_ledger.events.encryption import ContentSubject, DataKey, encrypt_payload
 from llm_ledger.events.ids import uuid7
 from llm_ledger.events.model import (
     EVENT_TYPES,
@@ -48,6 +49,9 @@ class StreamHeader:
     session_id: str | None = None
     turn_id: str | None = None
     step: str | None = None
+    content: ContentSubject | None = field(default=None, compare=False, repr=False)
+    """Set for a stream captured in full: its payloads' texts are encrypted when built (``encryption.py``).
+    Not an envelope field: nothing of it is stored but the ciphertexts' key ids."""
 
 
 # One lock for all streams: drafting holds it for a few instructions, and sealing is done by the
@@ -67,7 +71,7 @@ class EventDraft:
     """
 
     __slots__ = ("_build", "_canonical", "_elsewhere", "_event", "_fields", "_payload", "_plain", "_sealer",
-                 "_values", "event_id", "event_type", "occurred_at", "span_id", "stream_position",
+                 "_values", "content_key", "event_id", "event_type", "occurred_at", "span_id", "stream_position",
                  "trace_id")  # fmt: skip
 
     def __init__(
@@ -101,6 +105,9 @@ class EventDraft:
         self.trace_id = trace_id
         self.span_id = span_id
         self.event_id = event_id
+        self.content_key: DataKey | None = None
+        """The data key made for this event's content (its stream's first content under a new key): it is
+        stored with the event, in the journal and in the database (``store.content_keys``)."""
 
     @property
     def payload(self) -> Payload:
@@ -118,7 +125,15 @@ class EventDraft:
         """The payload's JSON values (``model_dump(mode="json")``), built once from a ``JsonPayload``."""
         if self._values is None:
             assert type(self._build) is JsonPayload
-            self._values, self._plain = plain_floats(self._build)
+            values, self._plain = plain_floats(self._build)
+            content = self._sealer.header.content
+            if content is not None:
+                # Once per draft, and kept: the ciphertext (random nonce) is part of what is hashed, so a
+                # draft sealed again (by this process after its writer process) seals to the same hash.
+                values, self.content_key = encrypt_payload(
+                    self.event_type, values, content, self._sealer.header, str(self.event_id)
+                )
+            self._values = values
         return self._values
 
     @property

@@ -34,8 +34,9 @@ RESERVED_EVENT_BYTES = 256 * 1024
 every character escaped (6 bytes), the rest of an event stays below this (``ExecutionStarted``: 5 context
 ids, 16 model strings, 16 stop sequences and a schema name of 1,024 characters, 6 KiB each: 228 KiB)."""
 
-MAX_CAPTURED_BYTES = MAX_EVENT_BYTES - RESERVED_EVENT_BYTES
-"""The most captured text (as JSON) one event may hold under capture ``full``."""
+MAX_CAPTURED_BYTES = (MAX_EVENT_BYTES - RESERVED_EVENT_BYTES) // 4 * 3 - 16
+"""The most captured text (as JSON) one event may hold under capture ``full``: the text is stored encrypted
+(``encryption.py``), its ciphertext and 16-byte tag in base64, which takes 4/3 of it, in the room left."""
 
 MAX_RETRY_AFTER_SECONDS = 86400.0
 """A provider's ``Retry-After`` beyond a day (or infinite) is recorded as a day: any policy falls back."""

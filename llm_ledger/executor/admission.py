@@ -53,7 +53,7 @@ def check_identifier(field: str, value: str) -> None:
 
 
 def check_context(context: ExecutionContext) -> None:
-    for name in ("tenant_id", "agent_id", "session_id", "turn_id", "step"):
+    for name in ("tenant_id", "agent_id", "session_id", "turn_id", "step", "subject_id"):
         value = getattr(context, name)
         if value is not None:
             check_identifier(f"execution context {name}", value)

@@ -13,23 +13,29 @@ DEFAULT_TENANT = "default"
 
 @dataclass(frozen=True, slots=True)
 class ExecutionContext:
-    """The tenant, agent, session, turn and pipeline step of the current work."""
+    """The tenant, agent, session, turn and pipeline step of the current work, and, when the application
+    knows whom it is about, the subject: content captured in full is encrypted under a key of the tenant,
+    subject and session, so that ``llm-ledger erase --subject`` erases every session of that person (the
+    session alone is the subject otherwise). Not stored in the events: only the key table names it."""
 
     tenant_id: str
     agent_id: str | None = None
     session_id: str | None = None
     turn_id: str | None = None
     step: str | None = None
+    subject_id: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.tenant_id, str) or not self.tenant_id:
             raise ValueError("ExecutionContext.tenant_id must be a non-empty string")
+        if self.subject_id is not None and (not isinstance(self.subject_id, str) or not self.subject_id):
+            raise ValueError("ExecutionContext.subject_id must be a non-empty string or None")
 
     def with_step(self, step: str | None) -> ExecutionContext:
         """This context for a pipeline step (the same object when it already is)."""
         if step is None or step == self.step:
             return self
-        return ExecutionContext(self.tenant_id, self.agent_id, self.session_id, self.turn_id, step)
+        return ExecutionContext(self.tenant_id, self.agent_id, self.session_id, self.turn_id, step, self.subject_id)
 
     def as_metadata(self) -> dict[str, str | None]:
         return {
@@ -53,13 +59,14 @@ def set_execution_context(
     session_id: str | None = None,
     turn_id: str | None = None,
     step: str | None = None,
+    subject_id: str | None = None,
 ) -> Token[ExecutionContext | None]:
     """Set the context of the current task (and of tasks it starts); returns a token for ``reset``."""
     if context is None:
         if tenant_id is None:
             raise ValueError("set_execution_context needs an ExecutionContext or a tenant_id")
-        context = ExecutionContext(tenant_id, agent_id, session_id, turn_id, step)
-    elif any(v is not None for v in (tenant_id, agent_id, session_id, turn_id, step)):
+        context = ExecutionContext(tenant_id, agent_id, session_id, turn_id, step, subject_id)
+    elif any(v is not None for v in (tenant_id, agent_id, session_id, turn_id, step, subject_id)):
         raise ValueError("pass either an ExecutionContext or keyword fields, not both")
     return _current.set(context)
 
@@ -87,10 +94,17 @@ def execution_context(
     session_id: str | None = None,
     turn_id: str | None = None,
     step: str | None = None,
+    subject_id: str | None = None,
 ) -> Iterator[ExecutionContext]:
     """Run a block under a context, restoring the previous one afterwards (also on error)."""
     token = set_execution_context(
-        context, tenant_id=tenant_id, agent_id=agent_id, session_id=session_id, turn_id=turn_id, step=step
+        context,
+        tenant_id=tenant_id,
+        agent_id=agent_id,
+        session_id=session_id,
+        turn_id=turn_id,
+        step=step,
+        subject_id=subject_id,
     )
     try:
         current = _current.get()

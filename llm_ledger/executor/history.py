@@ -13,6 +13,7 @@ from llm_ledger.events import values as payloads
 from llm_ledger.events.values import JsonDict, JsonPayload
 from llm_ledger.executor.attempts import Attempt
 from llm_ledger.executor.client import CallParams, Completion
+from llm_ledger.executor.content import content_subject
 from llm_ledger.executor.errors import CANCELLED, ProviderError
 from llm_ledger.executor.plan import ExecutionPlan
 from llm_ledger.executor.policy import Decision
@@ -166,6 +167,7 @@ class ExecutionHistory:
                 session_id=ctx.session_id,
                 turn_id=ctx.turn_id,
                 step=ctx.step,
+                content=content_subject(plan.sink, ctx, plan.capture),
             ),
             plan.sink,
             plan.clock,

@@ -39,6 +39,7 @@ from llm_ledger.events import values as payloads
 from llm_ledger.events.values import JsonDict, JsonPayload
 from llm_ledger.executor.admission import check_identifier
 from llm_ledger.executor.clock import Clock, checked_clock, system_clock
+from llm_ledger.executor.content import content_subject
 from llm_ledger.executor.context import DEFAULT_TENANT, ExecutionContext, get_execution_context
 from llm_ledger.executor.errors import CANCELLED, InvalidInputError
 from llm_ledger.executor.recorder import StreamRecorder
@@ -300,6 +301,7 @@ class ToolCallRecording:
                 session_id=context.session_id,
                 turn_id=context.turn_id,
                 step=context.step,
+                content=content_subject(self.sink, context, capture),
             ),
             self.sink,
             self._clock or (asking.clock if asking is not None else system_clock),

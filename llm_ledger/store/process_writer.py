@@ -700,6 +700,7 @@ def _item(draft: EventDraft) -> list[Any]:
         header.stream_id, header.tenant_id, header.agent_id, header.session_id, header.turn_id, header.step,
         draft.stream_position, draft.event_type, draft.occurred_at, draft.trace_id, draft.span_id, draft.event_id,
         known, prev, values, plain, error,
+        None if draft.content_key is None else draft.content_key.record(),
     ]  # fmt: skip
 
 

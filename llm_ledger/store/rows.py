@@ -23,6 +23,10 @@ from llm_ledger.events.storable import MAX_EVENT_BYTES as MAX_EVENT_BYTES
 from llm_ledger.events.storable import MAX_EXACT_INTEGER
 from llm_ledger.store.errors import InvalidEventError, UnreadableEventError
 
+CONTENT_KEY = "content_key"
+"""The field of a row (and of a journal record) that carries the data key made for its event's content: no
+column of the events, stored in the key table with it (``content_keys``)."""
+
 # A NUL character, escaped in JSON text (an odd run of backslashes before "u0000").
 _NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
@@ -31,8 +35,12 @@ def event_to_row(item: Event | EventDraft | Mapping[str, Any], index: int) -> di
     """The row of one event, after checking that it can be stored and read back to the same hash."""
     if isinstance(item, EventDraft):
         return _draft_row(item, index)
+    key = None
     if isinstance(item, Mapping):
         event_id = item.get("event_id")
+        if CONTENT_KEY in item:  # a journal record of an event that carries its data key
+            item = dict(item)
+            key = item.pop(CONTENT_KEY)
         try:
             event: Event = parse_event(dict(item))
         except ValidationError as exc:
@@ -57,6 +65,8 @@ def event_to_row(item: Event | EventDraft | Mapping[str, Any], index: int) -> di
     _check_nul(canonical, index, record["event_id"])
     row = dict(record)
     row["occurred_at"] = event.occurred_at
+    if key is not None:
+        row[CONTENT_KEY] = key
     return row
 
 
@@ -75,7 +85,10 @@ def _draft_row(draft: EventDraft, index: int) -> dict[str, Any]:
         ) from None
     _check_size(canonical, 80, index, fields["event_id"])  # + the hash field, which the canonical form leaves out
     _check_nul(canonical, index, fields["event_id"])
-    return dict(fields)  # its payload carries its JSON text
+    row = dict(fields)  # its payload carries its JSON text
+    if draft.content_key is not None:
+        row[CONTENT_KEY] = draft.content_key.record()
+    return row
 
 
 def _check_size(canonical: bytes, margin: int, index: int, event_id: str) -> None:

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     SmallInteger,
@@ -35,7 +36,7 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.types import UserDefinedType
 
 EVENTS_TABLE = "llm_ledger_events"
@@ -111,3 +112,43 @@ STORED_COLUMNS: tuple[str, ...] = tuple(c.name for c in events.c if c.name not i
 
 READ_COLUMNS = tuple(c for c in events.c if c.name != "recorded_at")
 """The columns an event is read back from (``global_position`` included, for cursors and order)."""
+
+
+_Uuid = String(36).with_variant(UUID(as_uuid=False), "postgresql")
+
+content_keys = Table(
+    "llm_ledger_content_keys",
+    metadata,
+    Column("tenant_id", Text, nullable=False),
+    Column("key_id", _Uuid, nullable=False),
+    Column("subject_id", Text),
+    Column("session_id", Text),
+    Column("secret", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("stored_at", DateTime(timezone=True), nullable=False, server_default=func.current_timestamp()),
+    CheckConstraint("tenant_id <> ''", name="tenant_id_not_empty"),
+    CheckConstraint("length(secret) = 32", name="secret_is_256_bits"),
+    PrimaryKeyConstraint("tenant_id", "key_id"),
+    Index(None, "tenant_id", "session_id"),
+    Index(None, "tenant_id", "subject_id"),
+)
+"""The data keys of content captured in full, one per tenant, subject and session (and writing process)
+(migration 0011, ``events.encryption``): deleted only by an erasure, never changed."""
+
+erasures = Table(
+    "llm_ledger_erasures",
+    metadata,
+    Column("tenant_id", Text, nullable=False),
+    Column("erasure_id", _Uuid, nullable=False),
+    Column("subject_id", Text),
+    Column("session_id", Text),
+    Column("key_ids", _Payload, nullable=False),
+    Column("key_count", Integer, nullable=False),
+    Column("events_affected", Integer, nullable=False),
+    Column("erased_at", DateTime(timezone=True), nullable=False, server_default=func.current_timestamp()),
+    Column("erased_by", Text, nullable=False),
+    CheckConstraint("tenant_id <> ''", name="tenant_id_not_empty"),
+    PrimaryKeyConstraint("tenant_id", "erasure_id"),
+    Index(None, "tenant_id", "erased_at"),
+)
+"""What each erasure destroyed (migration 0011, ``audit.erasure``): append-only, never content."""

@@ -28,7 +28,14 @@ the verify that comes first."""
 INGEST_ROLE: Final = "llm_ledger_ingest"
 """INSERT only on the events, bypassing row-level security (migration 0003): the store takes it for a
 direct COPY of a batch. Not a role to scope a store to (it cannot read)."""
-LEDGER_ROLES: Final = frozenset({WRITER_ROLE, READER_ROLE, AUDITOR_ROLE, PROJECTOR_ROLE, SEALER_ROLE, RETENTION_ROLE})
+KEYHOLDER_ROLE: Final = "llm_ledger_keyholder"
+"""Reads its tenant's data keys, so decrypts content captured in full (migration 0011)."""
+ERASER_ROLE: Final = "llm_ledger_eraser"
+"""Destroys a tenant's data keys and records the erasure (migration 0011): the login ``llm-ledger erase``
+runs under."""
+LEDGER_ROLES: Final = frozenset(
+    {WRITER_ROLE, READER_ROLE, AUDITOR_ROLE, PROJECTOR_ROLE, SEALER_ROLE, RETENTION_ROLE, KEYHOLDER_ROLE, ERASER_ROLE}
+)
 
 # set_config('role', ..., true) is SET LOCAL ROLE, with the role as a bound value instead of SQL text, in
 # the same round trip as the tenant.

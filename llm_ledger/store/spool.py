@@ -356,7 +356,7 @@ class Spool:
         torn = _unique(self.directory, f"{segment.stem}.at-{offset}", ".torn")
         try:
             with open(torn, "xb") as out:
-                out.write(damaged)
+                out.write(_without_secrets(damaged))
                 out.flush()
                 os.fsync(out.fileno())
         except OSError as exc:
@@ -377,6 +377,15 @@ class Spool:
     def _highest_number(self) -> int:
         numbers = (_NUMBERED.match(path.name) for path in self.directory.iterdir())
         return max((int(match.group(1)) for match in numbers if match), default=0)
+
+
+_SECRET = re.compile(rb'"secret":"[^"]*"?')
+
+
+def _without_secrets(damaged: bytes) -> bytes:
+    """Damaged journal bytes with every data key's secret blanked (what a ``.torn`` file keeps is evidence,
+    never a key: the key of an intact record is replayed from the journal; a torn one cannot be)."""
+    return _SECRET.sub(b'"secret":"(removed)"', damaged)
 
 
 def encode_batch(records: Sequence[bytes]) -> bytes:

@@ -13,18 +13,26 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from sqlalchemy import Connection, Engine, RowMapping, func, select
+from sqlalchemy import Connection, Engine, RowMapping, func, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 
 from llm_ledger.events import ChainReport, Event, EventDraft, verify_chain
 from llm_ledger.store import partitions
+from llm_ledger.store.content_keys import (
+    KeyLookup,
+    erased_keys,
+    keys_of_rows,
+    read_keys,
+    store_keys,
+    without_keys,
+)
 from llm_ledger.store.dialects import START, Backend, Cursor, DirectCopyConflict, backend_for
 from llm_ledger.store.errors import ConcurrencyError, StoreUnavailableError
-from llm_ledger.store.rows import event_to_row, row_to_event, row_to_record
+from llm_ledger.store.rows import CONTENT_KEY, event_to_row, row_to_event, row_to_record
 from llm_ledger.store.schema import READ_COLUMNS, events
-from llm_ledger.store.scoping import WRITER_ROLE
+from llm_ledger.store.scoping import KEYHOLDER_ROLE, WRITER_ROLE
 from llm_ledger.store.settings import create_store_engine
 
 Appendable = Event | EventDraft | Mapping[str, Any]
@@ -67,6 +75,8 @@ class EventStore:
         self.tenant_id = tenant_id
         self.role = role
         self._partitions_due = 0.0  # time.monotonic() of the next maintain_partitions call that does something
+        self.keys_skipped = 0
+        """Data keys not stored because their session or subject was erased after they were made (logged)."""
 
     def scoped(self, *, tenant_id: str | None = None, role: str | None = None) -> EventStore:
         """The same store (and engine) seen as one tenant and/or one role."""
@@ -106,6 +116,8 @@ class EventStore:
         COPY, for a batch known to conflict)."""
         if not rows:
             return AppendResult(0, 0)
+        keys = keys_of_rows(rows)  # stored in the events' transaction: a ciphertext never lands without its key
+        rows = without_keys(rows)
         # Row-level security only lets a transaction insert the tenant it is scoped to, under a ledger role
         # taken per transaction and under a login granted one alike (the recommended configuration; the
         # store does not ask which it is): a batch of several tenants is inserted one tenant at a time, in
@@ -123,18 +135,45 @@ class EventStore:
         try:
             try:
                 with self.transaction() as connection:
+                    skipped = store_keys(connection, keys)
                     stored = self.backend.insert_rows(connection, rows, self.role, per_tenant, direct)
             except DirectCopyConflict:
                 # Rolled back: again through the staging path, which skips the duplicates exactly and
                 # raises for a taken position.
                 with self.transaction() as connection:
+                    skipped = store_keys(connection, keys)
                     stored = self.backend.insert_rows(connection, rows, self.role, per_tenant)
         except (IntegrityError, psycopg.errors.IntegrityError) as exc:
             raise ConcurrencyError(
                 "a stream position of the batch is already taken by another event; nothing was stored "
                 f"({getattr(exc, 'orig', exc)})"
             ) from exc
+        self._report_skipped_keys(skipped, keys)
         return AppendResult(stored=stored, duplicates=len(rows) - stored)
+
+    def store_content_keys(self, keys: list[dict[str, Any]]) -> None:
+        """Store data keys on their own, in a transaction of their own (a key whose first event was set aside
+        by the writer: later events of its session still need it)."""
+        if not keys:
+            return
+        with self.transaction() as connection:
+            skipped = store_keys(connection, keys)
+        self._report_skipped_keys(skipped, keys)
+
+    def _report_skipped_keys(self, skipped: int, keys: list[dict[str, Any]]) -> None:
+        """A key not stored because its session or subject was erased after it was made: the content under it
+        (a replayed journal's, or new content a live process made for the erased session with a key it still
+        held) is unreadable from now on. Counted and said loudly, never silently."""
+        if not skipped:
+            return
+        self.keys_skipped += skipped
+        owners = sorted({(str(key["tenant_id"]), str(key.get("session_id"))) for key in keys})
+        log.error(
+            "llm-ledger: %d data key(s) not stored because their session or subject was erased after they were"
+            " made: the content encrypted under them is unreadable for good (tenant and session among: %s)",
+            skipped,
+            ", ".join(f"{tenant}/{session}" for tenant, session in owners[:10]),
+        )
 
     def append_streaming(self, rows: Iterable[dict[str, Any]]) -> int | None:
         """Copy rows into the table while ``rows`` produces them, in one transaction: the direct COPY of
@@ -143,11 +182,19 @@ class EventStore:
 
         Returns how many were stored; None, with nothing taken from ``rows``, when the direct path is not
         available (SQLite, a store scoped to a tenant or a reading role, no ingest role): use
-        ``append_rows``. Raises DirectCopyConflict (rolled back) when an event id or stream position is
-        already taken: append the rows again with ``append_rows(rows, direct=False)``.
+        ``append_rows``. Rows that carry a data key (``content_keys.CONTENT_KEY``) are not copied here, the
+        COPY having no place for the key: None for a sequence holding one, DirectCopyConflict (rolled back)
+        for an iterator that yields one, so that ``append_rows`` stores them with their keys. Raises
+        DirectCopyConflict (rolled back) when an event id or stream position is already taken: append the
+        rows again with ``append_rows(rows, direct=False)``.
         """
         if self.role not in (None, WRITER_ROLE) or self.tenant_id is not None:
             return None
+        if isinstance(rows, Sequence):
+            if keys_of_rows(rows):
+                return None
+        else:
+            rows = _refusing_keys(rows)
         # Not scoped to the writer role first: the COPY takes the ingest role (or nothing is done), one
         # round trip less a batch.
         with self.transaction(scoped=False) as connection:
@@ -241,6 +288,19 @@ class EventStore:
         """Check one stream's hash chain as stored."""
         return verify_chain(self.records_of_stream(stream_id))
 
+    def content_keys(self, tenant_id: str, wanted: Iterable[str]) -> KeyLookup:
+        """The data keys of ``tenant_id`` among ``wanted`` this login may read: on PostgreSQL a login granted
+        ``llm_ledger_keyholder`` reads them as that role, under its row-level security; any other login reads
+        none (``KeyLookup.readable`` is False). SQLite: one local file, readable."""
+        ids = set(wanted)
+        with self.engine.begin() as connection:
+            if self.engine.dialect.name == "postgresql":
+                if not connection.execute(_KEYHOLDER_MEMBER).scalar():
+                    return KeyLookup({}, False)
+                self.backend.scope(connection, tenant_id, KEYHOLDER_ROLE)
+            found = read_keys(connection, tenant_id, ids)
+            return KeyLookup(found, True, erased_keys(connection, tenant_id, ids - set(found)))
+
     def ping(self) -> None:
         """Raise StoreUnavailableError unless the database answers."""
         with self.transaction() as connection:
@@ -249,6 +309,19 @@ class EventStore:
     def count(self) -> int:
         with self.transaction() as connection:
             return int(connection.execute(select(func.count()).select_from(events)).scalar_one())
+
+
+_KEYHOLDER_MEMBER = text(
+    f"SELECT pg_has_role(session_user, '{KEYHOLDER_ROLE}', 'MEMBER')"
+    " AND to_regclass('llm_ledger_content_keys') IS NOT NULL"
+)
+
+
+def _refusing_keys(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for row in rows:
+        if CONTENT_KEY in row:
+            raise DirectCopyConflict(f"event {row.get('event_id')} carries a data key: stored through append_rows")
+        yield row
 
 
 def _is_unreachable(exc: Exception) -> bool:

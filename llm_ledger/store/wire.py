@@ -7,7 +7,8 @@ bytes). The application writes to the child's stdin:
   command line, where ``ps`` would show its password);
 - ``D`` (drafts): a JSON array of drafts, each ``DRAFT_FIELDS`` in order: the stream's header, the draft's
   envelope fields, whether its ``prev_hash`` is known to the application (every earlier draft of its stream
-  acknowledged) and which, and its payload's JSON values (or why they could not be built);
+  acknowledged) and which, and its payload's JSON values (or why they could not be built), and the data key
+  made for its content when its values were built (``events.encryption``; None for most);
 - ``E``: drafts, as ``D``, while a call of the application waits for its events to be journaled, and ``U``
   (hurry, empty) when a call begins to wait for drafts sent already: journal everything received at once,
   as the buffered writer does for a call waiting (``D`` alone waits for ``batch_size`` or
@@ -44,7 +45,7 @@ HELLO, JOURNALED, STATUS, BYE = b"H", b"J", b"S", b"B"
 DRAFT_FIELDS = (
     "stream_id", "tenant_id", "agent_id", "session_id", "turn_id", "step",
     "stream_position", "event_type", "occurred_at", "trace_id", "span_id", "event_id",
-    "prev_known", "prev_hash", "values", "plain", "error",
+    "prev_known", "prev_hash", "values", "plain", "error", "content_key",
 )  # fmt: skip
 """The items of a draft on the wire, in order (a list, not an object: the keys would cost more than most
 values)."""

@@ -45,9 +45,10 @@ import orjson
 
 from llm_ledger.events import EventDraft
 from llm_ledger.store import spool_lease
+from llm_ledger.store.content_keys import keys_of_rows
 from llm_ledger.store.dialects import DirectCopyConflict
 from llm_ledger.store.errors import ConcurrencyError, InvalidEventError
-from llm_ledger.store.rows import event_to_row
+from llm_ledger.store.rows import CONTENT_KEY, event_to_row
 from llm_ledger.store.settings import DURABILITY_MODES
 from llm_ledger.store.spool import Spool, SpoolRecord, encode_batch
 from llm_ledger.store.spool_lease import Lease
@@ -180,6 +181,7 @@ class BufferedWriter:
         self._journal_failing = False
         self._journal_retry_at = 0.0
         self._freeing_failed = False
+        self._orphan_keys: list[dict[str, Any]] = []  # data keys whose first event was set aside (_seal)
         self._streamable = True  # until the store says it cannot copy directly (append_streaming)
         self._accepted = self._written = self._spooled = self._replayed = self._rejected = 0
         self._journaled = self._memory_only = self._lost = 0
@@ -388,16 +390,33 @@ class BufferedWriter:
         """The rows of a batch and their journal records (each draft's canonical JSON with its hash);
         a draft that cannot be stored is set aside."""
         rows: list[dict[str, Any]] = []
-        records: list[bytes] = []
+        canonicals: list[bytes] = []
         for index, draft in enumerate(batch):
             try:
                 row = event_to_row(draft, index)
             except Exception as exc:  # noqa: BLE001 - one unstorable event must not stop the others
                 self._reject(draft, exc)
+                if draft.content_key is not None:
+                    # Later events of its session use the key: another row of this batch carries it instead.
+                    self._orphan_keys.append(draft.content_key.record())
                 continue
             rows.append(row)
-            canonical = draft.stored_form()[1]
-            records.append(b'{"hash":"' + row["hash"].encode() + b'",' + canonical[1:])
+            canonicals.append(draft.stored_form()[1])
+        # Each orphan key on a row of this batch that carries none (same journal record, same transaction);
+        # a key left over when every row carries one, or when the whole batch was set aside, goes with the
+        # next batch's rows. Either way it is journaled no later than any ciphertext under it: such a
+        # ciphertext is sealed after its key's first event, so in this batch or a later one.
+        for row in rows:
+            if not self._orphan_keys:
+                break
+            if CONTENT_KEY not in row:
+                row[CONTENT_KEY] = self._orphan_keys.pop()
+        records = []
+        for row, canonical in zip(rows, canonicals, strict=True):
+            key = row.get(CONTENT_KEY)
+            # The data key in the record of its first event: a replayed journal stores it with that event.
+            head = b'{"content_key":' + orjson.dumps(key) + b',"hash":"' if key is not None else b'{"hash":"'
+            records.append(head + row["hash"].encode() + b'",' + canonical[1:])
         return rows, records
 
     def _journal(self, batch: list[EventDraft], rows: list[dict[str, Any]], records: list[bytes]) -> None:
@@ -784,12 +803,15 @@ class BufferedWriter:
             return
         try:
             try:
-                stored = self.store.append_streaming(iter(rows)) if self._streamable else None
+                # A batch carrying data keys goes through append_rows, which stores them in its transaction.
+                streamable = self._streamable and not keys_of_rows(rows)
+                stored = self.store.append_streaming(iter(rows)) if streamable else None
             except DirectCopyConflict:
                 self.store.append_rows(rows, direct=False)  # rolled back: the staging path skips what is stored
                 return
             if stored is None:
-                self._streamable = False  # this store cannot copy directly: append_rows from now on
+                if streamable:
+                    self._streamable = False  # this store cannot copy directly: append_rows from now on
                 self.store.append_rows(rows)
         except ConcurrencyError:
             # Some event's position is taken by a different event: store the others one by one and
@@ -801,10 +823,19 @@ class BufferedWriter:
                     self._reject_record(row, exc)
 
     def _reject_record(self, row: dict[str, Any], exc: Exception) -> None:
+        """Set a stored row or a journal record aside in rejected.jsonl, without its data key's secret: the
+        key is stored on its own at once (later events of its session need it). A key that cannot be stored
+        now raises, so that the batch stays journaled and is tried again."""
+        row = dict(row)
+        key = row.pop(CONTENT_KEY, None)
+        entry: dict[str, Any] = {"error": str(exc), "record": _jsonable(row)}
+        if isinstance(key, dict):
+            self.store.store_content_keys([key])
+            entry["content_key_id"] = key.get("key_id")  # stored in the key table, not here
         with self._cond:
             self._rejected += 1
         log.error("llm-ledger: event %s cannot be stored and was set aside: %s", row.get("event_id"), exc)
-        self._set_aside({"error": str(exc), "record": _jsonable(row)})
+        self._set_aside(entry)
 
 
 _NOTHING = _Batch(None, 0, [])

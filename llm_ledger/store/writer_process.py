@@ -36,6 +36,7 @@ import orjson
 
 from llm_ledger.events import EventDraft
 from llm_ledger.events.chain import StreamHeader, StreamSealer
+from llm_ledger.events.encryption import DataKey
 from llm_ledger.events.model import TERMINAL_EVENT_TYPES
 from llm_ledger.events.values import JsonPayload, given, refused
 from llm_ledger.store import wire
@@ -238,6 +239,8 @@ class WriterChild:
             event_id=UUID(event_id),
         )
         assert draft.stream_position == position
+        if len(item) > 17 and item[17] is not None:
+            draft.content_key = DataKey.from_record(item[17])  # made where its payload was built: stored here
         if event_type in TERMINAL_EVENT_TYPES:
             self._ended[stream_id] = self._sealers.pop(stream_id)
             if len(self._ended) > ENDED_STREAMS_KEPT:

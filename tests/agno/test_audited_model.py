@@ -20,6 +20,7 @@ from llm_ledger.agno import AuditedModel
 from llm_ledger.events import Event
 from llm_ledger.executor import InMemorySink, MockBehaviour, ProviderSettings, RetryPolicy, register_mock
 from tests.fakes.providers import FakeProviderServer, Reply, ToolCalls
+from tests.revealed import made_here, revealed_event
 
 PRIMARY = "mock/agno-throttled?p50_ms=0&rate_limit=1.0"
 """Answers 429 to every attempt: its retries are spent, then the chain falls back."""
@@ -85,7 +86,8 @@ def requested_calls(execution: list[Event]) -> dict[str, str]:
 
 
 def payload(event: Event, name: str) -> Any:
-    return getattr(event.payload, name)
+    """A payload field, its captured texts decrypted (this process made the keys)."""
+    return getattr(revealed_event(event, made_here).payload, name)
 
 
 def assert_two_round_trips_with_two_tools(sink: InMemorySink, *, operation: str = "generate") -> None:

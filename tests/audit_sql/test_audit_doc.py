@@ -65,7 +65,7 @@ class Facts:
 
 
 Check = Callable[[Rows, Facts], None]
-Kind = Literal["login", "auditor_session", "reader_session", "tenant", "all_tenants", "retention"]
+Kind = Literal["login", "auditor_session", "reader_session", "tenant", "all_tenants", "retention", "erasure"]
 """``retention``: run by ``tests/audit/test_retention.py`` on a ledger with an archived month, as the auditor."""
 
 
@@ -73,7 +73,8 @@ Kind = Literal["login", "auditor_session", "reader_session", "tenant", "all_tena
 class Expect:
     """How a block is run: ``tenant`` blocks as the auditor and as the tenant's reader (the same rows);
     ``all_tenants`` blocks as the auditor (several tenants) and as the reader (its tenant only);
-    ``check`` then holds the auditor's rows to the events."""
+    ``check`` then holds the auditor's rows to the events. ``erasure`` blocks run on a ledger with erasures,
+    in tests/erasure/test_erasure.py."""
 
     kind: Kind
     check: Check | None = None
@@ -259,6 +260,9 @@ EXPECTED: dict[str, Expect] = {
     "The last verify runs over a tenant [1]": Expect("tenant", _verify_runs),
     "The last verify runs over a tenant [2]": Expect("all_tenants", _newest_findings),
     "What left the database, when, by whom, to which files [1]": Expect("retention"),
+    # Run on a ledger with erasures, by tests/erasure/test_erasure.py (this dataset captures no content).
+    "Erasure [1]": Expect("erasure"),
+    "Erasure [2]": Expect("erasure"),
 }
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from llm_ledger import cli
 from llm_ledger.audit import AuditConfigurationError, SealRefusedError
+from llm_ledger.audit.erasure import NothingToEraseError, UnknownErasureTargetError
 from llm_ledger.cli_errors import EXITS, UsageError, exit_code, report
 from llm_ledger.errors import LedgerError
 from llm_ledger.executor import ConfigurationError, InvalidInputError, RateLimitError
@@ -32,6 +33,8 @@ CODES_OF_THE_COMMANDS: list[tuple[type[LedgerError] | type[KeyboardInterrupt], E
     (UsageError, ExitCode.USAGE),
     (DowngradeRefusedError, ExitCode.FAILED),
     (SealRefusedError, ExitCode.FAILED),
+    (NothingToEraseError, ExitCode.FAILED),
+    (UnknownErasureTargetError, ExitCode.USAGE),
     (KeyboardInterrupt, ExitCode.INTERRUPTED),
     # No row of their own: a LedgerError's, as a traceback's exit status was.
     (ConfigurationError, ExitCode.FAILED),

@@ -70,7 +70,8 @@ class Stack:
             if value.startswith(f"{IMAGE_HOME}/"):
                 # (by text: a trailing slash says "a directory", as the mounted volume is)
                 env[name] = f"{self.home / 'volumes'}/{value.removeprefix(f'{IMAGE_HOME}/')}"
-        return {"PATH": os.environ["PATH"], "HOME": str(self.home), **env}
+        # The code of this tree, as the image installs it (the venv's llm-ledger may be installed from another).
+        return {"PATH": os.environ["PATH"], "HOME": str(self.home), "PYTHONPATH": str(ROOT), **env}
 
     def command(self, service: str) -> list[str]:
         command: list[str] = services()[service]["command"]

@@ -33,6 +33,7 @@ from llm_ledger.executor.types import LLMMessage
 from tests.executor.ledger import Ledger
 from tests.fakes import FakeProviderServer, RateLimited, Reply, ToolCalls
 from tests.fakes.providers import RecordedRequest
+from tests.revealed import made_here, revealed_event
 
 PROVIDERS = ["openai", "openrouter", "groq", "anthropic"]
 OPENAI_STYLE = ["openai", "openrouter", "groq"]
@@ -349,7 +350,8 @@ async def test_an_assistant_message_with_calls_and_no_text(
 
 
 def _payloads(sink: InMemorySink, event_type: str) -> list[Any]:
-    return [e.payload for e in sink.events if e.event_type == event_type]
+    """The payloads of ``event_type``, their captured texts decrypted (this process made the keys)."""
+    return [revealed_event(e, made_here).payload for e in sink.events if e.event_type == event_type]
 
 
 def assert_the_server_saw_what_the_events_say(server: FakeProviderServer, sink: InMemorySink) -> None:
@@ -658,7 +660,7 @@ async def test_a_tool_conversation_across_the_formats_is_stored_whole_and_verifi
     stats = ledger.settle()
     assert stats.rejected == 0 and ledger.rejected() == "", ledger.rejected()
     first = ledger.stream(asked.execution_id)
-    (succeeded,) = [e.payload for e in first if e.event_type == "AttemptSucceeded"]
+    (succeeded,) = [revealed_event(e, made_here).payload for e in first if e.event_type == "AttemptSucceeded"]
     assert [(c.id, c.name, c.arguments.text) for c in succeeded.tool_calls] == [
         (call.id, "lookup_order", call.arguments_json)
     ]

@@ -26,6 +26,7 @@ from llm_ledger.executor import (
 from tests.executor.ledger import Ledger
 from tests.fakes import FakeProviderServer, RateLimited, Reply
 from tests.fakes import ServerError as ServerFails
+from tests.revealed import made_here, revealed_event
 
 HELLO = [LLMMessage(role="user", content="hello")]
 
@@ -266,7 +267,7 @@ async def test_an_answer_captured_in_full_is_made_storable(
         response = await executor.generate(HELLO)
     assert response.content == text, "the caller gets the answer as it came"
     _assert_whole(ledger, tenant, response.execution_id, 4)
-    final = ledger.stream(response.execution_id)[-1]
+    final = revealed_event(ledger.stream(response.execution_id)[-1], made_here)
     output = final.payload.output  # type: ignore[union-attr]
     assert output.text == kept and output.chars == len(text) and output.sha256
 

@@ -33,6 +33,7 @@ from llm_ledger.executor import RetryPolicy, parse_model_string
 from llm_ledger.executor.client import CallParams, Completion, ModelClient
 from llm_ledger.executor.routing import ModelRoute
 from llm_ledger.executor.tools import RequestedToolCall
+from tests.revealed import made_here, revealed_event
 
 SECRET = "sk-live-4f9a8b7c6d5e4f3a2b1c"
 
@@ -59,7 +60,8 @@ def _types(events: Sequence[Event]) -> list[str]:
 
 
 def _payload(events: Sequence[Event], event_type: str) -> Any:
-    return next(e.payload for e in events if e.event_type == event_type)
+    """The payload of the first ``event_type``, its captured texts decrypted (this process made the keys)."""
+    return next(revealed_event(e, made_here).payload for e in events if e.event_type == event_type)
 
 
 # --- a scripted client: answers as a provider would, text and tool calls --------------------------------

@@ -28,10 +28,12 @@ from llm_ledger import (
     verify_chain,
 )
 from llm_ledger.events import Event, EventDraft, sha256_hex
+from llm_ledger.executor.content import keyring_of
 from llm_ledger.executor.context import ExecutionContext
 from llm_ledger.executor.tool_executions import AskingExecutions
 from llm_ledger.executor.tracing import SpanRef
 from tests.executor.ledger import Ledger
+from tests.revealed import revealed_event
 
 SECRET = "sk-live-4f9a8b7c6d5e4f3a2b1c"
 QUESTION = [LLMMessage(role="user", content="weather in Paris?")]
@@ -106,7 +108,13 @@ class _Tracer:
 
 
 def _tool_streams(sink: InMemorySink) -> list[list[Event]]:
-    return [sink.stream(sid) for sid in sink.stream_ids() if sink.stream(sid)[0].event_type == "ToolCallStarted"]
+    """The tool streams the sink took, their captured texts decrypted (this process made the keys)."""
+    keys = keyring_of(sink).get
+    return [
+        [revealed_event(event, keys) for event in sink.stream(sid)]
+        for sid in sink.stream_ids()
+        if sink.stream(sid)[0].event_type == "ToolCallStarted"
+    ]
 
 
 async def _asked(sink: InMemorySink, tracer: Any = None, **context: Any) -> tuple[ToolCall, UUID]:
@@ -401,7 +409,10 @@ async def test_a_tool_conversation_reaches_the_store_whole_with_every_chain_inta
     stats = ledger.settle()
     assert stats.rejected == 0 and ledger.rejected() == "", ledger.rejected()
     streams: dict[UUID, list[Event]] = {}
-    for event in ledger.store.read_session("s1", tenant_id="acme"):
+    as_stored: dict[UUID, list[Event]] = {}
+    for stored in ledger.store.read_session("s1", tenant_id="acme"):
+        as_stored.setdefault(stored.stream_id, []).append(stored)
+        event = revealed_event(stored, keyring_of(ledger.writer).get)
         streams.setdefault(event.stream_id, []).append(event)
     kinds = sorted(tuple(e.event_type for e in stream) for stream in streams.values())
     assert kinds == [
@@ -410,7 +421,7 @@ async def test_a_tool_conversation_reaches_the_store_whole_with_every_chain_inta
         ("ToolCallStarted", "ToolCallFailed"),
         ("ToolCallStarted", "ToolCallSucceeded"),
     ]
-    assert all(verify_chain(stream).ok for stream in streams.values())
+    assert all(verify_chain(stream).ok for stream in as_stored.values())
     stored_asked: Any = streams[asked.execution_id]
     assert [c.id for c in stored_asked[2].payload.tool_calls] == [weather.id, clock.id]
     stored_answered: Any = streams[answered.execution_id]

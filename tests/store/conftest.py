@@ -136,6 +136,8 @@ LEDGER_ROLES = (
     "llm_ledger_projector",
     "llm_ledger_sealer",
     "llm_ledger_retention",
+    "llm_ledger_keyholder",
+    "llm_ledger_eraser",
 )
 """The ledger's roles (NOLOGIN, made by the migrations) that a deployment grants to its logins."""
 

@@ -43,7 +43,7 @@ def render(page: PageContext) -> None:
         return
     _integrity(record.execution)
     _summary(page, record)
-    _events(record)
+    _events(page, record)
     _tool_calls(page, record)
 
 
@@ -120,14 +120,30 @@ def _summary(page: PageContext, record: ExecutionRecord) -> None:
     )
 
 
-def _events(record: ExecutionRecord) -> None:
+CONTENT_STATES = {
+    "erased": "erased",
+    "no key access": "encrypted (no key access)",
+    "key missing": "KEY MISSING (no key and no erasure of it: content lost)",
+}
+"""How a captured text that cannot be shown reads: its key was destroyed by an erasure, this login may not
+read keys (``llm_ledger_keyholder``), or its key is neither stored nor named by any erasure: a loss."""
+
+
+def _events(page: PageContext, record: ExecutionRecord) -> None:
     st.subheader("Events")
     st.caption(f"{len(record.events):,} events of stream {literal(record.execution.execution_id)}, in stream order.")
     st.dataframe(event_rows(record), hide_index=True, width="stretch")
+    payloads = page.view.opened_payloads(page.tenant, record.execution.execution_id, record.events)
+    hidden = {state for _, states in payloads for state in states.values()}
+    for state in sorted(hidden):
+        shown = st.error if state == "key missing" else st.info
+        shown(f"Captured content of this execution: {CONTENT_STATES[state]}.")
     with st.expander("Payloads", expanded=False):
-        for event in record.events:
+        for event, (values, states) in zip(record.events, payloads, strict=True):
             st.markdown(f"**{event.position}** · {literal(event.event_type)} · {event.occurred_at:%H:%M:%S.%f} UTC")
-            st.json(event.payload, expanded=False)
+            for field, state in states.items():
+                st.caption(f"{literal(field)}: {CONTENT_STATES[state]}")
+            st.json(values, expanded=False)
 
 
 def _tool_calls(page: PageContext, record: ExecutionRecord) -> None:

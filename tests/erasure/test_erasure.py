@@ -1,0 +1,278 @@
+"""``erase``: one session (or one subject) among many loses its content for good, the rest keeps it, every
+chain and ``audit verify`` stays clean, and the erasure is recorded; on both dialects, under the logins
+the README prescribes."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from llm_ledger import LLMExecutor, LLMMessage, execution_context
+from llm_ledger.audit import verify_ledger
+from llm_ledger.audit.erasure import NothingToEraseError, UnknownErasureTargetError, erase
+from llm_ledger.store import EventStore, create_store_engine
+from llm_ledger.store.process_writer import ProcessWriter
+from llm_ledger.store.writer import BufferedWriter
+from tests.audit_sql.auditdoc import psql_url, run_psql, sql_blocks
+from tests.erasure.conftest import Logins, question, read_back, record, texts_of
+
+AUDIT_MD = Path(__file__).resolve().parents[2] / "docs" / "AUDIT.md"
+NOTHING = r"^nothing to erase: these events keep no content \(capture hash/none\)$"
+CONTENT_EVENTS = {"ExecutionStarted", "AttemptSucceeded", "ExecutionSucceeded", "ToolCallStarted", "ToolCallSucceeded"}
+
+
+def _erase(url: str, tenant: str, **target: str) -> tuple[int, int]:
+    store = EventStore(url)
+    try:
+        done = erase(store, tenant, **target)
+    finally:
+        store.close()
+    assert done is not None
+    return done.key_count, done.events_affected
+
+
+def _query(url: str, sql: str, **parameters: str) -> list[tuple[object, ...]]:
+    engine = create_store_engine(url)
+    try:
+        with engine.begin() as connection:
+            return [tuple(row) for row in connection.execute(text(sql), parameters)]
+    finally:
+        engine.dispose()
+
+
+def test_erasing_one_session_among_many(logins: Logins, tenant: str, tmp_path: Path) -> None:
+    sessions = {f"s{i}": "full" for i in range(4)}
+    record(logins.writer, tmp_path / "spool", tenant, sessions)  # type: ignore[arg-type]
+
+    before = read_back(logins.keyholder, tenant)
+    assert all(not hidden for _, _, hidden in before), "a keyholder reads every session's content"
+    started = [values for event, values, _ in before if event.event_type == "ExecutionStarted"]
+    assert {texts_of(values, "ExecutionStarted")[0] for values in started} == {
+        question(s, i) for s in sessions for i in range(2)
+    }
+
+    keys, affected = _erase(logins.eraser, tenant, session_id="s2")
+    assert keys == 1
+    assert affected == sum(1 for e, _, _ in before if e.session_id == "s2" and e.event_type in CONTENT_EVENTS)
+
+    after = read_back(logins.keyholder, tenant)
+    for event, values, hidden in after:
+        if event.event_type not in CONTENT_EVENTS:
+            continue
+        if event.session_id == "s2":
+            assert set(hidden.values()) == {"erased"} and texts_of(values, event.event_type) == []
+        else:
+            assert not hidden and texts_of(values, event.event_type), "every other session stays readable"
+    stored = " ".join(str(e.payload.model_dump(mode="json")) for e, _, _ in after)
+    assert "4111" not in stored, "no plain text is stored, erased or not"
+
+    report = verify_ledger(logins.auditor, tenant_id=tenant, record=False)
+    assert report.ok, report.to_text()
+
+    (erasure,) = _query(
+        logins.auditor,
+        "SELECT session_id, subject_id, key_count, events_affected, erased_by FROM audit_erasures"
+        " WHERE tenant_id = :tenant",
+        tenant=tenant,
+    )
+    assert erasure[:4] == ("s2", None, 1, affected)
+    if logins.dialect == "postgresql":
+        assert erasure[4] == logins.eraser.split("//")[1].split("@")[0], "by the erasing login"
+    flags = _query(
+        logins.auditor, "SELECT session_id, erased FROM audit_content WHERE tenant_id = :tenant", tenant=tenant
+    )
+    assert len(flags) == sum(
+        len(hidden) + (len(texts_of(values, e.event_type)) > 0) for e, values, hidden in after
+    ) - sum(
+        1 for e, values, _ in after if e.event_type == "ExecutionStarted" and len(texts_of(values, e.event_type)) > 1
+    )
+    assert {(session, bool(erased)) for session, erased in flags} == {
+        *((s, False) for s in sessions if s != "s2"),
+        ("s2", True),
+    }
+    states = _query(
+        logins.auditor,
+        "SELECT DISTINCT session_id, key_state FROM audit_content WHERE tenant_id = :tenant",
+        tenant=tenant,
+    )
+    assert set(states) == {*((s, "kept") for s in sessions if s != "s2"), ("s2", "erased")}, "the auditor sees no key"
+
+
+def test_erasing_a_subject_erases_each_of_its_sessions(logins: Logins, tenant: str, tmp_path: Path) -> None:
+    sessions = {"a": "full", "b": "full", "c": "full"}
+    record(logins.writer, tmp_path / "spool", tenant, sessions, subject={"a": "person-1", "b": "person-1"})  # type: ignore[arg-type]
+    keys, affected = _erase(logins.eraser, tenant, subject_id="person-1")
+    assert keys == 2 and affected > 0
+    for event, _, hidden in read_back(logins.keyholder, tenant):
+        if event.event_type in CONTENT_EVENTS:
+            assert bool(hidden) == (event.session_id in ("a", "b")), event
+    assert verify_ledger(logins.auditor, tenant_id=tenant, record=False).ok
+
+
+def test_erasing_what_keeps_no_content_says_there_is_nothing_to_erase(
+    logins: Logins, tenant: str, tmp_path: Path
+) -> None:
+    record(logins.writer, tmp_path / "spool", tenant, {"hashed": "hash", "sized": "none", "kept": "full"})
+    store = EventStore(logins.eraser)
+    try:
+        for session in ("hashed", "sized"):
+            with pytest.raises(
+                NothingToEraseError, match=r"nothing to erase: these events keep no content \(capture hash/none\)"
+            ):
+                erase(store, tenant, session_id=session)
+        with pytest.raises(UnknownErasureTargetError, match="has no session 'nowhere'"):
+            erase(store, tenant, session_id="nowhere")
+        with pytest.raises(UnknownErasureTargetError, match="tenant 'no-such-tenant' has no events"):
+            erase(store, "no-such-tenant", session_id="kept")
+        with pytest.raises(UnknownErasureTargetError, match="no content of subject 'nobody'"):
+            erase(store, tenant, subject_id="nobody")
+        assert erase(store, tenant, session_id="kept", confirm=lambda plan: False) is None, "declined: nothing done"
+        assert erase(store, tenant, session_id="kept") is not None
+        with pytest.raises(NothingToEraseError, match="was erased already"):
+            erase(store, tenant, session_id="kept")
+    finally:
+        store.close()
+    assert len(_query(logins.auditor, "SELECT 1 FROM audit_erasures WHERE tenant_id = :t", t=tenant)) == 1
+
+
+def test_content_recorded_while_the_database_was_down_is_readable_after_the_replay(
+    logins: Logins, tenant: str, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    down = (
+        "postgresql://postgres@127.0.0.1:9/nowhere"
+        if logins.dialect == "postgresql"
+        else "sqlite:////nonexistent/dir/x.db"
+    )
+    store = EventStore(down)
+
+    writer = BufferedWriter(store, spool, flush_interval=0.05)
+
+    async def run() -> None:
+        executor = LLMExecutor("mock/primary?p50_ms=0", sink=writer, capture="full")
+        with execution_context(tenant_id=tenant, session_id="offline"):
+            await executor.generate([LLMMessage(role="user", content=question("offline", 0))])
+
+    asyncio.run(run())
+    stats = writer.close(timeout=5)
+    assert stats.spooled == stats.accepted == 4 and stats.written == 0, stats
+    journal = b"".join(path.read_bytes() for path in spool.rglob("spool-*.log"))
+    assert b'"content_key"' in journal and b"4111" not in journal, "the key is journaled with its event"
+
+    replaying = BufferedWriter(EventStore(logins.writer), spool)
+    assert replaying.flush(timeout=60)
+    assert replaying.close(timeout=60).rejected == 0
+    opened = read_back(logins.keyholder, tenant)
+    assert len(opened) == 4 and all(not hidden for _, _, hidden in opened)
+    (started,) = [values for event, values, _ in opened if event.event_type == "ExecutionStarted"]
+    assert texts_of(started, "ExecutionStarted") == [question("offline", 0)]
+
+
+@pytest.mark.parametrize("logins", ["postgresql"], indirect=True)  # one SQLite file has no logins
+def test_only_a_keyholder_reads_content_and_only_an_erasure_deletes_a_key(
+    logins: Logins, tenant: str, tmp_path: Path
+) -> None:
+    record(logins.writer, tmp_path / "spool", tenant, {"s": "full"})
+    as_reader = [hidden for _, _, hidden in read_back(logins.reader, tenant)]
+    assert any(as_reader) and all(set(hidden.values()) <= {"no key access"} for hidden in as_reader)
+
+    def refused(url: str, sql: str, scope: str | None = None) -> str:
+        engine = create_store_engine(url)
+        try:
+            with engine.begin() as connection:
+                connection.execute(text("SELECT set_config('llm_ledger.tenant_id', :t, true)"), {"t": tenant})
+                if scope:
+                    connection.execute(text(scope))
+                connection.execute(text(sql))
+        except Exception as exc:  # noqa: BLE001 - the database's refusal is the point
+            return str(exc)
+        finally:
+            engine.dispose()
+        return "not refused"
+
+    for login in (logins.writer, logins.reader, logins.eraser, logins.auditor):
+        assert "permission denied" in refused(login, "SELECT secret FROM llm_ledger_content_keys")
+    assert "permission denied" in refused(logins.keyholder, "DELETE FROM llm_ledger_content_keys")
+    # The eraser deletes only through llm_ledger_erase, which records what it deleted: not by itself, even in
+    # a transaction that says it is erasing.
+    erasing = "SELECT set_config('llm_ledger.erasing', 'on', true)"
+    for scope in ("SET LOCAL ROLE llm_ledger_eraser", erasing):
+        assert "permission denied" in refused(logins.eraser, "DELETE FROM llm_ledger_content_keys", scope)
+    forged = (
+        "INSERT INTO llm_ledger_erasures (erasure_id, tenant_id, key_ids, key_count, events_affected)"
+        " VALUES (gen_random_uuid(), 'x', '[]', 0, 0)"
+    )
+    assert "permission denied" in refused(logins.writer, forged)
+    mine = f"WHERE tenant_id = '{tenant}'"
+    outside = refused(logins.owner, f"DELETE FROM llm_ledger_content_keys {mine}")
+    assert "a key is deleted only by llm-ledger erase" in outside, "not even by the owner, outside an erasure"
+    assert "UPDATE rejected" in refused(logins.owner, f"UPDATE llm_ledger_content_keys SET session_id = 'x' {mine}")
+    assert all(not hidden for _, _, hidden in read_back(logins.keyholder, tenant)), "nothing was deleted"
+    _erase(logins.eraser, tenant, session_id="s")
+    for change in (f"UPDATE llm_ledger_erasures SET key_count = 0 {mine}", f"DELETE FROM llm_ledger_erasures {mine}"):
+        assert "append-only" in refused(logins.owner, change), "not even by the owner"
+
+
+def test_a_writer_process_stores_the_keys_made_in_the_application(logins: Logins, tenant: str, tmp_path: Path) -> None:
+    # The application builds the payloads (and makes the keys); the child seals, journals and stores them.
+    writer = ProcessWriter(logins.writer, tmp_path / "spool")
+
+    async def run() -> None:
+        executor = LLMExecutor("mock/primary?p50_ms=0", sink=writer, capture="full")
+        for session in ("p1", "p2"):
+            with execution_context(tenant_id=tenant, session_id=session):
+                await executor.generate([LLMMessage(role="user", content=question(session, 0))])
+
+    asyncio.run(run())
+    assert writer.wait_stored(60)
+    assert writer.close(timeout=30).mode == "process"
+    opened = read_back(logins.keyholder, tenant)
+    assert len(opened) == 8 and all(not hidden for _, _, hidden in opened)
+    started = sorted(
+        texts_of(values, "ExecutionStarted")[0] for e, values, _ in opened if e.event_type == "ExecutionStarted"
+    )
+    assert started == [question("p1", 0), question("p2", 0)]
+
+
+def test_a_journal_replayed_after_an_erasure_does_not_bring_its_session_back(
+    logins: Logins, tenant: str, tmp_path: Path
+) -> None:
+    record(logins.writer, tmp_path / "stored", tenant, {"r": "full"}, executions=1)
+    # Another process wrote the same session while the database was down: its own key, in its journal only.
+    spool = tmp_path / "journaled"
+    down = "postgresql://postgres@127.0.0.1:9/nowhere" if logins.dialect == "postgresql" else "sqlite:////no/such/x.db"
+    writer = BufferedWriter(EventStore(down), spool, flush_interval=0.05)
+
+    async def run() -> None:
+        executor = LLMExecutor("mock/primary?p50_ms=0", sink=writer, capture="full")
+        with execution_context(tenant_id=tenant, session_id="r"):
+            await executor.generate([LLMMessage(role="user", content=question("r", 1))])
+
+    asyncio.run(run())
+    assert writer.close(timeout=5).spooled == 4
+
+    assert _erase(logins.eraser, tenant, session_id="r")[0] == 1, "the one key in the database"
+    replaying = BufferedWriter(EventStore(logins.writer), spool)
+    assert replaying.flush(timeout=60)
+    assert replaying.close(timeout=60).rejected == 0
+    opened = read_back(logins.keyholder, tenant)
+    assert len([e for e, _, _ in opened if e.event_type == "ExecutionStarted"]) == 2, "both executions stored"
+    for event, _, hidden in opened:
+        if event.event_type in CONTENT_EVENTS:
+            assert set(hidden.values()) == {"erased"}, "the journaled key was made before the erasure: not stored"
+
+
+@pytest.mark.parametrize("logins", ["postgresql"], indirect=True)  # the doc's SQL, run with psql as an auditor
+def test_the_audit_docs_erasure_queries_answer_as_the_erasure_says(logins: Logins, tenant: str, tmp_path: Path) -> None:
+    record(logins.writer, tmp_path / "spool", tenant, {"a": "full", "b": "full"})
+    _, affected = _erase(logins.eraser, tenant, session_id="a")
+    blocks = {block.key: block.sql for block in sql_blocks(AUDIT_MD.read_text(encoding="utf-8"))}
+    auditor = psql_url(logins.auditor)
+    (erasure,) = run_psql(auditor, blocks["Erasure [1]"], {"tenant": tenant})
+    assert (erasure["session_id"], erasure["key_count"], erasure["events_affected"]) == ("a", "1", str(affected))
+    for session, erased in (("a", "t"), ("b", "f")):
+        texts = run_psql(auditor, blocks["Erasure [2]"], {"tenant": tenant, "session": session})
+        assert len(texts) == affected and {row["erased"] for row in texts} == {erased}

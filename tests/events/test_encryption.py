@@ -1,0 +1,120 @@
+"""Content encrypted under a data key: what the associated data binds (a ciphertext moved to another event,
+field, stream, tenant or subject does not open), which draft carries a new key, and that a draft's
+ciphertext, built once, seals to one hash however often it is sealed."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+
+from llm_ledger.events import Scrubber, StreamHeader, StreamSealer, uuid7
+from llm_ledger.events import values as payloads
+from llm_ledger.events.encryption import (
+    ContentSubject,
+    Keyring,
+    UndecryptableError,
+    decrypt,
+    encrypt,
+    encrypt_payload,
+    reveal,
+)
+from llm_ledger.events.values import JsonPayload
+
+_scrubber = Scrubber()
+
+
+def test_a_ciphertext_opens_only_where_it_was_made() -> None:
+    key, _ = Keyring().key_for("acme", "person-1", "s1")
+    stream, event = str(uuid7()), str(uuid7())
+    sealed = encrypt(key, b"my card is 4111", stream, event, "input")
+    assert decrypt(key, sealed, stream, event, "input") == b"my card is 4111"
+    elsewhere = [
+        (key, stream, str(uuid7()), "input"),  # another event
+        (key, stream, event, "output"),  # another field
+        (key, str(uuid7()), event, "input"),  # another stream
+        (replace(key, tenant_id="globex"), stream, event, "input"),  # the same secret claimed by another tenant
+        (replace(key, subject_id="person-2"), stream, event, "input"),
+    ]
+    for other_key, other_stream, other_event, field in elsewhere:
+        with pytest.raises(UndecryptableError):
+            decrypt(other_key, sealed, other_stream, other_event, field)
+    other, _ = Keyring().key_for("acme", "person-1", "s1")
+    with pytest.raises(UndecryptableError, match="is encrypted under key"):
+        decrypt(other, sealed, stream, event, "input")
+
+
+def _started(sealer: StreamSealer) -> object:
+    return sealer.draft(
+        "ToolCallStarted",
+        JsonPayload(
+            payloads.tool_call_started,
+            tool_name="t",
+            tool_call_id=None,
+            execution_id=None,
+            arguments=payloads.output_values('{"card": "4111"}', "full", _scrubber),
+            capture="full",
+        ),
+        occurred_at=datetime.now(UTC),
+    )
+
+
+def test_the_first_draft_of_a_subject_carries_its_new_key_and_the_next_ones_reuse_it() -> None:
+    keyring = Keyring()
+    subject = ContentSubject(keyring)
+    first = StreamSealer(StreamHeader(uuid7(), "acme", session_id="s1", content=subject))
+    second = StreamSealer(StreamHeader(uuid7(), "acme", session_id="s1", content=subject))
+    other = StreamSealer(StreamHeader(uuid7(), "acme", session_id="s2", content=subject))
+    drafts = [_started(first), _started(second), _started(other)]
+    for draft in drafts:
+        draft.stored_form()  # type: ignore[attr-defined]
+    keys = [draft.content_key for draft in drafts]  # type: ignore[attr-defined]
+    assert keys[0] is not None and keys[1] is None and keys[2] is not None and keys[0] != keys[2]
+    values = drafts[1].payload_values()[0]  # type: ignore[attr-defined]
+    assert values["arguments"]["text"] is None and "4111" not in str(values)
+    opened, hidden = reveal(
+        "ToolCallStarted",
+        values,
+        str(drafts[1].stream_id),
+        str(drafts[1].event_id),
+        keyring.get,  # type: ignore[attr-defined]
+    )
+    assert opened["arguments"]["text"] == '{"card": "4111"}' and hidden == {}
+
+
+def test_a_draft_sealed_again_alone_seals_to_the_same_hash() -> None:
+    header = StreamHeader(uuid7(), "acme", session_id="s1", content=ContentSubject(Keyring()))
+    sealer = StreamSealer(header)
+    draft = _started(sealer)
+    draft.payload_values()  # type: ignore[attr-defined]  # as a handover to a writer process builds them
+    digest = draft.stored_form()[0]["hash"]  # type: ignore[attr-defined]
+    alone = StreamSealer(header)
+    alone._seal(draft)  # type: ignore[arg-type]  # what seal_through does for a draft sealed elsewhere
+    assert draft.stored_form()[0]["hash"] == digest  # type: ignore[attr-defined]
+
+
+def test_values_without_content_are_left_as_they_are() -> None:
+    header = StreamHeader(uuid7(), "acme", session_id="s1")
+    values = payloads.tool_call_succeeded(
+        tool_name="t", latency_ms=1.0, result=payloads.output_values("x", "hash", _scrubber)
+    )
+    out, key = encrypt_payload("ToolCallSucceeded", values, ContentSubject(Keyring()), header, str(uuid7()))
+    assert out is values and key is None
+
+
+def test_a_keyring_keeps_a_bounded_number_of_keys_and_replaces_one_past_its_lifetime() -> None:
+    keyring = Keyring(kept=2)
+    first, made = keyring.key_for("acme", None, "s1")
+    assert made and keyring.key_for("acme", None, "s1") == (first, False)
+    keyring.key_for("acme", None, "s2")
+    keyring.key_for("acme", None, "s1")  # used again: s2 is now the least recently used
+    keyring.key_for("acme", None, "s3")
+    assert keyring.get(first.key_id) == first
+    _, made = keyring.key_for("acme", None, "s2")
+    assert made, "s2's key was dropped: a new one, which travels with its first event"
+    expiring = Keyring(lifetime=0.0)
+    old, _ = expiring.key_for("acme", None, "s1")
+    new, made = expiring.key_for("acme", None, "s1")
+    assert made and new.key_id != old.key_id and expiring.get(old.key_id) is None
+    assert "secret" not in repr(new) and new.secret.hex() not in repr(new)
