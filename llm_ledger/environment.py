@@ -271,6 +271,12 @@ LLM_LEDGER_SEAL_PUBLIC_KEY = Variable(
     "the public key `audit verify` holds the seals' signatures to (or `--public-key`)",
     "llm_ledger/audit/keys.py",
 )
+LLM_LEDGER_DIGEST_KEY = Variable(
+    "LLM_LEDGER_DIGEST_KEY",
+    "the secret every tenant's digest key is derived from (base64 of 32 bytes, or a file's path)",
+    "llm_ledger/executor/digest_secret.py",
+    default_note="`$LLM_LEDGER_HOME/digest.key`, made on first use",
+)
 LLM_LEDGER_SEAL_WITNESS = Variable(
     "LLM_LEDGER_SEAL_WITNESS",
     "the sealer's witness directory (or `--witness`)",

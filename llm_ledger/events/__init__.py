@@ -22,6 +22,7 @@ from llm_ledger.events.chain import (
     seal_event,
     verify_chain,
 )
+from llm_ledger.events.digests import DIGEST_ALG, PLAIN_DIGEST_ALG, DigestKey, DigestKeyError, DigestSecret
 from llm_ledger.events.ids import uuid7, uuid7_time_ms
 from llm_ledger.events.model import (
     ENVELOPE_FIELDS,
@@ -70,9 +71,11 @@ from llm_ledger.events.values import record_input, record_output
 __all__ = [
     "CAPTURE_POLICIES",
     "DEFAULT_CAPTURE",
+    "DIGEST_ALG",
     "ENVELOPE_FIELDS",
     "EVENT_TYPES",
     "PAYLOAD_TYPES",
+    "PLAIN_DIGEST_ALG",
     "REDACTED",
     "SCHEMA_VERSION",
     "STREAM_KINDS",
@@ -90,6 +93,9 @@ __all__ = [
     "CapturedToolCall",
     "ChainBreak",
     "ChainReport",
+    "DigestKey",
+    "DigestKeyError",
+    "DigestSecret",
     "Event",
     "EventDraft",
     "EventEnvelope",

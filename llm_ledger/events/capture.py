@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict
 from llm_ledger.events.later import AddedLater, OmitsUnusedLaterFields
 
 CapturePolicy = Literal["none", "hash", "full"]
-"""``none``: sizes only; ``hash``: sizes and SHA-256 digests (the default); ``full``: also the scrubbed text."""
+"""``none``: sizes only; ``hash``: sizes and keyed digests (HMAC-SHA-256 under the tenant's key, the
+default); ``full``: also the scrubbed text."""
 
 DEFAULT_CAPTURE: CapturePolicy = "hash"
 CAPTURE_POLICIES: tuple[str, ...] = get_args(CapturePolicy)
@@ -45,20 +46,30 @@ class CapturedMessage(OmitsUnusedLaterFields, _Frozen):
     name: Annotated[str | None, AddedLater()] = None
 
 
-class InputRecord(_Frozen):
-    """What an event keeps of the messages sent: always sizes; a digest or the text by policy."""
+class InputRecord(OmitsUnusedLaterFields, _Frozen):
+    """What an event keeps of the messages sent: always sizes; a digest or the text by policy.
+
+    The digest is keyed (``digest``, ``digest_alg`` ``hmac-sha256``, ``key_id``: ``events.digests``);
+    ``sha256`` holds the plain SHA-256 of events written before keyed digests, and is null in later ones."""
 
     message_count: int
     chars: int
     bytes: int
     sha256: str | None = None
     messages: tuple[CapturedMessage, ...] | None = None
+    digest: Annotated[str | None, AddedLater()] = None
+    digest_alg: Annotated[str | None, AddedLater()] = None
+    key_id: Annotated[str | None, AddedLater()] = None
 
 
-class OutputRecord(_Frozen):
-    """What an event keeps of a response text: always sizes; a digest or the text by policy."""
+class OutputRecord(OmitsUnusedLaterFields, _Frozen):
+    """What an event keeps of a response text (or a tool call's arguments, a tool's result): always sizes;
+    a digest or the text by policy. The digest fields as ``InputRecord``'s."""
 
     chars: int
     bytes: int
     sha256: str | None = None
     text: str | None = None
+    digest: Annotated[str | None, AddedLater()] = None
+    digest_alg: Annotated[str | None, AddedLater()] = None
+    key_id: Annotated[str | None, AddedLater()] = None

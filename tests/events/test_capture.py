@@ -1,8 +1,18 @@
 """The capture policy decides how much of a prompt or an answer an event keeps."""
 
+import base64
 import hashlib
+import hmac
 
-from llm_ledger.events import Scrubber, canonical_json, record_input, record_output
+from llm_ledger.events import (
+    DigestSecret,
+    InputRecord,
+    OutputRecord,
+    Scrubber,
+    canonical_json,
+    record_input,
+    record_output,
+)
 
 MESSAGES = [("system", "You are terse."), ("user", "My key is sk-proj-ABCDEF1234567890, refund me")]
 
@@ -31,3 +41,31 @@ def test_full_keeps_the_text_without_secrets() -> None:
     assert "refund me" in record.messages[1].content
     out = record_output("Bearer abcdefghijklmnop is yours", "full", Scrubber())
     assert out.text is not None and "abcdefghijklmnop" not in out.text
+
+
+KEY = DigestSecret.parse(base64.b64encode(bytes(range(32))).decode()).tenant_key("acme")
+
+
+def test_hash_under_a_tenant_key_keeps_a_keyed_digest_labelled_and_no_plain_one() -> None:
+    form = [{"content": content, "role": role} for role, content in MESSAGES]
+    record = record_input(MESSAGES, "hash", Scrubber(), KEY)
+    assert record.sha256 is None, "a plain digest would confirm a guessed prompt"
+    assert (record.digest, record.digest_alg, record.key_id) == (
+        hmac.new(KEY.key, canonical_json(form), hashlib.sha256).hexdigest(),
+        "hmac-sha256",
+        KEY.key_id,
+    )
+    out = record_output("the answer", "hash", Scrubber(), KEY)
+    assert (out.sha256, out.digest) == (None, hmac.new(KEY.key, b"the answer", hashlib.sha256).hexdigest())
+    assert record_output("the answer", "none", Scrubber(), KEY).model_dump(mode="json") == {
+        "chars": 10, "bytes": 10, "sha256": None, "text": None
+    }, "no digest under none, and no digest field either"  # fmt: skip
+
+
+def test_a_record_of_before_keyed_digests_reads_and_dumps_as_it_was_stored() -> None:
+    stored = {"message_count": 2, "chars": 60, "bytes": 60, "sha256": "ab" * 32, "messages": None}
+    record = InputRecord.model_validate(stored)
+    assert (record.sha256, record.digest, record.digest_alg, record.key_id) == ("ab" * 32, None, None, None)
+    assert record.model_dump(mode="json") == stored, "the same form, so the same hash"
+    output = {"chars": 3, "bytes": 3, "sha256": "cd" * 32, "text": None}
+    assert OutputRecord.model_validate(output).model_dump(mode="json") == output
