@@ -19,8 +19,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
+import orjson
+
 from llm_ledger.demo import run_workload
-from llm_ledger.events import DigestKey, Event, RequestParameters, Scrubber, StreamHeader, StreamSealer, uuid7
+from llm_ledger.events import (
+    DigestKey,
+    Event,
+    RequestParameters,
+    Scrubber,
+    StreamHeader,
+    StreamSealer,
+    parse_event,
+    uuid7,
+)
 from llm_ledger.events import values as builders
 from llm_ledger.events.values import JsonPayload
 from llm_ledger.executor import InMemorySink, LLMExecutor, LLMMessage, ProviderError, execution_context
@@ -94,7 +105,8 @@ def fill_ledger(url: str) -> Extras:
     run_workload(url, sessions=DEMO_SESSIONS, seed=DEMO_SEED, latency_scale=0.01)
     sink, response = asyncio.run(_execute(DIGEST_TENANT, DIGEST_MESSAGES))
     assert response is not None
-    legacy = legacy_execution(DIGEST_TENANT, DIGEST_MESSAGES, "an answer of before keyed digests")
+    # The same messages and answer: the keyed queries find the keyed execution only, the plain ones this one.
+    legacy = legacy_execution(DIGEST_TENANT, DIGEST_MESSAGES, response)
     incomplete = [_started_only(tenant) for tenant in INCOMPLETE_TENANTS]
     failing_over = [asyncio.run(_execute(DIGEST_TENANT, (("user", "fail over"),), chain))[0] for chain in FAILING_OVER]
     tools = [*tool_streams_for(read_events(url), every=4), *_digest_tool_calls(sink.events)]
@@ -166,10 +178,12 @@ def legacy_execution(tenant: str, messages: tuple[tuple[str, str], ...], answer:
             latency_ms=6.0, usage=None, finish_reason="stop", output=output)),
     ]  # fmt: skip
     started = datetime.now(UTC)
-    return [
-        sealer.draft(event_type, payload, occurred_at=started + timedelta(milliseconds=n)).event
+    drafts = [
+        sealer.draft(event_type, payload, occurred_at=started + timedelta(milliseconds=n))
         for n, (event_type, payload) in enumerate(payloads)
     ]
+    # Through the stored form, as a reader gets them back (and the way the store takes them).
+    return [parse_event(orjson.dumps(draft.event.to_record())) for draft in drafts]
 
 
 def _digest_tool_calls(execution: list[Event]) -> list[Event]:

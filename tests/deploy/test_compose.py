@@ -236,6 +236,13 @@ def test_the_seal_key_comes_from_the_environment_and_only_the_sealer_gets_it() -
     assert (interpolated(public), interpolated(public, {"LLM_LEDGER_SEAL_PUBLIC_KEY": "p"})) == ("", "p")
 
 
+def test_the_digest_secret_comes_from_the_environment_and_only_the_writing_service_gets_it() -> None:
+    holders = [name for name, s in stack.application_services().items() if "LLM_LEDGER_DIGEST_KEY" in s["environment"]]
+    assert holders == ["demo"]
+    secret = stack.services()["demo"]["environment"]["LLM_LEDGER_DIGEST_KEY"]
+    assert (interpolated(secret), interpolated(secret, {"LLM_LEDGER_DIGEST_KEY": "k"})) == ("", "k")
+
+
 def test_postgres_is_healthy_only_once_it_accepts_the_services_connections() -> None:
     # While its init script creates the logins, the image runs a temporary server on the Unix socket only:
     # pg_isready over the socket says ready then, migrate connects over TCP, is refused, and with

@@ -44,7 +44,7 @@ async def test_capture_hash_keeps_keyed_digests_and_older_plain_ones_still_verif
     ledger.settle()
 
     started, *_, ended = ledger.stream(execution_id)
-    record: dict[str, object] = started.to_record()["payload"]["input"]  # type: ignore[index]
+    record: dict[str, object] = started.to_record()["payload"]["input"]
     assert record["sha256"] is None, "no plain digest: it would confirm a guess"
     assert (record["digest"], record["digest_alg"], record["key_id"]) == (
         keyed(tenant, canonical_json(FORM)),
@@ -55,7 +55,7 @@ async def test_capture_hash_keeps_keyed_digests_and_older_plain_ones_still_verif
     assert answer.sha256 is None and answer.digest_alg == "hmac-sha256"
     plain = ledger.stream(older[0].stream_id)[0].payload.input  # type: ignore[union-attr]
     assert plain.sha256 == sha256_hex(canonical_json(FORM)) and plain.digest is None
-    assert "digest" not in ledger.stream(older[0].stream_id)[0].to_record()["payload"]["input"]  # type: ignore[operator]
+    assert "digest" not in ledger.stream(older[0].stream_id)[0].to_record()["payload"]["input"]
 
     report = ledger.verify(tenant)
     assert report.ok and report.tenants[0].events == 8, report.to_text()
