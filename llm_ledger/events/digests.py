@@ -25,6 +25,8 @@ from typing import Any, Final
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from llm_ledger.errors import LedgerError
+
 DIGEST_ALG: Final = "hmac-sha256"
 """``digest_alg`` of a keyed digest. Digests of events before keyed digests are the plain SHA-256 in the
 record's ``sha256`` field (the audit views label them ``sha256``)."""
@@ -35,7 +37,7 @@ _KEY_ID_PREFIX = b"llm-ledger digest key id v1\x00"
 _KEY_ID_HEX = 16
 
 
-class DigestKeyError(ValueError):
+class DigestKeyError(LedgerError, ValueError):
     """A digest key or secret that is not the base64 of 32 bytes."""
 
 
