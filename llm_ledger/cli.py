@@ -377,8 +377,13 @@ def _audit_digest_key(args: argparse.Namespace) -> int:
     from llm_ledger.executor.digest_secret import DIGEST_KEY_VARIABLE, load_digest_secret
 
     if args.new:
-        print(f"# the writers' digest secret: keep it out of the database and its backups\n"
-              f"{DIGEST_KEY_VARIABLE}={DigestSecret.generate().text()}")  # fmt: skip
+        # The bare secret on stdout, so that `--new > file` is the file LLM_LEDGER_DIGEST_KEY may name.
+        print(DigestSecret.generate().text())
+        print(
+            f"llm-ledger: a new digest secret: set {DIGEST_KEY_VARIABLE} to it, or to the path of a file holding"
+            " it, in every writer's environment; keep it out of the database and its backups",
+            file=sys.stderr,
+        )
         return ExitCode.OK
     # Never made here: a secret made by an auditor's command would confirm nothing.
     loaded = load_digest_secret(create=False)
@@ -408,9 +413,15 @@ def _audit_digest(args: argparse.Namespace) -> int:
 
 def _tenant_named(tenant: str) -> str:
     from llm_ledger.cli_errors import UsageError
+    from llm_ledger.executor import InvalidInputError
+    from llm_ledger.executor.admission import check_identifier
 
     if not tenant:
         raise UsageError("--tenant must name a tenant")
+    try:
+        check_identifier("--tenant", tenant)  # as the executor checks the tenant id it derives a key for
+    except InvalidInputError as exc:
+        raise UsageError(str(exc)) from None
     return tenant
 
 
@@ -579,7 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     which = digest_key.add_mutually_exclusive_group(required=True)
     which.add_argument("--tenant", help="the tenant whose key to print (base64; its key id on stderr)")
-    which.add_argument("--new", action="store_true", help="print a new secret for LLM_LEDGER_DIGEST_KEY")
+    which.add_argument(
+        "--new", action="store_true", help="print a new secret for LLM_LEDGER_DIGEST_KEY (bare, for a file)"
+    )
     digest_key.set_defaults(handler=_audit_digest_key)
     digest = audit_commands.add_parser(
         "digest",
@@ -588,7 +601,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     key_of = digest.add_mutually_exclusive_group(required=True)
     key_of.add_argument(
-        "--key", help="the tenant's digest key (base64, as `audit digest-key` prints it) or a file holding it"
+        "--key",
+        help="the path of a file holding the tenant's digest key (`audit digest-key --tenant T > file`); its"
+        " base64 is accepted too, but would be seen in the process list",
     )
     key_of.add_argument("--tenant", help="derive the tenant's key from the digest secret instead")
     digest.add_argument(

@@ -11,11 +11,10 @@ it to the auditor, who computes the digest of the messages or the text they hold
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from llm_ledger.audit.errors import AuditConfigurationError
-from llm_ledger.events import CanonicalizationError, DigestKey, DigestKeyError, Scrubber
+from llm_ledger.events import CanonicalizationError, DigestKey, DigestKeyError, Scrubber, key_file, read_key_file
 from llm_ledger.events import values as builders
 from llm_ledger.events.values import JsonDict
 
@@ -25,18 +24,21 @@ _nothing_scrubbed = Scrubber([])
 
 
 def parse_key(value: str) -> DigestKey:
-    """A tenant's key as ``audit digest-key`` prints it: its base64, or the path of a file holding it."""
+    """A tenant's key as ``audit digest-key`` prints it: the path of a file holding it (which keeps it out of
+    the process list), or its base64."""
     text = value.strip()
-    path = Path(text).expanduser()
-    if not (len(text) == 44 and text.endswith("=")) and path.is_file():
+    path = key_file(text)
+    if path is not None:
         try:
-            text = path.read_text(encoding="ascii").strip()
+            text = read_key_file(path)
         except (OSError, UnicodeDecodeError) as exc:
             raise AuditConfigurationError(f"--key: cannot read {path}: {exc}") from None
     try:
         return DigestKey.parse(text, "--key")
     except DigestKeyError as exc:
-        raise AuditConfigurationError(f"{exc} (as `llm-ledger audit digest-key` prints it), or a file's path") from None
+        raise AuditConfigurationError(
+            f"{exc} (as `llm-ledger audit digest-key` prints it), or the path of a file holding it"
+        ) from None
 
 
 def messages_digest(key: DigestKey, document: bytes) -> str:

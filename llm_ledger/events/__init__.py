@@ -24,6 +24,7 @@ from llm_ledger.events.chain import (
 )
 from llm_ledger.events.digests import DIGEST_ALG, PLAIN_DIGEST_ALG, DigestKey, DigestKeyError, DigestSecret
 from llm_ledger.events.ids import uuid7, uuid7_time_ms
+from llm_ledger.events.key_text import decode_key, key_file, read_key_file
 from llm_ledger.events.model import (
     ENVELOPE_FIELDS,
     EVENT_TYPES,
@@ -129,8 +130,11 @@ __all__ = [
     "ToolCallSucceededPayload",
     "canonical_json",
     "compute_hash",
+    "decode_key",
+    "key_file",
     "parse_capture_policy",
     "parse_event",
+    "read_key_file",
     "record_input",
     "record_output",
     "scrub",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal, Self, get_args
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
 
 from llm_ledger.events.later import AddedLater, OmitsUnusedLaterFields
 
@@ -25,6 +25,11 @@ def parse_capture_policy(value: str) -> CapturePolicy:
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+KeyedDigest = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+"""Lower-case hex HMAC-SHA-256 (``events.digests``)."""
+KeyId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
 
 
 class CapturedToolCall(_Frozen):
@@ -57,9 +62,14 @@ class InputRecord(OmitsUnusedLaterFields, _Frozen):
     bytes: int
     sha256: str | None = None
     messages: tuple[CapturedMessage, ...] | None = None
-    digest: Annotated[str | None, AddedLater()] = None
-    digest_alg: Annotated[str | None, AddedLater()] = None
-    key_id: Annotated[str | None, AddedLater()] = None
+    digest: Annotated[KeyedDigest | None, AddedLater()] = None
+    digest_alg: Annotated[Literal["hmac-sha256"] | None, AddedLater()] = None
+    key_id: Annotated[KeyId | None, AddedLater()] = None
+
+    @model_validator(mode="after")
+    def _one_whole_digest(self) -> Self:
+        _check_digest_fields(self)
+        return self
 
 
 class OutputRecord(OmitsUnusedLaterFields, _Frozen):
@@ -70,6 +80,21 @@ class OutputRecord(OmitsUnusedLaterFields, _Frozen):
     bytes: int
     sha256: str | None = None
     text: str | None = None
-    digest: Annotated[str | None, AddedLater()] = None
-    digest_alg: Annotated[str | None, AddedLater()] = None
-    key_id: Annotated[str | None, AddedLater()] = None
+    digest: Annotated[KeyedDigest | None, AddedLater()] = None
+    digest_alg: Annotated[Literal["hmac-sha256"] | None, AddedLater()] = None
+    key_id: Annotated[KeyId | None, AddedLater()] = None
+
+    @model_validator(mode="after")
+    def _one_whole_digest(self) -> Self:
+        _check_digest_fields(self)
+        return self
+
+
+def _check_digest_fields(record: InputRecord | OutputRecord) -> None:
+    """A keyed digest whole (``digest``, ``digest_alg``, ``key_id``: all three or none), or the plain
+    ``sha256`` of an event before keyed digests, never both."""
+    keyed = (record.digest, record.digest_alg, record.key_id)
+    if any(part is None for part in keyed) and any(part is not None for part in keyed):
+        raise ValueError("digest, digest_alg and key_id go together: all three or none")
+    if record.sha256 is not None and record.digest is not None:
+        raise ValueError("a record holds a keyed digest or a plain sha256, not both")

@@ -15,7 +15,6 @@ tool's result. Pure: where the secret comes from is the executor's business (``e
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import os
@@ -26,14 +25,15 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from llm_ledger.errors import LedgerError
+from llm_ledger.events.key_text import KEY_BYTES, decode_key
 
 DIGEST_ALG: Final = "hmac-sha256"
 """``digest_alg`` of a keyed digest. Digests of events before keyed digests are the plain SHA-256 in the
 record's ``sha256`` field (the audit views label them ``sha256``)."""
 PLAIN_DIGEST_ALG: Final = "sha256"
-KEY_BYTES: Final = 32
 _INFO_PREFIX = b"llm-ledger digest key v1\x00"
 _KEY_ID_PREFIX = b"llm-ledger digest key id v1\x00"
+_SECRET_ID_PREFIX = b"llm-ledger digest secret id v1\x00"
 _KEY_ID_HEX = 16
 
 
@@ -42,11 +42,8 @@ class DigestKeyError(LedgerError, ValueError):
 
 
 def _raw_key(text: str, what: str) -> bytes:
-    try:
-        raw = base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != KEY_BYTES:
+    raw = decode_key(text)
+    if raw is None:
         raise DigestKeyError(f"{what} must be the base64 of {KEY_BYTES} bytes")
     return raw
 
@@ -109,6 +106,10 @@ class DigestSecret:
 
     def text(self) -> str:
         return base64.b64encode(self.secret).decode()
+
+    def fingerprint(self) -> str:
+        """A name of the secret to log and compare (hex, as a key id), which tells nothing of it."""
+        return hashlib.sha256(_SECRET_ID_PREFIX + self.secret).hexdigest()[:_KEY_ID_HEX]
 
     def tenant_key(self, tenant_id: str) -> DigestKey:
         """Tenant ``tenant_id``'s key, derived once per tenant and kept (a dict read on the call path)."""

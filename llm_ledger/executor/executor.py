@@ -64,7 +64,8 @@ class LLMExecutor:
     return aware datetimes (``executor.clock``: it moves nothing else, not spans, latencies, stream ids
     nor the store's ``recorded_at``). ``digest_secret``: what each tenant's digest key is derived from
     (``events.digests``); the process's (``LLM_LEDGER_DIGEST_KEY``, else ``$LLM_LEDGER_HOME/digest.key``,
-    ``executor.digest_secret``) unless given.
+    ``executor.digest_secret``) unless given, resolved when it is built (unless its capture is ``none``):
+    a PostgreSQL ledger without ``LLM_LEDGER_DIGEST_KEY`` fails here.
     """
 
     def __init__(
@@ -127,6 +128,10 @@ class LLMExecutor:
         self._client_factory = client_factory or default_client_factory
         self._tracer = tracer
         self._clock = checked_clock(clock)
+        # Resolved now, not at the first call: a missing or refused secret fails the build, and no call
+        # reads or makes a file on the event loop. Capture `none` digests nothing (configured steps may).
+        if digest_secret is None and (self.capture != "none" or config is not None):
+            digest_secret = default_digest_secret.get()
         self._digest_secret = digest_secret
         self._clients: dict[str, ModelClient] = {}
         self._chains: dict[tuple[str, ...], tuple[tuple[ModelClient, ...], Scrubber]] = {}

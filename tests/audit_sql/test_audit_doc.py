@@ -39,7 +39,7 @@ from tests.audit_sql.auditdoc import (
 )
 from tests.audit_sql.conftest import AuditedLedger
 from tests.audit_sql.ledger import DIGEST_MESSAGES, DIGEST_TENANT
-from tests.digests import keyed
+from tests.digests import key_id, keyed, tenant_key
 
 Rows = list[dict[str, str]]
 BLOCKS = sql_blocks(AUDIT_MD.read_text(encoding="utf-8"))
@@ -109,6 +109,11 @@ def _executions_of_agent(rows: Rows, facts: Facts) -> None:
 
 def _the_digest_execution(rows: Rows, facts: Facts) -> None:
     assert ids(rows) == [str(facts.ledger.extras.digest_execution)]
+
+
+def _the_tenant_s_key_ids(rows: Rows, facts: Facts) -> None:
+    """One key id: the tenant's, under the one secret the dataset was written with."""
+    assert [row["input_key_id"] for row in rows] == [key_id(tenant_key(facts.tenant))]
 
 
 def _the_legacy_execution(rows: Rows, facts: Facts) -> None:
@@ -255,6 +260,7 @@ EXPECTED: dict[str, Expect] = {
     ),
     "Is this the prompt that was sent? [1]": Expect("tenant", _the_digest_execution),
     "Is this the prompt that was sent? [2]": Expect("tenant", _the_digest_execution),
+    "Is this the prompt that was sent? [3]": Expect("tenant", _the_tenant_s_key_ids),
     "Executions recorded before keyed digests [1]": Expect("tenant", _the_legacy_execution),
     "Executions recorded before keyed digests [2]": Expect("tenant", _the_legacy_execution),
     "Which executions failed over, and why? [1]": Expect("tenant", _fallbacks),
@@ -540,7 +546,17 @@ def _run_digest_commands(directory: Path, secret: str | None) -> subprocess.Comp
 
 
 def _keyed_blocks() -> list[str]:
-    return [block.sql for block in BLOCKS if block.heading == "Is this the prompt that was sent?"]
+    """The section's queries of executions by digest (not the one of the tenant's key ids)."""
+    return [
+        block.sql
+        for block in BLOCKS
+        if block.heading == "Is this the prompt that was sent?" and "execution_id" in block.sql
+    ]
+
+
+def _key_ids_block() -> str:
+    (sql,) = (b.sql for b in BLOCKS if b.heading == "Is this the prompt that was sent?" and "DISTINCT" in b.sql)
+    return sql
 
 
 def test_the_digest_commands_with_the_tenant_s_key_confirm_the_prompt_and_the_answer(
@@ -558,6 +574,9 @@ def test_the_digest_commands_with_the_tenant_s_key_confirm_the_prompt_and_the_an
     # The key id the holder's command printed is the one the rows name.
     [row] = psql(facts, block_of("auditor_session").sql, _keyed_blocks()[0], user=person, **digests)
     assert f"key id {row['input_key_id']}" in done.stderr
+    # And the doc's first check finds it among the tenant's key ids.
+    key_ids = [r["input_key_id"] for r in psql(facts, block_of("auditor_session").sql, _key_ids_block(), user=person)]
+    assert [key for key in key_ids if f"key id {key}" in done.stderr] == [row["input_key_id"]]
 
 
 def test_without_the_tenant_s_key_nothing_confirms_the_prompt(facts: Facts, person: str, tmp_path: Path) -> None:
@@ -567,6 +586,9 @@ def test_without_the_tenant_s_key_nothing_confirms_the_prompt(facts: Facts, pers
     assert done.returncode == 0, done.stderr
     prompt_digest, response_digest = done.stdout.split()
     assert prompt_digest != facts.variables["prompt_digest"]
+    # The doc's first check tells it: the key id printed is none of the tenant's.
+    key_ids = [r["input_key_id"] for r in psql(facts, block_of("auditor_session").sql, _key_ids_block(), user=person)]
+    assert key_ids and not [key for key in key_ids if f"key id {key}" in done.stderr]
     for sql in _keyed_blocks():
         rows = psql(
             facts, block_of("auditor_session").sql, sql, user=person,

@@ -38,12 +38,27 @@ def test_digest_key_prints_the_tenant_s_key_and_its_id(llm_ledger: Run) -> None:
     assert f"key id {key_id(key)}" in done.err and "LLM_LEDGER_DIGEST_KEY" in done.err
 
 
-def test_digest_key_new_prints_a_secret_for_the_writers(llm_ledger: Run) -> None:
+def test_digest_key_new_prints_a_bare_secret_a_file_of_which_the_variable_may_name(
+    llm_ledger: Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     done = llm_ledger("audit", "digest-key", "--new")
-    assert done.status == 0
-    (line,) = [line for line in done.out.splitlines() if not line.startswith("#")]
-    name, value = line.split("=", 1)
-    assert name == "LLM_LEDGER_DIGEST_KEY" and len(DigestSecret.parse(value).secret) == 32
+    assert done.status == 0 and "LLM_LEDGER_DIGEST_KEY" in done.err
+    secret = DigestSecret.parse(done.out)
+    assert done.out == secret.text() + "\n", "stdout is the secret alone"
+    # `--new > f; LLM_LEDGER_DIGEST_KEY=f llm-ledger audit digest-key --tenant acme`
+    secret_file = tmp_path / "digest-secret"
+    secret_file.write_text(done.out)
+    monkeypatch.setenv("LLM_LEDGER_DIGEST_KEY", str(secret_file))
+    printed = llm_ledger("audit", "digest-key", "--tenant", "acme")
+    assert printed.status == 0, printed.err
+    assert printed.out.strip() == base64.b64encode(tenant_key("acme", secret.secret)).decode()
+    assert f"(from {secret_file})" in printed.err
+
+
+@pytest.mark.parametrize("tenant", ["ac\x00me", "\ud800", "t" * 10_000])
+def test_a_tenant_no_event_could_hold_is_refused(llm_ledger: Run, tenant: str) -> None:
+    done = llm_ledger("audit", "digest-key", "--tenant", tenant)
+    assert done.status == 2 and "--tenant" in done.err and done.out == "", done.err
 
 
 def test_digest_of_messages_is_the_executor_s_under_a_key_or_the_tenant_s(

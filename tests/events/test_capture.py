@@ -4,6 +4,9 @@ import base64
 import hashlib
 import hmac
 
+import pytest
+from pydantic import ValidationError
+
 from llm_ledger.events import (
     DigestSecret,
     InputRecord,
@@ -69,3 +72,29 @@ def test_a_record_of_before_keyed_digests_reads_and_dumps_as_it_was_stored() -> 
     assert record.model_dump(mode="json") == stored, "the same form, so the same hash"
     output = {"chars": 3, "bytes": 3, "sha256": "cd" * 32, "text": None}
     assert OutputRecord.model_validate(output).model_dump(mode="json") == output
+
+
+_KEYED = {"digest": "ef" * 32, "digest_alg": "hmac-sha256", "key_id": "01" * 8}
+
+
+@pytest.mark.parametrize(
+    ("fields", "said"),
+    [
+        ({"digest": "ef" * 32}, "all three or none"),
+        ({"digest": "ef" * 32, "digest_alg": "hmac-sha256"}, "all three or none"),
+        ({"key_id": "01" * 8}, "all three or none"),
+        ({**_KEYED, "digest_alg": "sha256"}, "Input should be 'hmac-sha256'"),
+        ({**_KEYED, "digest": "EF" * 32}, "String should match pattern"),
+        ({**_KEYED, "digest": "ef" * 31}, "String should match pattern"),
+        ({**_KEYED, "key_id": "xyz"}, "String should match pattern"),
+        ({**_KEYED, "sha256": "ab" * 32}, "a keyed digest or a plain sha256, not both"),
+    ],
+)
+def test_digest_fields_are_refused_unless_whole_and_well_formed(fields: dict[str, str], said: str) -> None:
+    for model, sizes in (
+        (OutputRecord, {"chars": 1, "bytes": 1}),
+        (InputRecord, {"message_count": 1, "chars": 1, "bytes": 1}),
+    ):
+        with pytest.raises(ValidationError, match=said):
+            model.model_validate({**sizes, **fields})
+    assert OutputRecord.model_validate({"chars": 1, "bytes": 1, **_KEYED}).digest == _KEYED["digest"]

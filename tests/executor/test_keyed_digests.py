@@ -15,7 +15,7 @@ import pytest
 
 from llm_ledger import InMemorySink, LLMExecutor, LLMMessage, execution_context, record_tool_call
 from llm_ledger.events import DigestSecret, canonical_json, sha256_hex
-from llm_ledger.executor.digest_secret import DIGEST_KEY_FILE, default_digest_secret
+from llm_ledger.executor.digest_secret import DIGEST_KEY_FILE, DigestSecretError, default_digest_secret
 from tests.audit_sql.ledger import legacy_execution
 from tests.digests import key_id, keyed, tenant_key
 from tests.executor.ledger import Ledger
@@ -114,6 +114,7 @@ async def test_with_nothing_configured_a_secret_is_made_in_the_home_and_said_whe
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.delenv("LLM_LEDGER_DIGEST_KEY")
+    monkeypatch.delenv("LLM_LEDGER_DATABASE_URL", raising=False)
     monkeypatch.setenv("LLM_LEDGER_HOME", str(tmp_path / "home"))
     default_digest_secret.reset()
     try:
@@ -133,6 +134,40 @@ async def test_with_nothing_configured_a_secret_is_made_in_the_home_and_said_whe
         caplog.clear()
         again = sink.stream(await _generate(LLMExecutor("mock/keyed?seed=3", sink=sink, max_retries=0), tenant))
         assert again[0].payload.input.digest == started.payload.input.digest  # type: ignore[union-attr]
-        assert caplog.records == []
+        assert [record for record in caplog.records if record.levelno >= logging.WARNING] == []
+    finally:
+        default_digest_secret.reset()
+
+
+def test_a_postgresql_writer_without_the_secret_is_refused_when_the_executor_is_built(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("LLM_LEDGER_DIGEST_KEY")
+    monkeypatch.setenv("LLM_LEDGER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LLM_LEDGER_DATABASE_URL", "postgresql://llm_ledger_writer@127.0.0.1/ledger")
+    default_digest_secret.reset()
+    try:
+        with pytest.raises(DigestSecretError, match=r"LLM_LEDGER_DIGEST_KEY is not set.*audit digest-key --new"):
+            LLMExecutor("mock/keyed?seed=3", sink=InMemorySink(), max_retries=0)
+        assert not (tmp_path / "home").exists(), "no secret of its own"
+        # Capture `none` digests nothing: it needs no secret.
+        LLMExecutor("mock/keyed?seed=3", sink=InMemorySink(), max_retries=0, capture="none")
+    finally:
+        default_digest_secret.reset()
+
+
+def test_the_secret_s_fingerprint_is_logged_once_never_the_secret(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = DigestSecret.generate()
+    monkeypatch.setenv("LLM_LEDGER_DIGEST_KEY", secret.text())
+    default_digest_secret.reset()
+    try:
+        with caplog.at_level(logging.INFO, logger="llm_ledger.executor"):
+            for _ in range(2):
+                LLMExecutor("mock/keyed?seed=3", sink=InMemorySink(), max_retries=0)
+        said = [record.getMessage() for record in caplog.records if "digest secret" in record.getMessage()]
+        assert said == [f"llm-ledger: digest secret from LLM_LEDGER_DIGEST_KEY, fingerprint {secret.fingerprint()}"]
+        assert secret.text() not in caplog.text and secret.fingerprint() != key_id(secret.secret)
     finally:
         default_digest_secret.reset()
