@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Writes an .env for docker-compose.yml with a new random password for each of its logins (the superuser
-# and one per service), so that `docker compose` has every password it requires. Refuses to overwrite a
+# and one per service) and a new digest secret, so that `docker compose` has every secret it requires. Refuses to overwrite a
 # file: the passwords are set in the database when its volume is made, and a new .env would not match.
 #   deploy/new-env.sh            writes ./.env
 #   deploy/new-env.sh path/.env  writes there
@@ -24,5 +24,7 @@ umask 077
     for service in MIGRATE WRITER PROJECTOR SEALER DASHBOARD AUDITOR DEMO; do
         echo "LEDGER_${service}_PASSWORD=$(password)"
     done
+    # The writers' digest secret (as `llm-ledger audit digest-key --new` prints it): the base64 of 32 bytes.
+    echo "LLM_LEDGER_DIGEST_KEY=$(head -c 32 /dev/urandom | base64)"
 } >"$target"
 echo "new-env.sh: wrote $target (mode 600)"

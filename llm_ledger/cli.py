@@ -444,6 +444,59 @@ def _erase(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _audit_digest_key(args: argparse.Namespace) -> int:
+    from llm_ledger.events import DigestSecret
+    from llm_ledger.executor.digest_secret import DIGEST_KEY_VARIABLE, load_digest_secret
+
+    if args.new:
+        # The bare secret on stdout, so that `--new > file` is the file LLM_LEDGER_DIGEST_KEY may name.
+        print(DigestSecret.generate().text())
+        print(
+            f"llm-ledger: a new digest secret: set {DIGEST_KEY_VARIABLE} to it, or to the path of a file holding"
+            " it, in every writer's environment; keep it out of the database and its backups",
+            file=sys.stderr,
+        )
+        return ExitCode.OK
+    # Never made here: a secret made by an auditor's command would confirm nothing.
+    loaded = load_digest_secret(create=False)
+    key = loaded.secret.tenant_key(_tenant_named(args.tenant))
+    print(key.text())
+    print(
+        f"llm-ledger: tenant {args.tenant!r}'s digest key, key id {key.key_id} (from {loaded.source}); it confirms"
+        " that tenant's digests and tells nothing of another's",
+        file=sys.stderr,
+    )
+    return ExitCode.OK
+
+
+def _audit_digest(args: argparse.Namespace) -> int:
+    from llm_ledger.audit.digests import messages_digest, parse_key, text_digest
+    from llm_ledger.executor.digest_secret import load_digest_secret
+
+    if args.key is not None:
+        key = parse_key(args.key)
+    else:
+        key = load_digest_secret(create=False).secret.tenant_key(_tenant_named(args.tenant))
+    data = sys.stdin.buffer.read()
+    print(text_digest(key, data) if args.text else messages_digest(key, data))
+    print(f"llm-ledger: hmac-sha256 under key id {key.key_id}", file=sys.stderr)
+    return ExitCode.OK
+
+
+def _tenant_named(tenant: str) -> str:
+    from llm_ledger.cli_errors import UsageError
+    from llm_ledger.executor import InvalidInputError
+    from llm_ledger.executor.admission import check_identifier
+
+    if not tenant:
+        raise UsageError("--tenant must name a tenant")
+    try:
+        check_identifier("--tenant", tenant)  # as the executor checks the tenant id it derives a key for
+    except InvalidInputError as exc:
+        raise UsageError(str(exc)) from None
+    return tenant
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llm-ledger",
@@ -656,6 +709,33 @@ def build_parser() -> argparse.ArgumentParser:
     erase.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     erase.add_argument("--database-url", help=url_help)
     erase.set_defaults(handler=_erase, needs_ledger=True)
+    digest_key = audit_commands.add_parser(
+        "digest-key",
+        help="print a tenant's digest key for an auditor (derived from LLM_LEDGER_DIGEST_KEY, else"
+        " $LLM_LEDGER_HOME/digest.key), or --new: a new digest secret",
+    )
+    which = digest_key.add_mutually_exclusive_group(required=True)
+    which.add_argument("--tenant", help="the tenant whose key to print (base64; its key id on stderr)")
+    which.add_argument(
+        "--new", action="store_true", help="print a new secret for LLM_LEDGER_DIGEST_KEY (bare, for a file)"
+    )
+    digest_key.set_defaults(handler=_audit_digest_key)
+    digest = audit_commands.add_parser(
+        "digest",
+        help="print the keyed digest (hex) of the messages on stdin (a JSON array of {role, content}), or with"
+        " --text of the text on stdin, as the audit views hold it",
+    )
+    key_of = digest.add_mutually_exclusive_group(required=True)
+    key_of.add_argument(
+        "--key",
+        help="the path of a file holding the tenant's digest key (`audit digest-key --tenant T > file`); its"
+        " base64 is accepted too, but would be seen in the process list",
+    )
+    key_of.add_argument("--tenant", help="derive the tenant's key from the digest secret instead")
+    digest.add_argument(
+        "--text", action="store_true", help="stdin is a response text (or a tool's arguments or result), byte for byte"
+    )
+    digest.set_defaults(handler=_audit_digest)
     return parser
 
 

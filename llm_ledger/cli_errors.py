@@ -15,6 +15,7 @@ from llm_ledger.audit import AuditConfigurationError, SealRefusedError
 from llm_ledger.audit.erasure import NothingToEraseError, UnknownErasureTargetError
 from llm_ledger.dashboard.login import LoginConfigurationError
 from llm_ledger.errors import LedgerError
+from llm_ledger.executor.digest_secret import DigestSecretError
 from llm_ledger.exit_codes import ExitCode
 from llm_ledger.projections import PriceTableError
 from llm_ledger.store import StoreConfigurationError, StoreUnavailableError
@@ -44,6 +45,7 @@ EXITS: dict[type[LedgerError] | type[KeyboardInterrupt], Exit] = {
     AuditConfigurationError: Exit(ExitCode.USAGE),
     UsageError: Exit(ExitCode.USAGE),
     LoginConfigurationError: Exit(ExitCode.USAGE),
+    DigestSecretError: Exit(ExitCode.USAGE),
     DowngradeRefusedError: Exit(ExitCode.FAILED, prefix="refused"),
     # `audit seal` says each refusal itself (escaped: a tenant id is not trusted text) and goes on sealing.
     SealRefusedError: Exit(ExitCode.FAILED),

@@ -66,9 +66,16 @@ class Variable:
                 os.environ[self.name] = previous
 
 
+_SECRETS_NO_CHILD_NEEDS = ("LLM_LEDGER_DIGEST_KEY", "LLM_LEDGER_SEAL_KEY")
+"""The package's children (the writer process, which is handed payloads already digested; the dashboard's
+Streamlit server) neither digest nor seal: they are not given these secrets."""
+
+
 def child_environment(**overrides: str) -> dict[str, str]:
-    """The environment for a child process: this process's, with ``overrides`` set."""
-    return dict(os.environ, **overrides)
+    """The environment for a child process: this process's without the secrets it does not need, with
+    ``overrides`` set."""
+    environment = {name: value for name, value in os.environ.items() if name not in _SECRETS_NO_CHILD_NEEDS}
+    return dict(environment, **overrides)
 
 
 # The ledger itself.
@@ -81,7 +88,7 @@ LLM_LEDGER_HOME = Variable(
 LLM_LEDGER_DATABASE_URL = Variable(
     "LLM_LEDGER_DATABASE_URL",
     "the ledger: a `postgresql://` or `sqlite:///` URL",
-    "llm_ledger/store/settings.py",
+    "llm_ledger/store/settings.py, llm_ledger/executor/digest_secret.py",
     default_note="`sqlite:///$LLM_LEDGER_HOME/ledger.db`",
 )
 LLM_LEDGER_SPOOL_DIR = Variable(
@@ -270,6 +277,12 @@ LLM_LEDGER_SEAL_PUBLIC_KEY = Variable(
     "LLM_LEDGER_SEAL_PUBLIC_KEY",
     "the public key `audit verify` holds the seals' signatures to (or `--public-key`)",
     "llm_ledger/audit/keys.py",
+)
+LLM_LEDGER_DIGEST_KEY = Variable(
+    "LLM_LEDGER_DIGEST_KEY",
+    "the secret every tenant's digest key is derived from (base64 of 32 bytes, or a file's path)",
+    "llm_ledger/executor/digest_secret.py",
+    default_note="`$LLM_LEDGER_HOME/digest.key`, made on first use, for an SQLite ledger only",
 )
 LLM_LEDGER_SEAL_WITNESS = Variable(
     "LLM_LEDGER_SEAL_WITNESS",

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 from collections.abc import Iterator
 
 import pytest
 
 os.environ["AGNO_TELEMETRY"] = "false"
+# The digest secret of every executor the tests build, and of their subprocesses: without it, the first
+# execution would make one in the home of whoever runs the tests (executor.digest_secret). The tests of
+# that default set their own home and reset the process's secret.
+os.environ["LLM_LEDGER_DIGEST_KEY"] = base64.b64encode(
+    hashlib.sha256(b"llm-ledger test digest secret").digest()
+).decode()
 
 from llm_ledger.executor import InMemorySink, ProviderSettings, RetryPolicy
 from tests.fakes import FakeProviderServer

@@ -12,7 +12,6 @@ import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from llm_ledger.audit.errors import AuditConfigurationError
 from llm_ledger.environment import LLM_LEDGER_SEAL_KEY, LLM_LEDGER_SEAL_PUBLIC_KEY
+from llm_ledger.events import decode_key, key_file
 
 SEAL_KEY_VARIABLE = LLM_LEDGER_SEAL_KEY.name
 PUBLIC_KEY_VARIABLE = LLM_LEDGER_SEAL_PUBLIC_KEY.name
@@ -30,11 +30,8 @@ signature can never pass for a seal's, nor a seal's for a head's."""
 
 
 def _raw_bytes(text: str, what: str) -> bytes:
-    try:
-        raw = base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != 32:
+    raw = decode_key(text)
+    if raw is None:
         raise AuditConfigurationError(
             f"{what} must be the base64 of 32 raw Ed25519 key bytes (as `llm-ledger audit keygen` prints)"
         )
@@ -55,8 +52,9 @@ class SigningKey:
     def parse(cls, value: str) -> SigningKey:
         """From base64 of the 32 raw bytes, PEM text, or the path of a PEM file."""
         text = value.strip()
-        if not text.startswith("-----BEGIN") and not _looks_like_key(text) and Path(text).expanduser().is_file():
-            text = Path(text).expanduser().read_text()
+        path = None if text.startswith("-----BEGIN") else key_file(text)
+        if path is not None:
+            text = path.read_text()
         if text.startswith("-----BEGIN"):
             try:
                 key = serialization.load_pem_private_key(text.encode(), password=None)
@@ -130,8 +128,3 @@ class PublicKey:
 
     def __hash__(self) -> int:
         return hash(self.text())
-
-
-def _looks_like_key(text: str) -> bool:
-    """Base64 of 32 bytes is 44 characters ending in '='; a file path hardly ever is."""
-    return len(text) == 44 and text.endswith("=")

@@ -30,6 +30,7 @@ from llm_ledger.executor import (
     PipelineConfig,
     ProviderError,
     RetryPolicy,
+    default_digest_secret,
     execution_context,
     get_default_sink,
     system_clock,
@@ -121,6 +122,10 @@ async def arun_workload(
     plan = plan_workload(sessions, seed, history=history, anchor=anchor)
     url = database_url or StoreSettings.from_env().database_url
     await asyncio.to_thread(_prepare_ledger, url)
+    with _configured_ledger(database_url):
+        # Before any event is written: a PostgreSQL ledger's writers need LLM_LEDGER_DIGEST_KEY, and the
+        # demo's executors, built per session, must not be the first to find it missing.
+        default_digest_secret.get()
     setup = _Setup(plan, load_demo_pipeline(), latency_scale)
     await aclose()
     with _configured_ledger(database_url):

@@ -23,7 +23,9 @@ from llm_ledger.events.chain import (
     seal_event,
     verify_chain,
 )
+from llm_ledger.events.digests import DIGEST_ALG, PLAIN_DIGEST_ALG, DigestKey, DigestKeyError, DigestSecret
 from llm_ledger.events.ids import uuid7, uuid7_time_ms
+from llm_ledger.events.key_text import decode_key, key_file, read_key_file
 from llm_ledger.events.model import (
     ENVELOPE_FIELDS,
     EVENT_TYPES,
@@ -71,9 +73,11 @@ from llm_ledger.events.values import record_input, record_output
 __all__ = [
     "CAPTURE_POLICIES",
     "DEFAULT_CAPTURE",
+    "DIGEST_ALG",
     "ENVELOPE_FIELDS",
     "EVENT_TYPES",
     "PAYLOAD_TYPES",
+    "PLAIN_DIGEST_ALG",
     "REDACTED",
     "SCHEMA_VERSION",
     "STREAM_KINDS",
@@ -91,6 +95,9 @@ __all__ = [
     "CapturedToolCall",
     "ChainBreak",
     "ChainReport",
+    "DigestKey",
+    "DigestKeyError",
+    "DigestSecret",
     "Event",
     "EventDraft",
     "EventEnvelope",
@@ -125,8 +132,11 @@ __all__ = [
     "canonical_json",
     "chain_holds",
     "compute_hash",
+    "decode_key",
+    "key_file",
     "parse_capture_policy",
     "parse_event",
+    "read_key_file",
     "record_input",
     "record_output",
     "scrub",

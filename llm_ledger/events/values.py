@@ -43,6 +43,7 @@ from pydantic import TypeAdapter
 
 from llm_ledger.events.canonical import canonical_json, sha256_hex
 from llm_ledger.events.capture import CAPTURE_POLICIES, CapturePolicy, InputRecord, OutputRecord
+from llm_ledger.events.digests import DigestKey
 from llm_ledger.events.model import Number, RequestParameters, TokenUsage
 from llm_ledger.events.scrub import Scrubber
 from llm_ledger.events.storable import (
@@ -222,7 +223,10 @@ def parameters_values(params: RequestParameters) -> JsonDict:
 
 
 def input_values(
-    messages: Sequence[tuple[str, str] | tuple[str, str, JsonDict]], policy: CapturePolicy, scrubber: Scrubber
+    messages: Sequence[tuple[str, str] | tuple[str, str, JsonDict]],
+    policy: CapturePolicy,
+    scrubber: Scrubber,
+    digest_key: DigestKey | None = None,
 ) -> JsonDict:
     """What an event keeps of the messages sent (``InputRecord``'s JSON values): sizes always; a digest or
     the scrubbed text by policy.
@@ -232,7 +236,11 @@ def input_values(
     JSON text), ``tool_call_id`` and ``name``, only those the message has. They are in the digest (the
     canonical JSON of each message's ``role``, ``content`` and those fields), the arguments' text counts in
     ``chars`` and ``bytes``, and capture ``full`` keeps them (arguments scrubbed, like the content); a
-    message without them is digested exactly as before tools existed."""
+    message without them is digested exactly as before tools existed.
+
+    ``digest_key``: the tenant's key (``events.digests``), which the executor always gives: the digest is
+    then its HMAC-SHA-256 (``digest``, ``digest_alg``, ``key_id``) and ``sha256`` null. Without one, the
+    plain SHA-256 in ``sha256``, as events before keyed digests hold it."""
     plain = [(text(m[0]), text(m[1])) for m in messages]
     extras = [_tool_fields(m[2]) if len(m) == 3 else None for m in messages]
     chars = sum(len(content) for _, content in plain)
@@ -243,19 +251,33 @@ def input_values(
                 chars += len(call["arguments"])
                 size += len(call["arguments"].encode("utf-8", "surrogatepass"))
     digest = None
+    keyed: JsonDict | None = None
     captured = None
     if policy != "none":
         form = [
             {"content": content, "role": role, **(fields or {})}
             for (role, content), fields in zip(plain, extras, strict=True)
         ]
-        digest = sha256_hex(canonical_json(form))
+        data = canonical_json(form)
+        if digest_key is None:
+            digest = sha256_hex(data)
+        else:
+            keyed = digest_key.values(data)
     if policy == "full":
         captured = [
             {"role": role, "content": scrubber.scrub(content), **_captured_tool_fields(fields, scrubber)}
             for (role, content), fields in zip(plain, extras, strict=True)
         ]
-    return {"message_count": len(plain), "chars": chars, "bytes": size, "sha256": digest, "messages": captured}
+    values: JsonDict = {
+        "message_count": len(plain),
+        "chars": chars,
+        "bytes": size,
+        "sha256": digest,
+        "messages": captured,
+    }
+    if keyed is not None:  # AddedLater fields: left out of a record without a keyed digest (``later.py``)
+        values.update(keyed)
+    return values
 
 
 def _tool_fields(fields: JsonDict) -> JsonDict:
@@ -298,27 +320,40 @@ def _sha256(value: str) -> str:
     raise ValueError(f"a tool's digest must be a lowercase hex SHA-256, not {value!r}")
 
 
-def tool_call_values(call_id: str, name: str, arguments: str, policy: CapturePolicy, scrubber: Scrubber) -> JsonDict:
+def tool_call_values(
+    call_id: str,
+    name: str,
+    arguments: str,
+    policy: CapturePolicy,
+    scrubber: Scrubber,
+    digest_key: DigestKey | None = None,
+) -> JsonDict:
     """``ToolCallRecord``'s JSON values: the provider's call id and the tool's name (made storable), and
     the arguments' text under the capture policy (as ``output_values`` keeps an answer)."""
     return {
         "id": provider_text(text(call_id)),
         "name": provider_text(text(name)),
-        "arguments": output_values(arguments, policy, scrubber),
+        "arguments": output_values(arguments, policy, scrubber, digest_key),
     }
 
 
-def output_values(output: str, policy: CapturePolicy, scrubber: Scrubber) -> JsonDict:
+def output_values(
+    output: str, policy: CapturePolicy, scrubber: Scrubber, digest_key: DigestKey | None = None
+) -> JsonDict:
     """What an event keeps of a response text (``OutputRecord``'s JSON values): sizes always; a digest (over
-    the text's UTF-8 bytes) or the scrubbed text by policy."""
+    the text's UTF-8 bytes) or the scrubbed text by policy. The digest keyed under ``digest_key``, or plain
+    without one, as ``input_values``'."""
     body = text(output)
     data = body.encode("utf-8", "surrogatepass")
-    return {
+    values: JsonDict = {
         "chars": len(body),
         "bytes": len(data),
-        "sha256": sha256_hex(data) if policy != "none" else None,
+        "sha256": sha256_hex(data) if policy != "none" and digest_key is None else None,
         "text": _captured_output(body, scrubber) if policy == "full" else None,
     }
+    if policy != "none" and digest_key is not None:
+        values.update(digest_key.values(data))
+    return values
 
 
 def _captured_output(body: str, scrubber: Scrubber) -> str | None:
@@ -332,15 +367,20 @@ def _captured_output(body: str, scrubber: Scrubber) -> str | None:
 
 
 def record_input(
-    messages: Sequence[tuple[str, str] | tuple[str, str, JsonDict]], policy: CapturePolicy, scrubber: Scrubber
+    messages: Sequence[tuple[str, str] | tuple[str, str, JsonDict]],
+    policy: CapturePolicy,
+    scrubber: Scrubber,
+    digest_key: DigestKey | None = None,
 ) -> InputRecord:
     """Summarise ``(role, content)`` pairs; the digest is over their canonical JSON, so it can be recomputed."""
-    return InputRecord.model_validate(input_values(messages, policy, scrubber))
+    return InputRecord.model_validate(input_values(messages, policy, scrubber, digest_key))
 
 
-def record_output(output: str, policy: CapturePolicy, scrubber: Scrubber) -> OutputRecord:
+def record_output(
+    output: str, policy: CapturePolicy, scrubber: Scrubber, digest_key: DigestKey | None = None
+) -> OutputRecord:
     """Summarise a response text; the digest is over its UTF-8 bytes."""
-    return OutputRecord.model_validate(output_values(output, policy, scrubber))
+    return OutputRecord.model_validate(output_values(output, policy, scrubber, digest_key))
 
 
 def execution_started(

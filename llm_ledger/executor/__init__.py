@@ -12,6 +12,7 @@ from llm_ledger.executor.context import (
     get_execution_context,
     set_execution_context,
 )
+from llm_ledger.executor.digest_secret import DigestSecretError, default_digest_secret
 from llm_ledger.executor.errors import (
     AllModelsFailedError,
     AuthenticationError,
@@ -62,6 +63,7 @@ __all__ = [
     "ContentFilterError",
     "ContextLengthError",
     "DeadlineExceededError",
+    "DigestSecretError",
     "DurableSink",
     "EventSink",
     "ExecutionContext",
@@ -98,6 +100,7 @@ __all__ = [
     "ToolSpec",
     "clear_execution_context",
     "default_client_factory",
+    "default_digest_secret",
     "execution_context",
     "get_default_sink",
     "get_execution_context",

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import orjson
 
-from llm_ledger.events import CanonicalizationError, CapturePolicy, RequestParameters, Scrubber
+from llm_ledger.events import CanonicalizationError, CapturePolicy, DigestKey, RequestParameters, Scrubber
 from llm_ledger.events import values as payloads
 from llm_ledger.events.storable import (
     MAX_CAPTURED_BYTES,
@@ -208,7 +208,9 @@ def _check_answers(index: int, message: LLMMessage, asked: set[str]) -> None:
         )
 
 
-def check_messages(messages: Sequence[LLMMessage], capture: CapturePolicy, scrubber: Scrubber) -> JsonDict | None:
+def check_messages(
+    messages: Sequence[LLMMessage], capture: CapturePolicy, scrubber: Scrubber, digest_key: DigestKey | None = None
+) -> JsonDict | None:
     """Refuse messages the ledger cannot record under ``capture``. Under ``full``, returns the input record
     (scrubbed text included) that the ``ExecutionStarted`` event will hold, measured here."""
     if not messages:
@@ -228,7 +230,7 @@ def check_messages(messages: Sequence[LLMMessage], capture: CapturePolicy, scrub
             _check_answers(index, message, asked)
     if not stores_text:
         return None
-    record = payloads.input_values(input_entries(messages), capture, scrubber)
+    record = payloads.input_values(input_entries(messages), capture, scrubber, digest_key)
     size = len(orjson.dumps(record["messages"]))
     if size > MAX_CAPTURED_BYTES:
         raise InvalidInputError(

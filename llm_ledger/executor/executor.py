@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from llm_ledger.events import (
     DEFAULT_CAPTURE,
     CapturePolicy,
+    DigestSecret,
     Operation,
     Scrubber,
     parse_capture_policy,
@@ -23,6 +24,7 @@ from llm_ledger.executor.client import Completion, ModelClient
 from llm_ledger.executor.clock import Clock, checked_clock, system_clock
 from llm_ledger.executor.config import PipelineConfig, StepConfig
 from llm_ledger.executor.context import DEFAULT_TENANT, ExecutionContext, get_execution_context
+from llm_ledger.executor.digest_secret import default_digest_secret
 from llm_ledger.executor.errors import ConfigurationError
 from llm_ledger.executor.execution import Execution
 from llm_ledger.executor.mock import MockModelClient
@@ -60,7 +62,10 @@ class LLMExecutor:
     tenant+agent override, then agent, then step. ``clock`` stamps its events' ``occurred_at`` (and
     those of the tool executions they ask for): the system's, unless a simulation gives its own, which must
     return aware datetimes (``executor.clock``: it moves nothing else, not spans, latencies, stream ids
-    nor the store's ``recorded_at``).
+    nor the store's ``recorded_at``). ``digest_secret``: what each tenant's digest key is derived from
+    (``events.digests``); the process's (``LLM_LEDGER_DIGEST_KEY``, else ``$LLM_LEDGER_HOME/digest.key``,
+    ``executor.digest_secret``) unless given, resolved when it is built (unless its capture is ``none``):
+    a PostgreSQL ledger without ``LLM_LEDGER_DIGEST_KEY`` fails here.
     """
 
     def __init__(
@@ -82,6 +87,7 @@ class LLMExecutor:
         client_factory: ClientFactory | None = None,
         tracer: ExecutionTracer | None = None,
         clock: Clock = system_clock,
+        digest_secret: DigestSecret | None = None,
     ) -> None:
         admission.check_retries(max_retries)
         if not (math.isfinite(timeout_seconds) and timeout_seconds > 0):
@@ -122,6 +128,11 @@ class LLMExecutor:
         self._client_factory = client_factory or default_client_factory
         self._tracer = tracer
         self._clock = checked_clock(clock)
+        # Resolved now, not at the first call: a missing or refused secret fails the build, and no call
+        # reads or makes a file on the event loop. Capture `none` digests nothing (configured steps may).
+        if digest_secret is None and (self.capture != "none" or config is not None):
+            digest_secret = default_digest_secret.get()
+        self._digest_secret = digest_secret
         self._clients: dict[str, ModelClient] = {}
         self._chains: dict[tuple[str, ...], tuple[tuple[ModelClient, ...], Scrubber]] = {}
         self._clients_lock = threading.Lock()
@@ -143,6 +154,11 @@ class LLMExecutor:
     @property
     def sink(self) -> EventSink:
         return self._sink if self._sink is not None else get_default_sink()
+
+    @property
+    def digest_secret(self) -> DigestSecret:
+        """What its tenants' digest keys are derived from (the process's, loaded when first asked for)."""
+        return self._digest_secret if self._digest_secret is not None else default_digest_secret.get()
 
     # --- public calls ---------------------------------------------------------------------------
 
@@ -283,6 +299,7 @@ class LLMExecutor:
             admission.check_identifier("schema name", schema_name)
         specs, offered = admission.check_tools(tools, tool_choice) if tools or tool_choice is not None else ((), ())
         capture = (step.capture if step and step.capture else None) or self.capture
+        digest_key = None if capture == "none" else self.digest_secret.tenant_key(context.tenant_id)
         return ExecutionPlan(
             operation=operation,
             context=context,
@@ -300,7 +317,9 @@ class LLMExecutor:
             sink=self.sink,
             scrubber=scrubber,
             tracer=self._tracer or get_default_tracer(),
-            input_record=admission.check_messages(messages, capture, scrubber),
+            input_record=admission.check_messages(messages, capture, scrubber, digest_key),
+            digest_key=digest_key,
+            digest_secret=self._digest_secret,
             tools=specs,
             offered_tools=offered,
             tool_choice=tool_choice,

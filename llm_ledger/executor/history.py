@@ -8,7 +8,7 @@ import time
 from typing import Literal
 from uuid import UUID
 
-from llm_ledger.events import CapturePolicy, EventDraft, Scrubber, StreamHeader, TokenUsage
+from llm_ledger.events import CapturePolicy, DigestKey, EventDraft, Scrubber, StreamHeader, TokenUsage
 from llm_ledger.events import values as payloads
 from llm_ledger.events.values import JsonDict, JsonPayload
 from llm_ledger.executor.attempts import Attempt
@@ -32,7 +32,7 @@ TOOL_CALLS_FINISH = "tool_calls"
 def _started_payload(plan: ExecutionPlan) -> JsonDict:
     record = plan.input_record
     if record is None:
-        record = payloads.input_values(input_entries(plan.messages), plan.capture, plan.scrubber)
+        record = payloads.input_values(input_entries(plan.messages), plan.capture, plan.scrubber, plan.digest_key)
     return payloads.execution_started(
         operation=plan.operation,
         chain=plan.chain,
@@ -58,10 +58,13 @@ def _attempt_succeeded_payload(
     tool_calls: tuple[ToolCall, ...],
     capture: CapturePolicy,
     scrubber: Scrubber,
+    digest_key: DigestKey | None,
 ) -> JsonDict:
     # Under the capture policy, scrubbed, like the answer; none for a text answer, whose payload is then
     # exactly what it was before tools (``tool_calls`` is left out while empty).
-    calls = [payloads.tool_call_values(c.id, c.name, c.arguments_json, capture, scrubber) for c in tool_calls]
+    calls = [
+        payloads.tool_call_values(c.id, c.name, c.arguments_json, capture, scrubber, digest_key) for c in tool_calls
+    ]
     return payloads.attempt_succeeded(
         attempt=attempt,
         model=route.model,
@@ -102,19 +105,21 @@ def _succeeded_payload(
 
 class DeferredOutput:
     """The output record of an answer (``events.values.output_values`` of its text, under the plan's
-    capture policy and scrubber), built at most once, when the first event that holds it is sealed.
+    capture policy, scrubber and digest key), built at most once, when the first event that holds it is
+    sealed.
 
     The ``AttemptSucceeded`` and ``ExecutionSucceeded`` payload builders both call it; sealing happens
     off the call path (the sink's consumer), so the output is digested and scrubbed there, once
     (``functools.cache`` measured 10x costlier to set up, per call).
     """
 
-    __slots__ = ("_capture", "_scrubber", "_text", "_value")
+    __slots__ = ("_capture", "_digest_key", "_scrubber", "_text", "_value")
 
-    def __init__(self, text: str, capture: CapturePolicy, scrubber: Scrubber) -> None:
+    def __init__(self, text: str, capture: CapturePolicy, scrubber: Scrubber, digest_key: DigestKey | None) -> None:
         self._text = text
         self._capture = capture
         self._scrubber = scrubber
+        self._digest_key = digest_key
         self._value: JsonDict | None = None
 
     @property
@@ -123,7 +128,7 @@ class DeferredOutput:
 
     def __call__(self) -> JsonDict:
         if self._value is None:
-            self._value = payloads.output_values(self._text, self._capture, self._scrubber)
+            self._value = payloads.output_values(self._text, self._capture, self._scrubber, self._digest_key)
         return self._value
 
 
@@ -207,6 +212,7 @@ class ExecutionHistory:
                 plan.sink,
                 plan.tracer,
                 plan.clock,
+                plan.digest_secret,
             )
 
     def attempt_started(self, index: int, retry: int, params: CallParams, timeout: float, by_deadline: bool) -> Attempt:
@@ -247,6 +253,7 @@ class ExecutionHistory:
             attempt.tool_calls,
             self.plan.capture,
             self.plan.scrubber,
+            self.plan.digest_key,
         )
         self.recorder.record(
             "AttemptSucceeded",
@@ -354,7 +361,7 @@ class ExecutionHistory:
     def _output_record(self, text: str) -> DeferredOutput:
         """The output record of the answer, shared by the events that hold it."""
         if self._output is None or self._output.text is not text:
-            self._output = DeferredOutput(text, self.plan.capture, self.plan.scrubber)
+            self._output = DeferredOutput(text, self.plan.capture, self.plan.scrubber, self.plan.digest_key)
         return self._output
 
     def failed(self, error_type: str, message: str, *, chunks_delivered: int = 0) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from llm_ledger.events import CapturePolicy, Operation, RequestParameters, Scrubber
+from llm_ledger.events import CapturePolicy, DigestKey, DigestSecret, Operation, RequestParameters, Scrubber
 from llm_ledger.events.values import JsonDict
 from llm_ledger.executor.client import ModelClient
 from llm_ledger.executor.clock import Clock, system_clock
@@ -46,3 +46,7 @@ class ExecutionPlan:
     tool_choice: str | None = None
     clock: Clock = system_clock
     """What stamps the events' ``occurred_at`` (the execution's, and its tools')."""
+    digest_key: DigestKey | None = None
+    """The tenant's key its digests are made under (``events.digests``); None under capture ``none``."""
+    digest_secret: DigestSecret | None = None
+    """What the digest keys of the tool executions it asks for are derived from (their context's tenant)."""

@@ -29,6 +29,8 @@ from pydantic import BaseModel
 from llm_ledger.events import (
     DEFAULT_CAPTURE,
     CapturePolicy,
+    DigestKey,
+    DigestSecret,
     EventDraft,
     Scrubber,
     StreamHeader,
@@ -41,6 +43,7 @@ from llm_ledger.executor.admission import check_identifier
 from llm_ledger.executor.clock import Clock, checked_clock, system_clock
 from llm_ledger.executor.content import content_subject
 from llm_ledger.executor.context import DEFAULT_TENANT, ExecutionContext, get_execution_context
+from llm_ledger.executor.digest_secret import default_digest_secret
 from llm_ledger.executor.errors import CANCELLED, InvalidInputError
 from llm_ledger.executor.recorder import StreamRecorder
 from llm_ledger.executor.sink import EventSink, get_default_sink, until_durable
@@ -68,6 +71,8 @@ class AskingExecution:
     tracer: ExecutionTracer | None = None
     clock: Clock = system_clock
     """The asking executor's clock, so that a tool's events are stamped in its execution's time."""
+    digest_secret: DigestSecret | None = None
+    """The asking executor's digest secret, when it was given one (the process's otherwise)."""
 
 
 class AskingExecutions:
@@ -92,8 +97,9 @@ class AskingExecutions:
         sink: EventSink | None = None,
         tracer: ExecutionTracer | None = None,
         clock: Clock = system_clock,
+        digest_secret: DigestSecret | None = None,
     ) -> None:
-        entry = AskingExecution(context, capture, scrubber, span, sink, tracer, clock)
+        entry = AskingExecution(context, capture, scrubber, span, sink, tracer, clock, digest_secret)
         with self._lock:
             if execution_id not in self._by_id:
                 self._order.append(execution_id)
@@ -168,21 +174,29 @@ def _started_payload(
     arguments: str,
     capture: CapturePolicy,
     scrubber: Scrubber,
+    digest_key: DigestKey | None,
 ) -> JsonDict:
     return payloads.tool_call_started(
         tool_name=tool_name,
         tool_call_id=tool_call_id,
         execution_id=execution_id,
-        arguments=payloads.output_values(arguments, capture, scrubber),
+        arguments=payloads.output_values(arguments, capture, scrubber, digest_key),
         capture=capture,
     )
 
 
 def _succeeded_payload(
-    tool_name: str, latency_ms: float, result: str, capture: CapturePolicy, scrubber: Scrubber
+    tool_name: str,
+    latency_ms: float,
+    result: str,
+    capture: CapturePolicy,
+    scrubber: Scrubber,
+    digest_key: DigestKey | None,
 ) -> JsonDict:
     return payloads.tool_call_succeeded(
-        tool_name=tool_name, latency_ms=latency_ms, result=payloads.output_values(result, capture, scrubber)
+        tool_name=tool_name,
+        latency_ms=latency_ms,
+        result=payloads.output_values(result, capture, scrubber, digest_key),
     )
 
 
@@ -199,6 +213,11 @@ def _span_message(error: BaseException) -> str:
     """What the span keeps of a tool's exception: its class alone, whatever the capture policy. The
     policy is the ledger's; a span goes to a collector it does not govern, and carries no arguments."""
     return f"the tool raised {type(error).__name__} (its text is in the ledger under capture 'full' only)"
+
+
+def _digest_secret(asking: AskingExecution | None) -> DigestSecret:
+    given = asking.digest_secret if asking is not None else None
+    return given if given is not None else default_digest_secret.get()
 
 
 _warned_no_context = False
@@ -243,7 +262,7 @@ class ToolCallRecording:
         self._run: ToolRun | None = None
         self._recorder: StreamRecorder | None = None
         self._trace: ToolTrace | None = None
-        self._policy: tuple[CapturePolicy, Scrubber] = (DEFAULT_CAPTURE, Scrubber())
+        self._policy: tuple[CapturePolicy, Scrubber, DigestKey | None] = (DEFAULT_CAPTURE, Scrubber(), None)
         self._started = 0.0
         self.terminal: EventDraft | None = None
         """The last event (``ToolCallSucceeded`` or ``ToolCallFailed``), once recorded."""
@@ -288,7 +307,8 @@ class ToolCallRecording:
             context = context.with_step(asking.context.step)
         capture = self._capture or (asking.capture if asking else DEFAULT_CAPTURE)
         scrubber = asking.scrubber if asking else Scrubber()
-        self._policy = (capture, scrubber)
+        digest_key = None if capture == "none" else _digest_secret(asking).tenant_key(context.tenant_id)
+        self._policy = (capture, scrubber, digest_key)
         tool_execution_id = uuid7()
         tracer = self._tracer or (asking.tracer if asking else None) or get_default_tracer()
         trace = tracer.tool(self._tool_name, self._tool_call_id, context, asking.span if asking else None)
@@ -316,6 +336,7 @@ class ToolCallRecording:
                 self._arguments,
                 capture,
                 scrubber,
+                digest_key,
             ),
             trace_id=trace.trace_id,
             span_id=trace.span_id,
@@ -335,11 +356,17 @@ class ToolCallRecording:
     def _finish(self, error: BaseException | None) -> None:
         assert self._run is not None and self._recorder is not None and self._trace is not None
         latency = round((time.perf_counter() - self._started) * 1000, 3)
-        capture, scrubber = self._policy
+        capture, scrubber, digest_key = self._policy
         trace = self._trace
         if error is None:
             payload = JsonPayload(
-                _succeeded_payload, self._tool_name, latency, result_text(self._run.result), capture, scrubber
+                _succeeded_payload,
+                self._tool_name,
+                latency,
+                result_text(self._run.result),
+                capture,
+                scrubber,
+                digest_key,
             )
             self.terminal = self._recorder.record(
                 "ToolCallSucceeded", payload, trace_id=trace.trace_id, span_id=trace.span_id

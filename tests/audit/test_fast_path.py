@@ -264,7 +264,7 @@ def test_by_default_only_a_large_ledger_is_verified_in_worker_processes(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     started: list[tuple[list[str], int]] = []
-    map_tenants = verify_module.map_tenants
+    map_tenants = parallel.map_tenants
 
     def recorded(work: Any, url: Any, tenants: Any, jobs: int) -> Any:
         started.append((list(tenants), jobs))
@@ -296,7 +296,7 @@ def test_by_default_the_workers_are_the_cores_this_process_may_use_at_most_the_c
 def recording_map_tenants(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Record the jobs of each start of worker processes by the verify."""
     started: list[int] = []
-    map_tenants = verify_module.map_tenants
+    map_tenants = parallel.map_tenants
 
     def recorded(work: Any, url: Any, tenants: Any, jobs: int) -> Any:
         started.append(jobs)
@@ -363,7 +363,7 @@ def test_a_payload_that_is_no_json_is_an_invalid_event_named_not_a_crash(
 
 def vanishing_database(ledger: Ledger, server: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the ledger's database vanish once the verify has read its tenants, before its workers start."""
-    map_tenants = verify_module.map_tenants
+    map_tenants = parallel.map_tenants
 
     def after_the_database_vanished(work: Any, url: Any, tenants: Any, jobs: int) -> Any:
         ledger.engine.dispose()

@@ -11,15 +11,21 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import re
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 from sqlalchemy import text
 
+from llm_ledger.events import DigestSecret, canonical_json
 from llm_ledger.store import create_store_engine
 from tests.audit_sql import truth
 from tests.audit_sql.auditdoc import (
@@ -33,9 +39,11 @@ from tests.audit_sql.auditdoc import (
 )
 from tests.audit_sql.conftest import AuditedLedger
 from tests.audit_sql.ledger import DIGEST_MESSAGES, DIGEST_TENANT
+from tests.digests import key_id, keyed, tenant_key
 
 Rows = list[dict[str, str]]
 BLOCKS = sql_blocks(AUDIT_MD.read_text(encoding="utf-8"))
+ROOT = AUDIT_MD.parents[1]
 AGENT = "support"
 
 
@@ -103,6 +111,17 @@ def _executions_of_agent(rows: Rows, facts: Facts) -> None:
 
 def _the_digest_execution(rows: Rows, facts: Facts) -> None:
     assert ids(rows) == [str(facts.ledger.extras.digest_execution)]
+
+
+def _the_tenant_s_key_ids(rows: Rows, facts: Facts) -> None:
+    """One key id: the tenant's, under the one secret the dataset was written with."""
+    assert [row["input_key_id"] for row in rows] == [key_id(tenant_key(facts.tenant))]
+
+
+def _the_legacy_execution(rows: Rows, facts: Facts) -> None:
+    """The plain SHA-256 of the messages (or the answer) finds the execution recorded before keyed digests,
+    never the one that sent the same messages with a keyed digest."""
+    assert ids(rows) == [str(facts.ledger.extras.legacy_execution)]
 
 
 def _fallbacks(rows: Rows, facts: Facts) -> None:
@@ -243,6 +262,9 @@ EXPECTED: dict[str, Expect] = {
     ),
     "Is this the prompt that was sent? [1]": Expect("tenant", _the_digest_execution),
     "Is this the prompt that was sent? [2]": Expect("tenant", _the_digest_execution),
+    "Is this the prompt that was sent? [3]": Expect("tenant", _the_tenant_s_key_ids),
+    "Executions recorded before keyed digests [1]": Expect("tenant", _the_legacy_execution),
+    "Executions recorded before keyed digests [2]": Expect("tenant", _the_legacy_execution),
     "Which executions failed over, and why? [1]": Expect("tenant", _fallbacks),
     "Which executions failed over, and why? [2]": Expect("tenant", _fallback_chains),
     "Which attempts hit a rate limit? [1]": Expect("tenant", _rate_limits),
@@ -291,6 +313,9 @@ def facts(audited_postgresql: AuditedLedger) -> Facts:
         "execution": str(audited_postgresql.extras.failed_over[0]),
         "messages": json.dumps([{"role": role, "content": content} for role, content in DIGEST_MESSAGES]),
         "response": audited_postgresql.extras.digest_response,
+        # What `llm-ledger audit digest` prints with the tenant's key (test_the_digest_commands_...).
+        "prompt_digest": keyed(DIGEST_TENANT, canonical_json([{"role": r, "content": c} for r, c in DIGEST_MESSAGES])),
+        "response_digest": keyed(DIGEST_TENANT, audited_postgresql.extras.digest_response.encode()),
     }
     return Facts(audited_postgresql, variables)
 
@@ -336,7 +361,9 @@ def test_every_sql_block_of_the_audit_doc_has_an_expectation() -> None:
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[block.key for block in BLOCKS])
 def test_each_block_uses_only_the_variables_the_doc_explains(block: SqlBlock) -> None:
-    explained = {"tenant", "agent", "session", "execution", "messages", "response", "login"}
+    explained = {
+        "tenant", "agent", "session", "execution", "messages", "response", "login", "prompt_digest", "response_digest"
+    }  # fmt: skip
     assert block.variables() <= explained
 
 
@@ -496,3 +523,91 @@ def test_each_query_answers_as_the_events_say(facts: Facts, person: str, block: 
         assert {row["tenant_id"] for row in as_reader} == {facts.tenant}
     if expect.check is not None:
         expect.check(as_auditor, facts)
+
+
+# --- "Is this the prompt that was sent?": the commands that compute a keyed digest -------------------------
+
+
+def _digest_commands() -> str:
+    """The ```bash block of the section: the key printed by its holder, the digests computed with it."""
+    text = AUDIT_MD.read_text(encoding="utf-8")
+    section = text.split("### Is this the prompt that was sent?", 1)[1].split("\n#### ", 1)[0]
+    (block,) = re.findall(r"```bash\n(.*?)```", section, re.S)
+    return str(block)
+
+
+def _run_digest_commands(directory: Path, secret: str | None) -> subprocess.CompletedProcess[str]:
+    """The block run by bash as the doc shows it (``llm-ledger`` is this tree's CLI), in ``directory``
+    holding the doc's files: the digest tenant's messages and answer, with the writers' ``secret``."""
+    messages = [{"role": role, "content": content} for role, content in DIGEST_MESSAGES]
+    (directory / "prompt.json").write_text(json.dumps(messages), encoding="utf-8")
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "AGNO_TELEMETRY": "false"}
+    env |= {"LLM_LEDGER_HOME": str(directory / "home"), "PYTHON": sys.executable}
+    if secret is not None:
+        env["LLM_LEDGER_DIGEST_KEY"] = secret
+    script = 'set -euo pipefail\nllm-ledger() { "$PYTHON" -m llm_ledger.cli "$@"; }\n' + _digest_commands()
+    return subprocess.run(
+        ["bash", "-c", script], cwd=directory, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def _keyed_blocks() -> list[str]:
+    """The section's queries of executions by digest (not the one of the tenant's key ids)."""
+    return [
+        block.sql
+        for block in BLOCKS
+        if block.heading == "Is this the prompt that was sent?" and "execution_id" in block.sql
+    ]
+
+
+def _key_ids_block() -> str:
+    (sql,) = (b.sql for b in BLOCKS if b.heading == "Is this the prompt that was sent?" and "DISTINCT" in b.sql)
+    return sql
+
+
+def test_the_digest_commands_with_the_tenant_s_key_confirm_the_prompt_and_the_answer(
+    facts: Facts, person: str, tmp_path: Path
+) -> None:
+    (tmp_path / "response.txt").write_bytes(facts.ledger.extras.digest_response.encode())
+    done = _run_digest_commands(tmp_path, os.environ["LLM_LEDGER_DIGEST_KEY"])
+    assert done.returncode == 0, done.stderr
+    prompt_digest, response_digest = done.stdout.split()
+    assert (prompt_digest, response_digest) == (facts.variables["prompt_digest"], facts.variables["response_digest"])
+    digests = {"prompt_digest": prompt_digest, "response_digest": response_digest}
+    for sql in _keyed_blocks():
+        rows = psql(facts, block_of("auditor_session").sql, sql, user=person, **digests)
+        assert ids(rows) == [str(facts.ledger.extras.digest_execution)]
+    # The key id the holder's command printed is the one the rows name.
+    [row] = psql(facts, block_of("auditor_session").sql, _keyed_blocks()[0], user=person, **digests)
+    assert f"key id {row['input_key_id']}" in done.stderr
+    # And the doc's first check finds it among the tenant's key ids.
+    key_ids = [r["input_key_id"] for r in psql(facts, block_of("auditor_session").sql, _key_ids_block(), user=person)]
+    assert [key for key in key_ids if f"key id {key}" in done.stderr] == [row["input_key_id"]]
+
+
+def test_without_the_tenant_s_key_nothing_confirms_the_prompt(facts: Facts, person: str, tmp_path: Path) -> None:
+    (tmp_path / "response.txt").write_bytes(facts.ledger.extras.digest_response.encode())
+    # Another secret's key (a guess at the key, or a secret made anywhere else): digests that match nothing.
+    done = _run_digest_commands(tmp_path, DigestSecret.generate().text())
+    assert done.returncode == 0, done.stderr
+    prompt_digest, response_digest = done.stdout.split()
+    assert prompt_digest != facts.variables["prompt_digest"]
+    # The doc's first check tells it: the key id printed is none of the tenant's.
+    key_ids = [r["input_key_id"] for r in psql(facts, block_of("auditor_session").sql, _key_ids_block(), user=person)]
+    assert key_ids and not [key for key in key_ids if f"key id {key}" in done.stderr]
+    for sql in _keyed_blocks():
+        rows = psql(
+            facts, block_of("auditor_session").sql, sql, user=person,
+            prompt_digest=prompt_digest, response_digest=response_digest,
+        )  # fmt: skip
+        assert rows == []
+    # No secret at all: no key is printed, and the block stops there.
+    (tmp_path / "acme.key").unlink()
+    refused = _run_digest_commands(tmp_path, None)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert "no digest secret" in refused.stderr and not (tmp_path / "home").exists()
+    # And the plain SHA-256 of the very messages finds only the execution recorded before keyed digests
+    # (the EXPECTED of the section "Executions recorded before keyed digests"): not the keyed one.
+    (legacy,) = (b.sql for b in BLOCKS if b.key == "Executions recorded before keyed digests [1]")
+    rows = psql(facts, block_of("auditor_session").sql, legacy, user=person)
+    assert str(facts.ledger.extras.digest_execution) not in ids(rows) and rows

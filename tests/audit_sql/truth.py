@@ -46,6 +46,18 @@ def _payload(event: Event | None) -> dict[str, Any]:
     return {} if event is None else event.payload.model_dump(mode="json")
 
 
+def _digest(record: dict[str, Any] | None, name: str) -> Row:
+    """The three digest columns of a capture record (migration 0012): the keyed digest, labelled by its
+    algorithm and key, else an older event's plain SHA-256, labelled ``sha256``."""
+    record = record or {}
+    keyed, plain = record.get("digest"), record.get("sha256")
+    return {
+        f"{name}_digest": keyed or plain,
+        f"{name}_digest_alg": record.get("digest_alg") if keyed else "sha256" if plain else None,
+        f"{name}_key_id": record.get("key_id"),
+    }
+
+
 def _outcome(terminal: Event | None) -> str:
     if terminal is None:
         return "incomplete"
@@ -83,6 +95,8 @@ def executions(events: Iterable[Event]) -> dict[str, Row]:
             "total_tokens": usage.get("total_tokens"),
             "input_sha256": start["input"]["sha256"],
             "output_sha256": (end.get("output") or {}).get("sha256"),
+            **_digest(start["input"], "input"),
+            **_digest(end.get("output"), "output"),
             "trace_id": started.trace_id,
             "events": len(stream),
             "head_hash": stream[-1].hash,
@@ -187,5 +201,7 @@ def tool_calls(events: Iterable[Event]) -> dict[str, Row]:
             "capture": start["capture"],
             "trace_id": started.trace_id,
             "span_id": started.span_id,
+            **_digest(start["arguments"], "arguments"),
+            **_digest(end.get("result"), "result"),
         }
     return rows

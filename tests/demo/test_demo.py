@@ -9,13 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from llm_ledger.audit import verify_ledger
 from llm_ledger.cli import main
 from llm_ledger.demo import STEPS, TENANT_AGENTS
 from llm_ledger.demo.command import AfterStep, DemoOptions, run_demo
 from llm_ledger.projections import Projector
-from llm_ledger.store import migrate
+from llm_ledger.store import create_store_engine, migrate
 from tests.audit.conftest import seal_all
 from tests.demo.ledger import check_streams
 from tests.projections.ground_truth import assert_read_models_equal_truth
@@ -215,3 +216,34 @@ def test_the_demo_signs_its_seals_and_verifies_them_against_the_pinned_key(
     assert main(["demo", "--sessions", "1", "--database-url", signed, *FAST]) == 0
     out = capsys.readouterr().out
     assert ", signed\n" in out and "\n  OK: " in out
+
+
+def test_into_postgresql_without_the_digest_secret_it_is_refused_before_any_event(
+    empty_postgres_url: str, clean_environment: Callable[..., dict[str, str]]
+) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llm_ledger.cli",
+            "demo",
+            "--sessions",
+            "1",
+            "--database-url",
+            empty_postgres_url,
+            *FAST,
+        ],
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "LLM_LEDGER_DIGEST_KEY is not set" in result.stderr and "audit digest-key --new" in result.stderr
+    assert "Traceback" not in result.stderr
+    engine = create_store_engine(empty_postgres_url)
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM llm_ledger_events")).scalar_one() == 0
+    finally:
+        engine.dispose()

@@ -4,6 +4,7 @@ with the real CLI as the login and with the environment that service gets."""
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import subprocess
@@ -114,13 +115,14 @@ class Stack:
 
 def compose_variables() -> dict[str, str]:
     """What an operator puts in .env: every login renamed to a random name (roles are cluster-wide) and
-    every password random."""
+    every password and the digest secret random."""
     suffix = uuid.uuid4().hex[:8]
     variables = {"POSTGRES_PASSWORD": secrets.token_urlsafe(18)}
     for service in LOGIN_SERVICES:
         variables[f"LEDGER_{service.upper()}_LOGIN"] = f"llm_ledger_test_{service}_{suffix}"
         # Characters a URL would need escaped: the passwords travel as PGPASSWORD.
         variables[f"LEDGER_{service.upper()}_PASSWORD"] = f"{secrets.token_urlsafe(12)}@:/%'\""
+    variables["LLM_LEDGER_DIGEST_KEY"] = base64.b64encode(secrets.token_bytes(32)).decode()
     return variables
 
 

@@ -183,7 +183,7 @@ def test_passwords_travel_as_pgpassword_never_in_a_url() -> None:
     for name, prefix in LOGINS.items():
         env = stack.services()[name]["environment"]
         assert env["PGPASSWORD"].startswith(f"${{{prefix}_PASSWORD:?"), name
-        given = service_environment(name, {f"{prefix}_PASSWORD": "p@ss:w/rd"})
+        given = service_environment(name, {f"{prefix}_PASSWORD": "p@ss:w/rd", "LLM_LEDGER_DIGEST_KEY": "k"})
         assert given["PGPASSWORD"] == "p@ss:w/rd", name
         assert make_url(given["LLM_LEDGER_DATABASE_URL"]).password is None, name
 
@@ -234,6 +234,20 @@ def test_the_seal_key_comes_from_the_environment_and_only_the_sealer_gets_it() -
     assert (interpolated(key), interpolated(key, {"LLM_LEDGER_SEAL_KEY": "k"})) == ("", "k")
     public = stack.services()["audit"]["environment"]["LLM_LEDGER_SEAL_PUBLIC_KEY"]
     assert (interpolated(public), interpolated(public, {"LLM_LEDGER_SEAL_PUBLIC_KEY": "p"})) == ("", "p")
+
+
+def test_the_digest_secret_comes_from_the_environment_required_by_the_writer_and_given_to_audit() -> None:
+    holders = [name for name, s in stack.application_services().items() if "LLM_LEDGER_DIGEST_KEY" in s["environment"]]
+    assert holders == ["audit", "demo"]
+    writer = stack.services()["demo"]["environment"]["LLM_LEDGER_DIGEST_KEY"]
+    # The demo writes to PostgreSQL, which refuses a writer without it: Compose refuses first, by name.
+    assert [(name, operator) for name, operator, _ in variables(writer)] == [("LLM_LEDGER_DIGEST_KEY", ":?")]
+    with pytest.raises(MissingVariableError, match="LLM_LEDGER_DIGEST_KEY"):
+        interpolated(writer)
+    assert interpolated(writer, {"LLM_LEDGER_DIGEST_KEY": "k"}) == "k"
+    # `docker compose run --rm audit audit digest-key --tenant acme` reads it; `audit verify` runs without.
+    auditor = stack.services()["audit"]["environment"]["LLM_LEDGER_DIGEST_KEY"]
+    assert (interpolated(auditor), interpolated(auditor, {"LLM_LEDGER_DIGEST_KEY": "k"})) == ("", "k")
 
 
 def test_postgres_is_healthy_only_once_it_accepts_the_services_connections() -> None:
@@ -316,8 +330,11 @@ def test_the_verifier_runs_audit_verify_every_15_minutes_as_the_audit_service_do
     # Its shell would ignore `docker compose stop` as PID 1: an init passes the signal on.
     assert verifier["init"] is True
     assert verifier["restart"] == "unless-stopped" and "profiles" not in verifier
-    variables = {"LEDGER_AUDITOR_PASSWORD": "p", "LLM_LEDGER_SEAL_PUBLIC_KEY": "k"}
-    assert service_environment("verifier", variables) == service_environment("audit", variables)
+    variables = {"LEDGER_AUDITOR_PASSWORD": "p", "LLM_LEDGER_SEAL_PUBLIC_KEY": "k", "LLM_LEDGER_DIGEST_KEY": "d"}
+    # The audit service also prints a tenant's digest key for an auditor (`audit digest-key`).
+    assert {**service_environment("verifier", variables), "LLM_LEDGER_DIGEST_KEY": "d"} == service_environment(
+        "audit", variables
+    )
     assert verifier["volumes"] == audit["volumes"]
 
 

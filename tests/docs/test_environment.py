@@ -7,6 +7,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 from llm_ledger import environment
 from llm_ledger.environment import VARIABLES, Variable
 
@@ -164,3 +166,13 @@ def test_the_architecture_lists_exactly_the_registry() -> None:
 if __name__ == "__main__":
     print("| variable | default | what it does | read in |\n|---|---|---|---|")
     print("\n".join(expected_rows()))
+
+
+def test_children_are_not_given_the_secrets_they_do_not_need(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The writer process is handed payloads already digested; Streamlit neither digests nor seals.
+    monkeypatch.setenv("LLM_LEDGER_DIGEST_KEY", "digest secret")
+    monkeypatch.setenv("LLM_LEDGER_SEAL_KEY", "seal key")
+    monkeypatch.setenv("LLM_LEDGER_HOME", "/home")
+    child = environment.child_environment(EXTRA="1")
+    assert "LLM_LEDGER_DIGEST_KEY" not in child and "LLM_LEDGER_SEAL_KEY" not in child
+    assert (child["LLM_LEDGER_HOME"], child["EXTRA"]) == ("/home", "1")

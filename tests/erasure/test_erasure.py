@@ -24,10 +24,10 @@ NOTHING = r"^nothing to erase: these events keep no content \(capture hash/none\
 CONTENT_EVENTS = {"ExecutionStarted", "AttemptSucceeded", "ExecutionSucceeded", "ToolCallStarted", "ToolCallSucceeded"}
 
 
-def _erase(url: str, tenant: str, **target: str) -> tuple[int, int]:
+def _erase(url: str, tenant: str, *, session_id: str | None = None, subject_id: str | None = None) -> tuple[int, int]:
     store = EventStore(url)
     try:
-        done = erase(store, tenant, **target)
+        done = erase(store, tenant, session_id=session_id, subject_id=subject_id)
     finally:
         store.close()
     assert done is not None

@@ -10,6 +10,7 @@ import base64
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import orjson
 import pytest
@@ -152,7 +153,7 @@ def test_an_erasure_waits_for_a_key_being_stored_and_destroys_it(logins: Logins,
     (named,) = _superuser_rows(
         logins, "SELECT key_ids FROM llm_ledger_erasures WHERE tenant_id = :t AND session_id = 'w'", t=tenant
     )
-    assert late[0]["key_id"] in named[0]
+    assert late[0]["key_id"] in cast(list[str], named[0])
 
 
 @pytest.mark.parametrize("logins", ["postgresql"], indirect=True)

@@ -2,7 +2,7 @@
 
 import math
 import struct
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import pytest
 import rfc8785
@@ -69,7 +69,11 @@ def test_number_like_strings_beside_floats_match_rfc8785(values: list[Json]) -> 
 def test_orjson_output_is_taken_as_it_stands_when_only_strings_look_like_floats() -> None:
     # The check for floats to rewrite looks where a number can stand: a UUID in an event's envelope (one event
     # in eight has a "<digit>e-<digit>") does not send it down the rewriting path.
-    record = {"event_id": "01a250da-655e-7477-8e4f-3e9a1b2c3d4e", "message": "took 60.0, then 1e-5 s", "n": 3}
+    record: dict[str, Any] = {
+        "event_id": "01a250da-655e-7477-8e4f-3e9a1b2c3d4e",
+        "message": "took 60.0, then 1e-5 s",
+        "n": 3,
+    }
     assert orjson_canonical(record) == canonical_json(record) == rfc8785.dumps(record)
     for value in [60.0, 1e-7, 1e16, -0.0]:
         assert orjson_canonical({**record, "x": value}) is None

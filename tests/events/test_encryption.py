@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -45,7 +46,7 @@ def test_a_ciphertext_opens_only_where_it_was_made() -> None:
         decrypt(other, sealed, stream, event, "input")
 
 
-def _started(sealer: StreamSealer) -> object:
+def _started(sealer: StreamSealer) -> Any:
     return sealer.draft(
         "ToolCallStarted",
         JsonPayload(
@@ -68,17 +69,17 @@ def test_the_first_draft_of_a_subject_carries_its_new_key_and_the_next_ones_reus
     other = StreamSealer(StreamHeader(uuid7(), "acme", session_id="s2", content=subject))
     drafts = [_started(first), _started(second), _started(other)]
     for draft in drafts:
-        draft.stored_form()  # type: ignore[attr-defined]
-    keys = [draft.content_key for draft in drafts]  # type: ignore[attr-defined]
+        draft.stored_form()
+    keys = [draft.content_key for draft in drafts]
     assert keys[0] is not None and keys[1] is None and keys[2] is not None and keys[0] != keys[2]
-    values = drafts[1].payload_values()[0]  # type: ignore[attr-defined]
+    values = drafts[1].payload_values()[0]
     assert values["arguments"]["text"] is None and "4111" not in str(values)
     opened, hidden = reveal(
         "ToolCallStarted",
         values,
         str(drafts[1].stream_id),
         str(drafts[1].event_id),
-        keyring.get,  # type: ignore[attr-defined]
+        keyring.get,
     )
     assert opened["arguments"]["text"] == '{"card": "4111"}' and hidden == {}
 
@@ -87,11 +88,11 @@ def test_a_draft_sealed_again_alone_seals_to_the_same_hash() -> None:
     header = StreamHeader(uuid7(), "acme", session_id="s1", content=ContentSubject(Keyring()))
     sealer = StreamSealer(header)
     draft = _started(sealer)
-    draft.payload_values()  # type: ignore[attr-defined]  # as a handover to a writer process builds them
-    digest = draft.stored_form()[0]["hash"]  # type: ignore[attr-defined]
+    draft.payload_values()  # as a handover to a writer process builds them
+    digest = draft.stored_form()[0]["hash"]
     alone = StreamSealer(header)
-    alone._seal(draft)  # type: ignore[arg-type]  # what seal_through does for a draft sealed elsewhere
-    assert draft.stored_form()[0]["hash"] == digest  # type: ignore[attr-defined]
+    alone._seal(draft)  # what seal_through does for a draft sealed elsewhere
+    assert draft.stored_form()[0]["hash"] == digest
 
 
 def test_values_without_content_are_left_as_they_are() -> None:

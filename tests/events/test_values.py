@@ -19,6 +19,8 @@ from llm_ledger.events import (
     AttemptFailedPayload,
     AttemptStartedPayload,
     AttemptSucceededPayload,
+    DigestKey,
+    DigestSecret,
     ExecutionFailedPayload,
     ExecutionStartedPayload,
     ExecutionSucceededPayload,
@@ -73,6 +75,9 @@ parameters = st.builds(
     stop_sequences=opt() | st.lists(texts, max_size=3).map(tuple),
 )
 policies = st.sampled_from(["none", "hash", "full"])
+# A tenant's key (the executor's digests: ``digest``, ``digest_alg``, ``key_id``), or none (the plain
+# ``sha256`` of events before keyed digests).
+digest_keys = st.sampled_from([None, DigestSecret.generate().tenant_key("acme")])
 scrubber = Scrubber(["sk-secret-key-123456"])
 messages = st.lists(st.tuples(st.sampled_from(["system", "user", "assistant"]), texts), max_size=4)
 
@@ -100,6 +105,7 @@ def _same(build: Callable[..., dict[str, Any]], expected: BaseModel, /, **kwargs
     msgs=messages,
     output_schema=opt() | texts,
     capture=policies,
+    digest_key=digest_keys,
 )
 def test_execution_started(
     operation: Any,
@@ -111,6 +117,7 @@ def test_execution_started(
     msgs: list[tuple[str, str]],
     output_schema: str | None,
     capture: Any,
+    digest_key: DigestKey | None,
 ) -> None:
     common = {
         "operation": operation,
@@ -122,8 +129,9 @@ def test_execution_started(
         "output_schema": output_schema,
         "capture": capture,
     }
-    model = ExecutionStartedPayload(**common, input=record_input(msgs, capture, scrubber))
-    _same(payloads.execution_started, model, **common, input=payloads.input_values(msgs, capture, scrubber))
+    model = ExecutionStartedPayload(**common, input=record_input(msgs, capture, scrubber, digest_key))
+    values = payloads.input_values(msgs, capture, scrubber, digest_key)
+    _same(payloads.execution_started, model, **common, input=values)
 
 
 @settings(max_examples=200)
@@ -170,10 +178,12 @@ def test_attempt_started_bounds(bad: dict[str, int]) -> None:
     time_to_first_chunk_ms=opt() | numbers,
     text=provider_texts,
     capture=policies,
+    digest_key=digest_keys,
 )
-def test_attempt_succeeded(text: str, capture: Any, **kwargs: Any) -> None:
-    model = AttemptSucceededPayload(**kwargs, output=record_output(text, capture, scrubber))
-    _same(payloads.attempt_succeeded, model, **kwargs, output=payloads.output_values(text, capture, scrubber))
+def test_attempt_succeeded(text: str, capture: Any, digest_key: DigestKey | None, **kwargs: Any) -> None:
+    model = AttemptSucceededPayload(**kwargs, output=record_output(text, capture, scrubber, digest_key))
+    output = payloads.output_values(text, capture, scrubber, digest_key)
+    _same(payloads.attempt_succeeded, model, **kwargs, output=output)
 
 
 @settings(max_examples=300)
@@ -213,10 +223,12 @@ def test_fallback_triggered(**kwargs: Any) -> None:
     finish_reason=opt() | provider_texts,
     text=provider_texts,
     capture=policies,
+    digest_key=digest_keys,
 )
-def test_execution_succeeded(text: str, capture: Any, **kwargs: Any) -> None:
-    model = ExecutionSucceededPayload(**kwargs, output=record_output(text, capture, scrubber))
-    _same(payloads.execution_succeeded, model, **kwargs, output=payloads.output_values(text, capture, scrubber))
+def test_execution_succeeded(text: str, capture: Any, digest_key: DigestKey | None, **kwargs: Any) -> None:
+    model = ExecutionSucceededPayload(**kwargs, output=record_output(text, capture, scrubber, digest_key))
+    output = payloads.output_values(text, capture, scrubber, digest_key)
+    _same(payloads.execution_succeeded, model, **kwargs, output=output)
 
 
 @settings(max_examples=200)

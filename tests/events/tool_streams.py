@@ -16,6 +16,7 @@ import orjson
 
 from llm_ledger.events import (
     CapturePolicy,
+    DigestKey,
     Event,
     Scrubber,
     StreamHeader,
@@ -56,9 +57,11 @@ def tool_stream(
     message: str = "order service unavailable",
     capture: CapturePolicy = "hash",
     trace_id: str | None = None,
+    digest_key: DigestKey | None = None,
 ) -> list[Event]:
     """One tool execution's events, sealed: its terminal event ``latency_ms`` after its start (none for
-    ``incomplete``)."""
+    ``incomplete``); digests keyed under ``digest_key`` as the executor keys them, else plain SHA-256 as
+    events before keyed digests hold them."""
     header = StreamHeader(
         stream_id=uuid7(),
         tenant_id=context.tenant_id,
@@ -73,7 +76,7 @@ def tool_stream(
         tool_name=tool_name,
         tool_call_id=tool_call_id,
         execution_id=execution_id,
-        arguments=builders.output_values(arguments, capture, _scrubber),
+        arguments=builders.output_values(arguments, capture, _scrubber, digest_key),
         capture=capture,
     )
     drafts = [sealer.draft("ToolCallStarted", started, occurred_at=started_at, trace_id=trace_id)]
@@ -83,7 +86,7 @@ def tool_stream(
             builders.tool_call_succeeded,
             tool_name=tool_name,
             latency_ms=latency_ms,
-            result=builders.output_values(result, capture, _scrubber),
+            result=builders.output_values(result, capture, _scrubber, digest_key),
         )
         drafts.append(sealer.draft("ToolCallSucceeded", succeeded, occurred_at=ended_at, trace_id=trace_id))
     elif outcome == "failed":

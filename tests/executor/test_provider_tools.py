@@ -23,6 +23,7 @@ from llm_ledger import (
     execution_context,
     verify_chain,
 )
+from llm_ledger.events import AttemptSucceededPayload
 from llm_ledger.executor import ProviderSettings, RetryPolicy
 from llm_ledger.executor.agno_client import AgnoModelClient
 from llm_ledger.executor.client import CallParams, Completion
@@ -661,6 +662,7 @@ async def test_a_tool_conversation_across_the_formats_is_stored_whole_and_verifi
     assert stats.rejected == 0 and ledger.rejected() == "", ledger.rejected()
     first = ledger.stream(asked.execution_id)
     (succeeded,) = [revealed_event(e, made_here).payload for e in first if e.event_type == "AttemptSucceeded"]
+    assert isinstance(succeeded, AttemptSucceededPayload)
     assert [(c.id, c.name, c.arguments.text) for c in succeeded.tool_calls] == [
         (call.id, "lookup_order", call.arguments_json)
     ]

@@ -23,6 +23,7 @@ from llm_ledger.executor import (
     ProviderSettings,
     RetryPolicy,
 )
+from tests.digests import keyed
 from tests.executor.ledger import Ledger
 from tests.fakes import FakeProviderServer, RateLimited, Reply
 from tests.fakes import ServerError as ServerFails
@@ -269,7 +270,8 @@ async def test_an_answer_captured_in_full_is_made_storable(
     _assert_whole(ledger, tenant, response.execution_id, 4)
     final = revealed_event(ledger.stream(response.execution_id)[-1], made_here)
     output = final.payload.output  # type: ignore[union-attr]
-    assert output.text == kept and output.chars == len(text) and output.sha256
+    assert output.text == kept and output.chars == len(text) and output.sha256 is None
+    assert output.digest == keyed(tenant, text.encode("utf-8", "surrogatepass")), "keyed, over the text as it came"
 
 
 def test_a_chain_longer_than_an_event_holds_is_a_configuration_error() -> None:

@@ -33,6 +33,7 @@ from llm_ledger.executor import RetryPolicy, parse_model_string
 from llm_ledger.executor.client import CallParams, Completion, ModelClient
 from llm_ledger.executor.routing import ModelRoute
 from llm_ledger.executor.tools import RequestedToolCall
+from tests.digests import keyed
 from tests.revealed import made_here, revealed_event
 
 SECRET = "sk-live-4f9a8b7c6d5e4f3a2b1c"
@@ -161,7 +162,8 @@ async def test_a_tool_call_answer_gives_checked_calls_and_finish_reason_tool_cal
     assert started.tool_choice == "auto"
     succeeded = _payload(events, "AttemptSucceeded")
     assert [(c.id, c.name) for c in succeeded.tool_calls] == [("c1", "get_weather"), ("c2", "get_time")]
-    assert succeeded.tool_calls[0].arguments.sha256 == sha256_hex(b'{"city": "Paris"}')
+    arguments = succeeded.tool_calls[0].arguments
+    assert (arguments.sha256, arguments.digest) == (None, keyed("acme", b'{"city": "Paris"}'))
     assert succeeded.finish_reason == "tool_use", "the event keeps the provider's word"
     assert _payload(events, "ExecutionSucceeded").finish_reason == "tool_use"
     assert succeeded.output.chars == 0, "the output record stays the text answer"
@@ -183,7 +185,8 @@ async def test_the_requested_arguments_are_kept_under_the_capture_policy_and_scr
 
     record = _payload(sink.events, "AttemptSucceeded").tool_calls[0].arguments
     assert (record.chars, record.bytes) == (len(arguments), len(arguments.encode()))
-    assert record.sha256 == (None if capture == "none" else sha256_hex(arguments.encode()))
+    assert record.sha256 is None
+    assert record.digest == (None if capture == "none" else keyed("acme", arguments.encode()))
     if capture == "full":
         assert record.text == arguments.replace(SECRET, "[REDACTED]")
     else:
@@ -353,7 +356,7 @@ async def test_a_conversation_with_tool_results_is_sent_back_validated_and_diges
         {"role": "assistant", "content": "", "tool_calls": asked_for},
         {"role": "tool", "content": "sunny in mock for 1 day(s)", "tool_call_id": call.id, "name": "get_weather"},
     ]
-    assert record.sha256 == sha256_hex(canonical_json(form)), "the digest covers the tool fields"
+    assert record.digest == keyed("acme", canonical_json(form)), "the digest covers the tool fields"
     assert record.message_count == 3
     assert record.chars == sum(len(m["content"]) for m in form) + len(call.arguments_json)
     assert record.messages is not None

@@ -27,11 +27,12 @@ from llm_ledger import (
     set_default_sink,
     verify_chain,
 )
-from llm_ledger.events import Event, EventDraft, sha256_hex
+from llm_ledger.events import Event, EventDraft
 from llm_ledger.executor.content import keyring_of
 from llm_ledger.executor.context import ExecutionContext
 from llm_ledger.executor.tool_executions import AskingExecutions
 from llm_ledger.executor.tracing import SpanRef
+from tests.digests import keyed
 from tests.executor.ledger import Ledger
 from tests.revealed import revealed_event
 
@@ -152,9 +153,10 @@ async def test_a_tool_run_is_a_stream_of_its_own_linked_to_the_call_and_the_aski
     started: Any = stream[0].payload
     assert (started.tool_name, started.tool_call_id, started.execution_id) == ("get_weather", call.id, execution_id)
     assert started.capture == "hash"
-    assert started.arguments.sha256 == sha256_hex(call.arguments_json.encode()) and started.arguments.text is None
+    assert started.arguments.digest == keyed("acme", call.arguments_json.encode()) and started.arguments.text is None
+    assert (started.arguments.sha256, started.arguments.digest_alg) == (None, "hmac-sha256")
     succeeded: Any = stream[1].payload
-    assert succeeded.result.sha256 == sha256_hex(b"sunny in mock for 1 day(s)")
+    assert succeeded.result.digest == keyed("acme", b"sunny in mock for 1 day(s)")
     assert succeeded.latency_ms >= 0
     assert verify_chain(stream).ok
 
@@ -375,7 +377,8 @@ async def test_50_concurrent_executions_and_tool_runs_under_different_tenants_mi
         started: Any = stream[0].payload
         assert started.execution_id == execution_id
         result: Any = stream[1].payload
-        assert result.result.sha256 == sha256_hex(f"result for {tenant}".encode())
+        # Each under its own tenant's key: the 50 keys differ, and each digest is its tenant's.
+        assert result.result.digest == keyed(tenant, f"result for {tenant}".encode())
         assert verify_chain(stream).ok
     assert len(_tool_streams(default_sink)) == 50
 

@@ -77,6 +77,8 @@ class Ledger:
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_LEDGER_")}
         env.update(AGNO_TELEMETRY="false", LLM_LEDGER_HOME=str(self.home), PYTHONPATH=str(ROOT), **extra)
+        # The writers' digest secret, which a writer to PostgreSQL requires (executor.digest_secret).
+        env.setdefault("LLM_LEDGER_DIGEST_KEY", os.environ["LLM_LEDGER_DIGEST_KEY"])
         return env
 
     def wait_until_readable_by_cursor(self) -> None:

@@ -51,7 +51,7 @@ def test_a_tenant_whose_rows_are_of_only_some_grains_is_listed(
         connection.execute(
             delete(step_stats).where(step_stats.c.tenant_id == "no-days", step_stats.c.grain_seconds == DAY)
         )
-        grains = dict(
+        grains: dict[str, int] = dict(
             connection.execute(
                 select(step_stats.c.tenant_id, func.count(func.distinct(step_stats.c.grain_seconds))).group_by(
                     step_stats.c.tenant_id
@@ -85,8 +85,8 @@ def test_the_tenants_are_found_by_probes_of_the_primary_key_never_a_scan_of_the_
             assert sum(read for _, _, read in reads) <= tenants + 1 < rows
         else:
             plan = [row.detail for row in connection.execute(text(f"EXPLAIN QUERY PLAN {statement}"))]
-            reads = [detail for detail in plan if "llm_ledger_step_stats" in detail]
-            assert reads and all(detail.startswith("SEARCH") for detail in reads), plan
+            searches = [detail for detail in plan if "llm_ledger_step_stats" in detail]
+            assert searches and all(detail.startswith("SEARCH") for detail in searches), plan
 
 
 def _postgresql_reads(connection: Connection, statement: str) -> Iterator[tuple[str, str | None, int]]:

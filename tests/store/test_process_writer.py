@@ -144,6 +144,7 @@ def test_an_application_exiting_with_its_writer_behind_leaves_everything_to_the_
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_LEDGER_")}
     env.update(LLM_LEDGER_DATABASE_URL=own_writer_url, LLM_LEDGER_SPOOL_DIR=str(spool), PYTHONPATH=str(ROOT))
+    env["LLM_LEDGER_DIGEST_KEY"] = os.environ["LLM_LEDGER_DIGEST_KEY"]  # a PostgreSQL writer's requirement
     with table_locked(own_ledger_url):  # the writer process cannot store anything before the exit
         done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -348,7 +348,10 @@ def _content_view(on_postgresql: bool) -> str:
         texts = f"""
             SELECT c.tenant_id, c.session_id, c.stream_id, c.event_id, c.event_type, c.occurred_at, c.field,
                    CAST(c.rec ->> 'chars' AS bigint) AS chars, CAST(c.rec ->> 'bytes' AS bigint) AS bytes,
-                   c.rec ->> 'sha256' AS sha256, c.rec #>> '{{encrypted,key_id}}' AS key_id,
+                   COALESCE(c.rec ->> 'digest', c.rec ->> 'sha256') AS digest,
+                   CASE WHEN c.rec ->> 'digest' IS NOT NULL THEN c.rec ->> 'digest_alg'
+                        WHEN c.rec ->> 'sha256' IS NOT NULL THEN 'sha256' END AS digest_alg,
+                   c.rec ->> 'key_id' AS digest_key_id, c.rec #>> '{{encrypted,key_id}}' AS key_id,
                    EXISTS (SELECT 1 FROM {_ERASURES} x
                            WHERE x.tenant_id = c.tenant_id AND x.key_ids ? (c.rec #>> '{{encrypted,key_id}}')) AS erased
             FROM ({places}) c
@@ -369,7 +372,10 @@ def _content_view(on_postgresql: bool) -> str:
     texts = f"""
         SELECT c.tenant_id, c.session_id, c.stream_id, c.event_id, c.event_type, c.occurred_at, c.field,
                json_extract(c.rec, '$.chars') AS chars, json_extract(c.rec, '$.bytes') AS bytes,
-               json_extract(c.rec, '$.sha256') AS sha256, json_extract(c.rec, '$.encrypted.key_id') AS key_id,
+               COALESCE(json_extract(c.rec, '$.digest'), json_extract(c.rec, '$.sha256')) AS digest,
+               CASE WHEN json_extract(c.rec, '$.digest') IS NOT NULL THEN json_extract(c.rec, '$.digest_alg')
+                    WHEN json_extract(c.rec, '$.sha256') IS NOT NULL THEN 'sha256' END AS digest_alg,
+               json_extract(c.rec, '$.key_id') AS digest_key_id, json_extract(c.rec, '$.encrypted.key_id') AS key_id,
                EXISTS (SELECT 1 FROM {_ERASURES} x, json_each(x.key_ids) j
                        WHERE x.tenant_id = c.tenant_id AND j.value = json_extract(c.rec, '$.encrypted.key_id'))
                    AS erased
