@@ -11,7 +11,7 @@
 --
 -- Why the roles are created here and not only by the migrations: the migrating login is the database's
 -- owner and nothing more (no superuser, no CREATEROLE), so it cannot create roles, and the logins can only
--- be granted roles that exist. The statements are the migrations' own (0001-0005, 0011: NOLOGIN, IF NOT EXISTS;
+-- be granted roles that exist. The statements are the migrations' own (0001-0005, 0010, 0011: NOLOGIN, IF NOT EXISTS;
 -- llm_ledger_ingest with BYPASSRLS, which needs the superuser this runs as), so the migrations then find
 -- every role in place and only grant it privileges on the tables they create.
 
@@ -19,7 +19,7 @@
 
 SELECT format('CREATE ROLE %I NOLOGIN', name)
 FROM unnest(ARRAY['llm_ledger_writer', 'llm_ledger_reader', 'llm_ledger_auditor', 'llm_ledger_projector',
-                  'llm_ledger_sealer', 'llm_ledger_keyholder', 'llm_ledger_eraser']) AS name
+                  'llm_ledger_sealer', 'llm_ledger_retention', 'llm_ledger_keyholder', 'llm_ledger_eraser']) AS name
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = name)
 \gexec
 SELECT 'CREATE ROLE llm_ledger_ingest NOLOGIN BYPASSRLS'
