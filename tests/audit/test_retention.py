@@ -411,3 +411,90 @@ def test_downgrading_below_0010_is_refused_once_a_run_is_recorded(ledger: Retent
     assert migrate.current(ledger.url) == migrate.head()
     with ledger.engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM llm_ledger_retention_runs")).scalar_one() == 1
+
+
+def _forge_run(connection: Any, partition: str, low: str, high: str, counts: dict[str, int]) -> str:
+    """What the retention login alone may write: a run row of outcome ``archived`` and its files, no archive."""
+    from datetime import UTC, datetime
+
+    from llm_ledger.audit.schema import retention_files, retention_runs
+
+    run_id = f"forged-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC)
+    connection.execute(text("SELECT set_config('role', 'llm_ledger_retention', true)"))
+    connection.execute(
+        retention_runs.insert().values(
+            run_id=run_id,
+            partition_name=partition,
+            month="forged",
+            stream_low=low,
+            stream_high=high,
+            started_at=now,
+            finished_at=now,
+            run_by="",
+            outcome="archived",
+            event_count=sum(counts.values()),
+            tenant_count=len(counts),
+            policy="{}",
+        )
+    )
+    for tenant, events in counts.items():
+        connection.execute(
+            retention_files.insert().values(
+                run_id=run_id,
+                partition_name=partition,
+                tenant_id=tenant,
+                file_name="none",
+                sha256="0" * 64,
+                bytes=0,
+                event_count=events,
+                stream_count=0,
+                seal_sequences="[]",
+            )
+        )
+    return run_id
+
+
+def _month_of(ledger: RetentionLedger, name: str) -> tuple[str, str, dict[str, int]]:
+    (partition,) = (p for p in list_partitions(ledger.engine.connect()) if p.name == name)
+    assert partition.low and partition.high
+    with ledger.engine.connect() as connection:
+        rows = connection.execute(text(f"SELECT tenant_id, count(*) FROM {name} GROUP BY tenant_id"))
+        counts = {str(tenant): int(events) for tenant, events in rows}
+    return partition.low, partition.high, counts
+
+
+def test_a_run_forged_by_the_retention_login_drops_nothing(ledger: RetentionLedger) -> None:
+    """Rows the login may insert do not make a drop: the run must be this transaction's, name the partition's
+    own month, the month must be past, every event within its tenant's last seal, under READ COMMITTED."""
+    low, high, counts = _month_of(ledger, OLD)
+    retention = create_store_engine(ledger.retention_url)
+    drop = "SELECT llm_ledger_drop_archived_partition(:run, :target)"
+    try:
+        with retention.begin() as connection:  # recorded in an earlier transaction
+            earlier = _forge_run(connection, OLD, low, high, counts)
+        with pytest.raises(DBAPIError, match="in this transaction"), retention.begin() as connection:
+            connection.execute(text("SELECT set_config('role', 'llm_ledger_retention', true)"))
+            connection.execute(text(drop), {"run": earlier, "target": OLD})
+        with pytest.raises(DBAPIError, match="not the partition's month"), retention.begin() as connection:
+            run = _forge_run(connection, OLD, low, "ffffffff-ffff-0000-0000-000000000000", counts)
+            connection.execute(text(drop), {"run": run, "target": OLD})
+        with pytest.raises(DBAPIError, match="READ COMMITTED"), retention.connect() as connection:
+            connection.execution_options(isolation_level="REPEATABLE READ")
+            with connection.begin():
+                run = _forge_run(connection, OLD, low, high, counts)
+                connection.execute(text(drop), {"run": run, "target": OLD})
+        current = next(p.name for p in list_partitions(ledger.engine.connect()) if p.name > OLD and p.low)
+        c_low, c_high, c_counts = _month_of(ledger, current)
+        with pytest.raises(DBAPIError, match="current month or a future one"), retention.begin() as connection:
+            run = _forge_run(connection, current, c_low, c_high, c_counts)
+            connection.execute(text(drop), {"run": run, "target": current})
+        late, _ = move_to_month(workload.generate(TENANTS[:1], 3, tools=False, seed=98), 1, old_month_start())
+        store(ledger.url, late)
+        low, high, counts = _month_of(ledger, OLD)
+        with pytest.raises(DBAPIError, match="after its last seal"), retention.begin() as connection:
+            run = _forge_run(connection, OLD, low, high, counts)
+            connection.execute(text(drop), {"run": run, "target": OLD})
+    finally:
+        retention.dispose()
+    assert OLD in ledger.partitions()
