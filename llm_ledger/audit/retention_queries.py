@@ -109,5 +109,13 @@ def archived_files(connection: Connection) -> list[Row[Any]]:
     return list(connection.execute(select(retention_files).order_by(retention_files.c.run_id)))
 
 
+_LIVE_IN_RANGE = text(f"SELECT count(*) FROM {EVENTS_TABLE} e WHERE {_IN_MONTH}")
+
+
+def live_in_range(connection: Connection, low: str, high: str) -> int:
+    """How many stored events (every tenant's this login may read) have a stream id in ``[low, high)``."""
+    return int(connection.execute(_LIVE_IN_RANGE, _month(low, high)).scalar_one())
+
+
 def _month(low: str, high: str) -> dict[str, str]:
     return {"low": low, "high": high}

@@ -498,3 +498,30 @@ def test_a_run_forged_by_the_retention_login_drops_nothing(ledger: RetentionLedg
     finally:
         retention.dispose()
     assert OLD in ledger.partitions()
+
+
+def test_verify_with_an_archive_dir_that_lacks_the_month_is_broken(ledger: RetentionLedger, tmp_path: Path) -> None:
+    _archived(ledger)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    report = verify_ledger(ledger.auditor_url, record=False, archive=empty)
+    assert not report.ok
+    missing = [f for f in report.findings if f.kind == "archive_missing"]
+    assert {f.tenant_id for f in missing} == set(TENANTS) and all(f.severity == "broken" for f in missing)
+
+
+def test_a_recorded_run_the_database_contradicts_is_broken(ledger: RetentionLedger) -> None:
+    """A run row saying a month left while its partition and events are still there (what a forged row
+    would say) is not believed by verify."""
+    low, _high, counts = _month_of(ledger, OLD)
+    retention = create_store_engine(ledger.retention_url)
+    try:
+        with retention.begin() as connection:
+            run = _forge_run(connection, OLD, low, "ffffffff-ffff-0000-0000-000000000000", counts)
+    finally:
+        retention.dispose()
+    report = verify_ledger(ledger.auditor_url, record=False)
+    (finding,) = [f for f in report.findings if f.kind == "archive_run_inconsistent"]
+    assert finding.severity == "broken" and run in finding.detail
+    assert "still exists" in finding.detail and "live events remain" in finding.detail
+    assert "are not" in finding.detail
