@@ -90,6 +90,14 @@ def drop_archived_partition(connection: Connection, run_id: str, partition: str)
     return int(connection.execute(_DROP, {"run_id": run_id, "partition": partition}).scalar_one())
 
 
+def run_recorded(connection: Connection, run_id: str, partition: str) -> bool:
+    """Whether the run's row for the partition was committed."""
+    query = select(retention_runs.c.run_id).where(
+        retention_runs.c.run_id == run_id, retention_runs.c.partition_name == partition
+    )
+    return connection.execute(query).first() is not None
+
+
 def has_retention_tables(connection: Connection) -> bool:
     return bool(inspect(connection).has_table(retention_runs.name))
 

@@ -21,9 +21,9 @@ from sqlalchemy import Engine, inspect, make_url, text
 from sqlalchemy.exc import DBAPIError
 
 from llm_ledger import cli
-from llm_ledger.audit import AuditConfigurationError, archive_files, verify_ledger
+from llm_ledger.audit import AuditConfigurationError, archive_files, retention_queries, verify_ledger
 from llm_ledger.audit.archive_files import MANIFEST, read_rows
-from llm_ledger.audit.retention import apply_retention, plan_retention
+from llm_ledger.audit.retention import apply_retention, commit_fate, plan_retention
 from llm_ledger.audit.retention_policy import RetentionPolicy
 from llm_ledger.audit.schema import RETENTION_TABLES
 from llm_ledger.events import Event
@@ -525,3 +525,42 @@ def test_a_recorded_run_the_database_contradicts_is_broken(ledger: RetentionLedg
     assert finding.severity == "broken" and run in finding.detail
     assert "still exists" in finding.detail and "live events remain" in finding.detail
     assert "are not" in finding.detail
+
+
+def test_only_a_known_rollback_lets_the_archive_copy_go() -> None:
+    assert commit_fate(run_recorded=False, partition_exists=True) == "rolled_back"
+    assert commit_fate(run_recorded=True, partition_exists=False) == "committed"
+    for recorded, exists in ((True, True), (False, False), (None, True), (False, None), (None, None)):
+        assert commit_fate(recorded, exists) == "unknown"
+
+
+def test_a_failure_while_writing_removes_the_copy_and_records_a_refusal(
+    ledger: RetentionLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: Any, **__: Any) -> Any:
+        raise ValueError("a value pyarrow cannot write")
+
+    monkeypatch.setattr(archive_files, "write_tenant_file", broken)
+    _, outcomes = apply_retention(ledger.retention_url, POLICY, ledger.archive)
+    assert [(o.archived, o.directory) for o in outcomes] == [(False, None)]
+    assert "cannot write" in (outcomes[0].reason or "")
+    assert list(ledger.archive.iterdir()) == []
+    assert OLD in ledger.partitions()
+    assert [r.outcome for r in _audit_retention(ledger, "outcome")] == ["refused"]
+
+
+def test_a_drop_rolled_back_removes_the_copy_and_records_a_refusal(
+    ledger: RetentionLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = retention_queries.drop_archived_partition
+
+    def refused(connection: Any, run_id: str, partition: str) -> int:
+        real(connection, run_id, "llm_ledger_events_default")  # the function's own refusal, a DBAPIError
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(retention_queries, "drop_archived_partition", refused)
+    _, outcomes = apply_retention(ledger.retention_url, POLICY, ledger.archive)
+    assert [(o.archived, o.directory) for o in outcomes] == [(False, None)]
+    assert "not a monthly partition" in (outcomes[0].reason or "")
+    assert list(ledger.archive.iterdir()) == []
+    assert OLD in ledger.partitions()
