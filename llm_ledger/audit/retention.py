@@ -398,10 +398,11 @@ def _archive_and_drop(
     The directory is removed only when nothing can have left the database: a failure while writing, or a
     recording transaction the database shows rolled back; when its fate is unknown, the directory is kept."""
     started = time.perf_counter()
+    writing_errors: tuple[type[Exception], ...] = (DBAPIError, *archive_files.damaged_file_errors())
     try:
         files = _archive_month(engine, month, run_id, directory, started_at)
         manifest_sha = archive_files.file_sha256(directory / archive_files.MANIFEST)
-    except (DBAPIError, *archive_files.damaged_file_errors()) as exc:
+    except writing_errors as exc:
         shutil.rmtree(directory, ignore_errors=True)
         return _refuse(engine, month, policy, run_id, started_at, verify_run_id, f"not archived: {_first_line(exc)}")
     outcome = MonthOutcome(month, run_id, True, None, directory, tuple(files))
