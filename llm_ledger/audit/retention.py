@@ -158,13 +158,21 @@ def _plan_month(
         if not counts:
             return None
         plan = MonthPlan(partition.name, month, partition.low, partition.high, ends_at, counts)
+        if ends_at > now:
+            plan.kept_by_policy.append("the month is not over: its streams may still be written")
+            return plan
+        # A stream's month is the one its id was made in; an event may be stored long after. The age counts
+        # from the later of the two, so that no event leaves younger than its tenant's policy allows.
+        stored = retention_queries.last_recorded(connection, partition.low, partition.high)
         for tenant in sorted(counts):
             age = policy.age_for(tenant)
+            since = max(ends_at, stored.get(tenant, ends_at))
             if age is None:
                 plan.kept_by_policy.append(f"tenant {tenant!r}'s policy keeps its events")
-            elif ends_at > now - age:
+            elif since > now - age:
                 plan.kept_by_policy.append(
-                    f"tenant {tenant!r} keeps events {age.days}d: not before {(ends_at + age).date().isoformat()}"
+                    f"tenant {tenant!r} keeps events {age.days}d: not before {(since + age).date().isoformat()}"
+                    + (f" (its latest of the month was stored {since.date().isoformat()})" if since > ends_at else "")
                 )
         if not plan.is_due:
             return plan

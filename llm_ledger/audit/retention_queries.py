@@ -5,6 +5,7 @@ that a verify also runs on SQLite (the recorded runs, a seal's leaves with their
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, inspect, select, text
@@ -12,6 +13,7 @@ from sqlalchemy.engine import Row
 
 from llm_ledger.audit.queries import STREAM_BATCH, SealRange
 from llm_ledger.audit.schema import retention_files, retention_runs
+from llm_ledger.store import as_utc
 from llm_ledger.store.schema import EVENTS_TABLE
 
 _IN_MONTH = "e.stream_id >= :low AND e.stream_id < :high"
@@ -19,6 +21,9 @@ _IN_MONTH = "e.stream_id >= :low AND e.stream_id < :high"
 _TENANT_COUNTS = text(
     f"SELECT e.tenant_id, count(*) AS events FROM {EVENTS_TABLE} e WHERE {_IN_MONTH} GROUP BY e.tenant_id"
     " ORDER BY e.tenant_id"
+)
+_LAST_RECORDED = text(
+    f"SELECT e.tenant_id, max(e.recorded_at) AS latest FROM {EVENTS_TABLE} e WHERE {_IN_MONTH} GROUP BY e.tenant_id"
 )
 _AFTER = "(e.tx_id, e.global_position) > (CAST(CAST(:after_tx AS text) AS xid8), :after_position)"
 _UNSEALED = text(f"SELECT count(*) FROM {EVENTS_TABLE} e WHERE e.tenant_id = :tenant AND {_IN_MONTH} AND {_AFTER}")
@@ -55,6 +60,11 @@ _LEAVES_AT = {
 def tenant_counts(connection: Connection, low: str, high: str) -> dict[str, int]:
     """How many events each tenant has in the month of streams ``[low, high)``."""
     return {str(row.tenant_id): int(row.events) for row in connection.execute(_TENANT_COUNTS, _month(low, high))}
+
+
+def last_recorded(connection: Connection, low: str, high: str) -> dict[str, datetime]:
+    """When each tenant's latest event of the month of streams ``[low, high)`` was stored."""
+    return {str(row.tenant_id): as_utc(row.latest) for row in connection.execute(_LAST_RECORDED, _month(low, high))}
 
 
 def unsealed_in_month(connection: Connection, tenant_id: str, low: str, high: str, after: tuple[int, int]) -> int:

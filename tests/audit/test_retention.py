@@ -32,7 +32,14 @@ from llm_ledger.store import create_store_engine, migrate
 from llm_ledger.store.migrate import DowngradeRefusedError
 from llm_ledger.store.partitions import list_partitions
 from tests.audit.conftest import as_login, seal_all
-from tests.audit.retention_ledger import OLD_MONTH, create_month_partition, move_to_month, old_month_start, store
+from tests.audit.retention_ledger import (
+    OLD_MONTH,
+    backdate_recorded,
+    create_month_partition,
+    move_to_month,
+    old_month_start,
+    store,
+)
 from tests.audit_sql.auditdoc import AUDIT_MD, sql_blocks
 from tests.projections import workload
 
@@ -66,6 +73,11 @@ def _retention_template(
     seal_all(url)
     store(url, events[cut:])
     seal_all(url)
+    engine = create_store_engine(url)
+    try:
+        backdate_recorded(engine, OLD)
+    finally:
+        engine.dispose()
     return url
 
 
@@ -151,7 +163,7 @@ def test_plan_names_the_old_month_as_due_and_the_current_one_as_kept(ledger: Ret
     assert all(by_name[OLD].seals[tenant] == [1, 2] for tenant in TENANTS)  # both seals straddle the cut
     recent = [month for name, month in by_name.items() if name != OLD]
     assert recent and all(not month.is_due for month in recent)
-    assert "keeps events 400d" in recent[0].describe()
+    assert "the month is not over" in recent[0].describe()
     assert ledger.old_count() > 0  # a plan changes nothing
 
 
@@ -235,6 +247,7 @@ def test_an_unsealed_month_is_refused_and_the_refusal_recorded(
     late = workload.generate(TENANTS[:1], 3, tools=False, seed=99)
     moved, _ = move_to_month(late, 1, old_month_start())
     store(ledger.url, moved)
+    backdate_recorded(ledger.engine, OLD)
     held = ledger.old_count()
     _, outcomes = apply_retention(ledger.retention_url, POLICY, ledger.archive)
     assert [o.archived for o in outcomes] == [False]
@@ -564,3 +577,20 @@ def test_a_drop_rolled_back_removes_the_copy_and_records_a_refusal(
     assert "not a monthly partition" in (outcomes[0].reason or "")
     assert list(ledger.archive.iterdir()) == []
     assert OLD in ledger.partitions()
+
+
+def test_events_stored_late_keep_their_month_until_they_are_old_enough(ledger: RetentionLedger) -> None:
+    late, _ = move_to_month(workload.generate(TENANTS[:1], 3, tools=False, seed=97), 1, old_month_start())
+    store(ledger.url, late)
+    seal_all(ledger.url)
+    plan, outcomes = apply_retention(ledger.retention_url, POLICY, ledger.archive)
+    assert outcomes == []
+    old = next(month for month in plan.months if month.partition == OLD)
+    assert not old.is_due and "its latest of the month was stored" in old.describe()
+    assert OLD in ledger.partitions()
+
+
+def test_an_age_of_zero_is_refused() -> None:
+    for text_ in ("0d", "0w"):
+        with pytest.raises(AuditConfigurationError, match="zero"):
+            RetentionPolicy.parse(text_)
