@@ -111,7 +111,8 @@ class WrittenFile:
     streams: int
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make a directory's entries (a file or directory just made in it) durable."""
     descriptor = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(descriptor)
@@ -146,7 +147,7 @@ def write_tenant_file(directory: Path, tenant_id: str, batches: Iterable[Sequenc
         handle.flush()
         os.fsync(handle.fileno())
     partial.rename(final)
-    _fsync_directory(directory)
+    fsync_directory(directory)
     read_back = hashlib.sha256()
     count = 0
     for hashes in read_columns(final, ("hash",)):
@@ -185,7 +186,7 @@ def write_manifest(directory: Path, manifest: Mapping[str, Any]) -> str:
         handle.flush()
         os.fsync(handle.fileno())
     partial.rename(directory / MANIFEST)
-    _fsync_directory(directory)
+    fsync_directory(directory)
     return sha256_bytes(body)
 
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
@@ -158,13 +158,21 @@ def _plan_month(
         if not counts:
             return None
         plan = MonthPlan(partition.name, month, partition.low, partition.high, ends_at, counts)
+        if ends_at > now:
+            plan.kept_by_policy.append("the month is not over: its streams may still be written")
+            return plan
+        # A stream's month is the one its id was made in; an event may be stored long after. The age counts
+        # from the later of the two, so that no event leaves younger than its tenant's policy allows.
+        stored = retention_queries.last_recorded(connection, partition.low, partition.high)
         for tenant in sorted(counts):
             age = policy.age_for(tenant)
+            since = max(ends_at, stored.get(tenant, ends_at))
             if age is None:
                 plan.kept_by_policy.append(f"tenant {tenant!r}'s policy keeps its events")
-            elif ends_at > now - age:
+            elif since > now - age:
                 plan.kept_by_policy.append(
-                    f"tenant {tenant!r} keeps events {age.days}d: not before {(ends_at + age).date().isoformat()}"
+                    f"tenant {tenant!r} keeps events {age.days}d: not before {(since + age).date().isoformat()}"
+                    + (f" (its latest of the month was stored {since.date().isoformat()})" if since > ends_at else "")
                 )
         if not plan.is_due:
             return plan
@@ -224,6 +232,8 @@ def _archive_month(
     engine: Engine, plan: MonthPlan, run_id: str, directory: Path, started_at: datetime
 ) -> list[archive_files.WrittenFile]:
     directory.mkdir(parents=True)
+    for made in (directory.parent, directory.parent.parent):  # the new entries survive a crash after the drop
+        archive_files.fsync_directory(made)
     queries = AuditQueries(engine.dialect.name)
     written = []
     tenants: list[dict[str, Any]] = []
@@ -350,18 +360,86 @@ def apply_retention(
                 outcomes.append(outcome)
                 continue
             directory = root / f"{month.partition}-{run_id}"
-            started = time.perf_counter()
-            try:
-                files = _archive_month(engine, month, run_id, directory, started_at)
-                manifest_sha = archive_files.file_sha256(directory / archive_files.MANIFEST)
-                outcome = MonthOutcome(month, run_id, True, None, directory, tuple(files))
-                _record(engine, month, policy, outcome, started_at, manifest_sha, plan.verify_run_id)
-                outcome = replace(outcome, seconds=time.perf_counter() - started)
-            except (OSError, DBAPIError) as exc:
-                # Nothing left the database: the copy is removed, the refusal recorded in a run of its own.
-                shutil.rmtree(directory, ignore_errors=True)
-                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-                outcome = MonthOutcome(month, run_id, False, f"not dropped: {reason}", None)
-                _record(engine, month, policy, outcome, started_at, None, plan.verify_run_id)
+            outcome = _archive_and_drop(engine, month, policy, run_id, directory, started_at, plan.verify_run_id)
             outcomes.append(outcome)
         return plan, outcomes
+
+
+CommitFate = Literal["rolled_back", "committed", "unknown"]
+
+
+def commit_fate(run_recorded: bool | None, partition_exists: bool | None) -> CommitFate:
+    """What became of a recording-and-drop transaction that raised, from what the database shows after it
+    (None: that could not be read). Only a fate known to be a rollback lets the archive's copy go."""
+    if run_recorded is False and partition_exists is True:
+        return "rolled_back"
+    if run_recorded is True and partition_exists is False:
+        return "committed"
+    return "unknown"
+
+
+def _fate_of(engine: Engine, run_id: str, partition: str) -> CommitFate:
+    try:
+        with scoped_connection(engine, RETENTION_ROLE) as connection:
+            recorded = retention_queries.run_recorded(connection, run_id, partition)
+            exists = any(p.name == partition for p in list_partitions(connection))
+    except DBAPIError:
+        return "unknown"
+    return commit_fate(recorded, exists)
+
+
+def _first_line(exc: BaseException) -> str:
+    message = str(getattr(exc, "orig", None) or exc).strip()
+    return message.splitlines()[0] if message else type(exc).__name__
+
+
+def _archive_and_drop(
+    engine: Engine,
+    month: MonthPlan,
+    policy: RetentionPolicy,
+    run_id: str,
+    directory: Path,
+    started_at: datetime,
+    verify_run_id: str | None,
+) -> MonthOutcome:
+    """Write and prove the month's archive, then record the run and drop the partition in one transaction.
+    The directory is removed only when nothing can have left the database: a failure while writing, or a
+    recording transaction the database shows rolled back; when its fate is unknown, the directory is kept."""
+    started = time.perf_counter()
+    writing_errors: tuple[type[Exception], ...] = (DBAPIError, *archive_files.damaged_file_errors())
+    try:
+        files = _archive_month(engine, month, run_id, directory, started_at)
+        manifest_sha = archive_files.file_sha256(directory / archive_files.MANIFEST)
+    except writing_errors as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        return _refuse(engine, month, policy, run_id, started_at, verify_run_id, f"not archived: {_first_line(exc)}")
+    outcome = MonthOutcome(month, run_id, True, None, directory, tuple(files))
+    try:
+        _record(engine, month, policy, outcome, started_at, manifest_sha, verify_run_id)
+    except DBAPIError as exc:
+        fate = _fate_of(engine, run_id, month.partition)
+        if fate == "committed":
+            return replace(outcome, seconds=time.perf_counter() - started)
+        if fate == "rolled_back":
+            shutil.rmtree(directory, ignore_errors=True)
+            return _refuse(engine, month, policy, run_id, started_at, verify_run_id, f"not dropped: {_first_line(exc)}")
+        reason = (
+            f"the drop's commit failed and its outcome is unknown ({_first_line(exc)}): the archive {directory}"
+            f" is kept; see llm_ledger_retention_runs for run {run_id} and whether {month.partition} exists"
+        )
+        return MonthOutcome(month, run_id, False, reason, directory, tuple(files))
+    return replace(outcome, seconds=time.perf_counter() - started)
+
+
+def _refuse(
+    engine: Engine,
+    month: MonthPlan,
+    policy: RetentionPolicy,
+    run_id: str,
+    started_at: datetime,
+    verify_run_id: str | None,
+    reason: str,
+) -> MonthOutcome:
+    outcome = MonthOutcome(month, run_id, False, reason, None)
+    _record(engine, month, policy, outcome, started_at, None, verify_run_id)
+    return outcome

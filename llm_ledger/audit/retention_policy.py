@@ -21,6 +21,8 @@ def parse_age(text: str, what: str = "--older-than") -> timedelta:
     if not matched:
         raise AuditConfigurationError(f"{what} {text!r}: expected an age in days or weeks, such as 400d or 60w")
     amount = int(matched.group(1))
+    if amount == 0:
+        raise AuditConfigurationError(f"{what} {text!r}: an age of zero would let events leave as they arrive")
     try:
         return timedelta(days=amount) if matched.group(2) == "d" else timedelta(weeks=amount)
     except OverflowError:

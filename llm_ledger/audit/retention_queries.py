@@ -5,6 +5,7 @@ that a verify also runs on SQLite (the recorded runs, a seal's leaves with their
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, inspect, select, text
@@ -12,6 +13,7 @@ from sqlalchemy.engine import Row
 
 from llm_ledger.audit.queries import STREAM_BATCH, SealRange
 from llm_ledger.audit.schema import retention_files, retention_runs
+from llm_ledger.store import as_utc
 from llm_ledger.store.schema import EVENTS_TABLE
 
 _IN_MONTH = "e.stream_id >= :low AND e.stream_id < :high"
@@ -19,6 +21,9 @@ _IN_MONTH = "e.stream_id >= :low AND e.stream_id < :high"
 _TENANT_COUNTS = text(
     f"SELECT e.tenant_id, count(*) AS events FROM {EVENTS_TABLE} e WHERE {_IN_MONTH} GROUP BY e.tenant_id"
     " ORDER BY e.tenant_id"
+)
+_LAST_RECORDED = text(
+    f"SELECT e.tenant_id, max(e.recorded_at) AS latest FROM {EVENTS_TABLE} e WHERE {_IN_MONTH} GROUP BY e.tenant_id"
 )
 _AFTER = "(e.tx_id, e.global_position) > (CAST(CAST(:after_tx AS text) AS xid8), :after_position)"
 _UNSEALED = text(f"SELECT count(*) FROM {EVENTS_TABLE} e WHERE e.tenant_id = :tenant AND {_IN_MONTH} AND {_AFTER}")
@@ -57,6 +62,11 @@ def tenant_counts(connection: Connection, low: str, high: str) -> dict[str, int]
     return {str(row.tenant_id): int(row.events) for row in connection.execute(_TENANT_COUNTS, _month(low, high))}
 
 
+def last_recorded(connection: Connection, low: str, high: str) -> dict[str, datetime]:
+    """When each tenant's latest event of the month of streams ``[low, high)`` was stored."""
+    return {str(row.tenant_id): as_utc(row.latest) for row in connection.execute(_LAST_RECORDED, _month(low, high))}
+
+
 def unsealed_in_month(connection: Connection, tenant_id: str, low: str, high: str, after: tuple[int, int]) -> int:
     """The tenant's events of the month after the cursor ``after`` (the end of its last seal)."""
     parameters = {**_month(low, high), "tenant": tenant_id, "after_tx": after[0], "after_position": after[1]}
@@ -90,6 +100,14 @@ def drop_archived_partition(connection: Connection, run_id: str, partition: str)
     return int(connection.execute(_DROP, {"run_id": run_id, "partition": partition}).scalar_one())
 
 
+def run_recorded(connection: Connection, run_id: str, partition: str) -> bool:
+    """Whether the run's row for the partition was committed."""
+    query = select(retention_runs.c.run_id).where(
+        retention_runs.c.run_id == run_id, retention_runs.c.partition_name == partition
+    )
+    return connection.execute(query).first() is not None
+
+
 def has_retention_tables(connection: Connection) -> bool:
     return bool(inspect(connection).has_table(retention_runs.name))
 
@@ -107,6 +125,14 @@ def archived_runs(connection: Connection) -> list[Row[Any]]:
 def archived_files(connection: Connection) -> list[Row[Any]]:
     """The files of every archived partition: the runs' refused ones have none."""
     return list(connection.execute(select(retention_files).order_by(retention_files.c.run_id)))
+
+
+_LIVE_IN_RANGE = text(f"SELECT count(*) FROM {EVENTS_TABLE} e WHERE {_IN_MONTH}")
+
+
+def live_in_range(connection: Connection, low: str, high: str) -> int:
+    """How many stored events (every tenant's this login may read) have a stream id in ``[low, high)``."""
+    return int(connection.execute(_LIVE_IN_RANGE, _month(low, high)).scalar_one())
 
 
 def _month(low: str, high: str) -> dict[str, str]:

@@ -32,6 +32,7 @@ from llm_ledger.audit import archive_files, retention_queries
 from llm_ledger.audit.report import Finding, TenantResult
 from llm_ledger.audit.seals import RangeDigest, Seal, digest_range
 from llm_ledger.store import as_utc
+from llm_ledger.store.partitions import is_partitioned, list_partitions, month_bounds, partition_month
 
 ArchiveDirs = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
 
@@ -86,6 +87,8 @@ class ArchivedMonth:
     cursors: list[tuple[int, int]] = field(default_factory=list)
     summaries: dict[tuple[int, str], StreamSummary] = field(default_factory=dict)
     loaded: bool = False
+    in_manifest: bool = False
+    """Whether a manifest found in ``--archive`` names it (its file may still be missing)."""
 
     def holds(self, stream_id: str) -> bool:
         return self.low <= stream_id < self.high
@@ -321,8 +324,47 @@ class Retired:
             )
             months.setdefault(file.tenant_id, []).append(month)
             by_key[(run.run_id, run.partition_name, file.tenant_id)] = month
-        findings = _attach_archives(roots, runs, by_key) if roots else []
+        findings = _check_runs(connection, runs)
+        if roots:
+            findings += _attach_archives(roots, runs, by_key)
+            findings += _missing_archives(by_key)
         return cls(months, bool(roots), findings)
+
+
+def _check_runs(connection: Connection, runs: dict[tuple[str, str], Any]) -> list[Finding]:
+    """A recorded archived run is believed only when it matches what the database shows: its bounds are its
+    partition's month, that partition is gone, and no live event remains in its range."""
+    present = {p.name for p in list_partitions(connection)} if is_partitioned(connection) else set()
+    findings = []
+    for (run_id, partition), run in runs.items():
+        month = partition_month(partition)
+        problems = []
+        if month is None or (run.stream_low, run.stream_high) != month_bounds(*month):
+            problems.append(f"its stream bounds [{run.stream_low}, {run.stream_high}) are not {partition}'s month")
+        if partition in present:
+            problems.append(f"{partition} still exists")
+        live = retention_queries.live_in_range(connection, run.stream_low, run.stream_high)
+        if live:
+            problems.append(f"{live:,} live events remain in its range")
+        if problems:
+            detail = f"run {run_id} records {partition} as archived and dropped, but " + "; ".join(problems)
+            findings.append(Finding("", "archive_run_inconsistent", "broken", detail))
+    return findings
+
+
+def _missing_archives(months: dict[tuple[str, str, str], ArchivedMonth]) -> list[Finding]:
+    """With ``--archive``, every recorded month whose file was not found there is broken: the only copy of
+    its events is not where the verify was told to look."""
+    return [
+        Finding(
+            tenant,
+            "archive_missing",
+            "broken",
+            f"run {run_id} archived the tenant's events of {partition}; no manifest naming them was found in --archive",
+        )
+        for (run_id, partition, tenant), month in months.items()
+        if not month.in_manifest
+    ]
 
 
 def _attach_archives(
@@ -353,6 +395,7 @@ def _attach_archives(
         for tenant in manifest.get("tenants", []):
             month = months.get((*key, str(tenant.get("tenant_id"))))
             if month is not None:
+                month.in_manifest = True
                 month.path = manifest_path.parent / month.file_name
                 if not month.path.is_file():
                     detail = f"{month.path} is missing: run {key[0]} archived the tenant's events of {key[1]} to it"

@@ -38,6 +38,22 @@ def partition_name(year: int, month: int) -> str:
     return f"{EVENTS_TABLE}_{year:04d}_{month:02d}"
 
 
+_MONTHLY_NAME = re.compile(rf"{EVENTS_TABLE}_(\d{{4}})_(\d{{2}})")
+
+
+def partition_month(name: str) -> tuple[int, int] | None:
+    """``(year, month)`` of a monthly partition's name; None for any other name."""
+    matched = _MONTHLY_NAME.fullmatch(name)
+    if not matched or not 1 <= int(matched.group(2)) <= 12:
+        return None
+    return int(matched.group(1)), int(matched.group(2))
+
+
+def month_bounds(year: int, month: int) -> tuple[str, str]:
+    """The stream ids ``[low, high)`` of ``year``-``month``'s partition."""
+    return month_floor(year, month), month_floor(year + month // 12, month % 12 + 1)
+
+
 @dataclass(frozen=True, slots=True)
 class Partition:
     """One partition as the catalog describes it. ``low`` and ``high`` are None for the default partition;

@@ -21,9 +21,9 @@ from sqlalchemy import Engine, inspect, make_url, text
 from sqlalchemy.exc import DBAPIError
 
 from llm_ledger import cli
-from llm_ledger.audit import AuditConfigurationError, archive_files, verify_ledger
+from llm_ledger.audit import AuditConfigurationError, archive_files, retention_queries, verify_ledger
 from llm_ledger.audit.archive_files import MANIFEST, read_rows
-from llm_ledger.audit.retention import apply_retention, plan_retention
+from llm_ledger.audit.retention import apply_retention, commit_fate, plan_retention
 from llm_ledger.audit.retention_policy import RetentionPolicy
 from llm_ledger.audit.schema import RETENTION_TABLES
 from llm_ledger.events import Event
@@ -32,7 +32,14 @@ from llm_ledger.store import create_store_engine, migrate
 from llm_ledger.store.migrate import DowngradeRefusedError
 from llm_ledger.store.partitions import list_partitions
 from tests.audit.conftest import as_login, seal_all
-from tests.audit.retention_ledger import OLD_MONTH, create_month_partition, move_to_month, old_month_start, store
+from tests.audit.retention_ledger import (
+    OLD_MONTH,
+    backdate_recorded,
+    create_month_partition,
+    move_to_month,
+    old_month_start,
+    store,
+)
 from tests.audit_sql.auditdoc import AUDIT_MD, sql_blocks
 from tests.projections import workload
 
@@ -66,6 +73,11 @@ def _retention_template(
     seal_all(url)
     store(url, events[cut:])
     seal_all(url)
+    engine = create_store_engine(url)
+    try:
+        backdate_recorded(engine, OLD)
+    finally:
+        engine.dispose()
     return url
 
 
@@ -151,7 +163,7 @@ def test_plan_names_the_old_month_as_due_and_the_current_one_as_kept(ledger: Ret
     assert all(by_name[OLD].seals[tenant] == [1, 2] for tenant in TENANTS)  # both seals straddle the cut
     recent = [month for name, month in by_name.items() if name != OLD]
     assert recent and all(not month.is_due for month in recent)
-    assert "keeps events 400d" in recent[0].describe()
+    assert "the month is not over" in recent[0].describe()
     assert ledger.old_count() > 0  # a plan changes nothing
 
 
@@ -235,6 +247,7 @@ def test_an_unsealed_month_is_refused_and_the_refusal_recorded(
     late = workload.generate(TENANTS[:1], 3, tools=False, seed=99)
     moved, _ = move_to_month(late, 1, old_month_start())
     store(ledger.url, moved)
+    backdate_recorded(ledger.engine, OLD)
     held = ledger.old_count()
     _, outcomes = apply_retention(ledger.retention_url, POLICY, ledger.archive)
     assert [o.archived for o in outcomes] == [False]
@@ -411,3 +424,173 @@ def test_downgrading_below_0010_is_refused_once_a_run_is_recorded(ledger: Retent
     assert migrate.current(ledger.url) == migrate.head()
     with ledger.engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM llm_ledger_retention_runs")).scalar_one() == 1
+
+
+def _forge_run(connection: Any, partition: str, low: str, high: str, counts: dict[str, int]) -> str:
+    """What the retention login alone may write: a run row of outcome ``archived`` and its files, no archive."""
+    from datetime import UTC, datetime
+
+    from llm_ledger.audit.schema import retention_files, retention_runs
+
+    run_id = f"forged-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC)
+    connection.execute(text("SELECT set_config('role', 'llm_ledger_retention', true)"))
+    connection.execute(
+        retention_runs.insert().values(
+            run_id=run_id,
+            partition_name=partition,
+            month="forged",
+            stream_low=low,
+            stream_high=high,
+            started_at=now,
+            finished_at=now,
+            run_by="",
+            outcome="archived",
+            event_count=sum(counts.values()),
+            tenant_count=len(counts),
+            policy="{}",
+        )
+    )
+    for tenant, events in counts.items():
+        connection.execute(
+            retention_files.insert().values(
+                run_id=run_id,
+                partition_name=partition,
+                tenant_id=tenant,
+                file_name="none",
+                sha256="0" * 64,
+                bytes=0,
+                event_count=events,
+                stream_count=0,
+                seal_sequences="[]",
+            )
+        )
+    return run_id
+
+
+def _month_of(ledger: RetentionLedger, name: str) -> tuple[str, str, dict[str, int]]:
+    (partition,) = (p for p in list_partitions(ledger.engine.connect()) if p.name == name)
+    assert partition.low and partition.high
+    with ledger.engine.connect() as connection:
+        rows = connection.execute(text(f"SELECT tenant_id, count(*) FROM {name} GROUP BY tenant_id"))
+        counts = {str(tenant): int(events) for tenant, events in rows}
+    return partition.low, partition.high, counts
+
+
+def test_a_run_forged_by_the_retention_login_drops_nothing(ledger: RetentionLedger) -> None:
+    """Rows the login may insert do not make a drop: the run must be this transaction's, name the partition's
+    own month, the month must be past, every event within its tenant's last seal, under READ COMMITTED."""
+    low, high, counts = _month_of(ledger, OLD)
+    retention = create_store_engine(ledger.retention_url)
+    drop = "SELECT llm_ledger_drop_archived_partition(:run, :target)"
+    try:
+        with retention.begin() as connection:  # recorded in an earlier transaction
+            earlier = _forge_run(connection, OLD, low, high, counts)
+        with pytest.raises(DBAPIError, match="in this transaction"), retention.begin() as connection:
+            connection.execute(text("SELECT set_config('role', 'llm_ledger_retention', true)"))
+            connection.execute(text(drop), {"run": earlier, "target": OLD})
+        with pytest.raises(DBAPIError, match="not the partition's month"), retention.begin() as connection:
+            run = _forge_run(connection, OLD, low, "ffffffff-ffff-0000-0000-000000000000", counts)
+            connection.execute(text(drop), {"run": run, "target": OLD})
+        with pytest.raises(DBAPIError, match="READ COMMITTED"), retention.connect() as connection:
+            connection.execution_options(isolation_level="REPEATABLE READ")
+            with connection.begin():
+                run = _forge_run(connection, OLD, low, high, counts)
+                connection.execute(text(drop), {"run": run, "target": OLD})
+        current = next(p.name for p in list_partitions(ledger.engine.connect()) if p.name > OLD and p.low)
+        c_low, c_high, c_counts = _month_of(ledger, current)
+        with pytest.raises(DBAPIError, match="current month or a future one"), retention.begin() as connection:
+            run = _forge_run(connection, current, c_low, c_high, c_counts)
+            connection.execute(text(drop), {"run": run, "target": current})
+        late, _ = move_to_month(workload.generate(TENANTS[:1], 3, tools=False, seed=98), 1, old_month_start())
+        store(ledger.url, late)
+        low, high, counts = _month_of(ledger, OLD)
+        with pytest.raises(DBAPIError, match="after its last seal"), retention.begin() as connection:
+            run = _forge_run(connection, OLD, low, high, counts)
+            connection.execute(text(drop), {"run": run, "target": OLD})
+    finally:
+        retention.dispose()
+    assert OLD in ledger.partitions()
+
+
+def test_verify_with_an_archive_dir_that_lacks_the_month_is_broken(ledger: RetentionLedger, tmp_path: Path) -> None:
+    _archived(ledger)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    report = verify_ledger(ledger.auditor_url, record=False, archive=empty)
+    assert not report.ok
+    missing = [f for f in report.findings if f.kind == "archive_missing"]
+    assert {f.tenant_id for f in missing} == set(TENANTS) and all(f.severity == "broken" for f in missing)
+
+
+def test_a_recorded_run_the_database_contradicts_is_broken(ledger: RetentionLedger) -> None:
+    """A run row saying a month left while its partition and events are still there (what a forged row
+    would say) is not believed by verify."""
+    low, _high, counts = _month_of(ledger, OLD)
+    retention = create_store_engine(ledger.retention_url)
+    try:
+        with retention.begin() as connection:
+            run = _forge_run(connection, OLD, low, "ffffffff-ffff-0000-0000-000000000000", counts)
+    finally:
+        retention.dispose()
+    report = verify_ledger(ledger.auditor_url, record=False)
+    (finding,) = [f for f in report.findings if f.kind == "archive_run_inconsistent"]
+    assert finding.severity == "broken" and run in finding.detail
+    assert "still exists" in finding.detail and "live events remain" in finding.detail
+    assert "are not" in finding.detail
+
+
+def test_only_a_known_rollback_lets_the_archive_copy_go() -> None:
+    assert commit_fate(run_recorded=False, partition_exists=True) == "rolled_back"
+    assert commit_fate(run_recorded=True, partition_exists=False) == "committed"
+    for recorded, exists in ((True, True), (False, False), (None, True), (False, None), (None, None)):
+        assert commit_fate(recorded, exists) == "unknown"
+
+
+def test_a_failure_while_writing_removes_the_copy_and_records_a_refusal(
+    ledger: RetentionLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: Any, **__: Any) -> Any:
+        raise ValueError("a value pyarrow cannot write")
+
+    monkeypatch.setattr(archive_files, "write_tenant_file", broken)
+    _, outcomes = apply_retention(ledger.retention_url, POLICY, ledger.archive)
+    assert [(o.archived, o.directory) for o in outcomes] == [(False, None)]
+    assert "cannot write" in (outcomes[0].reason or "")
+    assert list(ledger.archive.iterdir()) == []
+    assert OLD in ledger.partitions()
+    assert [r.outcome for r in _audit_retention(ledger, "outcome")] == ["refused"]
+
+
+def test_a_drop_rolled_back_removes_the_copy_and_records_a_refusal(
+    ledger: RetentionLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = retention_queries.drop_archived_partition
+
+    def refused(connection: Any, run_id: str, partition: str) -> int:
+        real(connection, run_id, "llm_ledger_events_default")  # the function's own refusal, a DBAPIError
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(retention_queries, "drop_archived_partition", refused)
+    _, outcomes = apply_retention(ledger.retention_url, POLICY, ledger.archive)
+    assert [(o.archived, o.directory) for o in outcomes] == [(False, None)]
+    assert "not a monthly partition" in (outcomes[0].reason or "")
+    assert list(ledger.archive.iterdir()) == []
+    assert OLD in ledger.partitions()
+
+
+def test_events_stored_late_keep_their_month_until_they_are_old_enough(ledger: RetentionLedger) -> None:
+    late, _ = move_to_month(workload.generate(TENANTS[:1], 3, tools=False, seed=97), 1, old_month_start())
+    store(ledger.url, late)
+    seal_all(ledger.url)
+    plan, outcomes = apply_retention(ledger.retention_url, POLICY, ledger.archive)
+    assert outcomes == []
+    old = next(month for month in plan.months if month.partition == OLD)
+    assert not old.is_due and "its latest of the month was stored" in old.describe()
+    assert OLD in ledger.partitions()
+
+
+def test_an_age_of_zero_is_refused() -> None:
+    for text_ in ("0d", "0w"):
+        with pytest.raises(AuditConfigurationError, match="zero"):
+            RetentionPolicy.parse(text_)

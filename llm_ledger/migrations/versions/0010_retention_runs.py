@@ -23,8 +23,11 @@ tenant's events, the seals and their manifests (to plan and archive a month), in
 tables, and may execute ``llm_ledger_drop_archived_partition(run_id, partition)``, the
 only way a partition of the events leaves: a SECURITY DEFINER function (the owner alone may drop a table)
 with a pinned search path that takes only a monthly partition of ``llm_ledger_events`` named by a run row of
-outcome ``archived`` of this transaction's making, locks it (ACCESS EXCLUSIVE, 5 s ``lock_timeout``), refuses
-unless its events per tenant are exactly those the run's files hold, then detaches and drops it. Nobody else
+outcome ``archived`` inserted by this very transaction (its ``xmin``), whose stream bounds are the partition's
+own and its month's, of a month already past; under READ COMMITTED only, it locks the events table then the
+partition (ACCESS EXCLUSIVE, 5 s ``lock_timeout``, in the order inserts take them), refuses unless its events
+per tenant are exactly those the run's files hold and all within the tenant's last seal, then detaches and
+drops it. Nobody else
 may execute it; the events' triggers still reject DELETE and TRUNCATE for everyone. The verify ``retention
 apply`` runs first is ``audit verify``'s, as ``llm_ledger_auditor``: the login is granted both roles (a
 migration may not grant one role to another without the admin option on it, which a database owner lacks).
@@ -116,20 +119,46 @@ _DROP_FUNCTION = """
         recorded record;
         mismatch record;
         held bigint;
+        month_start timestamp;
+        unsealed text;
+        bound text;
     BEGIN
+        -- The counts below are compared with the run under locks: only a fresh snapshot per statement sees
+        -- an event committed meanwhile, so a snapshot taken before the locks could drop it unarchived.
+        IF current_setting('transaction_isolation') <> 'read committed' THEN
+            RAISE EXCEPTION 'llm-ledger: % needs READ COMMITTED isolation, not %: not dropped',
+                target, current_setting('transaction_isolation');
+        END IF;
         IF target !~ '^llm_ledger_events_[0-9]{{4}}_[0-9]{{2}}$' OR NOT EXISTS (
                 SELECT FROM pg_inherits i
                 WHERE i.inhrelid = to_regclass(format('%I.%I', {schema_literal}, target))
                     AND i.inhparent = to_regclass(format('%I.%I', {schema_literal}, 'llm_ledger_events'))) THEN
             RAISE EXCEPTION 'llm-ledger: % is not a monthly partition of llm_ledger_events', target;
         END IF;
+        month_start := to_timestamp(substr(target, 19), 'YYYY_MM')::timestamp;
+        IF month_start >= date_trunc('month', now() AT TIME ZONE 'UTC') THEN
+            RAISE EXCEPTION 'llm-ledger: % is the current month or a future one: not dropped', target;
+        END IF;
+        -- Only a run this very transaction recorded: the role may insert rows, not drop months it never archived.
         SELECT * INTO recorded FROM {schema}.llm_ledger_retention_runs r
             WHERE r.run_id = run AND r.partition_name = target
-                AND r.outcome = 'archived' AND r.run_by = session_user;
+                AND r.outcome = 'archived' AND r.run_by = session_user
+                AND r.xmin = pg_current_xact_id()::xid;
         IF NOT FOUND THEN
-            RAISE EXCEPTION 'llm-ledger: no archived retention run % of % by %: record it first',
+            RAISE EXCEPTION 'llm-ledger: no archived retention run % of % by % in this transaction: record it first',
                 run, target, session_user;
         END IF;
+        SELECT pg_get_expr(c.relpartbound, c.oid) INTO bound FROM pg_class c
+            WHERE c.oid = to_regclass(format('%I.%I', {schema_literal}, target));
+        IF recorded.stream_low <> {schema}.llm_ledger_month_floor(month_start)
+                OR recorded.stream_high <> {schema}.llm_ledger_month_floor(month_start + interval '1 month')
+                OR bound <> format('FOR VALUES FROM (%L) TO (%L)', recorded.stream_low, recorded.stream_high) THEN
+            RAISE EXCEPTION 'llm-ledger: run % of % names streams [%, %), not the partition''s month: not dropped',
+                run, target, recorded.stream_low, recorded.stream_high;
+        END IF;
+        -- Parent first, as every insert takes them: the detach below needs the parent anyway, and taking it
+        -- after the partition could deadlock with an insert holding the parent and waiting for the partition.
+        EXECUTE format('LOCK TABLE ONLY %I.llm_ledger_events IN ACCESS EXCLUSIVE MODE', {schema_literal});
         -- Nothing is appended to the month while it is compared with what the archive holds.
         EXECUTE format('LOCK TABLE %I.%I IN ACCESS EXCLUSIVE MODE', {schema_literal}, target);
         EXECUTE format(
@@ -143,6 +172,17 @@ _DROP_FUNCTION = """
             RAISE EXCEPTION 'llm-ledger: % holds % events of tenant %, the archive of run % holds %: not dropped',
                 target, coalesce(mismatch.events, 0), coalesce(mismatch.live_tenant, mismatch.archived_tenant),
                 run, coalesce(mismatch.event_count, 0);
+        END IF;
+        -- Every tenant's events of the month within its last seal: what the archive holds is what a seal proves.
+        EXECUTE format(
+            'SELECT p.tenant_id FROM %I.%I p LEFT JOIN LATERAL (SELECT s.through_tx, s.through_position'
+            ' FROM %I.llm_ledger_seals s WHERE s.tenant_id = p.tenant_id ORDER BY s.sequence DESC LIMIT 1) s ON true'
+            ' WHERE s.through_tx IS NULL'
+            ' OR (p.tx_id, p.global_position) > (s.through_tx::text::xid8, s.through_position) LIMIT 1',
+            {schema_literal}, target, {schema_literal}) INTO unsealed;
+        IF unsealed IS NOT NULL THEN
+            RAISE EXCEPTION 'llm-ledger: % holds events of tenant % after its last seal: not dropped',
+                target, unsealed;
         END IF;
         EXECUTE format('SELECT count(*) FROM %I.%I', {schema_literal}, target) INTO held;
         IF held <> recorded.event_count THEN
@@ -213,6 +253,11 @@ def _postgresql_upgrade() -> None:
             f"DO $$ BEGIN EXECUTE format('CREATE POLICY %I ON {name} FOR SELECT TO %I USING (true)',"
             f" '{name}_owner_select', current_user); END $$"
         )
+    # The drop function reads each tenant's last seal; the seals' row-level security is FORCEd for the owner too.
+    op.execute(
+        "DO $$ BEGIN EXECUTE format('CREATE POLICY %I ON llm_ledger_seals FOR SELECT TO %I USING (true)',"
+        " 'llm_ledger_seals_owner_select', current_user); END $$"
+    )
     op.execute(_RUN_BY)
     op.execute(
         f"CREATE TRIGGER {_RUNS}_run_by BEFORE INSERT ON {_RUNS}"
@@ -264,6 +309,7 @@ def downgrade() -> None:
     op.execute(f"DROP VIEW {_VIEW}")
     if dialect == "postgresql":
         op.execute("DROP FUNCTION llm_ledger_drop_archived_partition(text, text)")
+        op.execute("DROP POLICY llm_ledger_seals_owner_select ON llm_ledger_seals")
     for table in reversed(_TABLES):
         op.drop_table(table)
     if dialect == "postgresql":
