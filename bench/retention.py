@@ -12,7 +12,8 @@ Run by hand:  .venv/bin/python bench/retention.py [--events 1500000] [--months 3
 3. ``llm-ledger audit verify --no-record`` once (every tenant): the full verify that ``retention apply`` runs
    before it removes anything, timed alone.
 4. ``llm-ledger retention apply --older-than Nd --archive DIR`` (a child process), N chosen so that only the
-   oldest month is due: wall time, the archive's bytes (Parquet files and manifest).
+   oldest month is due: wall time, the part of it that proves the archive from its files before the drop,
+   the archive's bytes (Parquet files and manifest).
 5. ``llm-ledger audit verify --archive DIR --json --no-record``: wall time, events checked (live and archived),
    events per second; and a plain ``audit verify`` for comparison.
 
@@ -162,12 +163,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         archived = directory_bytes(archive)
         apply_verify = float(re.search(r"verify run \S+: ([0-9.]+) s", out).group(1))  # type: ignore[union-attr]
         writing = float(re.search(r"and dropped in ([0-9.]+) s", out).group(1))  # type: ignore[union-attr]
+        proving = float(re.search(r"([0-9.]+) s of it proving", out).group(1))  # type: ignore[union-attr]
         partition_mib = (heap + index) / 2**20
         lines += [
             f"- `retention apply --older-than {older_than}` (only `{name}` due): **{apply_seconds:.1f} s** in all,"
             f" of which {apply_verify:.1f} s its full verify and {writing:.1f} s reading the month, writing, fsyncing"
-            f" and re-reading its Parquet files and dropping the partition ({rows / max(writing, 1e-9):,.0f} events/s);"
-            " the plan's queries (counts, seal coverage per tenant) the rest.",
+            f" and re-reading its Parquet files, proving them and dropping the partition"
+            f" ({rows / max(writing, 1e-9):,.0f} events/s), {proving:.1f} s of it the proof from the files (the"
+            " month's streams' chains and its seals' roots, as `verify --archive` checks them); the plan's queries"
+            " (counts, seal coverage per tenant) the rest.",
             f"- Archive: **{archived / 2**20:,.1f} MiB** (zstd Parquet + manifest) against {partition_mib:,.0f}"
             f" MiB of partition heap and indexes: {archived / (heap + index):.1%} of it,"
             f" {archived / rows:,.0f} bytes per event.",

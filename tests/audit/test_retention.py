@@ -13,6 +13,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -594,3 +595,68 @@ def test_an_age_of_zero_is_refused() -> None:
     for text_ in ("0d", "0w"):
         with pytest.raises(AuditConfigurationError, match="zero"):
             RetentionPolicy.parse(text_)
+
+
+def _written_wrong(monkeypatch: pytest.MonkeyPatch, column: str) -> None:
+    """A writer bug: the month's first row reaches the archive with ``column`` changed (its ``hash`` left as
+    stored, so that the files still read back as written)."""
+    real = retention_queries.month_rows
+
+    def wrong(connection: Any, tenant_id: str, low: str, high: str) -> Iterator[list[dict[str, Any]]]:
+        for index, batch in enumerate(real(connection, tenant_id, low, high)):
+            if index == 0:
+                first = batch[0]
+                if column == "payload":
+                    first["payload"] = json.dumps({**json.loads(first["payload"]), "x": 1})
+                else:  # its cursor: the event moves among its seal's leaves, its chain unchanged
+                    first[column] = int(first[column]) + 1_000_000
+            yield batch
+
+    monkeypatch.setattr(retention_queries, "month_rows", wrong)
+
+
+@pytest.mark.parametrize(("column", "named"), [("payload", "hash_mismatch"), ("global_position", "seal_root")])
+def test_an_archive_that_does_not_verify_from_its_files_drops_nothing(
+    ledger: RetentionLedger, monkeypatch: pytest.MonkeyPatch, column: str, named: str
+) -> None:
+    _written_wrong(monkeypatch, column)
+    _, outcomes = apply_retention(ledger.retention_url, POLICY, ledger.archive)
+    assert [(o.plan.partition, o.archived, o.directory) for o in outcomes] == [(OLD, False, None)]
+    reason = outcomes[0].reason or ""
+    assert "does not verify from its files" in reason and named in reason, reason
+    assert OLD in ledger.partitions() and list(ledger.archive.iterdir()) == []
+    assert [r.outcome for r in _audit_retention(ledger, "outcome")] == ["refused"]
+
+
+def test_a_month_whose_seals_cover_a_month_archived_before_is_proved_with_that_month_s_files(
+    _create_postgres_database: Callable[[], str], ledger_login: Callable[..., str], tmp_path: Path
+) -> None:
+    """Two old months under the same seals: the second is dropped only once the first's files are at hand
+    in its archive directory, since its seals' roots cannot be proved without them."""
+    march, april = OLD_MONTH, (OLD_MONTH[0], OLD_MONTH[1] + 1)
+    recorded = workload.generate(TENANTS, 30, tools=False, seed=13)
+    events, _ = move_to_month(recorded, 3, old_month_start())
+    events, _ = move_to_month(events, 5, datetime(*april, 1, tzinfo=UTC))
+    url = _create_postgres_database()
+    migrate.upgrade(url)
+    engine = create_store_engine(url)
+    try:
+        names = [create_month_partition(engine, *month) for month in (march, april)]
+        store(url, events)
+        seal_all(url)
+        for name in names:
+            backdate_recorded(engine, name)
+    finally:
+        engine.dispose()
+    login = as_login(url, str(make_url(ledger_login("llm_ledger_retention", "llm_ledger_auditor")).username))
+    first, elsewhere = tmp_path / "first", tmp_path / "elsewhere"
+    april_due = datetime(*april, 1, tzinfo=UTC) + timedelta(days=400)  # March is due then, April not yet
+    _, outcomes = apply_retention(login, POLICY, first, now=april_due)
+    assert [(o.plan.partition, o.archived) for o in outcomes] == [(names[0], True)]
+    _, outcomes = apply_retention(login, POLICY, elsewhere)
+    assert [(o.plan.partition, o.archived) for o in outcomes] == [(names[1], False)]
+    assert "archived_not_checked" in (outcomes[0].reason or "") and names[0] in (outcomes[0].reason or "")
+    _, outcomes = apply_retention(login, POLICY, first)
+    assert [(o.plan.partition, o.archived) for o in outcomes] == [(names[1], True)]
+    report = verify_ledger(login, record=False, archive=first)
+    assert report.ok and not [f for f in report.findings if f.kind.startswith("archive")], report.to_text()
