@@ -146,9 +146,9 @@ def _verify(
         workers = _workers(jobs, database_url, engine, sum(sealed.get(tenant, 0) for tenant in tenants))
         if workers > 1 and len(order) > 1:
             key = public_key.text() if public_key is not None else None
-            archived = {tenant: retired.of(tenant) for tenant in order}
-            work = partial(_verify_tenant_in_worker, since=since, public_key=key, archived=archived)
-            outcomes = dict(zip(order, map_tenants(work, engine.url, order, workers), strict=True))
+            work = partial(_verify_tenant_in_worker, since=since, public_key=key)
+            own = {tenant: retired.of(tenant) for tenant in order}
+            outcomes = dict(zip(order, map_tenants(work, engine.url, order, workers, own), strict=True))
         else:
             outcomes = {
                 tenant: _verify_tenant(engine, tenant, since, public_key, retired.of(tenant)) for tenant in order
@@ -204,16 +204,12 @@ def _verify_tenant(
 
 
 def _verify_tenant_in_worker(
-    engine: Engine,
-    tenant: str,
-    *,
-    since: datetime | None,
-    public_key: str | None,
-    archived: dict[str, RetiredTenant],
+    engine: Engine, tenant: str, archived: RetiredTenant, *, since: datetime | None, public_key: str | None
 ) -> tuple[TenantResult, list[Seal]]:
-    """``_verify_tenant`` in a worker process (``parallel``), given the public key as its text."""
+    """``_verify_tenant`` in a worker process (``parallel``), given the public key as its text and the
+    tenant's archived months alone."""
     key = PublicKey.parse(public_key, "public_key") if public_key is not None else None
-    return _verify_tenant(engine, tenant, since, key, archived[tenant])
+    return _verify_tenant(engine, tenant, since, key, archived)
 
 
 def _remember(state: HeadLog, report: AuditReport) -> None:

@@ -660,3 +660,44 @@ def test_a_month_whose_seals_cover_a_month_archived_before_is_proved_with_that_m
     assert [(o.plan.partition, o.archived) for o in outcomes] == [(names[1], True)]
     report = verify_ledger(login, record=False, archive=first)
     assert report.ok and not [f for f in report.findings if f.kind.startswith("archive")], report.to_text()
+
+
+def test_verify_with_the_archive_in_worker_processes_gives_the_report_of_one_process(ledger: RetentionLedger) -> None:
+    directory = _archived(ledger)
+    victim = sorted(directory.glob("*.parquet"))[0]
+    clean = [verify_ledger(ledger.auditor_url, record=False, archive=ledger.archive, jobs=jobs) for jobs in (1, 2)]
+    body = bytearray(victim.read_bytes())
+    body[len(body) // 2] ^= 0x01
+    victim.write_bytes(bytes(body))
+    flipped = [verify_ledger(ledger.auditor_url, record=False, archive=ledger.archive, jobs=jobs) for jobs in (1, 2)]
+
+    def comparable(report: Any) -> Any:
+        varies = ("run_id", "started_at", "finished_at", "duration_seconds")
+        return {key: value for key, value in report.to_json().items() if key not in varies}
+
+    assert clean[0].ok and comparable(clean[1]) == comparable(clean[0])
+    assert clean[1].events == ledger.total
+    assert not flipped[1].ok and comparable(flipped[1]) == comparable(flipped[0])
+    assert [f.kind for f in flipped[1].findings if f.kind.startswith("archive")] == ["archive_file_altered"]
+
+
+def test_each_worker_task_carries_its_own_tenant_s_archived_months_alone(
+    ledger: RetentionLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llm_ledger.audit import parallel
+    from llm_ledger.audit import verify as verify_module
+
+    _archived(ledger)
+    sent: list[tuple[Any, dict[str, Any]]] = []
+    real = parallel.map_tenants
+
+    def recorded(work: Any, url: Any, tenants: Any, jobs: int, own: Any = None) -> Any:
+        sent.append((work, dict(own or {})))
+        return real(work, url, tenants, jobs, own)
+
+    monkeypatch.setattr(verify_module, "map_tenants", recorded)
+    assert verify_ledger(ledger.auditor_url, record=False, archive=ledger.archive, jobs=2).ok
+    [(work, own)] = sent
+    # Pickled once per task: every tenant's months in it would be sent with each tenant's task.
+    assert not any(isinstance(value, dict) for value in work.keywords.values()), work.keywords
+    assert set(own) == set(TENANTS) and all(own[tenant].tenant_id == tenant for tenant in own)
