@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
-from llm_ledger.audit import archive_files, archive_proof, retention_queries
+from llm_ledger.audit import archive_files, archive_proof, retention_queries, retired
 from llm_ledger.audit.errors import AuditConfigurationError
 from llm_ledger.audit.queries import AuditQueries
 from llm_ledger.audit.report import AuditReport, Finding
@@ -136,8 +136,9 @@ def _require_partitions(engine: Engine) -> None:
 
 def _relevant(finding: Finding, month: MonthPlan) -> bool:
     """Whether a broken finding stands against removing the month: of one of its tenants, and of one of its
-    streams, of a seal covering it, or of the tenant's seal chain as a whole."""
-    if finding.severity != "broken":
+    streams, of a seal covering it, or of the tenant's seal chain as a whole. A run the database contradicts
+    is not one of these: ``_plan`` weighs it by what it names (``InconsistentRun.blocks``)."""
+    if finding.severity != "broken" or finding.kind == "archive_run_inconsistent":
         return False
     if not finding.tenant_id:
         return True  # the witness, verify's state or an archive: nothing is known to be sound
@@ -207,7 +208,17 @@ def _plan(engine: Engine, policy: RetentionPolicy, now: datetime, record_verify:
     queries = AuditQueries(engine.dialect.name)
     with engine.connect() as connection:
         partitions = [p for p in list_partitions(connection) if p.name != DEFAULT_PARTITION]
+    with scoped_connection(engine, RETENTION_ROLE) as connection:
+        inconsistent = retired.inconsistent_runs(connection)
     months = [plan for p in partitions if (plan := _plan_month(engine, queries, policy, now, p)) is not None]
+    for month in months:
+        if month.is_due:
+            month.refusals += [
+                f"{run.describe()}: it names this month or its tenants; resolve it first"
+                f" ({retired.RESOLVING_INCONSISTENT_RUNS})"
+                for run in inconsistent
+                if run.blocks(month.partition, month.events)
+            ]
     candidates = [month for month in months if month.may_go]
     if not candidates:
         return RetentionPlan(months, None)

@@ -323,7 +323,7 @@ class Retired:
             return cls({}, bool(roots), [])
         runs = {(row.run_id, row.partition_name): row for row in retention_queries.archived_runs(connection)}
         months, by_key = _archived_months(runs, retention_queries.archived_files(connection))
-        findings = _check_runs(connection, runs)
+        findings = [run.finding() for run in _inconsistent(connection, runs, months)]
         if roots:
             findings += _attach_archives(roots, runs, by_key)
             findings += _missing_archives(by_key)
@@ -380,11 +380,51 @@ def _archived_months(
     return months, by_key
 
 
-def _check_runs(connection: Connection, runs: dict[tuple[str, str], Any]) -> list[Finding]:
+RESOLVING_INCONSISTENT_RUNS = 'docs/AUDIT.md, "A retention run the database contradicts"'
+
+
+@dataclass(frozen=True, slots=True)
+class InconsistentRun:
+    """A recorded archived run that the database contradicts. ``tenants``: those its files name, whose
+    seals of ``seal_sequences`` a verify takes as partly archived on its word."""
+
+    run_id: str
+    partition: str
+    tenants: frozenset[str]
+    problems: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"run {self.run_id} records {self.partition} as archived and dropped, but {'; '.join(self.problems)}"
+
+    def blocks(self, partition: str, tenants: Iterable[str]) -> bool:
+        """Whether it stands against retiring ``partition``, of ``tenants``: its own partition, or a month of
+        one of its tenants (their seals' roots were not all checked: the run says their events left)."""
+        return partition == self.partition or not self.tenants.isdisjoint(tenants)
+
+    def finding(self) -> Finding:
+        named = ", ".join(repr(tenant) for tenant in sorted(self.tenants)) or "none"
+        detail = (
+            f"{self.describe()}: retention refuses {self.partition} and every month of its tenants ({named})"
+            f" until it is resolved ({RESOLVING_INCONSISTENT_RUNS})"
+        )
+        return Finding("", "archive_run_inconsistent", "broken", detail)
+
+
+def inconsistent_runs(connection: Connection) -> list[InconsistentRun]:
+    """The recorded archived runs the database contradicts (none before migration 0010)."""
+    if not retention_queries.has_retention_tables(connection):
+        return []
+    runs = {(row.run_id, row.partition_name): row for row in retention_queries.archived_runs(connection)}
+    return _inconsistent(connection, runs, _archived_months(runs, retention_queries.archived_files(connection))[0])
+
+
+def _inconsistent(
+    connection: Connection, runs: Mapping[tuple[str, str], Any], months: Mapping[str, list[ArchivedMonth]]
+) -> list[InconsistentRun]:
     """A recorded archived run is believed only when it matches what the database shows: its bounds are its
     partition's month, that partition is gone, and no live event remains in its range."""
     present = {p.name for p in list_partitions(connection)} if is_partitioned(connection) else set()
-    findings = []
+    found = []
     for (run_id, partition), run in runs.items():
         month = partition_month(partition)
         problems = []
@@ -396,9 +436,13 @@ def _check_runs(connection: Connection, runs: dict[tuple[str, str], Any]) -> lis
         if live:
             problems.append(f"{live:,} live events remain in its range")
         if problems:
-            detail = f"run {run_id} records {partition} as archived and dropped, but " + "; ".join(problems)
-            findings.append(Finding("", "archive_run_inconsistent", "broken", detail))
-    return findings
+            tenants = frozenset(
+                tenant
+                for tenant, held in months.items()
+                if any(m.run_id == run_id and m.partition == partition for m in held)
+            )
+            found.append(InconsistentRun(run_id, partition, tenants, tuple(problems)))
+    return found
 
 
 def _missing_archives(months: dict[tuple[str, str, str], ArchivedMonth]) -> list[Finding]:

@@ -701,3 +701,45 @@ def test_each_worker_task_carries_its_own_tenant_s_archived_months_alone(
     # Pickled once per task: every tenant's months in it would be sent with each tenant's task.
     assert not any(isinstance(value, dict) for value in work.keywords.values()), work.keywords
     assert set(own) == set(TENANTS) and all(own[tenant].tenant_id == tenant for tenant in own)
+
+
+def test_a_run_the_database_contradicts_refuses_only_its_own_month_and_its_tenants_months(
+    ledger: RetentionLedger,
+) -> None:
+    """A forged run naming another month and a tenant with no event here leaves this month free to go; one
+    naming a tenant of this month refuses it, naming the run and where the doc says how to resolve it."""
+    low, _high, _counts = _month_of(ledger, OLD)
+    retention = create_store_engine(ledger.retention_url)
+    try:
+        with retention.begin() as connection:
+            unrelated = _forge_run(connection, "llm_ledger_events_2020_01", low, "ffffffff", {"nobody": 1})
+        plan = plan_retention(ledger.retention_url, POLICY)
+        (old,) = [month for month in plan.months if month.partition == OLD]
+        assert old.may_go, old.describe()
+        with retention.begin() as connection:
+            related = _forge_run(connection, "llm_ledger_events_2020_02", low, "ffffffff", {TENANTS[0]: 1})
+    finally:
+        retention.dispose()
+    _, outcomes = apply_retention(ledger.retention_url, POLICY, ledger.archive)
+    assert [(o.plan.partition, o.archived) for o in outcomes] == [(OLD, False)]
+    reason = outcomes[0].reason or ""
+    assert related in reason and unrelated not in reason and "A retention run the database contradicts" in reason
+    report = verify_ledger(ledger.auditor_url, record=False)
+    details = [f.detail for f in report.findings if f.kind == "archive_run_inconsistent"]
+    assert len(details) == 2 and all("until it is resolved" in detail for detail in details)
+    assert any(related in detail and repr(TENANTS[0]) in detail for detail in details)
+
+
+def test_a_month_put_back_is_resolved_as_the_doc_says_by_dropping_the_copy_again(ledger: RetentionLedger) -> None:
+    _archived(ledger)
+    create_month_partition(ledger.engine, *OLD_MONTH)
+    report = verify_ledger(ledger.auditor_url, record=False, archive=ledger.archive)
+    (finding,) = [f for f in report.findings if f.kind == "archive_run_inconsistent"]
+    assert "still exists" in finding.detail
+    resolution = ["ALTER TABLE llm_ledger_events DETACH PARTITION <partition>", "DROP TABLE <partition>"]
+    assert "; ".join(resolution) in " ".join(AUDIT_MD.read_text().split())  # as the doc gives it
+    with ledger.engine.begin() as connection:  # as the owner (here the superuser, who owns the test database)
+        for statement in resolution:
+            connection.execute(text(statement.replace("<partition>", OLD)))
+    report = verify_ledger(ledger.auditor_url, record=False, archive=ledger.archive)
+    assert report.ok and not [f for f in report.findings if f.kind.startswith("archive")], report.to_text()
