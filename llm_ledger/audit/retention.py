@@ -1,6 +1,8 @@
 """``llm-ledger retention plan`` and ``retention apply``: whole monthly partitions of the events leave the
 database for an archive directory, once every tenant's events in them are sealed, a verify finds them clean,
-every tenant's policy lets them go, and their Parquet files are written, fsynced and read back.
+no recorded run the database contradicts names them or their tenants, every tenant's policy lets them go,
+and their Parquet files are written, fsynced, read back and proved from the files by verify's own checks
+(``archive_proof``).
 
 The unit is one monthly partition (every tenant's streams started that month: a stream never straddles two).
 Each partition considered that was due is recorded in ``llm_ledger_retention_runs``, archived or refused, with

@@ -385,8 +385,8 @@ RESOLVING_INCONSISTENT_RUNS = 'docs/AUDIT.md, "A retention run the database cont
 
 @dataclass(frozen=True, slots=True)
 class InconsistentRun:
-    """A recorded archived run that the database contradicts. ``tenants``: those its files name, whose
-    seals of ``seal_sequences`` a verify takes as partly archived on its word."""
+    """A recorded archived run that the database contradicts. ``tenants``: those its files name; a verify
+    takes the seals its files list for them as partly archived, on its word."""
 
     run_id: str
     partition: str
