@@ -43,7 +43,10 @@ INSERT INTO ledger_login VALUES
     -- The demo writes as Focal does, then projects, seals and verifies what it wrote.
     (:'demo_login', :'demo_password',
      ARRAY['llm_ledger_writer', 'llm_ledger_ingest', 'llm_ledger_projector', 'llm_ledger_sealer',
-           'llm_ledger_auditor']);
+           'llm_ledger_auditor']),
+    -- Retention archives and drops old months as llm_ledger_retention, after the full verify it runs first
+    -- as llm_ledger_auditor (migration 0010).
+    (:'retention_login', :'retention_password', ARRAY['llm_ledger_retention', 'llm_ledger_auditor']);
 
 -- Refused before any login is made or changed, as an error (psql then exits 3): an empty name or password;
 -- a name given to two services (each connects as a login of its own); and a name that is a role but not a

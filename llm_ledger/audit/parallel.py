@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import atexit
 import os
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
@@ -40,10 +40,14 @@ def default_jobs() -> int:
     return max(1, min(cores, DEFAULT_JOBS_CAP))
 
 
-def map_tenants(work: Callable[[Engine, str], T], url: URL, tenants: Sequence[str], jobs: int) -> list[T]:
+def map_tenants(
+    work: Callable[..., T], url: URL, tenants: Sequence[str], jobs: int, own: Mapping[str, Any] | None = None
+) -> list[T]:
     """``work(engine, tenant)`` for each tenant, in up to ``jobs`` worker processes; the results in the order
     of ``tenants``, which are handed out in that order (largest first keeps the workers busy to the end).
-    ``work`` must be picklable: a module's function, or a ``functools.partial`` of one.
+    ``work`` must be picklable: a module's function, or a ``functools.partial`` of one. It is pickled with
+    every task, so what only one tenant needs (its archived months) goes in ``own``, by tenant: then
+    ``work(engine, tenant, own[tenant])``, each task carrying its own tenant's alone.
 
     Raises ``StoreUnavailableError`` naming the tenant when its worker fails on the database (any SQLAlchemy
     error, such as a connection refused) or dies (``BrokenProcessPool``); any other error of ``work`` as it is.
@@ -58,7 +62,8 @@ def map_tenants(work: Callable[[Engine, str], T], url: URL, tenants: Sequence[st
     workers = max(1, min(jobs, len(tenants)))
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start, initargs=(url,))
     try:
-        futures = [(tenant, pool.submit(_run, work, tenant)) for tenant in tenants]
+        arguments = {tenant: () if own is None else (own[tenant],) for tenant in tenants}
+        futures = [(tenant, pool.submit(_run, work, tenant, *arguments[tenant])) for tenant in tenants]
         results = []
         for tenant, future in futures:
             try:
@@ -84,6 +89,6 @@ def _start(url: URL) -> None:
     atexit.register(_engine.dispose)
 
 
-def _run(work: Callable[[Engine, str], T], tenant: str) -> T:
+def _run(work: Callable[..., T], tenant: str, *own: Any) -> T:
     assert _engine is not None, "not in a worker started by map_tenants"
-    return work(_engine, tenant)
+    return work(_engine, tenant, *own)

@@ -1,6 +1,8 @@
 """``llm-ledger retention plan`` and ``retention apply``: whole monthly partitions of the events leave the
 database for an archive directory, once every tenant's events in them are sealed, a verify finds them clean,
-every tenant's policy lets them go, and their Parquet files are written, fsynced and read back.
+no recorded run the database contradicts names them or their tenants, every tenant's policy lets them go,
+and their Parquet files are written, fsynced, read back and proved from the files by verify's own checks
+(``archive_proof``).
 
 The unit is one monthly partition (every tenant's streams started that month: a stream never straddles two).
 Each partition considered that was due is recorded in ``llm_ledger_retention_runs``, archived or refused, with
@@ -24,7 +26,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
-from llm_ledger.audit import archive_files, retention_queries
+from llm_ledger.audit import archive_files, archive_proof, retention_queries, retired
 from llm_ledger.audit.errors import AuditConfigurationError
 from llm_ledger.audit.queries import AuditQueries
 from llm_ledger.audit.report import AuditReport, Finding
@@ -96,13 +98,16 @@ class MonthOutcome:
     directory: Path | None
     files: tuple[archive_files.WrittenFile, ...] = ()
     seconds: float = 0.0
-    """Writing, reading back and dropping (or failing to)."""
+    """Writing, reading back, proving and dropping (or failing to)."""
+    proof_seconds: float = 0.0
+    """Of ``seconds``, proving the archive from its files (``archive_proof``)."""
 
     def describe(self) -> str:
         if self.archived:
             return (
                 f"{self.plan.partition}: archived {self.plan.event_count:,} events of {len(self.files)} tenants to"
-                f" {self.directory} and dropped in {self.seconds:.1f} s (run {self.run_id})"
+                f" {self.directory} and dropped in {self.seconds:.1f} s, {self.proof_seconds:.1f} s of it proving"
+                f" the archive from its files (run {self.run_id})"
             )
         return f"{self.plan.partition}: refused (run {self.run_id}): {self.reason}"
 
@@ -133,8 +138,9 @@ def _require_partitions(engine: Engine) -> None:
 
 def _relevant(finding: Finding, month: MonthPlan) -> bool:
     """Whether a broken finding stands against removing the month: of one of its tenants, and of one of its
-    streams, of a seal covering it, or of the tenant's seal chain as a whole."""
-    if finding.severity != "broken":
+    streams, of a seal covering it, or of the tenant's seal chain as a whole. A run the database contradicts
+    is not one of these: ``_plan`` weighs it by what it names (``InconsistentRun.blocks``)."""
+    if finding.severity != "broken" or finding.kind == "archive_run_inconsistent":
         return False
     if not finding.tenant_id:
         return True  # the witness, verify's state or an archive: nothing is known to be sound
@@ -204,7 +210,17 @@ def _plan(engine: Engine, policy: RetentionPolicy, now: datetime, record_verify:
     queries = AuditQueries(engine.dialect.name)
     with engine.connect() as connection:
         partitions = [p for p in list_partitions(connection) if p.name != DEFAULT_PARTITION]
+    with scoped_connection(engine, RETENTION_ROLE) as connection:
+        inconsistent = retired.inconsistent_runs(connection)
     months = [plan for p in partitions if (plan := _plan_month(engine, queries, policy, now, p)) is not None]
+    for month in months:
+        if month.is_due:
+            month.refusals += [
+                f"{run.describe()}: it names this month or its tenants; resolve it first"
+                f" ({retired.RESOLVING_INCONSISTENT_RUNS})"
+                for run in inconsistent
+                if run.blocks(month.partition, month.events)
+            ]
     candidates = [month for month in months if month.may_go]
     if not candidates:
         return RetentionPlan(months, None)
@@ -214,10 +230,15 @@ def _plan(engine: Engine, policy: RetentionPolicy, now: datetime, record_verify:
     for month in candidates:
         against = [finding for finding in report.findings if _relevant(finding, month)]
         if against:
-            named = "; ".join(str(finding).strip() for finding in against[:_MAX_NAMED_FINDINGS])
-            more = f" (and {len(against) - _MAX_NAMED_FINDINGS:,} more)" if len(against) > _MAX_NAMED_FINDINGS else ""
-            month.refusals.append(f"verify run {report.run_id} found it broken: {named}{more}")
+            month.refusals.append(f"verify run {report.run_id} found it broken: {_named(against)}")
     return RetentionPlan(months, report.run_id if record_verify else None, seconds)
+
+
+def _named(findings: Sequence[Finding]) -> str:
+    """The first findings, and how many more."""
+    named = "; ".join(str(finding).strip() for finding in findings[:_MAX_NAMED_FINDINGS])
+    more = len(findings) - _MAX_NAMED_FINDINGS
+    return f"{named} (and {more:,} more)" if more > 0 else named
 
 
 def plan_retention(
@@ -279,18 +300,16 @@ def _archive_month(
     return written
 
 
-def _record(
-    engine: Engine,
+def _run_values(
     plan: MonthPlan,
     policy: RetentionPolicy,
     outcome: MonthOutcome,
     started_at: datetime,
     manifest_sha: str | None,
     verify_run_id: str | None,
-) -> None:
-    """Record the month's run; for an archived one, its files, and drop the partition in the same transaction
-    (the drop function finds the run there), so that a partition never leaves unrecorded."""
-    values = {
+) -> dict[str, Any]:
+    """The month's row of ``llm_ledger_retention_runs``."""
+    return {
         "run_id": outcome.run_id,
         "partition_name": plan.partition,
         "month": plan.month,
@@ -308,24 +327,44 @@ def _record(
         "policy": policy.to_json(),
         "verify_run_id": verify_run_id,
     }
+
+
+def _file_values(plan: MonthPlan, outcome: MonthOutcome) -> list[dict[str, Any]]:
+    """An archived month's rows of ``llm_ledger_retention_files``, one per tenant."""
+    return [
+        {
+            "run_id": outcome.run_id,
+            "partition_name": plan.partition,
+            "tenant_id": file.tenant_id,
+            "file_name": file.name,
+            "sha256": file.sha256,
+            "bytes": file.bytes,
+            "event_count": file.events,
+            "stream_count": file.streams,
+            "seal_sequences": _json_list(plan.seals[file.tenant_id]),
+        }
+        for file in outcome.files
+    ]
+
+
+def _record(
+    engine: Engine,
+    plan: MonthPlan,
+    policy: RetentionPolicy,
+    outcome: MonthOutcome,
+    started_at: datetime,
+    manifest_sha: str | None,
+    verify_run_id: str | None,
+) -> None:
+    """Record the month's run; for an archived one, its files, and drop the partition in the same transaction
+    (the drop function finds the run there), so that a partition never leaves unrecorded."""
+    values = _run_values(plan, policy, outcome, started_at, manifest_sha, verify_run_id)
     with scoped_connection(engine, RETENTION_ROLE) as connection:
         connection.execute(retention_runs.insert().values(**values))
         if not outcome.archived:
             return
-        for file in outcome.files:
-            connection.execute(
-                retention_files.insert().values(
-                    run_id=outcome.run_id,
-                    partition_name=plan.partition,
-                    tenant_id=file.tenant_id,
-                    file_name=file.name,
-                    sha256=file.sha256,
-                    bytes=file.bytes,
-                    event_count=file.events,
-                    stream_count=file.streams,
-                    seal_sequences=_json_list(plan.seals[file.tenant_id]),
-                )
-            )
+        for file in _file_values(plan, outcome):
+            connection.execute(retention_files.insert().values(**file))
         retention_queries.drop_archived_partition(connection, outcome.run_id, plan.partition)
 
 
@@ -359,8 +398,7 @@ def apply_retention(
                 _record(engine, month, policy, outcome, started_at, None, plan.verify_run_id)
                 outcomes.append(outcome)
                 continue
-            directory = root / f"{month.partition}-{run_id}"
-            outcome = _archive_and_drop(engine, month, policy, run_id, directory, started_at, plan.verify_run_id)
+            outcome = _archive_and_drop(engine, month, policy, run_id, root, started_at, plan.verify_run_id)
             outcomes.append(outcome)
         return plan, outcomes
 
@@ -398,22 +436,32 @@ def _archive_and_drop(
     month: MonthPlan,
     policy: RetentionPolicy,
     run_id: str,
-    directory: Path,
+    root: Path,
     started_at: datetime,
     verify_run_id: str | None,
 ) -> MonthOutcome:
-    """Write and prove the month's archive, then record the run and drop the partition in one transaction.
-    The directory is removed only when nothing can have left the database: a failure while writing, or a
-    recording transaction the database shows rolled back; when its fate is unknown, the directory is kept."""
+    """Write the month's archive under ``root`` and prove it from its files (``archive_proof``), then record
+    the run and drop the partition in one transaction. The directory is removed only when nothing can have
+    left the database: a failure while writing, an archive that does not verify, or a recording transaction
+    the database shows rolled back; when its fate is unknown, the directory is kept."""
     started = time.perf_counter()
+    directory = root / f"{month.partition}-{run_id}"
     writing_errors: tuple[type[Exception], ...] = (DBAPIError, *archive_files.damaged_file_errors())
     try:
         files = _archive_month(engine, month, run_id, directory, started_at)
         manifest_sha = archive_files.file_sha256(directory / archive_files.MANIFEST)
+        outcome = MonthOutcome(month, run_id, True, None, directory, tuple(files))
+        run = _run_values(month, policy, outcome, started_at, manifest_sha, verify_run_id)
+        proving = time.perf_counter()
+        against = archive_proof.prove_before_drop(engine, root, run, _file_values(month, outcome))
+        outcome = replace(outcome, proof_seconds=time.perf_counter() - proving)
     except writing_errors as exc:
         shutil.rmtree(directory, ignore_errors=True)
         return _refuse(engine, month, policy, run_id, started_at, verify_run_id, f"not archived: {_first_line(exc)}")
-    outcome = MonthOutcome(month, run_id, True, None, directory, tuple(files))
+    if against:
+        shutil.rmtree(directory, ignore_errors=True)
+        reason = f"not dropped: the archive does not verify from its files: {_named(against)}"
+        return _refuse(engine, month, policy, run_id, started_at, verify_run_id, reason)
     try:
         _record(engine, month, policy, outcome, started_at, manifest_sha, verify_run_id)
     except DBAPIError as exc:

@@ -43,18 +43,19 @@ _ROWS = text(
 _DROP = text("SELECT llm_ledger_drop_archived_partition(:run_id, :partition)")
 
 _LEAVES_AT = {
-    "postgresql": text(
+    "postgresql": (
         "SELECT CAST(CAST(e.tx_id AS text) AS bigint) AS tx, e.global_position AS position, e.hash, e.occurred_at"
         f" FROM {EVENTS_TABLE} e WHERE e.tenant_id = :tenant AND {_AFTER}"
-        " AND (e.tx_id, e.global_position) <= (CAST(CAST(:through_tx AS text) AS xid8), :through_position)"
+        " AND (e.tx_id, e.global_position) <= (CAST(CAST(:through_tx AS text) AS xid8), :through_position){outside}"
         " ORDER BY e.tx_id, e.global_position"
     ),
-    "sqlite": text(
+    "sqlite": (
         "SELECT 0 AS tx, e.global_position AS position, e.hash, e.occurred_at FROM "
         f"{EVENTS_TABLE} e WHERE e.tenant_id = :tenant AND e.global_position > :after_position"
-        " AND e.global_position <= :through_position ORDER BY e.global_position"
+        " AND e.global_position <= :through_position{outside} ORDER BY e.global_position"
     ),
 }
+_OUTSIDE_MONTH = " AND NOT (e.stream_id >= :low AND e.stream_id < :high)"
 
 
 def tenant_counts(connection: Connection, low: str, high: str) -> dict[str, int]:
@@ -88,11 +89,14 @@ def month_rows(connection: Connection, tenant_id: str, low: str, high: str) -> I
         yield [dict(row) for row in rows]
 
 
-def leaves_at(connection: Connection, sealed: SealRange) -> Iterator[Row[Any]]:
-    """A seal range's live events as ``(tx, position, hash, occurred_at)``, in cursor order, streamed."""
-    statement = _LEAVES_AT[connection.dialect.name]
+def leaves_at(connection: Connection, sealed: SealRange, outside: tuple[str, str] | None = None) -> Iterator[Row[Any]]:
+    """A seal range's live events as ``(tx, position, hash, occurred_at)``, in cursor order, streamed; with
+    ``outside``, only those whose stream id is not in that month's ``[low, high)``."""
+    template = _LEAVES_AT[connection.dialect.name]
+    statement = text(template.replace("{outside}", _OUTSIDE_MONTH if outside else ""))
+    parameters = {**sealed.parameters(), **(_month(*outside) if outside else {})}
     options = {"stream_results": True, "yield_per": STREAM_BATCH}
-    yield from connection.execute(statement, sealed.parameters(), execution_options=options)
+    yield from connection.execute(statement, parameters, execution_options=options)
 
 
 def drop_archived_partition(connection: Connection, run_id: str, partition: str) -> int:

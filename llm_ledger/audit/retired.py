@@ -20,10 +20,11 @@ import bisect
 import heapq
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
@@ -110,12 +111,21 @@ def _seal_index(seals: Sequence[Seal]) -> Callable[[Leaf], int | None]:
 
 
 class RetiredTenant:
-    """One tenant's archived months, for the hooks of ``verify``."""
+    """One tenant's archived months, for the hooks of ``verify``. ``still_live``: the stream bounds of a
+    month archived but not dropped yet (``archive_proof``), whose live events a seal's leaves leave out, as
+    they will be once it is dropped."""
 
-    def __init__(self, tenant_id: str, months: list[ArchivedMonth], with_archive: bool) -> None:
+    def __init__(
+        self,
+        tenant_id: str,
+        months: list[ArchivedMonth],
+        with_archive: bool,
+        still_live: tuple[str, str] | None = None,
+    ) -> None:
         self.tenant_id = tenant_id
         self.months = months
         self.with_archive = with_archive
+        self.still_live = still_live
         self._seals: list[Seal] = []
 
     def covers(self, seal: Seal) -> bool:
@@ -150,7 +160,7 @@ class RetiredTenant:
         archived = [self._leaves_of(month, seal) for month in months]
         live = (
             Leaf(int(r.tx), int(r.position), r.hash, r.occurred_at)
-            for r in retention_queries.leaves_at(connection, seal.range)
+            for r in retention_queries.leaves_at(connection, seal.range, self.still_live)
         )
         return digest_range(heapq.merge(live, *archived, key=lambda leaf: (leaf.tx, leaf.position)))
 
@@ -290,13 +300,20 @@ class RetiredTenant:
 class Retired:
     """Every archived month the ledger records, and the archive directories given to this verify."""
 
-    def __init__(self, months: dict[str, list[ArchivedMonth]], with_archive: bool, findings: list[Finding]) -> None:
+    def __init__(
+        self,
+        months: dict[str, list[ArchivedMonth]],
+        with_archive: bool,
+        findings: list[Finding],
+        still_live: tuple[str, str] | None = None,
+    ) -> None:
         self._months = months
         self._with_archive = with_archive
         self.findings = findings
+        self._still_live = still_live
 
     def of(self, tenant_id: str) -> RetiredTenant:
-        return RetiredTenant(tenant_id, self._months.get(tenant_id, []), self._with_archive)
+        return RetiredTenant(tenant_id, self._months.get(tenant_id, []), self._with_archive, self._still_live)
 
     @classmethod
     def load(cls, connection: Connection, archive: ArchiveDirs) -> Retired:
@@ -305,37 +322,109 @@ class Retired:
         if not retention_queries.has_retention_tables(connection):
             return cls({}, bool(roots), [])
         runs = {(row.run_id, row.partition_name): row for row in retention_queries.archived_runs(connection)}
-        months: dict[str, list[ArchivedMonth]] = {}
-        by_key: dict[tuple[str, str, str], ArchivedMonth] = {}
-        for file in retention_queries.archived_files(connection):
-            run = runs.get((file.run_id, file.partition_name))
-            if run is None:
-                continue
-            month = ArchivedMonth(
-                run_id=run.run_id,
-                partition=run.partition_name,
-                low=run.stream_low,
-                high=run.stream_high,
-                events=int(file.event_count),
-                streams=int(file.stream_count),
-                seal_sequences=frozenset(int(s) for s in json.loads(file.seal_sequences)),
-                recorded_sha256=file.sha256,
-                file_name=file.file_name,
-            )
-            months.setdefault(file.tenant_id, []).append(month)
-            by_key[(run.run_id, run.partition_name, file.tenant_id)] = month
-        findings = _check_runs(connection, runs)
+        months, by_key = _archived_months(runs, retention_queries.archived_files(connection))
+        findings = [run.finding() for run in _inconsistent(connection, runs, months)]
         if roots:
             findings += _attach_archives(roots, runs, by_key)
             findings += _missing_archives(by_key)
         return cls(months, bool(roots), findings)
 
+    @classmethod
+    def before_drop(
+        cls, connection: Connection, root: Path, run: Mapping[str, Any], files: Sequence[Mapping[str, Any]]
+    ) -> Retired:
+        """The tenants of a month ``retention apply`` has archived to ``root`` and is about to drop, as a
+        verify with ``--archive root`` will see them once it is dropped: ``run`` and ``files`` are the rows
+        it is about to record, the month's events still live are left out of its seals' leaves, and the
+        tenants' months archived earlier are looked for in ``root`` too (a seal may cover several months).
+        ``findings``: what is wrong with the month's own manifest or files."""
+        pending = SimpleNamespace(**run)
+        key = (pending.run_id, pending.partition_name)
+        runs: dict[tuple[str, str], Any] = {
+            (r.run_id, r.partition_name): r for r in retention_queries.archived_runs(connection)
+        }
+        runs[key] = pending
+        tenants = {str(file["tenant_id"]) for file in files}
+        recorded = [file for file in retention_queries.archived_files(connection) if file.tenant_id in tenants]
+        months, by_key = _archived_months(runs, [*recorded, *(SimpleNamespace(**file) for file in files)])
+        found = _attach_archives([root], runs, by_key)
+        own = {k: month for k, month in by_key.items() if k[:2] == key}
+        findings = [f for f in found if f.tenant_id in tenants] + _missing_archives(own)
+        return cls(months, True, findings, still_live=(pending.stream_low, pending.stream_high))
 
-def _check_runs(connection: Connection, runs: dict[tuple[str, str], Any]) -> list[Finding]:
+
+def _archived_months(
+    runs: Mapping[tuple[str, str], Any], files: Iterable[Any]
+) -> tuple[dict[str, list[ArchivedMonth]], dict[tuple[str, str, str], ArchivedMonth]]:
+    """Each recorded file of an archived run as an ``ArchivedMonth``: by tenant, and by run, partition and
+    tenant."""
+    months: dict[str, list[ArchivedMonth]] = {}
+    by_key: dict[tuple[str, str, str], ArchivedMonth] = {}
+    for file in files:
+        run = runs.get((file.run_id, file.partition_name))
+        if run is None:
+            continue
+        month = ArchivedMonth(
+            run_id=run.run_id,
+            partition=run.partition_name,
+            low=run.stream_low,
+            high=run.stream_high,
+            events=int(file.event_count),
+            streams=int(file.stream_count),
+            seal_sequences=frozenset(int(s) for s in json.loads(file.seal_sequences)),
+            recorded_sha256=file.sha256,
+            file_name=file.file_name,
+        )
+        months.setdefault(file.tenant_id, []).append(month)
+        by_key[(run.run_id, run.partition_name, file.tenant_id)] = month
+    return months, by_key
+
+
+RESOLVING_INCONSISTENT_RUNS = 'docs/AUDIT.md, "A retention run the database contradicts"'
+
+
+@dataclass(frozen=True, slots=True)
+class InconsistentRun:
+    """A recorded archived run that the database contradicts. ``tenants``: those its files name; a verify
+    takes the seals its files list for them as partly archived, on its word."""
+
+    run_id: str
+    partition: str
+    tenants: frozenset[str]
+    problems: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"run {self.run_id} records {self.partition} as archived and dropped, but {'; '.join(self.problems)}"
+
+    def blocks(self, partition: str, tenants: Iterable[str]) -> bool:
+        """Whether it stands against retiring ``partition``, of ``tenants``: its own partition, or a month of
+        one of its tenants (their seals' roots were not all checked: the run says their events left)."""
+        return partition == self.partition or not self.tenants.isdisjoint(tenants)
+
+    def finding(self) -> Finding:
+        named = ", ".join(repr(tenant) for tenant in sorted(self.tenants)) or "none"
+        detail = (
+            f"{self.describe()}: retention refuses {self.partition} and every month of its tenants ({named})"
+            f" until it is resolved ({RESOLVING_INCONSISTENT_RUNS})"
+        )
+        return Finding("", "archive_run_inconsistent", "broken", detail)
+
+
+def inconsistent_runs(connection: Connection) -> list[InconsistentRun]:
+    """The recorded archived runs the database contradicts (none before migration 0010)."""
+    if not retention_queries.has_retention_tables(connection):
+        return []
+    runs = {(row.run_id, row.partition_name): row for row in retention_queries.archived_runs(connection)}
+    return _inconsistent(connection, runs, _archived_months(runs, retention_queries.archived_files(connection))[0])
+
+
+def _inconsistent(
+    connection: Connection, runs: Mapping[tuple[str, str], Any], months: Mapping[str, list[ArchivedMonth]]
+) -> list[InconsistentRun]:
     """A recorded archived run is believed only when it matches what the database shows: its bounds are its
     partition's month, that partition is gone, and no live event remains in its range."""
     present = {p.name for p in list_partitions(connection)} if is_partitioned(connection) else set()
-    findings = []
+    found = []
     for (run_id, partition), run in runs.items():
         month = partition_month(partition)
         problems = []
@@ -347,9 +436,13 @@ def _check_runs(connection: Connection, runs: dict[tuple[str, str], Any]) -> lis
         if live:
             problems.append(f"{live:,} live events remain in its range")
         if problems:
-            detail = f"run {run_id} records {partition} as archived and dropped, but " + "; ".join(problems)
-            findings.append(Finding("", "archive_run_inconsistent", "broken", detail))
-    return findings
+            tenants = frozenset(
+                tenant
+                for tenant, held in months.items()
+                if any(m.run_id == run_id and m.partition == partition for m in held)
+            )
+            found.append(InconsistentRun(run_id, partition, tenants, tuple(problems)))
+    return found
 
 
 def _missing_archives(months: dict[tuple[str, str, str], ArchivedMonth]) -> list[Finding]:

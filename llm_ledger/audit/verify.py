@@ -146,9 +146,9 @@ def _verify(
         workers = _workers(jobs, database_url, engine, sum(sealed.get(tenant, 0) for tenant in tenants))
         if workers > 1 and len(order) > 1:
             key = public_key.text() if public_key is not None else None
-            archived = {tenant: retired.of(tenant) for tenant in order}
-            work = partial(_verify_tenant_in_worker, since=since, public_key=key, archived=archived)
-            outcomes = dict(zip(order, map_tenants(work, engine.url, order, workers), strict=True))
+            work = partial(_verify_tenant_in_worker, since=since, public_key=key)
+            own = {tenant: retired.of(tenant) for tenant in order}
+            outcomes = dict(zip(order, map_tenants(work, engine.url, order, workers, own), strict=True))
         else:
             outcomes = {
                 tenant: _verify_tenant(engine, tenant, since, public_key, retired.of(tenant)) for tenant in order
@@ -199,21 +199,17 @@ def _verify_tenant(
     with scoped_connection(engine, AUDITOR_ROLE) as connection:
         chain, checked_after = _check_seals(connection, queries, result, since, public_key, archived)
         _check_streams(connection, queries, result, since, checked_after)
-    archived.check_streams(result, _check_stream)
+    archived.check_streams(result, check_stream)
     return result, chain
 
 
 def _verify_tenant_in_worker(
-    engine: Engine,
-    tenant: str,
-    *,
-    since: datetime | None,
-    public_key: str | None,
-    archived: dict[str, RetiredTenant],
+    engine: Engine, tenant: str, archived: RetiredTenant, *, since: datetime | None, public_key: str | None
 ) -> tuple[TenantResult, list[Seal]]:
-    """``_verify_tenant`` in a worker process (``parallel``), given the public key as its text."""
+    """``_verify_tenant`` in a worker process (``parallel``), given the public key as its text and the
+    tenant's archived months alone."""
     key = PublicKey.parse(public_key, "public_key") if public_key is not None else None
-    return _verify_tenant(engine, tenant, since, key, archived[tenant])
+    return _verify_tenant(engine, tenant, since, key, archived)
 
 
 def _remember(state: HeadLog, report: AuditReport) -> None:
@@ -257,7 +253,7 @@ def _check_seals(
         for kind, detail in [*_chain_problems(seal, previous), *_signature_problems(seal, public_key)]:
             result.add(Finding(tenant, kind, "broken", detail, seal_sequence=seal.sequence))
         if index >= first_checked:
-            _check_seal_content(connection, queries, result, seal, archived)
+            check_seal_content(connection, queries, result, seal, archived)
         previous = seal
     if previous is not None:
         result.last_seal_hash, result.last_sealed_at = previous.seal_hash, previous.sealed_at
@@ -324,9 +320,12 @@ def _signature_problems(seal: Seal, public_key: PublicKey | None) -> list[tuple[
     return []
 
 
-def _check_seal_content(
+def check_seal_content(
     connection: Connection, queries: AuditQueries, result: TenantResult, seal: Seal, archived: RetiredTenant
 ) -> None:
+    """The seal's content against its range: Merkle root, count, time span and stream manifest (and, for a
+    seal over archived events, theirs from ``archived``). Also what ``retention apply`` proves an archive by
+    before it drops the month (``archive_proof``)."""
     tenant, sequence = result.tenant_id, seal.sequence
 
     def broken(kind: str, detail: str, **where: Any) -> None:
@@ -460,14 +459,15 @@ def _check_streams(
     stream: list[Any] = []
     for row in queries.stream_events(connection, result.tenant_id, since, after):
         if stream and row.stream_id != stream[0].stream_id:
-            _check_stream(stream, result)
+            check_stream(stream, result)
             stream = []
         stream.append(row)
     if stream:
-        _check_stream(stream, result)
+        check_stream(stream, result)
 
 
-def _check_stream(rows: Sequence[Any], result: TenantResult) -> None:
+def check_stream(rows: Sequence[Any], result: TenantResult) -> None:
+    """One stream's rows (stored or archived, in stream order): its hash chain, its kind and its terminal."""
     result.streams += 1
     result.events += len(rows)
     tenant, stream_id = result.tenant_id, str(rows[0].stream_id)
@@ -579,5 +579,5 @@ def stream_findings(tenant_id: str, rows: Sequence[Any]) -> list[Finding]:
     seals: its hash chain, its first and terminal events, or that it has no terminal event. For a view of a
     few streams (the dashboard's session page)."""
     result = TenantResult(tenant_id)
-    _check_stream(rows, result)
+    check_stream(rows, result)
     return result.findings

@@ -266,9 +266,9 @@ def test_by_default_only_a_large_ledger_is_verified_in_worker_processes(
     started: list[tuple[list[str], int]] = []
     map_tenants = parallel.map_tenants
 
-    def recorded(work: Any, url: Any, tenants: Any, jobs: int) -> Any:
+    def recorded(work: Any, url: Any, tenants: Any, jobs: int, own: Any = None) -> Any:
         started.append((list(tenants), jobs))
-        return map_tenants(work, url, tenants, jobs)
+        return map_tenants(work, url, tenants, jobs, own)
 
     monkeypatch.setattr(verify_module, "map_tenants", recorded)
     small = report_of(ledger, jobs=None)
@@ -298,9 +298,9 @@ def recording_map_tenants(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     started: list[int] = []
     map_tenants = parallel.map_tenants
 
-    def recorded(work: Any, url: Any, tenants: Any, jobs: int) -> Any:
+    def recorded(work: Any, url: Any, tenants: Any, jobs: int, own: Any = None) -> Any:
         started.append(jobs)
-        return map_tenants(work, url, tenants, jobs)
+        return map_tenants(work, url, tenants, jobs, own)
 
     monkeypatch.setattr(verify_module, "map_tenants", recorded)
     return started
@@ -365,14 +365,14 @@ def vanishing_database(ledger: Ledger, server: Engine, monkeypatch: pytest.Monke
     """Make the ledger's database vanish once the verify has read its tenants, before its workers start."""
     map_tenants = parallel.map_tenants
 
-    def after_the_database_vanished(work: Any, url: Any, tenants: Any, jobs: int) -> Any:
+    def after_the_database_vanished(work: Any, url: Any, tenants: Any, jobs: int, own: Any = None) -> Any:
         ledger.engine.dispose()
         if ledger.dialect == "postgresql":
             with server.connect() as connection:
                 connection.execute(text(f'DROP DATABASE "{make_url(ledger.url).database}" WITH (FORCE)'))
         else:
             Path(str(make_url(ledger.url).database)).unlink()
-        return map_tenants(work, url, tenants, jobs)
+        return map_tenants(work, url, tenants, jobs, own)
 
     monkeypatch.setattr(verify_module, "map_tenants", after_the_database_vanished)
 

@@ -13,6 +13,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -594,3 +595,151 @@ def test_an_age_of_zero_is_refused() -> None:
     for text_ in ("0d", "0w"):
         with pytest.raises(AuditConfigurationError, match="zero"):
             RetentionPolicy.parse(text_)
+
+
+def _written_wrong(monkeypatch: pytest.MonkeyPatch, column: str) -> None:
+    """A writer bug: the month's first row reaches the archive with ``column`` changed (its ``hash`` left as
+    stored, so that the files still read back as written)."""
+    real = retention_queries.month_rows
+
+    def wrong(connection: Any, tenant_id: str, low: str, high: str) -> Iterator[list[dict[str, Any]]]:
+        for index, batch in enumerate(real(connection, tenant_id, low, high)):
+            if index == 0:
+                first = batch[0]
+                if column == "payload":
+                    first["payload"] = json.dumps({**json.loads(first["payload"]), "x": 1})
+                else:  # its cursor: the event moves among its seal's leaves, its chain unchanged
+                    first[column] = int(first[column]) + 1_000_000
+            yield batch
+
+    monkeypatch.setattr(retention_queries, "month_rows", wrong)
+
+
+@pytest.mark.parametrize(("column", "named"), [("payload", "hash_mismatch"), ("global_position", "seal_root")])
+def test_an_archive_that_does_not_verify_from_its_files_drops_nothing(
+    ledger: RetentionLedger, monkeypatch: pytest.MonkeyPatch, column: str, named: str
+) -> None:
+    _written_wrong(monkeypatch, column)
+    _, outcomes = apply_retention(ledger.retention_url, POLICY, ledger.archive)
+    assert [(o.plan.partition, o.archived, o.directory) for o in outcomes] == [(OLD, False, None)]
+    reason = outcomes[0].reason or ""
+    assert "does not verify from its files" in reason and named in reason, reason
+    assert OLD in ledger.partitions() and list(ledger.archive.iterdir()) == []
+    assert [r.outcome for r in _audit_retention(ledger, "outcome")] == ["refused"]
+
+
+def test_a_month_whose_seals_cover_a_month_archived_before_is_proved_with_that_month_s_files(
+    _create_postgres_database: Callable[[], str], ledger_login: Callable[..., str], tmp_path: Path
+) -> None:
+    """Two old months under the same seals: the second is dropped only once the first's files are at hand
+    in its archive directory, since its seals' roots cannot be proved without them."""
+    march, april = OLD_MONTH, (OLD_MONTH[0], OLD_MONTH[1] + 1)
+    recorded = workload.generate(TENANTS, 30, tools=False, seed=13)
+    events, _ = move_to_month(recorded, 3, old_month_start())
+    events, _ = move_to_month(events, 5, datetime(*april, 1, tzinfo=UTC))
+    url = _create_postgres_database()
+    migrate.upgrade(url)
+    engine = create_store_engine(url)
+    try:
+        names = [create_month_partition(engine, *month) for month in (march, april)]
+        store(url, events)
+        seal_all(url)
+        for name in names:
+            backdate_recorded(engine, name)
+    finally:
+        engine.dispose()
+    login = as_login(url, str(make_url(ledger_login("llm_ledger_retention", "llm_ledger_auditor")).username))
+    first, elsewhere = tmp_path / "first", tmp_path / "elsewhere"
+    april_due = datetime(*april, 1, tzinfo=UTC) + timedelta(days=400)  # March is due then, April not yet
+    _, outcomes = apply_retention(login, POLICY, first, now=april_due)
+    assert [(o.plan.partition, o.archived) for o in outcomes] == [(names[0], True)]
+    _, outcomes = apply_retention(login, POLICY, elsewhere)
+    assert [(o.plan.partition, o.archived) for o in outcomes] == [(names[1], False)]
+    assert "archived_not_checked" in (outcomes[0].reason or "") and names[0] in (outcomes[0].reason or "")
+    _, outcomes = apply_retention(login, POLICY, first)
+    assert [(o.plan.partition, o.archived) for o in outcomes] == [(names[1], True)]
+    report = verify_ledger(login, record=False, archive=first)
+    assert report.ok and not [f for f in report.findings if f.kind.startswith("archive")], report.to_text()
+
+
+def test_verify_with_the_archive_in_worker_processes_gives_the_report_of_one_process(ledger: RetentionLedger) -> None:
+    directory = _archived(ledger)
+    victim = sorted(directory.glob("*.parquet"))[0]
+    clean = [verify_ledger(ledger.auditor_url, record=False, archive=ledger.archive, jobs=jobs) for jobs in (1, 2)]
+    body = bytearray(victim.read_bytes())
+    body[len(body) // 2] ^= 0x01
+    victim.write_bytes(bytes(body))
+    flipped = [verify_ledger(ledger.auditor_url, record=False, archive=ledger.archive, jobs=jobs) for jobs in (1, 2)]
+
+    def comparable(report: Any) -> Any:
+        varies = ("run_id", "started_at", "finished_at", "duration_seconds")
+        return {key: value for key, value in report.to_json().items() if key not in varies}
+
+    assert clean[0].ok and comparable(clean[1]) == comparable(clean[0])
+    assert clean[1].events == ledger.total
+    assert not flipped[1].ok and comparable(flipped[1]) == comparable(flipped[0])
+    assert [f.kind for f in flipped[1].findings if f.kind.startswith("archive")] == ["archive_file_altered"]
+
+
+def test_each_worker_task_carries_its_own_tenant_s_archived_months_alone(
+    ledger: RetentionLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llm_ledger.audit import parallel
+    from llm_ledger.audit import verify as verify_module
+
+    _archived(ledger)
+    sent: list[tuple[Any, dict[str, Any]]] = []
+    real = parallel.map_tenants
+
+    def recorded(work: Any, url: Any, tenants: Any, jobs: int, own: Any = None) -> Any:
+        sent.append((work, dict(own or {})))
+        return real(work, url, tenants, jobs, own)
+
+    monkeypatch.setattr(verify_module, "map_tenants", recorded)
+    assert verify_ledger(ledger.auditor_url, record=False, archive=ledger.archive, jobs=2).ok
+    [(work, own)] = sent
+    # Pickled once per task: every tenant's months in it would be sent with each tenant's task.
+    assert not any(isinstance(value, dict) for value in work.keywords.values()), work.keywords
+    assert set(own) == set(TENANTS) and all(own[tenant].tenant_id == tenant for tenant in own)
+
+
+def test_a_run_the_database_contradicts_refuses_only_its_own_month_and_its_tenants_months(
+    ledger: RetentionLedger,
+) -> None:
+    """A forged run naming another month and a tenant with no event here leaves this month free to go; one
+    naming a tenant of this month refuses it, naming the run and where the doc says how to resolve it."""
+    low, _high, _counts = _month_of(ledger, OLD)
+    retention = create_store_engine(ledger.retention_url)
+    try:
+        with retention.begin() as connection:
+            unrelated = _forge_run(connection, "llm_ledger_events_2020_01", low, "ffffffff", {"nobody": 1})
+        plan = plan_retention(ledger.retention_url, POLICY)
+        (old,) = [month for month in plan.months if month.partition == OLD]
+        assert old.may_go, old.describe()
+        with retention.begin() as connection:
+            related = _forge_run(connection, "llm_ledger_events_2020_02", low, "ffffffff", {TENANTS[0]: 1})
+    finally:
+        retention.dispose()
+    _, outcomes = apply_retention(ledger.retention_url, POLICY, ledger.archive)
+    assert [(o.plan.partition, o.archived) for o in outcomes] == [(OLD, False)]
+    reason = outcomes[0].reason or ""
+    assert related in reason and unrelated not in reason and "A retention run the database contradicts" in reason
+    report = verify_ledger(ledger.auditor_url, record=False)
+    details = [f.detail for f in report.findings if f.kind == "archive_run_inconsistent"]
+    assert len(details) == 2 and all("until it is resolved" in detail for detail in details)
+    assert any(related in detail and repr(TENANTS[0]) in detail for detail in details)
+
+
+def test_a_month_put_back_is_resolved_as_the_doc_says_by_dropping_the_copy_again(ledger: RetentionLedger) -> None:
+    _archived(ledger)
+    create_month_partition(ledger.engine, *OLD_MONTH)
+    report = verify_ledger(ledger.auditor_url, record=False, archive=ledger.archive)
+    (finding,) = [f for f in report.findings if f.kind == "archive_run_inconsistent"]
+    assert "still exists" in finding.detail
+    resolution = ["ALTER TABLE llm_ledger_events DETACH PARTITION <partition>", "DROP TABLE <partition>"]
+    assert "; ".join(resolution) in " ".join(AUDIT_MD.read_text().split())  # as the doc gives it
+    with ledger.engine.begin() as connection:  # as the owner (here the superuser, who owns the test database)
+        for statement in resolution:
+            connection.execute(text(statement.replace("<partition>", OLD)))
+    report = verify_ledger(ledger.auditor_url, record=False, archive=ledger.archive)
+    assert report.ok and not [f for f in report.findings if f.kind.startswith("archive")], report.to_text()

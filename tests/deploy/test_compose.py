@@ -69,7 +69,9 @@ def test_the_stack_runs_the_services_of_the_design() -> None:
     # Nor the audit, which checks the ledger when asked (`docker compose run --rm audit`).
     assert services["demo"]["profiles"] == ["demo"]
     assert services["audit"]["profiles"] == ["audit"]
-    assert [name for name, s in services.items() if "profiles" in s] == ["audit", "demo"]
+    # Nor retention, which an operator runs (`docker compose run --rm retention`): it drops months.
+    assert services["retention"]["profiles"] == ["retention"]
+    assert [name for name, s in services.items() if "profiles" in s] == ["audit", "retention", "demo"]
 
 
 def test_every_application_service_command_parses_with_the_cli() -> None:
@@ -87,6 +89,8 @@ def test_every_application_service_command_parses_with_the_cli() -> None:
     assert (parsed["sealer"].command, parsed["sealer"].follow, parsed["sealer"].interval) == ("audit", True, 300)
     assert parsed["demo"].command == "demo" and parsed["demo"].sessions > 0
     assert (parsed["audit"].command, parsed["audit"].audit_command) == ("audit", "verify")
+    # Its default only plans (changes nothing); the apply is the operator's, with the archive volume.
+    assert (parsed["retention"].command, parsed["retention"].retention_command) == ("retention", "plan")
 
 
 def test_every_dependency_exists_and_waits_for_what_it_needs() -> None:
@@ -103,7 +107,7 @@ def test_every_dependency_exists_and_waits_for_what_it_needs() -> None:
             else:
                 assert condition == "service_started", (name, target, condition)
     assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
-    for name in ("projector", "sealer", "verifier", "dashboard", "demo", "audit"):
+    for name in ("projector", "sealer", "verifier", "dashboard", "demo", "audit", "retention"):
         assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}, name
 
 
@@ -112,6 +116,7 @@ def test_the_migration_runs_once_and_the_long_running_services_come_back() -> No
     assert services["migrate"]["restart"] == "no"
     assert services["demo"]["restart"] == "no"
     assert services["audit"]["restart"] == "no"
+    assert services["retention"]["restart"] == "no"
     for name in ("postgres", "jaeger", "projector", "sealer", "verifier", "dashboard"):
         assert services[name]["restart"] in {"always", "unless-stopped"}, name
 
@@ -129,6 +134,7 @@ LOGINS = {
     # The audit service's own check, on a schedule: the same login.
     "verifier": "LEDGER_AUDITOR",
     "demo": "LEDGER_DEMO",
+    "retention": "LEDGER_RETENTION",
 }
 
 
@@ -335,7 +341,35 @@ def test_the_verifier_runs_audit_verify_every_15_minutes_as_the_audit_service_do
     assert {**service_environment("verifier", variables), "LLM_LEDGER_DIGEST_KEY": "d"} == service_environment(
         "audit", variables
     )
-    assert verifier["volumes"] == audit["volumes"]
+    # The same volumes, but the retention archive, which only `audit verify --archive` reads.
+    assert verifier["volumes"] == [volume for volume in audit["volumes"] if not volume.startswith("archive:")]
+
+
+ARCHIVE = "/var/lib/llm-ledger/archive"
+"""Where the retention service writes the archive, and the audit service reads it (read only)."""
+
+
+def test_retention_applies_as_its_own_login_to_an_archive_volume_the_audit_service_reads() -> None:
+    services = stack.services()
+    retention, audit = services["retention"], services["audit"]
+    assert retention["volumes"] == [f"archive:{ARCHIVE}"]
+    assert f"archive:{ARCHIVE}:ro" in audit["volumes"]
+    assert "archive" in stack.compose()["volumes"]
+    # The commands the file tells an operator to run parse, and name that directory.
+    header = stack.COMPOSE_FILE.read_text().split("\nname:", 1)[0]
+    documented = re.findall(
+        r"docker compose run --rm (retention|audit) (retention apply|audit verify) ([^\n#]*)", header
+    )
+    parser = build_parser()
+    commands = {service: parser.parse_args(f"{command} {rest}".split()) for service, command, rest in documented}
+    assert set(commands) == {"retention", "audit"}, documented
+    assert commands["retention"].retention_command == "apply" and commands["retention"].archive == ARCHIVE
+    assert commands["audit"].audit_command == "verify" and commands["audit"].archive == [ARCHIVE]
+    # The login plans and applies as llm_ledger_retention and verifies first as llm_ledger_auditor.
+    assert (
+        "(:'retention_login', :'retention_password', ARRAY['llm_ledger_retention', 'llm_ledger_auditor'])"
+        in (LOGIN_SCRIPT.parent.parent / "ledger-logins.sql").read_text()
+    )
 
 
 # --- what the docs tell an operator to run ------------------------------------------------------------------

@@ -49,9 +49,10 @@ GRANTED = {
         "llm_ledger_sealer",
         "llm_ledger_auditor",
     },
+    "retention": {"llm_ledger_retention", "llm_ledger_auditor"},
 }
 SERVICE_OF_LOGIN = {"migrate": "migrate", "projector": "projector", "sealer": "sealer", "dashboard": "dashboard"}
-SERVICE_OF_LOGIN |= {"auditor": "audit", "demo": "demo"}
+SERVICE_OF_LOGIN |= {"auditor": "audit", "demo": "demo", "retention": "retention"}
 WAIT = 60.0
 
 
@@ -390,6 +391,18 @@ def test_the_demo_fills_projects_seals_and_verifies_as_its_login(migrated: Stack
     # The mock providers' latencies scaled to nothing (a hidden option of the command, for tests).
     done = migrated.run("demo", [*migrated.command("demo"), "--latency-scale", "0"], timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_retention_plans_and_applies_as_its_login(migrated: Stack, recorded: KnownLedger) -> None:
+    planned = migrated.run("retention")
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert "kept: the month is not over" in planned.stdout, planned.stdout
+    # The apply docker-compose.yml gives, into the archive volume (here the stack's directory of volumes).
+    archive = migrated.home / "volumes" / "archive"
+    apply = [LLM_LEDGER, "retention", "apply", "--older-than", "400d", "--archive", str(archive)]
+    applied = migrated.run("retention", apply)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "nothing is due" in applied.stdout, applied.stdout
 
 
 def test_each_service_logs_in_as_its_own_login_and_none_as_a_superuser(stack: Stack) -> None:
