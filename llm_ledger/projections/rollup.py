@@ -104,7 +104,7 @@ class Delta:
     tools: dict[ToolKey, ToolFigures] = field(default_factory=dict)
     failed_attempts: list[dict[str, Any]] = field(default_factory=list)
     fallback_rows: list[tuple[Any, ...]] = field(default_factory=list)
-    """``llm_ledger_fallbacks`` rows, in its column order."""
+    """``llm_ledger_fallbacks`` rows (the fallbacks of a session), in its column order."""
     events: int = 0
 
 
@@ -262,13 +262,15 @@ class Folder:
         for key in self._edge_keys(origin):
             delta.fallbacks.setdefault(key, FallbackFigures()).fallbacks += 1
         self._open_edges.setdefault(record.stream_id, []).append(origin)
+        if record.session_id is None:
+            return
         _, occurred_at, agent_id, step, from_model, to_model, reason = origin
         delta.fallback_rows.append(
             (
                 record.tenant_id,
+                record.stream_id,
                 record.event_id,
                 occurred_at,
-                record.stream_id,
                 record.session_id,
                 agent_id,
                 step,

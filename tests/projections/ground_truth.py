@@ -256,12 +256,13 @@ class Truth(_TenantsQuery):
     def fallbacks(self) -> set[tuple[Any, ...]]:
         s = self.sql
         statement = f"""
-            SELECT tenant_id, event_id, occurred_at, stream_id, session_id, COALESCE(agent_id, '') AS agent_id,
+            SELECT tenant_id, stream_id, event_id, occurred_at, session_id, COALESCE(agent_id, '') AS agent_id,
                    COALESCE(step, '') AS step, {s.text("from_model")} AS from_model, {s.text("to_model")} AS to_model,
                    {s.text("reason")} AS reason
-            FROM llm_ledger_events WHERE event_type = 'FallbackTriggered' AND tenant_id IN :tenants
+            FROM llm_ledger_events
+            WHERE event_type = 'FallbackTriggered' AND session_id IS NOT NULL AND tenant_id IN :tenants
         """
-        return {(*r[:2], moment(r[2]), *r[3:]) for r in self._rows(statement)}
+        return {(*r[:3], moment(r[3]), *r[4:]) for r in self._rows(statement)}
 
     # --- latencies, for exact percentiles ---------------------------------------------------------------
 
@@ -387,11 +388,11 @@ class Projected(_TenantsQuery):
 
     def fallbacks(self) -> set[tuple[Any, ...]]:
         statement = """
-            SELECT tenant_id, event_id, occurred_at, stream_id, session_id, agent_id, step, from_model, to_model,
+            SELECT tenant_id, stream_id, event_id, occurred_at, session_id, agent_id, step, from_model, to_model,
                    reason
             FROM llm_ledger_fallbacks WHERE tenant_id IN :tenants
         """
-        return {(*r[:2], moment(r[2]), *r[3:]) for r in self._rows(statement)}
+        return {(*r[:3], moment(r[3]), *r[4:]) for r in self._rows(statement)}
 
 
 GRAINS = (60, 3_600, 86_400)

@@ -210,6 +210,22 @@ def test_every_chains_example_is_read_in_one_statement_of_a_row_a_chain_at_most(
     assert [len(rows) for rows in statements] == [3]
 
 
+def test_more_chains_than_a_statement_holds_are_looked_up_in_several(
+    ledger_url: str, engine_of: Callable[[str], Engine]
+) -> None:
+    # SQLite refuses a compound SELECT of over 500 terms: 501 chains (one taken, the others never) still
+    # find the example of the one, in statements of EDGES_PER_STATEMENT lookups.
+    view = _recorded(ledger_url, run(2, tenant="acme", session="took-fast", chain=[LIMITED, FAST], step="answer"))
+    taken = view.fallback_edges("acme", _EVERYTHING)
+    view.close()
+    never = [FallbackEdge(f"mock/model-{i}", FAST, "rate_limit", 1, 0) for i in range(501 - len(taken))]
+
+    examples, statements = _looked_up(ledger_url, engine_of, [*never, *taken])
+
+    assert examples == {(LIMITED, FAST): "took-fast"}
+    assert len(statements) == -(-501 // drilldown.EDGES_PER_STATEMENT) > 2
+
+
 def test_no_chain_asks_nothing_of_the_database(ledger_url: str, engine_of: Callable[[str], Engine]) -> None:
     _recorded(ledger_url).close()
 
