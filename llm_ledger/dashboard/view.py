@@ -68,7 +68,7 @@ class DashboardView(LedgerView):
     def fallback_sessions(
         self, tenant_id: str, window: Window, edges: Iterable[FallbackEdge], filters: Filters = EVERYTHING
     ) -> dict[FallbackEdge, str]:
-        """The latest session of the window showing each fallback edge, of the fallbacks ``filters`` keep,
-        among the window's latest failures that fell back (``projections.drilldown.fallback_sessions``)."""
+        """The latest session of the window showing each fallback edge, of the fallbacks ``filters`` keep
+        (``projections.drilldown.fallback_sessions``)."""
         with self._reading(tenant_id) as connection:
             return drilldown.fallback_sessions(connection, tenant_id, window, edges, filters)

@@ -43,6 +43,7 @@ from llm_ledger.projections.schema import (
     error_stats,
     failed_attempts,
     fallback_stats,
+    fallbacks,
     sessions,
     step_stats,
     tool_stats,
@@ -252,6 +253,7 @@ _ON_CONFLICT: dict[str, dict[str, str] | None] = {
         "last_seen": _whichever(sessions, "last_seen", ">"),
     },
     failed_attempts.name: None,
+    fallbacks.name: None,
     tool_stats.name: {**_sums(tool_stats, "calls", "latency_ms_sum"), "latency": _merged(tool_stats, "latency")},
 }
 """How a row that is already stored takes a new one: figures added up (``None``: the first one stays)."""
@@ -294,6 +296,7 @@ def _delta_rows(delta: Delta) -> list[tuple[Table, list[tuple[Any, ...]]]]:
         (sessions, session_rows),
         (failed_attempts, [tuple(a[name] for name in _FAILED_ATTEMPT_COLUMNS) for a in delta.failed_attempts]),
         (tool_stats, [(*key, f.calls, f.latency_ms_sum, dumps(f.latency)) for key, f in delta.tools.items()]),
+        (fallbacks, delta.fallback_rows),
     ]
 
 

@@ -103,6 +103,8 @@ class Delta:
     sessions: dict[tuple[str, str], SessionFigures] = field(default_factory=dict)
     tools: dict[ToolKey, ToolFigures] = field(default_factory=dict)
     failed_attempts: list[dict[str, Any]] = field(default_factory=list)
+    fallback_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    """``llm_ledger_fallbacks`` rows (the fallbacks of a session), in its column order."""
     events: int = 0
 
 
@@ -260,6 +262,23 @@ class Folder:
         for key in self._edge_keys(origin):
             delta.fallbacks.setdefault(key, FallbackFigures()).fallbacks += 1
         self._open_edges.setdefault(record.stream_id, []).append(origin)
+        if record.session_id is None:
+            return
+        _, occurred_at, agent_id, step, from_model, to_model, reason = origin
+        delta.fallback_rows.append(
+            (
+                record.tenant_id,
+                record.stream_id,
+                record.event_id,
+                occurred_at,
+                record.session_id,
+                agent_id,
+                step,
+                from_model,
+                to_model,
+                reason,
+            )
+        )
 
     def _execution_succeeded(self, delta: Delta, record: EventRecord) -> None:
         payload = _payload(record)

@@ -146,6 +146,41 @@ failed_attempts = Table(
     Index(None, "tenant_id", "occurred_at"),
 )
 
+fallbacks = Table(
+    "llm_ledger_fallbacks",
+    metadata,
+    Column("tenant_id", Text, nullable=False),
+    Column("stream_id", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("session_id", Text, nullable=False),
+    Column("agent_id", Text, nullable=False),
+    Column("step", Text, nullable=False),
+    Column("from_model", Text, nullable=False),
+    Column("to_model", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "stream_id", "event_id"),
+    # Named: the convention's name (the columns') is longer than PostgreSQL's 63 characters. The agent, step
+    # and session after the time let a filtered lookup skip the rows of other agents and steps in the index.
+    Index(
+        "ix_llm_ledger_fallbacks_edge_time",
+        "tenant_id",
+        "from_model",
+        "to_model",
+        "reason",
+        "occurred_at",
+        "agent_id",
+        "step",
+        "session_id",
+    ),
+)
+"""Every ``FallbackTriggered`` of a session, a row each: what the fallback edges' counts
+(``llm_ledger_fallback_stats``) cannot say, the session each fallback happened in (a fallback without a
+session has nowhere to link to, and is not kept here). The index answers "the latest fallback of this edge
+in this window" by reading it backwards from the window's end: one entry without a filter, the entries of
+other agents and steps skipped in the index with one. Keyed as the events are, by tenant, stream and
+event id (two streams may hold one event id)."""
+
 tool_stats = Table(
     "llm_ledger_tool_stats",
     metadata,
@@ -170,5 +205,5 @@ checkpoints = Table(
     Column("updated_at", DateTime(timezone=True)),
 )
 
-READ_MODELS = (step_stats, error_stats, fallback_stats, sessions, failed_attempts, tool_stats)
+READ_MODELS = (step_stats, error_stats, fallback_stats, sessions, failed_attempts, tool_stats, fallbacks)
 """The tenant-keyed tables a rebuild empties (the checkpoint is reset, not emptied)."""

@@ -109,6 +109,7 @@ def ledger(
     database = _create_postgres_database()
     owner_url = ledger_login(database=database)
     owner, name = make_url(owner_url).username, make_url(database).database
+    assert owner is not None
     with _postgres_server.connect() as connection:
         connection.execute(text(f'ALTER DATABASE "{name}" OWNER TO "{owner}"'))
     yield Ledger(
@@ -117,7 +118,12 @@ def ledger(
         login=lambda *roles: ledger_login(*roles, database=database),
         home=tmp_path_factory.mktemp("home"),
     )
-    # The login is dropped at the end of the session, before the database: hand what it owns back.
+    hand_back(database, owner)
+
+
+def hand_back(database: str, owner: str) -> None:
+    """What ``owner`` owns in ``database`` handed to the superuser: the login is dropped at the end of the
+    session, before the database, and a role that owns objects cannot be."""
     superuser = create_store_engine(database, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     try:
         with superuser.connect() as connection:

@@ -12,13 +12,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, make_url, text
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.pool import NullPool
 
 from llm_ledger.dashboard.source import LedgerNotReadyError, LedgerSource, check_schema
+from llm_ledger.events import FallbackTriggered
 from llm_ledger.projections.queries import Window
-from llm_ledger.store import create_store_engine, migrate
+from llm_ledger.store import EventStore, create_store_engine, migrate
 from llm_ledger.store.scoping import (
     AUDITOR_ROLE,
     INGEST_ROLE,
@@ -27,7 +28,16 @@ from llm_ledger.store.scoping import (
     SEALER_ROLE,
     WRITER_ROLE,
 )
-from tests.logins.conftest import COMMAND_TIMEOUT, EXECUTIONS_PER_TENANT, LLM_LEDGER, Ledger, Recorded, record
+from tests.dashboard.ledger import BACKUP, FAST, LIMITED, run
+from tests.logins.conftest import (
+    COMMAND_TIMEOUT,
+    EXECUTIONS_PER_TENANT,
+    LLM_LEDGER,
+    Ledger,
+    Recorded,
+    hand_back,
+    record,
+)
 
 pytestmark = pytest.mark.timeout(COMMAND_TIMEOUT * 4)
 """The commands' own bounded waits, not the suite's per-test timeout, decide: each command is a process
@@ -380,3 +390,48 @@ def test_the_dashboard_on_a_ledger_older_than_0006_says_to_upgrade_it(
     migrate.upgrade(database, "0005")
     with pytest.raises(LedgerNotReadyError, match="llm-ledger db upgrade"):
         check_schema(ledger_login(AUDITOR_ROLE, database=database), "the test ledger")
+
+
+def test_the_owner_upgrading_to_0013_fills_the_fallbacks_of_a_ledger_that_has_them(
+    _create_postgres_database: Callable[[], str], _postgres_server: Engine, ledger_login: Callable[..., str]
+) -> None:
+    """The deploy's path: the owner (no superuser, none of the roles the read model's policies name) upgrades
+    a ledger holding fallbacks; every fallback of a session is in the new read model, and the events'
+    row-level security is still forced."""
+    database = _create_postgres_database()
+    owner_url = ledger_login(database=database)
+    owner, name = make_url(owner_url).username, make_url(database).database
+    assert owner is not None
+    with _postgres_server.connect() as connection:
+        connection.execute(text(f'ALTER DATABASE "{name}" OWNER TO "{owner}"'))
+    try:
+        kept, forced, fallbacks = _upgraded_by_the_owner(database, owner_url)
+    finally:
+        hand_back(database, owner)
+    assert len(fallbacks) == 3
+    assert kept == ["took-backup", "took-backup"]
+    assert forced is True
+
+
+def _upgraded_by_the_owner(database: str, owner_url: str) -> tuple[list[str], bool, list[FallbackTriggered]]:
+    migrate.upgrade(owner_url, "0012")
+    stored = [
+        *run(2, tenant="acme", session="took-backup", chain=[LIMITED, BACKUP], step="answer"),
+        *run(1, tenant="acme", session=None, chain=[LIMITED, FAST], step="answer"),
+    ]
+    store = EventStore(database)
+    store.append(stored)
+    store.close()
+
+    migrate.upgrade(owner_url)
+
+    engine = create_store_engine(database, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            kept = connection.execute(text("SELECT session_id FROM llm_ledger_fallbacks")).scalars().all()
+            forced = connection.execute(
+                text("SELECT relforcerowsecurity FROM pg_class WHERE relname = 'llm_ledger_events'")
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    return list(kept), bool(forced), [e for e in stored if isinstance(e, FallbackTriggered)]

@@ -251,6 +251,19 @@ class Truth(_TenantsQuery):
         """
         return {(*r[:2], moment(r[2]), *r[3:]) for r in self._rows(statement)}
 
+    # --- llm_ledger_fallbacks ----------------------------------------------------------------------------
+
+    def fallbacks(self) -> set[tuple[Any, ...]]:
+        s = self.sql
+        statement = f"""
+            SELECT tenant_id, stream_id, event_id, occurred_at, session_id, COALESCE(agent_id, '') AS agent_id,
+                   COALESCE(step, '') AS step, {s.text("from_model")} AS from_model, {s.text("to_model")} AS to_model,
+                   {s.text("reason")} AS reason
+            FROM llm_ledger_events
+            WHERE event_type = 'FallbackTriggered' AND session_id IS NOT NULL AND tenant_id IN :tenants
+        """
+        return {(*r[:3], moment(r[3]), *r[4:]) for r in self._rows(statement)}
+
     # --- latencies, for exact percentiles ---------------------------------------------------------------
 
     def _latency_filter(self, kind: str, start: datetime, end: datetime) -> str:
@@ -373,6 +386,14 @@ class Projected(_TenantsQuery):
         """
         return {(*r[:2], moment(r[2]), *r[3:]) for r in self._rows(statement)}
 
+    def fallbacks(self) -> set[tuple[Any, ...]]:
+        statement = """
+            SELECT tenant_id, stream_id, event_id, occurred_at, session_id, agent_id, step, from_model, to_model,
+                   reason
+            FROM llm_ledger_fallbacks WHERE tenant_id IN :tenants
+        """
+        return {(*r[:3], moment(r[3]), *r[4:]) for r in self._rows(statement)}
+
 
 GRAINS = (60, 3_600, 86_400)
 
@@ -399,3 +420,4 @@ def assert_read_models_equal_truth(engine: Engine, tenants: Sequence[str]) -> No
             assert math.isclose(actual_tools[key][1], latency, rel_tol=1e-9, abs_tol=1e-6), (grain, key)
     assert projected.sessions() == truth.sessions()
     assert projected.failed_attempts() == truth.failed_attempts()
+    assert projected.fallbacks() == truth.fallbacks()

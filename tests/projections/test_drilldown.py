@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-import pytest
 from sqlalchemy import Connection, Engine, Row
 
 from llm_ledger.dashboard.view import DashboardView
@@ -133,35 +132,12 @@ def test_a_chains_example_is_of_the_fallbacks_the_filters_keep(ledger_url: str) 
     assert to_backup == {(LIMITED, BACKUP): "answering"}
 
 
-def test_the_examples_are_looked_for_among_the_windows_latest_fallbacks(
-    ledger_url: str, engine_of: Callable[[str], Engine]
-) -> None:
+def test_a_chain_whose_latest_fallback_is_older_than_many_later_ones_still_has_its_example(ledger_url: str) -> None:
+    # The backup's only fallback is older than 40 to the fast model, all from the same model for the same reason.
     view = _recorded(
         ledger_url,
-        moved_back(run(1, tenant="acme", session="took-backup", chain=[LIMITED, BACKUP], step="answer"), 30 * _MINUTE),
-        moved_back(run(3, tenant="acme", session="took-fast", chain=[LIMITED, FAST], step="answer"), 10 * _MINUTE),
-    )
-    edges = view.fallback_edges("acme", _EVERYTHING)
-    view.close()
-
-    with engine_of(ledger_url).connect() as connection:
-        examples = drilldown.fallback_sessions(connection, "acme", _EVERYTHING, edges, cap=3)
-
-    assert len(edges) == 2
-    assert {(edge.from_model, edge.to_model): session for edge, session in examples.items()} == {
-        (LIMITED, FAST): "took-fast"
-    }
-
-
-def test_a_chain_whose_latest_fallback_is_older_than_the_first_looked_at_is_found_by_looking_further(
-    ledger_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The latest 2 fallbacks are looked at first: both to the fast model; the backup's is the 6th latest.
-    monkeypatch.setattr(drilldown, "FIRST_SCANNED", 2)
-    view = _recorded(
-        ledger_url,
-        moved_back(run(1, tenant="acme", session="took-backup", chain=[LIMITED, BACKUP], step="answer"), 30 * _MINUTE),
-        moved_back(run(5, tenant="acme", session="took-fast", chain=[LIMITED, FAST], step="answer"), 10 * _MINUTE),
+        moved_back(run(1, tenant="acme", session="took-backup", chain=[LIMITED, BACKUP], step="answer"), 90 * _MINUTE),
+        moved_back(run(40, tenant="acme", session="took-fast", chain=[LIMITED, FAST], step="answer"), 10 * _MINUTE),
     )
 
     examples = _examples(view, "acme")
@@ -170,8 +146,31 @@ def test_a_chain_whose_latest_fallback_is_older_than_the_first_looked_at_is_foun
     assert examples == {(LIMITED, BACKUP): "took-backup", (LIMITED, FAST): "took-fast"}
 
 
+def test_a_chains_example_is_of_the_window(ledger_url: str) -> None:
+    # The backup chain was taken 3 hours ago in one session and 30 minutes ago in another: a window of the
+    # last hour names the later, one that ends two hours ago the earlier, and one between them none.
+    view = _recorded(
+        ledger_url,
+        moved_back(run(1, tenant="acme", session="earlier", chain=[LIMITED, BACKUP], step="answer"), 180 * _MINUTE),
+        moved_back(run(1, tenant="acme", session="later", chain=[LIMITED, BACKUP], step="answer"), 30 * _MINUTE),
+    )
+    now = datetime.now(UTC)
+    edges = view.fallback_edges("acme", _EVERYTHING)
+
+    def example(window: Window) -> dict[tuple[str, str], str]:
+        found = view.fallback_sessions("acme", window, edges)
+        return {(edge.from_model, edge.to_model): session for edge, session in found.items()}
+
+    last_hour, until_two_hours_ago = Window(now - 60 * _MINUTE, now), Window(now - 240 * _MINUTE, now - 120 * _MINUTE)
+    between = Window(now - 150 * _MINUTE, now - 90 * _MINUTE)
+    found = example(last_hour), example(until_two_hours_ago), example(between)
+
+    view.close()
+    assert found == ({(LIMITED, BACKUP): "later"}, {(LIMITED, BACKUP): "earlier"}, {})
+
+
 class _Recording:
-    """A connection that keeps the rows of each statement run on it: what the rounds read, as read."""
+    """A connection that keeps the rows of each statement run on it."""
 
     def __init__(self, connection: Connection) -> None:
         self.dialect = connection.dialect
@@ -183,29 +182,61 @@ class _Recording:
         return self.statements[-1]
 
 
-def _rounds(
-    url: str,
-    engine_of: Callable[[str], Engine],
-    edges: Sequence[FallbackEdge],
-    filters: Filters = EVERYTHING,
-    cap: int = drilldown.FAILURES_SCANNED,
+def _looked_up(
+    url: str, engine_of: Callable[[str], Engine], edges: Sequence[FallbackEdge], filters: Filters = EVERYTHING
 ) -> tuple[dict[tuple[str, str], str], list[list[Row[Any]]]]:
     with engine_of(url).connect() as connection:
         recording = _Recording(connection)
-        examples = drilldown.fallback_sessions(cast(Connection, recording), "acme", _EVERYTHING, edges, filters, cap)
+        examples = drilldown.fallback_sessions(cast(Connection, recording), "acme", _EVERYTHING, edges, filters)
     return {(edge.from_model, edge.to_model): session for edge, session in examples.items()}, recording.statements
 
 
-def _failures_read(statements: list[list[Row[Any]]]) -> list[str]:
-    return [row.failure_id for rows in statements for row in rows]
-
-
-def test_a_chain_only_executions_without_a_session_took_has_no_example_and_its_search_stops_at_the_last_failure(
-    ledger_url: str, engine_of: Callable[[str], Engine], monkeypatch: pytest.MonkeyPatch
+def test_every_chains_example_is_read_in_one_statement_of_a_row_a_chain_at_most(
+    ledger_url: str, engine_of: Callable[[str], Engine]
 ) -> None:
-    # Rounds of 2 then 8: the 7 failures of sessions are read once each, in two statements, and the search
-    # stops there (the 8 asked for were not all there), not at the cap, though a chain is still missing.
-    monkeypatch.setattr(drilldown, "FIRST_SCANNED", 2)
+    view = _recorded(
+        ledger_url,
+        moved_back(run(3, tenant="acme", session="took-backup", chain=[LIMITED, BACKUP], step="answer"), 30 * _MINUTE),
+        moved_back(run(9, tenant="acme", session="took-fast", chain=[LIMITED, FAST], step="answer"), 10 * _MINUTE),
+        moved_back(run(4, tenant="acme", session="broken", chain=[BROKEN, BACKUP], step="answer"), 20 * _MINUTE),
+    )
+    edges = view.fallback_edges("acme", _EVERYTHING)
+    view.close()
+
+    examples, statements = _looked_up(ledger_url, engine_of, edges)
+
+    assert len(edges) == 3
+    assert examples == {(LIMITED, BACKUP): "took-backup", (LIMITED, FAST): "took-fast", (BROKEN, BACKUP): "broken"}
+    assert [len(rows) for rows in statements] == [3]
+
+
+def test_more_chains_than_a_statement_holds_are_looked_up_in_several(
+    ledger_url: str, engine_of: Callable[[str], Engine]
+) -> None:
+    # SQLite refuses a compound SELECT of over 500 terms: 501 chains (one taken, the others never) still
+    # find the example of the one, in statements of EDGES_PER_STATEMENT lookups.
+    view = _recorded(ledger_url, run(2, tenant="acme", session="took-fast", chain=[LIMITED, FAST], step="answer"))
+    taken = view.fallback_edges("acme", _EVERYTHING)
+    view.close()
+    never = [FallbackEdge(f"mock/model-{i}", FAST, "rate_limit", 1, 0) for i in range(501 - len(taken))]
+
+    examples, statements = _looked_up(ledger_url, engine_of, [*never, *taken])
+
+    assert examples == {(LIMITED, FAST): "took-fast"}
+    assert len(statements) == -(-501 // drilldown.EDGES_PER_STATEMENT) > 2
+
+
+def test_no_chain_asks_nothing_of_the_database(ledger_url: str, engine_of: Callable[[str], Engine]) -> None:
+    _recorded(ledger_url).close()
+
+    examples, statements = _looked_up(ledger_url, engine_of, [])
+
+    assert (examples, statements) == ({}, [])
+
+
+def test_a_chain_only_executions_without_a_session_took_has_no_example(
+    ledger_url: str, engine_of: Callable[[str], Engine]
+) -> None:
     view = _recorded(
         ledger_url,
         moved_back(run(3, tenant="acme", session=None, chain=[LIMITED, BACKUP], step="answer"), 5 * _MINUTE),
@@ -214,55 +245,21 @@ def test_a_chain_only_executions_without_a_session_took_has_no_example_and_its_s
     edges = view.fallback_edges("acme", _EVERYTHING)
     view.close()
 
-    examples, statements = _rounds(ledger_url, engine_of, edges)
+    examples, _ = _looked_up(ledger_url, engine_of, edges)
 
     assert {(edge.from_model, edge.to_model) for edge in edges} == {(LIMITED, BACKUP), (LIMITED, FAST)}
     assert examples == {(LIMITED, FAST): "took-fast"}
-    assert [len(rows) for rows in statements] == [2, 5]
-    assert len(set(_failures_read(statements))) == 7
 
 
-def test_the_search_stops_at_the_last_failure_when_no_failure_leads_to_a_kept_fallback(
-    ledger_url: str, engine_of: Callable[[str], Engine], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A filter no fallback meets drops every joined row: the failures are still counted as read.
-    monkeypatch.setattr(drilldown, "FIRST_SCANNED", 2)
+def test_a_filter_no_fallback_meets_gives_no_example(ledger_url: str, engine_of: Callable[[str], Engine]) -> None:
     view = _recorded(ledger_url, run(5, tenant="acme", session="took-fast", chain=[LIMITED, FAST], step="answer"))
     edges = view.fallback_edges("acme", _EVERYTHING)
     view.close()
 
-    examples, statements = _rounds(ledger_url, engine_of, edges, Filters(models=("mock/no-such-model",)))
+    by_model, _ = _looked_up(ledger_url, engine_of, edges, Filters(models=("mock/no-such-model",)))
+    by_step, _ = _looked_up(ledger_url, engine_of, edges, Filters(steps=("classify",)))
 
-    assert examples == {}
-    assert [len(rows) for rows in statements] == [2, 3]
-    assert all(row.session_id is None for rows in statements for row in rows)
-
-
-def test_each_round_reads_the_failures_older_than_the_last_and_all_of_them_at_most_the_cap(
-    ledger_url: str, engine_of: Callable[[str], Engine], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The backup chain's only fallback is the 12th latest: rounds of 2, 8 and the 3 left of a cap of 13.
-    monkeypatch.setattr(drilldown, "FIRST_SCANNED", 2)
-    view = _recorded(
-        ledger_url,
-        moved_back(run(1, tenant="acme", session="took-backup", chain=[LIMITED, BACKUP], step="answer"), 30 * _MINUTE),
-        moved_back(run(11, tenant="acme", session="took-fast", chain=[LIMITED, FAST], step="answer"), 10 * _MINUTE),
-    )
-    edges = view.fallback_edges("acme", _EVERYTHING)
-    view.close()
-
-    examples, statements = _rounds(ledger_url, engine_of, edges, cap=13)
-    capped, capped_statements = _rounds(ledger_url, engine_of, edges, cap=11)
-
-    assert examples == {(LIMITED, BACKUP): "took-backup", (LIMITED, FAST): "took-fast"}
-    # The third round stops at the cap's 13th failure and the backup's, the 12th, ends the search.
-    assert [len(rows) for rows in statements] == [2, 8, 2]
-    read = _failures_read(statements)
-    assert len(set(read)) == len(read) == 12
-    failed_at = [row.failed_at for rows in statements for row in rows]
-    assert failed_at == sorted(failed_at, reverse=True)
-    assert capped == {(LIMITED, FAST): "took-fast"}
-    assert [len(rows) for rows in capped_statements] == [2, 8, 1]
+    assert (by_model, by_step) == ({}, {})
 
 
 def test_a_streamed_fallback_has_its_example(ledger_url: str) -> None:
@@ -278,25 +275,3 @@ def test_a_streamed_fallback_has_its_example(ledger_url: str) -> None:
 
     view.close()
     assert examples == {(LIMITED, FAST): "streamed", (LIMITED, BACKUP): "generated"}
-
-
-def test_the_cap_counts_only_the_failures_of_the_models_the_chosen_chains_fall_back_from(
-    ledger_url: str, engine_of: Callable[[str], Engine]
-) -> None:
-    # The broken model's one fallback is older than the 5 latest, all from the rate-limited model: with a cap
-    # of 3 it has no example among every chain, and keeps it when a filter chooses it alone.
-    view = _recorded(
-        ledger_url,
-        moved_back(run(1, tenant="acme", session="took-backup", chain=[BROKEN, BACKUP], step="answer"), 30 * _MINUTE),
-        moved_back(run(5, tenant="acme", session="took-fast", chain=[LIMITED, FAST], step="answer"), 10 * _MINUTE),
-    )
-    chosen = Filters(models=(BROKEN,))
-    edges, chosen_edges = view.fallback_edges("acme", _EVERYTHING), view.fallback_edges("acme", _EVERYTHING, chosen)
-    view.close()
-
-    every, _ = _rounds(ledger_url, engine_of, edges, cap=3)
-    rarely_used, statements = _rounds(ledger_url, engine_of, chosen_edges, chosen, cap=3)
-
-    assert every == {(LIMITED, FAST): "took-fast"}
-    assert rarely_used == {(BROKEN, BACKUP): "took-backup"}
-    assert [len(rows) for rows in statements] == [1]

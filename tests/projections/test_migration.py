@@ -119,3 +119,33 @@ def test_upgrading_to_0007_past_projected_tool_events_has_them_counted(
 
     assert _tool_calls_counted(engine) == ended
     assert_read_models_equal_truth(engine, tenants)
+
+
+def test_upgrading_to_0013_fills_the_fallbacks_from_the_stored_events_and_the_projector_adds_none_twice(
+    unmigrated_url: str, recorded_events: list[Event], tenants: tuple[str, ...]
+) -> None:
+    # Half the events projected, 0013 taken away and the other half stored without it: the upgrade fills the
+    # new read model from every stored fallback (the projected half's and the half past the checkpoint),
+    # and the catch-up that follows folds the second half again into rows already there.
+    half = len(recorded_events) // 2
+    fallbacks = sum(e.event_type == "FallbackTriggered" and e.session_id is not None for e in recorded_events)
+    later = sum(e.event_type == "FallbackTriggered" and e.session_id is not None for e in recorded_events[half:])
+    assert 0 < later < fallbacks
+    migrate.upgrade(unmigrated_url)
+    store_events(unmigrated_url, recorded_events[:half])
+    project_url(unmigrated_url)
+    migrate.downgrade(unmigrated_url, "0012")
+    assert "llm_ledger_fallbacks" not in tables(unmigrated_url)
+    store_events(unmigrated_url, recorded_events[half:])
+
+    migrate.upgrade(unmigrated_url)
+    project_url(unmigrated_url)
+
+    engine = create_store_engine(unmigrated_url)
+    try:
+        with engine.connect() as connection:
+            stored = connection.execute(text("SELECT count(*) FROM llm_ledger_fallbacks")).scalar_one()
+        assert stored == fallbacks
+        assert_read_models_equal_truth(engine, tenants)
+    finally:
+        engine.dispose()
