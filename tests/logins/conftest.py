@@ -107,11 +107,7 @@ def ledger(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Ledger]:
     database = _create_postgres_database()
-    owner_url = ledger_login(database=database)
-    owner, name = make_url(owner_url).username, make_url(database).database
-    assert owner is not None
-    with _postgres_server.connect() as connection:
-        connection.execute(text(f'ALTER DATABASE "{name}" OWNER TO "{owner}"'))
+    owner_url, owner = owned_by_a_login(database, _postgres_server, ledger_login)
     yield Ledger(
         superuser=database,
         owner=owner_url,
@@ -119,6 +115,16 @@ def ledger(
         home=tmp_path_factory.mktemp("home"),
     )
     hand_back(database, owner)
+
+
+def owned_by_a_login(database: str, server: Engine, make_login: Callable[..., str]) -> tuple[str, str]:
+    """``database`` handed to a new login that is not a superuser: its URL as that login, and its name."""
+    owner_url = make_login(database=database)
+    owner, name = make_url(owner_url).username, make_url(database).database
+    assert owner is not None
+    with server.connect() as connection:
+        connection.execute(text(f'ALTER DATABASE "{name}" OWNER TO "{owner}"'))
+    return owner_url, owner
 
 
 def hand_back(database: str, owner: str) -> None:

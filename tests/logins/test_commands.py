@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, make_url, text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.pool import NullPool
 
@@ -36,6 +36,7 @@ from tests.logins.conftest import (
     Ledger,
     Recorded,
     hand_back,
+    owned_by_a_login,
     record,
 )
 
@@ -399,11 +400,7 @@ def test_the_owner_upgrading_to_0013_fills_the_fallbacks_of_a_ledger_that_has_th
     a ledger holding fallbacks; every fallback of a session is in the new read model, and the events'
     row-level security is still forced."""
     database = _create_postgres_database()
-    owner_url = ledger_login(database=database)
-    owner, name = make_url(owner_url).username, make_url(database).database
-    assert owner is not None
-    with _postgres_server.connect() as connection:
-        connection.execute(text(f'ALTER DATABASE "{name}" OWNER TO "{owner}"'))
+    owner_url, owner = owned_by_a_login(database, _postgres_server, ledger_login)
     try:
         kept, forced, fallbacks = _upgraded_by_the_owner(database, owner_url)
     finally:
