@@ -20,6 +20,7 @@ from sqlalchemy import Connection, select
 
 from llm_ledger.audit.integrity import StreamCheck, check_streams
 from llm_ledger.events import STREAM_KINDS
+from llm_ledger.events.encryption import tool_error_in_plain
 from llm_ledger.store import as_utc
 from llm_ledger.store.schema import READ_COLUMNS
 from llm_ledger.store.schema import events as events_table
@@ -106,10 +107,18 @@ class ToolCallView:
     error_type: str | None
     error_class: str | None
     message: str | None
-    """The tool's error: its text, scrubbed of credentials, under capture ``full``; its class otherwise."""
+    """The tool's error as recorded: a sentence naming its class; in a tool execution recorded in full before
+    ``error_text`` existed, its text (scrubbed, not encrypted: ``error_in_plain``)."""
     trace_id: str | None
     span_id: str | None
     integrity: StreamCheck = field(default_factory=StreamCheck)
+    error_text: dict[str, Any] | None = None
+    """The exception's text as stored (``ToolCallFailed.error_text``: sizes, digest, under capture ``full``
+    its ciphertext), to be opened with the keys of a reader who may (``failed_event_id`` names its event)."""
+    failed_event_id: str | None = None
+    error_in_plain: bool = False
+    """Whether ``message`` is the exception's text, recorded in full before it was encrypted
+    (``events.encryption.tool_error_in_plain``): no erasure covers it."""
 
 
 TimelineItem = ExecutionView | ToolCallView
@@ -383,7 +392,9 @@ def _tool_call_view(rows: Sequence[Any], check: StreamCheck) -> ToolCallView:
     first = rows[0]
     started: dict[str, Any] = first.payload if isinstance(first.payload, dict) else {}
     outcome, ended_at, latency = "incomplete", None, None
-    error_type = error_class = message = None
+    error_type = error_class = message = failed_event_id = None
+    error_text: dict[str, Any] | None = None
+    in_plain = False
     for row in rows[1:]:
         payload = _payload(row)
         if row.event_type in ("ToolCallSucceeded", "ToolCallFailed") and outcome == "incomplete":
@@ -391,7 +402,10 @@ def _tool_call_view(rows: Sequence[Any], check: StreamCheck) -> ToolCallView:
             ended_at, latency = as_utc(row.occurred_at), _number(payload.get("latency_ms"))
             if row.event_type == "ToolCallFailed":
                 error_type, error_class = _text(payload.get("error_type")), _text(payload.get("error_class"))
-                message = _text(payload.get("message"))
+                message, failed_event_id = _text(payload.get("message")), str(row.event_id)
+                found = payload.get("error_text")
+                error_text = found if isinstance(found, dict) else None
+                in_plain = tool_error_in_plain(row.event_type, payload, _text(started.get("capture")))
     return ToolCallView(
         tool_execution_id=str(first.stream_id),
         tool_name=_text(started.get("tool_name")),
@@ -410,6 +424,9 @@ def _tool_call_view(rows: Sequence[Any], check: StreamCheck) -> ToolCallView:
         trace_id=first.trace_id,
         span_id=first.span_id,
         integrity=check,
+        error_text=error_text,
+        failed_event_id=failed_event_id,
+        error_in_plain=in_plain,
     )
 
 

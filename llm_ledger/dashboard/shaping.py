@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from llm_ledger.audit.results import AuditFinding, TenantAudit
-from llm_ledger.audit.timeline import ExecutionView, TimelineItem
+from llm_ledger.audit.timeline import ExecutionView, TimelineItem, ToolCallView
 from llm_ledger.dashboard.state import shown
 from llm_ledger.projections.queries import (
     Dimension,
@@ -26,6 +26,7 @@ from llm_ledger.projections.queries import (
     ToolCallGroup,
     ToolCallPoint,
 )
+from llm_ledger.store.content_keys import OpenedText
 
 Row = dict[str, Any]
 
@@ -444,8 +445,37 @@ def tool_series_rows(points: Iterable[ToolCallPoint], buckets: Sequence[datetime
     ]
 
 
-def session_tool_rows(items: Iterable[TimelineItem], trace_url: Callable[[str | None], str | None]) -> list[Row]:
-    """The session's tool executions in time order, each after the round trip that asked for it."""
+CONTENT_STATES = {
+    "erased": "erased",
+    "no key access": "encrypted (no key access)",
+    "key missing": "KEY MISSING (no key and no erasure of it: content lost)",
+}
+"""How a captured text that cannot be shown reads: its key was destroyed by an erasure, this login may not
+read keys (``llm_ledger_keyholder``), or its key is neither stored nor named by any erasure: a loss."""
+ERROR_IN_PLAIN = "not encrypted (recorded in full before exception texts were): the message is the text"
+"""The error text of a tool execution whose message is the exception's text itself, which no erasure covers."""
+
+
+def tool_error_text(run: ToolCallView, opened: OpenedText | None) -> str | None:
+    """What a tool execution's row shows of the exception's text: the text where this login opened it, why
+    not where it could not, and nothing where the capture policy kept none (``hash``, ``none``)."""
+    if run.error_in_plain:
+        return ERROR_IN_PLAIN
+    if opened is None:
+        return None
+    if opened.state is not None:
+        return CONTENT_STATES[opened.state]
+    return opened.text
+
+
+def session_tool_rows(
+    items: Iterable[TimelineItem],
+    trace_url: Callable[[str | None], str | None],
+    error_texts: Mapping[str, OpenedText] | None = None,
+) -> list[Row]:
+    """The session's tool executions in time order, each after the round trip that asked for it; the
+    exception texts as ``error_texts`` has them opened (``DashboardView.opened_tool_errors``)."""
+    opened = error_texts or {}
     rows: list[Row] = []
     asked_by: dict[str, int] = {}
     for item in items:
@@ -463,6 +493,7 @@ def session_tool_rows(items: Iterable[TimelineItem], trace_url: Callable[[str | 
                 "step": item.step or NONE,
                 "error": item.error_class,
                 "message": item.message,
+                "error text": tool_error_text(item, opened.get(item.tool_execution_id)),
                 "trace": trace_url(item.trace_id),
                 "tool call": item.tool_call_id,
             }

@@ -3,10 +3,11 @@ its answer asked for, each with the execution of the tool when it ran. Pure func
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from llm_ledger.audit.timeline import ExecutionRecord
-from llm_ledger.dashboard.shaping import NONE, Row
+from llm_ledger.dashboard.shaping import NONE, Row, tool_error_text
+from llm_ledger.store.content_keys import OpenedText
 
 NOT_RUN = "not recorded as run"
 """The outcome of a tool call the answer asked for that no tool execution answers."""
@@ -29,9 +30,15 @@ def event_rows(record: ExecutionRecord) -> list[Row]:
     ]
 
 
-def tool_call_rows(record: ExecutionRecord, trace_url: Callable[[str | None], str | None]) -> list[Row]:
+def tool_call_rows(
+    record: ExecutionRecord,
+    trace_url: Callable[[str | None], str | None],
+    error_texts: Mapping[str, OpenedText] | None = None,
+) -> list[Row]:
     """The tools' executions that name this execution as the one that asked, in time order, then each
-    tool call its answer asked for that no tool execution answers (never run, or run unrecorded)."""
+    tool call its answer asked for that no tool execution answers (never run, or run unrecorded); the
+    exception texts as ``error_texts`` has them opened (``DashboardView.opened_tool_errors``)."""
+    opened = error_texts or {}
     rows: list[Row] = [
         {
             "tool": run.tool_name or NONE,
@@ -42,6 +49,7 @@ def tool_call_rows(record: ExecutionRecord, trace_url: Callable[[str | None], st
             "latency ms": round(run.latency_ms, 1) if run.latency_ms is not None else None,
             "error": run.error_class,
             "message": run.message,
+            "error text": tool_error_text(run, opened.get(run.tool_execution_id)),
             "checked": run.integrity.summary,
             "trace": trace_url(run.trace_id),
             "tool execution": run.tool_execution_id,

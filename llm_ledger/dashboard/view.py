@@ -11,10 +11,17 @@ from typing import Any
 
 from llm_ledger.audit import results, timeline
 from llm_ledger.audit.results import AuditFinding, TenantAudit
-from llm_ledger.audit.timeline import ExecutionRecord, ExecutionView, FirstExecution, RecordedEvent, TimelineItem
+from llm_ledger.audit.timeline import (
+    ExecutionRecord,
+    ExecutionView,
+    FirstExecution,
+    RecordedEvent,
+    TimelineItem,
+    ToolCallView,
+)
 from llm_ledger.projections import drilldown
 from llm_ledger.projections.queries import EVERYTHING, FallbackEdge, Filters, LedgerView, Window
-from llm_ledger.store.content_keys import ContentState, opened, wanted_keys
+from llm_ledger.store.content_keys import ContentState, OpenedText, opened, wanted_keys
 
 
 class DashboardView(LedgerView):
@@ -64,6 +71,25 @@ class DashboardView(LedgerView):
         wanted = wanted_keys((event.event_type, event.payload) for event in events)
         lookup = self._store.content_keys(tenant_id, wanted)
         return [opened(event.event_type, event.payload, stream_id, event.event_id, lookup) for event in events]
+
+    def opened_tool_errors(self, tenant_id: str, runs: Iterable[TimelineItem]) -> dict[str, OpenedText]:
+        """The exception text of each tool execution among ``runs`` that keeps one (``error_text``), by its
+        id: decrypted where this login may read its key, else the state of that key (as
+        ``opened_payloads``)."""
+        self._check_allowed(tenant_id)
+        kept = [
+            (run, {"error_text": run.error_text})
+            for run in runs
+            if isinstance(run, ToolCallView) and run.error_text is not None and run.failed_event_id is not None
+        ]
+        if not kept:
+            return {}
+        lookup = self._store.content_keys(tenant_id, wanted_keys(("ToolCallFailed", payload) for _, payload in kept))
+        texts: dict[str, OpenedText] = {}
+        for run, payload in kept:
+            values, states = opened("ToolCallFailed", payload, run.tool_execution_id, str(run.failed_event_id), lookup)
+            texts[run.tool_execution_id] = OpenedText(values["error_text"].get("text"), states.get("error_text"))
+        return texts
 
     def fallback_sessions(
         self, tenant_id: str, window: Window, edges: Iterable[FallbackEdge], filters: Filters = EVERYTHING

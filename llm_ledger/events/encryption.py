@@ -1,10 +1,10 @@
 """Captured content encrypted under data keys, so that destroying a key erases it (crypto-shredding).
 
 Under capture ``full`` every text an event keeps (the messages sent, an answer, a tool call's arguments, a
-tool's result) is stored as an ``EncryptedContent`` record instead: AES-256-GCM under
-a data key of the tenant, subject and session. The sizes and digests stay plain beside it, and the hash chain
-covers the record exactly as it is stored, so destroying the key makes the text unreadable for good while
-every chain, seal and ``audit verify`` stays as it was.
+tool's result, the text of the exception a tool raised) is stored as an ``EncryptedContent`` record instead:
+AES-256-GCM under a data key of the tenant, subject and session. The sizes and digests stay plain beside it,
+and the hash chain covers the record exactly as it is stored, so destroying the key makes the text unreadable
+for good while every chain, seal and ``audit verify`` stays as it was.
 
 The associated data binds a ciphertext to the key's tenant, subject and session and to the event's stream,
 event id and field: a ciphertext copied into another event, field or tenant does not decrypt.
@@ -198,9 +198,10 @@ def decrypt(key: DataKey, record: JsonDict, stream_id: str, event_id: str, field
 
 def content_fields(event_type: str, payload: JsonDict) -> Iterator[tuple[str, JsonDict, str]]:
     """Each place a payload's values keep captured text: ``(field, record, kind)``, the record being the
-    dict that holds the text (an ``InputRecord``'s, an ``OutputRecord``'s, or the payload itself for a tool's
-    exception text) and ``kind`` one of ``messages`` and ``text``. (A tool's exception text, which
-    ``ToolCallFailed`` keeps under capture ``full``, is not encrypted yet.)"""
+    dict that holds the text (an ``InputRecord``'s or an ``OutputRecord``'s) and ``kind`` one of ``messages``
+    and ``text``. A ``ToolCallFailed`` recorded before ``error_text`` existed keeps the exception's text in
+    its ``message``, a plain field and no place of content: it was never encrypted, and no erasure covers
+    it (``tool_error_in_plain`` tells such an event)."""
     if event_type == "ExecutionStarted":
         yield "input", payload["input"], "messages"
     elif event_type == "AttemptSucceeded":
@@ -213,6 +214,19 @@ def content_fields(event_type: str, payload: JsonDict) -> Iterator[tuple[str, Js
         yield "arguments", payload["arguments"], "text"
     elif event_type == "ToolCallSucceeded":
         yield "result", payload["result"], "text"
+    elif event_type == "ToolCallFailed" and isinstance(payload.get("error_text"), dict):
+        yield "error_text", payload["error_text"], "text"
+
+
+def tool_error_in_plain(event_type: str, payload: JsonDict, capture: str | None) -> bool:
+    """Whether a ``ToolCallFailed`` keeps the exception's text in plain in its ``message``: recorded under
+    capture ``full`` (its ``ToolCallStarted``'s ``capture``) before the text went into ``error_text``."""
+    return (
+        event_type == "ToolCallFailed"
+        and capture == "full"
+        and payload.get("error_type") == "tool_error"
+        and "error_text" not in payload
+    )
 
 
 def encrypted_of(record: JsonDict) -> JsonDict | None:
@@ -264,7 +278,7 @@ def _copy_along(values: JsonDict, event_type: str) -> JsonDict:
     """A copy of ``values`` deep enough that encrypting in it leaves the builder's dicts alone (a deferred
     output record is shared by two events of an execution)."""
     out = dict(values)
-    for name in ("input", "output", "arguments", "result"):
+    for name in ("input", "output", "arguments", "result", "error_text"):
         if isinstance(out.get(name), dict):
             out[name] = dict(out[name])
     if out.get("tool_calls"):

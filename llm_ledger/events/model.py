@@ -251,8 +251,14 @@ class ToolCallFailedPayload(EventPayload):
     """``tool_error`` for an exception the tool raised, ``cancelled`` when its caller cancelled it."""
     error_class: str
     message: ProviderMessage
-    """The exception's text, scrubbed of credentials, under capture ``full``; under ``hash`` or ``none``, a
-    sentence naming its class (the text may quote the arguments, which only the capture policy keeps)."""
+    """A sentence naming the exception's class, whatever the capture policy (the exception's text may quote
+    the arguments, so it is kept in ``error_text``, under the policy). Events recorded before
+    ``error_text`` existed keep the text itself here, scrubbed but not encrypted, under capture ``full``."""
+    error_text: Annotated[OutputRecord | None, AddedLater()] = None
+    """The exception's text, kept as the tool's arguments are (``ToolCallStarted.arguments``): sizes always;
+    a keyed digest under ``hash`` and ``full``; under ``full`` the scrubbed text, encrypted under the data key
+    of the arguments and result, so that an erasure covers it. None for a cancellation (no text), and in
+    events recorded before the field existed."""
 
 
 # --- envelope ---------------------------------------------------------------------------------

@@ -574,14 +574,26 @@ def tool_call_succeeded(*, tool_name: str, latency_ms: float, result: JsonDict) 
     return {"tool_name": text(tool_name), "latency_ms": number(latency_ms), "result": result}
 
 
-def tool_call_failed(*, tool_name: str, latency_ms: float, error_type: str, error_class: str, message: str) -> JsonDict:
-    return {
+def tool_call_failed(
+    *,
+    tool_name: str,
+    latency_ms: float,
+    error_type: str,
+    error_class: str,
+    message: str,
+    error_text: JsonDict | None = None,
+) -> JsonDict:
+    """``error_text``: ``output_values`` of the exception's text; left out when None (``later.py``)."""
+    values: JsonDict = {
         "tool_name": text(tool_name),
         "latency_ms": number(latency_ms),
         "error_type": text(error_type),
         "error_class": text(error_class),
         "message": _provider_message(message),
     }
+    if error_text is not None:
+        values["error_text"] = error_text
+    return values
 
 
 def _uuid(value: UUID) -> UUID:

@@ -200,13 +200,41 @@ def _succeeded_payload(
     )
 
 
-def _error_message(error: BaseException, capture: CapturePolicy, scrubber: Scrubber) -> str:
-    """What the event keeps of a tool's exception: its text (scrubbed) under capture ``full`` only. The
-    text is the tool's own words, which quote its arguments as often as not ("no customer
-    'jane@example.com'"), and only the capture policy may keep those; otherwise its class alone."""
+def _failed_payload(
+    tool_name: str,
+    latency_ms: float,
+    error: str,
+    error_class: str,
+    capture: CapturePolicy,
+    scrubber: Scrubber,
+    digest_key: DigestKey | None,
+) -> JsonDict:
+    """``ToolCallFailed`` of a tool that raised: its class in ``message``; its text, the tool's own words,
+    which quote its arguments as often as not ("no customer 'jane@example.com'"), in ``error_text``, kept
+    as the arguments are (a digest, or the scrubbed text, encrypted with them, by policy)."""
+    return payloads.tool_call_failed(
+        tool_name=tool_name,
+        latency_ms=latency_ms,
+        error_type=TOOL_ERROR,
+        error_class=error_class,
+        message=_error_message(error_class, capture),
+        error_text=payloads.output_values(error, capture, scrubber, digest_key),
+    )
+
+
+def _exception_text(error: BaseException) -> str:
+    """``str(error)``, or a sentence saying it could not be had: a tool's exception whose ``__str__`` raises
+    still gets its terminal event (and the caller still gets the exception)."""
+    try:
+        return str(error)
+    except Exception as broken:  # noqa: BLE001 - whatever it raises, the run is recorded
+        return f"(the text of the {type(error).__name__} could not be read: its __str__ raised {type(broken).__name__})"
+
+
+def _error_message(error_class: str, capture: CapturePolicy) -> str:
     if capture == "full":
-        return scrubber.scrub(str(error))
-    return f"the tool raised {type(error).__name__} (its text is kept under capture 'full' only, not {capture!r})"
+        return f"the tool raised {error_class} (its text is kept in error_text, encrypted)"
+    return f"the tool raised {error_class} (its text is kept under capture 'full' only, not {capture!r})"
 
 
 def _span_message(error: BaseException) -> str:
@@ -374,24 +402,28 @@ class ToolCallRecording:
             trace.succeeded()
             return
         if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
-            error_type, message = CANCELLED, "cancelled by the caller"
-            span_message = message
-        else:
-            error_type, message = TOOL_ERROR, _error_message(error, capture, scrubber)
-            span_message = _span_message(error)
-        self.terminal = self._recorder.record(
-            "ToolCallFailed",
-            JsonPayload(
+            error_type, span_message = CANCELLED, "cancelled by the caller"
+            payload = JsonPayload(
                 payloads.tool_call_failed,
                 tool_name=self._tool_name,
                 latency_ms=latency,
                 error_type=error_type,
                 error_class=type(error).__name__,
-                message=message,
-            ),
-            trace_id=trace.trace_id,
-            span_id=trace.span_id,
-        )
+                message=span_message,
+            )
+        else:
+            error_type, span_message = TOOL_ERROR, _span_message(error)
+            payload = JsonPayload(
+                _failed_payload,
+                self._tool_name,
+                latency,
+                _exception_text(error),
+                type(error).__name__,
+                capture,
+                scrubber,
+                digest_key,
+            )
+        self.terminal = self._recorder.record("ToolCallFailed", payload, trace_id=trace.trace_id, span_id=trace.span_id)
         trace.failed(error_type, span_message)
 
 
@@ -415,8 +447,8 @@ def record_tool_call(
     ``call`` is the ``ToolCall`` the model asked for (its name, id, arguments and asking execution), or
     a tool's name, with ``arguments`` (a mapping or their JSON text) and, if a model asked for it,
     ``tool_call_id`` and ``execution_id``; the keywords override what a ``ToolCall`` says. An exception
-    in the block is recorded (``ToolCallFailed``, error type ``tool_error``, its text scrubbed, and kept only
-    under capture ``full``: it may quote the arguments) and
+    in the block is recorded (``ToolCallFailed``, error type ``tool_error``, its class in ``message``, its
+    text in ``error_text`` under the capture policy of the arguments, which it may quote) and
     propagates; a cancellation is recorded as ``cancelled``.
 
     The events' context is the current ``execution_context`` if set (with the asking execution's step

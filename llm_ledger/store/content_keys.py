@@ -205,5 +205,14 @@ def opened(
     return values, {field: lookup.state(key_id) for field, key_id in hidden.items()}
 
 
+@dataclass(frozen=True, slots=True)
+class OpenedText:
+    """One captured text as a reader may see it: ``text`` when opened (or kept plain), else ``state`` says
+    why not (None, None: nothing but sizes and a digest is kept, capture ``hash`` or ``none``)."""
+
+    text: str | None = None
+    state: ContentState | None = None
+
+
 KeySource = Callable[[str, Iterable[str]], KeyLookup]
 """Gives the lookup of a tenant's keys among some key ids (``EventStore.content_keys``)."""

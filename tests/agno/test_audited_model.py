@@ -175,7 +175,8 @@ async def test_a_tool_that_raises_is_recorded_as_failed_and_agno_still_answers()
     assert types(failed) == ["ToolCallStarted", "ToolCallFailed"]
     assert payload(failed[1], "error_type") == "tool_error"
     assert payload(failed[1], "error_class") == "RuntimeError"
-    assert "no weather station in Paris" in payload(failed[1], "message")
+    assert payload(failed[1], "message") == "the tool raised RuntimeError (its text is kept in error_text, encrypted)"
+    assert "no weather station in Paris" in payload(failed[1], "error_text").text, "decrypted: made here"
     assert types(by_tool["get_time"]) == ["ToolCallStarted", "ToolCallSucceeded"]
     # Agno's own handling is unchanged: the error went back to the model as the tool's result.
     (weather,) = [tool for tool in output.tools or [] if tool.tool_name == "get_weather"]

@@ -203,5 +203,6 @@ def tool_calls(events: Iterable[Event]) -> dict[str, Row]:
             "span_id": started.span_id,
             **_digest(start["arguments"], "arguments"),
             **_digest(end.get("result"), "result"),
+            **_digest(end.get("error_text"), "error_text"),
         }
     return rows

@@ -1,21 +1,29 @@
 """The Execution page shows captured content to a login that may read its keys, "erased" where an erasure
-destroyed them, and "encrypted (no key access)" to a login that may not (``llm_ledger_keyholder``)."""
+destroyed them, and "encrypted (no key access)" to a login that may not (``llm_ledger_keyholder``); so do the
+Execution and Sessions pages' tool tables for a failed tool's exception text."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 from streamlit.testing.v1 import AppTest
 
+from llm_ledger import LLMExecutor, LLMMessage, ToolSpec, execution_context, record_tool_call
 from llm_ledger.audit.erasure import erase
+from llm_ledger.dashboard.shaping import ERROR_IN_PLAIN
 from llm_ledger.store import EventStore, create_store_engine, migrate
+from llm_ledger.store.writer import BufferedWriter
 from tests.dashboard.apptest import open_dashboard
-from tests.erasure.conftest import question, record
+from tests.erasure.conftest import RefundRefused, question, record, tool_error
+from tests.events.tool_streams import Context, tool_stream
 
 Configure = Callable[..., None]
 
@@ -83,6 +91,14 @@ def test_on_postgresql_only_a_keyholder_login_sees_content(
     gone = _page(tenant, executions["gone"])
     expected = "erased" if keyholder else "encrypted (no key access)"
     assert [info.value for info in gone.main.info] == [f"Captured content of this execution: {expected}."]
+    for session, shown in (
+        ("kept", tool_error("kept") if keyholder else "encrypted (no key access)"),
+        ("gone", expected),
+    ):
+        app = open_dashboard(page="sessions", tenant=tenant, session=session, window="1d")
+        assert not app.exception
+        errors = {row["tool"]: row["error text"] for row in _tool_rows(app)}
+        assert errors["refund"] == shown, session
 
 
 def test_a_key_lost_without_an_erasure_reads_as_missing_loudly_not_as_erased(
@@ -113,3 +129,75 @@ def test_a_key_lost_without_an_erasure_reads_as_missing_loudly_not_as_erased(
     assert not gone.main.error and [info.value for info in gone.main.info] == [
         "Captured content of this execution: erased."
     ]
+
+
+def _asked_and_failed(url: str, spool: Path, tenant: str, sessions: tuple[str, ...]) -> dict[str, str]:
+    """In each session, an execution captured in full whose answer asks for a tool, which fails quoting its
+    arguments (``tool_error``); each session's execution id."""
+    store = EventStore(url)
+    writer = BufferedWriter(store, spool, flush_interval=0.05)
+    executor = LLMExecutor("mock/agent?p50_ms=0&tool_use=1", sink=writer, capture="full")
+    spec = ToolSpec.from_function(refund)
+    asked: dict[str, str] = {}
+
+    async def run() -> None:
+        for session in sessions:
+            with execution_context(tenant_id=tenant, session_id=session):
+                answer = await executor.generate([LLMMessage(role="user", content=question(session, 0))], tools=[spec])
+                (call,) = answer.tool_calls
+                with pytest.raises(RefundRefused), record_tool_call(call, sink=writer):
+                    raise RefundRefused(tool_error(session))
+            asked[session] = str(answer.execution_id)
+
+    asyncio.run(run())
+    assert writer.close(timeout=30).rejected == 0
+    store.close()
+    return asked
+
+
+def refund(card: str) -> str:
+    """Refund the order paid with a card."""
+    return f"refunded to {card}"
+
+
+def _tool_rows(app: AppTest) -> list[dict[str, Any]]:
+    [table] = [frame.value for frame in app.main.dataframe if "tool call" in frame.value.columns]
+    rows: list[dict[str, Any]] = table.to_dict("records")
+    return rows
+
+
+def test_a_failed_tool_s_exception_text_shows_to_a_keyholder_and_reads_erased_once_erased(
+    sqlite_url: str, dashboard_env: Configure, tmp_path: Path
+) -> None:
+    migrate.upgrade(sqlite_url)
+    executions = _asked_and_failed(sqlite_url, tmp_path / "spool", "acme", ("kept", "gone"))
+    old_form = tool_stream(  # recorded in full before error_text existed: its text in its message
+        Context("acme", session_id="kept"),
+        tool_name="refund",
+        started_at=datetime.now(UTC),
+        outcome="failed",
+        message=tool_error("old"),
+        capture="full",
+    )
+    store = EventStore(sqlite_url)
+    try:
+        store.append(old_form)
+        assert erase(store, "acme", session_id="gone") is not None
+    finally:
+        store.close()
+    dashboard_env(sqlite_url)
+
+    sentence = "the tool raised RefundRefused (its text is kept in error_text, encrypted)"
+    (kept,) = _tool_rows(_page("acme", executions["kept"]))
+    assert (kept["message"], kept["error text"]) == (sentence, tool_error("kept"))
+    (gone,) = _tool_rows(_page("acme", executions["gone"]))
+    assert (gone["message"], gone["error text"]) == (sentence, "erased")
+
+    shown = {
+        "gone": {(sentence, "erased")},
+        "kept": {(sentence, tool_error("kept")), (tool_error("old"), ERROR_IN_PLAIN)},
+    }
+    for session, expected in shown.items():
+        app = open_dashboard(page="sessions", tenant="acme", session=session, window="1d")
+        assert not app.exception
+        assert {(row["message"], row["error text"]) for row in _tool_rows(app)} == expected, session

@@ -109,6 +109,15 @@ def question(session: str, i: int) -> str:
     return f"question {i} of {session}: my card is 4111"
 
 
+def tool_error(session: str) -> str:
+    """The text of the exception the failing tool of ``session`` raises: it quotes the arguments."""
+    return f"no refund for {session}: card 4111 is blocked"
+
+
+class RefundRefused(Exception):
+    """The failing tool's exception."""
+
+
 def record(
     url: str,
     spool: Path,
@@ -119,7 +128,7 @@ def record(
     executions: int = 2,
 ) -> None:
     """``executions`` executions per session under its capture policy, the first of each followed by a tool
-    run; stored by a buffered writer under ``url``, closed."""
+    run and by a tool run that fails (``tool_error``); stored by a buffered writer under ``url``, closed."""
     store = EventStore(url)
     writer = BufferedWriter(store, spool, flush_interval=0.05)
 
@@ -132,6 +141,9 @@ def record(
                     await executor.generate([LLMMessage(role="user", content=question(session, i))])
                 with record_tool_call("lookup", {"order": session}, sink=writer, capture=capture) as run:
                     run.result = f"order of {session} found"
+                refund = record_tool_call("refund", {"card": "4111"}, sink=writer, capture=capture)
+                with pytest.raises(RefundRefused), refund:
+                    raise RefundRefused(tool_error(session))
 
     asyncio.run(run())
     stats = writer.close(timeout=30)
@@ -158,7 +170,7 @@ def texts_of(values: dict[str, Any], event_type: str) -> list[str]:
     """The captured texts an opened payload shows."""
     if event_type == "ExecutionStarted":
         return [m["content"] for m in values["input"]["messages"] or ()]
-    for name in ("output", "arguments", "result"):
+    for name in ("output", "arguments", "result", "error_text"):
         if name in values and values[name].get("text") is not None:
             return [values[name]["text"]]
     return []

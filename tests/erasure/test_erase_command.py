@@ -22,8 +22,8 @@ def test_erase_prints_what_it_destroyed_and_verify_stays_clean(
     erased = llm_ledger("erase", "--tenant", tenant, "--session", "one", "--yes", "--database-url", logins.eraser)
     assert erased.status == 0, erased.err
     assert f"erased session 'one' of tenant '{tenant}': destroyed 1 data key(s)" in erased.out
-    # Two executions of three events with content each, and a tool run of two.
-    assert "the content of 8 event(s) can no longer be read" in erased.out
+    # Two executions of three events with content each, and two tool runs of two (one failed).
+    assert "the content of 10 event(s) can no longer be read" in erased.out
     for event, _, hidden in read_back(logins.keyholder, tenant):
         assert bool(hidden) == (event.session_id == "one" and event.event_type != "AttemptStarted"), event
 

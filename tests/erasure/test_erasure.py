@@ -5,7 +5,9 @@ the README prescribes."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -14,14 +16,24 @@ from llm_ledger import LLMExecutor, LLMMessage, execution_context
 from llm_ledger.audit import verify_ledger
 from llm_ledger.audit.erasure import NothingToEraseError, UnknownErasureTargetError, erase
 from llm_ledger.store import EventStore, create_store_engine
+from llm_ledger.store.content_keys import ContentState
 from llm_ledger.store.process_writer import ProcessWriter
 from llm_ledger.store.writer import BufferedWriter
 from tests.audit_sql.auditdoc import psql_url, run_psql, sql_blocks
-from tests.erasure.conftest import Logins, question, read_back, record, texts_of
+from tests.digests import keyed
+from tests.erasure.conftest import Logins, question, read_back, record, texts_of, tool_error
+from tests.events.tool_streams import Context, tool_stream
 
 AUDIT_MD = Path(__file__).resolve().parents[2] / "docs" / "AUDIT.md"
 NOTHING = r"^nothing to erase: these events keep no content \(capture hash/none\)$"
-CONTENT_EVENTS = {"ExecutionStarted", "AttemptSucceeded", "ExecutionSucceeded", "ToolCallStarted", "ToolCallSucceeded"}
+CONTENT_EVENTS = {
+    "ExecutionStarted",
+    "AttemptSucceeded",
+    "ExecutionSucceeded",
+    "ToolCallStarted",
+    "ToolCallSucceeded",
+    "ToolCallFailed",
+}
 
 
 def _erase(url: str, tenant: str, *, session_id: str | None = None, subject_id: str | None = None) -> tuple[int, int]:
@@ -99,6 +111,72 @@ def test_erasing_one_session_among_many(logins: Logins, tenant: str, tmp_path: P
         tenant=tenant,
     )
     assert set(states) == {*((s, "kept") for s in sessions if s != "s2"), ("s2", "erased")}, "the auditor sees no key"
+
+
+def test_erasing_a_session_erases_the_text_of_its_failed_tool_s_exception(
+    logins: Logins, tenant: str, tmp_path: Path
+) -> None:
+    """The exception's text may quote the arguments: it is encrypted with them, and erased with them; its
+    class, sizes and digest stay, and so does every chain."""
+    record(logins.writer, tmp_path / "spool", tenant, {"x": "full", "y": "full"}, executions=1)
+    # A failure recorded in full before error_text existed: its text plain in its message, never encrypted.
+    old_form = tool_stream(
+        Context(tenant, session_id="old"),
+        tool_name="refund",
+        started_at=datetime.now(UTC),
+        outcome="failed",
+        message="no refund for old: card 4111 is blocked",
+        capture="full",
+    )
+    store = EventStore(logins.writer)
+    try:
+        store.append(old_form)
+    finally:
+        store.close()
+
+    def failures() -> dict[str | None, tuple[Any, dict[str, Any], dict[str, ContentState]]]:
+        return {
+            e.session_id: (e, v, h)
+            for e, v, h in read_back(logins.keyholder, tenant)
+            if e.event_type == "ToolCallFailed"
+        }
+
+    before = failures()
+    for session in ("x", "y"):
+        event, values, hidden = before[session]
+        assert values["error_text"]["text"] == tool_error(session) and not hidden
+        assert values["message"] == "the tool raised RefundRefused (its text is kept in error_text, encrypted)"
+        assert "4111" not in event.model_dump_json(), "stored encrypted only"
+    assert before["old"][1]["message"] == "no refund for old: card 4111 is blocked" and not before["old"][2]
+
+    _erase(logins.eraser, tenant, session_id="x")
+
+    after = failures()
+    erased, erased_values, hidden = after["x"]
+    assert hidden == {"error_text": "erased"} and erased_values["error_text"]["text"] is None
+    assert erased_values["error_class"] == "RefundRefused" and erased_values["error_text"]["chars"] == len(
+        tool_error("x")
+    )
+    assert after["y"][1]["error_text"]["text"] == tool_error("y") and not after["y"][2], "another session's opens"
+    assert verify_ledger(logins.auditor, tenant_id=tenant, record=False).ok, "old and new forms verify alike"
+    assert erased.hash == before["x"][0].hash, "the event is as it was"
+
+    texts = _query(
+        logins.auditor,
+        "SELECT session_id, key_state FROM audit_content WHERE tenant_id = :tenant AND field = 'error_text'",
+        tenant=tenant,
+    )
+    assert sorted(texts) == [("x", "erased"), ("y", "kept")], "the old form holds no encrypted text"
+    digests = _query(
+        logins.auditor,
+        "SELECT session_id, error_text_digest, error_text_digest_alg FROM audit_tool_calls"
+        " WHERE tenant_id = :tenant AND outcome = 'failed'",
+        tenant=tenant,
+    )
+    assert sorted(digests, key=str) == sorted(
+        [("old", None, None), *((s, keyed(tenant, tool_error(s).encode()), "hmac-sha256") for s in ("x", "y"))],
+        key=str,
+    ), "a keyholder of the digest key can still confirm a guessed text"
 
 
 def test_erasing_a_subject_erases_each_of_its_sessions(logins: Logins, tenant: str, tmp_path: Path) -> None:

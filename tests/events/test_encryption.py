@@ -119,3 +119,39 @@ def test_a_keyring_keeps_a_bounded_number_of_keys_and_replaces_one_past_its_life
     new, made = expiring.key_for("acme", None, "s1")
     assert made and new.key_id != old.key_id and expiring.get(old.key_id) is None
     assert "secret" not in repr(new) and new.secret.hex() not in repr(new)
+
+
+def test_a_failed_tool_s_exception_text_is_encrypted_under_the_key_of_its_arguments() -> None:
+    """The exception's text (``error_text``) is a place of content like the arguments: encrypted under the
+    same key (same tenant, subject and session), bound to its own event and field; the class sentence in
+    ``message`` stays plain."""
+    keyring = Keyring()
+    sealer = StreamSealer(StreamHeader(uuid7(), "acme", session_id="s1", content=ContentSubject(keyring, "person-1")))
+    started = _started(sealer)
+    failed = sealer.draft(
+        "ToolCallFailed",
+        JsonPayload(
+            payloads.tool_call_failed,
+            tool_name="t",
+            latency_ms=2.0,
+            error_type="tool_error",
+            error_class="KeyError",
+            message="the tool raised KeyError (its text is kept in error_text, encrypted)",
+            error_text=payloads.output_values("no card 4111 on file", "full", _scrubber),
+        ),
+        occurred_at=datetime.now(UTC),
+    )
+    sealer.seal_through(failed)
+    values = failed.payload_values()[0]
+    assert "4111" not in str(values) and values["error_text"]["text"] is None
+    assert values["message"].startswith("the tool raised KeyError")
+    arguments_key = started.payload_values()[0]["arguments"]["encrypted"]["key_id"]
+    assert values["error_text"]["encrypted"]["key_id"] == arguments_key and failed.content_key is None
+
+    stream, event = str(failed.stream_id), str(failed.event_id)
+    opened, hidden = reveal("ToolCallFailed", values, stream, event, keyring.get)
+    assert opened["error_text"]["text"] == "no card 4111 on file" and hidden == {}
+    assert values["error_text"]["text"] is None, "revealing leaves the stored values alone"
+    assert reveal("ToolCallFailed", values, stream, event, lambda key_id: None)[1] == {"error_text": arguments_key}
+    with pytest.raises(UndecryptableError):
+        reveal("ToolCallFailed", values, stream, str(started.event_id), keyring.get)

@@ -85,7 +85,7 @@ def _tool_calls() -> dict[str, Any]:
 
 def test_the_later_fields_are_the_declared_ones() -> None:
     declared = {name: model.later_fields for name, model in PAYLOAD_TYPES.items() if model.later_fields}
-    assert declared == _LATER
+    assert declared == {**_LATER, "ToolCallFailed": ("error_text",)}
     assert CapturedMessage.later_fields == ("tool_calls", "tool_call_id", "name")
 
 
@@ -283,3 +283,52 @@ def test_a_tool_stream_seals_the_same_by_either_route_and_reads_back() -> None:
     assert failed.prev_hash == started.hash and compute_hash(failed.to_record()) == failed.hash
     assert started.payload.execution_id == _EXECUTION  # type: ignore[union-attr]
     assert started.to_record()["payload"]["execution_id"] == str(_EXECUTION)
+
+
+# --- a failed tool's exception text (``error_text``) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("route", ["builders", "models"])
+def test_a_tool_failure_without_error_text_keeps_its_pinned_form_and_hash(route: str) -> None:
+    """A ``ToolCallFailed`` stored before ``error_text`` existed (its text in ``message``) reads back and
+    hashes as it was stored; the empty value given explicitly changes nothing."""
+    sealer = StreamSealer(_TOOL_HEADER)
+    for index, (event_type, build, arguments) in enumerate(_TOOL_STREAM):
+        given = {**arguments, "error_text": None} if event_type == "ToolCallFailed" else arguments
+        payload = (
+            JsonPayload(build, **given)
+            if route == "builders"
+            else PAYLOAD_TYPES[event_type].model_validate({**build(**arguments), **given})
+        )
+        event = sealer.draft(
+            event_type,
+            payload,
+            occurred_at=datetime(2026, 12, 2, 12, 0, 0, index * 1000, tzinfo=UTC),
+            event_id=UUID(int=100 + index),
+        ).event
+        assert event.hash == _TOOL_HASHES[index]
+    record = event.to_record()
+    assert "error_text" not in record["payload"] and record["payload"]["message"] == "no order 42"
+    reread = parse_event(orjson.dumps(record))
+    assert reread.payload.error_text is None and compute_hash(reread.to_record()) == _TOOL_HASHES[1]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("capture", ["none", "hash", "full"])
+def test_a_tool_failure_keeps_its_exception_text_as_the_arguments_are_kept(capture: Any) -> None:
+    """``error_text`` is ``output_values`` of the text, under the policy of the arguments: both routes agree,
+    and the stored values read back whole."""
+    text = "no order 42 for jane@example.com"
+    error_text = builders.output_values(text, capture, _scrubber)
+    values = builders.tool_call_failed(
+        tool_name="lookup_order",
+        latency_ms=3.5,
+        error_type="tool_error",
+        error_class="KeyError",
+        message="the tool raised KeyError",
+        error_text=error_text,
+    )
+    by_model = PAYLOAD_TYPES["ToolCallFailed"].model_validate(values)
+    assert by_model.model_dump(mode="json") == values
+    assert values["error_text"] == builders.output_values(text, capture, _scrubber)
+    assert (values["error_text"]["text"] is not None) == (capture == "full")
+    assert (values["error_text"]["sha256"] is not None) == (capture != "none")

@@ -177,15 +177,61 @@ async def test_the_current_execution_context_wins_over_the_asking_executions(def
     assert {(e.agent_id, e.step) for e in _tool_streams(default_sink)[0]} == {("tools", "tool_execution")}
 
 
-def test_a_tool_that_raises_is_recorded_failed_with_its_message_scrubbed_and_the_error_propagates() -> None:
+def test_a_tool_that_raises_is_recorded_failed_with_its_text_scrubbed_and_encrypted_and_the_error_propagates() -> None:
     sink = InMemorySink()
     recording = record_tool_call("get_weather", {"city": ""}, tool_call_id="c7", capture="full", sink=sink)
     with execution_context(tenant_id="acme"), pytest.raises(ValueError, match="no city"), recording:
         raise ValueError(f"no city given (key {SECRET})")
-    started, failed = (e.payload for e in _tool_streams(sink)[0])
+    (stream_id,) = sink.stream_ids()
+    stored = sink.stream(stream_id)  # as stored: encrypted
+    started, failed = (e.payload for e in stored)
     assert (started.tool_call_id, started.execution_id) == ("c7", None)  # type: ignore[union-attr]
     assert (failed.error_type, failed.error_class) == ("tool_error", "ValueError")  # type: ignore[union-attr]
-    assert failed.message == "no city given (key [REDACTED])"  # type: ignore[union-attr]
+    assert failed.message == "the tool raised ValueError (its text is kept in error_text, encrypted)"  # type: ignore[union-attr]
+    assert failed.error_text.text is None and failed.error_text.encrypted is not None  # type: ignore[union-attr]
+    assert "no city" not in stored[1].model_dump_json(), "the text is stored encrypted only"
+    assert failed.error_text.encrypted.key_id == started.arguments.encrypted.key_id  # type: ignore[union-attr]
+    opened: Any = _tool_streams(sink)[0][1].payload
+    assert opened.error_text.text == "no city given (key [REDACTED])"
+    assert opened.error_text.digest == keyed("acme", f"no city given (key {SECRET})".encode())
+    assert verify_chain(stored).ok
+
+
+@pytest.mark.parametrize("capture", ["hash", "none"])
+def test_a_tool_failure_keeps_a_digest_of_its_text_as_of_its_arguments(capture: str) -> None:
+    """Under ``hash`` the exception's text is digested (keyed) as the arguments are, and never kept; under
+    ``none``, its sizes alone."""
+    sink = InMemorySink()
+    with (
+        execution_context(tenant_id="acme"),
+        pytest.raises(KeyError),
+        record_tool_call("lookup", {"order": 7}, capture=capture, sink=sink),
+    ):
+        raise KeyError("no order 7")
+    started, failed = (e.payload for e in _tool_streams(sink)[0])
+    text = str(KeyError("no order 7"))
+    assert failed.message == f"the tool raised KeyError (its text is kept under capture 'full' only, not {capture!r})"  # type: ignore[union-attr]
+    record: Any = failed.error_text  # type: ignore[union-attr]
+    assert (record.text, record.encrypted, record.chars) == (None, None, len(text))
+    assert record.digest == (keyed("acme", text.encode()) if capture == "hash" else None)
+    assert (record.digest is None) == (started.arguments.digest is None)  # type: ignore[union-attr]
+
+
+def test_an_exception_whose_text_cannot_be_read_is_still_recorded_and_raised() -> None:
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    sink = InMemorySink()
+    with (
+        execution_context(tenant_id="acme"),
+        pytest.raises(Unprintable),
+        record_tool_call("lookup", {}, capture="full", sink=sink),
+    ):
+        raise Unprintable
+    failed: Any = _tool_streams(sink)[0][-1].payload
+    assert (failed.error_type, failed.error_class) == ("tool_error", "Unprintable")
+    assert failed.error_text.text == "(the text of the Unprintable could not be read: its __str__ raised RuntimeError)"
 
 
 async def test_a_cancelled_tool_run_is_recorded_as_cancelled() -> None:

@@ -11,7 +11,7 @@ import streamlit as st
 
 from llm_ledger.audit.timeline import TOOL_EXECUTIONS_SHOWN, TOOL_RUN_HORIZON, ExecutionRecord, ExecutionView
 from llm_ledger.dashboard import charts
-from llm_ledger.dashboard.shaping import NONE, literal, milliseconds, timeline_rows
+from llm_ledger.dashboard.shaping import CONTENT_STATES, NONE, literal, milliseconds, timeline_rows
 from llm_ledger.dashboard.source import VERIFY_COMMAND
 from llm_ledger.dashboard.state import is_plain_text, shown
 from llm_ledger.dashboard.stream_rows import NOT_RUN, event_rows, tool_call_rows
@@ -120,15 +120,6 @@ def _summary(page: PageContext, record: ExecutionRecord) -> None:
     )
 
 
-CONTENT_STATES = {
-    "erased": "erased",
-    "no key access": "encrypted (no key access)",
-    "key missing": "KEY MISSING (no key and no erasure of it: content lost)",
-}
-"""How a captured text that cannot be shown reads: its key was destroyed by an erasure, this login may not
-read keys (``llm_ledger_keyholder``), or its key is neither stored nor named by any erasure: a loss."""
-
-
 def _events(page: PageContext, record: ExecutionRecord) -> None:
     st.subheader("Events")
     st.caption(f"{len(record.events):,} events of stream {literal(record.execution.execution_id)}, in stream order.")
@@ -148,7 +139,8 @@ def _events(page: PageContext, record: ExecutionRecord) -> None:
 
 def _tool_calls(page: PageContext, record: ExecutionRecord) -> None:
     """The tools its answer asked for; each tool execution is a stream of its own, checked as this one."""
-    rows = tool_call_rows(record, page.settings.trace_url)
+    errors = page.view.opened_tool_errors(page.tenant, record.tool_calls)
+    rows = tool_call_rows(record, page.settings.trace_url, errors)
     if not rows:
         return
     st.subheader("Tool calls")

@@ -134,7 +134,9 @@ def _messages(executions: list[ExecutionView]) -> None:
 def _tool_calls(page: PageContext, session_id: str) -> None:
     """The tools run between the round trips, each linked to the execution (numbered as in the timeline)
     whose answer asked for it."""
-    rows = session_tool_rows(page.view.session_activity(page.tenant, session_id), page.settings.trace_url)
+    activity = page.view.session_activity(page.tenant, session_id)
+    errors = page.view.opened_tool_errors(page.tenant, activity)
+    rows = session_tool_rows(activity, page.settings.trace_url, errors)
     if not rows:
         return
     st.subheader("Tool calls")
