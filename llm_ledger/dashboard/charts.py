@@ -8,6 +8,14 @@ from typing import Final
 
 import altair as alt
 
+# Whole before any chart is built, this module's own included. Altair reads numpy and pandas from
+# sys.modules when it serialises a chart, without importing them, and Streamlit imports pandas lazily in
+# whichever session's script thread first needs it: a chart built meanwhile in another session found the
+# module half-initialised ("partially initialized module 'pandas' has no attribute 'Timestamp'") and the
+# page ended in an error. An import waits for another thread's import of the same module to finish.
+import numpy  # noqa: F401
+import pandas  # noqa: F401
+
 from llm_ledger.dashboard.shaping import Row
 
 PERCENTILE_DASHES = {"p50": [1, 0], "p95": [6, 3], "p99": [2, 2]}
