@@ -534,7 +534,9 @@ def _stored_records(rows: Sequence[Any]) -> tuple[list[dict[str, Any]], dict[int
     for index, row in enumerate(rows):
         try:
             records.append(_stored_record(row))
-        except (json.JSONDecodeError, RecursionError) as exc:
+        # ValueError, not only JSONDecodeError: json.loads refuses an integer of over 4,300 digits with a
+        # plain ValueError, and jsonb stores one (a tampered row must be a finding, not a crash).
+        except (ValueError, RecursionError) as exc:
             records.append(row_to_record(row._mapping))
             unreadable[index] = str(exc) or type(exc).__name__
     return records, unreadable
@@ -563,7 +565,7 @@ def _as_read(record: dict[str, Any], row: Any) -> dict[str, Any]:
         return record
     try:
         return {**record, "payload": json.loads(payload)}
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):
         return record
 
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, text, update
 
 from llm_ledger.audit import SigningKey
 from llm_ledger.audit.schema import seal_streams, seals
@@ -96,6 +96,25 @@ def test_a_changed_payload_byte_is_named(ledger: Ledger, capsys: pytest.CaptureF
 
     finding = named(found, "hash_mismatch", stream_id=victim.stream_id, event_id=victim.event_id)
     assert finding["tenant_id"] == victim.tenant_id and finding["stream_position"] == victim.stream_position
+
+
+def test_a_payload_with_an_integer_too_long_to_read_is_named_not_a_crash(
+    ledger: Ledger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # json.loads refuses an integer of over 4,300 digits with a plain ValueError; jsonb stores one.
+    victim = ledger.complete_stream()[1]
+    huge = '{"attempt": ' + "1" * 5000 + "}"
+
+    def tamper(connection: Connection) -> None:
+        value = "CAST(:payload AS jsonb)" if connection.dialect.name == "postgresql" else ":payload"
+        statement = f"UPDATE llm_ledger_events SET payload = {value} WHERE event_id = :event_id"
+        connection.execute(text(statement), {"payload": huge, "event_id": str(victim.event_id)})
+
+    ledger.tamper(tamper)
+
+    found = findings_of(ledger, capsys)
+
+    assert any(f["stream_id"] == victim.stream_id and f["severity"] == "broken" for f in found), found
 
 
 def test_a_deleted_event_in_the_middle_is_named_by_chain_and_seal(
