@@ -349,7 +349,11 @@ class Retired:
         months, by_key = _archived_months(runs, [*recorded, *(SimpleNamespace(**file) for file in files)])
         found = _attach_archives([root], runs, by_key)
         own = {k: month for k, month in by_key.items() if k[:2] == key}
-        findings = [f for f in found if f.tenant_id in tenants] + _missing_archives(own)
+        # A finding of no tenant (an earlier run's manifest altered or unreadable) leaves nothing known to be
+        # sound, as ``_relevant`` treats it: a verify with this archive would fail, so the month is refused.
+        findings = [
+            f for f in found if f.tenant_id in tenants or (not f.tenant_id and f.severity == "broken")
+        ] + _missing_archives(own)
         return cls(months, True, findings, still_live=(pending.stream_low, pending.stream_high))
 
 

@@ -628,16 +628,16 @@ def test_an_archive_that_does_not_verify_from_its_files_drops_nothing(
     assert [r.outcome for r in _audit_retention(ledger, "outcome")] == ["refused"]
 
 
-def test_a_month_whose_seals_cover_a_month_archived_before_is_proved_with_that_month_s_files(
-    _create_postgres_database: Callable[[], str], ledger_login: Callable[..., str], tmp_path: Path
-) -> None:
-    """Two old months under the same seals: the second is dropped only once the first's files are at hand
-    in its archive directory, since its seals' roots cannot be proved without them."""
+def _two_months_under_one_seal(
+    create_database: Callable[[], str], ledger_login: Callable[..., str]
+) -> tuple[str, list[str], datetime]:
+    """A ledger of two old months (March, April) under the same seals, as the retention login: its URL, the
+    two partitions, and a time at which March is due and April not yet."""
     march, april = OLD_MONTH, (OLD_MONTH[0], OLD_MONTH[1] + 1)
     recorded = workload.generate(TENANTS, 30, tools=False, seed=13)
     events, _ = move_to_month(recorded, 3, old_month_start())
     events, _ = move_to_month(events, 5, datetime(*april, 1, tzinfo=UTC))
-    url = _create_postgres_database()
+    url = create_database()
     migrate.upgrade(url)
     engine = create_store_engine(url)
     try:
@@ -649,8 +649,16 @@ def test_a_month_whose_seals_cover_a_month_archived_before_is_proved_with_that_m
     finally:
         engine.dispose()
     login = as_login(url, str(make_url(ledger_login("llm_ledger_retention", "llm_ledger_auditor")).username))
+    return login, names, datetime(*april, 1, tzinfo=UTC) + timedelta(days=400)
+
+
+def test_a_month_whose_seals_cover_a_month_archived_before_is_proved_with_that_month_s_files(
+    _create_postgres_database: Callable[[], str], ledger_login: Callable[..., str], tmp_path: Path
+) -> None:
+    """Two old months under the same seals: the second is dropped only once the first's files are at hand
+    in its archive directory, since its seals' roots cannot be proved without them."""
+    login, names, april_due = _two_months_under_one_seal(_create_postgres_database, ledger_login)
     first, elsewhere = tmp_path / "first", tmp_path / "elsewhere"
-    april_due = datetime(*april, 1, tzinfo=UTC) + timedelta(days=400)  # March is due then, April not yet
     _, outcomes = apply_retention(login, POLICY, first, now=april_due)
     assert [(o.plan.partition, o.archived) for o in outcomes] == [(names[0], True)]
     _, outcomes = apply_retention(login, POLICY, elsewhere)
@@ -660,6 +668,24 @@ def test_a_month_whose_seals_cover_a_month_archived_before_is_proved_with_that_m
     assert [(o.plan.partition, o.archived) for o in outcomes] == [(names[1], True)]
     report = verify_ledger(login, record=False, archive=first)
     assert report.ok and not [f for f in report.findings if f.kind.startswith("archive")], report.to_text()
+
+
+def test_a_month_is_refused_while_an_earlier_month_s_manifest_in_its_archive_is_altered(
+    _create_postgres_database: Callable[[], str], ledger_login: Callable[..., str], tmp_path: Path
+) -> None:
+    """The earlier run's manifest altered (the same content, other whitespace: its recorded SHA-256 no longer
+    matches) is a finding of no tenant; a verify with this archive fails, so the next month stays."""
+    login, names, april_due = _two_months_under_one_seal(_create_postgres_database, ledger_login)
+    archive = tmp_path / "archive"
+    _, outcomes = apply_retention(login, POLICY, archive, now=april_due)
+    assert [(o.plan.partition, o.archived) for o in outcomes] == [(names[0], True)]
+    (manifest,) = archive.rglob("manifest.json")
+    manifest.write_text(json.dumps(json.loads(manifest.read_text()), indent=4))
+
+    _, outcomes = apply_retention(login, POLICY, archive)
+
+    assert [(o.plan.partition, o.archived) for o in outcomes] == [(names[1], False)]
+    assert "archive_manifest_altered" in (outcomes[0].reason or ""), outcomes[0].reason
 
 
 def test_verify_with_the_archive_in_worker_processes_gives_the_report_of_one_process(ledger: RetentionLedger) -> None:
