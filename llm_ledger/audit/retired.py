@@ -162,7 +162,8 @@ class RetiredTenant:
             Leaf(int(r.tx), int(r.position), r.hash, r.occurred_at)
             for r in retention_queries.leaves_at(connection, seal.range, self.still_live)
         )
-        return digest_range(heapq.merge(live, *archived, key=lambda leaf: (leaf.tx, leaf.position)))
+        merged = heapq.merge(live, *archived, key=lambda leaf: (leaf.tx, leaf.position))
+        return digest_range((leaf.hash, leaf.occurred_at) for leaf in merged)
 
     @staticmethod
     def _leaves_of(month: ArchivedMonth, seal: Seal) -> Iterator[Leaf]:

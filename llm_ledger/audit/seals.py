@@ -9,7 +9,7 @@ manifest rows (one per stream of the range) are covered through ``manifest_diges
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -132,17 +132,18 @@ class RangeDigest:
     last_occurred_at: datetime | None
 
 
-def digest_range(rows: Iterable[Any]) -> RangeDigest:
-    """The Merkle root, count and time span of a range's events (rows with ``hash`` and ``occurred_at``)."""
+def digest_range(leaves: Iterable[Sequence[Any]]) -> RangeDigest:
+    """The Merkle root, count and time span of a range's events: each one's ``(hash, occurred_at)`` in cursor
+    order (the rows of ``AuditQueries.leaves`` as they are: a row is unpacked, since reading a SQLAlchemy row's
+    columns by name costs more than hashing the leaf)."""
     tree = MerkleAccumulator()
     add, leaf = tree.add, leaf_of
     first: datetime | None = None
     last: datetime | None = None
-    for row in rows:
-        add(leaf(row.hash))
+    for event_hash, moment in leaves:
+        add(leaf(event_hash))
         # Compared as read (one query gives them all in the same zone, or all naive in UTC on SQLite), and
         # only the two kept turned into UTC.
-        moment = row.occurred_at
         if first is None or moment < first:
             first = moment
         if last is None or moment > last:

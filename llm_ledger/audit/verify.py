@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from datetime import UTC, datetime
 from functools import partial
@@ -44,6 +44,7 @@ from llm_ledger.audit.retired import ArchiveDirs, Retired, RetiredTenant
 from llm_ledger.audit.roles import audit_engine, scoped_connection
 from llm_ledger.audit.runs import record_run
 from llm_ledger.audit.seals import RangeDigest, Seal, digest_range, manifest_digest
+from llm_ledger.audit.stream_rows import StoredRow, stored_chain_holds
 from llm_ledger.events import STREAM_KIND_OF_START, STREAM_KINDS, chain_holds, uuid7, verify_chain
 from llm_ledger.store import START, Cursor, as_utc
 from llm_ledger.store.rows import row_to_record
@@ -456,11 +457,15 @@ def _stream_differences(connection: Connection, queries: AuditQueries, seal: Sea
 def _check_streams(
     connection: Connection, queries: AuditQueries, result: TenantResult, since: datetime | None, after: Cursor
 ) -> None:
-    stream: list[Any] = []
-    for row in queries.stream_events(connection, result.tenant_id, since, after):
-        if stream and row.stream_id != stream[0].stream_id:
-            check_stream(stream, result)
-            stream = []
+    stream: list[StoredRow] = []
+    stream_id: Any = None
+    make = StoredRow._make
+    for stored in queries.stream_events(connection, result.tenant_id, since, after):
+        row = make(stored)
+        if row.stream_id != stream_id:
+            if stream:
+                check_stream(stream, result)
+            stream, stream_id = [], row.stream_id
         stream.append(row)
     if stream:
         check_stream(stream, result)
@@ -484,18 +489,8 @@ def check_stream(rows: Sequence[Any], result: TenantResult) -> None:
             event_type=row.event_type,
         )
 
-    records, unreadable = _stored_records(rows)
-    for index, reason in unreadable.items():
-        result.add(finding("invalid", "broken", f"its payload is not readable JSON ({reason})", rows[index]))
-    if unreadable or not chain_holds(records):
-        # Something is wrong: verify_chain names it, from the records as the payload column's type reads them.
-        # An unreadable payload is left as its text: verify_chain still checks the event's links (by its stored
-        # hash), and what it says of its content is what was said above.
-        chain = verify_chain(_as_read(record, row) for record, row in zip(records, rows, strict=True))
-        for brk in chain.breaks:
-            if brk.index in unreadable and brk.kind in ("invalid", "hash_mismatch"):
-                continue
-            result.add(finding(brk.kind, "broken", brk.reason, rows[brk.index]))
+    if not stored_chain_holds([StoredRow.of(row) for row in rows]):
+        _check_chain(rows, result, finding)
     first = rows[0]
     kind = STREAM_KIND_OF_START.get(first.event_type)
     if first.stream_position == 0 and kind is None:
@@ -524,6 +519,25 @@ def check_stream(rows: Sequence[Any], result: TenantResult) -> None:
                 last,
             )
         )
+
+
+def _check_chain(
+    rows: Sequence[Any], result: TenantResult, finding: Callable[[str, Severity, str, Any], Finding]
+) -> None:
+    """The stream's chain checked from its stored records, its breaks named (the stream did not pass
+    ``stored_chain_holds``: something may be wrong)."""
+    records, unreadable = _stored_records(rows)
+    for index, reason in unreadable.items():
+        result.add(finding("invalid", "broken", f"its payload is not readable JSON ({reason})", rows[index]))
+    if unreadable or not chain_holds(records):
+        # Something is wrong: verify_chain names it, from the records as the payload column's type reads them.
+        # An unreadable payload is left as its text: verify_chain still checks the event's links (by its stored
+        # hash), and what it says of its content is what was said above.
+        chain = verify_chain(_as_read(record, row) for record, row in zip(records, rows, strict=True))
+        for brk in chain.breaks:
+            if brk.index in unreadable and brk.kind in ("invalid", "hash_mismatch"):
+                continue
+            result.add(finding(brk.kind, "broken", brk.reason, rows[brk.index]))
 
 
 def _stored_records(rows: Sequence[Any]) -> tuple[list[dict[str, Any]], dict[int, str]]:

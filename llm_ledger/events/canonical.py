@@ -129,6 +129,16 @@ def sorted_json(value: Any) -> bytes:
         raise CanonicalizationError(str(exc)) from exc
 
 
+def json_text(value: str | None) -> str:
+    """JSON of a string or null, as orjson writes it (which escapes only ``"``, ``\\`` and controls); a lone
+    surrogate raises ``CanonicalizationError``."""
+    if value is None:
+        return "null"
+    if value.isprintable() and '"' not in value and "\\" not in value:
+        return f'"{value}"'
+    return sorted_json(value).decode()
+
+
 def sha256_hex(data: bytes) -> str:
     """Lower-case hex SHA-256 of ``data``."""
     return hashlib.sha256(data).hexdigest()

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from llm_ledger.events.canonical import (
     CanonicalizationError,
     canonical_json,
+    json_text,
     orjson_canonical,
     sha256_hex,
     sorted_json,
@@ -369,11 +370,11 @@ class StreamSealer:
         header = self.header
         self._stream_id = str(header.stream_id)
         return (
-            f'{{"agent_id":{_json_text(header.agent_id)},"event_id":"',
-            f',"schema_version":{SCHEMA_VERSION},"session_id":{_json_text(header.session_id)},"span_id":',
-            f',"step":{_json_text(header.step)},"stream_id":"{self._stream_id}","stream_position":',
-            f',"tenant_id":{_json_text(header.tenant_id)},"trace_id":',
-            f',"turn_id":{_json_text(header.turn_id)}}}',
+            f'{{"agent_id":{json_text(header.agent_id)},"event_id":"',
+            f',"schema_version":{SCHEMA_VERSION},"session_id":{json_text(header.session_id)},"span_id":',
+            f',"step":{json_text(header.step)},"stream_id":"{self._stream_id}","stream_position":',
+            f',"tenant_id":{json_text(header.tenant_id)},"trace_id":',
+            f',"turn_id":{json_text(header.turn_id)}}}',
         )
 
 
@@ -438,15 +439,6 @@ def seal_event(
 
 
 _HEX = re.compile(r"[0-9a-f]+")
-
-
-def _json_text(value: str | None) -> str:
-    """JSON of a string or null, as orjson writes it (which escapes only ``"``, ``\\`` and controls)."""
-    if value is None:
-        return "null"
-    if value.isprintable() and '"' not in value and "\\" not in value:
-        return f'"{value}"'
-    return orjson.dumps(value).decode()
 
 
 def _hex_or_null(value: str | None) -> str:

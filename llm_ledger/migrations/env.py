@@ -35,9 +35,11 @@ def _url() -> URL:
     return normalize_url(url)
 
 
-# Created by op.execute in 0001 and absent from the metadata (they exist on PostgreSQL only); without this,
-# autogenerate would propose dropping them.
-_POSTGRESQL_ONLY = frozenset({"tx_id", "ix_llm_ledger_events_tx_id_global_position"})
+# Created by op.execute in 0001 and 0015 and absent from the metadata (they exist on PostgreSQL only); without
+# this, autogenerate would propose dropping them.
+_POSTGRESQL_ONLY = frozenset(
+    {"tx_id", "ix_llm_ledger_events_tx_id_global_position", "ix_llm_ledger_events_tenant_id_tx_id_global_position"}
+)
 
 
 def _include_object(

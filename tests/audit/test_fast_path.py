@@ -1,4 +1,5 @@
-"""The verify's fast path (``events.chain_holds`` on records read with orjson, worker processes per tenant)
+"""The verify's fast path (``stored_chain_holds`` on the rows, then ``events.chain_holds`` on records read with
+orjson, worker processes per tenant)
 finds exactly what the full validation of every record finds (``verify_chain`` on every stream, the payload
 read by json.loads, one process), on ledgers tampered with in every way tests/audit/test_tampering.py does
 and in the ways that aim at the fast path itself."""
@@ -215,6 +216,7 @@ def full_validation(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> dict[str
     with monkeypatch.context() as patch:
         patch.setattr(queries_module, "_STORED_COLUMNS", READ_COLUMNS)
         patch.setattr(verify_module, "_stored_record", lambda row: row_to_record(row._mapping))
+        patch.setattr(verify_module, "stored_chain_holds", lambda rows: False)
         patch.setattr(verify_module, "chain_holds", lambda records: False)
         return report_of(ledger, jobs=1)
 

@@ -38,7 +38,7 @@ from llm_ledger.events import (
     verify_chain,
 )
 from llm_ledger.events import values as payloads
-from llm_ledger.events.chain import _json_text
+from llm_ledger.events.canonical import json_text
 from llm_ledger.events.values import JsonPayload, plain_floats, usage_values
 
 # Floats of every shape: integral ones (written as ints), tiny and huge ones (exponents), and ints given
@@ -378,7 +378,7 @@ def test_occurred_at_is_hashed_as_pydantic_writes_it(moment: datetime) -> None:
 @settings(max_examples=500)
 @given(st.none() | st.text() | st.sampled_from(['a"b', "a\\b", "tab\there", "\x7f", "\u2028", "é", "😀", "/"]))
 def test_the_stream_fields_are_written_as_orjson_writes_them(value: str | None) -> None:
-    assert _json_text(value) == orjson.dumps(value).decode()
+    assert json_text(value) == orjson.dumps(value).decode()
 
 
 def test_usage_without_a_reported_cost_keeps_its_form_and_one_with_it_is_stored() -> None:
