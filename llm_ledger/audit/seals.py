@@ -153,12 +153,12 @@ def digest_range(leaves: Iterable[Sequence[Any]]) -> RangeDigest:
     )
 
 
-def manifest_digest(rows: Iterable[Any]) -> tuple[str, int]:
-    """SHA-256 over a seal's manifest rows in byte order of the stream id, and how many rows."""
+def manifest_digest(rows: Iterable[Sequence[Any]]) -> tuple[str, int]:
+    """SHA-256 over a seal's manifest rows (``stream_id, first_position, last_position, event_count,
+    head_hash``, unpacked as ``digest_range`` does) in byte order of the stream id, and how many rows."""
     digest = hashlib.sha256()
     count = 0
-    for row in rows:
-        line = f"{row.stream_id} {row.first_position} {row.last_position} {row.event_count} {row.head_hash}\n"
-        digest.update(line.encode())
+    for stream_id, first_position, last_position, event_count, head_hash in rows:
+        digest.update(f"{stream_id} {first_position} {last_position} {event_count} {head_hash}\n".encode())
         count += 1
     return digest.hexdigest(), count
