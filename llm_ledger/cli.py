@@ -21,7 +21,7 @@ from llm_ledger.exit_codes import ExitCode, exit_code_table
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
-    from llm_ledger.audit import Seal
+    from llm_ledger.audit import PublicKey, Seal
     from llm_ledger.audit.retention_policy import RetentionPolicy
 
 
@@ -286,20 +286,32 @@ def _listening_problem(address: str, port: int) -> str | None:
     return None
 
 
+def _pinned_key(args: argparse.Namespace) -> PublicKey | None:
+    """``--public-key``, else ``LLM_LEDGER_SEAL_PUBLIC_KEY``: the key every seal must be signed by."""
+    from llm_ledger.audit import PublicKey
+
+    return PublicKey.parse(args.public_key, "--public-key") if args.public_key else PublicKey.from_env()
+
+
+def _pinned_witness(args: argparse.Namespace) -> str | None:
+    """``--witness``, else ``LLM_LEDGER_VERIFY_WITNESS``: the sealer's witness the seals are held against."""
+    witness: str | None = args.witness or LLM_LEDGER_VERIFY_WITNESS.get()
+    return witness
+
+
 def _audit_verify(args: argparse.Namespace) -> int:
     import json
 
-    from llm_ledger.audit import PublicKey, parse_since, verify_ledger
+    from llm_ledger.audit import parse_since, verify_ledger
 
     since = parse_since(args.since) if args.since else None
-    public_key = PublicKey.parse(args.public_key, "--public-key") if args.public_key else PublicKey.from_env()
     report = verify_ledger(
         _database_url(args),
         tenant_id=args.tenant,
         since=since,
-        public_key=public_key,
+        public_key=_pinned_key(args),
         record=not args.no_record,
-        witness=args.witness or LLM_LEDGER_VERIFY_WITNESS.get(),
+        witness=_pinned_witness(args),
         state=args.state or LLM_LEDGER_VERIFY_STATE.get(),
         jobs=args.jobs,
         archive=args.archive,
@@ -318,7 +330,9 @@ def _retention_plan(args: argparse.Namespace) -> int:
     from llm_ledger.audit.report import printable
     from llm_ledger.audit.retention import plan_retention
 
-    plan = plan_retention(_database_url(args), _retention_policy(args))
+    plan = plan_retention(
+        _database_url(args), _retention_policy(args), public_key=_pinned_key(args), witness=_pinned_witness(args)
+    )
     for month in plan.months:
         print(printable(month.describe()))
     if not plan.months:
@@ -330,7 +344,13 @@ def _retention_apply(args: argparse.Namespace) -> int:
     from llm_ledger.audit.report import printable
     from llm_ledger.audit.retention import apply_retention
 
-    plan, outcomes = apply_retention(_database_url(args), _retention_policy(args), args.archive)
+    plan, outcomes = apply_retention(
+        _database_url(args),
+        _retention_policy(args),
+        args.archive,
+        public_key=_pinned_key(args),
+        witness=_pinned_witness(args),
+    )
     for month in plan.months:
         if not month.is_due:
             print(printable(month.describe()))
@@ -497,6 +517,22 @@ def _tenant_named(tenant: str) -> str:
     return tenant
 
 
+def _add_verify_pins(command: argparse.ArgumentParser, then: str = "") -> None:
+    """``--public-key`` and ``--witness``, as ``audit verify`` takes them (and ``retention``, for its verify)."""
+    command.add_argument(
+        "--public-key",
+        help="pin the seals' Ed25519 public key (base64; default LLM_LEDGER_SEAL_PUBLIC_KEY): unsigned or"
+        f" otherwise signed seals then fail{then}",
+    )
+    command.add_argument(
+        "--witness",
+        metavar="PATH",
+        help="the sealer's witness (the file or directory `audit seal --witness` appends to; default"
+        " LLM_LEDGER_VERIFY_WITNESS): a seal or tenant it recorded that is gone, or a seal it never recorded,"
+        f" fails{then}",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llm-ledger",
@@ -613,17 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
         " and the seals made since then or holding such events; the seal chain is always checked in full",
     )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
-    verify.add_argument(
-        "--public-key",
-        help="pin the seals' Ed25519 public key (base64; default LLM_LEDGER_SEAL_PUBLIC_KEY): unsigned or"
-        " otherwise signed seals then fail",
-    )
-    verify.add_argument(
-        "--witness",
-        metavar="PATH",
-        help="the sealer's witness (the file or directory `audit seal --witness` appends to; default"
-        " LLM_LEDGER_VERIFY_WITNESS): a seal or tenant it recorded that is gone, or a seal it never recorded, fails",
-    )
+    _add_verify_pins(verify)
     verify.add_argument(
         "--state",
         metavar="PATH",
@@ -691,6 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--tenant-policy", action="append", metavar="TENANT=AGE", help=policy_help["tenant_policy"]
         )
+        _add_verify_pins(command, " the verify made first, and a month they concern is refused")
         command.add_argument("--database-url", help=url_help)
     retention_apply.add_argument("--archive", required=True, metavar="DIR", help="the archive directory (created)")
     retention_plan.set_defaults(handler=_retention_plan, needs_ledger=True)

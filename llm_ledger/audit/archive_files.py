@@ -66,7 +66,8 @@ def pyarrow() -> tuple[ModuleType, ModuleType]:
 
 
 def damaged_file_errors() -> tuple[type[Exception], ...]:
-    """What reading a damaged file raises: pyarrow's own errors, and a payload that is no longer JSON."""
+    """What reading a damaged file raises: pyarrow's own errors, and what a file whose columns are not what
+    they should be makes of the code that reads them."""
     pa, _ = pyarrow()
     return (pa.ArrowException, OSError, ValueError, KeyError, TypeError)
 
@@ -168,13 +169,13 @@ def read_columns(path: Path, columns: Iterable[str] | None = None) -> Iterator[d
 
 
 def read_rows(path: Path) -> Iterator[dict[str, Any]]:
-    """The file's rows as mappings, in the file's (stream) order; ``payload`` parsed from its text."""
+    """The file's rows as mappings, in the file's (stream) order; ``payload`` as its stored JSON text, as the
+    verify's stream query reads a live one, so that the verify parses both with the same code (orjson, and
+    json.loads for what orjson reads differently or not at all: ``verify.check_stream``)."""
     for batch in read_columns(path):
         names = list(batch)
         for values in zip(*(batch[name] for name in names), strict=True):
-            row = dict(zip(names, values, strict=True))
-            row["payload"] = json.loads(row["payload"])
-            yield row
+            yield dict(zip(names, values, strict=True))
 
 
 def write_manifest(directory: Path, manifest: Mapping[str, Any]) -> str:
@@ -194,6 +195,44 @@ def _json_default(value: object) -> str:
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
     raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+class ManifestShapeError(ValueError):
+    """A manifest that is JSON but not of the shape ``retention apply`` writes: what is wrong with it."""
+
+
+def manifest_key(manifest: Any) -> tuple[str, str]:
+    """The run and partition a manifest names; ``ManifestShapeError`` naming what is wrong."""
+    if not isinstance(manifest, dict):
+        raise ManifestShapeError(f"expected a JSON object, not {_json_kind(manifest)}")
+    for field_name in ("run_id", "partition"):
+        if not isinstance(manifest.get(field_name), str):
+            raise ManifestShapeError(f"{field_name!r}: expected a string, not {_json_kind(manifest.get(field_name))}")
+    return manifest["run_id"], manifest["partition"]
+
+
+def manifest_tenants(manifest: dict[str, Any]) -> list[str]:
+    """The tenant ids a manifest's ``tenants`` entries name; ``ManifestShapeError`` naming what is wrong."""
+    entries = manifest.get("tenants")
+    if not isinstance(entries, list):
+        raise ManifestShapeError(f"'tenants': expected a list of objects, not {_json_kind(entries)}")
+    tenants = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ManifestShapeError(f"'tenants'[{index}]: expected an object, not {_json_kind(entry)}")
+        if not isinstance(entry.get("tenant_id"), str):
+            raise ManifestShapeError(
+                f"'tenants'[{index}].tenant_id: expected a string, not {_json_kind(entry.get('tenant_id'))}"
+            )
+        tenants.append(entry["tenant_id"])
+    return tenants
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null (or nothing)"
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
 
 
 def find_manifests(roots: Iterable[str | os.PathLike[str]]) -> list[Path]:

@@ -3,14 +3,15 @@
 never dropped.
 
 Reading the files back proves they hold what was written; it cannot prove that what was written is the
-month (a column written wrong, an event's cursor changed). So, per tenant of the month, as the verify
-after the drop will: each of its archived streams' hash chain and shape (``verify.check_stream``), and each
-seal covering the month (``verify.check_seal_content``) with its Merkle root and count recomputed from its
-other live leaves merged with the archived ones, and its manifest's streams of the month held against the
-files. The month's events still in the database are left out of the seals' leaves, as they will be once it
-is dropped. A seal that also covers a month archived earlier needs that month's files too: they are looked
-for in the same archive directory, and a seal they are missing from refuses the drop (it could not be
-proved).
+month (a hashed column written wrong, an event's cursor moved among its seal's leaves; ``recorded_at``, in
+no hash and no seal, is proved by nothing: docs/AUDIT.md, "Which columns the proof covers"). So, per
+tenant of the month, as the verify after the drop will: each of its archived streams' hash chain and shape
+(``verify.check_stream``), and each seal covering the month (``verify.check_seal_content``) with its Merkle
+root and count recomputed from its other live leaves merged with the archived ones, and its manifest's
+streams of the month held against the files. The month's events still in the database are left out of
+the seals' leaves, as they will be once it is dropped. A seal that also covers a month archived earlier
+needs that month's files too: they are looked for in the same archive directory, and a seal they are
+missing from refuses the drop (it could not be proved).
 
 The cost is one more pass over the seals covering the month (their live leaves and manifests) and over the
 month's files: what ``audit verify --archive`` spends on them.

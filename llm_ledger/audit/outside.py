@@ -19,6 +19,10 @@ from llm_ledger.audit.keys import PublicKey
 from llm_ledger.audit.report import Finding, TenantResult
 from llm_ledger.audit.seals import Seal
 
+CHAIN_CONTRADICTED = frozenset({"tenant_gone", "seal_head_gone", "seal_head_replaced"})
+"""The findings that a head kept outside is not the database's: its seal chain as a whole is in doubt (the
+seals before the head are vouched for only by it), whatever seal the finding names."""
+
 
 @dataclass(slots=True)
 class RecordedHeads:

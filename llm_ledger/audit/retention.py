@@ -28,6 +28,8 @@ from sqlalchemy.exc import DBAPIError
 
 from llm_ledger.audit import archive_files, archive_proof, retention_queries, retired
 from llm_ledger.audit.errors import AuditConfigurationError
+from llm_ledger.audit.keys import PublicKey
+from llm_ledger.audit.outside import CHAIN_CONTRADICTED
 from llm_ledger.audit.queries import AuditQueries
 from llm_ledger.audit.report import AuditReport, Finding
 from llm_ledger.audit.retention_policy import RetentionPolicy
@@ -148,6 +150,8 @@ def _relevant(finding: Finding, month: MonthPlan) -> bool:
         return False
     if finding.stream_id is not None:
         return month.low <= finding.stream_id < month.high
+    if finding.kind in CHAIN_CONTRADICTED:
+        return True  # the head kept outside is not the database's: no seal of the tenant is vouched for
     return finding.seal_sequence is None or finding.seal_sequence in month.seals.get(finding.tenant_id, [])
 
 
@@ -205,7 +209,30 @@ def _plan_month(
     return plan
 
 
-def _plan(engine: Engine, policy: RetentionPolicy, now: datetime, record_verify: bool) -> RetentionPlan:
+@dataclass(frozen=True, slots=True)
+class _Pins:
+    """What the verify holds the seals against, as ``audit verify`` does (``verify_ledger``'s arguments of
+    the same names): every seal signed by ``public_key``; the heads of the sealer's ``witness``."""
+
+    public_key: PublicKey | str | None
+    witness: str | os.PathLike[str] | None
+
+
+def _refuse_blocked(months: Sequence[MonthPlan], inconsistent: Sequence[retired.InconsistentRun]) -> None:
+    """Refuse each due month that a run the database contradicts names (by its partition or a tenant)."""
+    for month in months:
+        if not month.is_due:
+            continue
+        for run in inconsistent:
+            refusal = (
+                f"{run.describe()}: it names this month or its tenants; resolve it first"
+                f" ({retired.RESOLVING_INCONSISTENT_RUNS})"
+            )
+            if run.blocks(month.partition, month.events) and refusal not in month.refusals:
+                month.refusals.append(refusal)
+
+
+def _plan(engine: Engine, policy: RetentionPolicy, now: datetime, record_verify: bool, pins: _Pins) -> RetentionPlan:
     _require_partitions(engine)
     queries = AuditQueries(engine.dialect.name)
     with engine.connect() as connection:
@@ -213,20 +240,18 @@ def _plan(engine: Engine, policy: RetentionPolicy, now: datetime, record_verify:
     with scoped_connection(engine, RETENTION_ROLE) as connection:
         inconsistent = retired.inconsistent_runs(connection)
     months = [plan for p in partitions if (plan := _plan_month(engine, queries, policy, now, p)) is not None]
-    for month in months:
-        if month.is_due:
-            month.refusals += [
-                f"{run.describe()}: it names this month or its tenants; resolve it first"
-                f" ({retired.RESOLVING_INCONSISTENT_RUNS})"
-                for run in inconsistent
-                if run.blocks(month.partition, month.events)
-            ]
+    _refuse_blocked(months, inconsistent)
     candidates = [month for month in months if month.may_go]
     if not candidates:
         return RetentionPlan(months, None)
     started = time.perf_counter()
-    report: AuditReport = verify_ledger(engine, record=record_verify)
+    report: AuditReport = verify_ledger(engine, record=record_verify, public_key=pins.public_key, witness=pins.witness)
     seconds = time.perf_counter() - started
+    # Read again now that the verify has read the runs: one recorded after the read above (a row inserted by
+    # another holder of the role) was taken at its word by the verify, whose finding of it ``_relevant``
+    # leaves to this; the runs are append-only, so whatever the verify saw is seen here.
+    with scoped_connection(engine, RETENTION_ROLE) as connection:
+        _refuse_blocked(candidates, retired.inconsistent_runs(connection))
     for month in candidates:
         against = [finding for finding in report.findings if _relevant(finding, month)]
         if against:
@@ -242,11 +267,17 @@ def _named(findings: Sequence[Finding]) -> str:
 
 
 def plan_retention(
-    database_url: str | URL | Engine, policy: RetentionPolicy, *, now: datetime | None = None
+    database_url: str | URL | Engine,
+    policy: RetentionPolicy,
+    *,
+    now: datetime | None = None,
+    public_key: PublicKey | str | None = None,
+    witness: str | os.PathLike[str] | None = None,
 ) -> RetentionPlan:
     """What ``apply_retention`` would do, and why: nothing is written (the verify is not recorded)."""
+    pins = _Pins(public_key, witness)
     with audit_engine(database_url) as engine:
-        return _plan(engine, policy, now or datetime.now(UTC), record_verify=False)
+        return _plan(engine, policy, now or datetime.now(UTC), record_verify=False, pins=pins)
 
 
 def _archive_month(
@@ -378,16 +409,21 @@ def apply_retention(
     archive_dir: str | os.PathLike[str],
     *,
     now: datetime | None = None,
+    public_key: PublicKey | str | None = None,
+    witness: str | os.PathLike[str] | None = None,
 ) -> tuple[RetentionPlan, list[MonthOutcome]]:
     """Archive and drop every monthly partition that may go, oldest first, as ``llm_ledger_retention``; each
-    due partition gets a run row, archived or refused with the reason."""
+    due partition gets a run row, archived or refused with the reason. ``public_key`` and ``witness``: what
+    the full verify before it holds the seals against, as ``verify_ledger``'s (``audit verify --public-key
+    --witness``): a broken finding of them refuses the months it concerns."""
+    pins = _Pins(public_key, witness)
     root = Path(archive_dir)
     if root.exists() and not root.is_dir():
         raise AuditConfigurationError(f"--archive {root}: not a directory")
     archive_files.pyarrow()  # before the verify: without the extra, nothing could be archived
     with audit_engine(database_url) as engine:
         started_at = datetime.now(UTC)
-        plan = _plan(engine, policy, now or started_at, record_verify=True)
+        plan = _plan(engine, policy, now or started_at, record_verify=True, pins=pins)
         outcomes = []
         for month in plan.months:
             if not month.is_due:
@@ -431,6 +467,14 @@ def _first_line(exc: BaseException) -> str:
     return message.splitlines()[0] if message else type(exc).__name__
 
 
+def _why(exc: Exception) -> str:
+    """An exception's first line; prefixed by its type unless it is one that writing or reading a file, or
+    the database, raises in the ordinary way (those name what failed themselves)."""
+    expected: tuple[type[Exception], ...] = (DBAPIError, *archive_files.damaged_file_errors())
+    line = _first_line(exc)
+    return line if isinstance(exc, expected) else f"{type(exc).__name__}: {line}"
+
+
 def _archive_and_drop(
     engine: Engine,
     month: MonthPlan,
@@ -442,22 +486,27 @@ def _archive_and_drop(
 ) -> MonthOutcome:
     """Write the month's archive under ``root`` and prove it from its files (``archive_proof``), then record
     the run and drop the partition in one transaction. The directory is removed only when nothing can have
-    left the database: a failure while writing, an archive that does not verify, or a recording transaction
-    the database shows rolled back; when its fate is unknown, the directory is kept."""
+    left the database: any failure while writing or proving (the partition is untouched until the drop), an
+    archive that does not verify, or a recording transaction the database shows rolled back; when its fate
+    is unknown, the directory is kept."""
     started = time.perf_counter()
     directory = root / f"{month.partition}-{run_id}"
-    writing_errors: tuple[type[Exception], ...] = (DBAPIError, *archive_files.damaged_file_errors())
     try:
         files = _archive_month(engine, month, run_id, directory, started_at)
         manifest_sha = archive_files.file_sha256(directory / archive_files.MANIFEST)
-        outcome = MonthOutcome(month, run_id, True, None, directory, tuple(files))
+    except Exception as exc:  # noqa: BLE001 - whatever it is, nothing has left the database: the copy goes
+        shutil.rmtree(directory, ignore_errors=True)
+        return _refuse(engine, month, policy, run_id, started_at, verify_run_id, f"not archived: {_why(exc)}")
+    outcome = MonthOutcome(month, run_id, True, None, directory, tuple(files))
+    try:
         run = _run_values(month, policy, outcome, started_at, manifest_sha, verify_run_id)
         proving = time.perf_counter()
         against = archive_proof.prove_before_drop(engine, root, run, _file_values(month, outcome))
         outcome = replace(outcome, proof_seconds=time.perf_counter() - proving)
-    except writing_errors as exc:
+    except Exception as exc:  # noqa: BLE001 - a proof that did not finish proved nothing: the month is refused
         shutil.rmtree(directory, ignore_errors=True)
-        return _refuse(engine, month, policy, run_id, started_at, verify_run_id, f"not archived: {_first_line(exc)}")
+        reason = f"not dropped: the archive could not be proved from its files: {_why(exc)}"
+        return _refuse(engine, month, policy, run_id, started_at, verify_run_id, reason)
     if against:
         shutil.rmtree(directory, ignore_errors=True)
         reason = f"not dropped: the archive does not verify from its files: {_named(against)}"

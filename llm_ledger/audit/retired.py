@@ -36,6 +36,8 @@ from llm_ledger.store import as_utc
 from llm_ledger.store.partitions import is_partitioned, list_partitions, month_bounds, partition_month
 
 ArchiveDirs = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
+StreamCheck = Callable[[Sequence[Any], TenantResult, str], None]
+"""``verify.check_stream``: one archived stream's rows, the result, the file they were read from."""
 
 
 class Leaf(NamedTuple):
@@ -205,8 +207,9 @@ class RetiredTenant:
             )
         return True
 
-    def check_streams(self, result: TenantResult, check_stream: Callable[[Sequence[Any], TenantResult], None]) -> None:
-        """Each archived month's streams, by ``check_stream`` (verify's own), or a warning that they were not."""
+    def check_streams(self, result: TenantResult, check_stream: StreamCheck) -> None:
+        """Each archived month's streams, by ``check_stream`` (verify's own, given the file they are read
+        from), or a warning that they were not."""
         for month in self.months:
             if not self.with_archive or not self._load(month, result):
                 result.add(
@@ -222,11 +225,11 @@ class RetiredTenant:
             stream: list[ArchivedRow] = []
             for row in self._rows(month, result):
                 if stream and row.stream_id != stream[0].stream_id:
-                    check_stream(stream, result)
+                    check_stream(stream, result, str(month.path))
                     stream = []
                 stream.append(row)
             if stream:
-                check_stream(stream, result)
+                check_stream(stream, result, str(month.path))
             month.release()
 
     def _rows(self, month: ArchivedMonth, result: TenantResult) -> Iterator[ArchivedRow]:
@@ -471,14 +474,15 @@ def _attach_archives(
     months: dict[tuple[str, str, str], ArchivedMonth],
 ) -> list[Finding]:
     """Point each recorded month at its file in the archive directories, checking each manifest against its
-    run's recorded SHA-256 first; what is wrong with a manifest is the ledger's finding."""
+    run's recorded SHA-256 first; what is wrong with a manifest (not JSON, or not of the shape ``retention
+    apply`` writes) is the ledger's finding, naming the file, never an exception."""
     findings: list[Finding] = []
     for manifest_path in archive_files.find_manifests(roots):
-        body = manifest_path.read_bytes()
         try:
+            body = manifest_path.read_bytes()
             manifest = json.loads(body)
-            key = (str(manifest["run_id"]), str(manifest["partition"]))
-        except (ValueError, KeyError, TypeError) as exc:
+            key = archive_files.manifest_key(manifest)
+        except (OSError, ValueError, RecursionError) as exc:
             findings.append(Finding("", "archive_manifest_unreadable", "broken", f"{manifest_path}: {exc}"))
             continue
         run = runs.get(key)
@@ -490,13 +494,19 @@ def _attach_archives(
         if sha != run.manifest_sha256:
             detail = f"{manifest_path} has SHA-256 {sha}; run {key[0]} recorded {run.manifest_sha256}"
             findings.append(Finding("", "archive_manifest_altered", "broken", detail))
-        for tenant in manifest.get("tenants", []):
-            month = months.get((*key, str(tenant.get("tenant_id"))))
+        try:
+            tenants = archive_files.manifest_tenants(manifest)
+        except archive_files.ManifestShapeError as exc:
+            # Its months stay unattached: each is then ``archive_missing`` too, as no manifest names it.
+            findings.append(Finding("", "archive_manifest_unreadable", "broken", f"{manifest_path}: {exc}"))
+            continue
+        for tenant in tenants:
+            month = months.get((*key, tenant))
             if month is not None:
                 month.in_manifest = True
                 month.path = manifest_path.parent / month.file_name
                 if not month.path.is_file():
                     detail = f"{month.path} is missing: run {key[0]} archived the tenant's events of {key[1]} to it"
-                    findings.append(Finding(str(tenant.get("tenant_id")), "archive_file_missing", "broken", detail))
+                    findings.append(Finding(tenant, "archive_file_missing", "broken", detail))
                     month.path = None
     return findings

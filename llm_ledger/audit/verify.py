@@ -471,8 +471,11 @@ def _check_streams(
         check_stream(stream, result)
 
 
-def check_stream(rows: Sequence[Any], result: TenantResult) -> None:
-    """One stream's rows (stored or archived, in stream order): its hash chain, its kind and its terminal."""
+def check_stream(rows: Sequence[Any], result: TenantResult, archive_file: str | None = None) -> None:
+    """One stream's rows (stored or archived, in stream order, ``payload`` as its JSON text or as the column's
+    type reads it): its hash chain, its kind and its terminal. ``archive_file``: the file archived rows were
+    read from; a payload that no JSON reader reads there is ``archive_file_unreadable``, naming it (stored, it
+    is ``invalid``)."""
     result.streams += 1
     result.events += len(rows)
     tenant, stream_id = result.tenant_id, str(rows[0].stream_id)
@@ -490,7 +493,7 @@ def check_stream(rows: Sequence[Any], result: TenantResult) -> None:
         )
 
     if not stored_chain_holds([StoredRow.of(row) for row in rows]):
-        _check_chain(rows, result, finding)
+        _check_chain(rows, result, finding, archive_file)
     first = rows[0]
     kind = STREAM_KIND_OF_START.get(first.event_type)
     if first.stream_position == 0 and kind is None:
@@ -522,13 +525,20 @@ def check_stream(rows: Sequence[Any], result: TenantResult) -> None:
 
 
 def _check_chain(
-    rows: Sequence[Any], result: TenantResult, finding: Callable[[str, Severity, str, Any], Finding]
+    rows: Sequence[Any],
+    result: TenantResult,
+    finding: Callable[[str, Severity, str, Any], Finding],
+    archive_file: str | None,
 ) -> None:
     """The stream's chain checked from its stored records, its breaks named (the stream did not pass
     ``stored_chain_holds``: something may be wrong)."""
     records, unreadable = _stored_records(rows)
     for index, reason in unreadable.items():
-        result.add(finding("invalid", "broken", f"its payload is not readable JSON ({reason})", rows[index]))
+        if archive_file is None:
+            result.add(finding("invalid", "broken", f"its payload is not readable JSON ({reason})", rows[index]))
+        else:
+            detail = f"{archive_file} cannot be read: the event's payload is not readable JSON ({reason})"
+            result.add(finding("archive_file_unreadable", "broken", detail, rows[index]))
     if unreadable or not chain_holds(records):
         # Something is wrong: verify_chain names it, from the records as the payload column's type reads them.
         # An unreadable payload is left as its text: verify_chain still checks the event's links (by its stored

@@ -769,3 +769,232 @@ def test_a_month_put_back_is_resolved_as_the_doc_says_by_dropping_the_copy_again
             connection.execute(text(statement.replace("<partition>", OLD)))
     report = verify_ledger(ledger.auditor_url, record=False, archive=ledger.archive)
     assert report.ok and not [f for f in report.findings if f.kind.startswith("archive")], report.to_text()
+
+
+# --- a malformed manifest, a proof that fails, payloads read as the live ones are --------------------------
+
+
+def _rewrite_manifest(manifest: Path, change: Callable[[dict[str, Any]], Any]) -> None:
+    manifest.write_text(json.dumps(change(json.loads(manifest.read_text()))))
+
+
+MALFORMED: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
+    ("tenants of strings", lambda m: {**m, "tenants": [t["tenant_id"] for t in m["tenants"]]}, "'tenants'[0]"),
+    ("tenants of numbers", lambda m: {**m, "tenants": [1, 2]}, "'tenants'[0]: expected an object, not a number"),
+    ("tenants of nulls", lambda m: {**m, "tenants": [None]}, "'tenants'[0]: expected an object, not null"),
+    ("tenants null", lambda m: {**m, "tenants": None}, "'tenants': expected a list of objects"),
+    ("tenants missing", lambda m: {k: v for k, v in m.items() if k != "tenants"}, "'tenants': expected a list"),
+    ("tenants a string", lambda m: {**m, "tenants": "all"}, "'tenants': expected a list of objects, not a string"),
+    ("a tenant id a number", lambda m: {**m, "tenants": [{**m["tenants"][0], "tenant_id": 5}]}, "tenant_id"),
+    ("a list", lambda m: [m], "expected a JSON object, not a list"),
+    ("run_id a number", lambda m: {**m, "run_id": 5}, "'run_id': expected a string"),
+]
+
+
+@pytest.mark.parametrize(("change", "named"), [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED])
+def test_a_malformed_manifest_is_a_broken_finding_naming_the_file_not_a_crash(
+    ledger: RetentionLedger, change: Callable[[dict[str, Any]], Any], named: str
+) -> None:
+    directory = _archived(ledger)
+    _rewrite_manifest(directory / MANIFEST, change)
+    report = verify_ledger(ledger.auditor_url, record=False, archive=ledger.archive)
+    assert not report.ok
+    (finding,) = [f for f in report.findings if f.kind == "archive_manifest_unreadable"]
+    assert finding.severity == "broken" and str(directory / MANIFEST) in finding.detail, finding.detail
+    assert named in finding.detail, finding.detail
+
+
+def test_audit_verify_names_a_malformed_manifest_and_exits_failed(
+    ledger: RetentionLedger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = _archived(ledger)
+    _rewrite_manifest(directory / MANIFEST, MALFORMED[0][1])
+    verify = ["audit", "verify", "--no-record", "--database-url", ledger.auditor_url, "--archive", str(ledger.archive)]
+    assert cli.main(verify) == ExitCode.FAILED
+    out = capsys.readouterr().out
+    assert "archive_manifest_unreadable" in out and str(directory / MANIFEST) in out
+
+
+@pytest.mark.parametrize("malformed", [MALFORMED[0], MALFORMED[3]], ids=[MALFORMED[0][0], MALFORMED[3][0]])
+def test_a_malformed_manifest_of_a_month_archived_before_refuses_the_next_naming_it_and_leaves_no_copy(
+    _create_postgres_database: Callable[[], str],
+    ledger_login: Callable[..., str],
+    tmp_path: Path,
+    malformed: tuple[str, Callable[[dict[str, Any]], Any], str],
+) -> None:
+    login, names, april_due = _two_months_under_one_seal(_create_postgres_database, ledger_login)
+    archive = tmp_path / "archive"
+    _, outcomes = apply_retention(login, POLICY, archive, now=april_due)
+    assert [(o.plan.partition, o.archived) for o in outcomes] == [(names[0], True)]
+    (manifest,) = archive.rglob(MANIFEST)
+    _rewrite_manifest(manifest, malformed[1])
+
+    _, outcomes = apply_retention(login, POLICY, archive)
+
+    assert [(o.plan.partition, o.archived, o.directory) for o in outcomes] == [(names[1], False, None)]
+    reason = outcomes[0].reason or ""
+    assert "archive_manifest_unreadable" in reason and str(manifest) in reason and malformed[2] in reason, reason
+    assert list(archive.iterdir()) == [manifest.parent]  # the refused month's copy is gone
+
+
+def test_any_failure_of_the_proof_refuses_the_month_removes_its_copy_and_says_why(
+    ledger: RetentionLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llm_ledger.audit import archive_proof
+
+    def failing(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("a defect of the proof itself")
+
+    monkeypatch.setattr(archive_proof, "prove_before_drop", failing)
+    _, outcomes = apply_retention(ledger.retention_url, POLICY, ledger.archive)
+    assert [(o.plan.partition, o.archived, o.directory) for o in outcomes] == [(OLD, False, None)]
+    reason = outcomes[0].reason or ""
+    assert "could not be proved" in reason and "RuntimeError: a defect of the proof itself" in reason, reason
+    assert list(ledger.archive.iterdir()) == []
+    assert OLD in ledger.partitions()
+    assert [(r.outcome, r.reason) for r in _audit_retention(ledger, "outcome, reason")] == [("refused", reason)]
+
+
+def _rewrite_archive_file(path: Path, change: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
+    """The file written anew with its rows as ``change`` leaves them (the list of rows, in file order)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    rows: list[dict[str, Any]] = table.to_pylist()
+    change(rows)
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+    return rows
+
+
+def test_an_archived_payload_no_json_reader_reads_is_named_and_the_rest_of_the_file_still_checked(
+    ledger: RetentionLedger,
+) -> None:
+    before = verify_ledger(ledger.auditor_url, record=False)
+    directory = _archived(ledger)
+    victim = sorted(directory.glob("*.parquet"))[0]
+
+    def unreadable(rows: list[dict[str, Any]]) -> None:
+        rows[0]["payload"] = '{"model": "not closed'
+
+    rows = _rewrite_archive_file(victim, unreadable)
+    report = verify_ledger(ledger.auditor_url, record=False, archive=ledger.archive)
+    (finding,) = [f for f in report.findings if f.kind == "archive_file_unreadable"]
+    assert finding.severity == "broken" and str(victim) in finding.detail and "not readable JSON" in finding.detail
+    assert (finding.event_id, finding.stream_id) == (rows[0]["event_id"], rows[0]["stream_id"])
+    # Every other stream of the file, and every event of this one, was still checked.
+    assert (report.streams, report.events) == (before.streams, before.events)
+
+
+def test_an_archived_integer_beyond_64_bits_is_read_as_json_loads_reads_it_as_a_live_one_is(
+    ledger: RetentionLedger,
+) -> None:
+    """A stream rechained by a forger who hashed an integer beyond 64 bits as orjson reads it (a float): the
+    archive is read by verify's own code, which reads such a payload again with json.loads, so the event is
+    invalid there as it is live (tests/audit/test_fast_path.py), never passed on orjson's float."""
+    from llm_ledger.events import canonical_json, compute_hash, sha256_hex
+    from llm_ledger.store.rows import row_to_record
+
+    directory = _archived(ledger)
+    victim = sorted(directory.glob("*.parquet"))[0]
+
+    def forged(rows: list[dict[str, Any]]) -> None:
+        stream = [row for row in rows if row["stream_id"] == rows[0]["stream_id"]]
+        records = [{**row_to_record(row), "payload": json.loads(row["payload"])} for row in stream]
+        records[1]["payload"] = {**records[1]["payload"], "attempt": 2**70}
+        as_orjson_reads_it = {**records[1], "payload": {**records[1]["payload"], "attempt": float(2**70)}}
+        records[1]["hash"] = sha256_hex(canonical_json({k: v for k, v in as_orjson_reads_it.items() if k != "hash"}))
+        for index in range(2, len(records)):
+            records[index]["prev_hash"] = records[index - 1]["hash"]
+            records[index]["hash"] = compute_hash(records[index])
+        for row, record in zip(stream[1:], records[1:], strict=True):
+            row.update(payload=json.dumps(record["payload"]), prev_hash=record["prev_hash"], hash=record["hash"])
+
+    rows = _rewrite_archive_file(victim, forged)
+    report = verify_ledger(ledger.auditor_url, record=False, archive=ledger.archive)
+    named = [f for f in report.findings if f.event_id == rows[1]["event_id"]]
+    assert [f.kind for f in named] == ["invalid"], report.to_text()
+
+
+# --- retention's verify pins the seals' key and the sealer's witness, as audit verify does ----------------
+
+
+def test_retention_pins_the_public_key_as_audit_verify_does(
+    ledger: RetentionLedger, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fixture's seals are unsigned: pinned, a key refuses the month (seal_unsigned), by option or by the
+    variable ``audit verify`` reads."""
+    from llm_ledger.audit import SigningKey
+
+    key = SigningKey.generate().public_key.text()
+    common = ["--older-than", "400d", "--database-url", ledger.retention_url]
+    assert cli.main(["retention", "plan", *common, "--public-key", key]) == ExitCode.OK
+    assert "seal_unsigned" in capsys.readouterr().out
+    monkeypatch.setenv("LLM_LEDGER_SEAL_PUBLIC_KEY", key)
+    status = cli.main(["retention", "apply", *common, "--archive", str(ledger.archive)])
+    assert status == ExitCode.FAILED
+    err = capsys.readouterr().err
+    assert f"{OLD}: refused" in err and "seal_unsigned" in err, err
+    assert OLD in ledger.partitions() and not ledger.archive.exists()
+
+
+def test_retention_refuses_a_month_of_a_tenant_whose_head_the_witness_contradicts(
+    ledger: RetentionLedger, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A third seal of each tenant, over recent events only: the witness recording another hash for one
+    tenant's seal 3 (a seal that does not cover the month) leaves none of that tenant's seals vouched for,
+    so its month is refused; the witness as the sealer wrote it lets the month go."""
+    from llm_ledger.audit.heads import Head, HeadLog
+
+    store(ledger.url, workload.generate(TENANTS, 2, tools=False, seed=5))
+    third = {seal.tenant_id: seal for seal in seal_all(ledger.url)}
+    assert {seal.sequence for seal in third.values()} == {3}
+    contradicting, genuine = tmp_path / "contradicting.jsonl", tmp_path / "witness.jsonl"
+    HeadLog(contradicting).append(
+        [Head(TENANTS[0], 3, third[TENANTS[0]].seal_hash), Head(TENANTS[1], 3, "0" * 64)], "sealed", None
+    )
+    HeadLog(genuine).append([Head(t, 3, third[t].seal_hash) for t in TENANTS], "sealed", None)
+    common = ["retention", "apply", "--older-than", "400d", "--database-url", ledger.retention_url]
+    common += ["--archive", str(ledger.archive)]
+
+    assert cli.main([*common, "--witness", str(contradicting)]) == ExitCode.FAILED
+    err = capsys.readouterr().err
+    assert f"{OLD}: refused" in err and "seal_head_replaced" in err and TENANTS[1] in err, err
+    assert OLD in ledger.partitions()
+
+    monkeypatch.setenv("LLM_LEDGER_VERIFY_WITNESS", str(genuine))
+    assert cli.main(common) == ExitCode.OK
+    assert f"{OLD}: archived" in capsys.readouterr().out
+
+
+# --- a run the database contradicts, recorded while apply runs ----------------------------------------------
+
+
+def test_a_contradicted_run_recorded_after_the_plan_read_the_runs_still_refuses_its_tenants_months(
+    ledger: RetentionLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interleaving, made deterministic: a run naming a tenant of the month is recorded (by another
+    holder of the role, on its own connection) after ``apply`` read the runs and before its verify reads
+    them. The verify takes it at its word; the month must be refused as if it had been there from the start."""
+    from llm_ledger.audit import retention, verify
+
+    low, _high, _counts = _month_of(ledger, OLD)
+    forged: list[str] = []
+    real = verify.verify_ledger
+
+    def verify_after_a_run_is_forged(*args: Any, **kwargs: Any) -> Any:
+        other = create_store_engine(ledger.retention_url)
+        try:
+            with other.begin() as connection:
+                forged.append(_forge_run(connection, "llm_ledger_events_2020_02", low, "ffffffff", {TENANTS[0]: 1}))
+        finally:
+            other.dispose()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(retention, "verify_ledger", verify_after_a_run_is_forged)
+    _, outcomes = apply_retention(ledger.retention_url, POLICY, ledger.archive)
+    assert forged
+    assert [(o.plan.partition, o.archived) for o in outcomes] == [(OLD, False)]
+    reason = outcomes[0].reason or ""
+    assert forged[0] in reason and "A retention run the database contradicts" in reason, reason
+    assert OLD in ledger.partitions()

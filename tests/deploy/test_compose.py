@@ -352,7 +352,7 @@ ARCHIVE = "/var/lib/llm-ledger/archive"
 def test_retention_applies_as_its_own_login_to_an_archive_volume_the_audit_service_reads() -> None:
     services = stack.services()
     retention, audit = services["retention"], services["audit"]
-    assert retention["volumes"] == [f"archive:{ARCHIVE}"]
+    assert [volume for volume in retention["volumes"] if volume.startswith("archive:")] == [f"archive:{ARCHIVE}"]
     assert f"archive:{ARCHIVE}:ro" in audit["volumes"]
     assert "archive" in stack.compose()["volumes"]
     # The commands the file tells an operator to run parse, and name that directory.
@@ -370,6 +370,28 @@ def test_retention_applies_as_its_own_login_to_an_archive_volume_the_audit_servi
         "(:'retention_login', :'retention_password', ARRAY['llm_ledger_retention', 'llm_ledger_auditor'])"
         in (LOGIN_SCRIPT.parent.parent / "ledger-logins.sql").read_text()
     )
+
+
+def test_retention_s_verify_pins_the_key_and_witness_the_audit_service_s_does() -> None:
+    """The verify ``retention apply`` makes before it drops anything is held against the same public key and
+    the same witness (the same volume, read only) as ``audit verify``'s; and the commands take them."""
+    services = stack.services()
+    retention, audit = services["retention"], services["audit"]
+    pins = ("LLM_LEDGER_SEAL_PUBLIC_KEY", "LLM_LEDGER_VERIFY_WITNESS")
+    for given in ({}, {"LLM_LEDGER_SEAL_PUBLIC_KEY": "k"}):
+        variables = {"LEDGER_AUDITOR_PASSWORD": "p", "LEDGER_RETENTION_PASSWORD": "p", **given}
+        theirs = service_environment("audit", variables)
+        ours = service_environment("retention", variables)
+        assert {name: ours.get(name) for name in pins} == {name: theirs[name] for name in pins}
+    (witness,) = [volume for volume in audit["volumes"] if volume.startswith("witness:")]
+    assert witness.endswith(":ro") and witness in retention["volumes"]
+    assert witness.split(":")[1].rstrip("/") == ours["LLM_LEDGER_VERIFY_WITNESS"].rstrip("/")
+    # What the variables set, the options of the same names set on the command line, as for `audit verify`.
+    parser = build_parser()
+    for command in (["retention", "plan"], ["retention", "apply", "--archive", ARCHIVE], ["audit", "verify"]):
+        older = ["--older-than", "400d"] if command[0] == "retention" else []
+        parsed = parser.parse_args([*command, *older, "--public-key", "k", "--witness", "w"])
+        assert (parsed.public_key, parsed.witness) == ("k", "w")
 
 
 # --- what the docs tell an operator to run ------------------------------------------------------------------
