@@ -98,6 +98,12 @@ _SQLITE = _Dialect(
 )
 
 _EVENTS = events.name
+_NEXT_TENANTS = (
+    f"WITH RECURSIVE known AS (SELECT MIN(tenant_id) AS tenant_id FROM {_EVENTS}"
+    f" UNION ALL SELECT (SELECT MIN(e.tenant_id) FROM {_EVENTS} e WHERE e.tenant_id > known.tenant_id)"
+    " FROM known WHERE known.tenant_id IS NOT NULL)"
+    " SELECT tenant_id FROM known WHERE tenant_id IS NOT NULL ORDER BY tenant_id"
+)
 _MANIFEST_COLUMNS = "stream_id, first_position, last_position, event_count, head_hash"
 
 
@@ -181,9 +187,13 @@ class AuditQueries:
     # --- tenants and seals ---------------------------------------------------------------------
 
     def tenants(self, connection: Connection, tenant_id: str | None) -> list[str]:
-        query = select(events.c.tenant_id).distinct().order_by(events.c.tenant_id)
+        query: Executable = select(events.c.tenant_id).distinct().order_by(events.c.tenant_id)
         if tenant_id is not None:
-            query = query.where(events.c.tenant_id == tenant_id)
+            query = select(events.c.tenant_id).where(events.c.tenant_id == tenant_id).limit(1)
+        elif self.dialect_name == "postgresql":
+            # One index lookup per tenant, each the next tenant after the one before (a loose index scan):
+            # DISTINCT read every event's index entry (0.65 s for 1M events, half a minute for 50M).
+            query = text(_NEXT_TENANTS)
         found = [str(row[0]) for row in connection.execute(query)]
         if tenant_id is not None and not found:
             # A tenant whose events are all gone still has seals that say what was there.
