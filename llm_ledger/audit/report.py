@@ -97,6 +97,18 @@ class TenantResult:
         elif finding.severity == "incomplete" and finding.stream_id is not None:
             self._incomplete_streams.add(finding.stream_id)
 
+    def extend(self, later: TenantResult) -> None:
+        """Take in what ``later`` (a result of the same tenant, gathered apart) found, after this one's own:
+        its streams and events, its findings in their order, its counts of those it did not keep."""
+        self.streams += later.streams
+        self.events += later.events
+        for finding in later.findings:
+            self.add(finding)
+        self.finding_count += later.finding_count - len(later.findings)
+        self.ok = self.ok and later.ok
+        self._broken_streams |= later._broken_streams
+        self._incomplete_streams |= later._incomplete_streams
+
     @property
     def broken_streams(self) -> int:
         return len(self._broken_streams)

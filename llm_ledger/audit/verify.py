@@ -198,8 +198,15 @@ def _verify_tenant(
     queries = AuditQueries(engine.dialect.name)
     result = TenantResult(tenant)
     with scoped_connection(engine, AUDITOR_ROLE) as connection:
-        chain, checked_after = _check_seals(connection, queries, result, since, public_key, archived)
-        _check_streams(connection, queries, result, since, checked_after)
+        chain = [Seal.from_row(row) for row in queries.seals_of(connection, tenant)]
+        archived.use_seals(chain)
+        first_checked = next((index for index, seal in enumerate(chain) if _reaches(seal, since)), len(chain))
+        # The streams first, so that a seal's manifest needs comparing only when something is wrong
+        # (``check_seal_content``); their findings are reported after the seals', as always.
+        streams = TenantResult(tenant)
+        _check_streams(connection, queries, streams, since, _checked_after(chain, first_checked))
+        _check_seals(connection, queries, result, chain, first_checked, public_key, archived, streams.ok)
+        result.extend(streams)
     archived.check_streams(result, check_stream)
     return result, chain
 
@@ -236,25 +243,24 @@ def _check_seals(
     connection: Connection,
     queries: AuditQueries,
     result: TenantResult,
-    since: datetime | None,
+    chain: list[Seal],
+    first_checked: int,
     public_key: PublicKey | None,
     archived: RetiredTenant,
-) -> tuple[list[Seal], Cursor]:
-    """Check the tenant's seals; returns them in sequence, and the cursor after which events are checked:
-    with ``since``, where the first seal made at or after ``since`` or holding an event of ``since`` or later
-    begins (by the times the seal recorded, which its hash and signature cover), every seal after it being
-    checked too."""
+    streams_hold: bool,
+) -> None:
+    """Check the tenant's seals, in sequence: the whole chain, and the content of each from ``first_checked``
+    on (with ``since``, the first seal made at or after ``since`` or holding an event of ``since`` or later,
+    by the times the seal recorded, which its hash and signature cover; every seal after it too).
+    ``streams_hold``: the stream pass found nothing broken (``check_seal_content``)."""
     tenant = result.tenant_id
-    chain = [Seal.from_row(row) for row in queries.seals_of(connection, tenant)]
-    archived.use_seals(chain)
-    first_checked = next((index for index, seal in enumerate(chain) if _reaches(seal, since)), len(chain))
     previous: Seal | None = None
     for index, seal in enumerate(chain):
         result.seals += 1
         for kind, detail in [*_chain_problems(seal, previous), *_signature_problems(seal, public_key)]:
             result.add(Finding(tenant, kind, "broken", detail, seal_sequence=seal.sequence))
         if index >= first_checked:
-            check_seal_content(connection, queries, result, seal, archived)
+            check_seal_content(connection, queries, result, seal, archived, streams_hold=streams_hold)
         previous = seal
     if previous is not None:
         result.last_seal_hash, result.last_sealed_at = previous.seal_hash, previous.sealed_at
@@ -270,7 +276,14 @@ def _check_seals(
                 f"{result.unsealed_events:,} events after the last seal are not sealed yet (llm-ledger audit seal)",
             )
         )
-    return chain, chain[first_checked].after if first_checked < len(chain) else unsealed_after
+
+
+def _checked_after(chain: Sequence[Seal], first_checked: int) -> Cursor:
+    """The cursor after which the stream pass checks events: where the first seal whose content is checked
+    begins, or after the last seal."""
+    if first_checked < len(chain):
+        return chain[first_checked].after
+    return chain[-1].through if chain else START
 
 
 def _reaches(seal: Seal, since: datetime | None) -> bool:
@@ -322,11 +335,24 @@ def _signature_problems(seal: Seal, public_key: PublicKey | None) -> list[tuple[
 
 
 def check_seal_content(
-    connection: Connection, queries: AuditQueries, result: TenantResult, seal: Seal, archived: RetiredTenant
+    connection: Connection,
+    queries: AuditQueries,
+    result: TenantResult,
+    seal: Seal,
+    archived: RetiredTenant,
+    *,
+    streams_hold: bool = False,
 ) -> None:
     """The seal's content against its range: Merkle root, count, time span and stream manifest (and, for a
     seal over archived events, theirs from ``archived``). Also what ``retention apply`` proves an archive by
-    before it drops the month (``archive_proof``)."""
+    before it drops the month (``archive_proof``).
+
+    ``streams_hold``: every stream with an event in the range was checked and nothing was broken (verify's
+    stream pass ran first). Then a range whose live leaves give the sealed root and count is not compared
+    stream by stream with the manifest (the costliest query of a seal): the root and count say the range
+    holds the sealed hashes in their sealed order, and each hash, recomputed by the stream pass, binds its
+    event's stream and position, of which the manifest is made, so no stream can differ. The manifest's own
+    rows are held to the sealed digest first, and compared when they are not the sealed ones."""
     tenant, sequence = result.tenant_id, seal.sequence
 
     def broken(kind: str, detail: str, **where: Any) -> None:
@@ -344,8 +370,12 @@ def check_seal_content(
     if digest is not None and digest.root != seal.merkle_root:
         broken("seal_root_mismatch", f"its range's events give Merkle root {digest.root}, not {seal.merkle_root}")
     manifest, streams = manifest_digest(queries.manifest(connection, tenant, sequence))
-    if manifest != seal.manifest_digest or streams != seal.stream_count:
+    manifest_holds = manifest == seal.manifest_digest and streams == seal.stream_count
+    if not manifest_holds:
         broken("manifest_altered", f"its stream manifest ({streams:,} rows) is not the one sealed")
+    leaves_hold = digest is not None and digest.root == seal.merkle_root and digest.count == seal.event_count
+    if streams_hold and manifest_holds and leaves_hold and not retired:
+        return
     for difference in queries.manifest_differences(connection, seal.range, sequence):
         if retired and archived.explains(seal, difference, result):
             continue

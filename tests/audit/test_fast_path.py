@@ -218,6 +218,12 @@ def full_validation(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> dict[str
         patch.setattr(verify_module, "_stored_record", lambda row: row_to_record(row._mapping))
         patch.setattr(verify_module, "stored_chain_holds", lambda rows: False)
         patch.setattr(verify_module, "chain_holds", lambda records: False)
+        check_seal_content = verify_module.check_seal_content
+
+        def compared_stream_by_stream(*arguments: Any, streams_hold: bool = False) -> None:
+            check_seal_content(*arguments, streams_hold=False)
+
+        patch.setattr(verify_module, "check_seal_content", compared_stream_by_stream)
         return report_of(ledger, jobs=1)
 
 
@@ -252,6 +258,27 @@ def test_an_intact_ledger_passes_the_fast_path_and_the_full_validation_alike(
 
     assert fast == full_validation(ledger, monkeypatch)
     assert fast["ok"] and fast["events"] > 0
+
+
+def test_a_seals_manifest_is_compared_stream_by_stream_only_when_something_is_wrong(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compared: list[int] = []
+    differences = queries_module.AuditQueries.manifest_differences
+
+    def recorded(self: Any, connection: Any, sealed: Any, sequence: int) -> Any:
+        compared.append(sequence)
+        return differences(self, connection, sealed, sequence)
+
+    monkeypatch.setattr(queries_module.AuditQueries, "manifest_differences", recorded)
+    clean = report_of(ledger, jobs=1)
+    assert clean["ok"] and clean["seals"] > 0
+    assert compared == []  # every root and count as sealed, every stream's chain holds
+
+    changed_payload_byte(ledger)  # one stream broken: its hash no longer binds its event
+    broken = report_of(ledger, jobs=1)
+    [tampered] = [tenant for tenant in broken["tenant_results"] if not tenant["ok"]]
+    assert len(compared) == tampered["seals"] > 0  # that tenant's seals, each; the other tenant's none
 
 
 def test_worker_processes_give_the_report_of_one_process(ledger: Ledger) -> None:
