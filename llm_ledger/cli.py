@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from llm_ledger.audit import Seal
+    from llm_ledger.audit.erasure import Erasure
     from llm_ledger.audit.retention_policy import RetentionPolicy
 
 
@@ -441,7 +442,30 @@ def _erase(args: argparse.Namespace) -> int:
         f" {done.events_affected} event(s) can no longer be read (erasure {done.erasure_id}); the events,"
         " their chains and seals are unchanged"
     )
-    return ExitCode.OK
+    if not done.plain.total:
+        return ExitCode.OK
+    # Erased, but not all of it: a script that checks the status must not take this for a full erasure.
+    print(f"llm-ledger: {_plain_left(done)}", file=sys.stderr)
+    return ExitCode.FAILED
+
+
+def _plain_left(done: Erasure) -> str:
+    """What an erasure could not erase, said loudly: the texts of its sessions stored in plain."""
+    from llm_ledger.audit.report import printable
+
+    parts = []
+    if done.plain.captured:
+        parts.append(f"{done.plain.captured} captured text(s) recorded in full before content was encrypted")
+    if done.plain.tool_errors:
+        parts.append(
+            f"{done.plain.tool_errors} tool error message(s) recorded before exception texts were encrypted"
+            " (ToolCallFailed message)"
+        )
+    return (
+        f"NOT ERASED: {done.plain.total} text(s) of {printable(done.plan.target)} are stored in plain text"
+        f" ({'; '.join(parts)}): crypto-shredding cannot erase them, and they stay readable to whoever may read"
+        " the events"
+    )
 
 
 def _audit_digest_key(args: argparse.Namespace) -> int:

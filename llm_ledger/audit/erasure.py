@@ -8,10 +8,15 @@ call of ``llm_ledger_erase`` (migration 0011), which the eraser may execute but 
 DELETE on the keys, so no key goes without its record. It takes the lock the key store takes for the same
 session or subject, so a key is either stored before it (and deleted with the rest) or stored after it and
 checked against its record. SQLite: one writer at a time, the erasure's DELETE keeps key stores out.
+
+Destroying keys erases only what they encrypt. Texts of the same sessions stored in plain (recorded in full
+before content was encrypted, and failed tools' exception texts recorded before ``error_text``, in their
+``message``) stay readable: the erasure counts them (``Erasure.plain``), and ``llm-ledger erase`` says so.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,7 +29,7 @@ from sqlalchemy import Connection, text
 
 from llm_ledger.audit.errors import AuditError
 from llm_ledger.events import uuid7
-from llm_ledger.events.encryption import content_fields, key_ids
+from llm_ledger.events.encryption import content_fields, key_ids, tool_error_in_plain
 from llm_ledger.store import EventStore
 from llm_ledger.store.schema import erasures
 from llm_ledger.store.scoping import ERASER_ROLE, scope_transaction
@@ -55,12 +60,28 @@ class ErasurePlan:
 
 
 @dataclass(frozen=True, slots=True)
+class PlainTexts:
+    """The texts of an erasure's sessions stored in plain, which destroying keys cannot erase."""
+
+    captured: int = 0
+    """Places of captured content recorded in full before content was encrypted."""
+    tool_errors: int = 0
+    """Failed tools' exception texts recorded in full before ``error_text`` existed: plain in ``message``."""
+
+    @property
+    def total(self) -> int:
+        return self.captured + self.tool_errors
+
+
+@dataclass(frozen=True, slots=True)
 class Erasure:
-    """An erasure done, as recorded in ``llm_ledger_erasures``."""
+    """An erasure done, as recorded in ``llm_ledger_erasures``; and the texts of its sessions it could not
+    erase, stored in plain (counted in the erasure's transaction, not recorded in the table)."""
 
     erasure_id: str
     plan: ErasurePlan
     events_affected: int
+    plain: PlainTexts = PlainTexts()
 
     @property
     def key_count(self) -> int:
@@ -94,7 +115,8 @@ def erase(
             done = _erase_sqlite(connection, plan)
         if done is None:  # erased by another erasure since the plan
             _nothing_to_erase(connection, plan)
-    return done
+        plain = plain_texts(_session_events(connection, plan.tenant_id, done.plan.sessions))
+    return dataclasses.replace(done, plain=plain)
 
 
 @contextmanager
@@ -188,12 +210,15 @@ def _erase_sqlite(connection: Connection, plan: ErasurePlan) -> Erasure | None:
 
 
 def _session_events(connection: Connection, tenant_id: str, sessions: Sequence[str | None]) -> list[Any]:
-    """The event types and payloads of a tenant's sessions, by the events' session index."""
+    """The streams, event types and payloads of a tenant's sessions, by the events' session index."""
     rows: list[Any] = []
     for session in sessions:
         condition = "session_id = :session" if session is not None else "session_id IS NULL"
         rows += connection.execute(
-            text(f"SELECT event_type, payload FROM llm_ledger_events WHERE tenant_id = :tenant AND {condition}"),
+            text(
+                "SELECT CAST(stream_id AS text) AS stream_id, event_type, payload FROM llm_ledger_events"
+                f" WHERE tenant_id = :tenant AND {condition}"
+            ),
             {"tenant": tenant_id, "session": session},
         ).all()
     return rows
@@ -241,7 +266,7 @@ def _nothing_to_erase(connection: Connection, plan: ErasurePlan) -> NoReturn:
     events = _session_events(connection, plan.tenant_id, [plan.session_id])
     if not events:
         raise UnknownErasureTargetError(f"tenant {plan.tenant_id!r} has no session {plan.session_id!r}")
-    if any(_plain_full(row.event_type, _payload(row.payload)) for row in events):
+    if plain_texts(events).total:
         raise NothingToEraseError(
             f"nothing to erase by destroying keys: {plan.target} keeps its content in plain text (recorded in full"
             " before content was encrypted); crypto-shredding cannot erase it"
@@ -249,6 +274,24 @@ def _nothing_to_erase(connection: Connection, plan: ErasurePlan) -> NoReturn:
     raise NothingToEraseError("nothing to erase: these events keep no content (capture hash/none)")
 
 
-def _plain_full(event_type: str, payload: dict[str, Any]) -> bool:
-    """Whether a payload keeps captured text in plain (recorded in full before content was encrypted)."""
-    return any(record.get(kind) is not None for _, record, kind in content_fields(event_type, payload))
+def plain_texts(rows: Sequence[Any]) -> PlainTexts:
+    """The texts stored in plain among some events (rows of ``stream_id``, ``event_type``, ``payload``): the
+    places of captured content that hold their text itself, and the failed tools' exception texts kept in
+    ``message`` (``tool_error_in_plain``: the capture of the stream's ``ToolCallStarted`` tells)."""
+    payloads = [(row.stream_id, row.event_type, _payload(row.payload)) for row in rows]
+    captures = {stream: payload.get("capture") for stream, kind, payload in payloads if kind == "ToolCallStarted"}
+    captured = sum(_plain_places(kind, payload) for _, kind, payload in payloads)
+    tool_errors = sum(
+        tool_error_in_plain(kind, payload, _text(captures.get(stream))) for stream, kind, payload in payloads
+    )
+    return PlainTexts(captured, tool_errors)
+
+
+def _plain_places(event_type: str, payload: dict[str, Any]) -> int:
+    """How many places of a payload keep captured text in plain (recorded in full before content was
+    encrypted)."""
+    return sum(record.get(kind) is not None for _, record, kind in content_fields(event_type, payload))
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
