@@ -6,7 +6,6 @@ the one file."""
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -104,17 +103,6 @@ def logins(request: pytest.FixtureRequest, sqlite_url: str) -> Logins:  # noqa: 
 @pytest.fixture
 def tenant() -> str:
     return f"tenant-{uuid.uuid4().hex[:12]}"
-
-
-_PLAIN_CARD = re.compile(r"(?<![0-9A-Za-z+/=_.-])4111(?![0-9A-Za-z+/=_.-])")
-"""The card number the sessions' texts quote, as plain text: on its own, never inside a run of the characters
-of an id, a hash, a nonce, a ciphertext (hex, base64, UUIDs) or a number (a latency's decimals), where "4111"
-turns up by chance (one run in some dozens)."""
-
-
-def holds_plain_card(stored: str | bytes) -> bool:
-    text = stored.decode("utf-8", "replace") if isinstance(stored, bytes) else stored
-    return _PLAIN_CARD.search(text) is not None
 
 
 def question(session: str, i: int) -> str:

@@ -21,8 +21,9 @@ from llm_ledger.store.process_writer import ProcessWriter
 from llm_ledger.store.writer import BufferedWriter
 from tests.audit_sql.auditdoc import psql_url, run_psql, sql_blocks
 from tests.digests import keyed
-from tests.erasure.conftest import Logins, holds_plain_card, question, read_back, record, texts_of, tool_error
+from tests.erasure.conftest import Logins, question, read_back, record, texts_of, tool_error
 from tests.events.tool_streams import Context, tool_stream
+from tests.plain_card import holds_plain_card
 
 AUDIT_MD = Path(__file__).resolve().parents[2] / "docs" / "AUDIT.md"
 NOTHING = r"^nothing to erase: these events keep no content \(capture hash/none\)$"
