@@ -347,6 +347,19 @@ def test_a_journal_replayed_after_an_erasure_does_not_bring_its_session_back(
 @pytest.mark.parametrize("logins", ["postgresql"], indirect=True)  # the doc's SQL, run with psql as an auditor
 def test_the_audit_docs_erasure_queries_answer_as_the_erasure_says(logins: Logins, tenant: str, tmp_path: Path) -> None:
     record(logins.writer, tmp_path / "spool", tenant, {"a": "full", "b": "full"})
+    old_form = tool_stream(  # recorded in full before error_text existed: its text plain in its message
+        Context(tenant, session_id="old"),
+        tool_name="refund",
+        started_at=datetime.now(UTC),
+        outcome="failed",
+        message="no refund for old: card 4111 is blocked",
+        capture="full",
+    )
+    store = EventStore(logins.writer)
+    try:
+        store.append(old_form)
+    finally:
+        store.close()
     _, affected = _erase(logins.eraser, tenant, session_id="a")
     blocks = {block.key: block.sql for block in sql_blocks(AUDIT_MD.read_text(encoding="utf-8"))}
     auditor = psql_url(logins.auditor)
@@ -355,3 +368,5 @@ def test_the_audit_docs_erasure_queries_answer_as_the_erasure_says(logins: Login
     for session, erased in (("a", "t"), ("b", "f")):
         texts = run_psql(auditor, blocks["Erasure [2]"], {"tenant": tenant, "session": session})
         assert len(texts) == affected and {row["erased"] for row in texts} == {erased}
+    (plain,) = run_psql(auditor, blocks["Erasure [3]"], {"tenant": tenant})
+    assert (plain["session_id"], plain["error_message"]) == ("old", "no refund for old: card 4111 is blocked")
