@@ -187,7 +187,8 @@ def decrypt(key: DataKey, record: JsonDict, stream_id: str, event_id: str, field
         nonce = base64.b64decode(record["nonce"], validate=True)
         sealed = base64.b64decode(record["ciphertext"], validate=True)
         return AESGCM(key.secret).decrypt(nonce, sealed, associated_data(key, stream_id, event_id, field))
-    except (InvalidTag, ValueError, KeyError) as exc:
+    # TypeError: a stored nonce or ciphertext that is no string (a number, null, a list) is altered too.
+    except (InvalidTag, ValueError, KeyError, TypeError) as exc:
         raise UndecryptableError(
             f"{field} of event {event_id} does not decrypt under key {key.key_id}: it was moved or altered"
         ) from exc

@@ -212,13 +212,14 @@ def opened(
 
 
 def is_key_id(key_id: str) -> bool:
-    """Whether ``key_id`` has the form of a data key's id (a UUID): one that has not names no key, stored or
-    erased, and is never looked up (PostgreSQL would refuse the whole query over it)."""
+    """Whether ``key_id`` has the form of a data key's id: a UUID as the writer spells it (lower case,
+    hyphenated). One that has not names no key, stored or erased, and is never looked up: PostgreSQL would
+    refuse the whole query over some spellings ``UUID`` takes (``urn:uuid:...``), and read others (upper
+    case, braces) as the key itself, which a ciphertext whose key id was changed is not."""
     try:
-        UUID(key_id)
+        return str(UUID(key_id)) == key_id
     except ValueError:
         return False
-    return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from llm_ledger import LLMExecutor, LLMMessage, execution_context
 from llm_ledger.audit import verify_ledger
 from llm_ledger.audit.erasure import NothingToEraseError, UnknownErasureTargetError, erase
 from llm_ledger.store import EventStore, create_store_engine
-from llm_ledger.store.content_keys import ContentState
+from llm_ledger.store.content_keys import ContentState, opened
 from llm_ledger.store.process_writer import ProcessWriter
 from llm_ledger.store.writer import BufferedWriter
 from tests.audit_sql.auditdoc import psql_url, run_psql, sql_blocks
@@ -293,6 +293,29 @@ def test_only_a_keyholder_reads_content_and_only_an_erasure_deletes_a_key(
     _erase(logins.eraser, tenant, session_id="s")
     for change in (f"UPDATE llm_ledger_erasures SET key_count = 0 {mine}", f"DELETE FROM llm_ledger_erasures {mine}"):
         assert "append-only" in refused(logins.owner, change), "not even by the owner"
+
+
+def test_a_key_id_in_another_spelling_of_its_uuid_reads_altered_and_is_never_looked_up(
+    logins: Logins, tenant: str, tmp_path: Path
+) -> None:
+    """A stored key id changed to another spelling of the same UUID (which Python's ``UUID`` takes, and
+    PostgreSQL refuses or reads as that key) names no key: ``altered``, and the other keys are read as ever
+    (not one refused query for the whole page, nor a "key missing" loss that is none)."""
+    record(logins.writer, tmp_path / "spool", tenant, {"s": "full"})
+    event = next(event for event, _, _ in read_back(logins.keyholder, tenant) if event.event_type == "ToolCallStarted")
+    payload = event.payload.model_dump(mode="json")
+    key_id = payload["arguments"]["encrypted"]["key_id"]
+    store = EventStore(logins.keyholder, tenant_id=tenant, role=None)
+    try:
+        for spelling in (f"urn:uuid:{key_id}", key_id.upper(), f"{{{key_id}}}", key_id.replace("-", "")):
+            changed = {**payload, "arguments": {**payload["arguments"]}}
+            changed["arguments"]["encrypted"] = {**payload["arguments"]["encrypted"], "key_id": spelling}
+            lookup = store.content_keys(tenant, [spelling, key_id])
+            assert set(lookup.keys) == {key_id}, spelling
+            states = opened("ToolCallStarted", changed, str(event.stream_id), str(event.event_id), lookup)[1]
+            assert states == {"arguments": "altered"}, spelling
+    finally:
+        store.close()
 
 
 def test_a_writer_process_stores_the_keys_made_in_the_application(logins: Logins, tenant: str, tmp_path: Path) -> None:

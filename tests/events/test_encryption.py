@@ -205,3 +205,20 @@ def test_a_moved_or_altered_ciphertext_is_named_on_its_own_and_the_other_places_
     no_id = {**values, "output": {**values["output"], "encrypted": {**values["output"]["encrypted"], "key_id": "x"}}}
     shown, states = opened("AttemptSucceeded", no_id, stream, event, lookup)
     assert states == {"output": "altered"} and shown["tool_calls"][0]["arguments"]["text"] == '{"card": "4111"}'
+
+
+@pytest.mark.parametrize("place", ["nonce", "ciphertext"])
+@pytest.mark.parametrize("bad", [123, None, ["AAAA"]])
+def test_a_ciphertext_whose_nonce_or_ciphertext_is_no_string_reads_altered(place: str, bad: object) -> None:
+    """A stored payload is whatever the database holds: a ``nonce`` or ``ciphertext`` changed to a number,
+    null or a list is a ciphertext altered, named as one (not a TypeError that takes the page down)."""
+    keyring = Keyring()
+    key, _ = keyring.key_for("acme", None, "s1")
+    stream, event = str(uuid7()), str(uuid7())
+    encrypted = {**encrypt(key, b"card 4111 refunded", stream, event, "result"), place: bad}
+    payload = {"result": {"chars": 18, "bytes": 18, "sha256": None, "text": None, "encrypted": encrypted}}
+
+    with pytest.raises(UndecryptableError, match="result of event"):
+        reveal("ToolCallSucceeded", payload, stream, event, keyring.get)
+    lookup = KeyLookup({key.key_id: key}, True)
+    assert opened("ToolCallSucceeded", payload, stream, event, lookup)[1] == {"result": "altered"}
