@@ -14,14 +14,14 @@ from sqlalchemy import text
 
 from llm_ledger import LLMExecutor, LLMMessage, execution_context
 from llm_ledger.audit import verify_ledger
-from llm_ledger.audit.erasure import NothingToEraseError, UnknownErasureTargetError, erase
+from llm_ledger.audit.erasure import ErasurePlan, NothingToEraseError, PlainTexts, UnknownErasureTargetError, erase
 from llm_ledger.store import EventStore, create_store_engine
 from llm_ledger.store.content_keys import ContentState, opened
 from llm_ledger.store.process_writer import ProcessWriter
 from llm_ledger.store.writer import BufferedWriter
 from tests.audit_sql.auditdoc import psql_url, run_psql, sql_blocks
 from tests.digests import keyed
-from tests.erasure.conftest import Logins, question, read_back, record, texts_of, tool_error
+from tests.erasure.conftest import Logins, question, read_back, record, rewrite_payloads, texts_of, tool_error
 from tests.events.tool_streams import Context, tool_stream
 from tests.plain_card import holds_plain_card
 
@@ -189,6 +189,62 @@ def test_erasing_a_subject_erases_each_of_its_sessions(logins: Logins, tenant: s
         if event.event_type in CONTENT_EVENTS:
             assert bool(hidden) == (event.session_id in ("a", "b")), event
     assert verify_ledger(logins.auditor, tenant_id=tenant, record=False).ok
+
+
+def test_a_subject_s_plain_texts_outside_sessions_are_those_of_its_own_streams(
+    logins: Logins, tenant: str, tmp_path: Path
+) -> None:
+    """A subject with a key outside any session (session NULL): its count of plain texts takes the
+    sessionless streams that name its keys, not every sessionless event of the tenant (other subjects', and
+    streams recorded before encryption that name no subject), which it reported as this subject's."""
+    record(
+        logins.writer,
+        tmp_path / "spool",
+        tenant,
+        {"a": "full"},
+        subject={"a": "person-1"},
+        sessionless={"person-1": "full", "person-2": "full"},
+        executions=1,
+    )
+    # Each sessionless tool failure made the old form (its exception text in message, no error_text), as
+    # recorded before error_text existed: person-1's is person-1's plain text, person-2's is not.
+    old_form = rewrite_payloads(
+        logins,
+        tenant,
+        "session_id IS NULL AND event_type = 'ToolCallFailed'",
+        postgresql="payload - 'error_text'",
+        sqlite="json_remove(payload, '$.error_text')",
+    )
+    assert old_form == 2
+    store = EventStore(logins.writer)
+    try:  # a sessionless stream recorded in full before encryption: two texts in plain, of no known subject
+        store.append(
+            tool_stream(
+                Context(tenant),
+                tool_name="refund",
+                started_at=datetime.now(UTC),
+                outcome="failed",
+                message=tool_error("nobody"),
+                capture="full",
+            )
+        )
+    finally:
+        store.close()
+    planned: list[ErasurePlan] = []
+
+    def confirm(plan: ErasurePlan) -> bool:
+        planned.append(plan)
+        return True
+
+    eraser = EventStore(logins.eraser)
+    try:
+        done = erase(eraser, tenant, subject_id="person-1", confirm=confirm)
+    finally:
+        eraser.close()
+
+    assert done is not None and done.key_count == 2 and set(done.plan.sessions) == {"a", None}
+    assert done.plain == PlainTexts(tool_errors=1), "person-1's own sessionless failure, and nothing else"
+    assert [plan.plain for plan in planned] == [PlainTexts(tool_errors=1)], "the plan shown before said the same"
 
 
 def test_erasing_what_keeps_no_content_says_there_is_nothing_to_erase(
