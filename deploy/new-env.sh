@@ -21,7 +21,7 @@ umask 077
 {
     echo "# docker-compose.yml's passwords, made by deploy/new-env.sh: a secret, keep it out of version control"
     echo "POSTGRES_PASSWORD=$(password)"
-    for service in MIGRATE WRITER PROJECTOR SEALER DASHBOARD AUDITOR DEMO RETENTION; do
+    for service in MIGRATE WRITER PROJECTOR SEALER DASHBOARD AUDITOR DEMO RETENTION ERASER; do
         echo "LEDGER_${service}_PASSWORD=$(password)"
     done
     # The writers' digest secret (as `llm-ledger audit digest-key --new` prints it): the base64 of 32 bytes.

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from llm_ledger.audit import PublicKey, Seal
+    from llm_ledger.audit.erasure import PlainTexts
     from llm_ledger.audit.retention_policy import RetentionPolicy
 
 
@@ -442,9 +443,10 @@ def _erase(args: argparse.Namespace) -> int:
     def confirm(plan: ErasurePlan) -> bool:
         if args.yes:
             return True
+        # What will stay readable is said before the keys go, not only after.
         answer = input(
             f"destroy {len(plan.key_ids)} data key(s) of {printable(plan.target)}? The content they encrypt can"
-            " never be read again [y/N] "
+            f" never be read again{_plain_before(plan.plain)} [y/N] "
         )
         return answer.strip().lower() in ("y", "yes")
 
@@ -461,7 +463,69 @@ def _erase(args: argparse.Namespace) -> int:
         f" {done.events_affected} event(s) can no longer be read (erasure {done.erasure_id}); the events,"
         " their chains and seals are unchanged"
     )
-    return ExitCode.OK
+    if done.plain.all_clear:
+        return ExitCode.OK
+    # Erased, but not all of it, or not known to be: a script that checks the status must not take this for a
+    # full erasure.
+    for line in _plain_left(printable(done.plan.target), done.plain):
+        print(f"llm-ledger: {line}", file=sys.stderr)
+    return ExitCode.FAILED
+
+
+def _plain_parts(plain: PlainTexts) -> str:
+    parts = []
+    if plain.captured:
+        parts.append(f"{plain.captured} captured text(s) recorded in full before content was encrypted")
+    if plain.tool_errors:
+        parts.append(
+            f"{plain.tool_errors} tool error message(s) recorded before exception texts were encrypted"
+            " (ToolCallFailed message)"
+        )
+    return "; ".join(parts)
+
+
+def _unreadable(plain: PlainTexts) -> str:
+    return (
+        f"{plain.unreadable} event(s) could not be read for plain text (a payload that is not of its event"
+        " type's form: altered or damaged, see llm-ledger audit verify)"
+    )
+
+
+def _plain_before(plain: PlainTexts) -> str:
+    """What the confirmation adds about the texts that destroying the keys leaves readable."""
+    said = ""
+    if plain.total:
+        said += (
+            f"; but {plain.total} text(s) of it are stored in plain text ({_plain_parts(plain)}), which"
+            " crypto-shredding cannot erase: they stay readable"
+        )
+    if plain.unreadable:
+        said += f"; and {_unreadable(plain)}"
+    return said
+
+
+def _plain_left(target: str, plain: PlainTexts) -> list[str]:
+    """What an erasure could not erase, said loudly: the texts of its sessions stored in plain, the events it
+    could not read for them, or that it could not count them."""
+    from llm_ledger.audit.report import printable
+
+    lines = []
+    if plain.total:
+        lines.append(
+            f"NOT ERASED: {plain.total} text(s) of {target} are stored in plain text ({_plain_parts(plain)}):"
+            " crypto-shredding cannot erase them, and they stay readable to whoever may read the events"
+        )
+    if plain.unreadable:
+        lines.append(
+            f"NOT CHECKED: {_unreadable(plain)}, in {target}: they may keep texts stored in plain that"
+            " crypto-shredding cannot erase"
+        )
+    if plain.not_counted is not None:
+        lines.append(
+            f"NOT CHECKED: the texts of {target} stored in plain could not be counted after the erasure"
+            f" ({printable(plain.not_counted)}): crypto-shredding cannot erase such texts (docs/AUDIT.md lists them)"
+        )
+    return lines
 
 
 def _audit_digest_key(args: argparse.Namespace) -> int:

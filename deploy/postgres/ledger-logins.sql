@@ -46,7 +46,11 @@ INSERT INTO ledger_login VALUES
            'llm_ledger_auditor']),
     -- Retention archives and drops old months as llm_ledger_retention, after the full verify it runs first
     -- as llm_ledger_auditor (migration 0010).
-    (:'retention_login', :'retention_password', ARRAY['llm_ledger_retention', 'llm_ledger_auditor']);
+    (:'retention_login', :'retention_password', ARRAY['llm_ledger_retention', 'llm_ledger_auditor']),
+    -- `llm-ledger erase` destroys data keys through llm_ledger_erase() and nothing else (migration 0011): it
+    -- may not read a key's secret, so no encrypted text, and holds no DELETE; it reads its tenant's events
+    -- (to count them, and the texts stored in plain it cannot erase).
+    (:'eraser_login', :'eraser_password', ARRAY['llm_ledger_eraser']);
 
 -- Refused before any login is made or changed, as an error (psql then exits 3): an empty name or password;
 -- a name given to two services (each connects as a login of its own); and a name that is a role but not a

@@ -8,10 +8,19 @@ call of ``llm_ledger_erase`` (migration 0011), which the eraser may execute but 
 DELETE on the keys, so no key goes without its record. It takes the lock the key store takes for the same
 session or subject, so a key is either stored before it (and deleted with the rest) or stored after it and
 checked against its record. SQLite: one writer at a time, the erasure's DELETE keeps key stores out.
+
+Destroying keys erases only what they encrypt. Texts of the same sessions stored in plain (recorded in full
+before content was encrypted, and failed tools' exception texts recorded before ``error_text``, in their
+``message``) stay readable: the plan counts them (``ErasurePlan.plain``, shown before the confirmation),
+the erasure counts them again once committed (``Erasure.plain``), and ``llm-ledger erase`` says so. The
+count reads stored payloads, whatever they hold: one it cannot read is counted apart (``unreadable``), never
+an error, and a count that fails after the commit is reported (``not_counted``): no payload and no count
+can stop or undo the destruction of the keys.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,7 +33,7 @@ from sqlalchemy import Connection, text
 
 from llm_ledger.audit.errors import AuditError
 from llm_ledger.events import uuid7
-from llm_ledger.events.encryption import content_fields, key_ids
+from llm_ledger.events.encryption import content_fields, tool_error_in_plain
 from llm_ledger.store import EventStore
 from llm_ledger.store.schema import erasures
 from llm_ledger.store.scoping import ERASER_ROLE, scope_transaction
@@ -39,6 +48,30 @@ class UnknownErasureTargetError(AuditError):
 
 
 @dataclass(frozen=True, slots=True)
+class PlainTexts:
+    """The texts of an erasure's sessions stored in plain, which destroying keys cannot erase."""
+
+    captured: int = 0
+    """Places of captured content recorded in full before content was encrypted."""
+    tool_errors: int = 0
+    """Failed tools' exception texts recorded in full before ``error_text`` existed: plain in ``message``."""
+    unreadable: int = 0
+    """Events whose payload could not be read for plain text (not a JSON object, or not of its event type's
+    form: altered or damaged): they may keep texts in plain that no one counted."""
+    not_counted: str | None = None
+    """Why the texts could not be counted at all (a database error after the erasure's commit), if so."""
+
+    @property
+    def total(self) -> int:
+        return self.captured + self.tool_errors
+
+    @property
+    def all_clear(self) -> bool:
+        """Whether the count ran, read every payload and found no text in plain."""
+        return not self.total and not self.unreadable and self.not_counted is None
+
+
+@dataclass(frozen=True, slots=True)
 class ErasurePlan:
     """What an erasure is about to destroy."""
 
@@ -47,6 +80,8 @@ class ErasurePlan:
     subject_id: str | None
     key_ids: tuple[str, ...]
     sessions: tuple[str | None, ...]
+    plain: PlainTexts = PlainTexts()
+    """The texts of those sessions stored in plain when the plan was read (``plain_texts_of``)."""
 
     @property
     def target(self) -> str:
@@ -56,11 +91,13 @@ class ErasurePlan:
 
 @dataclass(frozen=True, slots=True)
 class Erasure:
-    """An erasure done, as recorded in ``llm_ledger_erasures``."""
+    """An erasure done, as recorded in ``llm_ledger_erasures``; and the texts of its sessions it could not
+    erase, stored in plain (counted after the erasure's commit, not recorded in the table)."""
 
     erasure_id: str
     plan: ErasurePlan
     events_affected: int
+    plain: PlainTexts = PlainTexts()
 
     @property
     def key_count(self) -> int:
@@ -85,6 +122,7 @@ def erase(
         raise ValueError("erase one session or one subject")
     with _eraser_transaction(store, tenant_id) as connection:
         plan = _plan(connection, tenant_id, session_id, subject_id)
+        plan = dataclasses.replace(plan, plain=plain_texts_of(connection, plan))
     if not confirm(plan):
         return None
     with _eraser_transaction(store, tenant_id) as connection:
@@ -94,7 +132,18 @@ def erase(
             done = _erase_sqlite(connection, plan)
         if done is None:  # erased by another erasure since the plan
             _nothing_to_erase(connection, plan)
-    return done
+    return dataclasses.replace(done, plain=_plain_after(store, done.plan))
+
+
+def _plain_after(store: EventStore, plan: ErasurePlan) -> PlainTexts:
+    """The plain texts counted again once the keys are destroyed and recorded, in a transaction of its own:
+    the erasure's transaction (and, on PostgreSQL, its lock, which holds the sessions' key stores) is not
+    kept open for the scan of the sessions' events, and nothing the count meets can undo the erasure."""
+    try:
+        with _eraser_transaction(store, plan.tenant_id) as connection:
+            return plain_texts_of(connection, plan)
+    except Exception as exc:  # noqa: BLE001  (the keys are gone and recorded: say the count failed, never hide that)
+        return PlainTexts(not_counted=f"{type(exc).__name__}: {getattr(exc, 'orig', None) or exc}")
 
 
 @contextmanager
@@ -125,12 +174,8 @@ def _plan(connection: Connection, tenant_id: str, session_id: str | None, subjec
 
 
 def _with_keys(plan: ErasurePlan, keys: Sequence[tuple[str, str | None]]) -> ErasurePlan:
-    return ErasurePlan(
-        plan.tenant_id,
-        plan.session_id,
-        plan.subject_id,
-        tuple(key for key, _ in keys),
-        tuple(dict.fromkeys(session for _, session in keys)),
+    return dataclasses.replace(
+        plan, key_ids=tuple(key for key, _ in keys), sessions=tuple(dict.fromkeys(session for _, session in keys))
     )
 
 
@@ -148,9 +193,7 @@ def _erase_postgresql(connection: Connection, plan: ErasurePlan) -> Erasure | No
     if done is None:
         return None
     return Erasure(
-        str(done.erasure_id),
-        ErasurePlan(plan.tenant_id, plan.session_id, plan.subject_id, tuple(done.key_ids), plan.sessions),
-        int(done.events_affected),
+        str(done.erasure_id), dataclasses.replace(plan, key_ids=tuple(done.key_ids)), int(done.events_affected)
     )
 
 
@@ -188,20 +231,48 @@ def _erase_sqlite(connection: Connection, plan: ErasurePlan) -> Erasure | None:
 
 
 def _session_events(connection: Connection, tenant_id: str, sessions: Sequence[str | None]) -> list[Any]:
-    """The event types and payloads of a tenant's sessions, by the events' session index."""
+    """The streams, event types and payloads (as JSON text, on both dialects: a JSONB string would come back
+    as a Python str, indistinguishable from SQLite's text of an object) of a tenant's sessions, by the
+    events' session index."""
     rows: list[Any] = []
     for session in sessions:
         condition = "session_id = :session" if session is not None else "session_id IS NULL"
         rows += connection.execute(
-            text(f"SELECT event_type, payload FROM llm_ledger_events WHERE tenant_id = :tenant AND {condition}"),
+            text(
+                "SELECT CAST(stream_id AS text) AS stream_id, event_type, CAST(payload AS text) AS payload"
+                f" FROM llm_ledger_events WHERE tenant_id = :tenant AND {condition}"
+            ),
             {"tenant": tenant_id, "session": session},
         ).all()
     return rows
 
 
-def _payload(value: Any) -> dict[str, Any]:
-    found = orjson.loads(value) if isinstance(value, (str, bytes)) else value
-    return dict(found)
+def _payload(value: Any) -> Any:
+    """A stored payload's JSON text parsed, whatever it holds; None for text that is no JSON."""
+    try:
+        return orjson.loads(value)
+    except (orjson.JSONDecodeError, TypeError):
+        return None
+
+
+def named_key_ids(payload: Any) -> set[str]:
+    """The key ids a stored payload names, wherever they are and whatever else it holds: every ``key_id`` of
+    an ``encrypted`` value at any depth, as ``llm_ledger_erase`` counts affected events on PostgreSQL
+    (``lax $.**.encrypted.key_id``). Never an error: a payload that is not of its event type's form names
+    what it names."""
+    found: set[str] = set()
+    pending = [payload]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, list):
+            pending += value
+        elif isinstance(value, dict):
+            encrypted = value.get("encrypted")
+            for record in encrypted if isinstance(encrypted, list) else [encrypted]:
+                if isinstance(record, dict) and isinstance(record.get("key_id"), str):
+                    found.add(record["key_id"])
+            pending += value.values()
+    return found
 
 
 def _events_affected(connection: Connection, plan: ErasurePlan) -> int:
@@ -209,7 +280,7 @@ def _events_affected(connection: Connection, plan: ErasurePlan) -> int:
     return sum(
         1
         for row in _session_events(connection, plan.tenant_id, plan.sessions)
-        if key_ids(row.event_type, _payload(row.payload)) & destroyed
+        if named_key_ids(_payload(row.payload)) & destroyed
     )
 
 
@@ -241,14 +312,79 @@ def _nothing_to_erase(connection: Connection, plan: ErasurePlan) -> NoReturn:
     events = _session_events(connection, plan.tenant_id, [plan.session_id])
     if not events:
         raise UnknownErasureTargetError(f"tenant {plan.tenant_id!r} has no session {plan.session_id!r}")
-    if any(_plain_full(row.event_type, _payload(row.payload)) for row in events):
+    plain = plain_texts(events)
+    if plain.total:
         raise NothingToEraseError(
             f"nothing to erase by destroying keys: {plan.target} keeps its content in plain text (recorded in full"
             " before content was encrypted); crypto-shredding cannot erase it"
         )
+    if plain.unreadable:
+        raise NothingToEraseError(
+            f"nothing to erase by destroying keys: {plan.target} has no data key, and {plain.unreadable} of its"
+            " event(s) could not be read for plain text (altered or damaged: see llm-ledger audit verify)"
+        )
     raise NothingToEraseError("nothing to erase: these events keep no content (capture hash/none)")
 
 
-def _plain_full(event_type: str, payload: dict[str, Any]) -> bool:
-    """Whether a payload keeps captured text in plain (recorded in full before content was encrypted)."""
-    return any(record.get(kind) is not None for _, record, kind in content_fields(event_type, payload))
+def plain_texts_of(connection: Connection, plan: ErasurePlan) -> PlainTexts:
+    """The texts stored in plain that can be attributed to what ``plan`` erases.
+
+    Events carry no subject: a key's session says whose events they are. A key with a session: every event
+    of that session. A key without one (a subject's content recorded outside any session, so only a subject
+    erasure has it): not every sessionless event of the tenant, which would count other subjects' texts as
+    this subject's, but the sessionless streams that name one of the plan's keys. A stream is one subject's
+    (its header's), and a stream of this subject recorded since content is encrypted names its key in its
+    ciphertexts; its texts in plain (a failed tool's message recorded before ``error_text``) are counted. A
+    sessionless stream recorded wholly before encryption names no key and no subject: it cannot be
+    attributed, and is not counted (the count is then a floor; docs/AUDIT.md lists such texts by tenant)."""
+    rows = _session_events(connection, plan.tenant_id, [s for s in plan.sessions if s is not None])
+    if None in plan.sessions:
+        rows += _streams_naming(_session_events(connection, plan.tenant_id, [None]), set(plan.key_ids))
+    return plain_texts(rows)
+
+
+def _streams_naming(rows: Sequence[Any], key_ids: set[str]) -> list[Any]:
+    """The rows of the streams in which some event names one of ``key_ids``."""
+    streams = {row.stream_id for row in rows if named_key_ids(_payload(row.payload)) & key_ids}
+    return [row for row in rows if row.stream_id in streams]
+
+
+def plain_texts(rows: Sequence[Any]) -> PlainTexts:
+    """The texts stored in plain among some events (rows of ``stream_id``, ``event_type``, ``payload`` as
+    JSON text): the places of captured content that hold their text itself, and the failed tools' exception
+    texts kept in ``message`` (``tool_error_in_plain``: the capture of the stream's ``ToolCallStarted``
+    tells). A payload that is not a JSON object, or not of its event type's form (a field missing or of
+    another type: altered or damaged), is counted apart as ``unreadable``, never raised: this count runs on
+    whatever the database holds, and one such event must not stop an erasure."""
+    payloads: list[tuple[str, str, dict[str, Any]]] = []
+    unreadable = 0
+    for row in rows:
+        payload = _payload(row.payload)
+        if isinstance(payload, dict):
+            payloads.append((row.stream_id, row.event_type, payload))
+        else:
+            unreadable += 1
+    captures = {stream: payload.get("capture") for stream, kind, payload in payloads if kind == "ToolCallStarted"}
+    captured = tool_errors = 0
+    for stream, kind, payload in payloads:
+        try:
+            places = _plain_places(kind, payload)
+            in_message = tool_error_in_plain(kind, payload, _text(captures.get(stream)))
+        # What reading a JSON object of the wrong form raises: a field missing (KeyError), a list indexed by a
+        # name or a number iterated (TypeError), a string where a record should be (AttributeError).
+        except (LookupError, TypeError, AttributeError):
+            unreadable += 1
+            continue
+        captured += places
+        tool_errors += in_message
+    return PlainTexts(captured, tool_errors, unreadable)
+
+
+def _plain_places(event_type: str, payload: dict[str, Any]) -> int:
+    """How many places of a payload keep captured text in plain (recorded in full before content was
+    encrypted)."""
+    return sum(record.get(kind) is not None for _, record, kind in content_fields(event_type, payload))
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, select
 
 from llm_ledger.audit.integrity import StreamCheck, check_streams
 from llm_ledger.events import STREAM_KINDS
-from llm_ledger.events.encryption import tool_error_in_plain
+from llm_ledger.events.encryption import error_text_of, tool_error_in_plain
 from llm_ledger.store import as_utc
 from llm_ledger.store.schema import READ_COLUMNS
 from llm_ledger.store.schema import events as events_table
@@ -403,8 +403,7 @@ def _tool_call_view(rows: Sequence[Any], check: StreamCheck) -> ToolCallView:
             if row.event_type == "ToolCallFailed":
                 error_type, error_class = _text(payload.get("error_type")), _text(payload.get("error_class"))
                 message, failed_event_id = _text(payload.get("message")), str(row.event_id)
-                found = payload.get("error_text")
-                error_text = found if isinstance(found, dict) else None
+                error_text = error_text_of(payload)
                 in_plain = tool_error_in_plain(row.event_type, payload, _text(started.get("capture")))
     return ToolCallView(
         tool_execution_id=str(first.stream_id),

@@ -449,9 +449,13 @@ CONTENT_STATES = {
     "erased": "erased",
     "no key access": "encrypted (no key access)",
     "key missing": "KEY MISSING (no key and no erasure of it: content lost)",
+    "altered": "ALTERED (its ciphertext does not open under its key for this event and field: moved or changed)",
 }
 """How a captured text that cannot be shown reads: its key was destroyed by an erasure, this login may not
-read keys (``llm_ledger_keyholder``), or its key is neither stored nor named by any erasure: a loss."""
+read keys (``llm_ledger_keyholder``), its key is neither stored nor named by any erasure (a loss), or its
+ciphertext was moved from another event or field or changed since it was recorded (tampering)."""
+LOUD_STATES = frozenset({"key missing", "altered"})
+"""The content states that are a fault to look into (shown as errors), not a policy (erased, no access)."""
 ERROR_IN_PLAIN = "not encrypted (recorded in full before exception texts were): the message is the text"
 """The error text of a tool execution whose message is the exception's text itself, which no erasure covers."""
 

@@ -66,7 +66,8 @@ class DashboardView(LedgerView):
     ) -> list[tuple[dict[str, Any], dict[str, ContentState]]]:
         """Each event's payload with its captured texts decrypted where this login may read their keys
         (``llm_ledger_keyholder``), and the state of each text it could not open: ``erased`` (an erasure record
-        names its key), ``key missing`` (neither stored nor erased: a loss) or ``no key access``."""
+        names its key), ``key missing`` (neither stored nor erased: a loss), ``no key access``, or ``altered`` (its
+        ciphertext moved or changed: that text only)."""
         self._check_allowed(tenant_id)
         wanted = wanted_keys((event.event_type, event.payload) for event in events)
         lookup = self._store.content_keys(tenant_id, wanted)

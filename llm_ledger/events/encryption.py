@@ -187,7 +187,8 @@ def decrypt(key: DataKey, record: JsonDict, stream_id: str, event_id: str, field
         nonce = base64.b64decode(record["nonce"], validate=True)
         sealed = base64.b64decode(record["ciphertext"], validate=True)
         return AESGCM(key.secret).decrypt(nonce, sealed, associated_data(key, stream_id, event_id, field))
-    except (InvalidTag, ValueError, KeyError) as exc:
+    # TypeError: a stored nonce or ciphertext that is no string (a number, null, a list) is altered too.
+    except (InvalidTag, ValueError, KeyError, TypeError) as exc:
         raise UndecryptableError(
             f"{field} of event {event_id} does not decrypt under key {key.key_id}: it was moved or altered"
         ) from exc
@@ -214,8 +215,15 @@ def content_fields(event_type: str, payload: JsonDict) -> Iterator[tuple[str, Js
         yield "arguments", payload["arguments"], "text"
     elif event_type == "ToolCallSucceeded":
         yield "result", payload["result"], "text"
-    elif event_type == "ToolCallFailed" and isinstance(payload.get("error_text"), dict):
-        yield "error_text", payload["error_text"], "text"
+    elif event_type == "ToolCallFailed" and (error_text := error_text_of(payload)) is not None:
+        yield "error_text", error_text, "text"
+
+
+def error_text_of(payload: JsonDict) -> JsonDict | None:
+    """A ``ToolCallFailed``'s ``error_text`` capture record, None for one recorded before it existed (or with
+    none: a cancellation). The one test of whether a payload keeps the exception's text there."""
+    found = payload.get("error_text")
+    return found if isinstance(found, dict) else None
 
 
 def tool_error_in_plain(event_type: str, payload: JsonDict, capture: str | None) -> bool:
@@ -225,7 +233,7 @@ def tool_error_in_plain(event_type: str, payload: JsonDict, capture: str | None)
         event_type == "ToolCallFailed"
         and capture == "full"
         and payload.get("error_type") == "tool_error"
-        and "error_text" not in payload
+        and error_text_of(payload) is None
     )
 
 
@@ -308,9 +316,24 @@ def reveal(
 ) -> tuple[JsonDict, dict[str, str]]:
     """A stored payload's values with each encrypted text decrypted back into its place (``messages`` or
     ``text``, as an event recorded before encryption holds it), for the keys ``lookup`` gives; and the
-    places it could not open, by field, with the key id each needed (a key erased or not readable here)."""
+    places it could not open, by field, with the key id each needed (a key erased or not readable here).
+    Raises ``UndecryptableError`` for a ciphertext moved or altered (``reveal_each`` reports it instead)."""
+    out, hidden, altered = reveal_each(event_type, payload, stream_id, event_id, lookup)
+    for error in altered.values():
+        raise error
+    return out, hidden
+
+
+def reveal_each(
+    event_type: str, payload: JsonDict, stream_id: str, event_id: str, lookup: Callable[[str], DataKey | None]
+) -> tuple[JsonDict, dict[str, str], dict[str, UndecryptableError]]:
+    """``reveal``, each place on its own: a ciphertext that does not open under its key for this event and
+    field (moved from another event or field, or altered) stays encrypted in its place and is named, by
+    field, with the error, while the other places open as they would (a reader shows that one text as
+    altered, not the whole event as unreadable)."""
     out = _copy_along(payload, event_type)
     hidden: dict[str, str] = {}
+    altered: dict[str, UndecryptableError] = {}
     for field, _, kind in list(content_fields(event_type, out)):
         record = _place(out, field)
         encrypted = encrypted_of(record)
@@ -320,5 +343,8 @@ def reveal(
         if key is None:
             hidden[field] = str(encrypted.get("key_id"))
             continue
-        record[kind] = decrypt_field(key, encrypted, stream_id, event_id, field, kind)
-    return out, hidden
+        try:
+            record[kind] = decrypt_field(key, encrypted, stream_id, event_id, field, kind)
+        except UndecryptableError as exc:
+            altered[field] = exc
+    return out, hidden, altered

@@ -19,11 +19,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
+from uuid import UUID
 
 import orjson
 from sqlalchemy import Connection, Text, cast, or_, select, text
 
-from llm_ledger.events.encryption import DataKey, key_ids, reveal
+from llm_ledger.events.encryption import DataKey, key_ids, reveal_each
 from llm_ledger.events.ids import uuid7
 from llm_ledger.store.rows import CONTENT_KEY, as_utc
 from llm_ledger.store.schema import content_keys, erasures
@@ -118,7 +119,9 @@ def _record_destroyed_on_arrival(
         )
 
 
-ContentState = Literal["readable", "erased", "key missing", "no key access"]
+ContentState = Literal["readable", "erased", "key missing", "no key access", "altered"]
+"""Why a captured text is shown or not: ``altered`` is a ciphertext that does not open under its key for its
+event and field (moved from another event or field, or changed), or names no key id at all."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,9 +203,23 @@ def opened(
     event_type: str, payload: Mapping[str, Any], stream_id: str, event_id: str, lookup: KeyLookup
 ) -> tuple[dict[str, Any], dict[str, ContentState]]:
     """A payload with its texts decrypted where the lookup has their keys, and the state of each text it could
-    not open, by field."""
-    values, hidden = reveal(event_type, dict(payload), stream_id, event_id, lookup)
-    return values, {field: lookup.state(key_id) for field, key_id in hidden.items()}
+    not open, by field: a text moved or altered reads ``altered`` on its own, the others open as they would."""
+    values, hidden, altered = reveal_each(event_type, dict(payload), stream_id, event_id, lookup)
+    states: dict[str, ContentState] = {
+        field: "altered" if not is_key_id(key_id) else lookup.state(key_id) for field, key_id in hidden.items()
+    }
+    return values, {**states, **dict.fromkeys(altered, "altered")}
+
+
+def is_key_id(key_id: str) -> bool:
+    """Whether ``key_id`` has the form of a data key's id: a UUID as the writer spells it (lower case,
+    hyphenated). One that has not names no key, stored or erased, and is never looked up: PostgreSQL would
+    refuse the whole query over some spellings ``UUID`` takes (``urn:uuid:...``), and read others (upper
+    case, braces) as the key itself, which a ciphertext whose key id was changed is not."""
+    try:
+        return str(UUID(key_id)) == key_id
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from llm_ledger.store import partitions
 from llm_ledger.store.content_keys import (
     KeyLookup,
     erased_keys,
+    is_key_id,
     keys_of_rows,
     read_keys,
     store_keys,
@@ -292,7 +293,7 @@ class EventStore:
         """The data keys of ``tenant_id`` among ``wanted`` this login may read: on PostgreSQL a login granted
         ``llm_ledger_keyholder`` reads them as that role, under its row-level security; any other login reads
         none (``KeyLookup.readable`` is False). SQLite: one local file, readable."""
-        ids = set(wanted)
+        ids = {key_id for key_id in wanted if is_key_id(key_id)}  # another reads as altered (``opened``)
         with self.engine.begin() as connection:
             if self.engine.dialect.name == "postgresql":
                 if not connection.execute(_KEYHOLDER_MEMBER).scalar():

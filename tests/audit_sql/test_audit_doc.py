@@ -285,6 +285,7 @@ EXPECTED: dict[str, Expect] = {
     # Run on a ledger with erasures, by tests/erasure/test_erasure.py (this dataset captures no content).
     "Erasure [1]": Expect("erasure"),
     "Erasure [2]": Expect("erasure"),
+    "Erasure [3]": Expect("erasure"),
 }
 
 

@@ -1,10 +1,12 @@
 """The Execution page shows captured content to a login that may read its keys, "erased" where an erasure
 destroyed them, and "encrypted (no key access)" to a login that may not (``llm_ledger_keyholder``); so do the
-Execution and Sessions pages' tool tables for a failed tool's exception text."""
+Execution and Sessions pages' tool tables for a failed tool's exception text, which reads "ALTERED" on its own
+where its ciphertext was moved or changed, the rest of the session shown."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import uuid
 from collections.abc import Callable
@@ -18,10 +20,10 @@ from streamlit.testing.v1 import AppTest
 
 from llm_ledger import LLMExecutor, LLMMessage, ToolSpec, execution_context, record_tool_call
 from llm_ledger.audit.erasure import erase
-from llm_ledger.dashboard.shaping import ERROR_IN_PLAIN
+from llm_ledger.dashboard.shaping import CONTENT_STATES, ERROR_IN_PLAIN
 from llm_ledger.store import EventStore, create_store_engine, migrate
 from llm_ledger.store.writer import BufferedWriter
-from tests.dashboard.apptest import open_dashboard
+from tests.dashboard.apptest import open_dashboard, rendered_text
 from tests.erasure.conftest import RefundRefused, question, record, tool_error
 from tests.events.tool_streams import Context, tool_stream
 
@@ -201,3 +203,70 @@ def test_a_failed_tool_s_exception_text_shows_to_a_keyholder_and_reads_erased_on
         app = open_dashboard(page="sessions", tenant="acme", session=session, window="1d")
         assert not app.exception
         assert {(row["message"], row["error text"]) for row in _tool_rows(app)} == expected, session
+
+
+def _tampered(url: str, session: str, how: str) -> None:
+    """The ``error_text`` ciphertext of ``session``'s failed tool changed in place (the append-only trigger
+    dropped): ``flipped``, a byte of it inverted; ``moved``, the ciphertext of the tool's arguments (same
+    key, another event and field) put in its place."""
+    engine = create_store_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("DROP TRIGGER llm_ledger_events_reject_update"))
+            failed = connection.execute(
+                text(
+                    "SELECT event_id, stream_id, payload FROM llm_ledger_events"
+                    " WHERE event_type = 'ToolCallFailed' AND session_id = :session"
+                ),
+                {"session": session},
+            ).one()
+            payload = json.loads(failed.payload)
+            encrypted = payload["error_text"]["encrypted"]
+            if how == "flipped":
+                sealed = bytearray(base64.b64decode(encrypted["ciphertext"]))
+                sealed[0] ^= 0xFF
+                encrypted["ciphertext"] = base64.b64encode(bytes(sealed)).decode()
+            else:
+                started = connection.execute(
+                    text(
+                        "SELECT payload FROM llm_ledger_events"
+                        " WHERE event_type = 'ToolCallStarted' AND stream_id = :stream"
+                    ),
+                    {"stream": failed.stream_id},
+                ).scalar_one()
+                moved = json.loads(started)["arguments"]["encrypted"]
+                assert moved["key_id"] == encrypted["key_id"], "the same key: only the binding to its place differs"
+                payload["error_text"]["encrypted"] = moved
+            connection.execute(
+                text("UPDATE llm_ledger_events SET payload = :payload WHERE event_id = :event"),
+                {"payload": json.dumps(payload), "event": failed.event_id},
+            )
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("how", ["flipped", "moved"])
+def test_an_altered_exception_text_reads_altered_and_the_rest_of_the_session_shows(
+    how: str, sqlite_url: str, dashboard_env: Configure, tmp_path: Path
+) -> None:
+    migrate.upgrade(sqlite_url)
+    executions = _asked_and_failed(sqlite_url, tmp_path / "spool", "acme", ("kept", "tampered"))
+    _tampered(sqlite_url, "tampered", how)
+    dashboard_env(sqlite_url)
+
+    sessions = open_dashboard(page="sessions", tenant="acme", session="tampered", window="1d")
+    assert not sessions.exception
+    (row,) = _tool_rows(sessions)
+    assert row["error text"] == CONTENT_STATES["altered"] and row["integrity"] == "broken"
+    assert tool_error("tampered") not in rendered_text(sessions)
+    assert [row["error text"] for row in _tool_rows(_page("acme", executions["tampered"]))] == [
+        CONTENT_STATES["altered"]
+    ]
+    # Only that text: the execution's own content opens (its one error is the tool stream's broken chain),
+    # and so does the other session's exception text.
+    execution = _page("acme", executions["tampered"])
+    assert question("tampered", 0) in _payload_text(execution)
+    [broken] = [error.value for error in execution.main.error]
+    assert broken.startswith("1 of 1 tool executions of this execution are not as they were recorded")
+    kept = open_dashboard(page="sessions", tenant="acme", session="kept", window="1d")
+    assert [row["error text"] for row in _tool_rows(kept)] == [tool_error("kept")]

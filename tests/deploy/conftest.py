@@ -28,7 +28,7 @@ from tests.store.conftest import (  # noqa: F401  (fixtures, registered here by 
 LOGIN_SCRIPT = ROOT / "deploy" / "postgres" / "initdb.d" / "10-ledger-logins.sh"
 LOGIN_SQL = ROOT / "deploy" / "postgres" / "ledger-logins.sql"
 # The services of the init script, by the variables' middle word (LEDGER_<SERVICE>_LOGIN).
-LOGIN_SERVICES = ("migrate", "writer", "projector", "sealer", "dashboard", "auditor", "demo", "retention")
+LOGIN_SERVICES = ("migrate", "writer", "projector", "sealer", "dashboard", "auditor", "demo", "retention", "eraser")
 LLM_LEDGER = str(Path(sys.executable).with_name("llm-ledger"))
 # Where the image's traces would go: a port nothing listens on (the exporter's failures cost nothing).
 NO_COLLECTOR = "http://127.0.0.1:9"

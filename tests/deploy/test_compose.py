@@ -71,7 +71,9 @@ def test_the_stack_runs_the_services_of_the_design() -> None:
     assert services["audit"]["profiles"] == ["audit"]
     # Nor retention, which an operator runs (`docker compose run --rm retention`): it drops months.
     assert services["retention"]["profiles"] == ["retention"]
-    assert [name for name, s in services.items() if "profiles" in s] == ["audit", "retention", "demo"]
+    # Nor erase, which destroys data keys for good (`docker compose run --rm erase erase ...`).
+    assert services["erase"]["profiles"] == ["erase"]
+    assert [name for name, s in services.items() if "profiles" in s] == ["audit", "retention", "erase", "demo"]
 
 
 def test_every_application_service_command_parses_with_the_cli() -> None:
@@ -79,6 +81,12 @@ def test_every_application_service_command_parses_with_the_cli() -> None:
     parsed = {}
     for name, service in stack.application_services().items():
         assert "command" in service, f"{name} would run the image's default (--help)"
+        if name == "erase":  # its default prints its usage: there is no session to erase by default
+            assert service["command"] == ["erase", "--help"]
+            with pytest.raises(SystemExit) as usage:
+                parser.parse_args(service["command"])
+            assert usage.value.code == 0
+            continue
         parsed[name] = parser.parse_args(service["command"])  # SystemExit on an unknown command or option
         assert callable(parsed[name].handler), name
     assert stack.services()["migrate"]["command"] == ["db", "upgrade"]
@@ -107,7 +115,7 @@ def test_every_dependency_exists_and_waits_for_what_it_needs() -> None:
             else:
                 assert condition == "service_started", (name, target, condition)
     assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
-    for name in ("projector", "sealer", "verifier", "dashboard", "demo", "audit", "retention"):
+    for name in ("projector", "sealer", "verifier", "dashboard", "demo", "audit", "retention", "erase"):
         assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}, name
 
 
@@ -117,6 +125,7 @@ def test_the_migration_runs_once_and_the_long_running_services_come_back() -> No
     assert services["demo"]["restart"] == "no"
     assert services["audit"]["restart"] == "no"
     assert services["retention"]["restart"] == "no"
+    assert services["erase"]["restart"] == "no"
     for name in ("postgres", "jaeger", "projector", "sealer", "verifier", "dashboard"):
         assert services[name]["restart"] in {"always", "unless-stopped"}, name
 
@@ -135,6 +144,7 @@ LOGINS = {
     "verifier": "LEDGER_AUDITOR",
     "demo": "LEDGER_DEMO",
     "retention": "LEDGER_RETENTION",
+    "erase": "LEDGER_ERASER",
 }
 
 
@@ -392,6 +402,20 @@ def test_retention_s_verify_pins_the_key_and_witness_the_audit_service_s_does() 
         older = ["--older-than", "400d"] if command[0] == "retention" else []
         parsed = parser.parse_args([*command, *older, "--public-key", "k", "--witness", "w"])
         assert (parsed.public_key, parsed.witness) == ("k", "w")
+
+
+def test_erase_runs_as_its_own_login_granted_the_eraser_role_alone() -> None:
+    """The command the file tells an operator to run parses as ``erase`` of one session; its login is
+    granted ``llm_ledger_eraser`` and nothing else (tests/deploy/test_stack.py runs it)."""
+    header = stack.COMPOSE_FILE.read_text().split("\nname:", 1)[0]
+    (documented,) = re.findall(r"docker compose run --rm erase (erase [^\n#]*)", header)
+    parsed = build_parser().parse_args(documented.split())
+    assert (parsed.command, parsed.tenant, parsed.session, parsed.yes) == ("erase", "acme", "s-1042", False)
+    assert (
+        "(:'eraser_login', :'eraser_password', ARRAY['llm_ledger_eraser'])"
+        in (LOGIN_SCRIPT.parent.parent / "ledger-logins.sql").read_text()
+    )
+    assert "volumes" not in stack.services()["erase"], "it changes nothing but the database"
 
 
 # --- what the docs tell an operator to run ------------------------------------------------------------------

@@ -15,8 +15,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.pool import NullPool
 
 from llm_ledger.projections import Projector
 from llm_ledger.store import EventStore, migrate
@@ -33,6 +35,7 @@ from tests.deploy.conftest import (
     set_up_stack,
     tear_down_stack,
 )
+from tests.erasure.conftest import read_back, record
 
 # What each login is granted (ledger-logins.sql), and the service that logs in with it.
 GRANTED = {
@@ -50,9 +53,10 @@ GRANTED = {
         "llm_ledger_auditor",
     },
     "retention": {"llm_ledger_retention", "llm_ledger_auditor"},
+    "eraser": {"llm_ledger_eraser"},
 }
 SERVICE_OF_LOGIN = {"migrate": "migrate", "projector": "projector", "sealer": "sealer", "dashboard": "dashboard"}
-SERVICE_OF_LOGIN |= {"auditor": "audit", "demo": "demo", "retention": "retention"}
+SERVICE_OF_LOGIN |= {"auditor": "audit", "demo": "demo", "retention": "retention", "eraser": "erase"}
 WAIT = 60.0
 
 
@@ -417,3 +421,57 @@ def test_each_service_logs_in_as_its_own_login_and_none_as_a_superuser(stack: St
             {"logins": [stack.login(service) for service in LOGIN_SERVICES]},
         ).scalars()
         assert list(superusers) == []
+
+
+def _as_eraser(stack: Stack) -> str:
+    """The erase service's database URL, with its password (which the service gets as PGPASSWORD)."""
+    environment = stack.environment("erase")
+    url = make_url(environment["LLM_LEDGER_DATABASE_URL"]).set(password=environment["PGPASSWORD"])
+    return url.render_as_string(hide_password=False)
+
+
+def test_the_erase_service_erases_a_session_as_its_login_and_can_do_nothing_else(
+    migrated: Stack, tmp_path: Path
+) -> None:
+    tenant = "erase-tenant"
+    record(migrated.superuser_url, tmp_path / "spool", tenant, {"s-1": "full", "s-2": "full"}, executions=1)
+
+    asked = migrated.run("erase", [LLM_LEDGER, "erase", "--tenant", tenant, "--session", "s-1"])
+    assert asked.returncode == 2 and "pass --yes" in asked.stderr, "no terminal: refused, not erased unasked"
+    erased = migrated.run("erase", [LLM_LEDGER, "erase", "--tenant", tenant, "--session", "s-1", "--yes"])
+    assert erased.returncode == 0, erased.stdout + erased.stderr
+    assert f"erased session 's-1' of tenant '{tenant}': destroyed 1 data key(s)" in erased.stdout
+    states = {
+        (event.session_id, state)
+        for event, _, hidden in read_back(migrated.superuser_url, tenant)
+        for state in hidden.values() or ["readable"]
+        if event.event_type in ("ExecutionStarted", "ToolCallFailed")
+    }
+    assert states == {("s-1", "erased"), ("s-2", "readable")}
+    assert count(migrated, f"SELECT count(*) FROM llm_ledger_erasures WHERE tenant_id = '{tenant}'") == 1
+
+    # Nothing else: no key's secret, no content (it is no keyholder), no DELETE, no record of its own.
+    engine = create_engine(_as_eraser(migrated), poolclass=NullPool)
+    refused = [
+        "SELECT secret FROM llm_ledger_content_keys",
+        f"DELETE FROM llm_ledger_content_keys WHERE tenant_id = '{tenant}'",
+        f"DELETE FROM llm_ledger_events WHERE tenant_id = '{tenant}'",
+        f"UPDATE llm_ledger_events SET payload = payload WHERE tenant_id = '{tenant}'",
+        "INSERT INTO llm_ledger_erasures (tenant_id, erasure_id, key_ids, key_count, events_affected, erased_by)"
+        " VALUES ('x', gen_random_uuid(), '[]', 0, 0, 'x')",
+        "SET ROLE llm_ledger_keyholder",
+        "SET ROLE llm_ledger_writer",
+        "SELECT count(*) FROM audit_content",
+    ]
+    try:
+        for statement in refused:
+            with engine.connect() as connection, pytest.raises(ProgrammingError, match="permission denied"):
+                connection.execute(text(statement))
+    finally:
+        engine.dispose()
+    store = EventStore(_as_eraser(migrated), tenant_id=tenant, role=None)
+    try:
+        lookup = store.content_keys(tenant, ["00000000-0000-0000-0000-000000000000"])
+    finally:
+        store.close()
+    assert not lookup.readable, "the eraser's login reads no key, so no content"

@@ -6,7 +6,6 @@ the one file."""
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -106,17 +105,6 @@ def tenant() -> str:
     return f"tenant-{uuid.uuid4().hex[:12]}"
 
 
-_PLAIN_CARD = re.compile(r"(?<![0-9A-Za-z+/=_.-])4111(?![0-9A-Za-z+/=_.-])")
-"""The card number the sessions' texts quote, as plain text: on its own, never inside a run of the characters
-of an id, a hash, a nonce, a ciphertext (hex, base64, UUIDs) or a number (a latency's decimals), where "4111"
-turns up by chance (one run in some dozens)."""
-
-
-def holds_plain_card(stored: str | bytes) -> bool:
-    text = stored.decode("utf-8", "replace") if isinstance(stored, bytes) else stored
-    return _PLAIN_CARD.search(text) is not None
-
-
 def question(session: str, i: int) -> str:
     return f"question {i} of {session}: my card is 4111"
 
@@ -138,29 +126,61 @@ def record(
     *,
     subject: dict[str, str] | None = None,
     executions: int = 2,
+    sessionless: dict[str, CapturePolicy] | None = None,
 ) -> None:
     """``executions`` executions per session under its capture policy, the first of each followed by a tool
-    run and by a tool run that fails (``tool_error``); stored by a buffered writer under ``url``, closed."""
+    run and by a tool run that fails (``tool_error``); then the same outside any session for each subject of
+    ``sessionless`` (session None); stored by a buffered writer under ``url``, closed."""
     store = EventStore(url)
     writer = BufferedWriter(store, spool, flush_interval=0.05)
+    runs: list[tuple[str | None, str | None, CapturePolicy]] = [
+        (session, (subject or {}).get(session), capture) for session, capture in sessions.items()
+    ]
+    runs += [(None, subject_id, capture) for subject_id, capture in (sessionless or {}).items()]
 
     async def run() -> None:
-        for session, capture in sessions.items():
+        for session, subject_id, capture in runs:
             executor = LLMExecutor("mock/primary?p50_ms=0", sink=writer, capture=capture)
-            subject_id = (subject or {}).get(session)
             with execution_context(tenant_id=tenant, agent_id="a", session_id=session, subject_id=subject_id):
                 for i in range(executions):
-                    await executor.generate([LLMMessage(role="user", content=question(session, i))])
+                    await executor.generate([LLMMessage(role="user", content=question(str(session), i))])
                 with record_tool_call("lookup", {"order": session}, sink=writer, capture=capture) as run:
                     run.result = f"order of {session} found"
                 refund = record_tool_call("refund", {"card": "4111"}, sink=writer, capture=capture)
                 with pytest.raises(RefundRefused), refund:
-                    raise RefundRefused(tool_error(session))
+                    raise RefundRefused(tool_error(str(session)))
 
     asyncio.run(run())
     stats = writer.close(timeout=30)
     store.close()
     assert stats.written + stats.replayed == stats.accepted and stats.rejected == 0, stats
+
+
+def rewrite_payloads(logins: Logins, tenant: str, where: str, *, postgresql: str, sqlite: str) -> int:
+    """Tampering, as the superuser: the stored payload of the tenant's events matching ``where`` (SQL on the
+    events table) set to an SQL expression of ``payload``, one per dialect, with the append-only triggers
+    lifted for that statement alone (restored in the same transaction). How the database may come to hold
+    what no writer wrote. Returns how many events it changed."""
+    engine = create_store_engine(logins.superuser, poolclass=NullPool)
+    update = f"UPDATE llm_ledger_events SET payload = {{}} WHERE tenant_id = :tenant AND ({where})"
+    try:
+        with engine.begin() as connection:
+            if logins.dialect == "postgresql":
+                connection.execute(text("ALTER TABLE llm_ledger_events DISABLE TRIGGER USER"))
+                changed = connection.execute(text(update.format(postgresql)), {"tenant": tenant}).rowcount
+                connection.execute(text("ALTER TABLE llm_ledger_events ENABLE TRIGGER USER"))
+                return changed
+            triggers = connection.execute(
+                text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'llm_ledger_events'")
+            ).all()
+            for trigger in triggers:
+                connection.execute(text(f'DROP TRIGGER "{trigger.name}"'))
+            changed = connection.execute(text(update.format(sqlite)), {"tenant": tenant}).rowcount
+            for trigger in triggers:
+                connection.execute(text(trigger.sql))
+            return changed
+    finally:
+        engine.dispose()
 
 
 def read_back(url: str, tenant: str) -> list[tuple[Event, dict[str, Any], dict[str, ContentState]]]:

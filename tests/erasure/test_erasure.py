@@ -14,15 +14,16 @@ from sqlalchemy import text
 
 from llm_ledger import LLMExecutor, LLMMessage, execution_context
 from llm_ledger.audit import verify_ledger
-from llm_ledger.audit.erasure import NothingToEraseError, UnknownErasureTargetError, erase
+from llm_ledger.audit.erasure import ErasurePlan, NothingToEraseError, PlainTexts, UnknownErasureTargetError, erase
 from llm_ledger.store import EventStore, create_store_engine
-from llm_ledger.store.content_keys import ContentState
+from llm_ledger.store.content_keys import ContentState, opened
 from llm_ledger.store.process_writer import ProcessWriter
 from llm_ledger.store.writer import BufferedWriter
 from tests.audit_sql.auditdoc import psql_url, run_psql, sql_blocks
 from tests.digests import keyed
-from tests.erasure.conftest import Logins, holds_plain_card, question, read_back, record, texts_of, tool_error
+from tests.erasure.conftest import Logins, question, read_back, record, rewrite_payloads, texts_of, tool_error
 from tests.events.tool_streams import Context, tool_stream
+from tests.plain_card import holds_plain_card
 
 AUDIT_MD = Path(__file__).resolve().parents[2] / "docs" / "AUDIT.md"
 NOTHING = r"^nothing to erase: these events keep no content \(capture hash/none\)$"
@@ -190,6 +191,62 @@ def test_erasing_a_subject_erases_each_of_its_sessions(logins: Logins, tenant: s
     assert verify_ledger(logins.auditor, tenant_id=tenant, record=False).ok
 
 
+def test_a_subject_s_plain_texts_outside_sessions_are_those_of_its_own_streams(
+    logins: Logins, tenant: str, tmp_path: Path
+) -> None:
+    """A subject with a key outside any session (session NULL): its count of plain texts takes the
+    sessionless streams that name its keys, not every sessionless event of the tenant (other subjects', and
+    streams recorded before encryption that name no subject), which it reported as this subject's."""
+    record(
+        logins.writer,
+        tmp_path / "spool",
+        tenant,
+        {"a": "full"},
+        subject={"a": "person-1"},
+        sessionless={"person-1": "full", "person-2": "full"},
+        executions=1,
+    )
+    # Each sessionless tool failure made the old form (its exception text in message, no error_text), as
+    # recorded before error_text existed: person-1's is person-1's plain text, person-2's is not.
+    old_form = rewrite_payloads(
+        logins,
+        tenant,
+        "session_id IS NULL AND event_type = 'ToolCallFailed'",
+        postgresql="payload - 'error_text'",
+        sqlite="json_remove(payload, '$.error_text')",
+    )
+    assert old_form == 2
+    store = EventStore(logins.writer)
+    try:  # a sessionless stream recorded in full before encryption: two texts in plain, of no known subject
+        store.append(
+            tool_stream(
+                Context(tenant),
+                tool_name="refund",
+                started_at=datetime.now(UTC),
+                outcome="failed",
+                message=tool_error("nobody"),
+                capture="full",
+            )
+        )
+    finally:
+        store.close()
+    planned: list[ErasurePlan] = []
+
+    def confirm(plan: ErasurePlan) -> bool:
+        planned.append(plan)
+        return True
+
+    eraser = EventStore(logins.eraser)
+    try:
+        done = erase(eraser, tenant, subject_id="person-1", confirm=confirm)
+    finally:
+        eraser.close()
+
+    assert done is not None and done.key_count == 2 and set(done.plan.sessions) == {"a", None}
+    assert done.plain == PlainTexts(tool_errors=1), "person-1's own sessionless failure, and nothing else"
+    assert [plan.plain for plan in planned] == [PlainTexts(tool_errors=1)], "the plan shown before said the same"
+
+
 def test_erasing_what_keeps_no_content_says_there_is_nothing_to_erase(
     logins: Logins, tenant: str, tmp_path: Path
 ) -> None:
@@ -294,6 +351,29 @@ def test_only_a_keyholder_reads_content_and_only_an_erasure_deletes_a_key(
         assert "append-only" in refused(logins.owner, change), "not even by the owner"
 
 
+def test_a_key_id_in_another_spelling_of_its_uuid_reads_altered_and_is_never_looked_up(
+    logins: Logins, tenant: str, tmp_path: Path
+) -> None:
+    """A stored key id changed to another spelling of the same UUID (which Python's ``UUID`` takes, and
+    PostgreSQL refuses or reads as that key) names no key: ``altered``, and the other keys are read as ever
+    (not one refused query for the whole page, nor a "key missing" loss that is none)."""
+    record(logins.writer, tmp_path / "spool", tenant, {"s": "full"})
+    event = next(event for event, _, _ in read_back(logins.keyholder, tenant) if event.event_type == "ToolCallStarted")
+    payload = event.payload.model_dump(mode="json")
+    key_id = payload["arguments"]["encrypted"]["key_id"]
+    store = EventStore(logins.keyholder, tenant_id=tenant, role=None)
+    try:
+        for spelling in (f"urn:uuid:{key_id}", key_id.upper(), f"{{{key_id}}}", key_id.replace("-", "")):
+            changed = {**payload, "arguments": {**payload["arguments"]}}
+            changed["arguments"]["encrypted"] = {**payload["arguments"]["encrypted"], "key_id": spelling}
+            lookup = store.content_keys(tenant, [spelling, key_id])
+            assert set(lookup.keys) == {key_id}, spelling
+            states = opened("ToolCallStarted", changed, str(event.stream_id), str(event.event_id), lookup)[1]
+            assert states == {"arguments": "altered"}, spelling
+    finally:
+        store.close()
+
+
 def test_a_writer_process_stores_the_keys_made_in_the_application(logins: Logins, tenant: str, tmp_path: Path) -> None:
     # The application builds the payloads (and makes the keys); the child seals, journals and stores them.
     writer = ProcessWriter(logins.writer, tmp_path / "spool")
@@ -346,6 +426,19 @@ def test_a_journal_replayed_after_an_erasure_does_not_bring_its_session_back(
 @pytest.mark.parametrize("logins", ["postgresql"], indirect=True)  # the doc's SQL, run with psql as an auditor
 def test_the_audit_docs_erasure_queries_answer_as_the_erasure_says(logins: Logins, tenant: str, tmp_path: Path) -> None:
     record(logins.writer, tmp_path / "spool", tenant, {"a": "full", "b": "full"})
+    old_form = tool_stream(  # recorded in full before error_text existed: its text plain in its message
+        Context(tenant, session_id="old"),
+        tool_name="refund",
+        started_at=datetime.now(UTC),
+        outcome="failed",
+        message="no refund for old: card 4111 is blocked",
+        capture="full",
+    )
+    store = EventStore(logins.writer)
+    try:
+        store.append(old_form)
+    finally:
+        store.close()
     _, affected = _erase(logins.eraser, tenant, session_id="a")
     blocks = {block.key: block.sql for block in sql_blocks(AUDIT_MD.read_text(encoding="utf-8"))}
     auditor = psql_url(logins.auditor)
@@ -354,3 +447,5 @@ def test_the_audit_docs_erasure_queries_answer_as_the_erasure_says(logins: Login
     for session, erased in (("a", "t"), ("b", "f")):
         texts = run_psql(auditor, blocks["Erasure [2]"], {"tenant": tenant, "session": session})
         assert len(texts) == affected and {row["erased"] for row in texts} == {erased}
+    (plain,) = run_psql(auditor, blocks["Erasure [3]"], {"tenant": tenant})
+    assert (plain["session_id"], plain["error_message"]) == ("old", "no refund for old: card 4111 is blocked")

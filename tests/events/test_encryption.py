@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 
 from llm_ledger.events import Scrubber, StreamHeader, StreamSealer, uuid7
@@ -20,8 +21,11 @@ from llm_ledger.events.encryption import (
     encrypt,
     encrypt_payload,
     reveal,
+    reveal_each,
 )
 from llm_ledger.events.values import JsonPayload
+from llm_ledger.store.content_keys import KeyLookup, opened
+from tests.plain_card import holds_plain_card
 
 _scrubber = Scrubber()
 
@@ -73,7 +77,7 @@ def test_the_first_draft_of_a_subject_carries_its_new_key_and_the_next_ones_reus
     keys = [draft.content_key for draft in drafts]
     assert keys[0] is not None and keys[1] is None and keys[2] is not None and keys[0] != keys[2]
     values = drafts[1].payload_values()[0]
-    assert values["arguments"]["text"] is None and "4111" not in str(values)
+    assert values["arguments"]["text"] is None and not holds_plain_card(orjson.dumps(values))
     opened, hidden = reveal(
         "ToolCallStarted",
         values,
@@ -143,7 +147,7 @@ def test_a_failed_tool_s_exception_text_is_encrypted_under_the_key_of_its_argume
     )
     sealer.seal_through(failed)
     values = failed.payload_values()[0]
-    assert "4111" not in str(values) and values["error_text"]["text"] is None
+    assert not holds_plain_card(orjson.dumps(values)) and values["error_text"]["text"] is None
     assert values["message"].startswith("the tool raised KeyError")
     arguments_key = started.payload_values()[0]["arguments"]["encrypted"]["key_id"]
     assert values["error_text"]["encrypted"]["key_id"] == arguments_key and failed.content_key is None
@@ -155,3 +159,66 @@ def test_a_failed_tool_s_exception_text_is_encrypted_under_the_key_of_its_argume
     assert reveal("ToolCallFailed", values, stream, event, lambda key_id: None)[1] == {"error_text": arguments_key}
     with pytest.raises(UndecryptableError):
         reveal("ToolCallFailed", values, stream, str(started.event_id), keyring.get)
+
+
+def test_a_moved_or_altered_ciphertext_is_named_on_its_own_and_the_other_places_open() -> None:
+    """``reveal`` refuses a payload with a ciphertext that does not open; ``reveal_each`` (and a reader's
+    ``opened``) leaves that one place encrypted and names it ``altered``, the others opened as they would be;
+    a key id that is no UUID names no key and reads ``altered`` too, without being looked up."""
+    keyring = Keyring()
+    sealer = StreamSealer(StreamHeader(uuid7(), "acme", session_id="s1", content=ContentSubject(keyring)))
+    succeeded = sealer.draft(
+        "AttemptSucceeded",
+        JsonPayload(
+            payloads.attempt_succeeded,
+            attempt=1,
+            model="m",
+            provider="p",
+            latency_ms=1.0,
+            usage=None,
+            finish_reason="tool_calls",
+            request_id=None,
+            response_id=None,
+            response_model=None,
+            time_to_first_chunk_ms=None,
+            output=payloads.output_values("card 4111 refunded", "full", _scrubber),
+            tool_calls=[payloads.tool_call_values("call_1", "refund", '{"card": "4111"}', "full", _scrubber)],
+        ),
+        occurred_at=datetime.now(UTC),
+    )
+    sealer.seal_through(succeeded)
+    values = succeeded.payload_values()[0]
+    stream, event = str(succeeded.stream_id), str(succeeded.event_id)
+    # The arguments' ciphertext put in the output's place: the same key, another field.
+    moved = {**values, "output": {**values["output"], "encrypted": values["tool_calls"][0]["arguments"]["encrypted"]}}
+
+    with pytest.raises(UndecryptableError, match="output of event"):
+        reveal("AttemptSucceeded", moved, stream, event, keyring.get)
+    out, hidden, altered = reveal_each("AttemptSucceeded", moved, stream, event, keyring.get)
+    assert set(altered) == {"output"} and hidden == {} and out["output"]["text"] is None
+    assert out["tool_calls"][0]["arguments"]["text"] == '{"card": "4111"}'
+
+    key = keyring.get(values["output"]["encrypted"]["key_id"])
+    assert key is not None
+    lookup = KeyLookup({key.key_id: key}, True)
+    assert opened("AttemptSucceeded", moved, stream, event, lookup)[1] == {"output": "altered"}
+    no_id = {**values, "output": {**values["output"], "encrypted": {**values["output"]["encrypted"], "key_id": "x"}}}
+    shown, states = opened("AttemptSucceeded", no_id, stream, event, lookup)
+    assert states == {"output": "altered"} and shown["tool_calls"][0]["arguments"]["text"] == '{"card": "4111"}'
+
+
+@pytest.mark.parametrize("place", ["nonce", "ciphertext"])
+@pytest.mark.parametrize("bad", [123, None, ["AAAA"]])
+def test_a_ciphertext_whose_nonce_or_ciphertext_is_no_string_reads_altered(place: str, bad: object) -> None:
+    """A stored payload is whatever the database holds: a ``nonce`` or ``ciphertext`` changed to a number,
+    null or a list is a ciphertext altered, named as one (not a TypeError that takes the page down)."""
+    keyring = Keyring()
+    key, _ = keyring.key_for("acme", None, "s1")
+    stream, event = str(uuid7()), str(uuid7())
+    encrypted = {**encrypt(key, b"card 4111 refunded", stream, event, "result"), place: bad}
+    payload = {"result": {"chars": 18, "bytes": 18, "sha256": None, "text": None, "encrypted": encrypted}}
+
+    with pytest.raises(UndecryptableError, match="result of event"):
+        reveal("ToolCallSucceeded", payload, stream, event, keyring.get)
+    lookup = KeyLookup({key.key_id: key}, True)
+    assert opened("ToolCallSucceeded", payload, stream, event, lookup)[1] == {"result": "altered"}

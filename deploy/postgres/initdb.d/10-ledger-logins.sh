@@ -6,7 +6,7 @@
 set -Eeuo pipefail
 
 arguments=()
-for service in migrate writer projector sealer dashboard auditor demo retention; do
+for service in migrate writer projector sealer dashboard auditor demo retention eraser; do
     for part in login password; do
         name="LEDGER_${service^^}_${part^^}"
         if [[ -z ${!name:-} ]]; then

@@ -11,7 +11,7 @@ import streamlit as st
 
 from llm_ledger.audit.timeline import TOOL_EXECUTIONS_SHOWN, TOOL_RUN_HORIZON, ExecutionRecord, ExecutionView
 from llm_ledger.dashboard import charts
-from llm_ledger.dashboard.shaping import CONTENT_STATES, NONE, literal, milliseconds, timeline_rows
+from llm_ledger.dashboard.shaping import CONTENT_STATES, LOUD_STATES, NONE, literal, milliseconds, timeline_rows
 from llm_ledger.dashboard.source import VERIFY_COMMAND
 from llm_ledger.dashboard.state import is_plain_text, shown
 from llm_ledger.dashboard.stream_rows import NOT_RUN, event_rows, tool_call_rows
@@ -127,7 +127,7 @@ def _events(page: PageContext, record: ExecutionRecord) -> None:
     payloads = page.view.opened_payloads(page.tenant, record.execution.execution_id, record.events)
     hidden = {state for _, states in payloads for state in states.values()}
     for state in sorted(hidden):
-        shown = st.error if state == "key missing" else st.info
+        shown = st.error if state in LOUD_STATES else st.info
         shown(f"Captured content of this execution: {CONTENT_STATES[state]}.")
     with st.expander("Payloads", expanded=False):
         for event, (values, states) in zip(record.events, payloads, strict=True):

@@ -6,9 +6,9 @@ Revises: 0013
 Create Date: 2026-12-07
 
 ``ToolCallFailed`` now keeps the exception's text in ``error_text``, a capture record like the arguments'
-(sizes; a keyed digest under ``hash`` and ``full``; under ``full`` the scrubbed text, encrypted under the
-data key of the arguments), and ``message`` names the class only. Events recorded before keep the text in
-``message``, plain, and no ``error_text``. No event changes; the views read both forms:
+(sizes; a keyed digest under ``hash`` and ``full``; under ``full`` the scrubbed text, encrypted under a
+data key of the same tenant, subject and session), and ``message`` names the class only. Events recorded
+before keep the text in ``message``, plain, and no ``error_text``. No event changes; the views read both forms:
 
 - ``audit_content`` lists ``error_text`` among its fields, so that an erasure's effect on it shows
   (``erased``, ``key_state``); its columns are those of 0011;
@@ -171,15 +171,20 @@ def _security_invoker(revision_0012: ModuleType) -> str:
     return " WITH (security_invoker = true)" if revision_0012._has_security_invoker() else ""
 
 
+def _sqlite_views(content: str, tools: str) -> None:
+    """SQLite has no ``CREATE OR REPLACE VIEW``: each view dropped and created."""
+    for name, select in (("audit_content", content), ("audit_tool_calls", tools)):
+        op.execute(f"DROP VIEW {name}")
+        op.execute(f"CREATE VIEW {name} AS {select}")
+
+
 def upgrade() -> None:
     dialect = op.get_context().dialect.name
     revision_0012 = _revision("0012_keyed_digests.py")
     content = _content_view(dialect == "postgresql")
     tools = _tool_calls(revision_0012, dialect, with_error_text=True)
     if dialect != "postgresql":
-        for name, select in (("audit_content", content), ("audit_tool_calls", tools)):
-            op.execute(f"DROP VIEW {name}")
-            op.execute(f"CREATE VIEW {name} AS {select}")
+        _sqlite_views(content, tools)
         return
     option = _security_invoker(revision_0012)
     # The same columns (audit_content) or columns added at the end (audit_tool_calls): replaced in place.
@@ -194,9 +199,7 @@ def downgrade() -> None:
     content = _revision("0011_content_keys.py")._content_view(dialect == "postgresql")
     tools = _tool_calls(revision_0012, dialect, with_error_text=False)
     if dialect != "postgresql":
-        for name, select in (("audit_content", content), ("audit_tool_calls", tools)):
-            op.execute(f"DROP VIEW {name}")
-            op.execute(f"CREATE VIEW {name} AS {select}")
+        _sqlite_views(content, tools)
         return
     op.execute(f"CREATE OR REPLACE VIEW audit_content{_security_invoker(revision_0012)} AS {content}")
     revision_0012._recreate_view("audit_tool_calls", tools, _TOOL_COLUMNS)
