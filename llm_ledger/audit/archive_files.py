@@ -160,12 +160,35 @@ def write_tenant_file(directory: Path, tenant_id: str, batches: Iterable[Sequenc
     return WrittenFile(tenant_id, name, file_sha256(final), final.stat().st_size, events, streams)
 
 
+NOT_NULL = frozenset(
+    {
+        *("global_position", "tx_id", "tenant_id", "event_id", "event_type", "schema_version", "stream_id"),
+        *("stream_position", "occurred_at", "payload", "hash", "recorded_at"),
+    }
+)
+"""The columns the events table declares NOT NULL: a null in one of them was never written from it."""
+
+
 def read_columns(path: Path, columns: Iterable[str] | None = None) -> Iterator[dict[str, list[Any]]]:
-    """The file's columns in batches of ``ROW_GROUP`` rows, as Python lists (timestamps aware, in UTC)."""
-    _, pq = pyarrow()
+    """The file's columns (all of ``COLUMNS`` by default) in batches of ``ROW_GROUP`` rows, as Python lists
+    (timestamps aware, in UTC). A column missing, of another type than ``COLUMNS`` gives it, or holding a null
+    where the events table holds none is ``ValueError`` naming it: the code that reads the values relies on
+    them (a damaged file is a finding, never a traceback)."""
+    pa, pq = pyarrow()
     parquet = pq.ParquetFile(path)
-    for batch in parquet.iter_batches(batch_size=ROW_GROUP, columns=list(columns) if columns else None):
-        yield {name: batch.column(name).to_pylist() for name in batch.schema.names}
+    wanted = list(columns) if columns else [name for name, _ in COLUMNS]
+    expected, found = _schema(pa), parquet.schema_arrow
+    for name in wanted:
+        if found.get_field_index(name) < 0:
+            raise ValueError(f"no {name!r} column")
+        kind, expected_kind = found.field(name).type, expected.field(name).type
+        if kind != expected_kind:
+            raise ValueError(f"its {name!r} column is {kind}, not {expected_kind}")
+    for batch in parquet.iter_batches(batch_size=ROW_GROUP, columns=wanted):
+        for name in NOT_NULL.intersection(wanted):
+            if nulls := batch.column(name).null_count:
+                raise ValueError(f"its {name!r} column holds {nulls:,} null(s): the events table holds none")
+        yield {name: batch.column(name).to_pylist() for name in wanted}
 
 
 def read_rows(path: Path) -> Iterator[dict[str, Any]]:

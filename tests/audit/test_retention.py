@@ -886,6 +886,43 @@ def test_an_archived_payload_no_json_reader_reads_is_named_and_the_rest_of_the_f
     assert (report.streams, report.events) == (before.streams, before.events)
 
 
+def _null_occurred_at(table: Any) -> Any:
+    rows = table.to_pylist()
+    rows[1]["occurred_at"] = None
+    return type(table).from_pylist(rows, schema=table.schema)
+
+
+def _occurred_at_as_text(table: Any) -> Any:
+    import pyarrow as pa
+
+    index = table.schema.get_field_index("occurred_at")
+    return table.set_column(index, "occurred_at", table.column(index).cast(pa.string()))
+
+
+DAMAGED_COLUMNS: list[tuple[str, Callable[[Any], Any], str]] = [
+    ("the payload column gone", lambda table: table.drop(["payload"]), "no 'payload' column"),
+    ("the event_type column gone", lambda table: table.drop(["event_type"]), "no 'event_type' column"),
+    ("an occurred_at null", _null_occurred_at, "'occurred_at' column holds 1 null"),
+    ("occurred_at as text", _occurred_at_as_text, "'occurred_at' column is string"),
+]
+
+
+@pytest.mark.parametrize(("change", "named"), [d[1:] for d in DAMAGED_COLUMNS], ids=[d[0] for d in DAMAGED_COLUMNS])
+def test_an_archive_file_whose_columns_are_not_the_events_table_s_is_named_not_a_crash(
+    ledger: RetentionLedger, change: Callable[[Any], Any], named: str
+) -> None:
+    import pyarrow.parquet as pq
+
+    directory = _archived(ledger)
+    victim = sorted(directory.glob("*.parquet"))[0]
+    pq.write_table(change(pq.read_table(victim)), victim)
+    report = verify_ledger(ledger.auditor_url, record=False, archive=ledger.archive)
+    assert not report.ok
+    unreadable = [f for f in report.findings if f.kind == "archive_file_unreadable"]
+    assert unreadable and all(f.severity == "broken" and str(victim) in f.detail for f in unreadable), unreadable
+    assert any(named in f.detail for f in unreadable), unreadable
+
+
 def test_an_archived_integer_beyond_64_bits_is_read_as_json_loads_reads_it_as_a_live_one_is(
     ledger: RetentionLedger,
 ) -> None:
