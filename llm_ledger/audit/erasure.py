@@ -233,13 +233,16 @@ def _erase_sqlite(connection: Connection, plan: ErasurePlan) -> Erasure | None:
 def _session_events(connection: Connection, tenant_id: str, sessions: Sequence[str | None]) -> list[Any]:
     """The streams, event types and payloads (as JSON text, on both dialects: a JSONB string would come back
     as a Python str, indistinguishable from SQLite's text of an object) of a tenant's sessions, by the
-    events' session index."""
+    events' session index. SQLite's as bytes: its text may hold bytes that are no UTF-8 (``json_valid``
+    takes them), on which the driver's decoding raises, which would stop the scan and the erasure with it;
+    ``orjson`` reads bytes and calls such a payload no JSON."""
+    as_json_text = "CAST(payload AS text)" if connection.dialect.name == "postgresql" else "CAST(payload AS BLOB)"
     rows: list[Any] = []
     for session in sessions:
         condition = "session_id = :session" if session is not None else "session_id IS NULL"
         rows += connection.execute(
             text(
-                "SELECT CAST(stream_id AS text) AS stream_id, event_type, CAST(payload AS text) AS payload"
+                f"SELECT CAST(stream_id AS text) AS stream_id, event_type, {as_json_text} AS payload"
                 f" FROM llm_ledger_events WHERE tenant_id = :tenant AND {condition}"
             ),
             {"tenant": tenant_id, "session": session},
@@ -351,11 +354,11 @@ def _streams_naming(rows: Sequence[Any], key_ids: set[str]) -> list[Any]:
 
 def plain_texts(rows: Sequence[Any]) -> PlainTexts:
     """The texts stored in plain among some events (rows of ``stream_id``, ``event_type``, ``payload`` as
-    JSON text): the places of captured content that hold their text itself, and the failed tools' exception
-    texts kept in ``message`` (``tool_error_in_plain``: the capture of the stream's ``ToolCallStarted``
-    tells). A payload that is not a JSON object, or not of its event type's form (a field missing or of
-    another type: altered or damaged), is counted apart as ``unreadable``, never raised: this count runs on
-    whatever the database holds, and one such event must not stop an erasure."""
+    JSON text or its bytes): the places of captured content that hold their text itself, and the failed
+    tools' exception texts kept in ``message`` (``tool_error_in_plain``: the capture of the stream's
+    ``ToolCallStarted`` tells). A payload that is not a JSON object, or not of its event type's form (a
+    field missing or of another type: altered or damaged), is counted apart as ``unreadable``, never raised:
+    this count runs on whatever the database holds, and one such event must not stop an erasure."""
     payloads: list[tuple[str, str, dict[str, Any]]] = []
     unreadable = 0
     for row in rows:
