@@ -160,17 +160,23 @@ def _owner(plan: ErasurePlan) -> tuple[str, str | None]:
 
 def _plan(connection: Connection, tenant_id: str, session_id: str | None, subject_id: str | None) -> ErasurePlan:
     plan = ErasurePlan(tenant_id, session_id, subject_id, (), ())
+    found = _keys_of(connection, plan)
+    if not found:
+        _nothing_to_erase(connection, plan)
+    return _with_keys(plan, found)
+
+
+def _keys_of(connection: Connection, plan: ErasurePlan) -> list[tuple[str, str | None]]:
+    """The ids and sessions of the keys of the plan's session or subject, by the key table's index."""
     owner, value = _owner(plan)
     found = connection.execute(
         text(
             f"SELECT CAST(key_id AS text) AS key_id, session_id FROM llm_ledger_content_keys"
             f" WHERE tenant_id = :tenant AND {owner} = :value ORDER BY key_id"
         ),
-        {"tenant": tenant_id, "value": value},
+        {"tenant": plan.tenant_id, "value": value},
     ).all()
-    if not found:
-        _nothing_to_erase(connection, plan)
-    return _with_keys(plan, [(row.key_id, row.session_id) for row in found])
+    return [(row.key_id, row.session_id) for row in found]
 
 
 def _with_keys(plan: ErasurePlan, keys: Sequence[tuple[str, str | None]]) -> ErasurePlan:
@@ -182,7 +188,18 @@ def _with_keys(plan: ErasurePlan, keys: Sequence[tuple[str, str | None]]) -> Era
 def _erase_postgresql(connection: Connection, plan: ErasurePlan) -> Erasure | None:
     """``llm_ledger_erase`` (migration 0011): under the lock the key store takes too, it deletes the keys,
     counts the events they encrypted and records exactly the keys deleted, in one step; the eraser holds no
-    DELETE of its own."""
+    DELETE of its own.
+
+    It returns the key ids, not their sessions, which the count of plain texts after the commit needs (a
+    key stored since the plan may be of a session the plan does not name): they are read first, under the
+    same lock, taken here before the call (the call takes it again, held already), so that no key of the
+    session or subject is stored between that read and the DELETE."""
+    owner, value = _owner(plan)
+    connection.execute(
+        text("SELECT pg_advisory_xact_lock(llm_ledger_erasure_lock(:tenant, :kind, :value))"),
+        {"tenant": plan.tenant_id, "kind": owner.removesuffix("_id"), "value": value},
+    )
+    session_of = dict(_keys_of(connection, plan))
     done = connection.execute(
         text(
             "SELECT CAST(erasure_id AS text) AS erasure_id, key_ids, events_affected"
@@ -192,9 +209,10 @@ def _erase_postgresql(connection: Connection, plan: ErasurePlan) -> Erasure | No
     ).first()
     if done is None:
         return None
-    return Erasure(
-        str(done.erasure_id), dataclasses.replace(plan, key_ids=tuple(done.key_ids)), int(done.events_affected)
-    )
+    # Every key deleted was read under the lock; were one not, its session would be unknown, taken as none:
+    # its sessionless streams (those that name it) are counted, and nothing here may undo the erasure.
+    keys = [(str(key), session_of.get(str(key))) for key in done.key_ids]
+    return Erasure(str(done.erasure_id), _with_keys(plan, keys), int(done.events_affected))
 
 
 def _erase_sqlite(connection: Connection, plan: ErasurePlan) -> Erasure | None:
