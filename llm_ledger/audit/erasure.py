@@ -14,8 +14,8 @@ before content was encrypted, and failed tools' exception texts recorded before 
 ``message``) stay readable: the plan counts them (``ErasurePlan.plain``, shown before the confirmation),
 the erasure counts them again once committed (``Erasure.plain``), and ``llm-ledger erase`` says so. The
 count reads stored payloads, whatever they hold: one it cannot read is counted apart (``unreadable``), never
-an error, and a count that fails after the commit is reported (``not_counted``): no payload and no count
-can stop or undo the destruction of the keys.
+an error, and a count that fails, with the plan or after the commit, is reported (``not_counted``): no
+payload and no count can stop or undo the destruction of the keys.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def erase(
         raise ValueError("erase one session or one subject")
     with _eraser_transaction(store, tenant_id) as connection:
         plan = _plan(connection, tenant_id, session_id, subject_id)
-        plan = dataclasses.replace(plan, plain=plain_texts_of(connection, plan))
+    plan = dataclasses.replace(plan, plain=_plain_counted(store, plan))
     if not confirm(plan):
         return None
     with _eraser_transaction(store, tenant_id) as connection:
@@ -132,13 +132,14 @@ def erase(
             done = _erase_sqlite(connection, plan)
         if done is None:  # erased by another erasure since the plan
             _nothing_to_erase(connection, plan)
-    return dataclasses.replace(done, plain=_plain_after(store, done.plan))
+    return dataclasses.replace(done, plain=_plain_counted(store, done.plan))
 
 
-def _plain_after(store: EventStore, plan: ErasurePlan) -> PlainTexts:
-    """The plain texts counted again once the keys are destroyed and recorded, in a transaction of its own:
-    the erasure's transaction (and, on PostgreSQL, its lock, which holds the sessions' key stores) is not
-    kept open for the scan of the sessions' events, and nothing the count meets can undo the erasure."""
+def _plain_counted(store: EventStore, plan: ErasurePlan) -> PlainTexts:
+    """The plain texts, counted in a transaction of its own, with the plan and again once the keys are
+    destroyed and recorded: the erasure's transaction (and, on PostgreSQL, its lock, which holds the
+    sessions' key stores) is not kept open for the scan of the sessions' events, and nothing the count meets
+    can stop the erasure before (a failed count is said in the question) or undo it after."""
     try:
         with _eraser_transaction(store, plan.tenant_id) as connection:
             return plain_texts_of(connection, plan)

@@ -272,3 +272,40 @@ def test_a_payload_that_is_not_utf_8_does_not_stop_the_erasure(
             assert (keys, list(recorded)) == (0, ["one"]), "the session's key is destroyed, and recorded"
     finally:
         engine.dispose()
+
+
+def test_a_count_that_fails_before_the_question_is_said_and_does_not_stop_the_erasure(
+    logins: Logins,
+    tenant: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    llm_ledger: Callable[..., Outcome],  # noqa: F811
+) -> None:
+    """The count with the plan fails (a database error, made here on that first count): the question says
+    the texts could not be counted, and, answered yes, the keys go (the error stopped the erasure)."""
+    record(logins.writer, tmp_path / "spool", tenant, {"one": "full"}, executions=1)
+    counts: list[int] = []
+    count = erasure.plain_texts_of
+
+    def failing_with_the_plan(connection: Connection, plan: erasure.ErasurePlan) -> erasure.PlainTexts:
+        counts.append(1)
+        if len(counts) == 1:
+            connection.execute(text("SELECT no_such_column FROM llm_ledger_events"))
+        return count(connection, plan)
+
+    monkeypatch.setattr(erasure, "plain_texts_of", failing_with_the_plan)
+    monkeypatch.setattr(sys, "stdin", _Terminal("y\n"))
+
+    erased = llm_ledger("erase", "--tenant", tenant, "--session", "one", "--database-url", logins.eraser)
+
+    assert erased.status == 0 and len(counts) == 2, erased.out + erased.err
+    question, _, said = erased.out.partition("[y/N] ")
+    assert question.startswith(
+        f"destroy 1 data key(s) of session 'one' of tenant '{tenant}'? The content they encrypt can never be read"
+        " again; but its texts stored in plain could not be counted ("
+    ), question
+    assert "no_such_column" in question and "crypto-shredding cannot erase such texts" in question
+    assert said.startswith(f"erased session 'one' of tenant '{tenant}': destroyed 1 data key(s)"), said
+    assert all(
+        hidden for event, _, hidden in read_back(logins.keyholder, tenant) if event.event_type == "ToolCallStarted"
+    )
