@@ -493,6 +493,8 @@ def _unreadable(plain: PlainTexts) -> str:
 
 def _plain_before(plain: PlainTexts) -> str:
     """What the confirmation adds about the texts that destroying the keys leaves readable."""
+    from llm_ledger.audit.report import printable
+
     said = ""
     if plain.total:
         said += (
@@ -501,6 +503,11 @@ def _plain_before(plain: PlainTexts) -> str:
         )
     if plain.unreadable:
         said += f"; and {_unreadable(plain)}"
+    if plain.not_counted is not None:
+        said += (
+            f"; but its texts stored in plain could not be counted ({printable(plain.not_counted)}):"
+            " crypto-shredding cannot erase such texts (docs/AUDIT.md lists them)"
+        )
     return said
 
 

@@ -24,7 +24,7 @@ _MEANINGS = {
     ExitCode.OK: "done (audit verify: the ledger is clean)",
     ExitCode.FAILED: "the command ran and found a problem: audit verify found the ledger broken, db current found"
     " its schema behind, db downgrade refused to drop recorded events, the demo's checks failed, erase had nothing to"
-    " destroy or left texts stored in plain it cannot erase",
+    " destroy, or left texts stored in plain it cannot erase or could not check for them",
     ExitCode.USAGE: "usage or configuration error (audit verify: could not check): an argument, option value,"
     " environment variable, key or configuration file that cannot be used, or a ledger whose schema is older than"
     " the command needs (run llm-ledger db upgrade)",

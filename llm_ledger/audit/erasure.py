@@ -14,8 +14,8 @@ before content was encrypted, and failed tools' exception texts recorded before 
 ``message``) stay readable: the plan counts them (``ErasurePlan.plain``, shown before the confirmation),
 the erasure counts them again once committed (``Erasure.plain``), and ``llm-ledger erase`` says so. The
 count reads stored payloads, whatever they hold: one it cannot read is counted apart (``unreadable``), never
-an error, and a count that fails after the commit is reported (``not_counted``): no payload and no count
-can stop or undo the destruction of the keys.
+an error, and a count that fails, with the plan or after the commit, is reported (``not_counted``): no
+payload and no count can stop or undo the destruction of the keys.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def erase(
         raise ValueError("erase one session or one subject")
     with _eraser_transaction(store, tenant_id) as connection:
         plan = _plan(connection, tenant_id, session_id, subject_id)
-        plan = dataclasses.replace(plan, plain=plain_texts_of(connection, plan))
+    plan = dataclasses.replace(plan, plain=_plain_counted(store, plan))
     if not confirm(plan):
         return None
     with _eraser_transaction(store, tenant_id) as connection:
@@ -132,13 +132,14 @@ def erase(
             done = _erase_sqlite(connection, plan)
         if done is None:  # erased by another erasure since the plan
             _nothing_to_erase(connection, plan)
-    return dataclasses.replace(done, plain=_plain_after(store, done.plan))
+    return dataclasses.replace(done, plain=_plain_counted(store, done.plan))
 
 
-def _plain_after(store: EventStore, plan: ErasurePlan) -> PlainTexts:
-    """The plain texts counted again once the keys are destroyed and recorded, in a transaction of its own:
-    the erasure's transaction (and, on PostgreSQL, its lock, which holds the sessions' key stores) is not
-    kept open for the scan of the sessions' events, and nothing the count meets can undo the erasure."""
+def _plain_counted(store: EventStore, plan: ErasurePlan) -> PlainTexts:
+    """The plain texts, counted in a transaction of its own, with the plan and again once the keys are
+    destroyed and recorded: the erasure's transaction (and, on PostgreSQL, its lock, which holds the
+    sessions' key stores) is not kept open for the scan of the sessions' events, and nothing the count meets
+    can stop the erasure before (a failed count is said in the question) or undo it after."""
     try:
         with _eraser_transaction(store, plan.tenant_id) as connection:
             return plain_texts_of(connection, plan)
@@ -160,17 +161,23 @@ def _owner(plan: ErasurePlan) -> tuple[str, str | None]:
 
 def _plan(connection: Connection, tenant_id: str, session_id: str | None, subject_id: str | None) -> ErasurePlan:
     plan = ErasurePlan(tenant_id, session_id, subject_id, (), ())
+    found = _keys_of(connection, plan)
+    if not found:
+        _nothing_to_erase(connection, plan)
+    return _with_keys(plan, found)
+
+
+def _keys_of(connection: Connection, plan: ErasurePlan) -> list[tuple[str, str | None]]:
+    """The ids and sessions of the keys of the plan's session or subject, by the key table's index."""
     owner, value = _owner(plan)
     found = connection.execute(
         text(
             f"SELECT CAST(key_id AS text) AS key_id, session_id FROM llm_ledger_content_keys"
             f" WHERE tenant_id = :tenant AND {owner} = :value ORDER BY key_id"
         ),
-        {"tenant": tenant_id, "value": value},
+        {"tenant": plan.tenant_id, "value": value},
     ).all()
-    if not found:
-        _nothing_to_erase(connection, plan)
-    return _with_keys(plan, [(row.key_id, row.session_id) for row in found])
+    return [(row.key_id, row.session_id) for row in found]
 
 
 def _with_keys(plan: ErasurePlan, keys: Sequence[tuple[str, str | None]]) -> ErasurePlan:
@@ -182,7 +189,18 @@ def _with_keys(plan: ErasurePlan, keys: Sequence[tuple[str, str | None]]) -> Era
 def _erase_postgresql(connection: Connection, plan: ErasurePlan) -> Erasure | None:
     """``llm_ledger_erase`` (migration 0011): under the lock the key store takes too, it deletes the keys,
     counts the events they encrypted and records exactly the keys deleted, in one step; the eraser holds no
-    DELETE of its own."""
+    DELETE of its own.
+
+    It returns the key ids, not their sessions, which the count of plain texts after the commit needs (a
+    key stored since the plan may be of a session the plan does not name): they are read first, under the
+    same lock, taken here before the call (the call takes it again, held already), so that no key of the
+    session or subject is stored between that read and the DELETE."""
+    owner, value = _owner(plan)
+    connection.execute(
+        text("SELECT pg_advisory_xact_lock(llm_ledger_erasure_lock(:tenant, :kind, :value))"),
+        {"tenant": plan.tenant_id, "kind": owner.removesuffix("_id"), "value": value},
+    )
+    session_of = dict(_keys_of(connection, plan))
     done = connection.execute(
         text(
             "SELECT CAST(erasure_id AS text) AS erasure_id, key_ids, events_affected"
@@ -192,9 +210,10 @@ def _erase_postgresql(connection: Connection, plan: ErasurePlan) -> Erasure | No
     ).first()
     if done is None:
         return None
-    return Erasure(
-        str(done.erasure_id), dataclasses.replace(plan, key_ids=tuple(done.key_ids)), int(done.events_affected)
-    )
+    # Every key deleted was read under the lock; were one not, its session would be unknown, taken as none:
+    # its sessionless streams (those that name it) are counted, and nothing here may undo the erasure.
+    keys = [(str(key), session_of.get(str(key))) for key in done.key_ids]
+    return Erasure(str(done.erasure_id), _with_keys(plan, keys), int(done.events_affected))
 
 
 def _erase_sqlite(connection: Connection, plan: ErasurePlan) -> Erasure | None:
@@ -233,13 +252,16 @@ def _erase_sqlite(connection: Connection, plan: ErasurePlan) -> Erasure | None:
 def _session_events(connection: Connection, tenant_id: str, sessions: Sequence[str | None]) -> list[Any]:
     """The streams, event types and payloads (as JSON text, on both dialects: a JSONB string would come back
     as a Python str, indistinguishable from SQLite's text of an object) of a tenant's sessions, by the
-    events' session index."""
+    events' session index. SQLite's as bytes: its text may hold bytes that are no UTF-8 (``json_valid``
+    takes them), on which the driver's decoding raises, which would stop the scan and the erasure with it;
+    ``orjson`` reads bytes and calls such a payload no JSON."""
+    as_json_text = "CAST(payload AS text)" if connection.dialect.name == "postgresql" else "CAST(payload AS BLOB)"
     rows: list[Any] = []
     for session in sessions:
         condition = "session_id = :session" if session is not None else "session_id IS NULL"
         rows += connection.execute(
             text(
-                "SELECT CAST(stream_id AS text) AS stream_id, event_type, CAST(payload AS text) AS payload"
+                f"SELECT CAST(stream_id AS text) AS stream_id, event_type, {as_json_text} AS payload"
                 f" FROM llm_ledger_events WHERE tenant_id = :tenant AND {condition}"
             ),
             {"tenant": tenant_id, "session": session},
@@ -351,11 +373,11 @@ def _streams_naming(rows: Sequence[Any], key_ids: set[str]) -> list[Any]:
 
 def plain_texts(rows: Sequence[Any]) -> PlainTexts:
     """The texts stored in plain among some events (rows of ``stream_id``, ``event_type``, ``payload`` as
-    JSON text): the places of captured content that hold their text itself, and the failed tools' exception
-    texts kept in ``message`` (``tool_error_in_plain``: the capture of the stream's ``ToolCallStarted``
-    tells). A payload that is not a JSON object, or not of its event type's form (a field missing or of
-    another type: altered or damaged), is counted apart as ``unreadable``, never raised: this count runs on
-    whatever the database holds, and one such event must not stop an erasure."""
+    JSON text or its bytes): the places of captured content that hold their text itself, and the failed
+    tools' exception texts kept in ``message`` (``tool_error_in_plain``: the capture of the stream's
+    ``ToolCallStarted`` tells). A payload that is not a JSON object, or not of its event type's form (a
+    field missing or of another type: altered or damaged), is counted apart as ``unreadable``, never raised:
+    this count runs on whatever the database holds, and one such event must not stop an erasure."""
     payloads: list[tuple[str, str, dict[str, Any]]] = []
     unreadable = 0
     for row in rows:

@@ -233,3 +233,79 @@ def test_a_count_that_fails_after_the_erasure_is_said_and_the_erasure_stands(
     assert all(
         hidden for event, _, hidden in read_back(logins.keyholder, tenant) if event.event_type == "ToolCallStarted"
     )
+
+
+@pytest.mark.parametrize("logins", ["sqlite"], indirect=True)  # a jsonb value is always valid UTF-8
+def test_a_payload_that_is_not_utf_8_does_not_stop_the_erasure(
+    logins: Logins,
+    tenant: str,
+    tmp_path: Path,
+    llm_ledger: Callable[..., Outcome],  # noqa: F811
+) -> None:
+    """An SQLite payload whose bytes are no UTF-8 (``json_valid`` takes it): read as text, the driver raised on
+    fetching it, which stopped the plan and, in the events-affected count, rolled the erasure back. It is one
+    unreadable event, said, and the key goes."""
+    record(logins.writer, tmp_path / "spool", tenant, {"one": "full"}, executions=1)
+    not_utf_8 = rewrite_payloads(
+        logins,
+        tenant,
+        "session_id = 'one' AND event_type = 'ToolCallSucceeded'",
+        postgresql="payload",
+        sqlite="CAST(X'7B22726573756C74223A22FF227D' AS TEXT)",  # {"result":"\xff"}
+    )
+    assert not_utf_8 == 1
+
+    erased = llm_ledger("erase", "--tenant", tenant, "--session", "one", "--yes", "--database-url", logins.eraser)
+
+    assert erased.status == 1, erased.out + erased.err
+    assert f"erased session 'one' of tenant '{tenant}': destroyed 1 data key(s)" in erased.out
+    assert erased.err.startswith("llm-ledger: NOT CHECKED: 1 event(s) could not be read for plain text"), erased.err
+    engine = create_store_engine(logins.superuser, poolclass=NullPool)
+    try:  # read_back cannot read that event either: the tables themselves
+        with engine.connect() as connection:
+            keys = connection.execute(
+                text("SELECT count(*) FROM llm_ledger_content_keys WHERE tenant_id = :t"), {"t": tenant}
+            ).scalar()
+            recorded = connection.execute(
+                text("SELECT session_id FROM llm_ledger_erasures WHERE tenant_id = :t"), {"t": tenant}
+            ).scalars()
+            assert (keys, list(recorded)) == (0, ["one"]), "the session's key is destroyed, and recorded"
+    finally:
+        engine.dispose()
+
+
+def test_a_count_that_fails_before_the_question_is_said_and_does_not_stop_the_erasure(
+    logins: Logins,
+    tenant: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    llm_ledger: Callable[..., Outcome],  # noqa: F811
+) -> None:
+    """The count with the plan fails (a database error, made here on that first count): the question says
+    the texts could not be counted, and, answered yes, the keys go (the error stopped the erasure)."""
+    record(logins.writer, tmp_path / "spool", tenant, {"one": "full"}, executions=1)
+    counts: list[int] = []
+    count = erasure.plain_texts_of
+
+    def failing_with_the_plan(connection: Connection, plan: erasure.ErasurePlan) -> erasure.PlainTexts:
+        counts.append(1)
+        if len(counts) == 1:
+            connection.execute(text("SELECT no_such_column FROM llm_ledger_events"))
+        return count(connection, plan)
+
+    monkeypatch.setattr(erasure, "plain_texts_of", failing_with_the_plan)
+    monkeypatch.setattr(sys, "stdin", _Terminal("y\n"))
+
+    erased = llm_ledger("erase", "--tenant", tenant, "--session", "one", "--database-url", logins.eraser)
+
+    assert erased.status == 0 and len(counts) == 2, erased.out + erased.err
+    question, _, said = erased.out.partition("[y/N] ")
+    assert question.startswith(
+        f"destroy 1 data key(s) of session 'one' of tenant '{tenant}'? The content they encrypt can never be read"
+        " again; but its texts stored in plain could not be counted ("
+    ), question
+    assert "no_such_column" in question and "crypto-shredding cannot erase such texts" in question
+    assert said.startswith(f"erased session 'one' of tenant '{tenant}': destroyed 1 data key(s)"), said
+    assert all(
+        hidden for event, _, hidden in read_back(logins.keyholder, tenant) if event.event_type == "ToolCallStarted"
+    )

@@ -247,6 +247,43 @@ def test_a_subject_s_plain_texts_outside_sessions_are_those_of_its_own_streams(
     assert [plan.plain for plan in planned] == [PlainTexts(tool_errors=1)], "the plan shown before said the same"
 
 
+def test_the_count_after_a_subject_s_erasure_takes_a_session_whose_key_came_since_the_plan(
+    logins: Logins, tenant: str, tmp_path: Path
+) -> None:
+    """A session of the subject started while the question was asked: its key is among those the erasure
+    destroys, and its texts stored in plain are among those counted after it (on PostgreSQL, the count took
+    the sessions of the plan, not of the keys deleted)."""
+    record(logins.writer, tmp_path / "spool", tenant, {"a": "full"}, subject={"a": "person-1"}, executions=1)
+
+    def confirm(plan: ErasurePlan) -> bool:
+        assert plan.sessions == ("a",) and plan.plain == PlainTexts()
+        record(logins.writer, tmp_path / "spool-b", tenant, {"b": "full"}, subject={"b": "person-1"}, executions=1)
+        store = EventStore(logins.writer)
+        try:  # and a tool failure of that session recorded in full before encryption: two texts in plain
+            store.append(
+                tool_stream(
+                    Context(tenant, session_id="b"),
+                    tool_name="refund",
+                    started_at=datetime.now(UTC),
+                    outcome="failed",
+                    message=tool_error("b"),
+                    capture="full",
+                )
+            )
+        finally:
+            store.close()
+        return True
+
+    eraser = EventStore(logins.eraser)
+    try:
+        done = erase(eraser, tenant, subject_id="person-1", confirm=confirm)
+    finally:
+        eraser.close()
+
+    assert done is not None and done.key_count == 2 and set(done.plan.sessions) == {"a", "b"}, done
+    assert done.plain == PlainTexts(captured=1, tool_errors=1), "session b's texts in plain, counted"
+
+
 def test_erasing_what_keeps_no_content_says_there_is_nothing_to_erase(
     logins: Logins, tenant: str, tmp_path: Path
 ) -> None:
