@@ -633,7 +633,12 @@ def _age(seconds: float) -> str:
 def stream_findings(tenant_id: str, rows: Sequence[Any]) -> list[Finding]:
     """What a verify finds in one stream's stored rows (``READ_COLUMNS``, in stream order), without its
     seals: its hash chain, its first and terminal events, or that it has no terminal event. For a view of a
-    few streams (the dashboard's session page)."""
+    few streams (the dashboard's session page).
+
+    Their payloads are the values the column's type read, which ``check_stream`` takes as the stored JSON text
+    when they are a string: a payload stored as a JSON string holding an event's payload text would be read
+    twice, into the object it spells, and pass. So each payload is handed on as its JSON text (``json.dumps``
+    writes the values back exactly, NaN and integers beyond 64 bits included)."""
     result = TenantResult(tenant_id)
-    check_stream(rows, result)
+    check_stream([StoredRow.of(row)._replace(payload=json.dumps(row.payload)) for row in rows], result)
     return result.findings

@@ -9,10 +9,13 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from sqlalchemy import Connection, update
 
 from llm_ledger.audit.stream_rows import StoredRow, stored_chain_holds
+from llm_ledger.audit.timeline import ExecutionView, session_activity
 from llm_ledger.events import chain_holds, verify_chain
-from llm_ledger.store.schema import READ_COLUMNS
+from llm_ledger.store.schema import READ_COLUMNS, events
+from tests.audit.conftest import Ledger
 from tests.events.test_chain import _CAUTIOUS, _mutations, _rehashed, _stream
 
 
@@ -120,3 +123,26 @@ def test_an_archived_row_with_its_columns_as_a_mapping_is_read_by_name() -> None
 
     assert [StoredRow.of(row) for row in archived] == [row._replace(global_position=None) for row in rows]
     assert stored_chain_holds([StoredRow.of(row) for row in archived])
+
+
+def test_a_payload_stored_as_a_json_string_of_its_text_is_broken_on_the_session_page_as_in_verify(
+    ledger: Ledger,
+) -> None:
+    # The session page reads the payload as the column's type does: a JSON string of the payload's text reads
+    # as that text, which must not be parsed again into the object it spells (the hash still matches that).
+    [row, *_] = [row for row in ledger.rows() if row.session_id is not None and row.event_type == "ExecutionStarted"]
+
+    def payload_made_a_string(connection: Connection) -> None:
+        text_of_payload = json.dumps(row.payload)
+        connection.execute(update(events).where(events.c.event_id == row.event_id).values(payload=text_of_payload))
+
+    ledger.tamper(payload_made_a_string)
+
+    assert ("invalid", str(row.event_id)) in {(f.kind, f.event_id) for f in ledger.verify().findings}
+    with ledger.engine.connect() as connection:
+        [shown] = [
+            item
+            for item in session_activity(connection, row.tenant_id, row.session_id)
+            if isinstance(item, ExecutionView) and item.execution_id == str(row.stream_id)
+        ]
+    assert shown.integrity.status == "broken", shown.integrity.summary
