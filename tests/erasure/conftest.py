@@ -9,6 +9,7 @@ import asyncio
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from llm_ledger.events.capture import CapturePolicy
 from llm_ledger.store import EventStore, create_store_engine, migrate
 from llm_ledger.store.content_keys import ContentState, opened, wanted_keys
 from llm_ledger.store.writer import BufferedWriter
+from tests.events.tool_streams import Context, tool_stream
 from tests.store.conftest import (  # noqa: F401  (fixtures, registered here by import)
     _create_postgres_database,
     _postgres_server,
@@ -154,6 +156,24 @@ def record(
     stats = writer.close(timeout=30)
     store.close()
     assert stats.written + stats.replayed == stats.accepted and stats.rejected == 0, stats
+
+
+def record_plain_tool_failure(url: str, tenant: str, session_id: str) -> None:
+    """A tool failure of ``session_id`` recorded in full before ``error_text`` existed: its exception's text
+    (quoting the card number) plain in its ``message``, never encrypted."""
+    old_form = tool_stream(
+        Context(tenant, session_id=session_id),
+        tool_name="refund",
+        started_at=datetime.now(UTC),
+        outcome="failed",
+        message=f"no refund for {session_id}: card 4111 is blocked",
+        capture="full",
+    )
+    store = EventStore(url)
+    try:
+        store.append(old_form)
+    finally:
+        store.close()
 
 
 def rewrite_payloads(logins: Logins, tenant: str, where: str, *, postgresql: str, sqlite: str) -> int:

@@ -16,7 +16,7 @@ from sqlalchemy.pool import NullPool
 from llm_ledger.audit import erasure
 from llm_ledger.store import EventStore, create_store_engine
 from tests.cli.conftest import Outcome, llm_ledger  # noqa: F401  (a fixture, registered here by import)
-from tests.erasure.conftest import Logins, read_back, record, rewrite_payloads
+from tests.erasure.conftest import Logins, read_back, record, record_plain_tool_failure, rewrite_payloads
 from tests.events.tool_streams import Context, tool_stream
 
 
@@ -75,19 +75,7 @@ def test_erase_says_loudly_which_texts_of_the_session_are_plain_and_stay(
     (its exception's text plain in ``message``, its arguments plain too): the erasure destroys the key, and
     says, failing, that those two texts stay readable."""
     record(logins.writer, tmp_path / "spool", tenant, {"one": "full"}, executions=1)
-    old_form = tool_stream(
-        Context(tenant, session_id="one"),
-        tool_name="refund",
-        started_at=datetime.now(UTC),
-        outcome="failed",
-        message="no refund for one: card 4111 is blocked",
-        capture="full",
-    )
-    store = EventStore(logins.writer)
-    try:
-        store.append(old_form)
-    finally:
-        store.close()
+    record_plain_tool_failure(logins.writer, tenant, "one")
 
     erased = llm_ledger("erase", "--tenant", tenant, "--session", "one", "--yes", "--database-url", logins.eraser)
 

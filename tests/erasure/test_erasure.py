@@ -21,7 +21,16 @@ from llm_ledger.store.process_writer import ProcessWriter
 from llm_ledger.store.writer import BufferedWriter
 from tests.audit_sql.auditdoc import psql_url, run_psql, sql_blocks
 from tests.digests import keyed
-from tests.erasure.conftest import Logins, question, read_back, record, rewrite_payloads, texts_of, tool_error
+from tests.erasure.conftest import (
+    Logins,
+    question,
+    read_back,
+    record,
+    record_plain_tool_failure,
+    rewrite_payloads,
+    texts_of,
+    tool_error,
+)
 from tests.events.tool_streams import Context, tool_stream
 from tests.plain_card import holds_plain_card
 
@@ -121,19 +130,7 @@ def test_erasing_a_session_erases_the_text_of_its_failed_tool_s_exception(
     class, sizes and digest stay, and so does every chain."""
     record(logins.writer, tmp_path / "spool", tenant, {"x": "full", "y": "full"}, executions=1)
     # A failure recorded in full before error_text existed: its text plain in its message, never encrypted.
-    old_form = tool_stream(
-        Context(tenant, session_id="old"),
-        tool_name="refund",
-        started_at=datetime.now(UTC),
-        outcome="failed",
-        message="no refund for old: card 4111 is blocked",
-        capture="full",
-    )
-    store = EventStore(logins.writer)
-    try:
-        store.append(old_form)
-    finally:
-        store.close()
+    record_plain_tool_failure(logins.writer, tenant, "old")
 
     def failures() -> dict[str | None, tuple[Any, dict[str, Any], dict[str, ContentState]]]:
         return {
@@ -463,19 +460,7 @@ def test_a_journal_replayed_after_an_erasure_does_not_bring_its_session_back(
 @pytest.mark.parametrize("logins", ["postgresql"], indirect=True)  # the doc's SQL, run with psql as an auditor
 def test_the_audit_docs_erasure_queries_answer_as_the_erasure_says(logins: Logins, tenant: str, tmp_path: Path) -> None:
     record(logins.writer, tmp_path / "spool", tenant, {"a": "full", "b": "full"})
-    old_form = tool_stream(  # recorded in full before error_text existed: its text plain in its message
-        Context(tenant, session_id="old"),
-        tool_name="refund",
-        started_at=datetime.now(UTC),
-        outcome="failed",
-        message="no refund for old: card 4111 is blocked",
-        capture="full",
-    )
-    store = EventStore(logins.writer)
-    try:
-        store.append(old_form)
-    finally:
-        store.close()
+    record_plain_tool_failure(logins.writer, tenant, "old")
     _, affected = _erase(logins.eraser, tenant, session_id="a")
     blocks = {block.key: block.sql for block in sql_blocks(AUDIT_MD.read_text(encoding="utf-8"))}
     auditor = psql_url(logins.auditor)
