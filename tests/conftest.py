@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, settings
 
 from llm_ledger.executor import InMemorySink, ProviderSettings, RetryPolicy
 from tests.fakes import FakeProviderServer
+from tests.store import databases
 
 # Hypothesis times each example (200 ms by default) and fails a slow one: on a machine whose two cores
 # other suites keep busy that is a timed assertion, failing for the load, not the code. Its examples and
@@ -36,6 +37,11 @@ API_KEYS = {
     "groq": "gsk_TESTKEY0groq000000000000003",
     "anthropic": "sk-ant-api03-TESTKEY0anthropic0000004",
 }
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Drop the session's PostgreSQL databases, together: once every fixture that used them is torn down."""
+    databases.drop_all()
 
 
 @pytest.fixture(scope="session")

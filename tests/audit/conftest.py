@@ -30,6 +30,7 @@ from llm_ledger.events import Event
 from llm_ledger.store import EventStore, create_store_engine, migrate
 from llm_ledger.store.schema import events
 from tests.projections import workload
+from tests.store import databases
 from tests.store.conftest import (  # noqa: F401  (fixtures, registered here by import)
     _create_postgres_database,
     _postgres_server,
@@ -217,12 +218,7 @@ def _copy_of_template(dialect: str, request: pytest.FixtureRequest, tmp_path: Pa
     finally:
         engine.dispose()
         if dialect == "postgresql":
-            with server.connect() as connection:
-                connection.execute(
-                    text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"),
-                    {"name": name},
-                )
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            databases.done_with(server.url, name)  # dropped with others: each drop waits for a checkpoint
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

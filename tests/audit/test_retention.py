@@ -43,6 +43,7 @@ from tests.audit.retention_ledger import (
 )
 from tests.audit_sql.auditdoc import AUDIT_MD, sql_blocks
 from tests.projections import workload
+from tests.store import databases
 
 TENANTS = ("keep-acme", "keep-globex")
 OLD = f"llm_ledger_events_{OLD_MONTH[0]:04d}_{OLD_MONTH[1]:02d}"
@@ -131,11 +132,7 @@ def ledger(
         )
     finally:
         engine.dispose()
-        with _postgres_server.connect() as connection:
-            connection.execute(
-                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"), {"name": name}
-            )
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        databases.done_with(_postgres_server.url, name)  # dropped with others: each drop waits for a checkpoint
 
 
 def _archived(ledger: RetentionLedger) -> Path:

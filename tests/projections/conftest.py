@@ -21,6 +21,7 @@ from llm_ledger.store import EventStore, create_store_engine, migrate
 from tests.projections import workload
 from tests.projections.projecting import project_url
 from tests.store.conftest import (  # noqa: F401  (fixtures, registered here by import)
+    _create_migrated_postgres_database,
     _create_postgres_database,
     _postgres_server,
     empty_postgres_url,
@@ -49,11 +50,9 @@ def engine_of() -> Iterator[Callable[[str], Engine]]:
 
 
 @pytest.fixture
-def fresh_postgres_url(_create_postgres_database: Callable[[], str]) -> str:  # noqa: F811
+def fresh_postgres_url(_create_migrated_postgres_database: Callable[[], str]) -> str:  # noqa: F811
     """A PostgreSQL database of the test's own, at the head revision."""
-    url = _create_postgres_database()
-    migrate.upgrade(url)
-    return url
+    return _create_migrated_postgres_database()
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
