@@ -21,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from llm_ledger.audit.errors import AuditConfigurationError
+from llm_ledger.audit.errors import AuditConfigurationError, AuditError
 
 FORMAT = "llm-ledger-archive/1"
 MANIFEST = "manifest.json"
@@ -220,7 +220,7 @@ def _json_default(value: object) -> str:
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
-class ManifestShapeError(ValueError):
+class ManifestShapeError(AuditError, ValueError):
     """A manifest that is JSON but not of the shape ``retention apply`` writes: what is wrong with it."""
 
 
