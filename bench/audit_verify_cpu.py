@@ -91,7 +91,9 @@ def run(url: str, variant: Variant) -> Run:
     load = os.getloadavg()[0]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
+    # Run from the variant's own checkout: ``python -m`` puts the working directory first on the path, ahead
+    # of PYTHONPATH, so from this one every variant would run this checkout's code.
+    done = subprocess.run(command, env=environment, cwd=variant.path, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     stop.set()
