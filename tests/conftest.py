@@ -39,6 +39,7 @@ API_KEYS = {
 }
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own, which tears the fixtures still up down (on Ctrl-C)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Drop the session's PostgreSQL databases, together: once every fixture that used them is torn down."""
     databases.drop_all()
