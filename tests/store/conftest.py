@@ -50,19 +50,23 @@ def _postgres_server() -> Iterator[Engine]:
     engine.dispose()
 
 
+def _new_database(server: Engine, template: str | None = None) -> str:
+    """A database ``llm_ledger_test_<random>`` on ``server`` (empty, or a copy of ``template``), dropped when
+    the session ends (``tests/store/databases.py``); its URL."""
+    name = f"llm_ledger_test_{uuid.uuid4().hex[:12]}"
+    copied = f' TEMPLATE "{template}"' if template is not None else ""
+    with server.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"{copied}'))
+    databases.made(server.url, name)
+    return _render(server.url.set(database=name))
+
+
 @pytest.fixture(scope="session")
 def _create_postgres_database(_postgres_server: Engine) -> Callable[[], str]:
     """Creates empty databases named ``llm_ledger_test_<random>`` next to the server's, dropped (whatever is
     still connected to them terminated) when the session ends (``tests/store/databases.py``)."""
 
-    def create() -> str:
-        name = f"llm_ledger_test_{uuid.uuid4().hex[:12]}"
-        with _postgres_server.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        databases.made(_postgres_server.url, name)
-        return _render(_postgres_server.url.set(database=name))
-
-    return create
+    return lambda: _new_database(_postgres_server)
 
 
 @pytest.fixture(scope="session")
@@ -76,14 +80,7 @@ def _create_migrated_postgres_database(
     migrate.upgrade(template)
     template_name = normalize_url(template).database
 
-    def create() -> str:
-        name = f"llm_ledger_test_{uuid.uuid4().hex[:12]}"
-        with _postgres_server.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"'))
-        databases.made(_postgres_server.url, name)
-        return _render(_postgres_server.url.set(database=name))
-
-    return create
+    return lambda: _new_database(_postgres_server, template_name)
 
 
 @pytest.fixture(scope="session")
